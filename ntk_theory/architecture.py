@@ -1,0 +1,100 @@
+"""The shape of an MLP: widths, per-layer variances C_W, C_b and the NTK parameterization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from . import _checks
+from .conventions import PARAMETERIZATIONS, learning_rate_factors
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """An MLP ``z(1) = W(1) x + b(1)``, ``z(l+1) = W(l+1) s(z(l)) + b(l+1)`` in PDLT conventions.
+
+    ``widths = (n_0, n_1, ..., n_L, n_out)``: input dimension, the ``L`` hidden widths and the
+    output dimension.  Layer ``l`` (1-based, ``l = 1 .. L+1``) has ``W(l)`` of shape
+    ``(n_l, n_(l-1))`` with entries ``N(0, C_W[l-1] / n_(l-1))`` and bias ``N(0, C_b[l-1])``.
+    ``param`` fixes the NTK's learning-rate factors (see :mod:`ntk_theory.conventions`).
+    """
+
+    widths: tuple[int, ...]
+    C_W: tuple[float, ...]
+    C_b: tuple[float, ...]
+    param: str = "ntk"
+
+    def __post_init__(self):
+        widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(self.widths))
+        if len(widths) < 3:
+            raise ValueError(
+                "widths must be (input_dim, hidden widths..., output_dim) with at least one hidden "
+                f"layer (depth >= 1); got {tuple(self.widths)}"
+            )
+        n_layers = len(widths) - 1
+        object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "C_W", _checks.per_layer("C_W", self.C_W, n_layers))
+        object.__setattr__(self, "C_b", _checks.per_layer("C_b", self.C_b, n_layers))
+        _checks.choice("param", self.param, PARAMETERIZATIONS)
+
+    @classmethod
+    def build(
+        cls,
+        input_dim: int,
+        depth: int,
+        width: int | Sequence[int],
+        output_dim: int = 1,
+        C_W=1.0,
+        C_b=0.0,
+        param: str = "ntk",
+    ) -> "MLPSpec":
+        """``depth`` hidden layers of ``width`` (an int, or one width per hidden layer)."""
+        depth = _checks.positive_int("depth", depth)
+        if isinstance(width, Sequence) and not isinstance(width, str):
+            hidden = tuple(width)
+            if len(hidden) != depth:
+                raise ValueError(f"width has {len(hidden)} entries but depth is {depth}")
+        else:
+            hidden = (_checks.positive_int("width", width),) * depth
+        return cls((input_dim, *hidden, output_dim), C_W, C_b, param)
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers L."""
+        return len(self.widths) - 2
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers, L + 1."""
+        return len(self.widths) - 1
+
+    @property
+    def input_dim(self) -> int:
+        return self.widths[0]
+
+    @property
+    def output_dim(self) -> int:
+        return self.widths[-1]
+
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        return self.widths[1:-1]
+
+    def learning_rate_factors(self) -> list[tuple[float, float]]:
+        """``[(lambda_b(l), lambda_W(l)) for l = 1 .. L+1]``."""
+        return [
+            learning_rate_factors(self.param, self.C_W[l], self.C_b[l], self.widths[l])
+            for l in range(self.n_layers)
+        ]
+
+    def n_params(self) -> int:
+        return sum(n_out * (n_in + 1) for n_in, n_out in zip(self.widths[:-1], self.widths[1:]))
+
+    def __repr__(self) -> str:
+        def short(v):
+            return v[0] if len(set(v)) == 1 else list(v)
+
+        return (
+            f"MLPSpec(widths={self.widths}, C_W={short(self.C_W)}, C_b={short(self.C_b)}, "
+            f"param={self.param!r})"
+        )

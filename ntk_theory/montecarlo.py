@@ -1,0 +1,346 @@
+r"""Monte Carlo over independent finite networks: moments of outputs, NTK and kernels with errors.
+
+For an MLP with L hidden layers and a scalar readout (PDLT conventions, :mod:`ntk_theory.conventions`)
+at inputs X (N, n_0), :func:`sample_statistics` draws S independent networks in vectorised blocks
+and estimates
+
+==========================  ==============================================================
+``output_second_moment``    E[f_a f_b]                                          (N, N)
+``ntk_mean``                E[Theta_ab]                                         (N, N)
+``ntk_covariance``          Cov[Theta_ab, Theta_cd]                             (N, N, N, N)
+``kernel_mean``             E[Khat_ab],  Khat_ab = (1/n_L) sum_i z(L)_i;a z(L)_i;b   (N, N)
+``kernel_covariance``       Cov[Khat_ab, Khat_cd]                               (N, N, N, N)
+``output_cumulant``         kappa_abcd = E[f_a f_b f_c f_d] - E[f_a f_b] E[f_c f_d]
+                            - E[f_a f_c] E[f_b f_d] - E[f_a f_d] E[f_b f_c]      (N, N, N, N)
+==========================  ==============================================================
+
+(E[f] = 0 by the symmetry W -> -W of the readout, so the cumulant uses raw moments.)
+
+Standard errors: the S networks are split into B batches; each estimate is a smooth function of
+batch-summed moments and its standard error is the delete-one-batch jackknife, which for plain
+means equals the batch-means standard error.  Runs are reproducible: block k draws from
+``SeedSequence(seed).spawn(...)[k]`` and blocks are combined in order, whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _checks
+from .architecture import MLPSpec
+from .reference import ensemble
+from .reference.activations import numpy_activation
+
+Array = np.ndarray
+
+#: name -> (description, symmetry used when printing distinct entries)
+ESTIMATES = {
+    "output_second_moment": ("E[f_a f_b]", "pair"),
+    "ntk_mean": ("E[Theta_ab]", "pair"),
+    "ntk_covariance": ("Cov[Theta_ab, Theta_cd]", "pair_of_pairs"),
+    "kernel_mean": ("E[Khat_ab] (last hidden layer)", "pair"),
+    "kernel_covariance": ("Cov[Khat_ab, Khat_cd] (last hidden layer)", "pair_of_pairs"),
+    "output_cumulant": ("kappa_abcd = 4th cumulant of the outputs", "full"),
+}
+
+FOURTH_ORDER_MAX_INPUTS = 16
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte Carlo estimate with its standard error (same shape)."""
+
+    name: str
+    value: Array
+    stderr: Array
+    description: str = ""
+
+    def __repr__(self) -> str:
+        return f"Estimate({self.name}: shape {self.value.shape}, max stderr {np.max(self.stderr):.3g})"
+
+    def z_score(self, exact) -> Array:
+        """(value - exact) / stderr, elementwise: how many standard errors off a prediction is."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.value - np.asarray(exact)) / self.stderr
+
+
+@dataclass
+class MonteCarloResult:
+    """Estimates from S networks, with the set-up that produced them."""
+
+    estimates: dict
+    X: Array
+    info: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Estimate:
+        try:
+            return self.estimates[name]
+        except KeyError:
+            raise KeyError(f"no estimate {name!r}; have {', '.join(self.estimates)}") from None
+
+    def __getattr__(self, name):
+        estimates = self.__dict__.get("estimates", {})
+        if name in estimates:
+            return estimates[name]
+        raise AttributeError(name)
+
+    # -------------------------------------------------------------- display
+    def table(self, max_rows: int = 12) -> str:
+        """A text table of the distinct entries of every estimate: value +- standard error."""
+        info = self.info
+        lines = [
+            f"Monte Carlo over {info.get('samples')} networks "
+            f"({info.get('activation')}, widths {info.get('widths')}, C_W={info.get('C_W')}, "
+            f"C_b={info.get('C_b')}, param={info.get('param')!r}, sampler={info.get('sampler')!r}, "
+            f"{info.get('batches')} batches, seed={info.get('seed')}, {info.get('seconds', 0):.2f} s)",
+        ]
+        for name, est in self.estimates.items():
+            desc, symmetry = ESTIMATES.get(name, (est.description, "full"))
+            lines.append(f"{name}: {desc}")
+            keys = _distinct_indices(est.value.shape, symmetry)
+            for idx in keys[:max_rows]:
+                label = ",".join(str(i) for i in idx)
+                lines.append(f"  [{label:>9}]  {est.value[idx]: .6e} +- {est.stderr[idx]:.2e}")
+            if len(keys) > max_rows:
+                lines.append(f"  ... {len(keys) - max_rows} more distinct entries")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.estimates)
+        return f"<MonteCarloResult: {self.info.get('samples')} networks, N={self.X.shape[0]}; {names}>"
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(self.table())
+
+    # -------------------------------------------------------------- saving
+    def save(self, path) -> Path:
+        """Write to ``.npz`` (arrays ``NAME`` and ``NAME_stderr``, plus ``X`` and ``info``) or ``.json``."""
+        path = Path(path)
+        if path.suffix == ".json":
+            payload = {
+                "info": self.info,
+                "X": self.X.tolist(),
+                "estimates": {
+                    k: {"value": e.value.tolist(), "stderr": e.stderr.tolist(), "description": e.description}
+                    for k, e in self.estimates.items()
+                },
+            }
+            path.write_text(json.dumps(payload, indent=1))
+        elif path.suffix == ".npz":
+            arrays = {"X": self.X, "info": np.array(json.dumps(self.info))}
+            for k, e in self.estimates.items():
+                arrays[k] = e.value
+                arrays[k + "_stderr"] = e.stderr
+            np.savez(path, **arrays)
+        else:
+            raise ValueError(f"cannot save to {path}: use a .npz or .json file name")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "MonteCarloResult":
+        path = Path(path)
+        if path.suffix == ".json":
+            payload = json.loads(path.read_text())
+            est = {
+                k: Estimate(k, np.array(v["value"]), np.array(v["stderr"]), v.get("description", ""))
+                for k, v in payload["estimates"].items()
+            }
+            return cls(est, np.array(payload["X"]), payload["info"])
+        with np.load(path) as data:
+            info = json.loads(str(data["info"]))
+            names = [k for k in data.files if k not in ("X", "info") and not k.endswith("_stderr")]
+            est = {k: Estimate(k, data[k], data[k + "_stderr"], ESTIMATES.get(k, ("",))[0]) for k in names}
+            return cls(est, data["X"], info)
+
+
+def _distinct_indices(shape, symmetry: str) -> list:
+    """Index tuples of the distinct entries of a tensor with the given symmetry."""
+    ranges = [range(n) for n in shape]
+    if symmetry == "pair" and len(shape) == 2:
+        return [(a, b) for a, b in itertools.product(*ranges) if a <= b]
+    if symmetry == "pair_of_pairs" and len(shape) == 4:
+        pairs = [(a, b) for a in ranges[0] for b in ranges[1] if a <= b]
+        return [p + q for i, p in enumerate(pairs) for q in pairs[i:]]
+    if symmetry == "full":
+        return list(itertools.combinations_with_replacement(range(shape[0]), len(shape)))
+    return list(itertools.product(*ranges))
+
+
+# ---------------------------------------------------------------------------- estimation
+def _block_moments(out: ensemble.EnsembleOutputs) -> dict:
+    """Per-network f f^T, Theta and Khat, flattened to (S, N^2)."""
+    S, N = out.f.shape
+    return {
+        "ff": (out.f[:, :, None] * out.f[:, None, :]).reshape(S, N * N),
+        "th": out.ntk.reshape(S, N * N),
+        "k": out.kernel.reshape(S, N * N),
+    }
+
+
+def _sum_by_batch(moments: dict, batch_ids: Array, fourth_order: bool) -> dict:
+    """Sum per-network moments into their batches; products of two as (N^2 x N^2) matrices."""
+    out = {}
+    for b in np.unique(batch_ids):
+        sel = batch_ids == b
+        sums = {"count": int(sel.sum())}
+        for key in ("ff", "th", "k"):
+            sums[key] = moments[key][sel].sum(axis=0)
+        if fourth_order:
+            for key, base in (("f4", "ff"), ("thth", "th"), ("kk", "k")):
+                x = moments[base][sel]
+                sums[key] = x.T @ x
+        out[int(b)] = sums
+    return out
+
+
+def _estimators(means: dict, count: float, N: int, fourth_order: bool) -> dict:
+    """The estimates as functions of the mean moments (used for the full sample and jackknife)."""
+    ff = means["ff"].reshape(N, N)
+    th = means["th"].reshape(N, N)
+    k = means["k"].reshape(N, N)
+    est = {"output_second_moment": ff, "ntk_mean": th, "kernel_mean": k}
+    if fourth_order:
+        unbias = count / (count - 1.0)
+        est["ntk_covariance"] = (means["thth"].reshape(N, N, N, N) - np.multiply.outer(th, th)) * unbias
+        est["kernel_covariance"] = (means["kk"].reshape(N, N, N, N) - np.multiply.outer(k, k)) * unbias
+        pairings = (
+            np.einsum("ab,cd->abcd", ff, ff) + np.einsum("ac,bd->abcd", ff, ff) + np.einsum("ad,bc->abcd", ff, ff)
+        )
+        est["output_cumulant"] = means["f4"].reshape(N, N, N, N) - pairings
+    return est
+
+
+def _jackknife(batch_sums: list, N: int, fourth_order: bool) -> tuple[dict, dict]:
+    keys = [k for k in batch_sums[0] if k != "count"]
+    counts = np.array([b["count"] for b in batch_sums], dtype=float)
+    totals = {k: sum(b[k] for b in batch_sums) for k in keys}
+    n_total = counts.sum()
+    full = _estimators({k: v / n_total for k, v in totals.items()}, n_total, N, fourth_order)
+    B = len(batch_sums)
+    leave_out = []
+    for b, sums in enumerate(batch_sums):
+        n_b = n_total - counts[b]
+        leave_out.append(_estimators({k: (totals[k] - sums[k]) / n_b for k in keys}, n_b, N, fourth_order))
+    stderr = {}
+    for name in full:
+        stack = np.stack([lo[name] for lo in leave_out])
+        stderr[name] = np.sqrt((B - 1) / B * ((stack - stack.mean(axis=0)) ** 2).sum(axis=0))
+    return full, stderr
+
+
+def _block_size(spec: MLPSpec, N: int, sampler: str, memory_mb: float) -> int:
+    """Networks per block so that one block's arrays stay within ``memory_mb``."""
+    widest = max(spec.widths)
+    if sampler == "dense":
+        per_net = sum(a * b for a, b in zip(spec.widths[:-1], spec.widths[1:]))
+    else:
+        per_net = 0
+    per_net += 6 * N * widest * spec.n_layers + 4 * N * N * N * N
+    per_net *= 8 * 2  # float64, temporaries
+    return int(np.clip(memory_mb * 2**20 // per_net, 1, 2048))
+
+
+def sample_statistics(
+    X,
+    activation="relu",
+    depth: int = 3,
+    width=256,
+    C_W=2.0,
+    C_b=0.0,
+    param: str = "ntk",
+    samples: int = 10_000,
+    seed=0,
+    *,
+    batches: int = 32,
+    sampler: str = "projected",
+    fourth_order: bool | None = None,
+    workers: int | None = None,
+    memory_mb: float = 64.0,
+    progress: bool | None = None,
+) -> MonteCarloResult:
+    """Estimate the moments listed in the module docstring from ``samples`` independent networks.
+
+    The network: ``depth`` hidden layers of ``width`` (an int or one per hidden layer), activation
+    ``activation`` (a name, a (value, derivative) pair or an activation object), variances C_W,
+    C_b (scalars or one per layer, readout included), NTK learning-rate factors of ``param``, a
+    scalar readout.  ``sampler="projected"`` (default) draws each weight matrix only along the
+    directions the forward and reverse passes use, exactly in distribution
+    (:mod:`ntk_theory.reference.ensemble`); ``"dense"`` draws full matrices.
+    ``fourth_order`` (default: N <= 16) includes the (N, N, N, N) covariances and cumulant.
+    """
+    X = _checks.inputs(X)
+    N = X.shape[0]
+    spec = MLPSpec.build(X.shape[1], depth, width, 1, C_W, C_b, param)
+    act = numpy_activation(activation)
+    samples = _checks.positive_int("samples", samples)
+    batches = _checks.positive_int("batches", batches)
+    _checks.choice("sampler", sampler, ensemble.SAMPLERS)
+    if samples < 2 * batches:
+        raise ValueError(f"samples ({samples}) must be at least twice the number of batches ({batches})")
+    if batches < 2:
+        raise ValueError("batches must be >= 2 to estimate standard errors")
+    if fourth_order is None:
+        fourth_order = N <= FOURTH_ORDER_MAX_INPUTS
+    workers = workers or min(os.cpu_count() or 1, 8)
+
+    block = _block_size(spec, N, sampler, memory_mb)
+    starts = list(range(0, samples, block))
+    seeds = np.random.SeedSequence(seed).spawn(len(starts))
+
+    def run_block(k: int) -> dict:
+        i0 = starts[k]
+        S = min(block, samples - i0)
+        rng = np.random.default_rng(seeds[k])
+        out = ensemble.sample(X, spec, act, S, rng, sampler)
+        batch_ids = (np.arange(i0, i0 + S) * batches) // samples
+        return _sum_by_batch(_block_moments(out), batch_ids, fourth_order)
+
+    if progress is None:
+        progress = len(starts) > 20 and bool(getattr(__import__("sys").stderr, "isatty", lambda: False)())
+    t0 = time.perf_counter()
+    batch_sums: list = [None] * batches
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(run_block, range(len(starts)))
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(starts), unit="block", desc=f"{samples} networks")
+        for partial in results:
+            for b, sums in partial.items():
+                if batch_sums[b] is None:
+                    batch_sums[b] = sums
+                else:
+                    for key, value in sums.items():
+                        batch_sums[b][key] = batch_sums[b][key] + value
+    seconds = time.perf_counter() - t0
+
+    values, errors = _jackknife(batch_sums, N, fourth_order)
+    estimates = {
+        name: Estimate(name, values[name], errors[name], ESTIMATES[name][0]) for name in ESTIMATES if name in values
+    }
+    info = {
+        "activation": act.name,
+        "widths": list(spec.widths),
+        "C_W": list(spec.C_W),
+        "C_b": list(spec.C_b),
+        "param": spec.param,
+        "samples": samples,
+        "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
+        "batches": batches,
+        "sampler": sampler,
+        "block": block,
+        "workers": workers,
+        "seconds": seconds,
+    }
+    return MonteCarloResult(estimates, X, info)
