@@ -1,0 +1,156 @@
+r"""An activation function: a SymPy expression in ``x`` with its derivatives and numerical callables."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+#: The activation's variable.  Every expression is a function of this real symbol.
+x = sp.Symbol("x", real=True)
+_x_pos = sp.Symbol("x", positive=True)
+_x_neg = sp.Symbol("x", negative=True)
+
+_KINK_ATOMS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """An elementwise nonlinearity ``s(x)`` given as a SymPy expression.
+
+    ``expr`` is a SymPy expression in :data:`x`; ``name`` its display name; ``source`` says where
+    it came from (library name with parameters, or "user expression").  Derivatives are SymPy's
+    (distributional at kinks: the derivative of a jump is a Dirac delta).
+    """
+
+    name: str
+    expr: sp.Expr
+    source: str = "user expression"
+    params: tuple = field(default=())
+
+    # ------------------------------------------------------------------ calculus
+    def derivative(self, order: int = 1) -> sp.Expr:
+        """d^order s / dx^order as a SymPy expression (delta terms where s jumps)."""
+        return _derivative(self.expr, order)
+
+    @functools.cached_property
+    def pieces(self) -> tuple[sp.Expr, sp.Expr]:
+        """``(s_plus, s_minus)``: analytic expressions equal to s on x > 0 and on x < 0."""
+        return _pieces(self.expr)
+
+    @functools.cached_property
+    def kinks(self) -> tuple[float, ...]:
+        """Real points where s (or a derivative) is not smooth, sorted."""
+        return kinks_of(self.expr)
+
+    @property
+    def is_smooth(self) -> bool:
+        return not self.kinks
+
+    # ------------------------------------------------------------------ numerics
+    @functools.cached_property
+    def numpy(self):
+        """s as a vectorised NumPy function."""
+        return _lambdify(self.expr)
+
+    @functools.cached_property
+    def numpy_derivative(self):
+        """s' as a vectorised NumPy function (delta terms dropped: they act only in expectations)."""
+        return _lambdify(_drop_deltas(self.derivative()))
+
+    @functools.cached_property
+    def mpmath(self):
+        """s as an mpmath function (arbitrary precision)."""
+        return sp.lambdify(x, self.expr, modules="mpmath")
+
+    @functools.cached_property
+    def mpmath_derivative(self):
+        return sp.lambdify(x, _drop_deltas(self.derivative()), modules="mpmath")
+
+    def numpy_activation(self):
+        """Hook for the reference network: this activation as a (value, derivative) NumPy pair."""
+        from ..reference.activations import NumpyActivation
+
+        return NumpyActivation(self.name, self.numpy, self.numpy_derivative)
+
+    # ------------------------------------------------------------------ display
+    def latex(self) -> str:
+        return rf"\sigma(x) = {sp.latex(self.expr)}"
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name!r}: s(x) = {sp.sstr(self.expr)})"
+
+    def __hash__(self) -> int:
+        return hash(self.expr)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Activation) and self.expr == other.expr
+
+
+@functools.lru_cache(maxsize=None)
+def _derivative(expr: sp.Expr, order: int) -> sp.Expr:
+    return sp.diff(expr, x, order)
+
+
+def _pieces(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    plus = sp.piecewise_fold(expr.subs(x, _x_pos)).subs(_x_pos, x)
+    minus = sp.piecewise_fold(expr.subs(x, _x_neg)).subs(_x_neg, x)
+    return plus, minus
+
+
+def _drop_deltas(expr: sp.Expr) -> sp.Expr:
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
+def _critical_points(atom) -> list:
+    if isinstance(atom, (sp.Max, sp.Min)):
+        args = atom.args
+        eqs = [a - b for i, a in enumerate(args) for b in args[i + 1 :]]
+    elif isinstance(atom, sp.Piecewise):
+        eqs = []
+        for _, cond in atom.args:
+            for rel in cond.atoms(sp.core.relational.Relational):
+                eqs.append(rel.lhs - rel.rhs)
+    else:
+        eqs = [atom.args[0]]
+    points = []
+    for eq in eqs:
+        if not eq.has(x):
+            continue
+        try:
+            sol = sp.solveset(eq, x, domain=sp.S.Reals)
+        except (NotImplementedError, ValueError):
+            continue
+        if isinstance(sol, sp.FiniteSet):
+            points.extend(float(s) for s in sol if s.is_real)
+    return points
+
+
+@functools.lru_cache(maxsize=None)
+def kinks_of(expr: sp.Expr) -> tuple[float, ...]:
+    """Points where a piecewise-defined expression switches branch (candidates for kinks)."""
+    pts = set()
+    for atom in expr.atoms(*_KINK_ATOMS):
+        pts.update(_critical_points(atom))
+    return tuple(sorted(pts))
+
+
+_NUMPY_MODULES = [{"Heaviside": lambda z, h0=0.5: np.heaviside(z, h0)}, "scipy", "numpy"]
+
+
+def _lambdify(expr: sp.Expr):
+    f = sp.lambdify(x, expr, modules=_NUMPY_MODULES)
+
+    def vectorised(z):
+        z = np.asarray(z, dtype=np.float64)
+        out = f(z)
+        return np.broadcast_to(np.asarray(out, dtype=np.float64), z.shape).copy() if np.ndim(out) < z.ndim else out
+
+    vectorised.__name__ = f"s_{abs(hash(expr)) % 10**8}"
+    vectorised.__doc__ = f"NumPy evaluation of {expr}"
+    return vectorised
