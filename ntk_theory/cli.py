@@ -70,6 +70,61 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_derive(args) -> int:
+    from .activations import activation
+    from .recursions import KernelRecursion
+
+    act = activation(args.activation)
+    rec = KernelRecursion(act, args.depth, param=args.param, widths=1 if args.param == "standard" else None)
+    kern = rec.kernels[0]
+    if args.latex:
+        print(act.latex())
+        for e in (kern.T, kern.Tdot, kern.T_diag, kern.Tdot_diag):
+            print(e.latex())
+        print(rec.layer_maps()[0].latex())
+        return 0
+    print(f"activation {act.name}: s(x) = {act.expr}    [{act.source}]")
+    for title, e in (("kernel T = E[s(u) s(v)]", kern.T), ("derivative kernel Tdot = E[s'(u) s'(v)]", kern.Tdot)):
+        print(f"\n{title}, (u, v) ~ N(0, [[k11, k12], [k12, k22]]):")
+        if e.is_closed_form:
+            print(f"  = {e.expr}\n  {e.source}; derivation:")
+            print("\n".join("    " + line for line in e.derivation.text(max_depth=args.steps).splitlines()))
+        else:
+            print(f"  no closed form: {e.source}\n  ({e.reason})")
+    for title, e in (("E[s(u)^2], u ~ N(0, k)", kern.T_diag), ("E[s'(u)^2]", kern.Tdot_diag)):
+        print(f"\n{title}:")
+        print(f"  = {e.expr}    [{e.source}]" if e.is_closed_form else f"  {e.source}")
+        if getattr(e, "message", None):
+            print(f"  ({e.message})")
+    print("\nlayer map (K, Theta) -> (K', Theta'), off the diagonal (ab) and on it:")
+    print("\n".join("  " + line for line in rec.layer_maps()[0].text().splitlines()))
+    return 0
+
+
+def _cmd_kernel(args) -> int:
+    from .recursions import KernelRecursion
+
+    X1 = load_inputs(args.x1)
+    X2 = None if args.x2 is None else load_inputs(args.x2)
+    rec = KernelRecursion(args.activation, args.depth, args.C_W, args.C_b, args.param, widths=args.widths)
+    res = rec(X1, X2)
+    np.savez(args.out, nngp=res.nngp, ntk=res.ntk)
+    err = res.info.get("quadrature_error")
+    print(f"{rec}: nngp and ntk of shape {res.nngp.shape} written to {args.out}"
+          + (f" (quadrature error estimate {err:.1e})" if err else ""))
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .validation import check
+
+    X = load_inputs(args.x)
+    report = check(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
+                   widths=args.widths, samples=args.samples, seed=args.seed, progress=not args.quiet)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ntk-theory",
@@ -96,6 +151,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=12, help="distinct entries printed per estimate")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("derive", help="derive and print the kernel maps of an activation and how they were obtained")
+    p.add_argument("activation", nargs="?", default="relu", help="library name or expression in x (default: relu)")
+    p.add_argument("--depth", type=int, default=1, help="number of hidden layers (default: 1)")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
+    p.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    p.add_argument("--steps", type=int, default=4, help="depth of the derivation tree printed (default: 4)")
+    p.set_defaults(func=_cmd_derive)
+
+    p = sub.add_parser("kernel", help="infinite-width NNGP and NTK of the output, written to .npz")
+    p.add_argument("activation", help="library name or expression in x")
+    p.add_argument("--depth", type=int, required=True, help="number of hidden layers L")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=1.0, help="C_W, or one per layer (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=0.0, help="C_b, or one per layer (default: 0)")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
+    p.add_argument("--widths", type=_widths, default=None, help="hidden widths (param=standard only)")
+    p.add_argument("--x1", required=True, help="inputs X1 (N1, d): .npy or text")
+    p.add_argument("--x2", default=None, help="inputs X2 (N2, d) (default: X1)")
+    p.add_argument("--out", required=True, help="output .npz with arrays nngp and ntk (N1, N2)")
+    p.set_defaults(func=_cmd_kernel)
+
+    p = sub.add_parser("check", help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")
+    _add_network_options(p, width=False)
+    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=[64, 128, 256, 512],
+                   help="finite widths to sample (default: 64,128,256,512)")
+    p.add_argument("--samples", type=int, default=20_000, help="networks per width (default: 20000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 
@@ -107,7 +191,7 @@ def main(argv=None) -> int:
         return 0
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, FloatingPointError) as exc:
         print(f"ntk-theory {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -32,6 +32,9 @@ class Smooth:
     def latex(self, var: str = "u") -> str:
         return sp.latex(self.h.subs(x, sp.Symbol(var)))
 
+    def text(self, var: str = "u") -> str:
+        return sp.sstr(self.h.subs(x, sp.Symbol(var)))
+
 
 @dataclass(frozen=True)
 class Half:
@@ -42,11 +45,19 @@ class Half:
         arg = var if self.side > 0 else f"-{var}"
         return rf"\left({sp.latex(self.h.subs(x, sp.Symbol(var)))}\right)\theta({arg})"
 
+    def text(self, var: str = "u") -> str:
+        arg = var if self.side > 0 else f"-{var}"
+        h = sp.sstr(self.h.subs(x, sp.Symbol(var)))
+        return f"theta({arg})" if h == "1" else f"({h}) theta({arg})"
+
 
 @dataclass(frozen=True)
 class Delta:
     def latex(self, var: str = "u") -> str:
         return rf"\delta({var})"
+
+    def text(self, var: str = "u") -> str:
+        return f"delta({var})"
 
 
 Atom = Smooth | Half | Delta

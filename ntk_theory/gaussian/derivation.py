@@ -16,6 +16,7 @@ class Step:
     result: sp.Expr
     note: str = ""  # the rule as applied, in words
     children: tuple = field(default=())
+    lhs_text: str = ""  # the same as plain text
 
     def rules(self) -> set[str]:
         """Names of every rule used anywhere in this derivation."""
@@ -34,7 +35,7 @@ class Step:
     def text(self, max_depth: int = 6) -> str:
         rows = []
         for depth, s in self.lines(max_depth=max_depth):
-            lhs = _latex_to_text(s.lhs)
+            lhs = s.lhs_text or _latex_to_text(s.lhs)
             rows.append(f"{'  ' * depth}- [{s.rule}] {lhs} = {sp.sstr(s.result)}" + (f"   ({s.note})" if s.note else ""))
         return "\n".join(rows)
 
@@ -48,6 +49,6 @@ class Step:
 
 
 def _latex_to_text(s: str) -> str:
-    for a, b in ((r"\theta", "theta"), (r"\delta", "delta"), (r"\left", ""), (r"\right", ""), ("\\", "")):
+    for a, b in ((r"\theta", "theta"), (r"\delta", "delta"), (r"\left", ""), (r"\right", ""), (r"\,", " "), ("\\", "")):
         s = s.replace(a, b)
     return s

@@ -20,7 +20,7 @@ from ..activations import Activation, activation
 from ..activations.activation import x
 from ..activations.parse import DivergentExpectation
 from . import rules
-from .atoms import NoRule, combination_derivative, decompose, product
+from .atoms import Delta, NoRule, combination_derivative, decompose, product
 from .derivation import Step
 from .symbols import k, k11, k12, k22
 
@@ -176,6 +176,8 @@ class ClosedDiagonal(GaussianExpectation):
 
     @property
     def source(self) -> str:
+        if self.derivation.rule == "diagonal":
+            return "the two-variable closed form at k11 = k22 = k12 = k"
         return "derived by rules: " + ", ".join(sorted(self.rules))
 
     @functools.cached_property
@@ -262,26 +264,35 @@ def _derive(A, B) -> Step:
     return rules.combination_pair(A, B)
 
 
-def _atoms_and_expr(f, order: int):
+def _atoms_and_expr(f, order: int, deltas: bool):
     expr, label = _as_expr(f)
     A = decompose(expr)
     for _ in range(order):
         A = combination_derivative(A)
-    return A, sp.diff(expr, x, order) if order else expr, label + "'" * order
+    d = sp.diff(expr, x, order) if order else expr
+    if not deltas:
+        A = tuple((c, a) for c, a in A if not isinstance(a, Delta))
+        d = d.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    return A, d, label + "'" * order
 
 
-def expectation(f, g=None, derivative: int = 0) -> GaussianExpectation:
+def expectation(f, g=None, derivative: int = 0, deltas: bool = True) -> GaussianExpectation:
     """E[f^(n)(u) g^(n)(v)], n = ``derivative`` (g defaults to f): a :class:`ClosedForm` if the
     rules derive one, else a :class:`NumericalExpectation` (which says why).
 
-    ``derivative=1`` gives the derivative kernel E[f'(u) g'(v)] of the NTK recursion; derivatives
-    are distributional (a jump contributes a Dirac delta)."""
-    A, fe, label = _atoms_and_expr(f, derivative)
+    Derivatives are distributional by default (a jump contributes a Dirac delta: the limit of
+    smooth surrogates, e.g. erf(x/eps) -> sign); ``deltas=False`` keeps the almost-everywhere
+    derivative, which is what backpropagation through a finite network computes and what the NTK
+    recursion uses."""
+    A, fe, label = _atoms_and_expr(f, derivative, deltas)
     if g is None:
         B, ge = A, fe
     else:
-        B, ge, glabel = _atoms_and_expr(g, derivative)
+        B, ge, glabel = _atoms_and_expr(g, derivative, deltas)
         label = f"{label}, {glabel}"
+    if not A or not B:
+        zero = Step("zero", "", sp.S.Zero, "the derivative vanishes almost everywhere")
+        return ClosedForm(fe, ge, label, zero, atoms=(A, B))
     try:
         return ClosedForm(fe, ge, label, _derive(A, B), atoms=(A, B))
     except NoRule as exc:

@@ -74,18 +74,23 @@ def one_rule(type_a):
 def _mirrored(rule):
     def mirrored(a, b, depth):
         step = rule(b, a, depth)
-        return Step(step.rule, _pair_lhs(a, b), step.result.subs(SWAP, simultaneous=True), step.note + " (u <-> v)", step.children)
+        return _step(step.rule, (a, b), step.result.subs(SWAP, simultaneous=True), step.note + " (u <-> v)", step.children)
 
     mirrored.__name__ = rule.__name__ + "_mirrored"
     return mirrored
 
 
-def _pair_lhs(a, b) -> str:
-    return rf"E\left[{a.latex('u')}\, {b.latex('v')}\right]"
-
-
-def _one_lhs(a, var) -> str:
-    return rf"E_{{{sp.latex(var)}}}\left[{a.latex('u')}\right]"
+def _step(rule: str, atoms, result, note: str = "", children=(), var=None) -> Step:
+    """A Step whose left-hand side is E[a(u) b(v)] (two atoms) or E_var[a(u)] (one atom)."""
+    if var is None:
+        a, b = atoms
+        latex = rf"E\left[{a.latex('u')}\, {b.latex('v')}\right]"
+        text = f"E[{a.text('u')} {b.text('v')}]"
+    else:
+        (a,) = atoms
+        latex = rf"E_{{{sp.latex(var)}}}\left[{a.latex('u')}\right]"
+        text = f"E[{a.text('u')}], u ~ N(0, {sp.sstr(var)})"
+    return Step(rule, latex, result, note, tuple(children), lhs_text=text)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -140,7 +145,7 @@ def combination_one(A, var) -> Step:
 # --------------------------------------------------------------------------- one variable
 @one_rule(Delta)
 def dirac_delta_1(a: Delta, var) -> Step:
-    return Step("dirac_delta", _one_lhs(a, var), 1 / sp.sqrt(2 * sp.pi * var), "density of u at 0")
+    return _step("dirac_delta", (a,), 1 / sp.sqrt(2 * sp.pi * var), "density of u at 0", var=var)
 
 
 def _is_constant(atom) -> bool:
@@ -151,7 +156,7 @@ def _is_constant(atom) -> bool:
 def constant_1(a: Smooth, var) -> Step:
     if not _is_constant(a):
         raise NoRule("not constant")
-    return Step("constant", _one_lhs(a, var), a.h)
+    return _step("constant", (a,), a.h, var=var)
 
 
 @one_rule(Smooth)
@@ -159,7 +164,7 @@ def symmetric_1(a: Smooth, var) -> Step:
     s = sp.simplify(a.h + a.h.subs(x, -x))
     if s.has(x):
         raise NoRule("h(x) + h(-x) depends on x")
-    return Step("symmetric", _one_lhs(a, var), s / 2, "h(x) + h(-x) is constant; u and -u have one law")
+    return _step("symmetric", (a,), s / 2, "h(x) + h(-x) is constant; u and -u have one law", var=var)
 
 
 def _gaussian_moment(powers, mean, cov) -> sp.Expr:
@@ -185,7 +190,7 @@ def complete_square_1(a: Smooth, var) -> Step:
         mean = cov * term.b
         norm = sp.exp(term.b**2 * cov / 2) / sp.sqrt(denom)
         total += term.coeff * norm * _gaussian_moment([term.power], [mean], [[cov]])
-    return Step("complete_square", _one_lhs(a, var), tidy(total), "completing the square, Isserlis")
+    return _step("complete_square", (a,), tidy(total), "completing the square, Isserlis", var=var)
 
 
 @one_rule(Half)
@@ -202,7 +207,7 @@ def half_line_1(a: Half, var) -> Step:
             raise NoRule("SymPy could not do the half-line integral")
         total += val
     result = tidy((total / sp.sqrt(2 * sp.pi * v)).subs(v, var))
-    return Step("half_line", _one_lhs(a, var), result, "int_0^oo x^m exp(-x^2/(2 var) + b x) dx")
+    return _step("half_line", (a,), result, "int_0^oo x^m exp(-x^2/(2 var) + b x) dx", var=var)
 
 
 @one_rule(Smooth)
@@ -218,7 +223,7 @@ def heat_equation_1(a: Smooth, var) -> Step:
         raise NoRule("SymPy could not integrate in the variance")
     F0 = _at_zero(F, s)
     result = tidy(a.h.subs(x, 0) + (F.subs(s, var) - F0) / 2)
-    return Step("heat_equation", _one_lhs(a, var), result, "d/dvar E[h] = E[h'']/2", (inner,))
+    return _step("heat_equation", (a,), result, "d/dvar E[h] = E[h'']/2", (inner,), var=var)
 
 
 # --------------------------------------------------------------------------- two variables
@@ -226,10 +231,10 @@ def heat_equation_1(a: Smooth, var) -> Step:
 def constant(a: Smooth, b, depth) -> Step:
     if _is_constant(a):
         inner = one(b, k22)
-        return Step("constant", _pair_lhs(a, b), tidy(a.h * inner.result), "E[c g(v)] = c E[g(v)]", (inner,))
+        return _step("constant", (a, b), tidy(a.h * inner.result), "E[c g(v)] = c E[g(v)]", (inner,))
     if _is_constant(b):
         inner = one(a, k11)
-        return Step("constant", _pair_lhs(a, b), tidy(b.h * inner.result), "E[f(u) c] = c E[f(u)]", (inner,))
+        return _step("constant", (a, b), tidy(b.h * inner.result), "E[f(u) c] = c E[f(u)]", (inner,))
     raise NoRule("no constant factor")
 
 
@@ -242,7 +247,7 @@ def parity_zero(a, b, depth) -> Step:
     pa, pb = parity(a), parity(b)
     if pa * pb != -1:
         raise NoRule("no opposite parity")
-    return Step("parity", _pair_lhs(a, b), sp.S.Zero, "one factor odd, the other even")
+    return _step("parity", (a, b), sp.S.Zero, "one factor odd, the other even")
 
 
 pair_rule(Smooth, Delta)(parity_zero)
@@ -253,7 +258,7 @@ def dirac_delta(a: Delta, b, depth) -> Step:
     var = k22 - k12**2 / k11
     inner = one(b, var)
     result = tidy(inner.result / sp.sqrt(2 * sp.pi * k11))
-    return Step("dirac_delta", _pair_lhs(a, b), result, "E[delta(u) g(v)] = phi(0) E[g(v) | u=0]", (inner,))
+    return _step("dirac_delta", (a, b), result, "E[delta(u) g(v)] = phi(0) E[g(v) | u=0]", (inner,))
 
 
 pair_rule(Delta, Smooth)(dirac_delta)
@@ -276,7 +281,7 @@ def complete_square(a: Smooth, b: Smooth, depth) -> Step:
             norm = sp.exp(sp.expand((bvec.T * cov * bvec)[0, 0] / 2)) / sp.sqrt(det)
             moment = _gaussian_moment([p.power, q.power], list(mean), cov.tolist())
             total += p.coeff * q.coeff * norm * moment
-    return Step("complete_square", _pair_lhs(a, b), tidy(total), "Gaussian integral by completing the square, Isserlis")
+    return _step("complete_square", (a, b), tidy(total), "Gaussian integral by completing the square, Isserlis")
 
 
 def _price_candidate(h: sp.Expr) -> bool:
@@ -337,7 +342,7 @@ def price(a, b, depth) -> Step:
     result = base
     if integrand != 0:
         result = base + integrate_covariance(integrand)
-    return Step("price", _pair_lhs(a, b), tidy(result), "E[f]E[g] + int_0^k12 E[f'g'] dk12", tuple(children))
+    return _step("price", (a, b), tidy(result), "E[f]E[g] + int_0^k12 E[f'g'] dk12", tuple(children))
 
 
 for _pair_types in ((Smooth, Smooth), (Smooth, Half), (Half, Half)):
@@ -452,6 +457,10 @@ def tidy(expr: sp.Expr) -> sp.Expr:
     expr = sp.sympify(expr)
     if expr.has(sp.I):
         expr = sp.expand_complex(expr)
+    expr = expr.replace(
+        lambda e: e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer and e.base.is_Add,
+        lambda e: sp.Pow(sp.factor(sp.expand(e.base)), e.exp),
+    )
     expr = sp.powsimp(sp.together(expr), combine="exp") if expr.count_ops() < 400 else expr
     try:
         simpler = sp.simplify(expr) if expr.count_ops() < 120 else sp.cancel(expr)

@@ -1,0 +1,83 @@
+r"""Rewrite closed forms into equivalent expressions that keep their digits in float64.
+
+Each rule is exact algebra; only the floating-point behaviour changes.
+
+    asin(z / w)            -> atan2(z, sqrt(w^2 - z^2))     one angle shared with the sqrt(det) terms, so
+                                                            their rounding errors cancel as rho -> +-1
+    sqrt(q), q -> 0        -> sqrt(max(q, 0))               radicands that vanish at |rho| = 1 stay >= 0
+    1 - erf(z)             -> erfc(z)                        no cancellation for large z
+    exp(a) erfc(z)         -> exp(a - z^2) erfcx(z)           no overflow of exp(a) against erfc's underflow
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.codegen.cfunctions import Sqrt  # noqa: F401  (kept for printers that need it)
+
+from .symbols import k12
+
+
+class erfcx(sp.Function):
+    """Scaled complementary error function exp(z^2) erfc(z) (scipy.special.erfcx)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        z = self.args[0]
+        return 2 * z * erfcx(z) - 2 / sp.sqrt(sp.pi)
+
+    def _eval_rewrite_as_erfc(self, z, **kwargs):
+        return sp.exp(z**2) * sp.erfc(z)
+
+    def _eval_evalf(self, prec):
+        return (sp.exp(self.args[0] ** 2) * sp.erfc(self.args[0]))._eval_evalf(prec)
+
+
+def stable_form(expr: sp.Expr) -> sp.Expr:
+    """The float64-friendly form of ``expr`` (see the module docstring)."""
+    expr = _asin_to_atan2(expr)
+    expr = _clip_radicands(expr)
+    expr = _erf_to_erfc(expr)
+    return expr
+
+
+def _asin_to_atan2(expr):
+    def rewrite(a):
+        z = a.args[0]
+        num, den = sp.fraction(sp.together(z))
+        radicand = sp.expand(den**2 - num**2)
+        return sp.atan2(num, sp.sqrt(sp.factor(radicand)) if den.is_positive is not False else sp.sqrt(radicand))
+
+    return expr.replace(lambda e: isinstance(e, sp.asin), rewrite)
+
+
+def _clip_radicands(expr):
+    def clip(p):
+        return sp.Pow(sp.Max(p.base, 0), p.exp)
+
+    return expr.replace(
+        lambda e: e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer and e.base.has(k12) and not isinstance(e.base, sp.Max),
+        clip,
+    )
+
+
+def _erf_to_erfc(expr):
+    if not expr.has(sp.erf):
+        return expr
+    candidate = sp.expand(expr.replace(lambda e: isinstance(e, sp.erf), lambda e: 1 - sp.erfc(e.args[0])))
+    candidate = candidate.replace(
+        lambda e: e.is_Mul and any(isinstance(f, sp.erfc) for f in e.args) and any(isinstance(f, sp.exp) for f in e.args),
+        _scaled,
+    )
+    return candidate
+
+
+def _scaled(term):
+    erfcs = [f for f in term.args if isinstance(f, sp.erfc)]
+    exps = [f for f in term.args if isinstance(f, sp.exp)]
+    if len(erfcs) != 1:
+        return term
+    z = erfcs[0].args[0]
+    rest = sp.Mul(*[f for f in term.args if f is not erfcs[0] and f not in exps])
+    exponent = sp.Add(*[e.args[0] for e in exps])
+    return rest * sp.exp(sp.expand(exponent - z**2)) * erfcx(z)
