@@ -99,6 +99,16 @@ class KernelRecursion:
         t1 = lam[0][0] + lam[0][1] * g1
         has_diagonal = bool(same.any())
         errors = []
+        with np.errstate(all="ignore"):
+            K, Th, k1, t1, errors = self._layers(K, Th, k1, k2, t1, lam, same, has_diagonal, X2 is None)
+        if has_diagonal:
+            ia, ib = np.nonzero(same)
+            K[ia, ib], Th[ia, ib] = k1[ia], t1[ia]
+        info = {"quadrature_error_per_layer": errors, "quadrature_error": max(errors) if any(errors) else 0.0}
+        return KernelResult(K, Th, info)
+
+    def _layers(self, K, Th, k1, k2, t1, lam, same, has_diagonal, symmetric):
+        errors = []
         for l, kern in enumerate(self.kernels):
             cw, cb = self.C_W[l + 1], self.C_b[l + 1]
             lb, lw = lam[l + 1]
@@ -107,7 +117,7 @@ class KernelRecursion:
             T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape), K)
             # the NTK diagonal recursion is needed only where rows of X1 equal rows of X2
             T1, Td1, err1 = kern.diagonal(k1, derivative=has_diagonal)
-            T2, Td2, err2 = (T1, Td1, err1) if X2 is None else kern.diagonal(k2, derivative=False)
+            T2, Td2, err2 = (T1, Td1, err1) if symmetric else kern.diagonal(k2, derivative=False)
             if has_diagonal:  # rows equal to columns: exact one-variable forms
                 ia, ib = np.nonzero(same)
                 T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
@@ -115,19 +125,12 @@ class KernelRecursion:
             K, Th = cb + cw * T, lb + lw * T + cw * Td * Th
             k1, k2 = cb + cw * T1, cb + cw * T2
             errors.append(max([e for e in (err, err1, err2) if e is not None], default=0.0))
-        if has_diagonal:
-            ia, ib = np.nonzero(same)
-            K[ia, ib], Th[ia, ib] = k1[ia], t1[ia]
-        self._check_finite(K, Th)
-        info = {"quadrature_error_per_layer": errors, "quadrature_error": max(errors) if any(errors) else 0.0}
-        return KernelResult(K, Th, info)
-
-    def _check_finite(self, K, Th):
-        if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th))):
-            raise FloatingPointError(
-                "the kernel recursion overflowed or produced NaN (variances grow without bound at this "
-                "C_W, C_b and depth, or an activation's expectation diverges)"
-            )
+            if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th)) and np.all(np.isfinite(k1))):
+                raise FloatingPointError(
+                    f"the kernel recursion overflowed or produced NaN at hidden layer {l + 1} (variances "
+                    "grow without bound at this C_W, C_b and depth, or an expectation diverges)"
+                )
+        return K, Th, k1, t1, errors
 
     # ------------------------------------------------------------------ mpmath
     def evaluate_mp(self, X1, X2=None, dps: int = 30) -> KernelResult:
