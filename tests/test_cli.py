@@ -45,3 +45,23 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "non-finite" in capsys.readouterr().err
     assert main(["sample", "--x", str(tmp_path / "missing.npy"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_check_derive_and_kernel_commands(tmp_path, capsys):
+    """The main job: derive, evaluate, compare with Monte Carlo extrapolated to infinite width."""
+    assert main(["check", "erf", "--depth", "2", "--C-W", "1.5", "--C-b", "0.1", "--widths", "32,64,128",
+                 "--samples", "4000", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "E[Theta]" in out and "float64 vs mpmath" in out
+    assert main(["derive", "relu"]) == 0
+    out = capsys.readouterr().out
+    assert "derived by rules" in out and "asin" in out and "Theta'_ab" in out
+    x1 = tmp_path / "x1.npy"
+    np.save(x1, np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0]]))
+    out_file = tmp_path / "k.npz"
+    assert main(["kernel", "x*erf(x)", "--depth", "2", "--C-W", "1.2", "--x1", str(x1), "--out", str(out_file)]) == 0
+    with np.load(out_file) as data:
+        assert data["nngp"].shape == data["ntk"].shape == (3, 3)
+        assert np.allclose(data["ntk"], data["ntk"].T)
+    assert main(["kernel", "exp(x**2)", "--depth", "2", "--x1", str(x1), "--out", str(out_file)]) == 2
+    assert "diverge" in capsys.readouterr().err
