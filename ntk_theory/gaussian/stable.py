@@ -4,6 +4,9 @@ Each rule is exact algebra; only the floating-point behaviour changes.
 
     asin(z / w)            -> atan2(z, sqrt(w^2 - z^2))     one angle shared with the sqrt(det) terms, so
                                                             their rounding errors cancel as rho -> +-1
+    p q - (r k12)^2        -> det2(p, q, r k12)              a determinant computed with Dekker's exact
+                                                            products: accurate relative to itself even
+                                                            when it is 1e-12 of p q (|rho| -> 1)
     sqrt(q), q -> 0        -> sqrt(max(q, 0))               radicands that vanish at |rho| = 1 stay >= 0
     1 - erf(z)             -> erfc(z)                        no cancellation for large z
     exp(a) erfc(z)         -> exp(a - z^2) erfcx(z)           no overflow of exp(a) against erfc's underflow
@@ -11,8 +14,9 @@ Each rule is exact algebra; only the floating-point behaviour changes.
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.special
 import sympy as sp
-from sympy.codegen.cfunctions import Sqrt  # noqa: F401  (kept for printers that need it)
 
 from .symbols import k12
 
@@ -33,12 +37,83 @@ class erfcx(sp.Function):
         return (sp.exp(self.args[0] ** 2) * sp.erfc(self.args[0]))._eval_evalf(prec)
 
 
+class det2(sp.Function):
+    """p q - c^2, evaluated with error-free products (see :func:`det2_numpy`)."""
+
+    nargs = 3
+
+    def _eval_evalf(self, prec):
+        p, q, c = self.args
+        return (p * q - c**2)._eval_evalf(prec)
+
+    def _eval_is_nonnegative(self):
+        return None
+
+
+def _split(a):
+    t = 134217729.0 * a  # 2^27 + 1
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_product(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, err
+
+
+def det2_numpy(p, q, c):
+    """p q - c^2 with Dekker's two-product: exact products, one final rounding of their difference."""
+    p, q, c = (np.asarray(v, dtype=np.float64) for v in (p, q, c))
+    x, ex = _two_product(p, q)
+    y, ey = _two_product(c, c)
+    return (x - y) + (ex - ey)
+
+
+#: names the lambdified stable forms need, besides SciPy and NumPy
+NUMPY_FUNCTIONS = {"erfcx": scipy.special.erfcx, "Max": np.maximum, "det2": det2_numpy}
+
+
 def stable_form(expr: sp.Expr) -> sp.Expr:
     """The float64-friendly form of ``expr`` (see the module docstring)."""
     expr = _asin_to_atan2(expr)
+    expr = _determinants(expr)
     expr = _clip_radicands(expr)
     expr = _erf_to_erfc(expr)
     return expr
+
+
+def lambdify(args, expr: sp.Expr):
+    """A NumPy function of ``stable_form(expr)`` with common subexpressions computed once."""
+    return sp.lambdify(args, stable_form(expr), modules=[NUMPY_FUNCTIONS, "scipy", "numpy"], cse=True)
+
+
+def _determinants(expr):
+    def rewrite(p):
+        base = p.base
+        poly = sp.Poly(sp.expand(base), k12)
+        if poly.degree() != 2 or poly.coeff_monomial(k12) != 0:
+            return p
+        c2, c0 = -poly.coeff_monomial(k12**2), sp.factor(poly.coeff_monomial(1))
+        r = sp.sqrt(c2)
+        factors = sp.Mul.make_args(c0)
+        if not (c2.is_positive and r.is_Rational) or len(factors) < 2:
+            return p
+        # c0 = first * rest; keep numeric factors with the first
+        consts = [f for f in factors if not f.free_symbols]
+        symbolic = [f for f in factors if f.free_symbols]
+        if len(symbolic) < 2:
+            return p
+        first = sp.Mul(*consts) * symbolic[0]
+        rest = sp.Mul(*symbolic[1:])
+        return sp.Pow(det2(first, rest, r * k12), p.exp)
+
+    return expr.replace(
+        lambda e: e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer and e.base.has(k12) and not isinstance(e.base, det2),
+        rewrite,
+    )
 
 
 def _asin_to_atan2(expr):

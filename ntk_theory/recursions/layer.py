@@ -17,15 +17,12 @@ from dataclasses import dataclass
 
 import mpmath
 import numpy as np
-import scipy.special
 import sympy as sp
 
 from ..activations import Activation, activation
 from ..gaussian import expectation, k, k11, k12, k22
 from ..activations.parse import DivergentExpectation
-from ..gaussian.stable import stable_form
-
-_NUMPY = [{"erfcx": scipy.special.erfcx, "Max": np.maximum}, "scipy", "numpy"]
+from ..gaussian.stable import lambdify as stable_lambdify
 
 
 class ActivationKernels:
@@ -55,7 +52,7 @@ class ActivationKernels:
         def two(e):
             if not e.is_closed_form:
                 return lambda a, b, c: e.evaluate(a, b, c, with_error=True)
-            f = sp.lambdify((k11, k22, k12), stable_form(e.expr), modules=_NUMPY)
+            f = stable_lambdify((k11, k22, k12), e.expr)
             return lambda a, b, c: (_broadcast(f(a, b, c), c), None)
 
         def one(e):
@@ -63,7 +60,7 @@ class ActivationKernels:
                 return e.evaluate
             if not e.is_closed_form:
                 return lambda a: e.evaluate(a, with_error=True)
-            f = sp.lambdify((k,), stable_form(e.expr), modules=_NUMPY)
+            f = stable_lambdify((k,), e.expr)
             return lambda a: (_broadcast(f(a), a), None)
 
         return two(self.T), two(self.Tdot), one(self.T_diag), one(self.Tdot_diag)
