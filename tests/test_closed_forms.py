@@ -74,3 +74,16 @@ def test_closed_form_matches_30_digit_quadrature(name):
         ref, err = numerical.expect2_mp(act.mpmath, act.mpmath, a, b, c, kinks_f=act.kinks or (0.0,), kinks_g=act.kinks or (0.0,), dps=30)
         got = e.evaluate_mp(a, b, c, dps=30)
         assert abs(got - ref) <= mpmath.mpf("1e-25") * abs(ref) + err, (name, got, ref, err)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "elu", "sigmoid", "x*erf(x)", "exp", "abs", "softplus", "hermite(4)", "relu_power(3)"])
+def test_one_variable_expectation(name):
+    from ntk_theory.gaussian import expectation1
+
+    act = activation(name)
+    e = expectation1(act)
+    for kk in (0.05, 0.9, 4.0):
+        q = numerical.expect1(act.numpy, kk, kinks=act.kinks)
+        scale = np.sqrt(numerical.expect1(lambda z: act.numpy(z) ** 2, kk, kinks=act.kinks).value)
+        assert abs(float(e(np.array(kk))) - q.value) <= 1e-13 * scale + q.error, (name, kk)
+    assert e.is_closed_form == (name != "softplus")

@@ -332,3 +332,13 @@ def _on_diagonal(expr: sp.Expr) -> sp.Expr | None:
         return None
     d = rules.tidy(d)
     return None if d.has(sp.nan, sp.zoo) else d
+
+
+def expectation1(f, derivative: int = 0) -> GaussianExpectation:
+    """E[f^(n)(u)], u ~ N(0, k): a closed form in k by the one-variable rules, else quadrature."""
+    A, fe, label = _atoms_and_expr(f, derivative, deltas=True)
+    try:
+        step = rules.combination_one(A, k) if A else Step("zero", "", sp.S.Zero)
+        return ClosedDiagonal(fe, sp.S.One, label, rules.tidy(step.result), step)
+    except NoRule as exc:
+        return NumericalDiagonal(fe, sp.S.One, label, _short(str(exc)))
