@@ -1,0 +1,188 @@
+r"""Emit the Python/Numba source of a fused kernel from the activations' Gaussian expectations.
+
+The generated module has, for each distinct activation a,
+
+* closed form: ``pair_a(k11, k22, k12) -> (T, Tdot)``, the stable forms of the closed forms
+  (:mod:`ntk_theory.gaussian.stable`) printed by SymPy after common-subexpression elimination;
+* no closed form: ``s_a``, ``ds_a`` (the activation and its a.e. derivative) and ``KINKS_a``; the
+  fused kernel evaluates T and Tdot from per-row/per-column Hermite tables
+  (:mod:`ntk_theory.codegen.hermite`, Mehler's formula); where the series would need more than
+  ``max_order`` terms it leaves NaN, and the driver finishes those entries with the compiled 2-D
+  quadrature (kept out of the fused kernel so that it stays cacheable on disk),
+
+and one ``fused`` kernel.  On entry its output buffer holds G0 = x_a . x_b / n_0; for every entry
+it runs all layers with scalar temporaries (no N x N temporaries per layer)::
+
+    K = C_b[0] + C_W[0] G0,   Theta = lambda_b[0] + lambda_W[0] G0
+    for l = 1 .. L:  T, Tdot = pair(K_aa(l), K_bb(l), K_ab)           (K_ab clipped to |rho| <= 1)
+                     K, Theta = C_b[l] + C_W[l] T,  lambda_b[l] + lambda_W[l] T + C_W[l] Tdot Theta
+
+parallel over rows (``prange``), with K_aa(l), K_bb(l) precomputed per row and column.  The
+source depends only on the activations, not on depth, widths or the constants (passed as arrays),
+so one compiled kernel serves every C_W, C_b, depth and input set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from ..activations.activation import _drop_deltas, x
+from ..gaussian import k, k11, k12, k22  # noqa: F401  (k kept for printers of diagonal forms)
+from ..gaussian.stable import stable_form
+from ..recursions.layer import ActivationKernels
+
+FORMAT_VERSION = "1"
+
+
+class _Printer(PythonCodePrinter):
+    """SymPy's Python printer with the runtime's det2/erfcx and plain names for k11, k22, k12."""
+
+    def _print_det2(self, e):
+        return "det2(" + ", ".join(self._print(a) for a in e.args) + ")"
+
+    def _print_erfcx(self, e):
+        return f"erfcx({self._print(e.args[0])})"
+
+    def _print_Max(self, e):
+        args = [self._print(sp.Float(a) if a.is_Integer else a) for a in e.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"max({out}, {a})"
+        return out
+
+    def _print_Float(self, e):
+        return repr(float(e))
+
+    def _print_Heaviside(self, e):
+        return f"(1.0 if {self._print(e.args[0])} > 0 else (0.0 if {self._print(e.args[0])} < 0 else 0.5))"
+
+
+def _print(expr) -> str:
+    return _Printer({"standard": "python3", "fully_qualified_modules": True}).doprint(expr)
+
+
+def _pair_source(index: int, kern: ActivationKernels) -> str:
+    T, Td = stable_form(kern.T.expr), stable_form(kern.Tdot.expr)
+    replacements, (T_r, Td_r) = sp.cse([T, Td], symbols=sp.numbered_symbols("t"), optimizations="basic")
+    body = [f"{sym} = {_print(val)}" for sym, val in replacements]
+    body += [f"T = {_print(T_r)}", f"Tdot = {_print(Td_r)}", "return T, Tdot"]
+    doc = f'"""{kern.activation.name}: T = {sp.sstr(kern.T.expr)[:300]}; Tdot = {sp.sstr(kern.Tdot.expr)[:300]}"""'
+    return (
+        "@numba.njit(inline='always', cache=True, error_model='numpy')\n"
+        f"def pair_{index}(k11, k22, k12):\n" + textwrap.indent("\n".join([doc] + body), "    ")
+    )
+
+
+def _numeric_source(index: int, kern: ActivationKernels) -> str:
+    act = kern.activation
+    s = _print(act.expr.subs(x, sp.Symbol("z")))
+    ds = _print(_drop_deltas(act.derivative()).subs(x, sp.Symbol("z")))
+    kinks = ", ".join(repr(float(c)) for c in act.kinks)
+    return (
+        f"# {act.name}: no closed form; Hermite series (Mehler) with direct quadrature fallback\n"
+        "@numba.njit(cache=True, error_model='numpy')\n"
+        f"def s_{index}(z):\n    return {s}\n\n"
+        "@numba.njit(cache=True, error_model='numpy')\n"
+        f"def ds_{index}(z):\n    return {ds}\n\n"
+        f"KINKS_{index} = np.array([{kinks}], dtype=np.float64)\n"
+    )
+
+
+_NUMERIC_BRANCH = """\
+q = qidx[l]
+rho = 0.0
+if k11 > 0.0 and k22 > 0.0:
+    rho = k12 / math.sqrt(k11 * k22)
+m = series_order_tail(tailA[q, i], tailB[q, j], rho, tol)
+m2 = series_order_tail(dtailA[q, i], dtailB[q, j], rho, tol)
+if m < 0 or m2 < 0:
+    # the series would need more than max_order terms: the driver finishes this entry by quadrature
+    T = math.nan
+    Tdot = math.nan
+else:
+    T = series(coefA[q, i], coefB[q, j], rho, m)
+    Tdot = series(dcoefA[q, i], dcoefB[q, j], rho, m2)
+    e = (tol * math.sqrt(normA[q, i] * normB[q, j]) + errA[q, i] * math.sqrt(normB[q, j]) + errB[q, j] * math.sqrt(normA[q, i])
+         + tol * math.sqrt(dnormA[q, i] * dnormB[q, j]) + derrA[q, i] * math.sqrt(dnormB[q, j]) + derrB[q, j] * math.sqrt(dnormA[q, i]))
+    if e > e_row:
+        e_row = e
+"""
+
+_FUSED = """\
+@numba.njit(parallel=True, cache=True, error_model='numpy')
+def fused(K, TH, row0, col0, symmetric, D1, D2, CW, CB, LB, LW, codes, qidx,
+          coefA, tailA, normA, errA, dcoefA, dtailA, dnormA, derrA,
+          coefB, tailB, normB, errB, dcoefB, dtailB, dnormB, derrB, tol, err):
+    \"\"\"In place: K holds G0 on entry, the output NNGP on exit; TH receives the NTK.
+    Rows are global indices row0 + r, columns col0 + c; with symmetric, only entries j >= i.\"\"\"
+    n_rows, n_cols = K.shape
+    L = codes.size
+    for r in numba.prange(n_rows):
+        i = row0 + r
+        e_row = 0.0
+        c_start = 0
+        if symmetric:
+            c_start = max(i - col0, 0)
+        for c in range(c_start, n_cols):
+            j = col0 + c
+            g = K[r, c]
+            kab = CB[0] + CW[0] * g
+            th = LB[0] + LW[0] * g
+            for l in range(L):
+                k11 = D1[l, i]
+                k22 = D2[l, j]
+                k12 = kab
+                bound = math.sqrt(k11 * k22)
+                if k12 > bound:
+                    k12 = bound
+                elif k12 < -bound:
+                    k12 = -bound
+                code = codes[l]
+{dispatch}
+                kab = CB[l + 1] + CW[l + 1] * T
+                th = LB[l + 1] + LW[l + 1] * T + CW[l + 1] * Tdot * th
+            K[r, c] = kab
+            TH[r, c] = th
+        err[r] = e_row
+"""
+
+
+def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
+    """Source of the module for these (distinct) activations; returns (source, {activation name: code})."""
+    parts, branches, codes, numeric = [], [], {}, False
+    for a, kern in enumerate(kernels):
+        codes[kern.activation.name] = a
+        closed = kern.T.is_closed_form and kern.Tdot.is_closed_form
+        keyword = "if" if a == 0 else "elif"
+        if closed:
+            parts.append(_pair_source(a, kern))
+            body = f"T, Tdot = pair_{a}(k11, k22, k12)"
+        else:
+            numeric = True
+            parts.append(_numeric_source(a, kern))
+            body = _NUMERIC_BRANCH.replace("{a}", str(a))
+        branches.append(f"{keyword} code == {a}:\n" + textwrap.indent(body, "    "))
+    branches.append("else:\n    T = math.nan\n    Tdot = math.nan")
+    dispatch = textwrap.indent("\n".join(branches), " " * 16)
+    header = [
+        "# Generated by ntk-theory (ntk_theory/codegen/emit.py). Do not edit: regenerate instead.",
+        "# Activations: " + ", ".join(f"{n} -> code {c}" for n, c in codes.items()),
+        "import math",
+        "",
+        "import numba",
+        "import numpy as np",
+        "",
+        "from ntk_theory.codegen.runtime import det2, erfcx",
+    ]
+    if numeric:
+        header.append("from ntk_theory.codegen.hermite import expect2_direct, series, series_order_tail")
+    source = "\n".join(header) + "\n\n\n" + "\n\n\n".join(parts) + "\n\n\n" + _FUSED.replace("{dispatch}", dispatch)
+    return source, codes
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256((FORMAT_VERSION + source).encode()).hexdigest()[:20]
