@@ -44,14 +44,13 @@ class CompiledKernel:
     """
 
     def __init__(self, activations, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
-                 tol: float = 1e-13, max_order: int = 128, tile_mb: float = 64.0):
+                 tol: float = 1e-15, max_order: int = 128, tile_mb: float = 64.0):
         self.recursion = KernelRecursion(activations, depth, C_W, C_b, param, widths)
         self.tol, self.max_order, self.tile_mb = float(tol), int(max_order), float(tile_mb)
-        distinct = []
-        for kern in self.recursion.kernels:
-            if all(kern is not d for d in distinct):
-                distinct.append(kern)
-        self._distinct = distinct
+        distinct = {k.activation.name: k for k in self.recursion.kernels}
+        # sorted: the source (and its cache entry) depends on the set of activations, not their order
+        self._distinct = [distinct[name] for name in sorted(distinct)]
+        distinct = self._distinct
         self.source, codes = emit.emit(distinct)
         self.key = emit.source_hash(self.source)
         self._codes = np.array([codes[k.activation.name] for k in self.recursion.kernels], dtype=np.int64)
