@@ -102,16 +102,24 @@ def _cmd_derive(args) -> int:
 
 
 def _cmd_kernel(args) -> int:
-    from .recursions import KernelRecursion
+    import time
+
+    from .codegen import CompiledKernel
 
     X1 = load_inputs(args.x1)
     X2 = None if args.x2 is None else load_inputs(args.x2)
-    rec = KernelRecursion(args.activation, args.depth, args.C_W, args.C_b, args.param, widths=args.widths)
-    res = rec(X1, X2)
+    kern = CompiledKernel(args.activation, args.depth, args.C_W, args.C_b, args.param, widths=args.widths)
+    t0 = time.perf_counter()
+    res = kern(X1, X2, dtype=np.float32 if args.float32 else np.float64)
+    seconds = time.perf_counter() - t0
     np.savez(args.out, nngp=res.nngp, ntk=res.ntk)
     err = res.info.get("quadrature_error")
-    print(f"{rec}: nngp and ntk of shape {res.nngp.shape} written to {args.out}"
-          + (f" (quadrature error estimate {err:.1e})" if err else ""))
+    compiled = "loaded from the disk cache" if kern.from_cache else "compiled"
+    print(f"{kern.recursion}: nngp and ntk of shape {res.nngp.shape} written to {args.out}")
+    print(f"  {seconds:.3f} s, of which the kernel was {compiled} in {kern.compile_seconds:.2f} s"
+          + (f"; quadrature error estimate {err:.1e}" if err else ""))
+    if args.show_source:
+        print(kern.source)
     return 0
 
 
@@ -170,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x1", required=True, help="inputs X1 (N1, d): .npy or text")
     p.add_argument("--x2", default=None, help="inputs X2 (N2, d) (default: X1)")
     p.add_argument("--out", required=True, help="output .npz with arrays nngp and ntk (N1, N2)")
+    p.add_argument("--float32", action="store_true", help="store the result in float32 (arithmetic stays float64)")
+    p.add_argument("--show-source", action="store_true", help="print the generated Numba code")
     p.set_defaults(func=_cmd_kernel)
 
     p = sub.add_parser("check", help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")

@@ -92,10 +92,12 @@ class CompiledKernel:
     def _warm_up(self, module) -> None:
         z3, z2 = np.zeros((0, 1, 1)), np.zeros((0, 1))
         tables = (z3, z3, z2, z2) * 2
-        D = np.ones((len(self._codes), 1))
+        D = np.ones((len(self._codes), 2))
         ones = np.ones(len(self._codes) + 1)
-        module.fused(np.zeros((1, 1)), np.zeros((1, 1)), 0, 0, False, D, D, ones, ones, ones, ones,
-                     np.full(len(self._codes), -1, dtype=np.int64), self._qidx, *tables, *tables, self.tol, np.zeros(1))
+        # both array layouts the evaluation passes: contiguous tiles and strided views of the output
+        for K, T in ((np.zeros((1, 1)), np.zeros((1, 1))), (np.zeros((2, 2))[:, 1:], np.zeros((2, 2))[:, 1:])):
+            module.fused(K, T, 0, 0, False, D, D, ones, ones, ones, ones,
+                         np.full(len(self._codes), -1, dtype=np.int64), self._qidx, *tables, *tables, self.tol, np.zeros(K.shape[0]))
 
     # ------------------------------------------------------------------ diagonal recursion
     def _layer_constants(self, d: int):
@@ -169,21 +171,30 @@ class CompiledKernel:
         CW, CB, LB, LW = self._layer_constants(d)
         sq1 = np.einsum("ij,ij->i", X1, X1) / d
         sq2 = sq1 if symmetric else np.einsum("ij,ij->i", X2v, X2v) / d
-        same = np.eye(N1, dtype=bool) if symmetric else _equal_rows(X1, X2v)
-        has_diag = bool(same.any())
+        if symmetric:
+            ia = ib = np.arange(N1)
+        else:
+            ia, ib = np.nonzero(_equal_rows(X1, X2v))
+        has_diag = ia.size > 0
         with np.errstate(all="ignore"):
             D1, k1, t1, tab1 = self._diagonals(sq1, CW, CB, LB, LW, with_ntk=has_diag)
             D2, _, _, tab2 = (D1, k1, t1, tab1) if symmetric else self._diagonals(sq2, CW, CB, LB, LW, with_ntk=False)
         A, dA = self._stack(tab1, 0), self._stack(tab1, 1)
         B, dB = self._stack(tab2, 0), self._stack(tab2, 1)
         rows = max(1, int(self.tile_mb * 2**20 // (16 * max(N2, 1))))
+        # float64 in-memory outputs are written in place (tile views); others through tile buffers
+        direct = K_out.dtype == np.float64 and T_out.dtype == np.float64 and type(K_out) is np.ndarray and type(T_out) is np.ndarray
         worst = 0.0
         for r0 in range(0, N1, rows):
             r1 = min(N1, r0 + rows)
             c0 = r0 if symmetric else 0
-            Kb = X1[r0:r1] @ X2v[c0:].T
+            if direct:
+                Kb, Tb = K_out[r0:r1, c0:], T_out[r0:r1, c0:]
+                np.matmul(X1[r0:r1], X2v[c0:].T, out=Kb)
+            else:
+                Kb = X1[r0:r1] @ X2v[c0:].T
+                Tb = np.empty_like(Kb)
             Kb /= d
-            Tb = np.empty_like(Kb)
             err = np.zeros(r1 - r0)
             G = Kb.copy() if any(self._numeric) else None
             module.fused(Kb, Tb, r0, c0, symmetric, D1, D2, CW, CB, LB, LW, self._codes, self._qidx,
@@ -198,17 +209,19 @@ class CompiledKernel:
                     Kb[r, c], Tb[r, c], e = self._entry(i, j, G[r, c], D1, D2, CW, CB, LB, LW, (A, dA, B, dB))
                     worst = max(worst, e)
                 self.fallback_entries += len(rr)
-            K_out[r0:r1, c0:] = Kb
-            T_out[r0:r1, c0:] = Tb
+            if not direct:
+                K_out[r0:r1, c0:] = Kb
+                T_out[r0:r1, c0:] = Tb
         if symmetric:
             from .runtime import mirror_upper
 
             for arr in (K_out, T_out):
                 mirror_upper(np.asarray(arr))
         if has_diag:
-            ia, ib = np.nonzero(same)
             K_out[ia, ib], T_out[ia, ib] = k1[ia], t1[ia]
-        if not (np.all(np.isfinite(K_out)) and np.all(np.isfinite(T_out))):
+        if not (np.isfinite(np.sum(K_out, dtype=np.float64)) and np.isfinite(np.sum(T_out, dtype=np.float64))) and not (
+            np.all(np.isfinite(K_out)) and np.all(np.isfinite(T_out))
+        ):
             raise FloatingPointError(
                 "the kernel recursion overflowed or produced NaN (variances grow without bound at this C_W, C_b "
                 "and depth, or an expectation diverges)"

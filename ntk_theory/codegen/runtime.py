@@ -10,7 +10,7 @@ import numpy as np
 _SPLITTER = 134217729.0  # 2^27 + 1, Dekker's splitting constant
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always", cache=True, error_model="numpy")
 def _two_product(a, b):
     p = a * b
     t = _SPLITTER * a
@@ -22,7 +22,7 @@ def _two_product(a, b):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always", cache=True, error_model="numpy")
 def det2(p, q, c):
     """p q - c^2 from exact products (Dekker): accurate relative to itself as it tends to 0."""
     x, ex = _two_product(p, q)
@@ -30,7 +30,7 @@ def det2(p, q, c):
     return (x - y) + (ex - ey)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def erfcx(z):
     """exp(z^2) erfc(z) without overflow: direct product for z < 25, asymptotic series beyond."""
     if z < 25.0:
@@ -58,3 +58,34 @@ def _selftest() -> float:
     p, q = 1.0 + 2.0**-30, 1.0 - 2.0**-30
     exact = -(2.0**-60)  # (1 + e)(1 - e) - 1 = -e^2
     return abs(det2(p, q, 1.0) - exact) / abs(exact) + 0.0 * np.float64(0)
+
+
+# atan on [0, 0.66] (Cephes atan.c, S. L. Moshier): atan(x) = x + x^3 P(x^2)/Q(x^2), ~2e-16 relative
+_P0, _P1, _P2, _P3, _P4 = -8.750608600031904122785e-01, -1.615753718733365076637e01, -7.500855792314704667340e01, -1.228866684490136173410e02, -6.485021904942025371773e01
+_Q0, _Q1, _Q2, _Q3, _Q4 = 2.485846490142306297962e01, 1.650270098316988542046e02, 4.328810604912902668951e02, 4.853903996359136964868e02, 1.945506571482613964425e02
+_T3P8 = 2.41421356237309504880  # tan(3 pi / 8)
+_MOREBITS = 6.123233995736765886130e-17  # pi/2 = 1.5707963267948966 + _MOREBITS
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def atan2(y, x):
+    """atan2 without branches that stop vectorisation (Cephes' atan with range reduction, and the
+    quadrant fix-up by selects); matches libm to ~1 ulp.  Used by generated kernels."""
+    ay = abs(y)
+    ax = abs(x)
+    # t = min/max in [0, 1]; angle = atan(t) or pi/2 - atan(t)
+    swap = ay > ax
+    num = ay if not swap else ax
+    den = ax if not swap else ay
+    t = num / den if den > 0.0 else 0.0
+    # reduce [tan(pi/8), 1] to [-0.41, 0] via (t - 1)/(t + 1) + pi/4
+    big = t > 0.66
+    z = (t - 1.0) / (t + 1.0) if big else t
+    z2 = z * z
+    p = (((_P0 * z2 + _P1) * z2 + _P2) * z2 + _P3) * z2 + _P4
+    q = ((((z2 + _Q0) * z2 + _Q1) * z2 + _Q2) * z2 + _Q3) * z2 + _Q4
+    r = z + z * z2 * p / q
+    r = r + (0.7853981633974483 + 0.5 * _MOREBITS) if big else r
+    r = (1.5707963267948966 - r) + _MOREBITS if swap else r
+    r = 3.141592653589793 - r + 2.0 * _MOREBITS if x < 0.0 else r
+    return -r if y < 0.0 else r
