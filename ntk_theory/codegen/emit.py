@@ -35,7 +35,7 @@ from ..gaussian import k, k11, k12, k22  # noqa: F401  (k kept for printers of d
 from ..gaussian.stable import stable_form
 from ..recursions.layer import ActivationKernels
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "7"
 
 
 class _Printer(PythonCodePrinter):
@@ -95,22 +95,23 @@ def _numeric_source(index: int, kern: ActivationKernels) -> str:
     )
 
 
-_NUMERIC_BRANCH = """\
+# A numerical activation, entry by entry: Mehler's series for T and Tdot from the row and column
+# Hermite tables (degree from the Parseval tail bound), or NaN where the series would need more than
+# max_order terms (the driver finishes those entries by quadrature).
+_NUMERIC_BODY = """\
 q = qidx[l]
-rho = 0.0
-if k11 > 0.0 and k22 > 0.0:
-    rho = k12 / math.sqrt(k11 * k22)
-m = series_order_tail(tailA[q, i], tailB[q, j], rho, tol)
-m2 = series_order_tail(dtailA[q, i], dtailB[q, j], rho, tol)
+rho = k12 / b if b > 0.0 else 0.0
+lr = math.log(min(abs(rho), 1.0))
+m = order_from_log_tails(tailA[q, i], tailB[q, j], lr, ltol)
+m2 = order_from_log_tails(dtailA[q, i], dtailB[q, j], lr, ltol)
 if m < 0 or m2 < 0:
-    # the series would need more than max_order terms: the driver finishes this entry by quadrature
     T = math.nan
     Tdot = math.nan
 else:
-    T = series(coefA[q, i], coefB[q, j], rho, m)
-    Tdot = series(dcoefA[q, i], dcoefB[q, j], rho, m2)
-    e = (tol * math.sqrt(normA[q, i] * normB[q, j]) + errA[q, i] * math.sqrt(normB[q, j]) + errB[q, j] * math.sqrt(normA[q, i])
-         + tol * math.sqrt(dnormA[q, i] * dnormB[q, j]) + derrA[q, i] * math.sqrt(dnormB[q, j]) + derrB[q, j] * math.sqrt(dnormA[q, i]))
+    T, Tdot = mehler_pair(coefA[q, i], coefB[q, j], dcoefA[q, i], dcoefB[q, j], rho, max(m, m2))
+    # normA... hold sqrt(E s^2), sqrt(E s'^2) per row / column
+    e = (tol * normA[q, i] * normB[q, j] + errA[q, i] * normB[q, j] + errB[q, j] * normA[q, i]
+         + tol * dnormA[q, i] * dnormB[q, j] + derrA[q, i] * dnormB[q, j] + derrB[q, j] * dnormA[q, i])
     if e > e_row:
         e_row = e
 """
@@ -119,42 +120,61 @@ _FUSED = """\
 CHUNK = 64
 
 
+@numba.njit(cache=True, error_model='numpy')
+def _row(K, TH, r, row0, col0, symmetric, D1, D2, CW, CB, LB, LW, codes, qidx,
+         coefA, tailA, normA, errA, dcoefA, dtailA, dnormA, derrA,
+         coefB, tailB, normB, errB, dcoefB, dtailB, dnormB, derrB, tol, ltol, kab, th):
+    \"\"\"Row r of the tile: all layers per entry, in chunks of CHUNK columns with the layers
+    outermost (one activation per inner loop: vectorisable for closed forms).  Returns the row's
+    largest error estimate.\"\"\"
+    n_cols = K.shape[1]
+    L = codes.size
+    i = row0 + r
+    e_row = 0.0
+    c_start = 0
+    if symmetric:
+        c_start = max(i - col0 + 1, 0)
+    for c0 in range(c_start, n_cols, CHUNK):
+        n = min(CHUNK, n_cols - c0)
+        for c in range(n):
+            g = K[r, c0 + c]
+            kab[c] = CB[0] + CW[0] * g
+            th[c] = LB[0] + LW[0] * g
+        for l in range(L):
+            k11 = D1[l, i]
+            cw = CW[l + 1]
+            cb = CB[l + 1]
+            lb = LB[l + 1]
+            lw = LW[l + 1]
+            code = codes[l]
+{dispatch}
+        for c in range(n):
+            K[r, c0 + c] = kab[c]
+            TH[r, c0 + c] = th[c]
+    return e_row
+
+
 @numba.njit(parallel=True, cache=True, error_model='numpy')
 def fused(K, TH, row0, col0, symmetric, D1, D2, CW, CB, LB, LW, codes, qidx,
           coefA, tailA, normA, errA, dcoefA, dtailA, dnormA, derrA,
           coefB, tailB, normB, errB, dcoefB, dtailB, dnormB, derrB, tol, err):
     \"\"\"In place: K holds G0 on entry, the output NNGP on exit; TH receives the NTK.
-    Rows are global indices row0 + r, columns col0 + c; with symmetric, only entries j >= i.
-    Each row is processed in chunks of CHUNK columns with the layers outermost, so that the loop
-    over a chunk is the same activation for every entry (and vectorisable for closed forms).\"\"\"
-    n_rows, n_cols = K.shape
-    L = codes.size
-    for r in numba.prange(n_rows):
-        i = row0 + r
-        e_row = 0.0
+    Rows are global indices row0 + r, columns col0 + c; with symmetric, only entries j > i (the
+    driver writes the diagonal from the exact one-variable recursion).  Rows go in pairs
+    (p, n_rows - 1 - p), which carry equal work in the symmetric case, across threads.\"\"\"
+    n_rows = K.shape[0]
+    ltol = math.log(tol)
+    for p in numba.prange((n_rows + 1) // 2):
         kab = np.empty(CHUNK)
         th = np.empty(CHUNK)
-        c_start = 0
-        if symmetric:
-            c_start = max(i - col0, 0)
-        for c0 in range(c_start, n_cols, CHUNK):
-            n = min(CHUNK, n_cols - c0)
-            for c in range(n):
-                g = K[r, c0 + c]
-                kab[c] = CB[0] + CW[0] * g
-                th[c] = LB[0] + LW[0] * g
-            for l in range(L):
-                k11 = D1[l, i]
-                cw = CW[l + 1]
-                cb = CB[l + 1]
-                lb = LB[l + 1]
-                lw = LW[l + 1]
-                code = codes[l]
-{dispatch}
-            for c in range(n):
-                K[r, c0 + c] = kab[c]
-                TH[r, c0 + c] = th[c]
-        err[r] = e_row
+        pi = np.int64(p)  # the prange index is unsigned; mixed with signed values it would become float
+        for t in range(2):
+            r = pi if t == 0 else n_rows - 1 - pi
+            if t == 1 and r == pi:
+                continue
+            err[r] = _row(K, TH, r, row0, col0, symmetric, D1, D2, CW, CB, LB, LW, codes, qidx,
+                          coefA, tailA, normA, errA, dcoefA, dtailA, dnormA, derrA,
+                          coefB, tailB, normB, errB, dcoefB, dtailB, dnormB, derrB, tol, ltol, kab, th)
 """
 
 _ENTRY = """\
@@ -179,14 +199,14 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
         if closed:
             parts.append(_pair_source(a, kern))
             body = f"T, Tdot = pair_{a}(k11, k22, k12)"
+            loop = _ENTRY.replace("{body}", textwrap.indent(body, "    "))
         else:
             numeric = True
             parts.append(_numeric_source(a, kern))
-            body = _NUMERIC_BRANCH.replace("{a}", str(a))
-        loop = _ENTRY.replace("{body}", textwrap.indent(body, "    "))
+            loop = _ENTRY.replace("{body}", textwrap.indent(_NUMERIC_BODY, "    "))
         branches.append(f"{keyword} code == {a}:\n" + textwrap.indent(loop, "    "))
     branches.append("else:\n    for c in range(n):\n        kab[c] = math.nan\n        th[c] = math.nan")
-    dispatch = textwrap.indent("\n".join(branches), " " * 16)
+    dispatch = textwrap.indent("\n".join(branches), " " * 12)
     header = [
         "# Generated by ntk-theory (ntk_theory/codegen/emit.py). Do not edit: regenerate instead.",
         "# Activations: " + ", ".join(f"{n} -> code {c}" for n, c in codes.items()),
@@ -198,8 +218,9 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
         "from ntk_theory.codegen.runtime import atan2, det2, erfcx",
     ]
     if numeric:
-        header.append("from ntk_theory.codegen.hermite import expect2_direct, series, series_order_tail")
-    source = "\n".join(header) + "\n\n\n" + "\n\n\n".join(parts) + "\n\n\n" + _FUSED.replace("{dispatch}", dispatch)
+        header += ["from ntk_theory.codegen.runtime import mehler_pair, order_from_log_tails"]
+    fused = _FUSED.replace("{dispatch}", dispatch)
+    source = "\n".join(header) + "\n\n\n" + "\n\n\n".join(parts) + "\n\n\n" + fused
     return source, codes
 
 

@@ -100,6 +100,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -752,6 +754,7 @@ def _l2_diff(a, b):
     ),
     cache=True,
     error_model="numpy",
+    nogil=True,
 )
 def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, norm2, tol_gh):
     """Fill coef, err and norm2 for every variance (Gauss-Hermite for smooth f, else, or if that
@@ -920,7 +923,18 @@ def coefficients(f, variances, *, kinks=(), max_order=256, tol=1e-13) -> Hermite
     error = np.zeros(var.size)
     norm2 = np.zeros(var.size)
     if var.size:
-        _coef_table(f, var, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, error, norm2, 64 * _EPS)
+        # rows are independent: chunks in threads (the compiled routine releases the GIL)
+        workers = max(1, min(os.cpu_count() or 1, var.size // 16))
+        bounds = np.linspace(0, var.size, workers + 1).astype(int)
+
+        def run(lo, hi):
+            _coef_table(f, var[lo:hi], kinks, N, xs0, ws0, xs1, ws1, wmax, coef[lo:hi], error[lo:hi], norm2[lo:hi], 64 * _EPS)
+
+        if workers == 1:
+            run(0, var.size)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, bounds[:-1], bounds[1:]))
     if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(norm2)) and np.all(np.isfinite(error))):
         bad = var[~(np.isfinite(norm2) & np.isfinite(error) & np.all(np.isfinite(coef), axis=1))]
         raise ValueError(

@@ -33,6 +33,7 @@ from .. import _checks
 from ..recursions import KernelRecursion, KernelResult
 from ..recursions.network import _equal_rows
 from . import cache, emit
+from .runtime import order_from_log_tails
 
 
 class CompiledKernel:
@@ -139,17 +140,24 @@ class CompiledKernel:
         for fn in (getattr(module, f"s_{a}"), getattr(module, f"ds_{a}")):
             kinks = tuple(getattr(module, f"KINKS_{a}"))
             tab = hermite.coefficients(fn, unique, kinks=kinks, max_order=self.max_order, tol=self.tol)
-            out.append({"coef": tab.coef[inverse], "tail": tab.tail[inverse], "norm": tab.norm2[inverse], "err": tab.error[inverse]})
+            with np.errstate(divide="ignore"):
+                half_log_tail = 0.5 * np.log(tab.tail)
+            out.append({"coef": tab.coef[inverse], "tail": half_log_tail[inverse], "norm": tab.norm2[inverse],
+                        "sqrt_norm": np.sqrt(tab.norm2)[inverse], "err": tab.error[inverse]})
         return out
 
     @staticmethod
-    def _stack(tables, which: int):
+    def _stack(tables, which: int, transpose: bool = False):
+        """Stack one kind of table over the numerical layers: coefficients (q, row, n), or
+        (q, n, column) with ``transpose`` (the fused kernel runs across columns), log-tails
+        (q, row, n), square roots of the norms E s^2 and errors (q, row)."""
         if not tables:
             z3, z2 = np.zeros((0, 1, 1)), np.zeros((0, 1))
             return z3, z3, z2, z2
         parts = [t[which] for t in tables]
-        return (np.ascontiguousarray(np.stack([p["coef"] for p in parts])), np.ascontiguousarray(np.stack([p["tail"] for p in parts])),
-                np.ascontiguousarray(np.stack([p["norm"] for p in parts])), np.ascontiguousarray(np.stack([p["err"] for p in parts])))
+        coef = np.stack([p["coef"].T if transpose else p["coef"] for p in parts])
+        return (np.ascontiguousarray(coef), np.ascontiguousarray(np.stack([p["tail"] for p in parts])),
+                np.ascontiguousarray(np.stack([p["sqrt_norm"] for p in parts])), np.ascontiguousarray(np.stack([p["err"] for p in parts])))
 
     # ------------------------------------------------------------------ evaluation
     def __call__(self, X1, X2=None, out=None, dtype=np.float64) -> KernelResult:
@@ -176,6 +184,7 @@ class CompiledKernel:
         else:
             ia, ib = np.nonzero(_equal_rows(X1, X2v))
         has_diag = ia.size > 0
+        equal = set() if symmetric else set(zip(ia.tolist(), ib.tolist()))
         with np.errstate(all="ignore"):
             D1, k1, t1, tab1 = self._diagonals(sq1, CW, CB, LB, LW, with_ntk=has_diag)
             D2, _, _, tab2 = (D1, k1, t1, tab1) if symmetric else self._diagonals(sq2, CW, CB, LB, LW, with_ntk=False)
@@ -204,11 +213,11 @@ class CompiledKernel:
                 rr, cc = np.nonzero(np.isnan(Kb))
                 for r, c in zip(rr, cc):
                     i, j = r0 + r, c0 + c
-                    if symmetric and j < i:
+                    if (symmetric and j <= i) or (i, j) in equal:  # overwritten by the exact diagonal
                         continue
                     Kb[r, c], Tb[r, c], e = self._entry(i, j, G[r, c], D1, D2, CW, CB, LB, LW, (A, dA, B, dB))
+                    self.fallback_entries += 1
                     worst = max(worst, e)
-                self.fallback_entries += len(rr)
             if not direct:
                 K_out[r0:r1, c0:] = Kb
                 T_out[r0:r1, c0:] = Tb
@@ -250,8 +259,9 @@ class CompiledKernel:
                 rho = k12 / b if b > 0 else 0.0
                 kinks = getattr(module, f"KINKS_{a}")
                 vals = []
+                lr = np.log(min(abs(rho), 1.0)) if rho != 0 else -np.inf
                 for fn, c1, t1, c2, t2 in ((getattr(module, f"s_{a}"), cA, tA, cB, tB), (getattr(module, f"ds_{a}"), dcA, dtA, dcB, dtB)):
-                    m = hermite.series_order_tail(t1[q, i], t2[q, j], rho, self.tol)
+                    m = order_from_log_tails(t1[q, i], t2[q, j], lr, np.log(self.tol))
                     if m >= 0:
                         vals.append(hermite.series(c1[q, i], c2[q, j], rho, m))
                     else:
