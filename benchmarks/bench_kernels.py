@@ -41,6 +41,21 @@ def cases(quick: bool):
     return out
 
 
+def plain_numpy_relu(X, depth, cw, cb):
+    """The textbook vectorised ReLU recursion (arccos of the cosine), as a baseline."""
+    d = X.shape[1]
+    K = cb + cw * (X @ X.T) / d
+    Th = cb + cw * (X @ X.T) / d
+    for _ in range(depth):
+        diag = np.sqrt(np.diag(K))
+        cos = np.clip(K / np.outer(diag, diag), -1.0, 1.0)
+        t = np.arccos(cos)
+        T = np.outer(diag, diag) * (np.sin(t) + (np.pi - t) * cos) / (2 * np.pi)
+        Td = (np.pi - t) / (2 * np.pi)
+        K, Th = cb + cw * T, cb + cw * T + cw * Td * Th
+    return K, Th
+
+
 def best_of(fn, repeats=3):
     times = []
     for _ in range(repeats):
@@ -110,11 +125,13 @@ def main() -> None:
         first = time.perf_counter() - t0
         t_ours, _ = best_of(lambda: kern(X[:N]))
         ours[(a, N, L)] = (t_ours, first)
-        t_np = None
+        t_np = t_plain = None
         if a != "tanh":
             rec = KernelRecursion(a, L, C_W, C_B)
             t_np, _ = best_of(lambda: rec(X[:N]), repeats=1)
-        rows.append([a, N, L, t_ours, first, t_np])
+        if a == "relu":
+            t_plain, _ = best_of(lambda: plain_numpy_relu(X[:N], L, C_W, C_B), repeats=2)
+        rows.append([a, N, L, t_ours, first, t_np, t_plain])
         print(rows[-1], flush=True)
     nt = run_nt(args.nt_python, X_path, todo, args.quick)
 
@@ -137,11 +154,11 @@ def main() -> None:
         return "—" if t is None else f"{t:.3f}"
 
     table = []
-    for a, N, L, t_ours, first, t_np in rows:
+    for a, N, L, t_ours, first, t_np, t_plain in rows:
         t_nt = nt.get(f"{a}-{N}-{L}/seconds") if nt else None
         t_nt = None if t_nt is None else float(t_nt)
         ratio = "—" if t_nt is None else f"{t_nt / t_ours:.1f}x"
-        table.append(f"| {a} | {N} | {L} | {fmt(t_ours)} | {fmt(first)} | {fmt(t_np)} | {fmt(t_nt)} | {ratio} |")
+        table.append(f"| {a} | {N} | {L} | {fmt(t_ours)} | {fmt(first)} | {fmt(t_plain)} | {fmt(t_np)} | {fmt(t_nt)} | {ratio} |")
     acc = []
     for a, N, L, mine, theirs in accuracy:
         t = "—" if theirs is None else f"{theirs[0][0]:.1e} / {theirs[1][0]:.1e} (diag {theirs[1][1]:.1e})"
@@ -151,12 +168,15 @@ def main() -> None:
 Float64, inputs N x 32 (standard normal), W_std = {W_STD}, b_std = {B_STD} (C_W = {C_W:.2f}, C_b = {C_B:.2f}),
 depth = hidden layers, scalar readout, NNGP and NTK of the full N x N matrix.  ntk-theory: `CompiledKernel`
 (generated Numba code, parallel over rows, symmetric fast path), best of 3 after compile/load, and the
-first call after load (allocating the output).  NumPy: `KernelRecursion` (vectorised, same formulas).
+first call after load (allocating the output).  Plain NumPy: the textbook vectorised ReLU recursion
+(arccos of the cosine; its NTK diagonal is off by ~1e-8).  ntk-theory NumPy: `KernelRecursion`, the
+accuracy-first reference path (stable forms, compensated determinants: ~20 full-size temporaries per layer).
 neural-tangents 0.6.5 (jax 0.4.25, CPU, its own venv): jitted `kernel_fn`, best of 3 after warm-up;
-tanh via `ElementwiseNumerical(jnp.tanh, deg=25)`, a single run.
+tanh via `ElementwiseNumerical(jnp.tanh, deg=25)`, a single run, batched (`nt.batch.batch`, 250 x 250
+blocks) because unbatched it asks for 60 GB at N = 2000.
 
-| activation | N | depth | ntk-theory (s) | first call (s) | NumPy (s) | neural-tangents (s) | speed-up vs NT |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| activation | N | depth | ntk-theory (s) | first call (s) | plain NumPy (s) | ntk-theory NumPy (s) | neural-tangents (s) | speed-up vs NT |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(table)}
 
 Accuracy against a 30-digit mpmath evaluation of the same recursion on three of the inputs: largest relative
