@@ -131,6 +131,18 @@ def h_n(x, n):
 # ----------------------------------------------------------------------------------------------
 
 
+def test_sampled_error_estimate_is_honest_across_many_variances():
+    """Only every 16th variance gets the two-rule Gauss-Hermite check; tanh at 50 variances from
+    1e-2 to 1e4 (Gauss-Hermite fails somewhere in between) must still have every coefficient within
+    its reported error of the quadrature of tanh(sqrt(k) x) h_n(x)."""
+    ks = np.geomspace(1e-2, 1e4, 50)
+    tab = coefficients(tanh_, ks, max_order=64)
+    for i, k in enumerate(ks):
+        for n in (1, 3, 9, 33):
+            ref = expect1(lambda x: np.tanh(math.sqrt(k) * x) * h_n(x, n), 1.0, kinks=(0.0,))
+            assert abs(tab.coef[i, n] - ref.value) <= tab.error[i] + ref.error + 1e-15, (k, n)
+
+
 @pytest.mark.parametrize("f, c", [(exp_, 1.0), (exp_m, -0.7)])
 def test_coefficients_of_exp_match_closed_form(f, c):
     ks = np.array([0.0, 0.01, 0.3, 1.0, 2.5, 6.0, 16.0])

@@ -48,7 +48,9 @@ Q2 = Q1 + N/2 + 32 nodes (scipy's nodes, refined by Newton's method in extended 
 Christoffel weights: scipy's asymptotic nodes for Q > 150 alone limit the coefficients to ~1e-13);
 the Q2 values are returned and |a(Q2) - a(Q1)|_2 is the error estimate.  For speed the Q1 rule
 runs only on every 16th variance in sorted order and on the largest; the other variances get the
-largest of those estimates relative to sqrt(E f^2), times their own sqrt(E f^2).  Kinked f, and smooth f
+largest of those estimates relative to sqrt(E f^2), times their own sqrt(E f^2).  Gauss-Hermite's
+error grows with the variance (f(sqrt(k) x) sharpens), so this is trusted only below a checked
+variance that passed: every variance below a checked one that failed is checked itself.  Kinked f, and smooth f
 where Gauss-Hermite does not reach 64 eps sqrt(E f^2) (sharp f at large variance): composite
 Gauss-Legendre panels on [-38, 38] split at 0 and at the kinks c / sqrt(k), graded geometrically
 (ratio 2) from width 1/sqrt(k) at each of those points (f is assumed to vary on the unit scale
@@ -754,17 +756,18 @@ def _l2_diff(a, b):
 @numba.njit(
     types.void(
         _FN, _VEC, _KINKS, types.int64, _VEC, _VEC, _VEC, _VEC, _F64, _F64[:, ::1], _VEC, _VEC, _F64,
-        types.Array(types.boolean, 1, "C", readonly=True),
+        types.Array(types.boolean, 1, "C", readonly=True), types.int8[::1],
     ),
     cache=True,
     error_model="numpy",
     nogil=True,
 )
-def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, norm2, tol_gh, check):
+def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, norm2, tol_gh, check, method):
     """Fill coef, err and norm2 for every variance (Gauss-Hermite for smooth f, else, or if that
     is not accurate, composite Gauss-Legendre).  For smooth f, variances with ``check`` False use
     the finer Gauss-Hermite rule alone and get err = NaN (the caller fills in the estimate of the
-    checked variances)."""
+    checked variances).  method[i]: 0 Gauss-Hermite unchecked, 1 Gauss-Hermite checked,
+    2 Gauss-Legendre panels (Gauss-Hermite not accurate enough or f kinked)."""
     cf = _with_zero(kinks)
     smooth = kinks.size == 0
     a0 = np.empty(N + 1)
@@ -775,6 +778,7 @@ def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, nor
             f0 = f(0.0)
             coef[i, :] = 0.0
             coef[i, 0] = f0
+            method[i] = 1
             err[i] = 0.0
             norm2[i] = f0 * f0
             continue
@@ -787,12 +791,14 @@ def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, nor
             _, d1 = _weighted_project(xs1, ws1, _evaluate(f, xs1, sk), N, a1)
             coef[i, :] = a1
             err[i] = np.nan
+            method[i] = 0
             continue
         if smooth:
             _, d0 = _weighted_project(xs0, ws0, _evaluate(f, xs0, sk), N, a0)
             _, d1 = _weighted_project(xs1, ws1, _evaluate(f, xs1, sk), N, a1)
             best = _l2_diff(a0, a1) + math.sqrt(max(d0, d1) * (N + 1))
             coef[i, :] = a1
+            method[i] = 1
         if best > tol_gh * scale:
             d0 = 0.0
             d1 = 0.0
@@ -807,6 +813,7 @@ def _coef_table(f, variances, kinks, N, xs0, ws0, xs1, ws1, wmax, coef, err, nor
             if e_gl < best:
                 best = e_gl
                 coef[i, :] = a1
+            method[i] = 2
         err[i] = best + _EPS * scale
 
 
@@ -935,26 +942,52 @@ def coefficients(f, variances, *, kinks=(), max_order=256, tol=1e-13) -> Hermite
     norm2 = np.zeros(var.size)
     if var.size:
         # rows are independent: chunks in threads (the compiled routine releases the GIL)
-        workers = max(1, min(os.cpu_count() or 1, var.size // 16))
-        bounds = np.linspace(0, var.size, workers + 1).astype(int)
 
         # the two-rule error estimate on every 16th variance in sorted order and on the extremes; the
         # others take the largest checked error relative to sqrt(E f^2) (it varies smoothly with the
-        # variance), times their own sqrt(E f^2)
+        # variance), times their own sqrt(E f^2).  Gauss-Hermite's error grows with the variance
+        # (f(sqrt(k) x) gets sharper), so an unchecked variance is trusted only if the next checked
+        # one above it passed; below a checked variance that failed, every variance is checked.
         order = np.argsort(var, kind="stable")
         check = np.zeros(var.size, dtype=bool)
         check[order[::_CHECK_EVERY]] = True
         check[order[-1]] = True
         check.setflags(write=False)
+        method = np.zeros(var.size, dtype=np.int8)
 
-        def run(lo, hi):
-            _coef_table(f, var[lo:hi], kinks, N, xs0, ws0, xs1, ws1, wmax, coef[lo:hi], error[lo:hi], norm2[lo:hi], 64 * _EPS, check[lo:hi])
+        def run(lo, hi, idx=None):
+            if idx is None:
+                sl = slice(lo, hi)
+                _coef_table(f, var[sl], kinks, N, xs0, ws0, xs1, ws1, wmax, coef[sl], error[sl],
+                            norm2[sl], 64 * _EPS, check[sl], method[sl])
+                return
+            sub = idx[lo:hi]
+            c, e, n2, m = coef[sub], error[sub], norm2[sub], method[sub]
+            every = np.ones(sub.size, dtype=bool)
+            every.setflags(write=False)
+            _coef_table(f, var[sub], kinks, N, xs0, ws0, xs1, ws1, wmax, c, e, n2, 64 * _EPS, every, m)
+            coef[sub], error[sub], norm2[sub], method[sub] = c, e, n2, m
 
-        if workers == 1:
-            run(0, var.size)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run, bounds[:-1], bounds[1:]))
+        def run_all(n, idx=None):
+            w = max(1, min(os.cpu_count() or 1, n // 16))
+            bounds = np.linspace(0, n, w + 1).astype(int)
+            if w == 1:
+                run(0, n, idx)
+            else:
+                with ThreadPoolExecutor(w) as pool:
+                    list(pool.map(lambda lo, hi: run(lo, hi, idx), bounds[:-1], bounds[1:]))
+
+        run_all(var.size)
+        if kinks.size == 0:
+            # in sorted order: the method of the next checked variance at or above each position
+            sorted_method = method[order]
+            sorted_checked = check[order]
+            nxt = np.where(sorted_checked, np.arange(var.size), var.size)
+            nxt = np.minimum.accumulate(nxt[::-1])[::-1]
+            suspect = (~sorted_checked) & (sorted_method[np.minimum(nxt, var.size - 1)] == 2)
+            redo = np.ascontiguousarray(order[suspect])
+            if redo.size:
+                run_all(redo.size, redo)
         unchecked = np.isnan(error)
         if unchecked.any():
             # errors scale with sqrt(E f^2): carry the largest checked relative error over
