@@ -133,6 +133,43 @@ def _cmd_check(args) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_empirical_ntk(args) -> int:
+    import time
+
+    from . import MLP
+    from .empirical import empirical_ntk, plan
+
+    X1 = load_inputs(args.x)
+    X2 = None if args.x2 is None else load_inputs(args.x2)
+    depth = args.depth
+    hidden = list(args.width) if isinstance(args.width, list) else [args.width] * depth
+    if len(hidden) != depth:
+        raise ValueError(f"--width has {len(hidden)} entries but --depth is {depth}")
+    net = MLP.random((X1.shape[1], *hidden, args.outputs), args.activation, C_W=args.C_W, C_b=args.C_b,
+                     param=args.param, seed=args.seed)
+    dtype = np.float32 if args.float32 else np.float64
+    est = plan(net, X1.shape[0], None if X2 is None else X2.shape[0], args.method, not args.no_trace,
+               args.batch_size, dtype)
+    t0 = time.perf_counter()
+    ntk = empirical_ntk(net, X1, X2, method=est.method, trace_outputs=not args.no_trace,
+                        batch_size=args.batch_size, dtype=dtype)
+    seconds = time.perf_counter() - t0
+    np.savez(args.out, ntk=ntk)
+    print(f"{net}: empirical NTK of shape {ntk.shape} by {est.method} (blocks of {est.block} inputs, "
+          f"predicted {est.flops:.3g} FLOPs, {est.seconds:.3g} s) in {seconds:.3f} s, written to {args.out}")
+    return 0
+
+
+def _cmd_empirical_cost(args) -> int:
+    from .architecture import MLPSpec
+    from .empirical import Problem, cost_table
+
+    spec = MLPSpec.build(args.input_dim, args.depth, args.width, args.outputs)
+    p = Problem.of(spec, args.n, args.n2, not args.no_trace, np.float32 if args.float32 else np.float64)
+    print(cost_table(p, args.batch_size, args.memory * 2**30))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ntk-theory",
@@ -190,6 +227,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_check)
+
+    methods = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
+    p = sub.add_parser("empirical-ntk", help="empirical NTK of a random finite network (Novak et al. 2022 methods), to .npz",
+                       description="Draw a random MLP and write its empirical NTK J Lambda J^T at the inputs.")
+    _add_network_options(p)
+    p.add_argument("--outputs", type=int, default=1, help="output dimension O (default: 1)")
+    p.add_argument("--x2", default=None, help="inputs X2 (N2, d) (default: X)")
+    p.add_argument("--method", default="auto", help=f"one of {', '.join(methods)} (default: auto, by the cost model)")
+    p.add_argument("--no-trace", action="store_true", help="full (N1, N2, O, O) kernel instead of the mean over outputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random network (default: 0)")
+    p.add_argument("--batch-size", type=int, default=None, help="inputs per block (default: from a 2 GiB memory budget)")
+    p.add_argument("--float32", action="store_true", help="compute and store in float32")
+    p.add_argument("--out", required=True, help="output .npz with the array ntk")
+    p.set_defaults(func=_cmd_empirical_ntk)
+
+    p = sub.add_parser("empirical-cost", help="FLOPs and memory of each empirical-NTK method, and the one auto picks")
+    p.add_argument("--n", type=int, required=True, help="number of inputs N1")
+    p.add_argument("--n2", type=int, default=None, help="number of inputs N2 (default: X2 = X1, symmetric)")
+    p.add_argument("--outputs", type=int, default=1, help="output dimension O (default: 1)")
+    p.add_argument("--depth", type=int, default=3, help="hidden layers L (default: 3)")
+    p.add_argument("--width", type=_widths, default=512, help="hidden width n, or n1,n2,... (default: 512)")
+    p.add_argument("--input-dim", type=int, default=32, help="input dimension n_0 (default: 32)")
+    p.add_argument("--no-trace", action="store_true", help="full (N1, N2, O, O) kernel")
+    p.add_argument("--float32", action="store_true", help="4-byte floats")
+    p.add_argument("--batch-size", type=int, default=None, help="inputs per block (default: from the memory budget)")
+    p.add_argument("--memory", type=float, default=2.0, help="memory budget for intermediates in GiB (default: 2)")
+    p.set_defaults(func=_cmd_empirical_cost)
     return parser
 
 
