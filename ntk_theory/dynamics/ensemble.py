@@ -1,0 +1,96 @@
+r"""Mean and covariance of the outputs over random initialisations (NNGP-based), as neural-tangents'
+``predict.gradient_descent_mse_ensemble``.
+
+At initialisation an infinitely wide network's outputs are a Gaussian process with the NNGP kernel K,
+independent across the O outputs; training with a fixed NTK Theta is linear in f0, so the outputs stay
+Gaussian (Lee et al. 2019, eqs. (13)-(16)).  With Theta = V diag(lambda) V^T on the training inputs X,
+P_t = V D_t V^T and A_t = V G_t V^T (decay and gain of :mod:`.schedule`):
+
+    train:  mean = (I - P_t) y,           cov = P_t K(X, X) P_t
+    test:   mean = Theta(X', X) A_t y,
+            cov  = K(X', X') - Theta(X', X) A_t K(X, X') - K(X', X) A_t Theta(X, X')
+                   + Theta(X', X) A_t K(X, X) A_t Theta(X, X')
+
+(one covariance, shared by every output).  ``get="nngp"`` drives the dynamics with K instead of Theta
+(training only the readout; at t = inf the exact GP posterior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .loss import LOSSES, rate
+from .predict import _targets
+from .schedule import Schedule
+from .spectral import Eigenbasis, as_kernel
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Outputs ~ N(mean, covariance) per output: ``mean`` (*T, M[, O]), ``covariance`` (*T, M, M)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+    @property
+    def std(self) -> np.ndarray:
+        """Pointwise standard deviation sqrt(diag cov), (*T, M)."""
+        return np.sqrt(np.maximum(np.diagonal(self.covariance, axis1=-2, axis2=-1), 0.0))
+
+    def __repr__(self) -> str:
+        return f"Gaussian(mean {self.mean.shape}, covariance {self.covariance.shape}, max std {np.max(self.std):.4g})"
+
+
+@dataclass(frozen=True)
+class EnsemblePrediction:
+    train: Gaussian
+    test: Gaussian | None
+
+    def __repr__(self) -> str:
+        return f"EnsemblePrediction(train={self.train!r}, test={self.test!r})"
+
+
+def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, nngp_test_train=None,
+             ntk_test_train=None, nngp_test_test=None, learning_rate: float = 1.0, loss: str = "mean",
+             get: str = "ntk") -> EnsemblePrediction:
+    """Mean and covariance of train (and, given the test blocks, test) outputs at time t / after steps.
+
+    ``get="nngp"`` ignores the NTK blocks (pass None) and drives the dynamics with the NNGP kernel.
+    """
+    y, vector = _targets(y_train)
+    N, O = y.shape
+    if get not in ("ntk", "nngp"):
+        raise ValueError(f"unknown get {get!r}; expected 'ntk' or 'nngp'")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
+    lr = float(learning_rate)
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
+    Kxx = as_kernel(nngp_train_train, "nngp_train_train", shape=(N, N))
+    Txx = Kxx if get == "nngp" else as_kernel(ntk_train_train, "ntk_train_train", shape=(N, N))
+    basis = Eigenbasis.of(Txx, "nngp_train_train" if get == "nngp" else "ntk_train_train")
+    Eigenbasis.of(Kxx, "nngp_train_train", warn=False)  # PSD check of the covariance at initialisation
+    decay, gain = Schedule.of(t, steps).factors(basis.eigenvalues, basis.null, rate(lr, N, O, loss))
+    P = basis.matrix(decay)
+    mean = y - np.einsum("...nk,ko->...no", P, y)
+    cov = P @ Kxx @ P
+    squeeze = (lambda m: m[..., 0]) if vector else (lambda m: m)
+    train = Gaussian(squeeze(mean), 0.5 * (cov + np.swapaxes(cov, -1, -2)))
+    if nngp_test_train is None and ntk_test_train is None and nngp_test_test is None:
+        return EnsemblePrediction(train, None)
+    Ktx = np.asarray(nngp_test_train, dtype=np.float64) if nngp_test_train is not None else None
+    if Ktx is None or Ktx.ndim != 2 or Ktx.shape[1] != N:
+        raise ValueError(f"nngp_test_train must have shape (M, {N}); got {None if Ktx is None else Ktx.shape}")
+    M = Ktx.shape[0]
+    Ktx = as_kernel(Ktx, "nngp_test_train", shape=(M, N))
+    Ttx = Ktx if get == "nngp" else as_kernel(ntk_test_train, "ntk_test_train", shape=(M, N))
+    Ktt = as_kernel(nngp_test_test, "nngp_test_test", shape=(M, M))
+    A = basis.matrix(gain)  # (*T, N, N)
+    TA = np.einsum("mn,...nk->...mk", Ttx, A)  # Theta(X', X) A_t
+    mean_t = np.einsum("...mn,no->...mo", TA, y)
+    cross = TA @ Ktx.T  # Theta(X', X) A_t K(X, X')
+    cov_t = Ktt - cross - np.swapaxes(cross, -1, -2) + TA @ Kxx @ np.swapaxes(TA, -1, -2)
+    test = Gaussian(squeeze(mean_t), 0.5 * (cov_t + np.swapaxes(cov_t, -1, -2)))
+    return EnsemblePrediction(train, test)

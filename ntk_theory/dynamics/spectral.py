@@ -1,0 +1,103 @@
+r"""A checked eigendecomposition of a training kernel, Theta = V diag(lambda) V^T (eigh, no inverse).
+
+Every function of the kernel the dynamics needs (exp(-c Theta t), (I - c Theta)^k, Theta^+ (I - ...))
+is applied in this eigenbasis: a function of the eigenvalues, never an explicit inverse.
+
+Checks: square, symmetric (to 1e-10 relative; symmetrised), finite, positive semidefinite (an
+eigenvalue below -1e-8 lambda_max is an error; smaller negative ones, rounding, are set to 0).
+Eigenvalues below ``N eps lambda_max`` count as zero (null modes: they neither move nor enter the
+infinite-time limit).  A condition number lambda_max / lambda_min above 1e12 raises an
+:class:`IllConditionedKernelWarning`: the infinite-time test prediction then amplifies rounding of
+the kernel by that factor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+NEGATIVE_TOLERANCE = 1e-8
+CONDITION_WARNING = 1e12
+
+
+class IllConditionedKernelWarning(RuntimeWarning):
+    """The training kernel is close to singular: infinite-time predictions amplify its rounding."""
+
+
+def as_kernel(K, name: str = "kernel", shape=None) -> np.ndarray:
+    """K as a finite float64 array of the given shape (None: any square 2-D), or ValueError."""
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array; got {type(K).__name__}") from None
+    if shape is None:
+        if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+            raise ValueError(f"{name} must be a square 2-D (N, N) array with N >= 1; got shape {K.shape}")
+    elif K.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return K
+
+
+@dataclass(frozen=True)
+class Eigenbasis:
+    """Theta = V diag(eigenvalues) V^T, eigenvalues ascending and >= 0; ``null`` marks zero modes."""
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    null: np.ndarray
+    condition: float
+
+    @classmethod
+    def of(cls, K, name: str = "ntk_train_train", warn: bool = True) -> "Eigenbasis":
+        K = as_kernel(K, name)
+        scale = float(np.max(np.abs(K)))
+        asym = float(np.max(np.abs(K - K.T)))
+        if asym > 1e-10 * max(scale, 1e-300):
+            raise ValueError(f"{name} is not symmetric: max |K - K^T| = {asym:.3g} (max |K| = {scale:.3g})")
+        lam, V = np.linalg.eigh(0.5 * (K + K.T))
+        top = float(lam[-1]) if lam.size else 0.0
+        if top <= 0.0:
+            raise ValueError(f"{name} has no positive eigenvalue (largest {top:.3g}): nothing can be learned")
+        if lam[0] < -NEGATIVE_TOLERANCE * top:
+            raise ValueError(f"{name} is not positive semidefinite: smallest eigenvalue {lam[0]:.3g} "
+                             f"(largest {top:.3g}); a kernel matrix must be PSD")
+        lam = np.maximum(lam, 0.0)
+        null = lam <= K.shape[0] * np.finfo(float).eps * top
+        condition = float(top / lam[0]) if lam[0] > 0 else float("inf")
+        if warn and condition > CONDITION_WARNING:
+            warnings.warn(
+                f"{name} is ill-conditioned (lambda_max/lambda_min = {condition:.2g}; {int(null.sum())} "
+                f"eigenvalue(s) treated as zero): modes with tiny eigenvalues barely train and the "
+                f"infinite-time test prediction amplifies rounding of the kernel by up to that factor",
+                IllConditionedKernelWarning, stacklevel=3)
+        return cls(lam, V, null, condition)
+
+    @property
+    def size(self) -> int:
+        return self.eigenvalues.size
+
+    def to_basis(self, v: np.ndarray) -> np.ndarray:
+        """V^T v (v: (N, ...))."""
+        return np.tensordot(self.eigenvectors.T, v, axes=1)
+
+    def from_basis(self, w: np.ndarray) -> np.ndarray:
+        """V w along the mode axis (w: (..., N, O)) -> (..., N, O)."""
+        return np.einsum("nm,...mo->...no", self.eigenvectors, w)
+
+    def apply(self, diag: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """V diag V^T v for a diagonal (T..., N) and v (N, O) -> (T..., N, O)."""
+        return self.from_basis(diag[..., None] * self.to_basis(v))
+
+    def matrix(self, diag: np.ndarray) -> np.ndarray:
+        """V diag V^T, (T..., N, N)."""
+        V = self.eigenvectors
+        return np.einsum("nm,...m,km->...nk", V, diag, V)
+
+    def __repr__(self) -> str:
+        lam = self.eigenvalues
+        return (f"Eigenbasis(N={lam.size}, lambda in [{lam[0]:.3g}, {lam[-1]:.3g}], condition {self.condition:.3g}, "
+                f"{int(self.null.sum())} null)")

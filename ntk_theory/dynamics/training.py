@@ -1,0 +1,134 @@
+r"""Full-batch gradient descent of the reference network on the squared loss, by a hand-written backward
+pass (no autodiff library).
+
+Backward pass (PDLT notation, :mod:`ntk_theory.conventions`), for inputs X (N, n_0), outputs f (N, O)
+and g = dL/df = s (f - y) with s = 1/(N O) (loss="mean") or 1 (loss="sum"):
+
+    delta(L+1) = g,    delta(l) = (delta(l+1) W(l+1)) * s'(z(l))           (N, n_l)
+    dL/dW(l)   = delta(l)^T a(l-1),    dL/db(l) = sum_a delta(l)_a
+
+and the update in the trainable coordinates (W = sqrt(lambda_W / n) omega, b = sqrt(lambda_b) beta for
+param="ntk") is, in PDLT coordinates,
+
+    W(l) <- W(l) - eta lambda_W(l) / n_(l-1) dL/dW(l),      b(l) <- b(l) - eta lambda_b(l) dL/db(l)
+
+so that to first order f moves by -eta J Lambda J^T g = -c Theta (f - y) (:mod:`.loss`): the linearised
+dynamics of :class:`~ntk_theory.dynamics.MSEDynamics` with the network's own NTK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _checks
+from ..reference import MLP
+from .loss import LOSSES, loss_gradient_scale, loss_value
+
+
+def gradient(net: MLP, X, y, loss: str = "mean"):
+    """(f(X), [(dL/dW(l), dL/db(l)) for l = 1 .. L+1]) by the backward pass."""
+    tr = net.forward(X)
+    f = tr.output
+    y = _as_targets(y, f.shape)
+    g = loss_gradient_scale(f.shape[0], f.shape[1], loss) * (f - y)
+    return f, _backward(net, tr, g)
+
+
+def _backward(net: MLP, tr, g: np.ndarray) -> list:
+    grads = [None] * net.spec.n_layers
+    delta = g
+    for l in range(net.spec.n_layers - 1, -1, -1):  # 0-based layer index
+        grads[l] = (delta.T @ tr.a[l], delta.sum(axis=0))
+        if l > 0:
+            delta = (delta @ net.weights[l]) * tr.ds[l - 1]
+    return grads
+
+
+def _as_targets(y, shape) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1 and shape[1] == 1:
+        y = y[:, None]
+    if y.shape != shape:
+        raise ValueError(f"y must have shape {shape} (the network's outputs at X); got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains non-finite values (NaN or inf)")
+    return y
+
+
+@dataclass
+class TrainingRun:
+    """A gradient-descent run: outputs at the recorded steps and the trained network.
+
+    ``steps`` (R,), ``train_outputs`` (R, N, O), ``test_outputs`` (R, M, O) or None, ``loss`` (R,),
+    ``network`` the trained MLP (the input network is not modified), ``initial`` a copy of it.
+    """
+
+    steps: np.ndarray
+    train_outputs: np.ndarray
+    test_outputs: np.ndarray | None
+    loss: np.ndarray
+    network: MLP
+    initial: MLP
+    info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"TrainingRun({self.network!r}: {int(self.steps[-1])} steps, loss {self.loss[0]:.4g} -> "
+                f"{self.loss[-1]:.4g}, {len(self.steps)} records)")
+
+
+def _copy(net: MLP) -> MLP:
+    return MLP(net.spec, net.activation, [W.copy() for W in net.weights], [b.copy() for b in net.biases])
+
+
+def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", X_test=None,
+          record=None) -> TrainingRun:
+    """Run ``steps`` full-batch GD steps from ``net`` (copied) on (X, y).
+
+    ``record``: the step numbers at which outputs are stored (default: 0 and ``steps``); outputs at
+    ``X_test`` are stored too if given.  Raises FloatingPointError if the outputs stop being finite
+    (a learning rate above the stable one).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
+    lr = float(learning_rate)
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0; got {steps}")
+    X = _checks.inputs(X, "X", dim=net.spec.input_dim)
+    Xt = None if X_test is None else _checks.inputs(X_test, "X_test", dim=net.spec.input_dim)
+    record = np.unique(np.asarray([0, steps] if record is None else record, dtype=int))
+    if record.size and (record[0] < 0 or record[-1] > steps):
+        raise ValueError(f"record must lie in [0, {steps}]; got {record.min()} .. {record.max()}")
+    initial, work = _copy(net), _copy(net)
+    lams = net.spec.learning_rate_factors()
+    scale_W = [lr * lam_W / W.shape[1] for (lam_b, lam_W), W in zip(lams, work.weights)]
+    scale_b = [lr * lam_b for lam_b, _ in lams]
+    y = None if X is None else y
+    rec_train, rec_test, rec_loss = [], [], []
+    k = 0
+    todo = set(record.tolist())
+    while True:
+        tr = work.forward(X)
+        f = tr.output
+        if k == 0:
+            y = _as_targets(y, f.shape)
+        if not np.all(np.isfinite(f)):
+            raise FloatingPointError(f"outputs became non-finite at step {k}: learning rate {lr:g} is too large")
+        if k in todo:
+            rec_train.append(f.copy())
+            rec_loss.append(loss_value(f, y, loss))
+            if Xt is not None:
+                rec_test.append(work(Xt))
+        if k == steps:
+            break
+        g = loss_gradient_scale(f.shape[0], f.shape[1], loss) * (f - y)
+        for l, (dW, db) in enumerate(_backward(work, tr, g)):
+            work.weights[l] -= scale_W[l] * dW
+            work.biases[l] -= scale_b[l] * db
+        k += 1
+    return TrainingRun(record, np.array(rec_train), np.array(rec_test) if Xt is not None else None,
+                       np.array(rec_loss), work, initial, {"learning_rate": lr, "loss": loss})
