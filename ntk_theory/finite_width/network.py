@@ -1,0 +1,151 @@
+r"""The finite-width recursions of an MLP: L hidden layers (widths n_1..n_L), scalar readout.
+
+:class:`FiniteWidthRecursion` runs the one-input scalar recursions of :mod:`.single` (numbers,
+or SymPy layer maps) and the N-input tensor recursions of :mod:`.tensors`.  Conventions as in
+:mod:`ntk_theory.conventions`: z(1) = W(1) x + b(1), z(l+1) = W(l+1) s(z(l)) + b(l+1),
+W ~ N(0, C_W / n_(l-1)), b ~ N(0, C_b), NTK factors (lambda_b, lambda_W) from ``param``.
+Layer 1 has K = C_b + C_W G0, Theta = lambda_b + lambda_W G0 (G0 = x.x / n_0) and no 1/n terms.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy as sp
+
+from .. import _checks
+from ..activations import activation as _activation
+from ..conventions import PARAMETERIZATIONS, learning_rate_factors
+from . import single
+from .moments import OneInputAverages
+
+
+class FiniteWidthRecursion:
+    """Leading 1/n corrections of an MLP with one activation for all hidden layers.
+
+    ``depth`` L >= 1 hidden layers; ``C_W``, ``C_b`` scalars or L + 1 values (readout last);
+    ``param`` 'ntk' or 'unit' ('standard' has lambda_W = n_(l-1), which mixes the orders of the
+    1/n expansion, and is refused); ``widths``: None (equal widths: ratios 1) or the L hidden
+    widths (the ratios r_l = n_l / n_(l-1) enter; corrections are then per 1/n_L).
+    """
+
+    def __init__(self, act, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None):
+        self.activation = act if hasattr(act, "expr") else _activation(act)
+        self.depth = _checks.positive_int("depth", depth)
+        self.C_W = _checks.per_layer("C_W", C_W, self.depth + 1)
+        self.C_b = _checks.per_layer("C_b", C_b, self.depth + 1)
+        self.param = _checks.choice("param", param, PARAMETERIZATIONS)
+        if self.param == "standard":
+            raise ValueError(
+                "param='standard' has lambda_W = n_(l-1), which grows with the width and mixes the orders of "
+                "the 1/n expansion; use param='ntk' (lambda = C) or 'unit' (lambda = 1)"
+            )
+        if widths is None:
+            self.ratios = [1.0] * (self.depth + 1)
+        else:
+            w = _checks.per_layer("widths", widths, self.depth, check=_checks.positive_int)
+            self.ratios = [1.0, 1.0] + [w[l] / w[l - 1] for l in range(1, self.depth)]
+        self.widths = widths
+
+    @functools.cached_property
+    def averages(self) -> OneInputAverages:
+        return OneInputAverages(self.activation)
+
+    def lambdas(self, layer: int) -> tuple[float, float]:
+        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""
+        return learning_rate_factors(self.param, self.C_W[layer - 1], self.C_b[layer - 1], 1)
+
+    # ------------------------------------------------------------------ one input, numbers
+    def one_input(self, x=None, *, G0=None) -> list[single.State]:
+        """States of layers 1 .. L+1 for one input x (or its G0 = x.x / n_0), float64.
+
+        Each state's ``error`` is the largest quadrature error estimate of the averages used
+        in that layer (0 for closed forms)."""
+        if G0 is None:
+            xa = _checks.inputs(np.atleast_2d(np.asarray(x, dtype=float)), "x")
+            if xa.shape[0] != 1:
+                raise ValueError(f"one_input takes one input; got {xa.shape[0]} (use tensors for several)")
+            G0 = float(xa[0] @ xa[0]) / xa.shape[1]
+        G0 = _checks.variance("G0", G0)
+        lb, lw = self.lambdas(1)
+        st = single.State(K=self.C_b[0] + self.C_W[0] * G0, Th=lb + lw * G0)
+        states = [st]
+        for l in range(1, self.depth + 1):
+            if not st.K > 0:
+                raise ValueError(f"the variance of layer {l} is {st.K}: the input and C_b are both zero")
+            errors = []
+
+            def avg(name, order, K=st.K):
+                v, e = self.averages[name].evaluate(K, order)
+                errors.append(e)
+                return v
+
+            lb, lw = self.lambdas(l + 1)
+            st = single.step(st, avg, self.C_W[l], self.C_b[l], lb, lw, self.ratios[l])
+            st.error = max(errors)
+            states.append(st)
+        return states
+
+    # ------------------------------------------------------------------ one input, SymPy
+    def layer_map(self, layer: int = 2) -> single.State:
+        """The map from layer ``layer - 1`` to ``layer`` as SymPy expressions in the symbols of
+        :func:`single.symbols` (closed forms in K where derived, placeholders <g>(K) otherwise)."""
+        st = single.symbols()
+        C_W, C_b = (sp.nsimplify(v) for v in (self.C_W[layer - 1], self.C_b[layer - 1]))
+        lb, lw = (sp.nsimplify(v) for v in self.lambdas(layer))
+        r = sp.nsimplify(self.ratios[layer - 1])
+        new = single.step(st, lambda name, order: self.averages[name].symbol(st.K, order), C_W, C_b, lb, lw, r)
+        return single.State(**{n: sp.simplify(v) for n, v in new.values().items()})
+
+    def symbolic(self, G0=None, simplify: bool = True) -> list[single.State]:
+        """Layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
+        if not self.averages.closed_form:
+            missing = [n for n, a in self.averages.averages.items() if not a.is_closed_form]
+            raise ValueError(f"no closed form for the averages {missing} of {self.activation.name}; "
+                             "use layer_map() (placeholders) or one_input() (numbers)")
+        G0 = sp.Symbol("G_0", positive=True) if G0 is None else G0
+        lb, lw = (sp.nsimplify(v) for v in self.lambdas(1))
+        st = single.State(K=sp.nsimplify(self.C_b[0]) + sp.nsimplify(self.C_W[0]) * G0, Th=lb + lw * G0)
+        out = [st]
+        for l in range(1, self.depth + 1):
+            C_W, C_b = sp.nsimplify(self.C_W[l]), sp.nsimplify(self.C_b[l])
+            lb, lw = (sp.nsimplify(v) for v in self.lambdas(l + 1))
+            K = st.K
+            st = single.step(st, lambda name, order: self.averages[name].symbol(K, order), C_W, C_b, lb, lw,
+                             sp.nsimplify(self.ratios[l]))
+            if simplify:
+                st = single.State(**{n: sp.simplify(v) for n, v in st.values().items()})
+            out.append(st)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"FiniteWidthRecursion({self.activation.name}, depth={self.depth}, C_W={self.C_W[-1]:g}, "
+                f"C_b={self.C_b[-1]:g}, param={self.param!r})")
+
+
+def _tensor_method(self, X, tol: float = 1e-10):
+    """States (:class:`~.tensors.TensorState`) of layers 1 .. L+1 at the N inputs X (N, n_0)."""
+    from .. import _checks as checks
+    from . import tensors
+    from .twopoint import TwoPoint
+
+    X = checks.inputs(X, "X")
+    uniq, inv = np.unique(X, axis=0, return_inverse=True)
+    inv = np.asarray(inv).ravel()
+    d = X.shape[1]
+    G0 = uniq @ uniq.T / d
+    lb, lw = self.lambdas(1)
+    st = tensors.TensorState.first_layer(self.C_b[0] + self.C_W[0] * G0, lb + lw * G0)
+    tp_ss, tp_dd = TwoPoint(self.activation, "ss"), TwoPoint(self.activation, "dd")
+    states = [st]
+    for l in range(1, self.depth + 1):
+        if not np.all(np.diag(st.K) > 0):
+            raise ValueError(f"a variance of layer {l} is zero: an input is zero and C_b = 0")
+        lb, lw = self.lambdas(l + 1)
+        st = tensors.step(st, self.activation, tp_ss, tp_dd, self.C_W[l], self.C_b[l], lb, lw, self.ratios[l], tol)
+        states.append(st)
+    return [s.expand(inv) for s in states]
+
+
+FiniteWidthRecursion.tensors = _tensor_method

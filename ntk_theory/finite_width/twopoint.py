@@ -1,0 +1,216 @@
+r"""Two-point Gaussian averages of an activation and their covariance derivatives, for N inputs.
+
+For (u, v) ~ N(0, [[k11, k12], [k12, k22]]) let T = <s(u) s(v)> and Tdot = <s'(u) s'(v)>
+(s' the almost-everywhere derivative, as for the NTK).  The tensor recursions need, per pair of
+inputs (a, b), the derivatives with respect to the covariance entries.  Differentiating the
+Gaussian density (Price's theorem and its diagonal analogue):
+
+    dT/dk11 = <s''(u) s(v)> / 2,   dT/dk12 = <s'(u) s'(v)>,
+    d2T/dk11^2 = <s''''(u) s(v)> / 4,  d2T/dk11 dk22 = <s''(u) s''(v)> / 4,
+    d2T/dk11 dk12 = <s'''(u) s'(v)> / 2,  d2T/dk12^2 = <s''(u) s''(v)>,
+
+and likewise for Tdot with s -> s'.  Where the rules of :mod:`ntk_theory.gaussian` give T (Tdot)
+in closed form, these are SymPy derivatives of it (exact, kinks included: for ReLU,
+d2T/dk12^2 = <delta(u) delta(v)> = 1 / (2 pi sqrt(det)) comes out of the arc-cosine kernel).
+Otherwise they are two-dimensional quadratures of the derivative products above
+(:func:`ntk_theory.gaussian.numerical.expect2_vectorized`), which needs s smooth: a numerical
+activation with kinks (ELU, SELU, user piecewise) is refused for N > 1 inputs (one input works).
+
+Ordered-pair derivatives: the recursions sum over ordered index pairs (e, f) with K_ef and K_fe
+independent, R[f]_ef = d<f>/dK_ef, so for a != b the pair (a, b) carries half of dT/dk12 and so
+does (b, a).  :func:`derivative_tensors` returns them as dense (N, N, N, N) arrays
+R[a, b, e, f] (non-zero only for e, f in {a, b}) and the contraction
+Q[a, b] = (1/2) sum_(p, q ordered pairs) d2T_ab/dK_p dK_q V[p, q] of the Taylor term.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from ..activations.activation import _drop_deltas, x
+from ..gaussian import k, k11, k12, k22
+from ..gaussian.stable import lambdify as stable_lambdify
+from ..recursions.layer import activation_kernels
+
+_VARS = (k11, k22, k12)
+# second-derivative index pairs (i, j) over (k11, k22, k12), upper triangle
+_PAIRS = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+
+
+@dataclass
+class PairDerivatives:
+    """For arrays of pairs: value, gradient (..., 3) and Hessian (..., 3, 3) in (k11, k22, k12)."""
+
+    value: np.ndarray
+    grad: np.ndarray
+    hess: np.ndarray
+    error: float
+
+
+class TwoPoint:
+    """T = <s s> (``which='ss'``) or Tdot = <s' s'> (``which='dd'``) of one activation."""
+
+    def __init__(self, act, which: str):
+        self.activation = act
+        self.which = which
+        kern = activation_kernels(act)
+        self.expectation = kern.T if which == "ss" else kern.Tdot
+        self.diagonal = kern.T_diag if which == "ss" else kern.Tdot_diag
+        self.closed_form = self.expectation.is_closed_form and self.diagonal.is_closed_form
+
+    @functools.cached_property
+    def _closed(self):
+        e = self.expectation.expr
+        val = stable_lambdify(_VARS, e)
+        grad = [stable_lambdify(_VARS, sp.diff(e, v)) for v in _VARS]
+        hess = {(i, j): stable_lambdify(_VARS, sp.diff(e, _VARS[i], _VARS[j])) for i, j in _PAIRS}
+        d = self.diagonal.expr
+        diag = [stable_lambdify((k,), sp.diff(d, k, n)) for n in range(3)]
+        return val, grad, hess, diag
+
+    @functools.cached_property
+    def _derivative_functions(self):
+        """NumPy callables of s^(n) (or s'^(n)) for n = 0..4, deltas dropped (s must be smooth)."""
+        base = self.activation.expr if self.which == "ss" else _drop_deltas(self.activation.derivative())
+        from ..activations.activation import _lambdify
+
+        return [_lambdify(_drop_deltas(sp.diff(base, x, n))) for n in range(5)]
+
+    def pairs(self, k11v, k22v, k12v) -> PairDerivatives:
+        """Derivatives at arrays of (k11, k22, k12) (off-diagonal pairs, |rho| < 1)."""
+        a, b, c = (np.asarray(v, dtype=float) for v in (k11v, k22v, k12v))
+        shape = a.shape
+        if self.closed_form:
+            val, grad, hess, _ = self._closed
+            with np.errstate(all="ignore"):
+                value = np.broadcast_to(val(a, b, c), shape).astype(float)
+                g = np.stack([np.broadcast_to(f(a, b, c), shape) for f in grad], axis=-1).astype(float)
+                H = np.zeros(shape + (3, 3))
+                for (i, j), f in hess.items():
+                    H[..., i, j] = H[..., j, i] = np.broadcast_to(f(a, b, c), shape)
+            return PairDerivatives(value, g, H, 0.0)
+        if self.activation.kinks:
+            label = "s s" if self.which == "ss" else "s' s'"
+            raise ValueError(
+                f"{self.activation.name}: no closed form for <{label}> and the "
+                "activation has kinks; the N-input finite-width tensors need its covariance derivatives, "
+                "which are implemented for smooth numerical activations only (one input works)"
+            )
+        from ..gaussian import numerical
+
+        f = self._derivative_functions
+        err = [0.0]
+
+        def E(m, n):
+            v, e = numerical.expect2_vectorized(f[m], f[n], a.ravel(), b.ravel(), c.ravel())
+            if e.size:
+                err[0] = max(err[0], float(np.max(e)))
+            return np.asarray(v, dtype=float).reshape(shape)
+
+        value = E(0, 0)
+        g = np.stack([E(2, 0) / 2, E(0, 2) / 2, E(1, 1)], axis=-1)
+        s22 = E(2, 2)
+        H = np.zeros(shape + (3, 3))
+        entries = {(0, 0): E(4, 0) / 4, (0, 1): s22 / 4, (0, 2): E(3, 1) / 2,
+                   (1, 1): E(0, 4) / 4, (1, 2): E(1, 3) / 2, (2, 2): s22}
+        for (i, j), v in entries.items():
+            H[..., i, j] = H[..., j, i] = v
+        return PairDerivatives(value, g, H, err[0])
+
+    def diagonal_derivatives(self, kv) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(<g>, d<g>/dk, d2<g>/dk2, error) at variances kv, g = s^2 or s'^2."""
+        kv = np.asarray(kv, dtype=float)
+        if self.diagonal.is_closed_form:
+            fs = self._closed[3] if self.closed_form else [
+                stable_lambdify((k,), sp.diff(self.diagonal.expr, k, n)) for n in range(3)]
+            with np.errstate(all="ignore"):
+                return (*(np.broadcast_to(f(kv), kv.shape).astype(float) for f in fs), 0.0)
+        from .moments import OneInputAverages
+
+        avg = OneInputAverages(self.activation)[self.which]
+        out = np.zeros((3,) + kv.shape)
+        err = 0.0
+        for idx, kk in np.ndenumerate(kv):
+            for n in range(3):
+                v, e = avg.evaluate(kk, n)
+                out[(n,) + idx] = v
+                err = max(err, e)
+        return out[0], out[1], out[2], err
+
+
+@dataclass
+class TwoPointTensors:
+    """Values (N, N), ordered-pair derivative tensor R (N, N, N, N), the pair Hessians (for the
+    Taylor term) and the Stein factors G[p, q, e] = <d_e (s'_p s_q)> (ss only)."""
+
+    value: np.ndarray
+    R: np.ndarray
+    hess: np.ndarray  # (N, N, 3, 3) off-diagonal pairs; diagonal second derivatives in hess_diag
+    hess_diag: np.ndarray
+    error: float
+
+    def taylor(self, V) -> np.ndarray:
+        """Q[a, b] = (1/2) sum_(p, q) d2 <.>_ab / dK_p dK_q V[p, q] over ordered pairs p, q of {a, b}."""
+        N = self.value.shape[0]
+        Q = np.zeros((N, N))
+        idx = np.arange(N)
+        Q[idx, idx] = 0.5 * self.hess_diag * V[idx, idx, idx, idx]
+        a, b = np.nonzero(~np.eye(N, dtype=bool))
+        # ordered pairs and their derivative operators: (a,a) -> d/dk11, (b,b) -> d/dk22,
+        # (a,b), (b,a) -> (1/2) d/dk12 each
+        pairs = [((a, a), 0, 1.0), ((b, b), 1, 1.0), ((a, b), 2, 0.5), ((b, a), 2, 0.5)]
+        H = self.hess[a, b]
+        total = np.zeros(a.size)
+        for (p1, p2), i, wi in pairs:
+            for (q1, q2), j, wj in pairs:
+                total += wi * wj * H[:, i, j] * V[p1, p2, q1, q2]
+        Q[a, b] = 0.5 * total
+        return Q
+
+
+def derivative_tensors(tp: TwoPoint, K: np.ndarray) -> TwoPointTensors:
+    """The two-point tensors of ``tp`` at the kernel K (N, N) of distinct inputs."""
+    N = K.shape[0]
+    d = np.diag(K).copy()
+    vd, d1, d2, err_d = tp.diagonal_derivatives(d)
+    a, b = np.nonzero(~np.eye(N, dtype=bool))
+    pd = tp.pairs(d[a], d[b], K[a, b])
+    value = np.zeros((N, N))
+    value[a, b] = pd.value
+    value[np.arange(N), np.arange(N)] = vd
+    R = np.zeros((N, N, N, N))
+    i = np.arange(N)
+    R[i, i, i, i] = d1
+    R[a, b, a, a] = pd.grad[:, 0]
+    R[a, b, b, b] = pd.grad[:, 1]
+    R[a, b, a, b] = 0.5 * pd.grad[:, 2]
+    R[a, b, b, a] = 0.5 * pd.grad[:, 2]
+    hess = np.zeros((N, N, 3, 3))
+    hess[a, b] = pd.hess
+    out = TwoPointTensors(value, R, hess, d2, max(pd.error, err_d))
+    bad = ~np.isfinite(value).all() or not np.isfinite(R).all() or not np.isfinite(hess).all() or not np.isfinite(d2).all()
+    if bad:
+        raise ValueError(
+            f"the covariance derivatives of <{tp.which}> for {tp.activation.name} are not finite at these inputs "
+            "(nearly parallel or antiparallel inputs make the derivatives of kinked activations singular, e.g. "
+            "ReLU's <delta(u) delta(v)> = 1/(2 pi sqrt(det)))"
+        )
+    return out
+
+
+def stein_factors(tp_ss: TwoPointTensors) -> np.ndarray:
+    """G[p, q, e] = <d/dz_e (s'(z_p) s(z_q))>: for p != q, e = p: <s''_p s_q> = 2 dT/dk11,
+    e = q: <s'_p s'_q> = dT/dk12; for p = q, e = p: d<s^2>/dk (= <z s s'>/K)."""
+    R = tp_ss.R
+    N = R.shape[0]
+    G = np.zeros((N, N, N))
+    a, b = np.nonzero(~np.eye(N, dtype=bool))
+    G[a, b, a] = 2 * R[a, b, a, a]
+    G[a, b, b] = 2 * R[a, b, a, b]
+    i = np.arange(N)
+    G[i, i, i] = R[i, i, i, i]
+    return G
