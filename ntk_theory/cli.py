@@ -75,6 +75,8 @@ def _cmd_derive(args) -> int:
     from .recursions import KernelRecursion
 
     act = activation(args.activation)
+    if args.finite_width:
+        return _derive_finite_width(act, args)
     rec = KernelRecursion(act, args.depth, param=args.param, widths=1 if args.param == "standard" else None)
     kern = rec.kernels[0]
     if args.latex:
@@ -98,6 +100,53 @@ def _cmd_derive(args) -> int:
             print(f"  ({e.message})")
     print("\nlayer map (K, Theta) -> (K', Theta'), off the diagonal (ab) and on it:")
     print("\n".join("  " + line for line in rec.layer_maps()[0].text().splitlines()))
+    return 0
+
+
+def _derive_finite_width(act, args) -> int:
+    import sympy as sp
+
+    from .finite_width import FiniteWidthRecursion
+    from .finite_width.moments import AVERAGES
+
+    C_W = args.C_W if args.C_W is not None else 1.0
+    C_b = args.C_b if args.C_b is not None else 0.0
+    rec = FiniteWidthRecursion(act, args.depth, C_W, C_b, args.param)
+    show = sp.latex if args.latex else sp.sstr
+    print(f"activation {act.name}: s(x) = {act.expr}    [{act.source}]")
+    print("\none-input Gaussian averages, z ~ N(0, K):")
+    for name, avg in rec.averages.averages.items():
+        label = AVERAGES[name][1].replace("\\sigma", "s")
+        print(f"  <{label}> = {show(avg.expr) if avg.is_closed_form else 'quadrature'}    [{avg.source}]")
+    print(f"\nfinite-width layer map (C_W = {rec.C_W[1]:g}, C_b = {rec.C_b[1]:g}, param {args.param}; "
+          "PDLT ch. 4, 8; ntk_theory/finite_width/single.py):")
+    for name, expr in rec.layer_map().values().items():
+        print(f"  {name}' = {show(expr)}")
+    if rec.averages.closed_form:
+        print(f"\nlayers 1 .. {args.depth + 1} for one input with G0 = x.x / n0 (layer {args.depth + 1} = output):")
+        for l, st in enumerate(rec.symbolic(), start=1):
+            print(f"  layer {l}: " + ", ".join(f"{n} = {show(v)}" for n, v in st.values().items()))
+    else:
+        print("\n(no closed form for every average: iterate numerically with `ntk-theory finite-width`)")
+    return 0
+
+
+def _cmd_finite_width(args) -> int:
+    import time
+
+    from .finite_width import finite_width
+
+    X = load_inputs(args.x)
+    t0 = time.perf_counter()
+    pred = finite_width(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
+                        widths=args.width if isinstance(args.width, list) else None)
+    seconds = time.perf_counter() - t0
+    pred.save(args.out)
+    print(pred)
+    print(f"written to {args.out} in {seconds:.2f} s: " + ", ".join(pred.arrays()))
+    if args.width is not None and not isinstance(args.width, list):
+        at = pred.at_width(args.width)
+        print(f"at width {args.width}: E[f f] =\n{at['output_second_moment']}\nE[Theta] =\n{at['ntk_mean']}")
     return 0
 
 
@@ -203,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
     p.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
     p.add_argument("--steps", type=int, default=4, help="depth of the derivation tree printed (default: 4)")
+    p.add_argument("--finite-width", action="store_true",
+                   help="print the 1/n layer maps (V, K1, A, B, D, F, Theta1) and, for closed forms, their iterates")
+    p.add_argument("--C-W", dest="C_W", type=float, default=None, help="C_W for --finite-width (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=float, default=None, help="C_b for --finite-width (default: 0)")
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("kernel", help="infinite-width NNGP and NTK of the output, written to .npz")
@@ -218,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float32", action="store_true", help="store the result in float32 (arithmetic stays float64)")
     p.add_argument("--show-source", action="store_true", help="print the generated Numba code")
     p.set_defaults(func=_cmd_kernel)
+
+    p = sub.add_parser("finite-width", help="finite-width 1/n predictions (PDLT) at inputs X, written to .npz")
+    p.add_argument("activation", help="library name or expression in x")
+    p.add_argument("--depth", type=int, required=True, help="number of hidden layers L")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=1.0, help="C_W, or one per layer (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=0.0, help="C_b, or one per layer (default: 0)")
+    p.add_argument("--param", choices=("ntk", "unit"), default="ntk")
+    p.add_argument("--x", required=True, help="inputs X (N, d): .npy or text")
+    p.add_argument("--width", type=_widths, default=None,
+                   help="print the corrected values at this width (n1,n2,...: unequal hidden widths)")
+    p.add_argument("--out", required=True, help="output .npz: nngp, ntk, nngp_correction, ntk_correction, "
+                   "ntk_covariance, output_cumulant, ntk_output_covariance, V, A, B, D, F")
+    p.set_defaults(func=_cmd_finite_width)
 
     p = sub.add_parser("check", help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")
     _add_network_options(p, width=False)

@@ -2,6 +2,7 @@
 
 from .moments import OneInputAverages
 from .network import FiniteWidthRecursion
+from .predictions import FiniteWidthPredictions, finite_width
 from .single import State
 
-__all__ = ["FiniteWidthRecursion", "OneInputAverages", "State"]
+__all__ = ["FiniteWidthRecursion", "FiniteWidthPredictions", "OneInputAverages", "State", "finite_width"]
