@@ -164,3 +164,122 @@ def sample(
         weights.append(_weights(sampler, rng, S, n_out, n_in, np.sqrt(spec.C_W[l] / n_in), N))
         biases.append(rng.standard_normal((S, n_out)) * np.sqrt(spec.C_b[l]))
     return evaluate(X, spec, activation, weights, biases)
+
+
+# ---------------------------------------------------------------------------- several readouts
+@dataclass(frozen=True)
+class ReadoutOutputs:
+    r"""Per-network results for S networks with m readout neurons at N inputs (finite-width Monte Carlo).
+
+    ``f[s, i, a]`` = z(L+1)_i;a; ``ntk[s, i, j, a, b]`` = Theta_ij;ab (readout neurons i, j);
+    ``hidden[s, q, p, t, r]`` = a_q^T H_pr a_t with a_q = s(z(L)_q) (the n_L-vector at input q) and
+    H_pr;km = s'(z(L)_k;p) Theta(L)_km;pr s'(z(L)_m;r) (Theta(L) the layer-L NTK between hidden neurons),
+    i.e. the NTK (layers 1..L only) between "virtual readouts" with weight vectors a_q at input p and a_t
+    at input r (None unless asked for).  Per hidden layer l = 1..L, (1/n_l) times the Gram matrices over
+    neurons of z(l), s(z(l)) and s'(z(l)): ``pre_grams``, ``act_grams``, ``der_grams`` (S, N, N).
+    ``readout_sq`` (S, m): sum_k W(L+1)_ik^2 when the readout weights are dense, else None.
+    """
+
+    f: Array
+    ntk: Array
+    hidden: Array | None
+    pre_grams: list
+    act_grams: list
+    der_grams: list
+    readout_sq: Array | None
+
+
+def _gram(A: Array) -> Array:
+    return np.matmul(A, np.swapaxes(A, -1, -2)) / A.shape[-1]
+
+
+def evaluate_readouts(
+    X: Array,
+    spec: MLPSpec,
+    activation: NumpyActivation,
+    weights: list,
+    biases: list,
+    virtual: bool = True,
+) -> ReadoutOutputs:
+    """Like :func:`evaluate` for ``spec.output_dim = m >= 1`` readout neurons: the full readout NTK
+    Theta_ij;ab, per-layer Gram matrices, and (``virtual``) the hidden NTK contracted with the last
+    layer's activations (see :class:`ReadoutOutputs`).
+
+    The reverse pass carries one row per (readout i, input a), delta(L) = s'(z(L)_a) * W(L+1)_i, and,
+    with ``virtual``, one row per (q, p) with delta(L) = s'(z(L)_p) * s(z(L)_q) (it depends on the
+    weights only through the forward products, as :class:`ProjectedWeights` requires).
+    """
+    S = biases[0].shape[0]
+    N = X.shape[0]
+    L, m = spec.depth, spec.output_dim
+    acts = [np.broadcast_to(X, (S, *X.shape))]
+    ds, pre, ag, dg = [], [], [], []
+    z = None
+    for l in range(spec.n_layers):
+        z = weights[l].forward(acts[-1] if l else X) + biases[l][:, None, :]
+        if l < L:
+            a, d = activation.value(z), activation.derivative(z)
+            pre.append(_gram(z))
+            ag.append(_gram(a))
+            dg.append(_gram(d))
+            acts.append(a)
+            ds.append(d)
+    f = np.swapaxes(z, -1, -2)  # (S, m, N)
+    lambdas = spec.learning_rate_factors()
+    fan_in = [np.broadcast_to(X @ X.T / X.shape[1], (S, N, N))] + ag  # (1/n_(l-1)) a(l-1) a(l-1)^T
+
+    # readout layer's own parameters: delta_ij (lambda_b + lambda_W fan_in gram)
+    lam_b, lam_W = lambdas[L]
+    theta = np.zeros((S, m, N, m, N))
+    own = lam_b + lam_W * fan_in[L]
+    for i in range(m):
+        theta[:, i, :, i, :] = own
+    theta = theta.reshape(S, m * N, m * N)
+
+    # rows (i, p) -> i * N + p
+    rows_in = np.tile(np.arange(N), m)
+    G = np.zeros((S, m * N, m))
+    G[:, np.arange(m * N), np.repeat(np.arange(m), N)] = 1.0
+    delta = weights[L].backward(G) * ds[L - 1][:, rows_in, :]
+    n_real = m * N
+    if virtual:  # rows (q, p) -> q * N + p: s'(z(L)_p) * s(z(L)_q)
+        dv = (acts[L][:, :, None, :] * ds[L - 1][:, None, :, :]).reshape(S, N * N, -1)
+        delta = np.concatenate([delta, dv], axis=1)
+        rows_in = np.concatenate([rows_in, np.tile(np.arange(N), N)])
+        psi = np.zeros((S, N * N, N * N))
+    for l in range(L - 1, -1, -1):
+        lam_b, lam_W = lambdas[l]
+        fac = lam_b + lam_W * fan_in[l]  # (S, N, N)
+        dr = delta[:, :n_real]
+        theta += np.matmul(dr, np.swapaxes(dr, -1, -2)) * fac[:, rows_in[:n_real, None], rows_in[None, :n_real]]
+        if virtual:
+            dv = delta[:, n_real:]
+            vin = rows_in[n_real:]
+            psi += np.matmul(dv, np.swapaxes(dv, -1, -2)) * fac[:, vin[:, None], vin[None, :]]
+        if l > 0:
+            delta = ds[l - 1][:, rows_in, :] * weights[l].backward(delta)
+    ntk = theta.reshape(S, m, N, m, N).transpose(0, 1, 3, 2, 4)
+    hidden = psi.reshape(S, N, N, N, N) if virtual else None
+    readout_sq = (weights[L].W ** 2).sum(axis=-1) if isinstance(weights[L], DenseWeights) else None
+    return ReadoutOutputs(f, ntk, hidden, pre, ag, dg, readout_sq)
+
+
+def sample_readouts(
+    X: Array,
+    spec: MLPSpec,
+    activation: NumpyActivation,
+    S: int,
+    rng: np.random.Generator,
+    sampler: str = "projected",
+    virtual: bool = True,
+) -> ReadoutOutputs:
+    """Draw S networks with ``spec.output_dim`` readout neurons and evaluate :func:`evaluate_readouts`."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    N = X.shape[0]
+    weights, biases = [], []
+    for l in range(spec.n_layers):
+        n_in, n_out = spec.widths[l], spec.widths[l + 1]
+        weights.append(_weights(sampler, rng, S, n_out, n_in, np.sqrt(spec.C_W[l] / n_in), N))
+        biases.append(rng.standard_normal((S, n_out)) * np.sqrt(spec.C_b[l]))
+    return evaluate_readouts(X, spec, activation, weights, biases, virtual)
