@@ -197,7 +197,8 @@ def plot(res, path):
                 fmt="o", ms=4, capsize=2, color="C0", label=f"MC E[Θ²]/E[Θ]², n={n}")
     ax.plot(bb, np.exp(5 * bb), "r--", label="exp(5β)")
     ax.plot(bb, np.exp(11 / 3 * bb), "k:", label="exp(11β/3)")
-    ax.plot(bb, [1 + float(ntk_relative_variance(int(round(x * n)))) / n if x > 0 else 1 for x in bb], "k-", lw=0.8,
+    Lc = bb * n
+    ax.plot(bb, 1 + Lc * (11 * Lc + 7) / (3 * (Lc + 1)) / n, "k-", lw=0.8,
             label="1 + L(11L+7)/(3(L+1)n)  (1st order)")
     ax.plot(bb, (1 + 5 / n) ** (bb * n), "C3-", lw=0.8, label="E[f⁴]/(3E[f²]²) = (1+5/n)^L (exact)")
     ax.set_yscale("log")
