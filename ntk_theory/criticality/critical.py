@@ -1,0 +1,133 @@
+r"""Criticality: the initialisations (C_b, C_W) at which signals neither explode nor vanish with depth.
+
+**Critical line** (chi_perp = 1 at the fixed point, the order-to-chaos transition of Poole et al. 2016
+and Schoenholz et al. 2017), parameterised by the fixed point K* itself:
+
+    C_W(K*) = 1 / <s'^2>_K*,        C_b(K*) = K* - <s^2>_K* / <s'^2>_K*        (kept where C_b >= 0)
+
+**Critical point** (PDLT ch. 5: chi_parallel = chi_perp = 1): additionally d<s^2>/dK = <s'^2> at K*, i.e.
+
+    F(K) = <z s s'>_K / K - <s'^2>_K = 0          (= <s s''>_K for smooth s)
+
+solved for K* > 0 by bracketing on a log grid, then mpmath's secant method at ``dps`` digits, and
+(C_b, C_W) from the critical line.  The universality classes (:mod:`.universality`) give exact points:
+the scale-invariant class (ReLU: C_b = 0, C_W = 2, every K* critical) and the K* = 0 class (tanh: (0, 1);
+erf: (0, pi/4)).  GELU and SWISH have a_1 > 0 and critical points at K* > 0 with C_b > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+import sympy as sp
+from scipy import optimize
+
+from .fixed_points import GRID, FixedPoint, at
+from .moments import Moments
+from .universality import Universality, universality
+
+
+def critical_line(act, K_star) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C_b, C_W, K*) on the chi_perp = 1 line for the given K* values (float64), C_b >= 0 only."""
+    m = act if isinstance(act, Moments) else Moments(act)
+    K = np.atleast_1d(np.asarray(K_star, dtype=float))
+    s2, ds2 = np.array([m.f64(k)[:2] for k in K]).T
+    C_W = 1.0 / ds2
+    C_b = K - s2 / ds2
+    keep = C_b >= -1e-12
+    return np.maximum(C_b[keep], 0.0), C_W[keep], K[keep]
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """chi_parallel = chi_perp = 1: (C_b, C_W, K*) as mpf at ``dps`` digits, exact SymPy values if known."""
+
+    C_b: object
+    C_W: object
+    K_star: object
+    source: str
+    exact: tuple | None = None  # (C_b, C_W) SymPy
+    dps: int = 30
+
+    def fixed_point(self) -> FixedPoint:
+        return FixedPoint(float(self.K_star), 1.0, 1.0, float(self.C_b), float(self.C_W))
+
+    def __repr__(self) -> str:
+        exact = f" = ({self.exact[0]}, {self.exact[1]}) exactly" if self.exact else ""
+        n = min(self.dps, 20)
+        return (f"CriticalPoint(C_b = {mpmath.nstr(self.C_b, n)}, C_W = {mpmath.nstr(self.C_W, n)}{exact}, "
+                f"K* = {mpmath.nstr(self.K_star, n) if self.K_star is not None else 'any'}; {self.source})")
+
+
+@dataclass
+class Criticality:
+    """An activation's universality class, critical points and a sample of its critical line."""
+
+    activation: str
+    universality: Universality
+    points: list
+    line: tuple = field(repr=False, default=None)
+
+    def text(self) -> str:
+        u = self.universality
+        out = [f"activation {self.activation}: universality class {u.name}", f"  {u.reason}"]
+        if u.taylor is not None:
+            out.append("  Taylor coefficients at 0: s(0), s'(0), s''(0), s'''(0) = " + ", ".join(map(str, u.taylor)))
+        if not self.points:
+            out.append("  no critical point (chi_parallel = chi_perp = 1) found with C_b >= 0")
+        for p in self.points:
+            out.append("  critical point: " + repr(p)[len("CriticalPoint("):-1])
+        if self.line is not None and len(self.line[0]):
+            out.append("  critical line chi_perp(K*) = 1, C_b >= 0:  K*  ->  (C_b, C_W)")
+            for cb, cw, K in zip(*self.line):
+                out.append(f"    K* = {K:10.4g}   C_b = {cb:.6g}   C_W = {cw:.6g}")
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_latex_(self) -> str:
+        rows = [rf"\text{{{self.activation}: {self.universality.name}}}"]
+        for p in self.points:
+            cb = sp.latex(p.exact[0]) if p.exact else mpmath.nstr(p.C_b, 12)
+            cw = sp.latex(p.exact[1]) if p.exact else mpmath.nstr(p.C_W, 12)
+            rows.append(rf"(C_b, C_W)_{{\rm crit}} = ({cb}, {cw})")
+        return "$" + r",\quad ".join(rows) + "$"
+
+
+def _solve_nonzero(m: Moments, dps: int, grid=GRID) -> list[CriticalPoint]:
+    F = lambda K: (lambda v: v[2] - v[1])(m.f64(K))
+    vals = np.array([F(K) for K in grid])
+    out = []
+    for i in np.nonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)[0]:
+        K = optimize.brentq(F, grid[i], grid[i + 1], xtol=1e-14, rtol=1e-14)
+        with mpmath.workdps(dps + 5):
+            K = mpmath.findroot(lambda k: (lambda v: v[2] - v[1])(m.mp(k, dps + 5)), mpmath.mpf(K),
+                                solver="secant", tol=mpmath.mpf(10) ** (-2 * dps))
+            s2, ds2, _ = m.mp(K, dps + 5)
+            C_W, C_b = 1 / ds2, K - s2 / ds2
+        if C_b >= -mpmath.mpf(10) ** (-dps + 5):
+            out.append(CriticalPoint(+C_b, +C_W, +K, f"chi_parallel = chi_perp = 1 solved at {dps} digits", None, dps))
+    return out
+
+
+def criticality(act, dps: int = 30, line_K=np.geomspace(1e-2, 1e2, 9)) -> Criticality:
+    """Universality class, critical points (exact where the class gives them, else mpmath at ``dps``
+    digits) and the critical line sampled at ``line_K``."""
+    m = Moments(act)
+    u = universality(m.activation)
+    points = []
+    if u.name == "scale-invariant":
+        points.append(CriticalPoint(mpmath.mpf(sp.N(u.C_b, dps + 5)), mpmath.mpf(str(sp.N(u.C_W, dps + 5))), None,
+                                    "scale-invariant class: chi_parallel = chi_perp = 1 at every K*", (u.C_b, u.C_W), dps))
+        line = (np.zeros(len(line_K)), np.full(len(line_K), float(u.C_W)), np.asarray(line_K, dtype=float))
+        return Criticality(m.activation.name, u, points, line)
+    if u.name == "K*=0":
+        with mpmath.workdps(dps + 5):
+            points.append(CriticalPoint(mpmath.mpf(0), mpmath.mpf(str(sp.N(u.C_W, dps + 5))), mpmath.mpf(0),
+                                        f"K*=0 class: C_W = 1/s'(0)^2, approached as K ~ 1/({-u.a1} l)",
+                                        (u.C_b, u.C_W), dps))
+    points.extend(_solve_nonzero(m, dps))
+    return Criticality(m.activation.name, u, points, critical_line(m, line_K))

@@ -1,0 +1,85 @@
+r"""The order/chaos phase diagram of an activation over (C_b, C_W).
+
+For every grid point the stable fixed point K* of K' = C_b + C_W <s^2>_K is found by iterating the map
+(from K = 1, up to 3000 layers) with <s^2>_K and <s'^2>_K interpolated in log K from a table of float64
+quadratures (K in 1e-8 .. 1e8); the colour is log chi_perp(K*) = log(C_W <s'^2>_K*): ordered (< 0) or
+chaotic (> 0); the critical line of :func:`.critical.critical_line` is drawn over it.  Where K runs off
+the table (ReLU-like activations with C_W above critical) the point is marked as diverging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .critical import critical_line
+from .moments import Moments
+
+
+@dataclass
+class PhaseDiagram:
+    """``log_chi_perp`` (len(C_W), len(C_b)); ``K_star``; ``diverging`` mask; the critical line."""
+
+    activation: str
+    C_b: np.ndarray
+    C_W: np.ndarray
+    K_star: np.ndarray
+    log_chi_perp: np.ndarray
+    diverging: np.ndarray
+    line: tuple
+
+    def __repr__(self) -> str:
+        frac = float(np.mean(self.log_chi_perp[~self.diverging] > 0)) if (~self.diverging).any() else float("nan")
+        return (f"PhaseDiagram({self.activation}: {self.C_W.size} x {self.C_b.size} grid, chaotic fraction {frac:.2f}, "
+                f"{int(self.diverging.sum())} diverging)")
+
+    def plot(self, path=None, ax=None):
+        """Draw (matplotlib, the optional ``plot`` extra) and save to ``path`` if given; returns the figure."""
+        try:
+            import matplotlib
+
+            if ax is None and path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover
+            raise ImportError("the phase diagram needs matplotlib: pip install 'ntk-theory[plot]'") from None
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 4.2))
+        data = np.ma.masked_where(self.diverging, self.log_chi_perp)
+        lim = float(np.nanmax(np.abs(data))) if data.count() else 1.0
+        mesh = ax.pcolormesh(self.C_b, self.C_W, data, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
+        fig.colorbar(mesh, ax=ax, label=r"$\log \chi_\perp(K^*)$  (<0 ordered, >0 chaotic)")
+        if self.diverging.any():
+            ax.contourf(self.C_b, self.C_W, self.diverging.astype(float), levels=[0.5, 1.5], colors="0.6")
+        cb, cw, _ = self.line
+        ax.plot(cb, cw, "k-", lw=2, label=r"critical line $\chi_\perp = 1$")
+        ax.set_xlim(self.C_b[0], self.C_b[-1])
+        ax.set_ylim(self.C_W[0], self.C_W[-1])
+        ax.set_xlabel("$C_b$")
+        ax.set_ylabel("$C_W$")
+        ax.set_title(f"{self.activation}: order / chaos")
+        ax.legend(loc="lower right", fontsize=8)
+        if path is not None:
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+        return fig
+
+
+def phase_diagram(act, C_b=np.linspace(0.0, 1.0, 41), C_W=np.linspace(0.05, 4.0, 80), iterations: int = 3000) -> PhaseDiagram:
+    m = act if isinstance(act, Moments) else Moments(act)
+    table_K = np.geomspace(1e-8, 1e8, 161)
+    tab = np.array([m.f64(k)[:2] for k in table_K])
+    lk = np.log(table_K)
+    with np.errstate(divide="ignore"):
+        ls2, lds2 = np.log(np.maximum(tab[:, 0], 1e-300)), np.log(np.maximum(tab[:, 1], 1e-300))
+    s2 = lambda K: np.exp(np.interp(np.log(K), lk, ls2))
+    ds2 = lambda K: np.exp(np.interp(np.log(K), lk, lds2))
+    CB, CW = np.meshgrid(np.asarray(C_b, float), np.asarray(C_W, float))
+    K = np.ones_like(CB)
+    for _ in range(iterations):
+        K = np.clip(CB + CW * s2(K), table_K[0], table_K[-1])
+    diverging = K >= table_K[-1] * 0.999
+    chi = CW * ds2(K)
+    with np.errstate(divide="ignore"):
+        log_chi = np.log(chi)
+    line = critical_line(m, np.geomspace(1e-3, 1e3, 61))
+    return PhaseDiagram(m.activation.name, np.asarray(C_b, float), np.asarray(C_W, float), K, log_chi, diverging, line)
