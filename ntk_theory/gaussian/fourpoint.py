@@ -1,0 +1,820 @@
+r"""Four-point (and two-point) Gaussian moment tensors of an activation at N inputs, compiled (Numba).
+
+For z ~ N(0, K), K (N, N) symmetric positive semi-definite (the kernel of one layer at N inputs),
+:func:`four_point_moments` returns
+
+    ssss[a,b,c,d] = E[s(z_a) s(z_b) s(z_c) s(z_d)]          (fully symmetric)
+    ddss[a,b,c,d] = E[s'(z_a) s'(z_b) s(z_c) s(z_d)]        (symmetric in (a,b) and in (c,d))
+    dddd[a,b,c,d] = E[s'(z_a) s'(z_b) s'(z_c) s'(z_d)]      (fully symmetric)
+    ss[a,b] = E[s(z_a) s(z_b)],  dd[a,b] = E[s'(z_a) s'(z_b)]
+
+with s' the almost-everywhere derivative (no Dirac deltas, as backpropagation computes it), each
+with an estimated absolute error (``error_ssss`` ...).
+
+Method
+------
+Every entry depends only on the *set* S of distinct sample indices it involves (|S| = 1..4) and
+on the powers s^p s'^q of each variable, so the work is organised by sets: for N inputs there are
+C(N,1) + ... + C(N,4) sets (162 for N = 8, of which 70 are four-dimensional), and for each set one
+nested quadrature computes all the products it is needed for at once (for |S| = 4: ssss, the six
+ddss pairings and dddd; for |S| = 3: the 36 products s^p s'^q with one doubled variable; ...).
+
+In pivoted-Cholesky coordinates of K_S (largest remaining conditional variance first; rank
+revealing, so coincident inputs give fewer variables), z_v = sum_(j <= l(v)) L_vj u_j with u iid
+N(0, 1), and
+
+    E[prod_v f_v(z_v)] = int phi(u_0) int phi(u_1) ... prod_v f_v(z_v) du_r-1 ... du_0 ,
+
+where variable v is "resolved" at level l(v) (its last non-zero column).  Each level carries, as
+it integrates, the partial integrals of all distinct suffixes of the needed products (the factor
+products of the variables resolved at that level times the inner partial integrals), so each
+activation value s(z), s'(z) is computed once per node.  The pivoting gives |L_vj| <= L_jj, so
+the integrand varies in u_j on the scale 1 / L_jj: levels of small conditional variance (nearly
+parallel inputs) need few nodes.
+
+One-dimensional rules at level l (the integration range is the ball |u| <= R, R = 9 by default;
+nodes outside it carry Gaussian weight below exp(-R^2/2)):
+
+* no split point in the range (smooth activations): the trapezoidal rule with step
+  h_u = min(h_z / max_v |L_vl|, h_g) (exponentially convergent for analytic integrands);
+* split points: composite Gauss-Legendre panels on the pieces between them, panel widths at most
+  min(W_g, c h_z / max_v |L_vl|).  Split points are the kinks c of the variables resolved at
+  this level, u_l = (c - sum_(j<l) L_vj u_j) / L_vl (exact kinks: the integrand is analytic on
+  each piece), and the smoothed kinks of deeper variables whose conditional standard deviation
+  sigma_v (over the deeper levels) is small compared with |L_vl|: there the inner integral has a
+  kink smoothed over the width w = sigma_v / |L_vl|, and the panels are graded geometrically
+  (ratio 2) from width w at that point (nearly parallel inputs with kinked activations).
+
+Error estimate
+--------------
+Each set is integrated with a fine and a coarse rule (steps h and 1.5 h; Gauss-Legendre with 12
+and 8 nodes per panel).  For exponentially convergent rules the error of the fine rule is about
+that of the coarse rule to the power 1.5 (relative to the scale E|prod|), so the estimate is
+
+    err = 10 E|prod| (d / E|prod|)^1.5 + 512 eps E|prod|,    d = |I_fine - I_coarse|,
+
+(err = d while d > 1e-3 E|prod|), and the step is reduced by 1.5 until err <= tol E|prod| for
+every product of the set (at most ``max_refine`` times; the remaining estimate is reported, not
+hidden).  The truncation to the ball is estimated from the integrand's mass in the shell
+R - 1.5 < |u| <= R (times 1e-3); when it exceeds the tolerance the radius grows (up to 38), and
+an integrand still not decaying there raises :class:`ValueError` (a divergent expectation).
+
+Provenance: written for ntk_theory (issue 5, finite-width corrections); the nested pivoted-
+Cholesky reduction follows :func:`ntk_theory.gaussian.numerical.expectn` (independent NumPy
+tanh-sinh code, used as a reference in the tests), the compiled activations follow
+:mod:`ntk_theory.codegen.emit`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import math
+import time
+import types as _pytypes
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FourPointMoments", "four_point_moments", "FourPointKernel", "compile_activation"]
+
+FORMAT_VERSION = "1"
+_EPS = np.finfo(np.float64).eps
+
+# ------------------------------------------------------------------------------------------------
+# The compiled kernel: a template, with the activation's s_fn, ds_fn (and KINKS) defined before it.
+# ------------------------------------------------------------------------------------------------
+
+_TEMPLATE = r'''
+_GLX_F, _GLW_F = np.polynomial.legendre.leggauss(12)
+_GLX_C, _GLW_C = np.polynomial.legendre.leggauss(8)
+_INV_SQRT_2PI = 0.3989422804014327
+_MAXN = 4096
+
+
+@numba.njit(cache=CACHE, error_model='numpy')
+def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, xs, ws, px, pw, shell_w):
+    """Nodes xs, weights ws (Gaussian weight included) of level ell; returns the count."""
+    if ell >= rank:
+        xs[0] = 0.0
+        ws[0] = 1.0
+        return 1
+    if rad2 <= 0.0:
+        return 0
+    Rl = math.sqrt(rad2)
+    lscale = 0.0
+    for v in range(nv):
+        a = abs(L[v, ell])
+        if a > lscale:
+            lscale = a
+    hg = gparam[0]
+    wg = gparam[1]
+    cw = gparam[2]
+    wthr = gparam[3]
+    if not fine:
+        hz = hz * 1.5
+        hg = hg * 1.5
+    # split points
+    ns = 0
+    for v in range(nv):
+        lv = L[v, ell]
+        if lv == 0.0 or vlevel[v] < ell:
+            continue
+        if vlevel[v] == ell:
+            for k in range(kinks.size):
+                p = (kinks[k] - offs[v]) / lv
+                if p > -Rl and p < Rl:
+                    px[ns] = p
+                    pw[ns] = 0.0
+                    ns += 1
+        elif kinks.size > 0:
+            sig = 0.0
+            for j in range(ell + 1, rank):
+                sig += L[v, j] * L[v, j]
+            w = math.sqrt(sig) / abs(lv)
+            if w < wthr:
+                for k in range(kinks.size):
+                    p = (kinks[k] - offs[v]) / lv
+                    if p > -Rl and p < Rl:
+                        px[ns] = p
+                        pw[ns] = max(w, 1e-15)
+                        ns += 1
+    n = 0
+    if ns == 0 and kinks.size == 0:
+        h = hz / lscale if lscale > 0.0 else hg
+        if h > hg:
+            h = hg
+        # trapezoid on [-Rl, Rl]
+        k0 = int(math.floor(Rl / h))
+        if 2 * k0 + 1 > _MAXN:
+            raise ValueError("fourpoint: too many nodes")
+        for k in range(-k0, k0 + 1):
+            u = k * h
+            xs[n] = u
+            ws[n] = h * _INV_SQRT_2PI * math.exp(-0.5 * u * u)
+            n += 1
+        return n
+    # composite Gauss-Legendre on the pieces
+    if fine:
+        gx = _GLX_F
+        gw = _GLW_F
+    else:
+        gx = _GLX_C
+        gw = _GLW_C
+    W = cw * hz / lscale if lscale > 0.0 else wg
+    if W > wg:
+        W = wg
+    # sort split points (insertion), merge equal ones
+    for i in range(1, ns):
+        a = px[i]
+        b = pw[i]
+        j = i - 1
+        while j >= 0 and px[j] > a:
+            px[j + 1] = px[j]
+            pw[j + 1] = pw[j]
+            j -= 1
+        px[j + 1] = a
+        pw[j + 1] = b
+    # piece boundaries: -Rl, splits, Rl; each boundary has a grading width (0: none)
+    nb = ns + 2
+    bx = np.empty(nb)
+    bw = np.empty(nb)
+    bx[0] = -Rl
+    bw[0] = 0.0
+    for i in range(ns):
+        bx[i + 1] = px[i]
+        bw[i + 1] = pw[i]
+    bx[nb - 1] = Rl
+    bw[nb - 1] = 0.0
+    for i in range(nb - 1):
+        A = bx[i]
+        B = bx[i + 1]
+        if B <= A:
+            continue
+        mid = 0.5 * (A + B)
+        # graded edges from A upwards and from B downwards
+        edges = np.empty(256)
+        ne = 0
+        edges[ne] = A
+        ne += 1
+        e = A
+        w = bw[i]
+        if w > 0.0:
+            while w < W and e + w < mid and ne < 100:
+                e += w
+                edges[ne] = e
+                ne += 1
+                w *= 2.0
+        e2 = B
+        tr = np.empty(100)
+        nr = 0
+        w = bw[i + 1]
+        if w > 0.0:
+            while w < W and e2 - w > mid and nr < 100:
+                e2 -= w
+                tr[nr] = e2
+                nr += 1
+                w *= 2.0
+        gap = e2 - e
+        nu = max(1, int(math.ceil(gap / W * (1.0 - 1e-12))))
+        if ne + nu + nr + 1 > 256:
+            nu = 256 - ne - nr - 1
+        for j in range(1, nu):
+            edges[ne] = e + gap * (j / nu)
+            ne += 1
+        for j in range(nr - 1, -1, -1):
+            edges[ne] = tr[j]
+            ne += 1
+        edges[ne] = B
+        ne += 1
+        for j in range(ne - 1):
+            a = edges[j]
+            b = edges[j + 1]
+            c = 0.5 * (a + b)
+            r = 0.5 * (b - a)
+            if n + gx.size > _MAXN:
+                raise ValueError("fourpoint: too many nodes")
+            for q in range(gx.size):
+                u = c + r * gx[q]
+                xs[n] = u
+                ws[n] = r * gw[q] * _INV_SQRT_2PI * math.exp(-0.5 * u * u)
+                n += 1
+    return n
+
+
+@numba.njit(cache=CACHE, error_model='numpy')
+def _factors(L, nv, vlevel, ell, offs, u, facp, facq, nfac, lf_fac, nlf, vals, avals, fv, s_v, d_v):
+    """Level factor products (and absolute values) at node u of level ell."""
+    for v in range(nv):
+        if vlevel[v] != ell:
+            continue
+        z = offs[v] + L[v, ell] * u
+        s = s_fn(z)
+        d = ds_fn(z)
+        s_v[v] = s
+        d_v[v] = d
+        for f in range(nfac[v]):
+            val = 1.0
+            for _ in range(facp[v, f]):
+                val *= s
+            for _ in range(facq[v, f]):
+                val *= d
+            fv[v, f] = val
+    for e in range(nlf[ell]):
+        val = 1.0
+        for v in range(nv):
+            f = lf_fac[ell, e, v]
+            if f >= 0:
+                val *= fv[v, f]
+        vals[e] = val
+        avals[e] = abs(val)
+
+
+@numba.njit(cache=CACHE, error_model='numpy')
+def _integrate(L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+               hz, fine, R, kinks, gparam, out, aout, shell):
+    """One nested quadrature (depth-first over the levels): out[k] for the level-0 suffix k,
+    aout the integral of |.|, shell the integral of |.| over R - 1.5 < |u| <= R."""
+    NS = suf_lf.shape[1]
+    D = max(rank, 1)
+    acc = np.zeros((5, NS))
+    aacc = np.zeros((5, NS))
+    sacc = np.zeros((5, NS))
+    xs = np.empty((4, _MAXN))
+    ws = np.empty((4, _MAXN))
+    px = np.empty(64)
+    pw = np.empty(64)
+    offs = np.zeros((5, 4))
+    rad = np.zeros(5)
+    cw = np.zeros(5)
+    cnt = np.zeros(5, dtype=np.int64)
+    idx = np.zeros(5, dtype=np.int64)
+    NF = lf_fac.shape[1]
+    vals = np.empty((4, NF))
+    avals = np.empty((4, NF))
+    fv = np.empty((4, facp.shape[1]))
+    s_v = np.empty(4)
+    d_v = np.empty(4)
+    rin = R * R - (R - 1.5) * (R - 1.5)  # remaining radius^2 below this: in the shell
+    rad[0] = R * R
+    acc[D, 0] = 1.0
+    aacc[D, 0] = 1.0
+    sacc[D, 0] = 0.0
+    lvl = 0
+    cnt[0] = _level_nodes(L, nv, rank, vlevel, 0, offs[0], rad[0], hz, fine, kinks, gparam, xs[0], ws[0], px, pw, 0.0)
+    idx[0] = 0
+    while True:
+        if lvl == D - 1:
+            # innermost level: all its nodes at once
+            for k in range(nsuf[lvl]):
+                acc[lvl, k] = 0.0
+                aacc[lvl, k] = 0.0
+                sacc[lvl, k] = 0.0
+            for i in range(cnt[lvl]):
+                u = xs[lvl, i]
+                w = ws[lvl, i]
+                _factors(L, nv, vlevel, lvl, offs[lvl], u, facp, facq, nfac, lf_fac, nlf, vals[lvl], avals[lvl], fv, s_v, d_v)
+                inshell = (rad[lvl] - u * u) < rin
+                for k in range(nsuf[lvl]):
+                    e = suf_lf[lvl, k]
+                    j = suf_inner[lvl, k]
+                    acc[lvl, k] += w * vals[lvl, e] * acc[D, j]
+                    aacc[lvl, k] += w * avals[lvl, e] * aacc[D, j]
+                    if inshell:
+                        sacc[lvl, k] += w * avals[lvl, e] * aacc[D, j]
+            idx[lvl] = cnt[lvl]
+        if idx[lvl] < cnt[lvl]:
+            i = idx[lvl]
+            idx[lvl] += 1
+            u = xs[lvl, i]
+            cw[lvl] = ws[lvl, i]
+            _factors(L, nv, vlevel, lvl, offs[lvl], u, facp, facq, nfac, lf_fac, nlf, vals[lvl], avals[lvl], fv, s_v, d_v)
+            for v in range(nv):
+                offs[lvl + 1, v] = offs[lvl, v] + L[v, lvl] * u
+            rad[lvl + 1] = rad[lvl] - u * u
+            lvl += 1
+            cnt[lvl] = _level_nodes(L, nv, rank, vlevel, lvl, offs[lvl], rad[lvl], hz, fine, kinks, gparam, xs[lvl], ws[lvl], px, pw, 0.0)
+            idx[lvl] = 0
+            if lvl < D - 1:
+                for k in range(nsuf[lvl]):
+                    acc[lvl, k] = 0.0
+                    aacc[lvl, k] = 0.0
+                    sacc[lvl, k] = 0.0
+        else:
+            if lvl == 0:
+                break
+            p = lvl - 1
+            w = cw[p]
+            for k in range(nsuf[p]):
+                e = suf_lf[p, k]
+                j = suf_inner[p, k]
+                acc[p, k] += w * vals[p, e] * acc[lvl, j]
+                aacc[p, k] += w * avals[p, e] * aacc[lvl, j]
+                sacc[p, k] += w * avals[p, e] * sacc[lvl, j]
+            lvl = p
+    for k in range(nsuf[0]):
+        out[k] = acc[0, k]
+        aout[k] = aacc[0, k]
+        shell[k] = sacc[0, k]
+
+
+@numba.njit(cache=CACHE, error_model='numpy')
+def _estimate(fine, coarse, scale):
+    d = abs(fine - coarse)
+    if scale <= 0.0:
+        return d
+    if d > 1e-3 * scale:
+        return d
+    return 10.0 * scale * (d / scale) ** 1.5 + 512.0 * 2.220446049250313e-16 * scale
+
+
+@numba.njit(parallel=True, cache=CACHE, error_model='numpy')
+def run(Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners,
+        order, kinks, gparam, hz0, tol, max_refine, R0, vals, errs, scales, levels, status):
+    """All tasks (sets of inputs), parallel; per task the refinement loop."""
+    T = Ls.shape[0]
+    NS = suf_lfs.shape[2]
+    for it in numba.prange(T):
+        t = order[it]
+        fine = np.empty(NS)
+        coarse = np.empty(NS)
+        af = np.empty(NS)
+        ac = np.empty(NS)
+        sh = np.empty(NS)
+        shc = np.empty(NS)
+        hz = hz0
+        R = R0
+        nk = nsufs[t, 0]
+        st = 0
+        lev = 0
+        while True:
+            for pas in range(2):
+                if pas == 0:
+                    _integrate(Ls[t], nvs[t], ranks[t], vlevels[t], facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t],
+                               nsufs[t], suf_lfs[t], suf_inners[t], hz, True, R, kinks, gparam, fine, af, sh)
+                else:
+                    _integrate(Ls[t], nvs[t], ranks[t], vlevels[t], facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t],
+                               nsufs[t], suf_lfs[t], suf_inners[t], hz, False, R, kinks, gparam, coarse, ac, shc)
+            ok = True
+            trunc_ok = True
+            finite = True
+            for k in range(nk):
+                if not (math.isfinite(fine[k]) and math.isfinite(af[k]) and math.isfinite(coarse[k])):
+                    finite = False
+                    continue
+                e = _estimate(fine[k], coarse[k], af[k]) + 1e-4 * sh[k]
+                errs[t, k] = e
+                vals[t, k] = fine[k]
+                scales[t, k] = af[k]
+                if e > tol * af[k]:
+                    ok = False
+                if 1e-4 * sh[k] > 0.1 * tol * af[k]:
+                    trunc_ok = False
+            if not finite:
+                st = 2
+                break
+            if not trunc_ok:
+                if R >= 38.0:
+                    st = 2
+                    break
+                R = min(38.0, R * 1.5)
+                continue
+            if ok or lev >= max_refine:
+                st = 0 if ok else 1
+                break
+            hz = hz / 1.5
+            lev += 1
+        levels[t] = lev
+        status[t] = st
+'''
+
+
+def _header(cache: bool) -> str:
+    return "\n".join([
+        "# Generated by ntk_theory.gaussian.fourpoint. Do not edit: regenerate instead.",
+        "import math",
+        "",
+        "import numba",
+        "import numpy as np",
+        "",
+        f"CACHE = {cache}",
+        "",
+    ])
+
+
+def _activation_source(act) -> tuple[str, tuple]:
+    """numba source of s_fn, ds_fn for a toolkit Activation (SymPy printer of the codegen)."""
+    import sympy as sp
+
+    from ..activations.activation import _drop_deltas, x
+    from ..codegen.emit import _print
+
+    s = _print(act.expr.subs(x, sp.Symbol("z")))
+    ds = _print(_drop_deltas(act.derivative()).subs(x, sp.Symbol("z")))
+    kinks = tuple(float(c) for c in act.kinks)
+    src = (
+        f"# activation: {act.name}: s(x) = {sp.sstr(act.expr)[:200]}\n"
+        "@numba.njit(cache=True, error_model='numpy', inline='always')\n"
+        f"def s_fn(z):\n    return {s}\n\n\n"
+        "@numba.njit(cache=True, error_model='numpy', inline='always')\n"
+        f"def ds_fn(z):\n    return {ds}\n\n\n"
+    )
+    return src, kinks
+
+
+@dataclass
+class FourPointKernel:
+    """The compiled quadrature for one activation (s, s', kinks)."""
+
+    name: str
+    module: object
+    kinks: np.ndarray
+    source: str
+    compile_seconds: float = 0.0
+    from_cache: bool = False
+    _warm: bool = False
+
+    def warm_up(self):
+        if not self._warm:
+            t0 = time.perf_counter()
+            K = np.array([[1.0, 0.5], [0.5, 1.0]])
+            _run(self, K, tol=1e-6, max_refine=0)
+            self.compile_seconds += time.perf_counter() - t0
+            self.from_cache = bool(self.module.run.stats.cache_hits)
+            self._warm = True
+
+
+_KERNELS: dict = {}
+
+
+def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPointKernel:
+    """The compiled kernel for a toolkit activation (name, expression or Activation; disk-cached
+    like :mod:`ntk_theory.codegen`) or for a pair of ``numba.njit`` functions (s, ds) with
+    ``kinks`` (compiled in process, not cached on disk).  Shared within a process."""
+    t0 = time.perf_counter()
+    if s is not None or ds is not None:
+        if s is None or ds is None:
+            raise ValueError("pass both s and ds (numba.njit functions of one float64)")
+        import numba
+
+        for nm, f in (("s", s), ("ds", ds)):
+            if not isinstance(f, numba.core.registry.CPUDispatcher):
+                raise ValueError(f"{nm} must be a numba.njit function; got {f!r}")
+        key = ("pair", id(s), id(ds), tuple(float(k) for k in kinks))
+        if key in _KERNELS:
+            return _KERNELS[key]
+        source = _header(False) + _TEMPLATE.replace("cache=CACHE", "cache=False")
+        ns = {"s_fn": s, "ds_fn": ds}
+        exec(compile(source, "<fourpoint kernel>", "exec"), ns)
+        mod = _pytypes.SimpleNamespace(**ns)
+        kern = FourPointKernel(f"({s.__name__}, {ds.__name__})", mod, np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), source)
+        kern.compile_seconds = time.perf_counter() - t0
+        kern.warm_up()
+        _KERNELS[key] = kern
+        return kern
+    from ..activations import activation as _activation
+    from ..codegen import cache
+
+    act = _activation(activation)
+    if act.name in _KERNELS:
+        return _KERNELS[act.name]
+    act_src, kk = _activation_source(act)
+    source = _header(True) + act_src + _TEMPLATE.replace("cache=CACHE", "cache=True")
+    key = "fourpoint_" + hashlib.sha256((FORMAT_VERSION + source).encode()).hexdigest()[:20]
+    mod = cache.import_module(key, source)
+    kern = FourPointKernel(act.name, mod, np.array(kk, dtype=np.float64), source)
+    kern.compile_seconds = time.perf_counter() - t0
+    kern.warm_up()
+    _KERNELS[act.name] = kern
+    return kern
+
+
+# ------------------------------------------------------------------------------------------------
+# Task preparation (Python): sets of inputs, pivoted Cholesky, products needed, level structure
+# ------------------------------------------------------------------------------------------------
+
+
+def _pivoted_cholesky(K):
+    """L (m, m) with K = L L^T in pivoted order: returns L (rows in the original order, columns
+    = levels), the rank, and per row its level (last non-zero column)."""
+    m = K.shape[0]
+    scale = max(float(np.max(np.diag(K))), 0.0)
+    L = np.zeros((m, 4))
+    d = np.diag(K).astype(np.float64).copy()
+    remaining = list(range(m))
+    level = np.full(4, -1, dtype=np.int64)
+    r = 0
+    while remaining:
+        i = max(remaining, key=lambda k: d[k])
+        if d[i] <= 64 * _EPS * scale:
+            break
+        remaining.remove(i)
+        L[i, r] = math.sqrt(d[i])
+        level[i] = r
+        for k in remaining:
+            L[k, r] = (K[k, i] - L[k, :r] @ L[i, :r]) / L[i, r]
+            d[k] = max(d[k] - L[k, r] ** 2, 0.0)
+        r += 1
+    small = np.abs(L) < 64 * _EPS * math.sqrt(scale) if scale > 0 else np.ones_like(L, dtype=bool)
+    L[small] = 0.0
+    for k in remaining:  # rows in the span of earlier ones: resolved at their last non-zero column
+        nz = np.nonzero(L[k, :r])[0]
+        level[k] = nz[-1] if nz.size else 0
+    if r == 0:  # K = 0 on this set: every variable is 0
+        level[:m] = 0
+    return L, r, level
+
+
+@functools.lru_cache(maxsize=None)
+def _products(m: int) -> tuple:
+    """Products needed for a set of m distinct variables: tuples ((p_0, q_0), ..., (p_(m-1), q_(m-1)))
+    of powers of s and s' per variable, each variable present, total degree 4 with an even number
+    (0, 2, 4) of s' factors, or (m <= 2) total degree 2 with 0 or 2 s' factors."""
+    out = []
+    for total, qs in ((4, (0, 2, 4)), (2, (0, 2))):
+        if m > total:
+            continue
+        for mult in itertools.product(range(1, total + 1), repeat=m):
+            if sum(mult) != total:
+                continue
+            for q in itertools.product(*[range(mu + 1) for mu in mult]):
+                if sum(q) in qs:
+                    out.append(tuple((mu - qi, qi) for mu, qi in zip(mult, q)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _structure(m: int, levels: tuple):
+    """Arrays describing the nested accumulation for m variables resolved at ``levels``."""
+    prods = _products(m)
+    facs = [sorted({p[v] for p in prods}) for v in range(m)]
+    fidx = [{f: i for i, f in enumerate(fl)} for fl in facs]
+    F = max(len(f) for f in facs)
+    facp = np.zeros((4, 16), dtype=np.int64)
+    facq = np.zeros((4, 16), dtype=np.int64)
+    nfac = np.zeros(4, dtype=np.int64)
+    for v in range(m):
+        nfac[v] = len(facs[v])
+        for i, (p, q) in enumerate(facs[v]):
+            facp[v, i], facq[v, i] = p, q
+    # combos as factor-index tuples
+    combos = [tuple(fidx[v][p[v]] for v in range(m)) for p in prods]
+    vars_at = [[v for v in range(m) if levels[v] == ell] for ell in range(4)]
+    # suffix keys: tuple of factor indices of vars resolved at levels >= ell
+    lf_lists = []
+    suf_lists = [None] * 5
+    suf_lists[4] = {(): 0}
+    suf_lf = np.zeros((4, 64), dtype=np.int64)
+    suf_inner = np.zeros((4, 64), dtype=np.int64)
+    nsuf = np.zeros(5, dtype=np.int64)
+    nsuf[4] = 1
+    lf_fac = -np.ones((4, 64, 4), dtype=np.int64)
+    nlf = np.zeros(4, dtype=np.int64)
+
+    def suffix(c, ell):
+        return tuple(c[v] for lev in range(ell, 4) for v in vars_at[lev])
+
+    for ell in range(3, -1, -1):
+        lfs = {}
+        sufs = {}
+        for c in combos:
+            key = suffix(c, ell)
+            if key in sufs:
+                continue
+            lkey = tuple(c[v] for v in vars_at[ell])
+            if lkey not in lfs:
+                e = len(lfs)
+                lfs[lkey] = e
+                for v, f in zip(vars_at[ell], lkey):
+                    lf_fac[ell, e, v] = f
+            k = len(sufs)
+            sufs[key] = k
+            suf_lf[ell, k] = lfs[lkey]
+            suf_inner[ell, k] = suf_lists[ell + 1][suffix(c, ell + 1)]
+        if not lfs:
+            lfs[()] = 0
+        nlf[ell] = len(lfs)
+        nsuf[ell] = len(sufs)
+        suf_lists[ell] = sufs
+        lf_lists.append(lfs)
+    combo_suf = np.array([suf_lists[0][suffix(c, 0)] for c in combos], dtype=np.int64)
+    return facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner, combo_suf, prods, F
+
+
+def _check_K(K) -> np.ndarray:
+    try:
+        K = np.array(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"K must be a numeric (N, N) matrix; got {type(K).__name__}") from None
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise ValueError(f"K must be a square (N, N) matrix with N >= 1; got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError("K has non-finite entries (NaN or inf)")
+    scale = float(np.max(np.abs(K)))
+    asym = float(np.max(np.abs(K - K.T)))
+    if asym > 1e-12 * scale:
+        raise ValueError(f"K is not symmetric: max |K - K^T| = {asym:.3g} (> 1e-12 max |K|)")
+    K = 0.5 * (K + K.T)
+    dmin = float(np.min(np.diag(K)))
+    if dmin < 0:
+        raise ValueError(f"K is not positive semi-definite: negative variance {dmin:.3g} on the diagonal")
+    ev = float(np.min(np.linalg.eigvalsh(K)))
+    if ev < -1e-12 * scale * K.shape[0]:
+        raise ValueError(f"K is not positive semi-definite: smallest eigenvalue {ev:.3g}")
+    return K
+
+
+_GPARAM = np.array([0.6, 3.0, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap), c (panel/h_z), w_thr (near-kink)
+
+
+def _tasks(K):
+    N = K.shape[0]
+    sets = [S for m in (4, 3, 2, 1) for S in itertools.combinations(range(N), m)]
+    T = len(sets)
+    Ls = np.zeros((T, 4, 4))
+    nvs = np.zeros(T, dtype=np.int64)
+    ranks = np.zeros(T, dtype=np.int64)
+    vlevels = np.zeros((T, 4), dtype=np.int64)
+    facps = np.zeros((T, 4, 16), dtype=np.int64)
+    facqs = np.zeros((T, 4, 16), dtype=np.int64)
+    nfacs = np.zeros((T, 4), dtype=np.int64)
+    lf_facs = np.zeros((T, 4, 64, 4), dtype=np.int64)
+    nlfs = np.zeros((T, 4), dtype=np.int64)
+    nsufs = np.zeros((T, 5), dtype=np.int64)
+    suf_lfs = np.zeros((T, 4, 64), dtype=np.int64)
+    suf_inners = np.zeros((T, 4, 64), dtype=np.int64)
+    meta = []
+    for t, S in enumerate(sets):
+        m = len(S)
+        L, r, lev = _pivoted_cholesky(K[np.ix_(S, S)])
+        st = _structure(m, tuple(int(x) for x in lev[:m]))
+        Ls[t, :m] = L
+        nvs[t], ranks[t] = m, r
+        vlevels[t, :m] = lev[:m]
+        facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t], nsufs[t], suf_lfs[t], suf_inners[t] = st[:8]
+        meta.append((S, st[9], st[8]))
+    # cost order: most variables (largest rank) first, for the parallel loop
+    order = np.argsort(-ranks, kind="stable").astype(np.int64)
+    return (Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners, order), meta
+
+
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0):
+    arrays, meta = _tasks(K)
+    T = len(meta)
+    vals = np.zeros((T, 64))
+    errs = np.zeros((T, 64))
+    scales = np.zeros((T, 64))
+    levels = np.zeros(T, dtype=np.int64)
+    status = np.zeros(T, dtype=np.int64)
+    kern.module.run(*arrays, kern.kinks, _GPARAM, hz0, tol, max_refine, R0, vals, errs, scales, levels, status)
+    return vals, errs, scales, levels, status, meta
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FourPointMoments:
+    """Gaussian moment tensors of one activation at N inputs (see the module docstring).
+
+    ``ssss``, ``ddss``, ``dddd`` (N, N, N, N); ``ss``, ``dd`` (N, N); ``error_*`` the estimated
+    absolute errors of each entry; ``scale_*`` the E|product| each tolerance is relative to;
+    ``info``: timings, refinement levels, sets not converged.
+    """
+
+    activation: str
+    K: np.ndarray
+    ssss: np.ndarray
+    ddss: np.ndarray
+    dddd: np.ndarray
+    ss: np.ndarray
+    dd: np.ndarray
+    error_ssss: np.ndarray
+    error_ddss: np.ndarray
+    error_dddd: np.ndarray
+    error_ss: np.ndarray
+    error_dd: np.ndarray
+    scale_ssss: np.ndarray = field(repr=False)
+    scale_ddss: np.ndarray = field(repr=False)
+    scale_dddd: np.ndarray = field(repr=False)
+    tol: float = 1e-10
+    info: dict = field(default_factory=dict)
+
+    @property
+    def max_error(self) -> float:
+        return float(max(np.max(self.error_ssss), np.max(self.error_ddss), np.max(self.error_dddd),
+                         np.max(self.error_ss), np.max(self.error_dd)))
+
+    def __repr__(self) -> str:
+        N = self.K.shape[0]
+        rel = max(float(np.max(e / np.maximum(s, 1e-300))) for e, s in (
+            (self.error_ssss, self.scale_ssss), (self.error_ddss, self.scale_ddss), (self.error_dddd, self.scale_dddd)))
+        return (f"FourPointMoments({self.activation}; N={N}; ssss, ddss, dddd (N,N,N,N), ss, dd (N,N); "
+                f"max estimated error {self.max_error:.1e} absolute, {rel:.1e} relative to E|product| "
+                f"(tol {self.tol:g}); {self.info.get('seconds', float('nan')):.3f} s, "
+                f"{self.info.get('not_converged', 0)} sets not converged)")
+
+
+def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, kinks=(), max_refine: int = 6,
+                       strict: bool = False) -> FourPointMoments:
+    r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
+
+    ``activation``: a toolkit activation (library name, expression, or
+    :class:`~ntk_theory.activations.Activation`), or None together with ``s=``, ``ds=`` (numba.njit
+    functions of one float64) and ``kinks=`` (points where s or s' is not smooth); a tuple
+    (s, ds) is accepted as ``activation`` too.  ``K``: (N, N) symmetric positive semi-definite,
+    singular allowed.  ``tol``: the target error relative to E|product| of each entry.
+    Entries whose estimate stays above the target after ``max_refine`` refinements are reported
+    with that estimate (``info["not_converged"]``), or raise with ``strict=True``.
+    Raises ValueError for a bad K and for divergent expectations.
+    """
+    if isinstance(activation, tuple) and len(activation) == 2:
+        s, ds = activation
+        activation = None
+    if activation is None:
+        kern = compile_activation(s=s, ds=ds, kinks=kinks)
+    else:
+        kern = compile_activation(activation)
+    K = _check_K(K)
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+    N = K.shape[0]
+    t0 = time.perf_counter()
+    vals, errs, scales, levels, status, meta = _run(kern, K, float(tol), int(max_refine))
+    if np.any(status == 2):
+        bad = [meta[t][0] for t in np.nonzero(status == 2)[0]][:3]
+        raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite "
+                         f"(activation {kern.name}, input sets {bad} ...)")
+    not_conv = int(np.sum(status == 1))
+    if strict and not_conv:
+        raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
+    # assemble: dictionary (S, powers) -> flat position
+    pos = {}
+    for t, (S, prods, combo_suf) in enumerate(meta):
+        for c, p in enumerate(prods):
+            pos[(S, p)] = (t, combo_suf[c])
+    out = {}
+    for name, shape in (("ssss", 4), ("ddss", 4), ("dddd", 4), ("ss", 2), ("dd", 2)):
+        v = np.empty((N,) * shape)
+        e = np.empty((N,) * shape)
+        sc = np.empty((N,) * shape)
+        for idx in itertools.product(range(N), repeat=shape):
+            cnt = {}
+            for position, i in enumerate(idx):
+                is_d = name[position] == "d"
+                pq = cnt.setdefault(i, [0, 0])
+                pq[1 if is_d else 0] += 1
+            S = tuple(sorted(cnt))
+            p = tuple(tuple(cnt[i]) for i in S)
+            t, k = pos[(S, p)]
+            v[idx], e[idx], sc[idx] = vals[t, k], errs[t, k], scales[t, k]
+        out[name], out["error_" + name], out["scale_" + name] = v, e, sc
+    seconds = time.perf_counter() - t0
+    info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
+            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache}
+    return FourPointMoments(kern.name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
+                            out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
+                            out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], float(tol), info)

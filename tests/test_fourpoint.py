@@ -1,0 +1,247 @@
+"""Compiled four-point Gaussian moment tensors (ntk_theory.gaussian.fourpoint) against independent
+references: Isserlis/Wick (linear, polynomial activations: exact), the one-variable closed forms of
+ReLU, the NumPy nested tanh-sinh quadrature ``numerical.expectn`` (independent code with its own
+error estimates) and mpmath.  Every comparison also checks that the actual error is within the
+reported estimate (plus the reference's own error)."""
+
+import itertools
+import math
+
+import mpmath
+import numba
+import numpy as np
+import pytest
+
+from ntk_theory.activations import activation
+from ntk_theory.gaussian.fourpoint import FourPointMoments, compile_activation, four_point_moments
+from ntk_theory.gaussian.numerical import expectn
+
+
+def _gram(n, d=10, seed=0):
+    X = np.random.default_rng(seed).standard_normal((n, d))
+    return X @ X.T / d
+
+
+K3 = _gram(3)
+K4 = _gram(4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tanh3():
+    return four_point_moments("tanh", K3)
+
+
+@pytest.fixture(scope="module")
+def relu3():
+    return four_point_moments("relu", K3)
+
+
+def _wick(K, idx):
+    """E[prod z_i] by Isserlis' theorem (sum over pairings)."""
+    if not idx:
+        return 1.0
+    if len(idx) % 2:
+        return 0.0
+    a, rest = idx[0], idx[1:]
+    return sum(K[a, rest[j]] * _wick(K, rest[:j] + rest[j + 1:]) for j in range(len(rest)))
+
+
+def _check(value, error, ref, ref_err=0.0, rel=1e-10, scale=None):
+    actual = abs(value - ref)
+    assert actual <= error + ref_err + 1e-15 * max(1.0, abs(ref)), (value, ref, actual, error)
+    bound = rel * (abs(ref) if scale is None else scale) + ref_err + 1e-15
+    assert actual <= bound, (value, ref, actual, bound)
+
+
+# ------------------------------------------------------------------------------------------ exact
+
+
+def test_linear_is_isserlis():
+    r = four_point_moments("linear", K4)
+    N = 4
+    for a, b, c, d in itertools.product(range(N), repeat=4):
+        _check(r.ssss[a, b, c, d], r.error_ssss[a, b, c, d], _wick(K4, (a, b, c, d)), rel=1e-12, scale=3.0)
+        _check(r.ddss[a, b, c, d], r.error_ddss[a, b, c, d], K4[c, d], rel=1e-12, scale=1.0)
+        _check(r.dddd[a, b, c, d], r.error_dddd[a, b, c, d], 1.0, rel=1e-12)
+    assert np.allclose(r.ss, K4, atol=1e-14) and np.allclose(r.dd, 1.0, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_quadratic_is_wick():
+    """s = x^2, s' = 2x: products of degree 8 by Isserlis."""
+    K = K3
+    r = four_point_moments("monomial(2)", K)
+    for a, b, c, d in itertools.product(range(3), repeat=4):
+        ref = _wick(K, (a, a, b, b, c, c, d, d))
+        _check(r.ssss[a, b, c, d], r.error_ssss[a, b, c, d], ref, rel=1e-11, scale=r.scale_ssss[a, b, c, d])
+        ref = 4 * _wick(K, (a, b, c, c, d, d))
+        _check(r.ddss[a, b, c, d], r.error_ddss[a, b, c, d], ref, rel=1e-11, scale=r.scale_ddss[a, b, c, d])
+
+
+def test_relu_one_variable_closed_forms(relu3):
+    for a in range(3):
+        k = K3[a, a]
+        _check(relu3.ssss[a, a, a, a], relu3.error_ssss[a, a, a, a], 1.5 * k * k)  # E relu^4 = 3 k^2 / 2
+        _check(relu3.ddss[a, a, a, a], relu3.error_ddss[a, a, a, a], 0.5 * k)  # E theta relu^2 = k / 2
+        _check(relu3.dddd[a, a, a, a], relu3.error_dddd[a, a, a, a], 0.5)
+        _check(relu3.ss[a, a], relu3.error_ss[a, a], 0.5 * k)
+
+
+def test_relu_two_point_arccos(relu3):
+    for a, b in itertools.combinations(range(3), 2):
+        k11, k22, k12 = K3[a, a], K3[b, b], K3[a, b]
+        t = math.acos(k12 / math.sqrt(k11 * k22))
+        ref = math.sqrt(k11 * k22) / (2 * math.pi) * (math.sin(t) + (math.pi - t) * math.cos(t))
+        _check(relu3.ss[a, b], relu3.error_ss[a, b], ref, rel=1e-12)
+        _check(relu3.dd[a, b], relu3.error_dd[a, b], (math.pi - t) / (2 * math.pi), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+def _ref(fs, idx, K, kinks=None):
+    sub = K[np.ix_(idx, idx)]
+    return expectn(fs, sub, kinks=kinks, tol=1e-12)
+
+
+def test_tanh_against_expectn(tanh3):
+    t, dt = np.tanh, lambda z: 1 / np.cosh(z) ** 2
+    for idx, name, fs in [((0, 0, 1, 2), "ssss", [t, t, t, t]), ((1, 2, 0, 0), "ddss", [dt, dt, t, t]),
+                          ((0, 1, 1, 2), "dddd", [dt] * 4), ((2, 2, 2, 1), "ddss", [dt, dt, t, t])]:
+        ref = _ref(fs, list(idx), K3)
+        r, e = getattr(tanh3, name)[idx], getattr(tanh3, "error_" + name)[idx]
+        _check(r, e, ref.value, ref.error, scale=getattr(tanh3, "scale_" + name)[idx])
+
+
+def test_relu_against_expectn(relu3):
+    relu, step = (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float))
+    kk = [(0.0,)] * 4
+    for idx, name, fs in [((0, 1, 1, 2), "ssss", [relu] * 4), ((0, 2, 1, 1), "ddss", [step, step, relu, relu]),
+                          ((0, 0, 1, 2), "dddd", [step] * 4), ((1, 1, 2, 2), "ssss", [relu] * 4)]:
+        ref = _ref(fs, list(idx), K3, kk)
+        r, e = getattr(relu3, name)[idx], getattr(relu3, "error_" + name)[idx]
+        _check(r, e, ref.value, ref.error, scale=getattr(relu3, "scale_" + name)[idx])
+
+
+def test_tanh_mpmath_one_variable(tanh3):
+    mpmath.mp.dps = 30
+    k = K3[1, 1]
+    for p, q, name in [(4, 0, "ssss"), (2, 2, "ddss"), (0, 4, "dddd")]:
+        f = lambda x: mpmath.tanh(x) ** p * mpmath.sech(x) ** (2 * q) * mpmath.npdf(x, 0, mpmath.sqrt(k))  # noqa: E731
+        ref = float(mpmath.quad(f, [-mpmath.inf, 0, mpmath.inf]))
+        _check(getattr(tanh3, name)[1, 1, 1, 1], getattr(tanh3, "error_" + name)[1, 1, 1, 1], ref, rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_four_dimensional_against_expectn(name):
+    r = four_point_moments(name, K4)
+    if name == "tanh":
+        s, d, kk = np.tanh, (lambda z: 1 / np.cosh(z) ** 2), None
+    else:
+        s, d, kk = (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float)), [(0.0,)] * 4
+    for tname, fs in [("ssss", [s] * 4), ("ddss", [d, d, s, s])]:
+        ref = expectn(fs, K4, kinks=kk, tol=1e-12)
+        _check(getattr(r, tname)[0, 1, 2, 3], getattr(r, "error_" + tname)[0, 1, 2, 3], ref.value, ref.error,
+               scale=getattr(r, "scale_" + tname)[0, 1, 2, 3])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["erf", "gelu", "softplus", "swish", "sigmoid", "leaky_relu(1/10)", "abs", "step",
+                                  "elu(1)", "relu_power(2)"])
+def test_library_against_expectn(name):
+    act = activation(name)
+    r = four_point_moments(act, K3)
+    s, d = act.numpy, act.numpy_derivative
+    kk = [tuple(act.kinks)] * 4 if act.kinks else None
+    for idx, tname, fs in [((0, 1, 2, 2), "ssss", [s] * 4), ((0, 1, 2, 2), "ddss", [d, d, s, s]),
+                           ((0, 1, 1, 2), "dddd", [d] * 4)]:
+        ref = expectn(fs, K3[np.ix_(idx, idx)], kinks=kk, tol=1e-12)
+        _check(getattr(r, tname)[idx], getattr(r, "error_" + tname)[idx], ref.value, ref.error,
+               scale=getattr(r, "scale_" + tname)[idx])
+
+
+# ------------------------------------------------------------------------------------------ structure
+
+
+def test_symmetries(tanh3):
+    for perm in itertools.permutations(range(4)):
+        assert np.array_equal(tanh3.ssss, tanh3.ssss.transpose(perm))
+        assert np.array_equal(tanh3.dddd, tanh3.dddd.transpose(perm))
+    assert np.array_equal(tanh3.ddss, tanh3.ddss.transpose(1, 0, 2, 3))
+    assert np.array_equal(tanh3.ddss, tanh3.ddss.transpose(0, 1, 3, 2))
+    assert np.array_equal(tanh3.ss, tanh3.ss.T)
+    assert "FourPointMoments(tanh; N=3" in repr(tanh3)
+    assert isinstance(tanh3, FourPointMoments)
+    assert tanh3.ssss.dtype == np.float64 and tanh3.ssss.shape == (3, 3, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_coincident_inputs_equal_reduced(name):
+    """Two identical inputs: singular K; entries equal those of the reduced problem."""
+    X = np.random.default_rng(3).standard_normal((2, 6))
+    Xd = np.vstack([X, X[:1]])
+    Kd = Xd @ Xd.T / 6
+    r = four_point_moments(name, Kd)
+    r2 = four_point_moments(name, Kd[:2, :2])
+    m = [0, 1, 0]
+    for idx in itertools.product(range(3), repeat=4):
+        jdx = tuple(m[i] for i in idx)
+        for t in ("ssss", "ddss", "dddd"):
+            a, b = getattr(r, t)[idx], getattr(r2, t)[jdx]
+            assert abs(a - b) <= getattr(r, "error_" + t)[idx] + getattr(r2, "error_" + t)[jdx] + 1e-15
+
+
+def test_near_parallel_relu():
+    """Correlation 1 - 1e-8: accurate (checked against expectn) or an honest estimate."""
+    c = 1 - 1e-8
+    K = np.array([[1.0, c, 0.3], [c, 1.0, 0.3], [0.3, 0.3, 1.2]])
+    r = four_point_moments("relu", K)
+    relu, step = (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float))
+    for idx, tname, fs in [((0, 1, 2, 2), "ssss", [relu] * 4), ((0, 1, 2, 2), "ddss", [step, step, relu, relu]),
+                           ((0, 1, 1, 2), "dddd", [step] * 4)]:
+        ref = expectn(fs, K[np.ix_(idx, idx)], kinks=[(0.0,)] * 4, tol=1e-12)
+        v, e = getattr(r, tname)[idx], getattr(r, "error_" + tname)[idx]
+        assert abs(v - ref.value) <= e + ref.error + 1e-15, (tname, v, ref, e)
+
+
+def test_njit_pair():
+    @numba.njit
+    def s(z):
+        return max(z, 0.0)
+
+    @numba.njit
+    def ds(z):
+        return 1.0 if z > 0 else 0.0
+
+    r = four_point_moments(None, K3[:2, :2], s=s, ds=ds, kinks=(0.0,))
+    k = K3[0, 0]
+    _check(r.ssss[0, 0, 0, 0], r.error_ssss[0, 0, 0, 0], 1.5 * k * k)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("K, msg", [
+    (np.array([[1.0, 2.0], [2.0, 1.0]]), "not positive semi-definite: smallest eigenvalue"),
+    (np.array([[1.0, 0.5], [0.4, 1.0]]), "not symmetric"),
+    (np.array([[1.0, np.nan], [np.nan, 1.0]]), "non-finite"),
+    (np.ones((2, 3)), "square"),
+    (np.array([[-1.0]]), "not positive semi-definite"),
+])
+def test_bad_K(K, msg):
+    with pytest.raises(ValueError, match=msg):
+        four_point_moments("linear", K)
+
+
+def test_divergent_raises():
+    @numba.njit
+    def s(z):
+        return math.exp(z * z)
+
+    @numba.njit
+    def ds(z):
+        return 2 * z * math.exp(z * z)
+
+    with pytest.raises(ValueError, match="diverges"):
+        four_point_moments((s, ds), np.array([[1.0]]))
