@@ -508,7 +508,8 @@ def layer_statistics(
 
     block = _block_size(spec, N, readouts, memory_mb)
     starts = list(range(0, samples, block))
-    seeds = np.random.SeedSequence(seed).spawn(len(starts))
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seeds = root.spawn(len(starts))
 
     def run_block(k: int) -> dict:
         i0 = starts[k]
