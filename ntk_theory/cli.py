@@ -219,6 +219,40 @@ def _cmd_empirical_cost(args) -> int:
     return 0
 
 
+def _cmd_criticality(args) -> int:
+    from .criticality import at, criticality, fixed_points, phase_diagram
+
+    res = criticality(args.activation, dps=args.dps)
+    print(res.text())
+    if (args.C_b is None) != (args.C_W is None):
+        raise ValueError("give both --C-b and --C-W to analyse one initialisation")
+    if args.C_b is not None:
+        print(f"\nfixed points of K' = C_b + C_W <s^2>_K at C_b = {args.C_b:g}, C_W = {args.C_W:g}:")
+        try:
+            points = fixed_points(args.activation, args.C_b, args.C_W)
+        except ValueError as exc:  # a line of fixed points (scale-invariant criticality)
+            print(f"  {exc}")
+            points = [at(args.activation, 1.0, args.C_b, args.C_W)]
+        for fp in points or []:
+            print("  " + repr(fp))
+        if not points:
+            print("  none in K = 1e-4 .. 1e4 (K grows or decays without bound)")
+    if args.plot:
+        phase_diagram(args.activation).plot(args.plot)
+        print(f"phase diagram written to {args.plot}")
+    return 0
+
+
+def _cmd_dynamics(args) -> int:
+    from .dynamics.widths import width_scaling
+
+    res = width_scaling(args.widths, seeds=args.seeds, depth=args.depth, activation=args.activation,
+                        C_W=args.C_W, C_b=args.C_b, param=args.param, seed=args.seed)
+    print(f"full-batch GD vs the infinite-width NTK prediction ({res.config})")
+    print(res.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ntk-theory",
@@ -320,6 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="inputs per block (default: from the memory budget)")
     p.add_argument("--memory", type=float, default=2.0, help="memory budget for intermediates in GiB (default: 2)")
     p.set_defaults(func=_cmd_empirical_cost)
+
+    p = sub.add_parser("criticality", help="universality class, critical (C_b, C_W), fixed points, chi's, depth scales",
+                       description="Criticality of an activation: exact where its class gives it, else mpmath.")
+    p.add_argument("activation", help="library name or expression in x (continuous)")
+    p.add_argument("--dps", type=int, default=30, help="digits for the critical point (default: 30)")
+    p.add_argument("--C-b", dest="C_b", type=float, default=None, help="also analyse this C_b (with --C-W)")
+    p.add_argument("--C-W", dest="C_W", type=float, default=None, help="also analyse this C_W (with --C-b)")
+    p.add_argument("--plot", default=None, help="write the order/chaos phase diagram to this PNG (needs matplotlib)")
+    p.set_defaults(func=_cmd_criticality)
+
+    p = sub.add_parser("dynamics", help="train finite networks by GD and compare with the infinite-width NTK prediction",
+                       description="Deviation from the NTK prediction and NTK change vs width, with power-law fits.")
+    p.add_argument("activation", nargs="?", default="relu", help="activation name (default: relu)")
+    p.add_argument("--depth", type=int, default=1, help="hidden layers (default: 1)")
+    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=[64, 256, 1024, 4096],
+                   help="widths (default: 64,256,1024,4096)")
+    p.add_argument("--seeds", type=int, default=8, help="networks per width (default: 8)")
+    p.add_argument("--C-W", dest="C_W", type=float, default=2.0, help="C_W (default: 2)")
+    p.add_argument("--C-b", dest="C_b", type=float, default=0.1, help="C_b (default: 0.1)")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_dynamics)
     return parser
 
 

@@ -68,6 +68,34 @@ def fit_power_law(widths, means, stderrs) -> PowerLaw:
     return PowerLaw(float(coef[1]), err, float(coef[0]), chi2)
 
 
+@dataclass(frozen=True)
+class TwoTerm:
+    """mean(n) = a n^(-1/2) + b n^(-1), fitted by weighted least squares, with standard errors."""
+
+    a: float
+    a_err: float
+    b: float
+    b_err: float
+    chi2_dof: float
+
+    def __repr__(self) -> str:
+        return (f"TwoTerm(a n^-1/2 + b n^-1: a = {self.a:.4g} +- {self.a_err:.2g}, b = {self.b:.4g} +- {self.b_err:.2g}, "
+                f"chi2/dof {self.chi2_dof:.2f})")
+
+
+def fit_two_term(widths, means, stderrs) -> TwoTerm:
+    """Weighted least squares of mean = a n^(-1/2) + b n^(-1) (the leading fluctuation and the leading
+    mean shift of a finite-width quantity); errors not rescaled."""
+    n, m, s = (np.asarray(v, dtype=float) for v in (widths, means, stderrs))
+    if n.size < 3:
+        raise ValueError("a two-term fit needs at least three widths")
+    A = np.stack([n ** -0.5, 1.0 / n], axis=1) / s[:, None]
+    cov = np.linalg.inv(A.T @ A)
+    coef = cov @ (A.T @ (m / s))
+    chi2 = float(np.sum((A @ coef - m / s) ** 2)) / max(n.size - 2, 1)
+    return TwoTerm(float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), float(np.sqrt(cov[1, 1])), chi2)
+
+
 @dataclass
 class WidthScaling:
     """Per width: arrays over seeds of the three measured quantities, and their power-law fits."""
@@ -88,13 +116,17 @@ class WidthScaling:
     def fit(self, which: str) -> PowerLaw:
         return fit_power_law(self.widths, *self.summary(which))
 
+    def fit_two_term(self, which: str) -> TwoTerm:
+        return fit_two_term(self.widths, *self.summary(which))
+
     def table(self) -> str:
         lines = ["width   |f - f_inf| (+- se)      |f - f_lin| (+- se)      dTheta/Theta (+- se)"]
         s = {k: self.summary(k) for k in ("error_infinite", "error_linearised", "ntk_change")}
         for i, n in enumerate(self.widths):
             lines.append(f"{n:5d}   " + "   ".join(f"{s[k][0][i]:.3e} +- {s[k][1][i]:.1e}" for k in s))
         for k in s:
-            lines.append(f"{k}: {self.fit(k)}")
+            two = f"; {self.fit_two_term(k)}" if len(self.widths) >= 3 else ""
+            lines.append(f"{k}: {self.fit(k)}{two}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
