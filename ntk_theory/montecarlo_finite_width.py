@@ -267,6 +267,7 @@ class _Controls:
         self.K1 = spec.C_b[0] + spec.C_W[0] * self.G0
         self.kernels = None
         self.T1 = None
+        self.per_network_T = False
         if not enabled:
             return
         try:
@@ -561,7 +562,7 @@ def layer_statistics(
         "block": block,
         "workers": workers,
         "controls": rank,
-        "per_network_T_controls": bool(control_variates and controls.per_network_T if control_variates else False),
+        "per_network_T_controls": bool(controls.per_network_T),
         "seconds": seconds,
         "networks_per_second": samples / max(seconds, 1e-12),
     }
@@ -712,6 +713,8 @@ def fit_inverse_width(
         if infinite == "recursion":
             from .recursions import KernelRecursion
 
+            if param == "standard":
+                raise ValueError("param='standard': the infinite-width NTK grows with n; give (K, Theta) or fit them")
             rec = KernelRecursion(numpy_activation(activation).name, depth, C_W, C_b, param)
             res = rec(X)
             fixed = (res.nngp, res.ntk)

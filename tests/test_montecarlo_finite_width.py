@@ -254,3 +254,19 @@ def test_control_variate_errors_are_calibrated():
         ses.append(r.K.stderr[0, 1])
     ratio = np.std(vals, ddof=1) / np.mean(ses)
     assert 0.6 < ratio < 1.6, ratio
+
+
+def test_per_layer_widths_scale_by_last_width_and_aliases():
+    """Per-layer widths: n is the last hidden width n_L; one hidden layer below a narrow one still gives
+    the exact depth-2 Wishart structure for a linear network."""
+    widths, C_W = (5, 9), 1.1
+    r = layer_statistics("linear", X2, 2, widths, C_W, 0.0, samples=20_000, seed=9)
+    assert r.width == 9 and r.info["widths"][1:-1] == [5, 9]
+    K1 = C_W * X2 @ X2.T / 3
+    M = np.multiply.outer(K1, K1)
+    for n in widths:
+        M = C_W**2 * (M + (M.transpose(0, 2, 1, 3) + M.transpose(0, 2, 3, 1)) / n)
+    K = C_W**2 * K1
+    within(r.V, 9 * (M - np.multiply.outer(K, K)))
+    z = r.z_score({"nngp": K, "Theta": KernelRecursion("linear", 2, C_W, 0.0)(X2).ntk})
+    assert set(z) == {"K", "ntk"} and r.max_abs_z(z) < 4
