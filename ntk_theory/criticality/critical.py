@@ -108,8 +108,8 @@ def _solve_nonzero(m: Moments, dps: int, grid=GRID) -> list[CriticalPoint]:
                                 solver="secant", tol=mpmath.mpf(10) ** (-2 * dps))
             s2, ds2, _ = m.mp(K, dps + 5)
             C_W, C_b = 1 / ds2, K - s2 / ds2
-        if C_b >= -mpmath.mpf(10) ** (-dps + 5):
-            out.append(CriticalPoint(+C_b, +C_W, +K, f"chi_parallel = chi_perp = 1 solved at {dps} digits", None, dps))
+            if C_b >= -mpmath.mpf(10) ** (-dps + 5):  # values keep the working precision
+                out.append(CriticalPoint(C_b, C_W, K, f"chi_parallel = chi_perp = 1 solved at {dps} digits", None, dps))
     return out
 
 
