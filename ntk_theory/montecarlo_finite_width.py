@@ -62,6 +62,21 @@ do not depend on the number of threads.
 weighted least squares with the Monte Carlo standard errors, E[z z] = K + K1/n + K2/n^2,
 E[Theta] = Theta + Theta1/n + Theta2/n^2 (intercepts fitted or fixed) and X(n) = X + X_slope/n for
 the n-scaled tensors X = V, A, B, D, F.
+
+Measured (2 shared cores; inputs X3 = sqrt(3) [[1,0,0], [1/2,sqrt(3)/2,0], [-0.3,0.2,0.9]]):
+
+* ReLU, C_W = 2, C_b = 0, depth 3, 1e5 networks per width at n = 16, 32, 64, 128, 256 (240 s): the
+  standard error of n (E[z_0 z_1] - K_01) is 0.004 at every width (Rao-Blackwellised only: 0.07 at
+  n = 16 and 0.37 at n = 256; raw readout: ~n / sqrt(S) x 3), so K1_01 = -0.5218 +- 0.0026 (intercept
+  fixed to the recursion; +- 0.006 with the intercept fitted), K1_02 = -1.658 +- 0.005,
+  K1_12 = -1.250 +- 0.005, K1_aa = 0 exactly; Theta1_01 = 3.00 +- 0.08, Theta1_aa consistent with 0
+  (+- 0.2); V_(00)(00) -> 59.54 +- 0.28 and V_(11)(11) -> 59.72 +- 0.25 against 5 (l-1) K^2 = 60
+  (readout l = 4), V_(22)(22) -> 53.07 +- 0.25 against 53.02; fitted intercepts within 1.9 SE of
+  :class:`~ntk_theory.recursions.KernelRecursion`.
+* throughput, N = 3, n = 64, depth 3: ~3300 networks/s with control variates, ~4200 without.
+* tanh at criticality (C_W = 1, C_b = 0, depth 3, 5e4 networks x 4 widths): K1 = -0.0514 +- 0.0023
+  (diagonal), -0.0273 +- 0.0018; the control variates (z z^T and layer-1 ones only: tanh has no closed
+  form for per-network T) give a 4x smaller SE than Rao-Blackwellisation alone at n = 64.
 """
 
 from __future__ import annotations
