@@ -123,8 +123,8 @@ def plot(res, path):
         pp = res["nets"][max(res["nets"])]["predicted_projections"]
         a2.plot(t, pp[:, :, k].T, "k", ls=ls, lw=1.5, alpha=0.5)
     a2.set_xlabel("gradient-descent step")
-    a2.set_ylabel("residual along NTK eigenvector (solid: top, dotted: 2nd)")
-    a2.set_title(f"lambda_1 = {lam[0]:.3g}, lambda_2 = {lam[1]:.3g}; black: exp(-c lambda t) prediction", fontsize=8)
+    a2.set_ylabel("residual along NTK eigenvector")
+    a2.set_title(f"solid: top (lambda = {lam[0]:.3g}), dotted: 2nd ({lam[1]:.3g}); black: prediction", fontsize=8)
     fig.suptitle("Training dynamics vs the infinite-width NTK (Jacot et al. 2018, fig. 2)")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
