@@ -1,0 +1,69 @@
+"""Finite-width tensors (issue 5): all of K, Theta, V, K1, A, B, D, F, Theta1 for N = 8 inputs at depth 5.
+
+Cold: a fresh process with empty Numba and ntk-theory caches (NUMBA_CACHE_DIR, NTK_THEORY_CACHE in a
+temporary directory), so compilation and symbolic derivation are included; warm: the same call again
+in that process.  Activations: relu (closed-form two-point kernels) and tanh (all numerical).
+
+    python benchmarks/bench_finite_width.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_section  # noqa: E402
+
+CHILD = textwrap.dedent("""
+    import json, time, sys
+    t0 = time.perf_counter()
+    import numpy as np
+    from ntk_theory.finite_width import finite_width
+    t_import = time.perf_counter() - t0
+    X = np.random.default_rng(0).standard_normal((8, 4))
+    act = sys.argv[1]
+    t0 = time.perf_counter(); p = finite_width(act, X, 5, 1.5, 0.1, "ntk"); cold = time.perf_counter() - t0
+    t0 = time.perf_counter(); p = finite_width(act, X, 5, 1.5, 0.1, "ntk"); warm = time.perf_counter() - t0
+    print(json.dumps(dict(import_s=t_import, cold=cold, warm=warm, error=p.quadrature_error,
+                          cov0=float(p.ntk_covariance[0, 0, 0, 0]))))
+""")
+
+
+def run(act: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba"), NTK_THEORY_CACHE=os.path.join(tmp, "ntk"))
+        out = subprocess.run([sys.executable, "-c", CHILD, act], capture_output=True, text=True, env=env, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    rows = []
+    for act in ("relu", "tanh"):
+        r = run(act)
+        print(act, r, flush=True)
+        rows.append(f"| {act} | {r['cold']:.2f} | {r['warm']:.2f} | {r['import_s']:.2f} | {r['error']:.1e} |")
+    body = "\n".join([
+        "## Finite-width tensors (issue 5)",
+        "",
+        f"Machine: {machine()}.  Command: `python benchmarks/bench_finite_width.py`.",
+        "",
+        "`finite_width(act, X, depth=5, C_W=1.5, C_b=0.1)` for N = 8 random inputs (d = 4): every tensor of every",
+        "layer (K, Theta, V, K1, A, B, D, F, Theta1; the readout's ntk_covariance and output_cumulant).  Cold: a",
+        "fresh process with empty Numba and ntk-theory caches (compilation and symbolic derivation included,",
+        "import not); warm: the same call again.  Target (issue 5): under 10 s cold.",
+        "",
+        "| activation | cold (s) | warm (s) | import (s) | quadrature error estimate |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ])
+    write_section("finite_width", body)
+
+
+if __name__ == "__main__":
+    main()
