@@ -2,9 +2,10 @@
 
 * exact critical points of the universality classes: tanh (0, 1) and ReLU (0, 2) (Poole et al. 2016;
   He et al. 2015; PDLT sec. 5.2-5.3), erf (0, pi/4) = 1/s'(0)^2;
-* GELU and SWISH critical points (chi_parallel = chi_perp = 1 at K* > 0) vs the values printed in PDLT
-  sec. 5.3.4 (to the printed digits), and vs an independent scipy-quadrature evaluation of the defining
-  equations at the point found;  GELU's K* equals (3 + sqrt 17)/2 to 25 digits;
+* GELU and SWISH critical points (chi_parallel = chi_perp = 1 at K* > 0) vs an independent
+  scipy-quadrature evaluation of the defining equations at the point found (the values agree with those
+  we recall from PDLT sec. 5.3.4, GELU (0.17292, 1.98305), SWISH (0.55514, 1.98800), but that text was not
+  available to check here, so they are not asserted);  GELU's K* equals (3 + sqrt 17)/2 to 25 digits;
 * fixed point and susceptibilities vs direct iteration of the kernel map by KernelRecursion (erf, closed
   forms): K(l) -> K*, (K(l+1) - K*)/(K(l) - K*) -> chi_parallel, and for two nearby inputs
   (1 - rho(l+1))/(1 - rho(l)) -> chi_perp;
@@ -52,9 +53,9 @@ def test_exact_critical_points_of_the_universality_classes():
 
 
 @pytest.mark.parametrize("name, funcs, published, digits", [
-    # PDLT sec. 5.3.4 prints (C_b, C_W) = (0.17292, 1.98305) for GELU and (0.55514, 1.98800) for SWISH
-    ("gelu", GELU, (0.17292, 1.98305, 3.56), 5e-5),
-    ("swish", SWISH, (0.55514, 1.98800, 14.32), 5e-5),
+    # rough locations only (to pick the branch); the assertion is the independent quadrature below
+    ("gelu", GELU, (0.17, 1.98, 3.6), 0.05),
+    ("swish", SWISH, (0.56, 1.99, 14.3), 0.05),
 ])
 def test_nonzero_critical_points(name, funcs, published, digits):
     res = criticality(name, dps=25, line_K=[1.0])
@@ -63,7 +64,7 @@ def test_nonzero_critical_points(name, funcs, published, digits):
     p = pts[0]
     C_b, C_W, K = float(p.C_b), float(p.C_W), float(p.K_star)
     assert abs(C_b - published[0]) < digits and abs(C_W - published[1]) < digits
-    assert abs(K - published[2]) < 0.01
+    assert abs(K - published[2]) < 0.5
     # the defining equations, by independent quadrature
     s, ds = funcs
     g = lambda k: C_b + C_W * _gauss(lambda z: s(z) ** 2, k)
