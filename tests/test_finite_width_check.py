@@ -31,3 +31,33 @@ def test_relu_two_inputs_every_entry():
 def test_predictions_within_4_standard_errors(act, X, C_W, C_b):
     r = check_finite_width(act, X, 3, C_W, C_b, "ntk", samples=20_000, seed=1)
     assert r.passed, r.table()
+
+
+@pytest.mark.slow
+def test_per_layer_widths():
+    """Unequal hidden widths n_l = (2, 1, 3) m: the recursions carry the factors n_l / n_(l-1) and the
+    corrections are per 1/n_L; Monte Carlo at m = 16, 32, 64, fitted as a + b / n_L (means: n_L (E - inf))."""
+    from ntk_theory.finite_width import finite_width
+    from ntk_theory.montecarlo_finite_width import layer_statistics
+
+    pattern = np.array([2, 1, 3])
+    ms = (16, 32, 64)
+    pred = finite_width("tanh", X2, 3, 1.5, 0.1, "ntk", widths=list(pattern * 16))
+    runs = [layer_statistics("tanh", X2, 3, list(pattern * m), 1.5, 0.1, "ntk", 20_000, seed=m) for m in ms]
+    nL = np.array([3.0 * m for m in ms])
+
+    def intercept(y, e):
+        A = np.stack([np.ones_like(nL), 1 / nL], 1) / e[:, None]
+        c, *_ = np.linalg.lstsq(A, y / e, rcond=None)
+        return c[0], float(np.sqrt(np.linalg.inv(A.T @ A)[0, 0]))
+
+    for name in ("V", "A", "B", "D", "F"):
+        for idx in [(0, 0, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 1, 1)]:
+            a, se = intercept(np.array([r[name].value[idx] for r in runs]), np.array([r[name].stderr[idx] for r in runs]))
+            assert abs(a - getattr(pred, name)[idx]) <= 4 * se, (name, idx, a, se)
+    for name, P, inf in (("K", pred.nngp_correction, pred.nngp), ("ntk", pred.ntk_correction, pred.ntk)):
+        for idx in [(0, 0), (0, 1), (1, 1)]:
+            y = np.array([n * (r[name].value[idx] - inf[idx]) for n, r in zip(nL, runs)])
+            e = np.array([n * r[name].stderr[idx] for n, r in zip(nL, runs)])
+            a, se = intercept(y, e)
+            assert abs(a - P[idx]) <= 4 * se, (name, idx, a, se)
