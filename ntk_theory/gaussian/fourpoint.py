@@ -71,8 +71,9 @@ import functools
 import hashlib
 import itertools
 import math
+import os
 import time
-import types as _pytypes
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,354 +82,6 @@ __all__ = ["FourPointMoments", "four_point_moments", "FourPointKernel", "compile
 
 FORMAT_VERSION = "1"
 _EPS = np.finfo(np.float64).eps
-
-# ------------------------------------------------------------------------------------------------
-# The compiled kernel: a template, with the activation's s_fn, ds_fn (and KINKS) defined before it.
-# ------------------------------------------------------------------------------------------------
-
-_TEMPLATE = r'''
-_GLX_F, _GLW_F = np.polynomial.legendre.leggauss(12)
-_GLX_C, _GLW_C = np.polynomial.legendre.leggauss(8)
-_INV_SQRT_2PI = 0.3989422804014327
-_MAXN = 4096
-
-
-@numba.njit(cache=CACHE, error_model='numpy')
-def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, xs, ws, px, pw, shell_w):
-    """Nodes xs, weights ws (Gaussian weight included) of level ell; returns the count."""
-    if ell >= rank:
-        xs[0] = 0.0
-        ws[0] = 1.0
-        return 1
-    if rad2 <= 0.0:
-        return 0
-    Rl = math.sqrt(rad2)
-    lscale = 0.0
-    for v in range(nv):
-        a = abs(L[v, ell])
-        if a > lscale:
-            lscale = a
-    hg = gparam[0]
-    wg = gparam[1]
-    cw = gparam[2]
-    wthr = gparam[3]
-    if not fine:
-        hz = hz * 1.5
-        hg = hg * 1.5
-    # split points
-    ns = 0
-    for v in range(nv):
-        lv = L[v, ell]
-        if lv == 0.0 or vlevel[v] < ell:
-            continue
-        if vlevel[v] == ell:
-            for k in range(kinks.size):
-                p = (kinks[k] - offs[v]) / lv
-                if p > -Rl and p < Rl:
-                    px[ns] = p
-                    pw[ns] = 0.0
-                    ns += 1
-        elif kinks.size > 0:
-            sig = 0.0
-            for j in range(ell + 1, rank):
-                sig += L[v, j] * L[v, j]
-            w = math.sqrt(sig) / abs(lv)
-            if w < wthr:
-                for k in range(kinks.size):
-                    p = (kinks[k] - offs[v]) / lv
-                    if p > -Rl and p < Rl:
-                        px[ns] = p
-                        pw[ns] = max(w, 1e-15)
-                        ns += 1
-    n = 0
-    if ns == 0 and kinks.size == 0:
-        h = hz / lscale if lscale > 0.0 else hg
-        if h > hg:
-            h = hg
-        # trapezoid on [-Rl, Rl]
-        k0 = int(math.floor(Rl / h))
-        if 2 * k0 + 1 > _MAXN:
-            raise ValueError("fourpoint: too many nodes")
-        for k in range(-k0, k0 + 1):
-            u = k * h
-            xs[n] = u
-            ws[n] = h * _INV_SQRT_2PI * math.exp(-0.5 * u * u)
-            n += 1
-        return n
-    # composite Gauss-Legendre on the pieces
-    if fine:
-        gx = _GLX_F
-        gw = _GLW_F
-    else:
-        gx = _GLX_C
-        gw = _GLW_C
-    W = cw * hz / lscale if lscale > 0.0 else wg
-    if W > wg:
-        W = wg
-    # sort split points (insertion), merge equal ones
-    for i in range(1, ns):
-        a = px[i]
-        b = pw[i]
-        j = i - 1
-        while j >= 0 and px[j] > a:
-            px[j + 1] = px[j]
-            pw[j + 1] = pw[j]
-            j -= 1
-        px[j + 1] = a
-        pw[j + 1] = b
-    # piece boundaries: -Rl, splits, Rl; each boundary has a grading width (0: none)
-    nb = ns + 2
-    bx = np.empty(nb)
-    bw = np.empty(nb)
-    bx[0] = -Rl
-    bw[0] = 0.0
-    for i in range(ns):
-        bx[i + 1] = px[i]
-        bw[i + 1] = pw[i]
-    bx[nb - 1] = Rl
-    bw[nb - 1] = 0.0
-    for i in range(nb - 1):
-        A = bx[i]
-        B = bx[i + 1]
-        if B <= A:
-            continue
-        mid = 0.5 * (A + B)
-        # graded edges from A upwards and from B downwards
-        edges = np.empty(256)
-        ne = 0
-        edges[ne] = A
-        ne += 1
-        e = A
-        w = bw[i]
-        if w > 0.0:
-            while w < W and e + w < mid and ne < 100:
-                e += w
-                edges[ne] = e
-                ne += 1
-                w *= 2.0
-        e2 = B
-        tr = np.empty(100)
-        nr = 0
-        w = bw[i + 1]
-        if w > 0.0:
-            while w < W and e2 - w > mid and nr < 100:
-                e2 -= w
-                tr[nr] = e2
-                nr += 1
-                w *= 2.0
-        gap = e2 - e
-        nu = max(1, int(math.ceil(gap / W * (1.0 - 1e-12))))
-        if ne + nu + nr + 1 > 256:
-            nu = 256 - ne - nr - 1
-        for j in range(1, nu):
-            edges[ne] = e + gap * (j / nu)
-            ne += 1
-        for j in range(nr - 1, -1, -1):
-            edges[ne] = tr[j]
-            ne += 1
-        edges[ne] = B
-        ne += 1
-        for j in range(ne - 1):
-            a = edges[j]
-            b = edges[j + 1]
-            c = 0.5 * (a + b)
-            r = 0.5 * (b - a)
-            if n + gx.size > _MAXN:
-                raise ValueError("fourpoint: too many nodes")
-            for q in range(gx.size):
-                u = c + r * gx[q]
-                xs[n] = u
-                ws[n] = r * gw[q] * _INV_SQRT_2PI * math.exp(-0.5 * u * u)
-                n += 1
-    return n
-
-
-@numba.njit(cache=CACHE, error_model='numpy')
-def _factors(L, nv, vlevel, ell, offs, u, facp, facq, nfac, lf_fac, nlf, vals, avals, fv, s_v, d_v):
-    """Level factor products (and absolute values) at node u of level ell."""
-    for v in range(nv):
-        if vlevel[v] != ell:
-            continue
-        z = offs[v] + L[v, ell] * u
-        s = s_fn(z)
-        d = ds_fn(z)
-        s_v[v] = s
-        d_v[v] = d
-        for f in range(nfac[v]):
-            val = 1.0
-            for _ in range(facp[v, f]):
-                val *= s
-            for _ in range(facq[v, f]):
-                val *= d
-            fv[v, f] = val
-    for e in range(nlf[ell]):
-        val = 1.0
-        for v in range(nv):
-            f = lf_fac[ell, e, v]
-            if f >= 0:
-                val *= fv[v, f]
-        vals[e] = val
-        avals[e] = abs(val)
-
-
-@numba.njit(cache=CACHE, error_model='numpy')
-def _integrate(L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
-               hz, fine, R, kinks, gparam, out, aout, shell):
-    """One nested quadrature (depth-first over the levels): out[k] for the level-0 suffix k,
-    aout the integral of |.|, shell the integral of |.| over R - 1.5 < |u| <= R."""
-    NS = suf_lf.shape[1]
-    D = max(rank, 1)
-    acc = np.zeros((5, NS))
-    aacc = np.zeros((5, NS))
-    sacc = np.zeros((5, NS))
-    xs = np.empty((4, _MAXN))
-    ws = np.empty((4, _MAXN))
-    px = np.empty(64)
-    pw = np.empty(64)
-    offs = np.zeros((5, 4))
-    rad = np.zeros(5)
-    cw = np.zeros(5)
-    cnt = np.zeros(5, dtype=np.int64)
-    idx = np.zeros(5, dtype=np.int64)
-    NF = lf_fac.shape[1]
-    vals = np.empty((4, NF))
-    avals = np.empty((4, NF))
-    fv = np.empty((4, facp.shape[1]))
-    s_v = np.empty(4)
-    d_v = np.empty(4)
-    rin = R * R - (R - 1.5) * (R - 1.5)  # remaining radius^2 below this: in the shell
-    rad[0] = R * R
-    acc[D, 0] = 1.0
-    aacc[D, 0] = 1.0
-    sacc[D, 0] = 0.0
-    lvl = 0
-    cnt[0] = _level_nodes(L, nv, rank, vlevel, 0, offs[0], rad[0], hz, fine, kinks, gparam, xs[0], ws[0], px, pw, 0.0)
-    idx[0] = 0
-    while True:
-        if lvl == D - 1:
-            # innermost level: all its nodes at once
-            for k in range(nsuf[lvl]):
-                acc[lvl, k] = 0.0
-                aacc[lvl, k] = 0.0
-                sacc[lvl, k] = 0.0
-            for i in range(cnt[lvl]):
-                u = xs[lvl, i]
-                w = ws[lvl, i]
-                _factors(L, nv, vlevel, lvl, offs[lvl], u, facp, facq, nfac, lf_fac, nlf, vals[lvl], avals[lvl], fv, s_v, d_v)
-                inshell = (rad[lvl] - u * u) < rin
-                for k in range(nsuf[lvl]):
-                    e = suf_lf[lvl, k]
-                    j = suf_inner[lvl, k]
-                    acc[lvl, k] += w * vals[lvl, e] * acc[D, j]
-                    aacc[lvl, k] += w * avals[lvl, e] * aacc[D, j]
-                    if inshell:
-                        sacc[lvl, k] += w * avals[lvl, e] * aacc[D, j]
-            idx[lvl] = cnt[lvl]
-        if idx[lvl] < cnt[lvl]:
-            i = idx[lvl]
-            idx[lvl] += 1
-            u = xs[lvl, i]
-            cw[lvl] = ws[lvl, i]
-            _factors(L, nv, vlevel, lvl, offs[lvl], u, facp, facq, nfac, lf_fac, nlf, vals[lvl], avals[lvl], fv, s_v, d_v)
-            for v in range(nv):
-                offs[lvl + 1, v] = offs[lvl, v] + L[v, lvl] * u
-            rad[lvl + 1] = rad[lvl] - u * u
-            lvl += 1
-            cnt[lvl] = _level_nodes(L, nv, rank, vlevel, lvl, offs[lvl], rad[lvl], hz, fine, kinks, gparam, xs[lvl], ws[lvl], px, pw, 0.0)
-            idx[lvl] = 0
-            if lvl < D - 1:
-                for k in range(nsuf[lvl]):
-                    acc[lvl, k] = 0.0
-                    aacc[lvl, k] = 0.0
-                    sacc[lvl, k] = 0.0
-        else:
-            if lvl == 0:
-                break
-            p = lvl - 1
-            w = cw[p]
-            for k in range(nsuf[p]):
-                e = suf_lf[p, k]
-                j = suf_inner[p, k]
-                acc[p, k] += w * vals[p, e] * acc[lvl, j]
-                aacc[p, k] += w * avals[p, e] * aacc[lvl, j]
-                sacc[p, k] += w * avals[p, e] * sacc[lvl, j]
-            lvl = p
-    for k in range(nsuf[0]):
-        out[k] = acc[0, k]
-        aout[k] = aacc[0, k]
-        shell[k] = sacc[0, k]
-
-
-@numba.njit(cache=CACHE, error_model='numpy')
-def _estimate(fine, coarse, scale):
-    d = abs(fine - coarse)
-    if scale <= 0.0:
-        return d
-    if d > 1e-3 * scale:
-        return d
-    return 10.0 * scale * (d / scale) ** 1.5 + 512.0 * 2.220446049250313e-16 * scale
-
-
-@numba.njit(parallel=True, cache=CACHE, error_model='numpy')
-def run(Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners,
-        order, kinks, gparam, hz0, tol, max_refine, R0, vals, errs, scales, levels, status):
-    """All tasks (sets of inputs), parallel; per task the refinement loop."""
-    T = Ls.shape[0]
-    NS = suf_lfs.shape[2]
-    for it in numba.prange(T):
-        t = order[it]
-        fine = np.empty(NS)
-        coarse = np.empty(NS)
-        af = np.empty(NS)
-        ac = np.empty(NS)
-        sh = np.empty(NS)
-        shc = np.empty(NS)
-        hz = hz0
-        R = R0
-        nk = nsufs[t, 0]
-        st = 0
-        lev = 0
-        while True:
-            for pas in range(2):
-                if pas == 0:
-                    _integrate(Ls[t], nvs[t], ranks[t], vlevels[t], facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t],
-                               nsufs[t], suf_lfs[t], suf_inners[t], hz, True, R, kinks, gparam, fine, af, sh)
-                else:
-                    _integrate(Ls[t], nvs[t], ranks[t], vlevels[t], facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t],
-                               nsufs[t], suf_lfs[t], suf_inners[t], hz, False, R, kinks, gparam, coarse, ac, shc)
-            ok = True
-            trunc_ok = True
-            finite = True
-            for k in range(nk):
-                if not (math.isfinite(fine[k]) and math.isfinite(af[k]) and math.isfinite(coarse[k])):
-                    finite = False
-                    continue
-                e = _estimate(fine[k], coarse[k], af[k]) + 1e-4 * sh[k]
-                errs[t, k] = e
-                vals[t, k] = fine[k]
-                scales[t, k] = af[k]
-                if e > tol * af[k]:
-                    ok = False
-                if 1e-4 * sh[k] > 0.1 * tol * af[k]:
-                    trunc_ok = False
-            if not finite:
-                st = 2
-                break
-            if not trunc_ok:
-                if R >= 38.0:
-                    st = 2
-                    break
-                R = min(38.0, R * 1.5)
-                continue
-            if ok or lev >= max_refine:
-                st = 0 if ok else 1
-                break
-            hz = hz / 1.5
-            lev += 1
-        levels[t] = lev
-        status[t] = st
-'''
-
 
 def _header(cache: bool) -> str:
     return "\n".join([
@@ -455,9 +108,9 @@ def _activation_source(act) -> tuple[str, tuple]:
     kinks = tuple(float(c) for c in act.kinks)
     src = (
         f"# activation: {act.name}: s(x) = {sp.sstr(act.expr)[:200]}\n"
-        "@numba.njit(cache=True, error_model='numpy', inline='always')\n"
+        "@numba.njit(cache=True, error_model='numpy')\n"
         f"def s_fn(z):\n    return {s}\n\n\n"
-        "@numba.njit(cache=True, error_model='numpy', inline='always')\n"
+        "@numba.njit(cache=True, error_model='numpy')\n"
         f"def ds_fn(z):\n    return {ds}\n\n\n"
     )
     return src, kinks
@@ -465,10 +118,12 @@ def _activation_source(act) -> tuple[str, tuple]:
 
 @dataclass
 class FourPointKernel:
-    """The compiled quadrature for one activation (s, s', kinks)."""
+    """An activation's compiled s, s' (numba.njit functions of one float64) and kinks; the
+    integrator itself (:mod:`._fourpoint_core`) is generic and compiled once per machine."""
 
     name: str
-    module: object
+    s: object
+    ds: object
     kinks: np.ndarray
     source: str
     compile_seconds: float = 0.0
@@ -481,17 +136,23 @@ class FourPointKernel:
             K = np.array([[1.0, 0.5], [0.5, 1.0]])
             _run(self, K, tol=1e-6, max_refine=0)
             self.compile_seconds += time.perf_counter() - t0
-            self.from_cache = bool(self.module.run.stats.cache_hits)
+            self.from_cache = bool(_core().run_tasks.stats.cache_hits)
             self._warm = True
+
+
+def _core():
+    from . import _fourpoint_core
+
+    return _fourpoint_core
 
 
 _KERNELS: dict = {}
 
 
 def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPointKernel:
-    """The compiled kernel for a toolkit activation (name, expression or Activation; disk-cached
+    """The compiled s, s' for a toolkit activation (name, expression or Activation; disk-cached
     like :mod:`ntk_theory.codegen`) or for a pair of ``numba.njit`` functions (s, ds) with
-    ``kinks`` (compiled in process, not cached on disk).  Shared within a process."""
+    ``kinks``.  Shared within a process."""
     t0 = time.perf_counter()
     if s is not None or ds is not None:
         if s is None or ds is None:
@@ -504,14 +165,11 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPoi
         key = ("pair", id(s), id(ds), tuple(float(k) for k in kinks))
         if key in _KERNELS:
             return _KERNELS[key]
-        source = _header(False) + _TEMPLATE.replace("cache=CACHE", "cache=False")
-        ns = {"s_fn": s, "ds_fn": ds}
-        exec(compile(source, "<fourpoint kernel>", "exec"), ns)
-        mod = _pytypes.SimpleNamespace(**ns)
-        kern = FourPointKernel(f"({s.__name__}, {ds.__name__})", mod, np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), source)
+        kern = FourPointKernel(f"({s.__name__}, {ds.__name__})", s, ds,
+                               np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), "")
         kern.compile_seconds = time.perf_counter() - t0
         kern.warm_up()
-        _KERNELS[key] = kern
+        _KERNELS[key] = (kern)
         return kern
     from ..activations import activation as _activation
     from ..codegen import cache
@@ -520,10 +178,10 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPoi
     if act.name in _KERNELS:
         return _KERNELS[act.name]
     act_src, kk = _activation_source(act)
-    source = _header(True) + act_src + _TEMPLATE.replace("cache=CACHE", "cache=True")
-    key = "fourpoint_" + hashlib.sha256((FORMAT_VERSION + source).encode()).hexdigest()[:20]
+    source = _header(True) + act_src
+    key = "fourpoint_act_" + hashlib.sha256((FORMAT_VERSION + source).encode()).hexdigest()[:20]
     mod = cache.import_module(key, source)
-    kern = FourPointKernel(act.name, mod, np.array(kk, dtype=np.float64), source)
+    kern = FourPointKernel(act.name, mod.s_fn, mod.ds_fn, np.array(kk, dtype=np.float64), source)
     kern.compile_seconds = time.perf_counter() - t0
     kern.warm_up()
     _KERNELS[act.name] = kern
@@ -699,16 +357,38 @@ def _tasks(K):
     return (Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners, order), meta
 
 
-def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0):
+_THREADS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True):
+    core = _core()
     arrays, meta = _tasks(K)
+    order = arrays[-1]
+    arrs = arrays[:-1]
     T = len(meta)
     vals = np.zeros((T, 64))
     errs = np.zeros((T, 64))
     scales = np.zeros((T, 64))
     levels = np.zeros(T, dtype=np.int64)
     status = np.zeros(T, dtype=np.int64)
-    kern.module.run(*arrays, kern.kinks, _GPARAM, hz0, tol, max_refine, R0, vals, errs, scales, levels, status)
-    return vals, errs, scales, levels, status, meta
+    stats = np.zeros((T, 4), dtype=np.int64)
+    kinks = np.ascontiguousarray(kern.kinks, dtype=np.float64)
+
+    def work(tasks):
+        core.run_tasks(kern.s, kern.ds, kinks, tasks, *arrs, _GPARAM, float(hz0), float(tol), int(max_refine),
+                       float(R0), bool(use_table), vals, errs, scales, levels, status, stats)
+
+    ranks = arrs[2]
+    big = [np.array([t], dtype=np.int64) for t in order if ranks[t] >= 3]
+    small = [t for t in order if ranks[t] < 3]
+    chunks = big + [np.array(small[i:i + 16], dtype=np.int64) for i in range(0, len(small), 16)]
+    if _THREADS > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(_THREADS) as pool:
+            list(pool.map(work, chunks))
+    else:
+        for c in chunks:
+            work(c)
+    return vals, errs, scales, levels, status, meta, stats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -783,7 +463,7 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
         raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
     N = K.shape[0]
     t0 = time.perf_counter()
-    vals, errs, scales, levels, status, meta = _run(kern, K, float(tol), int(max_refine))
+    vals, errs, scales, levels, status, meta, stats = _run(kern, K, float(tol), int(max_refine))
     if np.any(status == 2):
         bad = [meta[t][0] for t in np.nonzero(status == 2)[0]][:3]
         raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite "
@@ -814,7 +494,9 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
         out[name], out["error_" + name], out["scale_" + name] = v, e, sc
     seconds = time.perf_counter() - t0
     info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
-            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache}
+            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
+            "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
+            "table_panels": int(stats[:, 2].sum())}
     return FourPointMoments(kern.name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
                             out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
                             out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], float(tol), info)
