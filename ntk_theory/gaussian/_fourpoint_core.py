@@ -581,7 +581,7 @@ def _estimate(fine, coarse, scale):
         return d
     if d > 1e-3 * scale:
         return d
-    return 10.0 * scale * (d / scale) ** 1.5 + 512.0 * 2.220446049250313e-16 * scale
+    return 2.0 * scale * (d / scale) ** 1.5 + 512.0 * 2.220446049250313e-16 * scale
 
 
 @numba.njit(cache=True, error_model='numpy', nogil=True)
