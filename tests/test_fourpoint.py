@@ -124,11 +124,11 @@ def test_relu_against_expectn(relu3):
 
 
 def test_tanh_mpmath_one_variable(tanh3):
-    mpmath.mp.dps = 30
     k = K3[1, 1]
     for p, q, name in [(4, 0, "ssss"), (2, 2, "ddss"), (0, 4, "dddd")]:
         f = lambda x: mpmath.tanh(x) ** p * mpmath.sech(x) ** (2 * q) * mpmath.npdf(x, 0, mpmath.sqrt(k))  # noqa: E731
-        ref = float(mpmath.quad(f, [-mpmath.inf, 0, mpmath.inf]))
+        with mpmath.workdps(30):
+            ref = float(mpmath.quad(f, [-mpmath.inf, 0, mpmath.inf]))
         _check(getattr(tanh3, name)[1, 1, 1, 1], getattr(tanh3, "error_" + name)[1, 1, 1, 1], ref, rel=1e-12)
 
 
@@ -207,9 +207,9 @@ def test_near_parallel_relu():
         ref = expectn(fs, K[np.ix_(idx, idx)], kinks=[(0.0,)] * 4, tol=1e-12)
         v, e = getattr(r, tname)[idx], getattr(r, "error_" + tname)[idx]
         assert abs(v - ref.value) <= e + ref.error + 1e-15, (tname, v, ref, e)
-    mpmath.mp.dps = 30
-    rr = mpmath.mpf(0.3) / mpmath.sqrt(mpmath.mpf(1.2))
-    exact = float(mpmath.mpf(1) / 8 + (mpmath.asin(mpmath.mpf(c)) + 2 * mpmath.asin(rr)) / (4 * mpmath.pi))
+    with mpmath.workdps(30):
+        rr = mpmath.mpf(0.3) / mpmath.sqrt(mpmath.mpf(1.2))
+        exact = float(mpmath.mpf(1) / 8 + (mpmath.asin(mpmath.mpf(c)) + 2 * mpmath.asin(rr)) / (4 * mpmath.pi))
     _check(r.dddd[0, 1, 1, 2], r.error_dddd[0, 1, 1, 2], exact, rel=1e-12)
 
 

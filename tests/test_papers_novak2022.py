@@ -52,6 +52,7 @@ def _check(reproduce, run):
     return problems
 
 
+@pytest.mark.slow  # timings: run in the slow set, where nothing else shares the cores
 def test_reproduction_ordering_and_slopes(reproduce, tmp_path):
     problems = None
     for _ in range(2):  # one re-measurement: another process may share the two cores

@@ -34,7 +34,7 @@ for case in cases:
     kernel_fn = stax.serial(*layers)[2]
     if case["act"] == "tanh":
         # ElementwiseNumerical holds N^2 deg^2 values: batched, or it needs 60 GB at N = 2000
-        kernel_fn = nt.batch.batch(kernel_fn, batch_size=250, store_on_device=False)
+        kernel_fn = nt.batch(kernel_fn, batch_size=250, store_on_device=False)
     else:
         kernel_fn = jax.jit(kernel_fn, static_argnames="get")
     Xj = jnp.asarray(X)
