@@ -172,7 +172,7 @@ first call after load (allocating the output).  Plain NumPy: the textbook vector
 (arccos of the cosine; its NTK diagonal is off by ~1e-8).  ntk-theory NumPy: `KernelRecursion`, the
 accuracy-first reference path (stable forms, compensated determinants: ~20 full-size temporaries per layer).
 neural-tangents 0.6.5 (jax 0.4.25, CPU, its own venv): jitted `kernel_fn`, best of 3 after warm-up;
-tanh via `ElementwiseNumerical(jnp.tanh, deg=25)`, a single run, batched (`nt.batch.batch`, 250 x 250
+tanh via `ElementwiseNumerical(jnp.tanh, deg=25)`, a single run, batched (`nt.batch`, 250 x 250
 blocks) because unbatched it asks for 60 GB at N = 2000.
 
 | activation | N | depth | ntk-theory (s) | first call (s) | plain NumPy (s) | ntk-theory NumPy (s) | neural-tangents (s) | speed-up vs NT |
