@@ -415,14 +415,14 @@ def _table_eval(tedges, tmid, tinv, tcoef, terr, npan, nf, mu, p, g, ga, ge):
         b1 = 0.0
         b2 = 0.0
         for j in range(_NCH - 1, 0, -1):
-            tmp = t2 * b1 - b2 + tcoef[p, j, f]
+            tmp = t2 * b1 + (tcoef[p, j, f] - b2)  # critical path: one multiply-add
             b2 = b1
             b1 = tmp
         g[f] = t * b1 - b2 + tcoef[p, 0, f]
         c1 = 0.0
         c2 = 0.0
         for j in range(7, 0, -1):
-            tmp = t2 * c1 - c2 + tcoef[p, j, nf + f]
+            tmp = t2 * c1 + (tcoef[p, j, nf + f] - c2)
             c2 = c1
             c1 = tmp
         ga[f] = abs(t * c1 - c2 + tcoef[p, 0, nf + f])
@@ -455,7 +455,7 @@ def _factors(s_fn, ds_fn, L, ell, lvars, lnv, offs, u, facp, facq, nfac, lf_fac,
         avals[e] = abs(val)
 
 
-@numba.njit(cache=True, error_model='numpy', nogil=True)
+@numba.njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract'})
 def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                hz, fine, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft,
                out, aout, shell, eout, scratch):
@@ -711,7 +711,24 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
                 hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
             hst[0] = min(max(hs, hz / 2.25), 1.5 * hz)
             break
-        # refine: the fine rule becomes the coarse one
+        # refine.  If the model ln err = -c / h predicts that even the next pass (h / 1.5, with
+        # this fine rule as its coarse one) fails, start a fresh pair at the predicted step h*
+        # instead of walking down the 1.5^k grid (fewer, cheaper passes; the acceptance test of
+        # the new pair is the usual one)
+        if not have_coarse:
+            rmax = 0.0
+            for k in range(nk):
+                if af[k] > 0.0:
+                    rr = abs(fine[k] - coarse[k]) / af[k]
+                    if rr > rmax:
+                        rmax = rr
+            if rmax > 1e-13 and rmax < 1e-2 and 2.0 * rmax ** 2.25 > 0.25 * tol:
+                hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
+                if hs < hz / 1.5 and hs > hz / 4.0:
+                    hz = hs
+                    lev += 1
+                    continue
+        # the fine rule becomes the coarse one
         for k in range(NS):
             coarse[k] = fine[k]
             ac[k] = af[k]
