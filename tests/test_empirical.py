@@ -212,7 +212,7 @@ def test_memory_model_against_tracemalloc(method):
         budget = estimate(method, Problem.of(net, 48, None, False), block=12).memory
 
 
-def _best_time(fn, repeats=3):
+def _best_time(fn, repeats=5):
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()

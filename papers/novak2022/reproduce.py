@@ -136,6 +136,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small widths (the test's configuration)")
     parser.add_argument("--out-dir", default=str(HERE), help="where table.md and time_vs_width.png go")
+    parser.add_argument("--no-figure", action="store_true", help="skip the figure (no matplotlib needed)")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     results = measure(cfg["widths"], cfg["N"], cfg["O"], cfg["depth"], cfg["input_dim"], cfg["trace"])
@@ -144,7 +145,8 @@ def main(argv=None) -> dict:
     text = "# Novak, Sohl-Dickstein, Schoenholz 2022: cost of the empirical NTK (reproduction)\n\n" + table(cfg, results)
     text += "\nWritten by `python papers/novak2022/reproduce.py`" + (" --quick" if args.quick else "") + "; figure `time_vs_width.png`.\n"
     (out / "table.md").write_text(text)
-    figure(cfg, results, out / "time_vs_width.png")
+    if not args.no_figure:
+        figure(cfg, results, out / "time_vs_width.png")
     print(text)
     return {"config": cfg, "results": results}
 
