@@ -253,3 +253,21 @@ def test_divergent_raises():
 
     with pytest.raises(ValueError, match="diverges"):
         four_point_moments((s, ds), np.array([[1.0]]))
+
+
+def test_step_hint_repeat_call_consistent():
+    """A repeated call starts at the continuous step predicted by the previous one (hz_hint); its
+    values agree with a fresh-kernel call within the two error estimates, and every estimate
+    meets tol."""
+    kern = compile_activation("tanh")
+    kern.hz_hint.pop(1e-10, None)
+    K = _gram(5, seed=3)
+    first = four_point_moments("tanh", K)
+    hint = kern.hz_hint[1e-10]
+    assert 0.05 <= hint <= 0.75
+    second = four_point_moments("tanh", K)
+    for name in ("ssss", "ddss", "dddd"):
+        a, b = getattr(first, name), getattr(second, name)
+        ea, eb = getattr(first, "error_" + name), getattr(second, "error_" + name)
+        assert np.all(np.abs(a - b) <= ea + eb + 1e-15)
+        assert np.all(eb <= 1e-10 * getattr(second, "scale_" + name) * (1 + 1e-12))

@@ -57,8 +57,12 @@ that of the coarse rule to the power 1.5 (relative to the scale E|prod|), so the
 every product of the set (at most ``max_refine`` times; the remaining estimate is reported, not
 hidden); the fine rule of one step is the coarse rule of the next, so a refinement costs one
 pass.  (Measured for tanh at N = 4: the actual error is 100-1000 times below this estimate.)
-Each call starts at the step where most sets of the previous call of the same activation and
-tol converged (``FourPointKernel.hz_hint``), so a layer recursion rarely refines.  The truncation to the ball is estimated from the integrand's mass in the shell
+The step is continuous: from the last pair of each set the model ln(err(h) / E|prod|) = -c / h
+predicts the step h* at which a (h*, 1.5 h*) pair would just pass (with a factor 8 margin); the
+next call of the same activation and tol starts at the 30th percentile of h* over the sets
+(``FourPointKernel.hz_hint``), and a first pair that the model says cannot pass after one 1.5
+refinement restarts as a fresh pair at h* (the acceptance test is always the one above, so the
+prediction only chooses steps, never the reported error).  The truncation to the ball is estimated from the integrand's mass in the shell
 R - 1.5 < |u| <= R (times 1e-3); when it exceeds the tolerance the radius grows (up to 38), and
 an integrand still not decaying there raises :class:`ValueError` (a divergent expectation).
 
