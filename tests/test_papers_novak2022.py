@@ -54,13 +54,15 @@ def _check(reproduce, run):
 
 @pytest.mark.slow  # timings: run in the slow set, where nothing else shares the cores
 def test_reproduction_ordering_and_slopes(reproduce, tmp_path):
+    plotting = importlib.util.find_spec("matplotlib") is not None  # the plot extra; the test extra has none
     problems = None
     for _ in range(3):  # re-measurements: another process may share the two cores
-        run = reproduce.main(["--quick", "--no-figure", "--out-dir", str(tmp_path)])
+        run = reproduce.main(["--quick", "--out-dir", str(tmp_path)] + ([] if plotting else ["--no-figure"]))
         problems = _check(reproduce, run)
         if not problems:
             break
     assert not problems, problems
     text = (tmp_path / "table.md").read_text()
     assert all(label in text for label in ("Jacobian contraction", "NTK-vector products", "Structured derivatives"))
-    assert (tmp_path / "time_vs_width.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if plotting:
+        assert (tmp_path / "time_vs_width.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
