@@ -251,6 +251,29 @@ def _block_size(spec: MLPSpec, N: int, sampler: str, memory_mb: float) -> int:
     return int(np.clip(memory_mb * 2**20 // per_net, 1, 2048))
 
 
+def run_blocks(run_block, n_blocks: int, batches: int, workers, progress, desc: str) -> list:
+    """Run ``run_block(k)`` for k < n_blocks in threads (in order of k) and add up the per-batch
+    sums each returns ({batch: {name: sum}}); a tqdm bar if ``progress`` (None: more than 20 blocks
+    and a terminal)."""
+    if progress is None:
+        progress = n_blocks > 20 and bool(getattr(__import__("sys").stderr, "isatty", lambda: False)())
+    batch_sums: list = [None] * batches
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(run_block, range(n_blocks))
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=n_blocks, unit="block", desc=desc)
+        for partial in results:
+            for b, sums in partial.items():
+                if batch_sums[b] is None:
+                    batch_sums[b] = sums
+                else:
+                    for key, value in sums.items():
+                        batch_sums[b][key] = batch_sums[b][key] + value
+    return batch_sums
+
+
 def sample_statistics(
     X,
     activation="relu",
@@ -306,23 +329,8 @@ def sample_statistics(
         batch_ids = (np.arange(i0, i0 + S) * batches) // samples
         return _sum_by_batch(_block_moments(out), batch_ids, fourth_order)
 
-    if progress is None:
-        progress = len(starts) > 20 and bool(getattr(__import__("sys").stderr, "isatty", lambda: False)())
     t0 = time.perf_counter()
-    batch_sums: list = [None] * batches
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(run_block, range(len(starts)))
-        if progress:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=len(starts), unit="block", desc=f"{samples} networks")
-        for partial in results:
-            for b, sums in partial.items():
-                if batch_sums[b] is None:
-                    batch_sums[b] = sums
-                else:
-                    for key, value in sums.items():
-                        batch_sums[b][key] = batch_sums[b][key] + value
+    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, f"{samples} networks")
     seconds = time.perf_counter() - t0
 
     values, errors = _jackknife(batch_sums, N, fourth_order)

@@ -83,16 +83,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _checks
 from .architecture import MLPSpec
-from .montecarlo import Estimate
+from .montecarlo import Estimate, run_blocks
 from .reference import ensemble
 from .reference.activations import numpy_activation
 
@@ -535,23 +533,8 @@ def layer_statistics(
         ids = (np.arange(i0, i0 + S) * batches) // samples
         return _batch_sums(_features(out, spec, controls), ids)
 
-    if progress is None:
-        progress = len(starts) > 20 and bool(getattr(sys.stderr, "isatty", lambda: False)())
     t0 = time.perf_counter()
-    batch_sums: list = [None] * batches
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(run_block, range(len(starts)))
-        if progress:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=len(starts), unit="block", desc=f"n={n}: {samples} networks")
-        for partial in results:
-            for b, sums in partial.items():
-                if batch_sums[b] is None:
-                    batch_sums[b] = sums
-                else:
-                    for key, value in sums.items():
-                        batch_sums[b][key] = batch_sums[b][key] + value
+    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, f"n={n}: {samples} networks")
     seconds = time.perf_counter() - t0
     values, errors, rank = _jackknife(batch_sums, N, n, control_variates)
     # rounding floor: quantities the control variates determine exactly (the ReLU diagonal K) would
