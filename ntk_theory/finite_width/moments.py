@@ -123,6 +123,19 @@ class OneInputAverages:
         return f"OneInputAverages({self.activation.name}: " + "; ".join(parts) + ")"
 
 
+_ONE_INPUT: dict = {}
+
+
+def one_input_averages(act) -> OneInputAverages:
+    """:class:`OneInputAverages` of an activation, built once per process (the rules and
+    simplifications take ~1 s for activations without closed forms)."""
+    act = _activation(act) if not hasattr(act, "expr") else act
+    key = (act.name, sp.srepr(act.expr))
+    if key not in _ONE_INPUT:
+        _ONE_INPUT[key] = OneInputAverages(act)
+    return _ONE_INPUT[key]
+
+
 def _average(name, g, act, ds) -> Average:
     kinks = tuple(act.kinks)
     # the two-variable closed forms on the diagonal cover <s^2> and <s'^2> where one-variable rules

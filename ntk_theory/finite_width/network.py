@@ -18,7 +18,7 @@ from .. import _checks
 from ..activations import activation as _activation
 from ..conventions import PARAMETERIZATIONS, learning_rate_factors
 from . import single
-from .moments import OneInputAverages
+from .moments import OneInputAverages, one_input_averages
 
 
 class FiniteWidthRecursion:
@@ -50,7 +50,7 @@ class FiniteWidthRecursion:
 
     @functools.cached_property
     def averages(self) -> OneInputAverages:
-        return OneInputAverages(self.activation)
+        return one_input_averages(self.activation)
 
     def lambdas(self, layer: int) -> tuple[float, float]:
         """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""

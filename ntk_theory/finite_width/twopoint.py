@@ -158,6 +158,12 @@ class TwoPoint:
             H[..., i, j] = H[..., j, i] = v
         return PairDerivatives(value, g, H, err[0])
 
+    @functools.cached_property
+    def _one_input(self):
+        from .moments import one_input_averages
+
+        return one_input_averages(self.activation)[self.which]
+
     def diagonal_derivatives(self, kv) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """(<g>, d<g>/dk, d2<g>/dk2, error) at variances kv, g = s^2 or s'^2."""
         kv = np.asarray(kv, dtype=float)
@@ -166,9 +172,7 @@ class TwoPoint:
                 stable_lambdify((k,), sp.diff(self.diagonal.expr, k, n)) for n in range(3)]
             with np.errstate(all="ignore"):
                 return (*(np.broadcast_to(f(kv), kv.shape).astype(float) for f in fs), 0.0)
-        from .moments import OneInputAverages
-
-        avg = OneInputAverages(self.activation)[self.which]
+        avg = self._one_input
         out = np.zeros((3,) + kv.shape)
         err = 0.0
         for idx, kk in np.ndenumerate(kv):
