@@ -7,7 +7,6 @@ or ntk_theory.gaussian.numerical.expect1/expect2 (an independent tanh-sinh quadr
 """
 
 import math
-import time
 
 import mpmath
 import numba
@@ -519,49 +518,7 @@ def test_callable_from_njit_code():
         assert abs(value - exact) <= 1e-12 * math.sqrt(2.0 / 4)
 
 
-# ----------------------------------------------------------------------------------------------
-# Timings (printed, not asserted)
-# ----------------------------------------------------------------------------------------------
-
-
-@numba.njit
-def _series_batch(A, B, ia, ib, rho, order, out):
-    for t in range(out.size):
-        out[t] = series(A[ia[t]], B[ib[t]], rho[t], order[t])
-
-
-def test_timings():
-    ks = np.linspace(0.05, 5.0, 2000)
-    coefficients(tanh_, ks[:2], max_order=128)
-    t = time.perf_counter()
-    tab = coefficients(tanh_, ks, max_order=128)
-    t_coef = time.perf_counter() - t
-
-    rng = np.random.default_rng(6)
-    n = 4_000_000
-    A = tab.coef[:50]
-    ia = rng.integers(0, 50, n)
-    ib = rng.integers(0, 50, n)
-    rho = rng.uniform(-0.6, 0.6, n)
-    order = np.full(n, 60, dtype=np.int64)
-    out = np.empty(n)
-    _series_batch(A, A, ia[:10], ib[:10], rho[:10], order[:10], out[:10])
-    t = time.perf_counter()
-    _series_batch(A, A, ia, ib, rho, order, out)
-    t_series = time.perf_counter() - t
-
-    timings = {}
-    for name, f, kinks, k12 in [("relu", relu_, KINK0, 0.9), ("tanh", tanh_, NO_KINKS, 0.999)]:
-        expect2_direct(f, f, 1.0, 2.0, k12, kinks, kinks)
-        t = time.perf_counter()
-        for _ in range(5):
-            expect2_direct(f, f, 1.0, 2.0, k12, kinks, kinks)
-        timings[name] = (time.perf_counter() - t) / 5
-    print(
-        f"\ncoefficients: 2000 variances of tanh, max_order 128: {t_coef:.3f} s"
-        f"\nseries: {n:.0e} entries of order 60: {t_series:.3f} s ({t_series / n * 1e9:.0f} ns/entry)"
-        f"\nexpect2_direct: relu {timings['relu'] * 1e3:.1f} ms, tanh {timings['tanh'] * 1e3:.1f} ms per call"
-    )
+# Timings of these kernels are benchmarks (benchmarks/bench_kernels.py), not tests.
 
 
 # ----------------------------------------------------------------------------------------------
