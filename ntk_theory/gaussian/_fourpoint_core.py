@@ -55,7 +55,7 @@ _SIG_BUILD = _I64(FN, FN, _V, _F64, _F64, _F64, _IV, _IV, _I64, _F64, _V, _F64[:
 _SIG_INTEGRATE = types.void(FN, FN, _M, _I64, _I64, _IV, _IM, _IM, _IV, _I64[:, :, ::1], _IV, _IV, _IM, _IM,
                             _F64, _B, _F64, _V, _V, _I64, _I64, _IV, _V, _F64[:, :, ::1], _M, _I64, _I64,
                             _V, _V, _V, _V, _M)
-_SIG_ESTIMATE = _F64(_F64, _F64, _F64)
+_SIG_ESTIMATE = _F64(_F64, _F64, _F64, _F64)
 _SIG_TASK = types.UniTuple(_I64, 2)(FN, FN, _V, _M, _I64, _I64, _IV, _IM, _IM, _IV, _I64[:, :, ::1], _IV, _IV, _IM, _IM,
                                      _V, _F64, _F64, _I64, _F64, _B, _V, _V, _V, _IV, _V)
 
@@ -105,6 +105,11 @@ def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, 
     if not fine:
         hz = hz * 1.5
         hg = hg * 1.5
+    # the panel cap and the grading widths shrink with the step as well, so every panel of a
+    # refined rule is refined (with fixed caps, levels at the cap gave the same panels in both
+    # rules, and their difference, the error estimate, missed their error)
+    hrel = hz / 0.5
+    wg = wg * hrel
     ns = 0
     for v in range(nv):
         lv = L[v, ell]
@@ -187,7 +192,7 @@ def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, 
                 dd = max(pw[j], abs(px[j] - bx[i]))
                 if dd < gmin:
                     gmin = dd
-        bw[i] = gmin if gmin < W else 0.0
+        bw[i] = gmin * min(hrel, 1.0) if gmin < W else 0.0
     for i in range(nb - 1):
         A = bx[i]
         B = bx[i + 1]
@@ -612,13 +617,19 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
 
 
 @_njit(_SIG_ESTIMATE)
-def _estimate(fine, coarse, scale):
+def _estimate(fine, coarse, coarse2, scale):
+    """Error of ``fine`` from three rules of decreasing step: d = |fine - coarse| times the
+    contraction rho = d / |coarse - coarse2| of the last step (rho <= 1), at least the
+    two-rule model 2 E|f| (d / E|f|)^1.5; d itself while d > 1e-3 E|f|."""
     d = abs(fine - coarse)
     if scale <= 0.0:
         return d
     if d > 1e-3 * scale:
         return d
-    return 2.0 * scale * (d / scale) ** 1.5 + 512.0 * 2.220446049250313e-16 * scale
+    d1 = abs(coarse - coarse2)
+    rho = d / d1 if d1 > d else 1.0
+    e = max(d * math.sqrt(rho), 2.0 * scale * (d / scale) ** 1.5)
+    return e + 512.0 * 2.220446049250313e-16 * scale
 
 
 @_njit(_SIG_TASK)
@@ -631,6 +642,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
     NS = suf_lf.shape[1]
     fine = np.empty(NS)
     coarse = np.empty(NS)
+    coarse2 = np.empty(NS)
     af = np.empty(NS)
     ac = np.empty(NS)
     sh = np.empty(NS)
@@ -693,7 +705,10 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                        hz, False, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft, coarse, ac, shc, ec,
                        scratch)
-            stats[1] += 1
+            _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+                       1.5 * hz, False, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft, coarse2, ac, shc,
+                       ec, scratch)
+            stats[1] += 2
         ok = True
         trunc_ok = True
         finite = True
@@ -702,7 +717,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             if not (math.isfinite(fine[k]) and math.isfinite(af[k]) and math.isfinite(coarse[k])):
                 finite = False
                 continue
-            e = _estimate(fine[k], coarse[k], af[k]) + 1e-4 * sh[k] + ef[k]
+            e = _estimate(fine[k], coarse[k], coarse2[k], af[k]) + 1e-4 * sh[k] + ef[k]
             errs[k] = e
             vals[k] = fine[k]
             scales[k] = af[k]
@@ -761,6 +776,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
                     continue
         # the fine rule becomes the coarse one
         for k in range(NS):
+            coarse2[k] = coarse[k]
             coarse[k] = fine[k]
             ac[k] = af[k]
             shc[k] = sh[k]

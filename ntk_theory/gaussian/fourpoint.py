@@ -342,7 +342,7 @@ def _check_K(K) -> np.ndarray:
     return K
 
 
-_GPARAM = np.array([0.6, 3.0, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap), c (panel/h_z), w_thr (near-kink)
+_GPARAM = np.array([0.6, 4.5, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap at h_z = 0.5; scales with h_z), c (panel/h_z), w_thr (near-kink)
 
 
 def _tasks(K):
