@@ -31,9 +31,11 @@ def tanh3():
     return four_point_moments("tanh", K3)
 
 
-@pytest.fixture(scope="module")
-def relu3():
-    return four_point_moments("relu", K3)
+@pytest.fixture(scope="module", params=[True, False], ids=["exact", "numerical"])
+def relu3(request):
+    """ReLU by the exact orthant-moment route and by the numerical integrator: every reference
+    test below holds for both."""
+    return four_point_moments("relu", K3, exact=request.param)
 
 
 def _wick(K, idx):
@@ -205,7 +207,7 @@ def test_relu_dddd_is_the_orthant_probability(n, seed):
     """For ReLU, dddd[a,b,c,d] = P(z_a, z_b, z_c, z_d > 0): a kinked integrand in all four variables."""
     X = np.random.default_rng(seed).standard_normal((n, 4))
     K = 0.1 + 1.5 * X @ X.T / 4
-    r = four_point_moments("relu", K)
+    r = four_point_moments("relu", K, exact=False)  # the numerical integrator and its estimate
     misses = 0
     for q in itertools.combinations(range(n), 4):
         ref, ref_err = _orthant4(K[np.ix_(q, q)])
@@ -214,6 +216,43 @@ def test_relu_dddd_is_the_orthant_probability(n, seed):
         assert actual <= ESTIMATE_MARGIN * r.error_dddd[q] + ref_err + 1e-15, (q, actual, r.error_dddd[q])
         misses += actual > r.error_dddd[q] + ref_err + 1e-15
     assert misses <= max(1, len(list(itertools.combinations(range(n), 4))) // 10), misses
+
+
+@pytest.mark.parametrize("n, seed", [(5, 2)])
+def test_relu_exact_dddd_is_the_orthant_probability(n, seed):
+    """The exact route's dddd against the test's own Plackett integral (scipy, in t, no
+    substitution): agreement to 1e-13 and within the reported error."""
+    X = np.random.default_rng(seed).standard_normal((n, 4))
+    K = 0.1 + 1.5 * X @ X.T / 4
+    r = four_point_moments("relu", K)
+    assert r.info["exact_sets"] == r.info["sets"]
+    for q in itertools.combinations(range(n), 4):
+        ref, ref_err = _orthant4(K[np.ix_(q, q)])
+        assert abs(r.dddd[q] - ref) <= r.error_dddd[q] + ref_err + 1e-15 and abs(r.dddd[q] - ref) < 1e-13
+
+
+@pytest.mark.parametrize("name, slopes", [("relu", (0.0, 1.0)), ("leaky_relu(1/10)", (0.1, 1.0)), ("abs", (-1.0, 1.0)),
+                                          ("tanh", None), ("gelu", None), ("elu(1)", None), ("step", None),
+                                          ("relu_power(2)", None)])
+def test_piecewise_linear_slopes(name, slopes):
+    from ntk_theory.gaussian.fourpoint import piecewise_linear_slopes
+
+    assert piecewise_linear_slopes(activation(name)) == slopes
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu(1/10)", "abs"])
+def test_exact_route_against_numerical(name):
+    """Every entry at N = 4 (all set sizes and powers): the orthant recursion against the
+    numerical integrator, an independent method, within tol E|prod| plus both estimates."""
+    e = four_point_moments(name, K4)
+    n = four_point_moments(name, K4, exact=False)
+    assert e.info["exact_sets"] == e.info["sets"] and "exact" in e.info["method"]
+    for t in ("ssss", "ddss", "dddd", "ss", "dd"):
+        diff = np.abs(getattr(e, t) - getattr(n, t))
+        scale = getattr(e, "scale_" + t) if len(t) == 4 else np.abs(getattr(e, t))
+        bound = e.tol * scale + getattr(e, "error_" + t) + getattr(n, "error_" + t) + 1e-15
+        assert np.all(diff <= bound), (t, float(np.max(diff - bound)))
+        assert np.all(getattr(e, "error_" + t) <= e.tol * np.maximum(scale, 1e-300) + 1e-300)
 
 
 def test_symmetries(tanh3):
@@ -245,7 +284,8 @@ def test_coincident_inputs_equal_reduced(name):
 
 
 @pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # roundoff at 1e-14, see below
-def test_near_parallel_relu():
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "numerical"])
+def test_near_parallel_relu(exact):
     """Correlation 1 - 1e-8 (a kink smoothed over 1.4e-4 next to an exact one): ssss against
     expectn; ddss[0,1,2,2] = E[theta(z0) theta(z1) relu(z2)^2] (given z2 = t, S = (z0 +
     z1) / 2 and D = z1 - z0 are independent, so P(z0, z1 > 0 | t) = P(S > |D| / 2) is a smooth 1-D
@@ -253,7 +293,9 @@ def test_near_parallel_relu():
     1/8 + (asin r01 + asin r02 + asin r12) / (4 pi) (mpmath; expectn is 1.5e-12 off)."""
     c = 1 - 1e-8
     K = np.array([[1.0, c, 0.3], [c, 1.0, 0.3], [0.3, 0.3, 1.2]])
-    r = four_point_moments("relu", K)
+    r = four_point_moments("relu", K, exact=exact)
+    if exact:  # the sets holding inputs 0 and 1 are too close to parallel for the recursion
+        assert r.info["exact_sets"] == r.info["sets"] - 2, r.info
     relu, step = (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float))
     ref = expectn([relu] * 4, K[np.ix_((0, 1, 2, 2), (0, 1, 2, 2))], kinks=[(0.0,)] * 4, tol=1e-12)
     assert abs(r.ssss[0, 1, 2, 2] - ref.value) <= r.error_ssss[0, 1, 2, 2] + ref.error + 1e-15, (r.ssss[0, 1, 2, 2], ref)

@@ -386,10 +386,14 @@ def _tasks(K):
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
-def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True):
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None):
+    """Integrate the sets of K numerically (all, or the task indices ``only``)."""
     core = _core()
-    arrays, meta = _tasks(K)
+    arrays, meta = _tasks(K) if tasks is None else tasks
     order = arrays[-1]
+    if only is not None:
+        keep = set(int(t) for t in only)
+        order = np.array([t for t in order if int(t) in keep], dtype=np.int64)
     arrs = arrays[:-1]
     T = len(meta)
     vals = np.zeros((T, 64))
@@ -466,7 +470,7 @@ class FourPointMoments:
 
 
 def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, kinks=(), max_refine: int = 6,
-                       strict: bool = False) -> FourPointMoments:
+                       strict: bool = False, exact: bool = True) -> FourPointMoments:
     r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
 
     ``activation``: a toolkit activation (library name, expression, or
@@ -476,20 +480,31 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     singular allowed.  ``tol``: the target error relative to E|product| of each entry.
     Entries whose estimate stays above the target after ``max_refine`` refinements are reported
     with that estimate (``info["not_converged"]``), or raise with ``strict=True``.
+    Piecewise-linear activations with one kink at 0 (relu, leaky_relu, abs: see
+    :func:`piecewise_linear_slopes`) take the exact orthant-moment route of
+    :mod:`~ntk_theory.gaussian.orthant` (sets of nearly parallel inputs numerically);
+    ``exact=False`` forces the numerical integrator for every set.
     Raises ValueError for a bad K and for divergent expectations.
     """
     if isinstance(activation, tuple) and len(activation) == 2:
         s, ds = activation
         activation = None
+    ab = None
     if activation is None:
         kern = compile_activation(s=s, ds=ds, kinks=kinks)
     else:
-        kern = compile_activation(activation)
+        from ..activations import activation as _activation
+
+        act = _activation(activation)
+        ab = piecewise_linear_slopes(act) if exact else None
+        kern = None if ab is not None else compile_activation(act)
     K = _check_K(K)
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
     N = K.shape[0]
     t0 = time.perf_counter()
+    if ab is not None:
+        return _exact_moments(act, ab, K, float(tol), int(max_refine), strict, t0)
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
     # (smooth activations only: for kinked ones the panel caps shrink with the step, and starting
@@ -511,32 +526,100 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     not_conv = int(np.sum(status == 1))
     if strict and not_conv:
         raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
-    # assemble: dictionary (S, powers) -> flat position
+    seconds = time.perf_counter() - t0
+    info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
+            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
+            "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
+            "table_panels": int(stats[:, 2].sum()), "method": "numerical (nested quadrature)"}
+    return _assemble(kern.name, K, meta, vals, errs, scales, float(tol), info)
+
+
+def _assemble(name, K, meta, vals, errs, scales, tol, info) -> FourPointMoments:
+    """The (N, N, N, N) and (N, N) tensors from the per-set values (task t, product position)."""
+    N = K.shape[0]
     pos = {}
     for t, (S, prods, combo_suf) in enumerate(meta):
         for c, p in enumerate(prods):
             pos[(S, p)] = (t, combo_suf[c])
     out = {}
-    for name, shape in (("ssss", 4), ("ddss", 4), ("dddd", 4), ("ss", 2), ("dd", 2)):
+    for nm, shape in (("ssss", 4), ("ddss", 4), ("dddd", 4), ("ss", 2), ("dd", 2)):
         v = np.empty((N,) * shape)
         e = np.empty((N,) * shape)
         sc = np.empty((N,) * shape)
         for idx in itertools.product(range(N), repeat=shape):
             cnt = {}
             for position, i in enumerate(idx):
-                is_d = name[position] == "d"
+                is_d = nm[position] == "d"
                 pq = cnt.setdefault(i, [0, 0])
                 pq[1 if is_d else 0] += 1
             S = tuple(sorted(cnt))
             p = tuple(tuple(cnt[i]) for i in S)
             t, k = pos[(S, p)]
             v[idx], e[idx], sc[idx] = vals[t, k], errs[t, k], scales[t, k]
-        out[name], out["error_" + name], out["scale_" + name] = v, e, sc
-    seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
-            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
-            "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
-            "table_panels": int(stats[:, 2].sum())}
-    return FourPointMoments(kern.name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
+        out[nm], out["error_" + nm], out["scale_" + nm] = v, e, sc
+    return FourPointMoments(name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
                             out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
-                            out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], float(tol), info)
+                            out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], tol, info)
+
+
+def piecewise_linear_slopes(act) -> tuple[float, float] | None:
+    """(a, b) when s(x) = b x for x > 0 and a x for x < 0 (one kink at 0: relu, leaky_relu, abs),
+    else None.  Decided symbolically from the activation's two analytic pieces."""
+    import sympy as sp
+
+    from ..activations.activation import x as _x
+
+    if tuple(act.kinks) != (0.0,):
+        return None
+    slopes = []
+    for piece in act.pieces:
+        c = sp.simplify(piece / _x)
+        if c.free_symbols or not c.is_real:
+            return None
+        slopes.append(float(c))
+    b, a = slopes
+    return a, b
+
+
+def _exact_moments(act, ab, K, tol, max_refine, strict, t0) -> FourPointMoments:
+    """Every set by the orthant-moment recursion (:mod:`.orthant`), except sets of nearly parallel
+    inputs, which go to the numerical integrator: smallest eigenvalue of the correlation matrix
+    below orthant.MIN_EIGENVALUE, or an error bound (rounding amplified by that eigenvalue) above
+    tol E|prod|."""
+    from . import orthant
+
+    a, b = ab
+    tasks = _tasks(K)
+    meta = tasks[1]
+    T = len(meta)
+    vals = np.zeros((T, 64))
+    errs = np.zeros((T, 64))
+    scales = np.zeros((T, 64))
+    numeric = []
+    for t, (S, prods, combo_suf) in enumerate(meta):
+        KS = K[np.ix_(S, S)]
+        if orthant.min_correlation_eigenvalue(KS) < orthant.MIN_EIGENVALUE:
+            numeric.append(t)
+            continue
+        cache: dict = {}
+        for c, p in enumerate(prods):
+            vals[t, combo_suf[c]], errs[t, combo_suf[c]], scales[t, combo_suf[c]] = \
+                orthant.piecewise_linear_moment(KS, p, a, b, cache)
+        if np.any(errs[t] > tol * scales[t]):  # rounding bound above tol: nearly parallel inputs
+            numeric.append(t)
+    info = {"method": f"exact orthant moments ({T - len(numeric)} sets), numerical ({len(numeric)} sets)",
+            "sets": T, "exact_sets": T - len(numeric), "not_converged": 0}
+    if numeric:
+        kern = compile_activation(act)
+        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks)
+        for t in numeric:
+            vals[t], errs[t], scales[t] = nv[t], ne[t], ns[t]
+        if np.any(status == 2):
+            raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite (activation {act.name})")
+        info["not_converged"] = int(np.sum(status == 1))
+        if strict and info["not_converged"]:
+            raise ArithmeticError(f"{info['not_converged']} sets did not reach tol {tol:g}")
+        info.update(compile_seconds=kern.compile_seconds, from_cache=kern.from_cache,
+                    passes_fine=int(stats[:, 0].sum()), passes_coarse=int(stats[:, 1].sum()))
+    info["seconds"] = time.perf_counter() - t0
+    return _assemble(act.name, K, meta, vals, errs, scales, tol, info)
