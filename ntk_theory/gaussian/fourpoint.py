@@ -84,6 +84,22 @@ that variable's factors f, tabulated per set by adaptive piecewise Chebyshev int
 dimensional one; the table's error bound is propagated through the outer levels and added to
 the estimate (see that module).  Sets are spread over two threads.
 
+Exact route for piecewise-linear activations
+--------------------------------------------
+For s(x) = b x (x > 0), a x (x < 0) (relu, leaky_relu, abs; recognised symbolically by
+:func:`piecewise_linear_slopes` from the activation's two analytic pieces) every product
+s^p s'^q is, on each orthant, a monomial times a constant, so each entry is a sum of truncated
+orthant moments E[z^k 1{sigma z > 0}], computed exactly by the integration-by-parts recursion of
+:mod:`ntk_theory.gaussian.orthant` (Tallis 1961; Kan & Robotti 2017) down to orthant
+probabilities (Sheppard's closed forms for up to three variables, Plackett's one-dimensional
+integral for four).  Its error is rounding (bounded by the terms' absolute sum, amplified by
+1 / lambda_min of the set's correlation matrix) plus the propagated quadrature estimate of the
+four-variable orthant probabilities: ~1e-14 relative for well-separated inputs.  Sets whose
+bound exceeds tol (nearly parallel inputs) go to the numerical integrator, which is compiled
+only when such a set occurs.  ReLU, N = 8: 0.43 s per layer against 6.3 s numerically, and
+no compilation (``info["method"]`` says how many sets took which route; ``exact=False``
+forces the numerical integrator).
+
 Provenance: written for ntk_theory (issue 5, finite-width corrections); the nested pivoted-
 Cholesky reduction follows :func:`ntk_theory.gaussian.numerical.expectn` (independent NumPy
 tanh-sinh code, used as a reference in the tests), the compiled activations follow

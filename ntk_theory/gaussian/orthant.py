@@ -36,7 +36,9 @@ orthant with signs sigma, s(z_i) = c_i z_i, s'(z_i) = c_i (c_i = b or a), so
     E[prod_i s(z_i)^p_i s'(z_i)^q_i] = sum_sigma prod_i c_i^(p_i + q_i) sigma_i^(p_i) F(p; D S D),
 
 D = diag(sigma) (orthants with a zero coefficient skipped: one orthant for ReLU), and
-E|prod| = sum_sigma |prod_i c_i^(p_i + q_i)| F(p; D S D).
+E|prod| = sum_sigma |prod_i c_i^(p_i + q_i)| F(p; D S D).  sigma and -sigma share D S D, and the
+orthant probabilities of the other orthants follow from the all-positive one by inclusion-exclusion
+(1{z_i < 0} = 1 - 1{z_i > 0}) with Sheppard's closed forms, so one quadrature serves a set.
 
 **Accuracy.**  The recursion is exact; its floating-point error is bounded by the sum of the
 absolute values of all its terms times a few eps, amplified by the conditioning of S (the Schur
@@ -118,11 +120,13 @@ def _orthant4(R: np.ndarray) -> tuple[float, float]:
 class _Orthant:
     """F(k; S_(R|J)) for one positive-definite S (m <= 4), memoised by (conditioned set J, powers)."""
 
-    def __init__(self, S: np.ndarray):
+    def __init__(self, S: np.ndarray, probability: tuple | None = None):
         self.S = S
         self.m = S.shape[0]
         self.memo: dict = {}
         self.cond: dict = {}
+        if probability is not None:  # P(z > 0) of the whole set, given (value, error, |terms|)
+            self.memo[(frozenset(), (0,) * self.m)] = probability
 
     def conditional(self, J: frozenset) -> tuple[tuple, np.ndarray, float]:
         """(remaining variables, their covariance given z_J = 0, density of z_J at 0)."""
@@ -177,6 +181,30 @@ class _Orthant:
         return out
 
 
+def _signed_probability(S: np.ndarray, sig: tuple, cache: dict) -> tuple[float, float, float] | None:
+    """P(sigma z > 0) by inclusion-exclusion over the negative signs, 1{z_i < 0} = 1 - 1{z_i > 0}:
+    sum over subsets A of the negative set of (-1)^|A| P(z_(pos + A) > 0), so that only the
+    all-positive orthant of the whole set needs the four-variable quadrature (done once per set,
+    ``cache["P"]``); the smaller orthants are Sheppard's closed forms.  None for m < 4 (closed
+    forms anyway)."""
+    m = S.shape[0]
+    if m < 4:
+        return None
+    if "P" not in cache:
+        cache["P"] = orthant_probability(S)
+    full, ferr = cache["P"]
+    pos = [i for i in range(m) if sig[i] > 0]
+    neg = [i for i in range(m) if sig[i] < 0]
+    val = absum = 0.0
+    for r in range(len(neg) + 1):
+        for A in itertools.combinations(neg, r):
+            B = sorted(pos + list(A))
+            p = full if len(B) == m else orthant_probability(S[np.ix_(B, B)])[0]
+            val += (-1) ** r * p
+            absum += p
+    return val, ferr, absum
+
+
 def min_correlation_eigenvalue(S: np.ndarray) -> float:
     d = np.sqrt(np.diag(S))
     if np.any(d <= 0):
@@ -209,10 +237,11 @@ def piecewise_linear_moment(S: np.ndarray, powers: tuple, a: float, b: float, ca
                 sign = -sign
         if coef == 0.0:
             continue
-        if sig not in cache:
-            D = np.array(sig, dtype=np.float64)
-            cache[sig] = _Orthant(S * np.outer(D, D))
-        orth = cache[sig]
+        key = sig if sig[0] > 0 else tuple(-v for v in sig)  # D S D = (-D) S (-D)
+        if key not in cache:
+            D = np.array(key, dtype=np.float64)
+            cache[key] = _Orthant(S * np.outer(D, D), _signed_probability(S, key, cache))
+        orth = cache[key]
         f, fe, fa = orth.F(frozenset(), tuple(p for p, _ in powers))
         val += sign * coef * f
         scale += abs(coef) * f
