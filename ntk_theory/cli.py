@@ -180,7 +180,7 @@ def _cmd_check(args) -> int:
         from .validation_finite_width import check_finite_width
 
         report = check_finite_width(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
-                                    widths=args.widths or [16, 32, 64, 128], samples=args.samples, seed=args.seed)
+                                    widths=args.widths or [32, 64, 128, 256], samples=args.samples, seed=args.seed)
         print(report.table())
         return 0 if report.passed else 1
     report = check(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")
     _add_network_options(p, width=False)
     p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=None,
-                   help="finite widths to sample (default: 64,128,256,512; with --finite-width 16,32,64,128)")
+                   help="finite widths to sample (default: 64,128,256,512; with --finite-width 32,64,128,256)")
     p.add_argument("--samples", type=int, default=20_000, help="networks per width (default: 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finite-width", action="store_true",

@@ -52,7 +52,7 @@ class FiniteWidthCheck:
 
 
 def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str = "ntk",
-                       widths=(16, 32, 64, 128), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
+                       widths=(32, 64, 128, 256), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
                        max_rows: int = 6, progress: bool = False) -> FiniteWidthCheck:
     """Predictions vs Monte Carlo 1/n fits for every quantity (see the module docstring)."""
     import time

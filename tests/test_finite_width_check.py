@@ -13,7 +13,7 @@ X3 = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4], [-1.0, 0.2, 0.5]])
 
 
 def test_relu_two_inputs_every_entry():
-    """The fast representative: ReLU, depth 3, two inputs, 20k networks per width 16..128."""
+    """The fast representative: ReLU, depth 3, two inputs, 20k networks per width 32..256."""
     r = check_finite_width("relu", X2, 3, 2.0, 0.0, "ntk", samples=20_000, seed=0)
     assert r.passed, r.table()
     assert len(r.rows) > 30
