@@ -374,3 +374,39 @@ def test_step_hint_repeat_call_consistent():
         ea, eb = getattr(first, "error_" + name), getattr(second, "error_" + name)
         assert np.all(np.abs(a - b) <= ea + eb + 1e-15)
         assert np.all(eb <= 1e-10 * getattr(second, "scale_" + name) * (1 + 1e-12))
+
+
+# ------------------------------------------------------------------------------------------ orthant recursion
+
+
+@pytest.mark.parametrize("k", range(7))
+def test_orthant_moment_one_variable(k):
+    """E[z^k 1{z > 0}] = v^(k/2) 2^(k/2 - 1) Gamma((k + 1) / 2) / sqrt(pi) (half the absolute moment)."""
+    from ntk_theory.gaussian.orthant import piecewise_linear_moment
+
+    v = 1.7
+    ref = v ** (k / 2) * 2 ** (k / 2 - 1) * math.gamma((k + 1) / 2) / math.sqrt(math.pi)
+    val, err, scale = piecewise_linear_moment(np.array([[v]]), ((k, 0),), 0.0, 1.0)
+    assert abs(val - ref) <= err + 1e-15 * ref and err < 1e-13 * ref
+
+
+def test_orthant_moment_two_variables_against_scipy():
+    """E[z0^2 z1 1{z0, z1 > 0}] and E[z0^3 z1^0 ...] against scipy's adaptive 2-D quadrature of the density."""
+    from scipy import integrate, stats
+
+    from ntk_theory.gaussian.orthant import piecewise_linear_moment
+
+    S = np.array([[1.3, -0.4], [-0.4, 0.8]])
+    pdf = stats.multivariate_normal(np.zeros(2), S).pdf
+    for p0, p1 in [(2, 1), (3, 1), (1, 1), (0, 2)]:
+        ref, ref_err = integrate.dblquad(lambda y, x: x ** p0 * y ** p1 * pdf([x, y]), 0, 30, 0, 30,
+                                         epsabs=1e-14, epsrel=1e-12)
+        val, err, _ = piecewise_linear_moment(S, ((p0, 0), (p1, 0)), 0.0, 1.0)
+        assert abs(val - ref) <= err + ref_err + 1e-12 * abs(ref), (p0, p1, val, ref)
+
+
+def test_orthant_probability_rejects_five_variables():
+    from ntk_theory.gaussian.orthant import orthant_probability
+
+    with pytest.raises(ValueError, match="m <= 4"):
+        orthant_probability(np.eye(5))
