@@ -410,3 +410,95 @@ def test_orthant_probability_rejects_five_variables():
 
     with pytest.raises(ValueError, match="m <= 4"):
         orthant_probability(np.eye(5))
+
+
+def _mp_orthant_probability(C):
+    """P(z > 0), z ~ N(0, C), C an mpmath matrix (m <= 4): Sheppard's closed forms, and for m = 4
+    Plackett's integral in the angle th = asin(t r_ij) by mpmath.quad (the method of
+    ntk_theory.gaussian.orthant, here in arbitrary precision to measure its rounding)."""
+    m = C.rows
+    R = mpmath.matrix(m, m)
+    for i in range(m):
+        for j in range(m):
+            R[i, j] = C[i, j] / mpmath.sqrt(C[i, i] * C[j, j])
+    if m <= 3:
+        pairs = sum(mpmath.asin(R[i, j]) for i, j in itertools.combinations(range(m), 2))
+        return mpmath.mpf(1) / 2 ** m + (pairs / (2 * mpmath.pi) if m == 2 else pairs / (4 * mpmath.pi))
+    total = mpmath.mpf(1) / 16
+    for i, j in itertools.combinations(range(4), 2):
+        r = R[i, j]
+        th1 = mpmath.asin(r)
+        k, l_ = [v for v in range(4) if v not in (i, j)]
+
+        def g(th, i=i, j=j, k=k, l_=l_, r=r):
+            t = mpmath.sin(th) / r
+            A = mpmath.matrix([[1, t * R[i, j]], [t * R[i, j], 1]])
+            B = mpmath.matrix([[t * R[k, i], t * R[k, j]], [t * R[l_, i], t * R[l_, j]]])
+            Cc = mpmath.matrix([[1, t * R[k, l_]], [t * R[k, l_], 1]]) - B * mpmath.inverse(A) * B.T
+            return mpmath.asin(Cc[0, 1] / mpmath.sqrt(Cc[0, 0] * Cc[1, 1]))
+
+        total += th1 / (8 * mpmath.pi) + mpmath.quad(g, [0, th1]) / (4 * mpmath.pi ** 2)
+    return total
+
+
+def _mp_orthant_moment(S, k):
+    """E[prod_i z_i^k_i 1{z > 0}] for z ~ N(0, S) (mpmath matrix) by the integration-by-parts recursion."""
+    m = S.rows
+    memo = {}
+
+    def conditional(J):
+        rest = [v for v in range(m) if v not in J]
+        Jl = sorted(J)
+        inv = mpmath.inverse(mpmath.matrix([[S[a, b] for b in Jl] for a in Jl])) if Jl else None
+        C = mpmath.matrix(len(rest), len(rest))
+        for x, a in enumerate(rest):
+            for y, b in enumerate(rest):
+                C[x, y] = S[a, b] - (sum(S[a, Jl[p]] * inv[p, q] * S[Jl[q], b]
+                                         for p in range(len(Jl)) for q in range(len(Jl))) if Jl else 0)
+        return rest, C
+
+    def F(J, kk):
+        if (J, kk) not in memo:
+            rest, C = conditional(J)
+            if not any(kk):
+                out = _mp_orthant_probability(C)
+            else:
+                i = next(n for n, p in enumerate(kk) if p > 0)
+                kp = list(kk)
+                kp[i] -= 1
+                out = mpmath.mpf(0)
+                for j in range(len(rest)):
+                    if kp[j] > 0:
+                        k2 = list(kp)
+                        k2[j] -= 1
+                        out += C[i, j] * kp[j] * F(J, tuple(k2))
+                    else:
+                        k2 = tuple(p for n, p in enumerate(kp) if n != j)
+                        out += C[i, j] / mpmath.sqrt(2 * mpmath.pi * C[j, j]) * F(J | frozenset([rest[j]]), k2)
+            memo[(J, kk)] = out
+        return memo[(J, kk)]
+
+    return F(frozenset(), tuple(k))
+
+
+@pytest.mark.parametrize("eps", [1e-3, pytest.param(3e-3, marks=pytest.mark.slow)])
+def test_exact_route_near_parallel_pairs(eps):
+    """Two nearly parallel pairs of inputs (smallest correlation eigenvalue 1.5e-8 and 2e-6): the
+    float64 orthant recursion against the same recursion in mpmath at 30 digits, within its
+    rounding model (eps / lambda_min); at the default tol such sets go to the numerical integrator."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((2, 4))
+    X = np.vstack([X, X + eps * rng.standard_normal((2, 4))])
+    K = 0.1 + X @ X.T / 4
+    e = four_point_moments("relu", K, tol=1e-6)
+    assert e.info["exact_sets"] == e.info["sets"], e.info
+    assert four_point_moments("relu", K).info["exact_sets"] < e.info["sets"]
+    with mpmath.workdps(30):
+        S = mpmath.matrix(K.tolist())
+        checks = [("ssss", (0, 1, 2, 3), (1, 1, 1, 1)), ("dddd", (0, 1, 2, 3), (0, 0, 0, 0))]
+        for a, b in itertools.combinations(range(4), 2):
+            c, d = [v for v in range(4) if v not in (a, b)]
+            checks.append(("ddss", (a, b, c, d), tuple(int(v in (c, d)) for v in range(4))))
+        for name, idx, k in checks:
+            ref = float(_mp_orthant_moment(S, k))
+            assert abs(getattr(e, name)[idx] - ref) <= getattr(e, "error_" + name)[idx], (name, idx)
