@@ -13,7 +13,7 @@ lower limits 0): with z phi_S = -S grad phi_S, for any i with k_i >= 1 and k' = 
 where the second term is the boundary z_j = 0 of the orthant (present only when z_j's power is 0),
 phi_1(0; v) = (2 pi v)^(-1/2) and S_(-j|j) = S_(-j,-j) - S_(-j,j) S_(j,-j) / S_jj is the covariance of
 the other variables given z_j = 0.  Conditioning on several variables in turn gives the Schur
-complement given all of them at 0 (computed directly from S, order independent), so the values
+complement given all of them at 0 (order independent; one elimination step per variable), so the values
 are memoised by (conditioned set, powers).  The recursion ends at orthant probabilities
 F(0; S) = P(z > 0):
 
@@ -40,16 +40,22 @@ E|prod| = sum_sigma |prod_i c_i^(p_i + q_i)| F(p; D S D).  sigma and -sigma shar
 orthant probabilities of the other orthants follow from the all-positive one by inclusion-exclusion
 (1{z_i < 0} = 1 - 1{z_i > 0}) with Sheppard's closed forms, so one quadrature serves a set.
 
-**Accuracy.**  The recursion is exact; its floating-point error is the sum of the absolute
-values of all its terms times a few eps, amplified by the conditioning of S (Schur complements,
-conditional correlations and Plackett's integrand for nearly parallel inputs).  The reported error
-is the model ``eps (sum of |terms| + E|prod|) max(64, 1 / lambda_min(R))`` plus the propagated
-quadrature estimate of P_4.  Measured on ReLU sets of two nearly parallel pairs (tests): at
-lambda_min(R) = 1.5e-8 the actual error of ddss was 7e-10 relative (against the same recursion in
-mpmath at 30 digits), 60x below the model (an eps / sqrt(lambda_min) model was exceeded there);
-from 2e-4 down to 8e-8 the actual error (against the numerical integrator at tol 1e-12) was 1e-14
-to 5e-12 relative, 100x to 3000x below the model.  Sets of nearly parallel inputs, whose bound exceeds the tolerance (or lambda_min(R) <
-``MIN_EIGENVALUE``), are not done here: the caller
+**Accuracy.**  The recursion is exact.  It runs in extended precision (``np.longdouble``, eps_ld =
+1.1e-19 on x86-64 Linux): the conditional covariances by one elimination step per conditioned
+variable, Sheppard's formulas (m <= 3) and the sums of terms; only Plackett's P_4 is float64 (scipy
+quad).  The reported error is the propagated quadrature estimate of P_4 plus the rounding model
+
+    64 eps |P_4| max(1, lambda_min(R)^(-1/2))        (each Plackett integral, float64 integrand)
+    + 64 eps E|prod| + eps_ld (sum of |terms|) max(64, 1 / lambda_min(R))   (the recursion).
+
+Measured against the same recursion in mpmath at 30 digits (tests): on two nearly parallel pairs at
+lambda_min(R) = 1.5e-8 the actual error is <= 7e-13 relative (the float64 recursion's was 7e-10);
+at 1.5e-10 it is 1.2e-10 to 4.3e-10 against a model of 2e-9 to 6e-9 (ratio <= 0.09).  On strongly
+anti-correlated sets (C_b = 0, correlations down to -0.96, the terms cancel to a small E|prod|) the
+actual error of ssss reaches 5.6e-6 relative against a model of 6e-3, so at the default tolerance
+such sets go to the numerical integrator.  From 2e-4 down to 8e-8 the exact route agrees with the
+numerical integrator (tol 1e-12) to 1e-14 .. 5e-12 relative.  Sets whose reported error exceeds the
+tolerance (or with lambda_min(R) < ``MIN_EIGENVALUE``) are not done here: the caller
 (:func:`~ntk_theory.gaussian.fourpoint.four_point_moments`) integrates those numerically.
 """
 
@@ -123,51 +129,78 @@ def _orthant4(R: np.ndarray) -> tuple[float, float]:
             e = max(e, 1e-13 * abs(th1))
         total += val / (4 * math.pi ** 2)
         err += e / (4 * math.pi ** 2)
-    return total, err + 16 * _EPS
+    # rounding of the float64 integrand (conditional correlations of nearly parallel inputs):
+    # measured 1.9e-10 relative at lambda_min(R) = 1.5e-10 (mpmath reference), 5e-14 at 1.5e-8
+    lam = max(float(np.min(np.linalg.eigvalsh(R))), 1e-300)
+    return total, err + 64 * _EPS * abs(total) * max(1.0, 1.0 / math.sqrt(lam))
+
+
+_LD = np.longdouble
+_EPS_LD = float(np.finfo(np.longdouble).eps)  # 1.1e-19 with x87 extended precision (x86-64 Linux)
+_PI_LD = np.arccos(_LD(-1))
+
+
+def _sheppard(C: np.ndarray):
+    """P(z > 0) for m <= 3 in the precision of C (extended in the recursion)."""
+    m = C.shape[0]
+    if m == 0:
+        return _LD(1)
+    d = np.sqrt(np.diag(C))
+    R = C / np.outer(d, d)
+    pairs = sum((np.arcsin(np.clip(R[a, b], -1, 1)) for a, b in itertools.combinations(range(m), 2)), _LD(0))
+    return _LD(1) / 2 ** m + (pairs / (2 * _PI_LD) if m == 2 else pairs / (4 * _PI_LD))
 
 
 class _Orthant:
-    """F(k; S_(R|J)) for one positive-definite S (m <= 4), memoised by (conditioned set J, powers)."""
+    """F(k; S_(R|J)) for one positive-definite S (m <= 4), memoised by (conditioned set J, powers).
+
+    The conditional covariances and the recursion run in extended precision (np.longdouble): the
+    Schur complements of nearly parallel inputs cancel (conditional variances ~ lambda_min S), and
+    their rounding, amplified by the recursion's 1 / sqrt(C_jj) factors and by asin near +-1, was
+    the error of the float64 version (7e-10 relative at lambda_min = 1.5e-8; P_4 itself stays at
+    5e-14 there)."""
 
     def __init__(self, S: np.ndarray, probability: tuple | None = None):
-        self.S = S
+        self.S = np.asarray(S, dtype=_LD)
         self.m = S.shape[0]
         self.memo: dict = {}
-        self.cond: dict = {}
+        self.cond: dict = {frozenset(): (tuple(range(self.m)), self.S)}
         if probability is not None:  # P(z > 0) of the whole set, given (value, error, |terms|)
-            self.memo[(frozenset(), (0,) * self.m)] = probability
+            v, e, a = probability
+            self.memo[(frozenset(), (0,) * self.m)] = (_LD(v), e + 64 * _EPS * a, _LD(abs(v)))
 
-    def conditional(self, J: frozenset) -> tuple[tuple, np.ndarray, float]:
-        """(remaining variables, their covariance given z_J = 0, density of z_J at 0)."""
+    def conditional(self, J: frozenset) -> tuple[tuple, np.ndarray]:
+        """(remaining variables, their covariance given z_J = 0): one elimination step from the
+        conditional covariance given J minus its largest member."""
         if J not in self.cond:
-            rest = tuple(v for v in range(self.m) if v not in J)
-            Jl = sorted(J)
-            if Jl:
-                SJJ = self.S[np.ix_(Jl, Jl)]
-                SRJ = self.S[np.ix_(rest, Jl)]
-                C = self.S[np.ix_(rest, rest)] - SRJ @ np.linalg.solve(SJJ, SRJ.T)
-                dens = 1.0 / math.sqrt((2 * math.pi) ** len(Jl) * np.linalg.det(SJJ))
-            else:
-                C = self.S.copy()
-                dens = 1.0
-            self.cond[J] = (rest, 0.5 * (C + C.T), dens)
+            v = max(J)
+            rest, C = self.conditional(J - {v})
+            p = rest.index(v)
+            C = C - np.outer(C[:, p], C[p, :]) / C[p, p]
+            keep = [q for q in range(len(rest)) if q != p]
+            C = C[np.ix_(keep, keep)]
+            self.cond[J] = (tuple(rest[q] for q in keep), 0.5 * (C + C.T))
         return self.cond[J]
 
-    def F(self, J: frozenset, k: tuple) -> tuple[float, float, float]:
+    def F(self, J: frozenset, k: tuple) -> tuple:
         """(F, propagated quadrature error, sum of |terms|) for powers k of the variables not in J,
         given z_J = 0 (without the density of z_J)."""
         key = (J, k)
         if key in self.memo:
             return self.memo[key]
-        rest, C, _ = self.conditional(J)
+        rest, C = self.conditional(J)
         if all(p == 0 for p in k):
-            v, e = orthant_probability(C)
-            out = (v, e, abs(v))
+            if len(rest) <= 3:
+                v = _sheppard(C)
+                out = (v, 0.0, abs(v))
+            else:
+                v, e = orthant_probability(np.asarray(C, dtype=np.float64))
+                out = (_LD(v), e, _LD(abs(v)))
         else:
             i = next(n for n, p in enumerate(k) if p > 0)
             kp = list(k)
             kp[i] -= 1
-            val = err = absum = 0.0
+            val, err, absum = _LD(0), 0.0, _LD(0)
             for j in range(len(rest)):
                 cij = C[i, j]
                 if cij == 0.0:
@@ -181,9 +214,9 @@ class _Orthant:
                     J2 = J | {rest[j]}
                     kk = tuple(p for n, p in enumerate(kp) if n != j)
                     fv, fe, fa = self.F(J2, kk)
-                    t = cij / math.sqrt(2 * math.pi * C[j, j])
+                    t = cij / np.sqrt(2 * _PI_LD * C[j, j])
                 val += t * fv
-                err += abs(t) * fe
+                err += abs(float(t)) * fe
                 absum += abs(t) * fa
             out = (val, err, absum)
         self.memo[key] = out
@@ -252,8 +285,9 @@ def piecewise_linear_moment(S: np.ndarray, powers: tuple, a: float, b: float, ca
             cache[key] = _Orthant(S * np.outer(D, D), _signed_probability(S, key, cache))
         orth = cache[key]
         f, fe, fa = orth.F(frozenset(), tuple(p for p, _ in powers))
+        f, fa = float(f), float(fa)
         val += sign * coef * f
         scale += abs(coef) * f
         err += abs(coef) * fe
         absum += abs(coef) * fa
-    return val, err + _EPS * (absum + scale) * max(64.0, 1.0 / lam), scale
+    return val, err + 64 * _EPS * scale + absum * _EPS_LD * max(64.0, 1.0 / lam), scale
