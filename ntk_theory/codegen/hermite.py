@@ -106,13 +106,14 @@ import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba import types
 from numpy.polynomial.legendre import leggauss
 from scipy.special import roots_hermitenorm
+
+from ..gaussian.mehler import HermiteTable, tails_and_orders  # shared with the NumPy route
 
 __all__ = [
     "HermiteTable",
@@ -843,76 +844,6 @@ def _gauss_hermite(Q):
     return np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64)
 
 
-@dataclass
-class HermiteTable:
-    """Hermite coefficients a_n(k) = E[f(sqrt(k) x) h_n(x)] for a set of variances k.
-
-    coef (V, max_order + 1); order (V,) int64: the first m with A_m <= tol^2 E f^2 (A_m the tail
-    sum_(n>m) a_n^2, estimated as in the module docstring), or -1 if none <= max_order; norm2 (V,)
-    E[f(sqrt(k) x)^2] by its own quadrature; error (V,) the estimated l2 norm (over n) of the
-    error of the coefficients; tail (V, max_order + 1) the estimated relative tails
-    min(A_m / E f^2, 1) (for :func:`series_order_tail`; +inf-free, 1 where nothing is known).
-    """
-
-    coef: np.ndarray
-    order: np.ndarray
-    norm2: np.ndarray
-    error: np.ndarray
-    tail: np.ndarray | None = None
-
-    @property
-    def max_order(self) -> int:
-        return self.coef.shape[1] - 1
-
-
-def _power_law_beyond(S2, S3):
-    """The tail beyond N from the sums S2 over (N/2, 3N/4] and S3 over (3N/4, N], for a_n^2 ~ n^-p:
-    S3 / S2 = ((4/3)^s - 1) / (2^s - (4/3)^s), s = p - 1, solved for s > 0 (bisection on log s),
-    and then sum_(n>N) = S3 / ((4/3)^s - 1).  inf where S3 / S2 >= ln(4/3) / ln(3/2) (p <= 1)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r = S3 / S2
-        lo = np.full(r.shape, -20.0)  # log s
-        hi = np.full(r.shape, 7.0)
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            t = np.exp(mid)
-            ratio = np.expm1(t * math.log(4 / 3)) / (np.exp(t * math.log(2)) - np.exp(t * math.log(4 / 3)))
-            big = ratio > r  # ratio decreases with s: the root is at larger s
-            lo = np.where(big, mid, lo)
-            hi = np.where(big, hi, mid)
-        s = np.exp(hi)  # the smaller-s end is the conservative one
-        beyond = S3 / np.expm1(s * math.log(4 / 3))
-    return np.where((S2 > 0) & (r < math.log(4 / 3) / math.log(1.5)), beyond, np.inf)
-
-
-def _tails_and_orders(coef, norm2, error, tol):
-    """Relative tails min(A_m / E f^2, 1) and the orders (see the module docstring)."""
-    V, N1 = coef.shape
-    N = N1 - 1
-    sq = coef * coef
-    suffix = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]  # suffix[:, m] = sum_(n>=m) a_n^2
-    seen = np.zeros_like(sq)  # seen[:, m] = sum_(m<n<=N) a_n^2
-    seen[:, :-1] = suffix[:, 1:]
-    if N >= 16:
-        S3 = seen[:, (3 * N) // 4]
-        S2 = seen[:, N // 2] - S3
-        noise = 4.0 * error**2 + (N / 4.0) * (8.0 * _EPS) ** 2 * norm2  # coefficient errors
-        beyond = np.where(S3 <= noise, S3, _power_law_beyond(S2, S3))
-    else:
-        beyond = np.where(seen[:, 0] <= 1e-30 * norm2, seen[:, 0], np.inf)
-    residual = norm2 - suffix[:, 0]  # Parseval: E f^2 - sum_(n<=N) a_n^2, good to ~1e-15 E f^2
-    resolution = 1e-14 * norm2 + 4.0 * error * np.sqrt(norm2)
-    beyond = np.where(residual > resolution, np.maximum(beyond, residual), beyond)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # conservative also for the coefficients' own errors: sqrt(A_m) is known to +- error
-        tail = (np.sqrt(seen + beyond[:, None]) + error[:, None]) ** 2
-        tail = np.minimum(tail / norm2[:, None], 1.0)
-    tail = np.where(norm2[:, None] > 0, tail, 0.0)
-    ok = tail <= tol * tol
-    order = np.where(ok.any(axis=1), ok.argmax(axis=1), -1).astype(np.int64)
-    return np.ascontiguousarray(tail), order
-
-
 def coefficients(f, variances, *, kinks=(), max_order=256, tol=1e-13) -> HermiteTable:
     """Hermite coefficients of f(sqrt(k) x) up to degree max_order for each variance k.
 
@@ -1000,5 +931,5 @@ def coefficients(f, variances, *, kinks=(), max_order=256, tol=1e-13) -> Hermite
         raise ValueError(
             f"E[f(u)^2] is not finite (or f returned NaN/inf) at the variances {bad[:5].tolist()}"
         )
-    tail, order = _tails_and_orders(coef, norm2, error, tol)
+    tail, order = tails_and_orders(coef, norm2, error, tol)
     return HermiteTable(coef=coef, order=order, norm2=norm2, error=error, tail=tail)

@@ -13,9 +13,11 @@ and likewise for Tdot with s -> s'.  Where the rules of :mod:`ntk_theory.gaussia
 in closed form, these are SymPy derivatives of it (exact, kinks included: for ReLU,
 d2T/dk12^2 = <delta(u) delta(v)> = 1 / (2 pi sqrt(det)) comes out of the arc-cosine kernel).
 Otherwise they are Gaussian expectations of the derivative products above, by Mehler's formula on
-compiled Hermite tables of the derivatives (:mod:`ntk_theory.codegen.hermite`, with its coefficient
-error and Parseval tail bound; compiled 2-D quadrature where the series would be too long), which
-needs s smooth: a numerical
+Hermite tables of the derivatives computed in NumPy (:mod:`ntk_theory.gaussian.mehler`, with its
+coefficient error and Parseval tail bound: no compilation, milliseconds per layer), degree 256 and
+1024 where the series is longer (|rho| near 1 with a large variance), and the compiled 2-D
+quadrature of :mod:`ntk_theory.codegen.hermite` for entries that not even 1024 terms resolve (rare;
+compiled on first use).  This needs s smooth: a numerical
 activation with kinks (ELU, SELU, user piecewise) is refused for N > 1 inputs (one input works).
 
 Ordered-pair derivatives: the recursions sum over ordered index pairs (e, f) with K_ef and K_fe
@@ -34,7 +36,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations.activation import _drop_deltas, x
-from ..gaussian import k, k11, k12, k22
+from ..gaussian import k, k11, k12, k22, mehler
 from ..gaussian.stable import lambdify as stable_lambdify
 from ..recursions.layer import activation_kernels
 
@@ -73,6 +75,12 @@ class TwoPoint:
         d = self.diagonal.expr
         diag = [stable_lambdify((k,), sp.diff(d, k, n)) for n in range(3)]
         return val, grad, hess, diag
+
+    @functools.cached_property
+    def _numpy_derivatives(self):
+        """NumPy-vectorised s^(n) (or s'^(n)) for n = 0..4, deltas dropped (s must be smooth)."""
+        base = self.activation.expr if self.which == "ss" else _drop_deltas(self.activation.derivative())
+        return [stable_lambdify((x,), _drop_deltas(sp.diff(base, x, n))) for n in range(5)]
 
     @functools.cached_property
     def _derivative_functions(self):
@@ -115,37 +123,41 @@ class TwoPoint:
                 "activation has kinks; the N-input finite-width tensors need its covariance derivatives, "
                 "which are implemented for smooth numerical activations only (one input works)"
             )
-        from ..codegen import hermite
-
-        f = self._derivative_functions
+        f = self._numpy_derivatives
         err = [0.0]
-        none = np.zeros(0)
         av, bv, cv = a.ravel(), b.ravel(), c.ravel()
-        # Mehler's formula on Hermite tables of each derivative at the distinct variances
-        # (codegen/hermite.py: coefficient errors and a Parseval tail bound), compiled 2-D quadrature
-        # for entries whose series would be too long
+        with np.errstate(all="ignore"):
+            rho = cv / np.sqrt(av * bv)
+        # Mehler's formula on Hermite tables of each derivative at the distinct variances, in NumPy
+        # (gaussian/mehler.py: coefficient errors and a Parseval tail bound), degree 256, then 1024
+        # for the entries whose series is longer; compiled 2-D quadrature for what remains
         var, inv = np.unique(np.concatenate([av, bv]), return_inverse=True)
         ia, ib = inv[: av.size], inv[av.size:]
         tables = {}
 
-        def table(m):
-            if m not in tables:
-                tables[m] = hermite.coefficients(f[m], var, max_order=256, tol=1e-14)
-            return tables[m]
+        def table(m, rows, order=256):
+            key = (m, order, rows.tobytes())
+            if key not in tables:
+                tables[key] = mehler.coefficients(f[m], var[rows], max_order=order, tol=1e-14)
+            return tables[key]
+
+        every = np.arange(var.size)
 
         def E(m, n):
-            A, B = table(m), table(n)
-            out = np.empty(av.size)
-            for i in range(av.size):
-                rho = cv[i] / np.sqrt(av[i] * bv[i])
-                M = hermite.series_order_tail(A.tail[ia[i]], B.tail[ib[i]], rho, 1e-14)
-                if M >= 0:
-                    out[i] = hermite.series(A.coef[ia[i]], B.coef[ib[i]], rho, M)
-                    sa, sb = np.sqrt(A.norm2[ia[i]]), np.sqrt(B.norm2[ib[i]])
-                    e = 1e-14 * sa * sb + A.error[ia[i]] * sb + B.error[ib[i]] * sa
-                else:
-                    out[i], e = hermite.expect2_direct(f[m], f[n], float(av[i]), float(bv[i]), float(cv[i]), none, none)
-                err[0] = max(err[0], float(e))
+            out, e = mehler.expect2(table(m, every), table(n, every), ia, ib, rho, tol=1e-14)
+            bad = np.flatnonzero(~np.isfinite(out))
+            if bad.size:
+                rows, sub = np.unique(np.concatenate([ia[bad], ib[bad]]), return_inverse=True)
+                o2, e2 = mehler.expect2(table(m, rows, 1024), table(n, rows, 1024), sub[: bad.size],
+                                        sub[bad.size:], rho[bad], tol=1e-14)
+                out[bad], e[bad] = o2, e2
+                for i in bad[~np.isfinite(o2)]:
+                    from ..codegen import hermite  # compiled on first use (~10 s): rare
+
+                    fm, fn = self._derivative_functions[m], self._derivative_functions[n]
+                    out[i], e[i] = hermite.expect2_direct(fm, fn, float(av[i]), float(bv[i]), float(cv[i]),
+                                                          np.zeros(0), np.zeros(0))
+            err[0] = max(err[0], float(np.max(e, initial=0.0)))
             return out.reshape(shape)
 
         value = E(0, 0)
