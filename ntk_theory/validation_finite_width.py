@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from .finite_width import finite_width
 from .montecarlo_finite_width import _distinct, _symmetry_of, fit_inverse_width

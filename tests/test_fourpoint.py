@@ -125,6 +125,23 @@ def test_relu_against_expectn(relu3):
         _check(r, e, ref.value, ref.error, scale=getattr(relu3, "scale_" + name)[idx])
 
 
+def test_tanh_large_variance_tables():
+    """K ~ 3.5 (tanh in the chaotic phase, C_W = 3, C_b = 0.5): the tables of G_f(mu) used to bisect
+    the far tails (where G is tiny) down to the panel cap and overran it (memory corruption, 58 s
+    for N = 6); now a few dozen panels per table, converged, and right against expectn."""
+    K = 0.5 + 3.0 * K3
+    r = four_point_moments("tanh", K, strict=True)
+    assert r.info["not_converged"] == 0
+    builds = r.info["sets"]
+    assert r.info["table_panels"] < 100 * builds, r.info["table_panels"]
+    t, dt = np.tanh, lambda z: 1 / np.cosh(z) ** 2
+    for idx, name, fs in [((0, 1, 1, 2), "ssss", [t] * 4), ((0, 1, 2, 2), "dddd", [dt] * 4),
+                          ((1, 2, 0, 0), "ddss", [dt, dt, t, t])]:
+        ref = _ref(fs, list(idx), K)
+        r_, e = getattr(r, name)[idx], getattr(r, "error_" + name)[idx]
+        _check(r_, e, ref.value, ref.error, scale=getattr(r, "scale_" + name)[idx])
+
+
 def test_tanh_mpmath_one_variable(tanh3):
     k = K3[1, 1]
     for p, q, name in [(4, 0, "ssss"), (2, 2, "ddss"), (0, 4, "dddd")]:

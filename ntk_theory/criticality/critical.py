@@ -24,7 +24,7 @@ import numpy as np
 import sympy as sp
 from scipy import optimize
 
-from .fixed_points import GRID, FixedPoint, at
+from .fixed_points import GRID, FixedPoint
 from .moments import Moments
 from .universality import Universality, universality
 

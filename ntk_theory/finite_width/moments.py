@@ -23,7 +23,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations import activation as _activation
-from ..activations.activation import _drop_deltas, _lambdify, x
+from ..activations.activation import _drop_deltas, x
 from ..gaussian import expectation, expectation1, k
 from ..gaussian.stable import lambdify as stable_lambdify
 

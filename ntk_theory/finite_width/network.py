@@ -133,6 +133,11 @@ def _tensor_method(self, X, tol: float = 1e-10):
     X = checks.inputs(X, "X")
     uniq, inv = np.unique(X, axis=0, return_inverse=True)
     inv = np.asarray(inv).ravel()
+    if uniq.shape[0] > 1:
+        from ..gaussian import fourpoint
+
+        if fourpoint.piecewise_linear_slopes(self.activation) is None:
+            fourpoint.prefetch_core()  # the numerical four-point integrator: compile it meanwhile
     d = X.shape[1]
     G0 = uniq @ uniq.T / d
     lb, lw = self.lambdas(1)

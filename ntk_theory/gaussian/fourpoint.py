@@ -113,9 +113,11 @@ import hashlib
 import itertools
 import math
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -178,11 +180,51 @@ class FourPointKernel:
             K = np.array([[1.0, 0.5], [0.5, 1.0]])
             _run(self, K, tol=1e-6, max_refine=0)
             self.compile_seconds += time.perf_counter() - t0
-            self.from_cache = bool(_core().run_tasks.stats.cache_hits)
+            self.from_cache = bool(_core()._integrate.stats.cache_hits)
             self._warm = True
 
 
+_BACKGROUND = {}
+
+
+def prefetch_core() -> None:
+    """Start compiling the integrator's larger half (:mod:`._fourpoint_integrate`, ~4 s) into the
+    Numba disk cache in a child process, unless it is imported already (or
+    ``NTK_THEORY_PARALLEL_COMPILE=0``).  :func:`_core` then compiles the other half
+    (:mod:`._fourpoint_table`, ~2 s) in this process meanwhile and loads the first from the cache:
+    the two halves share no compiled code, so a cold start costs the longer of the two instead
+    of their sum (on a machine with two or more cores; with the cache filled, the child only
+    loads it, ~0.7 s on the otherwise idle second core).  Callers that know they will need the
+    integrator (the N-input finite-width tensors of a numerical activation) call this before their
+    symbolic work, which then overlaps the compilation too."""
+    if ("proc" in _BACKGROUND or "ntk_theory.gaussian._fourpoint_integrate" in sys.modules
+            or os.environ.get("NTK_THEORY_PARALLEL_COMPILE", "1") == "0" or (os.cpu_count() or 1) < 2):
+        return
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    try:
+        _BACKGROUND["proc"] = subprocess.Popen(
+            [sys.executable, "-c", "import ntk_theory.gaussian._fourpoint_integrate"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    except OSError:  # no child processes here: compile in this process
+        _BACKGROUND["proc"] = None
+
+
 def _core():
+    """The integrator (:mod:`._fourpoint_core`), its two compiled halves built in parallel on the
+    first call of a process with a cold Numba cache (:func:`prefetch_core`)."""
+    if "ntk_theory.gaussian._fourpoint_core" not in sys.modules:
+        prefetch_core()
+        from . import _fourpoint_table  # noqa: F401  (compiles here while the child compiles the rest)
+
+        proc = _BACKGROUND.get("proc")
+        if proc is not None:
+            try:
+                proc.wait(timeout=600)
+            except Exception:  # a stuck child: this process compiles instead
+                proc.kill()
     from . import _fourpoint_core
 
     return _fourpoint_core
@@ -517,7 +559,6 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     K = _check_K(K)
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
-    N = K.shape[0]
     t0 = time.perf_counter()
     if ab is not None:
         return _exact_moments(act, ab, K, float(tol), int(max_refine), strict, t0)
