@@ -10,6 +10,7 @@ Layer 1 has K = C_b + C_W G0, Theta = lambda_b + lambda_W G0 (G0 = x.x / n_0) an
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 import sympy as sp
@@ -128,21 +129,33 @@ def _tensor_method(self, X, tol: float = 1e-10):
     """States (:class:`~.tensors.TensorState`) of layers 1 .. L+1 at the N inputs X (N, n_0)."""
     from .. import _checks as checks
     from . import tensors
-    from .twopoint import TwoPoint
+    from .twopoint import TwoPoint, derivative_tensors
 
     X = checks.inputs(X, "X")
     uniq, inv = np.unique(X, axis=0, return_inverse=True)
     inv = np.asarray(inv).ravel()
+    overlap = False
     if uniq.shape[0] > 1:
         from ..gaussian import fourpoint
 
         if fourpoint.piecewise_linear_slopes(self.activation) is None:
             fourpoint.prefetch_core()  # the numerical four-point integrator: compile it meanwhile
+            overlap = uniq.shape[0] <= 16 and "ntk_theory.gaussian._fourpoint_core" not in sys.modules
     d = X.shape[1]
     G0 = uniq @ uniq.T / d
     lb, lw = self.lambdas(1)
     st = tensors.TensorState.first_layer(self.C_b[0] + self.C_W[0] * G0, lb + lw * G0)
     tp_ss, tp_dd = TwoPoint(self.activation, "ss"), TwoPoint(self.activation, "dd")
+    if overlap:
+        # while the four-point integrator compiles (a child process, cold start only): the kernels
+        # K of all layers and their two-point tensors, kept for the layer steps below (same K, bit
+        # for bit: K_(l+1) = C_b + C_W <s s> as in tensors.step)
+        K = st.K
+        for l in range(1, self.depth + 1):
+            if not np.all(np.diag(K) > 0):
+                break
+            derivative_tensors(tp_dd, K, keep=True)
+            K = self.C_b[l] + self.C_W[l] * derivative_tensors(tp_ss, K, keep=True).value
     states = [st]
     for l in range(1, self.depth + 1):
         if not np.all(np.diag(st.K) > 0):

@@ -225,8 +225,14 @@ class TwoPointTensors:
         return Q
 
 
-def derivative_tensors(tp: TwoPoint, K: np.ndarray) -> TwoPointTensors:
-    """The two-point tensors of ``tp`` at the kernel K (N, N) of distinct inputs."""
+def derivative_tensors(tp: TwoPoint, K: np.ndarray, *, keep: bool = False) -> TwoPointTensors:
+    """The two-point tensors of ``tp`` at the kernel K (N, N) of distinct inputs.  ``keep``: store
+    the result on ``tp`` so that the next call at the same K (bit for bit) takes it instead of
+    computing it again (once: the stored copy is dropped when used)."""
+    key = (K.shape, K.tobytes())
+    memo = tp.__dict__.setdefault("_kept", {})
+    if key in memo:
+        return memo.pop(key)
     N = K.shape[0]
     d = np.diag(K).copy()
     vd, d1, d2, err_d = tp.diagonal_derivatives(d)
@@ -245,6 +251,8 @@ def derivative_tensors(tp: TwoPoint, K: np.ndarray) -> TwoPointTensors:
     hess = np.zeros((N, N, 3, 3))
     hess[a, b] = pd.hess
     out = TwoPointTensors(value, R, hess, d2, max(pd.error, err_d))
+    if keep:
+        memo[key] = out
     bad = ~np.isfinite(value).all() or not np.isfinite(R).all() or not np.isfinite(hess).all() or not np.isfinite(d2).all()
     if bad:
         raise ValueError(
