@@ -1,6 +1,6 @@
 """Finite-width predictions (K1, Theta1, V, A, B, D, F: every distinct entry) against the variance-reduced
 Monte Carlo 1/n fits of ntk_theory.montecarlo_finite_width: statistical, fixed seeds, 4 standard errors.
-Activations relu, tanh (critical and off-critical), erf, gelu, linear, leaky_relu; one, two and three inputs."""
+Activations relu, tanh (critical and off-critical), erf, gelu, linear, leaky_relu, elu; one, two and three inputs."""
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ def test_relu_two_inputs_every_entry():
     ("linear", X3, 1.0, 0.1),
     ("relu", X3, 2.0, 0.05),
     ("leaky_relu", X2, 1.9, 0.05),  # the exact orthant route with all 16 orthants
+    ("elu(1/2)", X2, 1.5, 0.1),     # numerical with a kink: two-point derivatives by integration by parts
 ])
 def test_predictions_within_4_standard_errors(act, X, C_W, C_b):
     r = check_finite_width(act, X, 3, C_W, C_b, "ntk", samples=20_000, seed=1)

@@ -17,8 +17,11 @@ Hermite tables of the derivatives computed in NumPy (:mod:`ntk_theory.gaussian.m
 coefficient error and Parseval tail bound: no compilation, milliseconds per layer), degree 256 and
 1024 where the series is longer (|rho| near 1 with a large variance), and the compiled 2-D
 quadrature of :mod:`ntk_theory.codegen.hermite` for entries that not even 1024 terms resolve (rare;
-compiled on first use).  This needs s smooth: a numerical
-activation with kinks (ELU, SELU, user piecewise) is refused for N > 1 inputs (one input works).
+compiled on first use).  For a numerical activation with kinks (ELU, SELU, user piecewise), whose
+derivatives hold deltas, Gaussian integration by parts moves every derivative onto the density:
+E[f^(m)(u) f^(n)(v)] = E[f(u) f(v) H_mn(u, v)] with the bivariate Hermite polynomials H_mn of the
+pair covariance, f = s (or s') integrated by 2-D quadrature split at the kinks
+(:mod:`ntk_theory.gaussian.bivariate`, with its error estimate).
 
 Ordered-pair derivatives: the recursions sum over ordered index pairs (e, f) with K_ef and K_fe
 independent, R[f]_ef = d<f>/dK_ef, so for a != b the pair (a, b) carries half of dT/dk12 and so
@@ -117,12 +120,20 @@ class TwoPoint:
                     H[..., i, j] = H[..., j, i] = np.broadcast_to(f(a, b, c), shape)
             return PairDerivatives(value, g, H, 0.0)
         if self.activation.kinks:
-            label = "s s" if self.which == "ss" else "s' s'"
-            raise ValueError(
-                f"{self.activation.name}: no closed form for <{label}> and the "
-                "activation has kinks; the N-input finite-width tensors need its covariance derivatives, "
-                "which are implemented for smooth numerical activations only (one input works)"
-            )
+            # Gaussian integration by parts: E[f^(m)(u) f^(n)(v)] = E[f(u) f(v) H_mn(u, v)], f = s or
+            # s' itself (no deltas), by 2-D quadrature split at the kinks (gaussian/bivariate.py)
+            from ..gaussian import bivariate
+
+            E, Err = bivariate.expect_derivatives(self._numpy_derivatives[0], self.activation.kinks,
+                                                  a.ravel(), b.ravel(), c.ravel())
+            e = {mn: E[:, i].reshape(shape) for i, mn in enumerate(bivariate.ORDERS)}
+            H = np.zeros(shape + (3, 3))
+            entries = {(0, 0): e[4, 0] / 4, (0, 1): e[2, 2] / 4, (0, 2): e[3, 1] / 2,
+                       (1, 1): e[0, 4] / 4, (1, 2): e[1, 3] / 2, (2, 2): e[2, 2]}
+            for (i, j), v in entries.items():
+                H[..., i, j] = H[..., j, i] = v
+            g = np.stack([e[2, 0] / 2, e[0, 2] / 2, e[1, 1]], axis=-1)
+            return PairDerivatives(e[0, 0], g, H, float(np.max(Err, initial=0.0)))
         f = self._numpy_derivatives
         err = [0.0]
         av, bv, cv = a.ravel(), b.ravel(), c.ravel()
