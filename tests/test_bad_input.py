@@ -90,6 +90,11 @@ def test_activation_names_with_parameters():
         numpy_activation("tanh(3)")
     with pytest.raises(ValueError, match="cannot parse activation"):
         numpy_activation("relu((")
+    # parameters written as the symbolic layer accepts them: fractions too
+    elu = numpy_activation("elu(1/2)")
+    assert np.allclose(elu.value(np.array([-1.0, 2.0])), [0.5 * (np.exp(-1.0) - 1.0), 2.0])
+    with pytest.raises(ValueError, match="cannot parse the parameters"):
+        numpy_activation("elu(a)")
 
 
 def test_spec_build_checks_widths():

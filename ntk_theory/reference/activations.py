@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -89,7 +90,10 @@ def _parse(name: str) -> tuple[str, tuple[float, ...]]:
     if not m:
         raise ValueError(f"cannot parse activation {name!r}; expected a name like 'relu' or 'leaky_relu(0.1)'")
     base, args = m.group(1).lower(), m.group(2)
-    params = tuple(float(a) for a in args.split(",")) if args and args.strip() else ()
+    try:  # numbers as the symbolic layer writes them too: 0.1, 1e-2, 1/2
+        params = tuple(float(Fraction(a.strip())) for a in args.split(",")) if args and args.strip() else ()
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot parse the parameters of activation {name!r}: expected numbers such as 0.1 or 1/2") from None
     return _ALIASES.get(base, base), params
 
 
