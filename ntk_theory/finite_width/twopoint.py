@@ -68,6 +68,7 @@ class TwoPoint:
         self.expectation = kern.T if which == "ss" else kern.Tdot
         self.diagonal = kern.T_diag if which == "ss" else kern.Tdot_diag
         self.closed_form = self.expectation.is_closed_form and self.diagonal.is_closed_form
+        self._kept = {}  # derivative_tensors(..., keep=True)
 
     @functools.cached_property
     def _closed(self):
@@ -124,16 +125,10 @@ class TwoPoint:
             # s' itself (no deltas), by 2-D quadrature split at the kinks (gaussian/bivariate.py)
             from ..gaussian import bivariate
 
-            E, Err = bivariate.expect_derivatives(self._numpy_derivatives[0], self.activation.kinks,
-                                                  a.ravel(), b.ravel(), c.ravel())
-            e = {mn: E[:, i].reshape(shape) for i, mn in enumerate(bivariate.ORDERS)}
-            H = np.zeros(shape + (3, 3))
-            entries = {(0, 0): e[4, 0] / 4, (0, 1): e[2, 2] / 4, (0, 2): e[3, 1] / 2,
-                       (1, 1): e[0, 4] / 4, (1, 2): e[1, 3] / 2, (2, 2): e[2, 2]}
-            for (i, j), v in entries.items():
-                H[..., i, j] = H[..., j, i] = v
-            g = np.stack([e[2, 0] / 2, e[0, 2] / 2, e[1, 1]], axis=-1)
-            return PairDerivatives(e[0, 0], g, H, float(np.max(Err, initial=0.0)))
+            vals, errs = bivariate.expect_derivatives(self._numpy_derivatives[0], self.activation.kinks,
+                                                      a.ravel(), b.ravel(), c.ravel())
+            by_order = {mn: vals[:, i].reshape(shape) for i, mn in enumerate(bivariate.ORDERS)}
+            return _from_expectations(lambda m, n: by_order[m, n], shape, float(np.max(errs, initial=0.0)))
         f = self._numpy_derivatives
         err = [0.0]
         av, bv, cv = a.ravel(), b.ravel(), c.ravel()
@@ -171,15 +166,7 @@ class TwoPoint:
             err[0] = max(err[0], float(np.max(e, initial=0.0)))
             return out.reshape(shape)
 
-        value = E(0, 0)
-        g = np.stack([E(2, 0) / 2, E(0, 2) / 2, E(1, 1)], axis=-1)
-        s22 = E(2, 2)
-        H = np.zeros(shape + (3, 3))
-        entries = {(0, 0): E(4, 0) / 4, (0, 1): s22 / 4, (0, 2): E(3, 1) / 2,
-                   (1, 1): E(0, 4) / 4, (1, 2): E(1, 3) / 2, (2, 2): s22}
-        for (i, j), v in entries.items():
-            H[..., i, j] = H[..., j, i] = v
-        return PairDerivatives(value, g, H, err[0])
+        return _from_expectations(E, shape, err)
 
     @functools.cached_property
     def _one_input(self):
@@ -204,6 +191,22 @@ class TwoPoint:
                 out[(n,) + idx] = v
                 err = max(err, e)
         return out[0], out[1], out[2], err
+
+
+def _from_expectations(E, shape, err) -> PairDerivatives:
+    """Value, gradient and Hessian in (k11, k22, k12) from E(m, n) = <f^(m)(u) f^(n)(v)> (Price:
+    dT/dk11 = E(2, 0) / 2, dT/dk12 = E(1, 1), d2T/dk11^2 = E(4, 0) / 4, d2T/dk11 dk22 = E(2, 2) / 4,
+    d2T/dk11 dk12 = E(3, 1) / 2, d2T/dk12^2 = E(2, 2), ...).  ``err``: a number, or a one-element
+    list that E raises to its largest error as it goes."""
+    value = E(0, 0)
+    g = np.stack([E(2, 0) / 2, E(0, 2) / 2, E(1, 1)], axis=-1)
+    s22 = E(2, 2)
+    H = np.zeros(shape + (3, 3))
+    entries = {(0, 0): E(4, 0) / 4, (0, 1): s22 / 4, (0, 2): E(3, 1) / 2,
+               (1, 1): E(0, 4) / 4, (1, 2): E(1, 3) / 2, (2, 2): s22}
+    for (i, j), v in entries.items():
+        H[..., i, j] = H[..., j, i] = v
+    return PairDerivatives(value, g, H, err[0] if isinstance(err, list) else err)
 
 
 @dataclass
@@ -241,9 +244,8 @@ def derivative_tensors(tp: TwoPoint, K: np.ndarray, *, keep: bool = False) -> Tw
     the result on ``tp`` so that the next call at the same K (bit for bit) takes it instead of
     computing it again (once: the stored copy is dropped when used)."""
     key = (K.shape, K.tobytes())
-    memo = tp.__dict__.setdefault("_kept", {})
-    if key in memo:
-        return memo.pop(key)
+    if key in tp._kept:
+        return tp._kept.pop(key)
     N = K.shape[0]
     d = np.diag(K).copy()
     vd, d1, d2, err_d = tp.diagonal_derivatives(d)
@@ -263,7 +265,7 @@ def derivative_tensors(tp: TwoPoint, K: np.ndarray, *, keep: bool = False) -> Tw
     hess[a, b] = pd.hess
     out = TwoPointTensors(value, R, hess, d2, max(pd.error, err_d))
     if keep:
-        memo[key] = out
+        tp._kept[key] = out
     bad = ~np.isfinite(value).all() or not np.isfinite(R).all() or not np.isfinite(hess).all() or not np.isfinite(d2).all()
     if bad:
         raise ValueError(
