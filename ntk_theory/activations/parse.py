@@ -1,8 +1,16 @@
 """Turn a library name, a string or a SymPy expression into a checked :class:`Activation`.
 
-An activation must be a real function of ``x`` alone, finite on the real line, and grow slower
-than ``exp(c x^2)`` for every c > 0 (together with its derivative): otherwise its Gaussian
-moments diverge at some variance and the kernel recursions are undefined.
+A string is either a library name with numeric parameters (``"leaky_relu(1/10)"``, the whole
+string) or an expression in ``x``.  Inside an expression a library name is a function of its first
+argument, the remaining arguments being its numeric parameters: ``"relu(x)**2"``,
+``"gelu(x) + x"``, ``"leaky_relu(2*x, 1/5)"``; ``erf``, ``tanh``, ``sin``, ``cos``, ``exp``, ``abs``
+and ``sign`` are SymPy's functions of the same meaning.  ``Piecewise((x, x > 0), (0, True))``,
+``Heaviside``, ``Max``, ``Min`` and ``Abs`` are accepted as in SymPy.
+
+An activation must be a real function of ``x`` alone, defined (real-valued) on the whole real
+line, finite there, and grow slower than ``exp(c x^2)`` for every c > 0 (together with its
+derivative): otherwise its Gaussian moments diverge at some variance and the kernel recursions are
+undefined.
 """
 
 from __future__ import annotations
@@ -18,18 +26,20 @@ from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 from .activation import Activation, x
 from .library import ALIASES, LIBRARY, NAMES, library_activation
 
-# Names a string expression may use.  Anything else is rejected before SymPy parses it.
-_ALLOWED = {
+# SymPy names a string expression may use.  Anything else is rejected before SymPy parses it.
+_SYMPY_NAMES = {
     "x": x,
     **{name: getattr(sp, name) for name in (
         "sin", "cos", "tan", "exp", "log", "sqrt", "erf", "erfc", "tanh", "sinh", "cosh", "atan", "asinh",
         "Abs", "Max", "Min", "Heaviside", "sign", "pi", "E", "Rational", "Piecewise", "Integer", "Float",
-        "Symbol", "Function",
+        "Symbol", "Function", "And", "Or", "Not",
     )},
     "abs": sp.Abs,
     "max": sp.Max,
     "min": sp.Min,
     "e": sp.E,
+    "True": sp.true,
+    "False": sp.false,
 }
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?\d+\s*/\s*\d+\s*$")
@@ -39,10 +49,45 @@ class DivergentExpectation(ValueError):
     """A Gaussian expectation that does not exist (the integrand grows too fast or is singular)."""
 
 
+class UndefinedActivation(ValueError):
+    """An activation that is not real-valued on part of the real line (``sqrt(x)`` for x < 0)."""
+
+
+class _LibraryFunction:
+    """A library name used as a function inside an expression: ``name(arg, *params)`` is the library
+    activation ``name`` with exact numeric parameters ``params``, evaluated at ``arg``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, arg, *params):
+        bad = [p for p in params if not (isinstance(p, sp.Basic) and p.is_number and p.is_real)]
+        if bad or not isinstance(arg, sp.Basic):
+            raise _ExpressionError(
+                f"{self.name}(arg, p1, ...) inside an expression takes an expression in x and numeric parameters; "
+                f"got {self.name}({', '.join(map(str, (arg, *params)))})"
+            )
+        exact = tuple(sp.nsimplify(p, rational=True) if isinstance(p, sp.Float) else p for p in params)
+        try:
+            return library_activation(self.name, *exact).expr.subs(x, arg)
+        except ValueError as exc:
+            raise _ExpressionError(str(exc)) from None
+
+
+class _ExpressionError(ValueError):
+    """A clear error raised while SymPy evaluates a parsed string (passed through unchanged)."""
+
+
+_ALLOWED = {
+    **{name: _LibraryFunction(name) for name in (*LIBRARY, *ALIASES)},
+    **_SYMPY_NAMES,  # erf, tanh, sin, cos, exp, abs, sign: SymPy's functions (same meaning as the library's)
+}
+
+
 @functools.singledispatch
 def activation(spec) -> Activation:
     """An :class:`Activation` from a library name (``"relu"``, ``"leaky_relu(1/10)"``), a string
-    expression in x (``"x*erf(x)"``), a SymPy expression in x, or an Activation."""
+    expression in x (``"x*erf(x)"``, ``"relu(x)**2"``), a SymPy expression in x, or an Activation."""
     raise ValueError(f"cannot make an activation from {spec!r} (a {type(spec).__name__})")
 
 
@@ -93,24 +138,129 @@ def _parse_expression(text: str) -> sp.Expr:
     try:
         expr = parse_expr(text, local_dict=dict(_ALLOWED), global_dict={"__builtins__": {}, **_ALLOWED},
                           transformations=standard_transformations)
+    except _ExpressionError as exc:
+        raise ValueError(f"cannot parse activation {text!r}: {exc}") from None
     except Exception as exc:  # SyntaxError, TypeError, TokenError ...: all mean "not a SymPy expression"
         raise ValueError(f"cannot parse activation {text!r} as a SymPy expression in x: {exc}") from None
+    if isinstance(expr, _LibraryFunction):
+        raise ValueError(f"activation {text!r}: write {text}(x) inside an expression, or {text!r} alone")
     if not isinstance(expr, sp.Expr):
         raise ValueError(f"activation {text!r} is not an expression in x")
     return expr
 
 
 def checked(act: Activation) -> Activation:
-    """Validate an activation: one variable x, finite on the reals, sub-Gaussian-squared growth."""
+    """Validate an activation: one variable x, real-valued and finite on the reals, sub-Gaussian-squared growth."""
     expr = act.expr
     if expr.free_symbols - {x}:
         raise ValueError(f"activation {act.name!r} has free symbols other than x: {expr.free_symbols - {x}}")
+    _check_defined_on_reals(act)
     if expr.has(sp.I) and sp.im(expr.subs(x, sp.Rational(3, 7))) != 0:
         raise ValueError(f"activation {act.name!r} is not real-valued")
     _check_finite_on_reals(act)
     for label, e in (("s", expr), ("s'", act.derivative())):
         _check_growth(act.name, label, e)
     return act
+
+
+# ---------------------------------------------------------------------- real domain
+# Where a function is not real-valued, by the type of the SymPy node: node -> set of real x
+# (inside the region where that node is evaluated) on which it is undefined.
+def _where(condition, region: sp.Set) -> sp.Set:
+    try:
+        found = sp.solve_univariate_inequality(condition, x, relational=False, domain=sp.S.Reals)
+    except (NotImplementedError, TypeError, ValueError):
+        return _sampled_where(condition, region)
+    return found.intersect(region)
+
+
+def _sampled_where(condition, region: sp.Set) -> sp.Set:
+    """Fallback when SymPy cannot solve the inequality: the grid points of [-50, 50] where it holds."""
+    f = sp.lambdify(x, condition, modules="mpmath")
+    grid = [sp.Rational(i, 8) for i in range(-400, 401)]
+    hits = []
+    for p in grid:
+        try:
+            if region.contains(p) == sp.true and bool(f(mpmath.mpf(p.p) / p.q)):
+                hits.append(p)
+        except (TypeError, ValueError):
+            continue
+    return sp.FiniteSet(*hits[:3]) if hits else sp.S.EmptySet
+
+
+def _integral(e) -> bool:
+    return bool(e.is_integer) or (e.is_Number and float(e).is_integer())
+
+
+def _pow_domain(e: sp.Pow, region):
+    base, exp = e.args
+    if _integral(exp) or not base.has(x):
+        return region if (base.is_negative and exp.has(x)) else sp.S.EmptySet
+    return _where(base < 0, region) if (exp.is_number and exp.is_positive) else _where(base <= 0, region)
+
+
+_DOMAIN_RULES = {
+    sp.Pow: _pow_domain,
+    sp.log: lambda e, region: _where(e.args[0] <= 0, region),
+    sp.asin: lambda e, region: _where(sp.Abs(e.args[0]) > 1, region),
+    sp.acos: lambda e, region: _where(sp.Abs(e.args[0]) > 1, region),
+    sp.acosh: lambda e, region: _where(e.args[0] < 1, region),
+    sp.atanh: lambda e, region: _where(sp.Abs(e.args[0]) >= 1, region),
+}
+
+
+def _domain_rule(node):
+    for cls in type(node).__mro__:
+        if cls in _DOMAIN_RULES:
+            return _DOMAIN_RULES[cls]
+    return None
+
+
+def _piecewise_undefined(node: sp.Piecewise, region: sp.Set) -> tuple[sp.Set, sp.Expr | None]:
+    bad, culprit, remaining = sp.S.EmptySet, None, region
+    for branch, cond in node.args:
+        where = (cond.as_set() if cond.has(x) else (sp.S.Reals if cond == sp.true else sp.S.EmptySet)).intersect(remaining)
+        b, c = _undefined(branch, where)
+        if b != sp.S.EmptySet and culprit is None:
+            culprit = c
+        bad, remaining = bad.union(b), remaining - where
+    if remaining != sp.S.EmptySet and remaining.is_empty is not True:
+        bad, culprit = bad.union(remaining), culprit if culprit is not None else node
+    return bad, culprit
+
+
+def _undefined(node, region: sp.Set) -> tuple[sp.Set, sp.Expr | None]:
+    """The real x in ``region`` where ``node`` is not real-valued, and the offending subexpression."""
+    if region == sp.S.EmptySet or not isinstance(node, sp.Basic) or not node.has(x):
+        return sp.S.EmptySet, None
+    if isinstance(node, sp.Piecewise):
+        return _piecewise_undefined(node, region)
+    bad, culprit = sp.S.EmptySet, None
+    for arg in node.args:
+        b, c = _undefined(arg, region)
+        if b != sp.S.EmptySet:
+            bad, culprit = bad.union(b), culprit if culprit is not None else c
+    rule = _domain_rule(node)
+    if rule is not None:
+        b = rule(node, region)
+        if b != sp.S.EmptySet and b.is_empty is not True:
+            bad, culprit = bad.union(b), culprit if culprit is not None else node
+    return bad, culprit
+
+
+def _check_defined_on_reals(act: Activation) -> None:
+    bad, culprit = _undefined(act.expr, sp.S.Reals)
+    if bad == sp.S.EmptySet or bad.is_empty is True:
+        return
+    if isinstance(bad, sp.FiniteSet):
+        where = "at x = " + ", ".join(map(sp.sstr, bad.args))
+    else:
+        try:
+            where = "for " + sp.sstr(bad.as_relational(x))
+        except (NotImplementedError, TypeError, AttributeError):
+            where = f"on {bad}"
+    what = "no branch of the Piecewise applies" if isinstance(culprit, sp.Piecewise) else f"{sp.sstr(culprit)} is not real there"
+    raise UndefinedActivation(f"activation {act.name!r} is not defined {where}: {what}")
 
 
 def _check_finite_on_reals(act: Activation) -> None:
