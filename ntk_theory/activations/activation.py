@@ -69,12 +69,6 @@ class Activation:
     def mpmath_derivative(self):
         return sp.lambdify(x, _drop_deltas(self.derivative()), modules="mpmath")
 
-    def numpy_activation(self):
-        """Hook for the reference network: this activation as a (value, derivative) NumPy pair."""
-        from ..reference.activations import NumpyActivation
-
-        return NumpyActivation(self.name, self.numpy, self.numpy_derivative)
-
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
         return rf"\sigma(x) = {sp.latex(self.expr)}"
@@ -148,7 +142,8 @@ def _lambdify(expr: sp.Expr):
 
     def vectorised(z):
         z = np.asarray(z, dtype=np.float64)
-        out = f(z)
+        with np.errstate(invalid="ignore", over="ignore"):  # np.select evaluates every Piecewise branch
+            out = f(z)
         return np.broadcast_to(np.asarray(out, dtype=np.float64), z.shape).copy() if np.ndim(out) < z.ndim else out
 
     vectorised.__name__ = f"s_{abs(hash(expr)) % 10**8}"

@@ -1,16 +1,25 @@
-"""Hand-written NumPy activations (value, derivative) for the reference network.
+"""NumPy activations (value, derivative) for the reference network.
 
-They are written independently of the symbolic layer on purpose: the reference network is the
-ground truth the SymPy derivations are checked against, so it must not share their code.
+The library names below (:data:`NAMES`) are hand-written NumPy, independent of the symbolic layer
+on purpose: the reference network is the ground truth the SymPy derivations are checked against,
+so for these it does not share their code.  Every other activation the symbolic layer accepts
+(``"selu"``, ``"gelu_tanh"``, ``"abrelu(1/2, 2)"``, ``"hermite(3)"``, expressions such as
+``"x*erf(x)"`` or ``"relu(x)**2"``, SymPy expressions, :class:`ntk_theory.activations.Activation`)
+gets a generated pair: s(x) is the expression printed to NumPy/SciPy by ``sympy.lambdify`` and
+s'(x) its SymPy derivative, the almost-everywhere one (Dirac deltas at jumps dropped, so a step
+contributes no gradient, as backpropagation through a finite network computes).  A generated
+pair evaluates in float64 to the rounding of the NumPy functions it calls; it raises ValueError
+where it returns NaN at a finite input instead of passing the NaN on.
 
 An activation for the reference network is anything :func:`numpy_activation` accepts:
 
 * a library name (``"relu"``, ``"tanh"``, ``"erf"``, ``"linear"``, ... see :data:`NAMES`), optionally
   with parameters, e.g. ``"leaky_relu(0.1)"`` or ``"elu(1.0)"``;
+* any other name or expression the symbolic layer accepts (generated pair);
 * a pair ``(value, derivative)`` of NumPy ufunc-like callables;
 * a :class:`NumpyActivation`;
-* any object with a ``numpy_activation()`` method returning one of the above (the hook through
-  which the toolkit's symbolic activations plug in).
+* an object with a ``numpy_activation()`` method returning one of the above;
+* a symbolic activation or SymPy expression in x (generated pair).
 """
 
 from __future__ import annotations
@@ -85,28 +94,51 @@ _ALIASES = {"identity": "linear", "silu": "swish", "logistic": "sigmoid"}
 NAMES = tuple(sorted(_LIBRARY))
 
 
-def _parse(name: str) -> tuple[str, tuple[float, ...]]:
-    m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*", name)
-    if not m:
-        raise ValueError(f"cannot parse activation {name!r}; expected a name like 'relu' or 'leaky_relu(0.1)'")
-    base, args = m.group(1).lower(), m.group(2)
-    try:  # numbers as the symbolic layer writes them too: 0.1, 1e-2, 1/2
-        params = tuple(float(Fraction(a.strip())) for a in args.split(",")) if args and args.strip() else ()
+_NAME_CALL = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*")
+
+
+def _numbers(args: str | None) -> tuple[float, ...] | None:
+    """Parameters written as numbers (0.1, 1e-2, 1/2, as the symbolic layer writes them), or None."""
+    try:
+        return tuple(float(Fraction(a.strip())) for a in args.split(",")) if args and args.strip() else ()
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"cannot parse the parameters of activation {name!r}: expected numbers such as 0.1 or 1/2") from None
-    return _ALIASES.get(base, base), params
+        return None
+
+
+def _nan_guarded(f: Callable[[Array], Array], name: str, what: str) -> Callable[[Array], Array]:
+    def guarded(z):
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            out = f(z)
+        bad = np.isnan(out) & ~np.isnan(z)
+        if bad.any():
+            raise ValueError(f"activation {name!r}: {what} is NaN at x = {np.asarray(z)[bad].flat[0]!r}")
+        return out
+
+    guarded.__name__ = f"{what}_{name}"
+    return guarded
+
+
+def generated(spec, name: str | None = None) -> NumpyActivation:
+    """The NumPy pair of any activation the symbolic layer accepts: s by ``sympy.lambdify`` (NumPy and
+    SciPy functions) of its expression, s' by lambdify of its SymPy derivative with Dirac deltas
+    dropped (the almost-everywhere derivative; Heaviside at 0 is 1/2).  Raises ValueError (the
+    symbolic layer's message) for names and expressions it does not accept."""
+    from ..activations import activation  # SymPy is loaded only when a generated pair is needed
+
+    act = activation(spec)
+    label = name or act.name
+    return NumpyActivation(
+        label, _nan_guarded(act.numpy, label, "s"), _nan_guarded(act.numpy_derivative, label, "s'")
+    )
 
 
 @functools.singledispatch
 def numpy_activation(act) -> NumpyActivation:
-    """Turn a name, a ``(value, derivative)`` pair or an activation object into a NumpyActivation."""
+    """Turn a name, an expression, a ``(value, derivative)`` pair or an activation object into a NumpyActivation."""
     hook = getattr(act, "numpy_activation", None)
     if callable(hook):
         return numpy_activation(hook())
-    raise ValueError(
-        f"unknown activation {act!r}: give a library name ({', '.join(NAMES)}), "
-        "a (value, derivative) pair of NumPy callables, or an activation object"
-    )
+    return generated(act)  # an Activation or a SymPy expression; ValueError for anything else
 
 
 @numpy_activation.register
@@ -116,14 +148,23 @@ def _(act: NumpyActivation) -> NumpyActivation:
 
 @numpy_activation.register
 def _(act: str) -> NumpyActivation:
-    base, params = _parse(act)
+    text = act.strip()
+    m = _NAME_CALL.fullmatch(text)
+    base = _ALIASES.get(m.group(1).lower(), m.group(1).lower()) if m else None
     if base not in _LIBRARY:
-        raise ValueError(f"unknown activation {act!r}; known names: {', '.join(NAMES)}")
+        return generated(text, name=text)
+    params = _numbers(m.group(2))
+    if params is None:  # "elu(x)" is an expression; "elu(a)" is neither
+        try:
+            return generated(text, name=text)
+        except ValueError:
+            raise ValueError(f"cannot parse the parameters of activation {text!r}: expected numbers such as 0.1 "
+                             f"or 1/2, or an expression in x such as {base}(2*x)") from None
     try:
         value, derivative = _LIBRARY[base](*params)
     except TypeError:
         raise ValueError(f"activation {base!r} does not take parameters {params}") from None
-    return NumpyActivation(act.strip(), value, derivative)
+    return NumpyActivation(text, value, derivative)
 
 
 @numpy_activation.register(tuple)
