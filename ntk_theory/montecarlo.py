@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _checks
 from .architecture import MLPSpec
+from .progress import progress_bar
 from .reference import ensemble
 from .reference.activations import numpy_activation
 
@@ -253,17 +254,12 @@ def _block_size(spec: MLPSpec, N: int, sampler: str, memory_mb: float) -> int:
 
 def run_blocks(run_block, n_blocks: int, batches: int, workers, progress, desc: str) -> list:
     """Run ``run_block(k)`` for k < n_blocks in threads (in order of k) and add up the per-batch
-    sums each returns ({batch: {name: sum}}); a tqdm bar if ``progress`` (None: more than 20 blocks
-    and a terminal)."""
-    if progress is None:
-        progress = n_blocks > 20 and bool(getattr(__import__("sys").stderr, "isatty", lambda: False)())
+    sums each returns ({batch: {name: sum}}); a progress bar as :func:`ntk_theory.progress.progress_bar`
+    draws it (``progress`` None: when standard error is a terminal and the run takes a few seconds)."""
     batch_sums: list = [None] * batches
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(run_block, range(n_blocks))
-        if progress:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=n_blocks, unit="block", desc=desc)
+        results = progress_bar(pool.map(run_block, range(n_blocks)), total=n_blocks, unit="block", desc=desc,
+                               enabled=progress)
         for partial in results:
             for b, sums in partial.items():
                 if batch_sums[b] is None:
@@ -330,7 +326,9 @@ def sample_statistics(
         return _sum_by_batch(_block_moments(out), batch_ids, fourth_order)
 
     t0 = time.perf_counter()
-    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, f"{samples} networks")
+    hidden = sorted(set(spec.widths[1:-1]))
+    desc = f"n={hidden[0] if len(hidden) == 1 else list(spec.widths[1:-1])}: {samples} networks"
+    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, desc)
     seconds = time.perf_counter() - t0
 
     values, errors = _jackknife(batch_sums, N, fourth_order)

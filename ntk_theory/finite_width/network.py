@@ -125,9 +125,11 @@ class FiniteWidthRecursion:
                 f"C_b={self.C_b[-1]:g}, param={self.param!r})")
 
 
-def _tensor_method(self, X, tol: float = 1e-10):
-    """States (:class:`~.tensors.TensorState`) of layers 1 .. L+1 at the N inputs X (N, n_0)."""
+def _tensor_method(self, X, tol: float = 1e-10, progress=None):
+    """States (:class:`~.tensors.TensorState`) of layers 1 .. L+1 at the N inputs X (N, n_0);
+    ``progress`` as :func:`ntk_theory.progress.progress_bar` (a bar over the layers)."""
     from .. import _checks as checks
+    from ..progress import progress_bar
     from . import tensors
     from .twopoint import TwoPoint, derivative_tensors
 
@@ -157,12 +159,16 @@ def _tensor_method(self, X, tol: float = 1e-10):
             derivative_tensors(tp_dd, K, keep=True)
             K = self.C_b[l] + self.C_W[l] * derivative_tensors(tp_ss, K, keep=True).value
     states = [st]
-    for l in range(1, self.depth + 1):
-        if not np.all(np.diag(st.K) > 0):
-            raise ValueError(f"a variance of layer {l} is zero: an input is zero and C_b = 0")
-        lb, lw = self.lambdas(l + 1)
-        st = tensors.step(st, self.activation, tp_ss, tp_dd, self.C_W[l], self.C_b[l], lb, lw, self.ratios[l], tol)
-        states.append(st)
+    with progress_bar(total=self.depth, desc=f"finite-width tensors, {uniq.shape[0]} inputs", unit="layer",
+                      enabled=progress) as bar:
+        for l in range(1, self.depth + 1):
+            if not np.all(np.diag(st.K) > 0):
+                raise ValueError(f"a variance of layer {l} is zero: an input is zero and C_b = 0")
+            lb, lw = self.lambdas(l + 1)
+            st = tensors.step(st, self.activation, tp_ss, tp_dd, self.C_W[l], self.C_b[l], lb, lw, self.ratios[l],
+                              tol, progress)
+            states.append(st)
+            bar.update(1)
     return [s.expand(inv) for s in states]
 
 

@@ -80,14 +80,15 @@ class FiniteWidthPredictions:
 
 
 def finite_width(activation, X, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
-                 tol: float = 1e-10) -> FiniteWidthPredictions:
+                 tol: float = 1e-10, progress=None) -> FiniteWidthPredictions:
     """The finite-width predictions of the network (``depth`` hidden layers, scalar readout) at X (N, d).
 
     ``activation``: library name, expression or activation object; ``C_W``, ``C_b``: scalars or
     depth + 1 values; ``param`` 'ntk' or 'unit'; ``widths``: the hidden widths if unequal
-    (corrections per 1/n_L).  Four-point Gaussian averages to ``tol`` (relative)."""
+    (corrections per 1/n_L).  Four-point Gaussian averages to ``tol`` (relative).  ``progress``: a bar
+    over the layers (True, False, or None: when standard error is a terminal and the run takes seconds)."""
     rec = FiniteWidthRecursion(activation, depth, C_W, C_b, param, widths)
-    layers = rec.tensors(X, tol=tol)
+    layers = rec.tensors(X, tol=tol, progress=progress)
     top = layers[-1]
     F = top.F
     return FiniteWidthPredictions(

@@ -454,8 +454,9 @@ def _tasks(K):
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
-def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None):
-    """Integrate the sets of K numerically (all, or the task indices ``only``)."""
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None, tick=None):
+    """Integrate the sets of K numerically (all, or the task indices ``only``); ``tick(k)`` is called
+    after each chunk of k sets (a progress bar's update)."""
     core = _core()
     arrays, meta = _tasks(K) if tasks is None else tasks
     order = arrays[-1]
@@ -476,6 +477,8 @@ def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, t
     def work(tasks):
         core.run_tasks(kern.s, kern.ds, kinks, tasks, *arrs, _GPARAM, float(hz0), float(tol), int(max_refine),
                        float(R0), bool(use_table), vals, errs, scales, levels, status, stats, hst)
+        if tick is not None:
+            tick(len(tasks))
 
     ranks = arrs[2]
     big = [np.array([t], dtype=np.int64) for t in order if ranks[t] >= 3]
@@ -545,7 +548,7 @@ def _step_hint(predicted) -> float:
 
 
 def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, kinks=(), max_refine: int = 6,
-                       strict: bool = False, exact: bool = True) -> FourPointMoments:
+                       strict: bool = False, exact: bool = True, progress=None) -> FourPointMoments:
     r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
 
     ``activation``: a toolkit activation (library name, expression, or
@@ -559,8 +562,12 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     :func:`piecewise_linear_slopes`) take the exact orthant-moment route of
     :mod:`~ntk_theory.gaussian.orthant` (sets of nearly parallel inputs numerically);
     ``exact=False`` forces the numerical integrator for every set.
-    Raises ValueError for a bad K and for divergent expectations.
+    Raises ValueError for a bad K and for divergent expectations.  ``progress``: a bar over the input
+    sets (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal and a run of
+    more than a few seconds).
     """
+    from ..progress import progress_bar
+
     if isinstance(activation, tuple) and len(activation) == 2:
         s, ds = activation
         activation = None
@@ -577,8 +584,15 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
     t0 = time.perf_counter()
-    if ab is not None:
-        return _exact_moments(act, ab, K, float(tol), int(max_refine), strict, t0)
+    n_sets = sum(math.comb(K.shape[0], m) for m in (1, 2, 3, 4))
+    with progress_bar(total=n_sets, desc=f"four-point moments, {K.shape[0]} inputs", unit="set", enabled=progress) as bar:
+        if ab is not None:
+            return _exact_moments(act, ab, K, float(tol), int(max_refine), strict, t0, bar.update)
+        return _numerical_moments(kern, K, tol, max_refine, strict, t0, bar.update)
+
+
+def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick) -> FourPointMoments:
+    """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked)."""
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
     # (smooth activations only: for kinked ones the panel caps shrink with the step, and starting
@@ -592,17 +606,17 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
         # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
         # start the others at the step their predictions give (tanh N = 8: 1.8 s -> 1.0 s)
         probe = multi[:: len(multi) // 6][:6]
-        first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks)
+        first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick)
         hz0 = _step_hint(first[7][probe]) if not np.any(first[4] == 1) else 0.5
         rest = [t for t in range(len(meta)) if t not in set(probe)]
-        second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks)
+        second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick)
         vals, errs, scales, levels, status, _, stats, hst = second
         for a, b in zip((vals, errs, scales, levels, status, stats, hst),
                         (first[0], first[1], first[2], first[3], first[4], first[6], first[7])):
             a[probe] = b[probe]
     else:
         vals, errs, scales, levels, status, meta, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
-                                                                    tasks=tasks)
+                                                                    tasks=tasks, tick=tick)
     if hinted and multi and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
@@ -670,7 +684,7 @@ def piecewise_linear_slopes(act) -> tuple[float, float] | None:
     return a, b
 
 
-def _exact_moments(act, ab, K, tol, max_refine, strict, t0) -> FourPointMoments:
+def _exact_moments(act, ab, K, tol, max_refine, strict, t0, tick=None) -> FourPointMoments:
     """Every set by the orthant-moment recursion (:mod:`.orthant`), except sets of nearly parallel
     inputs, which go to the numerical integrator: smallest eigenvalue of the correlation matrix
     below orthant.MIN_EIGENVALUE, or an error bound (rounding amplified by that eigenvalue) above
@@ -696,11 +710,13 @@ def _exact_moments(act, ab, K, tol, max_refine, strict, t0) -> FourPointMoments:
                 orthant.piecewise_linear_moment(KS, p, a, b, cache)
         if np.any(errs[t] > tol * scales[t]):  # rounding bound above tol: nearly parallel inputs
             numeric.append(t)
+        elif tick is not None:
+            tick(1)
     info = {"method": f"exact orthant moments ({T - len(numeric)} sets), numerical ({len(numeric)} sets)",
             "sets": T, "exact_sets": T - len(numeric), "not_converged": 0}
     if numeric:
         kern = compile_activation(act)
-        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks)
+        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks, tick=tick)
         for t in numeric:
             vals[t], errs[t], scales[t] = nv[t], ne[t], ns[t]
         if np.any(status == 2):
