@@ -26,11 +26,11 @@ def enabled_for(progress) -> bool:
 
 
 def progress_bar(iterable=None, *, total=None, desc: str = "", unit: str = "it", enabled=None,
-                 delay: float = DELAY, leave: bool = False):
+                 delay: float = DELAY, leave: bool = False, **options):
     """A tqdm bar over ``iterable`` (or a manual one with ``total`` and ``.update()``), drawn on
     standard error when :func:`enabled_for` ``(enabled)`` holds; otherwise a disabled bar that
-    passes the iterable through and ignores updates."""
+    passes the iterable through and ignores updates.  ``options`` go to tqdm (e.g. ``unit_scale``)."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled_for(enabled), delay=delay,
-                leave=leave, file=sys.stderr, dynamic_ncols=True)
+                leave=leave, file=sys.stderr, dynamic_ncols=True, **options)

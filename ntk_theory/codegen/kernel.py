@@ -160,13 +160,16 @@ class CompiledKernel:
                 np.ascontiguousarray(np.stack([p["sqrt_norm"] for p in parts])), np.ascontiguousarray(np.stack([p["err"] for p in parts])))
 
     # ------------------------------------------------------------------ evaluation
-    def __call__(self, X1, X2=None, out=None, dtype=np.float64) -> KernelResult:
-        return self.evaluate(X1, X2, out=out, dtype=dtype)
+    def __call__(self, X1, X2=None, out=None, dtype=np.float64, progress=None) -> KernelResult:
+        return self.evaluate(X1, X2, out=out, dtype=dtype, progress=progress)
 
-    def evaluate(self, X1, X2=None, out=None, dtype=np.float64) -> KernelResult:
+    def evaluate(self, X1, X2=None, out=None, dtype=np.float64, progress=None) -> KernelResult:
         """NNGP and NTK (N1, N2) of the output; ``out=(nngp, ntk)`` writes into given arrays
         (e.g. ``np.memmap``), ``dtype`` float64 (default) or float32 for the stored result
-        (arithmetic is float64 either way)."""
+        (arithmetic is float64 either way).  ``progress``: a bar over the row tiles
+        (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal)."""
+        from ..progress import progress_bar
+
         X1 = _checks.inputs(X1, "X1")
         symmetric = X2 is None
         X2v = X1 if symmetric else _checks.inputs(X2, "X2", dim=X1.shape[1])
@@ -194,6 +197,8 @@ class CompiledKernel:
         # float64 in-memory outputs are written in place (tile views); others through tile buffers
         direct = K_out.dtype == np.float64 and T_out.dtype == np.float64 and type(K_out) is np.ndarray and type(T_out) is np.ndarray
         worst = 0.0
+        entries = N1 * (N1 + 1) // 2 if symmetric else N1 * N2
+        bar = progress_bar(total=entries, desc=f"kernel {N1} x {N2}", unit="entry", unit_scale=True, enabled=progress)
         for r0 in range(0, N1, rows):
             r1 = min(N1, r0 + rows)
             c0 = r0 if symmetric else 0
@@ -221,6 +226,8 @@ class CompiledKernel:
             if not direct:
                 K_out[r0:r1, c0:] = Kb
                 T_out[r0:r1, c0:] = Tb
+            bar.update((r1 - r0) * (N2 - c0) - ((r1 - r0) * (r1 - r0 - 1) // 2 if symmetric else 0))
+        bar.close()
         if symmetric:
             from .runtime import mirror_upper
 
