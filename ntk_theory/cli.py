@@ -72,6 +72,7 @@ def _cmd_sample(args) -> int:
 
 def _cmd_derive(args) -> int:
     from .activations import activation
+    from .gaussian.display import display_text
     from .recursions import KernelRecursion
 
     act = activation(args.activation)
@@ -89,13 +90,13 @@ def _cmd_derive(args) -> int:
     for title, e in (("kernel T = E[s(u) s(v)]", kern.T), ("derivative kernel Tdot = E[s'(u) s'(v)]", kern.Tdot)):
         print(f"\n{title}, (u, v) ~ N(0, [[k11, k12], [k12, k22]]):")
         if e.is_closed_form:
-            print(f"  = {e.expr}\n  {e.source}; derivation:")
+            print(f"  = {display_text(e.expr)}\n  {e.source}; derivation:")
             print("\n".join("    " + line for line in e.derivation.text(max_depth=args.steps).splitlines()))
         else:
             print(f"  no closed form: {e.source}\n  ({e.reason})")
     for title, e in (("E[s(u)^2], u ~ N(0, k)", kern.T_diag), ("E[s'(u)^2]", kern.Tdot_diag)):
         print(f"\n{title}:")
-        print(f"  = {e.expr}    [{e.source}]" if e.is_closed_form else f"  {e.source}")
+        print(f"  = {display_text(e.expr)}    [{e.source}]" if e.is_closed_form else f"  {e.source}")
         if getattr(e, "message", None):
             print(f"  ({e.message})")
     print("\nlayer map (K, Theta) -> (K', Theta'), off the diagonal (ab) and on it:")

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .display import display_latex, display_text
+
 
 @dataclass(frozen=True)
 class Step:
@@ -36,7 +38,7 @@ class Step:
         rows = []
         for depth, s in self.lines(max_depth=max_depth):
             lhs = s.lhs_text or _latex_to_text(s.lhs)
-            rows.append(f"{'  ' * depth}- [{s.rule}] {lhs} = {sp.sstr(s.result)}" + (f"   ({s.note})" if s.note else ""))
+            rows.append(f"{'  ' * depth}- [{s.rule}] {lhs} = {display_text(s.result)}" + (f"   ({s.note})" if s.note else ""))
         return "\n".join(rows)
 
     def latex(self, max_depth: int = 6) -> str:
@@ -44,7 +46,7 @@ class Step:
         for depth, s in self.lines(max_depth=max_depth):
             indent = r"\quad " * depth
             note = rf"\quad\text{{({s.note})}}" if s.note else ""
-            rows.append(rf"{indent}\text{{[{s.rule}]}}\; {s.lhs} = {sp.latex(s.result)}{note}")
+            rows.append(rf"{indent}\text{{[{s.rule}]}}\; {s.lhs} = {display_latex(s.result)}{note}")
         return r"\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}"
 
 

@@ -22,6 +22,7 @@ from ..activations.parse import DivergentExpectation
 from . import rules
 from .atoms import Delta, NoRule, combination_derivative, decompose, product
 from .derivation import Step
+from .display import display_latex, display_text
 from .symbols import k, k11, k12, k22
 
 ARGS = (k11, k22, k12)
@@ -92,13 +93,13 @@ class ClosedForm(GaussianExpectation):
 
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
-        return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right] = {sp.latex(self.expr)}"
+        return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right] = {display_latex(self.expr)}"
 
     def text(self) -> str:
-        return f"E[{self.label}(u) {self.label}(v)] = {sp.sstr(self.expr)}\n  {self.source}\n" + self.derivation.text()
+        return f"E[{self.label}(u) {self.label}(v)] = {display_text(self.expr)}\n  {self.source}\n" + self.derivation.text()
 
     def __repr__(self) -> str:
-        return f"ClosedForm(E[f(u) g(v)] = {sp.sstr(self.expr)}; {self.source})"
+        return f"ClosedForm(E[f(u) g(v)] = {display_text(self.expr)}; {self.source})"
 
     def _repr_latex_(self) -> str:
         return "$" + self.latex() + r"\\" + self.derivation.latex(max_depth=3) + "$"
@@ -195,10 +196,10 @@ class ClosedDiagonal(GaussianExpectation):
             return mpmath.mpf(sp.N(self.expr.subs(k, sp.Float(mpmath.mpf(kk), dps)), dps))
 
     def latex(self) -> str:
-        return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right] = {sp.latex(self.expr)}"
+        return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right] = {display_latex(self.expr)}"
 
     def __repr__(self) -> str:
-        return f"ClosedDiagonal(E[f(u) g(u)] = {sp.sstr(self.expr)}; {self.source})"
+        return f"ClosedDiagonal(E[f(u) g(u)] = {display_text(self.expr)}; {self.source})"
 
 
 class NumericalDiagonal(GaussianExpectation):

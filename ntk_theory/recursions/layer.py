@@ -21,6 +21,7 @@ import sympy as sp
 
 from ..activations import Activation, activation
 from ..gaussian import expectation, k, k11, k12, k22
+from ..gaussian.display import display_latex, display_text
 from ..activations.parse import DivergentExpectation
 from ..gaussian.stable import lambdify as stable_lambdify
 
@@ -195,11 +196,11 @@ class LayerMap:
     def latex(self) -> str:
         eqs = self.symbolic()
         names = {"K'_ab": r"K'_{ab}", "Theta'_ab": r"\Theta'_{ab}", "K'": "K'", "Theta'": r"\Theta'"}
-        rows = [rf"{names[n]} &= {sp.latex(e)}" for n, e in eqs.items()]
+        rows = [rf"{names[n]} &= {display_latex(e)}" for n, e in eqs.items()]
         return r"\begin{aligned}" + r"\\ ".join(rows) + r"\end{aligned}"
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
 
     def text(self) -> str:
-        return "\n".join(f"{n} = {sp.sstr(e)}" for n, e in self.symbolic().items())
+        return "\n".join(f"{n} = {display_text(e)}" for n, e in self.symbolic().items())
