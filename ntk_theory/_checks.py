@@ -9,8 +9,13 @@ import numpy as np
 
 
 def positive_int(name: str, value) -> int:
-    """Return ``value`` as an int >= 1, or raise ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """Return ``value`` as an int >= 1, or raise ValueError naming ``name``.
+
+    Integral floats (``3.0``) are accepted; booleans are not (``True`` is not a depth or a width).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer >= 1; got the boolean {value!r}")
+    if not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and float(value).is_integer():
             value = int(value)
         else:
@@ -21,7 +26,9 @@ def positive_int(name: str, value) -> int:
 
 
 def variance(name: str, value) -> float:
-    """Return ``value`` as a finite float >= 0 (a variance such as C_W or C_b)."""
+    """Return ``value`` as a finite float >= 0 (a variance such as C_W or C_b); booleans are refused."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a finite number >= 0; got the boolean {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -44,18 +51,37 @@ def per_layer(name: str, value, n_layers: int, check=variance) -> tuple:
     return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
+#: The rule for inputs, everywhere (Python API, .npy and text files on the command line).
+INPUT_RULE = ("inputs are rows: an array of shape (N, d) holds N inputs of dimension d, a 1-D array of shape (d,) "
+              "is one input of dimension d, and each line of a text file is one input")
+
+
 def inputs(X, name: str = "X", dim: int | None = None) -> np.ndarray:
     """Return ``X`` as a C-contiguous float64 array of shape (N, d) with finite entries.
 
-    Raises ValueError when X is not 2-D, is empty, has non-finite entries, or when ``dim`` is
-    given and X does not have ``dim`` columns.
+    The rule (:data:`INPUT_RULE`): a 2-D array (N, d) is N inputs of dimension d; a 1-D array (d,)
+    is ONE input of dimension d (returned as (1, d)).  Raises ValueError when X has another number
+    of dimensions, is empty, is complex (the imaginary part would be dropped), is not numeric, has
+    non-finite entries, or when ``dim`` is given and X does not have ``dim`` columns.
     """
+    raw = X if isinstance(X, np.ndarray) else None
+    if raw is None:
+        try:
+            raw = np.asarray(X)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a numeric array of shape (N, d) or (d,); got {type(X).__name__}") from None
+    if np.iscomplexobj(raw) or (raw.dtype == object and any(isinstance(v, complex) for v in raw.ravel()[:1000])):
+        raise ValueError(f"{name} is complex; inputs must be real (N, d) arrays")
     try:
-        arr = np.asarray(X, dtype=np.float64)
+        arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array of shape (N, d); got {type(X).__name__}") from None
+        raise ValueError(f"{name} must be a numeric array of shape (N, d) or (d,); got {type(X).__name__} "
+                         f"of {raw.dtype}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (N, d) (one input per row); got shape {arr.shape}")
+        raise ValueError(f"{name} must be a 2-D array of shape (N, d) (one input per row) or a 1-D array of "
+                         f"shape (d,) (one input); got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {arr.shape}; need at least one input and one feature")
     bad = ~np.isfinite(arr)

@@ -26,11 +26,13 @@ def enabled_for(progress) -> bool:
 
 
 def progress_bar(iterable=None, *, total=None, desc: str = "", unit: str = "it", enabled=None,
-                 delay: float = DELAY, leave: bool = False, **options):
+                 delay: float | None = None, leave: bool = False, **options):
     """A tqdm bar over ``iterable`` (or a manual one with ``total`` and ``.update()``), drawn on
     standard error when :func:`enabled_for` ``(enabled)`` holds; otherwise a disabled bar that
-    passes the iterable through and ignores updates.  ``options`` go to tqdm (e.g. ``unit_scale``)."""
+    passes the iterable through and ignores updates.  ``delay``: seconds before the bar is drawn
+    (default :data:`DELAY`); ``options`` go to tqdm (e.g. ``unit_scale``)."""
     from tqdm.auto import tqdm
 
+    delay = DELAY if delay is None else delay
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled_for(enabled), delay=delay,
                 leave=leave, file=sys.stderr, dynamic_ncols=True, **options)

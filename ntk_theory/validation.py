@@ -5,6 +5,15 @@ prediction p by O(1/n).  For every distinct entry the relative deviation r(n) = 
 by weighted least squares to r(n) = r_inf + c/n (weights 1/SE^2); the prediction passes when the
 extrapolated r_inf is within ``sigmas`` standard errors of 0.  (For ``param="standard"`` the
 prediction is computed at each width, since its NTK grows with n.)
+
+Numerical cross-check of the float64 evaluation: the same kernels by an independent quadrature
+(:mod:`ntk_theory.validation_quadrature`: polar Gauss-Legendre of the reference network's NumPy
+activation, no symbolic layer), entry by entry.  It passes when
+|float64 - quadrature| <= ``crosscheck_rtol`` |quadrature| + 4 (quadrature error estimate) + the float64
+evaluation's own quadrature error estimate.  ``mp_check=True`` adds the recursion at 30 digits in
+mpmath (:meth:`ntk_theory.recursions.KernelRecursion.evaluate_mp`), entry by entry with a progress
+bar; it is slow for activations without a closed form (tens of seconds per entry for tanh) and is
+reported, not judged.
 """
 
 from __future__ import annotations
@@ -14,8 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .montecarlo import sample_statistics
+from .progress import progress_bar
 from .recursions import KernelRecursion
+from .validation_quadrature import quadrature_kernels
 
+#: relative tolerance of the float64-vs-quadrature cross-check (on top of both error estimates)
+CROSSCHECK_RTOL = 1e-9
 
 @dataclass
 class CheckRow:
@@ -26,6 +39,7 @@ class CheckRow:
     r_inf: float
     r_inf_se: float
     slope: float
+    predictions: list = field(default_factory=list)  # the prediction at each width (param="standard": grows with n)
 
     @property
     def z(self) -> float:
@@ -40,32 +54,127 @@ class CheckReport:
     info: dict = field(default_factory=dict)
 
     @property
-    def passed(self) -> bool:
+    def monte_carlo_passed(self) -> bool:
         return all(abs(r.z) < self.sigmas for r in self.rows)
+
+    @property
+    def crosscheck_passed(self) -> bool:
+        return bool(self.info.get("crosscheck_passed", True))
+
+    @property
+    def passed(self) -> bool:
+        return self.monte_carlo_passed and self.crosscheck_passed
 
     def table(self) -> str:
         widths = [w for w, _, _ in self.rows[0].estimates]
         head = f"{'quantity':<12}{'entry':>6}{'prediction':>14}" + "".join(f"{'n=' + str(w):>20}" for w in widths)
         head += f"{'fit n->inf (rel.)':>22}{'z':>7}  result"
-        lines = [self._title(), head]
+        lines = [self._title(), self._crosscheck_line(), head]
         for r in self.rows:
             cells = "".join(f"{v:>12.5g}±{se:<7.1g}" for _, v, se in r.estimates)
             fit = f"{r.r_inf:+.2e}±{r.r_inf_se:.1e}"
             ok = "pass" if abs(r.z) < self.sigmas else "FAIL"
             lines.append(f"{r.quantity:<12}{','.join(map(str, r.entry)):>6}{r.prediction:>14.7g}{cells}{fit:>22}{r.z:>7.2f}  {ok}")
-        lines.append(f"{'all within ' + str(self.sigmas) + ' standard errors: PASS' if self.passed else 'some entries FAIL'}")
+        verdict = [f"Monte Carlo: all within {self.sigmas} standard errors" if self.monte_carlo_passed
+                   else "Monte Carlo: some entries FAIL"]
+        verdict.append("quadrature cross-check " + ("passes" if self.crosscheck_passed else "FAILS"))
+        lines.append("; ".join(verdict) + (": PASS" if self.passed else ": FAIL"))
         return "\n".join(lines)
 
     def _title(self) -> str:
         i = self.info
         return (
             f"check {self.activation}: depth {i.get('depth')}, C_W={i.get('C_W')}, C_b={i.get('C_b')}, "
-            f"param={i.get('param')!r}; {i.get('samples')} networks per width; "
-            f"kernels {i.get('kernels')}; float64 vs mpmath(30 digits): {i.get('f64_vs_mp', float('nan')):.1e}"
+            f"param={i.get('param')!r}; {i.get('samples')} networks per width; kernels {i.get('kernels')}"
         )
+
+    def _crosscheck_line(self) -> str:
+        i = self.info
+        line = (f"float64 vs independent quadrature: max relative difference {i.get('f64_vs_quadrature', float('nan')):.1e}"
+                f" (quadrature error estimate {i.get('quadrature_error', float('nan')):.1e}, tolerance "
+                f"{i.get('crosscheck_rtol', CROSSCHECK_RTOL):g} + estimates): "
+                + ("pass" if self.crosscheck_passed else "FAIL"))
+        if "f64_vs_mp" in i:
+            mp = i["f64_vs_mp"]
+            line += ("; float64 vs mpmath (30 digits): " + (f"{mp:.1e}" if isinstance(mp, float) else str(mp)))
+        return line
 
     def __str__(self) -> str:
         return self.table()
+
+    def plot(self, path=None):
+        """One panel per compared entry: the Monte Carlo estimates against 1/n with their standard
+        errors, the weighted 1/n fit extrapolated to 1/n = 0 (with its standard error) and the
+        infinite-width prediction.  Needs matplotlib (the ``plot`` extra); saves to ``path`` if given
+        and returns the figure."""
+        panels = []
+        for r in self.rows:
+            n = np.array([w for w, _, _ in r.estimates], dtype=float)
+            y = np.array([v for _, v, _ in r.estimates])
+            se = np.array([e for _, _, e in r.estimates])
+            p = np.array(r.predictions or [r.prediction] * len(n), dtype=float)
+            label = f"{r.quantity} {','.join(map(str, r.entry))}"
+            if np.ptp(p) > 0:  # the prediction depends on n (param="standard"): relative deviations
+                panels.append(Panel(label + "  (y/p - 1)", 1 / n, y / p - 1, se / np.abs(p),
+                                    lambda x, r=r: r.r_inf + r.slope * x, 0.0, r.r_inf, r.r_inf_se, r.z))
+            else:
+                p0 = float(p[0])
+                panels.append(Panel(label, 1 / n, y, se, lambda x, r=r, p0=p0: p0 * (1 + r.r_inf + r.slope * x),
+                                    p0, p0 * (1 + r.r_inf), abs(p0) * r.r_inf_se, r.z))
+        return plot_panels(panels, self._title(), path)
+
+
+@dataclass
+class Panel:
+    """One compared entry for :func:`plot_panels`: Monte Carlo ``y`` +- ``se`` at ``x`` = 1/n, the fit
+    as a function of x, the prediction, the fit's value at x = 0 with its standard error, and z."""
+
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    se: np.ndarray
+    fit: object
+    prediction: float
+    intercept: float
+    intercept_se: float
+    z: float
+
+
+def require_matplotlib():
+    """matplotlib.pyplot with a non-interactive backend, or ImportError with the install line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'ntk-theory[plot]'") from None
+    return plt
+
+
+def plot_panels(panels, title: str, path=None, columns: int = 3):
+    """A grid of :class:`Panel` plots (see :meth:`CheckReport.plot`); saved to ``path`` if given."""
+    plt = require_matplotlib()
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, pn in zip(axes.ravel(), panels):
+        xs = np.linspace(0.0, 1.05 * float(np.max(pn.x)), 100)
+        ax.errorbar(pn.x, pn.y, yerr=pn.se, fmt="o", color="C0", ms=4, capsize=3, label="Monte Carlo ± SE")
+        ax.plot(xs, [pn.fit(x) for x in xs], "-", color="C1", label="1/n fit")
+        ax.errorbar([0.0], [pn.intercept], yerr=[pn.intercept_se], fmt="s", color="C1", ms=4, capsize=3)
+        ax.axhline(pn.prediction, color="k", ls="--", lw=1, label="prediction")
+        ax.set_title(f"{pn.label}   z = {pn.z:.2f}", fontsize=9)
+        ax.set_xlabel("1/n")
+        ax.tick_params(labelsize=8)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def _fit(widths, r, se):
@@ -75,6 +184,39 @@ def _fit(widths, r, se):
     cov = np.linalg.inv(A.T @ (A * w[:, None]))
     coef = cov @ (A.T @ (w * r))
     return coef[0], np.sqrt(cov[0, 0]), coef[1]
+
+
+def _max_relative(diff, ref) -> float:
+    return float(np.max(np.abs(diff) / np.maximum(np.abs(ref), 1e-300)))
+
+
+def crosscheck(activation, X, depth, C_W, C_b, param, width, f64, rtol=CROSSCHECK_RTOL, progress=None) -> dict:
+    """float64 kernels ``f64`` (a KernelResult at inputs X; ``width`` the hidden width for
+    param="standard") against the independent quadrature, entry by entry (module docstring).  Returns
+    ``f64_vs_quadrature`` (largest relative difference), ``quadrature_error`` (largest relative error
+    estimate), ``crosscheck_passed`` and ``crosscheck_rtol``."""
+    q = quadrature_kernels(activation, X, depth, C_W, C_b, param, widths=width, progress=progress)
+    f64_err = float(f64.info.get("quadrature_error", 0.0) or 0.0)
+    ok, dev, est = True, 0.0, 0.0
+    for name in ("nngp", "ntk"):
+        ref, err, val = q[name], q[name + "_error"], getattr(f64, name)
+        ok &= bool(np.all(np.abs(val - ref) <= rtol * np.abs(ref) + 4 * err + f64_err))
+        dev = max(dev, _max_relative(val - ref, ref))
+        est = max(est, _max_relative(err, ref))
+    return {"f64_vs_quadrature": dev, "quadrature_error": est, "crosscheck_passed": ok, "crosscheck_rtol": rtol}
+
+
+def _mp_crosscheck(rec, X, f64, progress) -> float:
+    """The largest relative difference of float64 from the 30-digit mpmath recursion, one entry at a time."""
+    N = X.shape[0]
+    worst = 0.0
+    pairs = [(a, b) for a in range(N) for b in range(a, N)]
+    for a, b in progress_bar(pairs, desc="mpmath cross-check (30 digits)", unit="entry", enabled=progress):
+        mp = rec.evaluate_mp(X[a:a + 1], X[b:b + 1], dps=30)
+        for name in ("nngp", "ntk"):
+            ref = float(getattr(mp, name)[0, 0])
+            worst = max(worst, abs(getattr(f64, name)[a, b] - ref) / max(abs(ref), 1e-300))
+    return worst
 
 
 def check(
@@ -88,22 +230,41 @@ def check(
     samples: int = 20_000,
     seed: int = 0,
     sigmas: float = 4.0,
-    progress: bool = False,
+    progress: bool | None = None,
+    mp_check: bool = False,
+    crosscheck_rtol: float = CROSSCHECK_RTOL,
 ) -> CheckReport:
-    """Compare the infinite-width NNGP and NTK of the output with Monte Carlo over finite networks."""
+    """Compare the infinite-width NNGP and NTK of the output with Monte Carlo over finite networks,
+    and the float64 evaluation with an independent quadrature (and with mpmath if ``mp_check``).
+
+    ``X``: inputs (N, d) (a 1-D array is one input), default :func:`ntk_theory.defaults.default_inputs`.
+    ``progress``: True, False or None (bars when standard error is a terminal).
+    """
+    from . import _checks
     from .defaults import default_inputs
 
-    X = default_inputs() if X is None else np.asarray(X, dtype=float)
+    X = default_inputs() if X is None else _checks.inputs(X)
     N = X.shape[0]
-    widths = tuple(int(w) for w in widths)
+    widths = tuple(_checks.positive_int("widths", w) for w in widths)
     if len(widths) < 2:
         raise ValueError("check needs at least two widths to extrapolate to infinite width")
     preds = []
     for n in widths:
         rec = KernelRecursion(activation, depth, C_W, C_b, param, widths=n if param == "standard" else None)
         preds.append(rec(X))
+    rec = KernelRecursion(activation, depth, C_W, C_b, param, widths=widths[-1] if param == "standard" else None)
+    info = {
+        "depth": depth, "C_W": C_W, "C_b": C_b, "param": param, "samples": samples, "widths": widths,
+        "kernels": "closed form" if all(k.closed_form for k in rec.kernels) else "numerical quadrature",
+    }
+    # the cross-checks first: they are quick (mpmath on request only) and fail early
+    info.update(crosscheck(activation, X, depth, C_W, C_b, param, widths[-1] if param == "standard" else None,
+                            preds[-1], crosscheck_rtol, progress))
+    if mp_check:
+        info["f64_vs_mp"] = _mp_crosscheck(rec, X, preds[-1], progress)
     runs = [
-        sample_statistics(X, activation, depth, n, C_W, C_b, param, samples=samples, seed=seed + i, fourth_order=False, progress=progress)
+        sample_statistics(X, activation, depth, n, C_W, C_b, param, samples=samples, seed=seed + i,
+                          fourth_order=False, progress=progress)
         for i, n in enumerate(widths)
     ]
     rows = []
@@ -114,20 +275,6 @@ def check(
                 y = np.array([run[est_name].value[a, b] for run in runs])
                 se = np.array([run[est_name].stderr[a, b] for run in runs])
                 r_inf, r_se, slope = _fit(widths, y / p - 1.0, se / np.abs(p))
-                rows.append(CheckRow(qty, (a, b), float(p[-1]), list(zip(widths, y, se)), r_inf, r_se, slope))
-    rec = KernelRecursion(activation, depth, C_W, C_b, param, widths=widths[-1] if param == "standard" else None)
-    info = {
-        "depth": depth, "C_W": C_W, "C_b": C_b, "param": param, "samples": samples, "widths": widths,
-        "kernels": "closed form" if all(k.closed_form for k in rec.kernels) else "numerical quadrature",
-    }
-    try:
-        mp = rec.evaluate_mp(X, dps=30)
-        f64 = preds[-1]
-        diff = max(
-            float(np.max(np.abs(np.array(mp.nngp.tolist(), float) - f64.nngp) / np.abs(f64.nngp))),
-            float(np.max(np.abs(np.array(mp.ntk.tolist(), float) - f64.ntk) / np.abs(f64.ntk))),
-        )
-        info["f64_vs_mp"] = diff
-    except Exception:  # noqa: BLE001 - the mpmath cross-check is informative only
-        info["f64_vs_mp"] = float("nan")
+                rows.append(CheckRow(qty, (a, b), float(p[-1]), list(zip(widths, y, se)), r_inf, r_se, slope,
+                                     [float(v) for v in p]))
     return CheckReport(str(activation), rows, sigmas, info)

@@ -5,13 +5,17 @@ recursions) and, independently, the Monte Carlo fits of :mod:`ntk_theory.monteca
 (variance-reduced estimators on finite networks at several widths, fitted in 1/n with the
 infinite-width K and Theta fixed to the recursion), and compares every distinct entry of
 K1 (``nngp_correction``), Theta1 (``ntk_correction``) and the readout tensors V, A, B, D, F:
-z = (fit - prediction) / SE; the check passes when all |z| < ``sigmas``.
+z = (fit - prediction) / SE; the check passes when all |z| < ``sigmas``.  :meth:`FiniteWidthCheck.plot`
+draws each compared entry's per-width Monte Carlo values against 1/n with the fit and the prediction
+(for K1 and Theta1 the scaled deviations n (E[z z] - K) and n (E[Theta] - Theta), whose fit
+K1 + K2/n reaches K1 at 1/n = 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 
 from .finite_width import finite_width
 from .montecarlo_finite_width import _distinct, _symmetry_of, fit_inverse_width
@@ -25,6 +29,7 @@ class FiniteWidthCheck:
     rows: list  # (name, entry, prediction, estimate, stderr, z)
     sigmas: float
     info: dict = field(default_factory=dict)
+    fit: object = field(default=None, repr=False)  # the WidthFit (per-width runs and fitted coefficients)
 
     @property
     def passed(self) -> bool:
@@ -49,17 +54,45 @@ class FiniteWidthCheck:
     def __str__(self) -> str:
         return self.table()
 
+    def plot(self, path=None):
+        """One panel per compared entry (module docstring); matplotlib (the ``plot`` extra) needed;
+        saved to ``path`` if given; returns the figure."""
+        from .validation import Panel, plot_panels
+
+        fit = self.fit
+        x = 1.0 / np.asarray(fit.widths, dtype=float)
+        panels = []
+        for name, idx, p, v, se, z in self.rows:
+            label = f"{name} {','.join(map(str, idx))}"
+            if name in ("K1", "ntk1"):
+                base = name[:-1]
+                inf = float(fit[base].value[idx])
+                y = np.array([(r[base].value[idx] - inf) / xi for r, xi in zip(fit.runs, x)])
+                e = np.array([r[base].stderr[idx] / xi for r, xi in zip(fit.runs, x)])
+                c2 = float(fit[base + "2"].value[idx]) if base + "2" in fit.estimates else 0.0
+                label += f"  n (E - {'K' if base == 'K' else 'Theta'})"
+                f = (lambda xx, v=v, c2=c2: v + c2 * xx)
+            else:
+                y = np.array([r[name].value[idx] for r in fit.runs])
+                e = np.array([r[name].stderr[idx] for r in fit.runs])
+                slope = float(fit[name + "_slope"].value[idx]) if name + "_slope" in fit.estimates else 0.0
+                f = (lambda xx, v=v, slope=slope: v + slope * xx)
+            panels.append(Panel(label, x, y, e, f, p, v, se, z))
+        return plot_panels(panels, self.table().splitlines()[0], path, columns=4)
+
 
 def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str = "ntk",
                        widths=(32, 64, 128, 256), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
-                       max_rows: int = 6, progress: bool = False) -> FiniteWidthCheck:
-    """Predictions vs Monte Carlo 1/n fits for every quantity (see the module docstring)."""
+                       max_rows: int = 6, progress: bool | None = None) -> FiniteWidthCheck:
+    """Predictions vs Monte Carlo 1/n fits for every quantity (see the module docstring).
+
+    ``progress``: True, False or None (bars when standard error is a terminal)."""
     import time
 
     t0 = time.perf_counter()
-    pred = finite_width(activation, X, depth, C_W, C_b, param)
+    pred = finite_width(activation, X, depth, C_W, C_b, param, progress=progress)
     fit = fit_inverse_width(activation, X, depth, widths, C_W, C_b, param, samples, seed,
-                            infinite=(pred.nngp, pred.ntk))
+                            infinite=(pred.nngp, pred.ntk), progress=progress)
     rows = []
     for name, attr in COMPARED.items():
         est = fit[name]
@@ -74,4 +107,4 @@ def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str =
             rows.append((name, idx, float(P[idx]), v, se, z))
     info = dict(description=pred.description, samples=samples, widths=list(widths),
                 seconds=time.perf_counter() - t0)
-    return FiniteWidthCheck(rows, sigmas, info)
+    return FiniteWidthCheck(rows, sigmas, info, fit)

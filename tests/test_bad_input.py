@@ -17,12 +17,15 @@ def net():
     "X, message",
     [
         (np.ones((4, 2)), "input dimension is 3"),
-        (np.ones(3), "2-D array"),
+        (np.ones(4), "input dimension is 3"),  # a 1-D array is one input (of dimension 4 here)
+        (np.float64(1.0), "2-D array"),
         (np.ones((2, 3, 1)), "2-D array"),
         (np.ones((0, 3)), "empty"),
         (np.array([[1.0, np.nan, 0.0]]), "non-finite"),
         (np.array([[1.0, 0.0, np.inf]]), "non-finite"),
         ([["a", "b", "c"]], "numeric array"),
+        (np.array([[1.0, 0.0, 2.0 + 1e-3j]]), "complex"),
+        ([[1.0, 0.0, 1j]], "complex"),
     ],
 )
 def test_bad_inputs(net, X, message):
@@ -100,3 +103,52 @@ def test_activation_names_with_parameters():
 def test_spec_build_checks_widths():
     with pytest.raises(ValueError, match="width has 2 entries but depth is 3"):
         MLPSpec.build(2, 3, [4, 4])
+
+
+def test_one_dimensional_input_is_one_input(net):
+    """The rule everywhere: a 1-D array of shape (d,) is one input of dimension d."""
+    from ntk_theory import _checks
+    from ntk_theory.recursions import KernelRecursion
+
+    x = np.array([0.3, -1.2, 0.8])
+    assert _checks.inputs(x).shape == (1, 3)
+    assert np.array_equal(net(x), net(x[None, :]))
+    assert np.array_equal(net.ntk(x), net.ntk(x[None, :]))
+    rec = KernelRecursion("relu", 2, 2.0, 0.1)
+    one = rec(x)
+    assert one.nngp.shape == (1, 1)
+    # ReLU, one input: K(1) = C_b + C_W x.x/d, K(l+1) = C_b + C_W K(l) / 2 (E[relu(u)^2] = K/2)
+    K1 = 0.1 + 2.0 * (x @ x) / 3
+    K2 = 0.1 + 2.0 * K1 / 2
+    assert np.isclose(one.nngp[0, 0], 0.1 + 2.0 * K2 / 2, rtol=1e-14)
+    sample = sample_statistics(x, "relu", depth=1, width=4, samples=64, batches=4, seed=0)
+    assert sample.X.shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", ["depth", "width"])
+def test_booleans_are_not_integers(name):
+    """depth=True used to be accepted as 1."""
+    from ntk_theory.recursions import KernelRecursion
+
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1; got the boolean True"):
+        if name == "depth":
+            KernelRecursion("relu", True)
+        else:
+            MLPSpec.build(3, 2, True)
+    with pytest.raises(ValueError, match="C_W must be a finite number >= 0; got the boolean True"):
+        KernelRecursion("relu", 2, C_W=True)
+
+
+def test_complex_inputs_are_refused_not_cast():
+    """Complex X was cast to real with only NumPy's ComplexWarning."""
+    import warnings
+
+    from ntk_theory.recursions import KernelRecursion
+
+    X = np.array([[1.0 + 0.5j, 0.0], [0.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="X1 is complex"):
+            KernelRecursion("relu", 2)(X)
+        with pytest.raises(ValueError, match="X is complex"):
+            sample_statistics(X, "relu", depth=1, width=4, samples=64, batches=4)

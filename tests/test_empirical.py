@@ -227,7 +227,7 @@ def small_net():
         (dict(X2=np.ones((4, 5))), "X2 has 5 features per input but the network's input dimension is 3"),
         (dict(X1=np.ones((0, 3))), "X1 is empty"),
         (dict(X2=np.ones((0, 3))), "X2 is empty"),
-        (dict(X1=np.ones(3)), "2-D array"),
+        (dict(X1=np.ones((2, 3, 1))), "2-D array"),
         (dict(X1=np.array([[1.0, np.nan, 0.0]])), "non-finite"),
         (dict(method="fastest"), "unknown method 'fastest'"),
         (dict(method=None), "method must be a string"),

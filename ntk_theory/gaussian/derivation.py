@@ -1,10 +1,18 @@
-"""A derivation: the tree of rule applications that produced a closed form, printable as text or LaTeX."""
+"""A derivation: the tree of rule applications that produced a closed form, printable as text or LaTeX.
+
+:func:`plain_text` prints any SymPy expression of the toolkit without LaTeX: symbols and placeholder
+functions named in LaTeX (``\\Theta``, ``\\langle \\sigma^2 \\rangle``) become ``Theta``, ``<s^2>``, and
+derivatives of one-variable placeholders primes, ``<s^2>''(K)`` = d^2<s^2>/dK^2.  :func:`latex_display` wraps LaTeX in display-math
+delimiters (``$$ ... $$``, read by LaTeX, MathJax, KaTeX and Jupyter alike).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.str import StrPrinter
 
 from .display import display_latex, display_text
 
@@ -38,7 +46,7 @@ class Step:
         rows = []
         for depth, s in self.lines(max_depth=max_depth):
             lhs = s.lhs_text or _latex_to_text(s.lhs)
-            rows.append(f"{'  ' * depth}- [{s.rule}] {lhs} = {display_text(s.result)}" + (f"   ({s.note})" if s.note else ""))
+            rows.append(f"{'  ' * depth}- [{s.rule}] {lhs} = {display_text(s.result, plain_text)}" + (f"   ({s.note})" if s.note else ""))
         return "\n".join(rows)
 
     def latex(self, max_depth: int = 6) -> str:
@@ -50,7 +58,42 @@ class Step:
         return r"\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}"
 
 
+#: LaTeX fragments and their plain-text spelling, applied in this order
+_TEXT = ((r"\langle ", "<"), (r" \rangle", ">"), (r"\langle", "<"), (r"\rangle", ">"), (r"\sigma", "s"),
+         (r"\Theta", "Theta"), (r"\theta", "theta"), (r"\delta", "delta"), (r"\lambda", "lambda"),
+         (r"\left", ""), (r"\right", ""), (r"\,", " "), ("\\", ""), ("{", ""), ("}", ""))
+
+
 def _latex_to_text(s: str) -> str:
-    for a, b in ((r"\theta", "theta"), (r"\delta", "delta"), (r"\left", ""), (r"\right", ""), (r"\,", " "), ("\\", "")):
+    for a, b in _TEXT:
         s = s.replace(a, b)
     return s
+
+
+class _PlainPrinter(StrPrinter):
+    """SymPy's str printer with LaTeX-named symbols and functions spelled in plain text."""
+
+    def _print_Symbol(self, expr):
+        return _latex_to_text(expr.name)
+
+    def _print_Function(self, expr):
+        if isinstance(expr, AppliedUndef):
+            return f"{_latex_to_text(expr.func.__name__)}({self.stringify(expr.args, ', ')})"
+        return super()._print_Function(expr)
+
+    def _print_Derivative(self, expr):
+        f = expr.expr
+        if isinstance(f, AppliedUndef) and len(expr.variable_count) == len(f.args) == 1:
+            order = expr.variable_count[0][1]
+            return f"{_latex_to_text(f.func.__name__)}{chr(39) * order}({self._print(f.args[0])})"
+        return super()._print_Derivative(expr)
+
+
+def plain_text(expr) -> str:
+    """``expr`` as plain text (SymPy's str form, LaTeX-named symbols spelled out; module docstring)."""
+    return _PlainPrinter().doprint(expr)
+
+
+def latex_display(latex: str) -> str:
+    """One display-math line: ``$$ latex $$``."""
+    return f"$$ {latex} $$"
