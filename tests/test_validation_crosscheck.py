@@ -122,3 +122,28 @@ def test_check_plot(tmp_path):
     xy = np.asarray(ax.containers[0].lines[0].get_xydata())
     assert np.allclose(sorted(xy[:, 0]), sorted(1 / np.array([32.0, 64.0])))
     assert np.allclose(sorted(xy[:, 1]), sorted(v for _, v, _ in row.estimates))
+
+
+def test_finite_width_check_plot(tmp_path):
+    """Each compared entry: the per-width Monte Carlo values against 1/n (for K1: n (E[z z] - K), whose 1/n fit
+    reaches K1 at 1/n = 0), as the runs recorded them."""
+    pytest.importorskip("matplotlib")
+    from ntk_theory.validation_finite_width import check_finite_width
+
+    X = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4]])
+    r = check_finite_width("relu", X, 2, 2.0, 0.0, "ntk", widths=(32, 64), samples=1000, seed=0, progress=False)
+    fig = r.plot(tmp_path / "fw.png")
+    assert (tmp_path / "fw.png").stat().st_size > 0
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(r.rows)
+    n = np.array([32.0, 64.0])
+    for ax, (name, idx, *_rest) in zip(visible, r.rows):
+        xy = np.asarray(ax.containers[0].lines[0].get_xydata())
+        assert np.allclose(xy[:, 0], 1 / n)
+        if name == "K1":
+            expected = [n_ * (run["K"].value[idx] - r.fit["K"].value[idx]) for n_, run in zip(n, r.fit.runs)]
+        elif name == "ntk1":
+            expected = [n_ * (run["ntk"].value[idx] - r.fit["ntk"].value[idx]) for n_, run in zip(n, r.fit.runs)]
+        else:
+            expected = [run[name].value[idx] for run in r.fit.runs]
+        assert np.allclose(xy[:, 1], expected)
