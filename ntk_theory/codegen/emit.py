@@ -72,12 +72,28 @@ def _pair_source(index: int, kern: ActivationKernels) -> str:
     T, Td = stable_form(kern.T.expr), stable_form(kern.Tdot.expr)
     replacements, (T_r, Td_r) = sp.cse([T, Td], symbols=sp.numbered_symbols("t"), optimizations="basic")
     body = [f"{sym} = {_print(val)}" for sym, val in replacements]
-    body += [f"T = {_print(T_r)}", f"Tdot = {_print(Td_r)}", "return T, Tdot"]
+    body += [f"T = {_print(T_r)}", f"Tdot = {_print(Td_r)}"]
+    alpha = kern.homogeneity
+    if alpha is not None:
+        # homogeneous of degree alpha: evaluate at unit scale c = sqrt(k11 k22) (no underflow of
+        # k11 k22), T = c^alpha T(k / c), Tdot = c^(alpha - 1) Tdot(k / c)
+        body = ["c = math.sqrt(k11) * math.sqrt(k22)", "if c > 0.0:", "    k11 = k11 / c", "    k22 = k22 / c",
+                "    k12 = k12 / c", "else:", "    c = 1.0"] + body
+        body += [f"T = T * {_power('c', alpha)}", f"Tdot = Tdot * {_power('c', alpha - 1)}"]
+    body += ["return T, Tdot"]
     doc = f'"""{kern.activation.name}: T = {sp.sstr(kern.T.expr)[:300]}; Tdot = {sp.sstr(kern.Tdot.expr)[:300]}"""'
     return (
         "@numba.njit(inline='always', cache=True, error_model='numpy')\n"
         f"def pair_{index}(k11, k22, k12):\n" + textwrap.indent("\n".join([doc] + body), "    ")
     )
+
+
+def _power(name: str, exponent) -> str:
+    if exponent == 0:
+        return "1.0"
+    if exponent == 1:
+        return name
+    return f"{name} ** {float(exponent)!r}"
 
 
 def _numeric_source(index: int, kern: ActivationKernels) -> str:
@@ -181,7 +197,7 @@ _ENTRY = """\
 for c in range(n):
     j = col0 + c0 + c
     k22 = D2[l, j]
-    b = math.sqrt(k11 * k22)
+    b = math.sqrt(k11) * math.sqrt(k22)
     k12 = min(max(kab[c], -b), b)
 {body}
     kab[c] = cb + cw * T

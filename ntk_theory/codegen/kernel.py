@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _checks
 from ..recursions import KernelRecursion, KernelResult
-from ..recursions.network import _equal_rows
+from ..recursions.network import equal_rows
 from . import cache, emit
 from .runtime import order_from_log_tails
 
@@ -118,6 +118,7 @@ class CompiledKernel:
         t = LB[0] + LW[0] * sq if with_ntk else None
         tables = []
         for l, kern in enumerate(self.recursion.kernels):
+            kern.check_variances(k, l + 1)
             D[l] = k
             if self._numeric[l]:
                 tab_s, tab_ds = self._tables(l, k)
@@ -182,12 +183,9 @@ class CompiledKernel:
         CW, CB, LB, LW = self._layer_constants(d)
         sq1 = np.einsum("ij,ij->i", X1, X1) / d
         sq2 = sq1 if symmetric else np.einsum("ij,ij->i", X2v, X2v) / d
-        if symmetric:
-            ia = ib = np.arange(N1)
-        else:
-            ia, ib = np.nonzero(_equal_rows(X1, X2v))
+        ia, ib = np.nonzero(equal_rows(X1, X2v))
         has_diag = ia.size > 0
-        equal = set() if symmetric else set(zip(ia.tolist(), ib.tolist()))
+        equal = set(zip(ia.tolist(), ib.tolist()))
         with np.errstate(all="ignore"):
             D1, k1, t1, tab1 = self._diagonals(sq1, CW, CB, LB, LW, with_ntk=has_diag)
             D2, _, _, tab2 = (D1, k1, t1, tab1) if symmetric else self._diagonals(sq2, CW, CB, LB, LW, with_ntk=False)
@@ -256,7 +254,7 @@ class CompiledKernel:
         kab, th, worst = CB[0] + CW[0] * g, LB[0] + LW[0] * g, 0.0
         for l, kern in enumerate(self.recursion.kernels):
             k11, k22 = D1[l, i], D2[l, j]
-            b = np.sqrt(k11 * k22)
+            b = np.sqrt(k11) * np.sqrt(k22)
             k12 = min(max(kab, -b), b)
             if not self._numeric[l]:
                 T, Td, _ = kern.offdiagonal(np.array(k11), np.array(k22), np.array(k12))

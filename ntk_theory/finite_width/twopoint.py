@@ -132,37 +132,19 @@ class TwoPoint:
         f = self._numpy_derivatives
         err = [0.0]
         av, bv, cv = a.ravel(), b.ravel(), c.ravel()
-        with np.errstate(all="ignore"):
-            rho = cv / np.sqrt(av * bv)
         # Mehler's formula on Hermite tables of each derivative at the distinct variances, in NumPy
         # (gaussian/mehler.py: coefficient errors and a Parseval tail bound), degree 256, then 1024
         # for the entries whose series is longer; compiled 2-D quadrature for what remains
-        var, inv = np.unique(np.concatenate([av, bv]), return_inverse=True)
-        ia, ib = inv[: av.size], inv[av.size:]
         tables = {}
 
-        def table(m, rows, order=256):
-            key = (m, order, rows.tobytes())
-            if key not in tables:
-                tables[key] = mehler.coefficients(f[m], var[rows], max_order=order, tol=1e-14)
-            return tables[key]
-
-        every = np.arange(var.size)
-
         def E(m, n):
-            out, e = mehler.expect2(table(m, every), table(n, every), ia, ib, rho, tol=1e-14)
-            bad = np.flatnonzero(~np.isfinite(out))
-            if bad.size:
-                rows, sub = np.unique(np.concatenate([ia[bad], ib[bad]]), return_inverse=True)
-                o2, e2 = mehler.expect2(table(m, rows, 1024), table(n, rows, 1024), sub[: bad.size],
-                                        sub[bad.size:], rho[bad], tol=1e-14)
-                out[bad], e[bad] = o2, e2
-                for i in bad[~np.isfinite(o2)]:
-                    from ..codegen import hermite  # compiled on first use (~10 s): rare
+            out, e = mehler.expect2_pairs(f[m], f[n], av, bv, cv, tol=1e-14, tables=tables)
+            for i in np.flatnonzero(~np.isfinite(out)):
+                from ..codegen import hermite  # compiled on first use (~10 s): rare
 
-                    fm, fn = self._derivative_functions[m], self._derivative_functions[n]
-                    out[i], e[i] = hermite.expect2_direct(fm, fn, float(av[i]), float(bv[i]), float(cv[i]),
-                                                          np.zeros(0), np.zeros(0))
+                fm, fn = self._derivative_functions[m], self._derivative_functions[n]
+                out[i], e[i] = hermite.expect2_direct(fm, fn, float(av[i]), float(bv[i]), float(cv[i]),
+                                                      np.zeros(0), np.zeros(0))
             err[0] = max(err[0], float(np.max(e, initial=0.0)))
             return out.reshape(shape)
 

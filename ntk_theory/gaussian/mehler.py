@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
-__all__ = ["HermiteTable", "coefficients", "expect2"]
+__all__ = ["HermiteTable", "coefficients", "expect2", "expect2_pairs"]
 
 _EPS = 2.220446049250313e-16
 _DROP = 1e-36
@@ -230,3 +230,40 @@ def expect2(A: HermiteTable, B: HermiteTable, ia, ib, rho, tol: float = 1e-14):
     err = tol * sa * sb + A.error[ia] * sb + B.error[ib] * sa + 4 * _EPS * np.abs(terms).sum(axis=1)
     bad = M < 0
     return np.where(bad, np.nan, value), np.where(bad, np.inf, err)
+
+
+def expect2_pairs(f, g, k11, k22, k12, *, tol: float = 1e-14, orders=(256, 1024), tables: dict | None = None):
+    """(values, errors) of E[f(u) g(v)] at arrays of covariances (k11, k22, k12), f, g smooth.
+
+    Hermite tables of f and g at the distinct variances, degree ``orders[0]``; entries whose series
+    needs more terms get the tables of the next degree (for just the variances they involve); entries
+    that no degree resolves stay NaN with error inf, for the caller's quadrature.
+    rho = k12 / (sqrt(k11) sqrt(k22)) (no underflow of k11 k22).  ``tables``: an optional dict that
+    keeps the tables across calls with the same variances (keyed by function, degree, variances)."""
+    a, b, c = (np.asarray(v, dtype=float).ravel() for v in (k11, k22, k12))
+    tables = {} if tables is None else tables
+    with np.errstate(all="ignore"):
+        sa, sb = np.sqrt(a), np.sqrt(b)
+        rho = np.where((sa > 0) & (sb > 0), c / (sa * sb), 0.0)
+    rho = np.clip(rho, -1.0, 1.0)
+    var, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    ia, ib = inv[: a.size], inv[a.size:]
+
+    def table(fn, rows, order):
+        key = (fn, order, var[rows].tobytes())
+        if key not in tables:
+            tables[key] = coefficients(fn, var[rows], max_order=order, tol=tol)
+        return tables[key]
+
+    every = np.arange(var.size)
+    out, err = expect2(table(f, every, orders[0]), table(g, every, orders[0]), ia, ib, rho, tol=tol)
+    for order in orders[1:]:
+        bad = np.flatnonzero(~np.isfinite(out))
+        if not bad.size:
+            break
+        rows, sub = np.unique(np.concatenate([ia[bad], ib[bad]]), return_inverse=True)
+        o2, e2 = expect2(table(f, rows, order), table(g, rows, order), sub[: bad.size], sub[bad.size:],
+                         rho[bad], tol=tol)
+        out[bad], err[bad] = o2, e2
+    shape = np.broadcast(np.asarray(k11), np.asarray(k22), np.asarray(k12)).shape
+    return out.reshape(shape), err.reshape(shape)

@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations import Activation, activation
-from ..gaussian import expectation, k, k11, k12, k22
+from ..gaussian import expectation, k, k11, k12, k22, mehler
 from ..gaussian.display import display_latex, display_text
 from ..activations.parse import DivergentExpectation
 from ..gaussian.stable import lambdify as stable_lambdify
@@ -47,11 +47,55 @@ class ActivationKernels:
     def closed_form(self) -> bool:
         return all(e.is_closed_form for e in (self.T, self.Tdot, self.T_diag, self.Tdot_diag))
 
+    @functools.cached_property
+    def homogeneity(self):
+        """Degree alpha of positive homogeneity, s(c x) = c^alpha s(x) for c > 0 (ReLU family: 1,
+        step/sign: 0, relu_power(k): k), or None.  Then T(c K) = c^alpha T(K) and
+        Tdot(c K) = c^(alpha - 1) Tdot(K), which the float64 evaluation uses to work at unit scale
+        (no underflow of K_aa K_bb).  Decided by :func:`homogeneity_degree` on s and confirmed on
+        the closed form of T."""
+        alpha = homogeneity_degree(self.activation)
+        if alpha is None or not self.T.is_closed_form or not _scales_as(self.T.expr, alpha):
+            return None
+        return alpha
+
+    @functools.cached_property
+    def smallest_variance(self) -> float:
+        """The smallest input variance at which float64 evaluation keeps its digits.
+
+        VARIANCE_UNDERFLOW (near float64's smallest normal number) for homogeneous activations
+        (evaluated at unit scale), numerical ones (which work with correlations) and closed forms
+        whose stable float64 form agrees with 30-digit mpmath to 1e-12 at variances ~1e-250;
+        PRODUCT_UNDERFLOW (where K_aa K_bb underflows) for the other closed forms."""
+        if self.homogeneity is not None or not (self.T.is_closed_form and self.Tdot.is_closed_form):
+            return VARIANCE_UNDERFLOW
+        if all(_keeps_digits_at(e.expr, 1e-250) for e in (self.T, self.Tdot)):
+            return VARIANCE_UNDERFLOW
+        return PRODUCT_UNDERFLOW
+
+    def check_variances(self, variances: np.ndarray, layer: int) -> None:
+        """Raise FloatingPointError if a variance entering hidden layer ``layer`` is below
+        :attr:`smallest_variance`: a kernel that decays geometrically with depth (the ordered
+        phase with C_b = 0) is refused there rather than returned as a silent 0."""
+        positive = variances[variances > 0]
+        if positive.size == 0:
+            return
+        smallest = float(positive.min())
+        if smallest < self.smallest_variance:
+            raise FloatingPointError(
+                f"the kernel underflows float64: a variance entering hidden layer {layer} is {smallest:.3g} "
+                f"(below {self.smallest_variance:g}, where {self.activation.name}'s float64 evaluation loses its "
+                "digits); the kernel decays geometrically with depth at this C_W, C_b; evaluate_mp(X, dps=...) "
+                "computes it"
+            )
+
     # float64 evaluators: closed forms in their stable rewriting, numerical ones by quadrature
     @functools.cached_property
     def _f64(self):
-        def two(e):
+        def two(e, fn):
             if not e.is_closed_form:
+                if self.activation.is_smooth:
+                    return lambda a, b, c: _mehler_or_quadrature(e, fn, a, b, c)
                 return lambda a, b, c: e.evaluate(a, b, c, with_error=True)
             f = stable_lambdify((k11, k22, k12), e.expr)
             return lambda a, b, c: (_broadcast(f(a, b, c), c), None)
@@ -64,11 +108,23 @@ class ActivationKernels:
             f = stable_lambdify((k,), e.expr)
             return lambda a: (_broadcast(f(a), a), None)
 
-        return two(self.T), two(self.Tdot), one(self.T_diag), one(self.Tdot_diag)
+        act = self.activation
+        return two(self.T, act.numpy), two(self.Tdot, act.numpy_derivative), one(self.T_diag), one(self.Tdot_diag)
 
     def offdiagonal(self, K11, K22, K12):
-        """(T, Tdot, quadrature error or None) at arrays of covariances, float64."""
+        """(T, Tdot, quadrature error or None) at arrays of covariances, float64.
+
+        Homogeneous activations are evaluated at unit scale, c = sqrt(K11) sqrt(K22):
+        T = c^alpha T(K / c), Tdot = c^(alpha - 1) Tdot(K / c), so variances down to the
+        smallest normal float64 keep full relative accuracy (products K11 K22 would underflow
+        below ~1e-154)."""
         T, Tdot, _, _ = self._f64
+        alpha = self.homogeneity
+        if alpha is not None:
+            c = np.sqrt(K11) * np.sqrt(K22)
+            c = np.where(c > 0, c, 1.0)
+            (t, et), (td, etd) = T(K11 / c, K22 / c, K12 / c), Tdot(K11 / c, K22 / c, K12 / c)
+            return t * c**alpha, td * c ** (alpha - 1), _max_err(et, etd)
         (t, et), (td, etd) = T(K11, K22, K12), Tdot(K11, K22, K12)
         return t, td, _max_err(et, etd)
 
@@ -142,6 +198,19 @@ def _diagonal_or_divergent(e):
         return Divergent(str(exc))
 
 
+def _mehler_or_quadrature(e, fn, a, b, c):
+    """E[f(u) f(v)] of a smooth numerical activation at arrays of covariances: Mehler's series on
+    Hermite tables at the distinct variances (:func:`ntk_theory.gaussian.mehler.expect2_pairs`, error
+    from the coefficients and the Parseval tail bound), the expectation's own 2-D quadrature for the
+    entries the series does not resolve."""
+    value, err = mehler.expect2_pairs(fn, fn, a, b, c, tol=1e-15)
+    bad = ~np.isfinite(value)
+    if bad.any():
+        a, b, c = np.broadcast_arrays(a, b, c)
+        value[bad], err[bad] = e.evaluate(a[bad], b[bad], c[bad], with_error=True)
+    return value, err
+
+
 def _broadcast(value, like):
     return np.broadcast_to(np.asarray(value, dtype=float), np.shape(like)).copy()
 
@@ -149,6 +218,85 @@ def _broadcast(value, like):
 def _max_err(*errs):
     errs = [float(np.max(e)) for e in errs if e is not None and np.size(e)]
     return max(errs) if errs else None
+
+
+#: Below this variance a product of two variances underflows float64's normal range.
+PRODUCT_UNDERFLOW = 1e-150
+#: Below this variance the variances themselves approach float64's smallest normal number.
+VARIANCE_UNDERFLOW = 1e-290
+
+
+def _keeps_digits_at(expr: sp.Expr, scale: float) -> bool:
+    """The stable float64 form of a two-variable closed form equals 30-digit mpmath to 1e-12 at
+    covariances of size ``scale``."""
+    f64 = stable_lambdify((k11, k22, k12), expr)
+    fmp = sp.lambdify((k11, k22, k12), expr, modules="mpmath")
+    with mpmath.workdps(30):
+        for a, b, r in ((1.3, 0.7, 0.4), (2.1, 0.9, -0.8), (0.5, 3.0, 0.999)):
+            a, b = a * scale, b * scale
+            c = r * np.sqrt(a) * np.sqrt(b)
+            with np.errstate(all="ignore"):
+                got = float(np.asarray(f64(np.array(a), np.array(b), np.array(c))))
+            want = mpmath.re(fmp(mpmath.mpf(a), mpmath.mpf(b), mpmath.mpf(c)))
+            if not np.isfinite(got) or abs(got - want) > mpmath.mpf(1e-12) * abs(want) + mpmath.mpf(1e-300):
+                return False
+    return True
+
+
+_HOMOGENEITY_POINTS = ("0.37", "1.3", "2.9", "-0.61", "-1.7", "-3.3")
+_HOMOGENEITY_SCALES = ("0.29", "4.7")
+
+
+def homogeneity_degree(act: Activation):
+    """alpha with s(c x) = c^alpha s(x) for all c > 0, or None.
+
+    alpha = log(s(c x0) / s(x0)) / log(c) at a point where s(x0) != 0, then the identity is checked
+    at 30 digits at six points on both half-lines and two scales; a positively homogeneous s is
+    determined by its values at x = 1 and x = -1, so only a non-homogeneous s that agrees with a
+    homogeneous one at all twelve points could pass."""
+    with mpmath.workdps(30):
+        try:
+            s = act.mpmath
+            vals = {p: mpmath.mpf(s(mpmath.mpf(p))) for p in _HOMOGENEITY_POINTS}
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        x0 = next((p for p, v in vals.items() if v != 0), None)
+        if x0 is None:
+            return None
+        c = mpmath.mpf(_HOMOGENEITY_SCALES[0])
+        try:
+            ratio = mpmath.mpf(s(c * mpmath.mpf(x0))) / vals[x0]
+            if ratio <= 0:
+                return None
+            alpha = mpmath.log(ratio) / mpmath.log(c)
+            alpha_r = mpmath.nint(alpha * 2) / 2  # degrees of interest are integers or halves
+            if abs(alpha - alpha_r) > mpmath.mpf(10) ** -20:
+                return None
+            for p, v in vals.items():
+                for cs in _HOMOGENEITY_SCALES:
+                    cc = mpmath.mpf(cs)
+                    want = cc**alpha_r * v
+                    got = mpmath.mpf(s(cc * mpmath.mpf(p)))
+                    if abs(got - want) > mpmath.mpf(10) ** -25 * (1 + abs(want)):
+                        return None
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        return int(alpha_r) if alpha_r == int(alpha_r) else float(alpha_r)
+
+
+def _scales_as(expr: sp.Expr, alpha) -> bool:
+    """T(c k11, c k22, c k12) = c^alpha T(k11, k22, k12) at 30 digits at a few covariances."""
+    f = sp.lambdify((k11, k22, k12), expr, modules="mpmath")
+    with mpmath.workdps(30):
+        for a, b, r in (("1.3", "0.7", "0.4"), ("2.1", "0.9", "-0.8"), ("0.5", "3.0", "0.99")):
+            a, b = mpmath.mpf(a), mpmath.mpf(b)
+            c12 = mpmath.mpf(r) * mpmath.sqrt(a * b)
+            base = mpmath.re(f(a, b, c12))
+            for cs in _HOMOGENEITY_SCALES:
+                cc = mpmath.mpf(cs)
+                if abs(mpmath.re(f(cc * a, cc * b, cc * c12)) - cc**alpha * base) > mpmath.mpf(10) ** -25 * (1 + abs(base)):
+                    return False
+    return True
 
 
 @functools.lru_cache(maxsize=64)

@@ -92,7 +92,7 @@ class KernelRecursion:
         lam = self._lambdas(d)
         G0 = X1 @ X2v.T / d
         g1, g2 = np.einsum("ij,ij->i", X1, X1) / d, np.einsum("ij,ij->i", X2v, X2v) / d
-        same = _equal_rows(X1, X2v) if X2 is not None else np.eye(len(X1), dtype=bool)
+        same = equal_rows(X1, X2v)
 
         K, Th = self.C_b[0] + self.C_W[0] * G0, lam[0][0] + lam[0][1] * G0
         k1, k2 = self.C_b[0] + self.C_W[0] * g1, self.C_b[0] + self.C_W[0] * g2
@@ -112,7 +112,8 @@ class KernelRecursion:
         for l, kern in enumerate(self.kernels):
             cw, cb = self.C_W[l + 1], self.C_b[l + 1]
             lb, lw = lam[l + 1]
-            bound = np.sqrt(np.outer(k1, k2))
+            kern.check_variances(k1 if symmetric else np.concatenate([k1, k2]), l + 1)
+            bound = np.sqrt(k1)[:, None] * np.sqrt(k2)[None, :]
             K = np.clip(K, -bound, bound)
             T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape), K)
             # the NTK diagonal recursion is needed only where rows of X1 equal rows of X2
@@ -134,7 +135,9 @@ class KernelRecursion:
 
     # ------------------------------------------------------------------ mpmath
     def evaluate_mp(self, X1, X2=None, dps: int = 30) -> KernelResult:
-        """The same recursion in mpmath at ``dps`` digits; inputs are taken as exact binary floats."""
+        """The same recursion in mpmath at ``dps`` digits; inputs are taken as exact binary floats.
+        ``nngp`` and ``ntk`` are (N1, N2) NumPy object arrays of ``mpmath.mpf``
+        (``.astype(float)`` rounds them to float64)."""
         X1 = _checks.inputs(X1, "X1")
         X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
         d = X1.shape[1]
@@ -167,7 +170,7 @@ class KernelRecursion:
                 K, Th = newK, newTh
                 k1 = [cb + cw * kern.diagonal_mp(v, derivative=False)[0] for v in k1]
                 k2 = [cb + cw * kern.diagonal_mp(v, derivative=False)[0] for v in k2]
-            return KernelResult(mpmath.matrix(K), mpmath.matrix(Th), {"dps": dps})
+            return KernelResult(_object_array(K), _object_array(Th), {"dps": dps})
 
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
@@ -182,16 +185,25 @@ class KernelRecursion:
         return f"${self.latex()}$"
 
     def __repr__(self) -> str:
-        acts = sorted({k.activation.name for k in self.kernels})
-        return f"KernelRecursion({', '.join(acts)}; depth={self.depth}, C_W={_short(self.C_W)}, C_b={_short(self.C_b)}, param={self.param!r})"
+        names = [k.activation.name for k in self.kernels]
+        acts = names[0] if len(set(names)) == 1 else "[" + ", ".join(names) + "]"
+        return f"KernelRecursion({acts}; depth={self.depth}, C_W={_short(self.C_W)}, C_b={_short(self.C_b)}, param={self.param!r})"
+
+
+def _object_array(rows) -> np.ndarray:
+    out = np.empty((len(rows), len(rows[0])), dtype=object)
+    for i, row in enumerate(rows):
+        out[i, :] = row
+    return out
 
 
 def _short(v: Sequence):
     return v[0] if len(set(v)) == 1 else list(v)
 
 
-def _equal_rows(X1: np.ndarray, X2: np.ndarray) -> np.ndarray:
-    """Boolean (N1, N2): row a of X1 equals row b of X2 exactly."""
+def equal_rows(X1: np.ndarray, X2: np.ndarray) -> np.ndarray:
+    """Boolean (N1, N2): row a of X1 equals row b of X2 exactly (the kernel's diagonal entries,
+    evaluated by the exact one-variable recursion)."""
     index = {}
     for b, row in enumerate(X2):
         index.setdefault(row.tobytes(), []).append(b)
