@@ -80,3 +80,19 @@ def test_mpmath_result_shows_itself():
 def test_repr_keeps_layer_order():
     assert "[relu, erf]" in repr(KernelRecursion(["relu", "erf"], 2))
     assert "KernelRecursion(relu;" in repr(KernelRecursion("relu", 3))
+
+
+@pytest.mark.slow
+def test_compile_report_says_what_happened(tmp_path):
+    """A fresh cache directory: the CLI reports compiling; a second process loads from Numba's disk cache."""
+    import os
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", X3)
+    env = dict(os.environ, NTK_THEORY_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "ntk_theory.cli", "kernel", "abs", "--depth", "2", "--x1", str(tmp_path / "x.npy"),
+           "--out", str(tmp_path / "k.npz")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    assert "compiling" in first and "loaded from Numba's disk cache" in second
