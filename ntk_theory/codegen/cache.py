@@ -8,24 +8,21 @@ temporary name and renamed atomically, so two processes compiling the same kerne
 half-written module.  If loading Numba's cache fails, its files for that module are removed and
 the kernel is compiled again.
 
-The directory is ``$NTK_THEORY_CACHE`` or ``~/.cache/ntk-theory/kernels``.
+The directory is :func:`ntk_theory.diskcache.cache_dir` (``$NTK_THEORY_CACHE`` or ``~/.cache/ntk-theory/kernels``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from .. import diskcache
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("NTK_THEORY_CACHE")
-    path = Path(root) if root else Path.home() / ".cache" / "ntk-theory" / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return diskcache.cache_dir()
 
 
 def _checksum(body: str) -> str:
@@ -47,10 +44,7 @@ def write_module(key: str, source: str) -> Path:
                 return path
         except (OSError, UnicodeDecodeError):
             pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(header + source)
-    os.replace(tmp, path)
+    diskcache.atomic_write(path, (header + source).encode())
     return path
 
 
