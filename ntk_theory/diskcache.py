@@ -8,6 +8,7 @@ read a half-written file; a file that cannot be read back is treated as missing 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -52,11 +53,21 @@ def source_fingerprint(*paths: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """:func:`source_fingerprint` of the whole ntk_theory package and SymPy's version: the key part
+    of every cached derivation (any change of the code that derives invalidates them all)."""
+    import sympy
+
+    return source_fingerprint(Path(__file__).parent) + "|sympy " + sympy.__version__
+
+
 def memo(kind: str, key: str, compute):
     """``compute()``, pickled under ``derivations/<kind>_<sha256(key)>.pkl`` and read back by later
     calls with the same key (in any process).  The key must name everything the value depends on,
     code included (:func:`source_fingerprint`).  Unreadable or unwritable cache files are ignored:
     the value is computed as if there were no cache."""
+    key = code_fingerprint() + "|" + key
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     try:
         path = cache_dir("derivations") / f"{kind}_{digest}.pkl"

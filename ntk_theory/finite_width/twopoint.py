@@ -38,9 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from .. import diskcache
 from ..activations.activation import _drop_deltas, x
 from ..gaussian import k, k11, k12, k22, mehler
 from ..gaussian.stable import lambdify as stable_lambdify
+from ..gaussian.stable import lambdify_form, stable_form
 from ..recursions.layer import activation_kernels
 
 _VARS = (k11, k22, k12)
@@ -58,6 +60,14 @@ class PairDerivatives:
     error: float
 
 
+def _derivative_forms(e: sp.Expr, d: sp.Expr) -> list:
+    """Stable forms of e, its gradient and Hessian (upper triangle, _PAIRS) in (k11, k22, k12), and of
+    d, d', d'' in k."""
+    two = [e] + [sp.diff(e, v) for v in _VARS] + [sp.diff(e, _VARS[i], _VARS[j]) for i, j in _PAIRS]
+    one = [sp.diff(d, k, n) for n in range(3)]
+    return [stable_form(f) for f in two + one]
+
+
 class TwoPoint:
     """T = <s s> (``which='ss'``) or Tdot = <s' s'> (``which='dd'``) of one activation."""
 
@@ -72,13 +82,14 @@ class TwoPoint:
 
     @functools.cached_property
     def _closed(self):
-        e = self.expectation.expr
-        val = stable_lambdify(_VARS, e)
-        grad = [stable_lambdify(_VARS, sp.diff(e, v)) for v in _VARS]
-        hess = {(i, j): stable_lambdify(_VARS, sp.diff(e, _VARS[i], _VARS[j])) for i, j in _PAIRS}
-        d = self.diagonal.expr
-        diag = [stable_lambdify((k,), sp.diff(d, k, n)) for n in range(3)]
-        return val, grad, hess, diag
+        """NumPy functions of the value, gradient, Hessian (in k11, k22, k12) and of the diagonal's
+        first three k-derivatives, from their stable forms; the SymPy derivatives and stable
+        rewriting (seconds for GELU) are kept on disk (:func:`ntk_theory.diskcache.memo`)."""
+        e, d = self.expectation.expr, self.diagonal.expr
+        forms = diskcache.memo("twopoint", f"{sp.srepr(e)}|{sp.srepr(d)}", lambda: _derivative_forms(e, d))
+        two = [lambdify_form(_VARS, f) for f in forms[: 4 + len(_PAIRS)]]
+        diag = [lambdify_form((k,), f) for f in forms[4 + len(_PAIRS):]]
+        return two[0], two[1:4], dict(zip(_PAIRS, two[4:])), diag
 
     @functools.cached_property
     def _numpy_derivatives(self):

@@ -11,7 +11,6 @@ r"""E[f(u) g(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]]): a closed form by r
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -265,10 +264,9 @@ def _kinks(expr) -> tuple:
 @functools.lru_cache(maxsize=256)
 def _derive(A, B) -> Step:
     """The rules' derivation of E[A(u) B(v)], kept on disk (:func:`ntk_theory.diskcache.memo`) under
-    the atoms, SymPy's version and the source of the rules and activations: a derivation that took
-    seconds of SymPy is read back in milliseconds by every later process.  Failures (NoRule) are
-    kept too."""
-    key = f"{_rules_fingerprint()}|sympy {sp.__version__}|{A!r}|{B!r}"
+    the atoms and the code's fingerprint: a derivation that took seconds of SymPy is read back in
+    milliseconds by every later process.  Failures (NoRule) are kept too."""
+    key = f"{A!r}|{B!r}"
     outcome = diskcache.memo("pair", key, lambda: _derive_or_reason(A, B))
     if isinstance(outcome, str):
         raise NoRule(outcome)
@@ -280,12 +278,6 @@ def _derive_or_reason(A, B):
         return rules.combination_pair(A, B)
     except NoRule as exc:
         return str(exc)
-
-
-@functools.lru_cache(maxsize=1)
-def _rules_fingerprint() -> str:
-    here = Path(__file__).parent
-    return diskcache.source_fingerprint(here, here.parent / "activations")
 
 
 def _atoms_and_expr(f, order: int, deltas: bool):

@@ -87,7 +87,12 @@ def stable_form(expr: sp.Expr) -> sp.Expr:
 
 def lambdify(args, expr: sp.Expr):
     """A NumPy function of ``stable_form(expr)`` with common subexpressions computed once."""
-    return sp.lambdify(args, stable_form(expr), modules=[NUMPY_FUNCTIONS, "scipy", "numpy"], cse=True)
+    return lambdify_form(args, stable_form(expr))
+
+
+def lambdify_form(args, form: sp.Expr):
+    """A NumPy function of an expression already in stable form (e.g. read back from the cache)."""
+    return sp.lambdify(args, form, modules=[NUMPY_FUNCTIONS, "scipy", "numpy"], cse=True)
 
 
 def _determinants(expr):
