@@ -96,3 +96,23 @@ def test_compile_report_says_what_happened(tmp_path):
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     assert "compiling" in first and "loaded from Numba's disk cache" in second
+
+
+@pytest.mark.parametrize("act, cw, cb", [("relu", 2.0, 0.0), ("abs", 1.0, 0.1), ("erf", 1.5, 0.1)])
+def test_near_parallel_accuracy_is_what_the_readme_states(act, cw, cb):
+    """Inputs x and x + eps dx (angle ~ eps) against 40-digit mpmath.  The NNGP keeps ~1e-15.  A kinked
+    activation's NTK depends on the angle theta through Tdot = (pi - theta) / (2 pi)-like terms, and
+    float64 carries theta only to ~1e-16 / theta (1 - cos theta is rounded): its relative error is at
+    most ~ L 1e-16 / theta (README: 'Numerics'), saturating near 1e-7; smooth activations keep 1e-14."""
+    rng = np.random.default_rng(0)
+    x, dx = rng.standard_normal(4), rng.standard_normal(4)
+    L = 3
+    rec = KernelRecursion(act, L, C_W=cw, C_b=cb)
+    for eps in (1e-4, 1e-6, 1e-8):
+        X = np.vstack([x, x + eps * dx])
+        got, mp = rec(X), rec.evaluate_mp(X, dps=40)
+        theta = eps * np.linalg.norm(dx - (dx @ x) / (x @ x) * x) / np.linalg.norm(x)
+        assert abs(got.nngp[0, 1] / float(mp.nngp[0, 1]) - 1) < 2e-15
+        err = abs(got.ntk[0, 1] / float(mp.ntk[0, 1]) - 1)
+        bound = 1e-14 if act == "erf" else min(L * 1e-16 / theta, 1e-7) + 1e-14
+        assert err < bound, (eps, err, bound)
