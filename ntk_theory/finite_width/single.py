@@ -24,7 +24,7 @@ next layer's (C_W, C_b, lambda_b, lambda_W)::
     Th1' = r { lambda_W [d<s^2>/dK K1 + (1/2) d^2<s^2>/dK^2 V]
                + C_W [Th (d<s'^2>/dK K1 + (1/2) d^2<s'^2>/dK^2 V) + <s'^2> Th1 + (D + 2F) d<s'^2>/dK] }
 
-These are the one-input forms of ../shared/theory/FINITE_WIDTH.md (PDLT eqs. (4.90), (4.118) for V
+These are the one-input forms of docs/finite_width.md (PDLT eqs. (4.90), (4.118) for V
 and K1; (8.x), (9.x) for the NTK tensors), re-derived here: the second-order Taylor term
 (1/2) M'' V is the (1/8) <g H4> V of the multi-input form, and the same-neuron covariance
 Cov(Theta_ii, z_i^2) = (D + 2F) / n gives the last term of Th1'.  The network's output

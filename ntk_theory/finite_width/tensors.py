@@ -1,4 +1,4 @@
-r"""Finite-width recursions for N inputs: tensors over sample indices (FINITE_WIDTH.md, PDLT ch. 4, 8).
+r"""Finite-width recursions for N inputs: tensors over sample indices (docs/finite_width.md, PDLT ch. 4, 8).
 
 Index conventions (n = hidden width, i != j two neurons of one layer):
 
