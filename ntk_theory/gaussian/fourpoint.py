@@ -96,13 +96,19 @@ s^p s'^q is, on each orthant, a monomial times a constant, so each entry is a su
 orthant moments E[z^k 1{sigma z > 0}], computed exactly by the integration-by-parts recursion of
 :mod:`ntk_theory.gaussian.orthant` (Tallis 1961; Kan & Robotti 2017) down to orthant
 probabilities (Sheppard's closed forms for up to three variables, Plackett's one-dimensional
-integral for four).  Its error is rounding (bounded by the terms' absolute sum, amplified by
-1 / lambda_min of the set's correlation matrix) plus the propagated quadrature estimate of the
-four-variable orthant probabilities: ~1e-14 relative for well-separated inputs.  Sets whose
-bound exceeds tol (nearly parallel inputs) go to the numerical integrator, which is compiled
-only when such a set occurs.  ReLU, N = 8: 0.43 s per layer against 6.3 s numerically, and
-no compilation (``info["method"]`` says how many sets took which route; ``exact=False``
-forces the numerical integrator).
+integral for four), batched over the sets of each size.  Singular sets (more inputs than
+dimensions with C_b = 0, repeated or antiparallel inputs) are reduced to their rank: exactly
+parallel variables merged, rank-2 sets (and every pair) as arcs in polar coordinates, rank-3 sets
+of four as cones with a closed-form orthant probability and the recursion in the factor's
+coordinates.  Its error is rounding (bounded by the terms' absolute sum, amplified by
+1 / lambda_min of the set's correlation matrix for full-rank sets) plus the propagated quadrature
+estimate of the four-variable orthant probabilities: ~1e-14 relative for well-separated inputs.
+Cone sets and full-rank sets of three whose estimate exceeds tol (anti-correlated inputs, whose
+terms cancel) are recomputed with mpmath at 40 digits.  Full-rank sets of four whose bound
+exceeds tol, nearly singular sets without an exact linear relation (lambda_min below
+orthant.MIN_EIGENVALUE) and sets with a zero variance go to the numerical integrator, which is
+compiled only when such a set occurs (``info["method"]`` and ``info["exact_kinds"]`` say how many
+sets took which route; ``exact=False`` forces the numerical integrator).
 
 Provenance: written for ntk_theory (issue 5, finite-width corrections); the nested pivoted-
 Cholesky reduction follows :func:`ntk_theory.gaussian.numerical.expectn` (independent NumPy
@@ -685,10 +691,12 @@ def piecewise_linear_slopes(act) -> tuple[float, float] | None:
 
 
 def _exact_moments(act, ab, K, tol, max_refine, strict, t0, tick=None) -> FourPointMoments:
-    """Every set by the orthant-moment recursion (:mod:`.orthant`), except sets of nearly parallel
-    inputs, which go to the numerical integrator: smallest eigenvalue of the correlation matrix
-    below orthant.MIN_EIGENVALUE, or an error bound (rounding amplified by that eigenvalue) above
-    tol E|prod|."""
+    """Every set by the orthant moments of :func:`.orthant.set_moments`, batched over the sets of each
+    size: full-rank sets by the recursion, exactly singular ones (more inputs than dimensions with
+    C_b = 0, repeated or antiparallel inputs) as planar or solid cones of their rank.  Sets go to the
+    numerical integrator when nearly singular without an exact linear relation (smallest
+    correlation eigenvalue below orthant.MIN_EIGENVALUE), with a zero variance, or with an error
+    estimate above tol E|prod|."""
     from . import orthant
 
     a, b = ab
@@ -699,21 +707,30 @@ def _exact_moments(act, ab, K, tol, max_refine, strict, t0, tick=None) -> FourPo
     errs = np.zeros((T, 64))
     scales = np.zeros((T, 64))
     numeric = []
-    for t, (S, prods, combo_suf) in enumerate(meta):
-        KS = K[np.ix_(S, S)]
-        if orthant.min_correlation_eigenvalue(KS) < orthant.MIN_EIGENVALUE:
-            numeric.append(t)
-            continue
-        cache: dict = {}
-        for c, p in enumerate(prods):
-            vals[t, combo_suf[c]], errs[t, combo_suf[c]], scales[t, combo_suf[c]] = \
-                orthant.piecewise_linear_moment(KS, p, a, b, cache)
-        if np.any(errs[t] > tol * scales[t]):  # rounding bound above tol: nearly parallel inputs
-            numeric.append(t)
-        elif tick is not None:
-            tick(1)
+    kinds: dict = {}
+    above_tol = 0
+    by_size: dict = {}
+    for t, (S, _, _) in enumerate(meta):
+        by_size.setdefault(len(S), []).append(t)
+    for ts in by_size.values():
+        res = orthant.set_moments(np.stack([K[np.ix_(meta[t][0], meta[t][0])] for t in ts]), meta[ts[0]][1], a, b,
+                                  tol=tol)
+        accepted = 0
+        for n, t in enumerate(ts):
+            above = np.any(res.errors[n] > tol * res.scales[n])
+            if not res.done[n] or (above and res.kinds[n] == "full"):
+                numeric.append(t)
+                continue
+            cs = meta[t][2]
+            vals[t, cs], errs[t, cs], scales[t, cs] = res.values[n], res.errors[n], res.scales[n]
+            kinds[res.kinds[n]] = kinds.get(res.kinds[n], 0) + 1
+            above_tol += int(above)  # singular sets: the integrator is no better; reported as they are
+            accepted += 1
+        if tick is not None:
+            tick(accepted)
+    numeric.sort()
     info = {"method": f"exact orthant moments ({T - len(numeric)} sets), numerical ({len(numeric)} sets)",
-            "sets": T, "exact_sets": T - len(numeric), "not_converged": 0}
+            "sets": T, "exact_sets": T - len(numeric), "exact_kinds": kinds, "not_converged": above_tol}
     if numeric:
         kern = compile_activation(act)
         nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks, tick=tick)
@@ -721,10 +738,10 @@ def _exact_moments(act, ab, K, tol, max_refine, strict, t0, tick=None) -> FourPo
             vals[t], errs[t], scales[t] = nv[t], ne[t], ns[t]
         if np.any(status == 2):
             raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite (activation {act.name})")
-        info["not_converged"] = int(np.sum(status == 1))
-        if strict and info["not_converged"]:
-            raise ArithmeticError(f"{info['not_converged']} sets did not reach tol {tol:g}")
+        info["not_converged"] += int(np.sum(status == 1))
         info.update(compile_seconds=kern.compile_seconds, from_cache=kern.from_cache,
                     passes_fine=int(stats[:, 0].sum()), passes_coarse=int(stats[:, 1].sum()))
+    if strict and info["not_converged"]:
+        raise ArithmeticError(f"{info['not_converged']} sets did not reach tol {tol:g}")
     info["seconds"] = time.perf_counter() - t0
     return _assemble(act.name, K, meta, vals, errs, scales, tol, info)
