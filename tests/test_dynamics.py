@@ -5,7 +5,7 @@
 * t = inf vs np.linalg.solve; per-mode residuals vs scipy.linalg.expm; the largest stable learning rate
   vs explicit iteration just below and above it;
 * ensemble mean and covariance vs the same linear map assembled from expm and solve on the joint NNGP;
-* neural-tangents' predict.gradient_descent_mse / _ensemble / max_learning_rate (subprocess in its own venv);
+* neural-tangents' predict.gradient_descent_mse / _ensemble / max_learning_rate: tests/test_neural_tangents.py;
 * the hand-written backward pass vs forward-mode directional derivatives (MLP.jvp);
 * real training of the reference network (ReLU, one hidden layer, widths 64 .. 16384, 16 seeds each): the
   deviation from the infinite-width NTK prediction shrinks as a n^(-1/2) + b n^(-1) (a resolved at > 4
@@ -13,11 +13,7 @@
   exponent between -1 (PDLT's mean) and -1/2 (Lee et al.'s bound).  Depth 2 up to 1024: slow set.
 """
 
-import json
-import os
-import subprocess
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +23,6 @@ from ntk_theory import MLP
 from ntk_theory.dynamics import IllConditionedKernelWarning, MSEDynamics, ensemble, gradient, loss_value, train
 from ntk_theory.dynamics.widths import width_scaling
 from ntk_theory.recursions import KernelRecursion
-
-NT_PYTHON = Path(os.environ.get("NTK_THEORY_NT_PYTHON", "/tmp/ntvenv/bin/python"))
 
 
 @pytest.fixture(scope="module")
@@ -145,32 +139,6 @@ def test_ensemble_mean_and_covariance(problem, get):
     np.testing.assert_allclose(pred.test.mean, b[N:], atol=1e-10)
     np.testing.assert_allclose(pred.train.covariance, cov[:N, :N], atol=1e-10)
     np.testing.assert_allclose(pred.test.covariance, cov[N:, N:], atol=1e-10)
-
-
-@pytest.mark.skipif(not NT_PYTHON.exists(), reason="neural-tangents venv not found (shared/anchors/setup_anchor.sh)")
-def test_side_by_side_with_neural_tangents(problem, tmp_path):
-    K, T, N, y, f0 = problem["K"], problem["T"], problem["N"], problem["y"], problem["f0"]
-    ts, lr = np.array([0.0, 1.0, 10.0, 123.0]), 0.8
-    np.savez(tmp_path / "in.npz", ntk=T, nngp=K, N=N, y=y, f0=f0, ts=ts, lr=lr)
-    script = Path(__file__).parent / "anchors" / "nt_dynamics.py"
-    subprocess.run([str(NT_PYTHON), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], check=True,
-                   timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    nt = dict(np.load(tmp_path / "out.npz"))
-    dyn = MSEDynamics(T[:N, :N], y, learning_rate=lr)
-    tr, te = dyn.predict(ts, ntk_test_train=T[N:, :N], fx_train_0=f0[:N], fx_test_0=f0[N:])
-    np.testing.assert_allclose(tr, nt["train"], atol=1e-10)
-    np.testing.assert_allclose(te, nt["test"], atol=1e-10)
-    tr, te = dyn.predict(np.inf, ntk_test_train=T[N:, :N], fx_train_0=f0[:N], fx_test_0=f0[N:])
-    np.testing.assert_allclose(tr, nt["train_inf"], atol=1e-10)
-    np.testing.assert_allclose(te, nt["test_inf"], atol=1e-9)
-    np.testing.assert_allclose(dyn.max_learning_rate(), nt["max_lr"], rtol=1e-10)
-    for get in ("ntk", "nngp"):
-        e = ensemble(K[:N, :N], T[:N, :N], y, ts, nngp_test_train=K[N:, :N], ntk_test_train=T[N:, :N],
-                     nngp_test_test=K[N:, N:], learning_rate=lr, get=get)
-        np.testing.assert_allclose(e.test.mean, nt[f"ens_{get}_mean"], atol=1e-10)
-        np.testing.assert_allclose(e.test.covariance, nt[f"ens_{get}_cov"], atol=1e-10)
-        np.testing.assert_allclose(e.train.mean, nt[f"ens_{get}_train_mean"], atol=1e-10)
-        np.testing.assert_allclose(e.train.covariance, nt[f"ens_{get}_train_cov"], atol=1e-10)
 
 
 def _with_negative_eigenvalue(K):
