@@ -281,14 +281,19 @@ def _derive_or_reason(A, B):
 
 
 def _atoms_and_expr(f, order: int, deltas: bool):
+    """(atoms or the NoRule saying why there are none, the expression, its label)."""
     expr, label = _as_expr(f)
-    A = decompose(expr)
-    for _ in range(order):
-        A = combination_derivative(A)
     d = sp.diff(expr, x, order) if order else expr
     if not deltas:
-        A = tuple((c, a) for c, a in A if not isinstance(a, Delta))
         d = d.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    try:
+        A = decompose(expr)
+        for _ in range(order):
+            A = combination_derivative(A)
+    except NoRule as exc:  # no split into atoms: numerical quadrature, split at the kinks
+        return exc, d, label + "'" * order
+    if not deltas:
+        A = tuple((c, a) for c, a in A if not isinstance(a, Delta))
     return A, d, label + "'" * order
 
 
@@ -306,6 +311,9 @@ def expectation(f, g=None, derivative: int = 0, deltas: bool = True) -> Gaussian
     else:
         B, ge, glabel = _atoms_and_expr(g, derivative, deltas)
         label = f"{label}, {glabel}"
+    for atoms in (A, B):
+        if isinstance(atoms, NoRule):
+            return NumericalExpectation(fe, ge, label, _short(str(atoms)), atoms=None)
     if not A or not B:
         zero = Step("zero", "", sp.S.Zero, "the derivative vanishes almost everywhere")
         return ClosedForm(fe, ge, label, zero, atoms=(A, B))
@@ -353,6 +361,8 @@ def _on_diagonal(expr: sp.Expr) -> sp.Expr | None:
 def expectation1(f, derivative: int = 0) -> GaussianExpectation:
     """E[f^(n)(u)], u ~ N(0, k): a closed form in k by the one-variable rules, else quadrature."""
     A, fe, label = _atoms_and_expr(f, derivative, deltas=True)
+    if isinstance(A, NoRule):
+        return NumericalDiagonal(fe, sp.S.One, label, _short(str(A)))
     try:
         step = rules.combination_one(A, k) if A else Step("zero", "", sp.S.Zero)
         return ClosedDiagonal(fe, sp.S.One, label, rules.tidy(step.result), step)

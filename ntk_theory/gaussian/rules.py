@@ -8,14 +8,23 @@ order; registering ``(A, B)`` also registers the mirrored ``(B, A)`` by swapping
 Rules (name: statement)
     constant            E[c g(v)] = c E[g(v)]
     parity              E[f(u) g(v)] = 0 if one of f, g is odd and the other even ((u,v) -> (-u,-v))
-    dirac_delta         E[delta(u) g(v)] = (2 pi k11)^(-1/2) E[g(v) | u = 0],  v | u=0 ~ N(0, k22 - k12^2/k11)
+    dirac_delta         E[delta(u - c) g(v)] = phi_k11(c) E[g(v) | u = c],
+                        v | u=c ~ N(c k12/k11, k22 - k12^2/k11)  (phi_k11 the N(0, k11) density)
     complete_square     E[u^m v^n exp(a1 u^2 + b1 u + a2 v^2 + b2 v)]: Gaussian integral with precision
                         Sigma^-1 - 2 diag(a1, a2), mean (Sigma^-1 - 2A)^-1 b, then Isserlis' theorem for the
                         moments (derivatives of the Gaussian moment generating function)
     price               Price's theorem: d/dk12 E[f(u) g(v)] = E[f'(u) g'(v)], so
-                        E[f g] = E[f(u)] E[g(v)] + int_0^k12 E[f' g'] dk12'
+                        E[f g] = E[f(u)] E[g(v)] + int_0^k12 E[f' g'] dk12'.  Not applied to
+                        E[h(u) theta(u - a) g(v) theta(v - b)] with (a, b) != (0, 0): there
+                        E[f' g'] holds E[delta(u - a) delta(v - b)] = phi_2(a, b; k12), whose integral
+                        in k12 is the bivariate normal CDF (Owen's T function), not elementary; such
+                        pairs go to numerical quadrature
     one-variable rules  symmetric (E[h] = c/2 if h(x) + h(-x) = c), complete_square (1-D), half_line
-                        (int_0^oo x^m exp(-c x^2 + b x) dx), heat_equation (d/dvar E[h] = E[h'']/2)
+                        (int_0^oo x^m exp(-c x^2 + b x) dx), truncated_moments (int_c^oo of the same, c
+                        any real or symbolic point: completing the square to N(mu, sigma^2) and
+                        int_l^oo z^j phi(z) dz = l^(j-1) phi(l) + (j-1) int_l^oo z^(j-2) phi(z) dz,
+                        from int_l^oo phi = erfc(l/sqrt 2)/2, int_l^oo z phi = phi(l)),
+                        heat_equation (d/dvar E[h] = E[h'']/2)
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from .atoms import (
     is_gauss_poly,
     is_polynomial,
     parity,
+    translate,
 )
 from ..activations.activation import x
 from .derivation import Step
@@ -145,7 +155,8 @@ def combination_one(A, var) -> Step:
 # --------------------------------------------------------------------------- one variable
 @one_rule(Delta)
 def dirac_delta_1(a: Delta, var) -> Step:
-    return _step("dirac_delta", (a,), 1 / sp.sqrt(2 * sp.pi * var), "density of u at 0", var=var)
+    density = sp.exp(-(a.at**2) / (2 * var)) / sp.sqrt(2 * sp.pi * var)
+    return _step("dirac_delta", (a,), density, f"density of u at {sp.sstr(a.at)}", var=var)
 
 
 def _is_constant(atom) -> bool:
@@ -195,6 +206,8 @@ def complete_square_1(a: Smooth, var) -> Step:
 
 @one_rule(Half)
 def half_line_1(a: Half, var) -> Step:
+    if a.at != 0:
+        raise NoRule("the step is not at 0")
     y = sp.Symbol("y", positive=True)
     v = sp.Symbol("var_", positive=True)
     h = a.h.subs(x, a.side * y)
@@ -208,6 +221,42 @@ def half_line_1(a: Half, var) -> Step:
         total += val
     result = tidy((total / sp.sqrt(2 * sp.pi * v)).subs(v, var))
     return _step("half_line", (a,), result, "int_0^oo x^m exp(-x^2/(2 var) + b x) dx", var=var)
+
+
+def _upper_tail_moments(ell, n: int) -> list:
+    """M_j = int_ell^oo z^j phi(z) dz, j = 0..n: M_0 = erfc(ell/sqrt 2)/2, M_1 = phi(ell),
+    M_j = ell^(j-1) phi(ell) + (j-1) M_(j-2) (integration by parts, phi' = -z phi)."""
+    phi = sp.exp(-(ell**2) / 2) / sp.sqrt(2 * sp.pi)
+    M = [sp.erfc(ell / sp.sqrt(2)) / 2, phi]
+    for j in range(2, n + 1):
+        M.append(ell ** (j - 1) * phi + (j - 1) * M[j - 2])
+    return M[: n + 1]
+
+
+@one_rule(Half)
+def truncated_moments_1(a: Half, var) -> Step:
+    """E[h(u) theta(s (u - c))] for h a sum of x^m exp(alpha x^2 + beta x) terms, c any point.
+
+    Per term, completing the square: exp(-x^2/(2 var) + alpha x^2 + beta x) is, up to the factor
+    exp(beta^2 sigma^2 / 2) / sqrt(D), D = 1 - 2 alpha var, the N(mu, sigma^2) density with
+    sigma^2 = var / D, mu = beta sigma^2; with x = mu + sigma z and l = (c - mu) / sigma,
+    E[x^m 1{s (x - c) > 0}] = sum_j C(m, j) mu^(m-j) sigma^j T_j, T_j = M_j(l) for s = +1 and
+    (-1)^j M_j(-l) for s = -1, M_j the upper-tail Gaussian moments (see _upper_tail_moments)."""
+    total = sp.S.Zero
+    for term in gauss_poly_terms(a.h):
+        D = 1 - 2 * term.a * var
+        if term.a != 0 and sp.ask(sp.Q.positive(D)) is False:
+            raise NoRule("divergent Gaussian integral")
+        s2 = var / D
+        sigma = sp.sqrt(s2)
+        mu = s2 * term.b
+        ell = (a.at - mu) / sigma
+        M = _upper_tail_moments(a.side * ell, term.power)
+        T = [M[j] if a.side > 0 else (-1) ** j * M[j] for j in range(term.power + 1)]
+        moment = sum(sp.binomial(term.power, j) * mu ** (term.power - j) * sigma**j * T[j] for j in range(term.power + 1))
+        total += term.coeff * sp.exp(term.b**2 * s2 / 2) / sp.sqrt(D) * moment
+    note = "complete the square, then int_l^oo z^j phi = l^(j-1) phi(l) + (j-1) int_l^oo z^(j-2) phi"
+    return _step("truncated_moments", (a,), tidy(total), note, var=var)
 
 
 @one_rule(Smooth)
@@ -256,9 +305,13 @@ pair_rule(Smooth, Delta)(parity_zero)
 @pair_rule(Delta, Delta)
 def dirac_delta(a: Delta, b, depth) -> Step:
     var = k22 - k12**2 / k11
-    inner = one(b, var)
-    result = tidy(inner.result / sp.sqrt(2 * sp.pi * k11))
-    return _step("dirac_delta", (a, b), result, "E[delta(u) g(v)] = phi(0) E[g(v) | u=0]", (inner,))
+    mean = k12 * a.at / k11
+    inner = combination_one(translate(b, mean), var)  # E[g(w + mean)], w ~ N(0, var)
+    density = sp.exp(-(a.at**2) / (2 * k11)) / sp.sqrt(2 * sp.pi * k11)
+    result = tidy(inner.result * density)
+    c = sp.sstr(a.at)
+    note = f"E[delta(u - c) g(v)] = phi(c) E[g(v) | u=c], c = {c}" if a.at != 0 else "E[delta(u) g(v)] = phi(0) E[g(v) | u=0]"
+    return _step("dirac_delta", (a, b), result, note, (inner,))
 
 
 pair_rule(Delta, Smooth)(dirac_delta)
@@ -324,10 +377,32 @@ def reducible(atom, depth: int) -> bool:
         return False
 
 
+def _check_shifted_steps(a, b) -> None:
+    """Price's theorem for steps away from 0 only against polynomials (NoRule otherwise).
+
+    E[p(u) h(v) theta(v - c)] with p, h polynomials: the recursion ends in E[p^(j)(u) delta(v - c)]
+    = phi_k22(c) x (a polynomial in k12), integrated exactly.  Two steps, at u = a and v = b with
+    (a, b) != (0, 0): E[f' g'] holds E[delta(u - a) delta(v - b)] = phi_2(a, b; k12), whose
+    integral in k12 is the bivariate normal CDF (Owen's T function), not elementary.  A step at
+    c != 0 against exp/erf/sin-type factors: the integrand has exp(-(c k12)^2 / ...) factors whose
+    k12-antiderivatives are not elementary in general (and SymPy may not terminate on them)."""
+    if isinstance(a, Half) and isinstance(b, Half):
+        if a.at != 0 or b.at != 0:
+            raise NoRule(
+                f"steps at u = {sp.sstr(a.at)}, v = {sp.sstr(b.at)}: the integral of Price's theorem is the bivariate "
+                "normal CDF (Owen's T function), not elementary off (0, 0); numerical quadrature"
+            )
+        return
+    for step, other in ((a, b), (b, a)):
+        if isinstance(step, Half) and step.at != 0 and not (isinstance(other, Smooth) and is_polynomial(other.h)):
+            raise NoRule(f"a step at {sp.sstr(step.at)} against {other}: Price's theorem only against polynomials there")
+
+
 def price(a, b, depth) -> Step:
     """Price's theorem: E[f g](k12) = E[f]E[g] + int_0^k12 E[f' g'](t) dt."""
     if depth >= MAX_PRICE_DEPTH:
         raise NoRule("Price recursion too deep")
+    _check_shifted_steps(a, b)
     if not (reducible(a, MAX_PRICE_DEPTH - depth) and reducible(b, MAX_PRICE_DEPTH - depth)):
         raise NoRule("derivatives do not reduce to closed-form atoms")
     da, db = derivative(a), derivative(b)
