@@ -6,7 +6,8 @@ process with those disk caches filled (a user's every session after the first); 
 again in a process.  Activations: relu (closed-form two-point kernels, exact orthant four-point
 moments), leaky_relu (the same with 16 orthants per set) and tanh (all numerical).
 
-    python benchmarks/bench_finite_width.py
+    python benchmarks/bench_finite_width.py              (writes its section of BENCHMARKS.md)
+    python benchmarks/bench_finite_width.py --singular   (prints the C_b = 0 rows only)
 """
 
 from __future__ import annotations
@@ -28,37 +29,59 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from ntk_theory.finite_width import finite_width
     t_import = time.perf_counter() - t0
-    X = np.random.default_rng(0).standard_normal((8, 4))
+    N, d, depth, C_W, C_b = json.loads(sys.argv[2]) if len(sys.argv) > 2 else (8, 4, 5, 1.5, 0.1)
+    X = np.random.default_rng(0).standard_normal((N, d))
     act, _, route = sys.argv[1].partition(":")
     if route == "numerical":  # the four-point moments by the numerical integrator (exact=False)
         import functools
         from ntk_theory.gaussian import fourpoint
         fourpoint.four_point_moments = functools.partial(fourpoint.four_point_moments, exact=False)
-    t0 = time.perf_counter(); p = finite_width(act, X, 5, 1.5, 0.1, "ntk"); cold = time.perf_counter() - t0
-    t0 = time.perf_counter(); p = finite_width(act, X, 5, 1.5, 0.1, "ntk"); warm = time.perf_counter() - t0
+    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W, C_b, "ntk"); cold = time.perf_counter() - t0
+    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W, C_b, "ntk"); warm = time.perf_counter() - t0
     print(json.dumps(dict(import_s=t_import, cold=cold, warm=warm, error=p.quadrature_error,
                           cov0=float(p.ntk_covariance[0, 0, 0, 0]))))
 """)
 
 
-def run(act: str) -> tuple[dict, dict]:
-    """(cold run, run in a second fresh process with the disk caches of the first)."""
+# more inputs than dimensions with C_b = 0: singular covariances (rank-2 and rank-3 sets of the exact route)
+SINGULAR = {"relu N=16 d=2 depth 3 C_b=0": ("relu", (16, 2, 3, 2.0, 0.0)),
+            "relu N=5 d=3 depth 2 C_b=0": ("relu", (5, 3, 2, 2.0, 0.0))}
+
+
+def run(act: str, config: tuple | None = None) -> tuple[dict, dict]:
+    """(cold run, run in a second fresh process with the disk caches of the first); ``config``:
+    (N, d, depth, C_W, C_b) instead of the default (8, 4, 5, 1.5, 0.1)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba"), NTK_THEORY_CACHE=os.path.join(tmp, "ntk"))
         runs = []
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", CHILD, act], capture_output=True, text=True, env=env, check=True)
+            args = [act] + ([json.dumps(config)] if config else [])
+            out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         return runs[0], runs[1]
 
 
+def singular_rows() -> list:
+    rows = []
+    for label, (act, config) in SINGULAR.items():
+        r, c = run(act, config)
+        print(label, r, c, flush=True)
+        rows.append(f"| {label} | {r['cold']:.2f} | {c['cold']:.2f} | {min(r['warm'], c['warm']):.2f} | "
+                    f"{r['import_s']:.2f} | {r['error']:.1e} |")
+    return rows
+
+
 def main() -> None:
+    if "--singular" in sys.argv:  # only the singular-covariance rows, printed (BENCHMARKS.md untouched)
+        print("\n".join(singular_rows()))
+        return
     rows = []
     for act in ("relu", "relu:numerical", "leaky_relu", "leaky_relu:numerical", "tanh"):
         r, c = run(act)
         print(act, r, c, flush=True)
         rows.append(f"| {act} | {r['cold']:.2f} | {c['cold']:.2f} | {min(r['warm'], c['warm']):.2f} | "
                     f"{r['import_s']:.2f} | {r['error']:.1e} |")
+    rows += singular_rows()
     body = "\n".join([
         "## Finite-width tensors (issue 5)",
         "",
@@ -75,7 +98,9 @@ def main() -> None:
         "compiles the other and computes every layer's two-point tensors; then loaded from the disk",
         "cache); its two-point covariance derivatives are Mehler series in NumPy (nothing to compile).",
         "Rows `:numerical` force the numerical four-point integrator (`exact=False`, the route these",
-        "activations took before the exact one) in the same run, for comparison.",
+        "activations took before the exact one) in the same run, for comparison.  Rows `C_b=0` have more",
+        "inputs than dimensions and C_W = 2 (`--singular` runs only these): singular covariances, whose",
+        "sets the exact route reduces to their rank (planar and solid cones).",
         "",
         "| activation | cold (s) | cached (s) | warm (s) | import (s) | quadrature error estimate |",
         "|---|---:|---:|---:|---:|---:|",

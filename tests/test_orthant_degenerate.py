@@ -293,3 +293,24 @@ def test_four_point_moments_of_singular_K_take_the_exact_route():
         assert abs(m.ssss[idx] - ref) <= m.error_ssss[idx] + ref_err + 1e-12 * m.scale_ssss[idx], idx
     dd = polar3(X[[0, 1, 2, 3]], [(0, 1)] * 4, 0.0, 1.0)
     assert abs(m.dddd[0, 1, 2, 3] - dd[0]) <= m.error_dddd[0, 1, 2, 3] + dd[1] + 1e-12
+
+
+def test_anticorrelated_full_rank_set_recomputed_with_mpmath():
+    """Four of eight inputs in d = 4 with C_b = 0 (correlations down to -0.96): the extended-precision
+    estimate of ssss exceeds tol (the numerical integrator needed minutes for such sets); with tol
+    the set is recomputed with mpmath (recursion, Plackett's integrals by mpmath.quad) and agrees
+    with test_fourpoint's independent mpmath recursion at 30 digits, within an estimate below tol."""
+    from test_fourpoint import _mp_orthant_moment
+
+    X = np.random.default_rng(0).standard_normal((8, 4))
+    K = (2.0 * X @ X.T / 4)[np.ix_((1, 2, 6, 7), (1, 2, 6, 7))]
+    prods = _products(4)
+    plain = orthant.set_moments(K[None], prods, 0.0, 1.0)
+    assert plain.kinds == ["full"] and np.any(plain.errors[0] > 1e-10 * plain.scales[0])
+    res = orthant.set_moments(K[None], prods, 0.0, 1.0, tol=1e-10)
+    assert res.kinds == ["full (mpmath)"] and np.all(res.errors[0] <= 1e-10 * res.scales[0])
+    with mpmath.workdps(30):
+        S = mpmath.matrix(K.tolist())
+        for c in (0, 1, len(prods) - 1):
+            ref = float(_mp_orthant_moment(S, tuple(p for p, _ in prods[c])))
+            assert abs(res.values[0, c] - ref) <= res.errors[0, c] + 1e-300, (prods[c], res.values[0, c], ref)

@@ -98,13 +98,15 @@ formulas in mpmath at 35-40 digits the actual error is <= 0.11 x the estimate (p
 and nearly parallel arcs; solid: random and anti-correlated sets).
 
 **Cancellation and mpmath.**  For strongly anti-correlated inputs the terms of the recursion cancel to
-a small E|prod| (C_b = 0, d = 3: relative estimates up to 2e-9 for a solid set, 6e-8 for a full-rank
-set of three).  With ``tol``, :func:`set_moments` recomputes the cone sets and the full-rank sets of
-three variables (as simplicial cones) whose estimate exceeds tol E|prod| with mpmath at
-``MP_DIGITS`` = 40 digits from the float64 entries of K (the same formulas in object arrays; ~10-30
-ms a set), with eps = 2^-prec in the model.  Full-rank sets of four whose estimate exceeds tol, and
-nearly singular sets without an exact relation, are not done here: the caller
-(:func:`~ntk_theory.gaussian.fourpoint.four_point_moments`) integrates those numerically.
+a small E|prod| (C_b = 0: relative estimates up to 2e-9 for a solid set in d = 3, 6e-8 for a full-rank
+set of three, 3e-6 for full-rank sets of four in d = 4).  With ``tol``, :func:`set_moments`
+recomputes every set whose estimate exceeds tol E|prod| with mpmath at ``MP_DIGITS`` = 40 digits
+from the float64 entries of K: the same formulas in object arrays (Plackett's integrals by
+mpmath.quad with its error estimate), eps = 2^-prec in the rounding models; ~10-30 ms a cone set,
+~0.3 s a full-rank set of four.  Sets still above tol, nearly singular sets without an exact
+relation and sets with a zero variance are left to the caller
+(:func:`~ntk_theory.gaussian.fourpoint.four_point_moments`), which integrates the full-rank ones
+numerically.
 """
 
 from __future__ import annotations
@@ -306,102 +308,15 @@ def _orthant4(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return total, err + 64 * _EPS * np.abs(total) * np.maximum(1.0, 1.0 / np.sqrt(lam))
 
 
-def _sheppard(C: np.ndarray) -> np.ndarray:
-    """P(z > 0) for C (T, m, m), m <= 3, in the precision of C (extended in the recursion); valid for
-    singular C too (the orthant probability is continuous while the variances are positive)."""
-    m = C.shape[-1]
-    if m == 0:
-        return np.ones(C.shape[0], dtype=_LD)
-    d = np.sqrt(np.diagonal(C, axis1=-2, axis2=-1))
-    pairs = sum((np.arcsin(np.clip(C[:, a, b] / (d[:, a] * d[:, b]), -1, 1))
-                 for a, b in itertools.combinations(range(m), 2)), np.zeros(C.shape[0], dtype=_LD))
-    return _LD(1) / 2 ** m + (pairs / (2 * _PI_LD) if m == 2 else pairs / (4 * _PI_LD))
-
-
-# ------------------------------------------------------------------------------------------------
-# Truncated orthant moments: full-rank sets (recursion), planar and solid cones (rank 2, 3)
-# ------------------------------------------------------------------------------------------------
-
-
-class _FullRank:
-    """F(k; S_(R|J)) for T positive-definite S (T, m, m), m <= 4, memoised by (conditioned set J,
-    powers); every value an array over the T sets.
-
-    The conditional covariances and the recursion run in extended precision (np.longdouble): the
-    Schur complements of nearly parallel inputs cancel (conditional variances ~ lambda_min S), and
-    their rounding, amplified by the recursion's 1 / sqrt(C_jj) factors and by asin near +-1, was
-    the error of a float64 version (7e-10 relative at lambda_min = 1.5e-8; P_4 itself stays at
-    5e-14 there)."""
-
-    def __init__(self, S: np.ndarray, probability: tuple | None = None):
-        self.S = np.asarray(S, dtype=_LD)
-        self.T, self.m = self.S.shape[0], self.S.shape[-1]
-        self.memo: dict = {}
-        self.cond: dict = {frozenset(): (tuple(range(self.m)), self.S)}
-        if probability is not None:  # P(z > 0) of the whole set, given (value, error, |terms|)
-            v, e, a = probability
-            self.memo[(frozenset(), (0,) * self.m)] = (np.asarray(v, dtype=_LD), e + 64 * _EPS * a,
-                                                       np.abs(np.asarray(v, dtype=_LD)))
-
-    def conditional(self, J: frozenset) -> tuple[tuple, np.ndarray]:
-        """(remaining variables, their covariance given z_J = 0): one elimination step from the
-        conditional covariance given J minus its largest member."""
-        if J not in self.cond:
-            v = max(J)
-            rest, C = self.conditional(J - {v})
-            p = rest.index(v)
-            C = C - C[:, :, p, None] * C[:, None, p, :] / C[:, p, p, None, None]
-            keep = [q for q in range(len(rest)) if q != p]
-            C = C[:, keep][:, :, keep]
-            self.cond[J] = (tuple(rest[q] for q in keep), 0.5 * (C + np.swapaxes(C, 1, 2)))
-        return self.cond[J]
-
-    def F(self, k: tuple, J: frozenset = frozenset()) -> tuple:
-        """(F, propagated quadrature error, sum of |terms|) for powers k of the variables not in J,
-        given z_J = 0 (without the density of z_J)."""
-        key = (J, k)
-        if key in self.memo:
-            return self.memo[key]
-        rest, C = self.conditional(J)
-        if all(p == 0 for p in k):
-            if len(rest) <= 3:
-                v = _sheppard(C)
-                out = (v, np.zeros(self.T), np.abs(v))
-            else:
-                v, e = _orthant4(np.asarray(C, dtype=np.float64) / np.sqrt(
-                    np.einsum("tii,tjj->tij", C, C).astype(np.float64)))
-                out = (v.astype(_LD), e, np.abs(v).astype(_LD))
-        else:
-            i = next(n for n, p in enumerate(k) if p > 0)
-            kp = list(k)
-            kp[i] -= 1
-            val, err, absum = np.zeros(self.T, dtype=_LD), np.zeros(self.T), np.zeros(self.T, dtype=_LD)
-            for j in range(len(rest)):
-                if kp[j] > 0:
-                    kk = list(kp)
-                    kk[j] -= 1
-                    fv, fe, fa = self.F(tuple(kk), J)
-                    t = C[:, i, j] * kp[j]
-                else:
-                    kk = tuple(p for n, p in enumerate(kp) if n != j)
-                    fv, fe, fa = self.F(kk, J | {rest[j]})
-                    t = C[:, i, j] / np.sqrt(2 * _PI_LD * C[:, j, j])
-                val += t * fv
-                err += np.abs(t).astype(np.float64) * fe
-                absum += np.abs(t) * fa
-            out = (val, err, absum)
-        self.memo[key] = out
-        return out
-
-
 class _Arithmetic:
-    """The number type of the cone computations (:class:`_Planar`, :class:`_Solid`): np.longdouble
-    arrays, or mpmath numbers at ``MP_DIGITS`` digits in object arrays (the recomputation of the sets
-    whose extended-precision estimate exceeds tol).  ``eps``: its unit roundoff."""
+    """The number type of the recursion and the cones (:class:`_FullRank`, :class:`_Planar`,
+    :class:`_Solid`): np.longdouble arrays, or mpmath numbers at ``MP_DIGITS`` digits in object
+    arrays (the recomputation of the sets whose extended-precision estimate exceeds tol).  ``eps``:
+    its unit roundoff."""
 
-    def __init__(self, name, eps, convert, zero, pi, sqrt, cos, arctan2):
+    def __init__(self, name, eps, convert, zero, pi, sqrt, cos, arctan2, arcsin):
         self.name, self.eps, self.convert, self._zero = name, eps, convert, zero
-        self.pi, self.sqrt, self.cos, self.arctan2 = pi, sqrt, cos, arctan2
+        self.pi, self.sqrt, self.cos, self.arctan2, self.arcsin = pi, sqrt, cos, arctan2, arcsin
         self.gl_x, self.gl_w = self._legendre(_GL_N)
         two = self.convert(np.array([2.0]))[0]
         # E[rho^P] for rho ~ chi with 2 degrees of freedom: 2^(P/2) Gamma(1 + P/2)
@@ -434,7 +349,7 @@ MP_DIGITS = 40
 """Digits of the mpmath recomputation of cone sets whose extended-precision estimate exceeds tol."""
 
 _LD_ARITHMETIC = _Arithmetic("longdouble", _EPS_LD, lambda x: np.asarray(x, dtype=_LD), _LD(0), _PI_LD,
-                             np.sqrt, np.cos, np.arctan2)
+                             np.sqrt, np.cos, np.arctan2, np.arcsin)
 
 
 @functools.cache
@@ -445,7 +360,94 @@ def _mp_arithmetic() -> _Arithmetic:
         return _Arithmetic("mpmath", float(mpmath.mpf(2) ** (1 - mpmath.mp.prec)),
                            np.frompyfunc(mpmath.mpf, 1, 1), mpmath.mpf(0), +mpmath.pi,
                            np.frompyfunc(mpmath.sqrt, 1, 1), np.frompyfunc(mpmath.cos, 1, 1),
-                           np.frompyfunc(mpmath.atan2, 2, 1))
+                           np.frompyfunc(mpmath.atan2, 2, 1), np.frompyfunc(mpmath.asin, 1, 1))
+
+
+def _sheppard(C: np.ndarray, ar: _Arithmetic = _LD_ARITHMETIC) -> np.ndarray:
+    """P(z > 0) for C (T, m, m), m <= 3, in the arithmetic ``ar``; valid for singular C too (the
+    orthant probability is continuous while the variances are positive)."""
+    m, T = C.shape[-1], C.shape[0]
+    pairs = ar.zeros(T)
+    if m >= 2:
+        d = ar.sqrt(np.diagonal(C, axis1=-2, axis2=-1))
+        for a, b in itertools.combinations(range(m), 2):
+            pairs = pairs + ar.arcsin(np.minimum(np.maximum(C[:, a, b] / (d[:, a] * d[:, b]), -1), 1))
+    return 1.0 / 2 ** m + (pairs / (2 * ar.pi) if m == 2 else pairs / (4 * ar.pi))
+
+
+# ------------------------------------------------------------------------------------------------
+# Truncated orthant moments: full-rank sets (recursion), planar and solid cones (rank 2, 3)
+# ------------------------------------------------------------------------------------------------
+
+
+class _FullRank:
+    """F(k; S_(R|J)) for T positive-definite S (T, m, m), m <= 4, memoised by (conditioned set J,
+    powers); every value an array over the T sets.
+
+    The conditional covariances and the recursion run in extended precision (np.longdouble): the
+    Schur complements of nearly parallel inputs cancel (conditional variances ~ lambda_min S), and
+    their rounding, amplified by the recursion's 1 / sqrt(C_jj) factors and by asin near +-1, was
+    the error of a float64 version (7e-10 relative at lambda_min = 1.5e-8; P_4 itself stays at
+    5e-14 there)."""
+
+    def __init__(self, S: np.ndarray, probability: tuple | None = None, ar: _Arithmetic = _LD_ARITHMETIC):
+        self.ar = ar
+        self.S = ar.convert(S)
+        self.T, self.m = self.S.shape[0], self.S.shape[-1]
+        self.memo: dict = {}
+        self.cond: dict = {frozenset(): (tuple(range(self.m)), self.S)}
+        if probability is not None:  # P(z > 0) of the whole set: (value, error, |value|)
+            self.memo[(frozenset(), (0,) * self.m)] = probability
+
+    def conditional(self, J: frozenset) -> tuple[tuple, np.ndarray]:
+        """(remaining variables, their covariance given z_J = 0): one elimination step from the
+        conditional covariance given J minus its largest member."""
+        if J not in self.cond:
+            v = max(J)
+            rest, C = self.conditional(J - {v})
+            p = rest.index(v)
+            C = C - C[:, :, p, None] * C[:, None, p, :] / C[:, p, p, None, None]
+            keep = [q for q in range(len(rest)) if q != p]
+            C = C[:, keep][:, :, keep]
+            self.cond[J] = (tuple(rest[q] for q in keep), 0.5 * (C + np.swapaxes(C, 1, 2)))
+        return self.cond[J]
+
+    def F(self, k: tuple, J: frozenset = frozenset()) -> tuple:
+        """(F, propagated quadrature error, sum of |terms|) for powers k of the variables not in J,
+        given z_J = 0 (without the density of z_J)."""
+        key = (J, k)
+        if key in self.memo:
+            return self.memo[key]
+        rest, C = self.conditional(J)
+        if all(p == 0 for p in k):
+            if len(rest) <= 3:
+                v = _sheppard(C, self.ar)
+                out = (v, np.zeros(self.T), np.abs(v))
+            else:
+                v, e = _orthant4(np.asarray(C, dtype=np.float64) / np.sqrt(
+                    np.einsum("tii,tjj->tij", C, C).astype(np.float64)))
+                out = (v.astype(_LD), e, np.abs(v).astype(_LD))
+        else:
+            i = next(n for n, p in enumerate(k) if p > 0)
+            kp = list(k)
+            kp[i] -= 1
+            val, err, absum = self.ar.zeros(self.T), np.zeros(self.T), self.ar.zeros(self.T)
+            for j in range(len(rest)):
+                if kp[j] > 0:
+                    kk = list(kp)
+                    kk[j] -= 1
+                    fv, fe, fa = self.F(tuple(kk), J)
+                    t = C[:, i, j] * kp[j]
+                else:
+                    kk = tuple(p for n, p in enumerate(kp) if n != j)
+                    fv, fe, fa = self.F(kk, J | {rest[j]})
+                    t = C[:, i, j] / self.ar.sqrt(2 * self.ar.pi * C[:, j, j])
+                val = val + t * fv
+                err = err + np.abs(t).astype(np.float64) * fe
+                absum = absum + np.abs(t) * fa
+            out = (val, err, absum)
+        self.memo[key] = out
+        return out
 
 
 class _Planar:
@@ -527,12 +529,11 @@ def _det3(M: np.ndarray) -> np.ndarray:
 
 
 class _Solid:
-    r"""F(k) = E[prod_i z_i^k_i 1{z > 0}] for z = L w, w ~ N(0, I_3), L (T, m, 3) of rank 3: m = 4
-    variables with one exact linear relation c . z = 0, or m = 3 (a simplicial cone); no two of
-    them parallel.
+    r"""F(k) = E[prod_i z_i^k_i 1{z > 0}] for z = L w, w ~ N(0, I_3), L (T, 4, 3) of rank 3: four
+    variables with one exact linear relation c . z = 0, no two of them parallel.
 
-    Orthant probability (k = 0), closed forms with asin r_ij = pi/2 - atan2(|l_i x l_j|, l_i . l_j):
-    m = 3, Sheppard's 1/8 + sum asin r_ij / (4 pi); m = 4, P(sigma z > 0) has the Walsh expansion
+    Orthant probability (k = 0) in closed form, with asin r_ij = pi/2 - atan2(|l_i x l_j|, l_i . l_j):
+    P(sigma z > 0) has the Walsh expansion
     (1/16) [1 + (2/pi) sum_(i<j) sigma_i sigma_j asin r_ij + mu sigma_1 sigma_2 sigma_3 sigma_4]
     (odd orders vanish by symmetry, E[sgn z_i sgn z_j] = (2/pi) asin r_ij), and the sign pattern
     s = sgn(c) is empty (c . z = sum |c_i| |z_i| > 0 there), which fixes mu.  Hence
@@ -563,13 +564,11 @@ class _Solid:
         self.S = np.einsum("tia,tja->tij", L, L)
         self.memo: dict = {}
         self.planes: dict = {}
-        self.empty = np.zeros(self.T, dtype=bool)
-        if self.m == 4:
-            c = np.stack([(-1) ** i * _det3(L[:, [v for v in range(4) if v != i]]) for i in range(4)], axis=1)
-            self.c = np.where(zero, 0, c)
-            # the cone is empty when the relation's non-zero coefficients share one sign
-            nonzero = self.c != 0
-            self.empty = np.all((self.c > 0) | ~nonzero, axis=1) | np.all((self.c < 0) | ~nonzero, axis=1)
+        c = np.stack([(-1) ** i * _det3(L[:, [v for v in range(4) if v != i]]) for i in range(4)], axis=1)
+        self.c = np.where(zero, 0, c)
+        # the cone is empty when the relation's non-zero coefficients share one sign
+        nonzero = self.c != 0
+        self.empty = np.all((self.c > 0) | ~nonzero, axis=1) | np.all((self.c < 0) | ~nonzero, axis=1)
 
     def plane(self, j: int) -> _Planar:
         if j not in self.planes:
@@ -589,23 +588,18 @@ class _Solid:
 
     def probability(self) -> tuple:
         ar, L = self.ar, self.L
-        s = np.where(self.c >= 0, 1, -1) if self.m == 4 else np.ones((self.T, 3), dtype=int)
+        s = np.where(self.c >= 0, 1, -1)
         differ, same, absum = ar.zeros(self.T), ar.zeros(self.T), ar.zeros(self.T)
-        for i, j in itertools.combinations(range(self.m), 2):
+        for i, j in itertools.combinations(range(4), 2):
             cr = _cross(L[:, i], L[:, j])
             a = ar.pi / 2 - ar.arctan2(ar.sqrt(np.sum(cr * cr, axis=1)), np.sum(L[:, i] * L[:, j], axis=1))
             eq = s[:, i] == s[:, j]
             same = same + np.where(eq, a, 0)
             differ = differ + np.where(eq, 0, a)
             absum = absum + np.abs(a)
-        if self.m == 3:
-            val = ar.convert(np.full(self.T, 0.125)) + same / (4 * ar.pi)
-        else:
-            even = np.prod(s, axis=1) > 0
-            val = np.where(even, differ / (4 * ar.pi), ar.convert(np.full(self.T, 0.125)) + same / (4 * ar.pi))
-        pairs = self.m * (self.m - 1) // 2
-        err = 16 * ar.eps * (0.125 + absum.astype(np.float64) / (4 * math.pi)) \
-            + pairs * 2 * self.angle_err / (4 * math.pi)
+        even = np.prod(s, axis=1) > 0
+        val = np.where(even, differ / (4 * ar.pi), 0.125 + same / (4 * ar.pi))
+        err = 16 * ar.eps * (0.125 + absum.astype(np.float64) / (4 * math.pi)) + 6 * 2 * self.angle_err / (4 * math.pi)
         return np.where(self.empty, 0, val), np.where(self.empty, 0.0, err), np.where(self.empty, 0, np.abs(val))
 
     def F(self, k: tuple) -> tuple:
@@ -759,34 +753,78 @@ def _orthants(m: int, a_zero: bool) -> tuple:
     return tuple(itertools.product((1, -1), repeat=m)) if not a_zero else ((1,) * m,)
 
 
-def _signed_probability(S: np.ndarray, P4: tuple, sig: tuple) -> tuple:
+def _signed_probability(S: np.ndarray, P4: tuple, sig: tuple, ar: _Arithmetic) -> tuple:
     """P(sigma z > 0) for T full-rank sets of four variables by inclusion-exclusion over the negative
     signs, 1{z_i < 0} = 1 - 1{z_i > 0}: sum over subsets A of the negative set of
     (-1)^|A| P(z_(pos + A) > 0), so that only the all-positive orthant needs the four-variable
-    quadrature (``P4`` = (value, error)); the smaller orthants are Sheppard's closed forms."""
+    quadrature (``P4`` = (value, error)); the smaller orthants are Sheppard's closed forms.
+    Returns (value, error, |value|), the error with 64 eps of the terms (eps of float64 for the
+    extended-precision route, whose P4 is float64)."""
     full, ferr = P4
     pos = [i for i in range(4) if sig[i] > 0]
     neg = [i for i in range(4) if sig[i] < 0]
-    val = np.zeros(S.shape[0])
-    absum = np.zeros(S.shape[0])
+    val, absum = ar.zeros(S.shape[0]), ar.zeros(S.shape[0])
     for n in range(len(neg) + 1):
         for A in itertools.combinations(neg, n):
             B = sorted(pos + list(A))
-            p = full if len(B) == 4 else _sheppard(S[:, B][:, :, B].astype(_LD)).astype(np.float64)
-            val += (-1) ** n * p
-            absum += p
-    return val, ferr, absum
+            p = ar.convert(full) if len(B) == 4 else _sheppard(ar.convert(S[:, B][:, :, B]), ar)
+            val = val + (-1) ** n * p
+            absum = absum + p
+    eps = _EPS if ar is _LD_ARITHMETIC else ar.eps
+    return val, ferr + 64 * eps * absum.astype(np.float64), np.abs(val)
 
 
-def _full_provider(S, D, group):
+def _orthant4_mp(S: np.ndarray) -> tuple:
+    """(P_4, error estimate) for T covariances S (T, 4, 4) in mpmath at the current precision:
+    Plackett's six integrals (see :func:`_orthant4`) by mpmath.quad (tanh-sinh), each with its error
+    estimate, the correlations from the float64 entries of S."""
+    import mpmath
+
+    vals, errs = [], []
+    for St in S:
+        Sm = mpmath.matrix(St.tolist())
+        R = mpmath.matrix(4, 4)
+        for i in range(4):
+            for j in range(4):
+                R[i, j] = Sm[i, j] / mpmath.sqrt(Sm[i, i] * Sm[j, j])
+        total, err = mpmath.mpf(1) / 16, 0.0
+        for i, j in itertools.combinations(range(4), 2):
+            k, l_ = [v for v in range(4) if v not in (i, j)]
+            r = R[i, j]
+            th1 = mpmath.asin(r)
+            total += th1 / (8 * mpmath.pi)
+            if r == 0:
+                continue
+
+            def g(th, i=i, j=j, k=k, l_=l_, r=r, R=R):
+                t = mpmath.sin(th) / r
+                b = t * R[i, j]
+                ski, skj, sli, slj = t * R[k, i], t * R[k, j], t * R[l_, i], t * R[l_, j]
+                det = 1 - b * b
+                ckk = 1 - (ski * ski - 2 * b * ski * skj + skj * skj) / det
+                cll = 1 - (sli * sli - 2 * b * sli * slj + slj * slj) / det
+                ckl = t * R[k, l_] - (ski * sli - b * (ski * slj + skj * sli) + skj * slj) / det
+                return mpmath.asin(max(-1, min(1, ckl / mpmath.sqrt(ckk * cll))))
+
+            v, e = mpmath.quad(g, [0, th1], error=True)
+            total += v / (4 * mpmath.pi ** 2)
+            err += float(e) / (4 * math.pi ** 2)
+        vals.append(total)
+        errs.append(err)
+    return np.array(vals, dtype=object), np.array(errs)
+
+
+def _full_provider(S, D, group, ar):
     SD = S * np.outer(D, D)
-    m = S.shape[-1]
-    if m < 4:
-        return _FullRank(SD)
+    if S.shape[-1] < 4:
+        return _FullRank(SD, None, ar)
     if "P4" not in group:
-        d = np.sqrt(np.einsum("tii->ti", S))
-        group["P4"] = _orthant4(S / (d[:, :, None] * d[:, None, :]))
-    return _FullRank(SD, _signed_probability(S, group["P4"], tuple(int(v) for v in D)))
+        if ar is _LD_ARITHMETIC:
+            d = np.sqrt(np.einsum("tii->ti", S))
+            group["P4"] = _orthant4(S / (d[:, :, None] * d[:, None, :]))
+        else:
+            group["P4"] = _orthant4_mp(S)
+    return _FullRank(SD, _signed_probability(S, group["P4"], tuple(int(v) for v in D), ar), ar)
 
 
 def _signed_rows(L, D):
@@ -794,7 +832,7 @@ def _signed_rows(L, D):
 
 
 _PROVIDERS = {
-    "full": lambda red, D, group, ar: _full_provider(red["S"], D, group),
+    "full": lambda red, D, group, ar: _full_provider(red["S"], D, group, ar),
     "planar": lambda red, D, group, ar: _Planar(_signed_rows(red["L"], D), red["angle_err"], ar),
     "solid": lambda red, D, group, ar: _Solid(_signed_rows(red["L"], D), red["zero"], red["angle_err"], ar),
 }
@@ -842,27 +880,27 @@ def _group_moments(kind, red, rep, sgn, ratio, lam, prods, a, b, ar=_LD_ARITHMET
             err[:, c] += np.abs(w) * fe
             absum[:, c] += np.abs(w) * np.asarray(fa).astype(np.float64)
     if kind == "full":
-        err += absum * _EPS_LD * np.reshape(np.maximum(64.0, 1.0 / np.maximum(lam, _EPS)), (-1, 1))
+        err += absum * ar.eps * np.reshape(np.maximum(64.0, 1.0 / np.maximum(lam, _EPS)), (-1, 1))
     else:
         err += absum * ar.eps * 64
     return val, err + 64 * _EPS * scale, scale
 
 
-def _mp_recompute(S, red: _Reduction, prods, a, b) -> tuple:
-    """One cone set (or a full-rank set of three variables, as a simplicial cone) at ``MP_DIGITS``
-    digits: the factor L from S (exact float64 entries), with the extended-precision rank decisions."""
+def _mp_recompute(red: _Reduction, prods, a, b) -> tuple:
+    """One set at ``MP_DIGITS`` digits from the float64 entries of its (reduced) covariance: full-rank
+    sets by the recursion (Plackett's integrals by mpmath.quad), cones with the factor L from the
+    same pivoted Cholesky at the extended-precision route's rank."""
     import mpmath
 
     with mpmath.workdps(MP_DIGITS):
         ar = _mp_arithmetic()
-        R, sd = _correlation(red.S, ar)
-        rank = {"planar": 2, "solid": 3, "full": 3}[red.kind]
-        L, _, dmin = _rank_factor(R, ar, rank)
-        L = sd[:, None] * L
-        kind = "planar" if rank == 2 else "solid"
-        data = {"S": red.S[None], "L": L[None], "zero": None if red.zero is None else red.zero[None],
-                "angle_err": np.array([16 * ar.eps / math.sqrt(max(dmin, 1e-300))])}
-        return _group_moments(kind, data, red.rep, red.sgn, red.ratio[None], np.array([0.0]), prods, a, b, ar)
+        data = {"S": red.S[None], "L": None, "zero": None if red.zero is None else red.zero[None],
+                "angle_err": np.zeros(1)}
+        if red.kind in _CONES:
+            R, sd = _correlation(red.S, ar)
+            L, _, dmin = _rank_factor(R, ar, {"planar": 2, "solid": 3}[red.kind])
+            data.update(L=(sd[:, None] * L)[None], angle_err=np.array([16 * ar.eps / math.sqrt(max(dmin, 1e-300))]))
+        return _group_moments(red.kind, data, red.rep, red.sgn, red.ratio[None], np.array([red.lam]), prods, a, b, ar)
 
 
 def set_moments(S: np.ndarray, prods: tuple, a: float, b: float, tol: float | None = None) -> SetMoments:
@@ -870,9 +908,9 @@ def set_moments(S: np.ndarray, prods: tuple, a: float, b: float, tol: float | No
     for every product ((p_0, q_0), ..., (p_(m-1), q_(m-1))) of ``prods``, with s(x) = b x (x > 0),
     a x (x < 0).  Sets of a (nearly) singular S are analysed one by one (exactly parallel variables
     merged, exact linear relations found: :func:`_reduce`); sets of the same reduced structure are
-    computed together, as arrays.  With ``tol``: cone sets (planar, solid; full-rank sets of three
-    variables as simplicial cones) whose estimate exceeds tol E|prod| are recomputed with mpmath at
-    ``MP_DIGITS`` digits (the recursion's cancellation of strongly anti-correlated inputs)."""
+    computed together, as arrays.  With ``tol``: sets whose estimate exceeds tol E|prod| are
+    recomputed with mpmath at ``MP_DIGITS`` digits (the recursion's cancellation of strongly
+    anti-correlated inputs; the rounding of nearly parallel ones)."""
     S = np.asarray(S, dtype=np.float64)
     T, m = S.shape[0], S.shape[-1]
     C = len(prods)
@@ -908,9 +946,9 @@ def set_moments(S: np.ndarray, prods: tuple, a: float, b: float, tol: float | No
             kinds[t] = kind
     if tol is not None:
         for t, red in reductions.items():
-            if np.any(errors[t] > tol * scales[t]) and (red.kind in _CONES or len(set(red.rep)) == 3):
-                values[t], errors[t], scales[t] = (x[0] for x in _mp_recompute(S[t], red, prods, a, b))
-                kinds[t] = ("planar" if red.kind == "planar" else "solid") + " (mpmath)"
+            if np.any(errors[t] > tol * scales[t]):
+                values[t], errors[t], scales[t] = (x[0] for x in _mp_recompute(red, prods, a, b))
+                kinds[t] = red.kind + " (mpmath)"
     return SetMoments(values, errors, scales, done, kinds)
 
 
