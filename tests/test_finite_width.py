@@ -112,14 +112,14 @@ def test_numerical_pair_derivatives_against_quadrature():
     (9, 9, 8.955) for the derivatives no 1024 terms resolve); each equals an independent tanh-sinh quadrature (gaussian.numerical.expect2) of the derivative
     product it stands for (Price: dT/dk11 = <s'' s>/2, dT/dk12 = <s' s'>, d2T/dk11^2 = <s'''' s>/4, ...)."""
     from ntk_theory.activations import activation, x
-    from ntk_theory.activations.activation import _lambdify
+    from ntk_theory.activations import lambdify_numpy
     from ntk_theory.finite_width.twopoint import TwoPoint
     from ntk_theory.gaussian.numerical import expect2
 
     a = activation("tanh")
     for which, base in (("ss", a.expr), ("dd", a.derivative())):
         tp = TwoPoint(a, which)
-        fs = [_lambdify(sp.diff(base, x, n)) for n in range(5)]
+        fs = [lambdify_numpy(sp.diff(base, x, n)) for n in range(5)]
         for k11, k22, k12 in [(1.3, 0.8, -0.35), (2.0, 2.1, 2.0), (0.5, 3.0, 0.1), (4.0, 0.2, 0.85),
                                (4.0, 4.0, 3.96), (9.0, 9.0, 8.955)]:
             pd = tp.pairs(np.array([k11]), np.array([k22]), np.array([k12]))

@@ -13,7 +13,7 @@ x = sp.Symbol("x", real=True)
 _x_pos = sp.Symbol("x", positive=True)
 _x_neg = sp.Symbol("x", negative=True)
 
-_KINK_ATOMS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
+KINK_ATOMS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +38,7 @@ class Activation:
     @functools.cached_property
     def pieces(self) -> tuple[sp.Expr, sp.Expr]:
         """``(s_plus, s_minus)``: analytic expressions equal to s on x > 0 and on x < 0."""
-        return _pieces(self.expr)
+        return half_line_pieces(self.expr)
 
     @functools.cached_property
     def kinks(self) -> tuple[float, ...]:
@@ -53,12 +53,16 @@ class Activation:
     @functools.cached_property
     def numpy(self):
         """s as a vectorised NumPy function."""
-        return _lambdify(self.expr)
+        return lambdify_numpy(self.expr)
+
+    def ae_derivative(self, order: int = 1) -> sp.Expr:
+        """d^order s / dx^order almost everywhere (Dirac deltas dropped), as backpropagation computes it."""
+        return drop_deltas(self.derivative(order))
 
     @functools.cached_property
     def numpy_derivative(self):
         """s' as a vectorised NumPy function (delta terms dropped: they act only in expectations)."""
-        return _lambdify(_drop_deltas(self.derivative()))
+        return lambdify_numpy(drop_deltas(self.derivative()))
 
     @functools.cached_property
     def mpmath(self):
@@ -67,7 +71,7 @@ class Activation:
 
     @functools.cached_property
     def mpmath_derivative(self):
-        return sp.lambdify(x, _drop_deltas(self.derivative()), modules="mpmath")
+        return sp.lambdify(x, drop_deltas(self.derivative()), modules="mpmath")
 
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
@@ -91,13 +95,16 @@ def _derivative(expr: sp.Expr, order: int) -> sp.Expr:
     return sp.diff(expr, x, order)
 
 
-def _pieces(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+def half_line_pieces(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """(analytic expression equal to ``expr`` on x > 0, the same on x < 0)."""
     plus = sp.piecewise_fold(expr.subs(x, _x_pos)).subs(_x_pos, x)
     minus = sp.piecewise_fold(expr.subs(x, _x_neg)).subs(_x_neg, x)
     return plus, minus
 
 
-def _drop_deltas(expr: sp.Expr) -> sp.Expr:
+def drop_deltas(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every Dirac delta replaced by 0: the almost-everywhere value (what backpropagation
+    through a finite network computes for the derivative of a jump)."""
     return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
 
 
@@ -129,7 +136,7 @@ def _critical_points(atom) -> list:
 def kinks_of(expr: sp.Expr) -> tuple[float, ...]:
     """Points where a piecewise-defined expression switches branch (candidates for kinks)."""
     pts = set()
-    for atom in expr.atoms(*_KINK_ATOMS):
+    for atom in expr.atoms(*KINK_ATOMS):
         pts.update(_critical_points(atom))
     return tuple(sorted(pts))
 
@@ -137,7 +144,8 @@ def kinks_of(expr: sp.Expr) -> tuple[float, ...]:
 _NUMPY_MODULES = [{"Heaviside": lambda z, h0=0.5: np.heaviside(z, h0)}, "scipy", "numpy"]
 
 
-def _lambdify(expr: sp.Expr):
+def lambdify_numpy(expr: sp.Expr):
+    """A vectorised NumPy function of an expression in x (float64 in and out, broadcast to the input's shape)."""
     f = sp.lambdify(x, expr, modules=_NUMPY_MODULES)
 
     def vectorised(z):

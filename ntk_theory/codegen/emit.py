@@ -28,51 +28,21 @@ import hashlib
 import textwrap
 
 import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
-from ..activations.activation import _drop_deltas, x
+from ..activations import x
 from ..gaussian import k, k11, k12, k22  # noqa: F401  (k kept for printers of diagonal forms)
 from ..gaussian.stable import stable_form
+from ..jit import function_source, numba_code
 from ..recursions.layer import ActivationKernels
 
 FORMAT_VERSION = "7"
 
 
-class _Printer(PythonCodePrinter):
-    """SymPy's Python printer with the runtime's det2/erfcx and plain names for k11, k22, k12."""
-
-    def _print_det2(self, e):
-        return "det2(" + ", ".join(self._print(a) for a in e.args) + ")"
-
-    def _print_erfcx(self, e):
-        return f"erfcx({self._print(e.args[0])})"
-
-    def _print_Max(self, e):
-        args = [self._print(sp.Float(a) if a.is_Integer else a) for a in e.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"max({out}, {a})"
-        return out
-
-    def _print_atan2(self, e):
-        return "atan2(" + ", ".join(self._print(a) for a in e.args) + ")"
-
-    def _print_Float(self, e):
-        return repr(float(e))
-
-    def _print_Heaviside(self, e):
-        return f"(1.0 if {self._print(e.args[0])} > 0 else (0.0 if {self._print(e.args[0])} < 0 else 0.5))"
-
-
-def _print(expr) -> str:
-    return _Printer({"standard": "python3", "fully_qualified_modules": True}).doprint(expr)
-
-
 def _pair_source(index: int, kern: ActivationKernels) -> str:
     T, Td = stable_form(kern.T.expr), stable_form(kern.Tdot.expr)
     replacements, (T_r, Td_r) = sp.cse([T, Td], symbols=sp.numbered_symbols("t"), optimizations="basic")
-    body = [f"{sym} = {_print(val)}" for sym, val in replacements]
-    body += [f"T = {_print(T_r)}", f"Tdot = {_print(Td_r)}"]
+    body = [f"{sym} = {numba_code(val)}" for sym, val in replacements]
+    body += [f"T = {numba_code(T_r)}", f"Tdot = {numba_code(Td_r)}"]
     alpha = kern.homogeneity
     if alpha is not None:
         # homogeneous of degree alpha: evaluate at unit scale c = sqrt(k11 k22) (no underflow of
@@ -98,16 +68,13 @@ def _power(name: str, exponent) -> str:
 
 def _numeric_source(index: int, kern: ActivationKernels) -> str:
     act = kern.activation
-    s = _print(act.expr.subs(x, sp.Symbol("z")))
-    ds = _print(_drop_deltas(act.derivative()).subs(x, sp.Symbol("z")))
+    z = sp.Symbol("z")
     kinks = ", ".join(repr(float(c)) for c in act.kinks)
     return (
         f"# {act.name}: no closed form; Hermite series (Mehler) with direct quadrature fallback\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def s_{index}(z):\n    return {s}\n\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def ds_{index}(z):\n    return {ds}\n\n"
-        f"KINKS_{index} = np.array([{kinks}], dtype=np.float64)\n"
+        + function_source(f"s_{index}", (z,), act.expr.subs(x, z)) + "\n"
+        + function_source(f"ds_{index}", (z,), act.ae_derivative().subs(x, z)) + "\n"
+        + f"KINKS_{index} = np.array([{kinks}], dtype=np.float64)\n"
     )
 
 

@@ -32,7 +32,8 @@ import numpy as np
 from .. import _checks
 from ..recursions import KernelRecursion, KernelResult
 from ..recursions.network import equal_rows
-from . import cache, emit
+from ..jit import modules as cache
+from . import emit
 from .runtime import order_from_log_tails
 
 

@@ -93,7 +93,7 @@ class DenseStack:
         layers = list(layers)
         if not layers or not isinstance(layers[0], Dense) or not isinstance(layers[-1], Dense):
             raise ValueError("a layer sequence must start and end with a Dense layer")
-        weights, biases, factors, acts = [], [], [], []
+        weights, biases, factors, acts, pending = [], [], [], [], []
         for item in layers:
             if isinstance(item, Dense):
                 l = len(weights) + 1

@@ -23,7 +23,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations import activation as _activation
-from ..activations.activation import _drop_deltas, x
+from ..activations import drop_deltas, x
 from ..gaussian import expectation, expectation1, k
 from ..gaussian.stable import lambdify as stable_lambdify
 
@@ -70,7 +70,7 @@ class Average:
         g = self.integrand
         K = sp.Symbol("K", positive=True)
         w = [g, g * (x**2 - K) / (2 * K**2), g * (x**4 - 6 * K * x**2 + 3 * K**2) / (4 * K**4)]
-        return [sp.lambdify((x, K), _drop_deltas(e), modules=["scipy", "numpy"]) for e in w]
+        return [sp.lambdify((x, K), drop_deltas(e), modules=["scipy", "numpy"]) for e in w]
 
     def evaluate(self, K: float, order: int = 0) -> tuple[float, float]:
         """(value, error estimate) of d^order<g>/dK^order at the variance K > 0, float64."""
@@ -104,7 +104,7 @@ class OneInputAverages:
     def __init__(self, act):
         self.activation = act = _activation(act) if not hasattr(act, "expr") else act
         s = act.expr
-        ds = _drop_deltas(act.derivative())
+        ds = drop_deltas(act.derivative())
         self.averages = {}
         for name, (build, _) in AVERAGES.items():
             g = sp.simplify(build(s, ds)) if name != "ssss" else build(s, ds)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..activations.activation import _KINK_ATOMS, _pieces, x
+from ..activations.activation import KINK_ATOMS, half_line_pieces, x
 
 
 class NoRule(ValueError):
@@ -140,7 +140,7 @@ def kink_points(expr: sp.Expr) -> tuple:
     branch, sorted (candidates: decompose drops those where f turns out analytic).  NoRule if a
     set of switch points is not finite (Max(sin(x), 0)) or SymPy cannot solve for it."""
     points: list = []
-    for atom in sp.sympify(expr).atoms(*_KINK_ATOMS):
+    for atom in sp.sympify(expr).atoms(*KINK_ATOMS):
         if not atom.has(x):
             continue
         for eq in _switch_equations(atom):
@@ -205,7 +205,7 @@ def _(atom, t):
 def _resolve(expr: sp.Expr, t) -> sp.Expr:
     """expr with every kink atom replaced by its branch at x = t, innermost first."""
     while True:
-        inner = [a for a in expr.atoms(*_KINK_ATOMS) if a.has(x) and not any(b.has(*_KINK_ATOMS) for b in a.args)]
+        inner = [a for a in expr.atoms(*KINK_ATOMS) if a.has(x) and not any(b.has(*KINK_ATOMS) for b in a.args)]
         if not inner:
             return expr
         expr = expr.xreplace({a: _branch(a, t) for a in inner})
@@ -242,12 +242,12 @@ def decompose(expr: sp.Expr) -> Combination:
     expr = sp.sympify(expr)
     if expr.has(sp.DiracDelta):
         raise NoRule("expressions with Dirac deltas are built by differentiation, not given")
-    if not expr.has(*_KINK_ATOMS):
+    if not expr.has(*KINK_ATOMS):
         return normalize(_smooth(expr))
     points = kink_points(expr)
     if points == (0,):
-        plus, minus = _pieces(expr)
-        if not (plus.has(*_KINK_ATOMS) or minus.has(*_KINK_ATOMS)):
+        plus, minus = half_line_pieces(expr)
+        if not (plus.has(*KINK_ATOMS) or minus.has(*KINK_ATOMS)):
             if sp.simplify(plus - minus) == 0:
                 return normalize(_smooth(plus))
             # f = f_minus + (f_plus - f_minus) theta(x), choosing the simpler base (e.g. relu: 0 + x theta(x))

@@ -17,7 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .. import diskcache
-from ..activations import Activation, activation
+from ..activations import Activation, activation, drop_deltas, lambdify_numpy
 from ..activations.activation import x
 from ..activations.parse import DivergentExpectation
 from . import rules
@@ -125,9 +125,7 @@ class NumericalExpectation(GaussianExpectation):
 
     @functools.cached_property
     def _callables(self):
-        from ..activations.activation import _drop_deltas, _lambdify
-
-        return _lambdify(_drop_deltas(self.f)), _lambdify(_drop_deltas(self.g))
+        return lambdify_numpy(drop_deltas(self.f)), lambdify_numpy(drop_deltas(self.g))
 
     def evaluate(self, k11, k22, k12, with_error: bool = False):
         from . import numerical
@@ -218,9 +216,7 @@ class NumericalDiagonal(GaussianExpectation):
 
     @functools.cached_property
     def _callable(self):
-        from ..activations.activation import _drop_deltas, _lambdify
-
-        return _lambdify(_drop_deltas(self.f * self.g))
+        return lambdify_numpy(drop_deltas(self.f * self.g))
 
     def evaluate(self, kk, with_error: bool = False):
         from . import numerical

@@ -103,11 +103,11 @@ of four as cones with a closed-form orthant probability and the recursion in the
 coordinates.  Its error is rounding (bounded by the terms' absolute sum, amplified by
 1 / lambda_min of the set's correlation matrix for full-rank sets) plus the propagated quadrature
 estimate of the four-variable orthant probabilities: ~1e-14 relative for well-separated inputs.
-Cone sets and full-rank sets of three whose estimate exceeds tol (anti-correlated inputs, whose
-terms cancel) are recomputed with mpmath at 40 digits.  Full-rank sets of four whose bound
-exceeds tol, nearly singular sets without an exact linear relation (lambda_min below
-orthant.MIN_EIGENVALUE) and sets with a zero variance go to the numerical integrator, which is
-compiled only when such a set occurs (``info["method"]`` and ``info["exact_kinds"]`` say how many
+Sets whose estimate exceeds tol (anti-correlated inputs, whose terms cancel) are recomputed with
+mpmath at 40 digits.  Full-rank sets still above tol, nearly singular sets without an exact
+linear relation (lambda_min below orthant.MIN_EIGENVALUE) and sets with a zero variance go to the
+numerical integrator, which is compiled only when such a set occurs (``info["method"]`` and
+``info["exact_kinds"]`` say how many
 sets took which route; ``exact=False`` forces the numerical integrator).
 
 Provenance: written for ntk_theory (issue 5, finite-width corrections); the nested pivoted-
@@ -150,21 +150,18 @@ def _header(cache: bool) -> str:
 
 
 def _activation_source(act) -> tuple[str, tuple]:
-    """numba source of s_fn, ds_fn for a toolkit Activation (SymPy printer of the codegen)."""
+    """numba source of s_fn, ds_fn for a toolkit Activation (:mod:`ntk_theory.jit`'s printer)."""
     import sympy as sp
 
-    from ..activations.activation import _drop_deltas, x
-    from ..codegen.emit import _print
+    from ..activations import x
+    from ..jit import function_source
 
-    s = _print(act.expr.subs(x, sp.Symbol("z")))
-    ds = _print(_drop_deltas(act.derivative()).subs(x, sp.Symbol("z")))
+    z = sp.Symbol("z")
     kinks = tuple(float(c) for c in act.kinks)
     src = (
         f"# activation: {act.name}: s(x) = {sp.sstr(act.expr)[:200]}\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def s_fn(z):\n    return {s}\n\n\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def ds_fn(z):\n    return {ds}\n\n\n"
+        + function_source("s_fn", (z,), act.expr.subs(x, z)) + "\n\n"
+        + function_source("ds_fn", (z,), act.ae_derivative().subs(x, z)) + "\n\n"
     )
     return src, kinks
 
@@ -272,7 +269,7 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPoi
         _KERNELS[key] = (kern)
         return kern
     from ..activations import activation as _activation
-    from ..codegen import cache
+    from ..jit import modules as cache
 
     act = _activation(activation)
     if act.name in _KERNELS:
@@ -693,10 +690,11 @@ def piecewise_linear_slopes(act) -> tuple[float, float] | None:
 def _exact_moments(act, ab, K, tol, max_refine, strict, t0, tick=None) -> FourPointMoments:
     """Every set by the orthant moments of :func:`.orthant.set_moments`, batched over the sets of each
     size: full-rank sets by the recursion, exactly singular ones (more inputs than dimensions with
-    C_b = 0, repeated or antiparallel inputs) as planar or solid cones of their rank.  Sets go to the
-    numerical integrator when nearly singular without an exact linear relation (smallest
-    correlation eigenvalue below orthant.MIN_EIGENVALUE), with a zero variance, or with an error
-    estimate above tol E|prod|."""
+    C_b = 0, repeated or antiparallel inputs) as planar or solid cones of their rank, sets above tol
+    recomputed with mpmath.  Sets go to the numerical integrator when nearly singular without an
+    exact linear relation (smallest correlation eigenvalue below orthant.MIN_EIGENVALUE), with a
+    zero variance, or full-rank with an estimate still above tol E|prod|; singular sets still
+    above tol (the integrator is no better there) are kept and counted in info["not_converged"]."""
     from . import orthant
 
     a, b = ab

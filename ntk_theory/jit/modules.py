@@ -1,4 +1,5 @@
-"""On-disk cache of generated kernel modules, safe for concurrent processes and corrupt files.
+"""On-disk cache of generated modules (kernels, compiled activations), safe for concurrent processes
+and corrupt files.
 
 A generated module is written to ``<cache dir>/kernel_<hash>.py`` (hash of its source) and
 imported from there, so Numba's ``cache=True`` stores the machine code beside it
