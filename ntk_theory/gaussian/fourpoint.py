@@ -150,21 +150,18 @@ def _header(cache: bool) -> str:
 
 
 def _activation_source(act) -> tuple[str, tuple]:
-    """numba source of s_fn, ds_fn for a toolkit Activation (SymPy printer of the codegen)."""
+    """numba source of s_fn, ds_fn for a toolkit Activation (:mod:`ntk_theory.jit`'s printer)."""
     import sympy as sp
 
-    from ..activations.activation import _drop_deltas, x
-    from ..codegen.emit import _print
+    from ..activations import x
+    from ..jit import function_source
 
-    s = _print(act.expr.subs(x, sp.Symbol("z")))
-    ds = _print(_drop_deltas(act.derivative()).subs(x, sp.Symbol("z")))
+    z = sp.Symbol("z")
     kinks = tuple(float(c) for c in act.kinks)
     src = (
         f"# activation: {act.name}: s(x) = {sp.sstr(act.expr)[:200]}\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def s_fn(z):\n    return {s}\n\n\n"
-        "@numba.njit(cache=True, error_model='numpy')\n"
-        f"def ds_fn(z):\n    return {ds}\n\n\n"
+        + function_source("s_fn", (z,), act.expr.subs(x, z)) + "\n\n"
+        + function_source("ds_fn", (z,), act.ae_derivative().subs(x, z)) + "\n\n"
     )
     return src, kinks
 
@@ -272,7 +269,7 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPoi
         _KERNELS[key] = (kern)
         return kern
     from ..activations import activation as _activation
-    from ..codegen import cache
+    from ..jit import modules as cache
 
     act = _activation(activation)
     if act.name in _KERNELS:
