@@ -26,6 +26,7 @@ and Smooth(h) is further split into additive terms so that each rule sees one si
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -216,7 +217,7 @@ def _interval_pieces(expr: sp.Expr, points: tuple) -> list:
     an interior point and checked against expr at two more interior points."""
     edges = [None, *points, None]
     pieces = []
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         if lo is None and hi is None:
             probes = (sp.Rational(1, 3), sp.Rational(-2, 1), sp.Rational(5, 2))
         elif lo is None:
