@@ -336,13 +336,11 @@ def _cmd_kernel(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .validation import check
+    from .validation import check, check_finite_width
 
     plot = _plot_path(args.plot)
     X = load_inputs(args.x)
     if args.finite_width:
-        from .validation_finite_width import check_finite_width
-
         report = check_finite_width(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
                                     widths=args.widths or [32, 64, 128, 256], samples=args.samples, seed=args.seed,
                                     progress=_progress(args))

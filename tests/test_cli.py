@@ -167,7 +167,7 @@ def test_argument_errors_are_one_line(capsys):
 def test_kernel_output_path_metadata_and_values(tmp_path, capsys):
     """--out without a suffix writes NAME.npz and says so; the file carries the network's description; the
     values agree with the independent polar quadrature of the reference activation."""
-    from ntk_theory.validation_quadrature import quadrature_kernels
+    from ntk_theory.montecarlo.quadrature import quadrature_kernels
 
     X = np.array([[1.0, 0.0, 0.5], [0.2, -0.7, 1.0], [0.3, 0.3, -0.9]])
     x = tmp_path / "x.npy"

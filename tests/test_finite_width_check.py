@@ -1,11 +1,11 @@
 """Finite-width predictions (K1, Theta1, V, A, B, D, F: every distinct entry) against the variance-reduced
-Monte Carlo 1/n fits of ntk_theory.montecarlo_finite_width: statistical, fixed seeds, 4 standard errors.
+Monte Carlo 1/n fits of ntk_theory.validation.fits: statistical, fixed seeds, 4 standard errors.
 Activations relu, tanh (critical and off-critical), erf, gelu, linear, leaky_relu, elu; one, two and three inputs."""
 
 import numpy as np
 import pytest
 
-from ntk_theory.validation_finite_width import check_finite_width
+from ntk_theory.validation import check_finite_width
 
 X1 = np.array([[0.8, -0.5, 1.1]])
 X2 = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4]])
@@ -40,7 +40,7 @@ def test_per_layer_widths():
     """Unequal hidden widths n_l = (2, 1, 3) m: the recursions carry the factors n_l / n_(l-1) and the
     corrections are per 1/n_L; Monte Carlo at m = 16, 32, 64, fitted as a + b / n_L (means: n_L (E - inf))."""
     from ntk_theory.finite_width import finite_width
-    from ntk_theory.montecarlo_finite_width import layer_statistics
+    from ntk_theory.montecarlo import layer_statistics
 
     pattern = np.array([2, 1, 3])
     ms = (16, 32, 64)

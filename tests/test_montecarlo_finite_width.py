@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ntk_theory.architecture import MLPSpec
-from ntk_theory.montecarlo_finite_width import fit_inverse_width, fit_widths, layer_statistics, symmetrise
+from ntk_theory.montecarlo import layer_statistics, symmetrise
+from ntk_theory.validation import fit_inverse_width, fit_widths
 from ntk_theory.recursions import KernelRecursion
 from ntk_theory.reference import MLP, ensemble, numpy_activation
 
@@ -187,7 +188,7 @@ def test_projected_and_dense_samplers_agree():
 def test_fit_recovers_a_known_expansion():
     """fit_widths on synthetic runs y = 1 + 2/n - 3/n^2 with errors: coefficients within their SEs."""
     from ntk_theory.montecarlo import Estimate
-    from ntk_theory.montecarlo_finite_width import LayerStatistics
+    from ntk_theory.montecarlo import LayerStatistics
 
     rng = np.random.default_rng(0)
     runs = []

@@ -1,4 +1,4 @@
-"""The check's numerical cross-check: the independent polar quadrature (ntk_theory/validation_quadrature.py)
+"""The check's numerical cross-check: the independent polar quadrature (ntk_theory/montecarlo/quadrature.py)
 against published closed forms and scipy's adaptive 2-D quadrature, and the cross-check's teeth (a float64
 result off by 1e-7 fails it); mpmath only on request; the check's plots."""
 
@@ -9,7 +9,7 @@ from scipy import integrate
 from ntk_theory.recursions import KernelRecursion
 from ntk_theory.reference import numpy_activation
 from ntk_theory.validation import check, crosscheck
-from ntk_theory.validation_quadrature import gaussian_pair_expectations, quadrature_kernels
+from ntk_theory.montecarlo.quadrature import gaussian_pair_expectations, quadrature_kernels
 
 RELU, ERF, TANH = (numpy_activation(a) for a in ("relu", "erf", "tanh"))
 
@@ -128,7 +128,7 @@ def test_finite_width_check_plot(tmp_path):
     """Each compared entry: the per-width Monte Carlo values against 1/n (for K1: n (E[z z] - K), whose 1/n fit
     reaches K1 at 1/n = 0), as the runs recorded them."""
     pytest.importorskip("matplotlib")
-    from ntk_theory.validation_finite_width import check_finite_width
+    from ntk_theory.validation import check_finite_width
 
     X = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4]])
     r = check_finite_width("relu", X, 2, 2.0, 0.0, "ntk", widths=(32, 64), samples=1000, seed=0, progress=False)

@@ -1,8 +1,8 @@
-r"""Monte Carlo estimators of the finite-width (1/n) statistics, with standard errors, and 1/n fits.
+r"""Monte Carlo estimators of the finite-width (1/n) statistics of the readout layer, with standard errors.
 
 This is the independent judge of the recursions in :mod:`ntk_theory.finite_width`: it measures, on
 finite networks drawn from the PDLT initialisation, every quantity defined in
-``FINITE_WIDTH.md`` for the readout layer L+1 of an MLP with L hidden layers (widths n_1..n_L),
+``docs/finite_width.md`` for the readout layer L+1 of an MLP with L hidden layers (widths n_1..n_L),
 using ``readouts`` (default 2) readout neurons i != j.  The readout layer's statistics depend only
 on the layers <= L, so two readout neurons give the "i != j" quantities.  ``n`` below is the last
 hidden width n_L (equal widths: the width).
@@ -38,65 +38,42 @@ several conditional means are exact functions of the network below the readout
 
 The 1/n corrections to the means need more: ``K`` and ``ntk`` are further corrected by control
 variates with exactly known (zero) means, fitted by least squares (the jackknife includes the fit):
-
-* every hidden layer l: (1/n_l) z(l) z(l)^T - (C_b + C_W Ghat(l-1)) (Ghat(0) = X X^T / n_0);
-* layer 1: Ghat(1) - T(K(1)) and (1/n_1) s' s'^T - Tdot(K(1)) at the deterministic K(1) (Gaussian
-  expectations of :mod:`ntk_theory.recursions`, any library activation);
-* layers l >= 2, activations with closed-form kernels (relu, erf, gelu, ...): Ghat(l) - T(Khat(l)),
-  Ghat'(l) - Tdot(Khat(l)) at the network's own Khat(l) = C_b + C_W Ghat(l-1) (exactly zero mean
-  given layer l-1): together these remove the linear response of the readout kernel to every
-  layer's sampling noise, leaving O(1/n^2) variance;
-* the readout: mean_i z_i z_i - Khat and mean_i |W_i|^2 / C_W - 1.
+z z^T - Khat at every layer, Ghat(l) - T(Khat(l)) and the same for s', the readout's
+(:mod:`ntk_theory.montecarlo.controls`).  Together they remove the linear response of the readout kernel
+to every layer's sampling noise, leaving O(1/n^2) variance.  Their means T(K) = E[s(u) s(v)] come from
+an independent quadrature of the reference activation (:mod:`ntk_theory.montecarlo.quadrature`), chosen
+accurate to 1e-10 of the scale; activations it cannot integrate to that accuracy (a kink away from 0) run
+without the T controls, as ``info["control_variates"]`` reports.
 
 ``control_variates=False`` gives the Rao-Blackwellised estimators alone (``K_rb`` is always reported,
-and ``K_plain``, ``ntk_plain`` are the raw means).  The control variates rely on the Gaussian
-expectations T, Tdot of the symbolic layer (tested against mpmath) and are unbiased only if those
-are right; the plain and Rao-Blackwellised estimates do not use them.
+and ``K_plain``, ``ntk_plain`` are the raw means); the plain and Rao-Blackwellised estimates do not use
+the quadrature.
 
-Standard errors: networks are split into ``batches``; every estimate is a smooth function of
-batch means and its standard error is the delete-one-batch jackknife (as :mod:`ntk_theory.montecarlo`).
-Blocks of networks are drawn from ``SeedSequence(seed).spawn(...)`` and combined in order, so results
-do not depend on the number of threads.
-
-:func:`fit_inverse_width` runs :func:`layer_statistics` at several widths and fits, per entry and by
-weighted least squares with the Monte Carlo standard errors, E[z z] = K + K1/n + K2/n^2,
-E[Theta] = Theta + Theta1/n + Theta2/n^2 (intercepts fitted or fixed) and X(n) = X + X_slope/n for
-the n-scaled tensors X = V, A, B, D, F.
-
-Measured (2 shared cores; inputs X3 = sqrt(3) [[1,0,0], [1/2,sqrt(3)/2,0], [-0.3,0.2,0.9]]):
-
-* ReLU, C_W = 2, C_b = 0, depth 3, 1e5 networks per width at n = 16, 32, 64, 128, 256 (240 s): the
-  standard error of n (E[z_0 z_1] - K_01) is 0.004 at every width (Rao-Blackwellised only: 0.07 at
-  n = 16 and 0.37 at n = 256; raw readout: ~n / sqrt(S) x 3), so K1_01 = -0.5218 +- 0.0026 (intercept
-  fixed to the recursion; +- 0.006 with the intercept fitted), K1_02 = -1.658 +- 0.005,
-  K1_12 = -1.250 +- 0.005, K1_aa = 0 exactly; Theta1_01 = 3.00 +- 0.08, Theta1_aa consistent with 0
-  (+- 0.2); V_(00)(00) -> 59.54 +- 0.28 and V_(11)(11) -> 59.72 +- 0.25 against 5 (l-1) K^2 = 60
-  (readout l = 4), V_(22)(22) -> 53.07 +- 0.25 against 53.02; fitted intercepts within 1.9 SE of
-  :class:`~ntk_theory.recursions.KernelRecursion`.
-* throughput, N = 3, n = 64, depth 3: ~3300 networks/s with control variates, ~4200 without.
-* tanh at criticality (C_W = 1, C_b = 0, depth 3, 5e4 networks x 4 widths): K1 = -0.0514 +- 0.0023
-  (diagonal), -0.0273 +- 0.0018; the control variates (z z^T and layer-1 ones only: tanh has no closed
-  form for per-network T) give a 4x smaller SE than Rao-Blackwellisation alone at n = 64.
+Standard errors: networks are split into ``batches``; every estimate is a smooth function of batch
+means and its standard error is the delete-one-batch jackknife of :mod:`ntk_theory.montecarlo.estimate`,
+which also draws the blocks (reproducible whatever the number of threads).  Entries the control variates
+determine exactly (the ReLU diagonal K) get a rounding floor of 1e-12 relative instead of a jackknife
+error of ~1e-15.  Fits in 1/n over several widths: :mod:`ntk_theory.validation.fits`.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
-from .architecture import MLPSpec
-from .montecarlo import Estimate, run_blocks
-from .reference import ensemble
-from .reference.activations import numpy_activation
+from .. import _checks
+from ..architecture import MLPSpec
+from ..reference import ensemble
+from ..reference.activations import numpy_activation
+from .controls import ControlVariates
+from .estimate import Estimate, distinct_entries, jackknife, run_blocks, symmetrise
 
 Array = np.ndarray
 
-__all__ = ["layer_statistics", "fit_inverse_width", "fit_widths", "LayerStatistics", "WidthFit"]
+__all__ = ["layer_statistics", "LayerStatistics", "EstimateTable", "QUANTITIES", "ALIASES", "symmetry_of"]
 
 #: name -> (description, symmetry group used for symmetrising and printing)
 QUANTITIES = {
@@ -127,36 +104,6 @@ ALIASES = {
     "Theta2": "ntk2",
 }
 
-# --------------------------------------------------------------------------- symmetrisation
-_PERMS = {
-    "pair": [(0, 1), (1, 0)],
-    "pp": [(0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 3, 2), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 0, 1), (2, 3, 1, 0), (3, 2, 1, 0)],
-    "B": [(0, 1, 2, 3), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 1, 0)],
-    "D": [(0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 3, 2), (1, 0, 3, 2)],
-    "F": [(0, 1, 2, 3), (2, 3, 0, 1)],
-    "full": list(itertools.permutations(range(4))),
-}
-
-
-def symmetrise(T: Array, symmetry: str) -> Array:
-    """Average a (N,)*k tensor over the index permutations of ``symmetry`` (see ``QUANTITIES``)."""
-    perms = _PERMS[symmetry]
-    return sum(np.transpose(T, p) for p in perms) / len(perms)
-
-
-def _distinct(shape, symmetry: str) -> list:
-    N = shape[0]
-    if symmetry == "pair":
-        return [(a, b) for a in range(N) for b in range(a, N)]
-    keys, seen = [], set()
-    for idx in itertools.product(range(N), repeat=len(shape)):
-        canon = min(tuple(idx[i] for i in p) for p in _PERMS[symmetry])
-        if canon not in seen:
-            seen.add(canon)
-            keys.append(canon)
-    return keys
-
-
 def _resolve(prediction, name):
     """prediction[name] from a dict or an attribute, trying the aliases; None if absent."""
     names = [name] + [k for k, v in ALIASES.items() if v == name]
@@ -169,7 +116,9 @@ def _resolve(prediction, name):
     return None
 
 
-class _Table:
+class EstimateTable:
+    """Estimates by name (or alias, :data:`ALIASES`), z-scores against a prediction and a text table."""
+
     estimates: dict
 
     def __getitem__(self, name: str) -> Estimate:
@@ -202,15 +151,16 @@ class _Table:
 
     @staticmethod
     def max_abs_z(z: dict) -> float:
-        return max((float(np.nanmax(np.abs(v))) for v in z.values()), default=0.0)
+        """The largest |z| over ``z`` ({name: array}, :meth:`z_score`); NaN if any entry has no z-score."""
+        values = [np.abs(np.asarray(v, dtype=float)).ravel() for v in z.values()]
+        return float(np.max(np.concatenate(values))) if values else 0.0
 
     def _rows(self, names, max_rows):
         lines = []
         for name in names:
             est = self.estimates[name]
-            sym = _symmetry_of(name)
             lines.append(f"{name}: {est.description}")
-            keys = _distinct(est.value.shape, sym) if est.value.ndim else [()]
+            keys = distinct_entries(est.value.shape, symmetry_of(name))
             for idx in keys[:max_rows]:
                 label = ",".join(str(i) for i in idx)
                 extra = self._extra(name, idx)
@@ -223,7 +173,9 @@ class _Table:
         return ""
 
 
-def _symmetry_of(name: str) -> str:
+def symmetry_of(name: str) -> str:
+    """The symmetry (a key of :data:`~ntk_theory.montecarlo.estimate.SYMMETRIES`) of a quantity's tensor; the
+    fitted coefficients ``K1``, ``ntk1``, ... and ``<name>_slope`` share their quantity's."""
     base = name
     for suffix in ("_slope",):
         if base.endswith(suffix):
@@ -234,7 +186,7 @@ def _symmetry_of(name: str) -> str:
 
 
 @dataclass
-class LayerStatistics(_Table):
+class LayerStatistics(EstimateTable):
     """Estimates (value, stderr) of the readout layer's finite-width statistics at one width."""
 
     estimates: dict
@@ -269,74 +221,7 @@ class LayerStatistics(_Table):
 
 
 # --------------------------------------------------------------------------- per-network features
-class _Controls:
-    """Builds the zero-mean control variates of a block (see the module docstring)."""
-
-    def __init__(self, act_name: str, spec: MLPSpec, X: Array, enabled: bool):
-        self.spec, self.enabled = spec, enabled
-        N = X.shape[0]
-        self.iu = np.triu_indices(N)
-        self.G0 = X @ X.T / X.shape[1]
-        self.K1 = spec.C_b[0] + spec.C_W[0] * self.G0
-        self.kernels = None
-        self.T1 = None
-        self.per_network_T = False
-        if not enabled:
-            return
-        try:
-            from .recursions.layer import activation_kernels
-
-            self.kernels = activation_kernels(act_name)
-            self.T1, self.Td1 = self._T(self.K1[None])
-            self.T1, self.Td1 = self.T1[0], self.Td1[0]
-            if not (np.all(np.isfinite(self.T1)) and np.all(np.isfinite(self.Td1))):
-                self.T1 = None
-        except Exception:  # custom activations: only the z z^T controls
-            self.kernels = None
-            self.T1 = None
-        self.per_network_T = self.kernels is not None and self.kernels.closed_form
-
-    def _T(self, K: Array):
-        """T, Tdot at the distinct entries (S, M) of a batch of kernels (S, N, N)."""
-        ia, ib = self.iu
-        d = np.diagonal(K, axis1=-2, axis2=-1)
-        k11, k22, k12 = d[:, ia], d[:, ib], K[:, ia, ib]
-        bound = np.sqrt(k11 * k22)
-        k12 = np.clip(k12, -bound, bound)
-        with np.errstate(all="ignore"):
-            T, Td, _ = self.kernels.offdiagonal(k11, k22, k12)
-            Tdg, Tddg, _ = self.kernels.diagonal(d)
-        T, Td = np.array(T, dtype=float), np.array(Td, dtype=float)
-        on = ia == ib
-        T[:, on], Td[:, on] = np.asarray(Tdg)[:, ia[on]], np.asarray(Tddg)[:, ia[on]]
-        return T, Td
-
-    def __call__(self, out: ensemble.ReadoutOutputs, Khat: Array) -> Array:
-        if not self.enabled:
-            return None
-        spec, iu = self.spec, self.iu
-        S = Khat.shape[0]
-        cols = []
-        prev_kernel = np.broadcast_to(self.K1, (S, *self.K1.shape))
-        for l in range(spec.depth):
-            cols.append((out.pre_grams[l] - prev_kernel)[:, iu[0], iu[1]])
-            if l == 0 and self.T1 is not None:
-                cols.append(out.act_grams[0][:, iu[0], iu[1]] - self.T1[None])
-                cols.append(out.der_grams[0][:, iu[0], iu[1]] - self.Td1[None])
-            elif l > 0 and self.per_network_T:
-                T, Td = self._T(prev_kernel)
-                cols.append(out.act_grams[l][:, iu[0], iu[1]] - T)
-                cols.append(out.der_grams[l][:, iu[0], iu[1]] - Td)
-            prev_kernel = spec.C_b[l + 1] + spec.C_W[l + 1] * out.act_grams[l]
-        zz = np.einsum("sia,sib->sab", out.f, out.f) / out.f.shape[1]
-        cols.append((zz - Khat)[:, iu[0], iu[1]])
-        if out.readout_sq is not None:
-            cols.append(out.readout_sq.mean(axis=1, keepdims=True) / spec.C_W[-1] - 1.0)
-        c = np.concatenate(cols, axis=1)
-        return np.where(np.isfinite(c), c, 0.0)
-
-
-def _features(out: ensemble.ReadoutOutputs, spec: MLPSpec, controls: _Controls) -> dict:
+def _features(out: ensemble.ReadoutOutputs, spec: MLPSpec, controls: ControlVariates) -> dict:
     """Per-network quantities whose means determine every estimate (flattened to (S, k))."""
     L = spec.depth
     n = spec.widths[L]
@@ -382,47 +267,40 @@ def _features(out: ensemble.ReadoutOutputs, spec: MLPSpec, controls: _Controls) 
     return flat
 
 
-def _batch_sums(feats: dict, batch_ids: Array) -> dict:
-    out = {}
-    for b in np.unique(batch_ids):
-        sel = batch_ids == b
-        sums = {"count": int(sel.sum())}
-        for key, x in feats.items():
-            sums[key] = x[sel].sum(axis=0)
-        if "c" in feats:
-            c = feats["c"][sel]
-            sums["cc"] = c.T @ c
-            sums["cy"] = c.T @ feats["y"][sel]
-        out[int(b)] = sums
-    return out
+def _cv_adjust(means: dict, count: float, bounds: Array) -> tuple[Array, int, Array]:
+    """Control-variate corrections -beta^T cbar for the targets y, the rank of the fit, and the bound
+    |beta|^T b on the bias that the controls' mean errors (|E[c_i]| <= b_i, ``bounds``) leave.
 
-
-def _cv_adjust(means: dict, count: float) -> tuple[Array, int]:
-    """Control-variate corrections -beta^T E[c] for the targets y (least squares beta), and rank."""
+    beta minimises the mean squared error of the corrected mean, Var(y - beta^T c) / S + (bias)^2, with
+    the bias bounded by Cauchy-Schwarz, |beta^T E[c]| <= sqrt(k) ||beta o b|| (k controls with b_i > 0):
+    beta = (S_cc + S k diag(b^2))^-1 S_cy, a ridge regression that gives no weight to a combination of
+    controls whose spread is below its mean's error (S_cc, S_cy the per-network covariances)."""
     c, y = means["c"], means["y"]
+    bounds = np.concatenate([bounds, np.zeros(len(c) - len(bounds))])  # the exact controls follow the T ones
     Scc = means["cc"] - np.outer(c, c)
     Scy = means["cy"] - np.outer(c, y)
+    Scc = Scc + np.diag(count * np.count_nonzero(bounds) * bounds**2)
     scale = np.sqrt(np.clip(np.diag(Scc), 0, None))
     keep = scale > 1e-12 * max(scale.max(), 1e-300)
     s = scale[keep]
     A = Scc[np.ix_(keep, keep)] / np.outer(s, s)
     beta, _, rank, _ = np.linalg.lstsq(A, Scy[keep] / s[:, None], rcond=1e-10)
     beta /= s[:, None]
-    return -(beta.T @ c[keep]), int(rank)
+    return -(beta.T @ c[keep]), int(rank), np.abs(beta).T @ bounds[keep]
 
 
 _FOUR_INDEX = ("kk", "tk", "tt1", "z4", "tzz1", "tt", "zzzz", "tzz2", "B", "Fp", "F")
 
 
-def _estimates(means: dict, count: float, N: int, n: int, cv: bool) -> dict:
+def _estimates(means: dict, count: float, N: int, n: int, bounds: Array | None) -> dict:
     sh2, sh4 = (N, N), (N, N, N, N)
     unbias = count / (count - 1.0)
     g = {k: v.reshape(sh4) if k in _FOUR_INDEX else v for k, v in means.items()}
     k, th, zz = g["k"].reshape(sh2), g["th"].reshape(sh2), g["zz"].reshape(sh2)
     o = np.multiply.outer
     est = {"K": k.copy(), "ntk": th.copy()}
-    if cv and "c" in means:
-        adj, _ = _cv_adjust(means, count)
+    if bounds is not None and "c" in means:
+        adj = _cv_adjust(means, count, bounds)[0]
         iu = np.triu_indices(N)
         M = len(iu[0])
         for name, part in (("K", adj[:M]), ("ntk", adj[M:])):
@@ -445,26 +323,7 @@ def _estimates(means: dict, count: float, N: int, n: int, cv: bool) -> dict:
     if "F" in g:
         est["F"] = g["F"]
     est["K_rb"], est["K_plain"], est["ntk_plain"] = k, zz, th
-    return {name: symmetrise(v, _symmetry_of(name)) for name, v in est.items()}
-
-
-def _jackknife(batch_sums: list, N: int, n: int, cv: bool):
-    keys = [k for k in batch_sums[0] if k != "count"]
-    counts = np.array([b["count"] for b in batch_sums], dtype=float)
-    totals = {k: sum(b[k] for b in batch_sums) for k in keys}
-    n_total = counts.sum()
-    full = _estimates({k: v / n_total for k, v in totals.items()}, n_total, N, n, cv)
-    B = len(batch_sums)
-    leave = [
-        _estimates({k: (totals[k] - s[k]) / (n_total - counts[i]) for k in keys}, n_total - counts[i], N, n, cv)
-        for i, s in enumerate(batch_sums)
-    ]
-    stderr = {}
-    for name in full:
-        stack = np.stack([lo[name] for lo in leave])
-        stderr[name] = np.sqrt((B - 1) / B * ((stack - stack.mean(axis=0)) ** 2).sum(axis=0))
-    rank = _cv_adjust({k: v / n_total for k, v in totals.items()}, n_total)[1] if cv and "c" in totals else 0
-    return full, stderr, rank
+    return {name: symmetrise(v, symmetry_of(name)) for name, v in est.items()}
 
 
 def _block_size(spec: MLPSpec, N: int, m: int, memory_mb: float) -> int:
@@ -518,25 +377,29 @@ def layer_statistics(
         raise ValueError(f"need batches >= 2 and samples >= 2 * batches (got {samples}, {batches})")
     workers = workers or min(os.cpu_count() or 1, 2)
     n = spec.widths[spec.depth]
-    controls = _Controls(act.name, spec, X, control_variates)
-
+    controls = ControlVariates(act, spec, X, control_variates)
     block = _block_size(spec, N, readouts, memory_mb)
-    starts = list(range(0, samples, block))
-    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    seeds = root.spawn(len(starts))
 
-    def run_block(k: int) -> dict:
-        i0 = starts[k]
-        S = min(block, samples - i0)
-        rng = np.random.default_rng(seeds[k])
+    def sample_block(rng, S: int) -> dict:
         out = ensemble.sample_readouts(X, spec, act, S, rng, sampler, virtual=True)
-        ids = (np.arange(i0, i0 + S) * batches) // samples
-        return _batch_sums(_features(out, spec, controls), ids)
+        return _features(out, spec, controls)
 
     t0 = time.perf_counter()
-    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, f"n={n}: {samples} networks")
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers, progress=progress,
+                      desc=f"n={n}: {samples} networks", products=[("cc", "c", "c"), ("cy", "c", "y")])
     seconds = time.perf_counter() - t0
-    values, errors, rank = _jackknife(batch_sums, N, n, control_variates)
+    bounds = controls.bounds if control_variates else None
+    values, errors = jackknife(sums, lambda means, count: _estimates(means, count, N, n, bounds))
+    rank = 0
+    if bounds is not None and "c" in sums[0]:
+        total = sum(s["count"] for s in sums)
+        _, rank, bias = _cv_adjust({k: sum(s[k] for s in sums) / total for k in ("c", "y", "cc", "cy")}, total,
+                                   bounds)
+        iu, M = np.triu_indices(N), N * (N + 1) // 2
+        for name, part in (("K", bias[:M]), ("ntk", bias[M:])):
+            B = np.zeros((N, N))
+            B[iu], B[iu[1], iu[0]] = part, part
+            errors[name] = np.hypot(errors[name], B)
     # rounding floor: quantities the control variates determine exactly (the ReLU diagonal K) would
     # otherwise get standard errors of 1e-15 and meaningless z-scores
     estimates = {
@@ -561,165 +424,8 @@ def layer_statistics(
         "workers": workers,
         "controls": rank,
         "per_network_T_controls": bool(controls.per_network_T),
+        "control_variates": controls.status,
         "seconds": seconds,
         "networks_per_second": samples / max(seconds, 1e-12),
     }
     return LayerStatistics(estimates, X, info)
-
-
-# --------------------------------------------------------------------------- fits in 1/n
-@dataclass
-class WidthFit(_Table):
-    """Coefficients of the 1/n fits with standard errors, chi^2 per entry, and the per-width runs.
-
-    ``K``, ``K1``, ``K2``: E[z z] = K + K1/n + K2/n^2; ``ntk``, ``ntk1``, ``ntk2`` (aliases ``Theta``,
-    ``Theta1``): the same for E[Theta_ii]; ``V``, ``A``, ``B``, ``D``, ``F`` (and the single-neuron
-    combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
-    (per entry) with ``dof[name]`` degrees of freedom.
-    """
-
-    estimates: dict
-    chi2: dict
-    dof: dict
-    widths: list
-    runs: list
-    info: dict = field(default_factory=dict)
-
-    def _extra(self, name, idx) -> str:
-        base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))
-        if base in self.chi2 and not name.endswith("_slope") and name not in ("K1", "K2", "ntk1", "ntk2"):
-            return f"   chi2 {self.chi2[base][idx]:.1f}/{self.dof[base]}"
-        return ""
-
-    def table(self, names=None, max_rows: int = 10) -> str:
-        i = self.info
-        head = (
-            f"1/n fits over widths {self.widths} ({i.get('activation')}, depth {i.get('depth')}, "
-            f"C_W={i.get('C_W')}, C_b={i.get('C_b')}, param={i.get('param')!r}, "
-            f"{i.get('samples')} networks per width, {i.get('seconds', 0):.0f} s)"
-        )
-        return "\n".join([head] + self._rows(names or list(self.estimates), max_rows))
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def __repr__(self) -> str:
-        return f"<WidthFit widths {self.widths}: {', '.join(self.estimates)}>"
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(self.table())
-
-
-def _wls(widths, values, errors, powers, fixed=None):
-    """Per-entry weighted least squares y(n) = fixed + sum_k c_k n^-k over k in ``powers``.
-
-    values, errors: (W, ...) arrays.  Returns (coefficients (P, ...), stderr (P, ...), chi2 (...)).
-    """
-    x = 1.0 / np.asarray(widths, dtype=float)
-    Dm = np.stack([x**p for p in powers], axis=1)  # (W, P)
-    W = values.shape[0]
-    shape = values.shape[1:]
-    y = values.reshape(W, -1)
-    if fixed is not None:
-        y = y - np.asarray(fixed, dtype=float).reshape(1, -1)
-    w = 1.0 / np.maximum(errors.reshape(W, -1), 1e-300) ** 2
-    M = np.einsum("wp,we,wq->epq", Dm, w, Dm)
-    rhs = np.einsum("wp,we,we->ep", Dm, w, y)
-    cov = np.linalg.inv(M)
-    coef = np.einsum("epq,eq->ep", cov, rhs)
-    resid = y - (Dm @ coef.T)
-    chi2 = (w * resid**2).sum(axis=0)
-    se = np.sqrt(np.einsum("epp->ep", cov))
-    P = len(powers)
-    return coef.T.reshape(P, *shape), se.T.reshape(P, *shape), chi2.reshape(shape)
-
-
-def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int = 1) -> WidthFit:
-    """Fit the 1/n expansions to :class:`LayerStatistics` at several widths (see :class:`WidthFit`).
-
-    ``infinite``: None (fit the n -> infinity K and Theta) or a pair (K, Theta) of known infinite-width
-    values (then only the 1/n, ..., 1/n^mean_order coefficients are fitted).  ``mean_order``: highest
-    power of 1/n for the means (2: K + K1/n + K2/n^2); ``tensor_order``: for the n-scaled tensors.
-    """
-    widths = [r.info["n"] for r in runs]
-    if len(set(widths)) != len(widths):
-        raise ValueError(f"the runs must have distinct widths; got {widths}")
-    est, chi2, dof = {}, {}, {}
-    W = len(runs)
-    for name, fixed in (("K", None if infinite is None else infinite[0]), ("ntk", None if infinite is None else infinite[1])):
-        vals = np.stack([r[name].value for r in runs])
-        errs = np.stack([r[name].stderr for r in runs])
-        powers = list(range(1, mean_order + 1)) if fixed is not None else list(range(0, mean_order + 1))
-        if W < len(powers):
-            raise ValueError(f"{W} widths cannot fit {len(powers)} coefficients")
-        coef, se, c2 = _wls(widths, vals, errs, powers, fixed)
-        labels = [name if p == 0 else f"{name}{p}" for p in powers]
-        if fixed is not None:
-            est[name] = Estimate(name, np.asarray(fixed, dtype=float), np.zeros_like(vals[0]), "given")
-        for lab, cf, s in zip(labels, coef, se):
-            desc = "n -> infinity limit" if lab == name else f"coefficient of 1/n^{lab[len(name):]}"
-            est[lab] = Estimate(lab, cf, s, desc)
-        chi2[name], dof[name] = c2, W - len(powers)
-    tensors = [k for k in ("V", "A", "B", "D", "F", "ntk_cov_single", "cumulant_single", "ntk_z_single") if k in runs[0].estimates]
-    powers = list(range(0, tensor_order + 1))
-    for name in tensors:
-        vals = np.stack([r[name].value for r in runs])
-        errs = np.stack([r[name].stderr for r in runs])
-        coef, se, c2 = _wls(widths, vals, errs, powers)
-        est[name] = Estimate(name, coef[0], se[0], f"n -> infinity limit of {QUANTITIES[name][0]}")
-        if tensor_order >= 1:
-            est[name + "_slope"] = Estimate(name + "_slope", coef[1], se[1], "coefficient of 1/n")
-        chi2[name], dof[name] = c2, W - len(powers)
-    info = dict(runs[0].info)
-    info["samples"] = [r.info["samples"] for r in runs]
-    info["seconds"] = sum(r.info["seconds"] for r in runs)
-    return WidthFit(est, chi2, dof, widths, runs, info)
-
-
-def fit_inverse_width(
-    activation,
-    X,
-    depth: int,
-    widths=(16, 32, 64, 128, 256),
-    C_W=2.0,
-    C_b=0.0,
-    param: str = "ntk",
-    samples: int = 20_000,
-    seed=0,
-    *,
-    infinite="fit",
-    mean_order: int = 2,
-    tensor_order: int = 1,
-    **kwargs,
-) -> WidthFit:
-    """Run :func:`layer_statistics` at each width (equal hidden widths) and fit the 1/n expansions.
-
-    ``infinite``: ``"fit"`` (fit the infinite-width K and Theta too), ``"recursion"`` (fix them to
-    :class:`ntk_theory.recursions.KernelRecursion`, library activations only) or a pair (K, Theta).
-    ``samples``: an int or one per width.  Other keywords go to :func:`layer_statistics`.
-    """
-    X = _checks.inputs(X)
-    widths = [int(w) for w in widths]
-    per = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(widths)
-    seeds = np.random.SeedSequence(seed).spawn(len(widths))
-    runs = [
-        layer_statistics(activation, X, depth, w, C_W, C_b, param, s, sd, **kwargs)
-        for w, s, sd in zip(widths, per, seeds)
-    ]
-    fixed = None
-    if isinstance(infinite, str):
-        if infinite == "recursion":
-            from .recursions import KernelRecursion
-
-            if param == "standard":
-                raise ValueError("param='standard': the infinite-width NTK grows with n; give (K, Theta) or fit them")
-            rec = KernelRecursion(numpy_activation(activation).name, depth, C_W, C_b, param)
-            res = rec(X)
-            fixed = (res.nngp, res.ntk)
-        elif infinite != "fit":
-            raise ValueError("infinite must be 'fit', 'recursion' or a pair (K, Theta)")
-    elif infinite is not None:
-        fixed = tuple(np.asarray(v, dtype=float) for v in infinite)
-    fit = fit_widths(runs, fixed, mean_order, tensor_order)
-    fit.info["seed"] = seed if isinstance(seed, (int, type(None))) else str(seed)
-    return fit

@@ -17,28 +17,27 @@ and estimates
 (E[f] = 0 by the symmetry W -> -W of the readout, so the cumulant uses raw moments.)
 
 Standard errors: the S networks are split into B batches; each estimate is a smooth function of
-batch-summed moments and its standard error is the delete-one-batch jackknife, which for plain
-means equals the batch-means standard error.  Runs are reproducible: block k draws from
-``SeedSequence(seed).spawn(...)[k]`` and blocks are combined in order, whatever the thread count.
+batch-summed moments and its standard error is the delete-one-batch jackknife
+(:mod:`ntk_theory.montecarlo.estimate`), which for plain means equals the batch-means standard error.
+Runs are reproducible: block k draws from ``SeedSequence(seed).spawn(...)[k]`` and blocks are combined
+in order, whatever the thread count.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import _checks
-from .architecture import MLPSpec
-from .progress import progress_bar
-from .reference import ensemble
-from .reference.activations import numpy_activation
+from .. import _checks
+from ..architecture import MLPSpec
+from ..reference import ensemble
+from ..reference.activations import numpy_activation
+from .estimate import Estimate, distinct_entries, jackknife, run_blocks
 
 Array = np.ndarray
 
@@ -46,31 +45,13 @@ Array = np.ndarray
 ESTIMATES = {
     "output_second_moment": ("E[f_a f_b]", "pair"),
     "ntk_mean": ("E[Theta_ab]", "pair"),
-    "ntk_covariance": ("Cov[Theta_ab, Theta_cd]", "pair_of_pairs"),
+    "ntk_covariance": ("Cov[Theta_ab, Theta_cd]", "pp"),
     "kernel_mean": ("E[Khat_ab] (last hidden layer)", "pair"),
-    "kernel_covariance": ("Cov[Khat_ab, Khat_cd] (last hidden layer)", "pair_of_pairs"),
+    "kernel_covariance": ("Cov[Khat_ab, Khat_cd] (last hidden layer)", "pp"),
     "output_cumulant": ("kappa_abcd = 4th cumulant of the outputs", "full"),
 }
 
 FOURTH_ORDER_MAX_INPUTS = 16
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte Carlo estimate with its standard error (same shape)."""
-
-    name: str
-    value: Array
-    stderr: Array
-    description: str = ""
-
-    def __repr__(self) -> str:
-        return f"Estimate({self.name}: shape {self.value.shape}, max stderr {np.max(self.stderr):.3g})"
-
-    def z_score(self, exact) -> Array:
-        """(value - exact) / stderr, elementwise: how many standard errors off a prediction is."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (self.value - np.asarray(exact)) / self.stderr
 
 
 @dataclass
@@ -106,7 +87,7 @@ class MonteCarloResult:
         for name, est in self.estimates.items():
             desc, symmetry = ESTIMATES.get(name, (est.description, "full"))
             lines.append(f"{name}: {desc}")
-            keys = _distinct_indices(est.value.shape, symmetry)
+            keys = distinct_entries(est.value.shape, symmetry)
             for idx in keys[:max_rows]:
                 label = ",".join(str(i) for i in idx)
                 lines.append(f"  [{label:>9}]  {est.value[idx]: .6e} +- {est.stderr[idx]:.2e}")
@@ -165,19 +146,6 @@ class MonteCarloResult:
             return cls(est, data["X"], info)
 
 
-def _distinct_indices(shape, symmetry: str) -> list:
-    """Index tuples of the distinct entries of a tensor with the given symmetry."""
-    ranges = [range(n) for n in shape]
-    if symmetry == "pair" and len(shape) == 2:
-        return [(a, b) for a, b in itertools.product(*ranges) if a <= b]
-    if symmetry == "pair_of_pairs" and len(shape) == 4:
-        pairs = [(a, b) for a in ranges[0] for b in ranges[1] if a <= b]
-        return [p + q for i, p in enumerate(pairs) for q in pairs[i:]]
-    if symmetry == "full":
-        return list(itertools.combinations_with_replacement(range(shape[0]), len(shape)))
-    return list(itertools.product(*ranges))
-
-
 # ---------------------------------------------------------------------------- estimation
 def _block_moments(out: ensemble.EnsembleOutputs) -> dict:
     """Per-network f f^T, Theta and Khat, flattened to (S, N^2)."""
@@ -187,22 +155,6 @@ def _block_moments(out: ensemble.EnsembleOutputs) -> dict:
         "th": out.ntk.reshape(S, N * N),
         "k": out.kernel.reshape(S, N * N),
     }
-
-
-def _sum_by_batch(moments: dict, batch_ids: Array, fourth_order: bool) -> dict:
-    """Sum per-network moments into their batches; products of two as (N^2 x N^2) matrices."""
-    out = {}
-    for b in np.unique(batch_ids):
-        sel = batch_ids == b
-        sums = {"count": int(sel.sum())}
-        for key in ("ff", "th", "k"):
-            sums[key] = moments[key][sel].sum(axis=0)
-        if fourth_order:
-            for key, base in (("f4", "ff"), ("thth", "th"), ("kk", "k")):
-                x = moments[base][sel]
-                sums[key] = x.T @ x
-        out[int(b)] = sums
-    return out
 
 
 def _estimators(means: dict, count: float, N: int, fourth_order: bool) -> dict:
@@ -222,24 +174,6 @@ def _estimators(means: dict, count: float, N: int, fourth_order: bool) -> dict:
     return est
 
 
-def _jackknife(batch_sums: list, N: int, fourth_order: bool) -> tuple[dict, dict]:
-    keys = [k for k in batch_sums[0] if k != "count"]
-    counts = np.array([b["count"] for b in batch_sums], dtype=float)
-    totals = {k: sum(b[k] for b in batch_sums) for k in keys}
-    n_total = counts.sum()
-    full = _estimators({k: v / n_total for k, v in totals.items()}, n_total, N, fourth_order)
-    B = len(batch_sums)
-    leave_out = []
-    for b, sums in enumerate(batch_sums):
-        n_b = n_total - counts[b]
-        leave_out.append(_estimators({k: (totals[k] - sums[k]) / n_b for k in keys}, n_b, N, fourth_order))
-    stderr = {}
-    for name in full:
-        stack = np.stack([lo[name] for lo in leave_out])
-        stderr[name] = np.sqrt((B - 1) / B * ((stack - stack.mean(axis=0)) ** 2).sum(axis=0))
-    return full, stderr
-
-
 def _block_size(spec: MLPSpec, N: int, sampler: str, memory_mb: float) -> int:
     """Networks per block so that one block's arrays stay within ``memory_mb``."""
     widest = max(spec.widths)
@@ -250,24 +184,6 @@ def _block_size(spec: MLPSpec, N: int, sampler: str, memory_mb: float) -> int:
     per_net += 6 * N * widest * spec.n_layers + 4 * N * N * N * N
     per_net *= 8 * 2  # float64, temporaries
     return int(np.clip(memory_mb * 2**20 // per_net, 1, 2048))
-
-
-def run_blocks(run_block, n_blocks: int, batches: int, workers, progress, desc: str) -> list:
-    """Run ``run_block(k)`` for k < n_blocks in threads (in order of k) and add up the per-batch
-    sums each returns ({batch: {name: sum}}); a progress bar as :func:`ntk_theory.progress.progress_bar`
-    draws it (``progress`` None: when standard error is a terminal and the run takes a few seconds)."""
-    batch_sums: list = [None] * batches
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = progress_bar(pool.map(run_block, range(n_blocks)), total=n_blocks, unit="block", desc=desc,
-                               enabled=progress)
-        for partial in results:
-            for b, sums in partial.items():
-                if batch_sums[b] is None:
-                    batch_sums[b] = sums
-                else:
-                    for key, value in sums.items():
-                        batch_sums[b][key] = batch_sums[b][key] + value
-    return batch_sums
 
 
 def sample_statistics(
@@ -314,24 +230,19 @@ def sample_statistics(
     workers = workers or min(os.cpu_count() or 1, 8)
 
     block = _block_size(spec, N, sampler, memory_mb)
-    starts = list(range(0, samples, block))
-    seeds = np.random.SeedSequence(seed).spawn(len(starts))
 
-    def run_block(k: int) -> dict:
-        i0 = starts[k]
-        S = min(block, samples - i0)
-        rng = np.random.default_rng(seeds[k])
-        out = ensemble.sample(X, spec, act, S, rng, sampler)
-        batch_ids = (np.arange(i0, i0 + S) * batches) // samples
-        return _sum_by_batch(_block_moments(out), batch_ids, fourth_order)
+    def sample_block(rng, S: int) -> dict:
+        return _block_moments(ensemble.sample(X, spec, act, S, rng, sampler))
 
+    products = [("f4", "ff", "ff"), ("thth", "th", "th"), ("kk", "k", "k")] if fourth_order else []
     t0 = time.perf_counter()
     hidden = sorted(set(spec.widths[1:-1]))
     desc = f"n={hidden[0] if len(hidden) == 1 else list(spec.widths[1:-1])}: {samples} networks"
-    batch_sums = run_blocks(run_block, len(starts), batches, workers, progress, desc)
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers, progress=progress, desc=desc,
+                      products=products)
     seconds = time.perf_counter() - t0
 
-    values, errors = _jackknife(batch_sums, N, fourth_order)
+    values, errors = jackknife(sums, lambda means, count: _estimators(means, count, N, fourth_order))
     estimates = {
         name: Estimate(name, values[name], errors[name], ESTIMATES[name][0]) for name in ESTIMATES if name in values
     }

@@ -1,14 +1,15 @@
 r"""Validation of the finite-width predictions against the reference network's Monte Carlo.
 
-:func:`check_finite_width` computes the predictions of :mod:`ntk_theory.finite_width` (the
-recursions) and, independently, the Monte Carlo fits of :mod:`ntk_theory.montecarlo_finite_width`
-(variance-reduced estimators on finite networks at several widths, fitted in 1/n with the
-infinite-width K and Theta fixed to the recursion), and compares every distinct entry of
-K1 (``nngp_correction``), Theta1 (``ntk_correction``) and the readout tensors V, A, B, D, F:
-z = (fit - prediction) / SE; the check passes when all |z| < ``sigmas``.  :meth:`FiniteWidthCheck.plot`
-draws each compared entry's per-width Monte Carlo values against 1/n with the fit and the prediction
-(for K1 and Theta1 the scaled deviations n (E[z z] - K) and n (E[Theta] - Theta), whose fit
-K1 + K2/n reaches K1 at 1/n = 0).
+:func:`check_finite_width` computes the predictions of :mod:`ntk_theory.finite_width` (the recursions) and,
+independently, the Monte Carlo fits of :func:`ntk_theory.validation.fits.fit_inverse_width` (the
+variance-reduced estimators of :mod:`ntk_theory.montecarlo.finite_width` on finite networks at several
+widths, fitted in 1/n with the infinite-width K and Theta fixed to the recursion), and compares every
+distinct entry of K1 (``nngp_correction``), Theta1 (``ntk_correction``) and the readout tensors V, A, B, D,
+F: z = (fit - prediction) / SE; the check passes when every entry has |z| < ``sigmas``
+(:mod:`ntk_theory.validation.verdict`: an entry whose standard error is 0 or not finite fails).
+:meth:`FiniteWidthCheck.plot` draws each compared entry's per-width Monte Carlo values against 1/n with
+the fit and the prediction (for K1 and Theta1 the scaled deviations n (E[z z] - K) and n (E[Theta] - Theta),
+whose fit K1 + K2/n reaches K1 at 1/n = 0).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .finite_width import finite_width
-from .montecarlo_finite_width import _distinct, _symmetry_of, fit_inverse_width
+from ..finite_width import finite_width
+from ..montecarlo import distinct_entries, symmetry_of
+from .fits import fit_inverse_width
+from .plot import Panel, plot_panels
+from .verdict import outcome, passes, z_score
 
 #: Monte Carlo name -> prediction attribute
 COMPARED = {"K1": "nngp_correction", "ntk1": "ntk_correction", "V": "V", "A": "A", "B": "B", "D": "D", "F": "F"}
@@ -33,22 +37,38 @@ class FiniteWidthCheck:
 
     @property
     def passed(self) -> bool:
-        return all(abs(r[5]) < self.sigmas for r in self.rows)
+        return bool(self.rows) and all(passes(r[5], self.sigmas) for r in self.rows)
 
     @property
     def max_abs_z(self) -> float:
-        return max(abs(r[5]) for r in self.rows)
+        """The largest |z| over the compared entries; NaN if an entry has no z-score."""
+        return max((abs(r[5]) if np.isfinite(r[5]) else np.inf for r in self.rows), default=np.nan)
 
-    def table(self) -> str:
+    def table(self, max_rows: int | None = None) -> str:
+        """Every compared entry (``max_rows``: at most that many rows per quantity, the failing ones and the
+        largest |z| first, and a line counting the rest, which were compared all the same)."""
         i = self.info
+        counts = {}
+        for r in self.rows:
+            counts[r[0]] = counts.get(r[0], 0) + 1
         lines = [f"finite-width check: {i.get('description')}; Monte Carlo {i.get('samples')} networks at each "
-                 f"width {i.get('widths')}, 1/n fits ({i.get('seconds', 0):.0f} s)",
+                 f"width {i.get('widths')}, 1/n fits ({i.get('seconds', 0):.0f} s); every distinct entry compared: "
+                 + ", ".join(f"{name} {k}" for name, k in counts.items()),
                  f"{'quantity':<16}{'entry':>9}{'prediction':>14}{'Monte Carlo fit':>26}{'z':>8}  result"]
-        for name, idx, p, v, se, z in self.rows:
-            ok = "pass" if abs(z) < self.sigmas else "FAIL"
-            lines.append(f"{name:<16}{','.join(map(str, idx)):>9}{p:>14.6g}{v:>16.6g} ± {se:<8.2g}{z:>8.2f}  {ok}")
-        lines.append(f"max |z| = {self.max_abs_z:.2f}: " + (f"all within {self.sigmas} standard errors: PASS"
-                                                           if self.passed else "some entries FAIL"))
+        for name in counts:
+            rows = [r for r in self.rows if r[0] == name]
+            if max_rows is not None and len(rows) > max_rows:
+                shown = sorted(rows, key=lambda r: -(abs(r[5]) if np.isfinite(r[5]) else np.inf))[:max_rows]
+                rows = [r for r in rows if r in shown]
+            for _, idx, p, v, se, z in rows:
+                lines.append(f"{name:<16}{','.join(map(str, idx)):>9}{p:>14.6g}{v:>16.6g} ± {se:<8.2g}{z:>8.2f}  "
+                             + outcome(z, self.sigmas, v, p, se))
+            if len(rows) < counts[name]:
+                lines.append(f"{'':<16}... {counts[name] - len(rows)} more {name} entries compared, with smaller |z|")
+        failed = sum(not passes(r[5], self.sigmas) for r in self.rows)
+        lines.append(f"{len(self.rows)} entries, max |z| = {self.max_abs_z:.2f}: "
+                     + (f"all within {self.sigmas} standard errors: PASS" if self.passed
+                        else f"{failed} FAIL"))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -57,8 +77,6 @@ class FiniteWidthCheck:
     def plot(self, path=None):
         """One panel per compared entry (module docstring); matplotlib (the ``plot`` extra) needed;
         saved to ``path`` if given; returns the figure."""
-        from .validation import Panel, plot_panels
-
         fit = self.fit
         x = 1.0 / np.asarray(fit.widths, dtype=float)
         panels = []
@@ -83,7 +101,7 @@ class FiniteWidthCheck:
 
 def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str = "ntk",
                        widths=(32, 64, 128, 256), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
-                       max_rows: int = 6, progress: bool | None = None) -> FiniteWidthCheck:
+                       progress: bool | None = None) -> FiniteWidthCheck:
     """Predictions vs Monte Carlo 1/n fits for every quantity (see the module docstring).
 
     ``progress``: True, False or None (bars when standard error is a terminal)."""
@@ -97,14 +115,9 @@ def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str =
     for name, attr in COMPARED.items():
         est = fit[name]
         P = getattr(pred, attr)
-        keys = _distinct(est.value.shape, _symmetry_of(name))
-        if name in ("K1", "ntk1"):
-            keys = [k for k in keys if est.stderr[k] > 0]  # exact zeros (no Monte Carlo noise) are skipped
-        for idx in keys[:max_rows]:
-            se = float(est.stderr[idx])
-            v = float(est.value[idx])
-            z = (v - float(P[idx])) / se if se > 0 else 0.0
-            rows.append((name, idx, float(P[idx]), v, se, z))
+        for idx in distinct_entries(est.value.shape, symmetry_of(name)):
+            v, se, p = float(est.value[idx]), float(est.stderr[idx]), float(P[idx])
+            rows.append((name, idx, p, v, se, z_score(v, p, se)))
     info = dict(description=pred.description, samples=samples, widths=list(widths),
                 seconds=time.perf_counter() - t0)
     return FiniteWidthCheck(rows, sigmas, info, fit)

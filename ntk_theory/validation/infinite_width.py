@@ -1,13 +1,15 @@
 r"""Validation: infinite-width predictions against the reference network's Monte Carlo at several widths.
 
 At width n the Monte Carlo estimates y(n) of E[f_a f_b] and E[Theta_ab] differ from the infinite-width
-prediction p by O(1/n).  For every distinct entry the relative deviation r(n) = y(n)/p - 1 is fitted
-by weighted least squares to r(n) = r_inf + c/n (weights 1/SE^2); the prediction passes when the
-extrapolated r_inf is within ``sigmas`` standard errors of 0.  (For ``param="standard"`` the
-prediction is computed at each width, since its NTK grows with n.)
+prediction p by O(1/n).  For every distinct entry the relative deviation r(n) = (y(n) - p)/p (where p = 0,
+an off-diagonal entry of orthogonal inputs, (y(n) - p)/sqrt(|p_aa p_bb|)) is fitted by weighted least
+squares to r(n) = r_inf + c/n (weights 1/SE^2, :func:`ntk_theory.validation.fits.weighted_fit`); the entry
+passes when the extrapolated r_inf is within ``sigmas`` standard errors of 0
+(:mod:`ntk_theory.validation.verdict`: an entry whose standard error is 0 or not finite fails).  (For
+``param="standard"`` the prediction is computed at each width, since its NTK grows with n.)
 
 Numerical cross-check of the float64 evaluation: the same kernels by an independent quadrature
-(:mod:`ntk_theory.validation_quadrature`: polar Gauss-Legendre of the reference network's NumPy
+(:mod:`ntk_theory.montecarlo.quadrature`: polar Gauss-Legendre of the reference network's NumPy
 activation, no symbolic layer), entry by entry.  It passes when
 |float64 - quadrature| <= ``crosscheck_rtol`` |quadrature| + 4 (quadrature error estimate) + the float64
 evaluation's own quadrature error estimate.  ``mp_check=True`` adds the recursion at 30 digits in
@@ -22,16 +24,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .montecarlo import sample_statistics
-from .progress import progress_bar
-from .recursions import KernelRecursion
-from .validation_quadrature import quadrature_kernels
+from ..montecarlo import sample_statistics
+from ..montecarlo.quadrature import quadrature_kernels
+from ..progress import progress_bar
+from ..recursions import KernelRecursion
+from .fits import weighted_fit
+from .plot import Panel, plot_panels
+from .verdict import outcome, passes, z_score
 
 #: relative tolerance of the float64-vs-quadrature cross-check (on top of both error estimates)
 CROSSCHECK_RTOL = 1e-9
 
 @dataclass
 class CheckRow:
+    """One compared entry: the fit r(n) = (y(n) - p(n)) / scale = r_inf + slope/n of the Monte Carlo y(n)
+    against the prediction p(n), with scale = p (a relative deviation) or, where p = 0, sqrt(|p_aa p_bb|)."""
+
     quantity: str
     entry: tuple
     prediction: float
@@ -40,10 +48,15 @@ class CheckRow:
     r_inf_se: float
     slope: float
     predictions: list = field(default_factory=list)  # the prediction at each width (param="standard": grows with n)
+    scale: float | None = None  # the divisor of the deviations; None: the prediction
 
     @property
     def z(self) -> float:
-        return self.r_inf / self.r_inf_se if self.r_inf_se > 0 else 0.0
+        """r_inf / SE(r_inf); NaN (a failing entry) when the standard error is 0 or not finite."""
+        return z_score(self.r_inf, 0.0, self.r_inf_se)
+
+    def outcome(self, sigmas: float) -> str:
+        return outcome(self.z, sigmas, self.r_inf, 0.0, self.r_inf_se)
 
 
 @dataclass
@@ -55,7 +68,7 @@ class CheckReport:
 
     @property
     def monte_carlo_passed(self) -> bool:
-        return all(abs(r.z) < self.sigmas for r in self.rows)
+        return all(passes(r.z, self.sigmas) for r in self.rows)
 
     @property
     def crosscheck_passed(self) -> bool:
@@ -73,7 +86,7 @@ class CheckReport:
         for r in self.rows:
             cells = "".join(f"{v:>12.5g}±{se:<7.1g}" for _, v, se in r.estimates)
             fit = f"{r.r_inf:+.2e}±{r.r_inf_se:.1e}"
-            ok = "pass" if abs(r.z) < self.sigmas else "FAIL"
+            ok = r.outcome(self.sigmas)
             lines.append(f"{r.quantity:<12}{','.join(map(str, r.entry)):>6}{r.prediction:>14.7g}{cells}{fit:>22}{r.z:>7.2f}  {ok}")
         verdict = [f"Monte Carlo: all within {self.sigmas} standard errors" if self.monte_carlo_passed
                    else "Monte Carlo: some entries FAIL"]
@@ -113,77 +126,16 @@ class CheckReport:
             y = np.array([v for _, v, _ in r.estimates])
             se = np.array([e for _, _, e in r.estimates])
             p = np.array(r.predictions or [r.prediction] * len(n), dtype=float)
+            scale = np.array(r.scale if r.scale is not None else p, dtype=float) * np.ones_like(p)
             label = f"{r.quantity} {','.join(map(str, r.entry))}"
             if np.ptp(p) > 0:  # the prediction depends on n (param="standard"): relative deviations
-                panels.append(Panel(label + "  (y/p - 1)", 1 / n, y / p - 1, se / np.abs(p),
+                panels.append(Panel(label + "  ((y - p)/p)", 1 / n, (y - p) / scale, se / np.abs(scale),
                                     lambda x, r=r: r.r_inf + r.slope * x, 0.0, r.r_inf, r.r_inf_se, r.z))
             else:
-                p0 = float(p[0])
-                panels.append(Panel(label, 1 / n, y, se, lambda x, r=r, p0=p0: p0 * (1 + r.r_inf + r.slope * x),
-                                    p0, p0 * (1 + r.r_inf), abs(p0) * r.r_inf_se, r.z))
+                p0, s0 = float(p[0]), float(scale[0])
+                panels.append(Panel(label, 1 / n, y, se, lambda x, r=r, p0=p0, s0=s0: p0 + s0 * (r.r_inf + r.slope * x),
+                                    p0, p0 + s0 * r.r_inf, abs(s0) * r.r_inf_se, r.z))
         return plot_panels(panels, self._title(), path)
-
-
-@dataclass
-class Panel:
-    """One compared entry for :func:`plot_panels`: Monte Carlo ``y`` +- ``se`` at ``x`` = 1/n, the fit
-    as a function of x, the prediction, the fit's value at x = 0 with its standard error, and z."""
-
-    label: str
-    x: np.ndarray
-    y: np.ndarray
-    se: np.ndarray
-    fit: object
-    prediction: float
-    intercept: float
-    intercept_se: float
-    z: float
-
-
-def require_matplotlib():
-    """matplotlib.pyplot with a non-interactive backend, or ImportError with the install line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'ntk-theory[plot]'") from None
-    return plt
-
-
-def plot_panels(panels, title: str, path=None, columns: int = 3):
-    """A grid of :class:`Panel` plots (see :meth:`CheckReport.plot`); saved to ``path`` if given."""
-    plt = require_matplotlib()
-    cols = min(columns, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, pn in zip(axes.ravel(), panels):
-        xs = np.linspace(0.0, 1.05 * float(np.max(pn.x)), 100)
-        ax.errorbar(pn.x, pn.y, yerr=pn.se, fmt="o", color="C0", ms=4, capsize=3, label="Monte Carlo ± SE")
-        ax.plot(xs, [pn.fit(x) for x in xs], "-", color="C1", label="1/n fit")
-        ax.errorbar([0.0], [pn.intercept], yerr=[pn.intercept_se], fmt="s", color="C1", ms=4, capsize=3)
-        ax.axhline(pn.prediction, color="k", ls="--", lw=1, label="prediction")
-        ax.set_title(f"{pn.label}   z = {pn.z:.2f}", fontsize=9)
-        ax.set_xlabel("1/n")
-        ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
-
-
-def _fit(widths, r, se):
-    """Weighted least squares r = a + b/n; returns a, se(a), b."""
-    A = np.stack([np.ones_like(widths, dtype=float), 1.0 / np.asarray(widths, dtype=float)], axis=1)
-    w = 1.0 / np.asarray(se) ** 2
-    cov = np.linalg.inv(A.T @ (A * w[:, None]))
-    coef = cov @ (A.T @ (w * r))
-    return coef[0], np.sqrt(cov[0, 0]), coef[1]
 
 
 def _max_relative(diff, ref) -> float:
@@ -240,8 +192,8 @@ def check(
     ``X``: inputs (N, d) (a 1-D array is one input), default :func:`ntk_theory.defaults.default_inputs`.
     ``progress``: True, False or None (bars when standard error is a terminal).
     """
-    from . import _checks
-    from .defaults import default_inputs
+    from .. import _checks
+    from ..defaults import default_inputs
 
     X = default_inputs() if X is None else _checks.inputs(X)
     N = X.shape[0]
@@ -277,7 +229,18 @@ def check(
                 p = np.array([getattr(pr, attr)[a, b] for pr in preds])
                 y = np.array([run[est_name].value[a, b] for run in runs])
                 se = np.array([run[est_name].stderr[a, b] for run in runs])
-                r_inf, r_se, slope = _fit(widths, y / p - 1.0, se / np.abs(p))
-                rows.append(CheckRow(qty, (a, b), float(p[-1]), list(zip(widths, y, se)), r_inf, r_se, slope,
-                                     [float(v) for v in p]))
+                scale = _scale(p, [np.sqrt(abs(getattr(pr, attr)[a, a] * getattr(pr, attr)[b, b])) for pr in preds])
+                (r_inf, slope), (r_se, _), _ = weighted_fit(widths, (y - p) / scale, se / np.abs(scale), [0, 1])
+                rows.append(CheckRow(qty, (a, b), float(p[-1]), list(zip(widths, y, se)), float(r_inf), float(r_se),
+                                     float(slope), [float(v) for v in p], None if scale is p else float(scale[-1])))
     return CheckReport(str(activation), rows, sigmas, info)
+
+
+def _scale(p, diagonal):
+    """The divisor of an entry's deviations: the prediction p (per width) where it is nonzero at every width, else
+    sqrt(|p_aa p_bb|) (a zero off-diagonal prediction, orthogonal inputs of an odd activation), else 1."""
+    p = np.asarray(p, dtype=float)
+    if np.all(p != 0):
+        return p
+    d = np.asarray(diagonal, dtype=float)
+    return d if np.all(d > 0) else np.ones_like(p)

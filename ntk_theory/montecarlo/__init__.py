@@ -1,0 +1,23 @@
+"""Monte Carlo over finite reference networks (:mod:`ntk_theory.reference`): estimates with standard errors.
+
+* :func:`sample_statistics` (:mod:`.statistics`): moments of the outputs, the NTK and the last kernel;
+* :func:`layer_statistics` (:mod:`.finite_width`): the readout layer's finite-width statistics (K, Theta,
+  V, A, B, D, F) with variance-reduced estimators and control variates (:mod:`.controls`);
+* :mod:`.estimate`: the one block runner and the one delete-one-batch jackknife every estimator uses;
+* :mod:`.quadrature`: Gaussian expectations of the reference activations by plain quadrature (the control
+  variates' means, and the independent float64 cross-check of ``ntk-theory check``).
+
+Nothing here imports the symbolic layer (``activations``, ``gaussian``, ``recursions``, ``finite_width``,
+``codegen``): the Monte Carlo is independent of what it judges.  Fits in 1/n and verdicts are in
+:mod:`ntk_theory.validation`.
+"""
+
+from .estimate import Estimate, batch_sums, distinct_entries, jackknife, run_blocks, symmetrise
+from .finite_width import ALIASES, QUANTITIES, EstimateTable, LayerStatistics, layer_statistics, symmetry_of
+from .statistics import ESTIMATES, MonteCarloResult, sample_statistics
+
+__all__ = [
+    "sample_statistics", "MonteCarloResult", "ESTIMATES",
+    "layer_statistics", "LayerStatistics", "EstimateTable", "QUANTITIES", "ALIASES", "symmetry_of",
+    "Estimate", "run_blocks", "batch_sums", "jackknife", "distinct_entries", "symmetrise",
+]

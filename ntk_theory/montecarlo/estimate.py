@@ -1,0 +1,168 @@
+r"""Estimates with standard errors: the block runner, the batch sums and the delete-one-batch jackknife
+shared by every Monte Carlo estimator of the package.
+
+A run draws S independent networks in blocks.  Block k draws from ``SeedSequence(seed).spawn(K)[k]``
+(K blocks of ``block`` networks), each network belongs to batch ``floor(i B / S)`` (i its index in the run,
+B batches), and :func:`run_blocks` adds each block's per-network features up by batch, combining the
+blocks in the order of k: the result does not depend on the number of threads.
+
+Every estimate is a smooth function theta(m) of the mean features m (an *estimator*: a function of the
+mean features and the number of networks, returning a dict of arrays).  :func:`jackknife` evaluates it
+on all S networks and on the S - S_b networks left when batch b is deleted, and reports
+
+    SE = sqrt((B - 1)/B sum_b (theta_(-b) - mean_b theta_(-b))^2),
+
+the delete-one-batch jackknife.  For a plain mean it equals the batch-means standard error of the mean;
+for a smooth function of means its error is O(1/S) relative, like the delta method's, and it needs no
+derivative of theta.  The error of the SE itself is that of a chi-square with B - 1 degrees of freedom:
+about 1/sqrt(2 (B - 1)) relative (13% for 32 batches).
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..progress import progress_bar
+
+Array = np.ndarray
+
+__all__ = ["Estimate", "SYMMETRIES", "symmetrise", "distinct_entries", "batch_sums", "run_blocks", "jackknife"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte Carlo estimate with its standard error (same shape)."""
+
+    name: str
+    value: Array
+    stderr: Array
+    description: str = ""
+
+    def __repr__(self) -> str:
+        return f"Estimate({self.name}: shape {self.value.shape}, max stderr {np.max(self.stderr):.3g})"
+
+    def z_score(self, exact) -> Array:
+        """(value - exact) / stderr, elementwise: how many standard errors off a prediction is.  An entry
+        whose standard error is 0 or not finite has no z-score: NaN, never a silent 0 (and NaN fails every
+        ``|z| < k`` test)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (self.value - np.asarray(exact)) / self.stderr
+        return np.where(np.isfinite(self.stderr) & (self.stderr > 0), z, np.nan)
+
+
+# --------------------------------------------------------------------------- symmetries of tensors
+#: index permutations under which a tensor of each symmetry is invariant
+SYMMETRIES = {
+    "pair": [(0, 1), (1, 0)],
+    "pp": [(0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 3, 2), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 0, 1), (2, 3, 1, 0),
+           (3, 2, 1, 0)],
+    "B": [(0, 1, 2, 3), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 1, 0)],
+    "D": [(0, 1, 2, 3), (1, 0, 2, 3), (0, 1, 3, 2), (1, 0, 3, 2)],
+    "F": [(0, 1, 2, 3), (2, 3, 0, 1)],
+    "full": list(itertools.permutations(range(4))),
+    "none": None,
+}
+
+
+def symmetrise(T: Array, symmetry: str) -> Array:
+    """Average a (N,)*k tensor over the index permutations of ``symmetry`` (a key of :data:`SYMMETRIES`)."""
+    perms = SYMMETRIES[symmetry]
+    if perms is None:
+        return T
+    return sum(np.transpose(T, p) for p in perms) / len(perms)
+
+
+def distinct_entries(shape, symmetry: str) -> list:
+    """Index tuples of the distinct entries of a tensor of ``shape`` with ``symmetry``: one per orbit of
+    the permutations, the smallest tuple of it, in lexicographic order of first appearance."""
+    if not shape:
+        return [()]
+    perms = SYMMETRIES[symmetry]
+    if perms is None or len(perms[0]) != len(shape):
+        return list(itertools.product(*(range(n) for n in shape)))
+    keys, seen = [], set()
+    for idx in itertools.product(*(range(n) for n in shape)):
+        canon = min(tuple(idx[i] for i in p) for p in perms)
+        if canon not in seen:
+            seen.add(canon)
+            keys.append(canon)
+    return keys
+
+
+# --------------------------------------------------------------------------- blocks and batches
+def batch_sums(features: dict, batch_ids: Array, products=()) -> dict:
+    """Per batch b present in ``batch_ids``: ``{"count": S_b, name: sum of features[name] over the batch,
+    ...}`` and, for each ``(label, a, b)`` in ``products`` whose features are present,
+    ``label: features[a]^T features[b]`` summed over the batch's networks (features are (S, k) arrays)."""
+    out = {}
+    for b in np.unique(batch_ids):
+        sel = batch_ids == b
+        sums = {"count": int(sel.sum())}
+        for key, x in features.items():
+            sums[key] = x[sel].sum(axis=0)
+        for label, a, c in products:
+            if a in features and c in features:
+                sums[label] = features[a][sel].T @ features[c][sel]
+        out[int(b)] = sums
+    return out
+
+
+def run_blocks(sample_block: Callable, samples: int, batches: int, block: int, seed, *, workers: int = 1,
+               progress=None, desc: str = "", products=()) -> list:
+    """Draw ``samples`` networks in blocks of ``block`` and return the per-batch sums (list of dicts, one per
+    batch, as :func:`batch_sums` with ``products``).
+
+    ``sample_block(rng, S)`` draws S networks with the generator ``rng`` and returns their features,
+    ``{name: (S, k) array}``.  Blocks run on ``workers`` threads; block k uses the k-th child of
+    ``SeedSequence(seed)`` (``seed`` an int, None or a SeedSequence) and blocks are combined in the order of
+    k, so the result is the same for every thread count.  A progress bar as
+    :func:`ntk_theory.progress.progress_bar` (``progress`` None: when standard error is a terminal)."""
+    starts = list(range(0, samples, block))
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seeds = root.spawn(len(starts))
+
+    def run(k: int) -> dict:
+        i0 = starts[k]
+        S = min(block, samples - i0)
+        features = sample_block(np.random.default_rng(seeds[k]), S)
+        ids = (np.arange(i0, i0 + S) * batches) // samples
+        return batch_sums(features, ids, products)
+
+    sums: list = [None] * batches
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = progress_bar(pool.map(run, range(len(starts))), total=len(starts), unit="block", desc=desc,
+                               enabled=progress)
+        for partial in results:
+            for b, s in partial.items():
+                if sums[b] is None:
+                    sums[b] = s
+                else:
+                    for key, value in s.items():
+                        sums[b][key] = sums[b][key] + value
+    return sums
+
+
+def jackknife(sums: list, estimator: Callable[[dict, float], dict]) -> tuple[dict, dict]:
+    """The estimates on all networks and their delete-one-batch jackknife standard errors (module docstring).
+
+    ``sums``: per-batch sums (:func:`run_blocks`); ``estimator(means, count)`` maps the mean features
+    (each sum divided by the number of networks) and that number to ``{name: array}``.  Returns
+    ``(values, stderr)``, two dicts with the estimator's names."""
+    keys = [k for k in sums[0] if k != "count"]
+    counts = np.array([s["count"] for s in sums], dtype=float)
+    totals = {k: sum(s[k] for s in sums) for k in keys}
+    n_total = counts.sum()
+    full = estimator({k: v / n_total for k, v in totals.items()}, n_total)
+    B = len(sums)
+    leave_out = [estimator({k: (totals[k] - s[k]) / (n_total - counts[b]) for k in keys}, n_total - counts[b])
+                 for b, s in enumerate(sums)]
+    stderr = {}
+    for name in full:
+        stack = np.stack([lo[name] for lo in leave_out])
+        stderr[name] = np.sqrt((B - 1) / B * ((stack - stack.mean(axis=0)) ** 2).sum(axis=0))
+    return full, stderr

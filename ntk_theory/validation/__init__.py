@@ -1,0 +1,27 @@
+"""Validation: predictions against the reference network's Monte Carlo (:mod:`ntk_theory.montecarlo`).
+
+* :func:`check` (:mod:`.infinite_width`): the infinite-width NNGP and NTK against Monte Carlo at several
+  widths, extrapolated in 1/n, and the float64 evaluation against an independent quadrature
+  (``ntk-theory check``);
+* :func:`check_finite_width` (:mod:`.finite_width`): the 1/n corrections K1, Theta1 and the readout tensors
+  V, A, B, D, F against the Monte Carlo 1/n fits (``ntk-theory check --finite-width``);
+* :func:`fit_inverse_width`, :func:`fit_widths` (:mod:`.fits`): those fits;
+* :mod:`.verdict`: the one rule by which every compared entry passes or fails.
+
+Pipeline: reference -> montecarlo -> validation; the validation may use the symbolic layer (it computes
+the predictions), the Monte Carlo it judges by does not.
+"""
+
+from .finite_width import COMPARED, FiniteWidthCheck, check_finite_width
+from .fits import WidthFit, fit_inverse_width, fit_widths, weighted_fit
+from .infinite_width import CROSSCHECK_RTOL, CheckReport, CheckRow, check, crosscheck
+from .plot import Panel, plot_panels, require_matplotlib
+from .verdict import outcome, passes, z_score
+
+__all__ = [
+    "check", "crosscheck", "CheckReport", "CheckRow", "CROSSCHECK_RTOL",
+    "check_finite_width", "FiniteWidthCheck", "COMPARED",
+    "fit_inverse_width", "fit_widths", "WidthFit", "weighted_fit",
+    "Panel", "plot_panels", "require_matplotlib",
+    "z_score", "passes", "outcome",
+]

@@ -1,0 +1,185 @@
+r"""Fits in 1/n of Monte Carlo estimates at several widths.
+
+:func:`fit_inverse_width` runs :func:`ntk_theory.montecarlo.layer_statistics` at several widths and
+:func:`fit_widths` fits, per entry and by weighted least squares with the Monte Carlo standard errors
+(:func:`weighted_fit`), E[z z] = K + K1/n + K2/n^2, E[Theta] = Theta + Theta1/n + Theta2/n^2 (intercepts
+fitted or fixed) and X(n) = X + X_slope/n for the n-scaled tensors X = V, A, B, D, F.  The standard errors of
+the coefficients are those of the weighted least squares (the widths' runs are independent); chi^2 per entry
+measures how well the expansion describes the runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _checks
+from ..montecarlo import QUANTITIES, Estimate, EstimateTable, layer_statistics
+from ..reference.activations import numpy_activation
+
+__all__ = ["WidthFit", "weighted_fit", "fit_widths", "fit_inverse_width"]
+
+
+@dataclass
+class WidthFit(EstimateTable):
+    """Coefficients of the 1/n fits with standard errors, chi^2 per entry, and the per-width runs.
+
+    ``K``, ``K1``, ``K2``: E[z z] = K + K1/n + K2/n^2; ``ntk``, ``ntk1``, ``ntk2`` (aliases ``Theta``,
+    ``Theta1``): the same for E[Theta_ii]; ``V``, ``A``, ``B``, ``D``, ``F`` (and the single-neuron
+    combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
+    (per entry) with ``dof[name]`` degrees of freedom.
+    """
+
+    estimates: dict
+    chi2: dict
+    dof: dict
+    widths: list
+    runs: list
+    info: dict = field(default_factory=dict)
+
+    def _extra(self, name, idx) -> str:
+        base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))
+        if base in self.chi2 and not name.endswith("_slope") and name not in ("K1", "K2", "ntk1", "ntk2"):
+            return f"   chi2 {self.chi2[base][idx]:.1f}/{self.dof[base]}"
+        return ""
+
+    def table(self, names=None, max_rows: int = 10) -> str:
+        i = self.info
+        head = (
+            f"1/n fits over widths {self.widths} ({i.get('activation')}, depth {i.get('depth')}, "
+            f"C_W={i.get('C_W')}, C_b={i.get('C_b')}, param={i.get('param')!r}, "
+            f"{i.get('samples')} networks per width, {i.get('seconds', 0):.0f} s)"
+        )
+        return "\n".join([head] + self._rows(names or list(self.estimates), max_rows))
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"<WidthFit widths {self.widths}: {', '.join(self.estimates)}>"
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(self.table())
+
+
+def weighted_fit(widths, values, errors, powers, fixed=None):
+    """Per-entry weighted least squares y(n) = fixed + sum_k c_k n^-k over k in ``powers``, weights 1/SE^2.
+
+    ``values``, ``errors``: (W, ...) arrays, one row per width.  Returns (coefficients (P, ...), their
+    standard errors (P, ...), chi^2 (...)).  An entry with a standard error that is 0 or not finite at some
+    width has no weighted fit: its coefficients, standard errors and chi^2 are NaN (a verdict built on them
+    fails), never a fit that trusts that width infinitely.
+    """
+    x = 1.0 / np.asarray(widths, dtype=float)
+    Dm = np.stack([x**p for p in powers], axis=1)  # (W, P)
+    values, errors = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
+    W = values.shape[0]
+    shape = values.shape[1:]
+    y = values.reshape(W, -1)
+    if fixed is not None:
+        y = y - np.asarray(fixed, dtype=float).reshape(1, -1)
+    e = errors.reshape(W, -1)
+    usable = np.all(np.isfinite(e) & (e > 0), axis=0)
+    w = np.where(usable, 1.0 / np.where(usable, e, 1.0) ** 2, 1.0)
+    M = np.einsum("wp,we,wq->epq", Dm, w, Dm)
+    rhs = np.einsum("wp,we,we->ep", Dm, w, y)
+    cov = np.linalg.inv(M)
+    coef = np.einsum("epq,eq->ep", cov, rhs)
+    resid = y - (Dm @ coef.T)
+    chi2 = (w * resid**2).sum(axis=0)
+    se = np.sqrt(np.einsum("epp->ep", cov))
+    coef[~usable], se[~usable], chi2[~usable] = np.nan, np.nan, np.nan
+    P = len(powers)
+    return coef.T.reshape(P, *shape), se.T.reshape(P, *shape), chi2.reshape(shape)
+
+
+def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int = 1) -> WidthFit:
+    """Fit the 1/n expansions to :class:`LayerStatistics` at several widths (see :class:`WidthFit`).
+
+    ``infinite``: None (fit the n -> infinity K and Theta) or a pair (K, Theta) of known infinite-width
+    values (then only the 1/n, ..., 1/n^mean_order coefficients are fitted).  ``mean_order``: highest
+    power of 1/n for the means (2: K + K1/n + K2/n^2); ``tensor_order``: for the n-scaled tensors.
+    """
+    widths = [r.info["n"] for r in runs]
+    if len(set(widths)) != len(widths):
+        raise ValueError(f"the runs must have distinct widths; got {widths}")
+    est, chi2, dof = {}, {}, {}
+    W = len(runs)
+    for name, fixed in (("K", None if infinite is None else infinite[0]), ("ntk", None if infinite is None else infinite[1])):
+        vals = np.stack([r[name].value for r in runs])
+        errs = np.stack([r[name].stderr for r in runs])
+        powers = list(range(1, mean_order + 1)) if fixed is not None else list(range(0, mean_order + 1))
+        if W < len(powers):
+            raise ValueError(f"{W} widths cannot fit {len(powers)} coefficients")
+        coef, se, c2 = weighted_fit(widths, vals, errs, powers, fixed)
+        labels = [name if p == 0 else f"{name}{p}" for p in powers]
+        if fixed is not None:
+            est[name] = Estimate(name, np.asarray(fixed, dtype=float), np.zeros_like(vals[0]), "given")
+        for lab, cf, s in zip(labels, coef, se):
+            desc = "n -> infinity limit" if lab == name else f"coefficient of 1/n^{lab[len(name):]}"
+            est[lab] = Estimate(lab, cf, s, desc)
+        chi2[name], dof[name] = c2, W - len(powers)
+    tensors = [k for k in ("V", "A", "B", "D", "F", "ntk_cov_single", "cumulant_single", "ntk_z_single") if k in runs[0].estimates]
+    powers = list(range(0, tensor_order + 1))
+    for name in tensors:
+        vals = np.stack([r[name].value for r in runs])
+        errs = np.stack([r[name].stderr for r in runs])
+        coef, se, c2 = weighted_fit(widths, vals, errs, powers)
+        est[name] = Estimate(name, coef[0], se[0], f"n -> infinity limit of {QUANTITIES[name][0]}")
+        if tensor_order >= 1:
+            est[name + "_slope"] = Estimate(name + "_slope", coef[1], se[1], "coefficient of 1/n")
+        chi2[name], dof[name] = c2, W - len(powers)
+    info = dict(runs[0].info)
+    info["samples"] = [r.info["samples"] for r in runs]
+    info["seconds"] = sum(r.info["seconds"] for r in runs)
+    return WidthFit(est, chi2, dof, widths, runs, info)
+
+
+def fit_inverse_width(
+    activation,
+    X,
+    depth: int,
+    widths=(16, 32, 64, 128, 256),
+    C_W=2.0,
+    C_b=0.0,
+    param: str = "ntk",
+    samples: int = 20_000,
+    seed=0,
+    *,
+    infinite="fit",
+    mean_order: int = 2,
+    tensor_order: int = 1,
+    **kwargs,
+) -> WidthFit:
+    """Run :func:`layer_statistics` at each width (equal hidden widths) and fit the 1/n expansions.
+
+    ``infinite``: ``"fit"`` (fit the infinite-width K and Theta too), ``"recursion"`` (fix them to
+    :class:`ntk_theory.recursions.KernelRecursion`, library activations only) or a pair (K, Theta).
+    ``samples``: an int or one per width.  Other keywords go to :func:`layer_statistics`.
+    """
+    X = _checks.inputs(X)
+    widths = [int(w) for w in widths]
+    per = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(widths)
+    seeds = np.random.SeedSequence(seed).spawn(len(widths))
+    runs = [
+        layer_statistics(activation, X, depth, w, C_W, C_b, param, s, sd, **kwargs)
+        for w, s, sd in zip(widths, per, seeds)
+    ]
+    fixed = None
+    if isinstance(infinite, str):
+        if infinite == "recursion":
+            from ..recursions import KernelRecursion
+
+            if param == "standard":
+                raise ValueError("param='standard': the infinite-width NTK grows with n; give (K, Theta) or fit them")
+            rec = KernelRecursion(numpy_activation(activation).name, depth, C_W, C_b, param)
+            res = rec(X)
+            fixed = (res.nngp, res.ntk)
+        elif infinite != "fit":
+            raise ValueError("infinite must be 'fit', 'recursion' or a pair (K, Theta)")
+    elif infinite is not None:
+        fixed = tuple(np.asarray(v, dtype=float) for v in infinite)
+    fit = fit_widths(runs, fixed, mean_order, tensor_order)
+    fit.info["seed"] = seed if isinstance(seed, (int, type(None))) else str(seed)
+    return fit
