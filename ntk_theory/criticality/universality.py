@@ -64,7 +64,8 @@ def _taylor(act: Activation):
     coeffs = []
     for n in range(4):
         d = sp.diff(act.expr, x, n) if n else act.expr
-        v = sp.simplify(sp.limit(d, x, 0))
+        # kinks away from 0: the expression is analytic at 0, its value there is the limit
+        v = sp.simplify(d.subs(x, 0) if act.kinks else sp.limit(d, x, 0))
         if not v.is_finite:
             return None
         coeffs.append(v)
