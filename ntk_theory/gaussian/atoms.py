@@ -166,7 +166,10 @@ def _branch(atom, t):
 
 
 def _value(e, t) -> float:
-    return float(sp.N(e.subs(x, t), _DIGITS))
+    try:
+        return float(sp.N(e.subs(x, t), _DIGITS))
+    except (TypeError, ValueError) as exc:  # complex or undefined there
+        raise NoRule(f"{e} has no real value at x = {t}") from exc
 
 
 @_branch.register(sp.Abs)
