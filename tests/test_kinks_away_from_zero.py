@@ -315,3 +315,18 @@ def test_cli_kernel_shifted_relu(tmp_path):
     K_ref, T_ref = _hand_recursion("Max(x-1,0)", X, 2, 2.0, 0.2)
     tol = 10 * (info.get("quadrature_error") or 0.0) + 1e-9
     assert np.max(np.abs(data["nngp"] - K_ref)) <= tol and np.max(np.abs(data["ntk"] - T_ref)) <= tol
+
+
+def test_symbolic_finite_width_iterates_of_a_shifted_relu():
+    """FiniteWidthRecursion.symbolic() for Max(x-1, 0) returns (large expressions are left unsimplified
+    instead of running sp.simplify for minutes); its layer-2 K equals E[max(u-1, 0)^2], u ~ N(0, G0),
+    by scipy quadrature."""
+    from ntk_theory.finite_width import FiniteWidthRecursion
+
+    states = FiniteWidthRecursion("Max(x-1,0)", 2, C_W=1.0, C_b=0.0, param="ntk").symbolic()
+    G0 = sp.Symbol("G_0", positive=True)
+    g0 = 0.7
+    want = integrate.quad(lambda u: (u - 1) ** 2 * np.exp(-u * u / (2 * g0)) / np.sqrt(2 * np.pi * g0), 1, np.inf,
+                          epsabs=0, epsrel=1e-13)[0]
+    got = float(states[1].K.subs(G0, g0))
+    assert abs(got - want) < 1e-12 * want

@@ -97,7 +97,7 @@ class FiniteWidthRecursion:
         lb, lw = (sp.nsimplify(v) for v in self.lambdas(layer))
         r = sp.nsimplify(self.ratios[layer - 1])
         new = single.step(st, lambda name, order: self.averages[name].symbol(st.K, order), C_W, C_b, lb, lw, r)
-        return single.State(**{n: sp.simplify(v) for n, v in new.values().items()})
+        return single.State(**{n: _tidy(v) for n, v in new.values().items()})
 
     def symbolic(self, G0=None, simplify: bool = True) -> list[single.State]:
         """Layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
@@ -116,7 +116,7 @@ class FiniteWidthRecursion:
             st = single.step(st, lambda name, order: self.averages[name].symbol(K, order), C_W, C_b, lb, lw,
                              sp.nsimplify(self.ratios[l]))
             if simplify:
-                st = single.State(**{n: sp.simplify(v) for n, v in st.values().items()})
+                st = single.State(**{n: _tidy(v) for n, v in st.values().items()})
             out.append(st)
         return out
 
@@ -173,3 +173,14 @@ def _tensor_method(self, X, tol: float = 1e-10, progress=None):
 
 
 FiniteWidthRecursion.tensors = _tensor_method
+
+
+#: expressions with more operations than this are left as they are: sp.simplify's cost grows
+#: steeply with size (minutes for the nested erfc iterates of activations with kinks away from 0)
+SIMPLIFY_MAX_OPS = 120
+
+
+def _tidy(expr):
+    """sp.simplify for expressions of at most SIMPLIFY_MAX_OPS operations, else the expression as is
+    (equal either way; only its printed form differs)."""
+    return sp.simplify(expr) if sp.count_ops(expr) <= SIMPLIFY_MAX_OPS else expr
