@@ -204,6 +204,8 @@ class LayerStatistics(EstimateTable):
             f"C_W={i['C_W'][-1]}, C_b={i['C_b'][-1]}, param={i['param']!r}, {i['readouts']} readouts, "
             f"{i['controls']} control variates, {i['seconds']:.1f} s = {i['networks_per_second']:.0f} networks/s)"
         ]
+        status = i.get("control_variates", {})
+        lines += [f"  T controls off: {status[k]}" for k in ("layer1_off", "per_network_off") if k in status]
         return "\n".join(lines + self._rows(names or list(self.estimates), max_rows))
 
     def __str__(self) -> str:

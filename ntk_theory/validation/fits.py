@@ -159,13 +159,9 @@ def fit_inverse_width(
     ``samples``: an int or one per width.  Other keywords go to :func:`layer_statistics`.
     """
     X = _checks.inputs(X)
+    act = numpy_activation(activation)  # one object for every width: its control-variate plan is computed once
     widths = [int(w) for w in widths]
     per = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(widths)
-    seeds = np.random.SeedSequence(seed).spawn(len(widths))
-    runs = [
-        layer_statistics(activation, X, depth, w, C_W, C_b, param, s, sd, **kwargs)
-        for w, s, sd in zip(widths, per, seeds)
-    ]
     fixed = None
     if isinstance(infinite, str):
         if infinite == "recursion":
@@ -173,13 +169,17 @@ def fit_inverse_width(
 
             if param == "standard":
                 raise ValueError("param='standard': the infinite-width NTK grows with n; give (K, Theta) or fit them")
-            rec = KernelRecursion(numpy_activation(activation).name, depth, C_W, C_b, param)
-            res = rec(X)
+            res = KernelRecursion(act.name, depth, C_W, C_b, param)(X)
             fixed = (res.nngp, res.ntk)
         elif infinite != "fit":
             raise ValueError("infinite must be 'fit', 'recursion' or a pair (K, Theta)")
     elif infinite is not None:
         fixed = tuple(np.asarray(v, dtype=float) for v in infinite)
+    seeds = np.random.SeedSequence(seed).spawn(len(widths))
+    runs = [
+        layer_statistics(act, X, depth, w, C_W, C_b, param, s, sd, **kwargs)
+        for w, s, sd in zip(widths, per, seeds)
+    ]
     fit = fit_widths(runs, fixed, mean_order, tensor_order)
     fit.info["seed"] = seed if isinstance(seed, (int, type(None))) else str(seed)
     return fit

@@ -56,7 +56,11 @@ class CheckRow:
         return z_score(self.r_inf, 0.0, self.r_inf_se)
 
     def outcome(self, sigmas: float) -> str:
-        return outcome(self.z, sigmas, self.r_inf, 0.0, self.r_inf_se)
+        """``pass``/``FAIL``, with the reason when a width's estimate or standard error is missing."""
+        values = [v for _, v, _ in self.estimates] + self.predictions
+        missing = [e for _, _, e in self.estimates if not (np.isfinite(e) and e > 0)]
+        se = missing[0] if missing else self.r_inf_se
+        return outcome(self.z, sigmas, 0.0 if np.all(np.isfinite(values)) else np.nan, 0.0, se)
 
 
 @dataclass
@@ -138,23 +142,33 @@ class CheckReport:
         return plot_panels(panels, self._title(), path)
 
 
-def _max_relative(diff, ref) -> float:
-    return float(np.max(np.abs(diff) / np.maximum(np.abs(ref), 1e-300)))
+def pair_scale(M) -> np.ndarray:
+    """sqrt(|M_aa M_bb|) for a kernel M (N, N): the Cauchy-Schwarz scale of its entry ab."""
+    d = np.sqrt(np.abs(np.diagonal(np.asarray(M, dtype=float))))
+    return np.outer(d, d)
+
+
+def _reference_size(ref) -> np.ndarray:
+    """|ref_ab|, floored at 1e-6 sqrt(|ref_aa ref_bb|): an entry that vanishes (orthogonal inputs of an odd
+    activation) is judged against a millionth of its scale, not against its own rounding error."""
+    return np.maximum(np.abs(ref), 1e-6 * pair_scale(ref))
 
 
 def crosscheck(activation, X, depth, C_W, C_b, param, width, f64, rtol=CROSSCHECK_RTOL, progress=None) -> dict:
     """float64 kernels ``f64`` (a KernelResult at inputs X; ``width`` the hidden width for
     param="standard") against the independent quadrature, entry by entry (module docstring).  Returns
     ``f64_vs_quadrature`` (largest relative difference), ``quadrature_error`` (largest relative error
-    estimate), ``crosscheck_passed`` and ``crosscheck_rtol``."""
+    estimate), ``crosscheck_passed`` and ``crosscheck_rtol``; relative to |quadrature| (or, for an entry
+    below 1e-6 of sqrt(|K_aa K_bb|), to that)."""
     q = quadrature_kernels(activation, X, depth, C_W, C_b, param, widths=width, progress=progress)
     f64_err = float(f64.info.get("quadrature_error", 0.0) or 0.0)
     ok, dev, est = True, 0.0, 0.0
     for name in ("nngp", "ntk"):
         ref, err, val = q[name], q[name + "_error"], getattr(f64, name)
-        ok &= bool(np.all(np.abs(val - ref) <= rtol * np.abs(ref) + 4 * err + f64_err))
-        dev = max(dev, _max_relative(val - ref, ref))
-        est = max(est, _max_relative(err, ref))
+        size = np.maximum(_reference_size(ref), 1e-300)
+        ok &= bool(np.all(np.abs(val - ref) <= rtol * size + 4 * err + f64_err))
+        dev = max(dev, float(np.max(np.abs(val - ref) / size)))
+        est = max(est, float(np.max(err / size)))
     return {"f64_vs_quadrature": dev, "quadrature_error": est, "crosscheck_passed": ok, "crosscheck_rtol": rtol}
 
 
@@ -229,7 +243,7 @@ def check(
                 p = np.array([getattr(pr, attr)[a, b] for pr in preds])
                 y = np.array([run[est_name].value[a, b] for run in runs])
                 se = np.array([run[est_name].stderr[a, b] for run in runs])
-                scale = _scale(p, [np.sqrt(abs(getattr(pr, attr)[a, a] * getattr(pr, attr)[b, b])) for pr in preds])
+                scale = _scale(p, [pair_scale(getattr(pr, attr))[a, b] for pr in preds])
                 (r_inf, slope), (r_se, _), _ = weighted_fit(widths, (y - p) / scale, se / np.abs(scale), [0, 1])
                 rows.append(CheckRow(qty, (a, b), float(p[-1]), list(zip(widths, y, se)), float(r_inf), float(r_se),
                                      float(slope), [float(v) for v in p], None if scale is p else float(scale[-1])))
