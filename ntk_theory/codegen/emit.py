@@ -198,7 +198,8 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
         "import numba",
         "import numpy as np",
         "",
-        "from ntk_theory.codegen.runtime import atan2, det2, erfcx",
+        "from ntk_theory.codegen.runtime import atan2, erfcx",
+        "from ntk_theory.numerics.compensated_numba import det2",
     ]
     if numeric:
         header += ["from ntk_theory.codegen.runtime import mehler_pair, order_from_log_tails"]
@@ -207,13 +208,17 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
     return source, codes
 
 
+#: the modules the generated code imports (Numba's cache does not notice when an imported function
+#: changes, so their source is part of the cache key)
+RUNTIME_MODULES = ("codegen/runtime.py", "numerics/compensated.py", "numerics/compensated_numba.py")
+
+
 def _runtime_fingerprint() -> str:
-    """Hash of the modules the generated code imports: Numba's cache does not notice when an
-    imported function changes, so their source is part of the cache key."""
+    """Hash of :data:`RUNTIME_MODULES`."""
     from pathlib import Path
 
-    here = Path(__file__).parent
-    return "".join(hashlib.sha256((here / name).read_bytes()).hexdigest() for name in ("runtime.py", "hermite.py"))
+    root = Path(__file__).resolve().parent.parent
+    return "".join(hashlib.sha256((root / name).read_bytes()).hexdigest() for name in RUNTIME_MODULES)
 
 
 def source_hash(source: str) -> str:

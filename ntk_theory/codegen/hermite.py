@@ -114,6 +114,7 @@ from numpy.polynomial.legendre import leggauss
 from scipy.special import roots_hermitenorm
 
 from ..gaussian.mehler import HermiteTable, tails_and_orders  # shared with the NumPy route
+from ..numerics.compensated_numba import det2, residual
 
 __all__ = [
     "HermiteTable",
@@ -149,28 +150,6 @@ _GX1, _GW1 = (np.ascontiguousarray(a) for a in leggauss(_M_HI))
 # ----------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _two_product(a, b):
-    """p, e with p + e = a b exactly (Dekker's split; no FMA needed)."""
-    p = a * b
-    split = 134217729.0  # 2^27 + 1
-    ca = split * a
-    cb = split * b
-    a_hi = ca - (ca - a)
-    b_hi = cb - (cb - b)
-    a_lo = a - a_hi
-    b_lo = b - b_hi
-    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    return p, e
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _residual(c, a, x):
-    """c - a x with the product taken exactly (accurate also when a x ~ c)."""
-    p, e = _two_product(a, x)
-    return (c - p) - e
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -378,7 +357,7 @@ def _pair_nodes(L, sf, a, b, cf, cg, level):
     R = np.empty((ne, ng))
     for e in range(ne):
         for j in range(ng):
-            R[e, j] = _residual(cg[j], a, edges[e])
+            R[e, j] = residual(cg[j], a, edges[e])
     X, W = _rule(level)
     M = (ne - 1) * X.size
     xo = np.empty(M)
@@ -538,10 +517,8 @@ def expect1_direct(f, k, kinks):
 @numba.njit(cache=True, error_model="numpy")
 def _determinant(k11, k22, k12):
     """k11 k22 - k12^2 with error-free products, clipped at 0 (ValueError if clearly negative)."""
-    p1, e1 = _two_product(k11, k22)
-    p2, e2 = _two_product(k12, k12)
-    det = (p1 - p2) + (e1 - e2)
-    if det < -1e-12 * p1:
+    det = det2(k11, k22, k12)
+    if det < -1e-12 * (k11 * k22):
         raise ValueError("expect2_direct: covariance is not positive semi-definite (k12^2 > k11 k22)")
     return max(det, 0.0)
 

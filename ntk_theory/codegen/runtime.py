@@ -1,4 +1,5 @@
-"""Scalar functions the generated kernels call: compiled twins of :mod:`ntk_theory.gaussian.stable`."""
+"""Scalar functions the generated kernels call besides :mod:`ntk_theory.numerics` (compiled twins of
+:mod:`ntk_theory.gaussian.stable`'s erfcx and atan2), and the mirror of a symmetric result."""
 
 from __future__ import annotations
 
@@ -6,28 +7,6 @@ import math
 
 import numba
 import numpy as np
-
-_SPLITTER = 134217729.0  # 2^27 + 1, Dekker's splitting constant
-
-
-@numba.njit(inline="always", cache=True, error_model="numpy")
-def _two_product(a, b):
-    p = a * b
-    t = _SPLITTER * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLITTER * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@numba.njit(inline="always", cache=True, error_model="numpy")
-def det2(p, q, c):
-    """p q - c^2 from exact products (Dekker): accurate relative to itself as it tends to 0."""
-    x, ex = _two_product(p, q)
-    y, ey = _two_product(c, c)
-    return (x - y) + (ex - ey)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -51,13 +30,6 @@ def mirror_upper(a):
     for i in numba.prange(n):
         for j in range(i):
             a[i, j] = a[j, i]
-
-
-def _selftest() -> float:
-    """Largest relative error of det2 on a cancelling case (used in the tests)."""
-    p, q = 1.0 + 2.0**-30, 1.0 - 2.0**-30
-    exact = -(2.0**-60)  # (1 + e)(1 - e) - 1 = -e^2
-    return abs(det2(p, q, 1.0) - exact) / abs(exact) + 0.0 * np.float64(0)
 
 
 # atan on [0, 0.66] (Cephes atan.c, S. L. Moshier): atan(x) = x + x^3 P(x^2)/Q(x^2), ~2e-16 relative

@@ -131,10 +131,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..numerics.cholesky import pivoted_cholesky
+
 __all__ = ["FourPointMoments", "four_point_moments", "FourPointKernel", "compile_activation"]
 
 FORMAT_VERSION = "1"
-_EPS = np.finfo(np.float64).eps
 
 def _header(cache: bool) -> str:
     return "\n".join([
@@ -290,37 +291,6 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> FourPoi
 # ------------------------------------------------------------------------------------------------
 
 
-def _pivoted_cholesky(K):
-    """L (m, m) with K = L L^T in pivoted order: returns L (rows in the original order, columns
-    = levels), the rank, and per row its level (last non-zero column)."""
-    m = K.shape[0]
-    scale = max(float(np.max(np.diag(K))), 0.0)
-    L = np.zeros((m, 4))
-    d = np.diag(K).astype(np.float64).copy()
-    remaining = list(range(m))
-    level = np.full(4, -1, dtype=np.int64)
-    r = 0
-    while remaining:
-        i = max(remaining, key=lambda k: d[k])
-        if d[i] <= 64 * _EPS * scale:
-            break
-        remaining.remove(i)
-        L[i, r] = math.sqrt(d[i])
-        level[i] = r
-        for k in remaining:
-            L[k, r] = (K[k, i] - L[k, :r] @ L[i, :r]) / L[i, r]
-            d[k] = max(d[k] - L[k, r] ** 2, 0.0)
-        r += 1
-    small = np.abs(L) < 64 * _EPS * math.sqrt(scale) if scale > 0 else np.ones_like(L, dtype=bool)
-    L[small] = 0.0
-    for k in remaining:  # rows in the span of earlier ones: resolved at their last non-zero column
-        nz = np.nonzero(L[k, :r])[0]
-        level[k] = nz[-1] if nz.size else 0
-    if r == 0:  # K = 0 on this set: every variable is 0
-        level[:m] = 0
-    return L, r, level
-
-
 @functools.lru_cache(maxsize=None)
 def _products(m: int) -> tuple:
     """Products needed for a set of m distinct variables: tuples ((p_0, q_0), ..., (p_(m-1), q_(m-1)))
@@ -442,11 +412,12 @@ def _tasks(K):
     meta = []
     for t, S in enumerate(sets):
         m = len(S)
-        L, r, lev = _pivoted_cholesky(K[np.ix_(S, S)])
-        st = _structure(m, tuple(int(x) for x in lev[:m]))
-        Ls[t, :m] = L
+        L, lev = pivoted_cholesky(K[np.ix_(S, S)])
+        r = L.shape[1]
+        st = _structure(m, tuple(int(x) for x in lev))
+        Ls[t, :m, :r] = L
         nvs[t], ranks[t] = m, r
-        vlevels[t, :m] = lev[:m]
+        vlevels[t, :m] = lev
         facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t], nsufs[t], suf_lfs[t], suf_inners[t] = st[:8]
         meta.append((S, st[9], st[8]))
     # cost order: most variables (largest rank) first, for the parallel loop

@@ -68,6 +68,8 @@ import mpmath
 import numpy as np
 
 from .. import _checks
+from ..numerics import compensated
+from ..numerics.cholesky import pivoted_cholesky
 
 __all__ = ["QuadratureResult", "expect1", "expect2", "expect2_mp", "expect2_vectorized", "expectn"]
 
@@ -489,27 +491,13 @@ def _tol(tol) -> float:
     return t
 
 
-def _two_product(a, b):
-    """p, e with p + e = a b exactly (Dekker; no FMA needed)."""
-    p = a * b
-    split = 134217729.0  # 2^27 + 1
-    ca, cb = split * a, split * b
-    a_hi = ca - (ca - a)
-    b_hi = cb - (cb - b)
-    a_lo, b_lo = a - a_hi, b - b_hi
-    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-    return p, e
-
-
 def _determinant(k11, k22, k12):
     """k11 k22 - k12^2 to a few ulps of itself (error-free products), clipped at 0.
 
     ValueError if it is negative beyond rounding (relative 1e-12 of k11 k22).
     """
-    p1, e1 = _two_product(k11, k22)
-    p2, e2 = _two_product(k12, k12)
-    det = (p1 - p2) + (e1 - e2)
-    if np.any(det < -1e-12 * p1):
+    det = compensated.det2(k11, k22, k12)
+    if np.any(det < -1e-12 * (k11 * k22)):
         raise ValueError(
             "covariance is not positive semi-definite: k12^2 > k11 k22 "
             "(|k12| must be at most sqrt(k11 k22))"
@@ -765,34 +753,6 @@ def _batch_pair(f, g, kf, kg, k11, k22, k12, det, h):
 # ----------------------------------------------------------------------------------------------
 
 
-def _pivoted_cholesky(K):
-    """L (n, r), rank r, with K = L L^T; row piv[j] has its last non-zero entry in column j.
-
-    Symmetric pivoting on the largest remaining diagonal; stops when it is <= 64 eps max diag
-    (rank detection: equal rows give a rank-deficient L and fewer integration variables).
-    Entries below 64 eps sqrt(max diag) are rounding noise and are set to 0.
-    """
-    n = K.shape[0]
-    scale = max(float(np.max(np.diag(K))), 0.0)
-    L = np.zeros((n, n))
-    d = np.diag(K).astype(np.float64).copy()
-    remaining = list(range(n))
-    r = 0
-    while remaining:
-        i = max(remaining, key=lambda k: d[k])
-        if d[i] <= 64 * _EPS * scale:
-            break
-        remaining.remove(i)
-        L[i, r] = math.sqrt(d[i])
-        for k in remaining:
-            L[k, r] = (K[k, i] - L[k, :r] @ L[i, :r]) / L[i, r]
-            d[k] -= L[k, r] ** 2
-        r += 1
-    L = L[:, :r]
-    L[np.abs(L) < 64 * _EPS * math.sqrt(scale)] = 0.0
-    return L
-
-
 def _covariance_matrix(K, n):
     try:
         K = np.array(K, dtype=np.float64)
@@ -859,7 +819,7 @@ def expectn(fs: Sequence[Callable], K, *, kinks=None, tol: float = 1e-10) -> Qua
         raise ValueError(f"kinks must be None or have one tuple per function ({n}); got {len(kinks)}")
     kinks = [_kinks(f"kinks[{i}]", c) for i, c in enumerate(kinks)]
     tol = _tol(tol)
-    L = _pivoted_cholesky(K)
+    L, _ = pivoted_cholesky(K)
     coef = L[None]
     prune = min(1e-6 * tol, 1e-14)
     evaluations, out, error, h_used = 0, None, np.inf, None

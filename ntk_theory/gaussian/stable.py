@@ -18,6 +18,7 @@ import numpy as np
 import scipy.special
 import sympy as sp
 
+from ..numerics import compensated
 from .symbols import k12
 
 
@@ -50,26 +51,11 @@ class det2(sp.Function):
         return None
 
 
-def _split(a):
-    t = 134217729.0 * a  # 2^27 + 1
-    hi = t - (t - a)
-    return hi, a - hi
-
-
-def _two_product(a, b):
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, err
-
-
 def det2_numpy(p, q, c):
-    """p q - c^2 with Dekker's two-product: exact products, one final rounding of their difference."""
+    """p q - c^2 of float64 arrays by :func:`ntk_theory.numerics.compensated.det2` (exact products,
+    one final rounding of their difference)."""
     p, q, c = (np.asarray(v, dtype=np.float64) for v in (p, q, c))
-    x, ex = _two_product(p, q)
-    y, ey = _two_product(c, c)
-    return (x - y) + (ex - ey)
+    return compensated.det2(p, q, c)
 
 
 #: names the lambdified stable forms need, besides SciPy and NumPy
