@@ -45,7 +45,7 @@ def deep_linear_exact(X, depth, width, C_W, C_b, lambdas):
 def linear_run():
     rng = np.random.default_rng(11)
     X = rng.standard_normal((3, 4))
-    args = dict(depth=3, width=8, C_W=1.2, C_b=0.3, param="ntk")
+    args = {"depth": 3, "width": 8, "C_W": 1.2, "C_b": 0.3, "param": "ntk"}
     result = sample_statistics(X, "linear", samples=400_000, seed=1, **args)
     return X, args, result
 
@@ -99,7 +99,7 @@ def test_relu_critical_mean_ntk_approaches_infinite_width(param):
 @pytest.fixture(scope="module")
 def tanh_runs():
     X = np.array([[1.0, 0.2], [-0.4, 1.3], [0.9, 0.9]])
-    args = dict(depth=2, width=12, C_W=1.5, C_b=0.05, param="unit", samples=60_000)
+    args = {"depth": 2, "width": 12, "C_W": 1.5, "C_b": 0.05, "param": "unit", "samples": 60_000}
     dense = sample_statistics(X, "tanh", sampler="dense", seed=4, **args)
     projected = sample_statistics(X, "tanh", sampler="projected", seed=5, **args)
     return dense, projected

@@ -10,9 +10,9 @@ import pytest
 
 from ntk_theory.architecture import MLPSpec
 from ntk_theory.montecarlo import layer_statistics, symmetrise
-from ntk_theory.validation import fit_inverse_width, fit_widths
 from ntk_theory.recursions import KernelRecursion
 from ntk_theory.reference import MLP, ensemble, numpy_activation
+from ntk_theory.validation import fit_inverse_width, fit_widths
 
 X3 = np.array([[1.0, 0.0, 0.0], [0.5, np.sqrt(3) / 2, 0.0], [-0.3, 0.2, 0.9]]) * np.sqrt(3)
 X2 = X3[:2]
@@ -147,8 +147,8 @@ def test_single_neuron_identities_and_estimators_agree(act, C_W, C_b):
     and the Rao-Blackwellised estimators agree with the raw ones."""
     r = layer_statistics(act, X2, 2, 12, C_W, C_b, samples=30_000, seed=2)
     A, B, V, D, F = (r[k] for k in "ABVDF")
-    swapB = lambda T: T.transpose(0, 2, 1, 3)  # noqa: E731  B_(ac)(bd) as [a,b,c,d]
-    swapB2 = lambda T: T.transpose(0, 2, 3, 1)  # noqa: E731  B_(ad)(bc): [a,b,c,d] -> B[a,d,b,c]
+    swapB = lambda T: T.transpose(0, 2, 1, 3)
+    swapB2 = lambda T: T.transpose(0, 2, 3, 1)
     pred = A.value + swapB(B.value) + swapB2(B.value)
     se = A.stderr + swapB(B.stderr) + swapB2(B.stderr)
     assert np.all(np.abs(r.ntk_cov_single.value - pred) <= 4 * (se + r.ntk_cov_single.stderr))
@@ -176,7 +176,7 @@ def test_symmetries_of_estimates():
 
 
 def test_projected_and_dense_samplers_agree():
-    kw = dict(samples=12_000, batches=20)
+    kw = {"samples": 12_000, "batches": 20}
     p = layer_statistics("relu", X2, 2, 24, 2.0, 0.1, seed=1, sampler="projected", **kw)
     d = layer_statistics("relu", X2, 2, 24, 2.0, 0.1, seed=2, sampler="dense", **kw)
     for name in ("K", "ntk", "V", "A", "B", "D", "F"):
@@ -187,15 +187,14 @@ def test_projected_and_dense_samplers_agree():
 # ------------------------------------------------------------------------------- fits
 def test_fit_recovers_a_known_expansion():
     """fit_widths on synthetic runs y = 1 + 2/n - 3/n^2 with errors: coefficients within their SEs."""
-    from ntk_theory.montecarlo import Estimate
-    from ntk_theory.montecarlo import LayerStatistics
+    from ntk_theory.montecarlo import Estimate, LayerStatistics
 
     rng = np.random.default_rng(0)
     runs = []
     for n in (8, 16, 32, 64, 128):
         se = 1e-3 / n
-        mk = lambda v, s: Estimate("x", np.full((1, 1), v + s * rng.standard_normal()), np.full((1, 1), s))  # noqa
-        mk4 = lambda v, s: Estimate("x", np.full((1,) * 4, v + s * rng.standard_normal()), np.full((1,) * 4, s))  # noqa
+        mk = lambda v, s: Estimate("x", np.full((1, 1), v + s * rng.standard_normal()), np.full((1, 1), s))
+        mk4 = lambda v, s: Estimate("x", np.full((1,) * 4, v + s * rng.standard_normal()), np.full((1,) * 4, s))
         est = {"K": mk(1 + 2 / n - 3 / n**2, se), "ntk": mk(5 - 1 / n, se), "V": mk4(7 + 4 / n, 0.01)}
         runs.append(LayerStatistics(est, X1, {"n": n, "samples": 1, "seconds": 0.0}))
     fit = fit_widths(runs)

@@ -12,11 +12,15 @@ from scipy import integrate, special
 from ntk_theory.architecture import MLPSpec
 from ntk_theory.montecarlo import layer_statistics
 from ntk_theory.montecarlo.controls import ControlVariates
-from ntk_theory.montecarlo.quadrature import (half_range_gauss, pair_expectations, single_expectations)
+from ntk_theory.montecarlo.quadrature import (
+    half_range_gauss,
+    pair_expectations,
+    single_expectations,
+)
 from ntk_theory.reference import numpy_activation
 
 X3 = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4], [-1.0, 0.2, 0.5]])
-PHI = lambda x: np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)  # noqa: E731
+PHI = lambda x: np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
 
 def scipy_pair(f, g, k11, k22, k12):
@@ -25,20 +29,20 @@ def scipy_pair(f, g, k11, k22, k12):
     A, B = np.sqrt(k11), np.sqrt(k22)
     rho = k12 / (A * B)
     s = np.sqrt(1 - rho * rho)
-    opts = dict(epsabs=1e-14, epsrel=1e-12, limit=200)
+    opts = {"epsabs": 1e-14, "epsrel": 1e-12, "limit": 200}
 
     def inner(x):
         y0 = float(np.clip(-rho * x / s, -14, 14))
-        h = lambda y: g(B * (rho * x + s * y)) * PHI(y)  # noqa: E731
+        h = lambda y: g(B * (rho * x + s * y)) * PHI(y)
         return integrate.quad(h, -14, y0, **opts)[0] + integrate.quad(h, y0, 14, **opts)[0]
 
-    outer = lambda x: f(A * x) * PHI(x) * inner(x)  # noqa: E731
+    outer = lambda x: f(A * x) * PHI(x) * inner(x)
     return integrate.quad(outer, -14, 0, **opts)[0] + integrate.quad(outer, 0, 14, **opts)[0]
 
 
 def scipy_single(f, k):
-    opts = dict(epsabs=1e-15, epsrel=1e-13, limit=200)
-    h = lambda x: f(np.sqrt(k) * x) ** 2 * PHI(x)  # noqa: E731
+    opts = {"epsabs": 1e-15, "epsrel": 1e-13, "limit": 200}
+    h = lambda x: f(np.sqrt(k) * x) ** 2 * PHI(x)
     return integrate.quad(h, -14, 0, **opts)[0] + integrate.quad(h, 0, 14, **opts)[0]
 
 
@@ -128,7 +132,7 @@ def test_wrong_control_means_stay_within_the_standard_error(monkeypatch, tol):
 
         return Shifted
 
-    kw = dict(samples=6000, seed=3, batches=20)
+    kw = {"samples": 6000, "seed": 3, "batches": 20}
     runs = []
     for factor in (0.0, 0.9):
         monkeypatch.setattr(fw, "ControlVariates", shifted_by(factor))

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from scipy import integrate
 
+from ntk_theory.montecarlo.quadrature import (
+    gaussian_pair_expectations,
+    quadrature_kernels,
+)
 from ntk_theory.recursions import KernelRecursion
 from ntk_theory.reference import numpy_activation
 from ntk_theory.validation import check, crosscheck
-from ntk_theory.montecarlo.quadrature import gaussian_pair_expectations, quadrature_kernels
 
 RELU, ERF, TANH = (numpy_activation(a) for a in ("relu", "erf", "tanh"))
 
@@ -61,9 +64,9 @@ def test_tanh_against_scipy_dblquad():
     A, B = np.sqrt(k11), np.sqrt(k22)
     rho = k12 / (A * B)
     s = np.sqrt(1 - rho * rho)
-    phi = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    phi = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
     for f, index in ((TANH.value, 0), (TANH.derivative, 1)):
-        ref, err = integrate.dblquad(lambda y, x: f(A * x) * f(B * (rho * x + s * y)) * phi(x) * phi(y),
+        ref, err = integrate.dblquad(lambda y, x, f=f: f(A * x) * f(B * (rho * x + s * y)) * phi(x) * phi(y),
                                      -12, 12, -12, 12, epsabs=1e-14, epsrel=1e-13)
         assert gaussian_pair_expectations(TANH, k11, k22, k12)[index] == pytest.approx(ref, rel=1e-11, abs=10 * err)
 
@@ -76,7 +79,7 @@ def test_quadrature_kernels_error_estimate_flags_a_kink_off_zero():
     q = quadrature_kernels(shift, X, 1, 2.0, 0.0, "unit")
     # layer 1: K = 2 x.x/2 (C_b = 0); E[s(u)^2] one-dimensional, split at the kink u = 0.5
     K = 2.0 * (X @ X.T) / 2
-    phi = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    phi = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
     a = 0.5 / np.sqrt(K[0, 0])
     ref = integrate.quad(lambda x: (np.sqrt(K[0, 0]) * x - 0.5) ** 2 * phi(x), a, 12, epsabs=1e-15, epsrel=1e-13)[0]
     actual = abs(q["nngp"][0, 0] - 2.0 * ref)

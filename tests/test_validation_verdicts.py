@@ -11,7 +11,14 @@ import ntk_theory.validation.finite_width as vfw
 import ntk_theory.validation.infinite_width as viw
 from ntk_theory.montecarlo import Estimate, MonteCarloResult
 from ntk_theory.recursions import KernelRecursion
-from ntk_theory.validation import WidthFit, check, check_finite_width, passes, weighted_fit, z_score
+from ntk_theory.validation import (
+    WidthFit,
+    check,
+    check_finite_width,
+    passes,
+    weighted_fit,
+    z_score,
+)
 
 X2 = np.array([[1.0, 0.0], [0.6, 0.8]])
 
@@ -47,7 +54,7 @@ def test_check_passes_exact_stub_and_zero_predictions(monkeypatch):
     assert r.passed and all(row.z == 0 for row in r.rows)
     Xo = np.array([[1.0, 0.0], [0.0, 1.0]])
     r = check("erf", Xo, depth=1, C_W=1.5, C_b=0.0, widths=(32, 64), samples=640, progress=False)
-    off = [row for row in r.rows if row.quantity == "E[f f]" and row.entry == (0, 1)][0]
+    off = next(row for row in r.rows if row.quantity == "E[f f]" and row.entry == (0, 1))
     assert off.prediction == 0 and off.scale > 0 and np.isfinite(off.z) and r.passed
 
 
@@ -67,14 +74,14 @@ def test_weighted_fit_two_widths_and_a_missing_standard_error():
     e = np.array([[0.01, 0.0, np.nan], [0.02, 0.02, 0.02]])
     (a, b), (sa, _), _ = weighted_fit(n, y, e, [0, 1])
     assert a[0] == pytest.approx(1.0, rel=1e-12) and b[0] == pytest.approx(2.0, rel=1e-12)
-    assert sa[0] == pytest.approx(np.sqrt((32**2 * 0.01**2 + 64**2 * 0.02**2)) / 32, rel=1e-12)
+    assert sa[0] == pytest.approx(np.sqrt(32**2 * 0.01**2 + 64**2 * 0.02**2) / 32, rel=1e-12)
     assert np.all(np.isnan([a[1], a[2], sa[1], sa[2]]))
 
 
 # --------------------------------------------------------------------------- finite width
 def _stub_prediction(N, rng):
-    sym2 = lambda T: (T + T.T) / 2  # noqa: E731
-    t4 = lambda: rng.standard_normal((N,) * 4)  # noqa: E731
+    sym2 = lambda T: (T + T.T) / 2
+    t4 = lambda: rng.standard_normal((N,) * 4)
     from ntk_theory.montecarlo import symmetrise
 
     return types.SimpleNamespace(

@@ -12,12 +12,40 @@ Nothing here imports the symbolic layer (``activations``, ``gaussian``, ``recurs
 :mod:`ntk_theory.validation`.
 """
 
-from .estimate import Estimate, batch_sums, distinct_entries, jackknife, run_blocks, symmetrise
-from .finite_width import ALIASES, QUANTITIES, EstimateTable, LayerStatistics, layer_statistics, symmetry_of
+from .estimate import (
+    Estimate,
+    EstimateTable,
+    batch_sums,
+    distinct_entries,
+    jackknife,
+    run_blocks,
+    symmetrise,
+)
+from .finite_width import (
+    ALIASES,
+    QUANTITIES,
+    FiniteWidthTable,
+    LayerStatistics,
+    layer_statistics,
+    symmetry_of,
+)
 from .statistics import ESTIMATES, MonteCarloResult, sample_statistics
 
 __all__ = [
-    "sample_statistics", "MonteCarloResult", "ESTIMATES",
-    "layer_statistics", "LayerStatistics", "EstimateTable", "QUANTITIES", "ALIASES", "symmetry_of",
-    "Estimate", "run_blocks", "batch_sums", "jackknife", "distinct_entries", "symmetrise",
+    "ALIASES",
+    "ESTIMATES",
+    "QUANTITIES",
+    "Estimate",
+    "EstimateTable",
+    "FiniteWidthTable",
+    "LayerStatistics",
+    "MonteCarloResult",
+    "batch_sums",
+    "distinct_entries",
+    "jackknife",
+    "layer_statistics",
+    "run_blocks",
+    "sample_statistics",
+    "symmetrise",
+    "symmetry_of",
 ]

@@ -35,12 +35,21 @@ import numpy as np
 from ..architecture import MLPSpec
 from ..reference import ensemble
 from ..reference.activations import NumpyActivation
-from .quadrature import (equal_rows, fine_line_rule, fine_rule, gauss_line_rule, gauss_rule,
-                         gaussian_pair_expectations, layer_expectations, pair_expectations, single_expectations)
+from .quadrature import (
+    equal_rows,
+    fine_line_rule,
+    fine_rule,
+    gauss_line_rule,
+    gauss_rule,
+    gaussian_pair_expectations,
+    layer_expectations,
+    pair_expectations,
+    single_expectations,
+)
 
 Array = np.ndarray
 
-__all__ = ["ControlVariates", "TOLERANCE", "PAIR_RULES", "SINGLE_RULES"]
+__all__ = ["PAIR_RULES", "SINGLE_RULES", "TOLERANCE", "ControlVariates"]
 
 #: accuracy asked of every control mean, relative to the Cauchy-Schwarz scale (module docstring)
 TOLERANCE = 1e-10

@@ -21,17 +21,31 @@ about 1/sqrt(2 (B - 1)) relative (13% for 32 batches).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import ClassVar
 
 import numpy as np
 
+from .. import _checks
 from ..progress import progress_bar
+from ..reference.ensemble import SAMPLERS
 
 Array = np.ndarray
 
-__all__ = ["Estimate", "SYMMETRIES", "symmetrise", "distinct_entries", "batch_sums", "run_blocks", "jackknife"]
+__all__ = [
+    "SYMMETRIES",
+    "Estimate",
+    "EstimateTable",
+    "batch_sums",
+    "distinct_entries",
+    "jackknife",
+    "run_blocks",
+    "run_info",
+    "run_settings",
+    "symmetrise",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,86 @@ def distinct_entries(shape, symmetry: str) -> list:
     return keys
 
 
+class EstimateTable:
+    """Named estimates (``estimates``: {name: :class:`Estimate`}): ``table[name]`` and ``table.name`` (or an
+    alias, :attr:`aliases`: {alias: name}), z-scores against a prediction, and text rows of the distinct
+    entries of each estimate (by its :meth:`symmetry`)."""
+
+    estimates: dict
+    aliases: ClassVar[dict] = {}
+
+    def symmetry(self, name: str) -> str:
+        """The symmetry (a key of :data:`SYMMETRIES`) of estimate ``name``; subclasses know theirs."""
+        return "none"
+
+    def __getitem__(self, name: str) -> Estimate:
+        try:
+            return self.estimates[self.aliases.get(name, name)]
+        except KeyError:
+            raise KeyError(f"no estimate {name!r}; have {', '.join(self.estimates)}") from None
+
+    def __getattr__(self, name):
+        estimates = self.__dict__.get("estimates", {})
+        name = self.aliases.get(name, name)
+        if name in estimates:
+            return estimates[name]
+        raise AttributeError(name)
+
+    def prediction_of(self, prediction, name: str):
+        """``prediction[name]`` from a dict, or its attribute, under the name or an alias of it; None if absent."""
+        for nm in [name] + [k for k, v in self.aliases.items() if v == name]:
+            if isinstance(prediction, dict):
+                if nm in prediction:
+                    return prediction[nm]
+            elif hasattr(prediction, nm):
+                return getattr(prediction, nm)
+        return None
+
+    def z_score(self, prediction) -> dict:
+        """(estimate - prediction) / stderr for every estimate the prediction has (a dict, or an object with
+        attributes, named as the estimates or their aliases): {name: z array}; :meth:`max_abs_z` summarises."""
+        out = {}
+        for name, est in self.estimates.items():
+            value = self.prediction_of(prediction, name)
+            if value is not None:
+                out[name] = est.z_score(np.asarray(value, dtype=float))
+        return out
+
+    @staticmethod
+    def max_abs_z(z: dict) -> float:
+        """The largest |z| over ``z`` ({name: array}, :meth:`z_score`); NaN if any entry has no z-score."""
+        values = [np.abs(np.asarray(v, dtype=float)).ravel() for v in z.values()]
+        return float(np.max(np.concatenate(values))) if values else 0.0
+
+    def rows(self, names=None, max_rows: int = 10) -> list:
+        """Text lines: per estimate its description and its first ``max_rows`` distinct entries, value +- SE
+        (and :meth:`entry_note`), then how many more there are."""
+        lines = []
+        for name in names or list(self.estimates):
+            est = self.estimates[name]
+            lines.append(f"{name}: {est.description}")
+            keys = distinct_entries(est.value.shape, self.symmetry(name))
+            for idx in keys[:max_rows]:
+                label = ",".join(str(i) for i in idx)
+                lines.append(f"  [{label:>9}]  {est.value[idx]: .6e} +- {est.stderr[idx]:.2e}{self.entry_note(name, idx)}")
+            if len(keys) > max_rows:
+                lines.append(f"  ... {len(keys) - max_rows} more distinct entries")
+        return lines
+
+    def entry_note(self, name: str, idx: tuple) -> str:
+        """Text after an entry's row (subclasses: e.g. a fit's chi^2)."""
+        return ""
+
+    def table(self) -> str:
+        return "\n".join(self.rows())
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(self.table())
+
+
 # --------------------------------------------------------------------------- blocks and batches
 def batch_sums(features: dict, batch_ids: Array, products=()) -> dict:
     """Per batch b present in ``batch_ids``: ``{"count": S_b, name: sum of features[name] over the batch,
@@ -110,6 +204,27 @@ def batch_sums(features: dict, batch_ids: Array, products=()) -> dict:
                 sums[label] = features[a][sel].T @ features[c][sel]
         out[int(b)] = sums
     return out
+
+
+def run_settings(samples, batches, sampler: str) -> tuple[int, int]:
+    """``samples`` and ``batches`` as integers, checked: batches >= 2 (a standard error needs two) and samples
+    >= 2 batches; ``sampler`` one of the reference ensemble's.  ValueError naming the problem otherwise."""
+    samples = _checks.positive_int("samples", samples)
+    batches = _checks.positive_int("batches", batches)
+    _checks.choice("sampler", sampler, SAMPLERS)
+    if batches < 2:
+        raise ValueError("batches must be >= 2 to estimate standard errors")
+    if samples < 2 * batches:
+        raise ValueError(f"samples ({samples}) must be at least twice the number of batches ({batches})")
+    return samples, batches
+
+
+def run_info(act, spec, samples: int, seed, batches: int, sampler: str, block: int, workers: int,
+             seconds: float, **more) -> dict:
+    """The set-up of a run, as the results' ``info`` records it (JSON-serialisable), and ``more``."""
+    return {"activation": act.name, "widths": list(spec.widths), "C_W": list(spec.C_W), "C_b": list(spec.C_b),
+            "param": spec.param, "samples": samples, "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
+            "batches": batches, "sampler": sampler, "block": block, "workers": workers, "seconds": seconds, **more}
 
 
 def run_blocks(sample_block: Callable, samples: int, batches: int, block: int, seed, *, workers: int = 1,

@@ -69,11 +69,19 @@ from ..architecture import MLPSpec
 from ..reference import ensemble
 from ..reference.activations import numpy_activation
 from .controls import ControlVariates
-from .estimate import Estimate, distinct_entries, jackknife, run_blocks, symmetrise
+from .estimate import (
+    Estimate,
+    EstimateTable,
+    jackknife,
+    run_blocks,
+    run_info,
+    run_settings,
+    symmetrise,
+)
 
 Array = np.ndarray
 
-__all__ = ["layer_statistics", "LayerStatistics", "EstimateTable", "QUANTITIES", "ALIASES", "symmetry_of"]
+__all__ = ["ALIASES", "QUANTITIES", "FiniteWidthTable", "LayerStatistics", "layer_statistics", "symmetry_of"]
 
 #: name -> (description, symmetry group used for symmetrising and printing)
 QUANTITIES = {
@@ -104,89 +112,28 @@ ALIASES = {
     "Theta2": "ntk2",
 }
 
-def _resolve(prediction, name):
-    """prediction[name] from a dict or an attribute, trying the aliases; None if absent."""
-    names = [name] + [k for k, v in ALIASES.items() if v == name]
-    for nm in names:
-        if isinstance(prediction, dict):
-            if nm in prediction:
-                return prediction[nm]
-        elif hasattr(prediction, nm):
-            return getattr(prediction, nm)
-    return None
-
-
-class EstimateTable:
-    """Estimates by name (or alias, :data:`ALIASES`), z-scores against a prediction and a text table."""
-
-    estimates: dict
-
-    def __getitem__(self, name: str) -> Estimate:
-        name = ALIASES.get(name, name)
-        try:
-            return self.estimates[name]
-        except KeyError:
-            raise KeyError(f"no estimate {name!r}; have {', '.join(self.estimates)}") from None
-
-    def __getattr__(self, name):
-        estimates = self.__dict__.get("estimates", {})
-        name = ALIASES.get(name, name)
-        if name in estimates:
-            return estimates[name]
-        raise AttributeError(name)
-
-    def z_score(self, prediction) -> dict:
-        """(estimate - prediction) / stderr for every quantity the prediction has.
-
-        ``prediction``: a dict or an object with attributes named as the estimates (or the aliases
-        ``nngp``, ``Theta``, ``nngp_correction``, ``ntk_correction``, ``Theta1``).  Returns
-        {name: z array}; ``max_abs_z`` summarises.
-        """
-        out = {}
-        for name, est in self.estimates.items():
-            value = _resolve(prediction, name)
-            if value is not None:
-                out[name] = est.z_score(np.asarray(value, dtype=float))
-        return out
-
-    @staticmethod
-    def max_abs_z(z: dict) -> float:
-        """The largest |z| over ``z`` ({name: array}, :meth:`z_score`); NaN if any entry has no z-score."""
-        values = [np.abs(np.asarray(v, dtype=float)).ravel() for v in z.values()]
-        return float(np.max(np.concatenate(values))) if values else 0.0
-
-    def _rows(self, names, max_rows):
-        lines = []
-        for name in names:
-            est = self.estimates[name]
-            lines.append(f"{name}: {est.description}")
-            keys = distinct_entries(est.value.shape, symmetry_of(name))
-            for idx in keys[:max_rows]:
-                label = ",".join(str(i) for i in idx)
-                extra = self._extra(name, idx)
-                lines.append(f"  [{label:>7}]  {est.value[idx]: .6e} +- {est.stderr[idx]:.2e}{extra}")
-            if len(keys) > max_rows:
-                lines.append(f"  ... {len(keys) - max_rows} more distinct entries")
-        return lines
-
-    def _extra(self, name, idx) -> str:
-        return ""
-
-
 def symmetry_of(name: str) -> str:
     """The symmetry (a key of :data:`~ntk_theory.montecarlo.estimate.SYMMETRIES`) of a quantity's tensor; the
     fitted coefficients ``K1``, ``ntk1``, ... and ``<name>_slope`` share their quantity's."""
     base = name
     for suffix in ("_slope",):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
+        base = base.removesuffix(suffix)
     if base in ("K1", "K2", "ntk1", "ntk2"):
         return "pair"
     return QUANTITIES.get(base, ("", "full"))[1]
 
 
+class FiniteWidthTable(EstimateTable):
+    """Estimates of the finite-width quantities (:data:`QUANTITIES`; names or :data:`ALIASES`)."""
+
+    aliases = ALIASES
+
+    def symmetry(self, name: str) -> str:
+        return symmetry_of(name)
+
+
 @dataclass
-class LayerStatistics(EstimateTable):
+class LayerStatistics(FiniteWidthTable):
     """Estimates (value, stderr) of the readout layer's finite-width statistics at one width."""
 
     estimates: dict
@@ -200,16 +147,13 @@ class LayerStatistics(EstimateTable):
     def table(self, names=None, max_rows: int = 10) -> str:
         i = self.info
         lines = [
-            f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, widths {i['widths'][1:-1]}, "
-            f"C_W={i['C_W'][-1]}, C_b={i['C_b'][-1]}, param={i['param']!r}, {i['readouts']} readouts, "
-            f"{i['controls']} control variates, {i['seconds']:.1f} s = {i['networks_per_second']:.0f} networks/s)"
+            (f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, widths {i['widths'][1:-1]}, "
+             f"C_W={i['C_W'][-1]}, C_b={i['C_b'][-1]}, param={i['param']!r}, {i['readouts']} readouts, "
+             f"{i['controls']} control variates, {i['seconds']:.1f} s = {i['networks_per_second']:.0f} networks/s)")
         ]
         status = i.get("control_variates", {})
         lines += [f"  T controls off: {status[k]}" for k in ("layer1_off", "per_network_off") if k in status]
-        return "\n".join(lines + self._rows(names or list(self.estimates), max_rows))
-
-    def __str__(self) -> str:
-        return self.table()
+        return "\n".join(lines + self.rows(names, max_rows))
 
     def __repr__(self) -> str:
         i = self.info
@@ -217,9 +161,6 @@ class LayerStatistics(EstimateTable):
             f"<LayerStatistics {i['activation']} depth {i['depth']} n={i['n']} N={self.X.shape[0]}, "
             f"{i['samples']} networks: {', '.join(self.estimates)}>"
         )
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(self.table())
 
 
 # --------------------------------------------------------------------------- per-network features
@@ -236,7 +177,7 @@ def _features(out: ensemble.ReadoutOutputs, spec: MLPSpec, controls: ControlVari
     tbar = tdiag.mean(axis=1)
     zz = np.einsum("sia,sib->siab", f, f)  # (S, m, N, N)
     zbar = zz.mean(axis=1)
-    outer = lambda x, y: np.einsum("sab,scd->sabcd", x, y)  # noqa: E731
+    outer = lambda x, y: np.einsum("sab,scd->sabcd", x, y)
     feats = {
         "k": Khat,
         "th": tbar,
@@ -372,11 +313,7 @@ def layer_statistics(
         raise ValueError("readouts must be >= 2 (the i != j statistics need two readout neurons)")
     spec = MLPSpec.build(X.shape[1], depth, width, readouts, C_W, C_b, param)
     act = numpy_activation(activation)
-    samples = _checks.positive_int("samples", samples)
-    batches = _checks.positive_int("batches", batches)
-    _checks.choice("sampler", sampler, ensemble.SAMPLERS)
-    if batches < 2 or samples < 2 * batches:
-        raise ValueError(f"need batches >= 2 and samples >= 2 * batches (got {samples}, {batches})")
+    samples, batches = run_settings(samples, batches, sampler)
     workers = workers or min(os.cpu_count() or 1, 2)
     n = spec.widths[spec.depth]
     controls = ControlVariates(act, spec, X, control_variates)
@@ -409,25 +346,7 @@ def layer_statistics(
         for name in QUANTITIES
         if name in values
     }
-    info = {
-        "activation": act.name,
-        "depth": spec.depth,
-        "widths": list(spec.widths),
-        "n": n,
-        "C_W": list(spec.C_W),
-        "C_b": list(spec.C_b),
-        "param": spec.param,
-        "samples": samples,
-        "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
-        "batches": batches,
-        "readouts": readouts,
-        "sampler": sampler,
-        "block": block,
-        "workers": workers,
-        "controls": rank,
-        "per_network_T_controls": bool(controls.per_network_T),
-        "control_variates": controls.status,
-        "seconds": seconds,
-        "networks_per_second": samples / max(seconds, 1e-12),
-    }
+    info = run_info(act, spec, samples, seed, batches, sampler, block, workers, seconds, depth=spec.depth, n=n,
+                    readouts=readouts, controls=rank, per_network_T_controls=controls.per_network_T,
+                    control_variates=controls.status, networks_per_second=samples / max(seconds, 1e-12))
     return LayerStatistics(estimates, X, info)

@@ -42,6 +42,7 @@ converges only algebraically and shows up as a large estimate.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,22 @@ from ..reference.activations import NumpyActivation, numpy_activation
 
 Array = np.ndarray
 
-__all__ = ["PolarRule", "LineRule", "fine_rule", "gauss_rule", "fine_line_rule", "gauss_line_rule", "half_range_gauss",
-           "pair_expectations", "single_expectations", "gaussian_pair_expectations", "layer_expectations",
-           "quadrature_kernels", "equal_rows", "R_MAX"]
+__all__ = [
+    "R_MAX",
+    "LineRule",
+    "PolarRule",
+    "equal_rows",
+    "fine_line_rule",
+    "fine_rule",
+    "gauss_line_rule",
+    "gauss_rule",
+    "gaussian_pair_expectations",
+    "half_range_gauss",
+    "layer_expectations",
+    "pair_expectations",
+    "quadrature_kernels",
+    "single_expectations",
+]
 
 #: radial cut-off of the fine rule: exp(-R^2/2) = 2.6e-18
 R_MAX = 9.0
@@ -106,7 +120,7 @@ def _panels(edges: Array, order: int) -> tuple[Array, Array]:
 def _subdivide(edges, width: float) -> Array:
     """Each interval of the sorted ``edges`` split into equal pieces no wider than ``width``."""
     out = [edges[0]]
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b - a <= 0:
             continue
         m = max(1, int(np.ceil((b - a) / width)))

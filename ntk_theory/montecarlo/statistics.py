@@ -37,7 +37,14 @@ from .. import _checks
 from ..architecture import MLPSpec
 from ..reference import ensemble
 from ..reference.activations import numpy_activation
-from .estimate import Estimate, distinct_entries, jackknife, run_blocks
+from .estimate import (
+    Estimate,
+    EstimateTable,
+    jackknife,
+    run_blocks,
+    run_info,
+    run_settings,
+)
 
 Array = np.ndarray
 
@@ -55,55 +62,29 @@ FOURTH_ORDER_MAX_INPUTS = 16
 
 
 @dataclass
-class MonteCarloResult:
+class MonteCarloResult(EstimateTable):
     """Estimates from S networks, with the set-up that produced them."""
 
     estimates: dict
     X: Array
     info: dict = field(default_factory=dict)
 
-    def __getitem__(self, name: str) -> Estimate:
-        try:
-            return self.estimates[name]
-        except KeyError:
-            raise KeyError(f"no estimate {name!r}; have {', '.join(self.estimates)}") from None
-
-    def __getattr__(self, name):
-        estimates = self.__dict__.get("estimates", {})
-        if name in estimates:
-            return estimates[name]
-        raise AttributeError(name)
+    def symmetry(self, name: str) -> str:
+        return ESTIMATES.get(name, ("", "full"))[1]
 
     # -------------------------------------------------------------- display
     def table(self, max_rows: int = 12) -> str:
         """A text table of the distinct entries of every estimate: value +- standard error."""
         info = self.info
-        lines = [
-            f"Monte Carlo over {info.get('samples')} networks "
-            f"({info.get('activation')}, widths {info.get('widths')}, C_W={info.get('C_W')}, "
-            f"C_b={info.get('C_b')}, param={info.get('param')!r}, sampler={info.get('sampler')!r}, "
-            f"{info.get('batches')} batches, seed={info.get('seed')}, {info.get('seconds', 0):.2f} s)",
-        ]
-        for name, est in self.estimates.items():
-            desc, symmetry = ESTIMATES.get(name, (est.description, "full"))
-            lines.append(f"{name}: {desc}")
-            keys = distinct_entries(est.value.shape, symmetry)
-            for idx in keys[:max_rows]:
-                label = ",".join(str(i) for i in idx)
-                lines.append(f"  [{label:>9}]  {est.value[idx]: .6e} +- {est.stderr[idx]:.2e}")
-            if len(keys) > max_rows:
-                lines.append(f"  ... {len(keys) - max_rows} more distinct entries")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
+        head = (f"Monte Carlo over {info.get('samples')} networks "
+                f"({info.get('activation')}, widths {info.get('widths')}, C_W={info.get('C_W')}, "
+                f"C_b={info.get('C_b')}, param={info.get('param')!r}, sampler={info.get('sampler')!r}, "
+                f"{info.get('batches')} batches, seed={info.get('seed')}, {info.get('seconds', 0):.2f} s)")
+        return "\n".join([head] + self.rows(max_rows=max_rows))
 
     def __repr__(self) -> str:
         names = ", ".join(self.estimates)
         return f"<MonteCarloResult: {self.info.get('samples')} networks, N={self.X.shape[0]}; {names}>"
-
-    def _repr_pretty_(self, p, cycle):  # IPython
-        p.text(self.table())
 
     # -------------------------------------------------------------- saving
     def save(self, path) -> Path:
@@ -130,7 +111,7 @@ class MonteCarloResult:
         return path
 
     @classmethod
-    def load(cls, path) -> "MonteCarloResult":
+    def load(cls, path) -> MonteCarloResult:
         path = Path(path)
         if path.suffix == ".json":
             payload = json.loads(path.read_text())
@@ -218,13 +199,7 @@ def sample_statistics(
     N = X.shape[0]
     spec = MLPSpec.build(X.shape[1], depth, width, 1, C_W, C_b, param)
     act = numpy_activation(activation)
-    samples = _checks.positive_int("samples", samples)
-    batches = _checks.positive_int("batches", batches)
-    _checks.choice("sampler", sampler, ensemble.SAMPLERS)
-    if samples < 2 * batches:
-        raise ValueError(f"samples ({samples}) must be at least twice the number of batches ({batches})")
-    if batches < 2:
-        raise ValueError("batches must be >= 2 to estimate standard errors")
+    samples, batches = run_settings(samples, batches, sampler)
     if fourth_order is None:
         fourth_order = N <= FOURTH_ORDER_MAX_INPUTS
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -246,18 +221,5 @@ def sample_statistics(
     estimates = {
         name: Estimate(name, values[name], errors[name], ESTIMATES[name][0]) for name in ESTIMATES if name in values
     }
-    info = {
-        "activation": act.name,
-        "widths": list(spec.widths),
-        "C_W": list(spec.C_W),
-        "C_b": list(spec.C_b),
-        "param": spec.param,
-        "samples": samples,
-        "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
-        "batches": batches,
-        "sampler": sampler,
-        "block": block,
-        "workers": workers,
-        "seconds": seconds,
-    }
+    info = run_info(act, spec, samples, seed, batches, sampler, block, workers, seconds)
     return MonteCarloResult(estimates, X, info)

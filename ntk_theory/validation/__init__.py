@@ -19,9 +19,22 @@ from .plot import Panel, plot_panels, require_matplotlib
 from .verdict import outcome, passes, z_score
 
 __all__ = [
-    "check", "crosscheck", "CheckReport", "CheckRow", "CROSSCHECK_RTOL",
-    "check_finite_width", "FiniteWidthCheck", "COMPARED",
-    "fit_inverse_width", "fit_widths", "WidthFit", "weighted_fit",
-    "Panel", "plot_panels", "require_matplotlib",
-    "z_score", "passes", "outcome",
+    "COMPARED",
+    "CROSSCHECK_RTOL",
+    "CheckReport",
+    "CheckRow",
+    "FiniteWidthCheck",
+    "Panel",
+    "WidthFit",
+    "check",
+    "check_finite_width",
+    "crosscheck",
+    "fit_inverse_width",
+    "fit_widths",
+    "outcome",
+    "passes",
+    "plot_panels",
+    "require_matplotlib",
+    "weighted_fit",
+    "z_score",
 ]

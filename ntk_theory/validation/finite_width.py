@@ -55,16 +55,16 @@ class FiniteWidthCheck:
                  f"width {i.get('widths')}, 1/n fits ({i.get('seconds', 0):.0f} s); every distinct entry compared: "
                  + ", ".join(f"{name} {k}" for name, k in counts.items()),
                  f"{'quantity':<16}{'entry':>9}{'prediction':>14}{'Monte Carlo fit':>26}{'z':>8}  result"]
-        for name in counts:
+        for name, count in counts.items():
             rows = [r for r in self.rows if r[0] == name]
-            if max_rows is not None and len(rows) > max_rows:
+            if max_rows is not None and count > max_rows:
                 shown = sorted(rows, key=lambda r: -(abs(r[5]) if np.isfinite(r[5]) else np.inf))[:max_rows]
                 rows = [r for r in rows if r in shown]
             for _, idx, p, v, se, z in rows:
                 lines.append(f"{name:<16}{','.join(map(str, idx)):>9}{p:>14.6g}{v:>16.6g} ± {se:<8.2g}{z:>8.2f}  "
                              + outcome(z, self.sigmas, v, p, se))
-            if len(rows) < counts[name]:
-                lines.append(f"{'':<16}... {counts[name] - len(rows)} more {name} entries compared, with smaller |z|")
+            if len(rows) < count:
+                lines.append(f"{'':<16}... {count - len(rows)} more {name} entries compared, with smaller |z|")
         failed = sum(not passes(r[5], self.sigmas) for r in self.rows)
         lines.append(f"{len(self.rows)} entries, max |z| = {self.max_abs_z:.2f}: "
                      + (f"all within {self.sigmas} standard errors: PASS" if self.passed
@@ -118,6 +118,6 @@ def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str =
         for idx in distinct_entries(est.value.shape, symmetry_of(name)):
             v, se, p = float(est.value[idx]), float(est.stderr[idx]), float(P[idx])
             rows.append((name, idx, p, v, se, z_score(v, p, se)))
-    info = dict(description=pred.description, samples=samples, widths=list(widths),
-                seconds=time.perf_counter() - t0)
+    info = {"description": pred.description, "samples": samples, "widths": list(widths),
+            "seconds": time.perf_counter() - t0}
     return FiniteWidthCheck(rows, sigmas, info, fit)

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _checks
-from ..montecarlo import QUANTITIES, Estimate, EstimateTable, layer_statistics
+from ..montecarlo import QUANTITIES, Estimate, FiniteWidthTable, layer_statistics
 from ..reference.activations import numpy_activation
 
-__all__ = ["WidthFit", "weighted_fit", "fit_widths", "fit_inverse_width"]
+__all__ = ["WidthFit", "fit_inverse_width", "fit_widths", "weighted_fit"]
 
 
 @dataclass
-class WidthFit(EstimateTable):
+class WidthFit(FiniteWidthTable):
     """Coefficients of the 1/n fits with standard errors, chi^2 per entry, and the per-width runs.
 
     ``K``, ``K1``, ``K2``: E[z z] = K + K1/n + K2/n^2; ``ntk``, ``ntk1``, ``ntk2`` (aliases ``Theta``,
@@ -38,7 +38,7 @@ class WidthFit(EstimateTable):
     runs: list
     info: dict = field(default_factory=dict)
 
-    def _extra(self, name, idx) -> str:
+    def entry_note(self, name, idx) -> str:
         base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))
         if base in self.chi2 and not name.endswith("_slope") and name not in ("K1", "K2", "ntk1", "ntk2"):
             return f"   chi2 {self.chi2[base][idx]:.1f}/{self.dof[base]}"
@@ -51,16 +51,10 @@ class WidthFit(EstimateTable):
             f"C_W={i.get('C_W')}, C_b={i.get('C_b')}, param={i.get('param')!r}, "
             f"{i.get('samples')} networks per width, {i.get('seconds', 0):.0f} s)"
         )
-        return "\n".join([head] + self._rows(names or list(self.estimates), max_rows))
-
-    def __str__(self) -> str:
-        return self.table()
+        return "\n".join([head] + self.rows(names, max_rows))
 
     def __repr__(self) -> str:
         return f"<WidthFit widths {self.widths}: {', '.join(self.estimates)}>"
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(self.table())
 
 
 def weighted_fit(widths, values, errors, powers, fixed=None):
@@ -109,7 +103,7 @@ def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int
     for name, fixed in (("K", None if infinite is None else infinite[0]), ("ntk", None if infinite is None else infinite[1])):
         vals = np.stack([r[name].value for r in runs])
         errs = np.stack([r[name].stderr for r in runs])
-        powers = list(range(1, mean_order + 1)) if fixed is not None else list(range(0, mean_order + 1))
+        powers = list(range(1, mean_order + 1)) if fixed is not None else list(range(mean_order + 1))
         if W < len(powers):
             raise ValueError(f"{W} widths cannot fit {len(powers)} coefficients")
         coef, se, c2 = weighted_fit(widths, vals, errs, powers, fixed)
@@ -121,7 +115,7 @@ def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int
             est[lab] = Estimate(lab, cf, s, desc)
         chi2[name], dof[name] = c2, W - len(powers)
     tensors = [k for k in ("V", "A", "B", "D", "F", "ntk_cov_single", "cumulant_single", "ntk_z_single") if k in runs[0].estimates]
-    powers = list(range(0, tensor_order + 1))
+    powers = list(range(tensor_order + 1))
     for name in tensors:
         vals = np.stack([r[name].value for r in runs])
         errs = np.stack([r[name].stderr for r in runs])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["z_score", "passes", "outcome"]
+__all__ = ["outcome", "passes", "z_score"]
 
 
 def _finite(x) -> bool:
