@@ -1,6 +1,6 @@
 """Every derived closed form against independent quadrature, including rho = 0 and |rho| -> 1.
 
-Fast set: float64 double-exponential quadrature (``gaussian.numerical.expect2``, itself checked
+Fast set: float64 double-exponential quadrature (``numerics.quadrature.expect2``, itself checked
 against hand-written closed forms to ~1e-15) at many points, 1e-13 relative.  Slow set: 30-digit
 mpmath quadrature at a random point, one activation per rule family, 1e-25 relative.
 """
@@ -10,7 +10,9 @@ import pytest
 import sympy as sp
 
 from ntk_theory.activations import activation, x
-from ntk_theory.gaussian import expectation, numerical
+from ntk_theory.gaussian import expectation
+from ntk_theory.numerics import quadrature
+from ntk_theory.numerics.quadrature_mp import expect2_mp
 from ntk_theory.gaussian import k11, k12, k22
 from ntk_theory.gaussian.stable import lambdify as stable_lambdify
 
@@ -46,10 +48,10 @@ def test_closed_form_matches_quadrature(name, derivative):
     f = _integrand(act, derivative)
     kinks = act.kinks
     for a, b, c in _points():
-        q = numerical.expect2(f, f, a, b, c, kinks_f=kinks, kinks_g=kinks)
+        q = quadrature.expect2(f, f, a, b, c, kinks_f=kinks, kinks_g=kinks)
         # the kernel's natural scale |E[f(u) f(v)]| <= sqrt(E[f(u)^2] E[f(v)^2])
         sq = lambda z: f(z) ** 2  # noqa: E731
-        scale = np.sqrt(numerical.expect1(sq, a, kinks=kinks).value * numerical.expect1(sq, b, kinks=kinks).value)
+        scale = np.sqrt(quadrature.expect1(sq, a, kinks=kinks).value * quadrature.expect1(sq, b, kinks=kinks).value)
         near_one = abs(c) > 0.999 * np.sqrt(a * b)
         # the stable form is what the recursions evaluate; the raw (displayed) form loses digits
         # as |rho| -> 1 through arcsin of a rounded argument, which is why the stable form exists
@@ -71,7 +73,7 @@ def test_closed_form_matches_30_digit_quadrature(name):
     e = expectation(act)
     a, b, c = 0.83, 1.71, -0.61 * np.sqrt(0.83 * 1.71)
     with mpmath.workdps(30):
-        ref, err = numerical.expect2_mp(act.mpmath, act.mpmath, a, b, c, kinks_f=act.kinks or (0.0,), kinks_g=act.kinks or (0.0,), dps=30)
+        ref, err = expect2_mp(act.mpmath, act.mpmath, a, b, c, kinks_f=act.kinks or (0.0,), kinks_g=act.kinks or (0.0,), dps=30)
         got = e.evaluate_mp(a, b, c, dps=30)
         assert abs(got - ref) <= mpmath.mpf("1e-25") * abs(ref) + err, (name, got, ref, err)
 
@@ -83,7 +85,7 @@ def test_one_variable_expectation(name):
     act = activation(name)
     e = expectation1(act)
     for kk in (0.05, 0.9, 4.0):
-        q = numerical.expect1(act.numpy, kk, kinks=act.kinks)
-        scale = np.sqrt(numerical.expect1(lambda z: act.numpy(z) ** 2, kk, kinks=act.kinks).value)
+        q = quadrature.expect1(act.numpy, kk, kinks=act.kinks)
+        scale = np.sqrt(quadrature.expect1(lambda z: act.numpy(z) ** 2, kk, kinks=act.kinks).value)
         assert abs(float(e(np.array(kk))) - q.value) <= 1e-13 * scale + q.error, (name, kk)
     assert e.is_closed_form == (name != "softplus")

@@ -3,7 +3,7 @@
 Every check is against something independent of the code under test: closed forms evaluated in
 mpmath (50 digits) from the exact float inputs (Hermite coefficients of exp, of a polynomial and of
 ReLU; the arcsine kernel of erf, E[sin u sin v], the arc-cosine kernel of ReLU, the step kernel),
-or ntk_theory.gaussian.numerical.expect1/expect2 (an independent tanh-sinh quadrature in NumPy).
+or ntk_theory.numerics.quadrature.expect1/expect2 (an independent tanh-sinh quadrature in NumPy).
 """
 
 import math
@@ -22,7 +22,7 @@ from ntk_theory.codegen.hermite import (
     series_order,
     series_order_tail,
 )
-from ntk_theory.gaussian.numerical import expect1, expect2
+from ntk_theory.numerics.quadrature import expect1, expect2
 
 mpmath.mp.dps = 50
 EPS = np.finfo(float).eps

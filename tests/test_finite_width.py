@@ -109,12 +109,12 @@ def test_bad_inputs_X():
 def test_numerical_pair_derivatives_against_quadrature():
     """tanh (no closed form): the covariance derivatives of <s s> and <s' s'> come from Mehler series on
     NumPy Hermite tables (degree 256; 1024 at (4, 4, 3.96); the compiled 2-D quadrature at
-    (9, 9, 8.955) for the derivatives no 1024 terms resolve); each equals an independent tanh-sinh quadrature (gaussian.numerical.expect2) of the derivative
+    (9, 9, 8.955) for the derivatives no 1024 terms resolve); each equals an independent tanh-sinh quadrature (numerics.quadrature.expect2) of the derivative
     product it stands for (Price: dT/dk11 = <s'' s>/2, dT/dk12 = <s' s'>, d2T/dk11^2 = <s'''' s>/4, ...)."""
     from ntk_theory.activations import activation, x
     from ntk_theory.activations import lambdify_numpy
     from ntk_theory.finite_width.twopoint import TwoPoint
-    from ntk_theory.gaussian.numerical import expect2
+    from ntk_theory.numerics.quadrature import expect2
 
     a = activation("tanh")
     for which, base in (("ss", a.expr), ("dd", a.derivative())):

@@ -1,6 +1,6 @@
 """Compiled four-point Gaussian moment tensors (ntk_theory.gaussian.fourpoint) against independent
 references: Isserlis/Wick (linear, polynomial activations: exact), the one-variable closed forms of
-ReLU, the NumPy nested tanh-sinh quadrature ``numerical.expectn`` (independent code with its own
+ReLU, the NumPy nested tanh-sinh quadrature ``numerics.quadrature.expectn`` (independent code with its own
 error estimates) and mpmath.  Every comparison also checks that the actual error is within the
 reported estimate (plus the reference's own error)."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from ntk_theory.activations import activation
 from ntk_theory.gaussian.fourpoint import FourPointMoments, compile_activation, four_point_moments
-from ntk_theory.gaussian.numerical import expectn
+from ntk_theory.numerics.quadrature import expectn
 
 
 def _gram(n, d=10, seed=0):

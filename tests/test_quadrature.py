@@ -1,4 +1,4 @@
-"""Numerical Gaussian expectations against closed forms, Wick's theorem, mpmath and Monte Carlo.
+"""numerics.quadrature (float64, batch, mpmath) against closed forms, Wick's theorem, mpmath and Monte Carlo.
 
 References are computed independently of the code under test: closed forms (Cho & Saul 2009
 arc-cosine kernel, the arcsine kernel of the step function, Williams 1997 for erf, sin, Isserlis /
@@ -15,14 +15,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from ntk_theory.gaussian.numerical import (
-    QuadratureResult,
-    expect1,
-    expect2,
-    expect2_mp,
-    expect2_vectorized,
-    expectn,
-)
+from ntk_theory.numerics.quadrature import QuadratureResult, expect1, expect2, expectn
+from ntk_theory.numerics.quadrature_batch import expect2_vectorized
+from ntk_theory.numerics.quadrature_mp import expect2_mp
 
 REL, ABS = 1e-13, 1e-15
 

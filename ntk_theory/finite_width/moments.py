@@ -10,7 +10,7 @@ s^4, s^2 s'^2, s'^4), the finite-width recursions need
 tensor H4: (1/8) <g H4> = M''/2).  Each average is a closed form in K where the rules of
 :mod:`ntk_theory.gaussian` derive one (then M', M'' are SymPy derivatives of it: exact, including
 the Dirac-delta contributions of kinks, which a differentiated closed form carries), else a
-tanh-sinh quadrature split at the kinks (:func:`ntk_theory.gaussian.numerical.expect1`) of the
+tanh-sinh quadrature split at the kinks (:func:`ntk_theory.numerics.quadrature.expect1`) of the
 weighted integrand above, with its error estimate.
 """
 
@@ -82,10 +82,10 @@ class Average:
             if not np.isfinite(v):
                 raise ValueError(f"<{self.integrand}> (derivative {order}) is not finite at K = {K}")
             return v, 0.0
-        from ..gaussian import numerical
+        from ..numerics.quadrature import expect1
 
         f = self._weighted[order]
-        r = numerical.expect1(lambda z: f(z, K) * np.ones_like(z), K, kinks=self.kinks)
+        r = expect1(lambda z: f(z, K) * np.ones_like(z), K, kinks=self.kinks)
         return float(r.value), float(r.error)
 
     def evaluate_mp(self, K, order: int = 0):

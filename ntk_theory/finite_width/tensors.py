@@ -88,11 +88,11 @@ class TensorState:
 
 
 def four_point_by_expectn(act, K, tol=1e-10):
-    """ssss, ddss, dddd and the largest error by :func:`ntk_theory.gaussian.numerical.expectn`
+    """ssss, ddss, dddd and the largest error by :func:`ntk_theory.numerics.quadrature.expectn`
     (NumPy nested quadrature, one call per index multiset: slow, for small N and for checks)."""
     import itertools
 
-    from ..gaussian.numerical import expectn
+    from ..numerics.quadrature import expectn
 
     N = K.shape[0]
     s, ds = act.numpy, act.numpy_derivative

@@ -128,21 +128,21 @@ class NumericalExpectation(GaussianExpectation):
         return lambdify_numpy(drop_deltas(self.f)), lambdify_numpy(drop_deltas(self.g))
 
     def evaluate(self, k11, k22, k12, with_error: bool = False):
-        from . import numerical
+        from ..numerics.quadrature_batch import expect2_vectorized
 
         f, g = self._callables
-        values, errors = numerical.expect2_vectorized(
+        values, errors = expect2_vectorized(
             f, g, *np.broadcast_arrays(*map(np.asarray, (k11, k22, k12))), kinks_f=self.kinks_f, kinks_g=self.kinks_g
         )
         return (values, errors) if with_error else values
 
     def evaluate_mp(self, k11, k22, k12, dps: int = 30):
-        from . import numerical
+        from ..numerics.quadrature_mp import expect2_mp
 
         with mpmath.workdps(dps):
             f = sp.lambdify(x, self.f, modules="mpmath")
             g = sp.lambdify(x, self.g, modules="mpmath")
-            value, _ = numerical.expect2_mp(f, g, k11, k22, k12, kinks_f=self.kinks_f, kinks_g=self.kinks_g, dps=dps)
+            value, _ = expect2_mp(f, g, k11, k22, k12, kinks_f=self.kinks_f, kinks_g=self.kinks_g, dps=dps)
             return value
 
     @functools.cached_property
@@ -219,11 +219,11 @@ class NumericalDiagonal(GaussianExpectation):
         return lambdify_numpy(drop_deltas(self.f * self.g))
 
     def evaluate(self, kk, with_error: bool = False):
-        from . import numerical
+        from ..numerics.quadrature import expect1
 
         kk = np.asarray(kk, dtype=float)
         h = self._callable
-        results = [numerical.expect1(h, float(v), kinks=self.kinks) for v in kk.ravel()]
+        results = [expect1(h, float(v), kinks=self.kinks) for v in kk.ravel()]
         values = np.array([r.value for r in results]).reshape(kk.shape)
         errors = np.array([r.error for r in results]).reshape(kk.shape)
         return (values, errors) if with_error else values
@@ -232,11 +232,11 @@ class NumericalDiagonal(GaussianExpectation):
         return self.evaluate(kk)
 
     def evaluate_mp(self, kk, dps: int = 30):
-        from . import numerical
+        from ..numerics.quadrature_mp import expect2_mp
 
         with mpmath.workdps(dps):
             fg = sp.lambdify(x, self.f * self.g, modules="mpmath")
-            value, _ = numerical.expect2_mp(fg, lambda z: 1, kk, kk, kk, kinks_f=self.kinks, dps=dps)
+            value, _ = expect2_mp(fg, lambda z: 1, kk, kk, kk, kinks_f=self.kinks, dps=dps)
             return value
 
     def latex(self) -> str:

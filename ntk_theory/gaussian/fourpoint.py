@@ -111,7 +111,7 @@ numerical integrator, which is compiled only when such a set occurs (``info["met
 sets took which route; ``exact=False`` forces the numerical integrator).
 
 Provenance: written for ntk_theory (issue 5, finite-width corrections); the nested pivoted-
-Cholesky reduction follows :func:`ntk_theory.gaussian.numerical.expectn` (independent NumPy
+Cholesky reduction follows :func:`ntk_theory.numerics.quadrature.expectn` (independent NumPy
 tanh-sinh code, used as a reference in the tests), the compiled activations follow
 :mod:`ntk_theory.codegen.emit`.
 """

@@ -10,5 +10,9 @@ module                   what
 compensated              Dekker's error-free product, the determinant p q - c^2 and c - a x without
                          cancellation (plain arithmetic; ``compensated_numba`` registers them for Numba)
 cholesky                 pivoted, rank-revealing Cholesky factor of a small covariance
+quadrature               E[f(u)], E[f(u) g(v)], E[prod_i f_i(z_i)] (n <= 4) by nested tanh-sinh rules
+                         split at kinks, float64, with error estimates
+quadrature_batch         the same rule at a fixed step for arrays of covariances (kernel matrices)
+quadrature_mp            the same rule in mpmath at any precision: the reference the tests use
 =======================  ==============================================================================
 """

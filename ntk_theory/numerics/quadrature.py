@@ -1,7 +1,8 @@
-r"""Numerical Gaussian expectations E[f(u)], E[f(u) g(v)] and E[prod_i f_i(z_i)] with error estimates.
+r"""Gaussian expectations E[f(u)], E[f(u) g(v)] and E[prod_i f_i(z_i)] by nested tanh-sinh rules, float64.
 
-For activations without a closed form (tanh, softplus, swish, sigmoid, ELU, ...) and for checking
-closed forms to the last digit.
+f, g, f_i are NumPy-vectorised callables with optional kinks (points where they are not smooth).
+The same rule at one fixed step for arrays of covariances is :mod:`.quadrature_batch`; in mpmath
+at any precision, :mod:`.quadrature_mp`.
 
 Reduction to nested one-dimensional integrals
 ---------------------------------------------
@@ -44,12 +45,11 @@ Error estimates
 Rules at step h contain those at 2h and 4h (every second, fourth node), so one evaluation gives
 I_h, I_2h, I_4h.  The reported error is an *estimate*, the sum of
 
-* the level difference: |I_h - I_2h| in :func:`expect1`, :func:`expect2` and
-  :func:`expect2_vectorized` (which bounds the error of the coarser rule, so it is pessimistic
-  by many digits once converged).  In :func:`expectn`, where a finer level costs 2^n times
-  more, the double-exponential model 10 |I_h - I_2h|^2 / E|prod f| (the rule's error squares
-  when h halves), used once |I_h - I_2h| < 1e-3 E|prod f|.  In :func:`expect2_mp` the
-  extrapolation d1 (d1 / d2)^(1/2), d1 = |I_h - I_2h|, d2 = |I_2h - I_4h|;
+* the level difference: |I_h - I_2h| in :func:`expect1`, :func:`expect2` (and
+  :func:`.quadrature_batch.expect2_vectorized`), which bounds the error of the coarser rule, so it
+  is pessimistic by many digits once converged.  In :func:`expectn`, where a finer level costs 2^n
+  times more, the double-exponential model 10 |I_h - I_2h|^2 / E|prod f| (the rule's error squares
+  when h halves), used once |I_h - I_2h| < 1e-3 E|prod f|;
 * the truncation at the ends of the t-range: the terms of the outermost nodes;
 * rounding: 8 eps sum |w f g|.
 
@@ -64,14 +64,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import mpmath
 import numpy as np
 
 from .. import _checks
-from ..numerics import compensated
-from ..numerics.cholesky import pivoted_cholesky
+from . import compensated
+from .cholesky import pivoted_cholesky
 
-__all__ = ["QuadratureResult", "expect1", "expect2", "expect2_mp", "expect2_vectorized", "expectn"]
+__all__ = ["QuadratureResult", "expect1", "expect2", "expectn"]
 
 _EPS = np.finfo(np.float64).eps
 _T_FINITE = 3.9  # tanh-sinh range at a finite end: theta gap exp(-pi sinh 3.9) ~ 1e-34
@@ -83,7 +82,6 @@ _LEVELS_1D = (1 / 8, 1 / 16, 1 / 32, 1 / 64, 1 / 128)
 _LEVELS_2D = (1 / 8, 1 / 16, 1 / 32, 1 / 64)
 _LEVELS_ND = (1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 8)
 _MAX_GRID = 400_000_000  # largest (unpruned) nested grid expectn will attempt
-_CHUNK = 2_000_000  # grid points per batch chunk in expect2_vectorized
 
 
 @dataclass(frozen=True)
@@ -627,127 +625,6 @@ def _one_variable_zero(f, g, k11, k22, kf, kg, tol):
     return _scaled(r, g0, 1, f"k22 = 0: g(0) E[f], {r.method}")
 
 
-def _nested_batch(funcs, kinks, coef, h):
-    """_nested over a large batch in chunks of about _CHUNK grid points."""
-    B = coef.shape[0]
-    probe = _nested(funcs, kinks, coef[:1], h)
-    per_element = max(probe["evaluations"], 1)
-    step = max(1, _CHUNK // per_element)
-    outs = [probe] if B == 1 else [_nested(funcs, kinks, coef[i : i + step], h) for i in range(0, B, step)]
-    return {
-        "I": np.concatenate([o["I"] for o in outs], axis=1),
-        "l1": np.concatenate([o["l1"] for o in outs]),
-        "edge": np.concatenate([o["edge"] for o in outs]),
-        "evaluations": sum(o["evaluations"] for o in outs),
-    }
-
-
-def _batch_values(funcs, kinks, coef, h):
-    """(values, errors) of the fixed rule at h for a batch of coefficient sets."""
-    if coef.shape[0] == 0:
-        return np.zeros(0), np.zeros(0)
-    out = _nested_batch(funcs, kinks, coef, h)
-    _check_tails(out)
-    return out["I"][0], _error_parts(out, extrapolate=False)
-
-
-def expect2_vectorized(
-    f: Callable, g: Callable, k11, k22, k12, *, kinks_f: Sequence[float] = (),
-    kinks_g: Sequence[float] = (), level: int | None = None,
-) -> tuple:
-    r"""E[f(u) g(v)] for many (k11, k22, k12) triples at once: (values, errors), arrays of their shape.
-
-    The rule of :func:`expect2` at one fixed step h = 2^-level (default level 4, h = 1/16:
-    about 1e5 evaluations per triple, 1e-15 for O(1) variances), vectorised in NumPy over the
-    batch; errors are |I_h - I_2h| + truncation + rounding, as in :func:`expect2`.  Used to
-    evaluate kernel matrices (N x N entries).  Triples with k11 = 0, k22 = 0, rho = 0 or rho = +-1
-    are computed as in :func:`expect2`.
-    """
-    f, g = _callable("f", f), _callable("g", g)
-    kf = _with_zero(_kinks("kinks_f", kinks_f))
-    kg = _with_zero(_kinks("kinks_g", kinks_g))
-    level = 4 if level is None else _checks.positive_int("level", level)
-    h = 2.0**-level
-    k11, k22, k12 = _triple_arrays(k11, k22, k12)
-    shape = k11.shape
-    k11, k22, k12 = k11.ravel(), k22.ravel(), k12.ravel()
-    det = _determinant(k11, k22, k12)
-    values, errors = np.zeros(k11.size), np.zeros(k11.size)
-    for idx, fill in _pair_cases(k11, k22, k12, det):
-        if idx.size:
-            values[idx], errors[idx] = fill(f, g, kf, kg, k11[idx], k22[idx], k12[idx], det[idx], h)
-    return values.reshape(shape), errors.reshape(shape)
-
-
-def _triple_arrays(k11, k22, k12):
-    arrays = []
-    for name, k in (("k11", k11), ("k22", k22), ("k12", k12)):
-        try:
-            a = np.asarray(k, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a numeric array; got {type(k).__name__}") from None
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} must be finite numbers (no NaN or inf)")
-        arrays.append(a)
-    if not (arrays[0].shape == arrays[1].shape == arrays[2].shape):
-        raise ValueError(
-            f"k11, k22, k12 must have one shape; got {arrays[0].shape}, {arrays[1].shape}, {arrays[2].shape}"
-        )
-    for name, a in zip(("k11", "k22"), arrays[:2]):
-        if np.any(a < 0):
-            raise ValueError(f"{name} must be >= 0 (it is a variance); got a negative entry")
-    return arrays
-
-
-def _pair_cases(k11, k22, k12, det):
-    """Index sets of the exact special cases and of the general case, with their evaluators."""
-    zero = (k11 == 0) | (k22 == 0)
-    product = ~zero & (k12 == 0)
-    degenerate = ~zero & ~product & (det == 0)
-    general = ~zero & ~product & ~degenerate
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eps = np.sqrt(det / k11) / np.abs(k12 / np.sqrt(k11))
-    near = general & (eps < 1.0 / _NEAR_KINK)
-    return [
-        (np.flatnonzero(zero), _batch_zero),
-        (np.flatnonzero(product), _batch_product),
-        (np.flatnonzero(degenerate), _batch_pair),
-        (np.flatnonzero(general & ~near), _batch_pair),
-        (np.flatnonzero(near), _batch_pair),
-    ]
-
-
-def _batch_one(func, kinks, k, h):
-    """E[func(sqrt(k) x)] for a batch of k > 0."""
-    return _batch_values([func], [kinks], np.sqrt(k)[:, None, None], h)
-
-
-def _batch_zero(f, g, kf, kg, k11, k22, k12, det, h):
-    values, errors = np.zeros(k11.size), np.zeros(k11.size)
-    f0 = float(_evaluate(f, np.zeros(1), np.ones(1))[0])
-    g0 = float(_evaluate(g, np.zeros(1), np.ones(1))[0])
-    both = (k11 == 0) & (k22 == 0)
-    values[both] = f0 * g0
-    for mask, func, kinks, k, const in (
-        ((k11 == 0) & ~both, g, kg, k22, f0),
-        ((k22 == 0) & ~both, f, kf, k11, g0),
-    ):
-        v, e = _batch_one(func, kinks, k[mask], h)
-        values[mask], errors[mask] = const * v, abs(const) * e
-    return values, errors
-
-
-def _batch_product(f, g, kf, kg, k11, k22, k12, det, h):
-    vf, ef = _batch_one(f, kf, k11, h)
-    vg, eg = _batch_one(g, kg, k22, h)
-    value = vf * vg
-    return value, np.abs(vf) * eg + np.abs(vg) * ef + ef * eg + 2 * _EPS * np.abs(value)
-
-
-def _batch_pair(f, g, kf, kg, k11, k22, k12, det, h):
-    return _batch_values([f, g], [kf, kg], _pair_coefficients(k11, k22, k12, det), h)
-
-
 # ----------------------------------------------------------------------------------------------
 # n variables
 # ----------------------------------------------------------------------------------------------
@@ -834,299 +711,3 @@ def expectn(fs: Sequence[Callable], K, *, kinks=None, tol: float = 1e-10) -> Qua
             break
     method = f"nested tanh-sinh, rank {L.shape[1]} of {n}, h=1/{round(1 / h_used)}"
     return QuadratureResult(float(out["I"][0, 0]), error, evaluations, method)
-
-
-# ----------------------------------------------------------------------------------------------
-# Arbitrary precision (mpmath): the same rule, scalar loops
-# ----------------------------------------------------------------------------------------------
-
-_MP_LEVELS = (8, 16, 32)  # 1/h
-
-
-@functools.lru_cache(maxsize=16)
-def _mp_template(inv_h: int, dps: int):
-    """tanh-sinh nodes (dl, dr, w, left, (m_h, m_2h, m_4h), edge) on [0, 1] at working precision.
-
-    t = i h, |t| <= T with sinh T = 2 ln(10) (dps + 10) / pi: the theta gap left at the ends is
-    10^-(2 dps + 20).
-    """
-    mp = mpmath.mp
-    h = mpmath.mpf(1) / inv_h
-    T = mpmath.asinh(2 * mpmath.log(10) * (dps + 10) / mp.pi)
-    n = int(mpmath.ceil(T / h))
-    nodes = []
-    for i in range(-n, n + 1):
-        t = i * h
-        s = mp.pi / 2 * mpmath.sinh(t)
-        dl = 1 / (1 + mpmath.exp(-2 * s))
-        dr = 1 / (1 + mpmath.exp(2 * s))
-        w = h * mp.pi / 4 * mpmath.cosh(t) / mpmath.cosh(s) ** 2
-        mult = (1, 2 if i % 2 == 0 else 0, 4 if i % 4 == 0 else 0)
-        nodes.append((dl, dr, w, i < 0, mult, abs(i) == n))
-    return nodes
-
-
-_MP_CACHE: dict = {}
-
-
-def _mp_tail_w(tpl):
-    """Per node of an infinite piece: w = -log(1 - tau) and y = sqrt(2 w) (the P = 0 offsets)."""
-    key = ("w", id(tpl), mpmath.mp.prec)
-    if key not in _MP_CACHE:
-        ws = [-mpmath.log1p(-dl) if left else -mpmath.log(dr) for dl, dr, _, left, _, _ in tpl]
-        _MP_CACHE[key] = (tpl, [(w, mpmath.sqrt(2 * w)) for w in ws])
-    return _MP_CACHE[key][1]
-
-
-def _mp_half_line(tpl):
-    """The nodes of int_0^inf phi(x) f(x) dx (the same for every piece starting at 0)."""
-    key = ("half", id(tpl), mpmath.mp.prec)
-    if key not in _MP_CACHE:
-        phi0 = mpmath.npdf(0)
-        nodes = [
-            (True, y, phi0 * wt / y, mult, edge)
-            for (_, _, wt, _, mult, edge), (_, y) in zip(tpl, _mp_tail_w(tpl))
-        ]
-        _MP_CACHE[key] = (tpl, nodes)
-    return _MP_CACHE[key][1]
-
-
-def _mp_piece(P, Q, tpl):
-    """Nodes of int_P^Q phi(x) f(x) dx, 0 <= P <= Q <= inf: list of (near_P, offset, weight, mult, edge).
-
-    offset is the distance from P (near_P) or from Q; the substitution is that of :func:`_positive_piece`.
-    """
-    if Q == P:
-        return []
-    c = P if P >= 1 else mpmath.mpf(0)
-    phi_P = mpmath.npdf(P)
-    out = []
-    if Q == mpmath.inf:
-        if P == 0:
-            return _mp_half_line(tpl)
-        for (dl, dr, wt, left, mult, edge), (w, y0) in zip(tpl, _mp_tail_w(tpl)):
-            if c == 0:
-                out.append((True, y0, phi_P * wt * mpmath.exp(-P * y0) / y0, mult, edge))
-            else:
-                y = 2 * w / (c + mpmath.sqrt(c * c + 2 * w))
-                out.append((True, y, phi_P * wt / (c + y), mult, edge))
-        return out
-    Y = Q - P
-    W = Y * (c + Y / 2)
-    kappa = mpmath.mpf(_KAPPA) if W <= 200 else mpmath.mpf(1)
-    theta = -mpmath.expm1(-W / kappa)
-    for dl, dr, wt, left, mult, edge in tpl:
-        if left:
-            w = -kappa * mpmath.log1p(-theta * dl)
-            y = 2 * w / (c + mpmath.sqrt(c * c + 2 * w))
-            z = Y - y
-        else:
-            wq = kappa * mpmath.log1p(mpmath.expm1(W / kappa) * dr)
-            z = 2 * wq / (c + Y + mpmath.sqrt(max((c + Y) ** 2 - 2 * wq, 0)))
-            y = Y - z
-            w = W - wq
-        exponent = -(P - c) * y - w * (1 - 1 / kappa)
-        weight = phi_P * theta * wt * kappa * mpmath.exp(exponent) / (c + y)
-        out.append((y <= z, y if y <= z else z, weight, mult, edge))
-    return out
-
-
-def _mp_nodes(splits, tpl):
-    """Nodes of int phi(x) F(x) dx split at the sorted split values: (k, offset, weight, mult, edge),
-    x = splits[k] + offset."""
-    inf = mpmath.inf
-    bounds = [-inf] + list(splits) + [inf]
-    nodes = []
-    for k in range(len(bounds) - 1):
-        lo, hi = bounds[k], bounds[k + 1]
-        neg = hi <= 0
-        P, Q = (-hi, -lo) if neg else (lo, hi)
-        e_P, e_Q = (k, k - 1) if neg else (k - 1, k)
-        sign = -1 if neg else 1
-        for near_P, off, weight, mult, edge in _mp_piece(P, Q, tpl):
-            if near_P:
-                nodes.append((e_P, sign * off, weight, mult, edge))
-            else:
-                nodes.append((e_Q, -sign * off, weight, mult, edge))
-    return nodes
-
-
-def _mp_split_points(points):
-    """Sorted distinct split values (0 among them) with, for each, {function index: kink c}."""
-    table = {mpmath.mpf(0): {}}
-    for value, owner, c in points:
-        table.setdefault(value, {})
-        if owner is not None:
-            table[value][owner] = c
-    values = sorted(table)
-    return values, [table[v] for v in values]
-
-
-def _mp_args(slopes, base, splits, owners, k, offset):
-    """Arguments base_i + slope_i x at x = splits[k] + offset, measured from the kink when splits[k]
-    is one of function i's kinks."""
-    args = []
-    for i, (slope, b) in enumerate(zip(slopes, base)):
-        anchor = owners[k].get(i)
-        args.append((anchor if anchor is not None else b + slope * splits[k]) + slope * offset)
-    return args
-
-
-class _MpSum:
-    """Running sums of the rules at h, 2h, 4h, of |terms| and of the edge terms."""
-
-    def __init__(self):
-        self.levels = [mpmath.mpf(0)] * 3
-        self.l1 = mpmath.mpf(0)
-        self.edge = mpmath.mpf(0)
-
-    def add(self, weight, value, mult, edge, inner=None):
-        """Add weight * value * inner (inner: an _MpSum of the nested integral, or None for 1)."""
-        term = weight * value
-        for v in range(3):
-            if mult[v]:
-                self.levels[v] += mult[v] * term * (inner.levels[v] if inner else 1)
-        a = abs(term)
-        self.l1 += a * (inner.l1 if inner else 1)
-        self.edge += a * ((inner.edge if inner else 0) + (inner.l1 if inner else 1) * edge)
-
-
-def _mp_check(value):
-    if not mpmath.isfinite(value):
-        raise ValueError(f"{_DIVERGES}: f returned NaN or inf at a quadrature node")
-    return value
-
-
-def _mp_line(funcs, slopes, kinks, base, inv_h, dps, inner=None):
-    """int phi(x) prod_i funcs[i](base_i + slopes_i x) [* inner(x)] dx as an _MpSum."""
-    points = [
-        ((c - b) / slope, i, c)
-        for i, (slope, b) in enumerate(zip(slopes, base)) if slope != 0 for c in kinks[i]
-    ]
-    if inner is not None:
-        points += inner.split_points()
-    splits, owners = _mp_split_points(points)
-    total = _MpSum()
-    for k, offset, weight, mult, edge in _mp_nodes(splits, _mp_template(inv_h, dps)):
-        args = _mp_args(slopes, base, splits, owners, k, offset)
-        value = mpmath.mpf(1)
-        for f, a in zip(funcs, args):
-            value *= _mp_check(mpmath.mpf(f(a)))
-        total.add(weight, value, mult, edge, inner(splits[k] + offset) if inner else None)
-    return total
-
-
-class _MpInner:
-    """G(x) = int phi(y) g(a x + b y) dy, split at y = (c - a x) / b, as an _MpSum."""
-
-    def __init__(self, g, a, b, kinks_g, inv_h, dps):
-        self.g, self.a, self.b, self.kinks, self.inv_h, self.dps = g, a, b, kinks_g, inv_h, dps
-
-    def __call__(self, x):
-        return _mp_line([self.g], [self.b], [self.kinks], [self.a * x], self.inv_h, self.dps)
-
-    def split_points(self):
-        """Outer (near-)kinks of G: x = c / a and c/a +- 8 eps where eps = b / |a| < 1/8."""
-        if self.a == 0:
-            return []
-        eps = abs(self.b / self.a)
-        points = []
-        for c in self.kinks:
-            xc = c / self.a
-            if eps < 1 / mpmath.mpf(_NEAR_KINK):
-                points += [(xc, None, None), (xc - 8 * eps, None, None), (xc + 8 * eps, None, None)]
-        return points
-
-
-def _mp_result(total: _MpSum, dps):
-    """Value at h and the error estimate d1 (d1 / d2)^(1/2) (d1 = |I_h - I_2h|, d2 = |I_2h - I_4h|),
-    or d1 when the levels do not converge, plus edge terms and 10^-(dps+3) sum|.|."""
-    d1 = abs(total.levels[0] - total.levels[1])
-    d2 = abs(total.levels[1] - total.levels[2])
-    if d1 < d2:
-        d1 = d1 * mpmath.sqrt(d1 / d2)
-    return total.levels[0], d1 + total.edge + total.l1 * mpmath.mpf(10) ** (-dps - 3)
-
-
-def _mp_adaptive(integrate, dps):
-    """Refine h = 1/8 (only for dps <= 20), 1/16, 1/32 until the error estimate is <= 10^-dps sum|.|."""
-    for inv_h in _MP_LEVELS if dps <= 20 else _MP_LEVELS[1:]:
-        total = integrate(inv_h)
-        value, error = _mp_result(total, dps)
-        if error <= total.l1 * mpmath.mpf(10) ** (-dps):
-            break
-    return value, error
-
-
-def _mp_number(name, value, variance=False):
-    try:
-        v = mpmath.mpf(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number; got {value!r}") from None
-    if not mpmath.isfinite(v):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
-    if variance and v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (it is a variance); got {value!r}")
-    return v
-
-
-def expect2_mp(
-    f: Callable, g: Callable, k11, k22, k12, *, kinks_f: Sequence[float] = (),
-    kinks_g: Sequence[float] = (), dps: int = 30,
-) -> tuple:
-    r"""E[f(u) g(v)] at arbitrary precision: (value, error estimate), both mpmath.mpf.
-
-    The rule of :func:`expect2` (same substitution, splits and special cases) in mpmath at
-    dps + 10 working digits, with f, g callables on mpf (e.g. mpmath.tanh); for checking
-    derivations to ``dps`` digits.  k's may be floats (taken exactly), strings or mpf.  The error
-    is the extrapolation d1 (d1 / d2)^(1/2), d1 = |I_h - I_2h|, d2 = |I_2h - I_4h| (the rule's
-    error improves at least as fast from one level to the next as from the previous one, with a
-    square-root margin), plus truncation and 10^-(dps+3) E|f g|; h = 1/16, 1/32 (also 1/8 for
-    dps <= 20) until it is below
-    10^-dps E|f g|.  Unlike :func:`expect2`, g is split only at its given kinks (not at v = 0);
-    pass kinks_g=(0.0,) for activations sharp at 0 relative to sqrt(k22).  Cost: about 1e4-1e5
-    evaluations of f and g, i.e. seconds.
-    """
-    f, g = _callable("f", f), _callable("g", g)
-    kf = _kinks("kinks_f", kinks_f)
-    kg = _kinks("kinks_g", kinks_g)
-    dps = _checks.positive_int("dps", dps)
-    with mpmath.workdps(dps + 10):
-        k11 = _mp_number("k11", k11, variance=True)
-        k22 = _mp_number("k22", k22, variance=True)
-        k12 = _mp_number("k12", k12)
-        kf_mp, kg_mp = [mpmath.mpf(c) for c in kf], [mpmath.mpf(c) for c in kg]
-        det = k11 * k22 - k12 * k12
-        if det < -mpmath.mpf("1e-12") * k11 * k22:
-            raise ValueError("covariance is not positive semi-definite: k12^2 > k11 k22")
-        det = max(det, mpmath.mpf(0))
-        value, error = _mp_cases(f, g, k11, k22, k12, det, kf_mp, kg_mp, dps)
-    return +value, +error
-
-
-def _mp_cases(f, g, k11, k22, k12, det, kf, kg, dps):
-    zero = mpmath.mpf(0)
-    f0 = _mp_check(mpmath.mpf(f(zero))) if k11 == 0 else None
-    g0 = _mp_check(mpmath.mpf(g(zero))) if k22 == 0 else None
-    if k11 == 0 and k22 == 0:
-        return f0 * g0, zero
-
-    def one(func, kinks, k):
-        return _mp_adaptive(lambda n: _mp_line([func], [mpmath.sqrt(k)], [kinks], [zero], n, dps), dps)
-
-    if k11 == 0 or k22 == 0:
-        const, (v, e) = (f0, one(g, kg, k22)) if k11 == 0 else (g0, one(f, kf, k11))
-        return const * v, abs(const) * e
-    if k12 == 0:
-        (vf, ef), (vg, eg) = one(f, kf, k11), one(g, kg, k22)
-        return vf * vg, abs(vf) * eg + abs(vg) * ef + ef * eg
-    s11 = mpmath.sqrt(k11)
-    if det == 0:
-        a = mpmath.sqrt(k22) * mpmath.sign(k12)
-        return _mp_adaptive(
-            lambda n: _mp_line([f, g], [s11, a], [kf, kg], [zero, zero], n, dps), dps
-        )
-    a, b = k12 / s11, mpmath.sqrt(det / k11)
-    return _mp_adaptive(
-        lambda n: _mp_line([f], [s11], [kf], [zero], n, dps, inner=_MpInner(g, a, b, kg, n, dps)), dps
-    )
