@@ -23,6 +23,12 @@ infinite-width kernel by the same fine quadrature.  When no rule reaches the tol
 a kink away from 0, a user pair), those T controls are not used, and ``status`` says so and why; the
 chosen rules and the largest difference from the fine rule are in ``status`` as well
 (:func:`ntk_theory.montecarlo.layer_statistics` reports it in ``info["control_variates"]``).
+
+Error model: b_i = tol x scale_i (:attr:`ControlVariates.bounds`) is taken as the bound on the error of the
+mean of T control i.  The regression weights are a ridge that gives no weight to a combination of controls
+whose spread is below its means' error, and |beta| . b is added to the standard errors of K and Theta
+(:mod:`ntk_theory.montecarlo.finite_width`).  It is an estimate, not a bound: a network whose kernel lies
+far outside the test covariances (very narrow layers) may see a larger quadrature error.
 """
 
 from __future__ import annotations
