@@ -1,4 +1,6 @@
-"""ntk_theory.codegen.hermite: Hermite coefficients, Mehler series and the compiled direct quadrature.
+"""Numba back end of the Hermite tables (ntk_theory.numerics.hermite_numba), Mehler's series and its
+truncation order (numerics.mehler, numerics.hermite.truncation_orders) and the compiled direct quadrature
+(numerics.gauss_legendre).
 
 Every check is against something independent of the code under test: closed forms evaluated in
 mpmath (50 digits) from the exact float inputs (Hermite coefficients of exp, of a polynomial and of
@@ -13,15 +15,10 @@ import numba
 import numpy as np
 import pytest
 
-from ntk_theory.codegen.hermite import (
-    HermiteTable,
-    coefficients,
-    expect1_direct,
-    expect2_direct,
-    series,
-    series_order,
-    series_order_tail,
-)
+from ntk_theory.numerics.gauss_legendre import expect1_direct, expect2_direct
+from ntk_theory.numerics.hermite import HermiteTable, truncation_orders
+from ntk_theory.numerics.hermite_numba import coefficients
+from ntk_theory.numerics.mehler import order_from_log_tails, series
 from ntk_theory.numerics.quadrature import expect1, expect2
 
 mpmath.mp.dps = 50
@@ -231,20 +228,53 @@ def test_coefficients_bad_input():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_series_order_rule():
-    tol, N = 1e-13, 256
-    assert series_order(-1, -1, 0.0, tol, N) == 0
-    assert series_order(-1, -1, 1.0, tol, N) == -1
-    assert series_order(-1, -1, -1.0, tol, N) == -1
-    assert series_order(7, -1, 1.0, tol, N) == 7
-    assert series_order(7, 3, -1.0, tol, N) == 3
-    assert series_order(-1, -1, 0.99, tol, N) == -1  # needs 2980 terms
-    for rho in (1e-14, 0.01, 0.3, -0.5, 0.77, 0.88, -0.8891):
-        m = series_order(-1, -1, rho, tol, N)
-        assert 0 <= m <= N
-        assert abs(rho) ** (m + 1) <= tol and (m == 0 or abs(rho) ** m > tol)
-        assert series_order(m + 5, 400, rho, tol, N) == m
-        assert series_order(2, -1, rho, tol, N) == min(2, m)
+def _half_logs(tail):
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log(tail)
+
+
+def _order(tail_a, tail_b, rho, tol=1e-13):
+    """The truncation order of one entry by the Numba back end, as the compiled kernels call it."""
+    lr = math.log(min(abs(rho), 1.0)) if rho != 0 else -math.inf
+    return order_from_log_tails(_half_logs(tail_a), _half_logs(tail_b), lr, math.log(tol))
+
+
+def _order_by_definition(tail_a, tail_b, rho, tol):
+    """The smallest M with |rho|^(M+1) sqrt(A_M B_M) <= tol, by a plain scan in 40-digit mpmath; None
+    where the bound at the answer or just before it is within 1e-10 of tol (rounding decides)."""
+    with mpmath.workdps(40):
+        r = min(abs(mpmath.mpf(rho)), 1)
+        bound = [r ** (m + 1) * mpmath.sqrt(mpmath.mpf(tail_a[m]) * mpmath.mpf(tail_b[m])) for m in range(len(tail_a))]
+        M = next((m for m, b in enumerate(bound) if b <= tol), -1)
+        near = [b for b in bound[max(M - 1, 0):M + 1] if b > 0] if M >= 0 else bound[-1:]
+        if any(abs(b / tol - 1) < 1e-10 for b in near):
+            return None
+        return M
+
+
+def test_truncation_order_rule_both_back_ends():
+    """order_from_log_tails (Numba, one entry, logarithms) and truncation_orders (NumPy, vectorised)
+    against the definition: power-law, geometric and flat tails, real tables, rho = 0 and +-1."""
+    rng = np.random.default_rng(11)
+    m = np.arange(129)
+    tails = [np.minimum(1.0, (m + 1.0) ** -1.5), np.minimum(1.0, 0.7 ** m), np.ones(129), np.zeros(129),
+             coefficients(tanh_, np.array([1.0]), max_order=128).tail[0],
+             coefficients(relu_, np.array([2.0]), kinks=(0.0,), max_order=128).tail[0]]
+    rhos = [0.0, 1.0, -1.0, 1e-14, 0.3, -0.77, 0.99, -0.999999] + list(rng.uniform(-1, 1, 12))
+    checked = 0
+    for ta in tails:
+        for tb in tails:
+            vec = truncation_orders(np.tile(ta, (len(rhos), 1)), np.tile(tb, (len(rhos), 1)), np.array(rhos), 1e-13)
+            for rho, M_np in zip(rhos, vec):
+                M_numba = _order(ta, tb, rho)
+                ref = _order_by_definition(ta, tb, rho, 1e-13)
+                if ref is None:
+                    continue
+                assert M_numba == ref and M_np == ref, (rho, M_numba, M_np, ref)
+                checked += 1
+    assert checked >= 600
+    assert _order(np.ones(129), np.ones(129), 0.0) == 0
+    assert _order(np.ones(129), np.ones(129), 1.0) == -1
 
 
 def _table_pair(f, rows, cols, N=128):
@@ -265,7 +295,6 @@ def test_series_against_closed_forms(name):
     rows = np.array([0.05, 0.3, 0.8, 1.5])
     cols = np.array([0.1, 0.5, 1.0, 1.5, 2.0])
     A, B = _table_pair(f, rows, cols)
-    N = A.max_order
     i, j, rho = _random_triples(rng, rows, cols, 150, 0.99)
     # rho = +-1 exactly: equal variances (k12 = +-k)
     i = np.concatenate([i, [1, 2, 3, 3]])
@@ -278,7 +307,7 @@ def test_series_against_closed_forms(name):
         if abs(r) == 1 and k11 != k22:
             continue
         rho_ = k12 / math.sqrt(k11 * k22)
-        M = series_order(A.order[a], B.order[b], rho_, 1e-13, N)
+        M = _order(A.tail[a], B.tail[b], rho_)
         if M < 0:
             continue
         used += 1
@@ -337,8 +366,8 @@ def test_tails_are_conservative():
 
 
 @pytest.mark.parametrize("name", ["erf", "sin", "tanh"])
-def test_series_order_tail(name):
-    """The tail-based order: never above series_order, and within tolerance up to |rho| -> 1."""
+def test_truncated_series_within_tolerance_near_rho_one(name):
+    """The tail-based order keeps the series within tolerance up to |rho| -> 1."""
     f = {"erf": erf_, "sin": sin_, "tanh": tanh_}[name]
     rng = np.random.default_rng(7)
     rows = np.array([0.05, 0.7, 2.0])
@@ -351,9 +380,7 @@ def test_series_order_tail(name):
         k11, k22 = rows[a], cols[b]
         k12 = r * math.sqrt(k11 * k22)
         rho = k12 / math.sqrt(k11 * k22)
-        M = series_order_tail(A.tail[a], B.tail[b], rho, 1e-13)
-        M_plain = series_order(A.order[a], B.order[b], rho, 1e-13, A.max_order)
-        assert M_plain < 0 or 0 <= M <= M_plain
+        M = _order(A.tail[a], B.tail[b], rho)
         if M < 0:
             continue
         n_used += 1
@@ -375,24 +402,23 @@ def test_series_and_fallback_against_expect2(name):
     rows = np.sort(rng.uniform(0.05, 5.0, 4))
     cols = np.sort(rng.uniform(0.05, 5.0, 4))
     A, B = _table_pair(f, rows, cols)
-    N = A.max_order
     i, j, rho = _random_triples(rng, rows, cols, 14, 1.0)
     rho[:3] = [0.2, -0.6, 0.75]
-    n_series = n_direct = 0
+    n_series = 0
     for a, b, r in zip(i, j, rho):
         k11, k22 = rows[a], cols[b]
         k12 = r * math.sqrt(k11 * k22)
-        M = series_order(A.order[a], B.order[b], k12 / math.sqrt(k11 * k22), 1e-13, N)
+        ref = expect2(npf, npf, k11, k22, k12)
+        scale = math.sqrt(A.norm2[a] * B.norm2[b])
+        M = _order(A.tail[a], B.tail[b], k12 / math.sqrt(k11 * k22))
         if M >= 0:
             value = series(A.coef[a], B.coef[b], k12 / math.sqrt(k11 * k22), M)
             n_series += 1
-        else:
-            value, error = expect2_direct(f, f, k11, k22, k12, NO_KINKS, NO_KINKS)
-            n_direct += 1
-        ref = expect2(npf, npf, k11, k22, k12)
-        scale = math.sqrt(A.norm2[a] * B.norm2[b])
-        assert abs(value - ref.value) <= 1e-12 * scale + ref.error, (k11, k22, k12, M)
-    assert n_series >= 3 and n_direct >= 1
+            assert abs(value - ref.value) <= 1e-12 * scale + ref.error, (k11, k22, k12, M)
+        # the fallback the kernels use where the series is too long, checked at every entry
+        value, error = expect2_direct(f, f, k11, k22, k12, NO_KINKS, NO_KINKS)
+        assert abs(value - ref.value) <= 1e-12 * scale + ref.error, (k11, k22, k12)
+    assert n_series >= 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,16 +529,17 @@ def test_callable_from_njit_code():
     kinks.setflags(write=False)
 
     @numba.njit
-    def kernel_entry(a, b, k11, k22, k12, order_a, order_b):
+    def kernel_entry(a, b, k11, k22, k12, la, lb):
         rho = k12 / math.sqrt(k11 * k22)
-        M = series_order(order_a, order_b, rho, 1e-13, a.size - 1)
+        M = order_from_log_tails(la, lb, math.log(min(abs(rho), 1.0)), math.log(1e-13))
         if M >= 0:
             return series(a, b, rho, M), True
         return expect2_direct(relu_, relu_, k11, k22, k12, kinks, kinks)[0], False
 
     tab = coefficients(relu_, np.array([1.0, 2.0]), kinks=(0.0,), max_order=128)
-    for k12, by_series in ((0.3, True), (1.2, False)):
-        value, used = kernel_entry(tab.coef[0], tab.coef[1], 1.0, 2.0, k12, tab.order[0], tab.order[1])
+    la, lb = _half_logs(tab.tail[0]), _half_logs(tab.tail[1])
+    for k12, by_series in ((0.3, True), (1.2, True), (1.41, False)):
+        value, used = kernel_entry(tab.coef[0], tab.coef[1], 1.0, 2.0, k12, la, lb)
         exact = float(relu_kernel(1.0, 2.0, k12))
         assert used == by_series
         assert abs(value - exact) <= 1e-12 * math.sqrt(2.0 / 4)

@@ -1,4 +1,4 @@
-"""Mehler's formula in NumPy (ntk_theory.gaussian.mehler) against nested adaptive quadrature (scipy),
+"""Mehler's formula in NumPy (ntk_theory.numerics.hermite) against nested adaptive quadrature (scipy),
 within the errors it reports."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 from scipy import integrate
 
-from ntk_theory.gaussian import mehler
+from ntk_theory.numerics import hermite
 from ntk_theory.gaussian.stable import lambdify
 
 x = sp.Symbol("x")
@@ -36,7 +36,7 @@ def _reference(f, g, k11, k22, rho):
 def tables():
     var = np.array([0.5, 4.0, 9.0])
     fs = [lambdify((x,), f) for f in TANH]
-    return var, {order: [mehler.coefficients(f, var, max_order=order, tol=1e-14) for f in fs]
+    return var, {order: [hermite.coefficients(f, var, max_order=order, tol=1e-14) for f in fs]
                  for order in (256, 1024)}
 
 
@@ -47,8 +47,8 @@ def test_expect2_tanh_derivatives(tables, m, n):
     fm, fn = (sp.lambdify(x, TANH[i], "math") for i in (m, n))
     ia, ib = np.array([0, 1, 0, 1, 2]), np.array([1, 2, 0, 1, 2])
     rho = np.array([-0.6, 0.3, 0.9, 0.99, 0.995])
-    v256, e256 = mehler.expect2(tabs[256][m], tabs[256][n], ia, ib, rho, tol=1e-14)
-    v1024, e1024 = mehler.expect2(tabs[1024][m], tabs[1024][n], ia, ib, rho, tol=1e-14)
+    v256, e256 = hermite.expect2(tabs[256][m], tabs[256][n], ia, ib, rho, tol=1e-14)
+    v1024, e1024 = hermite.expect2(tabs[1024][m], tabs[1024][n], ia, ib, rho, tol=1e-14)
     # degree 256 resolves the moderate entries and refuses (NaN, inf error) the long series
     assert np.isfinite(v256[:3]).all() and not np.isfinite(v256[3])
     assert np.isnan(v256[~np.isfinite(e256)]).all()
@@ -65,20 +65,20 @@ def test_coefficients_of_a_polynomial_are_exact():
     """f(u) = u^3 at variance k: sqrt(k)^3 x^3 = sqrt(k)^3 (He_3 + 3 He_1), so a_1 = 3 k^(3/2),
     a_3 = sqrt(6) k^(3/2) (h_n = He_n / sqrt(n!)), all others 0; and E[u^3 v^3] = 9 k11 k22 k12 + 6 k12^3."""
     k = np.array([0.0, 0.7, 2.5])
-    tab = mehler.coefficients(lambda u: u**3, k, max_order=32)
+    tab = hermite.coefficients(lambda u: u**3, k, max_order=32)
     expected = np.zeros((3, 33))
     expected[:, 1] = 3 * k**1.5
     expected[:, 3] = math.sqrt(6) * k**1.5
     assert np.allclose(tab.coef, expected, rtol=0, atol=1e-13 * (1 + k.max() ** 1.5))
     assert tab.order.tolist() == [0, 3, 3]
     k11, k22, k12 = 0.7, 2.5, -0.9
-    val, err = mehler.expect2(tab, tab, np.array([1]), np.array([2]), np.array([k12 / math.sqrt(k11 * k22)]))
+    val, err = hermite.expect2(tab, tab, np.array([1]), np.array([2]), np.array([k12 / math.sqrt(k11 * k22)]))
     exact = 9 * k11 * k22 * k12 + 6 * k12**3
     assert abs(val[0] - exact) <= err[0] + 1e-14 * abs(exact)
 
 
 def test_bad_variances():
     with pytest.raises(ValueError, match="variances"):
-        mehler.coefficients(np.tanh, [1.0, -0.5])
+        hermite.coefficients(np.tanh, [1.0, -0.5])
     with pytest.raises(ValueError, match="does not converge"):
-        mehler.coefficients(lambda u: np.exp(u * u), [1.0])
+        hermite.coefficients(lambda u: np.exp(u * u), [1.0])

@@ -6,7 +6,7 @@ The generated module has, for each distinct activation a,
   (:mod:`ntk_theory.gaussian.stable`) printed by SymPy after common-subexpression elimination;
 * no closed form: ``s_a``, ``ds_a`` (the activation and its a.e. derivative) and ``KINKS_a``; the
   fused kernel evaluates T and Tdot from per-row/per-column Hermite tables
-  (:mod:`ntk_theory.codegen.hermite`, Mehler's formula); where the series would need more than
+  (:mod:`ntk_theory.numerics.hermite_numba`, Mehler's formula summed by :mod:`ntk_theory.numerics.mehler`); where the series would need more than
   ``max_order`` terms it leaves NaN, and the driver finishes those entries with the compiled 2-D
   quadrature (kept out of the fused kernel so that it stays cacheable on disk),
 
@@ -202,7 +202,7 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
         "from ntk_theory.numerics.compensated_numba import det2",
     ]
     if numeric:
-        header += ["from ntk_theory.codegen.runtime import mehler_pair, order_from_log_tails"]
+        header += ["from ntk_theory.numerics.mehler import mehler_pair, order_from_log_tails"]
     fused = _FUSED.replace("{dispatch}", dispatch)
     source = "\n".join(header) + "\n\n\n" + "\n\n\n".join(parts) + "\n\n\n" + fused
     return source, codes
@@ -210,7 +210,7 @@ def emit(kernels: list[ActivationKernels]) -> tuple[str, dict]:
 
 #: the modules the generated code imports (Numba's cache does not notice when an imported function
 #: changes, so their source is part of the cache key)
-RUNTIME_MODULES = ("codegen/runtime.py", "numerics/compensated.py", "numerics/compensated_numba.py")
+RUNTIME_MODULES = ("codegen/runtime.py", "numerics/compensated.py", "numerics/compensated_numba.py", "numerics/mehler.py")
 
 
 def _runtime_fingerprint() -> str:

@@ -10,7 +10,7 @@ Evaluation of X1 (N1, d), X2 (N2, d):
 1. per row and column, the diagonal recursion K_aa(l) (and the NTK diagonal where rows of X1 equal
    rows of X2), in NumPy for closed forms and from the norms of the Hermite tables otherwise;
 2. for activations without closed form, Hermite coefficient tables of s and s' at each layer's
-   distinct row and column variances (Mehler's formula, :mod:`ntk_theory.codegen.hermite`);
+   distinct row and column variances (Mehler's formula, :mod:`ntk_theory.numerics.hermite_numba`);
 3. row tiles: G0 = X1_tile X2^T / d by BLAS into a tile buffer, then the fused kernel turns it into
    K and Theta in place (all layers per entry, parallel over rows), then the tile is copied into the
    output (any dtype, memory-mapped arrays too).  Temporaries are tile-sized (``tile_mb``).
@@ -34,7 +34,7 @@ from ..recursions import KernelRecursion, KernelResult
 from ..recursions.network import equal_rows
 from ..jit import modules as cache
 from . import emit
-from .runtime import order_from_log_tails
+from ..numerics.mehler import order_from_log_tails, series
 
 
 class CompiledKernel:
@@ -93,12 +93,12 @@ class CompiledKernel:
             self._warm_up(module)
         compiled = 0
         if any(self._numeric):
-            from . import hermite
+            from ..numerics import gauss_legendre, hermite_numba
 
             for a in {int(c) for c, numeric in zip(self._codes, self._numeric) if numeric}:
                 for fn in (getattr(module, f"s_{a}"), getattr(module, f"ds_{a}")):
-                    hermite.coefficients(fn, np.array([1.0]), kinks=tuple(getattr(module, f"KINKS_{a}")), max_order=4)
-            compiled += _compiled_afresh(hermite)
+                    hermite_numba.coefficients(fn, np.array([1.0]), kinks=tuple(getattr(module, f"KINKS_{a}")), max_order=4)
+            compiled += _compiled_afresh(hermite_numba) + _compiled_afresh(gauss_legendre)
         compiled += _compiled_afresh(module)
         self.compile_seconds = time.perf_counter() - t0
         self.from_cache = compiled == 0
@@ -146,7 +146,7 @@ class CompiledKernel:
         return D, k, t, tables
 
     def _tables(self, l: int, variances: np.ndarray):
-        from . import hermite
+        from ..numerics import hermite_numba
 
         module = self.module
         a = int(self._codes[l])
@@ -154,7 +154,7 @@ class CompiledKernel:
         out = []
         for fn in (getattr(module, f"s_{a}"), getattr(module, f"ds_{a}")):
             kinks = tuple(getattr(module, f"KINKS_{a}"))
-            tab = hermite.coefficients(fn, unique, kinks=kinks, max_order=self.max_order, tol=self.tol)
+            tab = hermite_numba.coefficients(fn, unique, kinks=kinks, max_order=self.max_order, tol=self.tol)
             with np.errstate(divide="ignore"):
                 half_log_tail = 0.5 * np.log(tab.tail)
             out.append({"coef": tab.coef[inverse], "tail": half_log_tail[inverse], "norm": tab.norm2[inverse],
@@ -260,8 +260,8 @@ class CompiledKernel:
 
     def _entry(self, i, j, g, D1, D2, CW, CB, LB, LW, tables):
         """One entry's recursion in Python: closed forms in NumPy, numerical layers by their series
-        or, where that is too long, by the compiled 2-D quadrature (``hermite.expect2_direct``)."""
-        from . import hermite
+        or, where that is too long, by the compiled 2-D quadrature (``gauss_legendre.expect2_direct``)."""
+        from ..numerics import gauss_legendre
 
         (cA, tA, nA, eA), (dcA, dtA, dnA, deA), (cB, tB, nB, eB), (dcB, dtB, dnB, deB) = tables
         module = self.module
@@ -282,9 +282,9 @@ class CompiledKernel:
                 for fn, c1, t1, c2, t2 in ((getattr(module, f"s_{a}"), cA, tA, cB, tB), (getattr(module, f"ds_{a}"), dcA, dtA, dcB, dtB)):
                     m = order_from_log_tails(t1[q, i], t2[q, j], lr, np.log(self.tol))
                     if m >= 0:
-                        vals.append(hermite.series(c1[q, i], c2[q, j], rho, m))
+                        vals.append(series(c1[q, i], c2[q, j], rho, m))
                     else:
-                        v, e = hermite.expect2_direct(fn, fn, k11, k22, k12, kinks, kinks)
+                        v, e = gauss_legendre.expect2_direct(fn, fn, k11, k22, k12, kinks, kinks)
                         vals.append(v)
                         worst = max(worst, e)
                 T, Td = vals

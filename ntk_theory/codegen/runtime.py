@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -61,46 +60,3 @@ def atan2(y, x):
     r = (1.5707963267948966 - r) + _MOREBITS if swap else r
     r = 3.141592653589793 - r + 2.0 * _MOREBITS if x < 0.0 else r
     return -r if y < 0.0 else r
-
-
-@numba.njit(inline="always", cache=True, error_model="numpy")
-def order_from_log_tails(la, lb, lr, ltol):
-    """Smallest m with (m+1) log|rho| + la[m] + lb[m] <= log(tol), or -1 if none < len(la).
-
-    la, lb: half logarithms of the relative Hermite tails, 0.5 log(A_m / E f^2) (see
-    ``codegen.hermite``): the truncation error of Mehler's series after degree m is at most
-    |rho|^(m+1) sqrt(A_m B_m).  The bound decreases with m; an upward scan stops after the few
-    terms typical entries need and reads only the head of each table (memory, not arithmetic, is
-    what this costs across a kernel matrix)."""
-    n = min(la.size, lb.size)
-    if lr == -np.inf:
-        return 0
-    for m in range(n):
-        if (m + 1) * lr + la[m] + lb[m] <= ltol:
-            return m
-    return -1
-
-
-@numba.njit(inline="always", cache=True, error_model="numpy")
-def mehler_pair(a, b, c, d, rho, m):
-    """(sum_{n<=m} a_n b_n rho^n, sum_{n<=m} c_n d_n rho^n): Mehler's series for T and Tdot at once,
-    each split into even and odd powers (Horner in rho^2), four independent chains for the CPU."""
-    r2 = rho * rho
-    te = 0.0
-    to = 0.0
-    de = 0.0
-    do = 0.0
-    top = m // 2
-    if 2 * top + 1 <= m:
-        to = a[2 * top + 1] * b[2 * top + 1]
-        do = c[2 * top + 1] * d[2 * top + 1]
-    for kk in range(top, -1, -1):
-        ne = 2 * kk
-        te = te * r2 + a[ne] * b[ne]
-        de = de * r2 + c[ne] * d[ne]
-        if kk < top or 2 * top + 1 > m:
-            if kk < top:
-                no = 2 * kk + 1
-                to = to * r2 + a[no] * b[no]
-                do = do * r2 + c[no] * d[no]
-    return te + rho * to, de + rho * do

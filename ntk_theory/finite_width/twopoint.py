@@ -13,10 +13,10 @@ and likewise for Tdot with s -> s'.  Where the rules of :mod:`ntk_theory.gaussia
 in closed form, these are SymPy derivatives of it (exact, kinks included: for ReLU,
 d2T/dk12^2 = <delta(u) delta(v)> = 1 / (2 pi sqrt(det)) comes out of the arc-cosine kernel).
 Otherwise they are Gaussian expectations of the derivative products above, by Mehler's formula on
-Hermite tables of the derivatives computed in NumPy (:mod:`ntk_theory.gaussian.mehler`, with its
+Hermite tables of the derivatives computed in NumPy (:mod:`ntk_theory.numerics.hermite`, with its
 coefficient error and Parseval tail bound: no compilation, milliseconds per layer), degree 256 and
 1024 where the series is longer (|rho| near 1 with a large variance), and the compiled 2-D
-quadrature of :mod:`ntk_theory.codegen.hermite` for entries that not even 1024 terms resolve (rare;
+quadrature of :mod:`ntk_theory.numerics.gauss_legendre` for entries that not even 1024 terms resolve (rare;
 compiled on first use).  For a numerical activation with kinks (ELU, SELU, user piecewise), whose
 derivatives hold deltas, Gaussian integration by parts moves every derivative onto the density:
 E[f^(m)(u) f^(n)(v)] = E[f(u) f(v) H_mn(u, v)] with the bivariate Hermite polynomials H_mn of the
@@ -40,9 +40,10 @@ import sympy as sp
 
 from .. import diskcache
 from ..activations import drop_deltas, x
-from ..gaussian import k, k11, k12, k22, mehler
+from ..gaussian import k, k11, k12, k22
 from ..gaussian.stable import lambdify as stable_lambdify
 from ..gaussian.stable import lambdify_form, stable_form
+from ..numerics import hermite
 from ..recursions.layer import activation_kernels
 
 _VARS = (k11, k22, k12)
@@ -134,17 +135,17 @@ class TwoPoint:
         err = [0.0]
         av, bv, cv = a.ravel(), b.ravel(), c.ravel()
         # Mehler's formula on Hermite tables of each derivative at the distinct variances, in NumPy
-        # (gaussian/mehler.py: coefficient errors and a Parseval tail bound), degree 256, then 1024
+        # (numerics/hermite.py: coefficient errors and a Parseval tail bound), degree 256, then 1024
         # for the entries whose series is longer; compiled 2-D quadrature for what remains
         tables = {}
 
         def E(m, n):
-            out, e = mehler.expect2_pairs(f[m], f[n], av, bv, cv, tol=1e-14, tables=tables)
+            out, e = hermite.expect2_pairs(f[m], f[n], av, bv, cv, tol=1e-14, tables=tables)
             for i in np.flatnonzero(~np.isfinite(out)):
-                from ..codegen import hermite  # compiled on first use (~10 s): rare
+                from ..numerics import gauss_legendre  # compiled on first use: rare
 
                 fm, fn = self._derivative_functions[m], self._derivative_functions[n]
-                out[i], e[i] = hermite.expect2_direct(fm, fn, float(av[i]), float(bv[i]), float(cv[i]),
+                out[i], e[i] = gauss_legendre.expect2_direct(fm, fn, float(av[i]), float(bv[i]), float(cv[i]),
                                                       np.zeros(0), np.zeros(0))
             err[0] = max(err[0], float(np.max(e, initial=0.0)))
             return out.reshape(shape)

@@ -20,10 +20,11 @@ import numpy as np
 import sympy as sp
 
 from ..activations import Activation, activation
-from ..gaussian import expectation, k, k11, k12, k22, mehler
+from ..gaussian import expectation, k, k11, k12, k22
 from ..gaussian.display import display_latex, display_text
 from ..activations.parse import DivergentExpectation
 from ..gaussian.stable import lambdify as stable_lambdify
+from ..numerics import hermite
 
 
 class ActivationKernels:
@@ -200,10 +201,10 @@ def _diagonal_or_divergent(e):
 
 def _mehler_or_quadrature(e, fn, a, b, c):
     """E[f(u) f(v)] of a smooth numerical activation at arrays of covariances: Mehler's series on
-    Hermite tables at the distinct variances (:func:`ntk_theory.gaussian.mehler.expect2_pairs`, error
+    Hermite tables at the distinct variances (:func:`ntk_theory.numerics.hermite.expect2_pairs`, error
     from the coefficients and the Parseval tail bound), the expectation's own 2-D quadrature for the
     entries the series does not resolve."""
-    value, err = mehler.expect2_pairs(fn, fn, a, b, c, tol=1e-15)
+    value, err = hermite.expect2_pairs(fn, fn, a, b, c, tol=1e-15)
     bad = ~np.isfinite(value)
     if bad.any():
         a, b, c = np.broadcast_arrays(a, b, c)

@@ -1,17 +1,50 @@
-r"""Two-point Gaussian expectations E[f(u) g(v)] of smooth functions by Mehler's formula, in NumPy.
+r"""Hermite tables and Mehler's series E[f(u) g(v)] = sum_n a_n b_n rho^n: table class, tail model,
+truncation rule, and the NumPy back end.
 
-The same method as :mod:`ntk_theory.codegen.hermite` (read its docstring for the formula and the
-truncation bound), without compilation: f, g are NumPy-vectorised functions (e.g. from
-:func:`ntk_theory.gaussian.stable.lambdify`), so the first call in a fresh process costs
-milliseconds instead of the ~10 s of compiling the Numba module.  It serves the covariance
-derivatives of the finite-width tensors (:mod:`ntk_theory.finite_width.twopoint`), a few
-variances and a few dozen pairs per layer.
+For (u, v) ~ N(0, [[k11, k12], [k12, k22]]), rho = k12 / sqrt(k11 k22) and the normalized
+probabilists' Hermite polynomials h_n = He_n / sqrt(n!)  (h_0 = 1, h_1 = x,
+h_(n+1) = (x h_n - sqrt(n) h_(n-1)) / sqrt(n+1)), Mehler's formula gives
 
-For (u, v) ~ N(0, [[k11, k12], [k12, k22]]), rho = k12 / sqrt(k11 k22), h_n = He_n / sqrt(n!):
+    E[f(u) g(v)] = sum_n a_n(k11) b_n(k22) rho^n,    a_n(k) = E[f(sqrt(k) x) h_n(x)], x ~ N(0, 1),
 
-    E[f(u) g(v)] = sum_n a_n(k11) b_n(k22) rho^n,   a_n(k) = E[f(sqrt(k) x) h_n(x)],  x ~ N(0, 1).
+and b_n likewise for g.  The coefficients depend on one variance only, so a kernel matrix whose
+entry (i, j) has k11 = K_ii, k22 = K_jj needs one table (:class:`HermiteTable`) per distinct row
+and column variance; every entry is then a sum over n.  The tables are built here in NumPy for
+smooth f (:func:`coefficients`: no compilation) or in Numba for any f (:mod:`.hermite_numba`);
+the series are summed here in NumPy (:func:`expect2`, :func:`expect2_pairs`) or by the scalar
+Numba functions of :mod:`.mehler`.
 
-**Coefficients.**  Composite Gauss-Legendre in x on [-L, L], L = 14, with panels of width
+Truncation bound
+----------------
+Parseval: sum_n a_n^2 = E[f^2].  With the tails A_m = sum_(n>m) a_n^2 (and B_m for g), Cauchy-Schwarz
+bounds the error of stopping after degree M by
+
+    |sum_(n>M) a_n b_n rho^n| <= |rho|^(M+1) sqrt(A_M B_M) <= |rho|^(M+1) sqrt(E f^2 E g^2).
+
+The truncation order of an entry is the smallest M with |rho|^(M+1) sqrt(A_M B_M) <= tol
+sqrt(E f^2 E g^2) (:func:`truncation_orders`; for one entry in Numba, in logarithms,
+:func:`.mehler.order_from_log_tails`), so the truncation error is at most tol sqrt(E f^2 E g^2).
+Entries where no M <= max_order qualifies (kinked or sharp f, g with |rho| close to 1) are left to
+a direct quadrature.  A table's own ``order`` is the first m with A_m <= tol^2 E f^2.
+
+Tail model
+----------
+The tails cannot be obtained as E f^2 - sum_(n<=m) a_n^2 (cancellation leaves ~1e-16 E f^2, far
+above tol^2 E f^2), so they are summed from the computed coefficients,
+A_m = sum_(m<n<=N) a_n^2 + T (N = max_order), and the unseen part T beyond N is extrapolated
+from the sums S2 over (N/2, 3N/4] and S3 over (3N/4, N] with the power law a_n^2 ~ n^-p that
+fits them (T = S3 / ((4/3)^(p-1) - 1); infinite if p <= 1).  Among the decays with those two
+block sums a power law has the heaviest tail, so this is conservative for the geometric or
+exp(-c sqrt(n)) decays of analytic f (exact for the n^(-5/2) of ReLU, n^(-3/2) of a step).
+Where S3 is at the level of the coefficients' errors, T = S3.  Where Parseval's residual
+E f^2 - sum_(n<=N) a_n^2 is resolvable (above 1e-14 E f^2 + 4 error sqrt(E f^2)) and larger, it
+replaces T.  Finally sqrt(A_m) is increased by the coefficients' error estimate (the computed
+coefficients determine the tail only to that accuracy).  ``order`` is the first m with
+A_m <= tol^2 E f^2, ``tail`` is min(A_m / E f^2, 1).
+
+NumPy coefficients
+------------------
+Composite Gauss-Legendre in x on [-L, L], L = 14, with panels of width
 h = min(0.75, 0.75 / sqrt(k)) (resolving both the oscillation of h_n, n <= 256, wavelength
 >= 0.39, and f(sqrt(k) x), which varies on the scale 1 / sqrt(k); for degrees N > 256 the 0.75
 shrinks by sqrt(256 / N) with the wavelength), 14- and 20-point rules per
@@ -21,15 +54,12 @@ error estimate, plus eps sqrt(E f^2) (E f^2 by the same 20-point rule).  The tai
 changes no a_n by more than ~ exp(-L^2 / 4) = 5e-22 times the size of f out there.  The recurrence
 h_(n+1) = (x h_n - sqrt(n) h_(n-1)) / sqrt(n + 1) carries y_j = w_j f(x_j) h_n(x_j), vectorised
 over the nodes (a ValueError where the last 2 units of the range hold more than 1e-20 of E f^2:
-f grows too fast, e.g. exp(u^2), whose expectation diverges).  Nodes whose w f^2 is below 1e-36 of the total are dropped (Cauchy-Schwarz bounds
-their effect by 1e-18 sqrt(E f^2), added to the estimate).
+f grows too fast, e.g. exp(u^2), whose expectation diverges).  Nodes whose w f^2 is below 1e-36 of
+the total are dropped (Cauchy-Schwarz bounds their effect by 1e-18 sqrt(E f^2), added to the
+estimate).
 
-**Truncation.**  The tails A_m = sum_(n>m) a_n^2 are estimated as in
-:mod:`ntk_theory.codegen.hermite` (:func:`tails_and_orders`, shared), and each entry takes the
-smallest M with |rho|^(M+1) sqrt(A_M B_M) <= tol sqrt(E f^2 E g^2); entries where no M <= 256
-qualifies (|rho| near 1 with slowly decaying coefficients) are returned as NaN for the caller's
-direct quadrature.  Reported error per entry: tol sqrt(E f^2 E g^2) + err_a sqrt(E g^2) +
-err_b sqrt(E f^2) (Cauchy-Schwarz).
+Series sums: :func:`expect2` reports per entry tol sqrt(E f^2 E g^2) + err_a sqrt(E g^2) +
+err_b sqrt(E f^2) (Cauchy-Schwarz) + 4 eps sum_n |a_n b_n rho^n| (rounding).
 """
 
 from __future__ import annotations
@@ -40,7 +70,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
-__all__ = ["HermiteTable", "coefficients", "expect2", "expect2_pairs"]
+__all__ = ["HermiteTable", "coefficients", "expect2", "expect2_pairs", "power_law_beyond", "tails_and_orders",
+           "truncation_orders"]
 
 _EPS = 2.220446049250313e-16
 _DROP = 1e-36
@@ -53,7 +84,7 @@ class HermiteTable:
     """Hermite coefficients a_n(k) = E[f(sqrt(k) x) h_n(x)] for a set of variances k.
 
     coef (V, max_order + 1); order (V,) int64: the first m with A_m <= tol^2 E f^2 (A_m the tail
-    sum_(n>m) a_n^2, estimated as in the module docstring of :mod:`ntk_theory.codegen.hermite`),
+    sum_(n>m) a_n^2, estimated by the tail model of the module docstring),
     or -1 if none <= max_order; norm2 (V,) E[f(sqrt(k) x)^2] by its own quadrature; error (V,)
     the estimated l2 norm (over n) of the error of the coefficients; tail (V, max_order + 1) the
     estimated relative tails min(A_m / E f^2, 1) (1 where nothing is known).
@@ -95,8 +126,7 @@ def power_law_beyond(S2, S3):
 
 
 def tails_and_orders(coef, norm2, error, tol):
-    """Relative tails min(A_m / E f^2, 1) and the orders (module docstring of
-    :mod:`ntk_theory.codegen.hermite`)."""
+    """Relative tails min(A_m / E f^2, 1) and the orders (the tail model of the module docstring)."""
     V, N1 = coef.shape
     N = N1 - 1
     sq = coef * coef
@@ -168,7 +198,7 @@ def coefficients(f, variances, *, max_order: int = 256, tol: float = 1e-13) -> H
     """Hermite coefficients of f(sqrt(k) x) up to degree ``max_order`` for each variance k (>= 0).
 
     f: a NumPy-vectorised function of one array argument, smooth (no kinks: use
-    :func:`ntk_theory.codegen.hermite.coefficients` for kinked f)."""
+    :func:`.hermite_numba.coefficients` for kinked f)."""
     var = np.asarray(variances, dtype=float).ravel()
     if not np.all(np.isfinite(var)) or np.any(var < 0):
         raise ValueError("variances must be finite numbers >= 0")
@@ -205,7 +235,7 @@ def coefficients(f, variances, *, max_order: int = 256, tol: float = 1e-13) -> H
     return HermiteTable(coef=coef, order=order, norm2=norm2, error=error, tail=tail)
 
 
-def series_orders(tail_a: np.ndarray, tail_b: np.ndarray, rho: np.ndarray, tol: float) -> np.ndarray:
+def truncation_orders(tail_a: np.ndarray, tail_b: np.ndarray, rho: np.ndarray, tol: float) -> np.ndarray:
     """Per entry the smallest M with |rho|^(M+1) sqrt(tail_a[M] tail_b[M]) <= tol, or -1
     (tail_a, tail_b: (E, M+1) rows of relative tails; rho (E,))."""
     r = np.minimum(np.abs(rho), 1.0)[:, None]
@@ -220,7 +250,7 @@ def expect2(A: HermiteTable, B: HermiteTable, ia, ib, rho, tol: float = 1e-14):
     """(values, errors) of E[f(u) g(v)] for entries with variance rows ia of A (f) and ib of B
     (g) and correlations rho; NaN (error inf) where the series needs more than max_order terms."""
     ia, ib, rho = np.asarray(ia), np.asarray(ib), np.asarray(rho, dtype=float)
-    M = series_orders(A.tail[ia], B.tail[ib], rho, tol)
+    M = truncation_orders(A.tail[ia], B.tail[ib], rho, tol)
     n = np.arange(A.coef.shape[1])[None, :]
     with np.errstate(all="ignore"):
         powers = np.where(n == 0, 1.0, rho[:, None] ** n)
