@@ -20,5 +20,7 @@ hermite_numba            the Numba back end of the tables (Gauss-Hermite / grade
 mehler                   Mehler's series and its truncation order as scalar Numba functions
                          (inlined into generated kernels)
 gauss_legendre           compiled composite Gauss-Legendre E[f(u)], E[f(u) g(v)] split at kinks
+bivariate                2-D Gauss-Legendre of E[f(u) f(v) H(u, v)] split at kinks (covariance
+                         derivatives of kinked f by Gaussian integration by parts)
 =======================  ==============================================================================
 """
