@@ -92,7 +92,7 @@ def main() -> None:
         "fresh process with empty Numba and ntk-theory caches (compilation and symbolic derivation included,",
         "import not); cached: a second fresh process with those disk caches filled; warm: the same call",
         "again in one process.  Target (issue 5): under 10 s cold.  relu and leaky_relu take the exact",
-        "orthant-moment route (ntk_theory/gaussian/orthant.py: nothing to compile for the four-point",
+        "orthant-moment route (ntk_theory/numerics/orthant.py: nothing to compile for the four-point",
         "moments); tanh's cold run includes the one-time compilation of the four-point integrator (two",
         "modules, ~2 s and ~4.5 s, compiled in parallel: the larger in a child process while this one",
         "compiles the other and computes every layer's two-point tensors; then loaded from the disk",

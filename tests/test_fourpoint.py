@@ -1,4 +1,4 @@
-"""Compiled four-point Gaussian moment tensors (ntk_theory.gaussian.fourpoint) against independent
+"""Compiled four-point Gaussian moment tensors (ntk_theory.numerics.fourpoint, via ntk_theory.gaussian.fourpoint) against independent
 references: Isserlis/Wick (linear, polynomial activations: exact), the one-variable closed forms of
 ReLU, the NumPy nested tanh-sinh quadrature ``numerics.quadrature.expectn`` (independent code with its own
 error estimates) and mpmath.  Every comparison also checks that the actual error is within the
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ntk_theory.activations import activation
-from ntk_theory.gaussian.fourpoint import FourPointMoments, compile_activation, four_point_moments
+from ntk_theory.gaussian.fourpoint import compile_activation, four_point_moments
+from ntk_theory.numerics.fourpoint import FourPointMoments
 from ntk_theory.numerics.quadrature import expectn
 
 
@@ -397,7 +398,7 @@ def test_step_hint_repeat_call_consistent():
 @pytest.mark.parametrize("k", range(7))
 def test_orthant_moment_one_variable(k):
     """E[z^k 1{z > 0}] = v^(k/2) 2^(k/2 - 1) Gamma((k + 1) / 2) / sqrt(pi) (half the absolute moment)."""
-    from ntk_theory.gaussian.orthant import piecewise_linear_moment
+    from ntk_theory.numerics.orthant import piecewise_linear_moment
 
     v = 1.7
     ref = v ** (k / 2) * 2 ** (k / 2 - 1) * math.gamma((k + 1) / 2) / math.sqrt(math.pi)
@@ -409,7 +410,7 @@ def test_orthant_moment_two_variables_against_scipy():
     """E[z0^2 z1 1{z0, z1 > 0}] and E[z0^3 z1^0 ...] against scipy's adaptive 2-D quadrature of the density."""
     from scipy import integrate, stats
 
-    from ntk_theory.gaussian.orthant import piecewise_linear_moment
+    from ntk_theory.numerics.orthant import piecewise_linear_moment
 
     S = np.array([[1.3, -0.4], [-0.4, 0.8]])
     pdf = stats.multivariate_normal(np.zeros(2), S).pdf
@@ -421,7 +422,7 @@ def test_orthant_moment_two_variables_against_scipy():
 
 
 def test_orthant_probability_rejects_five_variables():
-    from ntk_theory.gaussian.orthant import orthant_probability
+    from ntk_theory.numerics.orthant import orthant_probability
 
     with pytest.raises(ValueError, match="m <= 4"):
         orthant_probability(np.eye(5))
@@ -430,7 +431,7 @@ def test_orthant_probability_rejects_five_variables():
 def _mp_orthant_probability(C):
     """P(z > 0), z ~ N(0, C), C an mpmath matrix (m <= 4): Sheppard's closed forms, and for m = 4
     Plackett's integral in the angle th = asin(t r_ij) by mpmath.quad (the method of
-    ntk_theory.gaussian.orthant, here in arbitrary precision to measure its rounding)."""
+    ntk_theory.numerics.orthant, here in arbitrary precision to measure its rounding)."""
     m = C.rows
     R = mpmath.matrix(m, m)
     for i in range(m):

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from ntk_theory.gaussian import orthant
-from ntk_theory.gaussian.fourpoint import _products, four_point_moments
+from ntk_theory.gaussian.fourpoint import four_point_moments
+from ntk_theory.numerics import orthant
+from ntk_theory.numerics.fourpoint import products
 
 SLOPES = {"relu": (0.0, 1.0), "leaky_relu": (0.25, 1.0), "abs": (-1.0, 1.0)}
 
@@ -94,7 +95,7 @@ def polar3(F, powers, a, b, tol=1e-12):
 
 def _moments(F, a, b, tol=None):
     F = np.asarray(F, dtype=float)
-    return orthant.set_moments((F @ F.T)[None], _products(F.shape[0]), a, b, tol=tol)
+    return orthant.set_moments((F @ F.T)[None], products(F.shape[0]), a, b, tol=tol)
 
 
 def _dyadic(rng, shape, den=8):
@@ -113,7 +114,7 @@ def test_planar_sets_against_polar_quadrature(act, m):
     F = _dyadic(np.random.default_rng(m), (m, 2))
     res = _moments(F, a, b)
     assert res.kinds == ["planar"] and res.done[0]
-    for c, p in enumerate(_products(m)):
+    for c, p in enumerate(products(m)):
         ref = polar2(F, p, a, b)
         assert abs(res.values[0, c] - ref) <= res.errors[0, c] + 1e-300, (p, res.values[0, c], ref)
         assert res.errors[0, c] <= 1e-13 * res.scales[0, c] + 1e-300
@@ -171,7 +172,7 @@ def test_solid_sets_against_sphere_quadrature(case):
         F[2] = F[0] - F[1]
     res = _moments(F, 0.0, 1.0)
     assert res.kinds == ["solid"]
-    prods = _products(4)
+    prods = products(4)
     for c in {"d3": (0, 1, len(prods) - 1), "d2-bias": (0,), "coplanar": (len(prods) - 1,)}[case]:
         ref, ref_err = polar3(F, prods[c], 0.0, 1.0)
         assert abs(res.values[0, c] - ref) <= res.errors[0, c] + ref_err + 1e-12 * res.scales[0, c], (prods[c], ref)
@@ -184,7 +185,7 @@ def test_solid_sets_every_product_all_orthants(act):
     F = _dyadic(np.random.default_rng(6), (4, 3))
     res = _moments(F, a, b)
     assert res.kinds == ["solid"]
-    for c, p in enumerate(_products(4)):
+    for c, p in enumerate(products(4)):
         ref, ref_err = polar3(F, p, a, b)
         assert abs(res.values[0, c] - ref) <= res.errors[0, c] + ref_err + 1e-12 * res.scales[0, c], (p, ref)
 
@@ -209,7 +210,7 @@ def test_anticorrelated_solid_set_recomputed_with_mpmath():
     assert plain.kinds == ["solid"] and np.any(plain.errors[0] > 1e-10 * plain.scales[0])
     res = _moments(F, 0.0, 1.0, tol=1e-10)
     assert res.kinds == ["solid (mpmath)"] and np.all(res.errors[0] <= 1e-10 * res.scales[0])
-    ref, ref_err = polar3(F, _products(4)[0], 0.0, 1.0, tol=1e-13)
+    ref, ref_err = polar3(F, products(4)[0], 0.0, 1.0, tol=1e-13)
     assert abs(res.values[0, 0] - ref) <= res.errors[0, 0] + ref_err + 1e-13 * res.scales[0, 0]
     assert abs(plain.values[0, 0] - ref) <= plain.errors[0, 0] + ref_err
 
@@ -226,7 +227,7 @@ def test_repeated_scaled_and_antiparallel_inputs(act):
     for F in (np.vstack([x, x[0]]), np.vstack([x, -0.5 * x[1]]), np.vstack([x, 2 * x[0], -x[1]])):
         res = _moments(F, a, b)
         assert res.done[0]
-        for c, p in enumerate(_products(F.shape[0])):
+        for c, p in enumerate(products(F.shape[0])):
             ref = polar2(F, p, a, b)
             assert abs(res.values[0, c] - ref) <= res.errors[0, c] + 1e-300, (F.tolist(), p, res.values[0, c], ref)
 
@@ -239,7 +240,7 @@ def test_rank_one_closed_form(act):
     f = np.array([0.75, -1.5, 0.5, 2.0])
     res = _moments(f[:, None], a, b)
     assert res.kinds == ["full"]
-    for c, p in enumerate(_products(4)):
+    for c, p in enumerate(products(4)):
         P = sum(pp for pp, _ in p)
         half = 2 ** (P / 2 - 1) * math.gamma((P + 1) / 2) / math.sqrt(math.pi)
         ref = sum(half * math.prod(_factor(fi * s, pp, qq, a, b) for fi, (pp, qq) in zip(f, p)) for s in (1, -1))
@@ -255,7 +256,7 @@ def test_monte_carlo_of_the_degenerate_gaussian():
         res = _moments(F, a, b)
         z = F @ rng.standard_normal((F.shape[1], 400_000))
         s, ds = np.where(z > 0, b * z, a * z), np.where(z > 0, b, a)
-        for c, p in enumerate(_products(4)):
+        for c, p in enumerate(products(4)):
             x = np.prod([s[i] ** pp * ds[i] ** qq for i, (pp, qq) in enumerate(p)], axis=0)
             assert abs(res.values[0, c] - x.mean()) <= 5 * x.std() / math.sqrt(x.size), (p, res.values[0, c], x.mean())
 
@@ -272,11 +273,11 @@ def test_rank_rule_separates_rounding_from_genuine_near_singularity():
     K = X @ X.T / 3
     for m in (3, 4):
         sets = list(itertools.combinations(range(5), m))
-        res = orthant.set_moments(np.stack([K[np.ix_(S, S)] for S in sets]), _products(m), 0.0, 1.0)
+        res = orthant.set_moments(np.stack([K[np.ix_(S, S)] for S in sets]), products(m), 0.0, 1.0)
         assert all(k == ("solid" if m == 4 else "full") for k in res.kinds), res.kinds
     Y = np.hstack([X[:4], np.zeros((4, 1))])
     Y[3, 3] = 1e-6
-    res = orthant.set_moments((Y @ Y.T)[None], _products(4), 0.0, 1.0)
+    res = orthant.set_moments((Y @ Y.T)[None], products(4), 0.0, 1.0)
     assert not res.done[0] and res.kinds == [None]
 
 
@@ -304,7 +305,7 @@ def test_anticorrelated_full_rank_set_recomputed_with_mpmath():
 
     X = np.random.default_rng(0).standard_normal((8, 4))
     K = (2.0 * X @ X.T / 4)[np.ix_((1, 2, 6, 7), (1, 2, 6, 7))]
-    prods = _products(4)
+    prods = products(4)
     plain = orthant.set_moments(K[None], prods, 0.0, 1.0)
     assert plain.kinds == ["full"] and np.any(plain.errors[0] > 1e-10 * plain.scales[0])
     res = orthant.set_moments(K[None], prods, 0.0, 1.0, tol=1e-10)

@@ -10,7 +10,6 @@ Layer 1 has K = C_b + C_W G0, Theta = lambda_b + lambda_W G0 (G0 = x.x / n_0) an
 from __future__ import annotations
 
 import functools
-import sys
 
 import numpy as np
 import sympy as sp
@@ -138,11 +137,12 @@ def _tensor_method(self, X, tol: float = 1e-10, progress=None):
     inv = np.asarray(inv).ravel()
     overlap = False
     if uniq.shape[0] > 1:
-        from ..gaussian import fourpoint
+        from ..gaussian.fourpoint import piecewise_linear_slopes
+        from ..numerics import fourpoint
 
-        if fourpoint.piecewise_linear_slopes(self.activation) is None:
+        if piecewise_linear_slopes(self.activation) is None:
             fourpoint.prefetch_core()  # the numerical four-point integrator: compile it meanwhile
-            overlap = uniq.shape[0] <= 16 and "ntk_theory.gaussian._fourpoint_core" not in sys.modules
+            overlap = uniq.shape[0] <= 16 and not fourpoint.integrator_loaded()
     d = X.shape[1]
     G0 = uniq @ uniq.T / d
     lb, lw = self.lambdas(1)

@@ -34,7 +34,7 @@ Cov(Theta_ab, Theta_cd) = (A_abcd + B_acbd + B_adbc)/n and the output cumulant
 
 Storage: the tensors are dense (N, N, N, N) float64 arrays (the contractions are einsums of at
 most N^6 operations); the four-point Gaussian averages, the expensive part, are computed once per
-distinct index multiset (:mod:`ntk_theory.gaussian.fourpoint`).  Duplicate inputs are computed
+distinct index multiset (:mod:`ntk_theory.numerics.fourpoint`).  Duplicate inputs are computed
 once and their indices expanded.
 """
 

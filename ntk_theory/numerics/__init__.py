@@ -22,5 +22,8 @@ mehler                   Mehler's series and its truncation order as scalar Numb
 gauss_legendre           compiled composite Gauss-Legendre E[f(u)], E[f(u) g(v)] split at kinks
 bivariate                2-D Gauss-Legendre of E[f(u) f(v) H(u, v)] split at kinks (covariance
                          derivatives of kinked f by Gaussian integration by parts)
+fourpoint                four-point moment tensors E[s s s s], E[s' s' s s], E[s' s' s' s'] at N inputs:
+                         compiled nested quadrature (_fourpoint_*: Numba) or exact orthant moments
+orthant                  exact truncated orthant moments E[z^k 1{z > 0}], m <= 4 (piecewise-linear s)
 =======================  ==============================================================================
 """

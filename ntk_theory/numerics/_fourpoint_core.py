@@ -1,11 +1,11 @@
-r"""Core of :mod:`ntk_theory.gaussian.fourpoint`: one generic integrator, compiled once.
+r"""Core of :mod:`ntk_theory.numerics.fourpoint`: one generic integrator, compiled once.
 
 The activation enters as two first-class functions ``s_fn``, ``ds_fn``
 (``numba.types.FunctionType(float64(float64))``, called through a pointer), so this module is
 compiled once per machine (explicit signature, ``cache=True``) and a new activation costs only
 the compilation of its two small njit functions.
 
-Per input set (task) the nested quadrature of :mod:`~ntk_theory.gaussian.fourpoint` runs over
+Per input set (task) the nested quadrature of :mod:`~ntk_theory.numerics.fourpoint` runs over
 the levels of the pivoted Cholesky factor; when the deepest level resolves exactly one variable
 v (the usual case), that level is not integrated node by node: its integral is the Gaussian
 smoothing
@@ -21,17 +21,15 @@ one.  The table's error bound per panel (last two coefficients + a check of the 
 against halved panels at the panel centre + 1e-4 of the |u| > R - 1.5 tail) is propagated
 through the outer levels with absolute values and added to the reported error.
 
-Compilation and speed: only :func:`_level_nodes`, :func:`_gvalues`, :func:`_build_table` and
+Compilation: only :func:`_level_nodes`, :func:`_gvalues`, :func:`_build_table` and
 :func:`_integrate` are compiled; the refinement loop :func:`_task` and :func:`run_tasks` are Python
-calling them (a few calls per set, ~50 us of dispatch each).  Compiled, they cost 5.4 s of the
-13.5 s cold compile, mostly because Numba links every callee's module into its caller's and
-generates machine code for it again (run_tasks, a ten-line loop, took 2.4 s; np.sort's quicksort,
-now an insertion sort, 0.8 s).  Every compiled function has an explicit signature (one compile each; without them
-Numba compiled four specialisations of ``_integrate`` and ``_level_nodes`` for literal arguments,
-32 s -> 14 s cold), and the per-node work of the innermost level (activation factors, table
-evaluation) is written inline in ``_integrate`` on 2-D arrays indexed by level: passing row views
-(``offs[lvl]``) or inlining helpers with array arguments made Numba increment and decrement
-reference counts (atomic operations) at every node, ~40% of the run time.
+calling them (a few calls per set), because Numba links every callee's module into its caller and
+generates its machine code again.  Every compiled function has an explicit signature (one compile
+each, no specialisations for literal arguments); small sorts are insertion sorts (np.sort's
+quicksort would be compiled into each caller); and the per-node work of the innermost level
+(activation factors, table evaluation) is written inline in ``_integrate`` on 2-D arrays indexed
+by level, because passing row views (``offs[lvl]``) or calling helpers with array arguments makes
+Numba increment and decrement reference counts (atomic operations) at every node.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Compiled part 1 of the four-point integrator (:mod:`._fourpoint_core`): the table of the
 Gaussian smoothing G_f(mu) = E[f(mu + sigma u)] of the deepest level.  A module of its own so that
-it compiles in parallel with :mod:`._fourpoint_integrate` (see :func:`ntk_theory.gaussian.fourpoint._core`)."""
+it compiles in parallel with :mod:`._fourpoint_integrate` (see :func:`.fourpoint.prefetch_core`)."""
 
 from __future__ import annotations
 
@@ -138,8 +138,8 @@ def _build_table(s_fn, ds_fn, kinks, sigma, half, R, fp, fq, nf, eta, tedges, tc
     minw = 1e-12 * max(half, sigma) + 1e-3 * sigma
     # the scale of each G_|f| over the whole table (17 points): panels where G is far below it
     # (tails, where its quadrature is only good to a fraction of its own size) are split until
-    # their error is below eta 1e-3 gscale rather than eta times their own size (which bisected to
-    # the panel cap: 1000+ panels, tanh at K ~ 4); the error bound terr reports what is reached
+    # their error is below eta 1e-3 gscale rather than eta times their own size (which would bisect
+    # them down to the panel cap); the error bound terr reports what is reached
     gscale = np.zeros(nf)
     for k in range(17):
         _gvalues(s_fn, ds_fn, kinks, -half + 2.0 * half * k / 16.0, sigma, R, fp, fq, nf, False, g, ga, gt, cuts)

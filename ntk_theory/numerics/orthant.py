@@ -102,11 +102,9 @@ a small E|prod| (C_b = 0: relative estimates up to 2e-9 for a solid set in d = 3
 set of three, 3e-6 for full-rank sets of four in d = 4).  With ``tol``, :func:`set_moments`
 recomputes every set whose estimate exceeds tol E|prod| with mpmath at ``MP_DIGITS`` = 40 digits
 from the float64 entries of K: the same formulas in object arrays (Plackett's integrals by
-mpmath.quad with its error estimate), eps = 2^-prec in the rounding models; ~10-30 ms a cone set,
-~0.3 s a full-rank set of four.  Sets still above tol, nearly singular sets without an exact
-relation and sets with a zero variance are left to the caller
-(:func:`~ntk_theory.gaussian.fourpoint.four_point_moments`), which integrates the full-rank ones
-numerically.
+mpmath.quad with its error estimate), eps = 2^-prec in the rounding models.  Sets still above tol,
+nearly singular sets without an exact relation and sets with a zero variance are left to the caller
+(:func:`.fourpoint.four_point_moments`), which integrates the full-rank ones numerically.
 """
 
 from __future__ import annotations

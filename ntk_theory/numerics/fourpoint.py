@@ -1,0 +1,641 @@
+r"""Four-point (and two-point) Gaussian moment tensors of an activation at N inputs, compiled (Numba).
+
+For z ~ N(0, K), K (N, N) symmetric positive semi-definite (the kernel of one layer at N inputs),
+and an activation given as compiled s, s' (:class:`FourPointKernel`: ``numba.njit`` functions of
+one float64 and the kinks), :func:`four_point_moments` returns
+
+    ssss[a,b,c,d] = E[s(z_a) s(z_b) s(z_c) s(z_d)]          (fully symmetric)
+    ddss[a,b,c,d] = E[s'(z_a) s'(z_b) s(z_c) s(z_d)]        (symmetric in (a,b) and in (c,d))
+    dddd[a,b,c,d] = E[s'(z_a) s'(z_b) s'(z_c) s'(z_d)]      (fully symmetric)
+    ss[a,b] = E[s(z_a) s(z_b)],  dd[a,b] = E[s'(z_a) s'(z_b)]
+
+with s' the almost-everywhere derivative (no Dirac deltas, as backpropagation computes it), each
+with an estimated absolute error (``error_ssss`` ...).
+
+Method
+------
+Every entry depends only on the *set* S of distinct sample indices it involves (|S| = 1..4) and
+on the powers s^p s'^q of each variable, so the work is organised by sets: for N inputs there are
+C(N,1) + ... + C(N,4) sets (162 for N = 8, of which 70 are four-dimensional), and for each set one
+nested quadrature computes all the products it is needed for at once (for |S| = 4: ssss, the six
+ddss pairings and dddd; for |S| = 3: the 36 products s^p s'^q with one doubled variable; ...).
+
+In pivoted-Cholesky coordinates of K_S (largest remaining conditional variance first; rank
+revealing, so coincident inputs give fewer variables), z_v = sum_(j <= l(v)) L_vj u_j with u iid
+N(0, 1), and
+
+    E[prod_v f_v(z_v)] = int phi(u_0) int phi(u_1) ... prod_v f_v(z_v) du_r-1 ... du_0 ,
+
+where variable v is "resolved" at level l(v) (its last non-zero column).  Each level carries, as
+it integrates, the partial integrals of all distinct suffixes of the needed products (the factor
+products of the variables resolved at that level times the inner partial integrals), so each
+activation value s(z), s'(z) is computed once per node.  The pivoting gives |L_vj| <= L_jj, so
+the integrand varies in u_j on the scale 1 / L_jj: levels of small conditional variance (nearly
+parallel inputs) need few nodes.
+
+One-dimensional rules at level l (the integration range is the ball |u| <= R, R = 9 by default;
+nodes outside it carry Gaussian weight below exp(-R^2/2)):
+
+* no split point in the range (smooth activations): the trapezoidal rule with step
+  h_u = min(h_z / max_v |L_vl|, h_g) (exponentially convergent for analytic integrands);
+* split points: composite Gauss-Legendre panels on the pieces between them, panel widths at most
+  min(W_g, c h_z / max_v |L_vl|).  Split points are the kinks c of the variables resolved at
+  this level, u_l = (c - sum_(j<l) L_vj u_j) / L_vl (exact kinks: the integrand is analytic on
+  each piece), and the smoothed kinks of deeper variables whose conditional standard deviation
+  sigma_v (over the deeper levels) is small compared with |L_vl|: there the inner integral has a
+  kink smoothed over the width w = sigma_v / |L_vl|, and the panels are graded geometrically
+  (ratio 2) from width w at that point (nearly parallel inputs with kinked activations).
+
+Error estimate
+--------------
+Each set is integrated with a fine rule and two coarse ones (steps h, 1.5 h and 2.25 h; Gauss-
+Legendre with 12 nodes per panel in the fine rule, 8 in the coarse ones).  Panel widths and
+the panel cap W_g shrink with the step, so every panel of a finer rule is finer (the geometric
+grading at smoothed kinks starts at the kink's width in every rule).  With d = |I_fine - I_coarse| and the contraction
+rho = d / |I_coarse - I_coarse2| of the step before (rho <= 1), the estimate is
+
+    err = max(d sqrt(rho), 2 E|prod| (d / E|prod|)^1.5) + 512 eps E|prod|,
+
+(err = d while d > 1e-3 E|prod|), and the step is reduced by 1.5 until err <= tol E|prod| for
+every product of the set (at most ``max_refine`` times; the remaining estimate is reported, not
+hidden); the fine rule of one step is the first coarse rule of the next, so a refinement costs
+one pass.  This is a model, not a bound.  Measured against exact references (tests): ReLU's
+dddd at N = 8 is a four-dimensional orthant probability (Plackett's identity, 70 sets): the
+actual error is at most 4e-12 relative to E|prod| (tol 1e-10) and exceeds the estimate in 3
+of 70 sets, by at most 13x (the convergence of kinked integrands has a small prefactor,
+ln(err / E|prod|) = a - c / h with a < 0, which a two-rule model d^1.5 misses).
+The step is continuous: from the last pair of each set the model ln(err(h) / E|prod|) = -c / h
+predicts the step h* at which a (h*, 1.5 h*) pair would just pass (with a factor 8 margin); the
+next call of the same smooth activation and tol starts at the 30th percentile of h* over the
+sets (``FourPointKernel.hz_hint``; kinked activations start at h = 0.5), and a first pair that
+the model says cannot pass after one 1.5 refinement restarts as a fresh pair at h* (the
+acceptance test is always the one above, so the prediction only chooses steps, never the
+reported error).  The truncation to the ball is estimated from the integrand's mass in the shell
+R - 1.5 < |u| <= R (times 1e-3); when it exceeds the tolerance the radius grows (up to 38), and
+an integrand still not decaying there raises :class:`ValueError` (a divergent expectation).
+
+Innermost level and compilation
+-------------------------------
+The integrator is :mod:`._fourpoint_core`: generic, with s and s' passed as first-class
+functions, compiled once per machine (Numba disk cache); an activation costs only the compile
+of its two small njit functions.  When the deepest level resolves one variable (the
+usual case), its integral is the Gaussian smoothing G_f(mu) = E[f(mu + sigma u)] of each of
+that variable's factors f, tabulated per set by adaptive piecewise Chebyshev interpolation
+(graded at the kinks from width sigma), so a four-dimensional integral costs a three-
+dimensional one; the table's error bound is propagated through the outer levels and added to
+the estimate (see that module).  Sets are spread over two threads.  Its compiled code lives in
+two independent modules, :mod:`._fourpoint_integrate` and :mod:`._fourpoint_table`; on a cold
+cache the first is compiled by a child process while this one compiles the second
+(:func:`prefetch_core`; ``NTK_THEORY_PARALLEL_COMPILE=0`` turns it off).
+
+Exact route for piecewise-linear activations
+--------------------------------------------
+For s(x) = b x (x > 0), a x (x < 0) (relu, leaky_relu, abs; ``slopes=(a, b)``, recognised
+symbolically by :func:`ntk_theory.gaussian.fourpoint.piecewise_linear_slopes`) every product
+s^p s'^q is, on each orthant, a monomial times a constant, so each entry is a sum of truncated
+orthant moments E[z^k 1{sigma z > 0}], computed exactly by the integration-by-parts recursion of
+:mod:`.orthant` (Tallis 1961; Kan & Robotti 2017) down to orthant
+probabilities (Sheppard's closed forms for up to three variables, Plackett's one-dimensional
+integral for four), batched over the sets of each size.  Singular sets (more inputs than
+dimensions with C_b = 0, repeated or antiparallel inputs) are reduced to their rank: exactly
+parallel variables merged, rank-2 sets (and every pair) as arcs in polar coordinates, rank-3 sets
+of four as cones with a closed-form orthant probability and the recursion in the factor's
+coordinates.  Its error is rounding (bounded by the terms' absolute sum, amplified by
+1 / lambda_min of the set's correlation matrix for full-rank sets) plus the propagated quadrature
+estimate of the four-variable orthant probabilities: ~1e-14 relative for well-separated inputs.
+Sets whose estimate exceeds tol (anti-correlated inputs, whose terms cancel) are recomputed with
+mpmath at 40 digits.  Full-rank sets still above tol, nearly singular sets without an exact
+linear relation (lambda_min below orthant.MIN_EIGENVALUE) and sets with a zero variance go to the
+numerical integrator, which is compiled only when such a set occurs (``info["method"]`` and
+``info["exact_kinds"]`` say how many sets took which route).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cholesky import pivoted_cholesky
+
+__all__ = ["FourPointKernel", "FourPointMoments", "check_covariance", "compiled_pair", "four_point_moments",
+           "integrator_loaded", "prefetch_core", "products"]
+
+
+@dataclass
+class FourPointKernel:
+    """An activation's compiled s, s' (numba.njit functions of one float64) and kinks; the
+    integrator itself (:mod:`._fourpoint_core`) is generic and compiled once per machine."""
+
+    name: str
+    s: object
+    ds: object
+    kinks: np.ndarray
+    source: str
+    compile_seconds: float = 0.0
+    from_cache: bool = False
+    _warm: bool = False
+    hz_hint: dict = field(default_factory=dict)
+
+    def warm_up(self):
+        if not self._warm:
+            t0 = time.perf_counter()
+            K = np.array([[1.0, 0.5], [0.5, 1.0]])
+            _run(self, K, tol=1e-6, max_refine=0)
+            self.compile_seconds += time.perf_counter() - t0
+            self.from_cache = bool(_core()._integrate.stats.cache_hits)
+            self._warm = True
+
+
+_BACKGROUND = {}
+_INTEGRATE = __name__.rpartition(".")[0] + "._fourpoint_integrate"
+_CORE = __name__.rpartition(".")[0] + "._fourpoint_core"
+
+
+def integrator_loaded() -> bool:
+    """Whether the compiled integrator is imported in this process already."""
+    return _CORE in sys.modules
+
+
+def prefetch_core() -> None:
+    """Start compiling the integrator's larger half (:mod:`._fourpoint_integrate`) into the Numba
+    disk cache in a child process, unless it is imported already (or
+    ``NTK_THEORY_PARALLEL_COMPILE=0``).  :func:`_core` then compiles the other half
+    (:mod:`._fourpoint_table`) in this process meanwhile and loads the first from the cache: the
+    two halves share no compiled code, so a cold start costs the longer of the two instead of their
+    sum (on a machine with two or more cores; with the cache filled, the child only loads it).
+    Callers that know they will need the integrator (the N-input finite-width tensors of a
+    numerical activation) call this before their symbolic work, which then overlaps the
+    compilation too."""
+    if ("proc" in _BACKGROUND or _INTEGRATE in sys.modules
+            or os.environ.get("NTK_THEORY_PARALLEL_COMPILE", "1") == "0" or (os.cpu_count() or 1) < 2):
+        return
+    import subprocess
+
+    # the child loads just the compiled module's files: bare parent packages stand in for
+    # ntk_theory and ntk_theory.numerics (so that their imports are skipped); the file paths and
+    # module names are the real ones, so Numba's cache entries are the ones read here
+    pkg = Path(__file__).resolve().parent
+    parent = __name__.rpartition(".")[0]
+    script = ("import sys, types\n"
+              f"for name, path in (('ntk_theory', {str(pkg.parent)!r}), ({parent!r}, {str(pkg)!r})):\n"
+              "    m = types.ModuleType(name); m.__path__ = [path]; sys.modules[name] = m\n"
+              f"import {_INTEGRATE}\n")
+    try:
+        _BACKGROUND["proc"] = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no child processes here: compile in this process
+        _BACKGROUND["proc"] = None
+
+
+def _core():
+    """The integrator (:mod:`._fourpoint_core`), its two compiled halves built in parallel on the
+    first call of a process with a cold Numba cache (:func:`prefetch_core`)."""
+    if not integrator_loaded():
+        prefetch_core()
+        from . import _fourpoint_table  # noqa: F401  (compiles here while the child compiles the rest)
+
+        proc = _BACKGROUND.get("proc")
+        if proc is not None:
+            try:
+                proc.wait(timeout=600)
+            except Exception:  # a stuck child: this process compiles instead
+                proc.kill()
+    from . import _fourpoint_core
+
+    return _fourpoint_core
+
+
+_PAIRS: dict = {}
+
+
+def compiled_pair(s, ds, kinks=()) -> FourPointKernel:
+    """The :class:`FourPointKernel` of a pair of ``numba.njit`` functions (s, ds) of one float64
+    with ``kinks`` (points where s or s' is not smooth), warmed up; shared within a process."""
+    t0 = time.perf_counter()
+    if s is None or ds is None:
+        raise ValueError("pass both s and ds (numba.njit functions of one float64)")
+    import numba
+
+    for nm, f in (("s", s), ("ds", ds)):
+        if not isinstance(f, numba.core.registry.CPUDispatcher):
+            raise ValueError(f"{nm} must be a numba.njit function; got {f!r}")
+    key = (id(s), id(ds), tuple(float(k) for k in kinks))
+    if key in _PAIRS:
+        return _PAIRS[key]
+    kern = FourPointKernel(f"({s.__name__}, {ds.__name__})", s, ds,
+                           np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), "")
+    kern.compile_seconds = time.perf_counter() - t0
+    kern.warm_up()
+    _PAIRS[key] = kern
+    return kern
+
+
+# ------------------------------------------------------------------------------------------------
+# Task preparation (Python): sets of inputs, pivoted Cholesky, products needed, level structure
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def products(m: int) -> tuple:
+    """Products needed for a set of m distinct variables: tuples ((p_0, q_0), ..., (p_(m-1), q_(m-1)))
+    of powers of s and s' per variable, each variable present, total degree 4 with an even number
+    (0, 2, 4) of s' factors, or (m <= 2) total degree 2 with 0 or 2 s' factors."""
+    out = []
+    for total, qs in ((4, (0, 2, 4)), (2, (0, 2))):
+        if m > total:
+            continue
+        for mult in itertools.product(range(1, total + 1), repeat=m):
+            if sum(mult) != total:
+                continue
+            for q in itertools.product(*[range(mu + 1) for mu in mult]):
+                if sum(q) in qs:
+                    out.append(tuple((mu - qi, qi) for mu, qi in zip(mult, q)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _structure(m: int, levels: tuple):
+    """Arrays describing the nested accumulation for m variables resolved at ``levels``."""
+    prods = products(m)
+    facs = [sorted({p[v] for p in prods}) for v in range(m)]
+    fidx = [{f: i for i, f in enumerate(fl)} for fl in facs]
+    F = max(len(f) for f in facs)
+    facp = np.zeros((4, 16), dtype=np.int64)
+    facq = np.zeros((4, 16), dtype=np.int64)
+    nfac = np.zeros(4, dtype=np.int64)
+    for v in range(m):
+        nfac[v] = len(facs[v])
+        for i, (p, q) in enumerate(facs[v]):
+            facp[v, i], facq[v, i] = p, q
+    # combos as factor-index tuples
+    combos = [tuple(fidx[v][p[v]] for v in range(m)) for p in prods]
+    vars_at = [[v for v in range(m) if levels[v] == ell] for ell in range(4)]
+    # suffix keys: tuple of factor indices of vars resolved at levels >= ell
+    lf_lists = []
+    suf_lists = [None] * 5
+    suf_lists[4] = {(): 0}
+    suf_lf = np.zeros((4, 64), dtype=np.int64)
+    suf_inner = np.zeros((4, 64), dtype=np.int64)
+    nsuf = np.zeros(5, dtype=np.int64)
+    nsuf[4] = 1
+    lf_fac = -np.ones((4, 64, 4), dtype=np.int64)
+    nlf = np.zeros(4, dtype=np.int64)
+
+    def suffix(c, ell):
+        return tuple(c[v] for lev in range(ell, 4) for v in vars_at[lev])
+
+    for ell in range(3, -1, -1):
+        lfs = {}
+        sufs = {}
+        for c in combos:
+            key = suffix(c, ell)
+            if key in sufs:
+                continue
+            lkey = tuple(c[v] for v in vars_at[ell])
+            if lkey not in lfs:
+                e = len(lfs)
+                lfs[lkey] = e
+                for v, f in zip(vars_at[ell], lkey):
+                    lf_fac[ell, e, v] = f
+            k = len(sufs)
+            sufs[key] = k
+            suf_lf[ell, k] = lfs[lkey]
+            suf_inner[ell, k] = suf_lists[ell + 1][suffix(c, ell + 1)]
+        if not lfs:
+            lfs[()] = 0
+        nlf[ell] = len(lfs)
+        nsuf[ell] = len(sufs)
+        suf_lists[ell] = sufs
+        lf_lists.append(lfs)
+    combo_suf = np.array([suf_lists[0][suffix(c, 0)] for c in combos], dtype=np.int64)
+    return facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner, combo_suf, prods, F
+
+
+def check_covariance(K) -> np.ndarray:
+    try:
+        K = np.array(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"K must be a numeric (N, N) matrix; got {type(K).__name__}") from None
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise ValueError(f"K must be a square (N, N) matrix with N >= 1; got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError("K has non-finite entries (NaN or inf)")
+    scale = float(np.max(np.abs(K)))
+    asym = float(np.max(np.abs(K - K.T)))
+    if asym > 1e-12 * scale:
+        raise ValueError(f"K is not symmetric: max |K - K^T| = {asym:.3g} (> 1e-12 max |K|)")
+    K = 0.5 * (K + K.T)
+    dmin = float(np.min(np.diag(K)))
+    if dmin < 0:
+        raise ValueError(f"K is not positive semi-definite: negative variance {dmin:.3g} on the diagonal")
+    ev = float(np.min(np.linalg.eigvalsh(K)))
+    if ev < -1e-12 * scale * K.shape[0]:
+        raise ValueError(f"K is not positive semi-definite: smallest eigenvalue {ev:.3g}")
+    return K
+
+
+_GPARAM = np.array([0.6, 4.5, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap at h_z = 0.5; scales with h_z), c (panel/h_z), w_thr (near-kink)
+
+
+def _tasks(K):
+    N = K.shape[0]
+    sets = [S for m in (4, 3, 2, 1) for S in itertools.combinations(range(N), m)]
+    T = len(sets)
+    Ls = np.zeros((T, 4, 4))
+    nvs = np.zeros(T, dtype=np.int64)
+    ranks = np.zeros(T, dtype=np.int64)
+    vlevels = np.zeros((T, 4), dtype=np.int64)
+    facps = np.zeros((T, 4, 16), dtype=np.int64)
+    facqs = np.zeros((T, 4, 16), dtype=np.int64)
+    nfacs = np.zeros((T, 4), dtype=np.int64)
+    lf_facs = np.zeros((T, 4, 64, 4), dtype=np.int64)
+    nlfs = np.zeros((T, 4), dtype=np.int64)
+    nsufs = np.zeros((T, 5), dtype=np.int64)
+    suf_lfs = np.zeros((T, 4, 64), dtype=np.int64)
+    suf_inners = np.zeros((T, 4, 64), dtype=np.int64)
+    meta = []
+    for t, S in enumerate(sets):
+        m = len(S)
+        L, lev = pivoted_cholesky(K[np.ix_(S, S)])
+        r = L.shape[1]
+        st = _structure(m, tuple(int(x) for x in lev))
+        Ls[t, :m, :r] = L
+        nvs[t], ranks[t] = m, r
+        vlevels[t, :m] = lev
+        facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t], nsufs[t], suf_lfs[t], suf_inners[t] = st[:8]
+        meta.append((S, st[9], st[8]))
+    # cost order: most variables (largest rank) first, for the parallel loop
+    order = np.argsort(-ranks, kind="stable").astype(np.int64)
+    return (Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners, order), meta
+
+
+_THREADS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None, tick=None):
+    """Integrate the sets of K numerically (all, or the task indices ``only``); ``tick(k)`` is called
+    after each chunk of k sets (a progress bar's update)."""
+    core = _core()
+    arrays, meta = _tasks(K) if tasks is None else tasks
+    order = arrays[-1]
+    if only is not None:
+        keep = set(int(t) for t in only)
+        order = np.array([t for t in order if int(t) in keep], dtype=np.int64)
+    arrs = arrays[:-1]
+    T = len(meta)
+    vals = np.zeros((T, 64))
+    errs = np.zeros((T, 64))
+    scales = np.zeros((T, 64))
+    levels = np.zeros(T, dtype=np.int64)
+    status = np.zeros(T, dtype=np.int64)
+    stats = np.zeros((T, 4), dtype=np.int64)
+    hst = np.zeros(T)
+    kinks = np.ascontiguousarray(kern.kinks, dtype=np.float64)
+
+    def work(tasks):
+        core.run_tasks(kern.s, kern.ds, kinks, tasks, *arrs, _GPARAM, float(hz0), float(tol), int(max_refine),
+                       float(R0), bool(use_table), vals, errs, scales, levels, status, stats, hst)
+        if tick is not None:
+            tick(len(tasks))
+
+    ranks = arrs[2]
+    big = [np.array([t], dtype=np.int64) for t in order if ranks[t] >= 3]
+    small = [t for t in order if ranks[t] < 3]
+    chunks = big + [np.array(small[i:i + 16], dtype=np.int64) for i in range(0, len(small), 16)]
+    if _THREADS > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(_THREADS) as pool:
+            list(pool.map(work, chunks))
+    else:
+        for c in chunks:
+            work(c)
+    return vals, errs, scales, levels, status, meta, stats, hst
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FourPointMoments:
+    """Gaussian moment tensors of one activation at N inputs (see the module docstring).
+
+    ``ssss``, ``ddss``, ``dddd`` (N, N, N, N); ``ss``, ``dd`` (N, N); ``error_*`` the estimated
+    absolute errors of each entry; ``scale_*`` the E|product| each tolerance is relative to;
+    ``info``: timings, refinement levels, sets not converged.
+    """
+
+    activation: str
+    K: np.ndarray
+    ssss: np.ndarray
+    ddss: np.ndarray
+    dddd: np.ndarray
+    ss: np.ndarray
+    dd: np.ndarray
+    error_ssss: np.ndarray
+    error_ddss: np.ndarray
+    error_dddd: np.ndarray
+    error_ss: np.ndarray
+    error_dd: np.ndarray
+    scale_ssss: np.ndarray = field(repr=False)
+    scale_ddss: np.ndarray = field(repr=False)
+    scale_dddd: np.ndarray = field(repr=False)
+    tol: float = 1e-10
+    info: dict = field(default_factory=dict)
+
+    @property
+    def max_error(self) -> float:
+        return float(max(np.max(self.error_ssss), np.max(self.error_ddss), np.max(self.error_dddd),
+                         np.max(self.error_ss), np.max(self.error_dd)))
+
+    def __repr__(self) -> str:
+        N = self.K.shape[0]
+        rel = max(float(np.max(e / np.maximum(s, 1e-300))) for e, s in (
+            (self.error_ssss, self.scale_ssss), (self.error_ddss, self.scale_ddss), (self.error_dddd, self.scale_dddd)))
+        return (f"FourPointMoments({self.activation}; N={N}; ssss, ddss, dddd (N,N,N,N), ss, dd (N,N); "
+                f"max estimated error {self.max_error:.1e} absolute, {rel:.1e} relative to E|product| "
+                f"(tol {self.tol:g}); {self.info.get('seconds', float('nan')):.3f} s, "
+                f"{self.info.get('not_converged', 0)} sets not converged)")
+
+
+def _step_hint(predicted) -> float:
+    """The starting step of the next call from the sets' predicted passing steps: 0.9 times their
+    30th percentile, in [0.05, 0.75] (the prediction runs high, so the plain percentile would have
+    most sets fail their first pair)."""
+    return min(max(0.9 * float(np.percentile(predicted, 30)), 0.05), 0.75)
+
+
+def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False, slopes=None,
+                       name: str | None = None, progress=None) -> FourPointMoments:
+    r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
+
+    ``kernel``: the activation's :class:`FourPointKernel` (:func:`compiled_pair`), or a callable of
+    no arguments returning it (called only when a set needs the numerical integrator).  ``K``:
+    (N, N) symmetric positive semi-definite, singular allowed.  ``tol``: the target error relative
+    to E|product| of each entry.  Entries whose estimate stays above the target after
+    ``max_refine`` refinements are reported with that estimate (``info["not_converged"]``), or
+    raise ArithmeticError with ``strict=True``.  ``slopes=(a, b)`` for s(x) = b x (x > 0), a x
+    (x < 0): the exact orthant-moment route of :mod:`.orthant` (sets of nearly parallel inputs
+    numerically); ``name`` names the activation in the result (default: the kernel's).
+    Raises ValueError for a bad K and for divergent expectations.  ``progress``: a bar over the input
+    sets (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal and a run of
+    more than a few seconds).
+    """
+    from ..progress import progress_bar
+
+    K = check_covariance(K)
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+    if slopes is None and not isinstance(kernel, FourPointKernel):
+        kernel = kernel()
+    t0 = time.perf_counter()
+    n_sets = sum(math.comb(K.shape[0], m) for m in (1, 2, 3, 4))
+    with progress_bar(total=n_sets, desc=f"four-point moments, {K.shape[0]} inputs", unit="set", enabled=progress) as bar:
+        if slopes is not None:
+            factory = kernel if callable(kernel) and not isinstance(kernel, FourPointKernel) else (lambda: kernel)
+            return _exact_moments(name or factory().name, slopes, factory, K, float(tol), int(max_refine), strict,
+                                  t0, bar.update)
+        return _numerical_moments(kernel, K, tol, max_refine, strict, t0, bar.update)
+
+
+def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick) -> FourPointMoments:
+    """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked)."""
+    # start where the sets of the previous call at this tol converged (a layer recursion calls
+    # this with similar K again and again): the refinements below that step are skipped
+    # (smooth activations only: for kinked ones the panel caps shrink with the step, and a start
+    # at 0.5 is cheaper than the hint)
+    hinted = len(kern.kinks) == 0
+    hz0 = kern.hz_hint.get(float(tol), 0.5) if hinted else 0.5
+    tasks = _tasks(K)
+    meta = tasks[1]
+    multi = [t for t, m in enumerate(meta) if len(m[0]) >= 3]
+    if hinted and float(tol) not in kern.hz_hint and len(multi) >= 24:
+        # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
+        # start the others at the step their predictions give
+        probe = multi[:: len(multi) // 6][:6]
+        first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick)
+        hz0 = _step_hint(first[7][probe]) if not np.any(first[4] == 1) else 0.5
+        rest = [t for t in range(len(meta)) if t not in set(probe)]
+        second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick)
+        vals, errs, scales, levels, status, _, stats, hst = second
+        for a, b in zip((vals, errs, scales, levels, status, stats, hst),
+                        (first[0], first[1], first[2], first[3], first[4], first[6], first[7])):
+            a[probe] = b[probe]
+    else:
+        vals, errs, scales, levels, status, meta, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
+                                                                    tasks=tasks, tick=tick)
+    if hinted and multi and not np.any(status == 1):
+        # the predicted largest passing step of each set (see _fourpoint_core._task); start the
+        # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
+        # cheaper than starting where all pass)
+        kern.hz_hint[float(tol)] = _step_hint(hst[multi])
+    if np.any(status == 2):
+        bad = [meta[t][0] for t in np.nonzero(status == 2)[0]][:3]
+        raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite "
+                         f"(activation {kern.name}, input sets {bad} ...)")
+    not_conv = int(np.sum(status == 1))
+    if strict and not_conv:
+        raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
+    seconds = time.perf_counter() - t0
+    info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
+            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
+            "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
+            "table_panels": int(stats[:, 2].sum()), "method": "numerical (nested quadrature)"}
+    return _assemble(kern.name, K, meta, vals, errs, scales, float(tol), info)
+
+
+def _assemble(name, K, meta, vals, errs, scales, tol, info) -> FourPointMoments:
+    """The (N, N, N, N) and (N, N) tensors from the per-set values (task t, product position)."""
+    N = K.shape[0]
+    pos = {}
+    for t, (S, prods, combo_suf) in enumerate(meta):
+        for c, p in enumerate(prods):
+            pos[(S, p)] = (t, combo_suf[c])
+    out = {}
+    for nm, shape in (("ssss", 4), ("ddss", 4), ("dddd", 4), ("ss", 2), ("dd", 2)):
+        v = np.empty((N,) * shape)
+        e = np.empty((N,) * shape)
+        sc = np.empty((N,) * shape)
+        for idx in itertools.product(range(N), repeat=shape):
+            cnt = {}
+            for position, i in enumerate(idx):
+                is_d = nm[position] == "d"
+                pq = cnt.setdefault(i, [0, 0])
+                pq[1 if is_d else 0] += 1
+            S = tuple(sorted(cnt))
+            p = tuple(tuple(cnt[i]) for i in S)
+            t, k = pos[(S, p)]
+            v[idx], e[idx], sc[idx] = vals[t, k], errs[t, k], scales[t, k]
+        out[nm], out["error_" + nm], out["scale_" + nm] = v, e, sc
+    return FourPointMoments(name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
+                            out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
+                            out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], tol, info)
+
+
+def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None) -> FourPointMoments:
+    """Every set by the orthant moments of :func:`.orthant.set_moments`, batched over the sets of each
+    size: full-rank sets by the recursion, exactly singular ones (more inputs than dimensions with
+    C_b = 0, repeated or antiparallel inputs) as planar or solid cones of their rank, sets above tol
+    recomputed with mpmath.  Sets go to the numerical integrator when nearly singular without an
+    exact linear relation (smallest correlation eigenvalue below orthant.MIN_EIGENVALUE), with a
+    zero variance, or full-rank with an estimate still above tol E|prod|; singular sets still
+    above tol (the integrator is no better there) are kept and counted in info["not_converged"].
+    ``kernel()`` gives the compiled activation, called only when a set needs the integrator."""
+    from . import orthant
+
+    a, b = ab
+    tasks = _tasks(K)
+    meta = tasks[1]
+    T = len(meta)
+    vals = np.zeros((T, 64))
+    errs = np.zeros((T, 64))
+    scales = np.zeros((T, 64))
+    numeric = []
+    kinds: dict = {}
+    above_tol = 0
+    by_size: dict = {}
+    for t, (S, _, _) in enumerate(meta):
+        by_size.setdefault(len(S), []).append(t)
+    for ts in by_size.values():
+        res = orthant.set_moments(np.stack([K[np.ix_(meta[t][0], meta[t][0])] for t in ts]), meta[ts[0]][1], a, b,
+                                  tol=tol)
+        accepted = 0
+        for n, t in enumerate(ts):
+            above = np.any(res.errors[n] > tol * res.scales[n])
+            if not res.done[n] or (above and res.kinds[n] == "full"):
+                numeric.append(t)
+                continue
+            cs = meta[t][2]
+            vals[t, cs], errs[t, cs], scales[t, cs] = res.values[n], res.errors[n], res.scales[n]
+            kinds[res.kinds[n]] = kinds.get(res.kinds[n], 0) + 1
+            above_tol += int(above)  # singular sets: the integrator is no better; reported as they are
+            accepted += 1
+        if tick is not None:
+            tick(accepted)
+    numeric.sort()
+    info = {"method": f"exact orthant moments ({T - len(numeric)} sets), numerical ({len(numeric)} sets)",
+            "sets": T, "exact_sets": T - len(numeric), "exact_kinds": kinds, "not_converged": above_tol}
+    if numeric:
+        kern = kernel()
+        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks, tick=tick)
+        for t in numeric:
+            vals[t], errs[t], scales[t] = nv[t], ne[t], ns[t]
+        if np.any(status == 2):
+            raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite (activation {name})")
+        info["not_converged"] += int(np.sum(status == 1))
+        info.update(compile_seconds=kern.compile_seconds, from_cache=kern.from_cache,
+                    passes_fine=int(stats[:, 0].sum()), passes_coarse=int(stats[:, 1].sum()))
+    if strict and info["not_converged"]:
+        raise ArithmeticError(f"{info['not_converged']} sets did not reach tol {tol:g}")
+    info["seconds"] = time.perf_counter() - t0
+    return _assemble(name, K, meta, vals, errs, scales, tol, info)
