@@ -553,6 +553,21 @@ def test_callable_from_njit_code():
 # ----------------------------------------------------------------------------------------------
 
 
+def _extreme_triple(rng, lo, top, p_near, p_equal, digits):
+    """(k11, k22, k12, rho): variances 10^U(lo, top); with probability p_near rho within
+    10^-digits..1e-1 of +-1, with p_equal exactly +-1 at equal variances, else rho uniform."""
+    k11, k22 = 10 ** rng.uniform(lo, top, 2)
+    u = rng.uniform()
+    if u < p_near:
+        rho = rng.choice([-1, 1]) * (1 - 10 ** rng.uniform(-digits, -1))
+    elif u < p_near + p_equal:
+        rho, k22 = rng.choice([-1.0, 1.0]), k11
+    else:
+        rho = rng.uniform(-1, 1)
+    k12 = rho * math.sqrt(k11 * k22) if abs(rho) < 1 else rho * k11
+    return k11, k22, k12, rho
+
+
 @pytest.mark.slow
 def test_expect2_direct_random_extremes_closed_forms():
     """Variances 1e-6..1e4, rho within 1e-15..1e-1 of +-1, exactly +-1, or uniform."""
@@ -565,15 +580,7 @@ def test_expect2_direct_random_extremes_closed_forms():
     }
     for name, (f, kinks, kernel, top) in cases.items():
         for _ in range(150):
-            k11, k22 = 10 ** rng.uniform(-6, top, 2)
-            u = rng.uniform()
-            if u < 0.3:
-                rho = rng.choice([-1, 1]) * (1 - 10 ** rng.uniform(-15, -1))
-            elif u < 0.4:
-                rho, k22 = rng.choice([-1.0, 1.0]), k11
-            else:
-                rho = rng.uniform(-1, 1)
-            k12 = rho * math.sqrt(k11 * k22) if abs(rho) < 1 else rho * k11
+            k11, k22, k12, rho = _extreme_triple(rng, -6, top, 0.3, 0.1, 15)
             if mp_det(k11, k22, k12) < 0:
                 continue
             value, error = expect2_direct(f, f, k11, k22, k12, kinks, kinks)
@@ -594,15 +601,7 @@ def test_expect2_direct_random_extremes_against_expect2(name):
     rng = np.random.default_rng(13)
     karr = np.array(kinks, dtype=float)
     for _ in range(40):
-        k11, k22 = 10 ** rng.uniform(-4, 3, 2)
-        u = rng.uniform()
-        if u < 0.4:
-            rho = rng.choice([-1, 1]) * (1 - 10 ** rng.uniform(-14, -1))
-        elif u < 0.5:
-            rho, k22 = rng.choice([-1.0, 1.0]), k11
-        else:
-            rho = rng.uniform(-1, 1)
-        k12 = rho * math.sqrt(k11 * k22) if abs(rho) < 1 else rho * k11
+        k11, k22, k12, rho = _extreme_triple(rng, -4, 3, 0.4, 0.1, 14)
         value, error = expect2_direct(f, f, k11, k22, k12, karr, karr)
         ref = expect2(npf, npf, k11, k22, k12, kinks_f=kinks, kinks_g=kinks)
         scale = math.sqrt(

@@ -16,6 +16,7 @@ from ntk_theory.activations import activation
 from ntk_theory.gaussian.fourpoint import compile_activation, four_point_moments
 from ntk_theory.numerics.fourpoint import FourPointMoments
 from ntk_theory.numerics.quadrature import expectn
+from wick import wick
 
 
 def _gram(n, d=10, seed=0):
@@ -39,16 +40,6 @@ def relu3(request):
     return four_point_moments("relu", K3, exact=request.param)
 
 
-def _wick(K, idx):
-    """E[prod z_i] by Isserlis' theorem (sum over pairings)."""
-    if not idx:
-        return 1.0
-    if len(idx) % 2:
-        return 0.0
-    a, rest = idx[0], idx[1:]
-    return sum(K[a, rest[j]] * _wick(K, rest[:j] + rest[j + 1:]) for j in range(len(rest)))
-
-
 def _check(value, error, ref, ref_err=0.0, rel=1e-10, scale=None):
     actual = abs(value - ref)
     assert actual <= error + ref_err + 1e-15 * max(1.0, abs(ref)), (value, ref, actual, error)
@@ -63,21 +54,21 @@ def test_linear_is_isserlis():
     r = four_point_moments("linear", K4)
     N = 4
     for a, b, c, d in itertools.product(range(N), repeat=4):
-        _check(r.ssss[a, b, c, d], r.error_ssss[a, b, c, d], _wick(K4, (a, b, c, d)), rel=1e-12, scale=3.0)
+        _check(r.ssss[a, b, c, d], r.error_ssss[a, b, c, d], wick(K4, (a, b, c, d)), rel=1e-12, scale=3.0)
         _check(r.ddss[a, b, c, d], r.error_ddss[a, b, c, d], K4[c, d], rel=1e-12, scale=1.0)
         _check(r.dddd[a, b, c, d], r.error_dddd[a, b, c, d], 1.0, rel=1e-12)
     assert np.allclose(r.ss, K4, atol=1e-14) and np.allclose(r.dd, 1.0, atol=1e-14)
 
 
 @pytest.mark.slow
-def test_quadratic_is_wick():
+def test_quadratic_iswick():
     """s = x^2, s' = 2x: products of degree 8 by Isserlis."""
     K = K3
     r = four_point_moments("monomial(2)", K)
     for a, b, c, d in itertools.product(range(3), repeat=4):
-        ref = _wick(K, (a, a, b, b, c, c, d, d))
+        ref = wick(K, (a, a, b, b, c, c, d, d))
         _check(r.ssss[a, b, c, d], r.error_ssss[a, b, c, d], ref, rel=1e-11, scale=r.scale_ssss[a, b, c, d])
-        ref = 4 * _wick(K, (a, b, c, c, d, d))
+        ref = 4 * wick(K, (a, b, c, c, d, d))
         _check(r.ddss[a, b, c, d], r.error_ddss[a, b, c, d], ref, rel=1e-11, scale=r.scale_ddss[a, b, c, d])
 
 
@@ -312,7 +303,7 @@ def test_near_parallel_relu(exact):
     c = 1 - 1e-8
     K = np.array([[1.0, c, 0.3], [c, 1.0, 0.3], [0.3, 0.3, 1.2]])
     r = four_point_moments("relu", K, exact=exact)
-    relu, step = (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float))
+    relu = lambda z: np.maximum(z, 0.0)  # noqa: E731
     ref = expectn([relu] * 4, K[np.ix_((0, 1, 2, 2), (0, 1, 2, 2))], kinks=[(0.0,)] * 4, tol=1e-12)
     assert abs(r.ssss[0, 1, 2, 2] - ref.value) <= r.error_ssss[0, 1, 2, 2] + ref.error + 1e-15, (r.ssss[0, 1, 2, 2], ref)
     from scipy import integrate, special

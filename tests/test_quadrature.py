@@ -18,6 +18,7 @@ from scipy import special
 from ntk_theory.numerics.quadrature import QuadratureResult, expect1, expect2, expectn
 from ntk_theory.numerics.quadrature_batch import expect2_vectorized
 from ntk_theory.numerics.quadrature_mp import expect2_mp
+from wick import wick
 
 REL, ABS = 1e-13, 1e-15
 
@@ -79,16 +80,6 @@ def isserlis_u2v2(k11, k22, k12):
 
 def isserlis_u3v(k11, k22, k12):
     return 3 * _mp(k11) * _mp(k12)
-
-
-def wick(K, indices):
-    """E[prod_a z_(indices[a])] for z ~ N(0, K): sum over perfect matchings of prod K (Wick)."""
-    if not indices:
-        return 1.0
-    if len(indices) % 2:
-        return 0.0
-    first, rest = indices[0], indices[1:]
-    return sum(K[first, rest[j]] * wick(K, rest[:j] + rest[j + 1:]) for j in range(len(rest)))
 
 
 FUNCTIONS = {  # name: (numpy f, kinks, exact)

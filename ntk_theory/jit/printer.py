@@ -21,19 +21,19 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_erfcx(self, e):
         return f"erfcx({self._print(e.args[0])})"
 
-    def _print_Max(self, e):
+    def _nested(self, name, e):
+        """name(name(a, b), c) ...: Python's max/min of two floats (integers printed as floats)."""
         args = [self._print(sp.Float(a) if a.is_Integer else a) for a in e.args]
         out = args[0]
         for a in args[1:]:
-            out = f"max({out}, {a})"
+            out = f"{name}({out}, {a})"
         return out
 
+    def _print_Max(self, e):
+        return self._nested("max", e)
+
     def _print_Min(self, e):
-        args = [self._print(sp.Float(a) if a.is_Integer else a) for a in e.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"min({out}, {a})"
-        return out
+        return self._nested("min", e)
 
     def _print_atan2(self, e):
         return "atan2(" + ", ".join(self._print(a) for a in e.args) + ")"

@@ -58,6 +58,17 @@ def _estimate(fine, coarse, coarse2, scale):
     return e + 512.0 * 2.220446049250313e-16 * scale
 
 
+def _max_relative_change(fine, coarse, scale, n):
+    """max_k |fine_k - coarse_k| / scale_k over the first n products with scale_k > 0 (0 if none)."""
+    rmax = 0.0
+    for k in range(n):
+        if scale[k] > 0.0:
+            rr = abs(fine[k] - coarse[k]) / scale[k]
+            if rr > rmax:
+                rmax = rr
+    return rmax
+
+
 def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
           gparam, hz0, tol, max_refine, R0, use_table, vals, errs, scales, stats, hst):
     """Refinement loop of one task; returns (refinements, status 0 ok / 1 not converged / 2 bad).
@@ -65,15 +76,9 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
     predicted from the last pair by the model ln(err(h) / E|f|) = -c / h (a hint for the next
     call's starting step; the acceptance test itself does not use it)."""
     NS = suf_lf.shape[1]
-    fine = np.empty(NS)
-    coarse = np.empty(NS)
-    coarse2 = np.empty(NS)
-    af = np.empty(NS)
-    ac = np.empty(NS)
-    sh = np.empty(NS)
-    shc = np.empty(NS)
-    ef = np.empty(NS)
-    ec = np.empty(NS)
+    # per product: values of the fine and the two coarse rules, E|f| (fine, coarse), shell mass and
+    # table error (fine, coarse); rows of one array, each C-contiguous as _integrate's signature wants
+    fine, coarse, coarse2, af, ac, sh, shc, ef, ec = np.empty((9, NS))
     scratch = np.empty((6, 256))
     # table?
     D = max(rank, 1)
@@ -171,12 +176,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             continue
         if ok or lev >= max_refine:
             st = 0 if ok else 1
-            rmax = 0.0
-            for k in range(nk):
-                if af[k] > 0.0:
-                    rr = abs(fine[k] - coarse[k]) / af[k]
-                    if rr > rmax:
-                        rmax = rr
+            rmax = _max_relative_change(fine, coarse, af, nk)
             hs = 1.5 * hz
             if rmax > 1e-13 and rmax < 1.0:
                 hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
@@ -187,12 +187,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
         # instead of walking down the 1.5^k grid (fewer, cheaper passes; the acceptance test of
         # the new pair is the usual one)
         if not have_coarse:
-            rmax = 0.0
-            for k in range(nk):
-                if af[k] > 0.0:
-                    rr = abs(fine[k] - coarse[k]) / af[k]
-                    if rr > rmax:
-                        rmax = rr
+            rmax = _max_relative_change(fine, coarse, af, nk)
             if rmax > 1e-13 and rmax < 1e-2 and 2.0 * rmax ** 2.25 > 0.25 * tol:
                 hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
                 if hs < hz / 1.5 and hs > hz / 4.0:

@@ -93,6 +93,8 @@ def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, 
     W = cw * hz / lscale if lscale > 0.0 else wg
     if W > wg:
         W = wg
+    # insertion sort of (px, pw) as in gauss_legendre._mesh, kept here so that this module compiles
+    # on its own (no link to another module's compiled code; see _fourpoint_core)
     for i in range(1, ns):
         a = px[i]
         b = pw[i]
@@ -121,6 +123,8 @@ def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, 
                 if dd < gmin:
                     gmin = dd
         bw[i] = gmin if gmin < W else 0.0
+    # panels graded geometrically from both ends as in gauss_legendre._mesh (written here for the
+    # same reason as the sort above, with this module's caps on the number of panels)
     for i in range(nb - 1):
         A = bx[i]
         B = bx[i + 1]
@@ -235,6 +239,8 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
             for i in range(cnt[lvl]):
                 u = xs[lvl, i]
                 w = ws[lvl, i]
+                # the factor products as at the outer levels below, inline on purpose: a helper taking
+                # these arrays would count references at every node (see _fourpoint_core)
                 for ii in range(lnv[lvl]):
                     v = lvars[lvl, ii]
                     z = offs[lvl, v] + L[v, lvl] * u

@@ -173,6 +173,23 @@ def _anchors(edges, ne, slope, offset, feats, resid):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _node(A, B, t, wt):
+    """The Gauss-Legendre point t in [-1, 1] (weight wt) on the panel [A, B]: (x, d, sign, weight),
+    d >= 0 the distance from the nearer end, x = A + d (sign +1) or B - d (sign -1), computed
+    directly so that arguments anchored at that end keep their digits; weight includes phi(x)."""
+    hw = 0.5 * (B - A)
+    if t <= 0.0:
+        d = hw * (1.0 + t)
+        x = A + d
+        sign = 1.0
+    else:
+        d = hw * (1.0 - t)
+        x = B - d
+        sign = -1.0
+    return x, d, sign, hw * wt * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _rule(level):
     if level == 0:
         return _GX0, _GW0
@@ -214,23 +231,11 @@ def _line_nodes(L, wmax, sf, of, cf, rf, sg, og, cg, rg, level):
     vs = np.empty(M)
     k = 0
     for p in range(ne - 1):
-        A = edges[p]
-        B = edges[p + 1]
-        hw = 0.5 * (B - A)
         for i in range(X.size):
-            t = X[i]
-            if t <= 0.0:
-                d = hw * (1.0 + t)
-                x = A + d
-                us[k] = uE[p] + sf * d
-                vs[k] = vE[p] + sg * d
-            else:
-                d = hw * (1.0 - t)
-                x = B - d
-                us[k] = uE[p + 1] - sf * d
-                vs[k] = vE[p + 1] - sg * d
-            xs[k] = x
-            ws[k] = hw * W[i] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+            xs[k], d, sign, ws[k] = _node(edges[p], edges[p + 1], X[i], W[i])
+            e = p if sign > 0.0 else p + 1
+            us[k] = uE[e] + sign * (sf * d)
+            vs[k] = vE[e] + sign * (sg * d)
             k += 1
     return xs, ws, us, vs
 
@@ -286,25 +291,13 @@ def _pair_nodes(L, sf, a, b, cf, cg, level):
     k = 0
     n = 0
     for p in range(ne - 1):
-        A = edges[p]
-        B = edges[p + 1]
-        hw = 0.5 * (B - A)
         for i in range(X.size):
-            t = X[i]
-            if t <= 0.0:
-                d = hw * (1.0 + t)
-                x = A + d
-                uo[k] = uE[p] + sf * d
-                for j in range(ng):
-                    r[j] = R[p, j] - a * d
-            else:
-                d = hw * (1.0 - t)
-                x = B - d
-                uo[k] = uE[p + 1] - sf * d
-                for j in range(ng):
-                    r[j] = R[p + 1, j] + a * d
+            x, d, sign, wo[k] = _node(edges[p], edges[p + 1], X[i], W[i])
+            e = p if sign > 0.0 else p + 1
+            uo[k] = uE[e] + sign * (sf * d)
+            for j in range(ng):
+                r[j] = R[e, j] - sign * (a * d)
             xo[k] = x
-            wo[k] = hw * W[i] * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
             start[k] = n
             z, w, v, _ = _line_nodes(L, _W_DIRECT, b, a * x, cg, r, 0.0, 0.0, cg, r, level)
             if n + z.size > zi.size:
@@ -390,24 +383,22 @@ def _need_wider(L, l1, tail):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _line_level(f, g, sf, sg, cf, cg, L, level):
+    """(sum, sum |terms|, range-end part) of E[f(sf x) g(sg x)] by the rule of ``level``."""
+    x, w, u, v = _line_nodes(L, _W_DIRECT, sf, 0.0, cf, cf, sg, 0.0, cg, cg, level)
+    F = _evaluate(f, u, 1.0)
+    G = _evaluate(g, v, 1.0) if sg != 0.0 else _ones(v.size)
+    return _line_sum(x, w, F, G, L)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _line2(f, g, sf, sg, cf, cg):
     """E[f(sf x) g(sg x)] (g absent if sg == 0): (value, error); the range grows from [-12, 12]
     to [-38, 38] if the terms near its ends are not negligible."""
     L = _L_DIRECT
     while True:
-        v0 = 0.0
-        v1 = 0.0
-        l1 = 0.0
-        tail = 0.0
-        for level in range(2):
-            x, w, u, v = _line_nodes(L, _W_DIRECT, sf, 0.0, cf, cf, sg, 0.0, cg, cg, level)
-            F = _evaluate(f, u, 1.0)
-            G = _evaluate(g, v, 1.0) if sg != 0.0 else _ones(v.size)
-            s, l1, tail = _line_sum(x, w, F, G, L)
-            if level == 0:
-                v0 = s
-            else:
-                v1 = s
+        v0 = _line_level(f, g, sf, sg, cf, cg, L, 0)[0]
+        v1, l1, tail = _line_level(f, g, sf, sg, cf, cg, L, 1)
         if not _need_wider(L, l1, tail):
             return _finish(v0, v1, l1, tail)
         L = _L_MAX
@@ -451,6 +442,13 @@ def _product(vf, ef, vg, eg):
     return value, abs(vf) * eg + abs(vg) * ef + ef * eg + 2.0 * _EPS * abs(value)
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _pair_level(f, g, sf, a, b, cf, cg, L, level):
+    """(sum, sum |terms|, range-end part) of E[f(sf x) g(a x + b z)] by the rule of ``level``."""
+    xo, wo, uo, start, zi, wi, vi = _pair_nodes(L, sf, a, b, cf, cg, level)
+    return _pair_sum(xo, wo, _evaluate(f, uo, 1.0), start, zi, wi, _evaluate(g, vi, 1.0), L)
+
+
 @numba.njit(_PAIR(_FN, _FN, _F64, _F64, _F64, _KINKS, _KINKS), cache=True, error_model="numpy")
 def expect2_direct(f, g, k11, k22, k12, kinks_f, kinks_g):
     """E[f(u) g(v)], (u, v) ~ N(0, [[k11, k12], [k12, k22]]): (value, estimated absolute error).
@@ -480,17 +478,8 @@ def expect2_direct(f, g, k11, k22, k12, kinks_f, kinks_g):
     b = math.sqrt(det / k11)
     L = _L_DIRECT
     while True:
-        v0 = 0.0
-        v1 = 0.0
-        l1 = 0.0
-        tail = 0.0
-        for level in range(2):
-            xo, wo, uo, start, zi, wi, vi = _pair_nodes(L, sf, a, b, cf, cg, level)
-            s, l1, tail = _pair_sum(xo, wo, _evaluate(f, uo, 1.0), start, zi, wi, _evaluate(g, vi, 1.0), L)
-            if level == 0:
-                v0 = s
-            else:
-                v1 = s
+        v0 = _pair_level(f, g, sf, a, b, cf, cg, L, 0)[0]
+        v1, l1, tail = _pair_level(f, g, sf, a, b, cf, cg, L, 1)
         if not _need_wider(L, l1, tail):
             return _finish(v0, v1, l1, tail)
         L = _L_MAX
