@@ -17,7 +17,8 @@ delta biases the estimate by -beta delta (beta its regression coefficient), so t
 accurate: the one-time layer-1 means use the fine rule, whose error estimate (two orders) must be below
 ``tol`` x scale, and the per-network means use the smallest Gauss rule (:func:`~.quadrature.gauss_rule`,
 :func:`~.quadrature.single_expectations`) that agrees with the fine rule to ``tol`` x scale at test
-covariances around the network's expected kernel K(l) (diagonals x e^{+-1}, angle +-0.5), scale being
+covariances around the network's expected kernel K(l) (diagonals x e^{+-1}, angle +-0.5; of more than six
+input pairs, those with the smallest and largest angles and scales), scale being
 sqrt(E[s(u)^2] E[s(v)^2]) (resp. for s'), the Cauchy-Schwarz bound of the expectation.  K(l) is the
 infinite-width kernel by the same fine quadrature.  When no rule reaches the tolerance (an activation with
 a kink away from 0, a user pair), those T controls are not used, and ``status`` says so and why; the
@@ -63,6 +64,9 @@ TOLERANCE = 1e-10
 PAIR_RULES = ((8, 8), (12, 10), (16, 12), (20, 16), (24, 20), (32, 24))
 #: per-network one-variable rules tried in order: nodes per half line
 SINGLE_RULES = (8, 12, 16, 24, 32, 48)
+#: at most this many input pairs per layer are tested: the smallest and largest angles, the largest and
+#: smallest scales
+_TEST_PAIRS = 6
 #: test covariances around K(l): (log-factor of k_aa, of k_bb, change of the angle)
 _OFFSETS = [(0.0, 0.0, 0.0)] + list(itertools.product((-1.0, 1.0), (-1.0, 1.0), (-0.5, 0.5)))
 
@@ -105,6 +109,10 @@ def _select(act: NumpyActivation, K: Array, same: Array, tol: float):
         return (gauss_rule(*PAIR_RULES[0]), gauss_line_rule(m)), e1
     A, B = np.sqrt(diag[ia]), np.sqrt(diag[ib])
     phi = np.arctan2(np.sqrt(np.maximum(A * A * B * B - K[ia, ib] ** 2, 0.0)), K[ia, ib])
+    if len(phi) > _TEST_PAIRS:  # the extremes of angle and scale stand for the rest
+        order = np.argsort(phi)
+        pick = np.unique([*order[:2], *order[-2:], np.argmax(np.maximum(A, B)), np.argmin(np.minimum(A, B))])
+        A, B, phi = A[pick], B[pick], phi[pick]
     pts = [(A * np.exp(fa / 2), B * np.exp(fb / 2), np.clip(phi + dp, 0.0, np.pi)) for fa, fb, dp in _OFFSETS]
     A2, B2, ph = (np.concatenate(x) for x in zip(*pts))
     k11, k22, k12 = A2 * A2, B2 * B2, A2 * B2 * np.cos(ph)
