@@ -92,3 +92,23 @@ def test_pivoted_cholesky_equal_rows_and_zero():
     assert level.tolist() == [0, 0, 0]
     L0, level0 = cholesky.pivoted_cholesky(np.zeros((2, 2)))
     assert L0.shape == (2, 0) and level0.tolist() == [0, 0]
+
+
+def test_numerics_imports_no_symbolic_layer():
+    """numerics is below the symbolic layer: importing every module loads neither SymPy nor the
+    activations, gaussian, recursions, codegen or finite_width packages (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('compensated', 'compensated_numba', 'cholesky', 'quadrature', 'quadrature_batch', 'quadrature_mp',"
+        " 'hermite', 'hermite_numba', 'mehler', 'gauss_legendre', 'bivariate', 'fourpoint', 'orthant'):\n"
+        "    __import__('ntk_theory.numerics.' + m)\n"
+        "bad = sorted(k for k in sys.modules if k == 'sympy' or k.split('.')[:2] in (['ntk_theory', p] for p in\n"
+        "    ('activations', 'gaussian', 'recursions', 'codegen', 'finite_width', 'criticality', 'dynamics')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", out.stdout
