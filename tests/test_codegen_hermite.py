@@ -239,6 +239,12 @@ def _order(tail_a, tail_b, rho, tol=1e-13):
     return order_from_log_tails(_half_logs(tail_a), _half_logs(tail_b), lr, math.log(tol))
 
 
+def _series_value(A, B, a, b, rho):
+    """(M, the series of entry (a, b) truncated after degree M), the value None where M < 0."""
+    M = _order(A.tail[a], B.tail[b], rho)
+    return M, (series(A.coef[a], B.coef[b], rho, M) if M >= 0 else None)
+
+
 def _order_by_definition(tail_a, tail_b, rho, tol):
     """The smallest M with |rho|^(M+1) sqrt(A_M B_M) <= tol, by a plain scan in 40-digit mpmath; None
     where the bound at the answer or just before it is within 1e-10 of tol (rounding decides)."""
@@ -306,12 +312,10 @@ def test_series_against_closed_forms(name):
         k12 = r * math.sqrt(k11 * k22) if abs(r) < 1 else math.copysign(k11, r)
         if abs(r) == 1 and k11 != k22:
             continue
-        rho_ = k12 / math.sqrt(k11 * k22)
-        M = _order(A.tail[a], B.tail[b], rho_)
-        if M < 0:
+        M, value = _series_value(A, B, a, b, k12 / math.sqrt(k11 * k22))
+        if value is None:
             continue
         used += 1
-        value = series(A.coef[a], B.coef[b], rho_, M)
         exact = float(kernel(k11, k22, k12))
         scale = math.sqrt(A.norm2[a] * B.norm2[b])
         err = abs(value - exact)
@@ -380,11 +384,10 @@ def test_truncated_series_within_tolerance_near_rho_one(name):
         k11, k22 = rows[a], cols[b]
         k12 = r * math.sqrt(k11 * k22)
         rho = k12 / math.sqrt(k11 * k22)
-        M = _order(A.tail[a], B.tail[b], rho)
-        if M < 0:
+        M, value = _series_value(A, B, a, b, rho)
+        if value is None:
             continue
         n_used += 1
-        value = series(A.coef[a], B.coef[b], rho, M)
         if name == "tanh":
             ref = expect2(np.tanh, np.tanh, k11, k22, k12)
             exact, slack = ref.value, ref.error

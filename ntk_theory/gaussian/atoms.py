@@ -358,6 +358,7 @@ def product(a: Atom, b: Atom) -> Combination:
     return _product(a, b)
 
 
+# a registry by atom type, like _derivative and _translate above (the repetition is the dispatch pattern)
 @functools.singledispatch
 def _product(a, b) -> Combination:
     raise NoRule(f"no product rule for {a} and {b}")

@@ -190,14 +190,21 @@ def _gaussian_moment(powers, mean, cov) -> sp.Expr:
     return d.subs({si: 0 for si in s})
 
 
+def _completed_square(term, var):
+    """(D, var / D), D = 1 - 2 a var: x^m exp(a x^2 + b x) against N(0, var) is, up to the factor
+    exp(b^2 var / (2 D)) / sqrt(D), x^m against N(b var / D, var / D).  NoRule where D > 0 is false
+    (the Gaussian integral diverges)."""
+    D = 1 - 2 * term.a * var
+    if term.a != 0 and sp.ask(sp.Q.positive(D)) is False:
+        raise NoRule("divergent Gaussian integral")
+    return D, var / D
+
+
 @one_rule(Smooth)
 def complete_square_1(a: Smooth, var) -> Step:
     total = sp.S.Zero
     for term in gauss_poly_terms(a.h):
-        denom = 1 - 2 * term.a * var
-        if term.a != 0 and sp.ask(sp.Q.positive(denom)) is False:
-            raise NoRule("divergent Gaussian integral")
-        cov = var / denom
+        denom, cov = _completed_square(term, var)
         mean = cov * term.b
         norm = sp.exp(term.b**2 * cov / 2) / sp.sqrt(denom)
         total += term.coeff * norm * _gaussian_moment([term.power], [mean], [[cov]])
@@ -244,10 +251,7 @@ def truncated_moments_1(a: Half, var) -> Step:
     (-1)^j M_j(-l) for s = -1, M_j the upper-tail Gaussian moments (see _upper_tail_moments)."""
     total = sp.S.Zero
     for term in gauss_poly_terms(a.h):
-        D = 1 - 2 * term.a * var
-        if term.a != 0 and sp.ask(sp.Q.positive(D)) is False:
-            raise NoRule("divergent Gaussian integral")
-        s2 = var / D
+        D, s2 = _completed_square(term, var)
         sigma = sp.sqrt(s2)
         mu = s2 * term.b
         ell = (a.at - mu) / sigma
