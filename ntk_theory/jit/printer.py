@@ -3,7 +3,8 @@
 :func:`numba_code` prints one expression: ``math`` functions fully qualified, floats as their
 ``repr``, ``Max`` as nested ``max``, ``Heaviside(z)`` as a branch with H(0) = 1/2, and the stable
 forms' helper functions ``det2``, ``erfcx``, ``atan2`` (:mod:`ntk_theory.gaussian.stable`) as calls of
-the compiled twins that generated kernel modules import from :mod:`ntk_theory.codegen.runtime`.
+the compiled twins that generated kernel modules import (:mod:`ntk_theory.numerics.compensated_numba`,
+:mod:`ntk_theory.codegen.runtime`).
 """
 
 from __future__ import annotations

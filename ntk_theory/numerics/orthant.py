@@ -85,7 +85,7 @@ reported error of a full-rank set is the propagated quadrature estimate of P_4 p
     + 64 eps E|prod| + eps_ld (sum of |terms|) max(64, 1 / lambda_min(R))   (the recursion).
 
 Measured against the same recursion in mpmath at 30 digits (tests): on two nearly parallel pairs at
-lambda_min(R) = 1.5e-8 the actual error is <= 7e-13 relative (the float64 recursion's was 7e-10);
+lambda_min(R) = 1.5e-8 the actual error is <= 7e-13 relative (a float64 recursion: 7e-10);
 at 1.5e-10 it is 1.2e-10 to 4.3e-10 against a model of 2e-9 to 6e-9 (ratio <= 0.09).  On strongly
 anti-correlated sets (C_b = 0, correlations down to -0.96, the terms cancel to a small E|prod|) the
 actual error of ssss reaches 5.6e-6 relative against a model of 6e-3.  From 2e-4 down to 8e-8 the
