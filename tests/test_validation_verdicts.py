@@ -119,7 +119,7 @@ def test_finite_width_check_compares_every_distinct_entry(monkeypatch, N, counts
 
 @pytest.mark.parametrize("stderr, reason", [(0.0, "FAIL (standard error 0)"), (np.nan, "FAIL (standard error not finite)")],
                          ids=["zero", "nan"])
-def test_finite_width_check_fails_on_a_missing_standard_error(monkeypatch, stderr, reason):
+def test_finite_width_check_fails_on_a_missing_se(monkeypatch, stderr, reason):
     """One entry of F without a standard error: the check fails, that row says why (before: K1/Theta1 entries
     with SE 0 were skipped and others got z = 0)."""
     pred = _stub_prediction(2, np.random.default_rng(0))
