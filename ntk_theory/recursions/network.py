@@ -31,14 +31,16 @@ from .layer import LayerMap, activation_kernels
 
 @dataclass
 class KernelResult:
-    """Output kernels with a note on how they were computed."""
+    """Output kernels with a note on how they were computed.  Iterating gives the quantities named in
+    ``get`` in that order (default ``nngp, ntk``), as neural-tangents' ``kernel_fn(..., get=(...))``."""
 
     nngp: np.ndarray
     ntk: np.ndarray
     info: dict = field(default_factory=dict)
+    get: tuple = ("nngp", "ntk")
 
     def __iter__(self):
-        return iter((self.nngp, self.ntk))
+        return iter(tuple(getattr(self, name) for name in self.get))
 
     def __repr__(self) -> str:
         err = self.info.get("quadrature_error")

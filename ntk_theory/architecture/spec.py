@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import _checks
-from .conventions import PARAMETERIZATIONS, learning_rate_factors
+from .. import _checks
+from ..conventions import PARAMETERIZATIONS, learning_rate_factors
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+r"""A network: an architecture description with neural-tangents' ``(init_fn, apply_fn, kernel_fn)``.
+
+``Network`` unpacks as neural-tangents' triple, and is a value: immutable, hashable and equal by its
+description, printed in stax syntax, shown in Jupyter with its layer maps.
+
+- ``kernel_fn(x1, x2=None, get=None)``: infinite-width NNGP and NTK
+  (:func:`ntk_theory.recursions.graph.kernel`, float64); ``get`` a name returns that array, a tuple
+  (or None: both) a :class:`~ntk_theory.recursions.KernelResult` iterating in that order.
+- ``init_fn(rng_or_seed, input_shape) -> (output_shape, params)`` and ``apply_fn(params, x)``: the
+  reference network in NumPy with neural-tangents' parameter layout (:mod:`ntk_theory.reference.graph`).
+"""
+
+from __future__ import annotations
+
+from ..architecture import Layer, leaves
+from ..architecture.layers import Dense, Elementwise, LayerNorm
+from ..recursions import graph
+
+
+class Network:
+    """A network description with its three interpretations (see the module docstring)."""
+
+    __slots__ = ("description",)
+
+    def __init__(self, description: Layer):
+        if not isinstance(description, Layer):
+            raise TypeError(f"Network wraps a layer description; got {description!r}")
+        object.__setattr__(self, "description", description)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Network is immutable")
+
+    # ---------------------------------------------------------------- the triple
+    def kernel_fn(self, x1, x2=None, get=None, **kwargs):
+        """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64."""
+        if kwargs:
+            raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
+        result = graph.kernel(self.description, x1, x2, get=("nngp", "ntk") if get is None else get)
+        return getattr(result, get) if isinstance(get, str) else result
+
+    def init_fn(self, rng, input_shape):
+        """``(output_shape, params)``: parameters drawn as neural-tangents draws them (``rng``: a seed,
+        a ``numpy.random.Generator``, or a JAX PRNG key array, whose two words seed NumPy)."""
+        from ..reference import graph as reference_graph
+
+        return reference_graph.init(self.description, rng, input_shape)
+
+    def apply_fn(self, params, x, **kwargs):
+        """The network's output at inputs x (N, d), in NumPy float64."""
+        from ..reference import graph as reference_graph
+
+        return reference_graph.apply(self.description, params, x)
+
+    def __iter__(self):
+        return iter((self.init_fn, self.apply_fn, self.kernel_fn))
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return (self.init_fn, self.apply_fn, self.kernel_fn)[i]
+
+    # ---------------------------------------------------------------- a value
+    def __eq__(self, other):
+        return isinstance(other, Network) and other.description == self.description
+
+    def __hash__(self):
+        return hash(self.description)
+
+    def __repr__(self) -> str:
+        return repr(self.description)
+
+    def latex(self) -> str:
+        """The layer maps, one line per layer: (K, Theta) -> (K', Theta')."""
+        lines = []
+        for path, layer in leaves(self.description):
+            label = r"\texttt{" + repr(layer).replace("_", r"\_") + "}"
+            lines.append(label + r":\ " + _layer_map_latex(layer))
+        return r"\begin{aligned}" + r"\\ ".join("&" + ln for ln in lines) + r"\end{aligned}"
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+
+def _layer_map_latex(layer) -> str:
+    if isinstance(layer, Dense):
+        cb = "0" if layer.b_std is None else f"{layer.C_b:g}"
+        if layer.parameterization == "ntk":
+            lam = rf"{cb} + {layer.C_W:g}\,K"
+        else:
+            lam = (r"1 + n_{\mathrm{in}} K" if layer.has_bias else r"n_{\mathrm{in}} K")
+        return rf"K \mapsto {cb} + {layer.C_W:g}\,K,\ \Theta \mapsto {lam} + {layer.C_W:g}\,\Theta"
+    if isinstance(layer, Elementwise):
+        return (r"K \mapsto E[s(u)s(v)],\ \Theta \mapsto E[s'(u)s'(v)]\,\Theta,\ s(x) = "
+                + layer.activation.latex())
+    if isinstance(layer, LayerNorm):
+        return r"K_{ab} \mapsto \frac{K_{ab} - m_a m_b}{\sigma_a \sigma_b},\ \Theta_{ab} \mapsto \frac{\Theta_{ab}}{\sigma_a\sigma_b}"
+    return r"\text{" + type(layer).__name__ + "}"
