@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import sympy as sp
@@ -34,7 +34,7 @@ import sympy as sp
 from .. import _checks
 from ..activations import Activation, activation, x
 
-PARAMETERIZATIONS = ("ntk", "standard")
+PARAMETERIZATIONS = ("ntk", "standard", "unit")
 
 
 class Layer:
@@ -43,6 +43,8 @@ class Layer:
     def __repr__(self) -> str:
         args = []
         for f in fields(self):
+            if not f.repr:
+                continue
             value = getattr(self, f.name)
             if f.default is not value and f.default != value or f.name in self._positional:
                 text = _show(value)
@@ -78,6 +80,7 @@ class Dense(Layer):
     W_std: float = 1.0
     b_std: float | None = None
     parameterization: str = "ntk"
+    variances: tuple | None = field(default=None, repr=False)
     _positional = ("out_dim",)
 
     def __post_init__(self):
@@ -87,12 +90,21 @@ class Dense(Layer):
         if self.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"Dense parameterization must be one of {PARAMETERIZATIONS}; got {self.parameterization!r}")
 
+    @classmethod
+    def from_variances(cls, out_dim: int, C_W: float, C_b: float, parameterization: str = "ntk") -> "Dense":
+        """PDLT's variances: ``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)`` (a bias, possibly of variance 0),
+        with C_W and C_b kept exactly (no rounding through the square root)."""
+        C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)
+        return cls(out_dim, math.sqrt(C_W), math.sqrt(C_b), parameterization, (C_W, C_b))
+
     @property
     def C_W(self) -> float:
-        return self.W_std**2
+        return self.variances[0] if self.variances else self.W_std**2
 
     @property
     def C_b(self) -> float:
+        if self.variances:
+            return self.variances[1]
         return 0.0 if self.b_std is None else self.b_std**2
 
     @property
@@ -101,10 +113,11 @@ class Dense(Layer):
 
     def learning_rate_factors(self, n_in: int) -> tuple[float, float]:
         """``(lambda_b, lambda_W)`` of the NTK for fan-in ``n_in``: ``(C_b, C_W)`` in 'ntk',
-        ``(1, n_in)`` in 'standard' (W and b trained directly); lambda_b = 0 without a bias."""
+        ``(1, n_in)`` in 'standard' (W and b trained directly), ``(1, 1)`` in 'unit' (PDLT's choice, an
+        extension of neural-tangents' two); lambda_b = 0 without a bias."""
         if self.parameterization == "ntk":
             return self.C_b, self.C_W
-        return (1.0 if self.has_bias else 0.0), float(n_in)
+        return (1.0 if self.has_bias else 0.0), (float(n_in) if self.parameterization == "standard" else 1.0)
 
 
 @dataclass(frozen=True, repr=False)

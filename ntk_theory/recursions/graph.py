@@ -53,7 +53,7 @@ from ..activations import Activation, x
 from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
 from ..gaussian import expectation1
 from .layer import activation_kernels
-from .network import KernelResult, equal_rows
+from .result import KernelResult, equal_rows
 
 _ids = itertools.count()
 
@@ -265,6 +265,9 @@ def moments(state, ctx: _Context) -> Moments:
     if isinstance(state, Moments):
         return state
     parts = [_term_moments(t, ctx) for t in state.terms]
+    if len(parts) == 1:
+        p = parts[0]
+        return _LazyMoments(p, frozenset(state.terms[0].source.base), state.channels)
     M1 = sum(p.mean1 for p in parts)
     M2 = sum(p.mean2 for p in parts)
     nngp = sum(p.nngp for p in parts)
@@ -276,6 +279,23 @@ def moments(state, ctx: _Context) -> Moments:
         var2 = var2 + M2**2 - sum(p.mean2**2 for p in parts)
     return Moments(nngp, sum(p.ntk for p in parts), var1, var2, sum(p.ntk1 for p in parts), M1, M2,
                    frozenset().union(*(t.source.base for t in state.terms)), state.channels, "a sum of terms")
+
+
+class _LazyMoments(Moments):
+    """The moments of a single term, with its means computed on first use."""
+
+    def __init__(self, p: _TermMoments, base: frozenset, channels: int):
+        self._p = p
+        self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = p.nngp, p.ntk, p.var1, p.var2, p.ntk1
+        self.base, self.channels, self.origin = base, channels, "a single term"
+
+    @property
+    def mean1(self):
+        return self._p.mean1
+
+    @property
+    def mean2(self):
+        return self._p.mean2
 
 
 def _base(s) -> frozenset:
@@ -324,15 +344,29 @@ def _gaussian_sum(terms, path, ctx) -> Term:
     return Term(src, x)
 
 
-@dataclass
 class _TermMoments:
-    nngp: np.ndarray
-    ntk: np.ndarray
-    var1: np.ndarray
-    var2: np.ndarray
-    ntk1: np.ndarray
-    mean1: np.ndarray
-    mean2: np.ndarray
+    """Moments of one term; its means E[F(c_a g_a)] are computed only when a sum or a LayerNorm needs them."""
+
+    def __init__(self, nngp, ntk, var1, var2, ntk1, fn=None, ctx=None):
+        self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = nngp, ntk, var1, var2, ntk1
+        self._fn, self._ctx = fn, ctx
+
+    @functools.cached_property
+    def _means(self):
+        if self._fn is None:
+            return np.zeros_like(self.var1), np.zeros_like(self.var2)
+        mean = _mean(self._fn)
+        (m1, e1), (m2, e2) = mean(self._pre1), ((None, None) if self._ctx.symmetric else mean(self._pre2))
+        self._ctx.errors.extend(e for e in (e1, e2) if e is not None)
+        return m1, (m1 if m2 is None else m2)
+
+    @property
+    def mean1(self):
+        return self._means[0]
+
+    @property
+    def mean2(self):
+        return self._means[1]
 
 
 def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
@@ -341,7 +375,7 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
         return ctx.cache[key][1]
     K, Th, k1, k2, t1 = _scaled(t)
     if t.is_gaussian:
-        out = _TermMoments(K, Th, k1, k2, t1, np.zeros_like(k1), np.zeros_like(k2))
+        out = _TermMoments(K, Th, k1, k2, t1)
     else:
         act = Activation(sp.sstr(t.fn), t.fn, "stax")
         kern = activation_kernels(act)
@@ -354,11 +388,9 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
         ia, ib = np.nonzero(ctx.same)
         T, Td = np.array(T, dtype=float), np.array(Td, dtype=float)
         T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
-        mean, err3 = _mean(t.fn)
-        m1, e1 = mean(k1)
-        m2, e2 = (m1, e1) if ctx.symmetric else mean(k2)
-        ctx.errors.extend(e for e in (err, err1, err2, e1, e2) if e is not None)
-        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, m1, m2)
+        ctx.errors.extend(e for e in (err, err1, err2) if e is not None)
+        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx)
+        out._pre1, out._pre2 = k1, k2
     ctx.cache[key] = (t, out)  # keep t alive so its id is not reused
     return out
 
@@ -368,10 +400,10 @@ def _mean(fn: sp.Expr):
     """E[F(u)], u ~ N(0, k), as a float64 function of an array of k returning (values, error or None)."""
     e = expectation1(Activation(sp.sstr(fn), fn, "stax"))
     if e.is_closed_form:
-        return (lambda k: (np.asarray(e.evaluate(k), dtype=float), None)), None
+        return lambda k: (np.asarray(e.evaluate(k), dtype=float), None)
 
     def numerical(k):
         values, errors = e.evaluate(k, with_error=True)
         return values, float(np.max(errors)) if np.size(errors) else 0.0
 
-    return numerical, None
+    return numerical

@@ -18,7 +18,7 @@ forms are evaluated in their stable rewriting (:mod:`ntk_theory.gaussian.stable`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
 from typing import Sequence
 
 import mpmath
@@ -26,26 +26,14 @@ import numpy as np
 
 from .. import _checks
 from ..conventions import PARAMETERIZATIONS, learning_rate_factors
+from ..architecture import Dense, Elementwise, Serial
+from . import graph
 from .layer import LayerMap, activation_kernels
+from .result import KernelResult, equal_rows  # noqa: F401  (equal_rows: re-exported)
 
-
-@dataclass
-class KernelResult:
-    """Output kernels with a note on how they were computed.  Iterating gives the quantities named in
-    ``get`` in that order (default ``nngp, ntk``), as neural-tangents' ``kernel_fn(..., get=(...))``."""
-
-    nngp: np.ndarray
-    ntk: np.ndarray
-    info: dict = field(default_factory=dict)
-    get: tuple = ("nngp", "ntk")
-
-    def __iter__(self):
-        return iter(tuple(getattr(self, name) for name in self.get))
-
-    def __repr__(self) -> str:
-        err = self.info.get("quadrature_error")
-        extra = f", quadrature error estimate {err:.1e}" if err else ""
-        return f"KernelResult(nngp {self.nngp.shape}, ntk {self.ntk.shape}{extra})"
+#: The hidden width written into MLP descriptions when none is given (infinite-width kernels in the 'ntk' and
+#: 'unit' parameterizations do not depend on it).
+HIDDEN_WIDTH = 512
 
 
 class KernelRecursion:
@@ -86,54 +74,24 @@ class KernelRecursion:
     def __call__(self, X1, X2=None) -> KernelResult:
         return self.evaluate(X1, X2)
 
+    @functools.cached_property
+    def description(self) -> Serial:
+        """The MLP as an architecture description, which :meth:`evaluate` interprets
+        (:func:`ntk_theory.recursions.graph.kernel`): ``depth`` times [Dense, activation], then a
+        Dense readout of width 1.  C_W, C_b are kept exactly; hidden widths are ``widths`` ('standard')
+        or HIDDEN_WIDTH (ignored at infinite width in 'ntk' and 'unit')."""
+        widths = self.widths or (HIDDEN_WIDTH,) * self.depth
+        layers = []
+        for l, kern in enumerate(self.kernels):
+            act = kern.activation
+            layers += [Dense.from_variances(widths[l], self.C_W[l], self.C_b[l], self.param),
+                       Elementwise("Activation", (act.name,), act.expr)]
+        layers.append(Dense.from_variances(1, self.C_W[-1], self.C_b[-1], self.param))
+        return Serial(tuple(layers))
+
     def evaluate(self, X1, X2=None) -> KernelResult:
         """NNGP and NTK of the output at inputs X1 (N1, d), X2 (N2, d) (default X1), float64."""
-        X1 = _checks.inputs(X1, "X1")
-        X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
-        d = X1.shape[1]
-        lam = self._lambdas(d)
-        G0 = X1 @ X2v.T / d
-        g1, g2 = np.einsum("ij,ij->i", X1, X1) / d, np.einsum("ij,ij->i", X2v, X2v) / d
-        same = equal_rows(X1, X2v)
-
-        K, Th = self.C_b[0] + self.C_W[0] * G0, lam[0][0] + lam[0][1] * G0
-        k1, k2 = self.C_b[0] + self.C_W[0] * g1, self.C_b[0] + self.C_W[0] * g2
-        t1 = lam[0][0] + lam[0][1] * g1
-        has_diagonal = bool(same.any())
-        errors = []
-        with np.errstate(all="ignore"):
-            K, Th, k1, t1, errors = self._layers(K, Th, k1, k2, t1, lam, same, has_diagonal, X2 is None)
-        if has_diagonal:
-            ia, ib = np.nonzero(same)
-            K[ia, ib], Th[ia, ib] = k1[ia], t1[ia]
-        info = {"quadrature_error_per_layer": errors, "quadrature_error": max(errors) if any(errors) else 0.0}
-        return KernelResult(K, Th, info)
-
-    def _layers(self, K, Th, k1, k2, t1, lam, same, has_diagonal, symmetric):
-        errors = []
-        for l, kern in enumerate(self.kernels):
-            cw, cb = self.C_W[l + 1], self.C_b[l + 1]
-            lb, lw = lam[l + 1]
-            kern.check_variances(k1 if symmetric else np.concatenate([k1, k2]), l + 1)
-            bound = np.sqrt(k1)[:, None] * np.sqrt(k2)[None, :]
-            K = np.clip(K, -bound, bound)
-            T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape), K)
-            # the NTK diagonal recursion is needed only where rows of X1 equal rows of X2
-            T1, Td1, err1 = kern.diagonal(k1, derivative=has_diagonal)
-            T2, Td2, err2 = (T1, Td1, err1) if symmetric else kern.diagonal(k2, derivative=False)
-            if has_diagonal:  # rows equal to columns: exact one-variable forms
-                ia, ib = np.nonzero(same)
-                T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
-                t1 = lb + lw * T1 + cw * Td1 * t1
-            K, Th = cb + cw * T, lb + lw * T + cw * Td * Th
-            k1, k2 = cb + cw * T1, cb + cw * T2
-            errors.append(max([e for e in (err, err1, err2) if e is not None], default=0.0))
-            if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th)) and np.all(np.isfinite(k1))):
-                raise FloatingPointError(
-                    f"the kernel recursion overflowed or produced NaN at hidden layer {l + 1} (variances "
-                    "grow without bound at this C_W, C_b and depth, or an expectation diverges)"
-                )
-        return K, Th, k1, t1, errors
+        return graph.kernel(self.description, X1, X2)
 
     # ------------------------------------------------------------------ mpmath
     def evaluate_mp(self, X1, X2=None, dps: int = 30) -> KernelResult:
@@ -201,19 +159,6 @@ def _object_array(rows) -> np.ndarray:
 
 def _short(v: Sequence):
     return v[0] if len(set(v)) == 1 else list(v)
-
-
-def equal_rows(X1: np.ndarray, X2: np.ndarray) -> np.ndarray:
-    """Boolean (N1, N2): row a of X1 equals row b of X2 exactly (the kernel's diagonal entries,
-    evaluated by the exact one-variable recursion)."""
-    index = {}
-    for b, row in enumerate(X2):
-        index.setdefault(row.tobytes(), []).append(b)
-    same = np.zeros((len(X1), len(X2)), dtype=bool)
-    for a, row in enumerate(X1):
-        for b in index.get(row.tobytes(), ()):
-            same[a, b] = True
-    return same
 
 
 def kernel(X1, X2=None, activation="relu", depth: int = 1, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None) -> KernelResult:
