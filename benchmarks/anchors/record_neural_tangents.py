@@ -1,6 +1,6 @@
 """Record neural-tangents' outputs for the tests (run with neural-tangents' own Python, a separate venv).
 
-usage: python record_neural_tangents.py [--out tests/data/neural_tangents] [--only kernels,empirical,dynamics,stax]
+usage: python record_neural_tangents.py [--out tests/data/neural_tangents] [--only kernels,empirical,dynamics,stax,stax_apply]
 
 Everything is float64 (``jax_enable_x64``).  Each ``.npz`` holds the inputs, the parameters (where there
 are any), neural-tangents' outputs and ``config``: a JSON string with the configuration and the versions
@@ -31,6 +31,11 @@ of neural-tangents, jax and numpy that produced it.  Files written:
     ``Dense`` carries the parameterization.  Where neural-tangents raises, ``<param>/raised`` is 1 and
     ``config["raised"][param]`` names the exception and its message; ``stax_unsupported.npz`` records
     networks neural-tangents is known to reject.
+``stax_apply.npz``
+    Parameters drawn by stax ``init_fn`` (keys ``<name>/param/<path>``, the JAX tree path of each leaf),
+    ``apply_fn`` at X and the full empirical NTK (``trace_axes=()``, (N, N, O, O)) of the branching networks
+    above with hidden widths 16 and 8 in place of 64 and 32 (ntk parameterization; the two rejected by ``kernel_fn`` included, their ``apply_fn`` works), the
+    concatenation in 'standard' and a bias-free three-output MLP in both parameterizations.
 """
 
 import argparse
@@ -305,7 +310,52 @@ def record_stax(out: Path) -> None:
                                            "networks": entries, "parameterizations": PARAMETERIZATIONS})
 
 
-RECORDERS = {"kernels": record_kernels, "empirical": record_empirical, "dynamics": record_dynamics, "stax": record_stax}
+# ---------------------------------------------------------------------- parameters, apply_fn, empirical NTK (stax)
+def _narrow(expression: str) -> str:
+    """The same network with hidden widths 64 -> 16 and 32 -> 8 (small recorded parameters)."""
+    return expression.replace("Dense(64,", "Dense(16,").replace("Dense(32,", "Dense(8,")
+
+
+STAX_APPLY_NETS = {
+    **{f"{name}/ntk": (_narrow(expr), "ntk") for name, expr in STAX_NETS.items()},
+    **{f"{name}/ntk": (_narrow(expr), "ntk") for name, expr in STAX_UNSUPPORTED.items()
+       if name != "relu_after_concat"},
+    "concat/standard": (_narrow(STAX_NETS["concat"]), "standard"),
+    "nobias_three_outputs/standard": ("serial(Dense(32, W_std=1.3), Relu(), Dense(16, W_std=1.1), Erf(), "
+                                      "Dense(3, W_std=0.9))", "standard"),
+    "nobias_three_outputs/ntk": ("serial(Dense(32, W_std=1.3), Relu(), Dense(16, W_std=1.1), Erf(), "
+                                 "Dense(3, W_std=0.9))", "ntk"),
+}
+
+
+def record_stax_apply(out: Path) -> None:
+    X = np.random.default_rng(7).standard_normal((5, 4))
+    arrays, nets = {"X": X}, {}
+    for k, (name, (expression, p)) in enumerate(STAX_APPLY_NETS.items()):
+        init_fn, apply_fn, _ = stax_network(expression, p)
+        _, params = init_fn(jax.random.PRNGKey(100 + k), X.shape)
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        paths = []
+        for keypath, leaf in leaves:
+            path = ".".join(str(entry.idx) for entry in keypath)
+            arrays[f"{name}/param/{path}"] = np.asarray(leaf)
+            paths.append(path)
+        arrays[f"{name}/f"] = np.asarray(apply_fn(params, jnp.asarray(X)))
+        fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
+                                 implementation=nt.NtkImplementation.JACOBIAN_CONTRACTION)
+        arrays[f"{name}/ntk"] = np.asarray(fn(jnp.asarray(X), None, params))
+        nets[name] = {"network": expression, "parameterization": p, "paths": paths}
+        print(f"{name}: {len(paths)} parameter arrays, output {arrays[f'{name}/f'].shape}", flush=True)
+    save(out, "stax_apply", arrays, {
+        "what": "stax init_fn(PRNGKey(100 + k), X.shape) parameters '<name>/param/<path>' (path: the JAX tree "
+                "path of the leaf, indices joined by '.', None leaves absent), apply_fn(params, X) as '<name>/f' "
+                "(N, O), and nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, JACOBIAN_CONTRACTION)"
+                "(X, None, params) as '<name>/ntk' (N, N, O, O); Dense carries the parameterization",
+        "nets": nets})
+
+
+RECORDERS = {"kernels": record_kernels, "empirical": record_empirical, "dynamics": record_dynamics, "stax": record_stax,
+             "stax_apply": record_stax_apply}
 
 
 def main(argv=None) -> None:
