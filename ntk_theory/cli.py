@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
+import functools
 import io
 import json
 import os
@@ -114,20 +117,180 @@ def _progress(args):
     return False if getattr(args, "quiet", False) else None
 
 
-def _add_network_options(p: argparse.ArgumentParser, *, width: bool = True) -> None:
-    p.add_argument("activation", nargs="?", default="relu", help="activation name (default: relu)")
-    p.add_argument("--depth", type=int, default=3, help="number of hidden layers L (default: 3)")
+#: The defaults of each command's options: those of the Python function the command calls (a test compares them
+#: with the functions' signatures).  Network options default to None in the parser, so that --arch can tell
+#: which were given; these values are filled in when no --arch is given.
+DEFAULTS = {
+    "sample": dict(activation="relu", depth=3, width=256, C_W=2.0, C_b=0.0, param="ntk"),  # montecarlo.sample_statistics
+    "check": dict(activation="relu", depth=3, C_W=2.0, C_b=0.0, param="ntk"),  # validation.check, check_finite_width
+    "kernel": dict(C_W=1.0, C_b=0.0, param="ntk"),  # codegen.CompiledKernel
+    "finite-width": dict(C_W=1.0, C_b=0.0, param="ntk"),  # finite_width.finite_width
+    "empirical-ntk": dict(activation="relu", depth=3, width=256, C_W=1.0, C_b=0.0, param="ntk", outputs=1),  # MLP.random
+    "derive": dict(activation="relu", depth=1, param="ntk"),  # C_W, C_b: symbols unless given
+}
+
+#: option dest -> how it is written on the command line
+_FLAGS = {"activation": "ACTIVATION", "depth": "--depth", "width": "--width", "widths": "--widths", "C_W": "--C-W",
+          "C_b": "--C-b", "param": "--param", "outputs": "--outputs"}
+
+
+def _default(command: str, name: str, unit: str = "") -> str:
+    return f"(default: {DEFAULTS[command][name]}{unit})"
+
+
+def _add_network_options(p: argparse.ArgumentParser, command: str, *, width: bool = True) -> None:
+    d = DEFAULTS[command]
+    p.add_argument("activation", nargs="?", default=None, help=f"activation name or expression in x {_default(command, 'activation')}")
+    p.add_argument("--depth", type=int, default=None, help=f"number of hidden layers L (default: {d['depth']})")
     if width:
-        p.add_argument("--width", type=_widths, default=256, help="hidden width n, or n1,n2,... (default: 256)")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=2.0, help="weight variance C_W, or one per layer (default: 2)")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=0.0, help="bias variance C_b, or one per layer (default: 0)")
-    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk", help="NTK parameterization (default: ntk)")
+        p.add_argument("--width", type=_widths, default=None, help=f"hidden width n, or n1,n2,... (default: {d['width']})")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=None,
+                   help=f"weight variance C_W, or one per layer (default: {d['C_W']:g})")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=None,
+                   help=f"bias variance C_b, or one per layer (default: {d['C_b']:g})")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default=None,
+                   help=f"NTK parameterization (default: {d['param']})")
     p.add_argument("--x", dest="x", default=None, help=f"inputs: {INPUT_HELP}; default: {DEFAULT_INPUTS_DESCRIPTION}")
+    _add_arch(p, command, ["activation", "depth", "width", "C_W", "C_b", "param"] if width else
+              ["activation", "depth", "C_W", "C_b", "param"])
+
+
+ARCH_HELP = ("the network in neural-tangents' stax syntax, e.g. \"stax.serial(stax.Dense(512, W_std=1.5), stax.Relu(), "
+             "stax.Dense(1))\" (read with ast, never evaluated: layer calls with literal arguments only), or FILE.py: "
+             "its top-level `network = ...` is read the same way (the file is parsed, never run; it may use names "
+             "assigned before, and imports are skipped).  Replaces ACTIVATION, --depth, --width, --C-W, --C-b, --param")
+
+
+def _add_arch(p: argparse.ArgumentParser, command: str, network_options: list, required=("activation", "depth")) -> None:
+    """--arch, and what the command needs to resolve its network options (see :func:`_resolve_network`)."""
+    p.add_argument("--arch", default=None, metavar="STAX|FILE.py", help=ARCH_HELP)
+    p.set_defaults(network_options=tuple(network_options), network_defaults=DEFAULTS.get(command, {}),
+                   network_required=tuple(r for r in required if r not in DEFAULTS.get(command, {})), parser=p)
+
+
+def _resolve_network(args) -> None:
+    """``args.network``: the stax Network of --arch (None without it); with --arch no network option may be
+    given, without it the missing options take the command's defaults (:data:`DEFAULTS`)."""
+    options = getattr(args, "network_options", ())
+    args.network = None
+    if getattr(args, "arch", None) is not None:
+        given = [_FLAGS.get(o, o) for o in options if getattr(args, o, None) is not None]
+        if given:
+            raise ValueError(f"--arch describes the whole network; drop {', '.join(given)}")
+        args.network = load_architecture(args.arch)
+        return
+    for name, value in getattr(args, "network_defaults", {}).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    missing = [_FLAGS.get(o, o) for o in getattr(args, "network_required", ()) if getattr(args, o, None) is None]
+    if missing:
+        args.parser.error(f"the following arguments are required: {', '.join(missing)} (or --arch)")
+
+
+def load_architecture(text: str):
+    """The stax Network of an --arch value: stax text, or a .py file whose ``network = ...`` is read
+    (:func:`architecture_from_file`)."""
+    from . import stax
+
+    text = text.strip()
+    if text.endswith(".py") and "(" not in text:
+        return architecture_from_file(text)
+    return stax.parse(text)
+
+
+class _Substitute(ast.NodeTransformer):
+    """Names assigned earlier in the file, replaced by their (already substituted) expressions."""
+
+    def __init__(self, env: dict):
+        self.env = env
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id in self.env:
+            return copy.deepcopy(self.env[node.id])
+        return node
+
+
+def architecture_from_file(path: str):
+    """The network of a Python file, read without running it: top-level ``NAME = expression`` assignments
+    are collected in order (each may use names assigned before), imports, docstrings and an
+    ``if __name__ == "__main__":`` block are skipped, anything else is an error naming its line; the
+    expression assigned to ``network`` last is read by :func:`ntk_theory.stax.parse`."""
+    from . import stax
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--arch {path}: no such file")
+    try:
+        tree = ast.parse(p.read_text(), filename=str(p))
+    except SyntaxError as exc:
+        raise ValueError(f"--arch {path}, line {exc.lineno}: not valid Python syntax: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--arch {path}: cannot read it: {exc}") from None
+    env: dict = {}
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)) or _is_docstring(stmt) or _is_main_block(stmt):
+            continue
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+            [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else None)
+        if targets is None:
+            raise ValueError(f"--arch {path}, line {stmt.lineno}: only imports and NAME = ... assignments are read "
+                             "(the file is parsed, never run)")
+        value = _Substitute(env).visit(copy.deepcopy(stmt.value))
+        for t in targets:
+            if isinstance(t, ast.Name):
+                env[t.id] = value
+            elif "network" in {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}:
+                raise ValueError(f"--arch {path}, line {stmt.lineno}: assign the network on its own: network = ...")
+    if "network" not in env:
+        raise ValueError(f"--arch {path}: no top-level assignment network = stax.serial(...)")
+    return stax.parse(ast.unparse(env["network"]))
+
+
+def _is_docstring(stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _is_main_block(stmt) -> bool:
+    return isinstance(stmt, ast.If) and "__main__" in ast.unparse(stmt.test) and "__name__" in ast.unparse(stmt.test)
+
+
+class NotSupportedForArchitecture(ValueError):
+    """A command that does not (yet) interpret the given description."""
+
+
+#: command -> runner(args) -> exit code, for --arch descriptions that are not plain MLPs.  The Monte Carlo and
+#: finite-width interpretations of general descriptions register here; a command without an entry refuses such
+#: descriptions with "not yet supported for this architecture: <why it is not a plain MLP>".
+GENERAL_ARCHITECTURE_RUNNERS: dict = {}
+
+
+def _mlp_from_arch(args, command: str) -> bool:
+    """For --arch on a command that runs MLPs: fill the MLP options from a plain-MLP description and return
+    True; return False if a general runner is registered; else raise NotSupportedForArchitecture."""
+    from .architecture.mlp import as_mlp, why_not_mlp
+
+    params = as_mlp(args.network)
+    if params is None:
+        if command in GENERAL_ARCHITECTURE_RUNNERS:
+            return False
+        raise NotSupportedForArchitecture(f"not yet supported for this architecture: {why_not_mlp(args.network)}")
+    args.activation, args.depth, args.param = params.activation, params.depth, params.param
+    args.C_W, args.C_b = list(params.C_W), list(params.C_b)
+    hidden = list(params.hidden_widths)
+    args.width = hidden[0] if len(set(hidden)) == 1 else hidden
+    if command == "empirical-ntk":
+        args.outputs = params.output_dim
+    elif params.output_dim != 1:
+        print(f"(the readout has {params.output_dim} outputs, which are identically distributed: the statistics "
+              "of one output)")
+    return True
 
 
 def _cmd_sample(args) -> int:
     from .montecarlo import sample_statistics
 
+    if args.network is not None and not _mlp_from_arch(args, "sample"):
+        return GENERAL_ARCHITECTURE_RUNNERS["sample"](args)
     out = _output_path(args.out, (".npz", ".json")) if args.out else None
     X = load_inputs(args.x)
     result = sample_statistics(
@@ -158,6 +321,8 @@ def _cmd_derive(args) -> int:
     from .gaussian.display import display_text
     from .recursions import KernelRecursion
 
+    if args.network is not None:
+        return _derive_architecture(args)
     act = activation(args.activation)
     if args.finite_width:
         return _derive_finite_width(act, args)
@@ -288,6 +453,8 @@ def _cmd_finite_width(args) -> int:
 
     from .finite_width import finite_width
 
+    if args.network is not None and not _mlp_from_arch(args, "finite-width"):
+        return GENERAL_ARCHITECTURE_RUNNERS["finite-width"](args)
     out = _output_path(args.out)
     X = load_inputs(args.x)
     t0 = time.perf_counter()
@@ -308,8 +475,12 @@ def _cmd_kernel(args) -> int:
 
     from .codegen import CompiledKernel
 
+    if args.network is not None:
+        return _kernel_architecture(args)
+    if args.widths is not None and args.param != "standard":
+        raise ValueError("--widths is for --param standard only (the kernel does not depend on the widths otherwise)")
     out = _output_path(args.out)
-    X1 = load_inputs(args.x1, "--x1")
+    X1 = load_inputs(args.x, "--x")
     X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
     kern = CompiledKernel(args.activation, args.depth, args.C_W, args.C_b, args.param, widths=args.widths)
     kern.module  # load or compile first: reported apart from the evaluation
@@ -322,8 +493,10 @@ def _cmd_kernel(args) -> int:
             "C_b": list(rec.C_b), "param": rec.param, "widths": None if rec.widths is None else list(rec.widths),
             "dtype": "float32" if args.float32 else "float64", "quadrature_error": float(err or 0.0),
             "x2_given": X2 is not None}
+    if getattr(rec, "description", None) is not None:
+        info["architecture"] = repr(rec.description)
     arrays = {"X1": X1} if X2 is None else {"X1": X1, "X2": X2}
-    np.savez(out, nngp=res.nngp, ntk=res.ntk, info=np.array(json.dumps(info)), **arrays)
+    save_npz(out, "kernel", nngp=res.nngp, ntk=res.ntk, info=np.array(json.dumps(info)), **arrays)
     start = ("compiled code loaded from Numba's disk cache" if kern.from_cache
              else "compiling (not all was in Numba's disk cache)")
     print(f"{kern.recursion}: nngp and ntk of shape {res.nngp.shape} written to {out}")
@@ -335,9 +508,156 @@ def _cmd_kernel(args) -> int:
     return 0
 
 
+def save_npz(path, where: str, **arrays) -> None:
+    """``np.savez`` of arrays named in the toolkit's vocabulary (:mod:`ntk_theory.quantities`)."""
+    from .quantities import check_names
+
+    check_names(arrays, f"the .npz of {where}")
+    np.savez(path, **arrays)
+
+
+def description_kernel(description, X1, X2=None):
+    """NNGP and NTK of any description (``kernel --arch``): :func:`ntk_theory.recursions.graph.kernel`,
+    float64 NumPy.  (A compiled kernel for descriptions, when there is one, is called from here.)"""
+    from .recursions import graph
+
+    return graph.kernel(description, X1, X2)
+
+
+def _kernel_architecture(args) -> int:
+    import time
+
+    from .architecture.mlp import as_mlp
+
+    if args.show_source:
+        raise ValueError("--show-source: --arch kernels are evaluated by ntk_theory.recursions.graph in NumPy, "
+                         "without generated code")
+    out = _output_path(args.out)
+    X1 = load_inputs(args.x, "--x")
+    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
+    desc = args.network.description
+    t0 = time.perf_counter()
+    res = description_kernel(desc, X1, X2)
+    seconds = time.perf_counter() - t0
+    err = float(res.info.get("quadrature_error") or 0.0)
+    dtype = np.float32 if args.float32 else np.float64
+    info = {"architecture": repr(desc)}
+    mlp = as_mlp(desc)
+    if mlp is not None:  # the MLP path's fields too
+        info.update({"activation": [mlp.activation.name] * mlp.depth, "depth": mlp.depth, "C_W": list(mlp.C_W),
+                     "C_b": list(mlp.C_b), "param": mlp.param, "widths": list(mlp.hidden_widths)})
+    info.update({"dtype": np.dtype(dtype).name, "quadrature_error": err, "x2_given": X2 is not None,
+                 "evaluated_by": "ntk_theory.recursions.graph"})
+    arrays = {"X1": X1} if X2 is None else {"X1": X1, "X2": X2}
+    save_npz(out, "kernel", nngp=res.nngp.astype(dtype), ntk=res.ntk.astype(dtype), info=np.array(json.dumps(info)),
+             **arrays)
+    print(f"{desc!r}: nngp and ntk of shape {res.nngp.shape} written to {out}")
+    print(f"  {seconds:.3f} s (NumPy float64)" + (f"; quadrature error estimate {err:.1e}" if err else ""))
+    return 0
+
+
+def _derive_architecture(args) -> int:
+    """derive --arch: the layer map of every layer, in order (plain text, or Network.latex() with --latex);
+    with --finite-width, a plain MLP's 1/n maps."""
+    from .architecture import leaves, where
+    from .architecture.mlp import as_mlp, why_not_mlp
+    from .gaussian.derivation import latex_display
+
+    net = args.network
+    desc = net.description
+    if args.finite_width:
+        mlp = as_mlp(desc)
+        if mlp is None:
+            raise NotSupportedForArchitecture(f"not yet supported for this architecture: {why_not_mlp(desc)}")
+        if len(set(mlp.C_W)) > 1 or len(set(mlp.C_b)) > 1:
+            raise NotSupportedForArchitecture("not yet supported for this architecture: derive --finite-width "
+                                              "with different C_W or C_b per layer")
+        args.depth, args.param, args.C_W, args.C_b = mlp.depth, mlp.param, mlp.C_W[0], mlp.C_b[0]
+        return _derive_finite_width(mlp.activation, args)
+    if args.latex:
+        print(f"% layer maps (K, Theta) -> (K', Theta') of {desc!r}")
+        print(latex_display(net.latex()))
+        return 0
+    print(f"network {desc!r}")
+    print("layer maps (K, Theta) -> (K', Theta'), in order; K = E[h_a h_b] and Theta the NTK of the layer's input h "
+          "(an activation's map is the Gaussian expectation over the Dense output before it, "
+          "(u, v) ~ N(0, [[k11, k12], [k12, k22]]))")
+    for path, layer in leaves(desc):
+        print(f"\n{where(path)}: {layer!r}")
+        for line in layer_map_text(layer):
+            print("  " + line)
+    return 0
+
+
+def layer_map_text(layer) -> list:
+    """The infinite-width map (K, Theta) -> (K', Theta') of one layer as plain-text lines (the rules of
+    :mod:`ntk_theory.recursions.graph`)."""
+    _register_layer_maps()
+    return _layer_map(layer)
+
+
+@functools.singledispatch
+def _layer_map(layer) -> list:
+    return [f"no kernel rule for {type(layer).__name__}"]
+
+
+@functools.cache
+def _register_layer_maps() -> None:
+    from .architecture import Dense, Elementwise, FanInConcat, FanInSum, FanOut, Identity, LayerNorm
+
+    @_layer_map.register(Dense)
+    def _(layer) -> list:
+        lb, lw = layer.learning_rate_factors(1)
+        lw_text = "n_in" if layer.parameterization == "standard" else f"{lw:g}"
+        return [f"K' = C_b + C_W K = {layer.C_b:g} + {layer.C_W:g} K",
+                f"Theta' = lambda_b + lambda_W K + C_W Theta = {lb:g} + {lw_text} K + {layer.C_W:g} Theta   "
+                f"(param {layer.parameterization!r})"]
+
+    @_layer_map.register(Elementwise)
+    def _(layer) -> list:
+        from .gaussian.derivation import plain_text
+        from .gaussian.display import display_text
+        from .recursions import activation_kernels
+
+        if layer.is_identity:
+            return ["K' = K, Theta' = Theta"]
+        kern = activation_kernels(layer.activation)
+        lines = [f"s(x) = {plain_text(layer.expr)}"]
+        for title, e, tail in (("K' = E[s(u) s(v)]", kern.T, ""), ("Theta' = E[s'(u) s'(v)] Theta", kern.Tdot, " * Theta")):
+            if e.is_closed_form:
+                lines.append(f"{title} = ({display_text(e.expr, plain_text)}){tail}")
+            else:
+                lines.append(f"{title}: no closed form ({e.source})")
+        return lines
+
+    @_layer_map.register(LayerNorm)
+    def _(layer) -> list:
+        return [f"K'_ab = (K_ab - m_a m_b) / (s_a s_b), Theta'_ab = Theta_ab / (s_a s_b), "
+                f"s_a^2 = K_aa - m_a^2 + {layer.eps:g}  (m_a the input's mean; 0 after a Dense layer)"]
+
+    @_layer_map.register(FanOut)
+    def _(layer) -> list:
+        return [f"copies its input into {layer.num} branches (K, Theta unchanged)"]
+
+    @_layer_map.register(FanInSum)
+    def _(layer) -> list:
+        return ["K'_ab = sum_i K_i;ab + sum_(i != j) m_i;a m_j;b, Theta' = sum_i Theta_i  "
+                "(branches through different Dense layers are independent)"]
+
+    @_layer_map.register(FanInConcat)
+    def _(layer) -> list:
+        return ["K' = sum_i (n_i / n) K_i, Theta' = sum_i (n_i / n) Theta_i  (n_i the branch widths, n their sum)"]
+
+    @_layer_map.register(Identity)
+    def _(layer) -> list:
+        return ["K' = K, Theta' = Theta"]
+
+
 def _cmd_check(args) -> int:
     from .validation import check, check_finite_width
 
+    if args.network is not None and not _mlp_from_arch(args, "check"):
+        return GENERAL_ARCHITECTURE_RUNNERS["check"](args)
     plot = _plot_path(args.plot)
     X = load_inputs(args.x)
     if args.finite_width:
@@ -361,6 +681,8 @@ def _cmd_empirical_ntk(args) -> int:
     from . import MLP
     from .empirical import empirical_ntk, plan
 
+    if args.network is not None and not _mlp_from_arch(args, "empirical-ntk"):
+        return GENERAL_ARCHITECTURE_RUNNERS["empirical-ntk"](args)
     out = _output_path(args.out)
     X1 = load_inputs(args.x)
     X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
@@ -377,10 +699,12 @@ def _cmd_empirical_ntk(args) -> int:
     ntk = empirical_ntk(net, X1, X2, method=est.method, trace_outputs=not args.no_trace,
                         batch_size=args.batch_size, dtype=dtype)
     seconds = time.perf_counter() - t0
-    info = {"activation": args.activation, "depth": depth, "widths": list(net.spec.widths), "C_W": list(net.spec.C_W),
+    info = {"activation": getattr(args.activation, "name", args.activation), "depth": depth, "widths": list(net.spec.widths), "C_W": list(net.spec.C_W),
             "C_b": list(net.spec.C_b), "param": net.spec.param, "seed": args.seed, "method": est.method,
             "trace_outputs": not args.no_trace, "dtype": np.dtype(dtype).name}
-    np.savez(out, ntk=ntk, info=np.array(json.dumps(info)))
+    if args.network is not None:
+        info["architecture"] = repr(args.network)
+    save_npz(out, "empirical-ntk", ntk=ntk, info=np.array(json.dumps(info)))
     print(f"{net}: empirical NTK of shape {ntk.shape} by {est.method} (blocks of {est.block} inputs, "
           f"predicted {est.flops:.3g} FLOPs, {est.seconds:.3g} s) in {seconds:.3f} s, written to {out}")
     return 0
@@ -435,7 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ntk-theory",
         description="Exact kernels of wide neural networks, and the finite networks that check them.",
-        epilog=f"Inputs (--x, --x1, --x2): {INPUT_HELP}.  Errors are printed as one line; --debug shows the "
+        epilog=f"Inputs (--x, and --x2 where a second set is taken; --x1 is --x): {INPUT_HELP}.  Networks: ACTIVATION "
+               "and --depth, --width, --C-W, --C-b, --param for an MLP, or --arch in stax syntax (see COMMAND --help).  "
+               "Names of the arrays written: `ntk-theory quantities`.  Errors are printed as one line; --debug shows the "
                "traceback.  Progress bars appear on a terminal only (--quiet: none).",
     )
     from . import __version__
@@ -452,24 +778,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Monte Carlo over finite networks: E[f f], NTK mean/covariance, last-layer kernel, 4th cumulant",
         description="Draw independent finite networks and print moment estimates with standard errors.",
     )
-    _add_network_options(p)
-    p.add_argument("--samples", type=int, default=20_000, help="number of networks (default: 20000)")
+    _add_network_options(p, "sample")
+    p.add_argument("--samples", type=int, default=10_000, help="number of networks (default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--batches", type=int, default=32, help="batches for standard errors (default: 32)")
     p.add_argument("--sampler", choices=("projected", "dense"), default="projected",
                    help="'projected' draws weights only along used directions (exact, fast); 'dense' full matrices")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--out", default=None, help="save estimates to .npz or .json (no suffix: .npz)")
+    p.add_argument("--out", default=None, help="save estimates to .npz or .json (no suffix: .npz): X, info and "
+                   + _describe(MONTE_CARLO_ARRAYS) + ", each NAME with NAME_stderr")
     p.add_argument("--max-rows", type=int, default=12, help="distinct entries printed per estimate")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("derive", parents=[common], help="derive and print the kernel maps of an activation and how they were obtained")
-    p.add_argument("activation", nargs="?", default="relu", help="library name or expression in x (default: relu)")
-    p.add_argument("--depth", type=int, default=1,
+    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (default: relu)")
+    p.add_argument("--depth", type=int, default=None,
                    help="number of hidden layers; the one-input iterates K(l), Theta(l) are printed up to the output "
                         "(default: 1)")
-    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default=None, help="(default: ntk)")
     p.add_argument("--latex", action="store_true",
                    help="print LaTeX, one display formula per line in $$ ... $$, headings as %% comments")
     p.add_argument("--steps", type=int, default=4, help="depth of the derivation tree printed (default: 4)")
@@ -479,40 +806,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="C_W (default: the symbol C_W; with --finite-width: 1)")
     p.add_argument("--C-b", dest="C_b", type=float, default=None,
                    help="C_b (default: the symbol C_b; with --finite-width: 0)")
+    _add_arch(p, "derive", ["activation", "depth", "param", "C_W", "C_b"])
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("kernel", parents=[common], help="infinite-width NNGP and NTK of the output, written to .npz")
-    p.add_argument("activation", help="library name or expression in x")
-    p.add_argument("--depth", type=int, required=True, help="number of hidden layers L")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=1.0, help="C_W, or one per layer (default: 1)")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=0.0, help="C_b, or one per layer (default: 0)")
-    p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
+    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (or --arch)")
+    p.add_argument("--depth", type=int, default=None, help="number of hidden layers L (or --arch)")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=None, help="C_W, or one per layer (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=None, help="C_b, or one per layer (default: 0)")
+    p.add_argument("--param", choices=("ntk", "unit", "standard"), default=None, help="(default: ntk)")
     p.add_argument("--widths", type=_widths, default=None, help="hidden widths (param=standard only)")
-    p.add_argument("--x1", required=True, help=f"inputs X1 (N1, d): {INPUT_HELP}")
+    p.add_argument("--x", "--x1", dest="x", default=None,
+                   help=f"inputs X1 (N1, d): {INPUT_HELP}; default: {DEFAULT_INPUTS_DESCRIPTION}")
     p.add_argument("--x2", default=None, help="inputs X2 (N2, d) (default: X1)")
-    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added) with arrays nngp and ntk (N1, N2), "
-                   "X1 (and X2) and info (JSON: activation, depth, C_W, C_b, param, widths, dtype, quadrature_error)")
+    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added) with arrays "
+                   + _describe(("nngp", "ntk")) + " of shape (N1, N2), X1 (and X2) and info (JSON: the architecture "
+                   "in stax syntax, activation, depth, C_W, C_b, param, widths, dtype, quadrature_error)")
     p.add_argument("--float32", action="store_true", help="store the result in float32 (arithmetic stays float64)")
     p.add_argument("--show-source", action="store_true", help="print the generated Numba code")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_arch(p, "kernel", ["activation", "depth", "C_W", "C_b", "param", "widths"])
     p.set_defaults(func=_cmd_kernel)
 
     p = sub.add_parser("finite-width", parents=[common], help="finite-width 1/n predictions (PDLT) at inputs X, written to .npz")
-    p.add_argument("activation", help="library name or expression in x")
-    p.add_argument("--depth", type=int, required=True, help="number of hidden layers L")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=1.0, help="C_W, or one per layer (default: 1)")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=0.0, help="C_b, or one per layer (default: 0)")
-    p.add_argument("--param", choices=("ntk", "unit"), default="ntk")
-    p.add_argument("--x", required=True, help=f"inputs X (N, d): {INPUT_HELP}")
+    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (or --arch)")
+    p.add_argument("--depth", type=int, default=None, help="number of hidden layers L (or --arch)")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=None, help="C_W, or one per layer (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=None, help="C_b, or one per layer (default: 0)")
+    p.add_argument("--param", choices=("ntk", "unit"), default=None, help="(default: ntk)")
+    p.add_argument("--x", default=None, help=f"inputs X (N, d): {INPUT_HELP}; default: {DEFAULT_INPUTS_DESCRIPTION}")
     p.add_argument("--width", type=_widths, default=None,
                    help="print the corrected values at this width (n1,n2,...: unequal hidden widths)")
-    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added): nngp, ntk, nngp_correction, "
-                   "ntk_correction, ntk_covariance, output_cumulant, ntk_output_covariance, V, A, B, D, F, description")
+    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added): "
+                   + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)
 
     p = sub.add_parser("check", parents=[common], help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")
-    _add_network_options(p, width=False)
+    _add_network_options(p, "check", width=False)
     p.add_argument("--widths", type=_width_list, default=None,
                    help="finite widths to sample (default: 64,128,256,512; with --finite-width 32,64,128,256)")
     p.add_argument("--samples", type=int, default=20_000, help="networks per width (default: 20000)")
@@ -531,15 +863,17 @@ def build_parser() -> argparse.ArgumentParser:
     methods = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
     p = sub.add_parser("empirical-ntk", parents=[common], help="empirical NTK of a random finite network (Novak et al. 2022 methods), to .npz",
                        description="Draw a random MLP and write its empirical NTK J Lambda J^T at the inputs.")
-    _add_network_options(p)
-    p.add_argument("--outputs", type=int, default=1, help="output dimension O (default: 1)")
+    p.add_argument("--outputs", type=int, default=None, help="output dimension O (default: 1)")
+    _add_network_options(p, "empirical-ntk")
+    p.set_defaults(network_options=("activation", "depth", "width", "C_W", "C_b", "param", "outputs"))
     p.add_argument("--x2", default=None, help="inputs X2 (N2, d) (default: X)")
     p.add_argument("--method", default="auto", help=f"one of {', '.join(methods)} (default: auto, by the cost model)")
     p.add_argument("--no-trace", action="store_true", help="full (N1, N2, O, O) kernel instead of the mean over outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random network (default: 0)")
     p.add_argument("--batch-size", type=int, default=None, help="inputs per block (default: from a 2 GiB memory budget)")
     p.add_argument("--float32", action="store_true", help="compute and store in float32")
-    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added) with the array ntk and info (JSON)")
+    p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added) with the array ntk (the empirical "
+                   "NTK, (N1, N2) or (N1, N2, O, O)) and info (JSON)")
     p.set_defaults(func=_cmd_empirical_ntk)
 
     p = sub.add_parser("empirical-cost", parents=[common], help="FLOPs and memory of each empirical-NTK method, and the one auto picks")
@@ -567,16 +901,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dynamics", parents=[common], help="train finite networks by GD and compare with the infinite-width NTK prediction",
                        description="Deviation from the NTK prediction and NTK change vs width, with power-law fits.")
     p.add_argument("activation", nargs="?", default="relu", help="activation name (default: relu)")
-    p.add_argument("--depth", type=int, default=1, help="hidden layers (default: 1)")
-    p.add_argument("--widths", type=_width_list, default=[64, 256, 1024, 4096],
-                   help="widths (default: 64,256,1024,4096)")
-    p.add_argument("--seeds", type=int, default=8, help="networks per width (default: 8)")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers (default: 2)")
+    p.add_argument("--widths", type=_width_list, default=[64, 256, 1024],
+                   help="widths (default: 64,256,1024)")
+    p.add_argument("--seeds", type=int, default=6, help="networks per width (default: 6)")
     p.add_argument("--C-W", dest="C_W", type=float, default=2.0, help="C_W (default: 2)")
     p.add_argument("--C-b", dest="C_b", type=float, default=0.1, help="C_b (default: 0.1)")
     p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_dynamics)
+
+    p = sub.add_parser("quantities", parents=[common], help="the names of the arrays the toolkit writes and returns",
+                       description="Every quantity name with its symbol, 1/n order, shape and meaning "
+                                   "(ntk_theory.quantities).")
+    p.set_defaults(func=_cmd_quantities)
     return parser
+
+
+def _cmd_quantities(args) -> int:
+    from .quantities import table
+
+    print(table())
+    return 0
+
+
+#: the arrays of a finite-width file (ntk_theory.finite_width.predictions.ARRAYS; a test keeps them equal)
+FINITE_WIDTH_ARRAYS = ("nngp", "ntk", "nngp_correction", "ntk_correction", "ntk_covariance", "output_cumulant",
+                       "ntk_output_covariance", "V", "A", "B", "D", "F")
+#: the estimates of a Monte Carlo file (ntk_theory.montecarlo.statistics.ESTIMATES; a test keeps them equal)
+MONTE_CARLO_ARRAYS = ("output_second_moment", "ntk_mean", "ntk_covariance", "kernel_mean", "kernel_covariance",
+                      "output_cumulant")
+
+
+def _describe(names) -> str:
+    from .quantities import describe
+
+    return describe(names)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -593,6 +953,7 @@ def main(argv=None) -> int:
         return 0
     prog = f"ntk-theory {args.command}"
     try:
+        _resolve_network(args)
         return args.func(args)
     except KeyboardInterrupt:
         if args.debug:

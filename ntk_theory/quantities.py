@@ -1,0 +1,127 @@
+r"""The toolkit's vocabulary: every quantity it returns or writes to a file, with its symbol, meaning and
+order in 1/n (n the hidden width).
+
+Conventions (PDLT, :mod:`ntk_theory.conventions`): f is the network's output, Theta its NTK, z(l) the
+preactivations of layer l, a, b, c, d input indices, i != j two neurons of one layer.  ``order`` is the
+power of 1/n of the quantity's leading term: ``"1"`` for infinite-width values, ``"1/n"`` for the
+corrections.  Predictions of a ``"1/n"`` quantity (``finite-width``) are stored as its *coefficient*,
+the quantity times n; Monte Carlo estimates (``sample``) are the quantity itself at the sampled width,
+with a ``NAME_stderr`` array beside it.  Arrays over pairs of inputs are (N1, N2), over four inputs
+(N, N, N, N).
+
+>>> QUANTITIES["ntk_correction"].symbol
+'Theta1'
+>>> check_names(["nngp", "ntk", "info"], "kernel")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One name of the vocabulary: ``symbol`` (plain text), ``meaning`` (a formula), ``order`` ('1', '1/n'
+    or '' for metadata) and ``shape``."""
+
+    name: str
+    symbol: str
+    meaning: str
+    order: str
+    shape: str
+
+    def line(self) -> str:
+        """``name (symbol, order 1/n)`` (for help texts)."""
+        inner = ", ".join(p for p in (self.symbol, "order 1/n" if self.order == "1/n" else "") if p)
+        return f"{self.name} ({inner})" if inner else self.name
+
+
+_TABLE = (
+    # infinite-width kernels
+    Quantity("nngp", "K", "E[f_a f_b] at infinite width (NNGP kernel of the output)", "1", "(N1, N2)"),
+    Quantity("ntk", "Theta", "E[Theta_ab] at infinite width (NTK of the output); empirical-ntk: the NTK "
+             "J Lambda J^T of one random network", "1", "(N1, N2) or (N1, N2, O, O)"),
+    # finite-width predictions (coefficients of 1/n)
+    Quantity("nngp_correction", "K1", "E[f_a f_b] = K_ab + K1_ab / n + O(1/n^2)", "1/n", "(N, N)"),
+    Quantity("ntk_correction", "Theta1", "E[Theta_ab] = Theta_ab + Theta1_ab / n + O(1/n^2)", "1/n", "(N, N)"),
+    Quantity("ntk_covariance", "A + B + B", "Cov(Theta_ab, Theta_cd) = (A_(ab)(cd) + B_(ac)(bd) + B_(ad)(bc)) / n",
+             "1/n", "(N, N, N, N)"),
+    Quantity("output_cumulant", "V + V + V", "E[f_a f_b f_c f_d] - (3 pairings of E[f f]) = (V_(ab)(cd) + "
+             "V_(ac)(bd) + V_(ad)(bc)) / n", "1/n", "(N, N, N, N)"),
+    Quantity("ntk_output_covariance", "D + F + F", "Cov(Theta_ab, f_c f_d) = (D_abcd + F_(ac)(bd) + F_(ad)(bc)) / n",
+             "1/n", "(N, N, N, N)"),
+    Quantity("V", "V", "V_(ab)(cd) = n (E[z_i;a z_i;b z_j;c z_j;d] - E[z_i;a z_i;b] E[z_j;c z_j;d])", "1/n",
+             "(N, N, N, N)"),
+    Quantity("A", "A", "A_(ab)(cd) = n Cov(Theta_ii;ab, Theta_jj;cd)", "1/n", "(N, N, N, N)"),
+    Quantity("B", "B", "B_(pq)(rs) = n E[Theta_ij;pr Theta_ij;qs]", "1/n", "(N, N, N, N)"),
+    Quantity("D", "D", "D_abcd = n Cov(Theta_ii;ab, z_j;c z_j;d)", "1/n", "(N, N, N, N)"),
+    Quantity("F", "F", "F_(pq)(rs) = n E[Theta_ij;pr z_i;q z_j;s]", "1/n", "(N, N, N, N)"),
+    Quantity("K1", "K1", "per layer: E[z_i;a z_i;b] = K_ab + K1_ab / n (the readout's is nngp_correction)", "1/n",
+             "(N, N)"),
+    Quantity("Th1", "Theta1", "per layer: E[Theta_ii;ab] = Theta_ab + Theta1_ab / n (the readout's is "
+             "ntk_correction)", "1/n", "(N, N)"),
+    # Monte Carlo estimates (values at the sampled width)
+    Quantity("output_second_moment", "E[f f]", "E[f_a f_b] at the sampled width", "1", "(N, N)"),
+    Quantity("ntk_mean", "E[Theta]", "E[Theta_ab] at the sampled width", "1", "(N, N)"),
+    Quantity("kernel_mean", "E[Khat]", "E[Khat_ab], Khat_ab = (1/n_L) sum_i z(L)_i;a z(L)_i;b (last hidden layer)",
+             "1", "(N, N)"),
+    Quantity("kernel_covariance", "Cov[Khat, Khat]", "Cov[Khat_ab, Khat_cd] (last hidden layer) = V_(ab)(cd) / n",
+             "1/n", "(N, N, N, N)"),
+    # inputs and metadata
+    Quantity("X", "X", "the inputs, one per row", "", "(N, d)"),
+    Quantity("X1", "X1", "the first inputs, one per row (kernel files)", "", "(N1, d)"),
+    Quantity("X2", "X2", "the second inputs, one per row (kernel files; absent when X2 = X1)", "", "(N2, d)"),
+    Quantity("info", "", "JSON text: the network and how the file was computed", "", "()"),
+    Quantity("description", "", "text: the network the predictions are for", "", "()"),
+    Quantity("quadrature_error", "", "estimated absolute error of the numerical Gaussian averages", "", "()"),
+)
+
+#: name -> :class:`Quantity`
+QUANTITIES: dict[str, Quantity] = {q.name: q for q in _TABLE}
+
+#: the suffix of a Monte Carlo estimate's standard error: ``NAME_stderr``
+STDERR_SUFFIX = "_stderr"
+
+
+class UnknownQuantity(ValueError):
+    """A name outside the vocabulary (the message names it and where it was used)."""
+
+
+def quantity(name: str) -> Quantity:
+    """The :class:`Quantity` of ``name`` (``NAME_stderr``: the standard error of NAME's estimate)."""
+    base = name[: -len(STDERR_SUFFIX)] if name.endswith(STDERR_SUFFIX) else name
+    try:
+        q = QUANTITIES[base]
+    except KeyError:
+        raise UnknownQuantity(f"{name!r} is not a quantity of ntk_theory.quantities") from None
+    if base is name:
+        return q
+    return Quantity(name, f"stderr({q.symbol})", f"standard error of the estimate of {base}", q.order, q.shape)
+
+
+def check_names(names, where: str) -> None:
+    """None if every name is in the vocabulary, else an :class:`UnknownQuantity` naming the others."""
+    bad = []
+    for n in names:
+        try:
+            quantity(n)
+        except UnknownQuantity:
+            bad.append(n)
+    if bad:
+        raise UnknownQuantity(f"{where} uses names outside ntk_theory.quantities: {', '.join(bad)}")
+
+
+def describe(names, sep: str = ", ") -> str:
+    """The help-text form of several names: ``nngp (K), ntk (Theta), ...``."""
+    return sep.join(quantity(n).line() for n in names)
+
+
+def table() -> str:
+    """The vocabulary as a plain-text table."""
+    rows = [f"{'name':22s} {'symbol':16s} {'order':5s} {'shape':28s} meaning"]
+    rows += [f"{q.name:22s} {q.symbol:16s} {q.order:5s} {q.shape:28s} {q.meaning}" for q in _TABLE]
+    return "\n".join(rows)
+
+
+__all__ = ["Quantity", "QUANTITIES", "STDERR_SUFFIX", "UnknownQuantity", "quantity", "check_names", "describe",
+           "table"]
