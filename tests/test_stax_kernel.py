@@ -22,6 +22,7 @@ import pytest
 from scipy import special
 
 from ntk_theory import stax
+from ntk_theory.recursions import graph
 from ntk_theory.stax.parse import parse as parse_with
 
 DATA = Path(__file__).parent / "data" / "neural_tangents"
@@ -135,6 +136,9 @@ def test_identity_after_relu_and_layernorm_after_relu_by_hand():
     k = net.kernel_fn(X)
     np.testing.assert_allclose(k.nngp, nngp, rtol=1e-13)
     np.testing.assert_allclose(k.ntk, ntk, rtol=1e-13)
+    kmp = graph.kernel(net.description, X, dps=30)  # the same rules in 30-digit mpmath
+    np.testing.assert_allclose(kmp.nngp.astype(float), nngp, rtol=1e-14)
+    np.testing.assert_allclose(kmp.ntk.astype(float), ntk, rtol=1e-14)
     # LayerNorm after relu: (E[h h'] - m m') / (s s'), Theta / (s s'), s^2 = E[h^2] - m^2 (+ eps)
     s = np.sqrt(d / 2 - m**2 + 1e-12)
     net = stax.serial(stax.Dense(64, W_std=1.4, b_std=0.1), stax.Relu(), stax.LayerNorm(),

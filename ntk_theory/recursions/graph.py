@@ -45,6 +45,7 @@ import functools
 import itertools
 from dataclasses import dataclass, field
 
+import mpmath
 import numpy as np
 import sympy as sp
 
@@ -112,41 +113,130 @@ class Moments:
     origin: str
 
 
+class Float64:
+    """float64 arithmetic: closed forms in their stable rewriting, numerical expectations with errors."""
+
+    def gram(self, X1, X2):
+        d = X1.shape[1]
+        return X1 @ X2.T / d, np.einsum("ij,ij->i", X1, X1) / d, np.einsum("ij,ij->i", X2, X2) / d
+
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def positive_part(a):
+        return np.maximum(a, 0)
+
+    @staticmethod
+    def finite(*arrays) -> bool:
+        return all(np.all(np.isfinite(a)) for a in arrays)
+
+    def activation_moments(self, kern, K, k1, k2, t, ctx):
+        """E[F F], E[F' F'] at the covariances K (N1, N2) and the diagonals k1, k2; equal rows exact."""
+        kern.check_variances(k1 if ctx.symmetric else np.concatenate([k1, k2]), t.source.label)
+        bound = np.sqrt(k1)[:, None] * np.sqrt(k2)[None, :]
+        T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape),
+                                      np.clip(K, -bound, bound))
+        T1, Td1, err1 = kern.diagonal(k1, derivative=True)
+        T2, _, err2 = (T1, None, err1) if ctx.symmetric else kern.diagonal(k2, derivative=False)
+        ia, ib = np.nonzero(ctx.same)
+        T, Td = np.array(T, dtype=float), np.array(Td, dtype=float)
+        T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
+        ctx.errors.extend(e for e in (err, err1, err2) if e is not None)
+        return T, Td, T1, Td1, T2
+
+    def mean(self, fn, k, ctx):
+        values, error = _mean(fn)(k)
+        if error is not None:
+            ctx.errors.append(error)
+        return values
+
+
+class Mpmath:
+    """mpmath arithmetic at ``dps`` digits on object arrays of mpf (inputs taken as exact binary floats)."""
+
+    def __init__(self, dps: int):
+        self.dps = dps
+
+    def gram(self, X1, X2):
+        d = X1.shape[1]
+        A = [[mpmath.mpf(float(v)) for v in row] for row in X1]
+        B = [[mpmath.mpf(float(v)) for v in row] for row in X2]
+        dot = lambda a, b: mpmath.fsum(p * q for p, q in zip(a, b)) / d  # noqa: E731
+        G = _objects([[dot(a, b) for b in B] for a in A])
+        return G, _objects([dot(a, a) for a in A]), _objects([dot(b, b) for b in B])
+
+    sqrt = staticmethod(np.vectorize(mpmath.sqrt, otypes=[object]))
+    positive_part = staticmethod(np.vectorize(lambda v: max(v, 0), otypes=[object]))
+
+    @staticmethod
+    def finite(*arrays) -> bool:
+        return all(all(mpmath.isfinite(v) for v in np.ravel(a)) for a in arrays)
+
+    def activation_moments(self, kern, K, k1, k2, t, ctx):
+        N1, N2 = K.shape
+        T, Td = np.empty(K.shape, dtype=object), np.empty(K.shape, dtype=object)
+        for i in range(N1):
+            for j in range(N2):
+                if ctx.same[i, j]:
+                    T[i, j], Td[i, j] = kern.diagonal_mp(k1[i])
+                else:
+                    T[i, j], Td[i, j] = kern.offdiagonal_mp(k1[i], k2[j], K[i, j])
+        diag = [kern.diagonal_mp(v) for v in k1]
+        T1, Td1 = _objects([a for a, _ in diag]), _objects([b for _, b in diag])
+        T2 = T1 if ctx.symmetric else _objects([kern.diagonal_mp(v, derivative=False)[0] for v in k2])
+        return T, Td, T1, Td1, T2
+
+    def mean(self, fn, k, ctx):
+        e = expectation1(Activation(sp.sstr(fn), fn, "stax"))
+        return _objects([e.evaluate_mp(v, dps=self.dps) for v in k])
+
+
+def _objects(values) -> np.ndarray:
+    a = np.empty(np.shape(values)[:2] if np.ndim(values) > 1 else len(values), dtype=object)
+    if a.ndim == 2:
+        for i, row in enumerate(values):
+            a[i, :] = row
+    else:
+        a[:] = values
+    return a
+
+
 @dataclass
 class _Context:
     same: np.ndarray
     symmetric: bool
+    backend: object
     errors: list = field(default_factory=list)
     cache: dict = field(default_factory=dict)
 
 
-def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk")) -> KernelResult:
-    """NNGP and NTK of the network ``description`` at inputs X1 (N1, d), X2 (N2, d) (default X1), float64.
+def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
+    """NNGP and NTK of the network ``description`` at inputs X1 (N1, d), X2 (N2, d) (default X1).
 
-    ``get``: ``"nngp"``, ``"ntk"`` or a tuple of them (the result iterates in that order)."""
+    float64 by default; ``dps``: the same rules in mpmath at that many digits (``nngp`` and ``ntk``
+    are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``: ``"nngp"``,
+    ``"ntk"`` or a tuple of them (the result iterates in that order)."""
     get = _checks_get(get)
     X1 = _checks.inputs(X1, "X1")
     X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
-    d = X1.shape[1]
-    ctx = _Context(equal_rows(X1, X2v), X2 is None)
-    G = X1 @ X2v.T / d
-    g1, g2 = np.einsum("ij,ij->i", X1, X1) / d, np.einsum("ij,ij->i", X2v, X2v) / d
-    source = Source(G, np.zeros_like(G), g1, g2, np.zeros_like(g1), frozenset({"input"}), "the input")
-    state = Node((Term(source, x),), d)
-    rule = functools.partial(_rule, ctx=ctx)
-    with np.errstate(all="ignore"):
-        out = walk(description, state, rule)
+    backend = Float64() if dps is None else Mpmath(_checks.positive_int("dps", dps))
+    ctx = _Context(equal_rows(X1, X2v), X2 is None, backend)
+    with mpmath.workdps(dps or mpmath.mp.dps), np.errstate(all="ignore"):
+        G, g1, g2 = backend.gram(X1, X2v)
+        source = Source(G, np.zeros_like(G), g1, g2, np.zeros_like(g1), frozenset({"input"}), "the input")
+        state = Node((Term(source, x),), X1.shape[1])
+        out = walk(description, state, functools.partial(_rule, ctx=ctx))
         if isinstance(out, tuple):
             raise ValueError(f"the network ends with a list of {len(out)} outputs; combine them (FanInSum, FanInConcat)")
         m = moments(out, ctx)
-    nngp, ntk = m.nngp.copy(), m.ntk.copy()
-    ia, ib = np.nonzero(ctx.same)
-    nngp[ia, ib], ntk[ia, ib] = m.var1[ia], m.ntk1[ia]
-    if not (np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))):
-        raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
-                                 "expectation diverges)")
-    err = max(ctx.errors, default=0.0)
-    return KernelResult(nngp, ntk, {"quadrature_error": err}, get=get)
+        nngp, ntk = m.nngp.copy(), m.ntk.copy()
+        ia, ib = np.nonzero(ctx.same)
+        nngp[ia, ib], ntk[ia, ib] = m.var1[ia], m.ntk1[ia]
+        if not backend.finite(nngp, ntk):
+            raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
+                                     "expectation diverges)")
+    info = {"quadrature_error": max(ctx.errors, default=0.0)} if dps is None else {"dps": dps}
+    return KernelResult(nngp, ntk, info, get=get)
 
 
 def _checks_get(get) -> tuple:
@@ -170,7 +260,7 @@ def _(layer: Dense, state, path, ctx):
     cw, cb = layer.C_W, layer.C_b
     src = Source(cb + cw * m.nngp, lb + lw * m.nngp + cw * m.ntk, cb + cw * m.var1, cb + cw * m.var2,
                  lb + lw * m.var1 + cw * m.ntk1, frozenset({path}), f"{layer!r} at {where(path)}")
-    if not (np.all(np.isfinite(src.nngp)) and np.all(np.isfinite(src.ntk)) and np.all(np.isfinite(src.var1))):
+    if not ctx.backend.finite(src.nngp, src.ntk, src.var1):
         raise FloatingPointError(f"the kernel overflowed or produced NaN at {layer!r} ({where(path)}): variances grow "
                                  "without bound, or an expectation diverges")
     return Node((Term(src, x),), layer.out_dim)
@@ -245,13 +335,14 @@ def _(layer: LayerNorm, state, path, ctx):
     if isinstance(state, Node) and state.terms and all(t.is_gaussian for t in state.terms):
         t = state.terms[0] if len(state.terms) == 1 else _gaussian_sum(state.terms, path, ctx)
         v1, v2 = _scaled_variances(t)
-        s1, s2 = 1 / np.sqrt(v1 + layer.eps), 1 / np.sqrt(v2 + layer.eps)
+        s1, s2 = 1 / ctx.backend.sqrt(v1 + layer.eps), 1 / ctx.backend.sqrt(v2 + layer.eps)
         c1 = s1 if t.scale1 is None else t.scale1 * s1
         c2 = s2 if t.scale2 is None else t.scale2 * s2
         return Node((Term(t.source, x, c1, c2),), state.channels)
     m = moments(state, ctx)
-    sd1 = np.sqrt(np.maximum(m.var1 - m.mean1**2, 0) + layer.eps)
-    sd2 = np.sqrt(np.maximum(m.var2 - m.mean2**2, 0) + layer.eps)
+    b = ctx.backend
+    sd1 = b.sqrt(b.positive_part(m.var1 - m.mean1**2) + layer.eps)
+    sd2 = b.sqrt(b.positive_part(m.var2 - m.mean2**2) + layer.eps)
     outer = np.outer(sd1, sd2)
     zero1, zero2 = np.zeros_like(m.mean1), np.zeros_like(m.mean2)
     return Moments((m.nngp - np.outer(m.mean1, m.mean2)) / outer, m.ntk / outer,
@@ -355,10 +446,9 @@ class _TermMoments:
     def _means(self):
         if self._fn is None:
             return np.zeros_like(self.var1), np.zeros_like(self.var2)
-        mean = _mean(self._fn)
-        (m1, e1), (m2, e2) = mean(self._pre1), ((None, None) if self._ctx.symmetric else mean(self._pre2))
-        self._ctx.errors.extend(e for e in (e1, e2) if e is not None)
-        return m1, (m1 if m2 is None else m2)
+        ctx = self._ctx
+        m1 = ctx.backend.mean(self._fn, self._pre1, ctx)
+        return m1, (m1 if ctx.symmetric else ctx.backend.mean(self._fn, self._pre2, ctx))
 
     @property
     def mean1(self):
@@ -379,16 +469,7 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
     else:
         act = Activation(sp.sstr(t.fn), t.fn, "stax")
         kern = activation_kernels(act)
-        kern.check_variances(k1 if ctx.symmetric else np.concatenate([k1, k2]), t.source.label)
-        bound = np.sqrt(k1)[:, None] * np.sqrt(k2)[None, :]
-        T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape),
-                                      np.clip(K, -bound, bound))
-        T1, Td1, err1 = kern.diagonal(k1, derivative=True)
-        T2, _, err2 = (T1, None, err1) if ctx.symmetric else kern.diagonal(k2, derivative=False)
-        ia, ib = np.nonzero(ctx.same)
-        T, Td = np.array(T, dtype=float), np.array(Td, dtype=float)
-        T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
-        ctx.errors.extend(e for e in (err, err1, err2) if e is not None)
+        T, Td, T1, Td1, T2 = ctx.backend.activation_moments(kern, K, k1, k2, t, ctx)
         out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx)
         out._pre1, out._pre2 = k1, k2
     ctx.cache[key] = (t, out)  # keep t alive so its id is not reused

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import mpmath
 import numpy as np
 
 from .. import _checks
@@ -98,39 +97,7 @@ class KernelRecursion:
         """The same recursion in mpmath at ``dps`` digits; inputs are taken as exact binary floats.
         ``nngp`` and ``ntk`` are (N1, N2) NumPy object arrays of ``mpmath.mpf``
         (``.astype(float)`` rounds them to float64)."""
-        X1 = _checks.inputs(X1, "X1")
-        X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
-        d = X1.shape[1]
-        lam = self._lambdas(d)
-        with mpmath.workdps(dps):
-            A = [[mpmath.mpf(float(v)) for v in row] for row in X1]
-            B = [[mpmath.mpf(float(v)) for v in row] for row in X2v]
-            N1, N2 = len(A), len(B)
-            dot = lambda a, b: mpmath.fsum(p * q for p, q in zip(a, b)) / d  # noqa: E731
-            G = [[dot(A[i], B[j]) for j in range(N2)] for i in range(N1)]
-            g1, g2 = [dot(a, a) for a in A], [dot(b, b) for b in B]
-            cw, cb = mpmath.mpf(self.C_W[0]), mpmath.mpf(self.C_b[0])
-            lb, lw = map(mpmath.mpf, lam[0])
-            K = [[cb + cw * G[i][j] for j in range(N2)] for i in range(N1)]
-            Th = [[lb + lw * G[i][j] for j in range(N2)] for i in range(N1)]
-            k1, k2 = [cb + cw * g for g in g1], [cb + cw * g for g in g2]
-            for l, kern in enumerate(self.kernels):
-                cw, cb = mpmath.mpf(self.C_W[l + 1]), mpmath.mpf(self.C_b[l + 1])
-                lb, lw = map(mpmath.mpf, lam[l + 1])
-                newK = [[None] * N2 for _ in range(N1)]
-                newTh = [[None] * N2 for _ in range(N1)]
-                for i in range(N1):
-                    for j in range(N2):
-                        if A[i] == B[j]:
-                            T, Td = kern.diagonal_mp(k1[i])
-                        else:
-                            T, Td = kern.offdiagonal_mp(k1[i], k2[j], K[i][j])
-                        newK[i][j] = cb + cw * T
-                        newTh[i][j] = lb + lw * T + cw * Td * Th[i][j]
-                K, Th = newK, newTh
-                k1 = [cb + cw * kern.diagonal_mp(v, derivative=False)[0] for v in k1]
-                k2 = [cb + cw * kern.diagonal_mp(v, derivative=False)[0] for v in k2]
-            return KernelResult(_object_array(K), _object_array(Th), {"dps": dps})
+        return graph.kernel(self.description, X1, X2, dps=dps)
 
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
@@ -148,13 +115,6 @@ class KernelRecursion:
         names = [k.activation.name for k in self.kernels]
         acts = names[0] if len(set(names)) == 1 else "[" + ", ".join(names) + "]"
         return f"KernelRecursion({acts}; depth={self.depth}, C_W={_short(self.C_W)}, C_b={_short(self.C_b)}, param={self.param!r})"
-
-
-def _object_array(rows) -> np.ndarray:
-    out = np.empty((len(rows), len(rows[0])), dtype=object)
-    for i, row in enumerate(rows):
-        out[i, :] = row
-    return out
 
 
 def _short(v: Sequence):
