@@ -1,0 +1,183 @@
+r"""Monte Carlo of any architecture description: the NNGP and NTK of independently initialised finite networks.
+
+:func:`sample_kernels` draws S networks of a description (:mod:`ntk_theory.architecture.layers`) in
+vectorised blocks and runs each with the reference network's own rules (:func:`ntk_theory.reference.graph.trace`,
+one forward pass and one reverse pass per output), estimating at inputs X (N, d)
+
+==========================  =================================================================  ========
+``nngp``                    E[f_a f_b] (mean over the O outputs); Rao-Blackwellised when the     (N, N)
+                            network ends in a Dense layer: E[f_a f_b | x] = C_b + C_W x_a.x_b / n_in
+                            with x the readout's input (the readout's weights are independent
+                            of x), whose variance is O(1/n) instead of O(1)
+``output_second_moment``    E[f_a f_b] from the outputs themselves (mean over outputs)            (N, N)
+``ntk``                     E[Theta_ab], Theta the empirical NTK with respect to neural-tangents'  (N, N)
+                            parameters (unit learning rate; mean over outputs), by
+                            :func:`ntk_theory.reference.graph.structured_ntk`
+==========================  =================================================================  ========
+
+Weights are drawn in distribution exactly as :func:`ntk_theory.reference.graph.init` draws them
+(W_std / sqrt(n_in) times N(0, 1) in both parameterizations, biases b_std N(0, 1)).  With
+``sampler="projected"`` (default) a Dense layer's weight matrix is sampled only along the directions the
+forward and reverse passes use (:class:`ntk_theory.reference.ensemble.ProjectedWeights`; exact in
+distribution because every Dense layer is applied once, so the cotangent of its output depends on its
+weights only through that output); ``"dense"`` draws full matrices.  With O > 1 outputs each output's
+reverse pass is one draw of the projected part (the mean over outputs keeps its expectation).
+
+Standard errors: delete-one-batch jackknife over B batches (:mod:`ntk_theory.montecarlo.estimate`); runs are
+reproducible whatever the thread count.  :func:`with_width` sets every hidden Dense width to n, for
+extrapolations in 1/n (:func:`ntk_theory.validation.fits.weighted_fit`).
+
+Nothing here imports the symbolic layer (``gaussian``, ``recursions``): the Monte Carlo judges it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _checks
+from ..architecture import Dense, Layer, Parallel, Serial, leaves
+from ..reference import graph as reference_graph
+from ..reference.ensemble import DenseWeights, ProjectedWeights
+from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settings
+
+Array = np.ndarray
+
+__all__ = ["ESTIMATES", "GraphMonteCarlo", "SampledDense", "sample_kernels", "with_width"]
+
+#: name -> description
+ESTIMATES = {
+    "nngp": "E[f_a f_b] (Rao-Blackwellised over the readout when it is a Dense layer)",
+    "output_second_moment": "E[f_a f_b] from the outputs",
+    "ntk": "E[Theta_ab] (empirical NTK, neural-tangents' parameters, mean over outputs)",
+}
+
+
+def with_width(description: Layer, n: int) -> Layer:
+    """The description with every Dense ``out_dim`` set to ``n`` except the last Dense layer's (the readout)."""
+    n = _checks.positive_int("width n", n)
+    dense = [path for path, layer in leaves(description) if isinstance(layer, Dense)]
+    last = dense[-1] if dense else None
+
+    def rebuild(layer, path):
+        if isinstance(layer, (Serial, Parallel)):
+            return type(layer)(tuple(rebuild(sub, path + (i,)) for i, sub in enumerate(layer.layers)))
+        if isinstance(layer, Dense) and path != last:
+            return dataclasses.replace(layer, out_dim=n)
+        return layer
+
+    return rebuild(description, ())
+
+
+class SampledDense:
+    """A block of S Dense layers with weights and biases drawn at random (the action
+    :func:`ntk_theory.reference.graph.trace` calls): ``forward(x)`` (S, N, out), ``backward(g)`` (S, N, n_in)."""
+
+    def __init__(self, layer: Dense, n_in: int, rng: np.random.Generator, S: int, N: int, sampler: str):
+        sigma = layer.W_std / np.sqrt(n_in)
+        out = layer.out_dim
+        if sampler == "projected" and (out + n_in) * N < out * n_in:
+            self.weights = ProjectedWeights(rng, S, out, n_in, sigma)
+        else:
+            self.weights = DenseWeights.sample(rng, S, out, n_in, sigma)
+        self.bias = None if layer.b_std is None else rng.standard_normal((S, 1, out)) * layer.b_std
+
+    def forward(self, x: Array) -> Array:
+        z = self.weights.forward(x)
+        return z if self.bias is None else z + self.bias
+
+    def backward(self, g: Array) -> Array:
+        return self.weights.backward(g)
+
+
+@dataclass
+class GraphMonteCarlo(EstimateTable):
+    """Estimates from S networks of one description (module docstring), with the set-up in ``info``."""
+
+    estimates: dict
+    X: Array
+    info: dict = field(default_factory=dict)
+
+    def symmetry(self, name: str) -> str:
+        return "pair"
+
+    def table(self, max_rows: int = 12) -> str:
+        i = self.info
+        head = (f"Monte Carlo over {i.get('samples')} networks of {i.get('network')} (sampler={i.get('sampler')!r}, "
+                f"{i.get('batches')} batches, seed={i.get('seed')}, {i.get('seconds', 0):.2f} s)")
+        return "\n".join([head] + self.rows(max_rows=max_rows))
+
+    def __repr__(self) -> str:
+        return f"<GraphMonteCarlo: {self.info.get('samples')} networks, N={self.X.shape[0]}; {', '.join(self.estimates)}>"
+
+
+def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> dict:
+    N = X.shape[0]
+
+    def action(layer, path, n_in):
+        return SampledDense(layer, n_in, rng, S, N, sampler)
+
+    tape = reference_graph.trace(description, X, action)
+    f = np.broadcast_to(tape.f, (S, *tape.f.shape[-2:]))
+    O = f.shape[-1]
+    ff = np.matmul(f, np.swapaxes(f, -1, -2)) / O
+    last = tape.steps[-1] if tape.steps else None
+    if last is not None and last.output is tape.output and isinstance(last.layer, Dense):
+        x = last.inputs[0].array
+        n_in = x.shape[-1]
+        cond = last.layer.C_b + last.layer.C_W / n_in * np.matmul(x, np.swapaxes(x, -1, -2))
+        cond = np.broadcast_to(cond, (S, N, N))
+    else:
+        cond = ff
+    theta = np.zeros((S, N, N))
+    for o in range(O):
+        cot = np.zeros((S, N, O))
+        cot[..., o] = 1.0
+        theta = theta + reference_graph.structured_ntk(tape.backward(cot))
+    theta /= O
+    return {"k": cond.reshape(S, N * N), "ff": ff.reshape(S, N * N), "th": theta.reshape(S, N * N)}
+
+
+def _per_network_bytes(description: Layer, X: Array) -> int:
+    widths = [X.shape[1]] + [layer.out_dim for _, layer in leaves(description) if isinstance(layer, Dense)]
+    n_layers = sum(1 for _ in leaves(description))
+    return 8 * X.shape[0] * max(widths) * (8 * n_layers + 8)
+
+
+def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batches: int = 32,
+                   sampler: str = "projected", workers: int | None = None, memory_mb: float = 64.0,
+                   progress: bool | None = None) -> GraphMonteCarlo:
+    """Estimate the NNGP and NTK of ``description`` at inputs X (N, d) from ``samples`` independent networks
+    (module docstring); ``description`` a layer description or anything with a ``.description`` (a stax
+    Network)."""
+    description = getattr(description, "description", description)
+    if not isinstance(description, Layer):
+        raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")
+    X = _checks.inputs(X)
+    N = X.shape[0]
+    samples, batches = run_settings(samples, batches, sampler)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    block = int(np.clip(memory_mb * 2**20 // _per_network_bytes(description, X), 1, 4096))
+
+    def sample_block(rng, S: int) -> dict:
+        return _block_features(description, X, rng, S, sampler)
+
+    t0 = time.perf_counter()
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers, progress=progress,
+                      desc=f"{samples} networks")
+    seconds = time.perf_counter() - t0
+
+    def estimator(means, count):
+        return {"nngp": means["k"].reshape(N, N), "output_second_moment": means["ff"].reshape(N, N),
+                "ntk": means["th"].reshape(N, N)}
+
+    values, errors = jackknife(sums, estimator)
+    estimates = {name: Estimate(name, values[name], errors[name], ESTIMATES[name]) for name in ESTIMATES}
+    info = {"network": repr(description), "samples": samples, "batches": batches, "sampler": sampler,
+            "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block, "workers": workers,
+            "seconds": seconds}
+    return GraphMonteCarlo(estimates, X, info)
