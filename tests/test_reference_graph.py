@@ -129,7 +129,7 @@ def test_init_layout_and_distribution():
                         stax.Dense(1, W_std=1.7)).description
         shape, params = graph.init(d, np.random.default_rng(0), (-1, n_in))
         assert shape == (-1, 1)
-        (W, b), relu, (W2, b2) = params
+        (W, b), relu, (_, b2) = params
         assert relu == () and b2 is None and W.shape == (n_in, width) and b.shape == (1, width)
         # sample variances of 200000 and 4000 normals: relative SE sqrt(2/n) = 0.3% and 2.2%
         assert abs(W.var() / w_var - 1) < 4 * np.sqrt(2 / W.size)
@@ -167,3 +167,20 @@ def test_stax_network_triple_uses_the_reference():
     X = np.random.default_rng(0).standard_normal((4, 3))
     np.testing.assert_array_equal(apply_fn(params, X), graph.apply(net.description, params, X))
     assert shape == (-1, 1)
+
+
+def test_unit_parameterization_is_J_Lambda_J():
+    # PDLT's 'unit': parameters drawn as in 'standard', NTK factors (1, 1): Lambda = 1/n_in on W, 1 on b
+    d = stax.serial(stax.Dense(6, W_std=1.3, b_std=0.2, parameterization="unit"), stax.Tanh(),
+                    stax.Dense(2, W_std=0.8, b_std=0.5, parameterization="unit")).description
+    _, params = graph.init(d, 1, (-1, 3))
+    # drawn as in 'standard': W ~ N(0, W_std^2 / n_in) (600 normals: relative SE of the variance 6%)
+    wide = graph.init(stax.Dense(200, W_std=1.3, parameterization="unit").description, 1, (-1, 3))[1][0]
+    assert abs(wide.var() / (1.3**2 / 3) - 1) < 4 * np.sqrt(2 / wide.size)
+    X = np.random.default_rng(3).standard_normal((4, 3))
+    J = graph.jacobian(d, params, X, flat=True)
+    lam = graph.flatten(graph.with_leaves(params, [np.full(np.shape(a), 1.0 / np.shape(a)[0] if len(p) and
+                                                           p[-1] == 0 else 1.0)
+                                                   for p, a in graph.param_leaves(params)]))
+    np.testing.assert_allclose(graph.ntk(d, params, X, trace_outputs=False),
+                               np.einsum("aoP,P,bpP->abop", J, lam, J), rtol=0, atol=1e-13)

@@ -16,7 +16,8 @@ one forward pass and one reverse pass per output), estimating at inputs X (N, d)
 ==========================  =================================================================  ========
 
 Weights are drawn in distribution exactly as :func:`ntk_theory.reference.graph.init` draws them
-(W_std / sqrt(n_in) times N(0, 1) in both parameterizations, biases b_std N(0, 1)).  With
+(sqrt(C_W / n_in) times N(0, 1) in every parameterization, biases sqrt(C_b) N(0, 1)); the NTK weights each
+Dense layer by its learning-rate factors (:meth:`ntk_theory.architecture.Dense.learning_rate_factors`).  With
 ``sampler="projected"`` (default) a Dense layer's weight matrix is sampled only along the directions the
 forward and reverse passes use (:class:`ntk_theory.reference.ensemble.ProjectedWeights`; exact in
 distribution because every Dense layer is applied once, so the cotangent of its output depends on its
@@ -78,13 +79,13 @@ class SampledDense:
     :func:`ntk_theory.reference.graph.trace` calls): ``forward(x)`` (S, N, out), ``backward(g)`` (S, N, n_in)."""
 
     def __init__(self, layer: Dense, n_in: int, rng: np.random.Generator, S: int, N: int, sampler: str):
-        sigma = layer.W_std / np.sqrt(n_in)
+        sigma = np.sqrt(layer.C_W / n_in)
         out = layer.out_dim
         if sampler == "projected" and (out + n_in) * N < out * n_in:
             self.weights = ProjectedWeights(rng, S, out, n_in, sigma)
         else:
             self.weights = DenseWeights.sample(rng, S, out, n_in, sigma)
-        self.bias = None if layer.b_std is None else rng.standard_normal((S, 1, out)) * layer.b_std
+        self.bias = None if layer.b_std is None else rng.standard_normal((S, 1, out)) * np.sqrt(layer.C_b)
 
     def forward(self, x: Array) -> Array:
         z = self.weights.forward(x)

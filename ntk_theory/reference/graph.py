@@ -5,8 +5,8 @@ its parameter layout, so parameters are exchangeable with neural-tangents 0.6.5:
 
 - ``Dense(out_dim, W_std, b_std, parameterization)``: params ``(W, b)``, ``W`` of shape (n_in, out_dim),
   ``b`` of shape (1, out_dim) or ``None`` when ``b_std is None``.  'ntk': ``W, b ~ N(0, 1)`` and
-  ``z = W_std / sqrt(n_in) x W + b_std b``; 'standard': ``W ~ N(0, W_std^2 / n_in)``, ``b ~ N(0, b_std^2)``
-  and ``z = x W + b``;
+  ``z = W_std / sqrt(n_in) x W + b_std b``; 'standard' (and PDLT's 'unit', which differs only in its NTK
+  factors): ``W ~ N(0, W_std^2 / n_in)``, ``b ~ N(0, b_std^2)`` and ``z = x W + b``;
 - ``serial``: a list of its layers' params; ``parallel``: a tuple of them; every other layer: ``()``;
 - ``Elementwise``: ``s(x)`` from the layer's SymPy expression (``layer.activation.numpy``), its
   derivative the almost-everywhere one (``numpy_derivative``: Dirac deltas at jumps dropped, as
@@ -27,14 +27,15 @@ Derivatives (one rule per layer type, traversal by :func:`~ntk_theory.architectu
 - reverse mode (:func:`vjp`): the transposes, ``dx = W_s g W^T``, ``dW = W_s x^T g``, ``db = b_s sum_rows g``,
   LayerNorm's map being symmetric; cotangents of a value used several times (after ``FanOut``) add up;
 - :func:`jacobian`: one reverse pass per output entry (all at once, as leading axes of the cotangent);
-- :func:`ntk`: the empirical NTK ``Theta = J J^T`` with respect to neural-tangents' parameters at unit
-  learning rate, by the structure of a dense layer: with ``g_a = df/dz_a`` the cotangent of a Dense output
-  and ``x_a`` its input at input a,
+- :func:`ntk`: the empirical NTK, by the structure of a dense layer: with ``g_a = df/dz_a`` the cotangent of
+  a Dense output and ``x_a`` its input at input a,
 
       Theta_ab = sum_Dense (g_a . g_b) [lambda_b + lambda_W / n_in  x_a . x_b],
 
-  ``(lambda_b, lambda_W) = (b_std^2, W_std^2)`` in 'ntk', ``(1, n_in)`` in 'standard' (``lambda_b = 0``
-  without bias): :meth:`ntk_theory.architecture.Dense.learning_rate_factors`.
+  ``(lambda_b, lambda_W) = (C_b, C_W)`` in 'ntk', ``(1, n_in)`` in 'standard' (``lambda_b = 0`` without
+  bias): :meth:`ntk_theory.architecture.Dense.learning_rate_factors`.  In these two it is ``J J^T`` with
+  respect to neural-tangents' parameters at unit learning rate (as neural-tangents' ``empirical_ntk_fn``);
+  'unit' (factors (1, 1)) is ``J Lambda J^T`` with ``Lambda = 1 / n_in`` on W and 1 on b.
 
 Everything is float64; errors are those of the NumPy operations (rounding, about 1e-15 relative per
 layer).
@@ -44,18 +45,45 @@ from __future__ import annotations
 
 import functools
 import numbers
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _checks
-from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, Parallel, Serial, walk, where
+from ..architecture import (
+    Dense,
+    Elementwise,
+    FanInConcat,
+    FanInSum,
+    Layer,
+    LayerNorm,
+    Parallel,
+    Serial,
+    walk,
+    where,
+)
 
 Array = np.ndarray
 
-__all__ = ["init", "apply", "jvp", "vjp", "jacobian", "ntk", "trace", "Tape", "DenseParameters", "Sensitivity",
-           "param_leaves", "with_leaves", "flatten", "unflatten", "structured_ntk", "params_at"]
+__all__ = [
+    "DenseParameters",
+    "Sensitivity",
+    "Tape",
+    "apply",
+    "flatten",
+    "init",
+    "jacobian",
+    "jvp",
+    "ntk",
+    "param_leaves",
+    "params_at",
+    "structured_ntk",
+    "trace",
+    "unflatten",
+    "vjp",
+    "with_leaves",
+]
 
 
 # ---------------------------------------------------------------------- parameters
@@ -71,7 +99,7 @@ def _generator(rng) -> np.random.Generator:
         return np.random.default_rng(int(rng))
     try:
         key = np.asarray(rng)
-    except Exception:  # noqa: BLE001 - anything not array-like is refused below
+    except Exception:
         key = None
     if key is not None and key.shape == (2,) and np.issubdtype(key.dtype, np.integer):
         return np.random.default_rng([int(w) & 0xFFFFFFFF for w in key])
@@ -126,7 +154,7 @@ def _(layer: Dense, value, path, gen, drawn):
     n_in = value.n
     W = gen.standard_normal((n_in, layer.out_dim))
     b = None if layer.b_std is None else gen.standard_normal((1, layer.out_dim))
-    if layer.parameterization == "standard":
+    if layer.parameterization != "ntk":  # 'standard', 'unit': the parameters carry their variances
         W = W * (layer.W_std / np.sqrt(n_in))
         b = None if b is None else b * layer.b_std
     drawn[path] = (W, b)
@@ -204,8 +232,7 @@ def with_leaves(params, arrays):
 
 
 def flatten(params) -> Array:
-    """All parameter arrays raveled (row-major) and concatenated in :func:`param_leaves` order; a leading
-    batch shape common to all leaves beyond ``like`` is not supported here (use :func:`param_leaves`)."""
+    """All parameter arrays raveled (row-major) and concatenated in :func:`param_leaves` order: (P,)."""
     leaves = [np.ravel(np.asarray(a, dtype=np.float64)) for _, a in param_leaves(params)]
     return np.concatenate(leaves) if leaves else np.zeros(0)
 
@@ -315,7 +342,6 @@ class Tape:
     output: Node
     steps: list
     X: Array
-    _by_output: dict = field(default_factory=dict, repr=False)
 
     @property
     def f(self) -> Array:
@@ -613,7 +639,8 @@ def structured_ntk(sens1: list, sens2: list | None = None) -> Array:
 
 
 def ntk(description: Layer, params, X1, X2=None, trace_outputs: bool = True) -> Array:
-    """The empirical NTK ``J(X1) J(X2)^T`` with respect to neural-tangents' parameters (unit learning rate).
+    """The empirical NTK ``J(X1) J(X2)^T`` with respect to neural-tangents' parameters (unit learning rate;
+    'unit' Dense layers: ``J Lambda J^T``, module docstring).
 
     ``trace_outputs=True``: (N1, N2), the mean over the output axis (neural-tangents' default
     ``trace_axes=(-1,)``; the NTK itself for one output); False: the full (N1, N2, O, O)
@@ -624,7 +651,7 @@ def ntk(description: Layer, params, X1, X2=None, trace_outputs: bool = True) -> 
     tape2 = tape1 if X2 is None else trace(description, _checks.inputs(X2, "X2", dim=X1.shape[1]), action)
     O = tape1.f.shape[-1]
     N1, N2 = tape1.f.shape[0], tape2.f.shape[0]
-    cot = lambda tape: np.broadcast_to(np.eye(O)[:, None, :], (O, tape.f.shape[0], O))  # noqa: E731
+    cot = lambda tape: np.broadcast_to(np.eye(O)[:, None, :], (O, tape.f.shape[0], O))
     s1 = tape1.backward(cot(tape1))
     s2 = s1 if X2 is None else tape2.backward(cot(tape2))
     # output o of X1 against output p of X2: leading axes (O, 1) and (1, O)
