@@ -57,5 +57,13 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["MLP", "MLPSpec", "PARAMETERIZATIONS", "learning_rate_factors", "__version__", "stax", "kernel",
-           "quantities"]
+__all__ = [
+    "MLP",
+    "PARAMETERIZATIONS",
+    "MLPSpec",
+    "__version__",
+    "kernel",
+    "learning_rate_factors",
+    "quantities",
+    "stax",
+]

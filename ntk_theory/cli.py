@@ -366,7 +366,7 @@ def _derive_iterates(kern, args, latex: bool) -> None:
 
     from .gaussian import k as k_sym
     from .gaussian.derivation import latex_display, plain_text
-    from .recursions.layer import C_W, C_b, lambda_W, lambda_b
+    from .recursions.layer import C_W, C_b, lambda_b, lambda_W
 
     L = args.depth
     title = (f"layers 1 .. {L + 1} for one input, G0 = x.x / n0 (layer {L + 1} = output; "
@@ -603,7 +603,15 @@ def _layer_map(layer) -> list:
 
 @functools.cache
 def _register_layer_maps() -> None:
-    from .architecture import Dense, Elementwise, FanInConcat, FanInSum, FanOut, Identity, LayerNorm
+    from .architecture import (
+        Dense,
+        Elementwise,
+        FanInConcat,
+        FanInSum,
+        FanOut,
+        Identity,
+        LayerNorm,
+    )
 
     @_layer_map.register(Dense)
     def _(layer) -> list:
@@ -965,7 +973,7 @@ def main(argv=None) -> int:
             raise
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback with --debug
+    except Exception as exc:
         if args.debug:
             raise
         print(f"{prog}: internal error ({type(exc).__name__}): {_one_line(exc)} (rerun with --debug for the traceback)",

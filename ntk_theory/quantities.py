@@ -89,7 +89,7 @@ class UnknownQuantity(ValueError):
 
 def quantity(name: str) -> Quantity:
     """The :class:`Quantity` of ``name`` (``NAME_stderr``: the standard error of NAME's estimate)."""
-    base = name[: -len(STDERR_SUFFIX)] if name.endswith(STDERR_SUFFIX) else name
+    base = name.removesuffix(STDERR_SUFFIX)
     try:
         q = QUANTITIES[base]
     except KeyError:
@@ -123,5 +123,13 @@ def table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Quantity", "QUANTITIES", "STDERR_SUFFIX", "UnknownQuantity", "quantity", "check_names", "describe",
-           "table"]
+__all__ = [
+    "QUANTITIES",
+    "STDERR_SUFFIX",
+    "Quantity",
+    "UnknownQuantity",
+    "check_names",
+    "describe",
+    "quantity",
+    "table",
+]

@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..activations import Activation, activation
 from . import elementwise
@@ -121,7 +121,7 @@ def _per_layer(name: str, value, n: int) -> tuple:
     return tuple(float(v) for v in values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _named_layers() -> tuple:
     return tuple(getattr(elementwise, name)() for name in _NAMED)
 
@@ -161,4 +161,4 @@ def mlp_description(activation, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk"
     return Serial(tuple(layers))
 
 
-__all__ = ["MLPParameters", "as_mlp", "why_not_mlp", "mlp_description", "activation_layer"]
+__all__ = ["MLPParameters", "activation_layer", "as_mlp", "mlp_description", "why_not_mlp"]
