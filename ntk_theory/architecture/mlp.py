@@ -141,7 +141,7 @@ def activation_layer(spec) -> Elementwise:
 def mlp_description(activation, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=512,
                     output_dim: int = 1) -> Serial:
     """The ``serial`` description of the toolkit's MLP: ``depth`` hidden layers of ``widths`` (an int or one
-    per hidden layer) with ``activation``, C_W and C_b (scalars or depth + 1 values, readout last), ``param``
+    per hidden layer) with ``activation`` (one, or a list of one per hidden layer), C_W and C_b (scalars or depth + 1 values, readout last), ``param``
     ('ntk', 'standard' or 'unit') and a Dense readout of ``output_dim``.  Every Dense layer is
     ``Dense.from_variances`` (``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)``, a bias even at C_b = 0, C_W and
     C_b kept exactly), so ``as_mlp(mlp_description(...))`` returns the same numbers."""
@@ -152,12 +152,17 @@ def mlp_description(activation, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk"
     hidden = tuple(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else (widths,) * depth
     if len(hidden) != depth:
         raise ValueError(f"widths has {len(hidden)} entries but depth is {depth}")
-    act = activation_layer(activation)
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != depth:
+            raise ValueError(f"got {len(activation)} activations for depth {depth}")
+        acts = [activation_layer(a) for a in activation]
+    else:
+        acts = [activation_layer(activation)] * depth
     layers = []
     for l, out in enumerate((*hidden, output_dim)):
         layers.append(Dense.from_variances(out, cw[l], cb[l], param))
         if l < depth:
-            layers.append(act)
+            layers.append(acts[l])
     return Serial(tuple(layers))
 
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import _checks
 from ..conventions import PARAMETERIZATIONS, learning_rate_factors
-from ..architecture import Dense, Elementwise, Serial
+from ..architecture import Serial
+from ..architecture.mlp import mlp_description
 from . import graph
 from .layer import LayerMap, activation_kernels
 from .result import KernelResult, equal_rows  # noqa: F401  (equal_rows: re-exported)
@@ -79,14 +80,8 @@ class KernelRecursion:
         (:func:`ntk_theory.recursions.graph.kernel`): ``depth`` times [Dense, activation], then a
         Dense readout of width 1.  C_W, C_b are kept exactly; hidden widths are ``widths`` ('standard')
         or HIDDEN_WIDTH (ignored at infinite width in 'ntk' and 'unit')."""
-        widths = self.widths or (HIDDEN_WIDTH,) * self.depth
-        layers = []
-        for l, kern in enumerate(self.kernels):
-            act = kern.activation
-            layers += [Dense.from_variances(widths[l], self.C_W[l], self.C_b[l], self.param),
-                       Elementwise("Activation", (act.name,), act.expr)]
-        layers.append(Dense.from_variances(1, self.C_W[-1], self.C_b[-1], self.param))
-        return Serial(tuple(layers))
+        acts = [kern.activation for kern in self.kernels]
+        return mlp_description(acts, self.depth, self.C_W, self.C_b, self.param, self.widths or HIDDEN_WIDTH)
 
     def evaluate(self, X1, X2=None) -> KernelResult:
         """NNGP and NTK of the output at inputs X1 (N1, d), X2 (N2, d) (default X1), float64."""
