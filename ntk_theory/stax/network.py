@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..architecture import Layer, leaves
 from ..architecture.layers import Dense, Elementwise, LayerNorm
 from ..recursions import graph
+from ..reference import graph as reference_graph
 
 
 class Network:
@@ -41,14 +42,10 @@ class Network:
     def init_fn(self, rng, input_shape):
         """``(output_shape, params)``: parameters drawn as neural-tangents draws them (``rng``: a seed,
         a ``numpy.random.Generator``, or a JAX PRNG key array, whose two words seed NumPy)."""
-        from ..reference import graph as reference_graph
-
         return reference_graph.init(self.description, rng, input_shape)
 
     def apply_fn(self, params, x, **kwargs):
         """The network's output at inputs x (N, d), in NumPy float64."""
-        from ..reference import graph as reference_graph
-
         return reference_graph.apply(self.description, params, x)
 
     def __iter__(self):
