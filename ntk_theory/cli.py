@@ -315,6 +315,56 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _sample_architecture(args) -> int:
+    """sample --arch for a description that is not a plain MLP: :func:`ntk_theory.montecarlo.sample_kernels` of the
+    description as given (its own widths); --out writes E[f f] (Rao-Blackwellised over a Dense readout) as
+    output_second_moment and E[Theta] as ntk_mean, each with NAME_stderr, X and info."""
+    from .montecarlo import sample_kernels
+
+    out = _output_path(args.out, (".npz", ".json")) if args.out else None
+    X = load_inputs(args.x)
+    result = sample_kernels(args.network, X, args.samples, args.seed, batches=args.batches, sampler=args.sampler,
+                            workers=args.workers, progress=_progress(args))
+    print(result.table(max_rows=args.max_rows))
+    if out:
+        arrays = {"X": X}
+        for name, est in (("output_second_moment", result["nngp"]), ("ntk_mean", result["ntk"])):
+            arrays[name], arrays[name + "_stderr"] = est.value, est.stderr
+        info = dict(result.info, output_second_moment=result["nngp"].description)
+        if out.suffix == ".json":
+            out.write_text(json.dumps({"info": info, **{k: v.tolist() for k, v in arrays.items()}}, indent=1))
+        else:
+            save_npz(out, "sample", **arrays, info=np.array(json.dumps(info)))
+        print(f"saved to {out}")
+    return 0
+
+
+def _check_architecture(args) -> int:
+    """check --arch for a description that is not a plain MLP: :func:`ntk_theory.validation.check_architecture`
+    (widths default to its own); a layer without a kernel rule is refused in one line naming it."""
+    from .validation import check_architecture
+
+    if args.finite_width:
+        raise NotSupportedForArchitecture("not yet supported for this architecture: check --finite-width (the 1/n "
+                                          "corrections are derived for MLPs only)")
+    plot = _plot_path(args.plot)
+    X = load_inputs(args.x)
+    try:
+        report = check_architecture(args.network, X, **({"widths": args.widths} if args.widths else {}),
+                                    samples=args.samples, seed=args.seed, progress=_progress(args),
+                                    mp_check=args.mp_check)
+    except NotImplementedError as exc:
+        raise NotSupportedForArchitecture(f"not supported for this architecture: {exc}") from None
+    print(report.table())
+    if plot:
+        report.plot(plot)
+        print(f"plot written to {plot}")
+    return 0 if report.passed else 1
+
+
+GENERAL_ARCHITECTURE_RUNNERS.update({"sample": _sample_architecture, "check": _check_architecture})
+
+
 def _cmd_derive(args) -> int:
     from .activations import activation
     from .gaussian.derivation import latex_display, plain_text
@@ -854,7 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common], help="derive, evaluate and compare with Monte Carlo over finite networks (the main job)")
     _add_network_options(p, "check", width=False)
     p.add_argument("--widths", type=_width_list, default=None,
-                   help="finite widths to sample (default: 64,128,256,512; with --finite-width 32,64,128,256)")
+                   help="finite widths to sample (default: 64,128,256,512; with --finite-width 32,64,128,256; "
+                        "--arch: 64,128,256)")
     p.add_argument("--samples", type=int, default=20_000, help="networks per width (default: 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finite-width", action="store_true",

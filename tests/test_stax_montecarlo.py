@@ -1,11 +1,13 @@
 """The infinite-width kernels of architecture descriptions (ntk_theory.recursions.graph.kernel, the code under test)
-against the Monte Carlo of finite reference networks (ntk_theory.montecarlo.graph, the judge), extrapolated in 1/n.
+against the Monte Carlo of finite reference networks (ntk_theory.montecarlo.graph, the judge), extrapolated in 1/n by
+ntk_theory.validation.check_architecture.
 
 Per width n the network is ``with_width(description, n)`` and its kernel ``k_n`` (a FanInConcat's channel weights
-and a 'standard' NTK depend on the widths).  The Monte Carlo E_n = k_n + c1/n + O(1/n^2) per entry; the test fits
+and a 'standard' NTK depend on the widths).  The Monte Carlo E_n = k_n + c1/n + O(1/n^2) per entry; the check fits
 y_n = (E_n - k_n) / s_n = c0 + c1/n by weighted least squares with the Monte Carlo standard errors
 (ntk_theory.validation.fits.weighted_fit; s_n = sqrt(k_n,aa k_n,bb), which makes the 'standard' NTK, linear in n,
-comparable across widths) and requires |c0| < 4 SE(c0) at every entry.  A NaN or zero standard error fails.
+comparable across widths) and requires |c0| < 4 SE(c0) at every entry.  A NaN, zero or rounding-level standard error
+fails.
 """
 
 import numpy as np
@@ -14,71 +16,50 @@ import pytest
 from ntk_theory import stax
 from ntk_theory.montecarlo.graph import sample_kernels, with_width
 from ntk_theory.recursions.graph import kernel
-from ntk_theory.validation.fits import weighted_fit
+from ntk_theory.validation import SE_FLOOR, check_architecture, compare_entries, passes
 
 X = np.array([[1.0, 0.3, -0.5], [0.2, -1.1, 0.4], [-0.7, 0.5, 0.9], [1.4, 1.0, 0.2]])
 WIDTHS = (64, 128, 256)
 C = {"W_std": 1.4, "b_std": 0.1}
 
 
-#: a relative standard error below this is rounding, not sampling: the entry is deterministic and cannot be judged
-SE_FLOOR = 1e-12
-
-
 def verdict(ys, ses, widths=WIDTHS, k=4.0):
-    """The intercept c0 of y_n = c0 + c1/n, its standard error and whether |c0| < k SE everywhere (False when a
-    standard error is NaN, 0 or at the rounding level SE_FLOOR)."""
-    coef, se, _ = weighted_fit(widths, np.stack(ys), np.stack(ses), [0, 1])
-    ok = bool(np.all(np.isfinite(se[0]) & (se[0] > SE_FLOOR) & (np.abs(coef[0]) < k * se[0])))
-    return coef[0], se[0], ok
+    """Whether every entry of the relative deviations ``ys`` +- ``ses`` (one (N, N) array per width) extrapolates
+    to |c0| < k SE(c0), by the check's own rule (predictions 1, so s_n = 1 and y_n = E_n - 1)."""
+    ones = np.ones((len(widths), *np.shape(ys[0])))
+    rows = compare_entries("y", widths, ones + np.stack(ys), np.stack(ses), ones)
+    return all(passes(r.z, k) for r in rows)
 
 
-def extrapolated(description, samples, seed=0, widths=WIDTHS, raw_diagonal=False, factor=1.0):
-    """Per quantity: (c0, SE(c0), verdict) of the kernel times ``factor`` (1: as computed).
+def scaled(factor):
+    """recursions.graph.kernel with both kernels multiplied by ``factor`` (an intentionally wrong prediction)."""
+    def predict(description, X):
+        exact = kernel(description, X)
+        return type("Scaled", (), {"nngp": factor * exact.nngp, "ntk": factor * exact.ntk})()
 
-    ``raw_diagonal``: judge the NNGP diagonal by the plain mean of f_a^2 (where the readout's input is normalised
-    by a LayerNorm, the Rao-Blackwellised diagonal C_b + C_W |x|^2 / n is the same for every network: nothing to
-    sample, the verdict would refuse it); the off-diagonal entries keep the Rao-Blackwellised estimate."""
-    seeds = np.random.SeedSequence(seed).spawn(len(widths))
-    ys = {"nngp": [], "ntk": []}
-    ses = {"nngp": [], "ntk": []}
-    for n, sd in zip(widths, seeds):
-        d = with_width(description, n)
-        exact = kernel(d, X)
-        mc = sample_kernels(d, X, samples, seed=sd, workers=2)
-        eye = np.eye(len(X), dtype=bool)
-        rb, raw = mc["nngp"], mc["output_second_moment"]
-        nngp = (np.where(eye, raw.value, rb.value), np.where(eye, raw.stderr, rb.stderr)) if raw_diagonal else \
-            (rb.value, rb.stderr)
-        for name, (value, stderr), ref in (("nngp", nngp, factor * exact.nngp),
-                                          ("ntk", (mc["ntk"].value, mc["ntk"].stderr), factor * exact.ntk)):
-            diag = np.sqrt(np.abs(np.diag(ref)))
-            scale = np.outer(diag, diag)
-            ys[name].append((value - ref) / scale)
-            ses[name].append(stderr / scale)
-    return {name: verdict(ys[name], ses[name], widths) for name in ys}
+    return predict
 
 
 def check(description, samples, **kw):
-    """Assert both verdicts (kernel vs the 1/n-extrapolated Monte Carlo)."""
-    out = extrapolated(description.description, samples, **kw)
-    for name, (c0, se, ok) in out.items():
-        assert ok, f"{name}: extrapolated (MC - kernel)/scale = {np.array2string(c0, precision=4)} +- " \
-                   f"{np.array2string(se, precision=4)}"
+    """Assert the verdict of check_architecture (kernel vs the 1/n-extrapolated Monte Carlo) at X and WIDTHS."""
+    report = check_architecture(description, X, WIDTHS, samples, workers=2, progress=False, **kw)
+    assert report.passed, report.table()
+    return report
 
 
 def test_verdict_fails_on_nan_or_zero_standard_errors():
     y = [np.full((2, 2), 1e-3)] * 3
     good = [np.full((2, 2), 1e-2)] * 3
-    assert verdict(y, good)[2]
+    assert verdict(y, good)
     zero = [np.where(np.eye(2) > 0, 0.0, 1e-2)] * 3
-    assert not verdict(y, zero)[2]
+    assert not verdict(y, zero)
     nan = [np.where(np.eye(2) > 0, np.nan, 1e-2)] * 3
-    assert not verdict(y, nan)[2]
+    assert not verdict(y, nan)
     rounding = [np.where(np.eye(2) > 0, 1e-15, 1e-2)] * 3
-    assert not verdict([np.zeros((2, 2))] * 3, rounding)[2]
+    assert not verdict([np.zeros((2, 2))] * 3, rounding)
+    assert SE_FLOOR >= 1e-15
     far = [np.full((2, 2), 1.0)] * 3
-    assert not verdict(far, good)[2]
+    assert not verdict(far, good)
 
 
 def test_with_width_keeps_the_readout():
@@ -141,29 +122,32 @@ CASES = {
 }
 
 
-#: networks whose readout's input is a LayerNorm output (see ``extrapolated``)
-NORMALISED_READOUT = {"layernorm_after_residual_sum"}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_agrees_with_monte_carlo(name):
-    check(CASES[name], 6000, raw_diagonal=name in NORMALISED_READOUT)
+    # where the readout's input is a LayerNorm output ("layernorm_after_residual_sum") the Rao-Blackwellised
+    # diagonal C_b + C_W |x|^2 / n is the same for every network; the check judges it by the plain mean of f_a^2
+    report = check(CASES[name], 6000)
+    plain = {r.entry for r in report.rows if r.quantity == "E[f f] plain"}
+    assert plain == ({(a, a) for a in range(len(X))} if name == "layernorm_after_residual_sum" else set())
 
 
 @pytest.mark.slow
 def test_verdict_detects_a_two_percent_error():
     # the power of the check at these sample sizes: SE(c0) is 0.1-0.4% of the kernel's scale
-    out = extrapolated(CASES["resblock"].description, 6000, factor=1.02)
-    assert not out["nngp"][2] and not out["ntk"][2]
+    report = check_architecture(CASES["resblock"], X, WIDTHS, 6000, workers=2, progress=False, predict=scaled(1.02))
+    assert not report.passed
+    for quantity in ("E[f f]", "E[Theta]"):
+        assert not all(passes(r.z, 4.0) for r in report.rows if r.quantity == quantity), quantity
 
 
 @pytest.mark.slow
 def test_layernorm_after_relu_agrees_with_monte_carlo():
     # neural-tangents refuses LayerNorm of a non-Gaussian value; the readout's input is normalised, so the NNGP
-    # diagonal is judged by the outputs themselves (``extrapolated``)
+    # diagonal is judged by the outputs themselves (check_architecture switches to the plain mean of f_a^2)
     net = stax.serial(stax.Dense(64, **C), stax.Relu(), stax.LayerNorm(), stax.Dense(1, **C))
-    check(net, 8000, seed=1, raw_diagonal=True)
+    report = check(net, 8000, seed=1)
+    assert {r.entry for r in report.rows if r.quantity == "E[f f] plain"} == {(a, a) for a in range(len(X))}
 
 
 def test_projected_and_dense_samplers_agree():

@@ -3,6 +3,8 @@
 * :func:`sample_statistics` (:mod:`.statistics`): moments of the outputs, the NTK and the last kernel;
 * :func:`layer_statistics` (:mod:`.finite_width`): the readout layer's finite-width statistics (K, Theta,
   V, A, B, D, F) with variance-reduced estimators and control variates (:mod:`.controls`);
+* :func:`sample_kernels` (:mod:`.graph`): E[f f] and E[Theta] of any architecture description, with
+  :func:`with_width` setting its hidden widths (:class:`GraphMonteCarlo` the result);
 * :mod:`.estimate`: the one block runner and the one delete-one-batch jackknife every estimator uses;
 * :mod:`.quadrature`: Gaussian expectations of the reference activations by plain quadrature (the control
   variates' means, and the independent float64 cross-check of ``ntk-theory check``).
@@ -29,6 +31,7 @@ from .finite_width import (
     layer_statistics,
     symmetry_of,
 )
+from .graph import GraphMonteCarlo, sample_kernels, with_width
 from .statistics import ESTIMATES, MonteCarloResult, sample_statistics
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "Estimate",
     "EstimateTable",
     "FiniteWidthTable",
+    "GraphMonteCarlo",
     "LayerStatistics",
     "MonteCarloResult",
     "batch_sums",
@@ -45,7 +49,9 @@ __all__ = [
     "jackknife",
     "layer_statistics",
     "run_blocks",
+    "sample_kernels",
     "sample_statistics",
     "symmetrise",
     "symmetry_of",
+    "with_width",
 ]

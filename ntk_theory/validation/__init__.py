@@ -3,6 +3,9 @@
 * :func:`check` (:mod:`.infinite_width`): the infinite-width NNGP and NTK against Monte Carlo at several
   widths, extrapolated in 1/n, and the float64 evaluation against an independent quadrature
   (``ntk-theory check``);
+* :func:`check_architecture` (:mod:`.architecture`): the same for any architecture description (its kernel by
+  :func:`ntk_theory.recursions.graph.kernel` against the Monte Carlo of its finite networks,
+  ``ntk-theory check --arch``); :func:`compare_entries` its per-entry 1/n fit and verdict;
 * :func:`check_finite_width` (:mod:`.finite_width`): the 1/n corrections K1, Theta1 and the readout tensors
   V, A, B, D, F against the Monte Carlo 1/n fits (``ntk-theory check --finite-width``);
 * :func:`fit_inverse_width`, :func:`fit_widths` (:mod:`.fits`): those fits;
@@ -12,6 +15,7 @@ Pipeline: reference -> montecarlo -> validation; the validation may use the symb
 the predictions), the Monte Carlo it judges by does not.
 """
 
+from .architecture import SE_FLOOR, ArchitectureCheck, ArchitectureRow, check_architecture, compare_entries
 from .finite_width import COMPARED, FiniteWidthCheck, check_finite_width
 from .fits import WidthFit, fit_inverse_width, fit_widths, weighted_fit
 from .infinite_width import CROSSCHECK_RTOL, CheckReport, CheckRow, check, crosscheck
@@ -19,15 +23,20 @@ from .plot import Panel, plot_panels, require_matplotlib
 from .verdict import outcome, passes, z_score
 
 __all__ = [
+    "ArchitectureCheck",
+    "ArchitectureRow",
     "COMPARED",
     "CROSSCHECK_RTOL",
     "CheckReport",
     "CheckRow",
     "FiniteWidthCheck",
     "Panel",
+    "SE_FLOOR",
     "WidthFit",
     "check",
+    "check_architecture",
     "check_finite_width",
+    "compare_entries",
     "crosscheck",
     "fit_inverse_width",
     "fit_widths",

@@ -48,7 +48,7 @@ class CheckRow:
     r_inf_se: float
     slope: float
     predictions: list = field(default_factory=list)  # the prediction at each width (param="standard": grows with n)
-    scale: float | None = None  # the divisor of the deviations; None: the prediction
+    scale: float | list | None = None  # the divisor of the deviations (one per width, or one); None: the prediction
 
     @property
     def z(self) -> float:
@@ -86,17 +86,20 @@ class CheckReport:
         widths = [w for w, _, _ in self.rows[0].estimates]
         head = f"{'quantity':<12}{'entry':>6}{'prediction':>14}" + "".join(f"{'n=' + str(w):>20}" for w in widths)
         head += f"{'fit n->inf (rel.)':>22}{'z':>7}  result"
-        lines = [self._title(), self._crosscheck_line(), head]
+        lines = [line for line in (self._title(), self._crosscheck_line()) if line] + [head]
         for r in self.rows:
             cells = "".join(f"{v:>12.5g}±{se:<7.1g}" for _, v, se in r.estimates)
             fit = f"{r.r_inf:+.2e}±{r.r_inf_se:.1e}"
             ok = r.outcome(self.sigmas)
             lines.append(f"{r.quantity:<12}{','.join(map(str, r.entry)):>6}{r.prediction:>14.7g}{cells}{fit:>22}{r.z:>7.2f}  {ok}")
+        lines.append(self._verdict_line())
+        return "\n".join(lines)
+
+    def _verdict_line(self) -> str:
         verdict = [f"Monte Carlo: all within {self.sigmas} standard errors" if self.monte_carlo_passed
                    else "Monte Carlo: some entries FAIL"]
         verdict.append("quadrature cross-check " + ("passes" if self.crosscheck_passed else "FAILS"))
-        lines.append("; ".join(verdict) + (": PASS" if self.passed else ": FAIL"))
-        return "\n".join(lines)
+        return "; ".join(verdict) + (": PASS" if self.passed else ": FAIL")
 
     def _title(self) -> str:
         i = self.info
