@@ -1,8 +1,11 @@
-"""Fast finite-width empirical NTK (Novak, Sohl-Dickstein, Schoenholz 2022) and its cost model.
+"""Fast finite-width empirical NTK of any architecture description (Novak, Sohl-Dickstein, Schoenholz 2022)
+and its cost model.
 
-``empirical_ntk(net, X1, X2=None, method="auto", trace_outputs=True, batch_size=None, dtype=np.float64)``
-with ``method`` one of ``"jacobian_contraction"``, ``"ntk_vector_products"``, ``"structured"``,
-``"auto"`` (:mod:`.ntk`); FLOPs and memory of each method as formulas, and ``auto``'s choice (:mod:`.cost`).
+``empirical_ntk(net, X1, X2=None, method="auto", trace_outputs=True, batch_size=None, dtype=np.float64,
+params=None)`` with ``net`` a description (``stax.serial(...)``, with ``params`` in neural-tangents' layout),
+an MLP or a layer sequence, and ``method`` one of ``"jacobian_contraction"`` (J by reverse mode),
+``"ntk_vector_products"``, ``"structured"``, ``"auto"`` (:mod:`.ntk`, :mod:`.graph`); FLOPs and memory of
+each method as formulas with one term per layer type, and ``auto``'s choice (:mod:`.cost`).
 """
 
 from .cost import (
@@ -11,18 +14,24 @@ from .cost import (
     FLOP_RATE,
     METHODS,
     Estimate,
+    LayerCost,
     Problem,
     block_size,
     choose_method,
     cost_table,
     estimate,
     estimates,
+    layer_cost,
+    steps,
 )
-from .ntk import Dense, DenseStack, empirical_ntk, jacobian, jvp, plan, vjp
+from .graph import PARAMETER_RULES, Model
+from .ntk import Dense, DenseStack, empirical_ntk, jacobian, jvp, model, plan, vjp
 
 __all__ = [
     "empirical_ntk",
     "plan",
+    "model",
+    "Model",
     "Dense",
     "DenseStack",
     "jacobian",
@@ -34,9 +43,13 @@ __all__ = [
     "ELEMENT_RATE",
     "Problem",
     "Estimate",
+    "LayerCost",
+    "PARAMETER_RULES",
     "estimate",
     "estimates",
     "choose_method",
     "block_size",
     "cost_table",
+    "layer_cost",
+    "steps",
 ]

@@ -1,70 +1,71 @@
-r"""Cost model of the three empirical-NTK methods: FLOPs, elementwise traffic and memory as formulas.
+r"""Cost model of the three empirical-NTK methods for any architecture description: FLOPs, elementwise
+traffic and memory as formulas with one term per layer type.
 
-The formulas count what :mod:`ntk_theory.empirical.ntk` does, term by term, following the analysis
-of Novak, Sohl-Dickstein, Schoenholz 2022 ("Fast Finite Width Neural Tangent Kernel", section 3) for
-dense networks.  Two kinds of work are counted separately, because they run at very different rates:
+The formulas count what :mod:`ntk_theory.empirical.graph` does, following the analysis of Novak,
+Sohl-Dickstein, Schoenholz 2022 ("Fast Finite Width Neural Tangent Kernel", section 3 and its cost
+table).  Two kinds of work are counted separately, because they run at very different rates:
 **FLOPs** of dense matrix products (2 per multiply-add, BLAS) and **elements** written by elementwise
-array passes (broadcast products, scalings, additions), which are memory-bound.  The predicted time
-is ``FLOPs / FLOP_RATE + elements / ELEMENT_RATE``; ``auto`` picks the smallest.  It is the steady
-state: the first time a process touches memory it never used before, writes are 10-20x slower on the
-development VM (pages faulted in from the hypervisor), a one-time cost the model leaves out.
+array passes (broadcast products, scalings, additions), which are memory-bound.  The predicted time is
+``FLOPs / FLOP_RATE + elements / ELEMENT_RATE``; ``auto`` picks the smallest.  It is the steady state:
+the first time a process touches memory it never used before, writes are 10-20x slower on the
+development VM (pages faulted in), a one-time cost the model leaves out.
 
-Notation (PDLT): widths ``n_0 .. n_L`` (input and L hidden layers), ``n_(L+1) = O`` outputs, layer
-``l = 1 .. L+1`` holds ``W(l)`` (n_l x n_(l-1)) and ``b(l)``::
+Per layer occurrence (:func:`layer_cost`, one rule per layer type; ``n`` its output width, ``n_in`` its
+input width, ``k`` the number of inputs of a fan-in), per input and per pushed vector
+(``FLOPs | elements``)::
 
-    P = sum_l n_l (n_(l-1) + 1)        parameters;  p_l = n_l (n_(l-1) + 1)
-    F = sum_l n_l n_(l-1)              multiply-adds of a forward pass per input ([FP] = 2F FLOPs)
-    S = sum_(l<=L+1) n_l,  H = sum_(l<=L) n_l      (all and hidden widths)
-    N_f = N (X2 = None) or N1 + N2     inputs whose per-input quantities are computed
+                  forward [FP]          reverse (one VJP)        forward mode (one JVP)     params
+    Dense         2 n_in n | 2 n        2 n_in n | n_in          4 n_in n | 3 n             n_in n (+ n bias)
+    Elementwise   0 | 2 n (s, s')       0 | n                    0 | n                      0
+    LayerNorm     0 | 7 n               0 | 6 n                  0 | 6 n                    0
+    FanInSum      0 | (k-1) n           0 | (k-1) n (*)          0 | (k-1) n                0
+    FanInConcat   0 | n                 0 | n (*)                0 | n                      0
+    FanOut, Identity, serial, parallel: no work (the same array is passed on)
+
+(*) the sum of the branch cotangents where the branches split (after the ``FanOut``), counted at the
+fan-in that closes them.  ``[FP]`` is the forward pass, ``[VJP]``/``[JVP]`` the reverse and forward-mode
+passes of one vector, per input.  With ``D`` the Dense layers, ``P`` the parameters, ``O`` outputs,
+``O_c = O`` for the trace over outputs and ``O^2`` for the full (N1, N2, O, O) kernel::
+
+    N_f = N (X2 = None) or N1 + N2      inputs whose per-input quantities are computed
     pairs = N (N + 1) / 2 (X2 = None: blocks j >= i, symmetric products in diagonal blocks) or N1 N2
-    O_c = O with the trace over outputs, O^2 for the full (N1, N2, O, O) kernel
-    B = inputs per block (memory-bounded batching);  n_max = max_l n_l
-    R(x) = O n_L + sum_(l<L) O n_l [FLOPs 2 O n_(l+1) n_l]   reverse pass of the O output cotangents
+    B = inputs per block (memory-bounded batching)
 
-Per method (``FLOPs | elements``)::
+    every method      forward pass                    N_f [FP]
 
-    every method   forward pass            2 F N_f                         | N_f (3 H + O)
+    jacobian_contraction (J by reverse mode: one VJP per output and input, then J1 Lambda J2^T)
+      VJP of the O output cotangents         N_f O [VJP]
+      form J blocks (x (x) g per Dense)      | O P per input and time a block is formed
+      contract                               2 pairs O_c P    | 2 (|D| + b) pairs O_c + 2 N1 N2 O_c
+      memory  N_f (T + O G) + j B O max_D p_D + B^2 O_c     (j = 1 or 2 J block buffers)
 
-    jacobian_contraction (forward-mode Jacobians as MLP.jacobian, blocks J(l) = delta(l) (x) a(l-1),
-                   then J1 Lambda J2^T)
-      push unit tangents of z(l)   N_f sum_l sum_(m>=l+2) 2 n_m n_(m-1) n_l
-                                   | N_f sum_l [n_(l+1) n_l + sum_(m>=l+2) n_(m-1) n_l + O n_l]
-                                   (the first step W(l+1) [s' * e_j] = s'_j W(l+1)[:, j] is elementwise;
-                                   ~ (L-1)(L-2) n^3 FLOPs per input at width n)
-      form J blocks                | O F (N_f + X2 blocks formed again for later X1 blocks)
-      contract                     2 pairs O_c P                    | 4 (L+1) pairs O_c + 2 N1 N2 O_c
-      memory (floats)  N_f (2 H + n_0 + O n_max) + 2 B_p n_max^2 + j B O max_l p_l + B^2 O_c
-                       (B_p = inputs per push, n_max^2 B_p floats within WORKING_SET; j = 1 or 2 reused
-                       J block buffers: X1's, and X2's unless X2 = X1 fits one block)
+    ntk_vector_products (Theta e_(b,q) = J1 [Lambda J2^T e_(b,q)]: a VJP at X2, then a JVP at X1 for
+                         each of the N2 O output cotangents; J never formed)
+      forward again at X1 per block          N1 ceil(N2 / B) [FP] (rows up to the block for X2 = X1)
+      VJP                                    N2 O [VJP]
+      tangents Lambda J2^T e                 | N2 O P
+      JVP                                    pairs_B O [JVP]
+      assemble                               | pairs_B O_c + 2 N1 N2 O_c
+      memory  N_f T + B O P + 3 B_1 B O n_max      (B_1 rows of X1 per JVP)
 
-    ntk_vector_products (Theta e_(b,q) = J1 Lambda J2^T e_(b,q): a hand-written VJP, then a JVP, for
-                   each of the N2 O output cotangents; J never formed, a parameter tangent per cotangent)
-      VJP (reverse pass)           N2 R(x)
-      tangents Lambda J2^T e       | N2 O P
-      JVP over X1                  pairs_B O (4 F - 2 n_1 n_0)      | pairs_B O 3 S
-                                   (pairs_B = N1 N2, or ~ N (N + B) / 2 for X2 = X1: rows up to the end
-                                   of each block of B cotangent inputs)
-      assemble                     | pairs_B O_c + 2 N1 N2 O_c
-      memory (floats)  2 N1 S + B O (P + S) + 3 B_1 B O n_max
-                       (B also capped: B O P within TANGENT_SET; rows per JVP B_1: 3 B_1 B O n_max
-                       within WORKING_SET)
+    structured (per Dense layer Theta_D = (g1 . g2) * (lambda_b + lambda_W / n_in x1 . x2))
+      VJP of the O output cotangents         N_f O [VJP]
+      cotangent grams                        2 pairs O_c sum_D n_D     (the readout: none, g = identity)
+      input grams                            2 pairs sum_D n_in,D
+      combine                                | pairs (2 |D| + 2 |D| O_c) + 2 N1 N2 O_c
+      memory  N_f (T + O G) + B^2 (2 O_c + 2)
 
-    structured (per dense layer Theta_l = (delta1 . delta2) * (lambda_b + lambda_W / n_(l-1) a1 . a2))
-      reverse pass delta(l)        N_f R(x)
-      delta grams                  2 pairs O_c H
-      activation grams             2 pairs (n_0 + H)
-      combine                      | pairs [2 (L+1) + 2 L O_c + 2 O_c] + 2 N1 N2 O_c
-      memory (floats)  N_f (2 H + n_0 + O H) + B^2 (2 O_c + 2)
-
-Leading orders for L hidden layers of width n: Jacobian contraction ``N L^2 n^3 + N^2 O_c L n^2``,
-NTK-vector products ``N^2 O L n^2``, structured ``N O L n^2 + N^2 O_c L n``; the paper's table has the
-same structure, with reverse-mode Jacobians ``N O [FP]`` in place of the forward-mode push.  The
-output ``N1 N2 O_c`` is held in every method and is not counted against the memory budget; memory
-figures are in bytes of the working dtype.
+where ``T`` is the tape (every step's output and cache per input) and ``G = sum_D n_D`` the Dense output
+widths (the stored cotangents).  Leading orders: Jacobian contraction ``N O [FP] + N^2 O_c P`` (the
+paper's), NTK-vector products ``N^2 O [FP]``, structured ``N O [FP] + N^2 O_c sum_D (n_D + n_in,D)``;
+for L hidden layers of width n, ``[FP] ~ 2 L n^2`` and ``P ~ L n^2``.  The output ``N1 N2 O_c`` is held by
+every method and is not counted against the memory budget.  Intermediates are float64 (the reference
+network's precision); memory figures are bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -72,11 +73,13 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _checks
+from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured")
 DEFAULT_MEMORY = 2 * 2**30  # bytes of intermediates the batching aims to stay under
 WORKING_SET = 32 * 2**20  # bytes of per-step temporaries beyond which larger blocks gain nothing (measured)
 TANGENT_SET = 256 * 2**20  # bytes of NTK-vector-product tangents per block (beyond: memory, no speed)
+WORK_ITEMSIZE = 8  # intermediates are float64
 # Rates measured on the development machine (2-core AMD EPYC VM, OpenBLAS, float64): dense products run
 # at 50-100 GFLOP/s; elementwise passes write 0.7-3 G elements/s (the lower end for arrays beyond the
 # cache).  Only their ratio matters for ``auto`` and for the predicted scaling exponents.
@@ -84,11 +87,127 @@ FLOP_RATE = 60e9
 ELEMENT_RATE = 1e9
 
 
+# ---------------------------------------------------------------------- per layer type
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer occurrence's work per input and vector: ``(FLOPs, elements)`` of the forward pass, of
+    one reverse-mode (VJP) and one forward-mode (JVP) vector; its parameters; floats it stores per input
+    on the tape (output and cache)."""
+
+    forward: tuple
+    vjp: tuple
+    jvp: tuple
+    params: int = 0
+    stored: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """A non-structural layer occurrence: the layer, its path, input widths and output width."""
+
+    layer: Layer
+    path: tuple
+    n_ins: tuple
+    n_out: int
+
+    @property
+    def n_in(self) -> int:
+        return self.n_ins[0]
+
+    @property
+    def cost(self) -> LayerCost:
+        return layer_cost(self.layer, self.n_ins, self.n_out)
+
+
+@functools.singledispatch
+def layer_cost(layer: Layer, n_ins: tuple, n_out: int) -> LayerCost:
+    """The work of one layer per input and vector (module docstring), by layer type."""
+    raise NotImplementedError(f"the empirical-NTK cost model has no rule for {type(layer).__name__}")
+
+
+@layer_cost.register
+def _(layer: Dense, n_ins, n):
+    (m,) = n_ins
+    return LayerCost((2.0 * m * n, 2.0 * n), (2.0 * m * n, float(m)), (4.0 * m * n, 3.0 * n),
+                     m * n + (n if layer.has_bias else 0), n)
+
+
+@layer_cost.register
+def _(layer: Elementwise, n_ins, n):
+    if layer.is_identity:
+        return LayerCost((0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
+    return LayerCost((0.0, 2.0 * n), (0.0, float(n)), (0.0, float(n)), 0, 2 * n)
+
+
+@layer_cost.register
+def _(layer: LayerNorm, n_ins, n):
+    return LayerCost((0.0, 7.0 * n), (0.0, 6.0 * n), (0.0, 6.0 * n), 0, n + 1)
+
+
+@layer_cost.register
+def _(layer: FanInSum, n_ins, n):
+    k = len(n_ins)
+    return LayerCost((0.0, (k - 1.0) * n), (0.0, (k - 1.0) * n), (0.0, (k - 1.0) * n), 0, n)
+
+
+@layer_cost.register
+def _(layer: FanInConcat, n_ins, n):
+    return LayerCost((0.0, float(n)), (0.0, float(n)), (0.0, float(n)), 0, n)
+
+
+@dataclass(frozen=True)
+class _Width:
+    n: int
+
+
+@functools.singledispatch
+def _out_width(layer: Layer, n_ins: tuple, path) -> int:
+    return n_ins[0]
+
+
+@_out_width.register
+def _(layer: Dense, n_ins, path):
+    return layer.out_dim
+
+
+@_out_width.register
+def _(layer: FanInSum, n_ins, path):
+    if len(set(n_ins)) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(set(n_ins))}")
+    return n_ins[0]
+
+
+@_out_width.register
+def _(layer: FanInConcat, n_ins, path):
+    return sum(n_ins)
+
+
+def steps(description: Layer, input_dim: int) -> tuple:
+    """The :class:`Step` of every non-structural layer occurrence, in order, at input dimension ``input_dim``."""
+    input_dim = _checks.positive_int("input_dim", input_dim)
+    found = []
+
+    def rule(layer, value, path):
+        n_ins = tuple(v.n for v in (value if isinstance(value, tuple) else (value,)))
+        n_out = _out_width(layer, n_ins, path)
+        found.append(Step(layer, path, n_ins, n_out))
+        return _Width(n_out)
+
+    out = walk(getattr(description, "description", description), _Width(input_dim), rule)
+    if isinstance(out, tuple):
+        raise ValueError(f"{description!r} ends with a list of {len(out)} outputs; combine them (FanInSum, "
+                         "FanInConcat)")
+    return tuple(found)
+
+
+# ---------------------------------------------------------------------- the problem
 @dataclass(frozen=True)
 class Problem:
-    """The sizes that determine the cost: widths (n_0, ..., n_L, O), N1, N2, symmetry, trace, dtype."""
+    """The sizes that determine the cost: the network's steps, input dimension, N1, N2, symmetry, trace,
+    and the itemsize of the returned kernel."""
 
-    widths: tuple
+    steps: tuple
+    input_dim: int
     n1: int
     n2: int
     symmetric: bool
@@ -96,32 +215,56 @@ class Problem:
     itemsize: int = 8
 
     @classmethod
-    def of(cls, net_or_widths, n1: int, n2: int | None = None, trace_outputs: bool = True, dtype=np.float64):
-        """From an MLPSpec, an object with ``.spec`` or ``.widths``, or a widths tuple; ``n2=None``: X2 = X1."""
-        widths = net_or_widths
-        for attr in ("spec", "widths"):
-            if hasattr(widths, attr):
-                widths = getattr(widths, attr)
-        widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-        if len(widths) < 3:
-            raise ValueError(f"widths must be (input_dim, hidden widths..., output_dim); got {widths}")
+    def of(cls, net, n1: int, n2: int | None = None, trace_outputs: bool = True, dtype=np.float64,
+           input_dim: int | None = None) -> "Problem":
+        """From a description (a layer or a ``stax`` network, with ``input_dim``), or an MLP given as an
+        MLPSpec, an object with ``.spec`` or ``.widths``, or a widths tuple (n_0, n_1, ..., n_L, O);
+        ``n2=None``: X2 = X1."""
+        description = getattr(net, "description", net)
+        if isinstance(description, Layer):
+            if input_dim is None:
+                raise ValueError("the cost of a description needs input_dim (the number of input features)")
+            found = steps(description, input_dim)
+        else:
+            widths = net
+            for attr in ("spec", "widths"):
+                if hasattr(widths, attr):
+                    widths = getattr(widths, attr)
+            widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+            if len(widths) < 3:
+                raise ValueError(f"widths must be (input_dim, hidden widths..., output_dim); got {widths}")
+            from ..architecture.mlp import mlp_description
+
+            input_dim = widths[0]
+            found = steps(mlp_description("relu", len(widths) - 2, widths=widths[1:-1], output_dim=widths[-1]),
+                          input_dim)
         n1 = _checks.positive_int("N1", n1)
         symmetric = n2 is None
         n2 = n1 if symmetric else _checks.positive_int("N2", n2)
-        return cls(widths, n1, n2, symmetric, bool(trace_outputs), np.dtype(dtype).itemsize)
+        return cls(found, int(input_dim), n1, n2, symmetric, bool(trace_outputs), np.dtype(dtype).itemsize)
 
     # ---------------------------------------------------------------- derived sizes
     @property
+    def dense(self) -> list:
+        return [s for s in self.steps if isinstance(s.layer, Dense)]
+
+    @property
+    def widths(self) -> tuple:
+        """(input dimension, output width of every Dense layer in order): an MLP's widths."""
+        return (self.input_dim,) + tuple(s.n_out for s in self.dense)
+
+    @property
     def L(self) -> int:
-        return len(self.widths) - 2
+        """Dense layers minus one (an MLP's depth)."""
+        return len(self.dense) - 1
 
     @property
     def O(self) -> int:
-        return self.widths[-1]
+        return self.steps[-1].n_out if self.steps else self.input_dim
 
     @property
     def layer_params(self) -> list:
-        return [n * (m + 1) for m, n in zip(self.widths[:-1], self.widths[1:])]
+        return [s.cost.params for s in self.dense]
 
     @property
     def P(self) -> int:
@@ -129,15 +272,18 @@ class Problem:
 
     @property
     def F(self) -> int:
-        return sum(m * n for m, n in zip(self.widths[:-1], self.widths[1:]))
+        """Multiply-adds of a forward pass per input (Dense layers)."""
+        return sum(s.n_in * s.n_out for s in self.dense)
 
     @property
-    def S(self) -> int:
-        return sum(self.widths[1:])
+    def G(self) -> int:
+        """Dense output widths (the stored cotangents per output and input)."""
+        return sum(s.n_out for s in self.dense)
 
     @property
-    def H(self) -> int:
-        return sum(self.widths[1:-1])
+    def tape(self) -> int:
+        """Floats stored per input by the forward pass."""
+        return self.input_dim + sum(s.cost.stored for s in self.steps)
 
     @property
     def n_feat(self) -> int:
@@ -153,20 +299,37 @@ class Problem:
 
     @property
     def n_max(self) -> int:
-        return max(self.widths[1:])
+        return max([self.input_dim] + [s.n_out for s in self.steps])
 
     @property
     def out_elements(self) -> float:
         return float(self.n1) * self.n2 * self.Oc
 
+    def _sum(self, which: str, n: float) -> tuple:
+        costs = [getattr(s.cost, which) for s in self.steps]
+        return n * sum(f for f, _ in costs), n * sum(e for _, e in costs)
+
     def forward_pass(self, n: float) -> tuple:
-        return 2.0 * self.F * n, n * (3.0 * self.H + self.O)
+        """``n [FP]``: the forward pass of n inputs."""
+        return self._sum("forward", n)
 
     def reverse_pass(self, n: float) -> tuple:
-        """delta(l) = (delta(l+1) W(l+1)) * s'(z(l)) for the O output cotangents of n inputs."""
-        w, L, O = self.widths, self.L, self.O
-        return (n * sum(2.0 * O * w[l + 1] * w[l] for l in range(1, L)),
-                n * (O * w[L] + sum(O * w[l] for l in range(1, L))))
+        """``n [VJP]``: n reverse passes (input, cotangent pairs)."""
+        return self._sum("vjp", n)
+
+    def forward_mode(self, n: float) -> tuple:
+        """``n [JVP]``: n forward-mode passes (input, tangent pairs)."""
+        return self._sum("jvp", n)
+
+    def by_layer_type(self, which: str = "forward") -> dict:
+        """``{type name: (FLOPs, elements)}`` per input of one pass (``forward``, ``vjp`` or ``jvp``)."""
+        out: dict = {}
+        for s in self.steps:
+            f, e = getattr(s.cost, which)
+            name = type(s.layer).__name__
+            f0, e0 = out.get(name, (0.0, 0.0))
+            out[name] = (f0 + f, e0 + e)
+        return out
 
 
 def _blocks(n: int, B: int) -> list:
@@ -175,37 +338,30 @@ def _blocks(n: int, B: int) -> list:
 
 @dataclass(frozen=True)
 class JacobianContraction:
-    """Forward-mode Jacobians (pushing unit tangents of every z(l) to the output), contracted."""
+    """J by reverse mode (one VJP per output and input), blocks x (x) g per Dense layer, contracted."""
 
     name: ClassVar[str] = "jacobian_contraction"
-    leading: ClassVar[str] = "N L^2 n^3 + N^2 O_c L n^2"
+    leading: ClassVar[str] = "N O [FP] + N^2 O_c P"
 
     def terms(self, p: Problem, B: int) -> dict:
-        w, L, O = p.widths, p.L, p.O
-        push_flops = sum(2.0 * w[m] * w[m - 1] * w[l] for l in range(1, L + 1) for m in range(l + 2, L + 2))
-        push_elems = sum(w[l + 1] * w[l] + O * w[l] + sum(w[m - 1] * w[l] for m in range(l + 2, L + 2))
-                         for l in range(1, L + 1))
         if p.symmetric:
             sizes = _blocks(p.n1, B)
             formed = p.n1 + sum(sizes[j] * j for j in range(len(sizes)))  # block j formed again for i < j
         else:
             formed = p.n1 + len(_blocks(p.n1, B)) * p.n2
+        n_bias = sum(1 for s in p.dense if s.layer.has_bias)
         return {
             "forward pass": p.forward_pass(p.n_feat),
-            "push tangents df/dz": (push_flops * p.n_feat, float(push_elems) * p.n_feat),
-            "form J blocks": (0.0, float(O) * p.F * formed),
-            "contract J Lambda J^T": (2.0 * p.pairs * p.Oc * p.P, 4.0 * (L + 1) * p.pairs * p.Oc + 2 * p.out_elements),
+            "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
+            "form J blocks": (0.0, float(p.O) * p.P * formed),
+            "contract J Lambda J^T": (2.0 * p.pairs * p.Oc * p.P,
+                                      2.0 * (len(p.dense) + n_bias) * p.pairs * p.Oc + 2 * p.out_elements),
         }
 
-    def push_block(self, p: Problem) -> int:
-        """Inputs per forward-mode push: the pushed tangents (n_max, B_p, n_l) stay within WORKING_SET."""
-        return max(1, WORKING_SET // (p.n_max**2 * p.itemsize))
-
     def memory(self, p: Problem, B: int) -> float:
-        stored = p.n_feat * (2 * p.H + p.widths[0] + p.O * p.n_max)
-        push = 2.0 * min(B, self.push_block(p)) * p.n_max**2
+        stored = p.n_feat * (p.tape + p.O * p.G + p.O * p.G)  # tape, cotangents, their per-input layout
         blocks = 1 if p.symmetric and B >= p.n1 else 2  # J block buffers: X1's, and X2's unless X2 = X1 in one block
-        return stored + push + blocks * B * p.O * max(p.layer_params) + float(B) ** 2 * p.Oc
+        return stored + blocks * B * p.O * max(p.layer_params) + 2.0 * float(B) ** 2 * p.Oc
 
     def efficient_block(self, p: Problem) -> int | None:
         return None
@@ -216,7 +372,7 @@ class NTKVectorProducts:
     """Theta e_(b,q) = J1 Lambda J2^T e_(b,q): a VJP then a JVP per output cotangent, J never formed."""
 
     name: ClassVar[str] = "ntk_vector_products"
-    leading: ClassVar[str] = "N^2 O L n^2"
+    leading: ClassVar[str] = "N^2 O [FP]"
 
     @staticmethod
     def pairs(p: Problem, B: int) -> float:
@@ -226,48 +382,50 @@ class NTKVectorProducts:
         return float(sum(min(s + B, p.n1) * min(B, p.n1 - s) for s in range(0, p.n1, B)))
 
     def terms(self, p: Problem, B: int) -> dict:
-        w, O = p.widths, p.O
         pairs = self.pairs(p, B)
+        blocks = _blocks(p.n2, B)
+        again = sum(min((j + 1) * B, p.n1) for j in range(len(blocks))) if p.symmetric else p.n1 * len(blocks)
         return {
-            "forward pass": p.forward_pass(p.n_feat),
-            "VJP (reverse pass)": p.reverse_pass(p.n2),
-            "tangents Lambda J^T e": (0.0, float(p.n2) * O * p.P),
-            "JVP": (pairs * O * (4.0 * p.F - 2.0 * w[1] * w[0]), pairs * O * 3.0 * p.S),
+            "forward pass": p.forward_pass(p.n2 + again),
+            "VJP (reverse pass)": p.reverse_pass(p.n2 * p.O),
+            "tangents Lambda J^T e": (0.0, float(p.n2) * p.O * p.P),
+            "JVP": p.forward_mode(pairs * p.O),
             "assemble": (0.0, pairs * p.Oc + 2 * p.out_elements),
         }
 
     def jvp_rows(self, p: Problem, B: int) -> int:
-        """Rows of X1 per JVP: its (B1, B O, n) temporaries within WORKING_SET."""
-        return max(1, int(WORKING_SET // (3 * B * p.O * p.n_max * p.itemsize)))
+        """Rows of X1 per JVP: its (B O, B1, n) temporaries within WORKING_SET."""
+        return max(1, int(WORKING_SET // (3 * B * p.O * p.n_max * WORK_ITEMSIZE)))
 
     def memory(self, p: Problem, B: int) -> float:
         B1 = min(self.jvp_rows(p, B), p.n1)
-        return 2.0 * p.n1 * p.S + B * p.O * (p.P + p.S) + 3.0 * B1 * B * p.O * p.n_max
+        return (B + B1) * (p.tape + p.O * p.G) + B * p.O * p.P + 3.0 * B1 * B * p.O * p.n_max + 2.0 * B1 * B * p.Oc
 
     def efficient_block(self, p: Problem) -> int | None:
         """The tangents of a block, B O P floats, within TANGENT_SET: larger blocks only cost memory."""
-        return max(1, int(TANGENT_SET // (p.O * (p.P + p.S) * p.itemsize)))
+        return max(1, int(TANGENT_SET // (p.O * (p.P + p.G) * WORK_ITEMSIZE)))
 
 
 @dataclass(frozen=True)
 class Structured:
-    """Per layer (delta1 delta2^T) * (lambda_b + lambda_W / n_(l-1) a1 a2^T), no per-parameter Jacobian."""
+    """Per Dense layer (g1 g2^T) * (lambda_b + lambda_W / n_in x1 x2^T), no per-parameter Jacobian."""
 
     name: ClassVar[str] = "structured"
-    leading: ClassVar[str] = "N O L n^2 + N^2 O_c L n"
+    leading: ClassVar[str] = "N O [FP] + N^2 O_c sum_D (n_D + n_in,D)"
 
     def terms(self, p: Problem, B: int) -> dict:
-        L = p.L
+        D = len(p.dense)
+        inner = p.dense[:-1] if p.steps and p.steps[-1] is p.dense[-1] else p.dense  # readout: g = identity
         return {
             "forward pass": p.forward_pass(p.n_feat),
-            "reverse pass delta": p.reverse_pass(p.n_feat),
-            "delta grams": (2.0 * p.pairs * p.Oc * p.H, 0.0),
-            "activation grams": (2.0 * p.pairs * (p.widths[0] + p.H), 0.0),
-            "combine": (0.0, p.pairs * (2.0 * (L + 1) + 2.0 * L * p.Oc + 2.0 * p.Oc) + 2 * p.out_elements),
+            "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
+            "cotangent grams": (2.0 * p.pairs * p.Oc * sum(s.n_out for s in inner), 0.0),
+            "input grams": (2.0 * p.pairs * sum(s.n_in for s in p.dense), 0.0),
+            "combine": (0.0, p.pairs * (2.0 * D + 2.0 * D * p.Oc) + 2 * p.out_elements),
         }
 
     def memory(self, p: Problem, B: int) -> float:
-        stored = p.n_feat * (2 * p.H + p.widths[0] + p.O * p.H)
+        stored = p.n_feat * (p.tape + 2 * p.O * p.G)
         return stored + float(B) ** 2 * (2 * p.Oc + 2)
 
     def efficient_block(self, p: Problem) -> int | None:
@@ -302,7 +460,7 @@ def block_size(method: str, p: Problem, max_memory: float = DEFAULT_MEMORY) -> i
     lo, hi = 1, n_all if cap is None else min(n_all, cap)
     while lo < hi:  # memory is increasing in B: bisect for the largest B that fits
         mid = (lo + hi + 1) // 2
-        if cost.memory(p, mid) * p.itemsize <= max_memory:
+        if cost.memory(p, mid) * WORK_ITEMSIZE <= max_memory:
             lo = mid
         else:
             hi = mid - 1
@@ -317,16 +475,15 @@ def estimate(method: str, p: Problem, block: int | None = None, max_memory: floa
     terms = cost.terms(p, B)
     flops = float(sum(f for f, _ in terms.values()))
     elements = float(sum(e for _, e in terms.values()))
-    memory, output = cost.memory(p, B) * p.itemsize, p.out_elements * p.itemsize
     return Estimate(
         method=method,
         flops=flops,
         elements=elements,
         seconds=flops / FLOP_RATE + elements / ELEMENT_RATE,
         terms=terms,
-        memory=memory,
-        memory_unbatched=cost.memory(p, n_all) * p.itemsize,
-        output_bytes=output,
+        memory=cost.memory(p, B) * WORK_ITEMSIZE,
+        memory_unbatched=cost.memory(p, n_all) * WORK_ITEMSIZE,
+        output_bytes=p.out_elements * p.itemsize,
         block=B,
     )
 
@@ -344,7 +501,7 @@ def choose_method(p: Problem, block: int | None = None, max_memory: float = DEFA
 def _cost(method: str):
     try:
         return COSTS[method]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(map(repr, METHODS))}") from None
 
 
@@ -367,16 +524,18 @@ def _seconds(t: float) -> str:
 
 
 def cost_table(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> str:
-    """A printable table: per method FLOPs, elements, predicted time, memory batched and unbatched."""
+    """A printable table: per method FLOPs, elements, predicted time, memory batched and unbatched, the
+    terms of each method, and the per-layer-type work of one forward, reverse and forward-mode pass."""
     rows = estimates(p, block, max_memory)
     chosen = min(rows, key=lambda e: e.seconds).method
     kind = f"trace over {p.O} outputs" if p.trace else f"full ({p.n1}, {p.n2}, {p.O}, {p.O}) kernel"
     x2 = "X2 = X1" if p.symmetric else f"N2 = {p.n2}"
     lines = [
-        f"empirical NTK cost model: widths {p.widths} (L = {p.L} hidden layers, P = {p.P:,} parameters), "
-        f"N1 = {p.n1}, {x2}, {kind}, {p.itemsize * 8}-bit",
-        f"memory budget for intermediates {_bytes(max_memory)}; the output itself is {_bytes(p.out_elements * p.itemsize)}; "
-        f"time = FLOPs / {FLOP_RATE / 1e9:.0f} GFLOP/s + elements / {ELEMENT_RATE / 1e9:.0f} G/s",
+        f"empirical NTK cost model: {len(p.steps)} layers ({len(p.dense)} Dense, P = {p.P:,} parameters, input "
+        f"dimension {p.input_dim}), N1 = {p.n1}, {x2}, {kind}, float64 work, {p.itemsize * 8}-bit output",
+        f"memory budget for intermediates {_bytes(max_memory)}; the output itself is "
+        f"{_bytes(p.out_elements * p.itemsize)}; time = FLOPs / {FLOP_RATE / 1e9:.0f} GFLOP/s + elements / "
+        f"{ELEMENT_RATE / 1e9:.0f} G/s",
         "",
         f"{'method':<22} {'FLOPs':>9} {'elements':>9} {'time':>9} {'memory':>10} {'block':>6} {'unbatched':>10}"
         "   leading order",
@@ -391,5 +550,9 @@ def cost_table(p: Problem, block: int | None = None, max_memory: float = DEFAULT
     lines.append("terms (FLOPs | elements):")
     for e in rows:
         lines.append(f"  {e.method}: " + "; ".join(f"{k} {_si(f)} | {_si(el)}" for k, (f, el) in e.terms.items()))
+    lines.append("per input and vector, by layer type (FLOPs | elements):")
+    for which, label in (("forward", "[FP]"), ("vjp", "[VJP]"), ("jvp", "[JVP]")):
+        lines.append(f"  {label}: " + "; ".join(f"{k} {_si(f)} | {_si(el)}"
+                                                 for k, (f, el) in p.by_layer_type(which).items()))
     lines.append(f"auto chooses: {chosen}")
     return "\n".join(lines)

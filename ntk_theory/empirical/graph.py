@@ -1,0 +1,449 @@
+r"""The finite-width empirical NTK of any architecture description by three methods (Novak,
+Sohl-Dickstein, Schoenholz 2022).
+
+A :class:`Model` is a description (:mod:`ntk_theory.architecture`) with the parameters of its Dense
+layers.  Every Dense layer D acts as ``z = x W + b`` in *effective* coordinates (``W = W_s w``,
+``b = b_s beta`` for neural-tangents' parameters ``(w, beta)``: ``W_s = W_std / sqrt(n_in)``, ``b_s = b_std``
+in 'ntk', 1 in 'standard' and 'unit') and carries NTK factors ``(lambda_b, lambda_W)``
+(:meth:`~ntk_theory.architecture.Dense.learning_rate_factors`).  The empirical NTK is::
+
+    Theta_(ab, oq) = sum_D [ lambda_b  g_(a,o) . g_(b,q)  +  lambda_W / n_in  (g_(a,o) . g_(b,q)) (x_a . x_b) ]
+                   = J(X1) Lambda J(X2)^T,
+
+``g_(a,o) = df_o(x_a)/dz_D`` the cotangent of D's output and ``x_a`` its input at input a, J the Jacobian
+with respect to the effective parameters and Lambda = diag(lambda_W / n_in on W, lambda_b on b).  For
+'ntk' and 'standard' layers this is ``J J^T`` with respect to neural-tangents' parameters (its
+``empirical_ntk_fn``); 'unit' is PDLT's ``J Lambda J^T``.
+
+Derivatives come from the reference network (:mod:`ntk_theory.reference.graph`: its tape of the
+forward pass, ``Tape.backward`` for reverse mode, ``Tape.push_forward`` for forward mode, one rule per
+layer type: Dense, elementwise, LayerNorm, FanInSum, FanInConcat; FanOut, Identity, serial and
+parallel are structural).  Every layer acts on each input separately, so one reverse pass started from
+the cotangent ``e_o`` at every input at once gives ``g_(a,o)`` for all inputs a: the O output cotangents
+are O VJPs per input.  The three methods:
+
+``jacobian_contraction``
+    J by reverse mode (one VJP per output and input, as the paper defines it): per Dense layer the
+    blocks ``sqrt(lambda_W / n_in) x_a (x) g_(a,o)`` and ``sqrt(lambda_b) g_(a,o)`` are formed and
+    contracted, ``Theta += J1_D J2_D^T``.  Cost ``N O [FP] + N^2 O^2 P``.
+``ntk_vector_products``
+    ``Theta e_(b,q) = J1 [Lambda J2^T e_(b,q)]``: the parameter cotangent of ``e_(b,q)`` (a VJP at x_b,
+    per Dense ``(x_b^T g_(b,q), g_(b,q))``), scaled by Lambda, is the tangent of a JVP at X1 (forward
+    mode through the tape).  J is never formed.  Cost ``N^2 O [FP]``.
+``structured``
+    The structure of each layer type's Jacobian: parameterless layers (elementwise, LayerNorm, fan-in,
+    fan-out) only carry cotangents (their rules in the reverse pass); a Dense layer's parameter Jacobian
+    is the Kronecker product ``x (x) g``, so its NTK is the product of two Gram matrices,
+    ``(g1 . g2) * (lambda_b + lambda_W / n_in x1 . x2)`` (:data:`PARAMETER_RULES`; the readout, whose
+    cotangent is the identity, gives ``delta_oq``).  Cost ``N O [FP] + N^2 O^2 sum_D (n_D + n_in,D)``.
+
+Every method is batched over inputs so that its intermediates stay under ``max_memory`` bytes (the cost
+model's memory formula, :mod:`ntk_theory.empirical.cost`, picks the block size); with ``X2=None`` only
+blocks on and above the diagonal are computed and mirrored.  Work is float64 (the reference network's
+precision); the three methods agree to rounding (about 1e-15 relative per layer).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .. import _checks
+from ..architecture import Dense, Layer, where
+from ..reference.graph import DenseParameters, Tape, params_at
+from ..reference.graph import trace as record
+from . import cost as _cost
+from .cost import DEFAULT_MEMORY, METHODS
+
+Array = np.ndarray
+
+
+# ---------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class DenseEntry:
+    """A Dense layer occurrence of a :class:`Model`: its action in effective coordinates (``z = x W + b``,
+    a :class:`~ntk_theory.reference.graph.DenseParameters`), ``lambda_b`` and ``c = lambda_W / n_in``."""
+
+    layer: Dense
+    path: tuple
+    action: DenseParameters
+    lambda_b: float
+    c: float
+
+    @property
+    def has_bias(self) -> bool:
+        return self.action.b is not None and self.lambda_b != 0.0
+
+
+def _effective(layer: Dense, W, b, n_in: int, path: tuple) -> DenseParameters:
+    """``z = x W + b`` (a 'standard' layer of unit scales) with the given effective parameters."""
+    plain = replace(layer, W_std=1.0, b_std=None if b is None else 1.0, parameterization="standard", variances=None)
+    return DenseParameters(plain, (W, b), n_in, path)
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A description with Dense parameters in effective coordinates and NTK factors (module docstring).
+
+    Build one with :meth:`of` (neural-tangents' parameter layout) or :meth:`from_dense` (effective
+    parameters and factors given per Dense layer, in order)."""
+
+    description: Layer
+    input_dim: int
+    output_dim: int
+    dense: dict  # path -> DenseEntry
+    problem_steps: tuple
+
+    @classmethod
+    def of(cls, description, params, input_dim: int) -> "Model":
+        """``description`` (a layer or a ``stax`` network) with ``params`` as neural-tangents' ``init_fn``
+        returns them (serial: list, parallel: tuple, Dense: (W, b)), at inputs of ``input_dim`` features."""
+        description = getattr(description, "description", description)
+        if not isinstance(description, Layer):
+            raise ValueError(f"expected a description (stax.serial(...), a layer); got {type(description).__name__}")
+        found = _cost.steps(description, input_dim)
+        dense = {}
+        for s in found:
+            if isinstance(s.layer, Dense):
+                nt = DenseParameters(s.layer, params_at(params, s.path), s.n_in, s.path)  # validates shapes
+                if nt.W.ndim != 2:
+                    raise ValueError(f"{s.layer!r} at {where(s.path)}: W must be 2-D (one network); got {nt.W.shape}")
+                W = nt.W * nt.w_scale
+                b = None if nt.b is None else (nt.b * nt.b_scale).reshape(1, -1)
+                lam_b, lam_W = s.layer.learning_rate_factors(s.n_in)
+                dense[s.path] = DenseEntry(s.layer, s.path, _effective(s.layer, W, b, s.n_in, s.path),
+                                           float(lam_b) if b is not None else 0.0, float(lam_W) / s.n_in)
+        return cls(description, int(input_dim), found[-1].n_out if found else int(input_dim), dense, found)
+
+    @classmethod
+    def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> "Model":
+        """Effective parameters per Dense layer in order: ``weights[k]`` (n_in, n_out), ``biases[k]`` (n_out,)
+        or None, ``factors[k] = (lambda_b, lambda_W / n_in)``."""
+        found = _cost.steps(description, input_dim)
+        dense_steps = [s for s in found if isinstance(s.layer, Dense)]
+        if not len(dense_steps) == len(weights) == len(biases) == len(factors):
+            raise ValueError(f"{len(dense_steps)} Dense layers but {len(weights)} weights, {len(biases)} biases "
+                             f"and {len(factors)} factors")
+        dense = {}
+        for s, W, b, (lam_b, c) in zip(dense_steps, weights, biases, factors):
+            b = None if b is None else np.asarray(b, dtype=np.float64).reshape(1, -1)
+            dense[s.path] = DenseEntry(s.layer, s.path, _effective(s.layer, W, b, s.n_in, s.path),
+                                       float(lam_b) if b is not None else 0.0, float(c))
+        return cls(description, int(input_dim), found[-1].n_out, dense, found)
+
+    def action(self, layer, path, n_in):
+        return self.dense[path].action
+
+    def problem(self, n1: int, n2: int | None, trace_outputs: bool, dtype=np.float64) -> _cost.Problem:
+        n1 = _checks.positive_int("N1", n1)
+        n2 = None if n2 is None else _checks.positive_int("N2", n2)
+        return _cost.Problem(self.problem_steps, self.input_dim, n1, n1 if n2 is None else n2, n2 is None,
+                             bool(trace_outputs), np.dtype(dtype).itemsize)
+
+    @property
+    def n_params(self) -> int:
+        return sum(e.action.W.size + (0 if e.action.b is None else e.action.b.size) for e in self.dense.values())
+
+
+# ---------------------------------------------------------------------- passes
+@dataclass(eq=False)
+class Pass:
+    """Forward pass at X and the reverse pass of the O output cotangents ``e_o`` at every input:
+    ``cot`` (O, N, O), and per Dense path its input ``x`` (N, n_in) and cotangent ``g`` (O, N, n_out)."""
+
+    tape: Tape
+    cot: Array
+    sens: dict
+
+    @property
+    def n(self) -> int:
+        return self.tape.f.shape[0]
+
+    def is_identity(self, path) -> bool:
+        """The cotangent of this Dense output is the output cotangent itself (a readout)."""
+        return self.sens[path].g is self.cot
+
+
+def run(model: Model, X: Array) -> Pass:
+    """Forward pass at X (N, d) and one VJP per output and input (reverse mode, vectorised over inputs)."""
+    tape = record(model.description, X, model.action)
+    N, O = tape.f.shape
+    cot = np.broadcast_to(np.eye(O)[:, None, :], (O, N, O))
+    sens = tape.backward(cot)
+    return Pass(tape, cot, {s.path: s for s in sens})
+
+
+def rows_first(g: Array) -> Array:
+    """(O, N, n) -> (N, O, n), contiguous."""
+    return np.ascontiguousarray(g.transpose(1, 0, 2))
+
+
+# ---------------------------------------------------------------------- per-layer-type rules
+class DenseRule:
+    """The parameter derivatives of a Dense layer (``z = x W + b``): J_W = x (x) g, J_b = g."""
+
+    @staticmethod
+    def jacobian_blocks(entry: DenseEntry, x: Array, g: Array) -> list:
+        """Scaled Jacobian blocks at the rows of x, g (N, O, n_out): ``sqrt(c) x_a (x) g_(a,o)`` (N, O, n_in,
+        n_out) and, with a bias, ``sqrt(lambda_b) g`` (N, O, n_out)."""
+        blocks = [np.sqrt(entry.c) * x[:, None, :, None] * g[:, :, None, :]]
+        if entry.has_bias:
+            blocks.append(np.sqrt(entry.lambda_b) * g)
+        return blocks
+
+    @staticmethod
+    def tangent(entry: DenseEntry, x: Array, g: Array) -> tuple:
+        """``Lambda J^T e`` for the cotangents g (K, N, n_out) at the rows of x (N, n_in), one per (k, a):
+        ``(c x_a^T g_(k,a), lambda_b g_(k,a))`` as (K N, n_in, n_out) and (K N, 1, n_out)."""
+        K, N, n = g.shape
+        dW = (entry.c * x)[None, :, :, None] * g[:, :, None, :]
+        db = entry.lambda_b * g.reshape(K * N, 1, n) if entry.has_bias else None
+        return dW.reshape(K * N, x.shape[1], n), db
+
+    @staticmethod
+    def ntk_factor(entry: DenseEntry, x1: Array, x2: Array | None) -> Array:
+        """``lambda_b + c x1 . x2`` (N1, N2): the factor multiplying ``g1 . g2``."""
+        F = x1 @ (x1 if x2 is None else x2).T
+        F *= entry.c
+        F += entry.lambda_b
+        return F
+
+
+#: parameter rules per layer type (the only layer type with parameters is Dense; elementwise, LayerNorm,
+#: fan-in and fan-out layers enter through their reverse- and forward-mode rules in reference.graph)
+PARAMETER_RULES = {Dense: DenseRule}
+
+
+def _rule(entry: DenseEntry):
+    try:
+        return PARAMETER_RULES[type(entry.layer)]
+    except KeyError:
+        raise NotImplementedError(f"{entry.layer!r} at {where(entry.path)}: no empirical-NTK parameter rule") from None
+
+
+# ---------------------------------------------------------------------- output assembly
+class _Output:
+    """The result, filled block by block in its final layout: (N1, N2) for the trace (summed over
+    outputs; divided by O at the end), else (N1, N2, O, O)."""
+
+    def __init__(self, n1, n2, O, trace):
+        self.trace, self.O = trace, O
+        self.data = np.zeros((n1, n2) if trace else (n1, n2, O, O))
+
+    def add(self, s1, s2, block):
+        view = self.data[s1, s2]
+        np.add(view, block, out=view)
+
+    def add_diagonal(self, s1, s2, F):
+        """Add F (b1, b2) to every output pair o = q (the trace: O F)."""
+        if self.trace:
+            self.add(s1, s2, self.O * F)
+        else:
+            idx = np.arange(self.O)
+            self.data[s1, s2][:, :, idx, idx] += F[:, :, None]
+
+    def mirror(self, s1, s2):
+        """Fill block (s2, s1) of a symmetric kernel from block (s1, s2)."""
+        self.data[s2, s1] = self.data[s1, s2].T if self.trace else self.data[s1, s2].transpose(1, 0, 3, 2)
+
+    def symmetrize(self, s):
+        """Average a diagonal block with its transpose (computed both ways, equal up to rounding)."""
+        blk = self.data[s, s]
+        blk += (blk.T if self.trace else blk.transpose(1, 0, 3, 2)).copy()
+        blk *= 0.5
+
+    def result(self, dtype):
+        if self.trace and self.O > 1:
+            self.data /= self.O
+        return self.data.astype(dtype, copy=False)
+
+
+def _gram(A1, A2, rows):
+    """A1 A2^T with the rows of each flattened to ``rows`` entries; A2 None: A1 A1^T (symmetric)."""
+    A1 = A1.reshape(rows[0], -1)
+    return A1 @ (A1 if A2 is None else A2.reshape(rows[1], -1)).T
+
+
+def _outputs_last(G, b1, b2, O, trace):
+    """A Gram matrix over (input, output) rows, (b1 O, b2 O), as (b1, b2, O, O) (a view); trace: as is."""
+    return G if trace else G.reshape(b1, O, b2, O).transpose(0, 2, 1, 3)
+
+
+def _pair_blocks(n1, n2, B, symmetric):
+    """Index pairs of row blocks: all of them, or those with j >= i when the kernel is symmetric."""
+    b1 = [slice(s, min(s + B, n1)) for s in range(0, n1, B)]
+    b2 = b1 if symmetric else [slice(s, min(s + B, n2)) for s in range(0, n2, B)]
+    for i, s1 in enumerate(b1):
+        for j, s2 in enumerate(b2):
+            if symmetric and j < i:
+                continue
+            yield i, j, s1, s2
+
+
+def _mirror_all(out, n1, B):
+    for i, j, s1, s2 in _pair_blocks(n1, n1, B, True):
+        if j > i:
+            out.mirror(s1, s2)
+
+
+# ---------------------------------------------------------------------- the three methods
+def _per_input(p: Pass) -> dict:
+    """Per Dense path: (x (N, n_in), g (N, O, n_out) or None for an identity cotangent)."""
+    return {path: (s.x, None if p.is_identity(path) else rows_first(s.g)) for path, s in p.sens.items()}
+
+
+def _jacobian_contraction(model, X1, X2, trace, B):
+    sym = X2 is None
+    p1 = run(model, X1)
+    p2 = p1 if sym else run(model, X2)
+    N1, O = p1.tape.f.shape
+    N2 = p2.n
+    out = _Output(N1, N2, O, trace)
+    eye = np.broadcast_to(np.eye(O), (max(N1, N2), O, O))
+    d1, d2 = _per_input(p1), (None if sym else _per_input(p2))
+    for path, (x1, g1) in d1.items():
+        entry = model.dense[path]
+        rule = _rule(entry)
+        x2, g2 = (x1, g1) if sym else d2[path]
+        g1 = eye[:N1] if g1 is None else g1
+        g2 = eye[:N2] if g2 is None else g2
+        J1, J1_rows = None, None
+        for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
+            if J1_rows != (s1.start, s1.stop):  # J blocks of X1's rows, formed once per row block
+                J1 = rule.jacobian_blocks(entry, x1[s1], g1[s1])
+                J1_rows = (s1.start, s1.stop)
+            same = sym and i == j
+            J2 = None if same else rule.jacobian_blocks(entry, x2[s2], g2[s2])
+            b1, b2 = J1[0].shape[0], s2.stop - s2.start
+            rows = (b1, b2) if trace else (b1 * O, b2 * O)
+            G = sum(_gram(A, None if same else A2, rows) for A, A2 in zip(J1, J2 or [None] * len(J1)))
+            out.add(s1, s2, _outputs_last(G, b1, b2, O, trace))
+    if sym:
+        _mirror_all(out, N1, B)
+    return out
+
+
+def _structured(model, X1, X2, trace, B):
+    sym = X2 is None
+    p1 = run(model, X1)
+    p2 = p1 if sym else run(model, X2)
+    N1, O = p1.tape.f.shape
+    N2 = p2.n
+    out = _Output(N1, N2, O, trace)
+    d1 = _per_input(p1)
+    d2 = d1 if sym else _per_input(p2)
+    for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
+        same = sym and i == j
+        b1, b2 = s1.stop - s1.start, s2.stop - s2.start
+        rows = (b1, b2) if trace else (b1 * O, b2 * O)
+        for path, (x1, g1) in d1.items():
+            entry = model.dense[path]
+            x2, g2 = d2[path]
+            F = _rule(entry).ntk_factor(entry, x1[s1], None if same else x2[s2])
+            if g1 is None:  # a readout: g1 . g2 = delta_oq
+                out.add_diagonal(s1, s2, F)
+                continue
+            G = _outputs_last(_gram(g1[s1], None if same else g2[s2], rows), b1, b2, O, trace)
+            G *= F if trace else F[:, :, None, None]
+            out.add(s1, s2, G)
+    if sym:
+        _mirror_all(out, N1, B)
+    return out
+
+
+def _ntk_vector_products(model, X1, X2, trace, B):
+    """Blocks of B inputs of X2 give B O tangents; each is pushed through the JVP at the rows of X1 in
+    chunks that keep the JVP's temporaries cache-sized.  X2 = X1: only rows up to the end of the current
+    block (the rest is its mirror image)."""
+    sym = X2 is None
+    X2 = X1 if sym else X2
+    N1, N2 = X1.shape[0], X2.shape[0]
+    O = model.output_dim
+    B1 = _cost.COSTS["ntk_vector_products"].jvp_rows(model.problem(N1, None if sym else N2, trace), B)
+    out = _Output(N1, N2, O, trace)
+    for s2 in (slice(s, min(s + B, N2)) for s in range(0, N2, B)):
+        p2 = run(model, X2[s2])
+        b2 = p2.n
+        tangents = {path: _rule(model.dense[path]).tangent(model.dense[path], s.x, s.g)
+                    for path, s in p2.sens.items()}  # K = (q, b) tangents per Dense layer
+        rows = s2.stop if sym else N1
+        for s1 in (slice(s, min(s + B1, rows)) for s in range(0, rows, B1)):
+            tape = record(model.description, X1[s1], model.action)
+            jv = tape.push_forward(tangents.get)  # (K, b1, O): [q, b, a, o]
+            jv = np.zeros((O * b2, s1.stop - s1.start, O)) if jv is None else jv
+            jv = jv.reshape(O, b2, -1, O)
+            out.add(s1, s2, np.einsum("qbaq->ab", jv) if trace else jv.transpose(2, 1, 3, 0))  # [a, b, o, q]
+        if sym:
+            out.mirror(slice(0, s2.start), s2)
+            out.symmetrize(s2)
+    return out
+
+
+_METHODS = {
+    "jacobian_contraction": _jacobian_contraction,
+    "ntk_vector_products": _ntk_vector_products,
+    "structured": _structured,
+}
+
+
+# ---------------------------------------------------------------------- entry points
+def check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64; got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64; got {dt}")
+    return dt
+
+
+def plan_model(model: Model, N1: int, N2: int | None = None, method="auto", trace_outputs=True, batch_size=None,
+               dtype=np.float64, max_memory=DEFAULT_MEMORY) -> _cost.Estimate:
+    """The method and block size :func:`ntk` would use, with the cost model's estimate."""
+    p = model.problem(N1, N2, trace_outputs, check_dtype(dtype))
+    if not isinstance(method, str):
+        raise ValueError(f"method must be a string; got {method!r}")
+    if method == "auto":
+        method = _cost.choose_method(p, batch_size, max_memory)
+    elif method not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; expected 'auto' or one of {', '.join(map(repr, METHODS))}")
+    return _cost.estimate(method, p, batch_size, max_memory)
+
+
+def ntk(model: Model, X1, X2=None, method: str = "auto", trace_outputs: bool = True, batch_size: int | None = None,
+        dtype=np.float64, max_memory: float = DEFAULT_MEMORY) -> Array:
+    """``Theta(X1, X2) = J(X1) Lambda J(X2)^T`` of a :class:`Model` (arguments as
+    :func:`ntk_theory.empirical.empirical_ntk`)."""
+    if not isinstance(trace_outputs, (bool, np.bool_)):
+        raise ValueError(f"trace_outputs must be True or False; got {trace_outputs!r}")
+    if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Real) or not max_memory > 0:
+        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory!r}")
+    if not isinstance(method, str):
+        raise ValueError(f"method must be a string; got {method!r}")
+    dtype = check_dtype(dtype)
+    X1 = _checks.inputs(X1, "X1", dim=model.input_dim)
+    X2 = None if X2 is None else _checks.inputs(X2, "X2", dim=model.input_dim)
+    est = plan_model(model, X1.shape[0], None if X2 is None else X2.shape[0], method, trace_outputs, batch_size,
+                     dtype, max_memory)
+    return _METHODS[est.method](model, X1, X2, bool(trace_outputs), est.block).result(dtype)
+
+
+def jacobian(model: Model, X) -> list:
+    """The scaled Jacobian ``J sqrt(Lambda)`` by reverse mode: per Dense layer in order, ``(path, J_W
+    (N, O, n_in, n_out), J_b (N, O, n_out) or None)``; ``Theta = sum J J^T``."""
+    p = run(model, _checks.inputs(X, "X", dim=model.input_dim))
+    N, O = p.tape.f.shape
+    eye = np.broadcast_to(np.eye(O), (N, O, O))
+    out = []
+    for path, entry in model.dense.items():
+        if path not in p.sens:
+            n_in, n = entry.action.W.shape
+            out.append((path, np.zeros((N, O, n_in, n)), np.zeros((N, O, n)) if entry.has_bias else None))
+            continue
+        s = p.sens[path]
+        g = eye if p.is_identity(path) else rows_first(s.g)
+        blocks = _rule(entry).jacobian_blocks(entry, s.x, g)
+        out.append((path, blocks[0], blocks[1] if len(blocks) > 1 else None))
+    return out
