@@ -29,6 +29,7 @@ width and widths 64, 128, 256, SE(c0) is 0.1-0.4% of the kernel's scale, so a ke
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,6 +81,11 @@ class ArchitectureCheck(CheckReport):
         i = self.info
         return (f"check {self.activation}: widths {list(i.get('widths', ()))}, {i.get('samples')} networks per "
                 f"width; kernel by {i.get('predict')}; deviations (MC - kernel)/sqrt(|k_aa k_bb|) fitted as c0 + c1/n")
+
+    def _plot_title(self) -> str:
+        i = self.info
+        return (f"check {textwrap.shorten(self.activation, 110, placeholder=' ...')}: widths {list(i.get('widths', ()))}, "
+                f"{i.get('samples')} networks per width")
 
     def _crosscheck_line(self) -> str:
         mp = self.info.get("f64_vs_mp")

@@ -142,7 +142,10 @@ class CheckReport:
                 p0, s0 = float(p[0]), float(scale[0])
                 panels.append(Panel(label, 1 / n, y, se, lambda x, r=r, p0=p0, s0=s0: p0 + s0 * (r.r_inf + r.slope * x),
                                     p0, p0 + s0 * r.r_inf, abs(s0) * r.r_inf_se, r.z))
-        return plot_panels(panels, self._title(), path)
+        return plot_panels(panels, self._plot_title(), path)
+
+    def _plot_title(self) -> str:
+        return self._title()
 
 
 def pair_scale(M) -> np.ndarray:
