@@ -17,7 +17,7 @@ from ntk_theory.gaussian import k11, k12, k22
 from ntk_theory.gaussian.stable import lambdify as stable_lambdify
 
 CLOSED = ["linear", "relu", "leaky_relu(1/5)", "abrelu(1/2,2)", "abs", "step", "sign", "relu_power(2)", "relu_power(3)",
-          "monomial(3)", "polynomial(1,-2,3)", "hermite(4)", "erf", "gelu", "sin", "cos", "exp", "gaussian", "rbf(1/3)",
+          "monomial(3)", "polynomial(1,-2,3)", "hermite(3)", "hermite(4)", "erf", "gelu", "sin", "cos", "exp", "gaussian", "rbf(1/3)",
           "x*erf(x)", "erf(2*x)+x/3"]
 
 

@@ -44,7 +44,10 @@ def test_closed_forms_equal_symbolic_float64(inputs, order):
         assert _rel(got.nngp, want.nngp) < 1e-13 and _rel(got.ntk, want.ntk) < 1e-13
 
 
+@pytest.mark.numerics
 def test_closed_forms_equal_mpmath(inputs):
+    """Numerics: compiled float64 against mpmath of the same closed forms; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py."""
     X1, X2 = inputs
     kern = CompiledKernel(CLOSED, len(CLOSED), C_W=0.8, C_b=0.05)
     got = kern(X1[:3], X2[:2])
@@ -98,8 +101,11 @@ def test_ntk_diagonal_is_the_exact_scalar_recursion():
     assert np.allclose(np.diag(erf.ntk), np.diag(ref.ntk), rtol=1e-14, atol=0)
 
 
+@pytest.mark.numerics
 def test_deep_and_near_parallel_inputs():
-    """L = 200.  Well separated inputs: equal to 40-digit mpmath to 1e-12.  Near-parallel pairs stay
+    """Numerics (the same closed forms in float64 and 40-digit mpmath; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py).
+    L = 200.  Well separated inputs: equal to 40-digit mpmath to 1e-12.  Near-parallel pairs stay
     finite and their NNGP accurate; their off-diagonal NTK is limited by how a pair is carried,
     (K_aa, K_bb, K_ab): each layer rounds K_ab by a few ulps, which moves the small determinant
     K_aa K_bb - K_ab^2 by percents when the inputs are 1e-6 apart, and a kinked s' makes Tdot

@@ -75,7 +75,10 @@ def test_short_forms_are_left_alone():
         assert display(e.expr).expanded() == e.expr
 
 
+@pytest.mark.numerics
 def test_closed_form_and_derive_show_the_display():
+    """The display of GELU's closed form; numerics: its float64 and mpmath values agree (the form is checked
+    against quadrature in test_closed_forms.py)."""
     e = expectation("gelu")
     assert "where D = " in repr(e) and "where D = " in e.text().splitlines()[0]
     assert "D = " in e.latex()

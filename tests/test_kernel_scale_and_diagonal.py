@@ -15,9 +15,12 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("act, depth", [("relu", 600), ("leaky_relu(1/5)", 400)])
 def test_variances_far_below_products_underflow(act, depth):
-    """C_W = 1 halves ReLU's kernel every layer: K ~ 1e-182 at depth 600, where K_aa K_bb underflows.
+    """Numerics (the same forms in float64 and mpmath; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py).
+    C_W = 1 halves ReLU's kernel every layer: K ~ 1e-182 at depth 600, where K_aa K_bb underflows.
     The off-diagonal entries must keep their digits (they were silently 0 with correlation NaN)."""
     rec = KernelRecursion(act, depth, C_W=1.0, C_b=0.0)
     mp = rec.evaluate_mp(X3[:2], dps=30)
@@ -52,9 +55,12 @@ def test_underflow_raises_instead_of_zero():
         compiled_kernel("relu", 1100, C_W=1.0, C_b=0.0)(X3)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("act", ["relu", "erf", "tanh"])
 def test_identical_rows_are_exact_diagonal_entries(act):
-    """Rows of X1 that are equal (and rows equal across X1, X2) get the one-variable diagonal values:
+    """Numerics (the same forms in float64 and mpmath; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py).
+    Rows of X1 that are equal (and rows equal across X1, X2) get the one-variable diagonal values:
     the NTK entry of a repeated input equals its diagonal bit for bit, as in 40-digit mpmath."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(5)
@@ -98,9 +104,12 @@ def test_compile_report_says_what_happened(tmp_path):
     assert "compiling" in first and "loaded from Numba's disk cache" in second
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("act, cw, cb", [("relu", 2.0, 0.0), ("abs", 1.0, 0.1), ("erf", 1.5, 0.1)])
 def test_near_parallel_accuracy_is_what_the_readme_states(act, cw, cb):
-    """Inputs x and x + eps dx (angle ~ eps) against 40-digit mpmath.  The NNGP keeps ~1e-15.  A kinked
+    """Numerics (the same forms in float64 and mpmath; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py).
+    Inputs x and x + eps dx (angle ~ eps) against 40-digit mpmath.  The NNGP keeps ~1e-15.  A kinked
     activation's NTK depends on the angle theta through Tdot = (pi - theta) / (2 pi)-like terms, and
     float64 carries theta only to ~1e-16 / theta (1 - cos theta is rounded): its relative error is at
     most ~ L 1e-16 / theta (README: 'Numerics'), saturating near 1e-7; smooth activations keep 1e-14."""

@@ -103,7 +103,7 @@ def test_numerics_imports_no_symbolic_layer():
     code = (
         "import sys\n"
         "for m in ('compensated', 'compensated_numba', 'cholesky', 'quadrature', 'quadrature_batch', 'quadrature_mp',"
-        " 'hermite', 'hermite_numba', 'mehler', 'gauss_legendre', 'bivariate', 'fourpoint', 'orthant'):\n"
+        " 'hermite', 'hermite_numba', 'mehler', 'gauss_legendre', 'bivariate', 'fourpoint', 'orthant', 'onepoint'):\n"
         "    __import__('ntk_theory.numerics.' + m)\n"
         "bad = sorted(k for k in sys.modules if k == 'sympy' or k.split('.')[:2] in (['ntk_theory', p] for p in\n"
         "    ('activations', 'gaussian', 'recursions', 'codegen', 'finite_width', 'criticality', 'dynamics')))\n"

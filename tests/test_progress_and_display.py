@@ -124,7 +124,8 @@ def test_criticality_tanh_without_spurious_integration_warning(capsys):
         assert main(["criticality", "tanh"]) == 0
     assert float(res.points[0].C_W) == 1.0
     assert capsys.readouterr().err == ""
-    # the value there against mpmath's composite Gauss-Legendre at 30 digits (Moments.mp)
+    # numerics: the float64 moments there against the same quadrature at 30 digits (Moments.mp); the
+    # moments themselves against mpmath.quad: test_criticality.py, test_one_input_moments.py
     m = Moments("tanh")
     K = 158.48931924611142
     for a, b in zip(m.f64(K), m.mp(K, 30)):

@@ -39,8 +39,11 @@ def test_naive_angle_would_lose_digits_on_the_diagonal():
     assert naive > 1e-8 and rho <= 1.0
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("act", ["relu", "erf", "gelu", "relu_power(2)", "abs", "sin", "x*erf(x)"])
 def test_float64_equals_mpmath(act):
+    """Numerics: the same closed forms in float64 and 40-digit mpmath; forms checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py."""
     rng = np.random.default_rng(1)
     X1, X2 = rng.standard_normal((4, 3)), rng.standard_normal((3, 3))
     rec = KernelRecursion(act, 3, C_W=1.4, C_b=0.1)
@@ -51,7 +54,11 @@ def test_float64_equals_mpmath(act):
         assert np.allclose(getattr(f64, q), ref, rtol=1e-13, atol=1e-14 * np.abs(ref).max()), q
 
 
+@pytest.mark.numerics
 def test_depth_1000_stays_finite_and_exact():
+    """The NTK diagonal against the exact (L + 1) C_W G0; off the diagonal numerics: the same forms in
+    float64 and 40-digit mpmath; the forms are checked against
+    independent quadrature in test_closed_forms.py and test_one_input_moments.py."""
     X = np.array([[1.0, 0.0], [0.6, 0.8], [-0.3, 0.2]])
     res = KernelRecursion("relu", 1000, C_W=2.0, C_b=0.0)(X)
     assert np.all(np.isfinite(res.nngp)) and np.all(np.isfinite(res.ntk))

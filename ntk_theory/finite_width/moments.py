@@ -3,29 +3,26 @@ r"""One-variable Gaussian averages of an activation and their derivatives in the
 For z ~ N(0, K) and a function g built from s and its almost-everywhere derivative s' (s^2, s'^2,
 s^4, s^2 s'^2, s'^4), the finite-width recursions need
 
-    M(K) = <g>,    M'(K) = d<g>/dK = <g (z^2 - K)> / (2 K^2),
-    M''(K) = d^2<g>/dK^2 = <g (z^4 - 6 K z^2 + 3 K^2)> / (4 K^4)
+    M(K) = <g>,    M'(K) = d<g>/dK,    M''(K) = d^2<g>/dK^2
 
-(differentiating the Gaussian density in K; PDLT eq. (4.40) ff. writes the same with the Hermite
-tensor H4: (1/8) <g H4> = M''/2).  Each average is a closed form in K where the rules of
-:mod:`ntk_theory.gaussian` derive one (then M', M'' are SymPy derivatives of it: exact, including
-the Dirac-delta contributions of kinks, which a differentiated closed form carries), else a
-tanh-sinh quadrature split at the kinks (:func:`ntk_theory.numerics.quadrature.expect1`) of the
-weighted integrand above, with its error estimate.
+(PDLT eq. (4.40) ff.).  Each average is a one-input form of :mod:`ntk_theory.gaussian.expectation`:
+<s^2> and <s'^2> are the recursions' diagonal forms (``activation_kernels(s).T_diag``, ``Tdot_diag``:
+the two-variable closed form on the diagonal, else one-variable rules, else quadrature), the others
+:func:`ntk_theory.gaussian.expectation1` of g.  A closed form's M', M'' are SymPy derivatives of it;
+without one, M, M', M'' are quadratures with error estimates (:mod:`ntk_theory.numerics.onepoint`).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 
 from ..activations import activation as _activation
-from ..activations import drop_deltas, x
-from ..gaussian import expectation, expectation1, k
-from ..gaussian.stable import lambdify as stable_lambdify
+from ..activations import drop_deltas
+from ..gaussian import expectation1, k
+from ..recursions.layer import Divergent, activation_kernels
 
 #: the averages of one input, by name: (integrand in s, ds) and its display
 AVERAGES = {
@@ -41,61 +38,53 @@ AVERAGES = {
 class Average:
     """<g(z)>, z ~ N(0, K), with its first two K-derivatives.
 
-    ``expr``: SymPy closed form in ``k`` or None; ``source``: how it was obtained."""
+    ``form``: the one-input Gaussian form that evaluates it (closed or quadrature); ``expr``: its
+    SymPy closed form in ``k`` or None; ``source``: how it was obtained."""
 
     name: str
     integrand: sp.Expr
-    expr: sp.Expr | None
-    source: str
-    kinks: tuple
+    form: object
+
+    @property
+    def expr(self) -> sp.Expr | None:
+        return self.form.expr if self.form.is_closed_form else None
+
+    @property
+    def source(self) -> str:
+        return self.form.source
+
+    @property
+    def kinks(self) -> tuple:
+        return getattr(self.form, "kinks", ())
 
     @property
     def is_closed_form(self) -> bool:
-        return self.expr is not None
+        return self.form.is_closed_form
 
     def symbol(self, K: sp.Expr, order: int = 0) -> sp.Expr:
         """The average at K as a SymPy expression: the closed form, or an unevaluated
         placeholder <g>(K) (differentiated ``order`` times) when there is none."""
-        if self.expr is not None:
-            return sp.diff(self.expr, k, order).subs(k, K)
+        if self.is_closed_form:
+            return self.form.derivative(order).subs(k, K)
         f = sp.Function(rf"\langle {AVERAGES[self.name][1]} \rangle")(K)
         return sp.diff(f, K, order) if order else f
-
-    @functools.cached_property
-    def _closed(self):
-        return [stable_lambdify((k,), sp.diff(self.expr, k, n)) for n in range(3)]
-
-    @functools.cached_property
-    def _weighted(self):
-        g = self.integrand
-        K = sp.Symbol("K", positive=True)
-        w = [g, g * (x**2 - K) / (2 * K**2), g * (x**4 - 6 * K * x**2 + 3 * K**2) / (4 * K**4)]
-        return [sp.lambdify((x, K), drop_deltas(e), modules=["scipy", "numpy"]) for e in w]
 
     def evaluate(self, K: float, order: int = 0) -> tuple[float, float]:
         """(value, error estimate) of d^order<g>/dK^order at the variance K > 0, float64."""
         K = float(K)
         if not (np.isfinite(K) and K > 0):
             raise ValueError(f"the variance must be finite and > 0; got {K!r}")
-        if self.expr is not None:
-            v = float(np.real(self._closed[order](K)))
-            if not np.isfinite(v):
-                raise ValueError(f"<{self.integrand}> (derivative {order}) is not finite at K = {K}")
-            return v, 0.0
-        from ..numerics.quadrature import expect1
-
-        f = self._weighted[order]
-        r = expect1(lambda z: f(z, K) * np.ones_like(z), K, kinks=self.kinks)
-        return float(r.value), float(r.error)
+        v, e = self.form.evaluate(np.array(K), with_error=True, order=order)
+        v = float(v)
+        if not np.isfinite(v):
+            raise ValueError(f"<{self.integrand}> (derivative {order}) is not finite at K = {K}")
+        return v, float(e) if e is not None else 0.0
 
     def evaluate_mp(self, K, order: int = 0):
-        """The same with mpmath at its current precision (closed forms only)."""
+        """The same with mpmath at its current precision."""
         import mpmath
 
-        if self.expr is None:
-            raise ValueError(f"<{self.integrand}> has no closed form; use evaluate()")
-        e = sp.diff(self.expr, k, order)
-        return mpmath.mpf(sp.N(e.subs(k, sp.Float(mpmath.mpf(K), mpmath.mp.dps)), mpmath.mp.dps))
+        return self.form.evaluate_mp(K, dps=mpmath.mp.dps, order=order)
 
 
 class OneInputAverages:
@@ -105,10 +94,15 @@ class OneInputAverages:
         self.activation = act = _activation(act) if not hasattr(act, "expr") else act
         s = act.expr
         ds = drop_deltas(act.derivative())
+        kern = activation_kernels(act)
+        diagonal = {"ss": kern.T_diag, "dd": kern.Tdot_diag}
         self.averages = {}
         for name, (build, _) in AVERAGES.items():
             g = sp.simplify(build(s, ds)) if name != "ssss" else build(s, ds)
-            self.averages[name] = _average(name, g, act, ds)
+            form = diagonal.get(name)
+            if form is None or isinstance(form, Divergent):
+                form = expectation1(g)
+            self.averages[name] = Average(name, g, form)
 
     def __getitem__(self, name) -> Average:
         return self.averages[name]
@@ -128,27 +122,9 @@ _ONE_INPUT: dict = {}
 
 def one_input_averages(act) -> OneInputAverages:
     """:class:`OneInputAverages` of an activation, built once per process (the rules and
-    simplifications take ~1 s for activations without closed forms)."""
+    simplifications are the expensive part for activations without closed forms)."""
     act = _activation(act) if not hasattr(act, "expr") else act
     key = (act.name, sp.srepr(act.expr))
     if key not in _ONE_INPUT:
         _ONE_INPUT[key] = OneInputAverages(act)
     return _ONE_INPUT[key]
-
-
-def _average(name, g, act, ds) -> Average:
-    kinks = tuple(act.kinks)
-    # the two-variable closed forms on the diagonal cover <s^2> and <s'^2> where one-variable rules
-    # do not (erf^2: the arcsin kernel at k11 = k22 = k12)
-    if name in ("ss", "dd"):
-        e = expectation(act) if name == "ss" else expectation(act, derivative=1, deltas=False)
-        if e.is_closed_form:
-            from ..gaussian.expectation import _on_diagonal
-
-            d = _on_diagonal(e.expr)
-            if d is not None:
-                return Average(name, g, sp.simplify(d), f"two-variable closed form on the diagonal ({e.source})", kinks)
-    e1 = expectation1(g)
-    if e1.is_closed_form:
-        return Average(name, g, e1.expr, e1.source, kinks)
-    return Average(name, g, None, "numerical quadrature (tanh-sinh split at kinks), with error estimate", kinks)

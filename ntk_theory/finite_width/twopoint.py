@@ -40,7 +40,7 @@ import sympy as sp
 
 from .. import diskcache
 from ..activations import drop_deltas, x
-from ..gaussian import k, k11, k12, k22
+from ..gaussian import k11, k12, k22
 from ..gaussian.stable import lambdify as stable_lambdify
 from ..gaussian.stable import lambdify_form, stable_form
 from ..numerics import hermite
@@ -61,12 +61,10 @@ class PairDerivatives:
     error: float
 
 
-def _derivative_forms(e: sp.Expr, d: sp.Expr) -> list:
-    """Stable forms of e, its gradient and Hessian (upper triangle, _PAIRS) in (k11, k22, k12), and of
-    d, d', d'' in k."""
+def _derivative_forms(e: sp.Expr) -> list:
+    """Stable forms of e, its gradient and Hessian (upper triangle, _PAIRS) in (k11, k22, k12)."""
     two = [e] + [sp.diff(e, v) for v in _VARS] + [sp.diff(e, _VARS[i], _VARS[j]) for i, j in _PAIRS]
-    one = [sp.diff(d, k, n) for n in range(3)]
-    return [stable_form(f) for f in two + one]
+    return [stable_form(f) for f in two]
 
 
 class TwoPoint:
@@ -83,14 +81,12 @@ class TwoPoint:
 
     @functools.cached_property
     def _closed(self):
-        """NumPy functions of the value, gradient, Hessian (in k11, k22, k12) and of the diagonal's
-        first three k-derivatives, from their stable forms; the SymPy derivatives and stable
-        rewriting (seconds for GELU) are kept on disk (:func:`ntk_theory.diskcache.memo`)."""
-        e, d = self.expectation.expr, self.diagonal.expr
-        forms = diskcache.memo("twopoint", f"{sp.srepr(e)}|{sp.srepr(d)}", lambda: _derivative_forms(e, d))
-        two = [lambdify_form(_VARS, f) for f in forms[: 4 + len(_PAIRS)]]
-        diag = [lambdify_form((k,), f) for f in forms[4 + len(_PAIRS):]]
-        return two[0], two[1:4], dict(zip(_PAIRS, two[4:])), diag
+        """NumPy functions of the value, gradient and Hessian (in k11, k22, k12) from their stable forms;
+        the SymPy derivatives and stable rewriting are kept on disk (:func:`ntk_theory.diskcache.memo`)."""
+        e = self.expectation.expr
+        forms = diskcache.memo("twopoint", sp.srepr(e), lambda: _derivative_forms(e))
+        two = [lambdify_form(_VARS, f) for f in forms]
+        return two[0], two[1:4], dict(zip(_PAIRS, two[4:]))
 
     @functools.cached_property
     def _numpy_derivatives(self):
@@ -114,7 +110,7 @@ class TwoPoint:
         a, b, c = (np.asarray(v, dtype=float) for v in (k11v, k22v, k12v))
         shape = a.shape
         if self.closed_form:
-            val, grad, hess, _ = self._closed
+            val, grad, hess = self._closed
             with np.errstate(all="ignore"):
                 value = np.broadcast_to(val(a, b, c), shape).astype(float)
                 g = np.stack([np.broadcast_to(f(a, b, c), shape) for f in grad], axis=-1).astype(float)
@@ -152,28 +148,16 @@ class TwoPoint:
 
         return _from_expectations(E, shape, err)
 
-    @functools.cached_property
-    def _one_input(self):
-        from .moments import one_input_averages
-
-        return one_input_averages(self.activation)[self.which]
-
     def diagonal_derivatives(self, kv) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(<g>, d<g>/dk, d2<g>/dk2, error) at variances kv, g = s^2 or s'^2."""
+        """(<g>, d<g>/dk, d2<g>/dk2, error) at variances kv, g = s^2 or s'^2: the diagonal form's
+        k-derivatives (:class:`ntk_theory.gaussian.expectation.ClosedDiagonal` / ``NumericalDiagonal``)."""
         kv = np.asarray(kv, dtype=float)
-        if self.diagonal.is_closed_form:
-            fs = self._closed[3] if self.closed_form else [
-                stable_lambdify((k,), sp.diff(self.diagonal.expr, k, n)) for n in range(3)]
-            with np.errstate(all="ignore"):
-                return (*(np.broadcast_to(f(kv), kv.shape).astype(float) for f in fs), 0.0)
-        avg = self._one_input
-        out = np.zeros((3,) + kv.shape)
-        err = 0.0
-        for idx, kk in np.ndenumerate(kv):
+        out, err = [], 0.0
+        with np.errstate(all="ignore"):
             for n in range(3):
-                v, e = avg.evaluate(kk, n)
-                out[(n,) + idx] = v
-                err = max(err, e)
+                v, e = self.diagonal.evaluate(kv, with_error=True, order=n)
+                out.append(v)
+                err = max(err, float(np.max(e, initial=0.0)) if e is not None else 0.0)
         return out[0], out[1], out[2], err
 
 

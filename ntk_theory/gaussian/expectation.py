@@ -24,6 +24,7 @@ from . import rules
 from .atoms import Delta, NoRule, combination_derivative, decompose, product
 from .derivation import Step
 from .display import display_latex, display_text
+from .stable import lambdify_form, stable_form
 from .symbols import k, k11, k12, k22
 
 ARGS = (k11, k22, k12)
@@ -72,9 +73,13 @@ class ClosedForm(GaussianExpectation):
         return "derived by rules: " + ", ".join(sorted(self.rules))
 
     @functools.cached_property
-    def diagonal(self) -> "ClosedForm":
-        """E[f(u) g(u)], u ~ N(0, k): the two-variable form at k11 = k22 = k12 = k, or one-variable rules."""
-        return diagonal_expectation(self._atoms, self.f, self.g, self.label, self.expr)
+    def diagonal(self):
+        """E[f(u) g(u)], u ~ N(0, k): the two-variable form at k11 = k22 = k12 = k, or one-variable rules,
+        else quadrature (:class:`NumericalDiagonal`)."""
+        try:
+            return diagonal_expectation(self._atoms, self.f, self.g, self.label, self.expr)
+        except NoRule as exc:
+            return NumericalDiagonal(self.f, self.g, self.label, _short(str(exc)))
 
     # ------------------------------------------------------------------ evaluation
     @functools.cached_property
@@ -163,12 +168,14 @@ class NumericalExpectation(GaussianExpectation):
 
 
 class ClosedDiagonal(GaussianExpectation):
-    """E[f(u) g(u)], u ~ N(0, k), in closed form."""
+    """E[f(u) g(u)], u ~ N(0, k), in closed form; its k-derivatives are SymPy derivatives of it (exact,
+    including the Dirac-delta contributions of kinks that a differentiated closed form carries)."""
 
     is_closed_form = True
 
     def __init__(self, f, g, label, expr: sp.Expr, derivation: Step):
         self.f, self.g, self.label, self.expr, self.derivation = f, g, label, expr, derivation
+        self._built: dict = {}  # (kind, order) -> derivative expression or its evaluator
 
     @property
     def rules(self):
@@ -180,19 +187,55 @@ class ClosedDiagonal(GaussianExpectation):
             return "the two-variable closed form at k11 = k22 = k12 = k"
         return "derived by rules: " + ", ".join(sorted(self.rules))
 
-    @functools.cached_property
-    def _numpy(self):
-        return sp.lambdify((k,), self.expr, modules=["scipy", "numpy"])
+    def derivative(self, order: int = 0) -> sp.Expr:
+        """d^order/dk^order of the closed form."""
+        return self._memo("expr", order, lambda: sp.diff(self.expr, k, order) if order else self.expr)
 
-    def evaluate(self, kk):
-        return np.asarray(self._numpy(np.asarray(kk, dtype=float)), dtype=float) * np.ones_like(kk, dtype=float)
+    def _memo(self, kind: str, order: int, build):
+        key = (kind, _order(order))
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def _float64(self, order: int):
+        """The derivative's stable form (kept on disk: the SymPy rewriting takes long for GELU-like forms)."""
+        def build():
+            form = diskcache.memo("diagonal", f"{order}|{sp.srepr(self.expr)}",
+                                  lambda: stable_form(self.derivative(order)))
+            return lambdify_form((k,), form)
+
+        return self._memo("float64", order, build)
+
+    def _mpmath(self, order: int):
+        return self._memo("mpmath", order, lambda: sp.lambdify((k,), self.derivative(order), modules="mpmath"))
+
+    def evaluate(self, kk, with_error: bool = False, order: int = 0):
+        """d^order E[f g] / dk^order at an array of variances, float64, by the closed form's stable
+        rewriting (:func:`ntk_theory.gaussian.stable.lambdify`); ``with_error``: (values, None)."""
+        kk = np.asarray(kk, dtype=float)
+        v = self._float64(_order(order))(kk)
+        v = np.broadcast_to(np.asarray(np.real(v) if np.iscomplexobj(v) else v, dtype=float), kk.shape).copy()
+        return (v, None) if with_error else v
 
     def __call__(self, kk):
         return self.evaluate(kk)
 
-    def evaluate_mp(self, kk, dps: int = 30):
-        with mpmath.workdps(dps):
-            return mpmath.mpf(sp.N(self.expr.subs(k, sp.Float(mpmath.mpf(kk), dps)), dps))
+    def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
+        """The same in mpmath to about ``dps`` digits, rounded to the caller's precision: evaluated with
+        g = 10, 20, 40, ... guard digits until two successive values agree to 10^-(dps+3) relative
+        (closed forms such as ELU's exp(2k) erfc(sqrt(2k)) cancel about log10 exp(2k) digits)."""
+        f, kk = self._mpmath(_order(order)), mpmath.mpf(kk)
+        guard = 10
+        with mpmath.workdps(dps + guard):
+            previous = mpmath.re(f(kk))
+        while guard < 1280:
+            guard *= 2
+            with mpmath.workdps(dps + guard):
+                v = mpmath.re(f(kk))
+                if abs(v - previous) <= mpmath.mpf(10) ** (-dps - 3) * abs(v):
+                    break
+                previous = v
+        return +v
 
     def latex(self) -> str:
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right] = {display_latex(self.expr)}"
@@ -202,7 +245,9 @@ class ClosedDiagonal(GaussianExpectation):
 
 
 class NumericalDiagonal(GaussianExpectation):
-    """E[f(u) g(u)] by one-dimensional quadrature."""
+    """E[f(u) g(u)], u ~ N(0, k), and its k-derivatives by one-dimensional quadrature of h = f g split at
+    the kinks (:mod:`ntk_theory.numerics.onepoint`: the first derivative in Stein's form <u h'(u)> / (2 k)
+    when h is continuous, else and for the second by differentiating the Gaussian density)."""
 
     is_closed_form = False
 
@@ -215,15 +260,37 @@ class NumericalDiagonal(GaussianExpectation):
         return "numerical quadrature (no closed form derived)"
 
     @functools.cached_property
-    def _callable(self):
-        return lambdify_numpy(drop_deltas(self.f * self.g))
+    def _integrand(self) -> sp.Expr:
+        return drop_deltas(self.f * self.g)
 
-    def evaluate(self, kk, with_error: bool = False):
-        from ..numerics.quadrature import expect1
+    @functools.cached_property
+    def _callable(self):
+        return _overflow_safe(self._integrand)
+
+    @functools.cached_property
+    def _continuous(self) -> bool:
+        """h = f g has no jump at its kinks (then its a.e. derivative gives Stein's form of d/dk)."""
+        h = self._callable
+        return not any(jumps_at(h, c) for c in self.kinks)
+
+    @functools.cached_property
+    def _derivative(self):
+        return _overflow_safe(drop_deltas(sp.diff(self._integrand, x))) if self._continuous else None
+
+    @functools.cached_property
+    def _mp_callables(self):
+        h = self._integrand
+        dh = sp.lambdify(x, drop_deltas(sp.diff(h, x)), modules="mpmath") if self._continuous else None
+        return sp.lambdify(x, h, modules="mpmath"), dh
+
+    def evaluate(self, kk, with_error: bool = False, order: int = 0):
+        """d^order E[f g] / dk^order at an array of variances (k >= 0 for order 0, k > 0 for the
+        derivatives), float64; ``with_error``: (values, quadrature error estimates)."""
+        from ..numerics.onepoint import average
 
         kk = np.asarray(kk, dtype=float)
-        h = self._callable
-        results = [expect1(h, float(v), kinks=self.kinks) for v in kk.ravel()]
+        dh = self._derivative if order == 1 else None
+        results = [average(self._callable, float(v), order, dg=dh, kinks=self.kinks) for v in kk.ravel()]
         values = np.array([r.value for r in results]).reshape(kk.shape)
         errors = np.array([r.error for r in results]).reshape(kk.shape)
         return (values, errors) if with_error else values
@@ -231,19 +298,52 @@ class NumericalDiagonal(GaussianExpectation):
     def __call__(self, kk):
         return self.evaluate(kk)
 
-    def evaluate_mp(self, kk, dps: int = 30):
-        from ..numerics.quadrature_mp import expect2_mp
+    def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
+        """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.onepoint.average_mp`)."""
+        from ..numerics.onepoint import average_mp
 
-        with mpmath.workdps(dps):
-            fg = sp.lambdify(x, self.f * self.g, modules="mpmath")
-            value, _ = expect2_mp(fg, lambda z: 1, kk, kk, kk, kinks_f=self.kinks, dps=dps)
-            return value
+        h, dh = self._mp_callables
+        value, _ = average_mp(h, kk, order, dg=dh if order == 1 else None, kinks=self.kinks, dps=dps)
+        return value
 
     def latex(self) -> str:
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right]\ \text{{(numerical quadrature)}}"
 
     def __repr__(self) -> str:
         return f"NumericalDiagonal(E[{sp.sstr(self.f * self.g)}]; {self.source})"
+
+
+def _overflow_safe(expr: sp.Expr):
+    """A vectorised NumPy function of expr in x whose non-finite values (intermediate overflow, e.g.
+    exp(-x) / (1 + exp(-x))^2 = inf / inf far out on the tails) are recomputed in 30-digit mpmath; a
+    value that is not finite there either stays so (and the quadrature refuses it)."""
+    fn, fmp = lambdify_numpy(expr), None
+
+    def h(z):
+        nonlocal fmp
+        v = fn(z)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            fmp = fmp or sp.lambdify(x, expr, modules="mpmath")
+            v = np.array(v, dtype=float)
+            with mpmath.workdps(30):
+                v[bad] = [float(mpmath.re(fmp(mpmath.mpf(float(t))))) for t in np.broadcast_to(z, v.shape)[bad]]
+        return v
+
+    return h
+
+
+def _order(order) -> int:
+    if order not in (0, 1, 2):
+        raise ValueError(f"the order of the variance derivative must be 0, 1 or 2; got {order!r}")
+    return int(order)
+
+
+def jumps_at(h, c: float) -> bool:
+    """The NumPy function h jumps at c: |h(c + eps) - h(c - eps)| > 1e-6 at eps = 1e-9 max(1, |c|)."""
+    eps = 1e-9 * max(1.0, abs(c))
+    with np.errstate(all="ignore"):
+        return abs(float(h(np.array(c + eps))) - float(h(np.array(c - eps)))) > 1e-6
 
 
 def _latex_fn(expr: sp.Expr, var: str) -> str:

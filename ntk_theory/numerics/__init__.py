@@ -14,6 +14,8 @@ quadrature               E[f(u)], E[f(u) g(v)], E[prod_i f_i(z_i)] (n <= 4) by n
                          split at kinks, float64, with error estimates
 quadrature_batch         the same rule at a fixed step for arrays of covariances (kernel matrices)
 quadrature_mp            the same rule in mpmath at any precision: the reference the tests use
+onepoint                 d^n<g(z)>/dK^n, z ~ N(0, K), n = 0, 1, 2: the one-input moments (float64 and
+                         mpmath; the first derivative in Stein's form for continuous g)
 hermite                  Hermite tables a_n(k) = E[f(sqrt(k) x) h_n(x)], their tail model and the
                          truncation order of Mehler's series; NumPy back end and series sums
 hermite_numba            the Numba back end of the tables (Gauss-Hermite / graded Gauss-Legendre)

@@ -21,7 +21,7 @@ import mpmath
 from .. import _checks
 from .quadrature import _DIVERGES, _KAPPA, _NEAR_KINK, _callable, _kinks
 
-__all__ = ["expect2_mp"]
+__all__ = ["expect1_mp", "expect2_mp"]
 
 _MP_LEVELS = (8, 16, 32)  # 1/h
 
@@ -253,6 +253,32 @@ def _mp_number(name, value, variance=False):
     return v
 
 
+def expect1_mp(f: Callable, k, *, kinks: Sequence[float] = (), dps: int = 30) -> tuple:
+    r"""E[f(u)], u ~ N(0, k), at arbitrary precision: (value, error estimate), both mpmath.mpf.
+
+    The one-dimensional rule of :func:`expect2_mp` (split at 0 and the kinks, h = 1/16, 1/32) with
+    the same error estimate; k = 0 gives f(0) exactly.  f is a callable on mpf; k may be a float
+    (taken exactly), a string or an mpf.  Rounded to the caller's precision.
+    """
+    f = _callable("f", f)
+    kf = _kinks("kinks", kinks)
+    dps = _checks.positive_int("dps", dps)
+    with mpmath.workdps(dps + 10):
+        k = _mp_number("k", k, variance=True)
+        zero = mpmath.mpf(0)
+        if k == 0:
+            value, error = _mp_check(mpmath.mpf(f(zero))), zero
+        else:
+            kinks_mp = [mpmath.mpf(c) for c in kf]
+            value, error = _mp_one(f, kinks_mp, k, dps)
+    return +value, +error
+
+
+def _mp_one(f, kinks, k, dps):
+    """(E[f(u)], error), u ~ N(0, k), k > 0, at the working precision."""
+    return _mp_adaptive(lambda n: _mp_line([f], [mpmath.sqrt(k)], [kinks], [mpmath.mpf(0)], n, dps), dps)
+
+
 def expect2_mp(
     f: Callable, g: Callable, k11, k22, k12, *, kinks_f: Sequence[float] = (),
     kinks_g: Sequence[float] = (), dps: int = 30,
@@ -295,7 +321,7 @@ def _mp_cases(f, g, k11, k22, k12, det, kf, kg, dps):
         return f0 * g0, zero
 
     def one(func, kinks, k):
-        return _mp_adaptive(lambda n: _mp_line([func], [mpmath.sqrt(k)], [kinks], [zero], n, dps), dps)
+        return _mp_one(func, kinks, k, dps)
 
     if k11 == 0 or k22 == 0:
         const, (v, e) = (f0, one(g, kg, k22)) if k11 == 0 else (g0, one(f, kf, k11))

@@ -31,7 +31,9 @@ class ActivationKernels:
     """The four Gaussian expectations one activation contributes to the recursions.
 
     ``T``, ``Tdot``: two-variable E[s s] and E[s' s'] (closed form or numerical);
-    ``T_diag``, ``Tdot_diag``: their one-variable diagonal forms.  s' is the almost-everywhere
+    ``T_diag``, ``Tdot_diag``: their one-variable diagonal forms E[s(u)^2], E[s'(u)^2], u ~ N(0, k)
+    (:class:`ntk_theory.gaussian.expectation.ClosedDiagonal` or ``NumericalDiagonal``: the one-input
+    moments that the finite-width and criticality modules use as well).  s' is the almost-everywhere
     derivative, as backpropagation through a finite network computes it (a jump of s contributes
     nothing: the NTK of a step or sign network comes from the layers after it only), matching the
     reference network and neural-tangents.
@@ -104,10 +106,7 @@ class ActivationKernels:
         def one(e):
             if isinstance(e, Divergent):
                 return e.evaluate
-            if not e.is_closed_form:
-                return lambda a: e.evaluate(a, with_error=True)
-            f = stable_lambdify((k,), e.expr)
-            return lambda a: (_broadcast(f(a), a), None)
+            return lambda a: e.evaluate(a, with_error=True)
 
         act = self.activation
         return two(self.T, act.numpy), two(self.Tdot, act.numpy_derivative), one(self.T_diag), one(self.Tdot_diag)
@@ -149,9 +148,7 @@ class ActivationKernels:
         def one(e):
             if isinstance(e, Divergent):
                 return e.evaluate_mp
-            if not e.is_closed_form:
-                return lambda a: e.evaluate_mp(a, dps=mpmath.mp.dps)
-            return sp.lambdify((k,), e.expr, modules="mpmath")
+            return lambda a: e.evaluate_mp(a, dps=mpmath.mp.dps)
 
         return two(self.T), two(self.Tdot), one(self.T_diag), one(self.Tdot_diag)
 
