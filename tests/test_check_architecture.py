@@ -40,7 +40,7 @@ def _error_line(capsys, command) -> str:
 
 def test_residual_network_passes_and_a_two_percent_error_fails():
     assert repr(RESNET) == RESNET_TEXT
-    kw = dict(widths=(64, 128, 256), samples=6000, seed=0, workers=2, progress=False)
+    kw = {"widths": (64, 128, 256), "samples": 6000, "seed": 0, "workers": 2, "progress": False}
     good = check_architecture(RESNET, X, **kw)
     assert isinstance(good, ArchitectureCheck) and good.passed, good.table()
     assert len(good.rows) == 2 * 6 and {r.quantity for r in good.rows} == {"E[f f]", "E[Theta]"}

@@ -15,7 +15,13 @@ Pipeline: reference -> montecarlo -> validation; the validation may use the symb
 the predictions), the Monte Carlo it judges by does not.
 """
 
-from .architecture import SE_FLOOR, ArchitectureCheck, ArchitectureRow, check_architecture, compare_entries
+from .architecture import (
+    SE_FLOOR,
+    ArchitectureCheck,
+    ArchitectureRow,
+    check_architecture,
+    compare_entries,
+)
 from .finite_width import COMPARED, FiniteWidthCheck, check_finite_width
 from .fits import WidthFit, fit_inverse_width, fit_widths, weighted_fit
 from .infinite_width import CROSSCHECK_RTOL, CheckReport, CheckRow, check, crosscheck
@@ -23,15 +29,15 @@ from .plot import Panel, plot_panels, require_matplotlib
 from .verdict import outcome, passes, z_score
 
 __all__ = [
-    "ArchitectureCheck",
-    "ArchitectureRow",
     "COMPARED",
     "CROSSCHECK_RTOL",
+    "SE_FLOOR",
+    "ArchitectureCheck",
+    "ArchitectureRow",
     "CheckReport",
     "CheckRow",
     "FiniteWidthCheck",
     "Panel",
-    "SE_FLOOR",
     "WidthFit",
     "check",
     "check_architecture",

@@ -40,6 +40,7 @@ from ..architecture import Layer
 from ..montecarlo.graph import sample_kernels, with_width
 from .fits import weighted_fit
 from .infinite_width import CheckReport, CheckRow
+from .infinite_width import _reference_size as reference_size
 
 __all__ = ["SE_FLOOR", "ArchitectureCheck", "ArchitectureRow", "check_architecture", "compare_entries"]
 
@@ -156,7 +157,8 @@ def check_architecture(
     width i draws with the i-th child of ``SeedSequence(seed)``.  ``predict(description, X)``: the kernel under
     test, returning an object with ``.nngp`` and ``.ntk`` (default :func:`ntk_theory.recursions.graph.kernel`).
     ``mp_check``: also report the largest relative difference of float64 from the same rules in 30-digit
-    mpmath (slow where expectations are numerical).  ``batches``, ``sampler``, ``workers``: as
+    mpmath at the largest width (relative to |mpmath|, or to 1e-6 sqrt(|K_aa K_bb|) where that is larger; slow
+    where expectations are numerical).  ``batches``, ``sampler``, ``workers``: as
     :func:`ntk_theory.montecarlo.graph.sample_kernels`.  ``progress``: True, False or None (bars when
     standard error is a terminal).  The kernel is computed at every width before any sampling, so a description
     it refuses (``NotImplementedError`` naming the layer) fails at once.
@@ -165,7 +167,7 @@ def check_architecture(
 
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):
-        raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")
+        raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")  # noqa: TRY004 (bad input: a ValueError)
     X = default_inputs() if X is None else _checks.inputs(X)
     widths = tuple(_checks.positive_int("widths", w) for w in widths)
     if len(set(widths)) < 2:
@@ -180,9 +182,12 @@ def check_architecture(
 
         try:
             mp = kernel(nets[-1], X, dps=30)
-            info["f64_vs_mp"] = max(float(np.max(np.abs(getattr(preds[-1], q) - np.asarray(getattr(mp, q), dtype=float))
-                                                 / np.maximum(np.abs(np.asarray(getattr(mp, q), dtype=float)), 1e-300)))
-                                    for q in ("nngp", "ntk"))
+            deviations = []
+            for q in ("nngp", "ntk"):
+                ref = np.asarray(getattr(mp, q), dtype=float)
+                size = np.maximum(reference_size(ref), 1e-300)
+                deviations.append(float(np.max(np.abs(getattr(preds[-1], q) - ref) / size)))
+            info["f64_vs_mp"] = max(deviations)
         except (ValueError, ArithmeticError, NotImplementedError) as exc:  # reported; the Monte Carlo check goes on
             info["f64_vs_mp"] = f"not available ({exc})"
     seeds = np.random.SeedSequence(seed).spawn(len(widths))
