@@ -176,7 +176,7 @@ FiniteWidthRecursion.tensors = _tensor_method
 
 
 #: expressions with more operations than this are left as they are: sp.simplify's cost grows
-#: steeply with size (minutes for the nested erfc iterates of activations with kinks away from 0)
+#: steeply with size (prohibitively for the nested erfc iterates of activations with kinks away from 0)
 SIMPLIFY_MAX_OPS = 120
 
 

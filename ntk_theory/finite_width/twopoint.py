@@ -14,7 +14,7 @@ in closed form, these are SymPy derivatives of it (exact, kinks included: for Re
 d2T/dk12^2 = <delta(u) delta(v)> = 1 / (2 pi sqrt(det)) comes out of the arc-cosine kernel).
 Otherwise they are Gaussian expectations of the derivative products above, by Mehler's formula on
 Hermite tables of the derivatives computed in NumPy (:mod:`ntk_theory.numerics.hermite`, with its
-coefficient error and Parseval tail bound: no compilation, milliseconds per layer), degree 256 and
+coefficient error and Parseval tail bound; no compilation), degree 256 and
 1024 where the series is longer (|rho| near 1 with a large variance), and the compiled 2-D
 quadrature of :mod:`ntk_theory.numerics.gauss_legendre` for entries that not even 1024 terms resolve (rare;
 compiled on first use).  For a numerical activation with kinks (ELU, SELU, user piecewise), whose

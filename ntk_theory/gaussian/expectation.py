@@ -360,8 +360,8 @@ def _kinks(expr) -> tuple:
 @functools.lru_cache(maxsize=256)
 def _derive(A, B) -> Step:
     """The rules' derivation of E[A(u) B(v)], kept on disk (:func:`ntk_theory.diskcache.memo`) under
-    the atoms and the code's fingerprint: a derivation that took seconds of SymPy is read back in
-    milliseconds by every later process.  Failures (NoRule) are kept too."""
+    the atoms and the code's fingerprint: every later process reads a derivation back instead of
+    redoing the SymPy work.  Failures (NoRule) are kept too."""
     key = f"{A!r}|{B!r}"
     outcome = diskcache.memo("pair", key, lambda: _derive_or_reason(A, B))
     if isinstance(outcome, str):
