@@ -10,30 +10,33 @@ W(l) ~ N(0, C_W(l) / n_(l-1)), b(l) ~ N(0, C_b(l)); the NTK is taken with respec
 learning-rate factors (lambda_b, lambda_W) of ``param`` (xi and gamma are fixed multipliers, not trained).
 xi = 0, gamma = 1 is the MLP of :class:`~.network.FiniteWidthRecursion`.
 
-State of layer l (one input; i != j two neurons of layer l; u = W s(z) + b the branch)::
+State of layer l (one input; i != j two neurons of layer l)::
 
     E[z_i^2] = K + K1 / n,   V = n Cov(z_i^2, z_j^2),   T = n E[z_i^2 z_j],   Theta (infinite width)
 
-The single neuron's cumulants are pairings of these, n E[z^3] = 3 T and n (E[z^4] - 3 E[z^2]^2) = 3 V
-(exact consequences of the recursion below, as kappa_4 = 3V is for the MLP); T vanishes for odd
-activations (the global sign flip) and for xi = 0, and is O(1) otherwise: neuron j's own term
-(C_W / n) s(z_j)^2 in the kernel of the branch correlates u_i with z_j.  Given layer l, the branch
-outputs u_i are independent N(0, Ghat), Ghat = C_b + C_W (1/n) sum_k s(z_k)^2, which contains neuron
-i's own term.  With <.> the average over z ~ N(0, K), ss1 = d<s^2>/dK, ss2 = d^2<s^2>/dK^2,
-m1 = <(s^2)'> = <z s^2> / K, m3 = <(s^2)'''> and the primed MLP quantities of :func:`.single.step`
-(K_mlp = C_b + C_W <s^2>, V_mlp = C_W^2 (<s^4> - <s^2>^2 + ss1^2 V), K1_mlp = C_W (ss1 K1 + ss2 V / 2),
-Th_mlp = lambda_b + lambda_W <s^2> + C_W <s'^2> Th)::
+The single neuron's cumulants are pairings of these: n E[z^3] = 3 T, n (E[z^4] - 3 E[z^2]^2) = 3 V.
+T vanishes for odd activations (global sign flip) and for xi = 0, and is O(1) otherwise.
 
-    K'  = xi^2 K  + gamma^2 K_mlp                    Th' = xi^2 Th + gamma^2 Th_mlp
-    V'  = xi^4 V  + 2 xi^2 gamma^2 C_W (2 K^2 ss1 + ss1 V + m1 T) + gamma^4 (V_mlp + 2 C_W^2 ss1 m1 T)
-    K1' = xi^2 K1 + gamma^2 (K1_mlp + C_W m3 T / 2)
-    T'  = xi^3 T  + xi gamma^2 C_W (K m1 + ss1 T)
+Method (docs/finite_width.md, "Residual networks"): for one input the network is exactly a mean-field
+particle system, z_i(l+1) = xi z_i(l) + gamma sqrt(Ghat(l)) g_i(l+1) with independent g_i ~ N(0, 1) and the
+fields Ghat(m) = C_b + C_W (1/n) sum_k s(z_k(m))^2 (rotation invariance of the Gaussian rows).  At leading
+order one neuron's path (z(1), ..., z(L)) is Gaussian with Cov(z(l), z(m)) = P(l, m) = xi^(l-m) K(m), and
+K(l) depends on the fields linearly, dK(l)/dG(m) = c(l, m) = gamma^2 xi^(2(l-1-m)).  The fields' fluctuation
+is dG = B eps, eps(a) = (1/n) sum_k phi_a(path_k), phi_a = C_W (s(z(a))^2 - <s^2>), B = (1 - A)^-1,
+A(a, a') = C_W ss1(a) c(a, a'); psi = B phi.  Then, with ss1, ss2 the K-derivatives of <s^2>,
+m1 = <(s^2)'> (:func:`ntk_theory.gaussian.expectation1`) and the two-variable average E[s(x)^2 s(y)^2]
+(:class:`.twopoint.TwoPoint` of s^2, for Cov(phi_a, phi_b) and Cov((s^2)''(z(a)), phi_b))::
 
-(derived in docs/finite_width.md: n Cov(z_i^2, Ghat) = C_W [2 K^2 ss1 + ss1 V + m1 T] holds neuron i's own
-O(1) term Cov(z^2, s^2) = 2 K^2 ss1; n Var(Ghat) = C_W^2 [<s^4> - <s^2>^2 + ss1^2 V + 2 ss1 m1 T]).  The
-readout step is the same with xi = 0, gamma = 1.  Layer 1 is Gaussian: V = K1 = T = 0.
+    V(l)  = 2 sum_m c(l,m) Cov(z(l)^2, psi_m) + sum_(m,m') c(l,m) c(l,m') Cov(psi_m, psi_m')
+    T(l)  = sum_m c(l,m) Cov(z(l), psi_m)
+    K1(l) = sum_m c(l,m) e(m),   e(a) = C_W [ss1(a) K1(a) + (1/2) sum_a' c(a,a') Cov((s^2)''(z(a)), psi_a')
+                                             + (1/2) ss2(a) sum_(a',b') c(a,a') c(a,b') Cov(psi_a', psi_b')]
+    readout: V = Cov(psi_L, psi_L),  K1 = e(L)
 
-Output of the network (readout, layer L+1): E[f^2] = K + K1/n, kappa_4(f) = 3 V / n, E[Theta] = Theta.
+with Cov(z(l)^2, phi_b) = 2 C_W P(l,b)^2 ss1(b) and Cov(z(l), phi_b) = C_W P(l,b) m1(b) (Price, Stein).  The
+terms Cov(., psi) hold neuron i's own O(1) contribution to the fields that neuron j sees; a one-step
+recursion in (K, V, K1, T) alone does not close (Cov(s_i^2, s_j^2) is not ss1^2 V + ...).
+xi = 0, gamma = 1 reduces to the MLP recursion (:mod:`.single`).
 
 Not derived (refused): the NTK's 1/n tensors (A, B, D, F, Theta1) of residual networks, several inputs
 (the tensor form needs the three-index T_(ab)c), per-layer widths (a residual layer needs equal widths).
@@ -53,8 +56,8 @@ from .. import _checks
 from ..activations import activation as _activation
 from ..conventions import PARAMETERIZATIONS, learning_rate_factors
 from ..gaussian import expectation1
-from .twopoint import TwoPoint
 from .moments import one_input_averages
+from .twopoint import TwoPoint
 
 NAMES = ("K", "Th", "V", "K1", "T")
 
@@ -89,11 +92,11 @@ class ResidualState:
 
 
 class _ExtraAverages:
-    """<(s^2)'> and <(s^2)'''> at a variance K: closed forms or quadrature (:func:`ntk_theory.gaussian.expectation1`)."""
+    """<(s^2)'> = <z s^2> / K at a variance K: closed forms or quadrature (:func:`ntk_theory.gaussian.expectation1`)."""
 
     def __init__(self, act):
         s2 = act.expr**2
-        self.forms = {"ss_d1": expectation1(s2, 1), "ss_d3": expectation1(s2, 3)}
+        self.forms = {"ss_d1": expectation1(s2, 1)}
 
     def evaluate(self, name: str, K: float) -> tuple[float, float]:
         v, e = self.forms[name].evaluate(np.array(float(K)), with_error=True)
@@ -172,7 +175,7 @@ class ResidualRecursion:
         errors = [0.0]
 
         def avg(name, order, K):
-            if name in ("ss_d1", "ss_d3"):
+            if name == "ss_d1":
                 v, e = self.extra.evaluate(name, K)
             else:
                 v, e = self.averages[name].evaluate(K, order)
