@@ -20,6 +20,7 @@ from .. import diskcache
 from ..activations import Activation, activation, drop_deltas, lambdify_numpy
 from ..activations.activation import x
 from ..activations.parse import DivergentExpectation
+from ..numerics.onepoint import ORDERS
 from . import rules
 from .atoms import Delta, NoRule, combination_derivative, decompose, product
 from .derivation import Step
@@ -334,8 +335,8 @@ def _overflow_safe(expr: sp.Expr):
 
 
 def _order(order) -> int:
-    if order not in (0, 1, 2):
-        raise ValueError(f"the order of the variance derivative must be 0, 1 or 2; got {order!r}")
+    if order not in ORDERS:
+        raise ValueError(f"the order of the variance derivative must be one of {ORDERS}; got {order!r}")
     return int(order)
 
 
