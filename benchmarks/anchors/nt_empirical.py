@@ -2,7 +2,9 @@
 
 usage: python nt_empirical.py IN.npz OUT.npz
 IN.npz holds X (N_max, d), a JSON list ``cases`` of {name, net, N, trace, impl, repeats} and, for each
-network ``net``, its parameters in ntk-theory's convention (``net/W1``, ``net/b1``, ...: W(l) of shape
+network ``net``, either a residual MLP (``net/kind`` = "residual": ``net/width``, ``net/blocks``, ``net/outputs``,
+``net/W_std``, ``net/b_std`` and its parameters already in stax's layout, leaves ``net/leaf0``, ``net/leaf1``, ...
+in JAX tree order), or an MLP with its parameters in ntk-theory's convention (``net/W1``, ``net/b1``, ...: W(l) of shape
 (n_l, n_(l-1)), z = W a + b) with ``net/W_std``, ``net/b_std``.  They are converted to stax's 'ntk'
 parameterization (z = W_std / sqrt(n_in) a @ omega + b_std beta): omega = sqrt(n_in) / W_std W^T,
 beta = b / b_std, so both libraries differentiate the same function with the same factors.
@@ -34,7 +36,32 @@ X_all = data["X"]
 networks = {}
 
 
+def residual(width, blocks, outputs, W_std, b_std):
+    """Dense(width), then ``blocks`` x [FanOut(2), parallel(serial(Relu, Dense(width)), Identity), FanInSum],
+    Relu, Dense(outputs): the benchmark's residual MLP ('ntk' parameterization)."""
+    dense = lambda n: stax.Dense(n, W_std=W_std, b_std=b_std, parameterization="ntk")
+    block = [stax.FanOut(2), stax.parallel(stax.serial(stax.Relu(), dense(width)), stax.Identity()), stax.FanInSum()]
+    return stax.serial(dense(width), *(block * blocks), stax.Relu(), dense(outputs))
+
+
 def network(name):
+    if f"{name}/kind" in data and str(data[f"{name}/kind"]) == "residual":
+        init_fn, apply_fn, _ = residual(int(data[f"{name}/width"]), int(data[f"{name}/blocks"]),
+                                        int(data[f"{name}/outputs"]), float(data[f"{name}/W_std"]),
+                                        float(data[f"{name}/b_std"]))
+        _, like = init_fn(jax.random.PRNGKey(0), X_all.shape)
+        leaves, treedef = jax.tree_util.tree_flatten(like)
+        ours = [jnp.asarray(data[f"{name}/leaf{i}"]) for i in range(len(leaves))]
+        assert all(a.shape == b.shape for a, b in zip(leaves, ours)) and f"{name}/leaf{len(leaves)}" not in data
+        params = jax.tree_util.tree_unflatten(treedef, ours)
+        diff = float(np.max(np.abs(np.asarray(apply_fn(params, jnp.asarray(X_all[:4]))) - data[f"{name}/f4"])))
+        print(f"{name}: stax outputs vs ntk-theory's network: max difference {diff:.1e}", flush=True)
+        networks[name] = (apply_fn, params)
+        return networks[name]
+    return mlp_network(name)
+
+
+def mlp_network(name):
     """stax MLP with the given parameters (Dense, Relu, ..., Dense) and a check of its outputs."""
     if name in networks:
         return networks[name]

@@ -20,6 +20,7 @@ n_(l-1) df/dW(l) . df/dW(l)`` for an MLP; neural-tangents' ``J J^T`` (with respe
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,6 +37,19 @@ Array = np.ndarray
 
 
 # ---------------------------------------------------------------------- MLPs and layer sequences
+@functools.lru_cache(maxsize=256)
+def _cached_layer(spec):
+    return activation_layer(spec)
+
+
+def _activation_layer(spec):
+    """:func:`~ntk_theory.architecture.mlp.activation_layer`, remembered for hashable specs (names)."""
+    try:
+        return _cached_layer(spec)
+    except TypeError:  # unhashable spec
+        return activation_layer(spec)
+
+
 @dataclass(frozen=True)
 class Dense:
     """A dense layer ``z -> W z + b`` (W of shape (n_out, n_in)) with its learning-rate factors (the W
@@ -67,7 +81,7 @@ class DenseStack:
         """The reference :class:`~ntk_theory.reference.MLP` (same parameters and factors); its description
         is :func:`~ntk_theory.architecture.mlp.mlp_description`."""
         spec = net.spec
-        act = activation_layer(net.activation.name)
+        act = _activation_layer(net.activation.name)
         description = mlp_description(act, spec.depth, C_W=spec.C_W, C_b=spec.C_b, param=spec.param,
                                       widths=spec.widths[1:-1], output_dim=spec.output_dim)
         factors = tuple((lb, lw / W.shape[1]) for (lb, lw), W in zip(spec.learning_rate_factors(), net.weights))
@@ -102,7 +116,7 @@ class DenseStack:
                 factors.append((lam_b, lam_W / W.shape[1]))
                 described.append(DenseLayer(W.shape[0], 1.0, 1.0, "standard"))
             else:
-                layer = activation_layer(item)
+                layer = _activation_layer(item)
                 pending.append(layer)
                 described.append(layer)
         if len(weights) < 2:

@@ -1,14 +1,15 @@
 """Novak, Sohl-Dickstein, Schoenholz 2022, "Fast Finite Width Neural Tangent Kernel" (ICML): the cost
 table of the three methods for a fully-connected network, and wall-clock time versus width.
 
-The paper's claims for dense networks (its section 3 and the fully-connected rows of its cost table):
-structured derivatives replace the per-parameter contraction N^2 O^2 P (Jacobian contraction) by
-per-layer Gram matrices N^2 O^2 L n, and are the fastest; NTK-vector products cost N^2 O [FP] and never
-hold J.  Here the three methods of :mod:`ntk_theory.empirical` run on a ReLU MLP of depth L = 3 with
-the full (N, N, O, O) kernel, and the cost model of :mod:`ntk_theory.empirical.cost` gives FLOPs,
-elementwise traffic, memory and a predicted time for each.  Jacobian contraction uses forward-mode
-Jacobians (as the reference network), so its Jacobian costs (L-1)(L-2) n^3 per input instead of the
-paper's reverse-mode O [FP].
+The paper's cost table for dense networks (its section 3): Jacobian contraction computes J by reverse
+mode, one VJP per output and input (``N O [FP]``), then contracts it (``N^2 O^2 P``); NTK-vector products
+cost ``N^2 O [FP]`` and never hold J; structured derivatives replace the per-parameter contraction by
+per-layer Gram matrices, ``N O [FP] + N^2 O^2 L n``, and are the fastest.  Here the three methods of
+:mod:`ntk_theory.empirical` (the same code for any architecture description) run on a ReLU MLP of depth
+L = 3 with the full (N, N, O, O) kernel, and the cost model of :mod:`ntk_theory.empirical.cost` gives
+FLOPs, elementwise traffic, memory and a predicted time for each.  For L layers of width n,
+``[FP] ~ 2 L n^2`` and ``P ~ L n^2``: every method grows as n^2 at large width (exponent 2), and the
+methods differ by their factors in N and O, as in the paper's table.
 
     python papers/novak2022/reproduce.py [--quick] [--out-dir DIR]
 
@@ -32,11 +33,12 @@ FULL = dict(N=32, O=10, depth=3, input_dim=32, trace=False, widths=(64, 128, 256
 QUICK = dict(N=16, O=4, depth=3, input_dim=16, trace=False, widths=(128, 256, 512), table_width=512)
 LABEL = {"jacobian_contraction": "Jacobian contraction", "ntk_vector_products": "NTK-vector products",
          "structured": "Structured derivatives"}
-# leading orders of this implementation for L hidden layers of width n (ntk_theory/empirical/cost.py)
+# leading orders (the paper's table, in this implementation's cost model ntk_theory/empirical/cost.py) for L
+# hidden layers of width n: [FP] ~ L n^2, P ~ L n^2
 LEADING = {
-    "jacobian_contraction": ("N L^2 n^3 + N^2 O^2 L n^2", "N O n^2 + N^2 O^2"),
-    "ntk_vector_products": ("N^2 O L n^2", "N O L n^2 + N^2 O n"),
-    "structured": ("N O L n^2 + N^2 O^2 L n", "N O L n + N^2 O^2"),
+    "jacobian_contraction": ("N O [FP] + N^2 O^2 P", "N O P + N^2 O^2"),
+    "ntk_vector_products": ("N^2 O [FP]", "N O P + N^2 O^2"),
+    "structured": ("N O [FP] + N^2 O^2 L n", "N O L n + N^2 O^2"),
 }
 
 
