@@ -73,7 +73,16 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _checks
-from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
+from ..architecture import (
+    Dense,
+    Elementwise,
+    FanInConcat,
+    FanInSum,
+    Layer,
+    LayerNorm,
+    walk,
+    where,
+)
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured")
 DEFAULT_MEMORY = 2 * 2**30  # bytes of intermediates the batching aims to stay under
@@ -216,7 +225,7 @@ class Problem:
 
     @classmethod
     def of(cls, net, n1: int, n2: int | None = None, trace_outputs: bool = True, dtype=np.float64,
-           input_dim: int | None = None) -> "Problem":
+           input_dim: int | None = None) -> Problem:
         """From a description (a layer or a ``stax`` network, with ``input_dim``), or an MLP given as an
         MLPSpec, an object with ``.spec`` or ``.widths``, or a widths tuple (n_0, n_1, ..., n_L, O);
         ``n2=None``: X2 = X1."""

@@ -97,7 +97,7 @@ class Model:
     problem_steps: tuple
 
     @classmethod
-    def of(cls, description, params, input_dim: int) -> "Model":
+    def of(cls, description, params, input_dim: int) -> Model:
         """``description`` (a layer or a ``stax`` network) with ``params`` as neural-tangents' ``init_fn``
         returns them (serial: list, parallel: tuple, Dense: (W, b)), at inputs of ``input_dim`` features."""
         description = getattr(description, "description", description)
@@ -118,7 +118,7 @@ class Model:
         return cls(description, int(input_dim), found[-1].n_out if found else int(input_dim), dense, found)
 
     @classmethod
-    def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> "Model":
+    def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> Model:
         """Effective parameters per Dense layer in order: ``weights[k]`` (n_in, n_out), ``biases[k]`` (n_out,)
         or None, ``factors[k] = (lambda_b, lambda_W / n_in)``."""
         found = _cost.steps(description, input_dim)

@@ -21,8 +21,8 @@ n_(l-1) df/dW(l) . df/dW(l)`` for an MLP; neural-tangents' ``J J^T`` (with respe
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class DenseStack:
     description: Layer
 
     @classmethod
-    def from_mlp(cls, net) -> "DenseStack":
+    def from_mlp(cls, net) -> DenseStack:
         """The reference :class:`~ntk_theory.reference.MLP` (same parameters and factors); its description
         is :func:`~ntk_theory.architecture.mlp.mlp_description`."""
         spec = net.spec
@@ -89,7 +89,7 @@ class DenseStack:
                    description)
 
     @classmethod
-    def from_layers(cls, layers: Sequence) -> "DenseStack":
+    def from_layers(cls, layers: Sequence) -> DenseStack:
         """``[Dense, act, ..., Dense, act, ..., Dense]``: starts and ends with a Dense layer; between two
         Dense layers any number of activations (none = linear)."""
         layers = list(layers)
@@ -124,7 +124,7 @@ class DenseStack:
         return cls(tuple(weights), tuple(biases), tuple(acts), tuple(factors), Serial(tuple(described)))
 
     @classmethod
-    def of(cls, net) -> "DenseStack":
+    def of(cls, net) -> DenseStack:
         """An MLP, a DenseStack or a layer sequence."""
         if isinstance(net, DenseStack):
             return net
