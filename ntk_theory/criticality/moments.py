@@ -11,6 +11,10 @@ K-derivative of the former: a closed form and its SymPy derivative where the rul
 the kinks with its error estimate (:mod:`ntk_theory.numerics.onepoint`; d<s^2>/dK in Stein's form
 <z s(z) s'(z)> / K, exact for continuous s).  The chi_parallel that d<s^2>/dK defines needs a
 continuous s: a discontinuous activation is refused.
+
+Error model (float64, against 50-digit mpmath, K = 1e-4 .. 1e3): quadrature ~1e-14 relative (its error
+estimate is carried); closed forms ~1e-16, except those whose terms cancel at small K (ELU, sin:
+~6e-14 at K = 1e-4, the same as the recursions' float64 diagonal).  mpmath: about ``dps`` digits.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ from .stable import lambdify_form, stable_form
 from .symbols import k, k11, k12, k22
 
 ARGS = (k11, k22, k12)
+#: derivatives of one-input closed forms with more operations than this are not simplified (sp.simplify's
+#: cost grows steeply with size; GELU's run to hundreds of operations and gain nothing)
+_SIMPLIFY_MAX_OPS = 120
 
 
 def _as_expr(f) -> tuple[sp.Expr, str]:
@@ -199,11 +202,18 @@ class ClosedDiagonal(GaussianExpectation):
         return self._built[key]
 
     def _float64(self, order: int):
-        """The derivative's stable form (kept on disk: the SymPy rewriting takes long for GELU-like forms)."""
+        """The derivative's stable form, simplified first where that shortens it (d/dk of erf's
+        asin(2k / (1 + 2k)) carries sqrt(1 - (2k / (1 + 2k))^2), which cancels to 1e-13 at k = 1e3; simplified,
+        4 / (pi (1 + 2k) sqrt(1 + 4k)) keeps full precision); kept on disk."""
+        def compute():
+            d = self.derivative(order)
+            if order and sp.count_ops(d) <= _SIMPLIFY_MAX_OPS:
+                short = sp.simplify(d)
+                d = short if sp.count_ops(short) < sp.count_ops(d) else d
+            return stable_form(d)
+
         def build():
-            form = diskcache.memo("diagonal", f"{order}|{sp.srepr(self.expr)}",
-                                  lambda: stable_form(self.derivative(order)))
-            return lambdify_form((k,), form)
+            return lambdify_form((k,), diskcache.memo("diagonal", f"{order}|{sp.srepr(self.expr)}", compute))
 
         return self._memo("float64", order, build)
 
