@@ -139,3 +139,13 @@ def test_bad_order_and_variance_are_refused():
         onepoint.average(np.cos, 0.0, 1)
     with pytest.raises(ValueError, match="order"):
         activation_kernels("erf").T_diag.evaluate(np.array(1.0), order=5)
+
+
+def test_erf_derivative_keeps_its_digits_at_large_variance():
+    """<erf(z)^2> = (2/pi) asin(2K / (1 + 2K)) (Williams 1997); its K-derivative 4 / (pi (1 + 2K) sqrt(1 + 4K))
+    written by hand.  The unsimplified derivative carries sqrt(1 - (2K / (1 + 2K))^2) and lost ~K eps."""
+    form = activation_kernels("erf").T_diag
+    for K in (1e3, 1e6):
+        want = 4 / (math.pi * (1 + 2 * K) * math.sqrt(1 + 4 * K))
+        assert abs(float(form.evaluate(np.array(K), order=1)) / want - 1) < 1e-14
+        assert abs(Moments("erf").f64(K)[2] / want - 1) < 1e-14
