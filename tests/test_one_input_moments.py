@@ -78,7 +78,7 @@ def test_diagonal_forms_and_their_derivatives_against_quadrature(name):
     act = activation(name)
     kern = activation_kernels(act)
     for which, form in (("ss", kern.T_diag), ("dd", kern.Tdot_diag)):
-        for K in (0.3, 2.5):
+        for K in (0.7,):
             for order in (0, 1, 2):
                 ref = _reference(act, which, K, order)
                 scale = abs(_reference(act, which, K, 0)) / K**order
@@ -94,9 +94,10 @@ CLOSED = ["linear", "relu", "leaky_relu(1/5)", "abrelu(1/2,2)", "abs", "step", "
           "rbf(1/3)", "x*erf(x)", "erf(2*x)+x/3"]
 
 
-@pytest.mark.parametrize("name", CLOSED)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "x*erf(x)" else n for n in CLOSED])
 def test_every_diagonal_closed_form_against_float64_quadrature(name):
-    """<s^2>, <s'^2> (a.e. s') of every closed-form activation the kernel tests use, against tanh-sinh
+    """<s^2>, <s'^2> (a.e. s') of every closed-form activation the kernel tests use (x*erf(x), whose
+    two-variable derivation takes ~15 s without the disk cache, in the slow set), against tanh-sinh
     quadrature of the integrand (numerics.quadrature.expect1, itself checked against hand-written
     Gaussian integrals in test_quadrature.py), 1e-13 of the scale."""
     from ntk_theory.numerics.quadrature import expect1
