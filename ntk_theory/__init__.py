@@ -13,15 +13,15 @@ subpackages (``finite_width``, ``criticality``, ``dynamics``, ...).
 
 import importlib
 
-from .architecture import MLPSpec
 from .conventions import PARAMETERIZATIONS, learning_rate_factors
-from .reference import MLP
 
 __version__ = "0.1.0"
 
 #: name -> (module, attribute or None for the module itself), imported on first access
 _LAZY = {
     "stax": ("ntk_theory.stax", None),
+    "MLP": ("ntk_theory.reference", "MLP"),
+    "MLPSpec": ("ntk_theory.architecture", "MLPSpec"),
     "quantities": ("ntk_theory.quantities", None),
     "kernel": ("ntk_theory.recursions.graph", "kernel"),
     "KernelRecursion": ("ntk_theory.recursions", "KernelRecursion"),
