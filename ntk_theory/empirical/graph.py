@@ -77,10 +77,48 @@ class DenseEntry:
         return self.action.b is not None and self.lambda_b != 0.0
 
 
+def _dot(a: Array, B: Array) -> Array:
+    """``a @ B`` for a (..., m) and a 2-D B (m, n) as one matrix product over all leading axes (NumPy's
+    stacked matmul runs a much slower loop for a 3-D a against a 2-D B)."""
+    if a.ndim <= 2:
+        return a @ B
+    a2 = a.reshape(-1, a.shape[-1])
+    return (a2 @ B).reshape(a.shape[:-1] + (B.shape[1],))
+
+
+class EffectiveDense(DenseParameters):
+    """A Dense layer ``z = x W + b`` in effective coordinates (unit scales), with the products of
+    :class:`~ntk_theory.reference.graph.DenseParameters` done as single matrix products over the leading
+    axes (cotangents and tangents carry a leading batch axis).  ``tangent``'s parameter tangent ``dW``
+    (K, n_in, n_out) is best a transposed view of a contiguous (n_in, K, n_out) array (as
+    :meth:`DenseRule.tangent` makes it): ``x dW`` is then one product ``x (n_in, K n_out)``."""
+
+    def forward(self, x):
+        z = _dot(x, self.W)
+        return z if self.b is None else z + self.b
+
+    def backward(self, g):
+        return _dot(g, self.W.T)
+
+    def tangent(self, x, dx, dW, db):
+        dz = None if dx is None else _dot(dx, self.W)
+        if dW is not None:
+            if x.ndim == 2 and dW.ndim == 3:
+                K, n_in, n_out = dW.shape
+                t = (x @ dW.transpose(1, 0, 2).reshape(n_in, K * n_out)).reshape(x.shape[0], K, n_out)
+                t = t.transpose(1, 0, 2)
+            else:
+                t = np.matmul(x, dW)
+            dz = t if dz is None else dz + t
+        if db is not None and self.b is not None:
+            dz = db if dz is None else dz + db
+        return dz
+
+
 def _effective(layer: Dense, W, b, n_in: int, path: tuple) -> DenseParameters:
     """``z = x W + b`` (a 'standard' layer of unit scales) with the given effective parameters."""
     plain = replace(layer, W_std=1.0, b_std=None if b is None else 1.0, parameterization="standard", variances=None)
-    return DenseParameters(plain, (W, b), n_in, path)
+    return EffectiveDense(plain, (W, b), n_in, path)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +219,20 @@ def rows_first(g: Array) -> Array:
 
 
 # ---------------------------------------------------------------------- per-layer-type rules
+class _Buffer:
+    """One growing scratch array, reused for every block of the same role (writing into memory already in
+    use avoids the page faults of a fresh allocation)."""
+
+    def __init__(self):
+        self.data = np.empty(0)
+
+    def get(self, shape):
+        size = int(np.prod(shape))
+        if self.data.size < size:
+            self.data = np.empty(size)
+        return self.data[:size].reshape(shape)
+
+
 class DenseRule:
     """The parameter derivatives of a Dense layer (``z = x W + b``): J_W = x (x) g, J_b = g."""
 
@@ -194,13 +246,16 @@ class DenseRule:
         return blocks
 
     @staticmethod
-    def tangent(entry: DenseEntry, x: Array, g: Array) -> tuple:
+    def tangent(entry: DenseEntry, x: Array, g: Array, buffer: _Buffer | None = None) -> tuple:
         """``Lambda J^T e`` for the cotangents g (K, N, n_out) at the rows of x (N, n_in), one per (k, a):
-        ``(c x_a^T g_(k,a), lambda_b g_(k,a))`` as (K N, n_in, n_out) and (K N, 1, n_out)."""
+        ``(c x_a^T g_(k,a), lambda_b g_(k,a))`` as (K N, n_in, n_out) (a transposed view of a contiguous
+        (n_in, K N, n_out) array) and (K N, 1, n_out)."""
         K, N, n = g.shape
-        dW = (entry.c * x)[None, :, :, None] * g[:, :, None, :]
+        shape = (x.shape[1], K, N, n)
+        dW = np.empty(shape) if buffer is None else buffer.get(shape)  # (n_in, K, N, n_out), contiguous
+        np.multiply((entry.c * x).T[:, None, :, None], g[None, :, :, :], out=dW)
         db = entry.lambda_b * g.reshape(K * N, 1, n) if entry.has_bias else None
-        return dW.reshape(K * N, x.shape[1], n), db
+        return dW.reshape(x.shape[1], K * N, n).transpose(1, 0, 2), db
 
     @staticmethod
     def ntk_factor(entry: DenseEntry, x1: Array, x2: Array | None) -> Array:
@@ -363,10 +418,11 @@ def _ntk_vector_products(model, X1, X2, trace, B):
     O = model.output_dim
     B1 = _cost.COSTS["ntk_vector_products"].jvp_rows(model.problem(N1, None if sym else N2, trace), B)
     out = _Output(N1, N2, O, trace)
+    buffers: dict = {}
     for s2 in (slice(s, min(s + B, N2)) for s in range(0, N2, B)):
         p2 = run(model, X2[s2])
         b2 = p2.n
-        tangents = {path: _rule(model.dense[path]).tangent(model.dense[path], s.x, s.g)
+        tangents = {path: _rule(model.dense[path]).tangent(model.dense[path], s.x, s.g, buffers.setdefault(path, _Buffer()))
                     for path, s in p2.sens.items()}  # K = (q, b) tangents per Dense layer
         rows = s2.stop if sym else N1
         for s1 in (slice(s, min(s + B1, rows)) for s in range(0, rows, B1)):
