@@ -1,0 +1,832 @@
+r"""Compiled (Numba) NNGP and NTK of any architecture description: the rules of
+:mod:`ntk_theory.recursions.graph`, generated as one fused straight-line program per kernel entry.
+
+>>> kern = compiled_graph_kernel(stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(1)))  # doctest: +SKIP
+>>> nngp, ntk = kern.evaluate(X)                                                             # doctest: +SKIP
+>>> print(kern.source)                                                   # the generated program
+
+The description is walked once (:func:`ntk_theory.architecture.walk`) with the same rules as the NumPy
+interpreter -- Gaussian *sources* (one per Dense layer, and one per sum of Gaussian branches), *terms*
+F(c g) of one source each, *moments* of sums of terms -- but every quantity is split by what it depends on:
+
+* per input (O(N), NumPy, at evaluation): the variances and NTK diagonals of every source and term, the
+  means E[F(u)] of non-Gaussian terms, LayerNorm scalings c_a = 1 / sqrt(Var h_a + eps), and the
+  diagonal-only forms E[F(u)^2], E[F'(u)^2] (the exact values of entries whose two inputs are equal rows);
+* per entry (a, b) (generated Numba code): for each source its covariance k_ab and NTK theta_ab, for
+  each non-Gaussian term T = E[F(u) F(v)], Tdot = E[F'(u) F'(v)] at (k_aa, k_bb, k_ab clipped to
+  |rho| <= 1) by the activation's closed form in its stable float64 rewriting
+  (:mod:`ntk_theory.codegen.emit`, homogeneous activations at unit scale), the cross terms of means
+  m_a m_b of FanInSum, LayerNorm's (K_ab - m_a m_b) / (s_a s_b), FanInConcat's channel weights.
+
+The per-entry program is emitted as one function over row tiles (prange over rows; per row, chunks of
+columns; inside a chunk, loops over columns with the program's statements, a few activations per loop
+so that LLVM vectorises them): no N x N temporaries, only the two outputs.  Layer constants (C_W, C_b,
+lambda_b, lambda_W, concatenation weights) are passed as an array, so the source depends on the
+description's structure and activations only, and is cached on disk like the MLP kernels
+(:mod:`ntk_theory.jit.modules`).  With X2 = X1 only entries j > i are computed and mirrored; entries whose
+rows are equal take the exact diagonal.
+
+Error model: the same formulas as :mod:`ntk_theory.recursions.graph` in the same order of operations;
+the only differences are the compiled elementary functions (sqrt, atan2, erf, exp: within ~1 ulp of
+NumPy's), so entries agree to ~1e-15 relative, more where a layer loses digits to cancellation
+(the same cancellation the NumPy interpreter suffers).  Activations whose two-variable expectations
+have no closed form (they need Hermite tables per term) are refused with :class:`NotCompilable`, naming
+the layer; :func:`ntk_theory.recursions.graph.kernel` evaluates them.  Everything the NumPy interpreter
+refuses is refused here with the same message.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .. import _checks
+from ..activations import Activation, x
+from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
+from ..gaussian import expectation1
+from ..gaussian.stable import stable_form
+from ..jit import numba_code
+from ..jit import modules as cache
+from ..recursions import KernelResult, activation_kernels
+from ..recursions.network import equal_rows
+from . import emit
+from .kernel import CompiledKernel, _compiled_afresh
+
+FORMAT_VERSION = "1"
+
+
+class NotCompilable(NotImplementedError):
+    """The description has a kernel (the NumPy interpreter evaluates it) but no compiled program:
+    a term whose two-variable expectations have no closed form."""
+
+
+# ---------------------------------------------------------------------- symbolic values
+@dataclass(eq=False)
+class _Source:
+    """A Gaussian process: entry variables ``k`` (covariance), ``th`` (NTK); row slots ``var``
+    (variance) and ``ntkd`` (NTK at equal inputs)."""
+
+    k: str
+    th: str
+    var: int
+    ntkd: int
+    base: frozenset
+    label: str
+
+
+@dataclass(eq=False)
+class _Term:
+    """``F(c g)``: a source, an expression in x, a row slot of scales c (None: 1) and a key saying which
+    scalings are the same (equal keys: equal scales)."""
+
+    source: _Source
+    fn: sp.Expr
+    scale: int | None
+    scale_key: tuple | None
+    origin: str
+
+    @property
+    def is_gaussian(self) -> bool:
+        return self.fn == x
+
+
+@dataclass(eq=False)
+class _Node:
+    terms: tuple
+    channels: int
+
+
+@dataclass(eq=False)
+class _Moments:
+    """Entry variables ``nngp``, ``ntk``; row slots ``var``, ``ntkd`` and ``mean`` (None: zero)."""
+
+    nngp: str
+    ntk: str
+    var: int
+    ntkd: int
+    mean: int | None
+    base: frozenset
+    channels: int
+    origin: str
+
+
+_TOKEN = re.compile(r"\b([eabp])_(\d+)\b")
+
+
+@dataclass
+class _Statement:
+    lines: list
+    defs: tuple
+    pairs: int
+
+
+class _Program:
+    """The walk's output: row operations (NumPy, per input), entry statements (emitted), constants."""
+
+    def __init__(self):
+        self.row_ops: list = []  # fn(V, side, errors) -> array, one per row slot
+        self.row_labels: list = []
+        self.statements: list[_Statement] = []
+        self.constants: list[float] = []
+        self.kernels: dict = {}  # fn -> (index, ActivationKernels)
+        self._names = itertools.count()
+        self.moments_cache: dict = {}
+
+    def row(self, fn, label: str = "") -> int:
+        self.row_ops.append(fn)
+        self.row_labels.append(label)
+        return len(self.row_ops) - 1
+
+    def const(self, value: float) -> str:
+        self.constants.append(float(value))
+        return f"p_{len(self.constants) - 1}"
+
+    def entry(self) -> str:
+        return f"e_{next(self._names)}"
+
+    def emit(self, lines, defs, pairs: int = 0) -> None:
+        self.statements.append(_Statement(list(lines), tuple(defs), pairs))
+
+    def pair(self, fn: sp.Expr, origin: str):
+        if fn not in self.kernels:
+            kern = activation_kernels(Activation(sp.sstr(fn), fn, "stax"))
+            if not (kern.T.is_closed_form and kern.Tdot.is_closed_form):
+                raise NotCompilable(
+                    f"{origin}: E[F(u) F(v)] of F = {sp.sstr(fn)} has no closed form; the compiled kernel has no "
+                    "Hermite-table route for graph networks (ntk_theory.recursions.graph.kernel evaluates it)")
+            self.kernels[fn] = (len(self.kernels), kern)
+        return self.kernels[fn]
+
+
+# ---------------------------------------------------------------------- the walk
+def build(description: Layer, input_dim: int) -> tuple[_Program, _Moments]:
+    """The program of ``description`` for inputs of dimension ``input_dim``: its row operations, entry
+    statements and output moments."""
+    prog = _Program()
+    g = prog.entry()
+    th0 = prog.entry()
+    prog.emit([f"{g} = Krow[c]", f"{th0} = 0.0"], (g, th0))
+    var = prog.row(lambda V, side, errors: V["sq"][side], "input variance")
+    ntkd = prog.row(lambda V, side, errors: np.zeros_like(V["sq"][side]), "input NTK")
+    source = _Source(g, th0, var, ntkd, frozenset({"input"}), "the input")
+    out = walk(description, _Node((_Term(source, x, None, None, "the input"),), input_dim), functools.partial(_rule, prog=prog))
+    if isinstance(out, tuple):
+        raise ValueError(f"the network ends with a list of {len(out)} outputs; combine them (FanInSum, FanInConcat)")
+    return prog, _moments(out, prog)
+
+
+@functools.singledispatch
+def _rule(layer: Layer, state, path, prog):
+    raise NotImplementedError(f"{layer!r} at {where(path)}: no infinite-width kernel rule for {type(layer).__name__}")
+
+
+def _finite(fn, what):
+    def op(V, side, errors):
+        value = fn(V, side, errors)
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(f"the kernel overflowed or produced NaN at {what}: variances grow without bound, "
+                                     "or an expectation diverges")
+        return value
+
+    return op
+
+
+@_rule.register
+def _(layer: Dense, state, path, prog):
+    m = _moments(state, prog)
+    lb, lw = layer.learning_rate_factors(state.channels)
+    cw, cb, lb_, lw_ = (prog.const(v) for v in (layer.C_W, layer.C_b, lb, lw))
+    CW, CB, LB, LW = layer.C_W, layer.C_b, float(lb), float(lw)
+    k, th = prog.entry(), prog.entry()
+    prog.emit([f"{k} = {cb} + {cw} * {m.nngp}", f"{th} = {lb_} + {lw_} * {m.nngp} + {cw} * {m.ntk}"], (k, th))
+    what = f"{layer!r} ({where(path)})"
+    mv, mt = m.var, m.ntkd
+    var = prog.row(_finite(lambda V, side, errors: CB + CW * V[mv], what), f"variance after {what}")
+    ntkd = prog.row(_finite(lambda V, side, errors: LB + LW * V[mv] + CW * V[mt], what), f"NTK diagonal after {what}")
+    src = _Source(k, th, var, ntkd, frozenset({path}), f"{layer!r} at {where(path)}")
+    return _Node((_Term(src, x, None, None, src.label),), layer.out_dim)
+
+
+@_rule.register
+def _(layer: Elementwise, state, path, prog):
+    if layer.is_identity:
+        return state
+    if isinstance(state, _Moments):
+        raise NotImplementedError(
+            f"{layer!r} at {where(path)} follows {state.origin}: its input is not a function of Gaussian processes "
+            "whose kernel rules are known (a nonlinearity after FanInConcat or after LayerNorm of a non-Gaussian "
+            "value); put a Dense layer before it")
+    if len(state.terms) > 1 and all(t.is_gaussian for t in state.terms):
+        state = _Node((_gaussian_sum(state.terms, path, prog),), state.channels)
+    if len(state.terms) > 1:
+        raise NotImplementedError(
+            f"{layer!r} at {where(path)} acts on a sum of non-Gaussian functions of {len(state.terms)} independent "
+            "Gaussian processes (e.g. relu(z) + Dense(...) from a residual branch): its kernel is a Gaussian "
+            f"expectation in {2 * len(state.terms)} dimensions, not implemented; a Dense layer or a nonlinearity "
+            "inside the branch (pre-activation residual blocks) avoids it")
+    (t,) = state.terms
+    fn = layer.expr.subs(x, t.fn)
+    return _Node((_Term(t.source, fn, t.scale, t.scale_key, f"{layer!r} at {where(path)}"),), state.channels)
+
+
+@_rule.register
+def _(layer: FanInSum, states, path, prog):
+    channels = {s.channels for s in states}
+    if len(channels) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(channels)}")
+    opaque = [s for s in states if isinstance(s, _Moments)]
+    terms: list[_Term] = []
+    for s in states:
+        for t in (s.terms if isinstance(s, _Node) else ()):
+            for i, u in enumerate(terms):
+                if u.source is t.source and u.scale_key == t.scale_key:
+                    terms[i] = _Term(u.source, u.fn + t.fn, u.scale, u.scale_key, f"{layer!r} at {where(path)}")
+                    break
+                if u.source.base & t.source.base:
+                    raise NotImplementedError(
+                        f"{layer!r} at {where(path)} sums branches that depend on the same Dense output through "
+                        "different scalings or partial sums (LayerNorm in one branch only, or a sum over a "
+                        "long skip); their cross moments are not implemented")
+            else:
+                terms.append(t)
+    node = _Node(tuple(terms), channels.pop())
+    if not opaque:
+        return node
+    parts = opaque + ([node] if terms else [])
+    for a, b in itertools.combinations(parts, 2):
+        if _base(a) & _base(b):
+            raise NotImplementedError(f"{layer!r} at {where(path)} sums a value known only by its moments "
+                                      f"({opaque[0].origin}) with a branch that shares its Dense layers")
+    ms = [_moments(p, prog) for p in parts]
+    return _sum_moments(ms, node.channels, f"{layer!r} at {where(path)}", prog, cross=True)
+
+
+@_rule.register
+def _(layer: FanInConcat, states, path, prog):
+    total = sum(s.channels for s in states)
+    ms = [_moments(s, prog) for s in states]
+    w = [s.channels / total for s in states]
+    ws = [prog.const(wi) for wi in w]
+    nngp, ntk = prog.entry(), prog.entry()
+    prog.emit([f"{nngp} = " + " + ".join(f"{wi} * {m.nngp}" for wi, m in zip(ws, ms)),
+               f"{ntk} = " + " + ".join(f"{wi} * {m.ntk}" for wi, m in zip(ws, ms))], (nngp, ntk))
+
+    def mix(name):
+        slots = [getattr(m, name) for m in ms]
+        return lambda V, side, errors: sum(wi * _value(V, q, side) for wi, q in zip(w, slots))
+
+    any_mean = any(m.mean is not None for m in ms)
+    mean = prog.row(mix("mean"), "concatenated mean") if any_mean else None
+    return _Moments(nngp, ntk, prog.row(mix("var"), "concatenated variance"), prog.row(mix("ntkd"), "concatenated NTK"),
+                    mean, frozenset().union(*(m.base for m in ms)), total, f"{layer!r} at {where(path)}")
+
+
+@_rule.register
+def _(layer: LayerNorm, state, path, prog):
+    eps = layer.eps
+    if isinstance(state, _Node) and state.terms and all(t.is_gaussian for t in state.terms):
+        t = state.terms[0] if len(state.terms) == 1 else _gaussian_sum(state.terms, path, prog)
+        v, c = t.source.var, t.scale
+
+        def scale(V, side, errors):
+            var = V[v] if c is None else V[v] * V[c] ** 2
+            s = 1 / np.sqrt(var + eps)
+            return s if c is None else V[c] * s
+
+        slot = prog.row(scale, f"LayerNorm scale at {where(path)}")
+        key = ("LayerNorm", id(t.source), t.scale_key, eps)
+        return _Node((_Term(t.source, x, slot, key, f"{layer!r} at {where(path)}"),), state.channels)
+    m = _moments(state, prog)
+    mean, var, ntkd = m.mean, m.var, m.ntkd
+
+    def sd(V, side, errors):
+        mu = _value(V, mean, side)
+        return np.sqrt(np.maximum(V[var] - mu**2, 0) + eps)
+
+    s = prog.row(sd, f"LayerNorm deviation at {where(path)}")
+    nngp, ntk = prog.entry(), prog.entry()
+    centred = m.nngp if mean is None else f"({m.nngp} - a_{mean} * b_{mean})"
+    prog.emit([f"{nngp} = {centred} / (a_{s} * b_{s})", f"{ntk} = {m.ntk} / (a_{s} * b_{s})"], (nngp, ntk))
+    return _Moments(nngp, ntk, prog.row(lambda V, side, errors: (V[var] - _value(V, mean, side) ** 2) / V[s] ** 2),
+                    prog.row(lambda V, side, errors: V[ntkd] / V[s] ** 2), None, m.base, state.channels,
+                    f"{layer!r} at {where(path)} of a non-Gaussian value")
+
+
+def _value(V, slot, side):
+    """A row slot's values, or zeros for a mean known to vanish (slot None)."""
+    return np.zeros_like(V["sq"][side]) if slot is None else V[slot]
+
+
+def _base(s) -> frozenset:
+    return s.base if isinstance(s, _Moments) else frozenset().union(*(t.source.base for t in s.terms))
+
+
+# ---------------------------------------------------------------------- moments
+def _moments(state, prog: _Program) -> _Moments:
+    """Second moments, NTK and means of a value: E[h_a h_b] = sum_i E[F_i F_i] + sum_(i != j) m_i,a m_j,b."""
+    if isinstance(state, _Moments):
+        return state
+    key = ("node", id(state))
+    if key in prog.moments_cache:
+        return prog.moments_cache[key][1]
+    parts = [_term_moments(t, prog) for t in state.terms]
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        out = _sum_moments(parts, state.channels, "a sum of terms", prog, cross=True)
+    prog.moments_cache[key] = (state, out)
+    return out
+
+
+def _sum_moments(ms, channels, origin, prog, cross: bool) -> _Moments:
+    """Sum of values of independent Dense layers: the moments add, plus the products of means
+    M_a M_b - sum_i m_i,a m_i,b (terms whose mean vanishes left out: they add exact zeros)."""
+    means = [m.mean for m in ms if m.mean is not None]
+    nngp, ntk = _fold([m.nngp for m in ms], prog), _fold([m.ntk for m in ms], prog)
+    if cross and means:
+        M1 = " + ".join(f"a_{q}" for q in means)
+        M2 = " + ".join(f"b_{q}" for q in means)
+        total = prog.entry()
+        prog.emit([f"{total} = {nngp} + ({M1}) * ({M2}) - (" + " + ".join(f"a_{q} * b_{q}" for q in means) + ")"],
+                  (total,))
+        nngp = total
+    var_slots = [m.var for m in ms]
+    ntkd_slots = [m.ntkd for m in ms]
+
+    def var(V, side, errors):
+        v = sum(V[q] for q in var_slots)
+        if means:
+            v = v + sum(V[q] for q in means) ** 2 - sum(V[q] ** 2 for q in means)
+        return v
+
+    mean = prog.row(lambda V, side, errors: sum(V[q] for q in means), "mean of a sum") if means else None
+    return _Moments(nngp, ntk, prog.row(var, f"variance of {origin}"),
+                    prog.row(lambda V, side, errors: sum(V[q] for q in ntkd_slots), f"NTK diagonal of {origin}"),
+                    mean, frozenset().union(*(m.base for m in ms)), channels, origin)
+
+
+def _scaled(t: _Term, prog: _Program):
+    """Entry variables (covariance, NTK) and row slots (variance, NTK diagonal) of c g."""
+    s = t.source
+    if t.scale is None:
+        return s.k, s.th, s.var, s.ntkd
+    key = ("scaled", id(t))
+    if key in prog.moments_cache:
+        return prog.moments_cache[key][1]
+    c, v, n = t.scale, s.var, s.ntkd
+    k, th = prog.entry(), prog.entry()
+    prog.emit([f"{k} = {s.k} * (a_{c} * b_{c})", f"{th} = {s.th} * (a_{c} * b_{c})"], (k, th))
+    var = prog.row(lambda V, side, errors: V[v] * V[c] ** 2, "scaled variance")
+    ntkd = prog.row(lambda V, side, errors: V[n] * V[c] ** 2, "scaled NTK diagonal")
+    prog.moments_cache[key] = (t, (k, th, var, ntkd))
+    return k, th, var, ntkd
+
+
+def _fold(names, prog) -> str:
+    """The entry variable of names[0] + names[1] + ... (added left to right), sharing the partial sums
+    with earlier sums that begin with the same terms (a residual stream: one addition per block)."""
+    names = tuple(names)
+    if len(names) == 1:
+        return names[0]
+    key = ("sum", names)
+    if key not in prog.moments_cache:
+        head = _fold(names[:-1], prog)
+        out = prog.entry()
+        prog.emit([f"{out} = {head} + {names[-1]}"], (out,))
+        prog.moments_cache[key] = (None, out)
+    return prog.moments_cache[key][1]
+
+
+def _gaussian_sum(terms, path, prog) -> _Term:
+    """Independent Gaussian terms summed into one Gaussian source."""
+    parts = [_scaled(t, prog) for t in terms]
+    k, th = _fold([p[0] for p in parts], prog), _fold([p[1] for p in parts], prog)
+    vs, ns = [p[2] for p in parts], [p[3] for p in parts]
+    var = prog.row(lambda V, side, errors: sum(V[q] for q in vs), "variance of a Gaussian sum")
+    ntkd = prog.row(lambda V, side, errors: sum(V[q] for q in ns), "NTK diagonal of a Gaussian sum")
+    src = _Source(k, th, var, ntkd, frozenset().union(*(t.source.base for t in terms)),
+                  f"the sum of {len(terms)} Gaussian branches before {where(path)}")
+    return _Term(src, x, None, None, src.label)
+
+
+def _term_moments(t: _Term, prog: _Program) -> _Moments:
+    key = ("term", id(t))
+    if key in prog.moments_cache:
+        return prog.moments_cache[key][1]
+    k, th, var, ntkd = _scaled(t, prog)
+    base = t.source.base
+    if t.is_gaussian:
+        out = _Moments(k, th, var, ntkd, None, base, 0, "a Gaussian term")
+    else:
+        index, kern = prog.pair(t.fn, t.origin)
+        label = t.source.label
+        nngp, ntk = prog.entry(), prog.entry()
+        b, k12, T, Td = (prog.entry() for _ in range(4))
+        alpha = kern.homogeneity
+        if alpha is None:
+            prog.emit([f"{b} = math.sqrt(a_{var}) * math.sqrt(b_{var})",
+                       f"{k12} = min(max({k}, -{b}), {b})",
+                       f"{T}, {Td} = pair_{index}(a_{var}, b_{var}, {k12})",
+                       f"{nngp} = {T}", f"{ntk} = {Td} * {th}"], (b, k12, T, Td, nngp, ntk), pairs=1)
+        else:
+            # homogeneous of degree alpha: T = c^alpha T(k / c), Tdot = c^(alpha - 1) Tdot(k / c) at
+            # c = sqrt(k_aa) sqrt(k_bb), with sqrt(k) and 1 / sqrt(k) per input (no division per entry)
+            sq = prog.row(lambda V, side, errors: np.sqrt(V[var]), "square root of a variance")
+            inv = prog.row(lambda V, side, errors: 1 / np.sqrt(V[var]), "inverse square root of a variance")
+            pos, u11, u22, u12, T0, Td0, c = (prog.entry() for _ in range(7))
+            prog.emit([f"{b} = a_{sq} * b_{sq}",
+                       f"{k12} = min(max({k}, -{b}), {b})",
+                       f"{pos} = {b} > 0.0",
+                       f"{u11} = a_{sq} * b_{inv} if {pos} else a_{var}",
+                       f"{u22} = b_{sq} * a_{inv} if {pos} else b_{var}",
+                       f"{u12} = {k12} * (a_{inv} * b_{inv}) if {pos} else {k12}",
+                       f"{c} = {b} if {pos} else 1.0",
+                       f"{T0}, {Td0} = unit_{index}({u11}, {u22}, {u12})",
+                       f"{T} = {T0} * {emit._power(c, alpha)}",
+                       f"{Td} = {Td0} * {emit._power(c, alpha - 1)}",
+                       f"{nngp} = {T}", f"{ntk} = {Td} * {th}"],
+                      (b, k12, pos, u11, u22, u12, c, T0, Td0, T, Td, nngp, ntk), pairs=1)
+        cache_key = object()  # the diagonal forms, computed once per side and evaluation
+
+        def diagonal(V, side, errors):
+            if cache_key not in V:
+                v = V[var]
+                kern.check_variances(v, label)
+                T1, Td1, err = kern.diagonal(v, derivative=side == 1)
+                V[cache_key] = (np.asarray(T1, dtype=float), None if Td1 is None else np.asarray(Td1, dtype=float))
+                if err is not None:
+                    errors.append(err)
+            return V[cache_key]
+
+        def second(V, side, errors):
+            return diagonal(V, side, errors)[0]
+
+        def ntk_diagonal(V, side, errors):
+            Td1 = diagonal(V, side, errors)[1]
+            return np.zeros_like(V[var]) if Td1 is None else Td1 * V[ntkd]
+
+        mean_fn = _mean(t.fn)
+
+        def mean(V, side, errors):
+            values, err = mean_fn(V[var])
+            if err is not None:
+                errors.append(err)
+            return values
+
+        out = _Moments(nngp, ntk, prog.row(second, f"E[F^2] of {t.origin}"), prog.row(ntk_diagonal, f"NTK of {t.origin}"),
+                       prog.row(mean, f"mean of {t.origin}"), base, 0, t.origin)
+    prog.moments_cache[key] = (t, out)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _mean(fn: sp.Expr):
+    """E[F(u)], u ~ N(0, k), as a float64 function of an array of k returning (values, error or None)."""
+    e = expectation1(Activation(sp.sstr(fn), fn, "stax"))
+    if e.is_closed_form:
+        return lambda k: (np.asarray(e.evaluate(k), dtype=float), None)
+
+    def numerical(k):
+        values, errors = e.evaluate(k, with_error=True)
+        return values, float(np.max(errors)) if np.size(errors) else 0.0
+
+    return numerical
+
+
+# ---------------------------------------------------------------------- emission
+_FUSED = """\
+CHUNK = {chunk}
+
+
+@numba.njit(cache=True, error_model='numpy')
+def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E):
+    \"\"\"Row r of the tile: the whole program per entry, in chunks of CHUNK columns.\"\"\"
+    n_cols = K.shape[1]
+    i = row0 + r
+    c_start = 0
+    if symmetric:
+        c_start = max(i - col0 + 1, 0)
+{constants}
+{row_loads}
+    for c0 in range(c_start, n_cols, CHUNK):
+        n = min(CHUNK, n_cols - c0)
+        j0 = col0 + c0
+{loops}
+
+
+@numba.njit(parallel=True, cache=True, error_model='numpy')
+def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P):
+    \"\"\"In place, rows rbeg <= r < rend of K and TH (C-contiguous): K holds G0 = x_a . x_b / d on entry, the
+    output NNGP on exit; TH receives the NTK.  Row r is input row0 + r, column c input col0 + c; with
+    symmetric only entries j > i.  Rows go in pairs (p, n_rows - 1 - p), which carry equal work in the
+    symmetric case, across threads.\"\"\"
+    n_rows = rend - rbeg
+    for p in numba.prange((n_rows + 1) // 2):
+        E = np.empty({size})
+        pi = np.int64(p)  # the prange index is unsigned; mixed with signed values it would become float
+        for t in range(2):
+            q = pi if t == 0 else n_rows - 1 - pi
+            if t == 1 and q == pi:
+                continue
+            _row(K, TH, rbeg + q, row0, col0, symmetric, R1, R2, P, E)
+"""
+
+
+def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: int = 64):
+    """Source of the fused module and the row slots it reads (in the order of R1/R2's rows).
+
+    Statements are grouped into loops over a chunk's columns with at most ``pairs_per_loop``
+    activation expectations each (0: all in one loop); values live in registers inside a loop and in
+    a per-thread buffer between loops (slots reused after their last use)."""
+    # the tile (K, TH: views of the output, any strides) is read and written in loops of their own, so
+    # that the computing loops see only contiguous buffers (which LLVM vectorises)
+    first, *rest = prog.statements
+    final = _Statement([f"Krow[c] = {out.nngp}", f"THrow[c] = {out.ntk}"], (), 0)
+    statements = [first] + rest + [final]
+    groups, current, count = [[first]], [], 0
+    for st in rest:
+        if current and st.pairs and pairs_per_loop and count + st.pairs > pairs_per_loop:
+            groups.append(current)
+            current, count = [], 0
+        current.append(st)
+        count += st.pairs
+    groups += [current, [final]]
+
+    def tokens(line, kind):
+        return [f"{k}_{n}" for k, n in _TOKEN.findall(line) if k == kind]
+
+    defined_in, last_use = {}, {}
+    for gi, group in enumerate(groups):
+        for st in group:
+            for line in st.lines:
+                for name in tokens(line, "e"):
+                    if name in defined_in and defined_in[name] != gi:
+                        last_use[name] = max(last_use.get(name, -1), gi)
+            for name in st.defs:
+                defined_in[name] = gi
+    row_slots = sorted({int(n) for st in statements for line in st.lines for k, n in _TOKEN.findall(line) if k in "ab"})
+    packed = {q: i for i, q in enumerate(row_slots)}
+    # one flat per-thread buffer E: first the chunk's column values (copied from R2), then the values that
+    # cross loops (slots reused after their last use); every access is E[constant + c], so LLVM sees
+    # constant distances between them and vectorises without runtime alias checks
+    columns = sorted({nm for st in statements for line in st.lines for nm in tokens(line, "b")}, key=_order)
+    offset = {nm: i * chunk for i, nm in enumerate(columns)}
+    slot_of, free, n_slots, release = {}, [], 0, {}
+    for name, last in last_use.items():
+        release.setdefault(last, []).append(name)
+    # indices from 0 (views of the chunk): no negative-index wraparound, so contiguous vector loads
+    body = ["Krow = K[r, c0:c0 + n]", "THrow = TH[r, c0:c0 + n]"]
+    for nm in columns:
+        body += [f"col = R2[{packed[int(nm[2:])]}, j0:j0 + n]", f"for c in range(n):\n    E[{offset[nm]} + c] = col[c]"]
+    for gi, group in enumerate(groups):
+        lines = [ln for st in group for ln in st.lines]
+        text = "\n".join(lines)
+        loads = sorted({nm for nm in tokens(text, "e") if nm in last_use and defined_in[nm] != gi}, key=_order)
+        cols = sorted(set(tokens(text, "b")), key=_order)
+        stores = [nm for st in group for nm in st.defs if nm in last_use]
+        for nm in stores:
+            slot_of[nm] = free.pop() if free else n_slots
+            n_slots = max(n_slots, slot_of[nm] + 1)
+        where_ = {nm: (len(columns) + slot_of[nm]) * chunk for nm in loads + stores}
+        code = ["for c in range(n):"]
+        code += [f"    {nm} = E[{offset[nm]} + c]" for nm in cols]
+        code += [f"    {nm} = E[{where_[nm]} + c]" for nm in loads]
+        code += [f"    {ln}" for ln in lines]
+        code += [f"    E[{where_[nm]} + c] = {nm}" for nm in stores]
+        body.append("\n".join(code))
+        for nm in release.get(gi, ()):
+            free.append(slot_of[nm])
+    all_text = "\n".join(ln for st in statements for ln in st.lines)
+    constants = sorted(set(tokens(all_text, "p")), key=_order)
+    rows = sorted(set(tokens(all_text, "a")), key=_order)
+    indent = " " * 4
+    fused = (_FUSED.replace("{chunk}", str(int(chunk))).replace("{size}", str(max(n_slots + len(columns), 1) * chunk))
+             .replace("{constants}", "\n".join(f"{indent}{p} = P[{p[2:]}]" for p in constants) or f"{indent}pass")
+             .replace("{row_loads}", "\n".join(f"{indent}{a} = R1[{packed[int(a[2:])]}, i]" for a in rows) or "")
+             .replace("{loops}", "\n".join(" " * 8 + ln for b in body for ln in b.split("\n"))))
+    pairs = [(_unit_source(index, kern) if kern.homogeneity is not None else emit._pair_source(index, kern))
+             for index, kern in sorted(prog.kernels.values(), key=lambda v: v[0])]
+    header = [
+        "# Generated by ntk-theory (ntk_theory/codegen/graph.py). Do not edit: regenerate instead.",
+        "# Activation terms: " + ", ".join(f"{sp.sstr(fn)} -> pair_{i}" for fn, (i, _) in prog.kernels.items()),
+        "import math", "", "import numba", "import numpy as np", "",
+        "from ntk_theory.codegen.runtime import atan2, erfcx",
+        "from ntk_theory.numerics import compensated, compensated_numba  # noqa: F401 (registers two_product)",
+        "",
+        "# det2 inlined into the caller (Numba IR), so that LLVM vectorises the loops that use it",
+        "det2 = numba.njit(inline='always', error_model='numpy')(compensated.det2)",
+    ]
+    source = "\n".join(header) + "\n\n\n" + "".join(p + "\n\n\n" for p in pairs) + fused
+    return source, row_slots
+
+
+def _unit_source(index: int, kern) -> str:
+    """``unit_index(k11, k22, k12) -> (T, Tdot)`` of a homogeneous activation at unit scale
+    (k11 k22 = 1): the stable closed forms, printed after common-subexpression elimination."""
+    T, Td = stable_form(kern.T.expr), stable_form(kern.Tdot.expr)
+    replacements, (T_r, Td_r) = sp.cse([T, Td], symbols=sp.numbered_symbols("t"), optimizations="basic")
+    body = [f"{sym} = {numba_code(val)}" for sym, val in replacements]
+    body += [f"return {numba_code(T_r)}, {numba_code(Td_r)}"]
+    doc = f'"""{kern.activation.name} at unit scale: T = {sp.sstr(kern.T.expr)[:300]}"""'
+    return ("@numba.njit(inline='always', cache=True, error_model='numpy')\n"
+            f"def unit_{index}(k11, k22, k12):\n" + "\n".join("    " + ln for ln in [doc] + body))
+
+
+def _order(name: str) -> int:
+    return int(name[2:])
+
+
+# ---------------------------------------------------------------------- the kernel
+@dataclass
+class _Built:
+    program: _Program
+    out: _Moments
+    source: str
+    row_slots: list
+    constants: np.ndarray
+    key: str
+
+
+class CompiledGraphKernel:
+    """NNGP and NTK of an architecture description by generated, compiled and cached Numba code.
+
+    ``description``: a layer description (or a ``stax`` network); ``input_dim`` the input dimension
+    if known (the program is built per input dimension, which enters the constants of 'standard'
+    Dense layers and concatenation weights; the source is the same); ``tile_mb`` the size of the row
+    tiles of the output per call of the compiled function; ``pairs_per_loop`` how many activation
+    expectations share one vectorised loop over a chunk of ``chunk`` columns (0: all in one loop).
+    Unsupported layers raise NotImplementedError naming the layer (:class:`NotCompilable` where only
+    the NumPy interpreter has the rule) when the program is built: at construction with
+    ``input_dim``, else at the first evaluation or when ``source`` is read.
+    """
+
+    def __init__(self, description, input_dim: int | None = None, tile_mb: float = 64.0, pairs_per_loop: int = 2,
+                 chunk: int = 64):
+        self.description = getattr(description, "description", description)
+        if not isinstance(self.description, Layer):
+            raise TypeError(f"expected a layer description or a stax network; got {description!r}")
+        self.tile_mb = float(tile_mb)
+        if isinstance(pairs_per_loop, bool) or not isinstance(pairs_per_loop, int) or pairs_per_loop < 0:
+            raise ValueError(f"pairs_per_loop must be an integer >= 0; got {pairs_per_loop!r}")
+        self.pairs_per_loop = pairs_per_loop
+        self.chunk = _checks.positive_int("chunk", chunk)
+        self.input_dim = None if input_dim is None else _checks.positive_int("input_dim", input_dim)
+        self._built: dict = {}
+        self._current = None
+        self._modules: dict = {}
+        self.compile_seconds = None
+        self.from_cache = None
+        if self.input_dim is not None:
+            self._build(self.input_dim)
+
+    def _build(self, d: int) -> _Built:
+        if d not in self._built:
+            program, out = build(self.description, d)
+            source, rows = emit_program(program, out, self.pairs_per_loop, self.chunk)
+            key = "graph_" + hashlib.sha256((FORMAT_VERSION + emit._runtime_fingerprint() + source).encode()).hexdigest()[:20]
+            self._built[d] = _Built(program, out, source, rows, np.array(program.constants + [0.0], dtype=float), key)
+        self._current = self._built[d]
+        return self._current
+
+    @property
+    def source(self) -> str:
+        """The generated module (for the input dimension of the last evaluation, ``input_dim``, or 1)."""
+        return (self._current or self._build(self.input_dim or 1)).source
+
+    @property
+    def key(self) -> str:
+        return (self._current or self._build(self.input_dim or 1)).key
+
+    def __repr__(self) -> str:
+        status = ("not compiled" if self.compile_seconds is None
+                  else f"compiled in {self.compile_seconds:.2f} s" + (" (disk cache)" if self.from_cache else ""))
+        return f"CompiledGraphKernel({self.description!r}; {status})"
+
+    def module(self, built: _Built | None = None):
+        """The compiled module of a built program (default: the current one)."""
+        built = built or self._current or self._build(self.input_dim or 1)
+        if built.key not in self._modules:
+            self._modules[built.key] = self._compile(built)
+        return self._modules[built.key]
+
+    def _compile(self, built: _Built):
+        """Load (or compile) the generated module and both array layouts of its entry point, so that
+        ``compile_seconds`` is the whole start-up cost and ``from_cache`` says whether it came from
+        Numba's disk cache."""
+        import sys
+
+        t0 = time.perf_counter()
+        try:
+            module = cache.import_module(built.key, built.source)
+            self._warm_up(module, built)
+        except Exception:  # noqa: BLE001 - a corrupt Numba cache: clear it and compile afresh
+            cache.clear_numba_cache(built.key)
+            sys.modules.pop(f"ntk_theory_kernel_{built.key}", None)
+            module = cache.import_module(built.key, built.source)
+            self._warm_up(module, built)
+        self.compile_seconds = time.perf_counter() - t0
+        self.from_cache = _compiled_afresh(module) == 0
+        return module
+
+    @staticmethod
+    def _warm_up(module, built: _Built) -> None:
+        R = np.ones((max(len(built.row_slots), 1), 2))
+        module.fused(np.ones((1, 1)), np.ones((1, 1)), 0, 1, 0, 0, False, R, R, built.constants)
+
+    # ------------------------------------------------------------------ per input
+    @staticmethod
+    def diagonal(program: _Program, sq1, sq2=None):
+        """Row slots of both sides (sq: x . x / d per input; sq2 None: the same inputs) and the quadrature
+        error of the diagonal forms and means.  Returns (V1, V2, errors)."""
+        sides = {1: sq1} if sq2 is None else {1: sq1, 2: sq2}
+        errors: list = []
+        out = {}
+        for side, sq in sides.items():
+            V = {"sq": {side: sq}}
+            with np.errstate(all="ignore"):
+                for slot, op in enumerate(program.row_ops):
+                    V[slot] = np.asarray(op(V, side, errors), dtype=float)
+            out[side] = V
+        return out[1], out.get(2, out[1]), errors
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, X1, X2=None, **kwargs) -> KernelResult:
+        return self.evaluate(X1, X2, **kwargs)
+
+    def evaluate(self, X1, X2=None, get=("nngp", "ntk"), out=None, dtype=np.float64) -> KernelResult:
+        """NNGP and NTK (N1, N2) of the network's output at X1 (N1, d), X2 (N2, d) (default X1).
+        ``out=(nngp, ntk)`` writes into given arrays (e.g. ``np.memmap``); ``dtype`` float64 (default)
+        or float32 for the stored result (arithmetic is float64 either way)."""
+        names = (get,) if isinstance(get, str) else tuple(get)
+        if not names or any(g not in ("nngp", "ntk") for g in names):
+            raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}")
+        X1 = _checks.inputs(X1, "X1")
+        symmetric = X2 is None
+        X2v = X1 if symmetric else _checks.inputs(X2, "X2", dim=X1.shape[1])
+        N1, N2, d = X1.shape[0], X2v.shape[0], X1.shape[1]
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float64, np.float32):
+            raise ValueError(f"dtype must be float64 or float32; got {dtype}")
+        K_out, T_out = CompiledKernel._outputs(out, (N1, N2), dtype)
+        built = self._build(d)
+        module = self.module(built)
+        sq1 = np.einsum("ij,ij->i", X1, X1) / d
+        sq2 = None if symmetric else np.einsum("ij,ij->i", X2v, X2v) / d
+        V1, V2, errors = self.diagonal(built.program, sq1, sq2)
+        m, slots = built.out, built.row_slots
+        R1 = np.ascontiguousarray(np.array([V1[q] for q in slots]).reshape(len(slots), N1))
+        R2 = R1 if symmetric else np.ascontiguousarray(np.array([V2[q] for q in slots]).reshape(len(slots), N2))
+        if R1.shape[0] == 0:
+            R1 = R2 = np.zeros((1, max(N1, N2)))
+        same = equal_rows(X1, X2v)
+        ia, ib = np.nonzero(same)
+        rows = max(1, int(self.tile_mb * 2**20 // (16 * max(N2, 1))))
+        direct = all(type(a) is np.ndarray and a.dtype == np.float64 and a.flags.c_contiguous for a in (K_out, T_out))
+        for r0 in range(0, N1, rows):
+            r1 = min(N1, r0 + rows)
+            c0 = r0 if symmetric else 0
+            if direct:  # the compiled loop runs on the whole (C-contiguous) outputs: one array layout
+                Kb = K_out[r0:r1, c0:]
+                np.matmul(X1[r0:r1], X2v[c0:].T, out=Kb)
+                Kb /= d
+                module.fused(K_out, T_out, r0, r1, 0, 0, symmetric, R1, R2, built.constants)
+            else:
+                Kb = X1[r0:r1] @ X2v[c0:].T
+                Tb = np.empty_like(Kb)
+                Kb /= d
+                module.fused(Kb, Tb, 0, r1 - r0, r0, c0, symmetric, R1, R2, built.constants)
+            if not direct:
+                K_out[r0:r1, c0:] = Kb
+                T_out[r0:r1, c0:] = Tb
+        if symmetric:
+            from .runtime import mirror_upper
+
+            for arr in (K_out, T_out):
+                mirror_upper(np.asarray(arr))
+        if ia.size:
+            K_out[ia, ib], T_out[ia, ib] = V1[m.var][ia], V1[m.ntkd][ia]
+        if not (np.isfinite(np.sum(K_out, dtype=np.float64)) and np.isfinite(np.sum(T_out, dtype=np.float64))):
+            raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
+                                     "expectation diverges)")
+        info = {"quadrature_error": max(errors, default=0.0), "compile_seconds": self.compile_seconds,
+                "from_cache": self.from_cache, "tile_rows": rows, "key": built.key}
+        return KernelResult(K_out, T_out, info, get=names)
+
+
+def compiled_graph_kernel(description, **options) -> CompiledGraphKernel:
+    """A :class:`CompiledGraphKernel`, shared by equal descriptions and options within a process."""
+    layer = getattr(description, "description", description)
+    key = (layer, tuple(sorted(options.items())))
+    if key not in _KERNELS:
+        _KERNELS[key] = CompiledGraphKernel(layer, **options)
+    return _KERNELS[key]
+
+
+_KERNELS: dict = {}
