@@ -1,0 +1,172 @@
+"""The compiled kernel of architecture descriptions (``ntk_theory.codegen.graph``) against two independent
+evaluations: neural-tangents 0.6.5's recorded ``kernel_fn`` outputs (``tests/data/neural_tangents/stax_*.npz``,
+1e-10 off the diagonal; its own diagonal loses digits at ReLU's kink, so 1e-7 there) and the NumPy
+interpreter ``recursions.graph.kernel`` (full-size arrays, NumPy's elementary functions; 1e-13 relative off
+the diagonal on well-separated inputs, the equal-row entries identical: both take them from the one-variable
+forms).
+
+The fast set compiles two programs (the residual block of the recordings and one network that uses every
+layer rule, including the two neural-tangents refuses); the other recordings and the 10-block residual
+network of the benchmark are in the slow set.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ntk_theory import stax
+from ntk_theory.codegen.graph import CompiledGraphKernel, NotCompilable, compiled_graph_kernel
+from ntk_theory.recursions import graph
+
+DATA = Path(__file__).parent / "data" / "neural_tangents"
+EXACT = 1e-10
+NT_DIAGONAL = 1e-7  # neural-tangents' ReLU diagonal (arccos at angle 0 keeps about half the digits)
+INTERPRETER = 1e-13
+
+
+def recording(name):
+    with np.load(DATA / f"stax_{name}.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    return arrays, json.loads(str(arrays.pop("config")))
+
+
+def network_of(expression: str, parameterization: str):
+    """The recorded network text with every Dense given the recording's parameterization."""
+    return stax.parse(re.sub(r"Dense\(([^)]*)\)", rf"Dense(\1, parameterization='{parameterization}')", expression))
+
+
+def relative_off_diagonal(got, want, same):
+    off = ~same
+    return float(np.max(np.abs(got[off] - want[off]) / np.abs(want[off])))
+
+
+def check_against_recording(name):
+    nt, config = recording(name)
+    for param in config["parameterizations"]:
+        net = network_of(config["network"], param)
+        got = compiled_graph_kernel(net).evaluate(nt["X"])
+        same = np.eye(len(nt["X"]), dtype=bool)
+        for q in ("nngp", "ntk"):
+            want = nt[f"{param}/{q}"]
+            ours = getattr(got, q)
+            scale = np.max(np.abs(want))
+            assert np.max(np.abs(ours[~same] - want[~same])) <= EXACT * scale, (name, param, q)
+            assert np.max(np.abs(np.diag(ours) - np.diag(want))) <= NT_DIAGONAL * scale, (name, param, q)
+
+
+def test_residual_block_matches_neural_tangents():
+    check_against_recording("resblock")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["layernorm", "concat", "fansum"])
+def test_recorded_networks_match_neural_tangents(name):
+    check_against_recording(name)
+
+
+# a network through every rule: LayerNorm of a Gaussian (per-input scales), a residual sum of a scaled Gaussian
+# and a Dense branch (a Gaussian sum before erf), FanInConcat of terms with means, LayerNorm of a non-Gaussian
+# value (centred moments), and the identity branch after a nonlinearity (cross terms of means) that
+# neural-tangents refuses, then LayerNorm after it
+EVERY_RULE = stax.serial(
+    stax.Dense(16, W_std=1.3, b_std=0.2), stax.LayerNorm(), stax.FanOut(2),
+    stax.parallel(stax.serial(stax.Relu(), stax.Dense(16, W_std=1.2, b_std=0.1)), stax.Identity()), stax.FanInSum(),
+    stax.Erf(), stax.FanOut(2),
+    stax.parallel(stax.Identity(), stax.serial(stax.Dense(8, W_std=1.1, b_std=0.3, parameterization="standard"),
+                                               stax.Relu())),
+    stax.FanInConcat(), stax.LayerNorm(), stax.Dense(16, W_std=1.2, b_std=0.2), stax.Relu(), stax.FanOut(2),
+    stax.parallel(stax.Dense(16, W_std=0.9, b_std=0.1), stax.Identity()), stax.FanInSum(), stax.LayerNorm(),
+    stax.Dense(1, W_std=1.4, b_std=0.1))
+
+
+def inputs():
+    rng = np.random.default_rng(1)
+    X1 = rng.standard_normal((12, 5))
+    X2 = np.vstack([rng.standard_normal((7, 5)), X1[[2, 5]]])  # two rows equal to rows of X1
+    return X1, X2
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["X1 with itself", "X1 with X2"])
+def test_every_rule_matches_the_numpy_interpreter(cross):
+    X1, X2 = inputs()
+    X2 = X2 if cross else None
+    got = compiled_graph_kernel(EVERY_RULE).evaluate(X1, X2)
+    want = graph.kernel(EVERY_RULE.description, X1, X2)
+    same = np.zeros(got.nngp.shape, dtype=bool)
+    if cross:
+        same[2, 7] = same[5, 8] = True
+    else:
+        np.fill_diagonal(same, True)
+    for q in ("nngp", "ntk"):
+        assert relative_off_diagonal(getattr(got, q), getattr(want, q), same) <= INTERPRETER, q
+        np.testing.assert_array_equal(getattr(got, q)[same], getattr(want, q)[same])
+
+
+def test_outputs_float32_and_given_arrays_take_the_same_values():
+    """The tiled paths (float32 result, memory-mapped or given arrays) compute the same entries."""
+    X1, X2 = inputs()
+    kern = compiled_graph_kernel(EVERY_RULE)
+    ref = kern.evaluate(X1, X2)
+    out = (np.empty((12, 9), order="F"), np.empty((12, 9), order="F"))
+    kern.evaluate(X1, X2, out=out)
+    np.testing.assert_array_equal(out[0], ref.nngp)
+    np.testing.assert_array_equal(out[1], ref.ntk)
+    small = kern.evaluate(X1, X2, dtype=np.float32)
+    np.testing.assert_array_equal(small.ntk, ref.ntk.astype(np.float32))
+    assert kern.evaluate(X1, get="ntk").get == ("ntk",)
+
+
+def test_program_is_one_fused_pass():
+    """No N x N temporaries: the generated module computes each entry from per-input values and writes
+    only the two outputs; one compiled function for every input size."""
+    kern = compiled_graph_kernel(EVERY_RULE)
+    src = kern.source
+    assert src.count("def fused(") == 1 and "np.empty(" in src
+    assert "K.shape[0]" not in src.split("def _row(")[1].split("def fused(")[0]  # rows handled one at a time
+
+
+@pytest.mark.parametrize("text, error, words", [
+    ("serial(Dense(8), FanOut(2), parallel(Dense(8), Dense(4)), FanInConcat(), Relu(), Dense(1))",
+     NotImplementedError, ["Relu() at layer 4", "FanInConcat"]),
+    ("serial(Dense(8), Relu(), FanOut(2), parallel(Relu(), Dense(8)), FanInSum(), Relu(), Dense(1))",
+     NotImplementedError, ["Relu() at layer 5", "4 dimensions"]),
+    ("serial(Dense(8), Tanh(), Dense(1))", NotCompilable, ["Tanh() at layer 1", "no closed form"]),
+    ("serial(Dense(8), FanOut(2), parallel(Dense(8), Dense(4)), FanInSum(), Dense(1))", ValueError, ["widths"]),
+])
+def test_unsupported_descriptions_name_the_layer(text, error, words):
+    """Refused while the program is built (nothing compiled), with the layer named; the NumPy interpreter
+    refuses the same descriptions, except the numerical activation, which it evaluates."""
+    net = stax.parse(text)
+    with pytest.raises(error) as info:
+        CompiledGraphKernel(net, input_dim=3)
+    assert all(w in str(info.value) for w in words), str(info.value)
+    X = np.random.default_rng(0).standard_normal((3, 3))
+    if error is NotCompilable:
+        assert np.all(np.isfinite(graph.kernel(net.description, X).ntk))
+    else:
+        with pytest.raises(error):
+            graph.kernel(net.description, X)
+
+
+def residual(blocks: int, width: int = 64):
+    W, B = 1.4, 0.1
+    layers = [stax.Dense(width, W_std=W, b_std=B)]
+    for _ in range(blocks):
+        layers += [stax.FanOut(2), stax.parallel(stax.Identity(), stax.serial(
+            stax.Relu(), stax.Dense(width, W_std=W, b_std=B), stax.Relu(), stax.Dense(width, W_std=W, b_std=B))),
+            stax.FanInSum()]
+    return stax.serial(*layers, stax.Relu(), stax.Dense(1, W_std=W, b_std=B))
+
+
+@pytest.mark.slow
+def test_benchmark_residual_network_matches_the_numpy_interpreter():
+    X = np.random.default_rng(3).standard_normal((40, 32))
+    net = residual(10)
+    got, want = compiled_graph_kernel(net).evaluate(X), graph.kernel(net.description, X)
+    same = np.eye(40, dtype=bool)
+    for q in ("nngp", "ntk"):
+        assert relative_off_diagonal(getattr(got, q), getattr(want, q), same) <= INTERPRETER, q
+        np.testing.assert_array_equal(np.diag(getattr(got, q)), np.diag(getattr(want, q)))
