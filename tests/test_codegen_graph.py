@@ -170,3 +170,19 @@ def test_benchmark_residual_network_matches_the_numpy_interpreter():
     for q in ("nngp", "ntk"):
         assert relative_off_diagonal(getattr(got, q), getattr(want, q), same) <= INTERPRETER, q
         np.testing.assert_array_equal(np.diag(getattr(got, q)), np.diag(getattr(want, q)))
+
+
+def test_kernel_fn_compiled_and_numpy_paths():
+    """``kernel_fn(compiled=True)`` is the compiled kernel, ``compiled=False`` the NumPy interpreter (compared
+    above); a description without compiled rules falls back to NumPy unless compiled=True is asked."""
+    X1, _ = inputs()
+    a = EVERY_RULE.kernel_fn(X1, get="ntk", compiled=True)
+    b = EVERY_RULE.kernel_fn(X1, get="ntk", compiled=False)
+    same = np.eye(len(X1), dtype=bool)
+    assert relative_off_diagonal(a, b, same) <= INTERPRETER
+    tanh = stax.serial(stax.Dense(8), stax.Tanh(), stax.Dense(1))
+    with pytest.raises(NotCompilable, match="Tanh"):
+        tanh.kernel_fn(X1, compiled=True)
+    assert tanh.kernel_fn(X1, get="nngp").shape == (12, 12)
+    with pytest.raises(ValueError, match="compiled"):
+        tanh.kernel_fn(X1, compiled="yes")

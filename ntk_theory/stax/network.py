@@ -3,8 +3,9 @@ r"""A network: an architecture description with neural-tangents' ``(init_fn, app
 ``Network`` unpacks as neural-tangents' triple, and is a value: immutable, hashable and equal by its
 description, printed in stax syntax, shown in Jupyter with its layer maps.
 
-- ``kernel_fn(x1, x2=None, get=None)``: infinite-width NNGP and NTK
-  (:func:`ntk_theory.recursions.graph.kernel`, float64); ``get`` a name returns that array, a tuple
+- ``kernel_fn(x1, x2=None, get=None, compiled=None)``: infinite-width NNGP and NTK
+  (:func:`ntk_theory.recursions.graph.kernel`, float64, or its compiled twin
+  :mod:`ntk_theory.codegen.graph` for large inputs); ``get`` a name returns that array, a tuple
   (or None: both) a :class:`~ntk_theory.recursions.KernelResult` iterating in that order.
 - ``init_fn(rng_or_seed, input_shape) -> (output_shape, params)`` and ``apply_fn(params, x)``: the
   reference network in NumPy with neural-tangents' parameter layout (:mod:`ntk_theory.reference.graph`).
@@ -32,11 +33,31 @@ class Network:
         raise AttributeError("a Network is immutable")
 
     # ---------------------------------------------------------------- the triple
-    def kernel_fn(self, x1, x2=None, get=None, **kwargs):
-        """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64."""
+    def kernel_fn(self, x1, x2=None, get=None, compiled=None, **kwargs):
+        """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64.
+
+        ``compiled``: True evaluates by the generated Numba kernel
+        (:func:`ntk_theory.codegen.graph.compiled_graph_kernel`; NotImplementedError naming the layer if it
+        has no compiled rule), False by the NumPy interpreter (:func:`ntk_theory.recursions.graph.kernel`);
+        None (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give
+        the same numbers to ~1e-15 relative, the equal-row entries identically."""
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
-        result = graph.kernel(self.description, x1, x2, get=("nngp", "ntk") if get is None else get)
+        if compiled not in (None, True, False):
+            raise ValueError(f"compiled must be True, False or None; got {compiled!r}")
+        get_ = ("nngp", "ntk") if get is None else get
+        result = None
+        entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None else 0
+        if compiled or entries >= 10**5:
+            from ..codegen.graph import NotCompilable, compiled_graph_kernel
+
+            try:
+                result = compiled_graph_kernel(self.description).evaluate(x1, x2, get=get_)
+            except NotCompilable:
+                if compiled:
+                    raise
+        if result is None:
+            result = graph.kernel(self.description, x1, x2, get=get_)
         return getattr(result, get) if isinstance(get, str) else result
 
     def init_fn(self, rng, input_shape):
