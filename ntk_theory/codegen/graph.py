@@ -667,7 +667,7 @@ class CompiledGraphKernel:
     ``input_dim``, else at the first evaluation or when ``source`` is read.
     """
 
-    def __init__(self, description, input_dim: int | None = None, tile_mb: float = 64.0, pairs_per_loop: int = 2,
+    def __init__(self, description, input_dim: int | None = None, tile_mb: float = 64.0, pairs_per_loop: int = 1,
                  chunk: int = 64):
         self.description = getattr(description, "description", description)
         if not isinstance(self.description, Layer):
