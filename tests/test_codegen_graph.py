@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 
 from ntk_theory import stax
-from ntk_theory.codegen.graph import CompiledGraphKernel, NotCompilable, compiled_graph_kernel
+from ntk_theory.codegen.graph import (
+    CompiledGraphKernel,
+    NotCompilable,
+    compiled_graph_kernel,
+)
 from ntk_theory.recursions import graph
 
 DATA = Path(__file__).parent / "data" / "neural_tangents"

@@ -49,11 +49,20 @@ import sympy as sp
 
 from .. import _checks
 from ..activations import Activation, x
-from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
+from ..architecture import (
+    Dense,
+    Elementwise,
+    FanInConcat,
+    FanInSum,
+    Layer,
+    LayerNorm,
+    walk,
+    where,
+)
 from ..gaussian import expectation1
 from ..gaussian.stable import stable_form
-from ..jit import numba_code
 from ..jit import modules as cache
+from ..jit import numba_code
 from ..recursions import KernelResult, activation_kernels
 from ..recursions.network import equal_rows
 from . import emit
