@@ -19,8 +19,10 @@ F(c g) of one source each, *moments* of sums of terms -- but every quantity is s
   m_a m_b of FanInSum, LayerNorm's (K_ab - m_a m_b) / (s_a s_b), FanInConcat's channel weights.
 
 The per-entry program is emitted as one function over row tiles (prange over rows; per row, chunks of
-columns; inside a chunk, loops over columns with the program's statements, a few activations per loop
-so that LLVM vectorises them): no N x N temporaries, only the two outputs.  Layer constants (C_W, C_b,
+columns; inside a chunk, loops over columns with the program's statements, one activation expectation
+per loop by default, values crossing loops in one flat per-thread buffer indexed from constants, and
+det2 inlined, so that LLVM vectorises every loop): no N x N temporaries, only the two outputs; partial
+sums of a residual stream are shared (one addition per block).  Layer constants (C_W, C_b,
 lambda_b, lambda_W, concatenation weights) are passed as an array, so the source depends on the
 description's structure and activations only, and is cached on disk like the MLP kernels
 (:mod:`ntk_theory.jit.modules`).  With X2 = X1 only entries j > i are computed and mirrored; entries whose
