@@ -31,8 +31,20 @@ from .finite_width import (
     layer_statistics,
     symmetry_of,
 )
-from .graph import GraphMonteCarlo, sample_kernels, with_width
 from .statistics import ESTIMATES, MonteCarloResult, sample_statistics
+
+_GRAPH = ("GraphMonteCarlo", "sample_kernels", "with_width")
+
+
+def __getattr__(name):
+    """The Monte Carlo of architecture descriptions (:mod:`.graph`) on first use: descriptions carry their
+    activations as SymPy expressions, which the MLP samplers above do not load."""
+    if name in _GRAPH:
+        from . import graph
+
+        return getattr(graph, name)
+    raise AttributeError(f"module 'ntk_theory.montecarlo' has no attribute {name!r}")
+
 
 __all__ = [
     "ALIASES",

@@ -9,14 +9,24 @@ layer is validated against, written independently of it.
 * :func:`numpy_activation` (:mod:`.activations`): the NumPy activations of both.
 """
 
-from . import graph
+import importlib
+
 from .activations import NAMES as ACTIVATION_NAMES
 from .activations import NumpyActivation, numpy_activation
-from .graph import apply as apply_description
-from .graph import init as init_description
-from .graph import jacobian as description_jacobian
-from .graph import ntk as description_ntk
 from .network import MLP, Trace
+
+# descriptions carry SymPy expressions: their interpreter is imported on first use, so the MLP and its
+# samplers load no symbolic module
+_GRAPH = {"graph": None, "apply_description": "apply", "init_description": "init",
+          "description_jacobian": "jacobian", "description_ntk": "ntk"}
+
+
+def __getattr__(name):
+    if name in _GRAPH:
+        graph = importlib.import_module(".graph", __name__)
+        return graph if _GRAPH[name] is None else getattr(graph, _GRAPH[name])
+    raise AttributeError(f"module 'ntk_theory.reference' has no attribute {name!r}")
+
 
 __all__ = ["ACTIVATION_NAMES", "MLP", "NumpyActivation", "Trace", "apply_description", "description_jacobian",
            "description_ntk", "graph", "init_description", "numpy_activation"]
