@@ -193,6 +193,9 @@ def build(description: Layer, input_dim: int) -> tuple[_Program, _Moments]:
     return prog, _moments(out, prog)
 
 
+# The structural part of these rules (which terms merge, what is refused) repeats recursions/graph.py's
+# rules with emission in place of NumPy arithmetic; deliberate until both read one rule set over
+# backends (float64, mpmath, emitted code), and the tests hold the two to 1e-13 of each other.
 @functools.singledispatch
 def _rule(layer: Layer, state, path, prog):
     raise NotImplementedError(f"{layer!r} at {where(path)}: no infinite-width kernel rule for {type(layer).__name__}")
