@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from .. import _checks
-from ..activations import Activation, activation, x
+from ..activations import Activation, x
 
 PARAMETERIZATIONS = ("ntk", "standard", "unit")
 
@@ -134,7 +134,10 @@ class Elementwise(Layer):
 
     @property
     def activation(self) -> Activation:
-        return activation(self.expr) if self.name == "Activation" else Activation(repr(self), self.expr, "stax")
+        """The activation, named so that every part of the toolkit can read the name back: the text given to
+        ``Activation(...)``, else the expression (``Erf()`` -> ``erf(x)``); its source says the layer."""
+        name = self.args[0] if self.name == "Activation" and isinstance(self.args[0], str) else sp.sstr(self.expr)
+        return Activation(name, self.expr, f"stax {self!r}")
 
     @property
     def is_identity(self) -> bool:
