@@ -69,8 +69,6 @@ def main():
         f"N = {N}, depth {depth}: a parallel Numba loop doing only one atan2 and one sqrt per entry (upper",
         f"triangle) per layer takes {t_floor:.3f} s; ntk-theory's CompiledKernel (NNGP and NTK, both triangles",
         f"written) takes {t_ours:.3f} s: {t_ours / t_floor:.2f}x the floor (goal: within 2x).",
-        "",
-        f"Machine: {machine()}.  Command: `python benchmarks/bench_floor.py`.",
     ])
     write_section("floor", body)
 
