@@ -66,9 +66,10 @@ from ..gaussian.stable import stable_form
 from ..jit import modules as cache
 from ..jit import numba_code
 from ..recursions import KernelResult, activation_kernels
+from ..recursions.result import check_get
 from ..recursions.network import equal_rows
 from . import emit
-from .kernel import CompiledKernel, _compiled_afresh
+from .kernel import _compiled_afresh, evaluation_arrays
 
 FORMAT_VERSION = "1"
 
@@ -778,17 +779,9 @@ class CompiledGraphKernel:
         """NNGP and NTK (N1, N2) of the network's output at X1 (N1, d), X2 (N2, d) (default X1).
         ``out=(nngp, ntk)`` writes into given arrays (e.g. ``np.memmap``); ``dtype`` float64 (default)
         or float32 for the stored result (arithmetic is float64 either way)."""
-        names = (get,) if isinstance(get, str) else tuple(get)
-        if not names or any(g not in ("nngp", "ntk") for g in names):
-            raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}")
-        X1 = _checks.inputs(X1, "X1")
-        symmetric = X2 is None
-        X2v = X1 if symmetric else _checks.inputs(X2, "X2", dim=X1.shape[1])
+        names = check_get(get)
+        X1, X2v, symmetric, K_out, T_out = evaluation_arrays(X1, X2, out, dtype)
         N1, N2, d = X1.shape[0], X2v.shape[0], X1.shape[1]
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float64, np.float32):
-            raise ValueError(f"dtype must be float64 or float32; got {dtype}")
-        K_out, T_out = CompiledKernel._outputs(out, (N1, N2), dtype)
         built = self._build(d)
         module = self.module(built)
         sq1 = np.einsum("ij,ij->i", X1, X1) / d

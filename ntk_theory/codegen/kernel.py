@@ -185,14 +185,8 @@ class CompiledKernel:
         (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal)."""
         from ..progress import progress_bar
 
-        X1 = _checks.inputs(X1, "X1")
-        symmetric = X2 is None
-        X2v = X1 if symmetric else _checks.inputs(X2, "X2", dim=X1.shape[1])
+        X1, X2v, symmetric, K_out, T_out = evaluation_arrays(X1, X2, out, dtype)
         N1, N2, d = X1.shape[0], X2v.shape[0], X1.shape[1]
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float64, np.float32):
-            raise ValueError(f"dtype must be float64 or float32; got {dtype}")
-        K_out, T_out = self._outputs(out, (N1, N2), dtype)
         module = self.module
         CW, CB, LB, LW = self._layer_constants(d)
         sq1 = np.einsum("ij,ij->i", X1, X1) / d
@@ -303,6 +297,20 @@ class CompiledKernel:
             if arr.dtype not in (np.float64, np.float32):
                 raise ValueError(f"out[{name}] must be float64 or float32; got {arr.dtype}")
         return out[0], out[1]
+
+
+def evaluation_arrays(X1, X2, out, dtype):
+    """Checked inputs and output arrays of a compiled kernel's evaluation:
+    ``(X1, X2 or X1, symmetric, nngp_out, ntk_out)``; ``out`` a pair of given (N1, N2) arrays or None,
+    ``dtype`` float64 or float32 for the stored result."""
+    X1 = _checks.inputs(X1, "X1")
+    symmetric = X2 is None
+    X2v = X1 if symmetric else _checks.inputs(X2, "X2", dim=X1.shape[1])
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be float64 or float32; got {dtype}")
+    K_out, T_out = CompiledKernel._outputs(out, (X1.shape[0], X2v.shape[0]), dtype)
+    return X1, X2v, symmetric, K_out, T_out
 
 
 def _compiled_afresh(module) -> int:

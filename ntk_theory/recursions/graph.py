@@ -54,7 +54,7 @@ from ..activations import Activation, x
 from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
 from ..gaussian import expectation1
 from .layer import activation_kernels
-from .result import KernelResult, equal_rows
+from .result import KernelResult, check_get, equal_rows
 
 _ids = itertools.count()
 
@@ -216,7 +216,7 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
     float64 by default; ``dps``: the same rules in mpmath at that many digits (``nngp`` and ``ntk``
     are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``: ``"nngp"``,
     ``"ntk"`` or a tuple of them (the result iterates in that order)."""
-    get = _checks_get(get)
+    get = check_get(get)
     X1 = _checks.inputs(X1, "X1")
     X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
     backend = Float64() if dps is None else Mpmath(_checks.positive_int("dps", dps))
@@ -237,14 +237,6 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
                                      "expectation diverges)")
     info = {"quadrature_error": max(ctx.errors, default=0.0)} if dps is None else {"dps": dps}
     return KernelResult(nngp, ntk, info, get=get)
-
-
-def _checks_get(get) -> tuple:
-    names = (get,) if isinstance(get, str) else tuple(get)
-    bad = [g for g in names if g not in ("nngp", "ntk")]
-    if bad or not names:
-        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}")
-    return names
 
 
 # ---------------------------------------------------------------------- rules

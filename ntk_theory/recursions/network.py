@@ -21,12 +21,10 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import numpy as np
-
 from .. import _checks
-from ..conventions import PARAMETERIZATIONS, learning_rate_factors
 from ..architecture import Serial
 from ..architecture.mlp import mlp_description
+from ..conventions import PARAMETERIZATIONS, learning_rate_factors
 from . import graph
 from .layer import LayerMap, activation_kernels
 from .result import KernelResult, equal_rows  # noqa: F401  (equal_rows: re-exported)

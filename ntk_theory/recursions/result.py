@@ -37,3 +37,11 @@ def equal_rows(X1: np.ndarray, X2: np.ndarray) -> np.ndarray:
         for b in index.get(row.tobytes(), ()):
             same[a, b] = True
     return same
+
+
+def check_get(get) -> tuple:
+    """``get`` (neural-tangents' argument: ``"nngp"``, ``"ntk"`` or a tuple of them) as a tuple of names."""
+    names = (get,) if isinstance(get, str) else tuple(get)
+    if not names or any(g not in ("nngp", "ntk") for g in names):
+        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}")
+    return names

@@ -96,6 +96,20 @@ def _weights(sampler: str, rng, S, n_out, n_in, sigma, N):
     return DenseWeights.sample(rng, S, n_out, n_in, sigma)
 
 
+def _draw(X: Array, spec: MLPSpec, S: int, rng: np.random.Generator, sampler: str):
+    """S networks' weights (``sampler``: dense or projected on the N inputs' directions) and biases, drawn
+    from the PDLT initialisation W(l) ~ N(0, C_W(l) / n_(l-1)), b(l) ~ N(0, C_b(l))."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    N = X.shape[0]
+    weights, biases = [], []
+    for l in range(spec.n_layers):
+        n_in, n_out = spec.widths[l], spec.widths[l + 1]
+        weights.append(_weights(sampler, rng, S, n_out, n_in, np.sqrt(spec.C_W[l] / n_in), N))
+        biases.append(rng.standard_normal((S, n_out)) * np.sqrt(spec.C_b[l]))
+    return weights, biases
+
+
 @dataclass(frozen=True)
 class EnsembleOutputs:
     """Per-network results for S networks at N inputs."""
@@ -155,14 +169,7 @@ def sample(
     sampler: str = "projected",
 ) -> EnsembleOutputs:
     """Draw S networks from the PDLT initialisation and evaluate them at X (N, n_0)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
-    N = X.shape[0]
-    weights, biases = [], []
-    for l in range(spec.n_layers):
-        n_in, n_out = spec.widths[l], spec.widths[l + 1]
-        weights.append(_weights(sampler, rng, S, n_out, n_in, np.sqrt(spec.C_W[l] / n_in), N))
-        biases.append(rng.standard_normal((S, n_out)) * np.sqrt(spec.C_b[l]))
+    weights, biases = _draw(X, spec, S, rng, sampler)
     return evaluate(X, spec, activation, weights, biases)
 
 
@@ -274,12 +281,5 @@ def sample_readouts(
     virtual: bool = True,
 ) -> ReadoutOutputs:
     """Draw S networks with ``spec.output_dim`` readout neurons and evaluate :func:`evaluate_readouts`."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
-    N = X.shape[0]
-    weights, biases = [], []
-    for l in range(spec.n_layers):
-        n_in, n_out = spec.widths[l], spec.widths[l + 1]
-        weights.append(_weights(sampler, rng, S, n_out, n_in, np.sqrt(spec.C_W[l] / n_in), N))
-        biases.append(rng.standard_normal((S, n_out)) * np.sqrt(spec.C_b[l]))
+    weights, biases = _draw(X, spec, S, rng, sampler)
     return evaluate_readouts(X, spec, activation, weights, biases, virtual)
