@@ -66,6 +66,7 @@ def test_rounding_level_entries_fail_with_their_reason(tmp_path):
 
 
 def test_cli_check_arch_passes_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the plot extra; CI installs only the test extra
     np.save(tmp_path / "x.npy", X)
     png = tmp_path / "check.png"
     code = main(["check", "--arch", RESNET_TEXT, "--x", str(tmp_path / "x.npy"),
