@@ -7,10 +7,29 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def best_of(fn, repeats: int = 3, warm_up: bool = False, slow: float = float("inf")):
+    """``(best wall time of repeats calls, the last result)``.  ``warm_up``: one untimed call first (it also
+    pays the process's first use of its memory); if that call took longer than ``slow`` seconds, one timed
+    call follows instead of ``repeats``."""
+    result = None
+    if warm_up:
+        t0 = time.perf_counter()
+        result = fn()
+        if time.perf_counter() - t0 > slow:
+            repeats = 1
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
 
 
 def machine() -> str:

@@ -25,13 +25,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import best_of as _best_of  # noqa: E402
 from _report import write_section  # noqa: E402
+
+
+def best_of(fn, repeats=3):
+    return _best_of(fn, repeats, warm_up=True, slow=2.0)
 
 from ntk_theory import MLP, stax  # noqa: E402
 from ntk_theory.reference import graph as reference_graph  # noqa: E402
@@ -41,20 +45,6 @@ W_STD, B_STD, D, WIDTH, DEPTH, BLOCKS = math.sqrt(2.0), 0.1, 32, 512, 3, 3
 SHORT = {"jacobian_contraction": "Jacobian contraction", "ntk_vector_products": "NTK-vector products",
          "structured": "structured derivatives"}
 NT_IMPL = {"jacobian_contraction": 1, "ntk_vector_products": 2, "structured": 3}
-
-
-def best_of(fn, repeats=3, slow=2.0):
-    """Best wall time of ``repeats`` calls after a warm-up call (which also pays the process's first use
-    of its memory, slow on this VM); one call after the warm-up when that took longer than ``slow`` s."""
-    t0 = time.perf_counter()
-    result = fn()
-    repeats = 1 if time.perf_counter() - t0 > slow else repeats
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
 
 
 def rel(a, ref):

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
+from _report import best_of, write_section  # noqa: E402
 
 from ntk_theory.codegen import CompiledKernel  # noqa: E402
 
@@ -43,23 +42,13 @@ def floor(x, depth):
     return acc
 
 
-def best(fn, r=3):
-    fn()
-    ts = []
-    for _ in range(r):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
-
-
 def main():
     N, depth = 4000, 10
     x = np.random.default_rng(0).random(N)
     X = np.random.default_rng(0).standard_normal((N, 32))
-    t_floor = best(lambda: floor(x, depth))
+    t_floor = best_of(lambda: floor(x, depth), warm_up=True)[0]
     kern = CompiledKernel("relu", depth, 1.96, 0.01)
-    t_ours = best(lambda: kern(X))
+    t_ours = best_of(lambda: kern(X), warm_up=True)[0]
     print(t_floor, t_ours)
     body = "\n".join([
         "## ReLU kernel vs the transcendental floor (issue 4)",

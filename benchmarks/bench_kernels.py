@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import best_of, write_section  # noqa: E402
 
 from ntk_theory.codegen import CompiledKernel  # noqa: E402
 from ntk_theory.recursions import KernelRecursion  # noqa: E402
@@ -54,15 +54,6 @@ def plain_numpy_relu(X, depth, cw, cb):
         Td = (np.pi - t) / (2 * np.pi)
         K, Th = cb + cw * T, cb + cw * T + cw * Td * Th
     return K, Th
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
 
 
 def rel_err(a, ref):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section
+from _report import best_of, write_section
 
 from ntk_theory import stax
 from ntk_theory.codegen import CompiledKernel
@@ -71,15 +71,6 @@ for r in range(4):
 sub = case["subset"]
 np.savez(sys.argv[2], seconds=best, nngp=np.asarray(k.nngp)[sub], ntk=np.asarray(k.ntk)[sub])
 """
-
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def compile_times() -> tuple[float, float]:
@@ -136,8 +127,8 @@ def main() -> None:
     first_mlp = time.perf_counter() - t0
     t_graph, t_mlp = [], []
     for _ in range(3):  # interleaved, so that both see the same machine
-        t_graph.append(best_of(lambda: kern.evaluate(X), 1))
-        t_mlp.append(best_of(lambda: mlp(X), 1))
+        t_graph.append(best_of(lambda: kern.evaluate(X), 1)[0])
+        t_mlp.append(best_of(lambda: mlp(X), 1)[0])
     t_graph, t_mlp = min(t_graph), min(t_mlp)
     print(f"graph {t_graph:.3f} s (first {first:.3f}), mlp {t_mlp:.3f} s (first {first_mlp:.3f})", flush=True)
 
