@@ -43,6 +43,7 @@ LEADING = {
 }
 
 
+# a paper script runs on its own, so it keeps its own timer (the benchmarks share benchmarks/_report.best_of)
 def _best_time(fn, repeats=3, slow=30.0):
     """Best of ``repeats`` calls after a warm-up call (which also pays the process's first use of the
     memory); 1 call after the warm-up when that took longer than ``slow`` seconds."""
