@@ -182,12 +182,9 @@ def test_mlp_commands_take_a_plain_mlp_description(tmp_path, capsys):
                     assert np.allclose(a[name], m[name], rtol=1e-12, atol=1e-300), (command, name)
     capsys.readouterr()
     not_mlp = "serial(Dense(8), LayerNorm(), Relu(), Dense(1))"
-    for command in ("empirical-ntk", "finite-width"):  # check and sample run any description (test_check_architecture)
-        out = ["--out", str(tmp_path / "z.npz")]
-        assert main([command, "--arch", not_mlp, *x, *out, "--quiet"] if command != "empirical-ntk" else
-                    [command, "--arch", not_mlp, *x, *out]) == 2
-        line = _one_error_line(capsys, command)
-        assert "not yet supported for this architecture: LayerNorm()" in line
+    # check, sample and empirical-ntk run any description (test_check_architecture, the test below)
+    assert main(["finite-width", "--arch", not_mlp, *x, "--out", str(tmp_path / "z.npz"), "--quiet"]) == 2
+    assert "not yet supported for this architecture: LayerNorm()" in _one_error_line(capsys, "finite-width")
     assert main(["derive", "--arch", not_mlp, "--finite-width"]) == 2
     assert "not yet supported for this architecture" in _one_error_line(capsys, "derive")
 
@@ -333,3 +330,32 @@ def test_top_level_exports_are_lazy():
 
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         ntk_theory.nonexistent  # noqa: B018
+
+
+def test_empirical_ntk_arch_of_a_residual_layernorm_network_against_finite_differences(tmp_path):
+    """empirical-ntk --arch of a non-MLP description: parameters from the reference network's init (seed),
+    the NTK against J J^T with J by central finite differences of apply over every parameter."""
+    from ntk_theory import stax
+    from ntk_theory.reference import graph
+
+    text = ("serial(Dense(8, W_std=1.4, b_std=0.1), Relu(), FanOut(2), parallel(Dense(8), Identity()), FanInSum(), "
+            "LayerNorm(), Dense(3, W_std=1.2, b_std=0.2))")
+    X = np.array([[1.0, 0.0, 0.5], [0.2, -0.7, 1.0], [-0.4, 0.3, 0.9]])
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "e.npz"
+    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "x.npy"), "--seed", "3", "--no-trace",
+                 "--out", str(out)]) == 0
+    ntk = np.load(out)["ntk"]
+    description = stax.parse(text).description
+    _, params = graph.init(description, 3, X.shape)
+    theta = graph.flatten(params)
+    h = 1e-6
+    J = np.empty((X.shape[0], 3, theta.size))
+    for p in range(theta.size):
+        e = np.zeros_like(theta)
+        e[p] = h
+        plus = graph.apply(description, graph.unflatten(params, theta + e), X)
+        minus = graph.apply(description, graph.unflatten(params, theta - e), X)
+        J[:, :, p] = (plus - minus) / (2 * h)
+    expected = np.einsum("aip,bjp->abij", J, J)
+    np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
