@@ -235,3 +235,10 @@ def test_structural_mistakes_name_the_layer():
         stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(4), stax.Dense(5)), stax.FanInSum()).kernel_fn(X)
     with pytest.raises(ValueError, match="ends with a list of 2 outputs"):
         stax.serial(stax.Dense(4), stax.FanOut(2)).kernel_fn(X)
+
+
+def test_apply_fn_with_inputs_of_another_width_names_the_mismatch():
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(8, W_std=1.4, b_std=0.1), stax.Relu(), stax.Dense(1))
+    _, params = init_fn(0, (-1, 3))
+    with pytest.raises(ValueError, match=r"receives inputs with 4 features but its parameters W have shape \(3, 8\)"):
+        apply_fn(params, np.ones((2, 4)))

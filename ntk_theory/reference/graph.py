@@ -265,6 +265,9 @@ class DenseParameters:
         W, b = params
         W = np.asarray(W, dtype=np.float64)
         if W.ndim < 2 or W.shape[-2:] != (n_in, layer.out_dim):
+            if W.ndim >= 2 and W.shape[-1] == layer.out_dim:  # the parameters fit a different input width
+                raise ValueError(f"{layer!r} at {where(path)} receives inputs with {n_in} features but its "
+                                 f"parameters W have shape {W.shape} (drawn for {W.shape[-2]} features)")
             raise ValueError(f"{layer!r} at {where(path)}: W must have shape {(n_in, layer.out_dim)}; got {W.shape}")
         if (b is None) != (layer.b_std is None):
             raise ValueError(f"{layer!r} at {where(path)}: b must be None exactly when b_std is None; got "
