@@ -180,7 +180,7 @@ def test_bad_input_one_line():
     _, params = net.init_fn(0, X.shape)
     with pytest.raises(ValueError, match="needs its parameters"):
         empirical_ntk(net, X)
-    with pytest.raises(ValueError, match=r"at layer 0: W must have shape \(3, 5\); got \(4, 5\)"):
+    with pytest.raises(ValueError, match=r"at layer 0 receives inputs with 3 features but its parameters W have shape \(4, 5\)"):
         empirical_ntk(net, np.ones((2, 3)), params=params)
     with pytest.raises(ValueError, match="b must be None exactly when b_std is None"):
         empirical_ntk(net, X, params=[(params[0][0], None)] + list(params[1:]))
