@@ -349,13 +349,18 @@ def _per_input(p: Pass) -> dict:
     return {path: (s.x, None if p.is_identity(path) else rows_first(s.g)) for path, s in p.sens.items()}
 
 
-def _jacobian_contraction(model, X1, X2, trace, B):
+def _passes(model, X1, X2, trace):
+    """The forward/backward passes at X1 and X2 (one pass when X2 is None) and the output accumulator."""
     sym = X2 is None
     p1 = run(model, X1)
     p2 = p1 if sym else run(model, X2)
     N1, O = p1.tape.f.shape
     N2 = p2.n
-    out = _Output(N1, N2, O, trace)
+    return sym, p1, p2, N1, N2, O, _Output(N1, N2, O, trace)
+
+
+def _jacobian_contraction(model, X1, X2, trace, B):
+    sym, p1, p2, N1, N2, O, out = _passes(model, X1, X2, trace)
     eye = np.broadcast_to(np.eye(O), (max(N1, N2), O, O))
     d1, d2 = _per_input(p1), (None if sym else _per_input(p2))
     for path, (x1, g1) in d1.items():
@@ -381,12 +386,7 @@ def _jacobian_contraction(model, X1, X2, trace, B):
 
 
 def _structured(model, X1, X2, trace, B):
-    sym = X2 is None
-    p1 = run(model, X1)
-    p2 = p1 if sym else run(model, X2)
-    N1, O = p1.tape.f.shape
-    N2 = p2.n
-    out = _Output(N1, N2, O, trace)
+    sym, p1, p2, N1, N2, O, out = _passes(model, X1, X2, trace)
     d1 = _per_input(p1)
     d2 = d1 if sym else _per_input(p2)
     for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
