@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_errors import one_error_line as _one_error_line
 
 from ntk_theory.cli import main
 from ntk_theory.defaults import default_inputs
@@ -71,14 +72,6 @@ def test_check_derive_and_kernel_commands(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- one-line errors
-def _one_error_line(capsys, command):
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"ntk-theory {command}: "), lines[0]
-    return lines[0]
-
-
 def _never(*args, **kwargs):
     raise AssertionError("the computation ran before the output was checked")
 

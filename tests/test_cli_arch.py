@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_error_line as _one_error_line
 
 from ntk_theory import cli
 from ntk_theory.cli import main
@@ -27,14 +28,6 @@ KINK_DIAGONAL = 1e-7  # its diagonal at a kink keeps ~8 digits (arccos near angl
 STAX = {"relu": "Relu()", "erf": "Erf()", "gelu": "Gelu()", "abs": "Abs()", "leaky_relu(1/10)": "LeakyRelu(0.1)",
         "abrelu(1/2,2)": "ABRelu(0.5, 2)", "sin": "Sin()", "monomial(3)": "Monomial(3)"}
 KINKED = {"relu", "abs", "leaky_relu(1/10)", "abrelu(1/2,2)"}
-
-
-def _one_error_line(capsys, command):
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"ntk-theory {command}: "), lines[0]
-    return lines[0]
 
 
 def _mlp_text(act: str, depth: int, W_std: float, b_std: float, width: int, param: str, prefix="stax.") -> str:

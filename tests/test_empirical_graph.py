@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ntk_theory import stax
-from ntk_theory.architecture import Dense, Parallel, Serial, leaves
+from ntk_theory.architecture import Dense, leaves, map_leaves
 from ntk_theory.empirical import METHODS, Problem, empirical_ntk, estimate, plan
 from ntk_theory.reference import graph
 
@@ -43,12 +43,9 @@ NETWORKS = {
 }
 
 
-def _with_parameterization(layer, p):
-    if isinstance(layer, Dense):
-        return dataclasses.replace(layer, parameterization=p)
-    if isinstance(layer, (Serial, Parallel)):
-        return type(layer)(tuple(_with_parameterization(sub, p) for sub in layer.layers))
-    return layer
+def _with_parameterization(description, p):
+    return map_leaves(description, lambda path, layer: dataclasses.replace(layer, parameterization=p)
+                      if isinstance(layer, Dense) else layer)
 
 
 def _rel(a, ref):

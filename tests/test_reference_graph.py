@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 
 from ntk_theory import stax
-from ntk_theory.architecture import Dense, Parallel, Serial
+from ntk_theory.architecture import Dense, map_leaves
 from ntk_theory.reference import graph
 
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "stax_apply.npz"
 
 
-def _with_parameterization(layer, p):
-    if isinstance(layer, Dense):
-        return dataclasses.replace(layer, parameterization=p)
-    if isinstance(layer, (Serial, Parallel)):
-        return type(layer)(tuple(_with_parameterization(sub, p) for sub in layer.layers))
-    return layer
+def _with_parameterization(description, p):
+    return map_leaves(description, lambda path, layer: dataclasses.replace(layer, parameterization=p)
+                      if isinstance(layer, Dense) else layer)
 
 
 def _recorded():

@@ -10,7 +10,7 @@ import importlib
 from .spec import MLPSpec
 
 _LAYERS = ("Dense", "Elementwise", "FanInConcat", "FanInSum", "FanOut", "Identity", "Layer", "LayerNorm", "Parallel",
-           "Serial", "leaves", "parallel", "serial", "walk", "where")
+           "Serial", "leaves", "map_leaves", "parallel", "serial", "walk", "where")
 
 
 def __getattr__(name):

@@ -271,6 +271,14 @@ def where(path: Sequence[int]) -> str:
     return "the top" if not path else "layer " + ".".join(map(str, path))
 
 
+def map_leaves(layer: Layer, fn: Callable, path: tuple = ()) -> Layer:
+    """The description with every non-structural layer replaced by ``fn(path, layer)`` (``Serial`` and
+    ``Parallel`` rebuilt around them), e.g. to change every Dense layer's width or parameterization."""
+    if isinstance(layer, (Serial, Parallel)):
+        return type(layer)(tuple(map_leaves(sub, fn, path + (i,)) for i, sub in enumerate(layer.layers)))
+    return fn(path, layer)
+
+
 def leaves(layer: Layer, path: tuple = ()):
     """``(path, layer)`` of every non-structural layer, in order."""
     if layer.children:

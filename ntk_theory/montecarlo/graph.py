@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _checks
-from ..architecture import Dense, Layer, Parallel, Serial, leaves
+from ..architecture import Dense, Layer, leaves, map_leaves
 from ..reference import graph as reference_graph
 from ..reference.ensemble import DenseWeights, ProjectedWeights
 from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settings
@@ -64,14 +64,10 @@ def with_width(description: Layer, n: int) -> Layer:
     dense = [path for path, layer in leaves(description) if isinstance(layer, Dense)]
     last = dense[-1] if dense else None
 
-    def rebuild(layer, path):
-        if isinstance(layer, (Serial, Parallel)):
-            return type(layer)(tuple(rebuild(sub, path + (i,)) for i, sub in enumerate(layer.layers)))
-        if isinstance(layer, Dense) and path != last:
-            return dataclasses.replace(layer, out_dim=n)
-        return layer
+    def widen(path, layer):
+        return dataclasses.replace(layer, out_dim=n) if isinstance(layer, Dense) and path != last else layer
 
-    return rebuild(description, ())
+    return map_leaves(description, widen)
 
 
 class SampledDense:
