@@ -430,9 +430,10 @@ def _gaussian_sum(terms, path, ctx) -> Term:
 class _TermMoments:
     """Moments of one term; its means E[F(c_a g_a)] are computed only when a sum or a LayerNorm needs them."""
 
-    def __init__(self, nngp, ntk, var1, var2, ntk1, fn=None, ctx=None):
+    def __init__(self, nngp, ntk, var1, var2, ntk1, fn=None, ctx=None, pre=(None, None)):
         self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = nngp, ntk, var1, var2, ntk1
         self._fn, self._ctx = fn, ctx
+        self._pre1, self._pre2 = pre  # the pre-activation variances the means are evaluated at
 
     @functools.cached_property
     def _means(self):
@@ -462,8 +463,7 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
         act = Activation(sp.sstr(t.fn), t.fn, "stax")
         kern = activation_kernels(act)
         T, Td, T1, Td1, T2 = ctx.backend.activation_moments(kern, K, k1, k2, t, ctx)
-        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx)
-        out._pre1, out._pre2 = k1, k2
+        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx, (k1, k2))
     ctx.cache[key] = (t, out)  # keep t alive so its id is not reused
     return out
 
