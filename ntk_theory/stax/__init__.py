@@ -4,7 +4,7 @@
 Every constructor returns a :class:`Network` that unpacks as ``init_fn, apply_fn, kernel_fn``, with
 neural-tangents' names, arguments and semantics (``Dense(out_dim, W_std=1., b_std=None,
 parameterization='ntk')``, ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat``,
-``LayerNorm``, ``Identity`` and the activations of :mod:`ntk_theory.architecture.elementwise`).
+``LayerNorm``, ``Identity``, ``Conv``, ``AvgPool``, ``GlobalAvgPool``, ``Flatten`` and the activations of :mod:`ntk_theory.architecture.elementwise`).
 ``parse(text)`` reads the same syntax from text (as ``--arch`` does), safely.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 from ..architecture import elementwise as _elementwise
+from ..architecture import convolution as _convolution
 from ..architecture import layers as _layers
 from .network import Network
 from .parse import ArchitectureSyntaxError
@@ -43,13 +44,18 @@ FanOut = _wrap(_layers.FanOut)
 FanInSum = _wrap(_layers.FanInSum)
 FanInConcat = _wrap(_layers.FanInConcat)
 LayerNorm = _wrap(_layers.LayerNorm)
+Conv = _wrap(_convolution.Conv)
+AvgPool = _wrap(_convolution.AvgPool)
+GlobalAvgPool = _wrap(_convolution.GlobalAvgPool)
+Flatten = _wrap(_convolution.Flatten)
 
 ACTIVATIONS = _elementwise.NEURAL_TANGENTS + _elementwise.BEYOND
 for _name in ACTIVATIONS:
     globals()[_name] = _wrap(getattr(_elementwise, _name if _name != "Activation" else "Activation_"))
     globals()[_name].__name__ = _name
 
-LAYERS = ("serial", "parallel", "Dense", "Identity", "FanOut", "FanInSum", "FanInConcat", "LayerNorm", *ACTIVATIONS)
+LAYERS = ("serial", "parallel", "Dense", "Identity", "FanOut", "FanInSum", "FanInConcat", "LayerNorm", "Conv", "AvgPool",
+          "GlobalAvgPool", "Flatten", *ACTIVATIONS)
 
 
 def parse(text: str) -> Network:
