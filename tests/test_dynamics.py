@@ -141,6 +141,26 @@ def test_ensemble_mean_and_covariance(problem, get):
     np.testing.assert_allclose(pred.test.covariance, cov[N:, N:], atol=1e-10)
 
 
+@pytest.mark.parametrize("absolute", [False, True])
+def test_diag_reg_is_kernel_ridge_regression(problem, absolute):
+    """t = inf with diag_reg: the test mean is Theta(X', X) (Theta + r I)^-1 y and the covariance the GP posterior
+    of the regularised kernels (neural-tangents' gp_inference), by direct solves."""
+    K, T, N = problem["K"], problem["T"], problem["N"]
+    y = problem["y"]
+    reg = 0.3
+    pred = ensemble(K[:N, :N], T[:N, :N], y, np.inf, nngp_test_train=K[N:, :N], ntk_test_train=T[N:, :N],
+                    nngp_test_test=K[N:, N:], diag_reg=reg, diag_reg_absolute_scale=absolute)
+    rT = reg if absolute else reg * np.trace(T[:N, :N]) / N
+    rK = reg if absolute else reg * np.trace(K[:N, :N]) / N
+    Treg, Kreg = T[:N, :N] + rT * np.eye(N), K[:N, :N] + rK * np.eye(N)
+    np.testing.assert_allclose(pred.test.mean, T[N:, :N] @ np.linalg.solve(Treg, y), atol=1e-10)
+    Q = T[N:, :N] @ np.linalg.inv(Treg)
+    cov = K[N:, N:] - Q @ K[:N, N:] - K[N:, :N] @ Q.T + Q @ Kreg @ Q.T
+    np.testing.assert_allclose(pred.test.covariance, cov, atol=1e-10)
+    with pytest.raises(ValueError, match="diag_reg"):
+        ensemble(K[:N, :N], T[:N, :N], y, np.inf, diag_reg=-1.0)
+
+
 def _with_negative_eigenvalue(K):
     lam, V = np.linalg.eigh(K)
     lam[0] = -0.1 * lam[-1]

@@ -13,6 +13,10 @@ P_t = V D_t V^T and A_t = V G_t V^T (decay and gain of :mod:`.schedule`):
 
 (one covariance, shared by every output).  ``get="nngp"`` drives the dynamics with K instead of Theta
 (training only the readout; at t = inf the exact GP posterior).
+
+``diag_reg`` (neural-tangents' argument): the train-train kernels K(X, X) and Theta(X, X) are replaced by
+K + r_K I and Theta + r_Theta I with r = diag_reg * trace / N (``diag_reg_absolute_scale=False``, the default)
+or r = diag_reg; at t = inf the test mean is then kernel ridge regression, Theta(X', X) (Theta + r I)^-1 y.
 """
 
 from __future__ import annotations
@@ -54,10 +58,11 @@ class EnsemblePrediction:
 
 def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, nngp_test_train=None,
              ntk_test_train=None, nngp_test_test=None, learning_rate: float = 1.0, loss: str = "mean",
-             get: str = "ntk") -> EnsemblePrediction:
+             get: str = "ntk", diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False) -> EnsemblePrediction:
     """Mean and covariance of train (and, given the test blocks, test) outputs at time t / after steps.
 
-    ``get="nngp"`` ignores the NTK blocks (pass None) and drives the dynamics with the NNGP kernel.
+    ``get="nngp"`` ignores the NTK blocks (pass None) and drives the dynamics with the NNGP kernel;
+    ``diag_reg`` regularises the train-train kernels (module docstring).
     """
     y, vector = _targets(y_train)
     N, O = y.shape
@@ -68,8 +73,12 @@ def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, 
     lr = float(learning_rate)
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
-    Kxx = as_kernel(nngp_train_train, "nngp_train_train", shape=(N, N))
-    Txx = Kxx if get == "nngp" else as_kernel(ntk_train_train, "ntk_train_train", shape=(N, N))
+    reg = float(diag_reg)
+    if not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
+    Kxx = _regularised(as_kernel(nngp_train_train, "nngp_train_train", shape=(N, N)), reg, diag_reg_absolute_scale)
+    Txx = Kxx if get == "nngp" else _regularised(as_kernel(ntk_train_train, "ntk_train_train", shape=(N, N)), reg,
+                                                 diag_reg_absolute_scale)
     basis = Eigenbasis.of(Txx, "nngp_train_train" if get == "nngp" else "ntk_train_train")
     Eigenbasis.of(Kxx, "nngp_train_train", warn=False)  # PSD check of the covariance at initialisation
     decay, gain = Schedule.of(t, steps).factors(basis.eigenvalues, basis.null, rate(lr, N, O, loss))
@@ -94,3 +103,11 @@ def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, 
     cov_t = Ktt - cross - np.swapaxes(cross, -1, -2) + TA @ Kxx @ np.swapaxes(TA, -1, -2)
     test = Gaussian(squeeze(mean_t), 0.5 * (cov_t + np.swapaxes(cov_t, -1, -2)))
     return EnsemblePrediction(train, test)
+
+
+def _regularised(K: np.ndarray, diag_reg: float, absolute: bool) -> np.ndarray:
+    """K + r I, r = diag_reg (absolute) or diag_reg * trace(K) / N (neural-tangents' convention)."""
+    if diag_reg == 0.0:
+        return K
+    r = diag_reg if absolute else diag_reg * np.trace(K) / len(K)
+    return K + r * np.eye(len(K))
