@@ -29,7 +29,7 @@ import numbers
 from dataclasses import dataclass, field
 
 from .. import _checks
-from .layers import PARAMETERIZATIONS, Layer, _std
+from .layers import PARAMETERIZATIONS, Layer, Weighted, _std
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
@@ -67,8 +67,9 @@ def _default_axes(layer: str, **axes) -> None:
 
 
 @dataclass(frozen=True, repr=False)
-class Conv(Layer):
-    """A convolution with weights shared over positions (see the module docstring)."""
+class Conv(Weighted, Layer):
+    """A convolution with weights shared over positions (see the module docstring); ``C_W``, ``C_b``,
+    ``has_bias`` and ``learning_rate_factors(n_in)`` as ``Dense`` with ``n_in`` the :meth:`fan_in`."""
 
     out_chan: int
     filter_shape: tuple
@@ -116,30 +117,9 @@ class Conv(Layer):
     def filter_size(self) -> int:
         return math.prod(self.filter_shape)
 
-    @property
-    def C_W(self) -> float:
-        return self.variances[0] if self.variances else self.W_std**2
-
-    @property
-    def C_b(self) -> float:
-        if self.variances:
-            return self.variances[1]
-        return 0.0 if self.b_std is None else self.b_std**2
-
-    @property
-    def has_bias(self) -> bool:
-        return self.b_std is not None
-
     def fan_in(self, in_chan: int) -> int:
         """``in_chan * prod(filter_shape)``."""
         return int(in_chan) * self.filter_size
-
-    def learning_rate_factors(self, n_in: int) -> tuple[float, float]:
-        """``(lambda_b, lambda_W)`` for fan-in ``n_in`` (:meth:`fan_in`), as ``Dense``: ``(C_b, C_W)`` in 'ntk',
-        ``(1, n_in)`` in 'standard', ``(1, 1)`` in 'unit'; lambda_b = 0 without a bias."""
-        if self.parameterization == "ntk":
-            return self.C_b, self.C_W
-        return (1.0 if self.has_bias else 0.0), (float(n_in) if self.parameterization == "standard" else 1.0)
 
     def output_size(self, size: tuple) -> tuple:
         """The spatial output shape for the spatial input shape ``size``."""

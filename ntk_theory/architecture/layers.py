@@ -72,8 +72,35 @@ def _std(name: str, value, allow_none: bool = False):
     return float(value)
 
 
+class Weighted:
+    """What layers with weights and biases (``Dense``, ``Conv``) share: the fields ``W_std``, ``b_std``,
+    ``parameterization`` and ``variances`` (exact ``(C_W, C_b)`` or None), read as PDLT's variances."""
+
+    @property
+    def C_W(self) -> float:
+        return self.variances[0] if self.variances else self.W_std**2
+
+    @property
+    def C_b(self) -> float:
+        if self.variances:
+            return self.variances[1]
+        return 0.0 if self.b_std is None else self.b_std**2
+
+    @property
+    def has_bias(self) -> bool:
+        return self.b_std is not None
+
+    def learning_rate_factors(self, n_in: int) -> tuple[float, float]:
+        """``(lambda_b, lambda_W)`` of the NTK for fan-in ``n_in``: ``(C_b, C_W)`` in 'ntk',
+        ``(1, n_in)`` in 'standard' (W and b trained directly), ``(1, 1)`` in 'unit' (PDLT's choice, an
+        extension of neural-tangents' two); lambda_b = 0 without a bias."""
+        if self.parameterization == "ntk":
+            return self.C_b, self.C_W
+        return (1.0 if self.has_bias else 0.0), (float(n_in) if self.parameterization == "standard" else 1.0)
+
+
 @dataclass(frozen=True, repr=False)
-class Dense(Layer):
+class Dense(Weighted, Layer):
     """A fully connected layer (see the module docstring for its parameterizations)."""
 
     out_dim: int
@@ -97,27 +124,6 @@ class Dense(Layer):
         C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)
         return cls(out_dim, math.sqrt(C_W), math.sqrt(C_b), parameterization, (C_W, C_b))
 
-    @property
-    def C_W(self) -> float:
-        return self.variances[0] if self.variances else self.W_std**2
-
-    @property
-    def C_b(self) -> float:
-        if self.variances:
-            return self.variances[1]
-        return 0.0 if self.b_std is None else self.b_std**2
-
-    @property
-    def has_bias(self) -> bool:
-        return self.b_std is not None
-
-    def learning_rate_factors(self, n_in: int) -> tuple[float, float]:
-        """``(lambda_b, lambda_W)`` of the NTK for fan-in ``n_in``: ``(C_b, C_W)`` in 'ntk',
-        ``(1, n_in)`` in 'standard' (W and b trained directly), ``(1, 1)`` in 'unit' (PDLT's choice, an
-        extension of neural-tangents' two); lambda_b = 0 without a bias."""
-        if self.parameterization == "ntk":
-            return self.C_b, self.C_W
-        return (1.0 if self.has_bias else 0.0), (float(n_in) if self.parameterization == "standard" else 1.0)
 
 
 @dataclass(frozen=True, repr=False)
