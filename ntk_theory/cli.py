@@ -520,6 +520,32 @@ def _cmd_finite_width(args) -> int:
     return 0
 
 
+def _finite_width_architecture(args) -> int:
+    """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
+    of the description -- a residual MLP's per-layer K, Theta, V, K1, T for each input on its own
+    (:class:`~ntk_theory.finite_width.ResidualPredictions`); other descriptions are refused in one line naming the
+    first layer without a derived 1/n rule."""
+    import time
+
+    from .finite_width import NotDerived, finite_width
+
+    out = _output_path(args.out)
+    X = load_inputs(args.x)
+    t0 = time.perf_counter()
+    try:
+        pred = finite_width(args.network, X, progress=_progress(args))
+    except NotDerived as exc:
+        raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
+    seconds = time.perf_counter() - t0
+    pred.save(out)
+    print(pred)
+    print(f"written to {out} in {seconds:.2f} s: " + ", ".join(pred.arrays()))
+    return 0
+
+
+GENERAL_ARCHITECTURE_RUNNERS["finite-width"] = _finite_width_architecture
+
+
 def _cmd_kernel(args) -> int:
     import time
 
@@ -928,7 +954,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=_widths, default=None,
                    help="print the corrected values at this width (n1,n2,...: unequal hidden widths)")
     p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added): "
-                   + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description")
+                   + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description; --arch with a residual "
+                   "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
+                   "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "T")) + " (N, L+1) and the "
+                   "readout's nngp, ntk, nngp_correction, output_cumulant")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)

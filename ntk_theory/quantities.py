@@ -60,6 +60,12 @@ _TABLE = (
              "(N, N)"),
     Quantity("Th1", "Theta1", "per layer: E[Theta_ii;ab] = Theta_ab + Theta1_ab / n (the readout's is "
              "ntk_correction)", "1/n", "(N, N)"),
+    Quantity("K", "K", "per layer: E[z_i;a z_i;a] at infinite width, one input (residual networks; the readout's "
+             "is nngp)", "1", "(N, L+1)"),
+    Quantity("Th", "Theta", "per layer: E[Theta_ii;aa] at infinite width, one input (residual networks; the "
+             "readout's is ntk)", "1", "(N, L+1)"),
+    Quantity("T", "T", "per layer: T = n E[z_i;a^2 z_j;a] (i != j), one input (residual networks; n E[z^3] = 3 T)",
+             "1/n", "(N, L+1)"),
     # Monte Carlo estimates (values at the sampled width)
     Quantity("output_second_moment", "E[f f]", "E[f_a f_b] at the sampled width", "1", "(N, N)"),
     Quantity("ntk_mean", "E[Theta]", "E[Theta_ab] at the sampled width", "1", "(N, N)"),

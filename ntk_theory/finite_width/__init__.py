@@ -1,16 +1,22 @@
-"""Finite-width 1/n corrections (PDLT): one-input scalar and N-input tensor recursions; residual MLPs (one input)."""
+"""Finite-width 1/n corrections (PDLT): one-input scalar and N-input tensor recursions; residual MLPs (one input);
+:func:`recursion_for` picks the recursion of a network description."""
 
+from .description import NotDerived, recursion_for, why_not_derived
 from .moments import OneInputAverages
 from .network import FiniteWidthRecursion
-from .predictions import FiniteWidthPredictions, finite_width
+from .predictions import FiniteWidthPredictions, ResidualPredictions, finite_width
 from .residual import ResidualRecursion
 from .single import State
 
 __all__ = [
            "FiniteWidthPredictions",
            "FiniteWidthRecursion",
+           "NotDerived",
            "OneInputAverages",
+           "ResidualPredictions",
            "ResidualRecursion",
            "State",
            "finite_width",
+           "recursion_for",
+           "why_not_derived",
 ]

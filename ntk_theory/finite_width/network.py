@@ -48,6 +48,20 @@ class FiniteWidthRecursion:
             self.ratios = [1.0, 1.0] + [w[l] / w[l - 1] for l in range(1, self.depth)]
         self.widths = widths
 
+    @classmethod
+    def from_description(cls, description) -> "FiniteWidthRecursion":
+        """The recursion of a plain-MLP description (a stax network or a layer; per-layer C_W, C_b and
+        widths read from its Dense layers); :class:`~.residual.NotDerived` naming the first layer otherwise
+        (a residual description: :func:`.description.recursion_for`)."""
+        from .description import recursion_for
+        from .residual import NotDerived
+
+        rec = recursion_for(description)
+        if not isinstance(rec, cls):
+            raise NotDerived(f"{description!r} is a residual network, not a plain MLP: use "
+                             "ntk_theory.finite_width.recursion_for (a ResidualRecursion)")
+        return rec
+
     @functools.cached_property
     def averages(self) -> OneInputAverages:
         return one_input_averages(self.activation)

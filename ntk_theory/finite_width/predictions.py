@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..conventions import PARAMETERIZATIONS
 from .network import FiniteWidthRecursion
+from .residual import ResidualRecursion
 
 ARRAYS = ("nngp", "ntk", "nngp_correction", "ntk_correction", "ntk_covariance", "output_cumulant",
           "ntk_output_covariance", "V", "A", "B", "D", "F")
@@ -79,15 +81,95 @@ class FiniteWidthPredictions:
         return "\n".join(lines)
 
 
-def finite_width(activation, X, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
-                 tol: float = 1e-10, progress=None) -> FiniteWidthPredictions:
-    """The finite-width predictions of the network (``depth`` hidden layers, scalar readout) at X (N, d).
+@dataclass
+class ResidualPredictions:
+    """The one-input finite-width statistics of a residual network at each of N inputs: per input and layer
+    (layers 1 .. L, the readout last) the fields of :class:`~.residual.ResidualState` (K, Theta, V, K1, T;
+    :mod:`.residual`), each input run through :meth:`~.residual.ResidualRecursion.one_input` on its own (the
+    diagonal a = b = c = d of the several-input tensors, which are not derived for residual networks).
+    ``arrays()``: those fields as (N, L + 1) arrays and the readout's nngp, ntk, nngp_correction (N, 1, 1),
+    output_cumulant = 3 V (N, 1, 1, 1, 1) of each input."""
 
-    ``activation``: library name, expression or activation object; ``C_W``, ``C_b``: scalars or
-    depth + 1 values; ``param`` 'ntk' or 'unit'; ``widths``: the hidden widths if unequal
-    (corrections per 1/n_L).  Four-point Gaussian averages to ``tol`` (relative).  ``progress``: a bar
-    over the layers (True, False, or None: when standard error is a terminal and the run takes seconds)."""
-    rec = FiniteWidthRecursion(activation, depth, C_W, C_b, param, widths)
+    layers: list
+    quadrature_error: float = 0.0
+    description: str = ""
+
+    def arrays(self) -> dict:
+        names = list(self.layers[0][0].values())
+        out = {name: np.array([[getattr(s, name) for s in states] for states in self.layers]) for name in names}
+        top = [states[-1] for states in self.layers]
+        out["nngp"] = np.array([s.K for s in top]).reshape(-1, 1, 1)
+        out["ntk"] = np.array([s.Th for s in top]).reshape(-1, 1, 1)
+        out["nngp_correction"] = np.array([s.K1 for s in top]).reshape(-1, 1, 1)
+        out["output_cumulant"] = np.array([s.output_cumulant for s in top]).reshape(-1, 1, 1, 1, 1)
+        return out
+
+    def save(self, path) -> None:
+        np.savez(path, **self.arrays(), quadrature_error=self.quadrature_error,
+                 description=np.array(self.description))
+
+    def __repr__(self) -> str:
+        lines = [f"ResidualPredictions({self.description}; {len(self.layers)} input(s), one at a time, quadrature "
+                 f"error <= {self.quadrature_error:.1e})"]
+        for a, states in enumerate(self.layers):
+            lines.append(f"  input {a}:")
+            for l, st in enumerate(states, 1):
+                label = "readout" if l == len(states) else f"layer {l}"
+                lines.append(f"    {label:8s} " + ", ".join(f"{n} = {v:.6g}" for n, v in st.values().items()))
+        return "\n".join(lines)
+
+
+def finite_width(activation, X, depth: int | None = None, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
+                 tol: float = 1e-10, progress=None):
+    """The finite-width predictions of a network at X (N, d).
+
+    ``activation``: a network description (a :mod:`ntk_theory.stax` network or an :mod:`ntk_theory.architecture` layer),
+    read by :func:`.description.recursion_for` -- a plain MLP gives :class:`FiniteWidthPredictions` (the
+    N-input tensors), a residual MLP gives :class:`ResidualPredictions` (one input at a time), anything else
+    raises :class:`~.residual.NotDerived` naming the first layer without a derived 1/n rule.
+
+    MLP shorthand: ``activation`` an activation (library name, expression or activation object) with ``depth``
+    hidden layers, ``C_W``, ``C_b`` (scalars or depth + 1 values), ``param`` 'ntk' or 'unit' and ``widths``
+    (the hidden widths if unequal; corrections per 1/n_L) builds the MLP's description
+    (:func:`ntk_theory.architecture.mlp.mlp_description`) and reads it the same way.
+
+    Four-point Gaussian averages to ``tol`` (relative).  ``progress``: a bar over the layers (True, False, or
+    None: when standard error is a terminal and the run takes seconds)."""
+    from .description import description_of, recursion_for
+
+    layer = description_of(activation)
+    if layer is None:
+        layer, text = _mlp(activation, depth, C_W, C_b, param, widths)
+    else:
+        given = [name for name, value, default in (("depth", depth, None), ("C_W", C_W, 1.0), ("C_b", C_b, 0.0),
+                                                   ("param", param, "ntk"), ("widths", widths, None))
+                 if value is not default and value != default]
+        if given:
+            raise ValueError(f"the description carries the whole network; drop {', '.join(given)}")
+        text = repr(layer)
+    rec = recursion_for(layer)
+    return PREDICTIONS[type(rec)](rec, X, tol, progress, text)
+
+
+def _mlp(activation, depth, C_W, C_b, param, widths):
+    """The description of the MLP shorthand and the predictions' description text."""
+    from .. import _checks
+    from ..architecture.mlp import mlp_description
+    from .description import activation_layer
+
+    if depth is None:
+        raise ValueError("depth is required with an activation (or give a network description)")
+    depth = _checks.positive_int("depth", depth)
+    cw = _checks.per_layer("C_W", C_W, depth + 1)
+    cb = _checks.per_layer("C_b", C_b, depth + 1)
+    param = _checks.choice("param", param, PARAMETERIZATIONS)
+    hidden = 1 if widths is None else list(_checks.per_layer("widths", widths, depth, check=_checks.positive_int))
+    act = activation_layer(activation)
+    desc = mlp_description(act, depth, cw, cb, param, hidden)
+    return desc, (f"{act.activation.name}, depth {depth}, C_W {cw[-1]:g}, C_b {cb[-1]:g}, param {param}")
+
+
+def _tensor_predictions(rec: FiniteWidthRecursion, X, tol, progress, text) -> FiniteWidthPredictions:
     layers = rec.tensors(X, tol=tol, progress=progress)
     top = layers[-1]
     F = top.F
@@ -96,6 +178,17 @@ def finite_width(activation, X, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk"
         ntk_covariance=top.ntk_covariance, output_cumulant=top.output_cumulant,
         ntk_output_covariance=top.D + F.transpose(0, 2, 1, 3) + F.transpose(0, 2, 3, 1),
         V=top.V, A=top.A, B=top.B, D=top.D, F=top.F, layers=layers,
-        quadrature_error=max(s.error for s in layers),
-        description=f"{rec.activation.name}, depth {depth}, C_W {rec.C_W[-1]:g}, C_b {rec.C_b[-1]:g}, param {param}",
+        quadrature_error=max(s.error for s in layers), description=text,
     )
+
+
+def _residual_predictions(rec: ResidualRecursion, X, tol, progress, text) -> ResidualPredictions:
+    from .. import _checks
+
+    X = _checks.inputs(X, "X")
+    layers = [rec.one_input(x[None, :]) for x in X]
+    return ResidualPredictions(layers, max(s.error for states in layers for s in states), text)
+
+
+#: recursion type -> its predictions at the inputs X
+PREDICTIONS = {FiniteWidthRecursion: _tensor_predictions, ResidualRecursion: _residual_predictions}
