@@ -13,10 +13,24 @@ its parameter layout, so parameters are exchangeable with neural-tangents 0.6.5:
   backpropagation computes it);
 - ``LayerNorm(eps)``: ``(x - mean) / sqrt(var + eps)``, mean and (biased) variance over the channels of
   each input;
-- ``FanOut``, ``Identity``, ``FanInSum``, ``FanInConcat``: copies, pass-through, sum, concatenation.
+- ``FanOut``, ``Identity``, ``FanInSum``, ``FanInConcat``: copies, pass-through, sum, concatenation (of
+  channels);
+- ``Conv(out_chan, filter_shape, strides, padding)``: params ``(W, b)``, ``W`` (*filter_shape, C_in, out_chan)
+  (HWIO), ``b`` (1, ..., 1, out_chan); the patches of each output position (:class:`Window`: 'VALID',
+  'SAME' zero padding, 'CIRCULAR' periodic padding, placed as ``lax`` places them) times ``W`` reshaped to
+  (prod(filter_shape) C_in, out_chan): a Dense layer of fan-in ``C_in prod(filter_shape)`` on every patch
+  (:func:`linear_layer`), with neural-tangents' scales;
+- ``AvgPool``: window sums divided by the window size (or, 'SAME' with ``normalize_edges``, by the number
+  of window pixels inside the image); ``GlobalAvgPool``: the mean over positions; ``Flatten``: positions
+  major, channels minor;
+- on spatial inputs a ``Dense`` layer acts on the channels of every position (bias (1, ..., 1, out)),
+  ``LayerNorm`` normalises the channels of every position, elementwise layers act on every entry.
 
-Every layer acts on each input (row) separately: arrays are (..., N, channels), and leading axes (several
-networks, several tangents) broadcast through every rule.
+Every layer acts on each input separately: arrays are (..., N, *spatial, channels) (inputs (N, d),
+(N, W, C) or (N, H, W, C)), and leading axes (several networks, several tangents) broadcast through every
+rule.  Layers with weights flatten (N, *spatial) into rows and hand them to their Dense action, so a
+convolution is a Dense layer on the rows of its patches, and its weight sharing is the sum over rows in
+the gradient ``x^T g``.
 
 Derivatives (one rule per layer type, traversal by :func:`~ntk_theory.architecture.walk`):
 
@@ -32,6 +46,10 @@ Derivatives (one rule per layer type, traversal by :func:`~ntk_theory.architectu
 
       Theta_ab = sum_Dense (g_a . g_b) [lambda_b + lambda_W / n_in  x_a . x_b],
 
+  and for layers with rows (Dense on spatial inputs, Conv on patches, weights shared over positions) the
+  sum over position pairs, ``sum_(p, q) (g_(a,p) . g_(b,q)) [lambda_b + lambda_W / n_in x_(a,p) . x_(b,q)]``
+  (Novak, Sohl-Dickstein, Schoenholz 2022, section 4), ``n_in = C_in prod(filter_shape)`` for a Conv;
+
   ``(lambda_b, lambda_W) = (C_b, C_W)`` in 'ntk', ``(1, n_in)`` in 'standard' (``lambda_b = 0`` without
   bias): :meth:`ntk_theory.architecture.Dense.learning_rate_factors`.  In these two it is ``J J^T`` with
   respect to neural-tangents' parameters at unit learning rate (as neural-tangents' ``empirical_ntk_fn``);
@@ -44,6 +62,8 @@ layer).
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,17 +72,23 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import (
+    AvgPool,
+    Conv,
     Dense,
     Elementwise,
     FanInConcat,
     FanInSum,
+    Flatten,
+    GlobalAvgPool,
     Layer,
     LayerNorm,
     Parallel,
     Serial,
+    leaves,
     walk,
     where,
 )
+from ..architecture.convolution import pooled_size
 
 Array = np.ndarray
 
@@ -70,14 +96,18 @@ __all__ = [
     "DenseParameters",
     "Sensitivity",
     "Tape",
+    "Window",
     "apply",
     "flatten",
     "init",
+    "inputs",
     "jacobian",
     "jvp",
+    "linear_layer",
     "ntk",
     "param_leaves",
     "params_at",
+    "rows",
     "structured_ntk",
     "trace",
     "unflatten",
@@ -119,16 +149,19 @@ def _input_shape(input_shape) -> tuple:
 
 @dataclass(frozen=True)
 class _Channels:
-    """The channel count of a value during :func:`init` (a shape would read as a list of inputs)."""
+    """The channel count and spatial shape of a value during :func:`init` (a shape tuple would read as a
+    list of inputs)."""
 
     n: int
+    spatial: tuple = ()
 
 
 def init(description: Layer, rng, input_shape) -> tuple:
     """``(output_shape, params)``: parameters drawn as neural-tangents 0.6.5 draws them (module docstring).
 
     ``rng``: an int seed, a ``numpy.random.Generator`` or a 2-word key (a JAX PRNG key) seeding NumPy;
-    draws follow the layers in order, W before b.  ``input_shape``: (N, d), N may be -1."""
+    draws follow the layers in order, W before b.  ``input_shape``: (N, d), or (N, W, C) / (N, H, W, C)
+    for convolutional networks; N may be -1."""
     gen = _generator(rng)
     shape = _input_shape(input_shape)
     drawn: dict = {}
@@ -136,11 +169,11 @@ def init(description: Layer, rng, input_shape) -> tuple:
     def rule(layer, value, path):
         return _init_rule(layer, value, path, gen, drawn)
 
-    out = walk(description, _Channels(shape[-1]), rule)
+    out = walk(description, _Channels(shape[-1], tuple(shape[1:-1])), rule)
     if isinstance(out, tuple):
         raise ValueError(f"{description!r} ends with a list of {len(out)} outputs; combine them "
                          "(FanInSum, FanInConcat)")
-    return shape[:-1] + (out.n,), _nest(description, drawn, ())
+    return shape[:1] + out.spatial + (out.n,), _nest(description, drawn, ())
 
 
 @functools.singledispatch
@@ -153,12 +186,51 @@ def _init_rule(layer: Layer, value, path, gen, drawn):
 def _(layer: Dense, value, path, gen, drawn):
     n_in = value.n
     W = gen.standard_normal((n_in, layer.out_dim))
-    b = None if layer.b_std is None else gen.standard_normal((1, layer.out_dim))
+    b = None if layer.b_std is None else gen.standard_normal((1,) * (len(value.spatial) + 1) + (layer.out_dim,))
+    drawn[path] = _scaled(layer, W, b, n_in)
+    return _Channels(layer.out_dim, value.spatial)
+
+
+def _scaled(layer, W, b, n_in):
     if layer.parameterization != "ntk":  # 'standard', 'unit': the parameters carry their variances
         W = W * (layer.W_std / np.sqrt(n_in))
         b = None if b is None else b * layer.b_std
-    drawn[path] = (W, b)
-    return _Channels(layer.out_dim)
+    return W, b
+
+
+def _check_rank(layer, rank: int, path) -> None:
+    if rank != layer.rank:
+        axes = "(N, W, C)" if layer.rank == 1 else "(N, H, W, C)"
+        raise ValueError(f"{layer!r} at {where(path)} acts on {layer.rank} spatial axes, inputs {axes}; it "
+                         f"receives values with {rank} spatial axes")
+
+
+@_init_rule.register
+def _(layer: Conv, value, path, gen, drawn):
+    _check_rank(layer, len(value.spatial), path)
+    out_size = layer.output_size(value.spatial)
+    W = gen.standard_normal(layer.filter_shape + (value.n, layer.out_chan))
+    b = None if layer.b_std is None else gen.standard_normal((1,) * (layer.rank + 1) + (layer.out_chan,))
+    drawn[path] = _scaled(layer, W, b, layer.fan_in(value.n))
+    return _Channels(layer.out_chan, out_size)
+
+
+@_init_rule.register
+def _(layer: AvgPool, value, path, gen, drawn):
+    _check_rank(layer, len(value.spatial), path)
+    return _Channels(value.n, layer.output_size(value.spatial))
+
+
+@_init_rule.register
+def _(layer: GlobalAvgPool, value, path, gen, drawn):
+    if not value.spatial:
+        raise ValueError(f"{layer!r} at {where(path)} needs spatial inputs (N, ..., C); it receives (N, C)")
+    return _Channels(value.n)
+
+
+@_init_rule.register
+def _(layer: Flatten, value, path, gen, drawn):
+    return _Channels(value.n * math.prod(value.spatial))
 
 
 @_init_rule.register(Elementwise)
@@ -172,16 +244,24 @@ def _(layer: FanInSum, values, path, gen, drawn):
     widths = {v.n for v in values}
     if len(widths) > 1:
         raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(widths)}")
+    _same_spatial(layer, [v.spatial for v in values], path)
     return values[0]
+
+
+def _same_spatial(layer, shapes, path):
+    if len(set(shapes)) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} combines inputs of different spatial shapes "
+                         f"{sorted(set(shapes))}")
 
 
 @_init_rule.register
 def _(layer: FanInConcat, values, path, gen, drawn):
-    return _Channels(sum(v.n for v in values))
+    _same_spatial(layer, [v.spatial for v in values], path)
+    return _Channels(sum(v.n for v in values), values[0].spatial)
 
 
 def _nest(layer: Layer, drawn: dict, path: tuple):
-    """neural-tangents' nesting: serial -> list, parallel -> tuple, Dense -> (W, b), others -> ()."""
+    """neural-tangents' nesting: serial -> list, parallel -> tuple, Dense, Conv -> (W, b), others -> ()."""
     if isinstance(layer, Serial):
         return [_nest(sub, drawn, path + (i,)) for i, sub in enumerate(layer.layers)]
     if isinstance(layer, Parallel):
@@ -274,8 +354,11 @@ class DenseParameters:
                              f"{'None' if b is None else 'an array'}")
         if b is not None:
             b = np.asarray(b, dtype=np.float64)
-            if b.shape[-1:] != (layer.out_dim,):
+            lead = W.shape[:-2]
+            if (b.shape[-1:] != (layer.out_dim,) or b.ndim <= len(lead) or b.shape[:len(lead)] != lead
+                    or math.prod(b.shape[len(lead):-1]) != 1):
                 raise ValueError(f"{layer!r} at {where(path)}: b must have shape (1, {layer.out_dim}); got {b.shape}")
+            b = b.reshape(lead + (1, layer.out_dim))  # neural-tangents' (1, ..., 1, out) on spatial inputs
         self.layer, self.W, self.b, self.n_in = layer, W, b, n_in
         ntk = layer.parameterization == "ntk"
         self.w_scale = layer.W_std / np.sqrt(n_in) if ntk else 1.0
@@ -308,12 +391,126 @@ class DenseParameters:
         return dW, db
 
 
+# ---------------------------------------------------------------------- windows over spatial axes
+def rows(a: Array, rank: int) -> Array:
+    """(..., N, *spatial, K) -> (..., N prod(spatial), K): every (input, position) a row of a dense layer."""
+    if rank == 0:
+        return a
+    return a.reshape(a.shape[:a.ndim - rank - 2] + (-1, a.shape[-1]))
+
+
+def _unrows(z: Array, like: Array, rank: int) -> Array:
+    """Rows (..., N P, n) back to (..., N, *spatial, n), the (N, *spatial) of ``like``."""
+    if rank == 0:
+        return z
+    return z.reshape(z.shape[:-2] + like.shape[like.ndim - rank - 2:-1] + (z.shape[-1],))
+
+
+class Window:
+    """A sliding window over the ``rank`` spatial axes of (..., *size, C) arrays, as ``lax`` places it.
+
+    'VALID': no padding; 'SAME': ``total = max((out - 1) stride + window - size, 0)`` zeros per axis,
+    ``total // 2`` before; 'CIRCULAR': the same widths filled periodically (``np.pad`` mode 'wrap', as
+    neural-tangents pads before a 'VALID' convolution).  :meth:`extract` gives the patches
+    (..., *out, *window, C) through ``sliding_window_view`` (no copy before the strided slice);
+    :meth:`adjoint` is its transpose (scatter-add of the patches, one strided addition per window offset,
+    then the padding folded back), exact to rounding."""
+
+    def __init__(self, size, window, strides, padding: str):
+        self.size, self.window, self.strides = tuple(size), tuple(window), tuple(strides)
+        self.padding, self.rank = padding, len(self.window)
+        self.out = pooled_size(self.size, self.window, self.strides, padding)
+        if padding == "VALID":
+            self.pads = tuple((0, 0) for _ in self.size)
+        else:
+            totals = [max((o - 1) * s + w - n, 0) for o, s, w, n in zip(self.out, self.strides, self.window, self.size)]
+            self.pads = tuple((t // 2, t - t // 2) for t in totals)
+        self.padded = tuple(n + lo + hi for n, (lo, hi) in zip(self.size, self.pads))
+
+    def _axes(self, ndim: int) -> tuple:
+        return tuple(range(ndim - self.rank - 1, ndim - 1))
+
+    def pad(self, x: Array) -> Array:
+        if self.padding == "VALID":
+            return x
+        widths = [(0, 0)] * (x.ndim - self.rank - 1) + list(self.pads) + [(0, 0)]
+        return np.pad(x, widths, mode="wrap" if self.padding == "CIRCULAR" else "constant")
+
+    def unpad(self, y: Array) -> Array:
+        """The transpose of :meth:`pad`."""
+        if self.padding == "VALID":
+            return y
+        axes = self._axes(y.ndim)
+        if self.padding == "SAME":
+            index = (Ellipsis,) + tuple(slice(lo, lo + n) for (lo, _), n in zip(self.pads, self.size)) + (slice(None),)
+            return y[index]
+        for ax, n, (lo, _) in zip(axes, self.size, self.pads):  # fold the periodic copies back
+            idx = (np.arange(y.shape[ax]) - lo) % n
+            moved = np.moveaxis(y, ax, 0)
+            out = np.zeros((n,) + moved.shape[1:])
+            np.add.at(out, idx, moved)
+            y = np.moveaxis(out, 0, ax)
+        return y
+
+    def extract(self, x: Array) -> Array:
+        """(..., *size, C) -> patches (..., *out, *window, C)."""
+        if x.shape[x.ndim - self.rank - 1:-1] != self.size:
+            raise ValueError(f"a window over {self.size} receives spatial shape {x.shape[x.ndim - self.rank - 1:-1]}")
+        xp = self.pad(x)
+        v = np.lib.stride_tricks.sliding_window_view(xp, self.window, axis=self._axes(xp.ndim))
+        index = ((Ellipsis,) + tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(self.out, self.strides))
+                 + (slice(None),) * (self.rank + 1))
+        return np.moveaxis(v[index], -(self.rank + 1), -1)  # (..., *out, C, *window) -> (..., *out, *window, C)
+
+    def adjoint(self, p: Array) -> Array:
+        """The transpose of :meth:`extract`: patches (..., *out, *window, C) -> (..., *size, C)."""
+        r = self.rank
+        lead = p.shape[:p.ndim - 2 * r - 1]
+        y = np.zeros(lead + self.padded + p.shape[-1:])
+        full = (slice(None),) * r
+        for offset in itertools.product(*(range(w) for w in self.window)):
+            target = tuple(slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, self.out, self.strides))
+            y[(Ellipsis,) + target + (slice(None),)] += p[(Ellipsis,) + full + offset + (slice(None),)]
+        return self.unpad(y)
+
+    def patches(self, x: Array) -> Array:
+        """Convolution patches (..., *out, prod(window) C), filter-major (the HWIO order of a filter)."""
+        p = self.extract(x)
+        return p.reshape(p.shape[:p.ndim - self.rank - 1] + (-1,))
+
+    def patches_adjoint(self, p: Array, channels: int) -> Array:
+        return self.adjoint(p.reshape(p.shape[:-1] + self.window + (channels,)))
+
+
+def _window(layer, x: Array) -> Window:
+    size = x.shape[x.ndim - layer.rank - 1:-1]
+    window = layer.filter_shape if isinstance(layer, Conv) else layer.window_shape
+    return Window(size, window, layer.step, layer.padding)
+
+
+def _conv_dense(layer: Conv) -> Dense:
+    """The Dense layer of fan-in ``C_in prod(filter_shape)`` a convolution applies to each patch: same
+    out width, W_std, b_std, parameterization and variances (so the same scales and NTK factors)."""
+    return Dense(layer.out_chan, layer.W_std, layer.b_std, layer.parameterization, layer.variances)
+
+
+def linear_layer(layer: Layer) -> Dense | None:
+    """The Dense layer acting on each row (input position or patch) of a layer with weights: the layer
+    itself for Dense, :func:`_conv_dense` for Conv; None for parameterless layers."""
+    if isinstance(layer, Dense):
+        return layer
+    if isinstance(layer, Conv):
+        return _conv_dense(layer)
+    return None
+
+
 # ---------------------------------------------------------------------- the forward pass as a tape
 @dataclass(eq=False)
 class Node:
-    """A value of the network: an array (..., N, channels)."""
+    """A value of the network: an array (..., N, *spatial, channels) with ``rank`` spatial axes."""
 
     array: Array
+    rank: int = 0
 
 
 @dataclass(eq=False)
@@ -329,13 +526,26 @@ class Step:
 
 @dataclass(eq=False)
 class Sensitivity:
-    """At one Dense layer: its input ``x`` (..., N, n_in) and the cotangent ``g`` (..., N, out) of its output."""
+    """At one layer with weights (Dense, Conv): its rows' input ``x`` (..., N, *spatial, n_in) and the
+    cotangent ``g`` (..., N, *spatial, out) of its output; ``rank`` spatial axes (0: (..., N, n_in)).
+    For a Conv the rows are the patches (n_in = C_in prod(filter_shape)) at the output positions."""
 
-    layer: Dense
+    layer: Layer
     path: tuple
     x: Array
     g: Array
     action: object
+    rank: int = 0
+
+
+@dataclass(eq=False)
+class _Linear:
+    """Cache of a layer with weights: its action, its rows' input (the patches for a Conv) and the window."""
+
+    action: object
+    x: Array
+    window: Window | None = None
+    channels: int = 0
 
 
 @dataclass(eq=False)
@@ -352,10 +562,11 @@ class Tape:
 
     def backward(self, cotangent) -> list:
         """Reverse pass from ``cotangent`` (shape of the output, with optional extra leading axes):
-        the :class:`Sensitivity` of every Dense layer, in order of the layers."""
+        the :class:`Sensitivity` of every layer with weights, in order of the layers."""
         cot = np.asarray(cotangent, dtype=np.float64)
-        if cot.shape[-2:] != self.f.shape[-2:]:
-            raise ValueError(f"the cotangent must have the output's shape {self.f.shape[-2:]} (after optional "
+        k = self.output.rank + 2
+        if cot.shape[-k:] != self.f.shape[-k:]:
+            raise ValueError(f"the cotangent must have the output's shape {self.f.shape[-k:]} (after optional "
                              f"leading axes); got {cot.shape}")
         grads = {id(self.output): cot}
         sens = []
@@ -363,8 +574,8 @@ class Tape:
             g = grads.pop(id(step.output), None)
             if g is None:
                 continue
-            if isinstance(step.layer, Dense):
-                sens.append(Sensitivity(step.layer, step.path, step.inputs[0].array, g, step.cache))
+            if isinstance(step.cache, _Linear):
+                sens.append(Sensitivity(step.layer, step.path, step.cache.x, g, step.cache.action, step.output.rank))
             for node, gi in zip(step.inputs, _backward(step.layer, step, g)):
                 if gi is None:
                     continue
@@ -374,8 +585,9 @@ class Tape:
         return sens
 
     def push_forward(self, dense_tangents: Callable) -> Array | None:
-        """Forward-mode tangent of the output.  ``dense_tangents(path)`` gives a Dense layer's parameter
-        tangent ``(dW, db)`` (None or either None: zero).  Returns None when the tangent is zero."""
+        """Forward-mode tangent of the output.  ``dense_tangents(path)`` gives a layer's parameter tangent
+        ``(dW, db)`` in the coordinates of its action (rows: ``dW`` (..., n_in, out), ``db`` (..., 1, out);
+        None or either None: zero).  Returns None when the tangent is zero."""
         tangents: dict = {}
         for step in self.steps:
             dxs = tuple(tangents.get(id(n)) for n in step.inputs)
@@ -385,35 +597,56 @@ class Tape:
         return tangents.get(id(self.output))
 
 
-def trace(description: Layer, X, action: Callable) -> Tape:
-    """Run ``description`` at inputs X ((N, d), or with leading axes) and record every step.
+def trace(description: Layer, X, action: Callable, rank: int | None = None) -> Tape:
+    """Run ``description`` at inputs X ((N, d), (N, W, C) or (N, H, W, C); ``rank`` spatial axes, default
+    ``X.ndim - 2``) and record every step.
 
-    ``action(layer, path, n_in)`` returns the Dense layer's action: an object with ``forward(x)`` and
-    ``backward(g)`` (:class:`DenseParameters` for explicit parameters)."""
+    ``action(layer, path, n_in)`` returns the action of a Dense layer on rows of ``n_in`` features (a
+    Conv's is asked for with its :func:`linear_layer` and its patch width): an object with ``forward(x)``
+    and ``backward(g)`` (:class:`DenseParameters` for explicit parameters)."""
     X = np.asarray(X, dtype=np.float64)
+    rank = X.ndim - 2 if rank is None else rank
     steps: list = []
 
     def rule(layer, value, path):
         inputs = value if isinstance(value, tuple) else (value,)
-        y, cache = _forward(layer, tuple(n.array for n in inputs), path, action)
+        y, cache = _forward(layer, tuple(n.array for n in inputs), path, action, tuple(n.rank for n in inputs))
         if y is None:  # the identity
             return inputs[0]
-        node = Node(y)
+        node = Node(y, _out_rank(layer, inputs[0].rank))
         steps.append(Step(layer, path, inputs, node, cache))
         return node
 
-    out = walk(description, Node(X), rule)
+    out = walk(description, Node(X, rank), rule)
     if isinstance(out, tuple):
         raise ValueError(f"{description!r} ends with a list of {len(out)} outputs; combine them "
                          "(FanInSum, FanInConcat)")
     return Tape(out, steps, X)
 
 
-def _explicit(params) -> Callable:
+def _explicit(params, description: Layer | None = None) -> Callable:
+    convs = {} if description is None else {p: l for p, l in leaves(description) if isinstance(l, Conv)}
+
     def action(layer, path, n_in):
-        return DenseParameters(layer, params_at(params, path), n_in, path)
+        p = params_at(params, path)
+        conv = convs.get(path)
+        if conv is not None:
+            p = _conv_params(conv, p, n_in, path)
+        return DenseParameters(layer, p, n_in, path)
 
     return action
+
+
+def _conv_params(layer: Conv, p, n_in: int, path) -> tuple:
+    """A Conv's (W HWIO, b) as the (W (n_in, out), b) of its patch Dense layer."""
+    if not isinstance(p, (tuple, list)) or len(p) != 2:
+        raise ValueError(f"{layer!r} at {where(path)} needs params (W, b); got {type(p).__name__}")
+    W, b = p
+    W = np.asarray(W, dtype=np.float64)
+    shape = layer.filter_shape + (n_in // layer.filter_size, layer.out_chan)
+    if W.shape[W.ndim - len(shape):] != shape:
+        raise ValueError(f"{layer!r} at {where(path)}: W must have shape {shape} (filter, in, out); got {W.shape}")
+    return W.reshape(W.shape[:W.ndim - len(shape)] + (n_in, layer.out_chan)), b
 
 
 # ---------------------------------------------------------------------- rules: forward
@@ -424,20 +657,87 @@ def _functions(layer: Elementwise):
 
 
 @functools.singledispatch
-def _forward(layer: Layer, xs, path, action):
+def _out_rank(layer: Layer, rank: int) -> int:
+    return rank
+
+
+@_out_rank.register(GlobalAvgPool)
+@_out_rank.register(Flatten)
+def _(layer, rank):
+    return 0
+
+
+@functools.singledispatch
+def _forward(layer: Layer, xs, path, action, ranks):
     raise NotImplementedError(f"{layer!r} at {where(path)}: the reference network has no rule for "
                               f"{type(layer).__name__}")
 
 
+def _apply_linear(a, x: Array, rank: int) -> Array:
+    return _unrows(a.forward(rows(x, rank)), x, rank)
+
+
 @_forward.register
-def _(layer: Dense, xs, path, action):
-    (x,) = xs
+def _(layer: Dense, xs, path, action, ranks):
+    (x,), (r,) = xs, ranks
     a = action(layer, path, x.shape[-1])
-    return a.forward(x), a
+    return _apply_linear(a, x, r), _Linear(a, x)
 
 
 @_forward.register
-def _(layer: Elementwise, xs, path, action):
+def _(layer: Conv, xs, path, action, ranks):
+    (x,), (r,) = xs, ranks
+    _check_rank(layer, r, path)
+    win = _window(layer, x)
+    patches = win.patches(x)
+    a = action(_conv_dense(layer), path, patches.shape[-1])
+    return _apply_linear(a, patches, r), _Linear(a, patches, win, x.shape[-1])
+
+
+def _pool_divisor(layer: AvgPool, win: Window):
+    """What AvgPool divides each window sum by: the window size, or with 'SAME' and ``normalize_edges`` the
+    number of window pixels inside the image ((*out, 1))."""
+    if layer.padding == "SAME" and layer.normalize_edges:
+        return win.extract(np.ones(win.size + (1,))).sum(axis=tuple(range(win.rank, 2 * win.rank)))
+    return float(math.prod(win.window))
+
+
+def _pool(win: Window, divisor, x: Array) -> Array:
+    p = win.extract(x)
+    return p.sum(axis=tuple(range(p.ndim - win.rank - 1, p.ndim - 1))) / divisor
+
+
+@_forward.register
+def _(layer: AvgPool, xs, path, action, ranks):
+    (x,), (r,) = xs, ranks
+    _check_rank(layer, r, path)
+    win = _window(layer, x)
+    divisor = _pool_divisor(layer, win)
+    return _pool(win, divisor, x), (win, divisor)
+
+
+def _spatial_axes(a: Array, rank: int) -> tuple:
+    return tuple(range(a.ndim - rank - 1, a.ndim - 1))
+
+
+@_forward.register
+def _(layer: GlobalAvgPool, xs, path, action, ranks):
+    (x,), (r,) = xs, ranks
+    if r == 0:
+        raise ValueError(f"{layer!r} at {where(path)} needs spatial inputs (N, ..., C); it receives (N, C)")
+    return x.mean(axis=_spatial_axes(x, r)), x.shape[x.ndim - r - 1:-1]
+
+
+@_forward.register
+def _(layer: Flatten, xs, path, action, ranks):
+    (x,), (r,) = xs, ranks
+    if r == 0:
+        return None, None
+    return x.reshape(x.shape[:x.ndim - r - 1] + (-1,)), x.shape[x.ndim - r - 1:]
+
+
+@_forward.register
+def _(layer: Elementwise, xs, path, action, ranks):
     if layer.is_identity:
         return None, None
     (x,) = xs
@@ -446,7 +746,7 @@ def _(layer: Elementwise, xs, path, action):
 
 
 @_forward.register
-def _(layer: LayerNorm, xs, path, action):
+def _(layer: LayerNorm, xs, path, action, ranks):
     (x,) = xs
     mean = x.mean(axis=-1, keepdims=True)
     c = x - mean
@@ -456,11 +756,22 @@ def _(layer: LayerNorm, xs, path, action):
     return y, (y, sigma)
 
 
+def _check_combined(layer, xs, path, ranks, channels: bool):
+    if len(set(ranks)) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} combines inputs with different numbers of spatial axes "
+                         f"{sorted(set(ranks))}")
+    r = ranks[0]
+    spatial = {x.shape[x.ndim - r - 1:-1] for x in xs}
+    if len(spatial) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} combines inputs of different spatial shapes {sorted(spatial)}")
+    widths = {x.shape[-1] for x in xs}
+    if channels and len(widths) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(widths)}")
+
+
 @_forward.register
-def _(layer: FanInSum, xs, path, action):
-    shapes = {x.shape[-1] for x in xs}
-    if len(shapes) > 1:
-        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(shapes)}")
+def _(layer: FanInSum, xs, path, action, ranks):
+    _check_combined(layer, xs, path, ranks, True)
     out = xs[0]
     for x in xs[1:]:
         out = out + x
@@ -468,7 +779,8 @@ def _(layer: FanInSum, xs, path, action):
 
 
 @_forward.register
-def _(layer: FanInConcat, xs, path, action):
+def _(layer: FanInConcat, xs, path, action, ranks):
+    _check_combined(layer, xs, path, ranks, False)
     lead = np.broadcast_shapes(*(x.shape[:-1] for x in xs))
     parts = [np.broadcast_to(x, lead + x.shape[-1:]) for x in xs]
     return np.concatenate(parts, axis=-1), np.cumsum([x.shape[-1] for x in xs])[:-1]
@@ -482,7 +794,44 @@ def _backward(layer: Layer, step: Step, g):
 
 @_backward.register
 def _(layer: Dense, step, g):
-    return (step.cache.backward(g),)
+    r = step.output.rank
+    return (_unrows(step.cache.action.backward(rows(g, r)), g, r),)
+
+
+@_backward.register
+def _(layer: Conv, step, g):
+    c = step.cache
+    dp = _unrows(c.action.backward(rows(g, step.output.rank)), g, step.output.rank)
+    return (c.window.patches_adjoint(dp, c.channels),)
+
+
+def _pool_adjoint(win: Window, divisor, g: Array) -> Array:
+    gd = g / divisor
+    index = (Ellipsis,) + (slice(None),) * win.rank + (None,) * win.rank + (slice(None),)
+    p = np.broadcast_to(gd[index], gd.shape[:-1] + win.window + gd.shape[-1:])
+    return win.adjoint(p)
+
+
+@_backward.register
+def _(layer: AvgPool, step, g):
+    win, divisor = step.cache
+    return (_pool_adjoint(win, divisor, g),)
+
+
+def _spread(g: Array, size: tuple) -> Array:
+    """The transpose of the mean over positions: g (..., C) -> (..., *size, C) / prod(size)."""
+    index = (Ellipsis,) + (None,) * len(size) + (slice(None),)
+    return np.broadcast_to(g[index] / math.prod(size), g.shape[:-1] + size + g.shape[-1:])
+
+
+@_backward.register
+def _(layer: GlobalAvgPool, step, g):
+    return (_spread(g, step.cache),)
+
+
+@_backward.register
+def _(layer: Flatten, step, g):
+    return (g.reshape(g.shape[:-1] + step.cache),)
 
 
 @_backward.register
@@ -517,11 +866,42 @@ def _tangent(layer: Layer, step: Step, dxs, dense_tangents):
     raise NotImplementedError(f"{layer!r}: no forward-mode rule")
 
 
-@_tangent.register
-def _(layer: Dense, step, dxs, dense_tangents):
+def _linear_tangent(step, dx, dense_tangents):
+    c, r = step.cache, step.output.rank
     dp = dense_tangents(step.path)
     dW, db = (None, None) if dp is None else dp
-    return step.cache.tangent(step.inputs[0].array, dxs[0], dW, db)
+    if dx is None and dW is None and (db is None or c.action.b is None):
+        return None
+    dz = c.action.tangent(rows(c.x, r), None if dx is None else rows(dx, r), dW, db)
+    return None if dz is None else _unrows(dz, c.x, r)
+
+
+@_tangent.register
+def _(layer: Dense, step, dxs, dense_tangents):
+    return _linear_tangent(step, dxs[0], dense_tangents)
+
+
+@_tangent.register
+def _(layer: Conv, step, dxs, dense_tangents):
+    dx = None if dxs[0] is None else step.cache.window.patches(dxs[0])
+    return _linear_tangent(step, dx, dense_tangents)
+
+
+@_tangent.register
+def _(layer: AvgPool, step, dxs, dense_tangents):
+    return None if dxs[0] is None else _pool(*step.cache, dxs[0])
+
+
+@_tangent.register
+def _(layer: GlobalAvgPool, step, dxs, dense_tangents):
+    dx = dxs[0]
+    return None if dx is None else dx.mean(axis=_spatial_axes(dx, len(step.cache)))
+
+
+@_tangent.register
+def _(layer: Flatten, step, dxs, dense_tangents):
+    dx = dxs[0]
+    return None if dx is None else dx.reshape(dx.shape[:dx.ndim - len(step.cache)] + (-1,))
 
 
 @_tangent.register
@@ -557,13 +937,66 @@ def _(layer: FanInConcat, step, dxs, dense_tangents):
 
 
 # ---------------------------------------------------------------------- public API
+def inputs(X, name: str = "X", shape: tuple | None = None) -> Array:
+    """X as a float64 array (N, d) (a 1-D (d,) is one input), (N, W, C) or (N, H, W, C) with finite
+    entries; ``shape``: the per-input shape it must have.  ValueError naming the problem otherwise."""
+    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if arr.ndim <= 2:
+        out = _checks.inputs(X, name)
+    else:
+        if arr.ndim > 4:
+            raise ValueError(f"{name} must be (N, d), (N, W, C) or (N, H, W, C); got shape {arr.shape}")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{name} is complex; inputs must be real arrays")
+        try:
+            out = np.ascontiguousarray(arr, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a numeric array; got {arr.dtype}") from None
+        if out.size == 0:
+            raise ValueError(f"{name} is empty: shape {out.shape}")
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name} has non-finite entries")
+    if shape is not None and out.shape[1:] != tuple(shape):
+        raise ValueError(f"{name} must have per-input shape {tuple(shape)} (as the inputs the network was set up "
+                         f"for); got {out.shape[1:]}")
+    return out
+
+
 def _inputs(X, name="X") -> Array:
-    return _checks.inputs(X, name)
+    return inputs(X, name)
+
+
+def _flat_output(tape: Tape, what: str) -> tuple:
+    if tape.output.rank:
+        raise ValueError(f"{what} needs a network with outputs (N, O); this one ends with spatial outputs of shape "
+                         f"{tape.f.shape} (end it with Flatten() or GlobalAvgPool() and a Dense readout)")
+    return tape.f.shape
 
 
 def apply(description: Layer, params, X) -> Array:
-    """The network's output at inputs X (N, d): (N, out_dim), float64."""
-    return trace(description, _inputs(X), _explicit(params)).f
+    """The network's output at inputs X ((N, d), or (N, W, C) / (N, H, W, C) for convolutions), float64."""
+    return trace(description, _inputs(X), _explicit(params, description)).f
+
+
+def _row_tangents(description: Layer, params, tangent) -> Callable:
+    """``dense_tangents(path)`` for :meth:`Tape.push_forward` from a tangent tree in neural-tangents'
+    layout: every (dW, db) reshaped to its action's rows, (..., n_in, out) and (..., 1, out)."""
+
+    def dense_tangents(path):
+        dp = params_at(tangent, path)
+        if not isinstance(dp, (tuple, list)) or len(dp) != 2:
+            return None
+        W, b = params_at(params, path)
+        dW, db = dp
+        if dW is not None:
+            dW = np.asarray(dW, dtype=np.float64)
+            dW = dW.reshape(dW.shape[:dW.ndim - np.ndim(W)] + (-1, np.shape(W)[-1]))
+        if db is not None and b is not None:
+            db = np.asarray(db, dtype=np.float64)
+            db = db.reshape(db.shape[:db.ndim - np.ndim(b)] + (1, np.shape(b)[-1]))
+        return dW, db
+
+    return dense_tangents
 
 
 def jvp(description: Layer, params, X, tangent) -> tuple:
@@ -571,17 +1004,13 @@ def jvp(description: Layer, params, X, tangent) -> tuple:
     on every leaf pushes K tangents at once: (K, N, out)) or a flat vector in :func:`flatten` order."""
     if isinstance(tangent, np.ndarray) and tangent.ndim == 1:
         tangent = unflatten(params, tangent)
-    tape = trace(description, _inputs(X), _explicit(params))
-
-    def dense_tangents(path):
-        return params_at(tangent, path)
-
-    dout = tape.push_forward(dense_tangents)
+    tape = trace(description, _inputs(X), _explicit(params, description))
+    dout = tape.push_forward(_row_tangents(description, params, tangent))
     return tape.f, (np.zeros_like(tape.f) if dout is None else dout)
 
 
 def _gradient_tree(description: Layer, params, sens: list, lead: tuple):
-    grads = {s.path: s.action.gradients(s.x, s.g) for s in sens}
+    grads = {s.path: s.action.gradients(rows(s.x, s.rank), rows(s.g, s.rank)) for s in sens}
 
     def zero(a):
         return None if a is None else np.zeros(lead + np.shape(a))
@@ -591,12 +1020,12 @@ def _gradient_tree(description: Layer, params, sens: list, lead: tuple):
             return [build(sub, params_at(p, (i,)), path + (i,)) for i, sub in enumerate(layer.layers)]
         if isinstance(layer, Parallel):
             return tuple(build(sub, params_at(p, (i,)), path + (i,)) for i, sub in enumerate(layer.layers))
-        if isinstance(layer, Dense):
+        if isinstance(layer, (Dense, Conv)):
             if path in grads:
                 dW, db = grads[path]
                 W, b = p
-                dW = np.broadcast_to(dW, lead + np.shape(W))
-                db = None if db is None else np.broadcast_to(db, lead + np.shape(b))
+                dW = np.broadcast_to(dW, lead + dW.shape[-2:]).reshape(lead + np.shape(W))
+                db = None if db is None else np.broadcast_to(db, lead + db.shape[-2:]).reshape(lead + np.shape(b))
                 return (np.array(dW), None if db is None else np.array(db))
             return tuple(zero(a) for a in p)
         return ()
@@ -606,38 +1035,54 @@ def _gradient_tree(description: Layer, params, sens: list, lead: tuple):
 
 def vjp(description: Layer, params, X, cotangent):
     """``J(X)^T u``: the gradient of ``sum(u * f(X))`` with respect to the parameters, shaped like ``params``.
-    ``cotangent`` u: (N, out_dim), or with leading axes (then every leaf carries them)."""
-    tape = trace(description, _inputs(X), _explicit(params))
+    ``cotangent`` u: the output's shape, or with leading axes (then every leaf carries them)."""
+    tape = trace(description, _inputs(X), _explicit(params, description))
     cot = np.asarray(cotangent, dtype=np.float64)
     sens = tape.backward(cot)
-    return _gradient_tree(description, params, sens, cot.shape[:-2])
+    return _gradient_tree(description, params, sens, cot.shape[:cot.ndim - tape.f.ndim])
 
 
 def jacobian(description: Layer, params, X, flat: bool = False):
     """``df_(a,o)/dtheta`` by reverse mode (one pass per output entry, all at once): a tree shaped like
     ``params`` with leading axes (N, out_dim) on every leaf, or with ``flat=True`` one array (N, out_dim, P)
     in :func:`flatten` order."""
-    tape = trace(description, _inputs(X), _explicit(params))
-    N, O = tape.f.shape
+    tape = trace(description, _inputs(X), _explicit(params, description))
+    N, O = _flat_output(tape, "the Jacobian")
     eye = np.eye(N * O).reshape(N, O, N, O)
     tree = _gradient_tree(description, params, tape.backward(eye), (N, O))
     if not flat:
         return tree
-    leaves = [a.reshape(N, O, -1) for _, a in param_leaves(tree)]
-    return np.concatenate(leaves, axis=-1) if leaves else np.zeros((N, O, 0))
+    leaves_ = [a.reshape(N, O, -1) for _, a in param_leaves(tree)]
+    return np.concatenate(leaves_, axis=-1) if leaves_ else np.zeros((N, O, 0))
+
+
+def _position_gram(a1: Array, a2: Array, rank: int) -> Array:
+    """``sum_k a1[..., a, p, k] a2[..., b, q, k]`` as (..., N1, P, N2, P) (rank 0: (..., N1, N2))."""
+    if rank == 0:
+        return np.matmul(a1, np.swapaxes(a2, -1, -2))
+    r1, r2 = rows(a1, rank), rows(a2, rank)
+    G = np.matmul(r1, np.swapaxes(r2, -1, -2))
+    n1, n2 = a1.shape[a1.ndim - rank - 2], a2.shape[a2.ndim - rank - 2]
+    return G.reshape(G.shape[:-2] + (n1, -1, n2, G.shape[-1] // n2))
 
 
 def structured_ntk(sens1: list, sens2: list | None = None) -> Array:
-    r"""``sum_Dense (g1_a . g2_b) [lambda_b + lambda_W / n_in x1_a . x2_b]`` from the sensitivities of two
-    reverse passes (module docstring): arrays (..., N1, N2) over the cotangents' and networks' leading axes."""
+    r"""``sum_layers sum_(p, q) (g1_(a,p) . g2_(b,q)) [lambda_b + lambda_W / n_in x1_(a,p) . x2_(b,q)]`` from
+    the sensitivities of two reverse passes: arrays (..., N1, N2) over the cotangents' and networks' leading
+    axes.  p, q run over the rows of each input (positions of a Dense layer on spatial inputs, the patches
+    of a Conv: weight sharing makes its NTK the sum over all position pairs); without spatial axes the sum
+    is one term, the module docstring's."""
     sens2 = sens1 if sens2 is None else sens2
     theta = 0.0
     for s1, s2 in zip(sens1, sens2):
         n_in = s1.x.shape[-1]
         lam_b, lam_W = s1.layer.learning_rate_factors(n_in)
-        gg = np.matmul(s1.g, np.swapaxes(s2.g, -1, -2))
-        xx = np.matmul(s1.x, np.swapaxes(s2.x, -1, -2))
-        theta = theta + gg * (lam_b + (lam_W / n_in) * xx)
+        gg = _position_gram(s1.g, s2.g, s1.rank)
+        xx = _position_gram(s1.x, s2.x, s1.rank)
+        term = gg * (lam_b + (lam_W / n_in) * xx)
+        if s1.rank:
+            term = term.sum(axis=(-3, -1))
+        theta = theta + term
     return np.asarray(theta, dtype=np.float64)
 
 
@@ -648,18 +1093,18 @@ def ntk(description: Layer, params, X1, X2=None, trace_outputs: bool = True) -> 
     ``trace_outputs=True``: (N1, N2), the mean over the output axis (neural-tangents' default
     ``trace_axes=(-1,)``; the NTK itself for one output); False: the full (N1, N2, O, O)
     (``trace_axes=()``)."""
-    action = _explicit(params)
+    action = _explicit(params, description)
     X1 = _inputs(X1, "X1")
     tape1 = trace(description, X1, action)
-    tape2 = tape1 if X2 is None else trace(description, _checks.inputs(X2, "X2", dim=X1.shape[1]), action)
-    O = tape1.f.shape[-1]
-    N1, N2 = tape1.f.shape[0], tape2.f.shape[0]
+    tape2 = tape1 if X2 is None else trace(description, inputs(X2, "X2", shape=X1.shape[1:]), action)
+    N1, O = _flat_output(tape1, "the NTK")
+    N2 = tape2.f.shape[0]
     cot = lambda tape: np.broadcast_to(np.eye(O)[:, None, :], (O, tape.f.shape[0], O))
     s1 = tape1.backward(cot(tape1))
     s2 = s1 if X2 is None else tape2.backward(cot(tape2))
     # output o of X1 against output p of X2: leading axes (O, 1) and (1, O)
-    s1 = [Sensitivity(s.layer, s.path, s.x, s.g[:, None], s.action) for s in s1]
-    s2 = [Sensitivity(s.layer, s.path, s.x, s.g[None, :], s.action) for s in s2]
+    s1 = [Sensitivity(s.layer, s.path, s.x, s.g[:, None], s.action, s.rank) for s in s1]
+    s2 = [Sensitivity(s.layer, s.path, s.x, s.g[None, :], s.action, s.rank) for s in s2]
     theta = np.broadcast_to(structured_ntk(s1, s2), (O, O, N1, N2))  # (O, O, N1, N2)
     if trace_outputs:
         return np.einsum("oo...->...", theta) / O
