@@ -274,15 +274,15 @@ def why_not_derived(description) -> str | None:
 
 
 @functools.singledispatch
-def activation_layer(act) -> L.Elementwise:
+def activation_as_layer(act) -> L.Elementwise:
     """The activation as a description layer that keeps its name (``Activation('relu')``), so that the
     recursion built from the description is the one built from the activation, name and all."""
     from ..activations import activation
 
-    return activation_layer(activation(act))
+    return activation_as_layer(activation(act))
 
 
-@activation_layer.register
+@activation_as_layer.register
 def _(act: L.Elementwise) -> L.Elementwise:
     return act
 
@@ -294,11 +294,11 @@ def _from_activation(act) -> L.Elementwise:
 def _register() -> None:
     from ..activations import Activation
 
-    activation_layer.register(Activation, _from_activation)
+    activation_as_layer.register(Activation, _from_activation)
 
 
 _register()
 
 
-__all__ = ["DERIVED_PARAMETERIZATIONS", "NotDerived", "activation_layer", "description_of", "is_description",
+__all__ = ["DERIVED_PARAMETERIZATIONS", "NotDerived", "activation_as_layer", "description_of", "is_description",
            "recursion_for", "why_not_derived"]

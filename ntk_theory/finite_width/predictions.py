@@ -155,7 +155,7 @@ def _mlp(activation, depth, C_W, C_b, param, widths):
     """The description of the MLP shorthand and the predictions' description text."""
     from .. import _checks
     from ..architecture.mlp import mlp_description
-    from .description import activation_layer
+    from .description import activation_as_layer
 
     if depth is None:
         raise ValueError("depth is required with an activation (or give a network description)")
@@ -164,7 +164,7 @@ def _mlp(activation, depth, C_W, C_b, param, widths):
     cb = _checks.per_layer("C_b", C_b, depth + 1)
     param = _checks.choice("param", param, PARAMETERIZATIONS)
     hidden = 1 if widths is None else list(_checks.per_layer("widths", widths, depth, check=_checks.positive_int))
-    act = activation_layer(activation)
+    act = activation_as_layer(activation)
     desc = mlp_description(act, depth, cw, cb, param, hidden)
     return desc, (f"{act.activation.name}, depth {depth}, C_W {cw[-1]:g}, C_b {cb[-1]:g}, param {param}")
 
