@@ -158,7 +158,9 @@ def test_residual_with_xi_zero_is_the_plain_mlp():
     ("serial(Dense(8, parameterization='standard'), Relu(), Dense(1, parameterization='standard'))",
      ["Dense(8, parameterization='standard') at layer 0", "param='standard'"]),
     ("serial(Dense(8), Relu(), Relu(), Dense(1))", ["Relu() at layer 2", "two activations"]),
-    ("serial(Dense(8), Relu(), Dense(1), Relu())", ["ends after layer 3"]),
+    ("serial(Dense(8), Relu(), Dense(1), Relu())", ["Relu() at layer 3", "ends here", "Dense"]),
+    ("serial(Dense(8), serial(FanOut(2), parallel(Identity(), serial(Relu())), FanInSum()), Relu(), Dense(1))",
+     ["parallel(Identity(), serial(Relu())) at layer 1.1", "one branch with a Dense layer"]),
 ])
 def test_refusals_name_the_layer(text, names):
     net = stax.parse(text)

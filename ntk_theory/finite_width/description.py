@@ -39,7 +39,7 @@ import sympy as sp
 
 from ..activations import x as _x
 from ..architecture import layers as L
-from ..architecture.mlp import as_mlp
+from ..architecture.mlp import as_mlp, why_not_mlp
 from .network import FiniteWidthRecursion
 from .residual import NotDerived, ResidualRecursion
 
@@ -133,8 +133,9 @@ class _Reader:
     def take(self, kind, expected: str, end_path=()):
         item = self.peek()
         if item is None:
-            raise NotDerived(f"the network ends after {L.where(self.items[-1][0]) if self.items else 'no layer'} "
-                             f"where {expected} is expected")
+            if not self.items:
+                raise NotDerived(f"an empty serial() where {expected} is expected")
+            raise _refuse(*self.items[-1], f"the network (or branch) ends here; expected {expected} after it")
         path, layer = item
         if not isinstance(layer, kind):
             raise _no_rule(path, layer, expected)
@@ -235,6 +236,8 @@ def _read(description) -> list:
 # ------------------------------------------------------------------------------------------- recursions
 def _plain(steps, description):
     params = as_mlp(description)
+    if params is None:  # the reader and as_mlp read plain MLPs alike; this guards their agreement
+        raise NotDerived(f"not a plain MLP: {why_not_mlp(description)}")
     hidden = params.hidden_widths
     return FiniteWidthRecursion(params.activation, params.depth, params.C_W, params.C_b, params.param,
                                 widths=None if len(set(hidden)) == 1 else hidden)
