@@ -24,8 +24,15 @@ distribution because every Dense layer is applied once, so the cotangent of its 
 weights only through that output); ``"dense"`` draws full matrices.  With O > 1 outputs each output's
 reverse pass is one draw of the projected part (the mean over outputs keeps its expectation).
 
+Convolutions (and Dense layers on spatial inputs) run as the reference network runs them: a Dense layer of
+fan-in ``C_in prod(filter_shape)`` on the rows of their patches (:func:`ntk_theory.reference.graph.linear_layer`),
+one weight matrix per network shared by every position; their NTK is the sum over position pairs
+(:func:`ntk_theory.reference.graph.structured_ntk`).  The projected sampler stays exact: such a layer is
+applied once, to all rows together.
+
 Standard errors: delete-one-batch jackknife over B batches (:mod:`ntk_theory.montecarlo.estimate`); runs are
-reproducible whatever the thread count.  :func:`with_width` sets every hidden Dense width to n, for
+reproducible whatever the thread count.  :func:`with_width` sets every hidden Dense width and Conv channel
+count to n, for
 extrapolations in 1/n (:func:`ntk_theory.validation.fits.weighted_fit`).
 
 Nothing here imports the symbolic layer (``gaussian``, ``recursions``): the Monte Carlo judges it.
@@ -41,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _checks
-from ..architecture import Dense, Layer, leaves, map_leaves
+from ..architecture import Conv, Dense, Layer, leaves, map_leaves
 from ..reference import graph as reference_graph
 from ..reference.ensemble import DenseWeights, ProjectedWeights
 from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settings
@@ -58,14 +65,20 @@ ESTIMATES = {
 }
 
 
+#: the width field of each layer type with weights
+_WIDTH = {Dense: "out_dim", Conv: "out_chan"}
+
+
 def with_width(description: Layer, n: int) -> Layer:
-    """The description with every Dense ``out_dim`` set to ``n`` except the last Dense layer's (the readout)."""
+    """The description with every Dense ``out_dim`` and Conv ``out_chan`` set to ``n`` except the last such
+    layer's (the readout)."""
     n = _checks.positive_int("width n", n)
-    dense = [path for path, layer in leaves(description) if isinstance(layer, Dense)]
-    last = dense[-1] if dense else None
+    weighted = [path for path, layer in leaves(description) if type(layer) in _WIDTH]
+    last = weighted[-1] if weighted else None
 
     def widen(path, layer):
-        return dataclasses.replace(layer, out_dim=n) if isinstance(layer, Dense) and path != last else layer
+        field_name = _WIDTH.get(type(layer))
+        return dataclasses.replace(layer, **{field_name: n}) if field_name and path != last else layer
 
     return map_leaves(description, widen)
 
@@ -119,6 +132,9 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
         return SampledDense(layer, n_in, rng, S, N, sampler)
 
     tape = reference_graph.trace(description, X, action)
+    if tape.output.rank:
+        raise ValueError(f"{description!r} ends with spatial outputs {tape.f.shape[-tape.output.rank - 1:-1]}; the "
+                         "Monte Carlo kernels need outputs (N, O): end with Flatten() or GlobalAvgPool() and Dense")
     f = np.broadcast_to(tape.f, (S, *tape.f.shape[-2:]))
     O = f.shape[-1]
     ff = np.matmul(f, np.swapaxes(f, -1, -2)) / O
@@ -140,21 +156,30 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
 
 
 def _per_network_bytes(description: Layer, X: Array) -> int:
-    widths = [X.shape[1]] + [layer.out_dim for _, layer in leaves(description) if isinstance(layer, Dense)]
+    """A bound on the floats one network keeps per input: positions times the widest value (a Conv's
+    patches: its filter size times its input channels), times the layers."""
+    widths = [X.shape[-1]]
+    for _, layer in leaves(description):
+        if isinstance(layer, Dense):
+            widths.append(layer.out_dim)
+        elif isinstance(layer, Conv):
+            widths.append(layer.out_chan * layer.filter_size)
+    patch = max([1] + [layer.filter_size for _, layer in leaves(description) if isinstance(layer, Conv)])
     n_layers = sum(1 for _ in leaves(description))
-    return 8 * X.shape[0] * max(widths) * (8 * n_layers + 8)
+    positions = int(np.prod(X.shape[1:-1]))
+    return 8 * X.shape[0] * positions * max(widths) * patch * (8 * n_layers + 8)
 
 
 def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batches: int = 32,
                    sampler: str = "projected", workers: int | None = None, memory_mb: float = 64.0,
                    progress: bool | None = None) -> GraphMonteCarlo:
-    """Estimate the NNGP and NTK of ``description`` at inputs X (N, d) from ``samples`` independent networks
-    (module docstring); ``description`` a layer description or anything with a ``.description`` (a stax
-    Network)."""
+    """Estimate the NNGP and NTK of ``description`` at inputs X (N, d), or (N, W, C) / (N, H, W, C) for
+    convolutional descriptions, from ``samples`` independent networks (module docstring); ``description`` a
+    layer description or anything with a ``.description`` (a stax Network)."""
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):
         raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")
-    X = _checks.inputs(X)
+    X = reference_graph.inputs(X)
     N = X.shape[0]
     samples, batches = run_settings(samples, batches, sampler)
     workers = workers or min(os.cpu_count() or 1, 8)
