@@ -130,6 +130,24 @@ def test_residual_description_deep_linear_exact():
     assert pred.arrays()["output_cumulant"][0].item() == pytest.approx(3 * V[L], rel=1e-15)
 
 
+@pytest.mark.parametrize("act, C_W, C_b, xi, gamma", [("relu", 1.0, 0.0, 0.8, math.sqrt(0.6)),
+                                                       ("tanh", 1.2, 0.1, 0.7, 0.7)])
+def test_residual_description_is_the_monte_carlo_tested_setting(act, C_W, C_b, xi, gamma):
+    """The settings of test_finite_width_residual's Monte Carlo fits (slow set), written in stax with gamma inside
+    the branch Dense ('ntk'): the recursion read off the description gives the states of
+    ResidualRecursion(act, 4, C_W, C_b, xi=xi, gamma=gamma), which those fits judge."""
+    layer = {"relu": stax.Relu(), "tanh": stax.Tanh()}[act]
+    W, b = math.sqrt(C_W), math.sqrt(C_b)
+    net = stax.serial(stax.Dense(32, W_std=W, b_std=b),
+                      *[_block(stax.Activation(f"{xi}*x"), layer, stax.Dense(32, W_std=gamma * W, b_std=gamma * b))] * 3,
+                      layer, stax.Dense(1, W_std=W, b_std=b))
+    ours = recursion_for(net).one_input(G0=1.0)
+    tested = ResidualRecursion(act, 4, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma).one_input(G0=1.0)
+    for s, t in zip(ours, tested):
+        for name, value in t.values().items():
+            assert getattr(s, name) == pytest.approx(value, rel=1e-12, abs=1e-14), name
+
+
 def test_residual_with_xi_zero_is_the_plain_mlp():
     """A residual description with skip Activation('0*x') (xi = 0) against the plain MLP description."""
     net = stax.serial(stax.Dense(8, W_std=1.2, b_std=0.3),
