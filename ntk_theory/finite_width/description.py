@@ -184,9 +184,8 @@ class _Reader:
         act = inner.take(L.Elementwise, "the activation that starts a residual branch")
         dpath, dense = inner.take(L.Dense, "a Dense layer after the branch's activation")
         gamma = 1.0
-        if inner.peek() is not None:
-            gpath, glayer = inner.peek()
-            gamma = _scale(glayer) if inner.pos == len(branch) - 1 else None
+        for k, (gpath, glayer) in enumerate(branch[inner.pos:]):
+            gamma = _scale(glayer) if k == 0 else None
             if gamma is None:
                 raise _refuse(gpath, glayer, "a residual branch is serial(activation, Dense(n)), optionally followed "
                                              "by one scaling Activation('gamma*x')")
