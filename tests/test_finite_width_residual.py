@@ -36,7 +36,7 @@ from scipy import integrate
 
 from ntk_theory.finite_width import FiniteWidthRecursion
 from ntk_theory.finite_width.residual import NotDerived, ResidualRecursion
-from ntk_theory.montecarlo.residual import sample_residual
+from ntk_theory.montecarlo.residual import residual_ntk_rows, sample_residual, sample_residual_ntk
 from ntk_theory.validation.fits import weighted_fit
 
 n_sym = sp.Symbol("n", positive=True)
@@ -149,7 +149,7 @@ def test_refusals_name_the_problem():
     r = ResidualRecursion("relu", 3, C_W=1.0, xi=0.8, gamma=0.6)
     with pytest.raises(NotDerived, match="several-input"):
         r.tensors(np.eye(2))
-    with pytest.raises(NotDerived, match="A, B, D, F"):
+    with pytest.raises(NotDerived, match="several-input NTK tensors A, B, D, F"):
         r.ntk_tensors()
     with pytest.raises(NotDerived, match="one input"):
         r.one_input(np.eye(2))
@@ -213,3 +213,209 @@ def test_deep_linear_against_monte_carlo_fit():
     fit, _ = _fits("linear", 1.0, L, C_W, 0.0, xi, gamma, [16, 32, 64, 128], 200_000, 5)
     _assert_within("V", [s.V for s in states], fit["V"])
     _assert_within("K1", [s.K1 for s in states], fit["K1"])
+
+
+# ---------------------------------------------------------------------------------------------- NTK side
+NTK_NAMES = ("K", "Th", "V", "K1", "A", "B", "D", "F", "Th1")
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 6])
+@pytest.mark.parametrize("param", ["ntk", "unit"])
+def test_ntk_mlp_limit(act, depth, param):
+    """xi = 0, gamma = 1 is the MLP: every one-input quantity (A, B, D, F, Theta1 included) equals
+    FiniteWidthRecursion.one_input's (validated against Monte Carlo on its own) to 1e-10."""
+    C_W, C_b = [1.4, 1.7, 1.1, 2.0, 1.3, 1.6, 0.9][:depth + 1], 0.15
+    res = ResidualRecursion(act, depth, C_W=C_W, C_b=C_b, xi=0.0, gamma=1.0, param=param).one_input(G0=0.7)
+    mlp = FiniteWidthRecursion(act, depth, C_W=C_W, C_b=C_b, param=param).one_input(G0=0.7)
+    for r, m in zip(res, mlp):
+        for name in NTK_NAMES:
+            assert getattr(r, name) == pytest.approx(float(getattr(m, name)), rel=1e-10, abs=1e-12), name
+        assert r.ntk_variance == pytest.approx(float(m.ntk_variance), rel=1e-10, abs=1e-12)
+
+
+def exact_linear_layer2(xi, gamma, C_W, G0):
+    r"""A, B, D, F of layer 2 of the deep linear residual network (C_b = 0, param 'ntk': lambda_b = 0,
+    lambda_W = C_W), exact at every width n (derivation, i != j):
+
+    z(1) = W1 x ~ N(0, K1 I), K1 = C_W G0; z(2) = M z(1), M = xi I + gamma W, W ~ N(0, C_W / n);
+    Theta(2) = gamma^2 H2 I + H1 M M^T with H1 = C_W G0 (layer 1's NTK), H2 = C_W |z(1)|^2 / n, so
+    Theta_ij = H1 [xi gamma (W_ij + W_ji) + gamma^2 w_i.w_j] and Theta_ii = gamma^2 H2 + H1 (xi^2 + 2 xi gamma
+    W_ii + gamma^2 |w_i|^2) (w_i the rows).  Wick (only even moments of independent entries survive):
+
+      B = n E[Theta_ij^2] = H1^2 (2 xi^2 gamma^2 C_W + gamma^4 C_W^2)        (E[(w_i.w_j)^2] = C_W^2 / n)
+      A = n Cov(Theta_ii, Theta_jj) = gamma^4 C_W^2 n Var(|z1|^2 / n) = 2 gamma^4 C_W^2 K1^2
+      D = n Cov(Theta_ii, z_j(2)^2) = gamma^2 C_W n Cov(|z1|^2/n, xi^2 z1_j^2 + gamma^2 C_W |z1|^2/n)
+        = 2 gamma^2 C_W K1^2 (xi^2 + gamma^2 C_W)
+      F = n E[Theta_ij z_i z_j] = H1 [xi gamma 2 xi gamma C_W K1 + gamma^4 C_W^2 K1]   (W_ij pairs with the
+          W_ij z1_j of z_i = xi z1_i + gamma w_i.z1; w_i.w_j with (w_i.z1)(w_j.z1))
+    """
+    H1 = K1 = C_W * G0
+    return {"B": H1**2 * (2 * xi**2 * gamma**2 * C_W + gamma**4 * C_W**2),
+            "A": 2 * gamma**4 * C_W**2 * K1**2,
+            "D": 2 * gamma**2 * C_W * K1**2 * (xi**2 + gamma**2 * C_W),
+            "F": H1 * K1 * gamma**2 * C_W * (2 * xi**2 + gamma**2 * C_W)}
+
+
+@pytest.mark.parametrize("xi,gamma,C_W", [(0.7, 0.9, 1.3), (0.6, 0.8, 1.0), (-0.5, 1.2, 0.8)])
+def test_ntk_deep_linear_layer2_exact(xi, gamma, C_W):
+    """Layer 2 of the deep linear residual net: A, B, D, F against the exact (all-n) Wick results, the cross
+    terms xi gamma (W_ij + W_ji) included (they give the 2 xi^2 parts)."""
+    G0 = 1.1
+    st = ResidualRecursion("linear", 3, C_W=C_W, C_b=0.0, xi=xi, gamma=gamma).one_input(G0=G0)[1]
+    for name, value in exact_linear_layer2(xi, gamma, C_W, G0).items():
+        assert getattr(st, name) == pytest.approx(value, rel=1e-12), name
+
+
+@pytest.mark.parametrize("C_b", [0.0, 0.3])
+def test_ntk_deep_linear_mean_exact(C_b):
+    """Deep linear residual nets: E[Theta] has no width correction at any depth (exactly: Theta(l) =
+    sum_m gamma_m^2 H(m) J(l,m) J(l,m)^T with H(m) independent of J(l,m), and E[M A M^T | A] = xi^2 A +
+    gamma^2 C_W tr(A)/n I for M = xi I + gamma W with W independent of A), so Theta1 = 0 at every layer."""
+    for L in (2, 3, 6):
+        states = ResidualRecursion("linear", L, C_W=1.2, C_b=C_b, xi=0.8, gamma=0.5).one_input(G0=0.9)
+        for st in states:
+            assert abs(st.Th1) < 1e-12 * max(1.0, st.Th)
+
+
+@pytest.mark.parametrize("seed", [2])
+def test_monte_carlo_ntk_linear_layer2_finite_n(seed):
+    """The NTK Monte Carlo (dense weights, backpropagated Jacobians) at n = 8 against the exact all-n layer-2
+    results of the deep linear network and E[Theta(2)] = Theta: judges the sampler."""
+    xi, gamma, C_W, G0 = 0.7, 0.9, 1.3, 1.1
+    mc = sample_residual_ntk("linear", G0, 2, 8, C_W=C_W, xi=xi, gamma=gamma, samples=20_000, seed=seed, neurons=8)
+    for name, value in exact_linear_layer2(xi, gamma, C_W, G0).items():
+        est = mc[name]
+        assert abs(est.value[1] - value) < 4 * est.stderr[1], (name, est.value[1], value, est.stderr[1])
+    H1 = K1 = C_W * G0
+    Th2 = H1 * (xi**2 + gamma**2 * C_W) + gamma**2 * C_W * K1
+    assert abs(mc["Th"].value[1] - Th2) < 4 * mc["Th"].stderr[1]
+
+
+def test_monte_carlo_ntk_rows_against_finite_differences():
+    """residual_ntk_rows (the Monte Carlo's NTK) on one explicit small tanh network against
+    Theta_ij = sum_theta lambda_theta df_i/dtheta df_j/dtheta by central finite differences of the outputs
+    (hidden layer 3 and the readout, all parameters of all layers, 'ntk' factors lambda_W = C_W / fan-in)."""
+    rng = np.random.default_rng(0)
+    n, n0, L, xi, gamma, C_W, C_b = 5, 3, 3, 0.6, 0.9, 1.4, 0.2
+    s, ds = np.tanh, lambda z: 1 / np.cosh(z) ** 2
+    x = rng.standard_normal(n0)
+    Ws = [rng.standard_normal((n, n0)) * np.sqrt(C_W / n0)] + [rng.standard_normal((n, n)) * np.sqrt(C_W / n)
+                                                             for _ in range(L)]
+    bs = [rng.standard_normal(n) * np.sqrt(C_b) for _ in range(L + 1)]
+
+    def forward(Ws, bs):
+        zs = [Ws[0] @ x + bs[0]]
+        for l in range(1, L):
+            zs.append(xi * zs[-1] + gamma * (Ws[l] @ s(zs[-1]) + bs[l]))
+        zs.append(Ws[L] @ s(zs[-1]) + bs[L])
+        return zs
+
+    eps, grads = 1e-6, []
+    for l in range(L + 1):
+        fan_in = n0 if l == 0 else n
+        for which, lam in ((0, C_W / fan_in), (1, C_b)):
+            arr = (Ws, bs)[which]
+            for idx in np.ndindex(arr[l].shape):
+                shifted = []
+                for sign in (1, -1):
+                    new = [a.copy() for a in arr]
+                    new[l][idx] += sign * eps
+                    zs = forward(new, bs) if which == 0 else forward(Ws, new)
+                    shifted.append(np.concatenate([zs[L - 1], zs[L]]))
+                grads.append(np.sqrt(lam) * (shifted[0] - shifted[1]) / (2 * eps))
+    G = np.array(grads)
+    theta_fd = G.T @ G  # rows/cols: hidden layer L, then the readout
+    zs = forward(Ws, bs)
+    H = [C_b + C_W * (x @ x) / n0] + [C_b + C_W * np.mean(s(zs[m]) ** 2) for m in range(L)]
+    rows = residual_ntk_rows([None] + [W[None] for W in Ws[1:]], [ds(z)[None] for z in zs[:L]],
+                             [np.array([h]) for h in H], [0.0] + [xi] * (L - 1), [1.0] + [gamma] * (L - 1) + [1.0], n)
+    assert np.allclose(rows[L - 1][0], theta_fd[:n, :n], rtol=1e-6, atol=1e-8)
+    assert np.allclose(rows[L][0], theta_fd[n:, n:], rtol=1e-6, atol=1e-8)
+
+
+def infinite_width_Th(act, G0, depth, C_W, C_b, xi, gamma, param="ntk"):
+    """Theta of layers 1..L and the readout by quadrature: Th' = xi^2 Th + gamma^2 (lambda_b + lambda_W E[s^2]
+    + C_W E[s'^2] Th)."""
+    s = ACTS[act]
+    ds = {"relu": lambda z: float(z > 0), "tanh": lambda z: 1 - np.tanh(z) ** 2, "linear": lambda z: 1.0}[act]
+    lam = (lambda: (C_b, C_W)) if param == "ntk" else (lambda: (1.0, 1.0))
+    lb, lw = lam()
+    K = infinite_width_K(act, G0, depth, C_W, C_b, xi, gamma)
+    Th = [lb + lw * G0]
+    for l in range(1, depth + 1):
+        k = K[l - 1]
+        step = lb + lw * _gauss(lambda z: s(z) ** 2, k) + C_W * _gauss(lambda z: ds(z) ** 2, k) * Th[-1]
+        Th.append(xi**2 * Th[-1] + gamma**2 * step if l < depth else step)
+    return np.array(Th)
+
+
+NTK_FITTED = ("A", "B", "D", "F", "ntk_variance", "ntk_kernel_covariance")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,C_W,C_b,xi,gamma,param", [
+    ("relu", 1.0, 0.0, 0.8, 0.6, "ntk"),       # xi^2 + gamma^2 C_W = 1
+    ("tanh", 1.0, 0.0, 0.6, 0.8, "ntk"),       # xi^2 + gamma^2 C_W = 1
+    ("tanh", 1.2, 0.1, 0.7, 0.7, "ntk"),
+    ("relu", 2.0, 0.1, 0.5, 0.8, "unit"),
+])
+def test_residual_ntk_against_monte_carlo(act, C_W, C_b, xi, gamma, param):
+    """A, B, D, F, n Var(Theta_ii) = A + 2B, n Cov(Theta_ii, z_i^2) = D + 2F and Theta1 of the hidden layers
+    2..L and the readout against 1/n fits (widths 16..128) of finite residual networks with dense weights,
+    within 4 standard errors; Theta (infinite width) by scipy quadrature fixes the intercept of E[Theta]."""
+    L, G0, widths = 3, 1.0, [16, 32, 64, 128]
+    states = ResidualRecursion(act, L, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, param=param).one_input(G0=G0)
+    Th = infinite_width_Th(act, G0, L, C_W, C_b, xi, gamma, param)
+    assert np.allclose([s.Th for s in states], Th, rtol=1e-9)
+    runs = [sample_residual_ntk(act, G0, L, n, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, param=param,
+                                samples=int(48_000 * (16 / n) ** 0.5), seed=100 + n) for n in widths]
+    pred = {name: np.array([getattr(s, name) for s in states]) for name in ("A", "B", "D", "F", "Th1")}
+    pred["ntk_variance"] = pred["A"] + 2 * pred["B"]
+    pred["ntk_kernel_covariance"] = pred["D"] + 2 * pred["F"]
+    sl = slice(1, L + 1)  # layer 1 has no fluctuations (zero standard errors)
+    for name in NTK_FITTED:
+        vals = np.stack([r[name].value[sl] for r in runs])
+        errs = np.stack([r[name].stderr[sl] for r in runs])
+        coef, se, _ = weighted_fit(widths, vals, errs, [0, 1])
+        _assert_within(name, pred[name][sl], (coef[0], se[0]))
+    vals = np.stack([r["Th"].value[sl] for r in runs])
+    errs = np.stack([r["Th"].stderr[sl] for r in runs])
+    coef, se, _ = weighted_fit(widths, vals, errs, [1, 2], fixed=Th[sl])
+    _assert_within("Th1", pred["Th1"][sl], (coef[0], se[0]))
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_pair_averages_against_scipy(act):
+    """E[g^(k)(u) h(v)] of the NTK side's two-layer averages against scipy quadrature: k = 0 by a nested quad
+    of g(u) h(v); k = 1, 2 by a central difference of E[g(u + c) h(v)] in the shift c (E[g'(u) h(v)] =
+    d/dc E[g(u + c) h(v)], second difference for k = 2) — independent of the integration by parts used."""
+    from ntk_theory.activations import activation
+    from ntk_theory.finite_width.residual import PairAverages
+
+    s = ACTS[act]
+    ds = {"relu": lambda z: float(z > 0), "tanh": lambda z: 1 - np.tanh(z) ** 2}[act]
+    f = {"ss": lambda z: s(z) ** 2, "dd": lambda z: ds(z) ** 2, "sd": lambda z: s(z) * ds(z)}
+    Ku, Kv, P = 1.3, 0.8, 0.6
+    tab = PairAverages(activation(act)).table(Ku, Kv, P, (("ss", 0), ("dd", 0), ("sd", 0), ("ss", 2), ("dd", 1)),
+                                               ("ss", "dd", "sd"))
+    mu_c, sig = P / Kv, np.sqrt(Ku - P * P / Kv)
+
+    def E(g, h, c=0.0):
+        def inner(v):
+            m = mu_c * v + c
+            pts = [(-m) / sig] if act == "relu" else None
+            return integrate.quad(lambda t: f[g](m + sig * t) * np.exp(-t * t / 2) / np.sqrt(2 * np.pi), -12, 12,
+                                  points=pts, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+        return integrate.quad(lambda v: f[h](v) * inner(v) * np.exp(-v * v / (2 * Kv)) / np.sqrt(2 * np.pi * Kv),
+                              -12 * np.sqrt(Kv), 12 * np.sqrt(Kv), points=[0.0] if act == "relu" else None,
+                              epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+
+    for g in ("ss", "dd", "sd"):
+        for h in ("ss", "dd", "sd"):
+            assert tab[(g, 0, h)] == pytest.approx(E(g, h), rel=1e-10, abs=1e-12), (g, h)
+    c = 1e-3
+    d1 = (E("dd", "sd", c) - E("dd", "sd", -c)) / (2 * c)
+    assert tab[("dd", 1, "sd")] == pytest.approx(d1, rel=1e-5)
+    d2 = (E("ss", "ss", c) - 2 * E("ss", "ss") + E("ss", "ss", -c)) / c**2
+    assert tab[("ss", 2, "ss")] == pytest.approx(d2, rel=1e-5)

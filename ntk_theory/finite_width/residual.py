@@ -4,7 +4,8 @@ Network (PDLT appendix B conventions), L hidden layers of equal width n, scalar 
 
     z(1)   = W(1) x + b(1)                                     (Dense from the input, n_0 -> n)
     z(l+1) = xi z(l) + gamma [W(l+1) s(z(l)) + b(l+1)]         (l = 1 .. L-1, residual layers, n -> n)
-    f      = W(L+1) s(z(L)) + b(L+1)                           (Dense readout)
+    f      = W(L+1) s(z(L)) + b(L+1)                           (Dense readout; two readout neurons i != j
+                                                                for the pair statistics, as for the MLP)
 
 W(l) ~ N(0, C_W(l) / n_(l-1)), b(l) ~ N(0, C_b(l)); the NTK is taken with respect to every W and b with
 learning-rate factors (lambda_b, lambda_W) of ``param`` (xi and gamma are fixed multipliers, not trained).
@@ -13,6 +14,8 @@ xi = 0, gamma = 1 is the MLP of :class:`~.network.FiniteWidthRecursion`.
 State of layer l (one input; i != j two neurons of layer l)::
 
     E[z_i^2] = K + K1 / n,   V = n Cov(z_i^2, z_j^2),   T = n E[z_i^2 z_j],   Theta (infinite width)
+    E[Theta_ii] = Theta + Th1 / n,  A = n Cov(Theta_ii, Theta_jj),  B = n E[Theta_ij^2],
+    D = n Cov(Theta_ii, z_j^2),  F = n E[Theta_ij z_i z_j]   (n Var(Theta_ii) = A + 2B, n Cov(Theta_ii, z_i^2) = D + 2F)
 
 The single neuron's cumulants are pairings of these: n E[z^3] = 3 T, n (E[z^4] - 3 E[z^2]^2) = 3 V.
 T vanishes for odd activations (global sign flip) and for xi = 0, and is O(1) otherwise.
@@ -38,10 +41,36 @@ terms Cov(., psi) hold neuron i's own O(1) contribution to the fields that neuro
 recursion in (K, V, K1, T) alone does not close (Cov(s_i^2, s_j^2) is not ss1^2 V + ...).
 xi = 0, gamma = 1 reduces to the MLP recursion (:mod:`.single`).
 
-Not derived (refused): the NTK's 1/n tensors (A, B, D, F, Theta1) of residual networks, several inputs
-(the tensor form needs the three-index T_(ab)c), per-layer widths (a residual layer needs equal widths).
-Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms); the
-recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
+NTK side (docs/finite_width.md, "Residual networks, NTK").  With the Jacobians J(l, m) = dz(l)/dz(m) and
+H(m) = lambda_b + lambda_W |s(z(m-1))|^2 / n (H(1) = lambda_b + lambda_W G0), the NTK of layer l is
+Theta(l) = sum_(m <= l) gamma_m^2 H(m) J(l, m) J(l, m)^T = E_r[tau(l) tau(l)^T] for the forward tangent
+tau(l+1) = xi tau(l) + gamma [W(l+1) (s'(z(l)) tau(l)) + sqrt(H(l+1)) r(l+1)], tau(1) = sqrt(H(1)) r(1), with
+probes r ~ N(0, I_n) independent of the network.  Two independent probes tau, tau' make one neuron's
+(z, tau, tau') a particle: W(l+1) is applied once, to the three vectors s, s' tau, s' tau', so the branch
+increments are exactly iid N(0, Sigma(l+1)) over the neurons given layer l, Sigma linear in the six fields
+F(m) = (1/n) sum_k phi(x_k(m)), phi = (s^2, s s' tau, s s' tau', s'^2 tau^2, s'^2 tau'^2, s'^2 tau tau').
+The NTK quantities are moments of this particle system (i != j):
+
+    E[Theta_ii] = E[tau_i^2],  A = n Cov(tau_i^2, tau'_j^2),  B = n Cov(tau_i tau'_i, tau_j tau'_j),
+    D = n Cov(tau_i^2, z_j^2),  F = n Cov(tau_i z_i, tau_j z_j),
+
+and the same expansion as for z gives them: with R_f = d<f>/dF (through K(l) = sum_m c(l, m) Sigma(m+1)),
+psi = (1 - A)^-1 (phi - <phi>), A the fields' response matrix,
+
+    n Cov(f(x_i), h(x_j)) = R_h . Cov(psi, f) + R_f . Cov(psi, h) + R_f Cov(psi, psi) R_h,
+    n (E[f(x_i)] - <f>) = R_f . e   (f quadratic),   e = n E[F - <phi>]: first-order response to e,
+        (1/2) the Hessian of <phi> against Cov(dK, dK), and the self term sum D_v Cov(d_v phi, psi).
+
+At leading order tau is independent of z (Gaussian, variance Theta, Cov(tau(l), tau(m)) = xi^(l-m) Theta(m));
+the z parts are the one-layer averages and two-layer averages E[g^(k)(z(a)) h(z(b))], g, h in {s^2, s'^2,
+s s'} (:class:`PairAverages`); the tau parts are Wick products.  xi = 0 gives the MLP's recursion of
+:mod:`.single` term by term (only same-layer covariances survive).
+
+Not derived (refused): several inputs (the tensor form needs the three-index T_(ab)c and the NTK tensors
+over pairs of layers), per-layer widths (a residual layer needs equal widths).
+Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
+two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, accurate to
+~1e-12 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
 """
 
 from __future__ import annotations
@@ -59,7 +88,7 @@ from ..gaussian import expectation1
 from .moments import one_input_averages
 from .twopoint import TwoPoint
 
-NAMES = ("K", "Th", "V", "K1", "T")
+NAMES = ("K", "Th", "V", "K1", "T", "A", "B", "D", "F", "Th1")
 
 
 class NotDerived(ValueError):
@@ -68,17 +97,33 @@ class NotDerived(ValueError):
 
 @dataclass
 class ResidualState:
-    """One layer's K, Theta, V, K1, T (module docstring), floats."""
+    """One layer's K, Theta, V, K1, T and the NTK's A, B, D, F, Th1 (module docstring; the MLP's names and
+    normalisations, :mod:`.single`), floats."""
 
     K: float
     Th: float
     V: float = 0.0
     K1: float = 0.0
     T: float = 0.0
+    A: float = 0.0
+    B: float = 0.0
+    D: float = 0.0
+    F: float = 0.0
+    Th1: float = 0.0
     error: float = field(default=0.0, compare=False)
 
     def values(self) -> dict:
         return {name: getattr(self, name) for name in NAMES}
+
+    @property
+    def ntk_variance(self) -> float:
+        """n Var(Theta_ii) = A + 2B."""
+        return self.A + 2 * self.B
+
+    @property
+    def ntk_kernel_covariance(self) -> float:
+        """n Cov(Theta_ii, z_i^2) = D + 2F."""
+        return self.D + 2 * self.F
 
     @property
     def output_cumulant(self) -> float:
@@ -160,6 +205,11 @@ class ResidualRecursion:
         """E[s(x)^2 s(y)^2] over correlated Gaussian pairs and its covariance derivatives (:mod:`.twopoint`
         for the activation s^2)."""
         return TwoPoint(_activation(sp.expand(self.activation.expr**2)), "ss")
+
+    @functools.cached_property
+    def pair_averages(self) -> "PairAverages":
+        """Two-layer Gaussian averages E[g^(k)(z(a)) h(z(b))] of the NTK side (:class:`PairAverages`)."""
+        return PairAverages(self.activation)
 
     def one_input(self, x=None, *, G0=None) -> list[ResidualState]:
         """States of layers 1 .. L+1 (the last one the readout) for one input x (or G0 = x.x / n_0), by the
@@ -261,6 +311,10 @@ class ResidualRecursion:
             states.append(ResidualState(K=K[l - 1], Th=Th[l - 1], V=V, K1=float(cl @ e[1:l]),
                                         T=float(cl @ Cz1psi[l, 1:l])))
         states.append(ResidualState(K=G[L - 1], Th=th_out, V=float(Cpsi[L, L]), K1=float(e[L]), T=0.0))
+        ntk = _ntk_expansion(self, G0, L, K, Th, G, th_out, avg)
+        for l, st in enumerate(states):
+            for name in ("A", "B", "D", "F", "Th1"):
+                setattr(st, name, ntk[name][l])
         err = max(errors)
         for st in states:
             st.error = err
@@ -276,9 +330,10 @@ class ResidualRecursion:
                          "not derived; use one_input() for one input")
 
     def ntk_tensors(self, *args, **kwargs):
-        """Refused: the NTK's 1/n tensors (A, B, D, F, Theta1) of residual layers are not derived."""
-        raise NotDerived("residual layers: the NTK's finite-width tensors A, B, D, F, Theta1 are not derived "
-                         "(K, Theta, V, K1, T are: one_input())")
+        """Refused: the several-input NTK tensors (A_(ab)(cd), ...) of residual layers are not derived; the
+        one-input A, B, D, F, Theta1 are fields of :meth:`one_input`'s states."""
+        raise NotDerived("residual layers: the several-input NTK tensors A, B, D, F, Theta1 are not derived "
+                         "(their one-input values are: one_input())")
 
     def __repr__(self) -> str:
         return (f"ResidualRecursion({self.activation.name}, depth={self.depth}, C_W={self.C_W[1]:g}, "
@@ -294,3 +349,266 @@ def _per_residual(name: str, value, count: int) -> tuple:
         raise ValueError(f"{name} must be a scalar or have one entry per residual layer ({count}); "
                          f"got {len(values)} entries")
     return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
+# ---------------------------------------------------------------------------------------------- NTK side
+#: the per-layer fields of the (z, tau, tau') particle system, by column c: phi_c(x) of one neuron
+FIELD_NAMES = ("s^2", "s s' tau", "s s' tau'", "s'^2 tau^2", "s'^2 tau'^2", "s'^2 tau tau'")
+#: the covariance entries of one neuron's (z, tau, tau'), by index v (u stands for tau')
+ENTRIES = ("zz", "tt", "uu", "zt", "zu", "tu")
+_ZZ, _TT, _UU, _ZT, _ZU, _TU = range(6)
+#: the Gaussian-derivative weight of an entry: d<f>/dK_v = D_v <d_p d_q f> (1/2 on the diagonal)
+_DV = np.array([0.5, 0.5, 0.5, 1.0, 1.0, 1.0])
+
+
+class PairAverages:
+    """E[g^(k)(u) h(v)] for (u, v) ~ N(0, [[Ku, P], [P, Kv]]) and g, h among s^2, s'^2, s s' (NumPy floats).
+
+    Conditioning on v = sqrt(Kv) y: u = mu + sigma t, mu = P v / Kv, sigma^2 = Ku - P^2 / Kv, and Gaussian
+    integration by parts E_t[g^(k)(mu + sigma t)] = sigma^-k E_t[g(mu + sigma t) He_k(t)] moves the
+    derivatives onto the density (no deltas for kinked s).  Both integrals are composite 16-point
+    Gauss-Legendre rules on [-9, 9] (Gaussian mass outside < 1e-18), split at the kinks of s (the inner
+    split moves with y), 12 panels per piece.  Error: the rule is exact to rounding for these piecewise
+    smooth integrands at panel widths <= 1.5 (tests: ReLU and tanh against scipy quadrature, 1e-10)."""
+
+    NODES, PANELS, R = 16, 12, 9.0
+
+    def __init__(self, act):
+        self.s, self.ds = act.numpy, act.numpy_derivative
+        self.kinks = tuple(float(k) for k in act.kinks)
+        self.g, self.w = np.polynomial.legendre.leggauss(self.NODES)
+
+    def _grid(self, lo, hi):
+        """Nodes and weights of the composite rule on [lo, hi] (``PANELS`` equal panels), for arrays lo, hi
+        of equal shape: returns (..., PANELS * NODES) arrays."""
+        edges = lo[..., None] + (hi - lo)[..., None] * np.linspace(0, 1, self.PANELS + 1)
+        a, b = edges[..., :-1, None], edges[..., 1:, None]
+        x = 0.5 * (a + b) + 0.5 * (b - a) * self.g
+        w = 0.5 * (b - a) * self.w
+        return x.reshape(*x.shape[:-2], -1), w.reshape(*w.shape[:-2], -1)
+
+    def _split(self, breaks):
+        """Composite nodes/weights of the standard normal on [-R, R] split at ``breaks`` (shape (M, nb) or
+        (nb,)), weights times the density."""
+        breaks = np.atleast_1d(np.asarray(breaks, dtype=float))
+        if breaks.ndim == 1:
+            breaks = breaks[None, :]
+        b = np.sort(np.clip(breaks, -self.R, self.R), axis=-1)
+        edges = np.concatenate([np.full(b.shape[:-1] + (1,), -self.R), b, np.full(b.shape[:-1] + (1,), self.R)], -1)
+        xs, ws = [], []
+        for p in range(edges.shape[-1] - 1):
+            x, w = self._grid(edges[..., p], edges[..., p + 1])
+            xs.append(x), ws.append(w)
+        x, w = np.concatenate(xs, -1), np.concatenate(ws, -1)
+        return x, w * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+    def funcs(self, name, u):
+        s = self.s(u)
+        if name == "ss":
+            return s * s
+        d = self.ds(u)
+        return d * d if name == "dd" else s * d
+
+    def table(self, Ku, Kv, P, gs, hs):
+        """{(g, k, h): E[g^(k)(u) h(v)]} for the (g, k) in ``gs`` and h in ``hs``."""
+        sv = np.sqrt(Kv)
+        y, wy = self._split([k / sv for k in self.kinks] if self.kinks else [])
+        y, wy = y[0], wy[0]
+        mu = P * y / sv
+        sig2 = Ku - P * P / Kv
+        sig = np.sqrt(sig2)
+        if self.kinks:
+            t, wt = self._split(np.stack([(k - mu) / sig for k in self.kinks], axis=-1))
+        else:
+            t, wt = self._split(np.empty((len(y), 0)))
+            t, wt = np.broadcast_to(t, (len(y), t.shape[-1])), np.broadcast_to(wt, (len(y), t.shape[-1]))
+        u = mu[:, None] + sig * t
+        he = {0: np.ones_like(t), 1: t, 2: t * t - 1}
+        hv = {h: self.funcs(h, sv * y) for h in hs}
+        out = {}
+        for g, k in gs:
+            inner = (self.funcs(g, u) * he[k] * wt).sum(axis=1) / sig**k
+            for h in hs:
+                out[(g, k, h)] = float((inner * hv[h] * wy).sum())
+        return out
+
+
+def _ntk_expansion(rec, G0, L, K, Th, G, th_out, avg):
+    """The NTK side of the neuron-path expansion (module docstring): a dict name -> list over layers
+    1 .. L+1 of Th1, A, B, D, F (and V, K1, T recomputed, for the consistency check of the tests)."""
+    NC = 6
+    nF = NC * L
+    Kz = list(K) + [G[L - 1]]  # layers 1..L+1 (index l-1)
+    Tl = list(Th) + [th_out]
+    xi = [None, None] + list(rec.xi)  # xi[b] multiplies z(b-1) in z(b), b = 2..L
+    gam = [None, None] + list(rec.gamma) + [1.0]  # gam[b]: layer b's branch factor; readout 1
+
+    def rho(l, b):  # z(l) = rho(l, b) z(b) + independent, l >= b
+        if l == b:
+            return 1.0
+        if l == L + 1:
+            return 0.0
+        return float(np.prod([xi[q] for q in range(b + 1, l + 1)]))
+
+    # one-layer averages at the hidden layers a = 1..L
+    one = {}
+    for a in range(1, L + 1):
+        k = Kz[a - 1]
+        one[a] = {(nm, o): avg(nm, o, k) for nm, o in (("ss", 0), ("ss", 1), ("ss", 2), ("dd", 0), ("dd", 1), ("dd", 2),
+                                                  ("ssss", 0), ("ssdd", 0), ("dddd", 0))}
+    # E_c(m)[v] = d Sigma(m+1)_v / d F_c(m)
+    E = np.zeros((L + 1, NC, 6))
+    for m in range(1, L + 1):
+        g2 = gam[m + 1] ** 2
+        CW = rec.C_W[m]
+        lb, lw = rec.lambdas(m + 1)
+        E[m, 0, _ZZ], E[m, 0, _TT], E[m, 0, _UU] = g2 * CW, g2 * lw, g2 * lw
+        E[m, 1, _ZT] = E[m, 2, _ZU] = E[m, 3, _TT] = E[m, 4, _UU] = E[m, 5, _TU] = g2 * CW
+
+    def J(l):  # (6, nF): d K(l)_v / d F_(m, c), m < l
+        out = np.zeros((6, nF))
+        for m in range(1, min(l, L + 1)):
+            c = rho(l, m + 1) ** 2 if l <= L else (1.0 if m == L else 0.0)
+            out[:, (m - 1) * NC:m * NC] = c * E[m].T
+        return out
+
+    Js = {l: J(l) for l in range(1, L + 2)}
+
+    def dphi(a):  # (NC, 6): d<phi_c(a)>/dK_v
+        o, t = one[a], Tl[a - 1]
+        D = np.zeros((NC, 6))
+        D[0, _ZZ] = D[1, _ZT] = D[2, _ZU] = o[("ss", 1)]
+        D[3, _ZZ] = D[4, _ZZ] = o[("dd", 1)] * t
+        D[3, _TT] = D[4, _UU] = D[5, _TU] = o[("dd", 0)]
+        return D
+
+    A = np.zeros((nF, nF))
+    for a in range(1, L + 1):
+        A[(a - 1) * NC:a * NC] = dphi(a) @ Js[a]
+    Bm = np.linalg.inv(np.eye(nF) - A)
+
+    # two-layer averages Z[(g, k, h)](a, b) = E[g^(k)(z(a)) h(z(b))], a > b, where rho(a, b) != 0
+    pairs = {}
+    gs = (("ss", 0), ("dd", 0), ("sd", 0), ("ss", 2), ("dd", 2), ("dd", 1))
+    for a in range(2, L + 1):
+        for b in range(1, a):
+            r = rho(a, b)
+            if r == 0.0:
+                continue
+            P = r * Kz[b - 1]
+            if Kz[a - 1] - P * P / Kz[b - 1] <= 1e-12 * Kz[a - 1]:
+                continue  # z(a) = const z(b): no branch noise in between (zero branch weights); no response uses it
+            pairs[a, b] = rec.pair_averages.table(Kz[a - 1], Kz[b - 1], P, gs, ("ss", "dd", "sd"))
+
+    def Z(g, h, a, b):  # E[g(z(a)) h(z(b))], a != b
+        if a > b:
+            return pairs[a, b][(g, 0, h)]
+        return pairs[b, a][(h, 0, g)]
+
+    # C_phi: covariances of the fields' summands of one neuron under the leading-order path law
+    Cphi = np.zeros((nF, nF))
+    for a in range(1, L + 1):
+        for b in range(1, L + 1):
+            oa, ob, ta, tb = one[a], one[b], Tl[a - 1], Tl[b - 1]
+            if a == b:
+                zss, zsd, zds, zdd, zxx = (oa[("ssss", 0)], oa[("ssdd", 0)], oa[("ssdd", 0)], oa[("dddd", 0)],
+                                           oa[("ssdd", 0)])
+                pt = ta
+            else:
+                hi, lo = max(a, b), min(a, b)
+                if (hi, lo) not in pairs:
+                    continue
+                pt = rho(hi, lo) * Tl[lo - 1]
+                zss, zsd, zds, zdd, zxx = (Z("ss", "ss", a, b), Z("ss", "dd", a, b), Z("dd", "ss", a, b),
+                                           Z("dd", "dd", a, b), Z("sd", "sd", a, b))
+            ssa, ssb, dda, ddb = oa[("ss", 0)], ob[("ss", 0)], oa[("dd", 0)], ob[("dd", 0)]
+            C = np.zeros((NC, NC))
+            C[0, 0] = zss - ssa * ssb
+            C[0, 3] = C[0, 4] = tb * (zsd - ssa * ddb)
+            C[3, 0] = C[4, 0] = ta * (zds - dda * ssb)
+            C[3, 3] = C[4, 4] = zdd * (ta * tb + 2 * pt * pt) - dda * ddb * ta * tb
+            C[3, 4] = C[4, 3] = (zdd - dda * ddb) * ta * tb
+            C[1, 1] = C[2, 2] = zxx * pt
+            C[5, 5] = zdd * pt * pt
+            Cphi[(a - 1) * NC:a * NC, (b - 1) * NC:b * NC] = C
+    Cpsi = Bm @ Cphi @ Bm.T
+
+    # Cov(phi(b), f(x(l))), b < l, for the quadratic f of one neuron at layer l
+    def cov_f(l, which):
+        out = np.zeros(nF)
+        for b in range(1, min(l, L + 1)):
+            r = rho(l, b)
+            if r == 0.0:
+                continue
+            ob, tb = one[b], Tl[b - 1]
+            pz, pt = r * Kz[b - 1], r * tb
+            i = (b - 1) * NC
+            if which == "zz":
+                out[i + 0] = 2 * pz * pz * ob[("ss", 1)]
+                out[i + 3] = out[i + 4] = 2 * pz * pz * ob[("dd", 1)] * tb
+            elif which == "tt":
+                out[i + 3] = 2 * pt * pt * ob[("dd", 0)]
+            elif which == "uu":
+                out[i + 4] = 2 * pt * pt * ob[("dd", 0)]
+            elif which == "tu":
+                out[i + 5] = pt * pt * ob[("dd", 0)]
+            elif which == "zt":
+                out[i + 1] = pt * pz * ob[("ss", 1)]
+            elif which == "z":  # only component 0 enters (psi_(m, 0) holds phi_0 alone)
+                out[i + 0] = pz * rec.extra.evaluate("ss_d1", Kz[b - 1])[0]
+        return Bm @ out  # Cov(psi, f)
+
+    unit = {v: np.eye(6)[i] for i, v in enumerate(ENTRIES)}
+
+    def pair(l, f, h):
+        Rf = unit[f] @ Js[l] if f != "z" else np.zeros(nF)
+        Rh = unit[h] @ Js[l] if h != "z" else np.zeros(nF)
+        return float(Rh @ cov_f(l, f) + Rf @ cov_f(l, h) + Rf @ Cpsi @ Rh)
+
+    # e = n E[F - <phi>] (components 0, 3, 4; the others vanish by the sign symmetry tau -> -tau, tau' -> -tau')
+    e = np.zeros(nF)
+    for a in range(1, L + 1):
+        o, t = one[a], Tl[a - 1]
+        CovK = Js[a] @ Cpsi @ Js[a].T
+        first = dphi(a) @ (Js[a] @ e)
+        second = np.zeros(NC)
+        second[0] = 0.5 * o[("ss", 2)] * CovK[_ZZ, _ZZ]
+        for c, vv, vz in ((3, _TT, _ZT), (4, _UU, _ZU)):
+            second[c] = 0.5 * (t * o[("dd", 2)] * CovK[_ZZ, _ZZ] + 2 * o[("dd", 1)] * CovK[_ZZ, vv]
+                               + 4 * o[("dd", 1)] * CovK[vz, vz])
+        # self terms: Q[c, v] = Cov(d_v phi_c(x(a)), phi(b)) over b < a, then through B and the E's
+        selfv = np.zeros(NC)
+        Q = {}
+        for c in (0, 3, 4):
+            for v in range(6):
+                Q[c, v] = np.zeros(nF)
+        for b in range(1, a):
+            if (a, b) not in pairs:
+                continue
+            p, ob, tb = pairs[a, b], one[b], Tl[b - 1]
+            pt = rho(a, b) * tb
+            i = (b - 1) * NC
+            Q[0, _ZZ][i + 0] = p[("ss", 2, "ss")] - 2 * o[("ss", 1)] * ob[("ss", 0)]
+            for c, vv, vz, cz in ((3, _TT, _ZT, 1), (4, _UU, _ZU, 2)):
+                Q[c, _ZZ][i + 0] = t * (p[("dd", 2, "ss")] - 2 * o[("dd", 1)] * ob[("ss", 0)])
+                Q[c, vv][i + 0] = 2 * (p[("dd", 0, "ss")] - o[("dd", 0)] * ob[("ss", 0)])
+                Q[c, vv][i + 3] = Q[c, vv][i + 4] = 2 * tb * (p[("dd", 0, "dd")] - o[("dd", 0)] * ob[("dd", 0)])
+                Q[c, vz][i + cz] = 2 * pt * p[("dd", 1, "sd")]
+        for c in (0, 3, 4):
+            for v in range(6):
+                if not Q[c, v].any():
+                    continue
+                selfv[c] += _DV[v] * float(Js[a][v] @ (Bm @ Q[c, v]))
+        e[(a - 1) * NC:a * NC] = first + second + selfv
+
+    out = {k: [] for k in ("Th1", "A", "B", "D", "F", "V", "K1", "T")}
+    for l in range(1, L + 2):
+        out["Th1"].append(float(unit["tt"] @ Js[l] @ e))
+        out["K1"].append(float(unit["zz"] @ Js[l] @ e))
+        out["A"].append(pair(l, "tt", "uu"))
+        out["B"].append(pair(l, "tu", "tu"))
+        out["D"].append(pair(l, "tt", "zz"))
+        out["F"].append(pair(l, "zt", "zt"))
+        out["V"].append(pair(l, "zz", "zz"))
+        out["T"].append(pair(l, "zz", "z") if l <= L else 0.0)
+    return out

@@ -39,7 +39,8 @@ from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settin
 
 Array = np.ndarray
 
-__all__ = ["RESIDUAL_ESTIMATES", "ResidualMonteCarlo", "sample_residual"]
+__all__ = ["RESIDUAL_ESTIMATES", "RESIDUAL_NTK_ESTIMATES", "ResidualMonteCarlo", "residual_ntk_rows", "sample_residual",
+           "sample_residual_ntk"]
 
 RESIDUAL_ESTIMATES = {
     "K": "E[z_i^2] per layer (readout: E[Ghat(L)])",
@@ -155,3 +156,144 @@ def sample_residual(activation, G0: float, depth: int, width: int, C_W=1.0, C_b=
             "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
             "seconds": time.perf_counter() - t0}
     return ResidualMonteCarlo(est, info)
+
+
+RESIDUAL_NTK_ESTIMATES = {
+    "K": "E[z_i^2] per layer (readout included)",
+    "Th": "E[Theta_ii] per layer",
+    "A": "n Cov(Theta_ii, Theta_jj), i != j",
+    "B": "n E[Theta_ij^2], i != j",
+    "D": "n Cov(Theta_ii, z_j^2), i != j",
+    "F": "n E[Theta_ij z_i z_j], i != j",
+    "ntk_variance": "n Var(Theta_ii) (= A + 2B at leading order)",
+    "ntk_kernel_covariance": "n Cov(Theta_ii, z_i^2) (= D + 2F at leading order)",
+    "V": "n Cov(z_i^2, z_j^2), i != j (over the observed neurons)",
+}
+
+
+def sample_residual_ntk(activation, G0: float, depth: int, width: int, C_W=1.0, C_b=0.0, *, xi=1.0, gamma=1.0,
+                        param: str = "ntk", neurons: int = 4, samples: int = 20_000, seed=0, batches: int = 40,
+                        workers: int | None = 2, memory_mb: float = 32.0, progress: bool | None = None
+                        ) -> ResidualMonteCarlo:
+    r"""The NTK of ``neurons`` observed neurons of every hidden layer and of the readout (width ``width``
+    readout, as the hidden layers), from ``samples`` residual networks with dense weight matrices.
+
+    NTK (one input x, G0 = x.x / n_0): Theta_ij(l) = sum over the parameters theta of layers m <= l of
+    lambda dz_i(l)/dtheta dz_j(l)/dtheta with lambda_b for biases and lambda_W / n_(m-1) for weights, i.e.
+
+        Theta(l) = sum_(m <= l) gamma_m^2 H(m) J(l, m) J(l, m)^T,    H(m) = lambda_b + lambda_W |s(z(m-1))|^2 / n
+
+    (H(1) = lambda_b + lambda_W G0, gamma_1 = 1, the readout's gamma 1), with the Jacobians J(l, m) = dz(l)/dz(m)
+    of the observed rows backpropagated, J(l, m-1) = J(l, m) (xi_m I + gamma_m W(m) diag(s'(z(m-1)))) (the
+    readout: J(L+1, L) = W(L+1) diag(s'(z(L)))).  Layer 1 enters through z(1) ~ N(0, C_b + C_W G0) exactly and
+    H(1) (the derivatives of z(1) do not involve W(1)).  Cost O(neurons L^2 n^2) per network plus the n^2
+    Gaussian draws of each weight matrix.  (lambda_b, lambda_W) of ``param`` ('ntk': (C_b, C_W); 'unit': (1, 1)).
+
+    Estimates (:data:`RESIDUAL_NTK_ESTIMATES`; per network the means over the observed neurons i and ordered
+    pairs i != j among them, then over networks; jackknife standard errors over ``batches``), arrays over the
+    layers 1 .. L and the readout (last)."""
+    act = numpy_activation(activation)
+    L = _checks.positive_int("depth", depth)
+    n = _checks.positive_int("width", width)
+    k = _checks.positive_int("neurons", neurons)
+    if k < 2 or k > n:
+        raise ValueError(f"neurons must be between 2 and the width {n} (the i != j statistics need two); got {k}")
+    G0 = _checks.variance("G0", G0)
+    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
+    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
+    xi = _real_per_layer("xi", xi, L - 1)
+    gamma = _real_per_layer("gamma", gamma, L - 1)
+    if param == "ntk":
+        lam_b, lam_W = C_b.copy(), C_W.copy()
+    elif param == "unit":
+        lam_b, lam_W = np.ones(L + 1), np.ones(L + 1)
+    else:
+        raise ValueError(f"param must be 'ntk' or 'unit' (the 1/n expansion of 'standard' mixes orders); got {param!r}")
+    samples, batches = run_settings(samples, batches, "projected")
+    per_net = 8 * (n * n * (L + 1) + 4 * n * (L + 2) + k * n * (L + 1))
+    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
+    off = ~np.eye(k, dtype=bool)
+    kp = k * (k - 1)
+    xs = np.concatenate([[0.0], xi])  # xs[m - 1]: xi of layer m (m >= 2)
+    gs = np.concatenate([[1.0], gamma, [1.0]])  # gs[m - 1]: branch factor of layer m (readout last)
+
+    def features(z: Array, Th: Array, l: int, out: dict):
+        zs = z[:, :k]
+        z2 = zs * zs
+        d = np.diagonal(Th, axis1=1, axis2=2)
+        out[f"g{l}"] = z2.mean(axis=1)
+        out[f"zz{l}"] = (z2.sum(1) ** 2 - (z2 * z2).sum(1)) / kp
+        out[f"t{l}"] = d.mean(axis=1)
+        out[f"tt{l}"] = (d.sum(1) ** 2 - (d * d).sum(1)) / kp
+        out[f"t2{l}"] = (d * d).mean(axis=1)
+        out[f"b{l}"] = (Th * Th * off).sum(axis=(1, 2)) / kp
+        out[f"d{l}"] = (d.sum(1) * z2.sum(1) - (d * z2).sum(1)) / kp
+        out[f"ds{l}"] = (d * z2).mean(axis=1)
+        out[f"f{l}"] = (Th * zs[:, :, None] * zs[:, None, :] * off).sum(axis=(1, 2)) / kp
+
+    def sample_block(rng, S: int) -> dict:
+        out = {}
+        zs = [np.sqrt(C_b[0] + C_W[0] * G0) * rng.standard_normal((S, n))]
+        H = [np.full(S, lam_b[0] + lam_W[0] * G0)]
+        Ws, dss = [None], []
+        for m in range(2, L + 2):  # layer m from layer m-1
+            z = zs[-1]
+            s = act.value(z)
+            dss.append(act.derivative(z))
+            H.append(lam_b[m - 1] + lam_W[m - 1] * np.mean(s * s, axis=1))
+            rows = n if m <= L else k
+            W = rng.standard_normal((S, rows, n)) * np.sqrt(C_W[m - 1] / n)
+            Ws.append(W)
+            branch = np.einsum("sij,sj->si", W, s) + np.sqrt(C_b[m - 1]) * rng.standard_normal((S, rows))
+            zs.append(xs[m - 1] * z[:, :rows] + gs[m - 1] * branch if m <= L else branch)
+        for l, Th in enumerate(residual_ntk_rows(Ws, dss, H, xs, gs, k)):
+            features(zs[l], Th, l, out)
+        return {key: v.reshape(S, 1) for key, v in out.items()}
+
+    def estimator(mm: dict, count: float) -> dict:
+        get = lambda p: np.array([mm[f"{p}{l}"][0] for l in range(L + 1)])
+        g, t = get("g"), get("t")
+        return {
+            "K": g, "Th": t,
+            "A": n * (get("tt") - t * t), "B": n * get("b"),
+            "D": n * (get("d") - t * g), "F": n * get("f"),
+            "ntk_variance": n * (get("t2") - t * t), "ntk_kernel_covariance": n * (get("ds") - t * g),
+            "V": n * (get("zz") - g * g),
+        }
+
+    t0 = time.perf_counter()
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
+                      desc=f"{samples} residual networks (NTK), n={n}")
+    values, errors = jackknife(sums, estimator)
+    est = {key: Estimate(key, values[key], errors[key], RESIDUAL_NTK_ESTIMATES[key]) for key in RESIDUAL_NTK_ESTIMATES}
+    info = {"activation": act.name, "G0": G0, "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
+            "xi": xi.tolist(), "gamma": gamma.tolist(), "param": param, "neurons": k, "samples": samples,
+            "batches": batches, "sampler": "dense", "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
+            "block": block, "seconds": time.perf_counter() - t0}
+    return ResidualMonteCarlo(est, info)
+
+
+def residual_ntk_rows(Ws: list, dss: list, H: list, xs, gs, k: int) -> list:
+    r"""The NTK block Theta(l)[:k, :k] of the first k neurons of every layer l = 1 .. L+1 (readout last) of S
+    residual networks, by backpropagating their Jacobian rows (docstring of :func:`sample_residual_ntk`).
+
+    ``Ws[m - 1]`` = W(m), (S, n, n) for m = 2..L and (S, >= k, n) for the readout m = L + 1 (``Ws[0]`` unused);
+    ``dss[m - 1]`` = s'(z(m)) (S, n), m = 1..L; ``H[m - 1]`` = H(m) (S,), m = 1..L+1; ``xs[m - 1]``, ``gs[m - 1]``
+    xi_m and gamma_m of layer m (gs[0] = 1 for layer 1, the readout's 1 last).  Returns L + 1 arrays (S, k, k)."""
+    L = len(Ws) - 1
+    S, n = dss[0].shape
+    out = []
+    for l in range(1, L + 2):
+        if l <= L:
+            Jm = np.array(np.broadcast_to(np.eye(k, n), (S, k, n)))
+            Th = (H[l - 1] * gs[l - 1] ** 2)[:, None, None] * np.eye(k)
+            top = l
+        else:  # readout: J(L+1, L) = W(L+1) diag(s'(z(L)))
+            Jm = Ws[L][:, :k] * dss[L - 1][:, None, :]
+            Th = H[L][:, None, None] * np.eye(k) + (H[L - 1] * gs[L - 1] ** 2)[:, None, None] * (Jm @ Jm.transpose(0, 2, 1))
+            top = L
+        for m in range(top, 1, -1):  # J(l, m-1) = J(l, m) (xi_m I + gamma_m W(m) diag(s'(z(m-1))))
+            Jm = xs[m - 1] * Jm + gs[m - 1] * (Jm @ Ws[m - 1]) * dss[m - 2][:, None, :]
+            Th = Th + (H[m - 2] * gs[m - 2] ** 2)[:, None, None] * (Jm @ Jm.transpose(0, 2, 1))
+        out.append(Th)
+    return out
