@@ -522,7 +522,7 @@ def _cmd_finite_width(args) -> int:
 
 def _finite_width_architecture(args) -> int:
     """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
-    of the description -- a residual MLP's per-layer K, Theta, V, K1, T for each input on its own
+    of the description -- a residual MLP's per-layer K, Theta, V, K1, T, A, B, D, F, Theta1 for each input on its own
     (:class:`~ntk_theory.finite_width.ResidualPredictions`); other descriptions are refused in one line naming the
     first layer without a derived 1/n rule."""
     import time
@@ -956,8 +956,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added): "
                    + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description; --arch with a residual "
                    "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
-                   "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "T")) + " (N, L+1) and the "
-                   "readout's nngp, ntk, nngp_correction, output_cumulant")
+                   "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "T", "A", "B", "D", "F", "Th1"))
+                   + " (N, L+1) and the readout's entries of the arrays above at each input alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)

@@ -84,11 +84,13 @@ class FiniteWidthPredictions:
 @dataclass
 class ResidualPredictions:
     """The one-input finite-width statistics of a residual network at each of N inputs: per input and layer
-    (layers 1 .. L, the readout last) the fields of :class:`~.residual.ResidualState` (K, Theta, V, K1, T;
-    :mod:`.residual`), each input run through :meth:`~.residual.ResidualRecursion.one_input` on its own (the
-    diagonal a = b = c = d of the several-input tensors, which are not derived for residual networks).
-    ``arrays()``: those fields as (N, L + 1) arrays and the readout's nngp, ntk, nngp_correction (N, 1, 1),
-    output_cumulant = 3 V (N, 1, 1, 1, 1) of each input."""
+    (layers 1 .. L, the readout last) the fields of :class:`~.residual.ResidualState` (K, Theta, V, K1, T and the
+    NTK's A, B, D, F, Theta1; :mod:`.residual`), each input run through
+    :meth:`~.residual.ResidualRecursion.one_input` on its own (the diagonal a = b = c = d of the several-input
+    tensors).  ``arrays()``: those fields as (N, L + 1) arrays, and the readout's entries of the
+    :class:`FiniteWidthPredictions` arrays at each input alone: nngp, ntk, nngp_correction, ntk_correction
+    (N, 1, 1) and output_cumulant = 3 V, ntk_covariance = A + 2 B, ntk_output_covariance = D + 2 F
+    (N, 1, 1, 1, 1)."""
 
     layers: list
     quadrature_error: float = 0.0
@@ -98,10 +100,9 @@ class ResidualPredictions:
         names = list(self.layers[0][0].values())
         out = {name: np.array([[getattr(s, name) for s in states] for states in self.layers]) for name in names}
         top = [states[-1] for states in self.layers]
-        out["nngp"] = np.array([s.K for s in top]).reshape(-1, 1, 1)
-        out["ntk"] = np.array([s.Th for s in top]).reshape(-1, 1, 1)
-        out["nngp_correction"] = np.array([s.K1 for s in top]).reshape(-1, 1, 1)
-        out["output_cumulant"] = np.array([s.output_cumulant for s in top]).reshape(-1, 1, 1, 1, 1)
+        for name, value in READOUT.items():
+            shape = (-1, 1, 1) if name in PAIR else (-1, 1, 1, 1, 1)
+            out[name] = np.array([value(s) for s in top], dtype=float).reshape(shape)
         return out
 
     def save(self, path) -> None:
@@ -117,6 +118,15 @@ class ResidualPredictions:
                 label = "readout" if l == len(states) else f"layer {l}"
                 lines.append(f"    {label:8s} " + ", ".join(f"{n} = {v:.6g}" for n, v in st.values().items()))
         return "\n".join(lines)
+
+
+#: the FiniteWidthPredictions arrays of one input, from the readout's ResidualState
+READOUT = {
+    "nngp": lambda s: s.K, "ntk": lambda s: s.Th, "nngp_correction": lambda s: s.K1, "ntk_correction": lambda s: s.Th1,
+    "output_cumulant": lambda s: s.output_cumulant, "ntk_covariance": lambda s: s.ntk_variance,
+    "ntk_output_covariance": lambda s: s.ntk_kernel_covariance,
+}
+PAIR = ("nngp", "ntk", "nngp_correction", "ntk_correction")
 
 
 def finite_width(activation, X, depth: int | None = None, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
