@@ -419,3 +419,27 @@ def test_pair_averages_against_scipy(act):
     assert tab[("dd", 1, "sd")] == pytest.approx(d1, rel=1e-5)
     d2 = (E("ss", "ss", c) - 2 * E("ss", "ss") + E("ss", "ss", -c)) / c**2
     assert tab[("ss", 2, "ss")] == pytest.approx(d2, rel=1e-5)
+
+
+@pytest.mark.parametrize("xi,gamma,C_W,C_b", [(0.7, 0.9, 1.3, 0.0), (0.8, 0.6, 1.0, 0.2), (-0.5, 1.2, 0.8, 0.1)])
+def test_ntk_deep_linear_B_all_depths(xi, gamma, C_W, C_b):
+    r"""B of the deep linear residual net at every layer and the readout against its exact one-step identity.
+
+    Theta(l+1) = gamma^2 H(l+1) I + M Theta M^T, M = xi I + gamma W, W ~ N(0, c = C_W/n) independent of
+    Theta = Theta(l).  For i != j, Wick over W (rows i != j independent; only even moments survive):
+    E[(M Theta M^T)_ij^2 | Theta] = xi^4 Theta_ij^2 + xi^2 gamma^2 c (|Theta_i.|^2 + |Theta_j.|^2)
+    + gamma^4 c^2 ||Theta||_F^2, and E|Theta_i.|^2 = E[Theta_ii^2] + (n - 1) E[Theta_ij^2], so as n -> infinity
+    B(l+1) = xi^4 B(l) + (2 xi^2 gamma^2 C_W + gamma^4 C_W^2)(Theta(l)^2 + B(l)); the readout is the same with
+    xi = 0, gamma = 1.  Theta(l) by its own recursion (H(l) = C_b + C_W K(l-1) in 'ntk')."""
+    L, G0 = 6, 0.9
+    states = ResidualRecursion("linear", L, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma).one_input(G0=G0)
+    K, Th, B = C_b + C_W * G0, C_b + C_W * G0, 0.0
+    for l in range(1, L + 1):
+        assert states[l - 1].B == pytest.approx(B, rel=1e-11, abs=1e-12), l
+        x, g = (xi, gamma) if l < L else (0.0, 1.0)
+        H = C_b + C_W * K
+        B = x**4 * B + (2 * x**2 * g**2 * C_W + g**4 * C_W**2) * (Th**2 + B)
+        Th = x**2 * Th + g**2 * (H + C_W * Th)
+        K = x**2 * K + g**2 * (C_b + C_W * K)
+    assert states[L].B == pytest.approx(B, rel=1e-11)
+    assert states[L].Th == pytest.approx(Th, rel=1e-12)
