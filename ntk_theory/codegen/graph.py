@@ -12,10 +12,15 @@ F(c g) of one source each, *moments* of sums of terms -- but every quantity is s
 * per input (O(N), NumPy, at evaluation): the variances and NTK diagonals of every source and term, the
   means E[F(u)] of non-Gaussian terms, LayerNorm scalings c_a = 1 / sqrt(Var h_a + eps), and the
   diagonal-only forms E[F(u)^2], E[F'(u)^2] (the exact values of entries whose two inputs are equal rows);
+  for terms without closed form, the Hermite tables of F and F' at each input's variance v_a = c_a^2 K_aa
+  (:func:`ntk_theory.numerics.hermite_numba.coefficients`, once per distinct variance), which also give
+  those diagonal forms (their norms) and the mean (the coefficient a_0);
 * per entry (a, b) (generated Numba code): for each source its covariance k_ab and NTK theta_ab, for
   each non-Gaussian term T = E[F(u) F(v)], Tdot = E[F'(u) F'(v)] at (k_aa, k_bb, k_ab clipped to
   |rho| <= 1) by the activation's closed form in its stable float64 rewriting
-  (:mod:`ntk_theory.codegen.emit`, homogeneous activations at unit scale), the cross terms of means
+  (:mod:`ntk_theory.codegen.emit`, homogeneous activations at unit scale) or, without closed form, by
+  Mehler's series sum_n a_n(v_a) b_n(v_b) rho^n of the two inputs' tables
+  (:func:`ntk_theory.codegen.runtime.hermite_term`), the cross terms of means
   m_a m_b of FanInSum, LayerNorm's (K_ab - m_a m_b) / (s_a s_b), FanInConcat's channel weights.
 
 The per-entry program is emitted as one function over row tiles (prange over rows; per row, chunks of
@@ -31,10 +36,16 @@ rows are equal take the exact diagonal.
 Error model: the same formulas as :mod:`ntk_theory.recursions.graph` in the same order of operations;
 the only differences are the compiled elementary functions (sqrt, atan2, erf, exp: within ~1 ulp of
 NumPy's), so entries agree to ~1e-15 relative, more where a layer loses digits to cancellation
-(the same cancellation the NumPy interpreter suffers).  Activations whose two-variable expectations
-have no closed form (they need Hermite tables per term) are refused with :class:`NotCompilable`, naming
-the layer; :func:`ntk_theory.recursions.graph.kernel` evaluates them.  Everything the NumPy interpreter
-refuses is refused here with the same message.
+(the same cancellation the NumPy interpreter suffers).  Terms without closed form: each Mehler series is
+truncated at the smallest degree whose Parseval tail bound is below ``tol`` sqrt(E F(u)^2 E F(v)^2) (for F
+and F'); its error estimate adds the tables' coefficient errors by Cauchy-Schwarz
+(err_a sqrt(E F(v)^2) + err_b sqrt(E F(u)^2)); entries where a series would need more than ``max_order``
+terms are finished in Python by the same program with every such term by compiled 2-D quadrature
+(:func:`ntk_theory.numerics.gauss_legendre.expect2_direct`, with its estimate).  ``info["quadrature_error"]``
+is the largest estimate of one term's expectations (per entry, or of the per-input forms), not propagated
+through later layers.  A term whose F has no Numba form (a SymPy function the printer does not know) is
+refused with :class:`NotCompilable`, naming the layer; :func:`ntk_theory.recursions.graph.kernel` evaluates
+it.  Everything the NumPy interpreter refuses is refused here with the same message.
 """
 
 from __future__ import annotations
@@ -76,7 +87,7 @@ FORMAT_VERSION = "1"
 
 class NotCompilable(NotImplementedError):
     """The description has a kernel (the NumPy interpreter evaluates it) but no compiled program:
-    a term whose two-variable expectations have no closed form."""
+    a term without closed-form expectations whose function Numba cannot evaluate."""
 
 
 # ---------------------------------------------------------------------- symbolic values
@@ -147,7 +158,11 @@ class _Program:
         self.row_labels: list = []
         self.statements: list[_Statement] = []
         self.constants: list[float] = []
-        self.kernels: dict = {}  # fn -> (index, ActivationKernels)
+        self.kernels: dict = {}  # fn -> (index, ActivationKernels): closed forms
+        self.functions: dict = {}  # fn -> (f, ActivationKernels, source of s_f, ds_f): numerical F
+        self.tables: dict = {}  # (fn, variance slot) -> (q, f, variance slot, ActivationKernels)
+        self.table_ops: dict = {}  # q -> fn(V, side, errors) -> (tables of F, tables of F') per input
+        self._derived: dict = {}
         self._names = itertools.count()
         self.moments_cache: dict = {}
 
@@ -166,15 +181,36 @@ class _Program:
     def emit(self, lines, defs, pairs: int = 0) -> None:
         self.statements.append(_Statement(list(lines), tuple(defs), pairs))
 
+    def activation(self, fn: sp.Expr):
+        """The two-variable expectations of F = fn (derived once per distinct F)."""
+        if fn not in self._derived:
+            self._derived[fn] = activation_kernels(Activation(sp.sstr(fn), fn, "stax"))
+        return self._derived[fn]
+
     def pair(self, fn: sp.Expr, origin: str):
+        """(index, kernels) of an F whose expectations have closed forms: ``pair_index`` / ``unit_index``."""
         if fn not in self.kernels:
-            kern = activation_kernels(Activation(sp.sstr(fn), fn, "stax"))
-            if not (kern.T.is_closed_form and kern.Tdot.is_closed_form):
-                raise NotCompilable(
-                    f"{origin}: E[F(u) F(v)] of F = {sp.sstr(fn)} has no closed form; the compiled kernel has no "
-                    "Hermite-table route for graph networks (ntk_theory.recursions.graph.kernel evaluates it)")
-            self.kernels[fn] = (len(self.kernels), kern)
+            self.kernels[fn] = (len(self.kernels), self.activation(fn))
         return self.kernels[fn]
+
+    def numerical(self, fn: sp.Expr, var: int, origin: str):
+        """(q, f, kernels) of an F without closed forms at the pre-activation variances of row slot ``var``:
+        ``s_f``, ``ds_f`` (F and its a.e. derivative, compiled) and ``KINKS_f``; q indexes the Hermite
+        tables of F and F' at those variances (one pair of tables per distinct F and variance slot)."""
+        if fn not in self.functions:
+            kern = self.activation(fn)
+            try:
+                source = emit._numeric_source(len(self.functions), kern)
+            except Exception as exc:  # noqa: BLE001 - SymPy's printers raise several types
+                raise NotCompilable(
+                    f"{origin}: F = {sp.sstr(fn)} has no closed-form E[F(u) F(v)] and no Numba form "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0]}); ntk_theory.recursions.graph.kernel "
+                    "evaluates it") from None
+            self.functions[fn] = (len(self.functions), kern, source)
+        f, kern, _ = self.functions[fn]
+        if (fn, var) not in self.tables:
+            self.tables[(fn, var)] = (len(self.tables), f, var, kern)
+        return self.tables[(fn, var)][0], f, kern
 
 
 # ---------------------------------------------------------------------- the walk
@@ -439,66 +475,109 @@ def _term_moments(t: _Term, prog: _Program) -> _Moments:
     base = t.source.base
     if t.is_gaussian:
         out = _Moments(k, th, var, ntkd, None, base, 0, "a Gaussian term")
+    elif prog.activation(t.fn).T.is_closed_form and prog.activation(t.fn).Tdot.is_closed_form:
+        out = _closed_term(t, prog, k, th, var, ntkd)
     else:
-        index, kern = prog.pair(t.fn, t.origin)
-        label = t.source.label
-        nngp, ntk = prog.entry(), prog.entry()
-        b, k12, T, Td = (prog.entry() for _ in range(4))
-        alpha = kern.homogeneity
-        if alpha is None:
-            prog.emit([f"{b} = math.sqrt(a_{var}) * math.sqrt(b_{var})",
-                       f"{k12} = min(max({k}, -{b}), {b})",
-                       f"{T}, {Td} = pair_{index}(a_{var}, b_{var}, {k12})",
-                       f"{nngp} = {T}", f"{ntk} = {Td} * {th}"], (b, k12, T, Td, nngp, ntk), pairs=1)
-        else:
-            # homogeneous of degree alpha: T = c^alpha T(k / c), Tdot = c^(alpha - 1) Tdot(k / c) at
-            # c = sqrt(k_aa) sqrt(k_bb), with sqrt(k) and 1 / sqrt(k) per input (no division per entry)
-            sq = prog.row(lambda V, side, errors: np.sqrt(V[var]), "square root of a variance")
-            inv = prog.row(lambda V, side, errors: 1 / np.sqrt(V[var]), "inverse square root of a variance")
-            pos, u11, u22, u12, T0, Td0, c = (prog.entry() for _ in range(7))
-            prog.emit([f"{b} = a_{sq} * b_{sq}",
-                       f"{k12} = min(max({k}, -{b}), {b})",
-                       f"{pos} = {b} > 0.0",
-                       f"{u11} = a_{sq} * b_{inv} if {pos} else a_{var}",
-                       f"{u22} = b_{sq} * a_{inv} if {pos} else b_{var}",
-                       f"{u12} = {k12} * (a_{inv} * b_{inv}) if {pos} else {k12}",
-                       f"{c} = {b} if {pos} else 1.0",
-                       f"{T0}, {Td0} = unit_{index}({u11}, {u22}, {u12})",
-                       f"{T} = {T0} * {emit._power(c, alpha)}",
-                       f"{Td} = {Td0} * {emit._power(c, alpha - 1)}",
-                       f"{nngp} = {T}", f"{ntk} = {Td} * {th}"],
-                      (b, k12, pos, u11, u22, u12, c, T0, Td0, T, Td, nngp, ntk), pairs=1)
-        cache_key = object()  # the diagonal forms, computed once per side and evaluation
-
-        def diagonal(V, side, errors):
-            if cache_key not in V:
-                v = V[var]
-                kern.check_variances(v, label)
-                T1, Td1, err = kern.diagonal(v, derivative=side == 1)
-                V[cache_key] = (np.asarray(T1, dtype=float), None if Td1 is None else np.asarray(Td1, dtype=float))
-                if err is not None:
-                    errors.append(err)
-            return V[cache_key]
-
-        def second(V, side, errors):
-            return diagonal(V, side, errors)[0]
-
-        def ntk_diagonal(V, side, errors):
-            Td1 = diagonal(V, side, errors)[1]
-            return np.zeros_like(V[var]) if Td1 is None else Td1 * V[ntkd]
-
-        mean_fn = _mean(t.fn)
-
-        def mean(V, side, errors):
-            values, err = mean_fn(V[var])
-            if err is not None:
-                errors.append(err)
-            return values
-
-        out = _Moments(nngp, ntk, prog.row(second, f"E[F^2] of {t.origin}"), prog.row(ntk_diagonal, f"NTK of {t.origin}"),
-                       prog.row(mean, f"mean of {t.origin}"), base, 0, t.origin)
+        out = _numerical_term(t, prog, k, th, var, ntkd)
     prog.moments_cache[key] = (t, out)
     return out
+
+
+def _closed_term(t: _Term, prog: _Program, k, th, var, ntkd) -> _Moments:
+    """Moments of F(c g) with closed-form expectations: ``pair_index`` (or ``unit_index`` at unit scale) per
+    entry, the one-variable diagonal forms and the mean per input."""
+    index, kern = prog.pair(t.fn, t.origin)
+    base = t.source.base
+    label = t.source.label
+    nngp, ntk = prog.entry(), prog.entry()
+    b, k12, T, Td = (prog.entry() for _ in range(4))
+    alpha = kern.homogeneity
+    if alpha is None:
+        prog.emit([f"{b} = math.sqrt(a_{var}) * math.sqrt(b_{var})",
+                   f"{k12} = min(max({k}, -{b}), {b})",
+                   f"{T}, {Td} = pair_{index}(a_{var}, b_{var}, {k12})",
+                   f"{nngp} = {T}", f"{ntk} = {Td} * {th}"], (b, k12, T, Td, nngp, ntk), pairs=1)
+    else:
+        # homogeneous of degree alpha: T = c^alpha T(k / c), Tdot = c^(alpha - 1) Tdot(k / c) at
+        # c = sqrt(k_aa) sqrt(k_bb), with sqrt(k) and 1 / sqrt(k) per input (no division per entry)
+        sq = prog.row(lambda V, side, errors: np.sqrt(V[var]), "square root of a variance")
+        inv = prog.row(lambda V, side, errors: 1 / np.sqrt(V[var]), "inverse square root of a variance")
+        pos, u11, u22, u12, T0, Td0, c = (prog.entry() for _ in range(7))
+        prog.emit([f"{b} = a_{sq} * b_{sq}",
+                   f"{k12} = min(max({k}, -{b}), {b})",
+                   f"{pos} = {b} > 0.0",
+                   f"{u11} = a_{sq} * b_{inv} if {pos} else a_{var}",
+                   f"{u22} = b_{sq} * a_{inv} if {pos} else b_{var}",
+                   f"{u12} = {k12} * (a_{inv} * b_{inv}) if {pos} else {k12}",
+                   f"{c} = {b} if {pos} else 1.0",
+                   f"{T0}, {Td0} = unit_{index}({u11}, {u22}, {u12})",
+                   f"{T} = {T0} * {emit._power(c, alpha)}",
+                   f"{Td} = {Td0} * {emit._power(c, alpha - 1)}",
+                   f"{nngp} = {T}", f"{ntk} = {Td} * {th}"],
+                  (b, k12, pos, u11, u22, u12, c, T0, Td0, T, Td, nngp, ntk), pairs=1)
+    cache_key = object()  # the diagonal forms, computed once per side and evaluation
+
+    def diagonal(V, side, errors):
+        if cache_key not in V:
+            v = V[var]
+            kern.check_variances(v, label)
+            T1, Td1, err = kern.diagonal(v, derivative=side == 1)
+            V[cache_key] = (np.asarray(T1, dtype=float), None if Td1 is None else np.asarray(Td1, dtype=float))
+            if err is not None:
+                errors.append(err)
+        return V[cache_key]
+
+    def second(V, side, errors):
+        return diagonal(V, side, errors)[0]
+
+    def ntk_diagonal(V, side, errors):
+        Td1 = diagonal(V, side, errors)[1]
+        return np.zeros_like(V[var]) if Td1 is None else Td1 * V[ntkd]
+
+    mean_fn = _mean(t.fn)
+
+    def mean(V, side, errors):
+        values, err = mean_fn(V[var])
+        if err is not None:
+            errors.append(err)
+        return values
+
+    return _Moments(nngp, ntk, prog.row(second, f"E[F^2] of {t.origin}"), prog.row(ntk_diagonal, f"NTK of {t.origin}"),
+                    prog.row(mean, f"mean of {t.origin}"), base, 0, t.origin)
+
+
+def _numerical_term(t: _Term, prog: _Program, k, th, var, ntkd) -> _Moments:
+    """Moments of F(c g) without closed forms: per input the Hermite tables of F and F' at the variance
+    v_a = c_a^2 K_aa (:func:`ntk_theory.numerics.hermite_numba.coefficients`, once per distinct variance),
+    whose norms are the diagonal forms E[F(u)^2], E[F'(u)^2] and whose first coefficient is the mean; per entry
+    Mehler's series (:func:`ntk_theory.codegen.runtime.hermite_term`: truncation by the Parseval tails at
+    ``tol``, NaN where more than ``max_order`` terms are needed, then finished by 2-D quadrature) with its
+    error estimate accumulated in ``err_row``."""
+    q, f, kern = prog.numerical(t.fn, var, t.origin)
+    label = t.source.label
+    nngp, ntk, b, k12, T, Td, e = (prog.entry() for _ in range(7))
+    prog.emit([f"{b} = math.sqrt(a_{var}) * math.sqrt(b_{var})",
+               f"{k12} = min(max({k}, -{b}), {b})",
+               f"{T}, {Td}, {e} = hermite_term({q}, i, j0 + c, a_{var}, b_{var}, {k12}, HA, TA, SA, HB, TB, SB, ltol, tol)",
+               f"err_row = max(err_row, {e})",
+               f"{nngp} = {T}", f"{ntk} = {Td} * {th}"], (b, k12, T, Td, e, nngp, ntk), pairs=1)
+
+    def tables(V, side, errors):
+        key = ("tables", q)
+        if key not in V:
+            v = V[var]
+            kern.check_variances(v, label)
+            V[key] = V["hermite"](f, v)
+            # E[F^2] and a_0 = E[F] from the tables: each off by at most 2 sqrt(E F^2) err (Cauchy-Schwarz)
+            errors.extend(float(np.max(2 * tab["sqrt_norm"] * tab["err"], initial=0.0)) for tab in V[key])
+        return V[key]
+
+    prog.table_ops[q] = tables
+    return _Moments(nngp, ntk,
+                    prog.row(lambda V, side, errors: tables(V, side, errors)[0]["norm"], f"E[F^2] of {t.origin}"),
+                    prog.row(lambda V, side, errors: tables(V, side, errors)[1]["norm"] * V[ntkd], f"NTK of {t.origin}"),
+                    prog.row(lambda V, side, errors: tables(V, side, errors)[0]["coef"][:, 0], f"mean of {t.origin}"),
+                    t.source.base, 0, t.origin)
 
 
 @functools.lru_cache(maxsize=64)
@@ -521,10 +600,13 @@ CHUNK = {chunk}
 
 
 @numba.njit(cache=True, error_model='numpy')
-def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E):
-    \"\"\"Row r of the tile: the whole program per entry, in chunks of CHUNK columns.\"\"\"
+def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, tol):
+    \"\"\"Row r of the tile: the whole program per entry, in chunks of CHUNK columns.  Returns the largest
+    error estimate of the row's series (terms without closed form; 0 without).\"\"\"
     n_cols = K.shape[1]
     i = row0 + r
+    ltol = math.log(tol)
+    err_row = 0.0
     c_start = 0
     if symmetric:
         c_start = max(i - col0 + 1, 0)
@@ -534,14 +616,16 @@ def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E):
         n = min(CHUNK, n_cols - c0)
         j0 = col0 + c0
 {loops}
+    return err_row
 
 
 @numba.njit(parallel=True, cache=True, error_model='numpy')
-def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P):
+def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P, HA, TA, SA, HB, TB, SB, tol, err):
     \"\"\"In place, rows rbeg <= r < rend of K and TH (C-contiguous): K holds G0 = x_a . x_b / d on entry, the
-    output NNGP on exit; TH receives the NTK.  Row r is input row0 + r, column c input col0 + c; with
-    symmetric only entries j > i.  Rows go in pairs (p, n_rows - 1 - p), which carry equal work in the
-    symmetric case, across threads.\"\"\"
+    output NNGP on exit; TH receives the NTK; err[r] the row's largest error estimate.  Row r is input
+    row0 + r, column c input col0 + c; with symmetric only entries j > i.  HA, TA, SA (rows) and HB, TB, SB
+    (columns): Hermite tables of the terms without closed form (:func:`ntk_theory.codegen.runtime.hermite_term`).
+    Rows go in pairs (p, n_rows - 1 - p), which carry equal work in the symmetric case, across threads.\"\"\"
     n_rows = rend - rbeg
     for p in numba.prange((n_rows + 1) // 2):
         E = np.empty({size})
@@ -550,7 +634,19 @@ def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P):
             q = pi if t == 0 else n_rows - 1 - pi
             if t == 1 and q == pi:
                 continue
-            _row(K, TH, rbeg + q, row0, col0, symmetric, R1, R2, P, E)
+            err[rbeg + q] = _row(K, TH, rbeg + q, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, tol)
+
+
+def entry(g, i, j, R1, R2, P, HA, TA, SA, HB, TB, SB, tol, hermite_term):
+    \"\"\"One entry (G0 = g, row i, column j) of the same program in Python: (NNGP, NTK, error estimate).  The
+    driver's route for entries the compiled series leaves NaN, with a ``hermite_term`` that integrates them.\"\"\"
+    ltol = math.log(tol)
+    err_row = 0.0
+    Krow = (g,)
+    c = 0
+    j0 = j
+{entry_body}
+    return {entry_out}
 """
 
 
@@ -621,24 +717,34 @@ def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: 
     all_text = "\n".join(ln for st in statements for ln in st.lines)
     constants = sorted(set(tokens(all_text, "p")), key=_order)
     rows = sorted(set(tokens(all_text, "a")), key=_order)
+    # the Python twin of one entry: constants and row values loaded, then every statement in order
+    entry_body = [f"{p} = P[{p[2:]}]" for p in constants]
+    entry_body += [f"{a} = R1[{packed[int(a[2:])]}, i]" for a in rows]
+    entry_body += [f"{b_} = R2[{packed[int(b_[2:])]}, j]" for b_ in sorted(set(tokens(all_text, "b")), key=_order)]
+    entry_body += [ln for st in prog.statements for ln in st.lines]
     indent = " " * 4
     fused = (_FUSED.replace("{chunk}", str(int(chunk))).replace("{size}", str(max(n_slots + len(columns), 1) * chunk))
              .replace("{constants}", "\n".join(f"{indent}{p} = P[{p[2:]}]" for p in constants) or f"{indent}pass")
              .replace("{row_loads}", "\n".join(f"{indent}{a} = R1[{packed[int(a[2:])]}, i]" for a in rows) or "")
-             .replace("{loops}", "\n".join(" " * 8 + ln for b in body for ln in b.split("\n"))))
+             .replace("{loops}", "\n".join(" " * 8 + ln for b in body for ln in b.split("\n")))
+             .replace("{entry_body}", "\n".join(indent + ln for ln in entry_body))
+             .replace("{entry_out}", f"{out.nngp}, {out.ntk}, err_row"))
+    functions = [source for _, _, source in sorted(prog.functions.values(), key=lambda v: v[0])]
     pairs = [(_unit_source(index, kern) if kern.homogeneity is not None else emit._pair_source(index, kern))
              for index, kern in sorted(prog.kernels.values(), key=lambda v: v[0])]
     header = [
         "# Generated by ntk-theory (ntk_theory/codegen/graph.py). Do not edit: regenerate instead.",
         "# Activation terms: " + ", ".join(f"{sp.sstr(fn)} -> pair_{i}" for fn, (i, _) in prog.kernels.items()),
+        "# Without closed form (Hermite tables): "
+        + ", ".join(f"{sp.sstr(fn)} -> s_{f}, ds_{f}" for fn, (f, _, _) in prog.functions.items()),
         "import math", "", "import numba", "import numpy as np", "",
-        "from ntk_theory.codegen.runtime import atan2, erfcx",
+        "from ntk_theory.codegen.runtime import atan2, erfcx, hermite_term",
         "from ntk_theory.numerics import compensated, compensated_numba  # noqa: F401 (registers two_product)",
         "",
         "# det2 inlined into the caller (Numba IR), so that LLVM vectorises the loops that use it",
         "det2 = numba.njit(inline='always', error_model='numpy')(compensated.det2)",
     ]
-    source = "\n".join(header) + "\n\n\n" + "".join(p + "\n\n\n" for p in pairs) + fused
+    source = "\n".join(header) + "\n\n\n" + "".join(p + "\n\n\n" for p in pairs + functions) + fused
     return source, row_slots
 
 
@@ -676,18 +782,25 @@ class CompiledGraphKernel:
     if known (the program is built per input dimension, which enters the constants of 'standard'
     Dense layers and concatenation weights; the source is the same); ``tile_mb`` the size of the row
     tiles of the output per call of the compiled function; ``pairs_per_loop`` how many activation
-    expectations share one vectorised loop over a chunk of ``chunk`` columns (0: all in one loop).
+    expectations share one vectorised loop over a chunk of ``chunk`` columns (0: all in one loop);
+    ``tol`` the truncation tolerance of Mehler series (terms without closed form), ``max_order`` their
+    largest degree (the size of the Hermite tables).
     Unsupported layers raise NotImplementedError naming the layer (:class:`NotCompilable` where only
     the NumPy interpreter has the rule) when the program is built: at construction with
     ``input_dim``, else at the first evaluation or when ``source`` is read.
     """
 
     def __init__(self, description, input_dim: int | None = None, tile_mb: float = 64.0, pairs_per_loop: int = 1,
-                 chunk: int = 64):
+                 chunk: int = 64, tol: float = 1e-15, max_order: int = 128):
         self.description = getattr(description, "description", description)
         if not isinstance(self.description, Layer):
             raise TypeError(f"expected a layer description or a stax network; got {description!r}")
         self.tile_mb = float(tile_mb)
+        self.tol = float(tol)
+        if not 0 < self.tol < 1:
+            raise ValueError(f"tol must be in (0, 1); got {tol!r}")
+        self.max_order = _checks.positive_int("max_order", max_order)
+        self.fallback_entries = 0
         if isinstance(pairs_per_loop, bool) or not isinstance(pairs_per_loop, int) or pairs_per_loop < 0:
             raise ValueError(f"pairs_per_loop must be an integer >= 0; got {pairs_per_loop!r}")
         self.pairs_per_loop = pairs_per_loop
@@ -747,24 +860,73 @@ class CompiledGraphKernel:
             module = cache.import_module(built.key, built.source)
             self._warm_up(module, built)
         self.compile_seconds = time.perf_counter() - t0
-        self.from_cache = _compiled_afresh(module) == 0
+        compiled = _compiled_afresh(module)
+        if built.program.functions:
+            from ..numerics import gauss_legendre, hermite_numba
+
+            compiled += _compiled_afresh(hermite_numba) + _compiled_afresh(gauss_legendre)
+        self.from_cache = compiled == 0
         return module
 
-    @staticmethod
-    def _warm_up(module, built: _Built) -> None:
+    def _warm_up(self, module, built: _Built) -> None:
+        """Compile (or load) the entry point for its one array layout, with no rows to run, and for terms
+        without closed form the table routine for their F and F'."""
         R = np.ones((max(len(built.row_slots), 1), 2))
-        module.fused(np.ones((1, 1)), np.ones((1, 1)), 0, 1, 0, 0, False, R, R, built.constants)
+        H, S = np.zeros((0, 1, 1)), np.zeros((0, 1, 2))
+        module.fused(np.ones((1, 1)), np.ones((1, 1)), 0, 0, 0, 0, False, R, R, built.constants,
+                     H, H, S, H, H, S, self.tol, np.zeros(1))
+        if built.program.functions:
+            from ..numerics import hermite_numba
+
+            for f, _, _ in built.program.functions.values():
+                for fn in (getattr(module, f"s_{f}"), getattr(module, f"ds_{f}")):
+                    hermite_numba.coefficients(fn, np.array([1.0]), kinks=tuple(getattr(module, f"KINKS_{f}")),
+                                               max_order=4)
+
+    def _hermite(self, module):
+        """fn(f, variances) -> (tables of s_f, tables of ds_f) per input: the Hermite coefficients ``coef``,
+        half log relative tails ``tail``, E F^2 ``norm``, its square root ``sqrt_norm`` and the coefficients'
+        l2 error ``err``, computed once per distinct variance (:func:`ntk_theory.numerics.hermite_numba.coefficients`)."""
+        from ..numerics import hermite_numba
+
+        def tables(f, variances):
+            unique, inverse = np.unique(variances, return_inverse=True)
+            kinks = tuple(getattr(module, f"KINKS_{f}"))
+            out = []
+            for fn in (getattr(module, f"s_{f}"), getattr(module, f"ds_{f}")):
+                tab = hermite_numba.coefficients(fn, unique, kinks=kinks, max_order=self.max_order, tol=self.tol)
+                with np.errstate(divide="ignore"):
+                    half_log_tail = 0.5 * np.log(tab.tail)
+                out.append({"coef": tab.coef[inverse], "tail": half_log_tail[inverse], "norm": tab.norm2[inverse],
+                            "sqrt_norm": np.sqrt(tab.norm2)[inverse], "err": tab.error[inverse]})
+            return tuple(out)
+
+        return tables
+
+    @staticmethod
+    def _stack(program: _Program, V, side, errors, n: int):
+        """The Hermite tables of every term without closed form for one side, as the compiled program reads
+        them: coefficients H and half log tails T (2 Q, n, order + 1), [sqrt(E F^2), error] S (2 Q, n, 2)."""
+        Q = len(program.table_ops)
+        if Q == 0:
+            return np.zeros((0, 1, 1)), np.zeros((0, 1, 1)), np.zeros((0, 1, 2))
+        parts = [tab for q in range(Q) for tab in program.table_ops[q](V, side, errors)]
+        H = np.ascontiguousarray(np.stack([t["coef"] for t in parts]))
+        T = np.ascontiguousarray(np.stack([t["tail"] for t in parts]))
+        S = np.ascontiguousarray(np.stack([np.stack([t["sqrt_norm"], t["err"]], axis=-1) for t in parts]))
+        return H, T, S
 
     # ------------------------------------------------------------------ per input
     @staticmethod
-    def diagonal(program: _Program, sq1, sq2=None):
+    def diagonal(program: _Program, sq1, sq2=None, hermite=None):
         """Row slots of both sides (sq: x . x / d per input; sq2 None: the same inputs) and the quadrature
-        error of the diagonal forms and means.  Returns (V1, V2, errors)."""
+        error of the diagonal forms and means.  ``hermite``: the table routine of terms without closed
+        form (:meth:`_hermite`).  Returns (V1, V2, errors)."""
         sides = {1: sq1} if sq2 is None else {1: sq1, 2: sq2}
         errors: list = []
         out = {}
         for side, sq in sides.items():
-            V = {"sq": {side: sq}}
+            V = {"sq": {side: sq}, "hermite": hermite}
             with np.errstate(all="ignore"):
                 for slot, op in enumerate(program.row_ops):
                     V[slot] = np.asarray(op(V, side, errors), dtype=float)
@@ -786,7 +948,10 @@ class CompiledGraphKernel:
         module = self.module(built)
         sq1 = np.einsum("ij,ij->i", X1, X1) / d
         sq2 = None if symmetric else np.einsum("ij,ij->i", X2v, X2v) / d
-        V1, V2, errors = self.diagonal(built.program, sq1, sq2)
+        program = built.program
+        V1, V2, errors = self.diagonal(program, sq1, sq2, self._hermite(module) if program.functions else None)
+        tabA = self._stack(program, V1, 1, errors, N1)
+        tabB = tabA if symmetric else self._stack(program, V2, 2, errors, N2)
         m, slots = built.out, built.row_slots
         R1 = np.ascontiguousarray(np.array([V1[q] for q in slots]).reshape(len(slots), N1))
         R2 = R1 if symmetric else np.ascontiguousarray(np.array([V2[q] for q in slots]).reshape(len(slots), N2))
@@ -796,6 +961,8 @@ class CompiledGraphKernel:
         ia, ib = np.nonzero(same)
         rows = max(1, int(self.tile_mb * 2**20 // (16 * max(N2, 1))))
         direct = all(type(a) is np.ndarray and a.dtype == np.float64 and a.flags.c_contiguous for a in (K_out, T_out))
+        worst = 0.0
+        err = np.zeros(N1 if direct else min(rows, N1))
         for r0 in range(0, N1, rows):
             r1 = min(N1, r0 + rows)
             c0 = r0 if symmetric else 0
@@ -803,12 +970,20 @@ class CompiledGraphKernel:
                 Kb = K_out[r0:r1, c0:]
                 np.matmul(X1[r0:r1], X2v[c0:].T, out=Kb)
                 Kb /= d
-                module.fused(K_out, T_out, r0, r1, 0, 0, symmetric, R1, R2, built.constants)
+                Tb = T_out[r0:r1, c0:]
+                module.fused(K_out, T_out, r0, r1, 0, 0, symmetric, R1, R2, built.constants, *tabA, *tabB,
+                             self.tol, err)
+                worst = max(worst, float(err[r0:r1].max(initial=0.0)))
             else:
                 Kb = X1[r0:r1] @ X2v[c0:].T
                 Tb = np.empty_like(Kb)
                 Kb /= d
-                module.fused(Kb, Tb, 0, r1 - r0, r0, c0, symmetric, R1, R2, built.constants)
+                module.fused(Kb, Tb, 0, r1 - r0, r0, c0, symmetric, R1, R2, built.constants, *tabA, *tabB,
+                             self.tol, err)
+                worst = max(worst, float(err[:r1 - r0].max(initial=0.0)))
+            if program.functions:
+                worst = max(worst, self._finish(module, program, Kb, Tb, r0, c0, symmetric, same, X1, X2v,
+                                                R1, R2, built.constants, tabA, tabB))
             if not direct:
                 K_out[r0:r1, c0:] = Kb
                 T_out[r0:r1, c0:] = Tb
@@ -822,9 +997,42 @@ class CompiledGraphKernel:
         if not (np.isfinite(np.sum(K_out, dtype=np.float64)) and np.isfinite(np.sum(T_out, dtype=np.float64))):
             raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
                                      "expectation diverges)")
-        info = {"quadrature_error": max(errors, default=0.0), "compile_seconds": self.compile_seconds,
+        info = {"quadrature_error": max(errors + [worst]), "compile_seconds": self.compile_seconds,
                 "from_cache": self.from_cache, "tile_rows": rows, "key": built.key}
         return KernelResult(K_out, T_out, info, get=names)
+
+
+    def _finish(self, module, program, Kb, Tb, r0, c0, symmetric, same, X1, X2, R1, R2, P, tabA, tabB) -> float:
+        """Entries of a tile that the compiled series left NaN (a term would need more than ``max_order``
+        terms): the same program in Python (``entry`` of the module) with every term without closed form by
+        the compiled 2-D quadrature (:func:`ntk_theory.numerics.gauss_legendre.expect2_direct`) and its error
+        estimate.  Returns the largest estimate."""
+        from ..numerics import gauss_legendre
+
+        worst = 0.0
+        rr, cc = np.nonzero(np.isnan(Kb) | np.isnan(Tb))
+        if rr.size == 0:
+            return worst
+        f_of = {q: f for q, f, _, _ in program.tables.values()}
+
+        def by_quadrature(q, i, j, k11, k22, k12, *tables):
+            f = f_of[q]
+            kinks = getattr(module, f"KINKS_{f}")
+            s, ds = getattr(module, f"s_{f}"), getattr(module, f"ds_{f}")
+            T, eT = gauss_legendre.expect2_direct(s, s, k11, k22, k12, kinks, kinks)
+            Td, eD = gauss_legendre.expect2_direct(ds, ds, k11, k22, k12, kinks, kinks)
+            return T, Td, eT + eD
+
+        d = X1.shape[1]
+        for r, c in zip(rr.tolist(), cc.tolist()):
+            i, j = r0 + r, c0 + c
+            if (symmetric and j <= i) or same[i, j]:  # mirrored, or overwritten by the exact diagonal
+                continue
+            g = float(X1[i] @ X2[j]) / d
+            Kb[r, c], Tb[r, c], e = module.entry(g, i, j, R1, R2, P, *tabA, *tabB, self.tol, by_quadrature)
+            self.fallback_entries += 1
+            worst = max(worst, e)
+        return worst
 
 
 def compiled_graph_kernel(description, **options) -> CompiledGraphKernel:

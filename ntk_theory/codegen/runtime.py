@@ -1,11 +1,14 @@
 """Scalar functions the generated kernels call besides :mod:`ntk_theory.numerics` (compiled twins of
-:mod:`ntk_theory.gaussian.stable`'s erfcx and atan2), and the mirror of a symmetric result."""
+:mod:`ntk_theory.gaussian.stable`'s erfcx and atan2, Mehler's series of a term without closed form from
+its Hermite tables), and the mirror of a symmetric result."""
 
 from __future__ import annotations
 
 import math
 
 import numba
+
+from ..numerics.mehler import mehler_pair, order_from_log_tails
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -60,3 +63,30 @@ def atan2(y, x):
     r = (1.5707963267948966 - r) + _MOREBITS if swap else r
     r = 3.141592653589793 - r + 2.0 * _MOREBITS if x < 0.0 else r
     return -r if y < 0.0 else r
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def hermite_term(q, i, j, k11, k22, k12, HA, TA, SA, HB, TB, SB, ltol, tol):
+    """(T, Tdot, error estimate) = (E[F(u) F(v)], E[F'(u) F'(v)], e) of table pair q at row i, column j,
+    (u, v) ~ N(0, [[k11, k12], [k12, k22]]) with |k12| <= sqrt(k11 k22), by Mehler's series
+    sum_n a_n b_n rho^n (:func:`ntk_theory.numerics.mehler.mehler_pair`).
+
+    Tables (rows of X1: A, columns of X2: B): H[2q], H[2q + 1] the Hermite coefficients of F and F' at
+    the row's variance; T[.] their half log relative tails (:mod:`ntk_theory.numerics.hermite`); S[., row]
+    = (sqrt(E F^2), l2 error of the coefficients).  Degree: the smallest m whose Parseval tail bound
+    |rho|^(m+1) sqrt(A_m B_m) is below tol (relative to sqrt(E F(u)^2 E F(v)^2)), for F and F'; if there is
+    none within the tables, (NaN, NaN, 0) (the caller integrates the entry directly).  Error estimate:
+    tol sqrt(E F(u)^2 E F(v)^2) + err_a sqrt(E F(v)^2) + err_b sqrt(E F(u)^2), and the same for F'."""
+    b = math.sqrt(k11) * math.sqrt(k22)
+    rho = k12 / b if b > 0.0 else 0.0
+    lr = math.log(min(abs(rho), 1.0))
+    s = 2 * q
+    d = 2 * q + 1
+    m = order_from_log_tails(TA[s, i], TB[s, j], lr, ltol)
+    m2 = order_from_log_tails(TA[d, i], TB[d, j], lr, ltol)
+    if m < 0 or m2 < 0:
+        return math.nan, math.nan, 0.0
+    T, Tdot = mehler_pair(HA[s, i], HB[s, j], HA[d, i], HB[d, j], rho, max(m, m2))
+    e = (tol * SA[s, i, 0] * SB[s, j, 0] + SA[s, i, 1] * SB[s, j, 0] + SB[s, j, 1] * SA[s, i, 0]
+         + tol * SA[d, i, 0] * SB[d, j, 0] + SA[d, i, 1] * SB[d, j, 0] + SB[d, j, 1] * SA[d, i, 0])
+    return T, Tdot, e
