@@ -20,7 +20,19 @@ input width, ``k`` the number of inputs of a fan-in), per input and per pushed v
     LayerNorm     0 | 7 n               0 | 6 n                  0 | 6 n                    0
     FanInSum      0 | (k-1) n           0 | (k-1) n (*)          0 | (k-1) n                0
     FanInConcat   0 | n                 0 | n (*)                0 | n                      0
+    Conv          2 P K n | P K + 2 P n  2 P K n | P K + P_in C    4 P K n | 2 P K + 3 P n     K n (+ n bias)
+    AvgPool       0 | P (w + 1) n        0 | P w n + P_in n       0 | P (w + 1) n            0
+    GlobalAvgPool 0 | P_in n             0 | P_in n               0 | P_in n                 0
+    Flatten       0 | 0                  0 | 0                    0 | 0                      0
     FanOut, Identity, serial, parallel: no work (the same array is passed on)
+
+On spatial values every other layer does its per-position work at each of the P output positions
+(:attr:`Step.cost`); a Conv of C input channels has ``K = C prod(filter_shape)`` (its patches, written by
+im2col and scattered back by its transpose), P output and ``P_in`` input positions; a pool's window has
+w pixels.  Layers with weights shared over P > 1 positions add the sum over positions to forming J blocks
+and tangents (``2 O P K n`` FLOPs per input), and the structured method forms Grams over (input, position)
+rows: ``P^2`` times the cotangent and input Gram work of a dense layer, plus ``2 pairs O_c P^2`` FLOPs
+contracting them, and ``B^2 P^2 (2 O_c + 2)`` memory per block.
 
 (*) the sum of the branch cotangents where the branches split (after the ``FanOut``), counted at the
 fan-in that closes them.  ``[FP]`` is the forward pass, ``[VJP]``/``[JVP]`` the reverse and forward-mode
@@ -74,10 +86,14 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import (
+    AvgPool,
+    Conv,
     Dense,
     Elementwise,
     FanInConcat,
     FanInSum,
+    Flatten,
+    GlobalAvgPool,
     Layer,
     LayerNorm,
     walk,
@@ -112,61 +128,125 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class Step:
-    """A non-structural layer occurrence: the layer, its path, input widths and output width."""
+    """A non-structural layer occurrence: the layer, its path, input widths (channels) and output width, and
+    the spatial shapes of its (first) input and of its output (() without spatial axes)."""
 
     layer: Layer
     path: tuple
     n_ins: tuple
     n_out: int
+    size_in: tuple = ()
+    size_out: tuple = ()
 
     @property
     def n_in(self) -> int:
         return self.n_ins[0]
 
     @property
+    def positions(self) -> int:
+        """Output positions (1 without spatial axes)."""
+        return math.prod(self.size_out)
+
+    @property
+    def fan_in(self) -> int:
+        """The width of the rows a layer with weights multiplies: n_in, ``C_in prod(filter_shape)`` for a Conv."""
+        return self.layer.fan_in(self.n_in) if isinstance(self.layer, Conv) else self.n_in
+
+    @property
+    def elements(self) -> int:
+        """Floats of the output per input (positions times channels)."""
+        return self.positions * self.n_out
+
+    @property
     def cost(self) -> LayerCost:
-        return layer_cost(self.layer, self.n_ins, self.n_out)
+        c = layer_cost(self.layer, self.n_ins, self.n_out, (math.prod(self.size_in), self.positions))
+        P = self.positions
+        if P == 1 or isinstance(self.layer, SPATIAL_LAYERS):
+            return c
+        # a per-position layer: its per-row work at every position
+        scale = lambda t: (t[0] * P, t[1] * P)
+        return LayerCost(scale(c.forward), scale(c.vjp), scale(c.jvp), c.params, c.stored * P)
 
 
 @functools.singledispatch
-def layer_cost(layer: Layer, n_ins: tuple, n_out: int) -> LayerCost:
-    """The work of one layer per input and vector (module docstring), by layer type."""
+def layer_cost(layer: Layer, n_ins: tuple, n_out: int, positions: tuple = (1, 1)) -> LayerCost:
+    """The work of one layer per input and vector (module docstring), by layer type; ``positions`` (input,
+    output) counts the spatial positions, which only the layers of :data:`SPATIAL_LAYERS` read (every
+    other layer acts per position and :attr:`Step.cost` scales its per-position work)."""
     raise NotImplementedError(f"the empirical-NTK cost model has no rule for {type(layer).__name__}")
 
 
 @layer_cost.register
-def _(layer: Dense, n_ins, n):
+def _(layer: Dense, n_ins, n, positions=(1, 1)):
     (m,) = n_ins
     return LayerCost((2.0 * m * n, 2.0 * n), (2.0 * m * n, float(m)), (4.0 * m * n, 3.0 * n),
                      m * n + (n if layer.has_bias else 0), n)
 
 
 @layer_cost.register
-def _(layer: Elementwise, n_ins, n):
+def _(layer: Elementwise, n_ins, n, positions=(1, 1)):
     if layer.is_identity:
         return LayerCost((0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
     return LayerCost((0.0, 2.0 * n), (0.0, float(n)), (0.0, float(n)), 0, 2 * n)
 
 
 @layer_cost.register
-def _(layer: LayerNorm, n_ins, n):
+def _(layer: LayerNorm, n_ins, n, positions=(1, 1)):
     return LayerCost((0.0, 7.0 * n), (0.0, 6.0 * n), (0.0, 6.0 * n), 0, n + 1)
 
 
 @layer_cost.register
-def _(layer: FanInSum, n_ins, n):
+def _(layer: FanInSum, n_ins, n, positions=(1, 1)):
     k = len(n_ins)
     return LayerCost((0.0, (k - 1.0) * n), (0.0, (k - 1.0) * n), (0.0, (k - 1.0) * n), 0, n)
 
 
 @layer_cost.register
-def _(layer: FanInConcat, n_ins, n):
+def _(layer: FanInConcat, n_ins, n, positions=(1, 1)):
     return LayerCost((0.0, float(n)), (0.0, float(n)), (0.0, float(n)), 0, n)
+
+
+@layer_cost.register
+def _(layer: Conv, n_ins, n, positions=(1, 1)):
+    # im2col (patches written), the product of P_out patches (K) with W (K, n); reverse: the product with W^T
+    # and the scatter-add of the patches (P_out K) into the input (P_in C)
+    (C,) = n_ins
+    P_in, P = positions
+    K = layer.fan_in(C)
+    return LayerCost((2.0 * P * K * n, P * K + 2.0 * P * n), (2.0 * P * K * n, P * K + P_in * C),
+                     (4.0 * P * K * n, 2.0 * P * K + 3.0 * P * n), K * n + (n if layer.has_bias else 0),
+                     P * (K + n))
+
+
+@layer_cost.register
+def _(layer: AvgPool, n_ins, n, positions=(1, 1)):
+    P_in, P = positions
+    w = math.prod(layer.window_shape)
+    return LayerCost((0.0, P * (w + 1.0) * n), (0.0, P * w * n + P_in * n), (0.0, P * (w + 1.0) * n), 0, P * n)
+
+
+@layer_cost.register
+def _(layer: GlobalAvgPool, n_ins, n, positions=(1, 1)):
+    P_in, _ = positions
+    return LayerCost((0.0, float(P_in * n)), (0.0, float(P_in * n)), (0.0, float(P_in * n)), 0, n)
+
+
+@layer_cost.register
+def _(layer: Flatten, n_ins, n, positions=(1, 1)):
+    return LayerCost((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), 0, 0)
+
+
+#: layer types whose cost rule counts positions itself
+SPATIAL_LAYERS = (Conv, AvgPool, GlobalAvgPool, Flatten)
+
+#: layer types with weights (a Dense layer on the rows of their inputs or patches)
+WEIGHTED = (Dense, Conv)
 
 
 @dataclass(frozen=True)
 class _Width:
     n: int
+    size: tuple = ()
 
 
 @functools.singledispatch
@@ -191,18 +271,62 @@ def _(layer: FanInConcat, n_ins, path):
     return sum(n_ins)
 
 
-def steps(description: Layer, input_dim: int) -> tuple:
-    """The :class:`Step` of every non-structural layer occurrence, in order, at input dimension ``input_dim``."""
-    input_dim = _checks.positive_int("input_dim", input_dim)
+@_out_width.register
+def _(layer: Conv, n_ins, path):
+    return layer.out_chan
+
+
+@functools.singledispatch
+def _out_size(layer: Layer, size: tuple, path) -> tuple:
+    return size
+
+
+@_out_size.register(Conv)
+@_out_size.register(AvgPool)
+def _(layer, size, path):
+    if len(size) != layer.rank:
+        raise ValueError(f"{layer!r} at {where(path)} acts on {layer.rank} spatial axes; it receives values with "
+                         f"{len(size)}")
+    return layer.output_size(size)
+
+
+@_out_size.register(GlobalAvgPool)
+@_out_size.register(Flatten)
+def _(layer, size, path):
+    if isinstance(layer, GlobalAvgPool) and not size:
+        raise ValueError(f"{layer!r} at {where(path)} needs spatial inputs (N, ..., C); it receives (N, C)")
+    return ()
+
+
+def input_shape(input_dim) -> tuple:
+    """The per-input shape: ``(d,)`` for an int, else the tuple ``(d,)``, ``(W, C)`` or ``(H, W, C)``."""
+    if isinstance(input_dim, (tuple, list)):
+        if not 1 <= len(input_dim) <= 3:
+            raise ValueError(f"input shape must be (d,), (W, C) or (H, W, C); got {tuple(input_dim)}")
+        return tuple(_checks.positive_int("input shape", d) for d in input_dim)
+    return (_checks.positive_int("input_dim", input_dim),)
+
+
+def steps(description: Layer, input_dim) -> tuple:
+    """The :class:`Step` of every non-structural layer occurrence, in order, at input dimension ``input_dim``
+    (an int, or the per-input shape (W, C) / (H, W, C) of convolutional networks)."""
+    shape = input_shape(input_dim)
     found = []
 
     def rule(layer, value, path):
-        n_ins = tuple(v.n for v in (value if isinstance(value, tuple) else (value,)))
+        values = value if isinstance(value, tuple) else (value,)
+        n_ins = tuple(v.n for v in values)
         n_out = _out_width(layer, n_ins, path)
-        found.append(Step(layer, path, n_ins, n_out))
-        return _Width(n_out)
+        if len({v.size for v in values}) > 1:
+            raise ValueError(f"{layer!r} at {where(path)} combines inputs of different spatial shapes "
+                             f"{sorted({v.size for v in values})}")
+        size = _out_size(layer, values[0].size, path)
+        if isinstance(layer, Flatten):
+            n_out = n_ins[0] * math.prod(values[0].size)
+        found.append(Step(layer, path, n_ins, n_out, values[0].size, size))
+        return _Width(n_out, size)
 
-    out = walk(getattr(description, "description", description), _Width(input_dim), rule)
+    out = walk(getattr(description, "description", description), _Width(shape[-1], shape[:-1]), rule)
     if isinstance(out, tuple):
         raise ValueError(f"{description!r} ends with a list of {len(out)} outputs; combine them (FanInSum, "
                          "FanInConcat)")
@@ -222,6 +346,7 @@ class Problem:
     symmetric: bool
     trace: bool
     itemsize: int = 8
+    input_shape: tuple = ()
 
     @classmethod
     def of(cls, net, n1: int, n2: int | None = None, trace_outputs: bool = True, dtype=np.float64,
@@ -234,6 +359,7 @@ class Problem:
             if input_dim is None:
                 raise ValueError("the cost of a description needs input_dim (the number of input features)")
             found = steps(description, input_dim)
+            shape = input_shape(input_dim)
         else:
             widths = net
             for attr in ("spec", "widths"):
@@ -247,15 +373,22 @@ class Problem:
             input_dim = widths[0]
             found = steps(mlp_description("relu", len(widths) - 2, widths=widths[1:-1], output_dim=widths[-1]),
                           input_dim)
+            shape = (input_dim,)
         n1 = _checks.positive_int("N1", n1)
         symmetric = n2 is None
         n2 = n1 if symmetric else _checks.positive_int("N2", n2)
-        return cls(found, int(input_dim), n1, n2, symmetric, bool(trace_outputs), np.dtype(dtype).itemsize)
+        return cls(found, int(shape[-1]), n1, n2, symmetric, bool(trace_outputs), np.dtype(dtype).itemsize, shape)
 
     # ---------------------------------------------------------------- derived sizes
     @property
     def dense(self) -> list:
-        return [s for s in self.steps if isinstance(s.layer, Dense)]
+        """The steps with weights (Dense, Conv)."""
+        return [s for s in self.steps if isinstance(s.layer, WEIGHTED)]
+
+    @property
+    def input_size(self) -> int:
+        """Floats per input."""
+        return math.prod(self.input_shape) if self.input_shape else self.input_dim
 
     @property
     def widths(self) -> tuple:
@@ -281,18 +414,18 @@ class Problem:
 
     @property
     def F(self) -> int:
-        """Multiply-adds of a forward pass per input (Dense layers)."""
-        return sum(s.n_in * s.n_out for s in self.dense)
+        """Multiply-adds of a forward pass per input (layers with weights, at every output position)."""
+        return sum(s.positions * s.fan_in * s.n_out for s in self.dense)
 
     @property
     def G(self) -> int:
-        """Dense output widths (the stored cotangents per output and input)."""
-        return sum(s.n_out for s in self.dense)
+        """Output entries of the layers with weights (the stored cotangents per output and input)."""
+        return sum(s.elements for s in self.dense)
 
     @property
     def tape(self) -> int:
         """Floats stored per input by the forward pass."""
-        return self.input_dim + sum(s.cost.stored for s in self.steps)
+        return self.input_size + sum(s.cost.stored for s in self.steps)
 
     @property
     def n_feat(self) -> int:
@@ -308,7 +441,14 @@ class Problem:
 
     @property
     def n_max(self) -> int:
-        return max([self.input_dim] + [s.n_out for s in self.steps])
+        """The largest value per input (positions times channels; a Conv's patches)."""
+        return max([self.input_size] + [s.elements for s in self.steps]
+                   + [s.positions * s.fan_in for s in self.dense])
+
+    @property
+    def shared(self) -> list:
+        """``(positions, fan-in, width)`` of the layers with weights applied at several positions."""
+        return [(s.positions, s.fan_in, s.n_out) for s in self.dense if s.positions > 1]
 
     @property
     def out_elements(self) -> float:
@@ -362,7 +502,8 @@ class JacobianContraction:
         return {
             "forward pass": p.forward_pass(p.n_feat),
             "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
-            "form J blocks": (0.0, float(p.O) * p.P * formed),
+            "form J blocks": (2.0 * p.O * formed * sum(P * k * n for P, k, n in p.shared),
+                              float(p.O) * p.P * formed),
             "contract J Lambda J^T": (2.0 * p.pairs * p.Oc * p.P,
                                       2.0 * (len(p.dense) + n_bias) * p.pairs * p.Oc + 2 * p.out_elements),
         }
@@ -397,7 +538,8 @@ class NTKVectorProducts:
         return {
             "forward pass": p.forward_pass(p.n2 + again),
             "VJP (reverse pass)": p.reverse_pass(p.n2 * p.O),
-            "tangents Lambda J^T e": (0.0, float(p.n2) * p.O * p.P),
+            "tangents Lambda J^T e": (2.0 * p.n2 * p.O * sum(P * k * n for P, k, n in p.shared),
+                                      float(p.n2) * p.O * p.P),
             "JVP": p.forward_mode(pairs * p.O),
             "assemble": (0.0, pairs * p.Oc + 2 * p.out_elements),
         }
@@ -423,19 +565,23 @@ class Structured:
     leading: ClassVar[str] = "N O [FP] + N^2 O_c sum_D (n_D + n_in,D)"
 
     def terms(self, p: Problem, B: int) -> dict:
-        D = len(p.dense)
         inner = p.dense[:-1] if p.steps and p.steps[-1] is p.dense[-1] else p.dense  # readout: g = identity
+        # a layer at P positions: Gram matrices over (input, position) rows, P^2 entries per pair of inputs;
+        # with positions the cotangent Gram is over all O^2 output pairs before the trace
+        pos2 = lambda s: float(s.positions) ** 2
         return {
             "forward pass": p.forward_pass(p.n_feat),
             "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
-            "cotangent grams": (2.0 * p.pairs * p.Oc * sum(s.n_out for s in inner), 0.0),
-            "input grams": (2.0 * p.pairs * sum(s.n_in for s in p.dense), 0.0),
-            "combine": (0.0, p.pairs * (2.0 * D + 2.0 * D * p.Oc) + 2 * p.out_elements),
+            "cotangent grams": (2.0 * p.pairs * p.Oc * sum(pos2(s) * s.n_out for s in inner), 0.0),
+            "input grams": (2.0 * p.pairs * sum(pos2(s) * s.fan_in for s in p.dense), 0.0),
+            "combine": (2.0 * p.pairs * p.Oc * sum(pos2(s) for s in p.dense if s.positions > 1),
+                        p.pairs * sum(pos2(s) * (2.0 + 2.0 * p.Oc) for s in p.dense) + 2 * p.out_elements),
         }
 
     def memory(self, p: Problem, B: int) -> float:
         stored = p.n_feat * (p.tape + 2 * p.O * p.G)
-        return stored + float(B) ** 2 * (2 * p.Oc + 2)
+        pos2 = max([1.0] + [float(s.positions) ** 2 for s in p.dense])
+        return stored + float(B) ** 2 * pos2 * (2 * p.Oc + 2)
 
     def efficient_block(self, p: Problem) -> int | None:
         return None

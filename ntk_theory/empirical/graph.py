@@ -37,6 +37,14 @@ are O VJPs per input.  The three methods:
     ``(g1 . g2) * (lambda_b + lambda_W / n_in x1 . x2)`` (:data:`PARAMETER_RULES`; the readout, whose
     cotangent is the identity, gives ``delta_oq``).  Cost ``N O [FP] + N^2 O^2 sum_D (n_D + n_in,D)``.
 
+Convolutions enter as the Dense layer on their patches (fan-in ``C_in prod(filter_shape)``; a Dense layer on
+spatial inputs acts on the channels of every position): J is summed over the positions sharing the weights
+(``sum_p x_(a,p) (x) g_(a,o,p)``), NTK-vector products sum ``x_(b,p)^T g_(b,q,p)`` over positions, and the
+structured method contracts the Gram of the cotangents over (input, output, position) rows with the patch
+Gram, ``sum_(p, q) (g_(a,o,p) . g_(b,r,q)) (lambda_b + c x_(a,p) . x_(b,q))`` (Novak, Sohl-Dickstein,
+Schoenholz 2022, section 4; :meth:`DenseRule.shared_ntk`).  Inputs are (N, d), (N, W, C) or (N, H, W, C);
+the network must end with outputs (N, O).
+
 Every method is batched over inputs so that its intermediates stay under ``max_memory`` bytes (the cost
 model's memory formula, :mod:`ntk_theory.empirical.cost`, picks the block size); with ``X2=None`` only
 blocks on and above the diagonal are computed and mirrored.  Work is float64 (the reference network's
@@ -52,7 +60,7 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import Dense, Layer, where
-from ..reference.graph import DenseParameters, Tape, params_at
+from ..reference.graph import DenseParameters, Tape, inputs, linear_layer, linear_params, params_at
 from ..reference.graph import trace as record
 from . import cost as _cost
 from .cost import DEFAULT_MEMORY, METHODS
@@ -133,27 +141,35 @@ class Model:
     output_dim: int
     dense: dict  # path -> DenseEntry
     problem_steps: tuple
+    input_shape: tuple = ()  # per input: (d,), (W, C) or (H, W, C); () means (input_dim,)
 
     @classmethod
-    def of(cls, description, params, input_dim: int) -> Model:
+    def of(cls, description, params, input_dim) -> Model:
         """``description`` (a layer or a ``stax`` network) with ``params`` as neural-tangents' ``init_fn``
-        returns them (serial: list, parallel: tuple, Dense: (W, b)), at inputs of ``input_dim`` features."""
+        returns them (serial: list, parallel: tuple, Dense, Conv: (W, b)), at inputs of ``input_dim`` features
+        (or of per-input shape (W, C) / (H, W, C) for convolutional networks).  A Conv enters as the Dense
+        layer on its patches (:func:`~ntk_theory.reference.graph.linear_layer`, fan-in ``C_in prod(filter)``)."""
         description = getattr(description, "description", description)
         if not isinstance(description, Layer):
             raise ValueError(f"expected a description (stax.serial(...), a layer); got {type(description).__name__}")
-        found = _cost.steps(description, input_dim)
+        shape = _cost.input_shape(input_dim)
+        found = _cost.steps(description, shape)
         dense = {}
         for s in found:
-            if isinstance(s.layer, Dense):
-                nt = DenseParameters(s.layer, params_at(params, s.path), s.n_in, s.path)  # validates shapes
-                if nt.W.ndim != 2:
-                    raise ValueError(f"{s.layer!r} at {where(s.path)}: W must be 2-D (one network); got {nt.W.shape}")
-                W = nt.W * nt.w_scale
-                b = None if nt.b is None else (nt.b * nt.b_scale).reshape(1, -1)
-                lam_b, lam_W = s.layer.learning_rate_factors(s.n_in)
-                dense[s.path] = DenseEntry(s.layer, s.path, _effective(s.layer, W, b, s.n_in, s.path),
-                                           float(lam_b) if b is not None else 0.0, float(lam_W) / s.n_in)
-        return cls(description, int(input_dim), found[-1].n_out if found else int(input_dim), dense, found)
+            row = linear_layer(s.layer)
+            if row is None:
+                continue
+            k = s.fan_in
+            nt = DenseParameters(row, linear_params(s.layer, params_at(params, s.path), k, s.path), k, s.path)
+            if nt.W.ndim != 2:
+                raise ValueError(f"{s.layer!r} at {where(s.path)}: W must be 2-D (one network); got {nt.W.shape}")
+            W = nt.W * nt.w_scale
+            b = None if nt.b is None else (nt.b * nt.b_scale).reshape(1, -1)
+            lam_b, lam_W = s.layer.learning_rate_factors(k)
+            dense[s.path] = DenseEntry(row, s.path, _effective(row, W, b, k, s.path),
+                                       float(lam_b) if b is not None else 0.0, float(lam_W) / k)
+        _check_flat_output(description, found)
+        return cls(description, shape[-1], found[-1].n_out if found else shape[-1], dense, found, shape)
 
     @classmethod
     def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> Model:
@@ -178,18 +194,36 @@ class Model:
         n1 = _checks.positive_int("N1", n1)
         n2 = None if n2 is None else _checks.positive_int("N2", n2)
         return _cost.Problem(self.problem_steps, self.input_dim, n1, n1 if n2 is None else n2, n2 is None,
-                             bool(trace_outputs), np.dtype(dtype).itemsize)
+                             bool(trace_outputs), np.dtype(dtype).itemsize, self.shape)
+
+    @property
+    def shape(self) -> tuple:
+        """The per-input shape."""
+        return self.input_shape or (self.input_dim,)
+
+    def inputs(self, X, name: str = "X"):
+        """X checked against the per-input shape (a (d,) vector is one input of an MLP-like network)."""
+        if len(self.shape) == 1:
+            return _checks.inputs(X, name, dim=self.input_dim)
+        return inputs(X, name, shape=self.shape)
 
     @property
     def n_params(self) -> int:
         return sum(e.action.W.size + (0 if e.action.b is None else e.action.b.size) for e in self.dense.values())
 
 
+def _check_flat_output(description, found):
+    if found and found[-1].size_out:
+        raise ValueError(f"{description!r} ends with spatial outputs {found[-1].size_out}; the empirical NTK needs "
+                         "outputs (N, O): end with Flatten() or GlobalAvgPool() and a Dense readout")
+
+
 # ---------------------------------------------------------------------- passes
 @dataclass(eq=False)
 class Pass:
     """Forward pass at X and the reverse pass of the O output cotangents ``e_o`` at every input:
-    ``cot`` (O, N, O), and per Dense path its input ``x`` (N, n_in) and cotangent ``g`` (O, N, n_out)."""
+    ``cot`` (O, N, O), and per Dense path its input ``x`` (N, n_in) and cotangent ``g`` (O, N, n_out)
+    (spatial layers: ``x`` (N, *spatial, n_in) (a Conv's patches), ``g`` (O, N, *spatial, n_out))."""
 
     tape: Tape
     cot: Array
@@ -214,8 +248,13 @@ def run(model: Model, X: Array) -> Pass:
 
 
 def rows_first(g: Array) -> Array:
-    """(O, N, n) -> (N, O, n), contiguous."""
-    return np.ascontiguousarray(g.transpose(1, 0, 2))
+    """(O, N, ..., n) -> (N, O, ..., n), contiguous."""
+    return np.ascontiguousarray(np.swapaxes(g, 0, 1))
+
+
+def _positions(x: Array, g: Array) -> tuple:
+    """A spatial layer's rows per input: x (N, *spatial, k) -> (N, P, k), g (N, O, *spatial, n) -> (N, O, P, n)."""
+    return x.reshape(x.shape[0], -1, x.shape[-1]), g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
 
 
 # ---------------------------------------------------------------------- per-layer-type rules
@@ -239,7 +278,15 @@ class DenseRule:
     @staticmethod
     def jacobian_blocks(entry: DenseEntry, x: Array, g: Array) -> list:
         """Scaled Jacobian blocks at the rows of x, g (N, O, n_out): ``sqrt(c) x_a (x) g_(a,o)`` (N, O, n_in,
-        n_out) and, with a bias, ``sqrt(lambda_b) g`` (N, O, n_out)."""
+        n_out) and, with a bias, ``sqrt(lambda_b) g`` (N, O, n_out).  Spatial rows (x (N, *spatial, n_in),
+        g (N, O, *spatial, n_out)): the weights are shared, so the blocks are summed over positions,
+        ``sqrt(c) sum_p x_(a,p) (x) g_(a,o,p)`` (one product over positions per input)."""
+        if x.ndim > 2:
+            xp, gp = _positions(x, g)
+            blocks = [np.sqrt(entry.c) * np.matmul(np.swapaxes(xp, -1, -2)[:, None], gp)]
+            if entry.has_bias:
+                blocks.append(np.sqrt(entry.lambda_b) * gp.sum(axis=2))
+            return blocks
         blocks = [np.sqrt(entry.c) * x[:, None, :, None] * g[:, :, None, :]]
         if entry.has_bias:
             blocks.append(np.sqrt(entry.lambda_b) * g)
@@ -250,6 +297,13 @@ class DenseRule:
         """``Lambda J^T e`` for the cotangents g (K, N, n_out) at the rows of x (N, n_in), one per (k, a):
         ``(c x_a^T g_(k,a), lambda_b g_(k,a))`` as (K N, n_in, n_out) (a transposed view of a contiguous
         (n_in, K N, n_out) array) and (K N, 1, n_out)."""
+        if x.ndim > 2:  # shared weights: c sum_p x_(a,p)^T g_(k,a,p), lambda_b sum_p g_(k,a,p)
+            K, N, n = g.shape[0], g.shape[1], g.shape[-1]
+            xp = x.reshape(N, -1, x.shape[-1])
+            gp = g.reshape(K, N, -1, n)
+            dW = np.matmul(np.swapaxes(entry.c * xp, -1, -2)[None], gp)  # (K, N, n_in, n)
+            db = entry.lambda_b * gp.sum(axis=2).reshape(K * N, 1, n) if entry.has_bias else None
+            return dW.reshape(K * N, x.shape[-1], n), db
         K, N, n = g.shape
         shape = (x.shape[1], K, N, n)
         dW = np.empty(shape) if buffer is None else buffer.get(shape)  # (n_in, K, N, n_out), contiguous
@@ -259,11 +313,35 @@ class DenseRule:
 
     @staticmethod
     def ntk_factor(entry: DenseEntry, x1: Array, x2: Array | None) -> Array:
-        """``lambda_b + c x1 . x2`` (N1, N2): the factor multiplying ``g1 . g2``."""
-        F = x1 @ (x1 if x2 is None else x2).T
+        """``lambda_b + c x1 . x2`` (N1, N2): the factor multiplying ``g1 . g2``; spatial rows: over
+        (input, position) pairs, (N1, P, N2, P)."""
+        x2 = x1 if x2 is None else x2
+        if x1.ndim > 2:
+            r1, r2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
+            F = (r1 @ r2.T).reshape(x1.shape[0], -1, x2.shape[0], r2.shape[0] // x2.shape[0])
+        else:
+            F = x1 @ x2.T
         F *= entry.c
         F += entry.lambda_b
         return F
+
+    @staticmethod
+    def shared_ntk(F: Array, g1: Array, g2: Array | None, trace: bool) -> Array:
+        """The NTK block of a layer with weights shared over positions (Novak, Sohl-Dickstein, Schoenholz
+        2022, section 4): ``sum_(p, q) (g1_(a,o,p) . g2_(b,r,q)) F[a, p, b, q]`` as (b1, b2, O, O) (trace:
+        ``sum_o`` of the o = r entries, (b1, b2)); the Gram of the cotangents over (input, output,
+        position) rows contracted with the patch Gram F, J never formed."""
+        g1p = g1.reshape(g1.shape[0], g1.shape[1], -1, g1.shape[-1])  # (b1, O, P, n)
+        g2p = g1p if g2 is None else g2.reshape(g2.shape[0], g2.shape[1], -1, g2.shape[-1])
+        b1, O, P, n = g1p.shape
+        b2 = g2p.shape[0]
+        if trace:  # only the o = r Grams: one product per output
+            G = np.zeros((b1 * P, b2 * P))
+            for o in range(O):
+                G += g1p[:, o].reshape(-1, n) @ g2p[:, o].reshape(-1, n).T
+            return np.einsum("apbq,apbq->ab", G.reshape(b1, P, b2, P), F)
+        G = (g1p.reshape(-1, n) @ g2p.reshape(-1, n).T).reshape(b1, O, P, b2, O, P)
+        return np.einsum("aopbrq,apbq->abor", G, F)
 
 
 #: parameter rules per layer type (the only layer type with parameters is Dense; elementwise, LayerNorm,
@@ -397,6 +475,9 @@ def _structured(model, X1, X2, trace, B):
             entry = model.dense[path]
             x2, g2 = d2[path]
             F = _rule(entry).ntk_factor(entry, x1[s1], None if same else x2[s2])
+            if x1.ndim > 2:  # weights shared over positions
+                out.add(s1, s2, _rule(entry).shared_ntk(F, g1[s1], None if same else g2[s2], trace))
+                continue
             if g1 is None:  # a readout: g1 . g2 = delta_oq
                 out.add_diagonal(s1, s2, F)
                 continue
@@ -479,8 +560,8 @@ def ntk(model: Model, X1, X2=None, method: str = "auto", trace_outputs: bool = T
     if not isinstance(method, str):
         raise ValueError(f"method must be a string; got {method!r}")
     dtype = check_dtype(dtype)
-    X1 = _checks.inputs(X1, "X1", dim=model.input_dim)
-    X2 = None if X2 is None else _checks.inputs(X2, "X2", dim=model.input_dim)
+    X1 = model.inputs(X1, "X1")
+    X2 = None if X2 is None else model.inputs(X2, "X2")
     est = plan_model(model, X1.shape[0], None if X2 is None else X2.shape[0], method, trace_outputs, batch_size,
                      dtype, max_memory)
     return _METHODS[est.method](model, X1, X2, bool(trace_outputs), est.block).result(dtype)
@@ -489,13 +570,13 @@ def ntk(model: Model, X1, X2=None, method: str = "auto", trace_outputs: bool = T
 def jacobian(model: Model, X) -> list:
     """The scaled Jacobian ``J sqrt(Lambda)`` by reverse mode: per Dense layer in order, ``(path, J_W
     (N, O, n_in, n_out), J_b (N, O, n_out) or None)``; ``Theta = sum J J^T``."""
-    p = run(model, _checks.inputs(X, "X", dim=model.input_dim))
+    p = run(model, model.inputs(X, "X"))
     N, O = p.tape.f.shape
     eye = np.broadcast_to(np.eye(O), (N, O, O))
     out = []
     for path, entry in model.dense.items():
         if path not in p.sens:
-            n_in, n = entry.action.W.shape
+            n_in, n = entry.action.W.shape  # a Conv's n_in: its patch width, filter-major (HWIO order)
             out.append((path, np.zeros((N, O, n_in, n)), np.zeros((N, O, n)) if entry.has_bias else None))
             continue
         s = p.sens[path]

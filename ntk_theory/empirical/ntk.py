@@ -31,7 +31,8 @@ from ..architecture import Dense as DenseLayer
 from ..architecture import Layer, Serial
 from ..architecture.mlp import activation_layer, mlp_description
 from . import graph
-from .cost import DEFAULT_MEMORY, steps
+from ..reference.graph import inputs as _spatial_inputs
+from .cost import DEFAULT_MEMORY, input_shape, steps
 
 Array = np.ndarray
 
@@ -184,12 +185,14 @@ def _input_dim(X, name="X1"):
 def plan(net, N1: int, N2: int | None = None, method="auto", trace_outputs=True, batch_size=None,
          dtype=np.float64, max_memory=DEFAULT_MEMORY, *, params=None, input_dim: int | None = None):
     """The method and block size :func:`empirical_ntk` would use, with the cost model's estimate
-    (a description needs ``input_dim``; its ``params`` are not needed)."""
+    (a description needs ``input_dim``, the number of input features or the per-input shape (W, C) /
+    (H, W, C) of a convolutional network; its ``params`` are not needed)."""
     if _is_description(net) and not isinstance(net, graph.Model):
         if input_dim is None:
             raise ValueError("planning a description needs input_dim (the number of input features)")
-        found = steps(net, input_dim)
-        m = graph.Model(getattr(net, "description", net), int(input_dim), found[-1].n_out if found else 0, {}, found)
+        shape = input_shape(input_dim)
+        found = steps(net, shape)
+        m = graph.Model(getattr(net, "description", net), shape[-1], found[-1].n_out if found else 0, {}, found, shape)
     else:
         m = model(net, params, input_dim)
     return graph.plan_model(m, N1, N2, method, trace_outputs, batch_size, dtype, max_memory)
@@ -202,7 +205,8 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
     ``net``: an architecture description (``stax.serial(...)``, a layer) with ``params`` as neural-tangents'
     ``init_fn`` returns them (then Theta is neural-tangents' ``J J^T`` for 'ntk' and 'standard' layers), an
     :class:`~ntk_theory.reference.MLP` (its ``param``'s learning-rate factors), a :class:`DenseStack`, or a
-    sequence ``[Dense, act, Dense, ..., Dense]``.  ``X1`` (N1, n_0), ``X2`` (N2, n_0) or None for X2 = X1
+    sequence ``[Dense, act, Dense, ..., Dense]``.  ``X1`` (N1, n_0) (a description with convolutions:
+    (N1, W, C) or (N1, H, W, C)), ``X2`` (N2, n_0) or None for X2 = X1
     (symmetric: half the products).  ``method``: ``"jacobian_contraction"`` (J by reverse mode, one VJP
     per output and input, contracted), ``"ntk_vector_products"``, ``"structured"`` or ``"auto"`` (the
     smallest time predicted by :mod:`ntk_theory.empirical.cost`).  ``trace_outputs=True`` returns (N1,
@@ -211,8 +215,12 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
     whose intermediates fit in ``max_memory`` bytes (the output itself is not counted).  ``dtype``:
     float32 or float64, the returned precision (the work is float64).  The methods agree to rounding.
     """
-    X1c = _checks.inputs(X1, "X1")
-    m = model(net, params, X1c.shape[1])
+    if _is_description(net) and not isinstance(net, graph.Model):  # spatial inputs for convolutional networks
+        X1c = _spatial_inputs(X1, "X1")
+        m = model(net, params, X1c.shape[1:] if X1c.ndim > 2 else X1c.shape[1])
+    else:
+        X1c = _checks.inputs(X1, "X1")
+        m = model(net, params, X1c.shape[1])
     return graph.ntk(m, X1c, X2, method, trace_outputs, batch_size, dtype, max_memory)
 
 

@@ -104,6 +104,7 @@ __all__ = [
     "jacobian",
     "jvp",
     "linear_layer",
+    "linear_params",
     "ntk",
     "param_leaves",
     "params_at",
@@ -635,6 +636,13 @@ def _explicit(params, description: Layer | None = None) -> Callable:
         return DenseParameters(layer, p, n_in, path)
 
     return action
+
+
+def linear_params(layer: Layer, p, n_in: int, path: tuple = ()) -> tuple:
+    """A Dense or Conv layer's params ``(W, b)`` in neural-tangents' layout as the params of the Dense layer
+    acting on its rows (:func:`linear_layer`): a Conv's filter (*filter_shape, C_in, out) reshaped to
+    (n_in, out) with ``n_in = C_in prod(filter_shape)``; a Dense layer's as they are."""
+    return _conv_params(layer, p, n_in, path) if isinstance(layer, Conv) else p
 
 
 def _conv_params(layer: Conv, p, n_in: int, path) -> tuple:
