@@ -52,11 +52,12 @@ INPUT_HELP = (".npy (a 2-D array (N, d) is N inputs of dimension d; a 1-D array 
               "with one input per line, numbers separated by spaces or commas")
 
 
-def load_inputs(path: str | None, name: str = "--x") -> np.ndarray:
+def load_inputs(path: str | None, name: str = "--x", spatial: bool = False) -> np.ndarray:
     """Inputs X (N, d) from a .npy file or a text file (one input per line); default inputs if None.
 
     The rule (:data:`ntk_theory._checks.INPUT_RULE`): rows are inputs; a 1-D .npy array of shape (d,)
-    is one input of dimension d, a text file with one number per line is N inputs of dimension 1."""
+    is one input of dimension d, a text file with one number per line is N inputs of dimension 1.
+    ``spatial``: a .npy array (N, W, C) or (N, H, W, C) is also accepted (inputs of convolutional networks)."""
     if path is None:
         return default_inputs()
     p = Path(path)
@@ -73,6 +74,10 @@ def load_inputs(path: str | None, name: str = "--x") -> np.ndarray:
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read inputs from {path}: {first}") from None
+    if spatial and np.ndim(X) > 2:
+        from .reference.graph import inputs
+
+        return inputs(X, f"inputs in {path}")
     return _checks.inputs(X, f"inputs in {path}")
 
 
@@ -804,13 +809,13 @@ def _empirical_ntk_architecture(args) -> int:
     from .reference.graph import init
 
     out = _output_path(args.out)
-    X1 = load_inputs(args.x)
-    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
+    X1 = load_inputs(args.x, spatial=True)  # (N, d), or (N, W, C) / (N, H, W, C) for convolutions
+    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2", spatial=True)
     description = getattr(args.network, "description", args.network)
     _, params = init(description, args.seed, X1.shape)
     dtype = np.float32 if args.float32 else np.float64
     est = plan(description, X1.shape[0], None if X2 is None else X2.shape[0], args.method, not args.no_trace,
-               args.batch_size, dtype, input_dim=X1.shape[1])
+               args.batch_size, dtype, input_dim=X1.shape[1:] if X1.ndim > 2 else X1.shape[1])
     t0 = time.perf_counter()
     ntk = empirical_ntk(description, X1, X2, method=est.method, trace_outputs=not args.no_trace,
                         batch_size=args.batch_size, dtype=dtype, params=params)

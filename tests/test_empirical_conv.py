@@ -137,3 +137,30 @@ def test_bad_input_is_named():
         empirical_ntk(ends_spatial, X, params=p2)
     with pytest.raises(ValueError, match="spatial axes"):
         plan(description, 4, input_dim=(7, 5, 2))
+
+
+def test_cli_empirical_ntk_of_a_cnn_against_finite_differences(tmp_path, capsys):
+    """empirical-ntk --arch with (N, W, C) inputs from .npy: the NTK against J J^T with J by central finite
+    differences of apply; (N, d) inputs to a Conv are refused in one line."""
+    from cli_errors import one_error_line
+
+    from ntk_theory.cli import main
+
+    text = "serial(Conv(3, (2,), padding='SAME', b_std=0.2), Relu(), Flatten(), Dense(2, b_std=0.1))"
+    X = np.random.default_rng(2).standard_normal((3, 4, 2))
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "e.npz"
+    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "x.npy"), "--seed", "3", "--no-trace",
+                 "--out", str(out)]) == 0
+    ntk = np.load(out)["ntk"]
+    description = stax.parse(text).description
+    _, params = graph.init(description, 3, X.shape)
+    theta, h = graph.flatten(params), 1e-6
+    J = np.stack([(graph.apply(description, graph.unflatten(params, theta + h * e), X)
+                   - graph.apply(description, graph.unflatten(params, theta - h * e), X)) / (2 * h)
+                  for e in np.eye(theta.size)], axis=-1)
+    expected = np.einsum("aip,bjp->abij", J, J)
+    np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+    np.save(tmp_path / "flat.npy", X.reshape(3, -1))
+    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "flat.npy"), "--out", str(out)]) != 0
+    assert "spatial axes" in one_error_line(capsys, "empirical-ntk")
