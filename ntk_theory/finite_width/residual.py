@@ -402,12 +402,10 @@ class PairAverages:
         x, w = np.concatenate(xs, -1), np.concatenate(ws, -1)
         return x, w * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
-    def funcs(self, name, u):
-        s = self.s(u)
-        if name == "ss":
-            return s * s
-        d = self.ds(u)
-        return d * d if name == "dd" else s * d
+    def funcs(self, u) -> dict:
+        """s^2, s'^2 and s s' at the points u."""
+        s, d = self.s(u), self.ds(u)
+        return {"ss": s * s, "dd": d * d, "sd": s * d}
 
     def table(self, Ku, Kv, P, gs, hs):
         """{(g, k, h): E[g^(k)(u) h(v)]} for the (g, k) in ``gs`` and h in ``hs``."""
@@ -424,10 +422,11 @@ class PairAverages:
             t, wt = np.broadcast_to(t, (len(y), t.shape[-1])), np.broadcast_to(wt, (len(y), t.shape[-1]))
         u = mu[:, None] + sig * t
         he = {0: np.ones_like(t), 1: t, 2: t * t - 1}
-        hv = {h: self.funcs(h, sv * y) for h in hs}
+        fv, fu = self.funcs(sv * y), self.funcs(u)
+        hv = {h: fv[h] for h in hs}
         out = {}
         for g, k in gs:
-            inner = (self.funcs(g, u) * he[k] * wt).sum(axis=1) / sig**k
+            inner = (fu[g] * he[k] * wt).sum(axis=1) / sig**k
             for h in hs:
                 out[(g, k, h)] = float((inner * hv[h] * wy).sum())
         return out
