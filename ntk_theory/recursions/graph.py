@@ -51,10 +51,12 @@ import sympy as sp
 
 from .. import _checks
 from ..activations import Activation, x
-from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, walk, where
+from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, leaves, walk, where
+from ..architecture import AvgPool, Conv, Flatten, GlobalAvgPool
 from ..gaussian import expectation1
 from .layer import activation_kernels
 from .result import KernelResult, check_get, equal_rows
+from .spatial import Layout, conv_mean, pool_mean
 
 _ids = itertools.count()
 
@@ -72,6 +74,7 @@ class Source:
     ntk1: np.ndarray
     base: frozenset
     label: str
+    layout: Layout = Layout()
 
 
 @dataclass(eq=False)
@@ -94,6 +97,7 @@ class Node:
 
     terms: tuple
     channels: int
+    layout: Layout = Layout()
 
 
 @dataclass(eq=False)
@@ -111,6 +115,7 @@ class Moments:
     base: frozenset
     channels: int
     origin: str
+    layout: Layout = Layout()
 
 
 class Float64:
@@ -130,19 +135,39 @@ class Float64:
     def finite(*arrays) -> bool:
         return all(np.all(np.isfinite(a)) for a in arrays)
 
-    def activation_moments(self, kern, K, k1, k2, t, ctx):
-        """E[F F], E[F' F'] at the covariances K (N1, N2) and the diagonals k1, k2; equal rows exact."""
-        kern.check_variances(k1 if ctx.symmetric else np.concatenate([k1, k2]), t.source.label)
-        bound = np.sqrt(k1)[:, None] * np.sqrt(k2)[None, :]
-        T, Td, err = kern.offdiagonal(np.broadcast_to(k1[:, None], K.shape), np.broadcast_to(k2[None, :], K.shape),
+    def activation_moments(self, kern, K, V1, V2, t, ctx):
+        """E[F F], E[F' F'] at the cross covariances K (N1, N2, *pair) and the self covariances V1, V2
+        (see :mod:`.spatial`); same input and same position exact (the one-variable forms)."""
+        lay = t.source.layout
+        k1, k2 = lay.marginal(V1), lay.marginal(V2)
+        kern.check_variances(k1 if ctx.symmetric else np.concatenate([k1.ravel(), k2.ravel()]), t.source.label)
+        a, b = lay.cross_parts(k1, k2)
+        bound = np.sqrt(a) * np.sqrt(b)
+        T, Td, err = kern.offdiagonal(np.broadcast_to(a, K.shape), np.broadcast_to(b, K.shape),
                                       np.clip(K, -bound, bound))
-        T1, Td1, err1 = kern.diagonal(k1, derivative=True)
-        T2, _, err2 = (T1, None, err1) if ctx.symmetric else kern.diagonal(k2, derivative=False)
+        T1, Td1, err1 = self._self_moments(kern, lay, k1, V1, True)
+        T2, _, err2 = (T1, None, err1) if ctx.symmetric else self._self_moments(kern, lay, k2, V2, False)
         ia, ib = np.nonzero(ctx.same)
         T, Td = np.array(T, dtype=float), np.array(Td, dtype=float)
         T[ia, ib], Td[ia, ib] = T1[ia], Td1[ia]
         ctx.errors.extend(e for e in (err, err1, err2) if e is not None)
         return T, Td, T1, Td1, T2
+
+    @staticmethod
+    def _self_moments(kern, lay, k, V, derivative):
+        """E[F F] (and E[F' F']) of each input with itself: the one-variable forms at the per-position
+        variances ``k``; in the full layout the two-variable forms at V for pairs of distinct positions."""
+        D, Dd, errd = kern.diagonal(k, derivative=derivative)
+        if not (lay.full and lay.shape):
+            return D, Dd, errd
+        a, b = lay.self_parts(k)
+        bound = np.sqrt(a) * np.sqrt(b)
+        T, Td, err = kern.offdiagonal(np.broadcast_to(a, V.shape), np.broadcast_to(b, V.shape),
+                                      np.clip(V, -bound, bound))
+        T = lay.set_same_position(np.array(T, dtype=float), np.asarray(D, dtype=float))
+        Td = lay.set_same_position(np.array(Td, dtype=float), np.asarray(Dd, dtype=float)) if derivative else None
+        errs = [e for e in (err, errd) if e is not None]
+        return T, Td, (max(errs) if errs else None)
 
     def mean(self, fn, k, ctx):
         values, error = _mean(fn)(k)
@@ -210,24 +235,89 @@ class _Context:
     cache: dict = field(default_factory=dict)
 
 
-def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
-    """NNGP and NTK of the network ``description`` at inputs X1 (N1, d), X2 (N2, d) (default X1).
+#: Largest number of cross-covariance entries (N1 N2 P^2, full spatial layout) evaluated at once; larger
+#: kernels are evaluated in blocks of rows of X1.
+BLOCK_ENTRIES = 2**23
 
-    float64 by default; ``dps``: the same rules in mpmath at that many digits (``nngp`` and ``ntk``
-    are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``: ``"nngp"``,
-    ``"ntk"`` or a tuple of them (the result iterates in that order)."""
+
+def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
+    """NNGP and NTK of the network ``description`` at inputs X1, X2 (default X1).
+
+    Inputs are (N, d) vectors, or channels-last images (N, W, C) / (N, H, W, C) for convolutional networks
+    (the output must then have no spatial axes: end with ``Flatten`` or ``GlobalAvgPool``); the covariances
+    are stored for all position pairs when the description pools over positions (``AvgPool``,
+    ``GlobalAvgPool``), else for same positions only (:mod:`.spatial`), and evaluated in blocks of rows of X1
+    of at most :data:`BLOCK_ENTRIES` entries.
+
+    float64 by default; ``dps`` (vector inputs only): the same rules in mpmath at that many digits (``nngp``
+    and ``ntk`` are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``:
+    ``"nngp"``, ``"ntk"`` or a tuple of them (the result iterates in that order)."""
     get = check_get(get)
-    X1 = _checks.inputs(X1, "X1")
-    X2v = X1 if X2 is None else _checks.inputs(X2, "X2", dim=X1.shape[1])
+    X1, shape = _image_inputs(X1, "X1")
+    X2v, _ = (X1, shape) if X2 is None else _image_inputs(X2, "X2", like=X1)
+    if shape and dps is not None:
+        raise ValueError("dps (mpmath arithmetic) is available for vector inputs (N, d) only; got images of shape "
+                         f"{X1.shape[1:]}")
     backend = Float64() if dps is None else Mpmath(_checks.positive_int("dps", dps))
-    ctx = _Context(equal_rows(X1, X2v), X2 is None, backend)
+    full = bool(shape) and any(isinstance(layer, (AvgPool, GlobalAvgPool)) for _, layer in leaves(description))
+    layout = Layout(shape, full)
+    rows = len(X1)
+    if full:
+        rows = max(1, BLOCK_ENTRIES // (len(X2v) * layout.size**2))
+    if rows >= len(X1):
+        nngp, ntk, errors = _evaluate(description, X1, X2v, X2 is None, backend, layout, dps)
+    else:
+        parts = [_evaluate(description, X1[i:i + rows], X2v, False, backend, layout, dps)
+                 for i in range(0, len(X1), rows)]
+        nngp, ntk = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        errors = [e for p in parts for e in p[2]]
+    info = {"quadrature_error": max(errors, default=0.0)} if dps is None else {"dps": dps}
+    return KernelResult(nngp, ntk, info, get=get)
+
+
+def _image_inputs(X, name: str, like=None):
+    """``X`` as float64 (N, d) or (N, *S, C) with S of 1 or 2 axes; the spatial shape S (``()`` for vectors)."""
+    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if arr.ndim in (3, 4):
+        flat = _checks.inputs(arr.reshape(len(arr), -1), name)
+        X = flat.reshape(arr.shape)
+        shape = X.shape[1:-1]
+    else:
+        X = _checks.inputs(X, name)
+        shape = ()
+    if like is not None and X.shape[1:] != like.shape[1:]:
+        raise ValueError(f"{name} has inputs of shape {X.shape[1:]}, X1 of shape {like.shape[1:]}")
+    return X, shape
+
+
+def _gram(X1, X2, layout: Layout):
+    """Input covariances x_p . x'_p' / C (neural-tangents' normalisation by the channel count)."""
+    n1, n2, c, P = len(X1), len(X2), X1.shape[-1], layout.size
+    A, B = X1.reshape(n1, P, c), X2.reshape(n2, P, c)
+    if layout.full:
+        K = np.einsum("ipc,jqc->ijpq", A, B).reshape((n1, n2) + layout.shape * 2) / c
+        V1 = np.einsum("ipc,iqc->ipq", A, A).reshape((n1,) + layout.shape * 2) / c
+        V2 = np.einsum("ipc,iqc->ipq", B, B).reshape((n2,) + layout.shape * 2) / c
+    else:
+        K = np.einsum("ipc,jpc->ijp", A, B).reshape((n1, n2) + layout.shape) / c
+        V1 = np.einsum("ipc,ipc->ip", A, A).reshape((n1,) + layout.shape) / c
+        V2 = np.einsum("ipc,ipc->ip", B, B).reshape((n2,) + layout.shape) / c
+    return K, V1, V2
+
+
+def _evaluate(description, X1, X2, symmetric, backend, layout, dps):
+    """(nngp, ntk, quadrature errors) at one block of inputs."""
+    ctx = _Context(equal_rows(X1.reshape(len(X1), -1), X2.reshape(len(X2), -1)), symmetric, backend)
     with mpmath.workdps(dps or mpmath.mp.dps), np.errstate(all="ignore"):
-        G, g1, g2 = backend.gram(X1, X2v)
-        source = Source(G, np.zeros_like(G), g1, g2, np.zeros_like(g1), frozenset({"input"}), "the input")
-        state = Node((Term(source, x),), X1.shape[1])
+        G, g1, g2 = backend.gram(X1, X2) if not layout.shape else _gram(X1, X2, layout)
+        source = Source(G, np.zeros_like(G), g1, g2, np.zeros_like(g1), frozenset({"input"}), "the input", layout)
+        state = Node((Term(source, x),), X1.shape[-1], layout)
         out = walk(description, state, functools.partial(_rule, ctx=ctx))
         if isinstance(out, tuple):
             raise ValueError(f"the network ends with a list of {len(out)} outputs; combine them (FanInSum, FanInConcat)")
+        if out.layout.shape:
+            raise ValueError(f"the network's output is {out.layout.describe()} (per-position kernels); end it with "
+                             "Flatten() or GlobalAvgPool()")
         m = moments(out, ctx)
         nngp, ntk = m.nngp.copy(), m.ntk.copy()
         ia, ib = np.nonzero(ctx.same)
@@ -235,8 +325,7 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
         if not backend.finite(nngp, ntk):
             raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
                                      "expectation diverges)")
-    info = {"quadrature_error": max(ctx.errors, default=0.0)} if dps is None else {"dps": dps}
-    return KernelResult(nngp, ntk, info, get=get)
+    return nngp, ntk, ctx.errors
 
 
 # ---------------------------------------------------------------------- rules
@@ -250,12 +339,30 @@ def _(layer: Dense, state, path, ctx):
     m = moments(state, ctx)
     lb, lw = layer.learning_rate_factors(state.channels)
     cw, cb = layer.C_W, layer.C_b
-    src = Source(cb + cw * m.nngp, lb + lw * m.nngp + cw * m.ntk, cb + cw * m.var1, cb + cw * m.var2,
-                 lb + lw * m.var1 + cw * m.ntk1, frozenset({path}), f"{layer!r} at {where(path)}")
+    return _affine(layer, m, (m.nngp, m.ntk, m.var1, m.var2, m.ntk1), state.channels, layer.out_dim, path, ctx)
+
+
+def _affine(layer, m, mapped, n_in, channels, path, ctx):
+    """The new source of a Dense or Conv layer: K' = C_b + C_W K, Theta' = lambda_b + lambda_W K + C_W Theta
+    with K, Theta the (window-averaged) moments ``mapped`` = (nngp, ntk, var1, var2, ntk1) of its input."""
+    nngp, ntk, var1, var2, ntk1 = mapped
+    lb, lw = layer.learning_rate_factors(n_in)
+    cw, cb = layer.C_W, layer.C_b
+    layout = _output_layout(layer, m.layout)
+    src = Source(cb + cw * nngp, lb + lw * nngp + cw * ntk, cb + cw * var1, cb + cw * var2,
+                 lb + lw * var1 + cw * ntk1, frozenset({path}), f"{layer!r} at {where(path)}", layout)
     if not ctx.backend.finite(src.nngp, src.ntk, src.var1):
         raise FloatingPointError(f"the kernel overflowed or produced NaN at {layer!r} ({where(path)}): variances grow "
                                  "without bound, or an expectation diverges")
-    return Node((Term(src, x),), layer.out_dim)
+    return Node((Term(src, x),), channels, layout)
+
+
+def _output_layout(layer, layout: Layout) -> Layout:
+    if isinstance(layer, (Conv, AvgPool)):
+        return Layout(layer.output_size(layout.shape), layout.full)
+    if isinstance(layer, (GlobalAvgPool, Flatten)):
+        return Layout()
+    return layout
 
 
 @_rule.register
@@ -266,9 +373,9 @@ def _(layer: Elementwise, state, path, ctx):
         raise NotImplementedError(
             f"{layer!r} at {where(path)} follows {state.origin}: its input is not a function of Gaussian processes "
             "whose kernel rules are known (a nonlinearity after FanInConcat or after LayerNorm of a non-Gaussian "
-            "value); put a Dense layer before it")
+            "value, or after pooling or Flatten of one); put a Dense or Conv layer before it")
     if len(state.terms) > 1 and all(t.is_gaussian for t in state.terms):
-        state = Node((_gaussian_sum(state.terms, path, ctx),), state.channels)
+        state = Node((_gaussian_sum(state.terms, path, ctx),), state.channels, state.layout)
     if len(state.terms) > 1:
         raise NotImplementedError(
             f"{layer!r} at {where(path)} acts on a sum of non-Gaussian functions of {len(state.terms)} independent "
@@ -277,7 +384,7 @@ def _(layer: Elementwise, state, path, ctx):
             "inside the branch (pre-activation residual blocks) avoids it")
     (t,) = state.terms
     fn = layer.expr.subs(x, t.fn)
-    return Node((Term(t.source, fn, t.scale1, t.scale2),), state.channels)
+    return Node((Term(t.source, fn, t.scale1, t.scale2),), state.channels, state.layout)
 
 
 @_rule.register
@@ -285,6 +392,7 @@ def _(layer: FanInSum, states, path, ctx):
     channels = {s.channels for s in states}
     if len(channels) > 1:
         raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(channels)}")
+    layout = _same_layout(layer, states, path)
     opaque = [s for s in states if isinstance(s, Moments)]
     terms: list[Term] = []
     for s in states:
@@ -300,7 +408,7 @@ def _(layer: FanInSum, states, path, ctx):
                         "long skip); their cross moments are not implemented")
             else:
                 terms.append(t)
-    node = Node(tuple(terms), channels.pop())
+    node = Node(tuple(terms), channels.pop(), layout)
     if not opaque:
         return node
     parts = opaque + ([node] if terms else [])
@@ -309,37 +417,115 @@ def _(layer: FanInSum, states, path, ctx):
             raise NotImplementedError(f"{layer!r} at {where(path)} sums a value known only by its moments "
                                       f"({opaque[0].origin}) with a branch that shares its Dense layers")
     ms = [moments(p, ctx) for p in parts]
-    return _sum_moments(ms, node.channels, f"{layer!r} at {where(path)}")
+    return _sum_moments(ms, node.channels, f"{layer!r} at {where(path)}", layout)
+
+
+def _same_layout(layer, states, path) -> Layout:
+    layouts = {s.layout for s in states}
+    if len(layouts) > 1:
+        raise ValueError(f"{layer!r} at {where(path)} combines inputs of different spatial shapes "
+                         f"{sorted(lay.shape for lay in layouts)}")
+    return layouts.pop()
 
 
 @_rule.register
 def _(layer: FanInConcat, states, path, ctx):
+    layout = _same_layout(layer, states, path)
+    if layout.shape and layer.axis != -1:
+        raise ValueError(f"{layer!r} at {where(path)} concatenates along axis {layer.axis}, a spatial axis of "
+                         "image inputs; only the channel axis (-1) is supported")
     total = sum(s.channels for s in states)
     ms = [moments(s, ctx) for s in states]
     w = [s.channels / total for s in states]
     mix = lambda name: sum(wi * getattr(m, name) for wi, m in zip(w, ms))  # noqa: E731
     return Moments(mix("nngp"), mix("ntk"), mix("var1"), mix("var2"), mix("ntk1"), mix("mean1"), mix("mean2"),
-                   frozenset().union(*(m.base for m in ms)), total, f"{layer!r} at {where(path)}")
+                   frozenset().union(*(m.base for m in ms)), total, f"{layer!r} at {where(path)}", layout)
 
 
 @_rule.register
 def _(layer: LayerNorm, state, path, ctx):
+    lay = state.layout
+    if lay.shape and layer.axis != -1:
+        raise ValueError(f"{layer!r} at {where(path)} normalises along axis {layer.axis}, a spatial axis of image "
+                         "inputs; only the channel axis (-1) is supported")
     if isinstance(state, Node) and state.terms and all(t.is_gaussian for t in state.terms):
         t = state.terms[0] if len(state.terms) == 1 else _gaussian_sum(state.terms, path, ctx)
-        v1, v2 = _scaled_variances(t)
+        v1, v2 = (lay.marginal(v) for v in _scaled_variances(t))
         s1, s2 = 1 / ctx.backend.sqrt(v1 + layer.eps), 1 / ctx.backend.sqrt(v2 + layer.eps)
         c1 = s1 if t.scale1 is None else t.scale1 * s1
         c2 = s2 if t.scale2 is None else t.scale2 * s2
-        return Node((Term(t.source, x, c1, c2),), state.channels)
+        return Node((Term(t.source, x, c1, c2),), state.channels, lay)
     m = moments(state, ctx)
     b = ctx.backend
-    sd1 = b.sqrt(b.positive_part(m.var1 - m.mean1**2) + layer.eps)
-    sd2 = b.sqrt(b.positive_part(m.var2 - m.mean2**2) + layer.eps)
-    outer = np.outer(sd1, sd2)
+    sd1 = b.sqrt(b.positive_part(lay.marginal(m.var1) - m.mean1**2) + layer.eps)
+    sd2 = b.sqrt(b.positive_part(lay.marginal(m.var2) - m.mean2**2) + layer.eps)
+    outer = lay.cross(sd1, sd2)
     zero1, zero2 = np.zeros_like(m.mean1), np.zeros_like(m.mean2)
-    return Moments((m.nngp - np.outer(m.mean1, m.mean2)) / outer, m.ntk / outer,
-                   (m.var1 - m.mean1**2) / sd1**2, (m.var2 - m.mean2**2) / sd2**2, m.ntk1 / sd1**2, zero1, zero2,
-                   m.base, state.channels, f"{layer!r} at {where(path)} of a non-Gaussian value")
+    return Moments((m.nngp - lay.cross(m.mean1, m.mean2)) / outer, m.ntk / outer,
+                   (m.var1 - lay.self(m.mean1)) / lay.self(sd1), (m.var2 - lay.self(m.mean2)) / lay.self(sd2),
+                   m.ntk1 / lay.self(sd1), zero1, zero2,
+                   m.base, state.channels, f"{layer!r} at {where(path)} of a non-Gaussian value", lay)
+
+
+@_rule.register
+def _(layer: Conv, state, path, ctx):
+    lay = _spatial_input(layer, state, path)
+    m = moments(state, ctx)
+    cross, own = (lambda A: conv_mean(A, lay, 2, layer)), (lambda A: conv_mean(A, lay, 1, layer))
+    mapped = (cross(m.nngp), cross(m.ntk), own(m.var1), own(m.var2), own(m.ntk1))
+    return _affine(layer, m, mapped, layer.fan_in(state.channels), layer.out_chan, path, ctx)
+
+
+@_rule.register
+def _(layer: AvgPool, state, path, ctx):
+    lay = _spatial_input(layer, state, path)
+    return _linear(layer, state, path, ctx, lambda A, batch: pool_mean(A, lay, batch, layer),
+                   lambda a: pool_mean(a, lay, 1, layer, groups=1), state.channels)
+
+
+@_rule.register
+def _(layer: GlobalAvgPool, state, path, ctx):
+    lay = _spatial_input(layer, state, path)
+    return _linear(layer, state, path, ctx, lambda A, batch: lay.reduce(A, batch, "mean"), lay.reduce_marginal,
+                   state.channels)
+
+
+@_rule.register
+def _(layer: Flatten, state, path, ctx):
+    lay = state.layout
+    if not lay.shape:
+        return state
+    return _linear(layer, state, path, ctx, lambda A, batch: lay.reduce(A, batch, "trace"), None,
+                   state.channels * lay.size)
+
+
+def _spatial_input(layer, state, path) -> Layout:
+    lay = state.layout
+    rank = getattr(layer, "rank", None)
+    if not lay.shape or (rank is not None and rank != lay.rank):
+        want = "images (N, W, C) or (N, H, W, C)" if rank is None else f"{rank}-D images"
+        raise ValueError(f"{layer!r} at {where(path)} needs {want}; its input is {lay.describe()}")
+    return lay
+
+
+def _linear(layer, state, path, ctx, spatial_map, mean_map, channels):
+    """A linear map over positions (pooling, Flatten): ``spatial_map(A, batch)`` applied to every covariance
+    and NTK; a Gaussian value stays Gaussian (a new source of the same Dense layers), any other value is
+    known by its moments, its means mapped by ``mean_map`` (None: not known per channel)."""
+    layout = _output_layout(layer, state.layout)
+    label = f"{layer!r} at {where(path)}"
+    if isinstance(state, Node) and state.terms and all(t.is_gaussian for t in state.terms):
+        s = _gaussian_sum(state.terms, path, ctx).source
+        src = Source(spatial_map(s.nngp, 2), spatial_map(s.ntk, 2), spatial_map(s.var1, 1), spatial_map(s.var2, 1),
+                     spatial_map(s.ntk1, 1), s.base, label, layout)
+        return Node((Term(src, x),), channels, layout)
+    m = moments(state, ctx)
+    mapped = (spatial_map(m.nngp, 2), spatial_map(m.ntk, 2), spatial_map(m.var1, 1), spatial_map(m.var2, 1),
+              spatial_map(m.ntk1, 1))
+    if mean_map is None:
+        return _MomentsWithoutMeans(*mapped, m.base, channels, f"{label} of a non-Gaussian value", layout)
+    return Moments(*mapped, mean_map(m.mean1), mean_map(m.mean2), m.base, channels,
+                   f"{label} of a non-Gaussian value", layout)
 
 
 # ---------------------------------------------------------------------- moments
@@ -348,29 +534,30 @@ def moments(state, ctx: _Context) -> Moments:
     if isinstance(state, Moments):
         return state
     parts = [_term_moments(t, ctx) for t in state.terms]
+    lay = state.layout
     if len(parts) == 1:
         p = parts[0]
-        return _LazyMoments(p, frozenset(state.terms[0].source.base), state.channels)
+        return _LazyMoments(p, frozenset(state.terms[0].source.base), state.channels, lay)
     M1 = sum(p.mean1 for p in parts)
     M2 = sum(p.mean2 for p in parts)
     nngp = sum(p.nngp for p in parts)
     var1 = sum(p.var1 for p in parts)
     var2 = sum(p.var2 for p in parts)
     if len(parts) > 1:  # cross terms between independent sources: products of means
-        nngp = nngp + np.outer(M1, M2) - sum(np.outer(p.mean1, p.mean2) for p in parts)
-        var1 = var1 + M1**2 - sum(p.mean1**2 for p in parts)
-        var2 = var2 + M2**2 - sum(p.mean2**2 for p in parts)
+        nngp = nngp + lay.cross(M1, M2) - sum(lay.cross(p.mean1, p.mean2) for p in parts)
+        var1 = var1 + lay.self(M1) - sum(lay.self(p.mean1) for p in parts)
+        var2 = var2 + lay.self(M2) - sum(lay.self(p.mean2) for p in parts)
     return Moments(nngp, sum(p.ntk for p in parts), var1, var2, sum(p.ntk1 for p in parts), M1, M2,
-                   frozenset().union(*(t.source.base for t in state.terms)), state.channels, "a sum of terms")
+                   frozenset().union(*(t.source.base for t in state.terms)), state.channels, "a sum of terms", lay)
 
 
 class _LazyMoments(Moments):
     """The moments of a single term, with its means computed on first use."""
 
-    def __init__(self, p: _TermMoments, base: frozenset, channels: int):
+    def __init__(self, p: _TermMoments, base: frozenset, channels: int, layout: Layout):
         self._p = p
         self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = p.nngp, p.ntk, p.var1, p.var2, p.ntk1
-        self.base, self.channels, self.origin = base, channels, "a single term"
+        self.base, self.channels, self.origin, self.layout = base, channels, "a single term", layout
 
     @property
     def mean1(self):
@@ -381,17 +568,34 @@ class _LazyMoments(Moments):
         return self._p.mean2
 
 
+class _MomentsWithoutMeans(Moments):
+    """Moments of a flattened non-Gaussian value: its features' means differ from position to position, so
+    the rules that need one mean per input (sums with other branches, LayerNorm) are refused."""
+
+    def __init__(self, nngp, ntk, var1, var2, ntk1, base, channels, origin, layout):
+        self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = nngp, ntk, var1, var2, ntk1
+        self.base, self.channels, self.origin, self.layout = base, channels, origin, layout
+
+    def _refuse(self):
+        raise NotImplementedError(f"{self.origin}: its features' means depend on the position, and a sum with "
+                                  "another branch or a LayerNorm after it is not implemented; put a Dense layer "
+                                  "after Flatten, or pool with GlobalAvgPool")
+
+    mean1 = property(lambda self: self._refuse())
+    mean2 = property(lambda self: self._refuse())
+
+
 def _base(s) -> frozenset:
     return s.base if isinstance(s, Moments) else frozenset().union(*(t.source.base for t in s.terms))
 
 
-def _sum_moments(ms: list[Moments], channels: int, origin: str) -> Moments:
+def _sum_moments(ms: list[Moments], channels: int, origin: str, lay: Layout = Layout()) -> Moments:
     M1, M2 = sum(m.mean1 for m in ms), sum(m.mean2 for m in ms)
-    nngp = sum(m.nngp for m in ms) + np.outer(M1, M2) - sum(np.outer(m.mean1, m.mean2) for m in ms)
-    var1 = sum(m.var1 for m in ms) + M1**2 - sum(m.mean1**2 for m in ms)
-    var2 = sum(m.var2 for m in ms) + M2**2 - sum(m.mean2**2 for m in ms)
+    nngp = sum(m.nngp for m in ms) + lay.cross(M1, M2) - sum(lay.cross(m.mean1, m.mean2) for m in ms)
+    var1 = sum(m.var1 for m in ms) + lay.self(M1) - sum(lay.self(m.mean1) for m in ms)
+    var2 = sum(m.var2 for m in ms) + lay.self(M2) - sum(lay.self(m.mean2) for m in ms)
     return Moments(nngp, sum(m.ntk for m in ms), var1, var2, sum(m.ntk1 for m in ms), M1, M2,
-                   frozenset().union(*(m.base for m in ms)), channels, origin)
+                   frozenset().union(*(m.base for m in ms)), channels, origin, lay)
 
 
 def _same_scale(a: Term, b: Term) -> bool:
@@ -402,19 +606,20 @@ def _same_scale(a: Term, b: Term) -> bool:
 
 
 def _scaled_variances(t: Term):
-    v1, v2 = t.source.var1, t.source.var2
-    return (v1 if t.scale1 is None else v1 * t.scale1**2), (v2 if t.scale2 is None else v2 * t.scale2**2)
+    v1, v2, lay = t.source.var1, t.source.var2, t.source.layout
+    return (v1 if t.scale1 is None else v1 * lay.self(t.scale1)), (v2 if t.scale2 is None else v2 * lay.self(t.scale2))
 
 
 def _scaled(t: Term):
     """Covariance, NTK, variances and NTK diagonal of c g."""
     s = t.source
+    lay = s.layout
     K, Th, ntk1 = s.nngp, s.ntk, s.ntk1
     if t.scale1 is not None or t.scale2 is not None:
-        c1 = np.ones_like(s.var1) if t.scale1 is None else t.scale1
-        c2 = np.ones_like(s.var2) if t.scale2 is None else t.scale2
-        outer = np.outer(c1, c2)
-        K, Th, ntk1 = K * outer, Th * outer, ntk1 * c1**2
+        c1 = np.ones_like(lay.marginal(s.var1)) if t.scale1 is None else t.scale1
+        c2 = np.ones_like(lay.marginal(s.var2)) if t.scale2 is None else t.scale2
+        outer = lay.cross(c1, c2)
+        K, Th, ntk1 = K * outer, Th * outer, ntk1 * lay.self(c1)
     v1, v2 = _scaled_variances(t)
     return K, Th, v1, v2, ntk1
 
@@ -423,7 +628,7 @@ def _gaussian_sum(terms, path, ctx) -> Term:
     """Independent Gaussian terms summed into one Gaussian source."""
     parts = [_scaled(t) for t in terms]
     src = Source(*(sum(p[i] for p in parts) for i in range(5)), frozenset().union(*(t.source.base for t in terms)),
-                 f"the sum of {len(terms)} Gaussian branches before {where(path)}")
+                 f"the sum of {len(terms)} Gaussian branches before {where(path)}", terms[0].source.layout)
     return Term(src, x)
 
 
@@ -438,7 +643,7 @@ class _TermMoments:
     @functools.cached_property
     def _means(self):
         if self._fn is None:
-            return np.zeros_like(self.var1), np.zeros_like(self.var2)
+            return np.zeros_like(self._pre1), np.zeros_like(self._pre2)
         ctx = self._ctx
         m1 = ctx.backend.mean(self._fn, self._pre1, ctx)
         return m1, (m1 if ctx.symmetric else ctx.backend.mean(self._fn, self._pre2, ctx))
@@ -457,13 +662,14 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
     if key in ctx.cache:
         return ctx.cache[key][1]
     K, Th, k1, k2, t1 = _scaled(t)
+    lay = t.source.layout
     if t.is_gaussian:
-        out = _TermMoments(K, Th, k1, k2, t1)
+        out = _TermMoments(K, Th, k1, k2, t1, pre=(lay.marginal(k1), lay.marginal(k2)))
     else:
         act = Activation(sp.sstr(t.fn), t.fn, "stax")
         kern = activation_kernels(act)
         T, Td, T1, Td1, T2 = ctx.backend.activation_moments(kern, K, k1, k2, t, ctx)
-        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx, (k1, k2))
+        out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx, (lay.marginal(k1), lay.marginal(k2)))
     ctx.cache[key] = (t, out)  # keep t alive so its id is not reused
     return out
 

@@ -1,0 +1,91 @@
+"""Record neural-tangents' infinite-width kernels of convolutional networks (run with neural-tangents' own Python).
+
+usage: python record_conv_kernels.py [--out tests/data/neural_tangents]
+
+Everything is float64 (``jax_enable_x64``).  Writes ``conv_kernels.npz``: per network ``<name>`` (its stax
+expression in ``config["networks"][name]``, evaluated by neural-tangents' ``stax`` and readable by
+``ntk_theory.stax.parse``) the inputs ``<name>/X1`` (N1, *S, C), ``<name>/X2`` and neural-tangents'
+``kernel_fn`` outputs ``<name>/nngp12``, ``<name>/ntk12`` (at X1, X2) and ``<name>/nngp11``, ``<name>/ntk11``
+(at X1, None).  ``config`` also holds the versions of neural-tangents, jax and numpy that produced it.
+The networks cover 1-D and 2-D convolutions with 'VALID', 'SAME' and 'CIRCULAR' padding and strides, AvgPool
+(with and without normalize_edges), GlobalAvgPool, Flatten, Dense on images, LayerNorm over channels, FanOut /
+FanInSum / FanInConcat over channels, 'standard' parameterization, Erf and Relu, and a small Myrtle-style
+network on 8x8 images.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+import neural_tangents as nt  # noqa: E402
+from neural_tangents import stax  # noqa: E402
+
+VERSIONS = {"neural_tangents": nt.__version__, "jax": jax.__version__, "numpy": np.__version__}
+
+NETWORKS = {
+    "conv1d_valid": ("serial(Conv(16, (3,), W_std=1.5, b_std=0.2), Erf(), Conv(16, (2,), strides=(2,), W_std=1.3, "
+                     "b_std=0.1), Relu(), Flatten(), Dense(1, W_std=1.2, b_std=0.3))", (7, 3)),
+    "conv1d_same_pool": ("serial(Conv(16, (3,), padding='SAME', b_std=0.1), Relu(), AvgPool((2,), strides=(2,)), "
+                         "Conv(16, (3,), padding='CIRCULAR', W_std=1.4), Erf(), GlobalAvgPool(), Dense(1))", (7, 3)),
+    "conv1d_circular_stride": ("serial(Conv(16, (4,), strides=(2,), padding='CIRCULAR', b_std=0.3), Relu(), "
+                               "AvgPool((3,), padding='SAME', normalize_edges=True), Conv(8, (2,), padding='SAME'), "
+                               "Relu(), AvgPool((2,), padding='CIRCULAR'), Flatten(), Dense(1))", (9, 2)),
+    "conv2d_flatten": ("serial(Conv(16, (3, 3), padding='SAME', W_std=1.5, b_std=0.1), Relu(), "
+                       "Conv(16, (2, 2), strides=(2, 2)), Erf(), Flatten(), Dense(1, b_std=0.2))", (5, 6, 2)),
+    "conv2d_pool": ("serial(Conv(16, (3, 2), strides=(1, 2), padding='CIRCULAR', b_std=0.2), Relu(), "
+                    "AvgPool((2, 2), padding='SAME'), Conv(16, (2, 2), padding='SAME', W_std=1.3), Relu(), "
+                    "AvgPool((2, 3), strides=(1, 2), padding='SAME', normalize_edges=True), GlobalAvgPool(), "
+                    "Dense(1))", (5, 6, 2)),
+    "myrtle": ("serial(Conv(16, (3, 3), padding='SAME', W_std=1.4142135623730951, b_std=0.0), Relu(), "
+               "Conv(16, (3, 3), padding='SAME', W_std=1.4142135623730951, b_std=0.0), Relu(), "
+               "AvgPool((2, 2), strides=(2, 2)), "
+               "Conv(16, (3, 3), padding='SAME', W_std=1.4142135623730951, b_std=0.0), Relu(), "
+               "AvgPool((2, 2), strides=(2, 2)), "
+               "AvgPool((2, 2), strides=(2, 2)), Flatten(), Dense(1, W_std=1.0, b_std=0.0))", (8, 8, 3)),
+    "standard": ("serial(Conv(16, (3, 3), padding='SAME', W_std=1.3, b_std=0.2, parameterization='standard'), "
+                 "Erf(), Dense(16, W_std=1.2, b_std=0.1, parameterization='standard'), Relu(), "
+                 "AvgPool((2, 2), padding='SAME', normalize_edges=True), "
+                 "Conv(16, (2, 2), strides=(2, 1), W_std=1.1, b_std=0.3, parameterization='standard'), Relu(), "
+                 "GlobalAvgPool(), Dense(1, W_std=1.5, b_std=0.1, parameterization='standard'))", (5, 4, 2)),
+    "standard_flatten": ("serial(Conv(16, (3,), padding='CIRCULAR', W_std=1.3, b_std=0.2, "
+                         "parameterization='standard'), Relu(), Conv(16, (2,), strides=(2,), W_std=1.1, "
+                         "parameterization='standard'), Erf(), Flatten(), "
+                         "Dense(1, W_std=1.5, b_std=0.1, parameterization='standard'))", (6, 3)),
+    "branches": ("serial(Conv(16, (3,), padding='SAME', b_std=0.1), FanOut(2), "
+                 "parallel(serial(Relu(), Conv(16, (3,), padding='SAME')), Dense(16, W_std=0.8, b_std=0.1)), "
+                 "FanInSum(), Relu(), FanOut(2), parallel(Conv(8, (1,)), serial(Dense(24, b_std=0.2), Erf())), "
+                 "FanInConcat(), AvgPool((2,)), Conv(16, (2,), padding='SAME'), LayerNorm(), "
+                 "GlobalAvgPool(), Dense(1))", (6, 2)),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="tests/data/neural_tangents")
+    args = parser.parse_args()
+    rng = np.random.default_rng(20261207)
+    data, config = {}, {"versions": VERSIONS, "networks": {}}
+    names = {n: getattr(stax, n) for n in ("serial", "parallel", "Conv", "AvgPool", "GlobalAvgPool", "Flatten",
+                                           "Dense", "Relu", "Erf", "FanOut", "FanInSum", "FanInConcat", "LayerNorm")}
+    for name, (text, shape) in NETWORKS.items():
+        _, _, kernel_fn = eval(text, {"__builtins__": {}}, names)  # noqa: S307 -- fixed strings above
+        X1, X2 = rng.normal(size=(3,) + shape), rng.normal(size=(2,) + shape)
+        k12 = kernel_fn(X1, X2, ("nngp", "ntk"))
+        k11 = kernel_fn(X1, None, ("nngp", "ntk"))
+        data.update({f"{name}/X1": X1, f"{name}/X2": X2, f"{name}/nngp12": np.asarray(k12[0]),
+                     f"{name}/ntk12": np.asarray(k12[1]), f"{name}/nngp11": np.asarray(k11[0]),
+                     f"{name}/ntk11": np.asarray(k11[1])})
+        assert np.asarray(k12[0]).dtype == np.float64
+        config["networks"][name] = text
+        print(name, np.asarray(k12[0]).shape, np.asarray(k11[1])[0, 0])
+    out = Path(args.out) / "conv_kernels.npz"
+    np.savez_compressed(out, config=json.dumps(config), **data)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()

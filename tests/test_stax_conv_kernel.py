@@ -1,0 +1,154 @@
+"""Infinite-width kernels (CNN-GP, CNTK) of convolutional descriptions in ntk_theory.recursions.graph.
+
+Judges (independent of the code under test):
+- recorded ``kernel_fn`` outputs of neural-tangents 0.6.5 in float64 (tests/data/neural_tangents/conv_kernels.npz,
+  written by benchmarks/anchors/record_conv_kernels.py in its own environment): 1-D and 2-D convolutions with
+  'VALID', 'SAME', 'CIRCULAR' padding and strides, AvgPool (normalize_edges), GlobalAvgPool, Flatten, Dense on
+  images, LayerNorm over channels, FanOut/FanInSum/FanInConcat, 'standard' parameterization, Erf and Relu, and a
+  Myrtle-style network on 8x8 images;
+- for tanh (not in neural-tangents), the spatial recursion of a tiny 1-D network written out by hand here with
+  its Gaussian expectations by nested adaptive quadrature (scipy, absolute tolerance 1e-14).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from ntk_theory import stax
+from ntk_theory.recursions import graph
+
+DATA = np.load(Path(__file__).parent / "data" / "neural_tangents" / "conv_kernels.npz")
+NETWORKS = json.loads(str(DATA["config"]))["networks"]
+
+
+def _check(mine, ref, rtol, mask=None):
+    scale = np.max(np.abs(ref))
+    diff = np.abs(mine - ref) if mask is None else np.abs(mine - ref)[mask]
+    assert mine.shape == ref.shape
+    assert np.max(diff) <= rtol * scale, np.max(diff) / scale
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_conv_kernels_match_neural_tangents(name):
+    net = stax.parse(NETWORKS[name])
+    X1, X2 = DATA[f"{name}/X1"], DATA[f"{name}/X2"]
+    nngp12, ntk12 = net.kernel_fn(X1, X2)
+    nngp11, ntk11 = net.kernel_fn(X1, None)
+    _check(nngp12, DATA[f"{name}/nngp12"], 1e-10)
+    _check(ntk12, DATA[f"{name}/ntk12"], 1e-10)
+    _check(nngp11, DATA[f"{name}/nngp11"], 1e-10)
+    off = ~np.eye(len(X1), dtype=bool)
+    _check(ntk11, DATA[f"{name}/ntk11"], 1e-10, off)
+    # the same-input entries: neural-tangents evaluates ReLU's arccos at correlation 1 in float64 (about
+    # 8 digits lost in its derivative term); ours are the one-variable forms
+    _check(ntk11, DATA[f"{name}/ntk11"], 1e-7)
+
+
+def test_blocks_of_rows_give_neural_tangents_numbers(monkeypatch):
+    monkeypatch.setattr(graph, "BLOCK_ENTRIES", 1)  # one row of X1 at a time
+    name = "myrtle"
+    net = stax.parse(NETWORKS[name])
+    X1 = DATA[f"{name}/X1"]
+    nngp, ntk = net.kernel_fn(X1, None)
+    _check(nngp, DATA[f"{name}/nngp11"], 1e-10)
+    _check(ntk, DATA[f"{name}/ntk11"], 1e-10)
+
+
+# ---------------------------------------------------------------------- tanh by hand
+def _gauss2(f, g, a, b, c):
+    """E[f(u) g(v)], (u, v) ~ N(0, [[a, c], [c, b]]), by nested adaptive quadrature."""
+    s = math.sqrt(a)
+    r = math.sqrt(max(b - c * c / a, 0.0))
+    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    opts = dict(epsabs=1e-14, epsrel=1e-13, limit=200)
+
+    def inner(z1):
+        m = c / s * z1
+        if r == 0:
+            return g(m)
+        return integrate.quad(lambda z2: phi(z2) * g(m + r * z2), -12, 12, **opts)[0]
+
+    return integrate.quad(lambda z1: phi(z1) * f(s * z1) * inner(z1), -12, 12, **opts)[0]
+
+
+def _tanh_by_hand(X, readout, cw=1.7, cb=0.2):
+    """serial(Conv(C, (2,), W_std, b_std), Tanh(), readout, Dense(1, W_std, b_std)) on 1-D inputs (N, 3, 1)
+    of one channel: K1[p, q] = C_b + C_W (K0[p, q] + K0[p+1, q+1]) / 2 (two output positions), Theta1 = K1;
+    K2 = E[tanh tanh], Theta2 = E[tanh' tanh'] Theta1; readout 'pool': the mean over (p, q), 'flatten':
+    the mean over p of (p, p); then K = C_b + C_W K3, Theta = C_b + C_W K3 + C_W Theta3."""
+    x = X[:, :, 0]
+    n = len(x)
+    K0 = np.einsum("ip,jq->ijpq", x, x)
+    K1 = cb + cw * (K0[:, :, :2, :2] + K0[:, :, 1:, 1:]) / 2
+    t, dt = math.tanh, lambda u: 1 / math.cosh(u) ** 2
+    K2, D2 = np.empty_like(K1), np.empty_like(K1)
+    for i in range(n):
+        for j in range(n):
+            for p in range(2):
+                for q in range(2):
+                    a, b, c = K1[i, i, p, p], K1[j, j, q, q], K1[i, j, p, q]
+                    if readout == "flatten" and p != q:
+                        K2[i, j, p, q] = D2[i, j, p, q] = np.nan
+                        continue
+                    K2[i, j, p, q] = _gauss2(t, t, a, b, c)
+                    D2[i, j, p, q] = _gauss2(dt, dt, a, b, c)
+    T2 = D2 * K1
+    if readout == "pool":
+        K3, T3 = K2.mean(axis=(2, 3)), T2.mean(axis=(2, 3))
+    else:
+        K3, T3 = np.trace(K2, axis1=2, axis2=3) / 2, np.trace(T2, axis1=2, axis2=3) / 2
+    return cb + cw * K3, cb + cw * K3 + cw * T3
+
+
+@pytest.mark.parametrize("readout", ["pool", "flatten"])
+def test_tanh_cnn_kernel_matches_quadrature(readout):
+    X = np.array([[0.9, -0.4, 1.3], [0.2, 1.1, -0.7], [-1.0, 0.5, 0.3]])[:, :, None]
+    cw, cb = 1.7, 0.2
+    layer = stax.GlobalAvgPool() if readout == "pool" else stax.Flatten()
+    net = stax.serial(stax.Conv(64, (2,), W_std=math.sqrt(cw), b_std=math.sqrt(cb)), stax.Tanh(), layer,
+                      stax.Dense(1, W_std=math.sqrt(cw), b_std=math.sqrt(cb)))
+    nngp, ntk = net.kernel_fn(X, None)
+    K, T = _tanh_by_hand(X, readout, cw, cb)
+    np.testing.assert_allclose(nngp, K, rtol=1e-11, atol=0)
+    np.testing.assert_allclose(ntk, T, rtol=1e-11, atol=0)
+
+
+# ---------------------------------------------------------------------- refusals
+IMAGES = np.random.default_rng(0).normal(size=(2, 5, 2))
+
+
+@pytest.mark.parametrize("net, X, message", [
+    (stax.serial(stax.Conv(4, (2,)), stax.Relu(), stax.Dense(1)), IMAGES, "end it with Flatten"),
+    (stax.serial(stax.Conv(4, (2,)), stax.Flatten(), stax.Dense(1)), IMAGES[:, :, 0], r"Conv\(4, \(2,\)\) at layer 0 needs"),
+    (stax.serial(stax.Conv(4, (2, 2)), stax.Flatten(), stax.Dense(1)), IMAGES, "needs 2-D images"),
+    (stax.serial(stax.Conv(4, (2,)), stax.GlobalAvgPool(), stax.GlobalAvgPool(), stax.Dense(1)), IMAGES,
+     "GlobalAvgPool.. at layer 2 needs images"),
+    (stax.serial(stax.Conv(4, (6,)), stax.Flatten(), stax.Dense(1)), IMAGES, "does not fit"),
+])
+def test_bad_descriptions_are_refused_with_the_layer_named(net, X, message):
+    with pytest.raises(ValueError, match=message):
+        net.kernel_fn(X)
+
+
+@pytest.mark.parametrize("net, message", [
+    (stax.serial(stax.Conv(4, (2,)), stax.Relu(), stax.AvgPool((2,)), stax.Relu(), stax.Flatten(), stax.Dense(1)),
+     r"Relu\(\) at layer 3 follows AvgPool"),
+    (stax.serial(stax.Conv(4, (2,)), stax.Relu(), stax.Flatten(), stax.FanOut(2),
+                 stax.parallel(stax.Identity(), stax.Dense(16)), stax.FanInSum(), stax.Dense(1)),
+     r"Flatten\(\) at layer 2 of a non-Gaussian value"),
+])
+def test_what_is_not_exact_is_refused(net, message):
+    with pytest.raises(NotImplementedError, match=message):
+        net.kernel_fn(IMAGES)
+
+
+def test_mpmath_arithmetic_is_refused_for_images():
+    net = stax.serial(stax.Conv(4, (2,)), stax.Flatten(), stax.Dense(1))
+    with pytest.raises(ValueError, match="dps"):
+        graph.kernel(net.description, IMAGES, dps=30)
