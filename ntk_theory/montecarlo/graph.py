@@ -156,8 +156,9 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
 
 
 def _per_network_bytes(description: Layer, X: Array) -> int:
-    """A bound on the floats one network keeps per input: positions times the widest value (a Conv's
-    patches: its filter size times its input channels), times the layers."""
+    """A bound on the bytes one network keeps: per input, positions times the widest value (a Conv's
+    patches: its filter size times its input channels), times the layers; with positions, the NTK's Grams
+    over (input, position) pairs."""
     widths = [X.shape[-1]]
     for _, layer in leaves(description):
         if isinstance(layer, Dense):
@@ -167,7 +168,8 @@ def _per_network_bytes(description: Layer, X: Array) -> int:
     patch = max([1] + [layer.filter_size for _, layer in leaves(description) if isinstance(layer, Conv)])
     n_layers = sum(1 for _ in leaves(description))
     positions = int(np.prod(X.shape[1:-1]))
-    return 8 * X.shape[0] * positions * max(widths) * patch * (8 * n_layers + 8)
+    grams = 0 if positions == 1 else 3 * (X.shape[0] * positions) ** 2
+    return 8 * (X.shape[0] * positions * max(widths) * patch * (8 * n_layers + 8) + grams)
 
 
 def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batches: int = 32,
