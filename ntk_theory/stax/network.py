@@ -13,6 +13,8 @@ description, printed in stax syntax, shown in Jupyter with its layer maps.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..architecture import Layer, leaves
 from ..architecture.layers import Dense, Elementwise, LayerNorm
 from ..recursions import graph
@@ -47,7 +49,8 @@ class Network:
             raise ValueError(f"compiled must be True, False or None; got {compiled!r}")
         get_ = ("nngp", "ntk") if get is None else get
         result = None
-        entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None else 0
+        images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs, evaluated by NumPy
+        entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None and not images else 0
         if compiled or entries >= 10**5:
             from ..codegen.graph import NotCompilable, compiled_graph_kernel
 
