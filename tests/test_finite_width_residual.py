@@ -443,3 +443,41 @@ def test_ntk_deep_linear_B_all_depths(xi, gamma, C_W, C_b):
         K = x**2 * K + g**2 * (C_b + C_W * K)
     assert states[L].B == pytest.approx(B, rel=1e-11)
     assert states[L].Th == pytest.approx(Th, rel=1e-12)
+
+
+@pytest.mark.parametrize("xi,gamma,C_W,C_b,param", [(0.7, 0.9, 1.3, 0.0, "ntk"), (0.8, 0.6, 1.0, 0.2, "ntk"),
+                                                    (-0.5, 1.2, 0.8, 0.1, "unit")])
+def test_ntk_deep_linear_A_D_all_depths(xi, gamma, C_W, C_b, param):
+    r"""A and D of the deep linear residual net at every layer and the readout, from the global fluctuations.
+
+    With G = |z|^2/n and Tbar = tr(Theta)/n: Theta_ii = Tbar + e_i with sum_i e_i = 0 and e_i = O(n^-1/2), so by
+    exchangeability A = n Var(Tbar) and D = n Cov(Tbar, G) + O(1/n).  One step (z' = M z + gamma b, M = xi I +
+    gamma W, Theta' = gamma^2 (lambda_b + lambda_W G) I + M Theta M^T, W, b fresh): given the layer,
+    tr(M Theta M^T)/n = (xi^2 + gamma^2 C_W) Tbar + O(1/n) (the W-noise has variance O(1/n^2): each row's
+    w_i Theta w_i^T has variance 2 C_W^2 (Tbar^2 + B)/n, averaged over n independent rows), while
+    G' = a G + gamma^2 C_b + eta with a = xi^2 + gamma^2 C_W and n Var(eta) = 4 xi^2 gamma^2 G (C_W G + C_b)
+    + 2 gamma^4 (C_W G + C_b)^2 (the rows u_i = w_i.z + b_i ~ N(0, C_W G + C_b) iid).  Hence with
+    VG = n Var(G), CGT = n Cov(G, Tbar), VT = n Var(Tbar):
+
+        VG' = a^2 VG + n Var(eta),  CGT' = a (gamma^2 lambda_W VG + a CGT),
+        VT' = gamma^4 lambda_W^2 VG + 2 gamma^2 lambda_W a CGT + a^2 VT,
+
+    layer 1: VG = 2 K(1)^2 (chi^2_n), CGT = VT = 0; the readout is the same step with xi = 0, gamma = 1 (its rows'
+    own noise is independent between readout neurons).  A = VT, D = CGT."""
+    L, G0 = 6, 0.9
+    states = ResidualRecursion("linear", L, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, param=param).one_input(G0=G0)
+    lw = C_W if param == "ntk" else 1.0
+    K = C_b + C_W * G0
+    VG, CGT, VT = 2 * K**2, 0.0, 0.0
+    for l in range(1, L + 2):
+        st = states[l - 1]
+        assert st.A == pytest.approx(VT, rel=1e-11, abs=1e-12), ("A", l)
+        assert st.D == pytest.approx(CGT, rel=1e-11, abs=1e-12), ("D", l)
+        if l == L + 1:
+            break
+        x, g = (xi, gamma) if l < L else (0.0, 1.0)
+        a = x**2 + g**2 * C_W
+        VG, CGT, VT = (a**2 * VG + 4 * x**2 * g**2 * K * (C_W * K + C_b) + 2 * g**4 * (C_W * K + C_b) ** 2,
+                       a * (g**2 * lw * VG + a * CGT),
+                       g**4 * lw**2 * VG + 2 * g**2 * lw * a * CGT + a**2 * VT)
+        K = x**2 * K + g**2 * (C_b + C_W * K)
