@@ -36,7 +36,11 @@ from scipy import integrate
 
 from ntk_theory.finite_width import FiniteWidthRecursion
 from ntk_theory.finite_width.residual import NotDerived, ResidualRecursion
-from ntk_theory.montecarlo.residual import residual_ntk_rows, sample_residual, sample_residual_ntk
+from ntk_theory.montecarlo.residual import (
+    residual_ntk_rows,
+    sample_residual,
+    sample_residual_ntk,
+)
 from ntk_theory.validation.fits import weighted_fit
 
 n_sym = sp.Symbol("n", positive=True)

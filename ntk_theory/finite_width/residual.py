@@ -41,7 +41,7 @@ terms Cov(., psi) hold neuron i's own O(1) contribution to the fields that neuro
 recursion in (K, V, K1, T) alone does not close (Cov(s_i^2, s_j^2) is not ss1^2 V + ...).
 xi = 0, gamma = 1 reduces to the MLP recursion (:mod:`.single`).
 
-NTK side (docs/finite_width.md, "Residual networks, NTK").  With the Jacobians J(l, m) = dz(l)/dz(m) and
+NTK side (docs/finite_width.md, "Residual networks: the NTK's 1/n quantities").  With the Jacobians J(l, m) = dz(l)/dz(m) and
 H(m) = lambda_b + lambda_W |s(z(m-1))|^2 / n (H(1) = lambda_b + lambda_W G0), the NTK of layer l is
 Theta(l) = sum_(m <= l) gamma_m^2 H(m) J(l, m) J(l, m)^T = E_r[tau(l) tau(l)^T] for the forward tangent
 tau(l+1) = xi tau(l) + gamma [W(l+1) (s'(z(l)) tau(l)) + sqrt(H(l+1)) r(l+1)], tau(1) = sqrt(H(1)) r(1), with
@@ -69,8 +69,8 @@ s s'} (:class:`PairAverages`); the tau parts are Wick products.  xi = 0 gives th
 Not derived (refused): several inputs (the tensor form needs the three-index T_(ab)c and the NTK tensors
 over pairs of layers), per-layer widths (a residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
-two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, accurate to
-~1e-12 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
+two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
+scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class ResidualRecursion:
         return TwoPoint(_activation(sp.expand(self.activation.expr**2)), "ss")
 
     @functools.cached_property
-    def pair_averages(self) -> "PairAverages":
+    def pair_averages(self) -> PairAverages:
         """Two-layer Gaussian averages E[g^(k)(z(a)) h(z(b))] of the NTK side (:class:`PairAverages`)."""
         return PairAverages(self.activation)
 
@@ -311,7 +311,7 @@ class ResidualRecursion:
             states.append(ResidualState(K=K[l - 1], Th=Th[l - 1], V=V, K1=float(cl @ e[1:l]),
                                         T=float(cl @ Cz1psi[l, 1:l])))
         states.append(ResidualState(K=G[L - 1], Th=th_out, V=float(Cpsi[L, L]), K1=float(e[L]), T=0.0))
-        ntk = _ntk_expansion(self, G0, L, K, Th, G, th_out, avg)
+        ntk = _ntk_expansion(self, L, K, Th, G, th_out, avg)
         for l, st in enumerate(states):
             for name in ("A", "B", "D", "F", "Th1"):
                 setattr(st, name, ntk[name][l])
@@ -432,9 +432,9 @@ class PairAverages:
         return out
 
 
-def _ntk_expansion(rec, G0, L, K, Th, G, th_out, avg):
+def _ntk_expansion(rec, L, K, Th, G, th_out, avg):
     """The NTK side of the neuron-path expansion (module docstring): a dict name -> list over layers
-    1 .. L+1 of Th1, A, B, D, F (and V, K1, T recomputed, for the consistency check of the tests)."""
+    1 .. L+1 (readout last) of Th1, A, B, D, F."""
     NC = 6
     nF = NC * L
     Kz = list(K) + [G[L - 1]]  # layers 1..L+1 (index l-1)
@@ -460,7 +460,7 @@ def _ntk_expansion(rec, G0, L, K, Th, G, th_out, avg):
     for m in range(1, L + 1):
         g2 = gam[m + 1] ** 2
         CW = rec.C_W[m]
-        lb, lw = rec.lambdas(m + 1)
+        lw = rec.lambdas(m + 1)[1]
         E[m, 0, _ZZ], E[m, 0, _TT], E[m, 0, _UU] = g2 * CW, g2 * lw, g2 * lw
         E[m, 1, _ZT] = E[m, 2, _ZU] = E[m, 3, _TT] = E[m, 4, _UU] = E[m, 5, _TU] = g2 * CW
 
@@ -553,15 +553,12 @@ def _ntk_expansion(rec, G0, L, K, Th, G, th_out, avg):
                 out[i + 5] = pt * pt * ob[("dd", 0)]
             elif which == "zt":
                 out[i + 1] = pt * pz * ob[("ss", 1)]
-            elif which == "z":  # only component 0 enters (psi_(m, 0) holds phi_0 alone)
-                out[i + 0] = pz * rec.extra.evaluate("ss_d1", Kz[b - 1])[0]
         return Bm @ out  # Cov(psi, f)
 
     unit = {v: np.eye(6)[i] for i, v in enumerate(ENTRIES)}
 
     def pair(l, f, h):
-        Rf = unit[f] @ Js[l] if f != "z" else np.zeros(nF)
-        Rh = unit[h] @ Js[l] if h != "z" else np.zeros(nF)
+        Rf, Rh = unit[f] @ Js[l], unit[h] @ Js[l]
         return float(Rh @ cov_f(l, f) + Rf @ cov_f(l, h) + Rf @ Cpsi @ Rh)
 
     # e = n E[F - <phi>] (components 0, 3, 4; the others vanish by the sign symmetry tau -> -tau, tau' -> -tau')
@@ -600,14 +597,11 @@ def _ntk_expansion(rec, G0, L, K, Th, G, th_out, avg):
                 selfv[c] += _DV[v] * float(Js[a][v] @ (Bm @ Q[c, v]))
         e[(a - 1) * NC:a * NC] = first + second + selfv
 
-    out = {k: [] for k in ("Th1", "A", "B", "D", "F", "V", "K1", "T")}
+    out = {k: [] for k in ("Th1", "A", "B", "D", "F")}
     for l in range(1, L + 2):
         out["Th1"].append(float(unit["tt"] @ Js[l] @ e))
-        out["K1"].append(float(unit["zz"] @ Js[l] @ e))
         out["A"].append(pair(l, "tt", "uu"))
         out["B"].append(pair(l, "tu", "tu"))
         out["D"].append(pair(l, "tt", "zz"))
         out["F"].append(pair(l, "zt", "zt"))
-        out["V"].append(pair(l, "zz", "zz"))
-        out["T"].append(pair(l, "zz", "z") if l <= L else 0.0)
     return out
