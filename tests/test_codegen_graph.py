@@ -177,6 +177,23 @@ def test_numerical_activation_error_estimate_bounds_the_truncation():
         assert 1e-3 * estimate < error <= 1.2**2 * estimate + 1e-14, (tol, error, estimate)
 
 
+def test_kernel_fn_compiles_activations_without_closed_form(monkeypatch):
+    """``kernel_fn`` of a tanh network: the compiled kernel (compiled=True, or by default from 10^5 entries)
+    agrees with the NumPy interpreter (compiled=False) to 1e-13."""
+    net = stax.serial(stax.Dense(8, W_std=1.5, b_std=0.2), stax.Tanh(), stax.Dense(1, W_std=1.1, b_std=0.1))
+    X = np.random.default_rng(7).standard_normal((320, 16))  # 3-D inputs: many pairs near rho = 1 (quadrature)
+    want = net.kernel_fn(X[:12], get="ntk", compiled=False)
+    got = net.kernel_fn(X[:12], get="ntk", compiled=True)
+    assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
+
+    def interpreter(*args, **kwargs):
+        raise AssertionError("the NumPy interpreter ran")
+
+    monkeypatch.setattr(graph, "kernel", interpreter)
+    big = net.kernel_fn(X, get="ntk")
+    assert np.max(np.abs(big[:12, :12] - want)) <= 1e-13 * np.max(np.abs(want))
+
+
 @pytest.mark.slow
 def test_numerical_activations_match_mpmath():
     """Against the interpreter in 20-digit mpmath (mpmath's own quadrature of every expectation): 1e-13."""

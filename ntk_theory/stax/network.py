@@ -39,10 +39,13 @@ class Network:
         """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64.
 
         ``compiled``: True evaluates by the generated Numba kernel
-        (:func:`ntk_theory.codegen.graph.compiled_graph_kernel`; NotImplementedError naming the layer if it
-        has no compiled rule), False by the NumPy interpreter (:func:`ntk_theory.recursions.graph.kernel`);
-        None (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give
-        the same numbers to ~1e-15 relative, the equal-row entries identically."""
+        (:func:`ntk_theory.codegen.graph.compiled_graph_kernel`; activations without closed form, such as
+        tanh, by compiled Hermite tables and Mehler series; NotImplementedError naming the layer if it has no
+        compiled rule: :class:`~ntk_theory.codegen.graph.NotCompilable` for an activation Numba cannot
+        evaluate), False by the NumPy interpreter (:func:`ntk_theory.recursions.graph.kernel`); None
+        (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give the
+        same numbers to ~1e-15 relative with closed forms (the equal-row entries identically), to their
+        quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without."""
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
         if compiled not in (None, True, False):
