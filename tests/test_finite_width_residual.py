@@ -485,3 +485,61 @@ def test_ntk_deep_linear_A_D_all_depths(xi, gamma, C_W, C_b, param):
                        a * (g**2 * lw * VG + a * CGT),
                        g**4 * lw**2 * VG + 2 * g**2 * lw * a * CGT + a**2 * VT)
         K = x**2 * K + g**2 * (C_b + C_W * K)
+
+
+def exact_layer2_ntk(act, xi, gamma, C_W, C_b, G0, param="ntk"):
+    r"""n Var(Theta_ii(2)) and n Cov(Theta_ii(2), z_i(2)^2) of any activation, exact at every width n (scipy
+    quadrature for the one-variable averages <.> over z ~ N(0, K1), K1 = C_b + C_W G0).
+
+    Layer 1 is deterministic in the NTK (Theta(1) = T1 I, T1 = lambda_b + lambda_W G0) and its z_k are iid, so with
+    u_i = w_i.s + b_i:  Theta_ii(2) = xi^2 T1 + 2 xi gamma T1 W_ii s'_i + gamma^2 (T1 sum_k W_ik^2 s'_k^2 + H2),
+    H2 = lambda_b + lambda_W |s|^2/n, z_i(2) = xi z_i + gamma u_i; Wick over the row w_i (c = C_W/n) and the iid z_k:
+
+      n Var  = 4 xi^2 gamma^2 T1^2 C_W <s'^2> + gamma^4 [T1^2 C_W^2 (3<s'^4> - <s'^2>^2) + lambda_W^2 Var(s^2)
+               + 2 T1 lambda_W C_W Cov(s^2, s'^2)]
+      n Cov  = 4 xi^2 gamma^2 T1 C_W <z s s'> + xi^2 gamma^2 T1 C_W Cov(s'^2, z^2)
+               + gamma^4 T1 C_W^2 [2 <s^2 s'^2> + Cov(s'^2, s^2)] + gamma^2 lambda_W [xi^2 Cov(s^2, z^2) + gamma^2 C_W Var(s^2)]
+
+    (the xi gamma W_ii s'_i cross term gives the 4 xi^2 gamma^2 parts; at xi = 0 these are the MLP's A + 2B and
+    D + 2F of layer 2)."""
+    s = ACTS[act]
+    ds = {"relu": lambda z: float(z > 0), "tanh": lambda z: 1 - np.tanh(z) ** 2, "linear": lambda z: 1.0}[act]
+    K1 = C_b + C_W * G0
+    lb, lw = (C_b, C_W) if param == "ntk" else (1.0, 1.0)
+    T1 = lb + lw * G0
+    m = {name: _gauss(f, K1) for name, f in {
+        "ss": lambda z: s(z) ** 2, "dd": lambda z: ds(z) ** 2, "ssss": lambda z: s(z) ** 4,
+        "dddd": lambda z: ds(z) ** 4, "ssdd": lambda z: s(z) ** 2 * ds(z) ** 2, "zsd": lambda z: z * s(z) * ds(z),
+        "zzdd": lambda z: z * z * ds(z) ** 2, "zzss": lambda z: z * z * s(z) ** 2}.items()}
+    var_ss, cov_sd = m["ssss"] - m["ss"] ** 2, m["ssdd"] - m["ss"] * m["dd"]
+    cov_dz, cov_sz = m["zzdd"] - K1 * m["dd"], m["zzss"] - K1 * m["ss"]
+    x2, g2 = xi**2, gamma**2
+    var = (4 * x2 * g2 * T1**2 * C_W * m["dd"]
+           + g2**2 * (T1**2 * C_W**2 * (3 * m["dddd"] - m["dd"] ** 2) + lw**2 * var_ss + 2 * T1 * lw * C_W * cov_sd))
+    cov = (4 * x2 * g2 * T1 * C_W * m["zsd"] + x2 * g2 * T1 * C_W * cov_dz
+           + g2**2 * T1 * C_W**2 * (2 * m["ssdd"] + cov_sd) + g2 * lw * (x2 * cov_sz + g2 * C_W * var_ss))
+    return var, cov
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("xi,gamma,C_W,C_b,param", [(0.8, 0.6, 1.0, 0.0, "ntk"), (0.5, 0.9, 1.5, 0.2, "ntk"),
+                                                    (-0.7, 0.7, 2.0, 0.1, "unit")])
+def test_ntk_layer2_exact(act, xi, gamma, C_W, C_b, param):
+    """Layer 2 (the first residual layer) of relu/tanh nets: A + 2B and D + 2F against the exact all-n results of
+    exact_layer2_ntk (scipy quadrature)."""
+    st = ResidualRecursion(act, 3, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, param=param).one_input(G0=0.8)[1]
+    var, cov = exact_layer2_ntk(act, xi, gamma, C_W, C_b, 0.8, param)
+    assert st.ntk_variance == pytest.approx(var, rel=1e-9)
+    assert st.ntk_kernel_covariance == pytest.approx(cov, rel=1e-9)
+
+
+def test_monte_carlo_ntk_layer2_relu_finite_n():
+    """The NTK Monte Carlo of a relu residual net at n = 8 against the exact all-n layer-2 n Var(Theta_ii) and
+    n Cov(Theta_ii, z_i^2) (exact_layer2_ntk): judges the sampler with a nonlinearity."""
+    xi, gamma, C_W, C_b = 0.8, 0.6, 1.0, 0.1
+    var, cov = exact_layer2_ntk("relu", xi, gamma, C_W, C_b, 1.0)
+    mc = sample_residual_ntk("relu", 1.0, 2, 8, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, samples=20_000, seed=4,
+                             neurons=8)
+    for name, exact in (("ntk_variance", var), ("ntk_kernel_covariance", cov)):
+        est = mc[name]
+        assert abs(est.value[1] - exact) < 4 * est.stderr[1], (name, est.value[1], exact, est.stderr[1])
