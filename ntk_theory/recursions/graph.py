@@ -27,6 +27,20 @@ source).  The rules, one per layer type:
   over channels are deterministic in the limit and contribute no NTK);
 - ``FanInConcat``: the channel-weighted average of the moments (n_i / sum n).
 
+Convolutional networks (channels-last image inputs (N, W, C) or (N, H, W, C); Novak et al. 2019, Arora
+et al. 2019): every channel is a Gaussian process over inputs *and positions*, and the arrays above gain
+position axes (:mod:`.spatial`: all position pairs when the description pools, same positions otherwise;
+per-position variances take the role of var1, var2 in the activation expectations, entrywise).  Rules:
+
+- ``Conv``: a new source, K'[p, p'] = C_b + C_W mean_q K[s p + q, s p' + q] (one filter offset q for both
+  positions, zero padding counted in the mean), Theta' = lambda_b + lambda_W (the same mean of K)
+  + C_W (the same mean of Theta), fan-in n_in = C_in prod(filter_shape);
+- ``AvgPool``, ``GlobalAvgPool``, ``Flatten`` (the mean over positions of the same-position entries): linear
+  maps of every covariance and NTK; a Gaussian value stays Gaussian, any other value is known by its moments
+  (a nonlinearity after it is refused, as after FanInConcat);
+- ``Dense``, nonlinearities, ``LayerNorm`` (over channels), ``FanInSum``, ``FanInConcat`` (channels): per
+  position as above.
+
 neural-tangents 0.6.5 refuses LayerNorm after a nonlinearity and FanInSum of branches that do not end
 in a linear layer; both are exact here.  What stays refused, with the layer named: a nonlinearity after
 a sum of non-Gaussian functions of several sources (a Gaussian expectation of dimension > 2), after
@@ -36,7 +50,8 @@ different functions of a LayerNorm.
 Numerics follow :mod:`ntk_theory.recursions.network`: closed forms in their stable float64 rewriting,
 homogeneous activations at unit scale, numerical expectations by Mehler series or quadrature with an
 error estimate; entries whose two inputs are equal rows use the one-variable diagonal forms (exact).
-The input enters as neural-tangents' does: K = x . x' / d, Theta = 0, treated as Gaussian.
+The input enters as neural-tangents' does: K = x . x' / d (x_p . x'_p' / C for images), Theta = 0, treated
+as Gaussian.
 """
 
 from __future__ import annotations
