@@ -50,6 +50,36 @@ def test_conv_kernels_match_neural_tangents(name):
     _check(ntk11, DATA[f"{name}/ntk11"], 1e-7)
 
 
+COMPILED = sorted(set(NETWORKS) - {"branches"})
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_conv_kernels_match_neural_tangents(name):
+    from ntk_theory.codegen import convolution
+
+    net = stax.parse(NETWORKS[name])
+    X1, X2 = DATA[f"{name}/X1"], DATA[f"{name}/X2"]
+    k12 = convolution.kernel(net, X1, X2)
+    k11 = convolution.kernel(net, X1)
+    _check(k12.nngp, DATA[f"{name}/nngp12"], 1e-10)
+    _check(k12.ntk, DATA[f"{name}/ntk12"], 1e-10)
+    _check(k11.nngp, DATA[f"{name}/nngp11"], 1e-10)
+    _check(k11.ntk, DATA[f"{name}/ntk11"], 1e-10, ~np.eye(len(X1), dtype=bool))
+    _check(k11.ntk, DATA[f"{name}/ntk11"], 1e-7)
+    # a row of X2 equal to a row of X1 gets the same-input value (the X1, None diagonal)
+    k = convolution.kernel(net, X1, X1[::-1])
+    np.testing.assert_array_equal(np.diag(k.ntk[:, ::-1]), np.diag(k11.ntk))
+
+
+def test_compiled_conv_kernel_refuses_what_it_does_not_evaluate():
+    from ntk_theory.codegen import convolution
+
+    with pytest.raises(convolution.NotCompilableConv, match=r"FanOut\(2\) at layer 1"):
+        convolution.kernel(stax.parse(NETWORKS["branches"]), DATA["branches/X1"])
+    with pytest.raises(convolution.NotCompilableConv, match=r"Tanh\(\) at layer 1"):
+        convolution.kernel(stax.serial(stax.Conv(4, (2,)), stax.Tanh(), stax.Flatten(), stax.Dense(1)), IMAGES)
+
+
 def test_blocks_of_rows_give_neural_tangents_numbers(monkeypatch):
     monkeypatch.setattr(graph, "BLOCK_ENTRIES", 1)  # one row of X1 at a time
     name = "myrtle"
@@ -58,6 +88,9 @@ def test_blocks_of_rows_give_neural_tangents_numbers(monkeypatch):
     nngp, ntk = net.kernel_fn(X1, None)
     _check(nngp, DATA[f"{name}/nngp11"], 1e-10)
     _check(ntk, DATA[f"{name}/ntk11"], 1e-10)
+
+
+IMAGES = np.random.default_rng(0).normal(size=(2, 5, 2))
 
 
 # ---------------------------------------------------------------------- tanh by hand
@@ -120,7 +153,6 @@ def test_tanh_cnn_kernel_matches_quadrature(readout):
 
 
 # ---------------------------------------------------------------------- refusals
-IMAGES = np.random.default_rng(0).normal(size=(2, 5, 2))
 
 
 @pytest.mark.parametrize("net, X, message", [
