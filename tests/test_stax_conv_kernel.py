@@ -207,3 +207,16 @@ def test_conv_kernel_matches_monte_carlo_of_finite_networks(net, shape):
     for name in ("nngp", "ntk"):
         z = est[name].z_score(getattr(exact, name))
         assert np.all(np.abs(z) < 4), (name, z)
+
+
+def test_kernel_fn_routes_images_to_the_compiled_kernel_or_numpy():
+    name = "myrtle"
+    net = stax.parse(NETWORKS[name])
+    X1 = DATA[f"{name}/X1"]
+    fast = net.kernel_fn(X1, None, compiled=True)
+    assert fast.info["evaluated_by"] == "ntk_theory.codegen.convolution"
+    _check(fast.nngp, DATA[f"{name}/nngp11"], 1e-10)
+    assert "evaluated_by" not in net.kernel_fn(X1, None).info  # small: the NumPy interpreter
+    branches = stax.parse(NETWORKS["branches"])
+    with pytest.raises(NotImplementedError, match="FanOut"):
+        branches.kernel_fn(DATA["branches/X1"], compiled=True)

@@ -45,16 +45,28 @@ class Network:
         evaluate), False by the NumPy interpreter (:func:`ntk_theory.recursions.graph.kernel`); None
         (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give the
         same numbers to ~1e-15 relative with closed forms (the equal-row entries identically), to their
-        quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without."""
+        quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) /
+        (N, H, W, C): compiled by :func:`ntk_theory.codegen.convolution.kernel` (serial chains with pooling)
+        when ``compiled`` or N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy."""
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
         if compiled not in (None, True, False):
             raise ValueError(f"compiled must be True, False or None; got {compiled!r}")
         get_ = ("nngp", "ntk") if get is None else get
         result = None
-        images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs, evaluated by NumPy
+        images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs
         entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None and not images else 0
-        if compiled or entries >= 10**5:
+        if images and compiled is not False:
+            from ..codegen.convolution import NotCompilableConv, kernel as conv_kernel
+
+            size = len(x1) * len(x1 if x2 is None else x2) * int(np.prod(np.shape(x1)[1:-1])) ** 2
+            if compiled or size >= 10**6:
+                try:
+                    result = conv_kernel(self.description, x1, x2, get=get_)
+                except NotCompilableConv:
+                    if compiled:
+                        raise
+        elif compiled or entries >= 10**5:
             from ..codegen.graph import NotCompilable, compiled_graph_kernel
 
             try:
