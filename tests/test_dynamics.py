@@ -13,7 +13,6 @@
   exponent between -1 (PDLT's mean) and -1/2 (Lee et al.'s bound).  Depth 2 up to 1024: slow set.
 """
 
-import warnings
 
 import numpy as np
 import pytest

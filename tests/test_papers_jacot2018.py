@@ -18,7 +18,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 DIR = Path(__file__).resolve().parent.parent / "papers" / "jacot2018"
 

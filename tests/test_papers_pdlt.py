@@ -12,11 +12,9 @@ extrapolated in 1/n against the recursion, L = 1 (exact at any width) at each wi
 """
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 DIR = Path(__file__).resolve().parent.parent / "papers" / "pdlt"

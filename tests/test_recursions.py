@@ -1,6 +1,5 @@
 """Infinite-width recursions: exact facts, the NTK diagonal, depth and near-parallel inputs, bad input."""
 
-import mpmath
 import numpy as np
 import pytest
 
