@@ -156,20 +156,17 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
 
 
 def _per_network_bytes(description: Layer, X: Array) -> int:
-    """A bound on the bytes one network keeps: per input, positions times the widest value (a Conv's
-    patches: its filter size times its input channels), times the layers; with positions, the NTK's Grams
-    over (input, position) pairs."""
-    widths = [X.shape[-1]]
-    for _, layer in leaves(description):
-        if isinstance(layer, Dense):
-            widths.append(layer.out_dim)
-        elif isinstance(layer, Conv):
-            widths.append(layer.out_chan * layer.filter_size)
-    patch = max([1] + [layer.filter_size for _, layer in leaves(description) if isinstance(layer, Conv)])
+    """A bound on the bytes one network keeps: per input, the widest value times (8 layers + 8); with spatial
+    inputs, per layer its values at every input position (a Conv's patches: times its filter size) four
+    times over (output, cache, cotangent, temporaries), and the NTK's Grams over (input, position) pairs."""
+    widths = [X.shape[-1]] + [getattr(layer, "out_dim", getattr(layer, "out_chan", 0)) for _, layer in leaves(description)]
     n_layers = sum(1 for _ in leaves(description))
     positions = int(np.prod(X.shape[1:-1]))
-    grams = 0 if positions == 1 else 3 * (X.shape[0] * positions) ** 2
-    return 8 * (X.shape[0] * positions * max(widths) * patch * (8 * n_layers + 8) + grams)
+    if positions == 1 and not any(isinstance(layer, Conv) for _, layer in leaves(description)):
+        return 8 * X.shape[0] * max(widths) * (8 * n_layers + 8)
+    per_input = sum(4 * positions * max(widths) * (layer.filter_size if isinstance(layer, Conv) else 1)
+                    for _, layer in leaves(description))
+    return 8 * (X.shape[0] * per_input + 3 * (X.shape[0] * positions) ** 2)
 
 
 def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batches: int = 32,
