@@ -101,7 +101,7 @@ def test_standard_parameterization_needs_widths():
         (lambda: activation("exp(x**2)"), "diverge"),
         (lambda: activation("1/x"), "singular at real points"),
         (lambda: kernel(np.array([[np.nan, 1.0]]), None, "relu", 2), "non-finite"),
-        (lambda: kernel(np.ones((2, 2)), np.ones((2, 3)), "relu", 2), "input dimension is 2"),
+        (lambda: kernel(np.ones((2, 2)), np.ones((2, 3)), "relu", 2), r"X2 has inputs of shape \(3,\), X1 of shape \(2,\)"),
         (lambda: kernel(np.ones((2, 2)), None, "relu", 0), "depth must be an integer >= 1"),
         (lambda: kernel(np.ones((2, 2)), None, "relu", 2, C_W=-1.0), "C_W must be a finite number >= 0"),
         (lambda: kernel(np.ones((2, 2)), None, "relu", 2, param="mup"), "unknown param"),
