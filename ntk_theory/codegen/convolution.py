@@ -29,8 +29,8 @@ import math
 import numba
 import numpy as np
 
-from .. import _checks
 from ..architecture import AvgPool, Conv, Dense, Elementwise, Flatten, GlobalAvgPool, Identity, Layer, leaves, where
+from ..recursions.graph import image_inputs
 from ..recursions.result import KernelResult, check_get, equal_rows
 from ..recursions.spatial import pads
 
@@ -321,11 +321,10 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk")) -> KernelResult
     (module docstring); :class:`NotCompilableConv` for descriptions outside its scope."""
     get = check_get(get)
     description = getattr(description, "description", description)
-    X1 = _images(X1, "X1")
-    X2v = X1 if X2 is None else _images(X2, "X2")
-    if X2v.shape[1:] != X1.shape[1:]:
-        raise ValueError(f"X2 has inputs of shape {X2v.shape[1:]}, X1 of shape {X1.shape[1:]}")
-    spatial = X1.shape[1:-1]
+    X1, spatial = image_inputs(X1, "X1")
+    X2v = X1 if X2 is None else image_inputs(X2, "X2", like=X1)[0]
+    if not spatial:
+        raise ValueError(f"X1 must be images (N, W, C) or (N, H, W, C); got shape {X1.shape}")
     ints, floats, acts = plan(description, spatial, X1.shape[-1])
     P = math.prod(spatial)
     F1 = np.ascontiguousarray(X1.reshape(len(X1), P, -1))
@@ -348,10 +347,3 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk")) -> KernelResult
         raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound)")
     return KernelResult(nngp, ntk, {"quadrature_error": 0.0, "evaluated_by": "ntk_theory.codegen.convolution"},
                         get=get)
-
-
-def _images(X, name):
-    arr = np.asarray(X, dtype=float) if not isinstance(X, np.ndarray) else X
-    if arr.ndim not in (3, 4):
-        raise ValueError(f"{name} must be images (N, W, C) or (N, H, W, C); got shape {np.shape(X)}")
-    return _checks.inputs(arr.reshape(len(arr), -1), name).reshape(arr.shape)

@@ -268,8 +268,8 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
     and ``ntk`` are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``:
     ``"nngp"``, ``"ntk"`` or a tuple of them (the result iterates in that order)."""
     get = check_get(get)
-    X1, shape = _image_inputs(X1, "X1")
-    X2v, _ = (X1, shape) if X2 is None else _image_inputs(X2, "X2", like=X1)
+    X1, shape = image_inputs(X1, "X1")
+    X2v, _ = (X1, shape) if X2 is None else image_inputs(X2, "X2", like=X1)
     if shape and dps is not None:
         raise ValueError("dps (mpmath arithmetic) is available for vector inputs (N, d) only; got images of shape "
                          f"{X1.shape[1:]}")
@@ -290,8 +290,10 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
     return KernelResult(nngp, ntk, info, get=get)
 
 
-def _image_inputs(X, name: str, like=None):
-    """``X`` as float64 (N, d) or (N, *S, C) with S of 1 or 2 axes; the spatial shape S (``()`` for vectors)."""
+def image_inputs(X, name: str, like=None):
+    """``X`` as float64 (N, d) or (N, *S, C) with S of 1 or 2 axes, checked as :func:`ntk_theory._checks.inputs`
+    checks (N, d) inputs, and its spatial shape S (``()`` for vectors); ``like``: X1, whose per-input shape X
+    must have."""
     arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
     if arr.ndim in (3, 4):
         flat = _checks.inputs(arr.reshape(len(arr), -1), name)
