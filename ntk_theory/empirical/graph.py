@@ -60,7 +60,14 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import Dense, Layer, where
-from ..reference.graph import DenseParameters, Tape, inputs, linear_layer, linear_params, params_at
+from ..reference.graph import (
+    DenseParameters,
+    Tape,
+    inputs,
+    linear_layer,
+    linear_params,
+    params_at,
+)
 from ..reference.graph import trace as record
 from . import cost as _cost
 from .cost import DEFAULT_MEMORY, METHODS

@@ -30,8 +30,8 @@ from .. import _checks
 from ..architecture import Dense as DenseLayer
 from ..architecture import Layer, Serial
 from ..architecture.mlp import activation_layer, mlp_description
-from . import graph
 from ..reference.graph import inputs as _spatial_inputs
+from . import graph
 from .cost import DEFAULT_MEMORY, input_shape, steps
 
 Array = np.ndarray

@@ -495,14 +495,15 @@ def _conv_dense(layer: Conv) -> Dense:
     return Dense(layer.out_chan, layer.W_std, layer.b_std, layer.parameterization, layer.variances)
 
 
+@functools.singledispatch
 def linear_layer(layer: Layer) -> Dense | None:
     """The Dense layer acting on each row (input position or patch) of a layer with weights: the layer
     itself for Dense, :func:`_conv_dense` for Conv; None for parameterless layers."""
-    if isinstance(layer, Dense):
-        return layer
-    if isinstance(layer, Conv):
-        return _conv_dense(layer)
     return None
+
+
+linear_layer.register(Dense, lambda layer: layer)
+linear_layer.register(Conv, _conv_dense)
 
 
 # ---------------------------------------------------------------------- the forward pass as a tape
@@ -626,26 +627,25 @@ def trace(description: Layer, X, action: Callable, rank: int | None = None) -> T
 
 
 def _explicit(params, description: Layer | None = None) -> Callable:
-    convs = {} if description is None else {p: l for p, l in leaves(description) if isinstance(l, Conv)}
+    layers = {} if description is None else dict(leaves(description))
 
     def action(layer, path, n_in):
-        p = params_at(params, path)
-        conv = convs.get(path)
-        if conv is not None:
-            p = _conv_params(conv, p, n_in, path)
+        p = linear_params(layers.get(path, layer), params_at(params, path), n_in, path)
         return DenseParameters(layer, p, n_in, path)
 
     return action
 
 
+@functools.singledispatch
 def linear_params(layer: Layer, p, n_in: int, path: tuple = ()) -> tuple:
     """A Dense or Conv layer's params ``(W, b)`` in neural-tangents' layout as the params of the Dense layer
     acting on its rows (:func:`linear_layer`): a Conv's filter (*filter_shape, C_in, out) reshaped to
     (n_in, out) with ``n_in = C_in prod(filter_shape)``; a Dense layer's as they are."""
-    return _conv_params(layer, p, n_in, path) if isinstance(layer, Conv) else p
+    return p
 
 
-def _conv_params(layer: Conv, p, n_in: int, path) -> tuple:
+@linear_params.register
+def _conv_params(layer: Conv, p, n_in: int, path: tuple = ()) -> tuple:
     """A Conv's (W HWIO, b) as the (W (n_in, out), b) of its patch Dense layer."""
     if not isinstance(p, (tuple, list)) or len(p) != 2:
         raise ValueError(f"{layer!r} at {where(path)} needs params (W, b); got {type(p).__name__}")
