@@ -4,8 +4,9 @@ Judges (independent of the code under test):
 - recorded ``kernel_fn`` outputs of neural-tangents 0.6.5 in float64 (tests/data/neural_tangents/conv_kernels.npz,
   written by benchmarks/anchors/record_conv_kernels.py in its own environment): 1-D and 2-D convolutions with
   'VALID', 'SAME', 'CIRCULAR' padding and strides, AvgPool (normalize_edges), GlobalAvgPool, Flatten, Dense on
-  images, LayerNorm over channels, FanOut/FanInSum/FanInConcat, 'standard' parameterization, Erf and Relu, and a
-  Myrtle-style network on 8x8 images;
+  images, LayerNorm over channels, FanOut/FanInSum/FanInConcat, 'standard' parameterization, Erf and Relu (also
+  after pooling a Gaussian value, and on the pooled vector), and a Myrtle-style network on 8x8 images; the same
+  recordings judge the compiled kernel (ntk_theory.codegen.convolution);
 - for tanh (not in neural-tangents), the spatial recursion of a tiny 1-D network written out by hand here with
   its Gaussian expectations by nested adaptive quadrature (scipy, absolute tolerance 1e-14).
 """

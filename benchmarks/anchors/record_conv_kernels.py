@@ -9,8 +9,8 @@ expression in ``config["networks"][name]``, evaluated by neural-tangents' ``stax
 (at X1, None).  ``config`` also holds the versions of neural-tangents, jax and numpy that produced it.
 The networks cover 1-D and 2-D convolutions with 'VALID', 'SAME' and 'CIRCULAR' padding and strides, AvgPool
 (with and without normalize_edges), GlobalAvgPool, Flatten, Dense on images, LayerNorm over channels, FanOut /
-FanInSum / FanInConcat over channels, 'standard' parameterization, Erf and Relu, and a small Myrtle-style
-network on 8x8 images.
+FanInSum / FanInConcat over channels, 'standard' parameterization, Erf and Relu (also after pooling of a
+Gaussian value and on the pooled vector), and a small Myrtle-style network on 8x8 images.
 """
 
 import argparse
@@ -60,6 +60,9 @@ NETWORKS = {
                  "FanInSum(), Relu(), FanOut(2), parallel(Conv(8, (1,)), serial(Dense(24, b_std=0.2), Erf())), "
                  "FanInConcat(), AvgPool((2,)), Conv(16, (2,), padding='SAME'), LayerNorm(), "
                  "GlobalAvgPool(), Dense(1))", (6, 2)),
+    "pool_then_activation": ("serial(Conv(16, (2, 2), padding='SAME', W_std=1.2, b_std=0.3), AvgPool((2, 2)), "
+                             "Erf(), Conv(16, (2, 2), padding='CIRCULAR', W_std=1.5), GlobalAvgPool(), Relu(), "
+                             "Dense(16, W_std=1.3, b_std=0.2), Relu(), Dense(1))", (4, 5, 2)),
 }
 
 

@@ -252,7 +252,7 @@ class _Context:
 
 #: Largest number of cross-covariance entries (N1 N2 P^2, full spatial layout) evaluated at once; larger
 #: kernels are evaluated in blocks of rows of X1.
-BLOCK_ENTRIES = 2**23
+BLOCK_ENTRIES = 2**21
 
 
 def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
