@@ -290,7 +290,10 @@ class DenseRule:
         ``sqrt(c) sum_p x_(a,p) (x) g_(a,o,p)`` (one product over positions per input)."""
         if x.ndim > 2:
             xp, gp = _positions(x, g)
-            blocks = [np.sqrt(entry.c) * np.matmul(np.swapaxes(xp, -1, -2)[:, None], gp)]
+            N, O, P, n = gp.shape
+            # per input one product (k, P) x (P, O n), then (N, k, O, n) -> (N, O, k, n)
+            xg = np.matmul(np.swapaxes(xp, -1, -2), gp.transpose(0, 2, 1, 3).reshape(N, P, O * n))
+            blocks = [np.sqrt(entry.c) * xg.reshape(N, -1, O, n).transpose(0, 2, 1, 3)]
             if entry.has_bias:
                 blocks.append(np.sqrt(entry.lambda_b) * gp.sum(axis=2))
             return blocks
@@ -308,7 +311,10 @@ class DenseRule:
             K, N, n = g.shape[0], g.shape[1], g.shape[-1]
             xp = x.reshape(N, -1, x.shape[-1])
             gp = g.reshape(K, N, -1, n)
-            dW = np.matmul(np.swapaxes(entry.c * xp, -1, -2)[None], gp)  # (K, N, n_in, n)
+            P = gp.shape[2]
+            # per input one product (n_in, P) x (P, K n) -> (N, n_in, K, n) -> (K, N, n_in, n)
+            xg = np.matmul(np.swapaxes(entry.c * xp, -1, -2), gp.transpose(1, 2, 0, 3).reshape(N, P, K * n))
+            dW = np.ascontiguousarray(xg.reshape(N, -1, K, n).transpose(2, 0, 1, 3))
             db = entry.lambda_b * gp.sum(axis=2).reshape(K * N, 1, n) if entry.has_bias else None
             return dW.reshape(K * N, x.shape[-1], n), db
         K, N, n = g.shape
