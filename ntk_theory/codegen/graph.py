@@ -1004,10 +1004,12 @@ class CompiledGraphKernel:
 
     def _finish(self, module, program, Kb, Tb, r0, c0, symmetric, same, X1, X2, R1, R2, P, tabA, tabB) -> float:
         """Entries of a tile that the compiled series left NaN (a term would need more than ``max_order``
-        terms): the same program in Python (``entry`` of the module) with every term without closed form by
-        the compiled 2-D quadrature (:func:`ntk_theory.numerics.gauss_legendre.expect2_direct`) and its error
-        estimate.  Returns the largest estimate."""
+        terms): the same program in Python (``entry`` of the module), each term without closed form by its
+        series where that is short enough, else by the compiled 2-D quadrature
+        (:func:`ntk_theory.numerics.gauss_legendre.expect2_direct`), with their error estimates.  Returns the
+        largest estimate."""
         from ..numerics import gauss_legendre
+        from .runtime import hermite_term
 
         worst = 0.0
         rr, cc = np.nonzero(np.isnan(Kb) | np.isnan(Tb))
@@ -1016,6 +1018,9 @@ class CompiledGraphKernel:
         f_of = {q: f for q, f, _, _ in program.tables.values()}
 
         def by_quadrature(q, i, j, k11, k22, k12, *tables):
+            T, Td, e = hermite_term(q, i, j, k11, k22, k12, *tables)
+            if not (np.isnan(T) or np.isnan(Td)):
+                return T, Td, e
             f = f_of[q]
             kinks = getattr(module, f"KINKS_{f}")
             s, ds = getattr(module, f"s_{f}"), getattr(module, f"ds_{f}")
