@@ -164,6 +164,28 @@ def test_numerical_activations_match_the_numpy_interpreter(cross):
         assert kern.fallback_entries > before  # the near-parallel pair went through the quadrature
 
 
+def test_numerical_activations_in_tiles_and_given_arrays():
+    """Row tiles of 3 or 4 rows (float64 in place, float32 and Fortran-ordered outputs through tile buffers), with
+    entries finished by quadrature at tile offsets: the values of one tile."""
+    X1, X2 = numeric_inputs()
+    X1 = np.vstack([X1, X1[5] + 1e-5 * np.array([0.3, -0.2, 0.5])])  # rows 5 and 10 near-parallel: tile 2
+    ref = compiled_graph_kernel(NUMERIC)
+    tiles = compiled_graph_kernel(NUMERIC, tile_mb=3 * 16 * len(X1) / 2**20)
+    for b in (None, X2):
+        want = ref.evaluate(X1, b)
+        before = tiles.fallback_entries
+        got = tiles.evaluate(X1, b)
+        assert tiles.fallback_entries > before
+        assert got.info["tile_rows"] <= 4
+        for q in ("nngp", "ntk"):  # BLAS rounds G0 of a tile as it likes: 1e-14
+            np.testing.assert_allclose(getattr(got, q), getattr(want, q), rtol=1e-14, atol=0)
+        out = (np.empty(want.nngp.shape, order="F"), np.empty(want.nngp.shape, order="F"))
+        tiles.evaluate(X1, b, out=out)
+        np.testing.assert_array_equal(out[0], got.nngp)
+        np.testing.assert_array_equal(out[1], got.ntk)
+        np.testing.assert_array_equal(tiles.evaluate(X1, b, dtype=np.float32).ntk, got.ntk.astype(np.float32))
+
+
 def test_numerical_activation_error_estimate_bounds_the_truncation():
     """Coarse truncation (tol 1e-6, 1e-3): one tanh layer, NNGP = C_b + C_W E[tanh(u) tanh(v)], so the
     error against the interpreter (~1e-14) is at most C_W times the reported estimate, and the estimate is
