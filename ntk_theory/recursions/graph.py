@@ -251,8 +251,8 @@ class _Context:
 
 
 #: Largest number of cross-covariance entries (N1 N2 P^2, full spatial layout) evaluated at once; larger
-#: kernels are evaluated in blocks of rows of X1.
-BLOCK_ENTRIES = 2**21
+#: kernels are evaluated in blocks of rows of X1 (a block's temporaries peak at ~25 arrays of this size).
+BLOCK_ENTRIES = 2**19
 
 
 def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
@@ -342,6 +342,7 @@ def _evaluate(description, X1, X2, symmetric, backend, layout, dps):
         if not backend.finite(nngp, ntk):
             raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound, or an "
                                      "expectation diverges)")
+    ctx.cache.clear()  # its moments refer back to ctx: free this block's arrays now, not at the next gc
     return nngp, ntk, ctx.errors
 
 
