@@ -221,3 +221,21 @@ def test_kernel_fn_routes_images_to_the_compiled_kernel_or_numpy():
     branches = stax.parse(NETWORKS["branches"])
     with pytest.raises(NotImplementedError, match="FanOut"):
         branches.kernel_fn(DATA["branches/X1"], compiled=True)
+
+
+def test_blocks_free_their_arrays(monkeypatch):
+    """The peak memory of a blocked kernel is that of one block, not of all blocks (tracemalloc)."""
+    import tracemalloc
+
+    net = stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.Relu(), stax.Conv(4, (3, 3), padding="SAME"),
+                      stax.Erf(), stax.AvgPool((2, 2)), stax.GlobalAvgPool(), stax.Dense(1))
+    X = np.random.default_rng(0).normal(size=(12, 6, 6, 2))
+    monkeypatch.setattr(graph, "BLOCK_ENTRIES", 1)  # one row of X1 per block
+    graph.kernel(net.description, X[:1], X)  # warm caches
+    peaks = []
+    for rows in (1, 12):
+        tracemalloc.start()
+        graph.kernel(net.description, X[:rows], X)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 2.5 * peaks[0], peaks
