@@ -29,7 +29,18 @@ import math
 import numba
 import numpy as np
 
-from ..architecture import AvgPool, Conv, Dense, Elementwise, Flatten, GlobalAvgPool, Identity, Layer, leaves, where
+from ..architecture import (
+    AvgPool,
+    Conv,
+    Dense,
+    Elementwise,
+    Flatten,
+    GlobalAvgPool,
+    Identity,
+    Layer,
+    leaves,
+    where,
+)
 from ..recursions.graph import image_inputs
 from ..recursions.result import KernelResult, check_get, equal_rows
 from ..recursions.spatial import pads

@@ -66,12 +66,25 @@ import sympy as sp
 
 from .. import _checks
 from ..activations import Activation, x
-from ..architecture import Dense, Elementwise, FanInConcat, FanInSum, Layer, LayerNorm, leaves, walk, where
-from ..architecture import AvgPool, Conv, Flatten, GlobalAvgPool
+from ..architecture import (
+    AvgPool,
+    Conv,
+    Dense,
+    Elementwise,
+    FanInConcat,
+    FanInSum,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    LayerNorm,
+    leaves,
+    walk,
+    where,
+)
 from ..gaussian import expectation1
 from .layer import activation_kernels
 from .result import KernelResult, check_get, equal_rows
-from .spatial import Layout, conv_mean, pool_mean
+from .spatial import VECTOR, Layout, conv_mean, pool_mean
 
 _ids = itertools.count()
 
@@ -89,7 +102,7 @@ class Source:
     ntk1: np.ndarray
     base: frozenset
     label: str
-    layout: Layout = Layout()
+    layout: Layout = VECTOR
 
 
 @dataclass(eq=False)
@@ -112,7 +125,7 @@ class Node:
 
     terms: tuple
     channels: int
-    layout: Layout = Layout()
+    layout: Layout = VECTOR
 
 
 @dataclass(eq=False)
@@ -130,7 +143,7 @@ class Moments:
     base: frozenset
     channels: int
     origin: str
-    layout: Layout = Layout()
+    layout: Layout = VECTOR
 
 
 class Float64:
@@ -355,8 +368,6 @@ def _rule(layer: Layer, state, path, ctx):
 @_rule.register
 def _(layer: Dense, state, path, ctx):
     m = moments(state, ctx)
-    lb, lw = layer.learning_rate_factors(state.channels)
-    cw, cb = layer.C_W, layer.C_b
     return _affine(layer, m, (m.nngp, m.ntk, m.var1, m.var2, m.ntk1), state.channels, layer.out_dim, path, ctx)
 
 
@@ -607,7 +618,7 @@ def _base(s) -> frozenset:
     return s.base if isinstance(s, Moments) else frozenset().union(*(t.source.base for t in s.terms))
 
 
-def _sum_moments(ms: list[Moments], channels: int, origin: str, lay: Layout = Layout()) -> Moments:
+def _sum_moments(ms: list[Moments], channels: int, origin: str, lay: Layout = VECTOR) -> Moments:
     M1, M2 = sum(m.mean1 for m in ms), sum(m.mean2 for m in ms)
     nngp = sum(m.nngp for m in ms) + lay.cross(M1, M2) - sum(lay.cross(m.mean1, m.mean2) for m in ms)
     var1 = sum(m.var1 for m in ms) + lay.self(M1) - sum(lay.self(m.mean1) for m in ms)

@@ -123,6 +123,10 @@ class Layout:
         return a.reshape(a.shape[0], -1).mean(axis=-1)
 
 
+#: The layout of a vector value (no spatial axes).
+VECTOR = Layout()
+
+
 def pads(size: int, window: int, stride: int, padding: str) -> tuple[int, int]:
     """(lower, upper) padding of one axis (XLA's rule for 'SAME', reused for 'CIRCULAR'; 0 for 'VALID')."""
     if padding == "VALID":
