@@ -1,15 +1,15 @@
 r"""Compiled (Numba) CNN-GP / CNTK of serial convolutional descriptions with pooling, float64.
 
-The same rules as :mod:`ntk_theory.recursions.graph` in its full spatial layout (every pair of positions;
-:mod:`ntk_theory.recursions.spatial`), evaluated input pair by input pair: the output for inputs (a, b) depends
-only on their cross covariance K_ab[p, p'] and on the per-position variances of a and of b at each
-activation, so
+The same rules as :mod:`ntk_theory.recursions.graph` in the same spatial layout (every pair of positions when
+the chain pools, same positions only otherwise; :mod:`ntk_theory.recursions.spatial`), evaluated input pair
+by input pair: the output for inputs (a, b) depends only on their cross covariance K_ab[p, p'] (or K_ab[p])
+and on the per-position variances of a and of b at each activation, so
 
 1. each input runs the chain once with itself (parallel over inputs), recording its per-position variances
    before every activation and its own output (the kernel's diagonal: one-variable forms at equal
    positions, exact as in the interpreter);
 2. each pair runs the chain on its (P x P) cross covariance (parallel over pairs; with X2 = None only the
-   pairs a > b, mirrored), with a pair's buffers of 4 P^2 floats; rows of X1 equal to rows of X2 take
+   pairs a > b, mirrored), with a pair's buffers of 4 P^2 (or 2 P) floats; rows of X1 equal to rows of X2 take
    their own output.
 
 Supported (else :class:`NotCompilableConv`, naming the layer): a serial chain of ``Conv`` (any padding,
@@ -145,14 +145,17 @@ def _act(code, a, b, c, diagonal):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _chain(K, T, K2, T2, S1, S2, ints, floats, d1, d2, same, record):
-    """Run the steps on the cross covariance K and NTK T (flat, P x P); returns (nngp, ntk) of the output.
-    ``record``: the self chain of one input, writing its per-position variances into d1 (= d2)."""
+def _chain(K, T, K2, T2, S1, S2, ints, floats, d1, d2, same, record, full):
+    """Run the steps on the cross covariance K and NTK T (flat, P x P when ``full``, else the P same-position
+    entries); returns (nngp, ntk) of the output.  ``record``: the self chain of one input, writing its
+    per-position variances into d1 (= d2)."""
     for step in range(ints.shape[0]):
         code, H, W, Ho, Wo = ints[step, 0], ints[step, 1], ints[step, 2], ints[step, 3], ints[step, 4]
         P, Po = H * W, Ho * Wo
         cw, cb, lb, lw = floats[step, 0], floats[step, 1], floats[step, 2], floats[step, 3]
-        if code == DENSE:
+        if not full:
+            _diagonal_step(code, H, W, Ho, Wo, ints[step], cw, cb, lb, lw, K, T, K2, T2, d1, d2, same, record)
+        elif code == DENSE:
             for o in range(P * P):
                 k = K[o]
                 K2[o] = cb + cw * k
@@ -271,6 +274,58 @@ def _chain(K, T, K2, T2, S1, S2, ints, floats, d1, d2, same, record):
     return K[0], T[0]
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _diagonal_step(code, H, W, Ho, Wo, row, cw, cb, lb, lw, K, T, K2, T2, d1, d2, same, record):
+    """One step on same-position covariances K[p] (no pooling in the chain)."""
+    P = H * W
+    if code == DENSE:
+        for p in range(P):
+            k = K[p]
+            K2[p] = cb + cw * k
+            T2[p] = lb + lw * k + cw * T[p]
+    elif code == RELU or code == ERF:
+        a_ = row[13]
+        if record:
+            for p in range(P):
+                d1[a_, p] = K[p]
+        for p in range(P):
+            t, td = _act(code, d1[a_, p], d2[a_, p], K[p], same)
+            K2[p] = t
+            T2[p] = td * T[p]
+    elif code == CONV:
+        fh, fw, sh, sw, loh, low, wrap = row[5], row[6], row[7], row[8], row[9], row[10], row[11]
+        inv = 1.0 / (fh * fw)
+        for a in range(Ho):
+            for b in range(Wo):
+                sk = 0.0
+                st = 0.0
+                for qh in range(fh):
+                    h = sh * a + qh - loh
+                    if wrap:
+                        h = h % H
+                    elif h < 0 or h >= H:
+                        continue
+                    for qw in range(fw):
+                        w = sw * b + qw - low
+                        if wrap:
+                            w = w % W
+                        elif w < 0 or w >= W:
+                            continue
+                        sk += K[h * W + w]
+                        st += T[h * W + w]
+                mk = sk * inv
+                K2[a * Wo + b] = cb + cw * mk
+                T2[a * Wo + b] = lb + lw * mk + cw * st * inv
+    else:  # FLATTEN
+        sk = 0.0
+        st = 0.0
+        for p in range(P):
+            sk += K[p]
+            st += T[p]
+        K2[0] = sk / P
+        T2[0] = st / P
+
+
 @numba.njit(cache=True)
 def _count(a, b, H, W, fh, fw, sh, sw, loh, low):
     n = 0
@@ -285,8 +340,15 @@ def _count(a, b, H, W, fh, fw, sh, sw, loh, low):
 
 
 @numba.njit(cache=True)
-def _gram(x, y, K):
+def _gram(x, y, K, full):
     P, C = x.shape
+    if not full:
+        for p in range(P):
+            s = 0.0
+            for c in range(C):
+                s += x[p, c] * y[p, c]
+            K[p] = s / C
+        return
     for p in range(P):
         for q in range(P):
             s = 0.0
@@ -296,20 +358,22 @@ def _gram(x, y, K):
 
 
 @numba.njit(parallel=True, cache=True)
-def _selves(X, ints, floats, var, out):
+def _selves(X, ints, floats, var, out, full):
     """Each input with itself: its variances before each activation (var[i]) and its output (out[i])."""
     n, P = X.shape[0], X.shape[1]
+    m = P * P if full else P
     for i in numba.prange(n):
-        K, T = np.empty(P * P), np.zeros(P * P)
-        K2, T2, S1, S2 = np.empty(P * P), np.empty(P * P), np.empty(P * P), np.empty(P * P)
-        _gram(X[i], X[i], K)
-        out[i, 0], out[i, 1] = _chain(K, T, K2, T2, S1, S2, ints, floats, var[i], var[i], True, True)
+        K, T = np.empty(m), np.zeros(m)
+        K2, T2, S1, S2 = np.empty(m), np.empty(m), np.empty(m if full else 1), np.empty(m if full else 1)
+        _gram(X[i], X[i], K, full)
+        out[i, 0], out[i, 1] = _chain(K, T, K2, T2, S1, S2, ints, floats, var[i], var[i], True, True, full)
 
 
 @numba.njit(parallel=True, cache=True)
-def _pairs(X1, X2, ints, floats, var1, var2, symmetric, nngp, ntk):
+def _pairs(X1, X2, ints, floats, var1, var2, symmetric, nngp, ntk, full):
     """Every pair (a, b) (a > b only when ``symmetric``) on its cross covariance."""
     n1, n2, P = X1.shape[0], X2.shape[0], X1.shape[1]
+    m = P * P if full else P
     total = n1 * (n1 - 1) // 2 if symmetric else n1 * n2
     for k in numba.prange(total):
         if symmetric:
@@ -321,10 +385,10 @@ def _pairs(X1, X2, ints, floats, var1, var2, symmetric, nngp, ntk):
             b = k - a * (a - 1) // 2
         else:
             a, b = k // n2, k % n2
-        K, T = np.empty(P * P), np.zeros(P * P)
-        K2, T2, S1, S2 = np.empty(P * P), np.empty(P * P), np.empty(P * P), np.empty(P * P)
-        _gram(X1[a], X2[b], K)
-        nngp[a, b], ntk[a, b] = _chain(K, T, K2, T2, S1, S2, ints, floats, var1[a], var2[b], False, False)
+        K, T = np.empty(m), np.zeros(m)
+        K2, T2, S1, S2 = np.empty(m), np.empty(m), np.empty(m if full else 1), np.empty(m if full else 1)
+        _gram(X1[a], X2[b], K, full)
+        nngp[a, b], ntk[a, b] = _chain(K, T, K2, T2, S1, S2, ints, floats, var1[a], var2[b], False, False, full)
 
 
 def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk")) -> KernelResult:
@@ -337,18 +401,19 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk")) -> KernelResult
     if not spatial:
         raise ValueError(f"X1 must be images (N, W, C) or (N, H, W, C); got shape {X1.shape}")
     ints, floats, acts = plan(description, spatial, X1.shape[-1])
+    full = bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
     P = math.prod(spatial)
     F1 = np.ascontiguousarray(X1.reshape(len(X1), P, -1))
     F2 = F1 if X2 is None else np.ascontiguousarray(X2v.reshape(len(X2v), P, -1))
     var1, out1 = np.zeros((len(F1), max(acts, 1), P)), np.empty((len(F1), 2))
-    _selves(F1, ints, floats, var1, out1)
+    _selves(F1, ints, floats, var1, out1, full)
     if X2 is None:
         var2, out2 = var1, out1
     else:
         var2, out2 = np.zeros((len(F2), max(acts, 1), P)), np.empty((len(F2), 2))
-        _selves(F2, ints, floats, var2, out2)
+        _selves(F2, ints, floats, var2, out2, full)
     nngp, ntk = np.empty((len(F1), len(F2))), np.empty((len(F1), len(F2)))
-    _pairs(F1, F2, ints, floats, var1, var2, X2 is None, nngp, ntk)
+    _pairs(F1, F2, ints, floats, var1, var2, X2 is None, nngp, ntk, full)
     if X2 is None:
         iu = np.triu_indices(len(F1), 1)
         nngp[iu], ntk[iu] = nngp.T[iu], ntk.T[iu]
