@@ -1,5 +1,6 @@
 r"""Full-batch gradient descent of the reference network on the squared loss, by a hand-written backward
-pass (no autodiff library).
+pass (no autodiff library): :meth:`~ntk_theory.reference.MLP.vjp`, the reverse pass of the description
+interpreter's tape (:mod:`ntk_theory.reference.graph`).
 
 Backward pass (PDLT notation, :mod:`ntk_theory.conventions`), for inputs X (N, n_0), outputs f (N, O)
 and g = dL/df = s (f - y) with s = 1/(N O) (loss="mean") or 1 (loss="sum"):
@@ -33,17 +34,7 @@ def gradient(net: MLP, X, y, loss: str = "mean"):
     f = tr.output
     y = _as_targets(y, f.shape)
     g = loss_gradient_scale(f.shape[0], f.shape[1], loss) * (f - y)
-    return f, _backward(net, tr, g)
-
-
-def _backward(net: MLP, tr, g: np.ndarray) -> list:
-    grads = [None] * net.spec.n_layers
-    delta = g
-    for l in range(net.spec.n_layers - 1, -1, -1):  # 0-based layer index
-        grads[l] = (delta.T @ tr.a[l], delta.sum(axis=0))
-        if l > 0:
-            delta = (delta @ net.weights[l]) * tr.ds[l - 1]
-    return grads
+    return f, net.vjp(tr, g)
 
 
 def _as_targets(y, shape) -> np.ndarray:
@@ -126,7 +117,7 @@ def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", 
         if k == steps:
             break
         g = loss_gradient_scale(f.shape[0], f.shape[1], loss) * (f - y)
-        for l, (dW, db) in enumerate(_backward(work, tr, g)):
+        for l, (dW, db) in enumerate(work.vjp(tr, g)):
             work.weights[l] -= scale_W[l] * dW
             work.biases[l] -= scale_b[l] * db
         k += 1

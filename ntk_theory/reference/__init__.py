@@ -1,7 +1,9 @@
 """The reference finite-width networks, in NumPy with hand-written derivatives: the ground truth the symbolic
 layer is validated against, written independently of it.
 
-* :class:`MLP` (:mod:`.network`): the dense MLP, forward-mode derivatives (:class:`Trace`);
+* :class:`MLP` (:mod:`.network`): the dense MLP in PDLT coordinates, a thin constructor of its description
+  (:meth:`MLP.as_description`, :mod:`.mlp_graph`) and parameters, run by :mod:`.graph` (:class:`Trace`: the
+  forward pass);
 * :mod:`.graph`: any architecture description (``stax``) with neural-tangents' parameter layout, exported as
   :func:`init_description` (``graph.init``), :func:`apply_description` (``graph.apply``),
   :func:`description_jacobian` (``graph.jacobian``) and :func:`description_ntk` (``graph.ntk``, the
@@ -15,8 +17,8 @@ from .activations import NAMES as ACTIVATION_NAMES
 from .activations import NumpyActivation, numpy_activation
 from .network import MLP, Trace
 
-# descriptions carry SymPy expressions: their interpreter is imported on first use, so the MLP and its
-# samplers load no symbolic module
+# descriptions carry SymPy expressions: their interpreter is imported on first use, so importing the MLP
+# and its samplers loads no symbolic module (the MLP imports it on its first forward pass)
 _GRAPH = {"graph": None, "apply_description": "apply", "init_description": "init",
           "description_jacobian": "jacobian", "description_ntk": "ntk"}
 

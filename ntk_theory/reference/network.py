@@ -1,4 +1,5 @@
-r"""The reference finite-width MLP in NumPy, differentiated in forward mode by hand.
+r"""The reference finite-width MLP in NumPy: a description plus parameters, run by the description
+interpreter (:mod:`.graph`).
 
 Conventions (PDLT, see :mod:`ntk_theory.conventions`)::
 
@@ -7,27 +8,36 @@ Conventions (PDLT, see :mod:`ntk_theory.conventions`)::
 
 Parameters are stored in PDLT coordinates ``theta = (W(1), b(1), ..., W(L+1), b(L+1))``; a tangent
 ``v`` is a list of ``(dW(l), db(l))`` of the same shapes (or a flat vector in :meth:`MLP.flatten`
-order).  Forward mode propagates tangents through the layers::
+order).
 
-    dz(1)   = dW(1) x + db(1)
-    dz(l+1) = W(l+1) [s'(z(l)) * dz(l)] + dW(l+1) s(z(l)) + db(l+1)
+:meth:`MLP.as_description` is ``serial(Dense(n_1), s, ..., Dense(n_out))`` with the network's C_W, C_b and
+param (:func:`~ntk_theory.architecture.mlp.mlp_description`), its elementwise layers evaluated by the MLP's
+NumPy pair (hand-written for the library names, :mod:`.activations`) and its Dense layers acting in PDLT
+coordinates, ``z = x W(l)^T + b(l)`` (:mod:`.mlp_graph`); :attr:`MLP.params` are the same parameters in
+neural-tangents' layout.  Every derivative is the interpreter's rule for that layer type, run on its tape
+(:func:`~ntk_theory.reference.graph.trace`):
 
-giving the Jacobian-vector product ``J(x) v = dz(L+1)``.  The full Jacobian uses the structure of a
-dense layer: the tangent ``dW(l) = e_i e_j^T`` enters as ``dz(l) = a(l-1)_j e_i``, so pushing the
-``n_l`` unit tangents ``e_i`` of ``z(l)`` forward (one batched matrix product per layer, all
-directions at once, no loop over parameters) gives
-
-    df/dW(l)_ij = T(l)_{., i} a(l-1)_j,     df/db(l)_i = T(l)_{., i},     T(l) = df/dz(l).
-
-The empirical NTK is ``Theta = J Lambda J^T`` with ``Lambda`` the learning-rate factors of ``param``::
+- :meth:`MLP.forward`: z(l), a(l) = s(z(l)) and s'(z(l)) read off the tape;
+- :meth:`MLP.jvp`: forward mode, ``dz(l+1) = W(l+1) [s'(z(l)) * dz(l)] + dW(l+1) a(l) + db(l+1)``;
+- :meth:`MLP.vjp`, :meth:`MLP.output_sensitivities`: reverse mode, ``g(l) = (g(l+1) W(l+1)) * s'(z(l))``,
+  the O output cotangents e_o at all inputs at once giving ``T(l) = df/dz(l)``;
+- :meth:`MLP.jacobian`: the structure of a dense layer, ``df/dW(l)_ij = T(l)_{., i} a(l-1)_j``,
+  ``df/db(l)_i = T(l)_{., i}``;
+- :meth:`MLP.ntk`: ``Theta = J Lambda J^T`` with ``Lambda`` the learning-rate factors of ``param``, by the
+  structured rule (:func:`~ntk_theory.reference.graph.structured_ntk`)::
 
     Theta_ab = sum_l (T(l)_a . T(l)_b) [lambda_b(l) + lambda_W(l) / n_(l-1) a(l-1)_a . a(l-1)_b]
+
+Everything is float64, exact up to the rounding of the NumPy operations.  The module itself loads no
+symbolic module (an :class:`MLP` is built, and its parameters handled, without SymPy); the description and
+its interpreter are imported on the first forward pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,12 +54,14 @@ class Trace:
 
     ``z[l-1]`` is z(l) of shape (N, n_l) for l = 1 .. L+1 (``z[-1]`` is the output f);
     ``a[l]`` is a(l) = s(z(l)) for l = 1 .. L, with ``a[0] = X``;
-    ``ds[l-1]`` is s'(z(l)) for l = 1 .. L.
+    ``ds[l-1]`` is s'(z(l)) for l = 1 .. L;
+    ``tape`` the interpreter's :class:`~ntk_theory.reference.graph.Tape` (reverse and forward mode reuse it).
     """
 
     z: list
     a: list
     ds: list
+    tape: object = field(default=None, repr=False, compare=False)
 
     @property
     def output(self) -> Array:
@@ -57,7 +69,7 @@ class Trace:
 
 
 class MLP:
-    """A finite-width MLP with explicit parameters and hand-written forward-mode derivatives.
+    """A finite-width MLP with explicit parameters, run by the description interpreter (module docstring).
 
     Build one with :meth:`MLP.random` (parameters drawn from the PDLT initialisation) or from
     explicit parameters ``MLP(spec, activation, weights, biases)``.
@@ -88,6 +100,7 @@ class MLP:
             self.weights.append(W)
             self.biases.append(b)
         self._lambdas = spec.learning_rate_factors()
+        self._description = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -99,7 +112,7 @@ class MLP:
         C_b=0.0,
         param: str = "ntk",
         seed=None,
-    ) -> "MLP":
+    ) -> MLP:
         """Draw ``W(l) ~ N(0, C_W(l)/n_(l-1))``, ``b(l) ~ N(0, C_b(l))`` for the given widths.
 
         ``widths = (n_0, n_1, ..., n_L, n_out)``; ``seed`` is anything ``np.random.default_rng`` takes.
@@ -150,42 +163,77 @@ class MLP:
             parts.append(np.full(b.size, lam_b))
         return np.concatenate(parts)
 
+    # ------------------------------------------------------------------ the description
+    def as_description(self):
+        """The network's architecture description (``stax.serial(Dense, s, ..., Dense)``,
+        :func:`ntk_theory.reference.mlp_graph.description`): the stax layers of ``activation`` evaluated by
+        this network's NumPy pair; with :attr:`params` the same network for every interpreter of
+        descriptions.  (A method, not a ``description`` attribute: objects with one are read as stax networks
+        without parameters.)  Loads the symbolic layer on first use."""
+        if self._description is None:
+            self._description = _mlp_graph().description(self.spec, self.activation)
+        return self._description
+
+    @property
+    def params(self) -> list:
+        """The parameters in neural-tangents' layout: ``[(w(1), beta(1)), (), ...,
+        (w(L+1), beta(L+1))]`` of :meth:`as_description`, ``w`` (n_(l-1), n_l) and ``beta`` (1, n_l), with ``W(l)^T = W_s w``,
+        ``b(l) = b_s beta`` (``W_s = sqrt(C_W / n_(l-1))``, ``b_s = sqrt(C_b)`` in 'ntk'; 1 in 'standard' and
+        'unit').  ValueError where a scale is 0 but the PDLT parameters are not (no such ``w`` or ``beta``);
+        there zero parameters map to zeros."""
+        out = []
+        for l, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
+            if self.spec.param == "ntk":
+                w_s, b_s = np.sqrt(self.spec.C_W[l - 1] / W.shape[1]), np.sqrt(self.spec.C_b[l - 1])
+            else:
+                w_s = b_s = 1.0
+            out.append((_unscaled(W.T, w_s, f"W({l})", "C_W"), _unscaled(b[None, :], b_s, f"b({l})", "C_b")))
+            if l <= self.spec.depth:
+                out.append(())
+        return out
+
+    def _action(self):
+        return _mlp_graph().pdlt_action(self.weights, self.biases)
+
     # ------------------------------------------------------------------ forward pass
     def _inputs(self, X, name="X") -> Array:
         return _checks.inputs(X, name, dim=self.spec.input_dim)
 
     def forward(self, X) -> Trace:
-        """Preactivations z(l), activations a(l) and derivatives s'(z(l)) at inputs X (N, n_0)."""
-        a = self._inputs(X)
-        zs, acts, ds = [], [a], []
-        s = self.activation
-        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
-            z = a @ W.T + b
-            zs.append(z)
-            if l < self.spec.depth:
-                a = s.value(z)
-                acts.append(a)
-                ds.append(s.derivative(z))
-        return Trace(zs, acts, ds)
+        """Preactivations z(l), activations a(l) and derivatives s'(z(l)) at inputs X (N, n_0), read off the
+        description interpreter's tape (:func:`ntk_theory.reference.graph.trace`)."""
+        X = self._inputs(X)
+        tape = _graph().trace(self.as_description(), X, self._action())
+        steps = tape.steps  # Dense, s, Dense, s, ..., Dense
+        return Trace([st.output.array for st in steps[0::2]], [X] + [st.output.array for st in steps[1::2]],
+                     [st.cache for st in steps[1::2]], tape)
 
     def __call__(self, X) -> Array:
         """The output f(X), shape (N, n_out)."""
         return self.forward(X).output
 
+    def _trace(self, X) -> Trace:
+        if isinstance(X, Trace):
+            if X.tape is None:
+                raise ValueError("this Trace carries no tape of the forward pass; pass the inputs X")
+            return X
+        return self.forward(X)
+
     # ------------------------------------------------------------------ forward mode
     def jvp(self, X, tangent) -> tuple[Array, Array]:
-        """``(f(X), J(X) v)`` for a parameter tangent v.
+        """``(f(X), J(X) v)`` for a parameter tangent v, by forward mode through the tape
+        (:meth:`ntk_theory.reference.graph.Tape.push_forward`).
 
         ``tangent`` is a list of ``(dW(l), db(l))`` or a flat vector (see :meth:`flatten`); a leading
         batch axis K on every array (or a (K, P) flat array) pushes K tangents at once and returns
         ``J v`` of shape (K, N, n_out); otherwise (N, n_out).
         """
-        tr = self.forward(X)
+        tr = self._trace(X)
         if isinstance(tangent, np.ndarray):
             tangent = self.unflatten(tangent)
         if len(tangent) != self.spec.n_layers:
             raise ValueError(f"tangent must have one (dW, db) pair per layer ({self.spec.n_layers})")
-        dz = None
+        rows = []
         for l, ((W, b), (dW, db)) in enumerate(zip(zip(self.weights, self.biases), tangent)):
             dW, db = np.asarray(dW, np.float64), np.asarray(db, np.float64)
             if dW.shape[-2:] != W.shape or db.shape[-1:] != b.shape:
@@ -193,39 +241,37 @@ class MLP:
                     f"tangent of layer {l + 1} must have shapes {W.shape} and {b.shape}; "
                     f"got {dW.shape} and {db.shape}"
                 )
-            a_prev = tr.a[l]
-            # dz(l+1) = W [s'(z(l)) * dz(l)] + dW a(l) + db
-            contribution = np.matmul(a_prev, np.swapaxes(dW, -1, -2)) + db[..., None, :]
-            if dz is None:
-                dz = contribution
-            else:
-                dz = np.matmul(tr.ds[l - 1] * dz, W.T) + contribution
+            rows.append((np.swapaxes(dW, -1, -2), db[..., None, :]))  # the action's (n_in, n_out), (1, n_out)
+        index = _mlp_graph().dense_index
+        dz = tr.tape.push_forward(lambda path: rows[index(path)])
         return tr.output, dz
 
-    def _push_forward(self, tr: Trace, layer: int, tangent: Array) -> Array:
-        """Push tangents of z(layer) (shape (N, n_layer, k): k directions per input) to the output.
+    # ------------------------------------------------------------------ reverse mode
+    def _sensitivities(self, tr: Trace) -> list:
+        """The tape's reverse pass from the O output cotangents e_o at every input: per Dense layer its
+        :class:`~ntk_theory.reference.graph.Sensitivity`, ``g`` (O, N, n_l) = df_o(x_a)/dz(l)_a."""
+        N, O = tr.output.shape
+        return tr.tape.backward(np.broadcast_to(np.eye(O)[:, None, :], (O, N, O)))
 
-        Returns d f / d(direction), shape (N, n_out, k).  ``layer`` is 1-based.
-        """
-        T = tangent
-        for m in range(layer, self.spec.n_layers):
-            # dz(m+1) = W(m+1) [s'(z(m)) * dz(m)]
-            T = np.matmul(self.weights[m], tr.ds[m - 1][:, :, None] * T)
-        return T
+    def vjp(self, X, cotangent) -> list:
+        """``J(X)^T u``: the gradient of ``sum(u * f(X))`` with respect to the PDLT parameters,
+        ``[(dW(l) (n_l, n_(l-1)), db(l) (n_l,)) for l = 1 .. L+1]``, by the tape's reverse pass
+        (``dW(l) = g(l)^T a(l-1)``, ``db(l) = sum_a g(l)_a``, g(l) the cotangent of z(l)).  ``X``: inputs or
+        the :class:`Trace` of a forward pass at them; ``u``: the output's shape (N, n_out)."""
+        tr = self._trace(X)
+        u = np.asarray(cotangent, dtype=np.float64)
+        if u.shape != tr.output.shape:
+            raise ValueError(f"cotangent must have the output's shape {tr.output.shape}; got {u.shape}")
+        return [(s.g.T @ s.x, s.g.sum(axis=0)) for s in tr.tape.backward(u)]
 
     def output_sensitivities(self, X=None, trace: Trace | None = None) -> list:
-        """``[T(l) = df/dz(l) for l = 1 .. L+1]``, each (N, n_out, n_l), by forward mode."""
+        """``[T(l) = df/dz(l) for l = 1 .. L+1]``, each (N, n_out, n_l), by reverse mode (one pass per output,
+        all inputs at once)."""
         tr = trace if trace is not None else self.forward(X)
-        N = tr.output.shape[0]
-        out = []
-        for l in range(1, self.spec.n_layers + 1):
-            n_l = self.spec.widths[l]
-            eye = np.broadcast_to(np.eye(n_l), (N, n_l, n_l))
-            out.append(self._push_forward(tr, l, eye))
-        return out
+        return [np.ascontiguousarray(s.g.transpose(1, 0, 2)) for s in self._sensitivities(self._trace(tr))]
 
     def jacobian(self, X, flat: bool = False, scaled: bool = False):
-        """The parameter Jacobian at X, all tangent directions at once.
+        """The parameter Jacobian at X: ``df/dW(l)_ij = T(l)_{., i} a(l-1)_j``, ``df/db(l) = T(l)``.
 
         Returns a list of ``(dF/dW(l), dF/db(l))`` with shapes (N, n_out, n_l, n_(l-1)) and
         (N, n_out, n_l), or with ``flat=True`` one array (N, n_out, P) in :meth:`flatten` order.
@@ -248,30 +294,48 @@ class MLP:
         return np.concatenate([np.concatenate([dW.reshape(N, O, -1), db], axis=-1) for dW, db in blocks], axis=-1)
 
     def input_jacobian(self, X) -> Array:
-        """``df/dx`` at X, shape (N, n_out, n_0), by pushing the n_0 input tangents forward."""
-        tr = self.forward(X)
-        N = tr.output.shape[0]
-        # the input tangent e_k enters as dz(1) = W(1) e_k
-        W1 = np.broadcast_to(self.weights[0], (N, *self.weights[0].shape))
-        return self._push_forward(tr, 1, W1)
+        """``df/dx`` at X, shape (N, n_out, n_0): the cotangent of z(1) pulled back through W(1)."""
+        first = self._sensitivities(self.forward(X))[0]
+        return np.ascontiguousarray(first.action.backward(first.g).transpose(1, 0, 2))
 
     def ntk(self, X1, X2=None, trace_outputs: bool = True) -> Array:
-        """The empirical NTK ``Theta(X1, X2) = J(X1) Lambda J(X2)^T`` with this ``param``'s factors.
+        """The empirical NTK ``Theta(X1, X2) = J(X1) Lambda J(X2)^T`` with this ``param``'s factors, by
+        the structured rule of the description interpreter
+        (:func:`ntk_theory.reference.graph.structured_ntk`).
 
         Returns (N1, N2) with ``trace_outputs=True`` (the mean over the output axis, as
         neural-tangents' ``trace_axes=(-1,)``; the NTK itself when n_out = 1), or the full
         (N1, N2, n_out, n_out) tensor.
         """
+        graph = _graph()
         tr1 = self.forward(X1)
         tr2 = tr1 if X2 is None else self.forward(self._inputs(X2, "X2"))
-        T1 = self.output_sensitivities(trace=tr1)
-        T2 = T1 if X2 is None else self.output_sensitivities(trace=tr2)
-        N1, N2, O = tr1.output.shape[0], tr2.output.shape[0], self.spec.output_dim
-        theta = np.zeros((N1, N2, O, O))
-        for l, (lam_b, lam_W) in enumerate(self._lambdas):
-            a1, a2 = tr1.a[l], tr2.a[l]
-            factor = lam_b + (lam_W / a1.shape[1]) * (a1 @ a2.T)  # (N1, N2)
-            theta += np.einsum("aoi,bpi->abop", T1[l], T2[l]) * factor[:, :, None, None]
-        if trace_outputs:
-            return np.einsum("aboo->ab", theta) / O
-        return theta
+        s1 = self._sensitivities(tr1)
+        s2 = s1 if X2 is None else self._sensitivities(tr2)
+        O = self.spec.output_dim
+        if trace_outputs:  # output o against output o only: the leading axis O on both sides
+            return graph.structured_ntk(s1, s2).sum(axis=0) / O
+        s1 = [graph.Sensitivity(s.layer, s.path, s.x, s.g[:, None], s.action) for s in s1]
+        s2 = [graph.Sensitivity(s.layer, s.path, s.x, s.g[None, :], s.action) for s in s2]
+        theta = np.broadcast_to(graph.structured_ntk(s1, s2), (O, O, tr1.output.shape[0], tr2.output.shape[0]))
+        return np.ascontiguousarray(np.transpose(theta, (2, 3, 0, 1)))
+
+
+def _unscaled(a: Array, scale: float, name: str, variance: str) -> Array:
+    """``a / scale``; a zero scale needs a zero ``a`` (then zeros)."""
+    if scale != 0:
+        return a / scale
+    if np.any(a != 0):
+        raise ValueError(f"{name} is not zero but {variance} = 0 in 'ntk': neural-tangents' parameters cannot "
+                         "represent it")
+    return np.zeros_like(a)
+
+
+def _graph():
+    """The description interpreter (loads the symbolic layer)."""
+    return importlib.import_module(".graph", __package__)
+
+
+def _mlp_graph():
+    """The MLP's description and its PDLT Dense actions (loads the symbolic layer)."""
+    return importlib.import_module(".mlp_graph", __package__)
