@@ -207,15 +207,17 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
     return lev, st
 
 
-def run_tasks(s_fn, ds_fn, kinks, tasks, Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs,
+def run_tasks(s_fn, ds_fn, kinks, tasks, Ls, nvs, ranks, vlevels, sids, facps, facqs, nfacs, lf_facs, nlfs, nsufs,
               suf_lfs, suf_inners, gparam, hz0, tol, max_refine, R0, use_table, vals, errs, scales, levels, status,
               stats, hst):
-    """The tasks listed in ``tasks`` (indices into the stacked arrays), one after the other (Python:
-    the compiled work is in :func:`_integrate` and :func:`_build_table`, which release the GIL)."""
+    """The tasks listed in ``tasks`` (indices into the stacked arrays; the level structures are rows
+    ``sids[t]`` of their tables), one after the other (Python: the compiled work is in
+    :func:`_integrate` and :func:`_build_table`, which release the GIL)."""
     for i in range(tasks.size):
         t = tasks[i]
-        lev, st = _task(s_fn, ds_fn, kinks, Ls[t], nvs[t], ranks[t], vlevels[t], facps[t], facqs[t], nfacs[t],
-                        lf_facs[t], nlfs[t], nsufs[t], suf_lfs[t], suf_inners[t], gparam, hz0, tol, max_refine,
+        u = sids[t]
+        lev, st = _task(s_fn, ds_fn, kinks, Ls[t], nvs[t], ranks[t], vlevels[t], facps[u], facqs[u], nfacs[u],
+                        lf_facs[u], nlfs[u], nsufs[u], suf_lfs[u], suf_inners[u], gparam, hz0, tol, max_refine,
                         R0, use_table, vals[t], errs[t], scales[t], stats[t], hst[t:t + 1])
         levels[t] = lev
         status[t] = st

@@ -124,7 +124,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .cholesky import pivoted_cholesky
 
 __all__ = ["FourPointKernel", "FourPointMoments", "check_covariance", "compiled_pair", "four_point_moments",
            "integrator_loaded", "prefetch_core", "products"]
@@ -347,36 +346,170 @@ def check_covariance(K) -> np.ndarray:
 _GPARAM = np.array([0.6, 4.5, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap at h_z = 0.5; scales with h_z), c (panel/h_z), w_thr (near-kink)
 
 
-def _tasks(K):
+@functools.lru_cache(maxsize=4)
+def _all_sets(N: int) -> tuple:
+    """(sets (T, 4) int64 padded with -1, sizes (T,), offsets {m: first task of size m}, keys {m: sorted
+    base-N codes of the sets of size m}): every set of 1..4 distinct indices of range(N), sizes 4, 3,
+    2, 1 in turn, each size in lexicographic order (so its codes are ascending)."""
+    blocks, sizes, offsets, keys = [], [], {}, {}
+    start = 0
+    for m in (4, 3, 2, 1):
+        n = math.comb(N, m)
+        c = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(N), m)), dtype=np.int64,
+                        count=n * m).reshape(n, m)
+        blocks.append(np.hstack([c, -np.ones((n, 4 - m), dtype=np.int64)]))
+        sizes.append(np.full(n, m, dtype=np.int64))
+        offsets[m] = start
+        keys[m] = c @ (N ** np.arange(m - 1, -1, -1, dtype=np.int64))
+        start += n
+    return np.vstack(blocks), np.concatenate(sizes), offsets, keys
+
+
+@functools.lru_cache(maxsize=None)
+def _product_lookup(m: int) -> np.ndarray:
+    """code -> position in products(m), code = sum_i (5 p_i + q_i) 25^i (-1 for no product)."""
+    lut = -np.ones(25 ** m, dtype=np.int64)
+    for c, p in enumerate(products(m)):
+        lut[sum((5 * pp + qq) * 25 ** i for i, (pp, qq) in enumerate(p))] = c
+    return lut
+
+
+@functools.lru_cache(maxsize=2)
+def _index_maps(N: int) -> dict:
+    """For each tensor (ssss, ddss, dddd, ss, dd): (task, product position) of every entry (flattened
+    C order), int64 arrays; the task numbers are those of :func:`_all_sets`.  Vectorised over the
+    entries in chunks of one first index."""
+    _, _, offsets, keys = _all_sets(N)
+    out = {}
+    for nm in ("ssss", "ddss", "dddd", "ss", "dd"):
+        n = len(nm)
+        isd = np.array([ch == "d" for ch in nm])
+        rest = np.indices((N,) * (n - 1)).reshape(n - 1, -1).T if n > 1 else np.zeros((1, 0), dtype=np.int64)
+        M = rest.shape[0]
+        ts = np.empty(N * M, dtype=np.int64)
+        cs = np.empty(N * M, dtype=np.int64)
+        ar = np.arange(M)
+        for a in range(N):
+            idx = np.hstack([np.full((M, 1), a, dtype=np.int64), rest])
+            order = np.argsort(idx, axis=1, kind="stable")
+            v = np.take_along_axis(idx, order, 1)
+            d = isd[order]
+            new = np.ones_like(v, dtype=bool)
+            new[:, 1:] = v[:, 1:] != v[:, :-1]
+            g = np.cumsum(new, axis=1) - 1
+            m = g[:, -1] + 1
+            P = np.zeros((M, n), dtype=np.int64)
+            Q = np.zeros((M, n), dtype=np.int64)
+            Sv = np.zeros((M, n), dtype=np.int64)
+            for j in range(n):
+                P[ar, g[:, j]] += ~d[:, j]
+                Q[ar, g[:, j]] += d[:, j]
+                Sv[ar, g[:, j]] = v[:, j]
+            code = ((5 * P + Q) * 25 ** np.arange(n, dtype=np.int64)).sum(axis=1)
+            t = np.empty(M, dtype=np.int64)
+            c = np.empty(M, dtype=np.int64)
+            for mm in range(1, n + 1):
+                sel = m == mm
+                if not np.any(sel):
+                    continue
+                key = Sv[sel, :mm] @ (N ** np.arange(mm - 1, -1, -1, dtype=np.int64))
+                t[sel] = offsets[mm] + np.searchsorted(keys[mm], key)
+                c[sel] = _product_lookup(mm)[code[sel]]
+            ts[a * M:(a + 1) * M] = t
+            cs[a * M:(a + 1) * M] = c
+        out[nm] = (ts, cs)
+    return out
+
+
+def _batched_pivoted_cholesky(Ks: np.ndarray) -> tuple:
+    """:func:`.cholesky.pivoted_cholesky` of T matrices (T, m, m) at once: (L (T, m, m) with the
+    columns beyond each rank zero, ranks (T,), levels (T, m)); the same pivots, stopping rule and
+    zeroing of rounding-level entries."""
+    T, m = Ks.shape[:2]
+    eps = float(np.finfo(np.float64).eps)
+    d = np.einsum("tii->ti", Ks).copy()
+    scale = np.maximum(d.max(axis=1), 0.0)
+    L = np.zeros((T, m, m))
+    remaining = np.ones((T, m), dtype=bool)
+    active = np.ones(T, dtype=bool)
+    rank = np.zeros(T, dtype=np.int64)
+    ar = np.arange(T)
+    for r in range(m):
+        i = np.argmax(np.where(remaining, d, -np.inf), axis=1)
+        active &= d[ar, i] > 64 * eps * scale
+        sel = ar[active]
+        if sel.size == 0:
+            break
+        ii = i[sel]
+        remaining[sel, ii] = False
+        piv = np.sqrt(d[sel, ii])
+        L[sel, ii, r] = piv
+        dot = np.einsum("tkj,tj->tk", L[sel, :, :r], L[sel, ii, :r]) if r else 0.0
+        col = (Ks[sel, :, ii] - dot) / piv[:, None]
+        rem = remaining[sel]
+        L[sel, :, r] = np.where(rem, col, L[sel, :, r])
+        d[sel] = np.where(rem, np.maximum(d[sel] - col ** 2, 0.0), d[sel])
+        rank[sel] += 1
+    L[np.abs(L) < (64 * eps * np.sqrt(scale))[:, None, None]] = 0.0
+    nz = L != 0.0
+    levels = np.where(nz.any(axis=2), m - 1 - np.argmax(nz[:, :, ::-1], axis=2), 0).astype(np.int64)
+    return L, rank, levels
+
+
+@dataclass
+class _Tasks:
+    """Input sets of one call and the integrator's description of each: ``sets`` (T, 4) padded with
+    -1, ``sizes`` (T,), ``arrays`` the per-task arrays of :func:`._fourpoint_core.run_tasks` (the
+    level structures as a table indexed by task), ``combo`` (T, 64) the position of product c of
+    products(m) in a task's value vector."""
+
+    sets: np.ndarray
+    sizes: np.ndarray
+    arrays: tuple
+    combo: np.ndarray
+
+    def __len__(self) -> int:
+        return self.sizes.size
+
+    def members(self, t: int) -> tuple:
+        return tuple(int(i) for i in self.sets[t, :self.sizes[t]])
+
+
+def _tasks(K, only=None) -> _Tasks:
+    """The sets of :func:`_all_sets` (or the task numbers ``only`` of them, in that order), factored
+    (pivoted Cholesky of K restricted to each set, batched over the sets of one size) and with their
+    level structures (:func:`_structure`, once per distinct (size, levels))."""
     N = K.shape[0]
-    sets = [S for m in (4, 3, 2, 1) for S in itertools.combinations(range(N), m)]
-    T = len(sets)
+    sets, sizes, _, _ = _all_sets(N)
+    if only is not None:
+        sets, sizes = sets[only], sizes[only]
+    T = sizes.size
     Ls = np.zeros((T, 4, 4))
-    nvs = np.zeros(T, dtype=np.int64)
     ranks = np.zeros(T, dtype=np.int64)
     vlevels = np.zeros((T, 4), dtype=np.int64)
-    facps = np.zeros((T, 4, 16), dtype=np.int64)
-    facqs = np.zeros((T, 4, 16), dtype=np.int64)
-    nfacs = np.zeros((T, 4), dtype=np.int64)
-    lf_facs = np.zeros((T, 4, 64, 4), dtype=np.int64)
-    nlfs = np.zeros((T, 4), dtype=np.int64)
-    nsufs = np.zeros((T, 5), dtype=np.int64)
-    suf_lfs = np.zeros((T, 4, 64), dtype=np.int64)
-    suf_inners = np.zeros((T, 4, 64), dtype=np.int64)
-    meta = []
-    for t, S in enumerate(sets):
-        m = len(S)
-        L, lev = pivoted_cholesky(K[np.ix_(S, S)])
-        r = L.shape[1]
-        st = _structure(m, tuple(int(x) for x in lev))
-        Ls[t, :m, :r] = L
-        nvs[t], ranks[t] = m, r
-        vlevels[t, :m] = lev
-        facps[t], facqs[t], nfacs[t], lf_facs[t], nlfs[t], nsufs[t], suf_lfs[t], suf_inners[t] = st[:8]
-        meta.append((S, st[9], st[8]))
-    # cost order: most variables (largest rank) first, for the parallel loop
+    sids = np.zeros(T, dtype=np.int64)
+    combo = np.zeros((T, 64), dtype=np.int64)
+    structs = []
+    for m in (4, 3, 2, 1):
+        ts = np.flatnonzero(sizes == m)
+        if ts.size == 0:
+            continue
+        S = sets[ts, :m]
+        L, r, lev = _batched_pivoted_cholesky(K[S[:, :, None], S[:, None, :]])
+        Ls[ts, :m, :m] = L
+        ranks[ts] = r
+        vlevels[ts, :m] = lev
+        uniq, inv = np.unique(lev, axis=0, return_inverse=True)
+        inv = np.asarray(inv).ravel()
+        for u, row in enumerate(uniq):
+            st = _structure(m, tuple(int(x) for x in row))
+            sel = ts[inv == u]
+            sids[sel] = len(structs)
+            combo[sel, :len(st[8])] = st[8]
+            structs.append(st)
+    tables = tuple(np.stack([st[k] for st in structs]) if structs else np.zeros((0,)) for k in range(8))
     order = np.argsort(-ranks, kind="stable").astype(np.int64)
-    return (Ls, nvs, ranks, vlevels, facps, facqs, nfacs, lf_facs, nlfs, nsufs, suf_lfs, suf_inners, order), meta
+    return _Tasks(sets, sizes, (Ls, sizes.copy(), ranks, vlevels, sids, *tables, order), combo)
 
 
 _THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -386,13 +519,13 @@ def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, t
     """Integrate the sets of K numerically (all, or the task indices ``only``); ``tick(k)`` is called
     after each chunk of k sets (a progress bar's update)."""
     core = _core()
-    arrays, meta = _tasks(K) if tasks is None else tasks
+    tasks = _tasks(K) if tasks is None else tasks
+    arrays = tasks.arrays
     order = arrays[-1]
     if only is not None:
-        keep = set(int(t) for t in only)
-        order = np.array([t for t in order if int(t) in keep], dtype=np.int64)
+        order = order[np.isin(order, np.asarray(only, dtype=np.int64))]
     arrs = arrays[:-1]
-    T = len(meta)
+    T = len(tasks)
     vals = np.zeros((T, 64))
     errs = np.zeros((T, 64))
     scales = np.zeros((T, 64))
@@ -418,7 +551,7 @@ def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, t
     else:
         for c in chunks:
             work(c)
-    return vals, errs, scales, levels, status, meta, stats, hst
+    return vals, errs, scales, levels, status, tasks, stats, hst
 
 
 # ------------------------------------------------------------------------------------------------
@@ -517,66 +650,57 @@ def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick) -> FourPointM
     hinted = len(kern.kinks) == 0
     hz0 = kern.hz_hint.get(float(tol), 0.5) if hinted else 0.5
     tasks = _tasks(K)
-    meta = tasks[1]
-    multi = [t for t, m in enumerate(meta) if len(m[0]) >= 3]
+    T = len(tasks)
+    multi = np.flatnonzero(tasks.sizes >= 3)
     if hinted and float(tol) not in kern.hz_hint and len(multi) >= 24:
         # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
         # start the others at the step their predictions give
         probe = multi[:: len(multi) // 6][:6]
         first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick)
         hz0 = _step_hint(first[7][probe]) if not np.any(first[4] == 1) else 0.5
-        rest = [t for t in range(len(meta)) if t not in set(probe)]
+        keep = np.ones(T, dtype=bool)
+        keep[probe] = False
+        rest = np.flatnonzero(keep)
         second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick)
         vals, errs, scales, levels, status, _, stats, hst = second
         for a, b in zip((vals, errs, scales, levels, status, stats, hst),
                         (first[0], first[1], first[2], first[3], first[4], first[6], first[7])):
             a[probe] = b[probe]
     else:
-        vals, errs, scales, levels, status, meta, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
+        vals, errs, scales, levels, status, _, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
                                                                     tasks=tasks, tick=tick)
-    if hinted and multi and not np.any(status == 1):
+    if hinted and multi.size and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
         # cheaper than starting where all pass)
         kern.hz_hint[float(tol)] = _step_hint(hst[multi])
     if np.any(status == 2):
-        bad = [meta[t][0] for t in np.nonzero(status == 2)[0]][:3]
+        bad = [tasks.members(t) for t in np.nonzero(status == 2)[0]][:3]
         raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite "
                          f"(activation {kern.name}, input sets {bad} ...)")
     not_conv = int(np.sum(status == 1))
     if strict and not_conv:
         raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
     seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "sets": len(meta), "not_converged": not_conv, "refinements": levels,
+    info = {"seconds": seconds, "sets": T, "not_converged": not_conv, "refinements": levels,
             "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
             "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
             "table_panels": int(stats[:, 2].sum()), "method": "numerical (nested quadrature)"}
-    return _assemble(kern.name, K, meta, vals, errs, scales, float(tol), info)
+    return _assemble(kern.name, K, tasks.combo, vals, errs, scales, float(tol), info)
 
 
-def _assemble(name, K, meta, vals, errs, scales, tol, info) -> FourPointMoments:
-    """The (N, N, N, N) and (N, N) tensors from the per-set values (task t, product position)."""
+def _assemble(name, K, combo, vals, errs, scales, tol, info) -> FourPointMoments:
+    """The (N, N, N, N) and (N, N) tensors from the per-set values: entry -> (task t, product c of
+    products(m)) by :func:`_index_maps`, value vals[t, combo[t, c]] (gathers, no Python loop over
+    entries)."""
     N = K.shape[0]
-    pos = {}
-    for t, (S, prods, combo_suf) in enumerate(meta):
-        for c, p in enumerate(prods):
-            pos[(S, p)] = (t, combo_suf[c])
+    maps = _index_maps(N)
     out = {}
-    for nm, shape in (("ssss", 4), ("ddss", 4), ("dddd", 4), ("ss", 2), ("dd", 2)):
-        v = np.empty((N,) * shape)
-        e = np.empty((N,) * shape)
-        sc = np.empty((N,) * shape)
-        for idx in itertools.product(range(N), repeat=shape):
-            cnt = {}
-            for position, i in enumerate(idx):
-                is_d = nm[position] == "d"
-                pq = cnt.setdefault(i, [0, 0])
-                pq[1 if is_d else 0] += 1
-            S = tuple(sorted(cnt))
-            p = tuple(tuple(cnt[i]) for i in S)
-            t, k = pos[(S, p)]
-            v[idx], e[idx], sc[idx] = vals[t, k], errs[t, k], scales[t, k]
-        out[nm], out["error_" + nm], out["scale_" + nm] = v, e, sc
+    for nm in ("ssss", "ddss", "dddd", "ss", "dd"):
+        t, c = maps[nm]
+        k = combo[t, c]
+        shape = (N,) * len(nm)
+        out[nm], out["error_" + nm], out["scale_" + nm] = (x[t, k].reshape(shape) for x in (vals, errs, scales))
     return FourPointMoments(name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
                             out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
                             out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], tol, info)
@@ -594,42 +718,46 @@ def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None) 
     from . import orthant
 
     a, b = ab
-    tasks = _tasks(K)
-    meta = tasks[1]
-    T = len(meta)
+    N = K.shape[0]
+    sets, sizes, _, _ = _all_sets(N)
+    T = sizes.size
     vals = np.zeros((T, 64))
     errs = np.zeros((T, 64))
     scales = np.zeros((T, 64))
+    combo = np.broadcast_to(np.arange(64, dtype=np.int64), (T, 64))  # values kept in products(m) order
     numeric = []
     kinds: dict = {}
     above_tol = 0
-    by_size: dict = {}
-    for t, (S, _, _) in enumerate(meta):
-        by_size.setdefault(len(S), []).append(t)
-    for ts in by_size.values():
-        res = orthant.set_moments(np.stack([K[np.ix_(meta[t][0], meta[t][0])] for t in ts]), meta[ts[0]][1], a, b,
-                                  tol=tol)
-        accepted = 0
-        for n, t in enumerate(ts):
-            above = np.any(res.errors[n] > tol * res.scales[n])
-            if not res.done[n] or (above and res.kinds[n] == "full"):
-                numeric.append(t)
-                continue
-            cs = meta[t][2]
-            vals[t, cs], errs[t, cs], scales[t, cs] = res.values[n], res.errors[n], res.scales[n]
+    for m in (4, 3, 2, 1):
+        ts = np.flatnonzero(sizes == m)
+        if ts.size == 0:
+            continue
+        S = sets[ts, :m]
+        C = len(products(m))
+        res = orthant.set_moments(K[S[:, :, None], S[:, None, :]], products(m), a, b, tol=tol)
+        with np.errstate(invalid="ignore"):
+            above = np.any(res.errors > tol * res.scales, axis=1)
+        full = np.array([k == "full" for k in res.kinds])
+        to_numeric = ~res.done | (above & full)
+        numeric.extend(int(t) for t in ts[to_numeric])
+        ok = ~to_numeric
+        vals[ts[ok], :C], errs[ts[ok], :C], scales[ts[ok], :C] = res.values[ok], res.errors[ok], res.scales[ok]
+        for n in np.flatnonzero(ok):
             kinds[res.kinds[n]] = kinds.get(res.kinds[n], 0) + 1
-            above_tol += int(above)  # singular sets: the integrator is no better; reported as they are
-            accepted += 1
+        above_tol += int(np.sum(above & ok))  # singular sets: the integrator is no better; reported as they are
         if tick is not None:
-            tick(accepted)
+            tick(int(np.sum(ok)))
     numeric.sort()
     info = {"method": f"exact orthant moments ({T - len(numeric)} sets), numerical ({len(numeric)} sets)",
             "sets": T, "exact_sets": T - len(numeric), "exact_kinds": kinds, "not_converged": above_tol}
     if numeric:
         kern = kernel()
-        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, only=numeric, tasks=tasks, tick=tick)
-        for t in numeric:
-            vals[t], errs[t], scales[t] = nv[t], ne[t], ns[t]
+        sub = _tasks(K, only=np.array(numeric, dtype=np.int64))
+        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, tasks=sub, tick=tick)
+        for j, t in enumerate(numeric):
+            cs = sub.combo[j, :len(products(int(sizes[t])))]
+            C = cs.size
+            vals[t, :C], errs[t, :C], scales[t, :C] = nv[j, cs], ne[j, cs], ns[j, cs]
         if np.any(status == 2):
             raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite (activation {name})")
         info["not_converged"] += int(np.sum(status == 1))
@@ -638,4 +766,4 @@ def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None) 
     if strict and info["not_converged"]:
         raise ArithmeticError(f"{info['not_converged']} sets did not reach tol {tol:g}")
     info["seconds"] = time.perf_counter() - t0
-    return _assemble(name, K, meta, vals, errs, scales, tol, info)
+    return _assemble(name, K, combo, vals, errs, scales, tol, info)

@@ -183,7 +183,7 @@ _WK = np.array([0.011694638867371874278064396062192, 0.0325581623079647274788189
 _WK = np.concatenate([_WK, _WK[-2::-1]])
 
 
-def _plackett_integrand(R, i, j, k, l_, th, r):
+def _plackett_integrand_numpy(R, i, j, k, l_, th, r):
     """asin of the correlation of (z_k, z_l) given z_i = z_j = 0 under R(t) = I + t (R - I),
     t = sin(th) / r_ij; R (T, 4, 4), th (T, n), r (T,) -> (T, n)."""
     t = np.sin(th) / r[:, None]
@@ -194,6 +194,50 @@ def _plackett_integrand(R, i, j, k, l_, th, r):
     cll = 1.0 - (sli * sli - 2 * b * sli * slj + slj * slj) / det
     ckl = t * R[:, k, l_, None] - (ski * sli - b * (ski * slj + skj * sli) + skj * slj) / det
     return np.arcsin(np.clip(ckl / np.sqrt(np.maximum(ckk * cll, 1e-300)), -1.0, 1.0))
+
+
+@functools.cache
+def _plackett_compiled():
+    """The same integrand as one compiled loop (numba.njit, explicit signature, disk-cached): the
+    arithmetic of :func:`_plackett_integrand_numpy` in the same order, without its temporaries;
+    None when Numba is unavailable."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover
+        return None
+
+    @numba.njit("float64[:, ::1](float64[:, :, ::1], int64, int64, int64, int64, float64[:, ::1], float64[::1])",
+                cache=True, nogil=True, error_model="numpy")
+    def integrand(R, i, j, k, l_, th, r):  # pragma: no cover - compiled
+        T, n = th.shape
+        out = np.empty((T, n))
+        for s in range(T):
+            Rij, Rki, Rkj, Rli, Rlj, Rkl = R[s, i, j], R[s, k, i], R[s, k, j], R[s, l_, i], R[s, l_, j], R[s, k, l_]
+            for q in range(n):
+                t = math.sin(th[s, q]) / r[s]
+                b = t * Rij
+                ski = t * Rki
+                skj = t * Rkj
+                sli = t * Rli
+                slj = t * Rlj
+                det = 1.0 - b * b
+                ckk = 1.0 - (ski * ski - 2 * b * ski * skj + skj * skj) / det
+                cll = 1.0 - (sli * sli - 2 * b * sli * slj + slj * slj) / det
+                ckl = t * Rkl - (ski * sli - b * (ski * slj + skj * sli) + skj * slj) / det
+                x = ckl / math.sqrt(max(ckk * cll, 1e-300))
+                out[s, q] = math.asin(min(max(x, -1.0), 1.0))
+        return out
+
+    return integrand
+
+
+def _plackett_integrand(R, i, j, k, l_, th, r):
+    """:func:`_plackett_integrand_numpy`, compiled when Numba is there."""
+    f = _plackett_compiled()
+    if f is None:
+        return _plackett_integrand_numpy(R, i, j, k, l_, th, r)
+    return f(np.ascontiguousarray(R, dtype=np.float64), int(i), int(j), int(k), int(l_),
+             np.ascontiguousarray(th, dtype=np.float64), np.ascontiguousarray(r, dtype=np.float64))
 
 
 def _adaptive_gk21(f, lo, hi, epsabs, epsrel, rounds=60, max_panels=256):
