@@ -36,7 +36,6 @@ def test_dense_and_flattened_cnn_match_neural_tangents(example):
     _check(example, ["MLP (2 hidden)", "CNN, Flatten"])
 
 
-@pytest.mark.slow
 def test_pooled_cnns_match_neural_tangents(example):
     _check(example, ["CNN, GlobalAvgPool", "Myrtle-style"])
 
