@@ -48,7 +48,7 @@ class Split:
 
 
 def digits(n_train: int = 1000, n_test: int | None = None, seed: int = 0) -> Split:
-    """A fixed split of the digits: a permutation drawn with ``numpy.random.default_rng(seed)``, the first
+    r"""A fixed split of the digits: a permutation drawn with ``numpy.random.default_rng(seed)``, the first
     ``n_train`` images for training and the next ``n_test`` (None: all the others) for testing.  Pixels are
     scaled to zero mean and unit variance over the whole data set, so that ``x . x' / d`` is O(1) as the
     kernels' input convention (:math:`K^{(0)} = x \cdot x' / d`) expects."""
