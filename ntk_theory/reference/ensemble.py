@@ -2,9 +2,8 @@ r"""A block of S independent networks evaluated at once: outputs, exact NTKs and
 
 The Monte Carlo needs, per network and at N inputs, the scalar output f_a, the exact empirical NTK
 Theta_ab and the last hidden layer's kernel Khat_ab = (1/n_L) sum_i z(L)_i;a z(L)_i;b.  For a scalar
-output the NTK is cheapest by a hand-written reverse pass (O(L n^2) per input, against O(L^2 n^3)
-for the forward-mode Jacobian of :class:`~ntk_theory.reference.MLP`, which checks this module
-network by network in the tests)::
+output the NTK is cheapest by a reverse pass (O(L n^2) per input; :class:`~ntk_theory.reference.MLP`, run
+by the description interpreter, checks this module network by network in the tests)::
 
     delta(L+1) = 1,   delta(l) = s'(z(l)) * W(l+1)^T delta(l+1)
     Theta_ab   = sum_l (delta(l)_a . delta(l)_b) [lambda_b(l) + lambda_W(l)/n_(l-1) a(l-1)_a . a(l-1)_b]
@@ -20,6 +19,22 @@ samplers provide these products:
   delta(l+1) depends on z(l+1) and on later, independent layers),
   ``W^T G = Q Xi^T G + (1 - Q Q^T) Psi R_G`` with ``G = Q_G R_G`` and ``Psi`` iid N(0, sigma^2).
   This draws O(n N) normals per layer instead of n^2, so wide networks cost what narrow ones do.
+
+Why the MLP keeps its own sampler beside the sampler of any description
+(:mod:`ntk_theory.montecarlo.graph`, which runs the description interpreter with S networks per block):
+
+* that sampler uses the same per-layer trick: its Dense action draws :class:`ProjectedWeights` (or
+  :class:`DenseWeights`) from this module, exact for the same reason (every Dense layer is applied once, so
+  the cotangent of its output depends on its weights only through the forward product);
+* this module computes what the finite-width Monte Carlo of an MLP needs and the description sampler does
+  not: the last hidden layer's kernel Khat, per-layer Gram matrices, the full readout NTK Theta_ij;ab of m
+  readouts, the hidden NTK contracted with virtual readouts (:func:`evaluate_readouts`) and the squared
+  readout weights for the control variates (:mod:`ntk_theory.montecarlo.controls`);
+* it loads no symbolic module: descriptions carry SymPy expressions, and the Monte Carlo of library
+  activations is a check of the symbolic layer, run without it;
+* it is one loop over the layers of one activation, without the tape, the dispatch per layer and the
+  Python objects per step of the interpreter (which matter most with dense weights, where the work per
+  block is larger).
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ class DenseWeights:
         self.W = W
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, S: int, n_out: int, n_in: int, sigma: float) -> "DenseWeights":
+    def sample(cls, rng: np.random.Generator, S: int, n_out: int, n_in: int, sigma: float) -> DenseWeights:
         return cls(rng.standard_normal((S, n_out, n_in)) * sigma)
 
     def forward(self, A: Array) -> Array:
