@@ -597,28 +597,22 @@ def save_npz(path, where: str, **arrays) -> None:
     np.savez(path, **arrays)
 
 
-def description_kernel(description, X1, X2=None):
-    """NNGP and NTK of any description (``kernel --arch``): :func:`ntk_theory.recursions.graph.kernel`,
-    float64 NumPy.  (A compiled kernel for descriptions, when there is one, is called from here.)"""
-    from .recursions import graph
-
-    return graph.kernel(description, X1, X2)
-
-
 def _kernel_architecture(args) -> int:
+    """``kernel --arch``: stax ``kernel_fn`` of the description (compiled Numba kernels for large inputs, images
+    included; the NumPy interpreter otherwise), inputs (N, d) or images (N, W, C) / (N, H, W, C)."""
     import time
 
     from .architecture.mlp import as_mlp
 
     if args.show_source:
-        raise ValueError("--show-source: --arch kernels are evaluated by ntk_theory.recursions.graph in NumPy, "
-                         "without generated code")
+        raise ValueError("--show-source: print the source of an --arch kernel in Python with "
+                         "ntk_theory.codegen.graph.compiled_graph_kernel(description).source")
     out = _output_path(args.out)
-    X1 = load_inputs(args.x, "--x")
-    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
+    X1 = load_inputs(args.x, "--x", spatial=True)
+    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2", spatial=True)
     desc = args.network.description
     t0 = time.perf_counter()
-    res = description_kernel(desc, X1, X2)
+    res = args.network.kernel_fn(X1, X2, ("nngp", "ntk"))
     seconds = time.perf_counter() - t0
     err = float(res.info.get("quadrature_error") or 0.0)
     dtype = np.float32 if args.float32 else np.float64
@@ -628,12 +622,12 @@ def _kernel_architecture(args) -> int:
         info.update({"activation": [mlp.activation.name] * mlp.depth, "depth": mlp.depth, "C_W": list(mlp.C_W),
                      "C_b": list(mlp.C_b), "param": mlp.param, "widths": list(mlp.hidden_widths)})
     info.update({"dtype": np.dtype(dtype).name, "quadrature_error": err, "x2_given": X2 is not None,
-                 "evaluated_by": "ntk_theory.recursions.graph"})
+                 "evaluated_by": res.info["evaluated_by"]})
     arrays = {"X1": X1} if X2 is None else {"X1": X1, "X2": X2}
     save_npz(out, "kernel", nngp=res.nngp.astype(dtype), ntk=res.ntk.astype(dtype), info=np.array(json.dumps(info)),
              **arrays)
     print(f"{desc!r}: nngp and ntk of shape {res.nngp.shape} written to {out}")
-    print(f"  {seconds:.3f} s (NumPy float64)" + (f"; quadrature error estimate {err:.1e}" if err else ""))
+    print(f"  {seconds:.3f} s (float64, {res.info['evaluated_by']})" + (f"; quadrature error estimate {err:.1e}" if err else ""))
     return 0
 
 

@@ -352,3 +352,22 @@ def test_empirical_ntk_arch_of_a_residual_layernorm_network_against_finite_diffe
         J[:, :, p] = (plus - minus) / (2 * h)
     expected = np.einsum("aip,bjp->abij", J, J)
     np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+
+
+# ----------------------------------------------------------------------------- kernel --arch on images
+@pytest.mark.parametrize("name", ["conv1d_same_pool", "conv2d_flatten"])
+def test_kernel_arch_of_images_agrees_with_neural_tangents(name, tmp_path, capsys):
+    """Convolutional descriptions read (N, W, C) / (N, H, W, C) inputs and give neural-tangents' recorded
+    float64 CNN-GP / CNTK (benchmarks/anchors/record_conv_kernels.py) off the diagonal at 1e-10."""
+    rec = np.load(Path(__file__).parent / "data" / "neural_tangents" / "conv_kernels.npz")
+    text = json.loads(str(rec["config"]))["networks"][name]
+    np.save(tmp_path / "x1.npy", rec[f"{name}/X1"])
+    np.save(tmp_path / "x2.npy", rec[f"{name}/X2"])
+    assert main(["kernel", "--arch", text, "--x", str(tmp_path / "x1.npy"), "--x2", str(tmp_path / "x2.npy"),
+                 "--out", str(tmp_path / "k.npz")]) == 0
+    assert "written to" in capsys.readouterr().out
+    with np.load(tmp_path / "k.npz") as d:
+        for q in ("nngp", "ntk"):
+            theirs = rec[f"{name}/{q}12"]
+            assert np.max(np.abs(d[q] - theirs)) <= 1e-10 * np.max(np.abs(theirs))
+        assert json.loads(str(d["info"]))["evaluated_by"].startswith("ntk_theory.")

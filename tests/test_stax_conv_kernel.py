@@ -223,7 +223,7 @@ def test_kernel_fn_routes_images_to_the_compiled_kernel_or_numpy():
     fast = net.kernel_fn(X1, None, compiled=True)
     assert fast.info["evaluated_by"] == "ntk_theory.codegen.convolution"
     _check(fast.nngp, DATA[f"{name}/nngp11"], 1e-10)
-    assert "evaluated_by" not in net.kernel_fn(X1, None).info  # small: the NumPy interpreter
+    assert net.kernel_fn(X1, None).info["evaluated_by"] == "ntk_theory.recursions.graph"  # small: NumPy
     branches = stax.parse(NETWORKS["branches"])
     with pytest.raises(NotImplementedError, match="FanOut"):
         branches.kernel_fn(DATA["branches/X1"], compiled=True)

@@ -47,7 +47,8 @@ class Network:
         same numbers to ~1e-15 relative with closed forms (the equal-row entries identically), to their
         quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) /
         (N, H, W, C): compiled by :func:`ntk_theory.codegen.convolution.kernel` (serial chains with pooling)
-        when ``compiled`` or N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy."""
+        when ``compiled`` or N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy.
+        ``info["evaluated_by"]`` names the module that computed the result."""
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
         if compiled not in (None, True, False):
@@ -56,6 +57,7 @@ class Network:
         result = None
         images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs
         entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None and not images else 0
+        evaluated_by = "ntk_theory.recursions.graph"
         if images and compiled is not False:
             from ..codegen.convolution import NotCompilableConv, kernel as conv_kernel
 
@@ -63,6 +65,7 @@ class Network:
             if compiled or size >= 10**6:
                 try:
                     result = conv_kernel(self.description, x1, x2, get=get_)
+                    evaluated_by = "ntk_theory.codegen.convolution"
                 except NotCompilableConv:
                     if compiled:
                         raise
@@ -71,11 +74,13 @@ class Network:
 
             try:
                 result = compiled_graph_kernel(self.description).evaluate(x1, x2, get=get_)
+                evaluated_by = "ntk_theory.codegen.graph"
             except NotCompilable:
                 if compiled:
                     raise
         if result is None:
             result = graph.kernel(self.description, x1, x2, get=get_)
+        result.info["evaluated_by"] = evaluated_by
         return getattr(result, get) if isinstance(get, str) else result
 
     def init_fn(self, rng, input_shape):
