@@ -7,8 +7,8 @@ parameters in effective coordinates and NTK factors) and runs through the same c
 
 - a description (``stax.serial(...)`` or a layer) with ``params`` in neural-tangents' layout;
 - an :class:`~ntk_theory.reference.MLP` (PDLT ``z(l+1) = W(l+1) s(z(l)) + b(l+1)``, W (n_l, n_(l-1))): the
-  description :func:`~ntk_theory.architecture.mlp.mlp_description` of its activation, depth, C_W, C_b and
-  param, effective parameters ``W(l)^T, b(l)`` and the MLP's factors ``(lambda_b(l), lambda_W(l) / n_(l-1))``;
+  description :meth:`~ntk_theory.reference.MLP.as_description` (``mlp_description`` of its activation,
+  depth, C_W, C_b and param, evaluated by the MLP's NumPy activation), effective parameters ``W(l)^T, b(l)`` and the MLP's factors ``(lambda_b(l), lambda_W(l) / n_(l-1))``;
 - a :class:`DenseStack` or a sequence ``[Dense, act, ..., Dense]`` of :class:`Dense` layers (explicit W, b and
   factors) and activations (anything :func:`~ntk_theory.architecture.mlp.activation_layer` accepts; none
   between two Dense layers: linear).
@@ -29,7 +29,7 @@ import numpy as np
 from .. import _checks
 from ..architecture import Dense as DenseLayer
 from ..architecture import Layer, Serial
-from ..architecture.mlp import activation_layer, mlp_description
+from ..architecture.mlp import activation_layer
 from ..reference.graph import inputs as _spatial_inputs
 from . import graph
 from .cost import DEFAULT_MEMORY, input_shape, steps
@@ -80,11 +80,11 @@ class DenseStack:
     @classmethod
     def from_mlp(cls, net) -> DenseStack:
         """The reference :class:`~ntk_theory.reference.MLP` (same parameters and factors); its description
-        is :func:`~ntk_theory.architecture.mlp.mlp_description`."""
+        is the MLP's own (:meth:`~ntk_theory.reference.MLP.as_description`: ``mlp_description`` with the MLP's
+        NumPy activation)."""
         spec = net.spec
-        act = _activation_layer(net.activation.name)
-        description = mlp_description(act, spec.depth, C_W=spec.C_W, C_b=spec.C_b, param=spec.param,
-                                      widths=spec.widths[1:-1], output_dim=spec.output_dim)
+        description = net.as_description()
+        act = description.layers[1]
         factors = tuple((lb, lw / W.shape[1]) for (lb, lw), W in zip(spec.learning_rate_factors(), net.weights))
         return cls(tuple(net.weights), tuple(net.biases), tuple((act,) for _ in range(spec.depth)), factors,
                    description)
