@@ -26,6 +26,7 @@ from ntk_theory.codegen.graph import (
     compiled_graph_kernel,
 )
 from ntk_theory.recursions import graph
+from ntk_theory.recursions.network import equal_rows
 
 DATA = Path(__file__).parent / "data" / "neural_tangents"
 EXACT = 1e-10
@@ -300,3 +301,71 @@ def test_kernel_fn_compiled_and_numpy_paths():
     assert bessel.kernel_fn(X1, get="nngp").shape == (12, 12)
     with pytest.raises(ValueError, match="compiled"):
         bessel.kernel_fn(X1, compiled="yes")
+
+
+# ---------------------------------------------------------------------- loops over repeated blocks
+def residual_network(blocks: int):
+    """A pre-LayerNorm residual network, each block with its own weight and bias scales."""
+    def block(l):
+        return stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), stax.serial(
+            stax.LayerNorm(), stax.Relu(), stax.Dense(16, W_std=1.0 + 0.01 * (l % 7), b_std=0.1 + 0.01 * (l % 3)))),
+            stax.FanInSum())
+    return stax.serial(stax.Dense(16, W_std=1.5, b_std=0.1), *(block(l) for l in range(blocks)), stax.LayerNorm(),
+                       stax.Erf(), stax.Dense(1, W_std=1.2))
+
+
+def mlp_network(depth: int, act="erf"):
+    """An MLP with per-layer C_W, C_b and widths ('standard': lambda_W = the fan-in differs per layer); with
+    erf at these C_W the correlations of distinct inputs settle below 1 (no loss of digits with depth)."""
+    from ntk_theory.architecture.mlp import mlp_description
+
+    rng = np.random.default_rng(depth)
+    return mlp_description(act, depth, C_W=list(rng.uniform(1.5, 2.5, depth + 1)),
+                           C_b=list(rng.uniform(0.0, 0.2, depth + 1)), param="standard",
+                           widths=[int(w) for w in rng.integers(8, 64, depth)])
+
+
+@pytest.mark.parametrize("network", [residual_network, mlp_network])
+def test_repeated_blocks_are_one_loop_for_every_depth(network):
+    """A run of structurally equal blocks is one loop in the generated module: the module (its cache key)
+    is the same at depths 3 and 50, and both depths agree with the NumPy interpreter (per-block constants,
+    widths and per-input values read at the right repetition) to 1e-14 of the largest entry (the same
+    formulas in the same order; entries near zero after LayerNorm's centring carry the cancellation both
+    evaluations suffer), the equal-row entries identical."""
+    X1, X2 = inputs()
+    keys = set()
+    for depth in (3, 50):
+        net = network(depth)
+        kern = CompiledGraphKernel(net)
+        for B in (None, X2):
+            got = kern.evaluate(X1, B)
+            want = graph.kernel(getattr(net, "description", net), X1, B)
+            same = equal_rows(X1, X1 if B is None else B)
+            for q in ("nngp", "ntk"):
+                a, b = getattr(got, q), getattr(want, q)
+                assert np.max(np.abs(a - b)) <= 1e-14 * np.max(np.abs(b)), (depth, q)
+                np.testing.assert_array_equal(a[same], b[same])
+        keys.add(kern.key)
+        assert kern.source.count("for rep in range(LOOPS[0, 0]):") == 2  # the fused row and the Python twin
+    assert len(keys) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network, depth, act", [(residual_network, 3, None), (mlp_network, 3, "relu"),
+                                                 (mlp_network, 6, "tanh"), (residual_network, 50, None)])
+def test_loops_equal_the_straight_line_program(network, depth, act):
+    """The loop module and the straight-line module (every block emitted) of the same description: the same
+    arithmetic, so equal to 1e-14; with tanh (Hermite tables per repetition) and max_order small enough that
+    entries near the diagonal are finished by quadrature in the Python twin of the program."""
+    net = network(depth) if act is None else network(depth, act)
+    X1, X2 = inputs()
+    opts = {} if act != "tanh" else {"max_order": 24}
+    loop, straight = CompiledGraphKernel(net, **opts), CompiledGraphKernel(net, loops=False, **opts)
+    assert "for rep in range" in loop.source and "for rep in range" not in straight.source
+    X2 = np.vstack([X2, X1[:2] + 1e-6])
+    for B in (None, X2):
+        a, b = loop.evaluate(X1, B), straight.evaluate(X1, B)
+        for q in ("nngp", "ntk"):
+            assert np.max(np.abs(getattr(a, q) - getattr(b, q))) <= 1e-14 * np.max(np.abs(getattr(b, q))), q
+    if act == "tanh":
+        assert loop.fallback_entries > 0 and loop.fallback_entries == straight.fallback_entries

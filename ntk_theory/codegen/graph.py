@@ -69,6 +69,7 @@ from ..architecture import (
     FanInSum,
     Layer,
     LayerNorm,
+    Serial,
     walk,
     where,
 )
@@ -140,7 +141,7 @@ class _Moments:
     origin: str
 
 
-_TOKEN = re.compile(r"\b([eabp])_(\d+)\b")
+_TOKEN = re.compile(r"\b([eabpq])_(\d+)\b")
 
 
 @dataclass
@@ -163,8 +164,9 @@ class _Program:
         self.tables: dict = {}  # (fn, variance slot) -> (q, f, variance slot, ActivationKernels)
         self.table_ops: dict = {}  # q -> fn(V, side, errors) -> (tables of F, tables of F') per input
         self._derived: dict = {}
-        self._names = itertools.count()
+        self.n_entries = 0
         self.moments_cache: dict = {}
+        self.segments: list = []  # _Segment per top-level block (see build)
 
     def row(self, fn, label: str = "") -> int:
         self.row_ops.append(fn)
@@ -176,7 +178,12 @@ class _Program:
         return f"p_{len(self.constants) - 1}"
 
     def entry(self) -> str:
-        return f"e_{next(self._names)}"
+        self.n_entries += 1
+        return f"e_{self.n_entries - 1}"
+
+    def mark(self) -> tuple:
+        """Counts of (statements, row slots, constants, tables, entry variables) so far."""
+        return len(self.statements), len(self.row_ops), len(self.constants), len(self.tables), self.n_entries
 
     def emit(self, lines, defs, pairs: int = 0) -> None:
         self.statements.append(_Statement(list(lines), tuple(defs), pairs))
@@ -214,9 +221,19 @@ class _Program:
 
 
 # ---------------------------------------------------------------------- the walk
-def build(description: Layer, input_dim: int) -> tuple[_Program, _Moments]:
+def build(description: Layer, input_dim: int, loops: bool = True) -> tuple[_Program, _Moments]:
     """The program of ``description`` for inputs of dimension ``input_dim``: its row operations, entry
-    statements and output moments."""
+    statements and output moments.
+
+    The top-level chain of layers (nested ``serial`` flattened) is walked in *segments*: one layer, or
+    the layers up to the next single value (a ``FanOut`` ... ``FanInSum`` block).  Each segment starts
+    from a canonical copy of its input (fresh entry variables and row slots for every source, or for
+    the moments, that the value carries) and ends with a sum of independent Gaussian terms merged into
+    one source (the same additions in the same order as merging them where they are used), so a
+    segment's statements read nothing from before it but the copied values.  Runs of repeated blocks
+    of segments whose statements agree up to the names of their variables, constants, row slots and
+    tables become loops (``prog.runs``, with ``loops``): the emitted module holds one block, its
+    repetition count and the offsets of each repetition's constants are run-time arguments."""
     prog = _Program()
     g = prog.entry()
     th0 = prog.entry()
@@ -224,10 +241,201 @@ def build(description: Layer, input_dim: int) -> tuple[_Program, _Moments]:
     var = prog.row(lambda V, side, errors: V["sq"][side], "input variance")
     ntkd = prog.row(lambda V, side, errors: np.zeros_like(V["sq"][side]), "input NTK")
     source = _Source(g, th0, var, ntkd, frozenset({"input"}), "the input")
-    out = walk(description, _Node((_Term(source, x, None, None, "the input"),), input_dim), functools.partial(_rule, prog=prog))
-    if isinstance(out, tuple):
-        raise ValueError(f"the network ends with a list of {len(out)} outputs; combine them (FanInSum, FanInConcat)")
-    return prog, _moments(out, prog)
+    state = _Node((_Term(source, x, None, None, "the input"),), input_dim)
+    rule = functools.partial(_rule, prog=prog)
+    units = list(_units(description, ()))
+    k = 0
+    while k < len(units):
+        start = prog.mark()
+        state = _canonical(state, prog)
+        shape_in = _shape(state)
+        while True:
+            path, layer = units[k]
+            state = walk(layer, state, rule, path)
+            k += 1
+            if not isinstance(state, tuple) or k == len(units):
+                break
+        if not isinstance(state, tuple):
+            state = _merge_gaussian(state, path, prog)
+        prog.segments.append(_Segment(start, prog.mark(), shape_in, None if isinstance(state, tuple) else _shape(state)))
+    if isinstance(state, tuple):
+        raise ValueError(f"the network ends with a list of {len(state)} outputs; combine them (FanInSum, FanInConcat)")
+    start = prog.mark()
+    out = _moments(_canonical(state, prog), prog)
+    prog.tail = start
+    prog.runs = _find_runs(prog) if loops else []
+    return prog, out
+
+
+def _units(layer: Layer, path: tuple):
+    """(path, layer) of the top-level chain: ``Serial`` flattened, every other layer one unit."""
+    if isinstance(layer, Serial):
+        for i, sub in enumerate(layer.layers):
+            yield from _units(sub, path + (i,))
+    else:
+        yield path, layer
+
+
+@dataclass(eq=False)
+class _Segment:
+    start: tuple  # prog.mark() before
+    end: tuple  # prog.mark() after
+    shape_in: tuple
+    shape_out: tuple | None
+
+
+@dataclass(eq=False)
+class _Run:
+    """Segments first .. first + period * reps - 1: ``reps`` repetitions of ``period`` segments.
+    ``exports``: the entry variables one repetition hands to the next (indices into the repetition's
+    entry range), in the order the next repetition reads them."""
+
+    first: int
+    period: int
+    reps: int
+    exports: list
+
+
+def _copy_row(slot: int):
+    return lambda V, side, errors: V[slot]
+
+
+def _canonical(state, prog: _Program):
+    """A copy of ``state`` with fresh entry variables and row slots (the same values)."""
+    if isinstance(state, tuple):
+        return state
+    if isinstance(state, _Moments):
+        nngp, ntk = prog.entry(), prog.entry()
+        prog.emit([f"{nngp} = {state.nngp}", f"{ntk} = {state.ntk}"], (nngp, ntk))
+        mean = None if state.mean is None else prog.row(_copy_row(state.mean), "mean (copy)")
+        return _Moments(nngp, ntk, prog.row(_copy_row(state.var), "variance (copy)"),
+                        prog.row(_copy_row(state.ntkd), "NTK diagonal (copy)"), mean, state.base, state.channels,
+                        state.origin)
+    fresh, terms = {}, []
+    for t in state.terms:
+        s = t.source
+        if id(s) not in fresh:
+            k, th = prog.entry(), prog.entry()
+            prog.emit([f"{k} = {s.k}", f"{th} = {s.th}"], (k, th))
+            fresh[id(s)] = _Source(k, th, prog.row(_copy_row(s.var), "variance (copy)"),
+                                   prog.row(_copy_row(s.ntkd), "NTK diagonal (copy)"), s.base, s.label)
+        scale = None if t.scale is None else prog.row(_copy_row(t.scale), "scale (copy)")
+        key = None if t.scale_key is None else ("copy", id(fresh[id(s)]), t.scale_key)
+        terms.append(_Term(fresh[id(s)], t.fn, scale, key, t.origin))
+    return _Node(tuple(terms), state.channels)
+
+
+def _merge_gaussian(state, path, prog: _Program):
+    """A sum of Gaussian terms (or one scaled Gaussian term) as one Gaussian source."""
+    if isinstance(state, _Node) and state.terms and all(t.is_gaussian for t in state.terms) and (
+            len(state.terms) > 1 or state.terms[0].scale is not None):
+        return _Node((_gaussian_sum(state.terms, path, prog),), state.channels)
+    return state
+
+
+def _shape(state) -> tuple:
+    """What the emitted statements of a segment do not show about its input or output value."""
+    if isinstance(state, _Moments):
+        return ("moments", state.mean is None)
+    sources: dict = {}
+    return tuple((t.fn, sources.setdefault(id(t.source), len(sources)), t.scale is None) for t in state.terms)
+
+
+def _signature(prog: _Program, seg: _Segment):
+    """The segment's statements with names relative to the segment (None if it reads a row slot,
+    constant or table from outside it), its counts and shapes; and its imported entry variables."""
+    s0, r0, c0, q0, e0 = seg.start
+    s1, r1, c1, q1, e1 = seg.end
+    imports: dict = {}
+    out = []
+    for st in prog.statements[s0:s1]:
+        for line in st.lines:
+            def rename(m, imports=imports):
+                kind, n = m.group(1), int(m.group(2))
+                if kind == "e":
+                    if e0 <= n < e1:
+                        return f"e_{n - e0}"
+                    return f"i_{imports.setdefault(f'e_{n}', len(imports))}"
+                lo, hi = {"a": (r0, r1), "b": (r0, r1), "p": (c0, c1), "q": (q0, q1)}[kind]
+                if not lo <= n < hi:
+                    raise LookupError
+                return f"{kind}_{n - lo}"
+
+            try:
+                out.append(_TOKEN.sub(rename, line))
+            except LookupError:
+                return None, None
+    return (tuple(out), r1 - r0, c1 - c0, q1 - q0, e1 - e0, seg.shape_in, seg.shape_out), list(imports)
+
+
+def _find_runs(prog: _Program) -> list:
+    """Repeated blocks of 1 to 4 segments (at least two repetitions), greedily from the front, longest
+    coverage first."""
+    segs = prog.segments
+    info = [_signature(prog, s) for s in segs]
+    sigs = [i[0] for i in info]
+    prog.signatures = sigs
+    runs, k = [], 0
+    while k < len(segs):
+        best = None
+        for period in range(1, 5):
+            block = sigs[k:k + period]
+            if len(block) < period or any(b is None for b in block):
+                break
+            reps = 1
+            while sigs[k + reps * period:k + (reps + 1) * period] == block:
+                reps += 1
+            while reps >= 2:
+                exports = _exports(prog, info, k, period, reps)
+                if exports is not None:
+                    break
+                reps -= 1
+            if reps >= 2 and (best is None or reps * period > best.reps * best.period):
+                best = _Run(k, period, reps, exports)
+        if best is None:
+            k += 1
+        else:
+            runs.append(best)
+            k += best.reps * best.period
+    return runs
+
+
+def _exports(prog, info, first, period, reps):
+    """The entry variables each repetition reads from the one before, as indices into that one's entry
+    range (the same for every repetition), or None; the values read after the run must be among them."""
+    segs = prog.segments
+    exports = None
+    for r in range(1, reps + 1):
+        k = first + r * period
+        if k < len(segs):
+            names = _imports(prog, segs[k].start, segs[k].end)
+        else:  # the output moments after the last segment read the last state
+            names = _imports(prog, prog.tail, prog.mark())
+        e0, e1 = segs[first + (r - 1) * period].start[4], segs[first + r * period - 1].end[4]
+        local = [int(nm[2:]) - e0 for nm in names]
+        if any(not 0 <= n < e1 - e0 for n in local):
+            return None
+        if r < reps:
+            if exports is None:
+                exports = local
+            elif local != exports:
+                return None
+        elif not set(local) <= set(exports or ()):
+            return None
+    if len(_imports(prog, segs[first].start, segs[first].end)) != len(exports):
+        return None
+    return exports
+
+
+def _imports(prog, start, end) -> list:
+    """Entry variables read by the statements between two marks and defined before them."""
+    seen: dict = {}
+    for st in prog.statements[start[0]:end[0]]:
+        for line in st.lines:
+            for kind, n in _TOKEN.findall(line):
+                if kind == "e" and int(n) < start[4]:
+                    seen.setdefault(f"e_{n}", None)
+    return list(seen)
 
 
 # The structural part of these rules (which terms merge, what is refused) repeats recursions/graph.py's
@@ -558,7 +766,7 @@ def _numerical_term(t: _Term, prog: _Program, k, th, var, ntkd) -> _Moments:
     nngp, ntk, b, k12, T, Td, e = (prog.entry() for _ in range(7))
     prog.emit([f"{b} = math.sqrt(a_{var}) * math.sqrt(b_{var})",
                f"{k12} = min(max({k}, -{b}), {b})",
-               f"{T}, {Td}, {e} = hermite_term({q}, i, j0 + c, a_{var}, b_{var}, {k12}, HA, TA, SA, HB, TB, SB, ltol, tol)",
+               f"{T}, {Td}, {e} = hermite_term(q_{q}, i, j0 + c, a_{var}, b_{var}, {k12}, HA, TA, SA, HB, TB, SB, ltol, tol)",
                f"err_row = max(err_row, {e})",
                f"{nngp} = {T}", f"{ntk} = {Td} * {th}"], (b, k12, T, Td, e, nngp, ntk), pairs=1)
 
@@ -600,7 +808,7 @@ CHUNK = {chunk}
 
 
 @numba.njit(cache=True, error_model='numpy')
-def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, tol):
+def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, LOOPS, E, HA, TA, SA, HB, TB, SB, tol):
     \"\"\"Row r of the tile: the whole program per entry, in chunks of CHUNK columns.  Returns the largest
     error estimate of the row's series (terms without closed form; 0 without).\"\"\"
     n_cols = K.shape[1]
@@ -610,8 +818,7 @@ def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, 
     c_start = 0
     if symmetric:
         c_start = max(i - col0 + 1, 0)
-{constants}
-{row_loads}
+{loads}
     for c0 in range(c_start, n_cols, CHUNK):
         n = min(CHUNK, n_cols - c0)
         j0 = col0 + c0
@@ -620,11 +827,13 @@ def _row(K, TH, r, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, 
 
 
 @numba.njit(parallel=True, cache=True, error_model='numpy')
-def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P, HA, TA, SA, HB, TB, SB, tol, err):
+def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P, LOOPS, HA, TA, SA, HB, TB, SB, tol, err):
     \"\"\"In place, rows rbeg <= r < rend of K and TH (C-contiguous): K holds G0 = x_a . x_b / d on entry, the
     output NNGP on exit; TH receives the NTK; err[r] the row's largest error estimate.  Row r is input
-    row0 + r, column c input col0 + c; with symmetric only entries j > i.  HA, TA, SA (rows) and HB, TB, SB
-    (columns): Hermite tables of the terms without closed form (:func:`ntk_theory.codegen.runtime.hermite_term`).
+    row0 + r, column c input col0 + c; with symmetric only entries j > i.  R1, R2: per-input values (rows,
+    columns); P: constants; LOOPS[k] = (repetitions, offsets of the first repetition's constants, per-input
+    values and tables) of loop k.  HA, TA, SA (rows) and HB, TB, SB (columns): Hermite tables of the terms
+    without closed form (:func:`ntk_theory.codegen.runtime.hermite_term`).
     Rows go in pairs (p, n_rows - 1 - p), which carry equal work in the symmetric case, across threads.\"\"\"
     n_rows = rend - rbeg
     for p in numba.prange((n_rows + 1) // 2):
@@ -634,10 +843,11 @@ def fused(K, TH, rbeg, rend, row0, col0, symmetric, R1, R2, P, HA, TA, SA, HB, T
             q = pi if t == 0 else n_rows - 1 - pi
             if t == 1 and q == pi:
                 continue
-            err[rbeg + q] = _row(K, TH, rbeg + q, row0, col0, symmetric, R1, R2, P, E, HA, TA, SA, HB, TB, SB, tol)
+            err[rbeg + q] = _row(K, TH, rbeg + q, row0, col0, symmetric, R1, R2, P, LOOPS, E, HA, TA, SA, HB, TB, SB,
+                                 tol)
 
 
-def entry(g, i, j, R1, R2, P, HA, TA, SA, HB, TB, SB, tol, hermite_term):
+def entry(g, i, j, R1, R2, P, LOOPS, HA, TA, SA, HB, TB, SB, tol, hermite_term):
     \"\"\"One entry (G0 = g, row i, column j) of the same program in Python: (NNGP, NTK, error estimate).  The
     driver's route for entries the compiled series leaves NaN, with a ``hermite_term`` that integrates them.\"\"\"
     ltol = math.log(tol)
@@ -649,86 +859,278 @@ def entry(g, i, j, R1, R2, P, HA, TA, SA, HB, TB, SB, tol, hermite_term):
     return {entry_out}
 """
 
+_KIND = {"e": "e", "a": "r", "b": "r", "p": "p", "q": "q"}
 
-def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: int = 64):
-    """Source of the fused module and the row slots it reads (in the order of R1/R2's rows).
 
-    Statements are grouped into loops over a chunk's columns with at most ``pairs_per_loop``
-    activation expectations each (0: all in one loop); values live in registers inside a loop and in
-    a per-thread buffer between loops (slots reused after their last use)."""
-    # the tile (K, TH: views of the output, any strides) is read and written in loops of their own, so
-    # that the computing loops see only contiguous buffers (which LLVM vectorises)
-    first, *rest = prog.statements
-    final = _Statement([f"Krow[c] = {out.nngp}", f"THrow[c] = {out.ntk}"], (), 0)
-    statements = [first] + rest + [final]
-    groups, current, count = [[first]], [], 0
-    for st in rest:
-        if current and st.pairs and pairs_per_loop and count + st.pairs > pairs_per_loop:
+class _Names:
+    """Names of the emitted module, numbered in order of appearance (so the source does not depend on how
+    many repetitions a loop runs), and the positions of the outer constants, per-input values and tables
+    in P, R1/R2 and the Hermite tables."""
+
+    def __init__(self):
+        self.number: dict = {}
+        self.count = {"e": 0, "r": 0, "p": 0, "q": 0}
+        self.fixed = {"r": {}, "p": {}, "q": {}}  # name number -> global index (outer names)
+
+    def get(self, cls: str, key) -> int:
+        if (cls, key) not in self.number:
+            self.number[(cls, key)] = self.count[cls]
+            self.count[cls] += 1
+            if cls != "e" and key[0] == "outer":
+                self.fixed[cls][self.count[cls] - 1] = key[1]
+        return self.number[(cls, key)]
+
+    def rename(self, line: str, key) -> str:
+        """``key(cls, kind, n)`` -> the key of token kind_n."""
+        return _TOKEN.sub(lambda m: f"{m.group(1)}_{self.get(_KIND[m.group(1)], key(_KIND[m.group(1)], m.group(1), int(m.group(2))))}", line)
+
+
+@dataclass
+class _Layout:
+    """Where the emitted module reads its per-input values (R1/R2 rows: global row slots), constants (P:
+    global constant indices) and Hermite tables (global table indices), and ``loops`` (k, 4): repetitions
+    and offsets of loop k."""
+
+    rows: list
+    constants: list
+    tables: list
+    loops: np.ndarray
+
+
+def _tokens(text: str, kind: str) -> list:
+    return [f"{k}_{n}" for k, n in _TOKEN.findall(text) if k == kind]
+
+
+def _region(items, base: int, pairs_per_loop: int, chunk: int, col_row):
+    """Column loops of a list of items: ("st", lines, defs, pairs, alone) statements, grouped into loops
+    over a chunk's columns with at most ``pairs_per_loop`` activation expectations each, values crossing
+    loops kept in the per-thread buffer E from offset ``base`` (columns first, then slots reused after their
+    last use), or ("loop", uses, defs, code(nested base, where) -> (lines, size)).  ``col_row(name)``: the R2
+    row expression of a column value.  Returns (lines, size of E used from base)."""
+    groups, current, count = [], [], 0
+    for it in items:
+        if it[0] == "loop" or (it[0] == "st" and it[4]):
+            if current:
+                groups.append(current)
+            groups.append(it if it[0] == "loop" else [it])
+            current, count = [], 0
+            continue
+        if current and it[3] and pairs_per_loop and count + it[3] > pairs_per_loop:
             groups.append(current)
             current, count = [], 0
-        current.append(st)
-        count += st.pairs
-    groups += [current, [final]]
-
-    def tokens(line, kind):
-        return [f"{k}_{n}" for k, n in _TOKEN.findall(line) if k == kind]
-
+        current.append(it)
+        count += it[3]
+    if current:
+        groups.append(current)
     defined_in, last_use = {}, {}
     for gi, group in enumerate(groups):
+        if isinstance(group, tuple):
+            for name in group[1]:
+                if name in defined_in and defined_in[name] != gi:
+                    last_use[name] = max(last_use.get(name, -1), gi)
+            for name in group[2]:
+                defined_in[name] = gi
+            continue
         for st in group:
-            for line in st.lines:
-                for name in tokens(line, "e"):
+            for line in st[1]:
+                for name in _tokens(line, "e"):
                     if name in defined_in and defined_in[name] != gi:
                         last_use[name] = max(last_use.get(name, -1), gi)
-            for name in st.defs:
+            for name in st[2]:
                 defined_in[name] = gi
-    row_slots = sorted({int(n) for st in statements for line in st.lines for k, n in _TOKEN.findall(line) if k in "ab"})
-    packed = {q: i for i, q in enumerate(row_slots)}
-    # one flat per-thread buffer E: first the chunk's column values (copied from R2), then the values that
-    # cross loops (slots reused after their last use); every access is E[constant + c], so LLVM sees
-    # constant distances between them and vectorises without runtime alias checks
-    columns = sorted({nm for st in statements for line in st.lines for nm in tokens(line, "b")}, key=_order)
-    offset = {nm: i * chunk for i, nm in enumerate(columns)}
-    slot_of, free, n_slots, release = {}, [], 0, {}
+    columns = sorted({nm for g in groups if isinstance(g, list) for st in g for ln in st[1] for nm in _tokens(ln, "b")},
+                     key=_order)
+    offset = {nm: base + i * chunk for i, nm in enumerate(columns)}
+    release = {}
     for name, last in last_use.items():
         release.setdefault(last, []).append(name)
-    # indices from 0 (views of the chunk): no negative-index wraparound, so contiguous vector loads
-    body = ["Krow = K[r, c0:c0 + n]", "THrow = TH[r, c0:c0 + n]"]
-    for nm in columns:
-        body += [f"col = R2[{packed[int(nm[2:])]}, j0:j0 + n]", f"for c in range(n):\n    E[{offset[nm]} + c] = col[c]"]
+    # pass 1: slots of the values that cross loops
+    slot_of, free, n_slots = {}, [], 0
     for gi, group in enumerate(groups):
-        lines = [ln for st in group for ln in st.lines]
+        defs = group[2] if isinstance(group, tuple) else [nm for st in group for nm in st[2]]
+        for nm in defs:
+            if nm in last_use:
+                slot_of[nm] = free.pop() if free else n_slots
+                n_slots = max(n_slots, slot_of[nm] + 1)
+        for nm in release.get(gi, ()):
+            free.append(slot_of[nm])
+    own = (len(columns) + n_slots) * chunk
+    where_ = {nm: base + (len(columns) + s) * chunk for nm, s in slot_of.items()}
+    # pass 2: code
+    body = []
+    for nm in columns:
+        body += [f"col = {col_row(nm)}", f"for c in range(n):\n    E[{offset[nm]} + c] = col[c]"]
+    nested = 0
+    for gi, group in enumerate(groups):
+        if isinstance(group, tuple):
+            lines, size = group[3](base + own, where_, last_use)
+            body.append("\n".join(lines))
+            nested = max(nested, size)
+            continue
+        lines = [ln for st in group for ln in st[1]]
         text = "\n".join(lines)
-        loads = sorted({nm for nm in tokens(text, "e") if nm in last_use and defined_in[nm] != gi}, key=_order)
-        cols = sorted(set(tokens(text, "b")), key=_order)
-        stores = [nm for st in group for nm in st.defs if nm in last_use]
-        for nm in stores:
-            slot_of[nm] = free.pop() if free else n_slots
-            n_slots = max(n_slots, slot_of[nm] + 1)
-        where_ = {nm: (len(columns) + slot_of[nm]) * chunk for nm in loads + stores}
+        loads = sorted({nm for nm in _tokens(text, "e") if nm in last_use and defined_in[nm] != gi}, key=_order)
+        cols = sorted(set(_tokens(text, "b")), key=_order)
+        stores = [nm for st in group for nm in st[2] if nm in last_use]
         code = ["for c in range(n):"]
         code += [f"    {nm} = E[{offset[nm]} + c]" for nm in cols]
         code += [f"    {nm} = E[{where_[nm]} + c]" for nm in loads]
         code += [f"    {ln}" for ln in lines]
         code += [f"    E[{where_[nm]} + c] = {nm}" for nm in stores]
         body.append("\n".join(code))
-        for nm in release.get(gi, ()):
-            free.append(slot_of[nm])
-    all_text = "\n".join(ln for st in statements for ln in st.lines)
-    constants = sorted(set(tokens(all_text, "p")), key=_order)
-    rows = sorted(set(tokens(all_text, "a")), key=_order)
-    # the Python twin of one entry: constants and row values loaded, then every statement in order
-    entry_body = [f"{p} = P[{p[2:]}]" for p in constants]
-    entry_body += [f"{a} = R1[{packed[int(a[2:])]}, i]" for a in rows]
-    entry_body += [f"{b_} = R2[{packed[int(b_[2:])]}, j]" for b_ in sorted(set(tokens(all_text, "b")), key=_order)]
-    entry_body += [ln for st in prog.statements for ln in st.lines]
+    return body, own + nested
+
+
+def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: int = 64):
+    """Source of the fused module and its :class:`_Layout`.
+
+    Statements are grouped into loops over a chunk's columns with at most ``pairs_per_loop``
+    activation expectations each (0: all in one loop); values live in registers inside a loop and in
+    a per-thread buffer between loops (slots reused after their last use).  A run of repeated blocks
+    (``prog.runs``) is one loop over its repetitions around the block's column loops, the values one
+    repetition hands to the next carried in the buffer, its constants and per-input values read at
+    offsets ``LOOPS[k]`` plus the repetition times their count per repetition."""
+    names = _Names()
+    segs = prog.segments
+
+    def outer(cls, kind, n):
+        return ("outer", n)
+
+    # the items in program order: outer statements (global names) and runs
+    runs = {segs[r.first].start[0]: r for r in prog.runs}
+    items, s = [], 0
+    first, *_ = prog.statements
+    items.append(("st", [names.rename(ln, outer) for ln in first.lines], tuple(names.rename(d, outer) for d in first.defs),
+                  0, True))
+    s = 1
+    loop_specs, layout_loops = [], []
+    p_total = {"p": 0, "r": 0, "q": 0}
+    loop_blocks = []  # per loop: (rows, constants, tables) in the order of P / R / tables
+    while s < len(prog.statements):
+        if s not in runs:
+            st = prog.statements[s]
+            items.append(("st", [names.rename(ln, outer) for ln in st.lines],
+                          tuple(names.rename(d, outer) for d in st.defs), st.pairs, False))
+            s += 1
+            continue
+        run = runs[s]
+        k = len(loop_specs)
+        reps = [(segs[run.first + r * run.period].start, segs[run.first + (r + 1) * run.period - 1].end)
+                for r in range(run.reps)]
+        (s0, r0, c0, q0, e0), (s1, r1, c1, q1, e1) = reps[0]
+        imports = _imports(prog, reps[0][0], reps[0][1])
+        imp_index = {nm: j for j, nm in enumerate(imports)}
+
+        def local(cls, kind, n, k=k, r0=r0, c0=c0, q0=q0, e0=e0, imp_index=imp_index):
+            if kind == "e":
+                return ("loop", k, "i", imp_index[f"e_{n}"]) if n < e0 else ("loop", k, "e", n - e0)
+            return ("loop", k, cls, n - {"r": r0, "p": c0, "q": q0}[cls])
+
+        outer_imports = [names.rename(nm, outer) for nm in imports]
+        body = [("st", [names.rename(ln, local) for ln in st.lines], tuple(names.rename(d, local) for d in st.defs),
+                 st.pairs, False) for st in prog.statements[s0:s1]]
+        placeholders = [names.rename(nm, local) for nm in imports]
+        exports = [names.rename(f"e_{e0 + x}", local) for x in run.exports]
+        last_e0 = reps[-1][0][4]
+        outer_defs = [names.rename(f"e_{last_e0 + x}", outer) for x in run.exports]
+        body_text = "\n".join(ln for it in body for ln in it[1])
+        # packed positions of the per-input values the block reads, by local slot
+        local_slots = sorted({key[3] for (cls, key) in names.number if cls == "r" and key[:3] == ("loop", k, "r")})
+        packed = {ls: i for i, ls in enumerate(local_slots)}
+        num_of = {names.number[("r", ("loop", k, "r", ls))]: ls for ls in local_slots}
+        RN, PC, QC = len(local_slots), c1 - c0, q1 - q0
+        loads = [f"pb = LOOPS[{k}, 1] + rep * {PC}", f"rb = LOOPS[{k}, 2] + rep * {RN}", f"qb = LOOPS[{k}, 3] + rep * {QC}"]
+        for (cls, key), num in sorted(names.number.items(), key=lambda kv: kv[1]):
+            if key[:3] == ("loop", k, "p"):
+                loads.append(f"p_{num} = P[pb + {key[3]}]")
+            if key[:3] == ("loop", k, "q"):
+                loads.append(f"q_{num} = qb + {key[3]}")
+        a_names = sorted(set(_tokens(body_text, "a")), key=_order)
+        loads += [f"{nm} = R1[rb + {packed[num_of[_order(nm)]]}, i]" for nm in a_names]
+        b_names = sorted(set(_tokens(body_text, "b")), key=_order)
+        loop_specs.append(dict(k=k, loads=loads, body=body, placeholders=placeholders, exports=exports,
+                               outer_imports=outer_imports, outer_defs=outer_defs, b_names=b_names,
+                               b_row=lambda nm, packed=packed, num_of=num_of: f"rb + {packed[num_of[_order(nm)]]}"))
+        loop_blocks.append(([r[0][1] + ls for r in reps for ls in local_slots],
+                            [r[0][2] + x for r in reps for x in range(PC)],
+                            [r[0][3] + x for r in reps for x in range(QC)], run.reps, (RN, PC, QC)))
+        items.append(("loop", k))
+        s = segs[run.first + run.reps * run.period - 1].end[0]
+    final = ("st", [names.rename(f"Krow[c] = {out.nngp}", outer), names.rename(f"THrow[c] = {out.ntk}", outer)], (), 0, True)
+    items.append(final)
+    out_names = (names.rename(out.nngp, outer), names.rename(out.ntk, outer))
     indent = " " * 4
-    fused = (_FUSED.replace("{chunk}", str(int(chunk))).replace("{size}", str(max(n_slots + len(columns), 1) * chunk))
-             .replace("{constants}", "\n".join(f"{indent}{p} = P[{p[2:]}]" for p in constants) or f"{indent}pass")
-             .replace("{row_loads}", "\n".join(f"{indent}{a} = R1[{packed[int(a[2:])]}, i]" for a in rows) or "")
+
+    def loop_item(spec, chunk=chunk):
+        ncarry = len(spec["placeholders"])
+
+        def code(nb, where_, last_use):
+            carry = [nb + j * chunk for j in range(ncarry)]
+            inner = ([("st", [f"{ph} = E[{carry[j]} + c]" for j, ph in enumerate(spec["placeholders"])],
+                       tuple(spec["placeholders"]), 0, False)] + spec["body"]
+                     + [("st", [f"E[{carry[j]} + c] = {ex}" for j, ex in enumerate(spec["exports"])], (), 0, False)])
+            lines, size = _region(inner, nb + ncarry * chunk, pairs_per_loop, chunk,
+                                  lambda nm: f"R2[{spec['b_row'](nm)}, j0:j0 + n]")
+            out_lines = ["for c in range(n):"]
+            out_lines += [f"    {nm} = E[{where_[nm]} + c]" for nm in dict.fromkeys(spec["outer_imports"])]
+            out_lines += [f"    E[{carry[j]} + c] = {nm}" for j, nm in enumerate(spec["outer_imports"])]
+            out_lines += [f"for rep in range(LOOPS[{spec['k']}, 0]):"]
+            out_lines += [indent + ln for ln in spec["loads"]]
+            out_lines += [indent + ln for b in lines for ln in b.split("\n")]
+            stored = [(j, nm) for j, nm in enumerate(spec["outer_defs"]) if nm in last_use]
+            if stored:
+                out_lines += ["for c in range(n):"]
+                out_lines += [f"    E[{where_[nm]} + c] = E[{carry[j]} + c]" for j, nm in stored]
+            return out_lines, ncarry * chunk + size
+
+        return ("loop", tuple(spec["outer_imports"]), tuple(spec["outer_defs"]), code)
+
+    region_items = [loop_item(loop_specs[it[1]]) if it[0] == "loop" else it for it in items]
+    fixed_r = names.fixed["r"]
+    r_pos = {num: i for i, num in enumerate(fixed_r)}
+    body, size = _region(region_items, 0, pairs_per_loop, chunk, lambda nm: f"R2[{r_pos[_order(nm)]}, j0:j0 + n]")
+    body = ["Krow = K[r, c0:c0 + n]", "THrow = TH[r, c0:c0 + n]"] + body
+    # outer loads: constants, per-input values of the row, table indices
+    outer_text = "\n".join(ln for it in items if it[0] == "st" for ln in it[1])
+    outer_text += "\n" + "\n".join(nm for spec in loop_specs for nm in spec["outer_imports"] + spec["outer_defs"])
+    p_pos = {num: i for i, num in enumerate(names.fixed["p"])}
+    q_pos = {num: i for i, num in enumerate(names.fixed["q"])}
+    loads = [f"{nm} = P[{p_pos[_order(nm)]}]" for nm in sorted(set(_tokens(outer_text, "p")), key=_order)]
+    loads += [f"{nm} = {q_pos[_order(nm)]}" for nm in sorted(set(_tokens(outer_text, "q")), key=_order)]
+    loads += [f"{nm} = R1[{r_pos[_order(nm)]}, i]" for nm in sorted(set(_tokens(outer_text, "a")), key=_order)]
+    # the Python twin of one entry
+    entry_body = list(loads)
+    entry_body += [f"{nm} = R2[{r_pos[_order(nm)]}, j]" for nm in sorted(set(_tokens(outer_text, "b")), key=_order)]
+    for it in items[:-1]:
+        if it[0] == "st":
+            entry_body += it[1]
+            continue
+        spec = loop_specs[it[1]]
+        carry = f"carry_{spec['k']}"
+        entry_body.append(f"{carry} = {_tuple(spec['outer_imports'])}")
+        entry_body.append(f"for rep in range(LOOPS[{spec['k']}, 0]):")
+        inner = spec["loads"] + [f"{nm} = R2[{spec['b_row'](nm)}, j]" for nm in spec["b_names"]]
+        inner += [f"{_tuple(spec['placeholders'])} = {carry}"] if spec["placeholders"] else []
+        inner += [ln for st in spec["body"] for ln in st[1]]
+        inner += [f"{carry} = {_tuple(spec['exports'])}"]
+        entry_body += [indent + ln for ln in inner]
+        if spec["outer_defs"]:
+            entry_body.append(f"{_tuple(spec['outer_defs'])} = {carry}")
+    # per-input layout: the outer values first, then each loop's repetitions
+    rows = [fixed_r[num] for num in fixed_r]
+    constants = [names.fixed["p"][num] for num in names.fixed["p"]]
+    tables = [names.fixed["q"][num] for num in names.fixed["q"]]
+    loops = np.zeros((max(len(loop_blocks), 1), 4), dtype=np.int64)
+    for k, (r_idx, p_idx, q_idx, reps, _) in enumerate(loop_blocks):
+        loops[k] = (reps, len(constants), len(rows), len(tables))
+        rows += r_idx
+        constants += p_idx
+        tables += q_idx
+    fused = (_FUSED.replace("{chunk}", str(int(chunk))).replace("{size}", str(max(size, chunk)))
+             .replace("{loads}", "\n".join(indent + ln for ln in loads) or f"{indent}pass")
              .replace("{loops}", "\n".join(" " * 8 + ln for b in body for ln in b.split("\n")))
              .replace("{entry_body}", "\n".join(indent + ln for ln in entry_body))
-             .replace("{entry_out}", f"{out.nngp}, {out.ntk}, err_row"))
+             .replace("{entry_out}", f"{out_names[0]}, {out_names[1]}, err_row"))
     functions = [source for _, _, source in sorted(prog.functions.values(), key=lambda v: v[0])]
     pairs = [(_unit_source(index, kern) if kern.homogeneity is not None else emit._pair_source(index, kern))
              for index, kern in sorted(prog.kernels.values(), key=lambda v: v[0])]
@@ -737,6 +1139,7 @@ def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: 
         "# Activation terms: " + ", ".join(f"{sp.sstr(fn)} -> pair_{i}" for fn, (i, _) in prog.kernels.items()),
         "# Without closed form (Hermite tables): "
         + ", ".join(f"{sp.sstr(fn)} -> s_{f}, ds_{f}" for fn, (f, _, _) in prog.functions.items()),
+        f"# Loops over repeated blocks: {len(loop_specs)}",
         "import math", "", "import numba", "import numpy as np", "",
         "from ntk_theory.codegen.runtime import atan2, erfcx, hermite_term",
         "from ntk_theory.numerics import compensated, compensated_numba  # noqa: F401 (registers two_product)",
@@ -745,7 +1148,11 @@ def emit_program(prog: _Program, out: _Moments, pairs_per_loop: int = 1, chunk: 
         "det2 = numba.njit(inline='always', error_model='numpy')(compensated.det2)",
     ]
     source = "\n".join(header) + "\n\n\n" + "".join(p + "\n\n\n" for p in pairs + functions) + fused
-    return source, row_slots
+    return source, _Layout(rows, constants, tables, loops)
+
+
+def _tuple(names) -> str:
+    return "(" + ", ".join(names) + ",)" if names else "()"
 
 
 def _unit_source(index: int, kern) -> str:
@@ -770,7 +1177,7 @@ class _Built:
     program: _Program
     out: _Moments
     source: str
-    row_slots: list
+    layout: _Layout
     constants: np.ndarray
     key: str
 
@@ -791,7 +1198,8 @@ class CompiledGraphKernel:
     """
 
     def __init__(self, description, input_dim: int | None = None, tile_mb: float = 64.0, pairs_per_loop: int = 1,
-                 chunk: int = 64, tol: float = 1e-15, max_order: int = 128):
+                 chunk: int = 64, tol: float = 1e-15, max_order: int = 128, loops: bool = True):
+        self.loops = bool(loops)
         self.description = getattr(description, "description", description)
         if not isinstance(self.description, Layer):
             raise TypeError(f"expected a layer description or a stax network; got {description!r}")
@@ -816,10 +1224,11 @@ class CompiledGraphKernel:
 
     def _build(self, d: int) -> _Built:
         if d not in self._built:
-            program, out = build(self.description, d)
-            source, rows = emit_program(program, out, self.pairs_per_loop, self.chunk)
+            program, out = build(self.description, d, loops=self.loops)
+            source, layout = emit_program(program, out, self.pairs_per_loop, self.chunk)
             key = "graph_" + hashlib.sha256((FORMAT_VERSION + emit._runtime_fingerprint() + source).encode()).hexdigest()[:20]
-            self._built[d] = _Built(program, out, source, rows, np.array(program.constants + [0.0], dtype=float), key)
+            constants = np.array([program.constants[c] for c in layout.constants] + [0.0], dtype=float)
+            self._built[d] = _Built(program, out, source, layout, constants, key)
         self._current = self._built[d]
         return self._current
 
@@ -871,9 +1280,9 @@ class CompiledGraphKernel:
     def _warm_up(self, module, built: _Built) -> None:
         """Compile (or load) the entry point for its one array layout, with no rows to run, and for terms
         without closed form the table routine for their F and F'."""
-        R = np.ones((max(len(built.row_slots), 1), 2))
+        R = np.ones((max(len(built.layout.rows), 1), 2))
         H, S = np.zeros((0, 1, 1)), np.zeros((0, 1, 2))
-        module.fused(np.ones((1, 1)), np.ones((1, 1)), 0, 0, 0, 0, False, R, R, built.constants,
+        module.fused(np.ones((1, 1)), np.ones((1, 1)), 0, 0, 0, 0, False, R, R, built.constants, built.layout.loops,
                      H, H, S, H, H, S, self.tol, np.zeros(1))
         if built.program.functions:
             from ..numerics import hermite_numba
@@ -904,13 +1313,13 @@ class CompiledGraphKernel:
         return tables
 
     @staticmethod
-    def _stack(program: _Program, V, side, errors, n: int):
-        """The Hermite tables of every term without closed form for one side, as the compiled program reads
-        them: coefficients H and half log tails T (2 Q, n, order + 1), [sqrt(E F^2), error] S (2 Q, n, 2)."""
-        Q = len(program.table_ops)
-        if Q == 0:
+    def _stack(program: _Program, order, V, side, errors, n: int):
+        """The Hermite tables of every term without closed form for one side, in the compiled program's
+        ``order`` (:class:`_Layout`): coefficients H and half log tails T (2 Q, n, order + 1), [sqrt(E F^2),
+        error] S (2 Q, n, 2)."""
+        if not order:
             return np.zeros((0, 1, 1)), np.zeros((0, 1, 1)), np.zeros((0, 1, 2))
-        parts = [tab for q in range(Q) for tab in program.table_ops[q](V, side, errors)]
+        parts = [tab for q in order for tab in program.table_ops[q](V, side, errors)]
         H = np.ascontiguousarray(np.stack([t["coef"] for t in parts]))
         T = np.ascontiguousarray(np.stack([t["tail"] for t in parts]))
         S = np.ascontiguousarray(np.stack([np.stack([t["sqrt_norm"], t["err"]], axis=-1) for t in parts]))
@@ -950,9 +1359,9 @@ class CompiledGraphKernel:
         sq2 = None if symmetric else np.einsum("ij,ij->i", X2v, X2v) / d
         program = built.program
         V1, V2, errors = self.diagonal(program, sq1, sq2, self._hermite(module) if program.functions else None)
-        tabA = self._stack(program, V1, 1, errors, N1)
-        tabB = tabA if symmetric else self._stack(program, V2, 2, errors, N2)
-        m, slots = built.out, built.row_slots
+        tabA = self._stack(program, built.layout.tables, V1, 1, errors, N1)
+        tabB = tabA if symmetric else self._stack(program, built.layout.tables, V2, 2, errors, N2)
+        m, slots, LOOPS = built.out, built.layout.rows, built.layout.loops
         R1 = np.ascontiguousarray(np.array([V1[q] for q in slots]).reshape(len(slots), N1))
         R2 = R1 if symmetric else np.ascontiguousarray(np.array([V2[q] for q in slots]).reshape(len(slots), N2))
         if R1.shape[0] == 0:
@@ -971,19 +1380,19 @@ class CompiledGraphKernel:
                 np.matmul(X1[r0:r1], X2v[c0:].T, out=Kb)
                 Kb /= d
                 Tb = T_out[r0:r1, c0:]
-                module.fused(K_out, T_out, r0, r1, 0, 0, symmetric, R1, R2, built.constants, *tabA, *tabB,
+                module.fused(K_out, T_out, r0, r1, 0, 0, symmetric, R1, R2, built.constants, LOOPS, *tabA, *tabB,
                              self.tol, err)
                 worst = max(worst, float(err[r0:r1].max(initial=0.0)))
             else:
                 Kb = X1[r0:r1] @ X2v[c0:].T
                 Tb = np.empty_like(Kb)
                 Kb /= d
-                module.fused(Kb, Tb, 0, r1 - r0, r0, c0, symmetric, R1, R2, built.constants, *tabA, *tabB,
+                module.fused(Kb, Tb, 0, r1 - r0, r0, c0, symmetric, R1, R2, built.constants, LOOPS, *tabA, *tabB,
                              self.tol, err)
                 worst = max(worst, float(err[:r1 - r0].max(initial=0.0)))
             if program.functions:
-                worst = max(worst, self._finish(module, program, Kb, Tb, r0, c0, symmetric, same, X1, X2v,
-                                                R1, R2, built.constants, tabA, tabB))
+                worst = max(worst, self._finish(module, built, Kb, Tb, r0, c0, symmetric, same, X1, X2v,
+                                                R1, R2, tabA, tabB))
             if not direct:
                 K_out[r0:r1, c0:] = Kb
                 T_out[r0:r1, c0:] = Tb
@@ -1002,7 +1411,7 @@ class CompiledGraphKernel:
         return KernelResult(K_out, T_out, info, get=names)
 
 
-    def _finish(self, module, program, Kb, Tb, r0, c0, symmetric, same, X1, X2, R1, R2, P, tabA, tabB) -> float:
+    def _finish(self, module, built, Kb, Tb, r0, c0, symmetric, same, X1, X2, R1, R2, tabA, tabB) -> float:
         """Entries of a tile that the compiled series left NaN (a term would need more than ``max_order``
         terms): the same program in Python (``entry`` of the module), each term without closed form by its
         series where that is short enough, else by the compiled 2-D quadrature
@@ -1015,7 +1424,8 @@ class CompiledGraphKernel:
         rr, cc = np.nonzero(np.isnan(Kb) | np.isnan(Tb))
         if rr.size == 0:
             return worst
-        f_of = {q: f for q, f, _, _ in program.tables.values()}
+        f_by_table = {q: f for q, f, _, _ in built.program.tables.values()}
+        f_of = [f_by_table[q] for q in built.layout.tables]
 
         def by_quadrature(q, i, j, k11, k22, k12, *tables):
             T, Td, e = hermite_term(q, i, j, k11, k22, k12, *tables)
@@ -1034,7 +1444,8 @@ class CompiledGraphKernel:
             if (symmetric and j <= i) or same[i, j]:  # mirrored, or overwritten by the exact diagonal
                 continue
             g = float(X1[i] @ X2[j]) / d
-            Kb[r, c], Tb[r, c], e = module.entry(g, i, j, R1, R2, P, *tabA, *tabB, self.tol, by_quadrature)
+            Kb[r, c], Tb[r, c], e = module.entry(g, i, j, R1, R2, built.constants, built.layout.loops, *tabA, *tabB,
+                                                 self.tol, by_quadrature)
             self.fallback_entries += 1
             worst = max(worst, e)
         return worst
