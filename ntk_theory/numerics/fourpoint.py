@@ -88,6 +88,17 @@ two independent modules, :mod:`._fourpoint_integrate` and :mod:`._fourpoint_tabl
 cache the first is compiled by a child process while this one compiles the second
 (:func:`prefetch_core`; ``NTK_THEORY_PARALLEL_COMPILE=0`` turns it off).
 
+Set bookkeeping
+---------------
+All of it is array code, linear in the number of sets and of entries: the sets are enumerated
+once per N (sizes 4, 3, 2, 1, each in lexicographic order, so their base-N codes are sorted); the
+pivoted Cholesky factors of the sets of one size are computed together
+(:func:`_batched_pivoted_cholesky`: the same pivots, stopping rule and zeroing as
+:func:`.cholesky.pivoted_cholesky`); the level structures are built once per distinct pattern of
+levels and shared through a table; and each tensor entry finds its set by a binary search of the
+sorted codes of its distinct indices and its product by a lookup of its powers (:func:`_index_maps`,
+cached per N), so the (N, N, N, N) tensors are gathers of the per-set values.
+
 Exact route for piecewise-linear activations
 --------------------------------------------
 For s(x) = b x (x > 0), a x (x < 0) (relu, leaky_relu, abs; ``slopes=(a, b)``, recognised
@@ -377,7 +388,7 @@ def _product_lookup(m: int) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _index_maps(N: int) -> dict:
     """For each tensor (ssss, ddss, dddd, ss, dd): (task, product position) of every entry (flattened
-    C order), int64 arrays; the task numbers are those of :func:`_all_sets`.  Vectorised over the
+    C order), int32 and int16 arrays; the task numbers are those of :func:`_all_sets`.  Vectorised over the
     entries in chunks of one first index."""
     _, _, offsets, keys = _all_sets(N)
     out = {}
@@ -386,8 +397,8 @@ def _index_maps(N: int) -> dict:
         isd = np.array([ch == "d" for ch in nm])
         rest = np.indices((N,) * (n - 1)).reshape(n - 1, -1).T if n > 1 else np.zeros((1, 0), dtype=np.int64)
         M = rest.shape[0]
-        ts = np.empty(N * M, dtype=np.int64)
-        cs = np.empty(N * M, dtype=np.int64)
+        ts = np.empty(N * M, dtype=np.int32 if offsets[1] + N < 2 ** 31 else np.int64)
+        cs = np.empty(N * M, dtype=np.int16)
         ar = np.arange(M)
         for a in range(N):
             idx = np.hstack([np.full((M, 1), a, dtype=np.int64), rest])

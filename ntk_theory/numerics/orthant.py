@@ -27,7 +27,8 @@ recursion ends at orthant probabilities F(0; S) = P(z > 0):
 
   with r_(kl|ij)(t) the correlation of (z_k, z_l) given z_i = z_j = 0 under R(t); the substitution
   t = sin(th) / r_ij removes the 1 / sqrt(1 - t^2 r_ij^2) peak of near-parallel pairs.  The six
-  integrals of all the sets are done together (:func:`_adaptive_gk21`: QUADPACK's 21-point
+  integrals of all the sets are done together (the integrand compiled with Numba when it is
+  there; :func:`_adaptive_gk21`: QUADPACK's 21-point
   Gauss-Kronrod rule and error estimate on panels bisected where needed, vectorised over the sets;
   scipy.integrate.quad for the few still refining after 60 bisections), to max(1e-15, 1e-13 |value|)
   each, and the error estimates are propagated.
