@@ -56,14 +56,21 @@ INPUT_RULE = ("inputs are rows: an array of shape (N, d) holds N inputs of dimen
               "is one input of dimension d, and each line of a text file is one input")
 
 
-def inputs(X, name: str = "X", dim: int | None = None) -> np.ndarray:
+def inputs(X, name: str = "X", dim: int | None = None, images: bool = False) -> np.ndarray:
     """Return ``X`` as a C-contiguous float64 array of shape (N, d) with finite entries.
 
     The rule (:data:`INPUT_RULE`): a 2-D array (N, d) is N inputs of dimension d; a 1-D array (d,)
     is ONE input of dimension d (returned as (1, d)).  Raises ValueError when X has another number
     of dimensions, is empty, is complex (the imaginary part would be dropped), is not numeric, has
     non-finite entries, or when ``dim`` is given and X does not have ``dim`` columns.
+    ``images``: (N, W, C) and (N, H, W, C) arrays (channels last, inputs of convolutional networks) are
+    accepted too and checked entry by entry in the same way.
     """
+    if images and np.ndim(X) in (3, 4):
+        arr = np.asarray(X)
+        if arr.size == 0:
+            raise ValueError(f"{name} is empty: shape {arr.shape}; need at least one input and one feature")
+        return inputs(arr.reshape(arr.shape[0], -1), name).reshape(arr.shape)
     raw = X if isinstance(X, np.ndarray) else None
     if raw is None:
         try:

@@ -327,7 +327,7 @@ def _sample_architecture(args) -> int:
     from .montecarlo import sample_kernels
 
     out = _output_path(args.out, (".npz", ".json")) if args.out else None
-    X = load_inputs(args.x)
+    X = load_inputs(args.x, spatial=True)  # (N, d), or images for convolutional descriptions
     result = sample_kernels(args.network, X, args.samples, args.seed, batches=args.batches, sampler=args.sampler,
                             workers=args.workers, progress=_progress(args))
     print(result.table(max_rows=args.max_rows))
@@ -353,7 +353,7 @@ def _check_architecture(args) -> int:
         raise NotSupportedForArchitecture("not yet supported for this architecture: check --finite-width (the 1/n "
                                           "corrections are derived for MLPs only)")
     plot = _plot_path(args.plot)
-    X = load_inputs(args.x)
+    X = load_inputs(args.x, spatial=True)  # (N, d), or images for convolutional descriptions
     try:
         report = check_architecture(args.network, X, **({"widths": args.widths} if args.widths else {}),
                                     samples=args.samples, seed=args.seed, progress=_progress(args),
@@ -665,75 +665,11 @@ def _derive_architecture(args) -> int:
 
 
 def layer_map_text(layer) -> list:
-    """The infinite-width map (K, Theta) -> (K', Theta') of one layer as plain-text lines (the rules of
-    :mod:`ntk_theory.recursions.graph`)."""
-    _register_layer_maps()
-    return _layer_map(layer)
+    """The infinite-width map (K, Theta) -> (K', Theta') of one layer as plain-text lines
+    (:func:`ntk_theory.stax.maps.layer_map`)."""
+    from .stax.maps import layer_map
 
-
-@functools.singledispatch
-def _layer_map(layer) -> list:
-    return [f"no kernel rule for {type(layer).__name__}"]
-
-
-@functools.cache
-def _register_layer_maps() -> None:
-    from .architecture import (
-        Dense,
-        Elementwise,
-        FanInConcat,
-        FanInSum,
-        FanOut,
-        Identity,
-        LayerNorm,
-    )
-
-    @_layer_map.register(Dense)
-    def _(layer) -> list:
-        lb, lw = layer.learning_rate_factors(1)
-        lw_text = "n_in" if layer.parameterization == "standard" else f"{lw:g}"
-        return [f"K' = C_b + C_W K = {layer.C_b:g} + {layer.C_W:g} K",
-                f"Theta' = lambda_b + lambda_W K + C_W Theta = {lb:g} + {lw_text} K + {layer.C_W:g} Theta   "
-                f"(param {layer.parameterization!r})"]
-
-    @_layer_map.register(Elementwise)
-    def _(layer) -> list:
-        from .gaussian.derivation import plain_text
-        from .gaussian.display import display_text
-        from .recursions import activation_kernels
-
-        if layer.is_identity:
-            return ["K' = K, Theta' = Theta"]
-        kern = activation_kernels(layer.activation)
-        lines = [f"s(x) = {plain_text(layer.expr)}"]
-        for title, e, tail in (("K' = E[s(u) s(v)]", kern.T, ""), ("Theta' = E[s'(u) s'(v)] Theta", kern.Tdot, " * Theta")):
-            if e.is_closed_form:
-                lines.append(f"{title} = ({display_text(e.expr, plain_text)}){tail}")
-            else:
-                lines.append(f"{title}: no closed form ({e.source})")
-        return lines
-
-    @_layer_map.register(LayerNorm)
-    def _(layer) -> list:
-        return [f"K'_ab = (K_ab - m_a m_b) / (s_a s_b), Theta'_ab = Theta_ab / (s_a s_b), "
-                f"s_a^2 = K_aa - m_a^2 + {layer.eps:g}  (m_a the input's mean; 0 after a Dense layer)"]
-
-    @_layer_map.register(FanOut)
-    def _(layer) -> list:
-        return [f"copies its input into {layer.num} branches (K, Theta unchanged)"]
-
-    @_layer_map.register(FanInSum)
-    def _(layer) -> list:
-        return ["K'_ab = sum_i K_i;ab + sum_(i != j) m_i;a m_j;b, Theta' = sum_i Theta_i  "
-                "(branches through different Dense layers are independent)"]
-
-    @_layer_map.register(FanInConcat)
-    def _(layer) -> list:
-        return ["K' = sum_i (n_i / n) K_i, Theta' = sum_i (n_i / n) Theta_i  (n_i the branch widths, n their sum)"]
-
-    @_layer_map.register(Identity)
-    def _(layer) -> list:
-        return ["K' = K, Theta' = Theta"]
+    return list(layer_map(layer).text)
 
 
 def _cmd_check(args) -> int:

@@ -307,14 +307,8 @@ def image_inputs(X, name: str, like=None):
     """``X`` as float64 (N, d) or (N, *S, C) with S of 1 or 2 axes, checked as :func:`ntk_theory._checks.inputs`
     checks (N, d) inputs, and its spatial shape S (``()`` for vectors); ``like``: X1, whose per-input shape X
     must have."""
-    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
-    if arr.ndim in (3, 4):
-        flat = _checks.inputs(arr.reshape(len(arr), -1), name)
-        X = flat.reshape(arr.shape)
-        shape = X.shape[1:-1]
-    else:
-        X = _checks.inputs(X, name)
-        shape = ()
+    X = _checks.inputs(X, name, images=True)
+    shape = X.shape[1:-1] if X.ndim > 2 else ()
     if like is not None and X.shape[1:] != like.shape[1:]:
         raise ValueError(f"{name} has inputs of shape {X.shape[1:]}, X1 of shape {like.shape[1:]}")
     return X, shape

@@ -948,22 +948,9 @@ def _(layer: FanInConcat, step, dxs, dense_tangents):
 def inputs(X, name: str = "X", shape: tuple | None = None) -> Array:
     """X as a float64 array (N, d) (a 1-D (d,) is one input), (N, W, C) or (N, H, W, C) with finite
     entries; ``shape``: the per-input shape it must have.  ValueError naming the problem otherwise."""
-    arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
-    if arr.ndim <= 2:
-        out = _checks.inputs(X, name)
-    else:
-        if arr.ndim > 4:
-            raise ValueError(f"{name} must be (N, d), (N, W, C) or (N, H, W, C); got shape {arr.shape}")
-        if np.iscomplexobj(arr):
-            raise ValueError(f"{name} is complex; inputs must be real arrays")
-        try:
-            out = np.ascontiguousarray(arr, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a numeric array; got {arr.dtype}") from None
-        if out.size == 0:
-            raise ValueError(f"{name} is empty: shape {out.shape}")
-        if not np.isfinite(out).all():
-            raise ValueError(f"{name} has non-finite entries")
+    if np.ndim(X) > 4:
+        raise ValueError(f"{name} must be (N, d), (N, W, C) or (N, H, W, C); got shape {np.shape(X)}")
+    out = _checks.inputs(X, name, images=True)
     if shape is not None and out.shape[1:] != tuple(shape):
         raise ValueError(f"{name} must have per-input shape {tuple(shape)} (as the inputs the network was set up "
                          f"for); got {out.shape[1:]}")

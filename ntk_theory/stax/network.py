@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..architecture import Layer, leaves
-from ..architecture.layers import Dense, Elementwise, LayerNorm
 from ..recursions import graph
+from .maps import layer_map
 from ..reference import graph as reference_graph
 
 
@@ -116,24 +116,8 @@ class Network:
         lines = []
         for path, layer in leaves(self.description):
             label = r"\texttt{" + repr(layer).replace("_", r"\_") + "}"
-            lines.append(label + r":\ " + _layer_map_latex(layer))
+            lines.append(label + r":\ " + layer_map(layer).latex)
         return r"\begin{aligned}" + r"\\ ".join("&" + ln for ln in lines) + r"\end{aligned}"
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
-
-
-def _layer_map_latex(layer) -> str:
-    if isinstance(layer, Dense):
-        cb = "0" if layer.b_std is None else f"{layer.C_b:g}"
-        if layer.parameterization == "ntk":
-            lam = rf"{cb} + {layer.C_W:g}\,K"
-        else:
-            lam = (r"1 + n_{\mathrm{in}} K" if layer.has_bias else r"n_{\mathrm{in}} K")
-        return rf"K \mapsto {cb} + {layer.C_W:g}\,K,\ \Theta \mapsto {lam} + {layer.C_W:g}\,\Theta"
-    if isinstance(layer, Elementwise):
-        return (r"K \mapsto E[s(u)s(v)],\ \Theta \mapsto E[s'(u)s'(v)]\,\Theta,\ s(x) = "
-                + layer.activation.latex())
-    if isinstance(layer, LayerNorm):
-        return r"K_{ab} \mapsto \frac{K_{ab} - m_a m_b}{\sigma_a \sigma_b},\ \Theta_{ab} \mapsto \frac{\Theta_{ab}}{\sigma_a\sigma_b}"
-    return r"\text{" + type(layer).__name__ + "}"

@@ -153,7 +153,7 @@ def check_architecture(
     """Compare the infinite-width NNGP and NTK of ``description`` (a layer description or a stax Network) with
     Monte Carlo over its finite networks at ``widths``, extrapolated in 1/n (module docstring).
 
-    ``X``: inputs (N, d), default :func:`ntk_theory.defaults.default_inputs`.  ``samples`` networks per width;
+    ``X``: inputs (N, d) (images (N, W, C) / (N, H, W, C) for convolutional descriptions), default :func:`ntk_theory.defaults.default_inputs`.  ``samples`` networks per width;
     width i draws with the i-th child of ``SeedSequence(seed)``.  ``predict(description, X)``: the kernel under
     test, returning an object with ``.nngp`` and ``.ntk`` (default :func:`ntk_theory.recursions.graph.kernel`).
     ``mp_check``: also report the largest relative difference of float64 from the same rules in 30-digit
@@ -168,7 +168,7 @@ def check_architecture(
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):
         raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")  # noqa: TRY004 (bad input: a ValueError)
-    X = default_inputs() if X is None else _checks.inputs(X)
+    X = default_inputs() if X is None else _checks.inputs(X, images=True)
     widths = tuple(_checks.positive_int("widths", w) for w in widths)
     if len(set(widths)) < 2:
         raise ValueError(f"check needs at least two distinct widths to extrapolate to infinite width; got {widths}")
