@@ -1,9 +1,9 @@
 """Compiled kernels: equal to the float64 symbolic evaluation and to mpmath, exact diagonal, deep and
 near-parallel inputs, tiles, out=, float32, the disk cache, and bad input before Numba.
 
-One compiled module serves every network built from its activations (its source depends only on
-that set), so the activations are tested in mixed networks, each layer a different activation,
-in two orders: every generated branch runs, at modest compile cost.
+The compiled kernel is that of the MLP's description (``ntk_theory.codegen.graph``): a run of hidden
+layers of one activation is one loop, so one compiled module serves every depth of it; the activations
+are tested in mixed networks, each layer a different activation, in two orders.
 """
 
 import os
@@ -159,11 +159,16 @@ def test_bad_input_raises_before_numba():
 
 
 def test_source_is_inspectable():
+    """The generated module names what it computes: ReLU's closed form at unit scale (homogeneous), tanh's
+    function for its Hermite tables and their series, the fused pass; deeper networks of one activation
+    are the same module (one loop over the layers)."""
     kern = CompiledKernel(["relu", "tanh"], 2)
     src = kern.source
-    assert "def pair_0(k11, k22, k12):" in src and "atan2(k12" in src and "det2(" in src
-    assert "def s_1(z):" in src and "order_from_log_tails" in src and "mehler_pair" in src and "def fused(" in src
+    assert "def unit_0(k11, k22, k12):" in src and "atan2(k12" in src and "det2(" in src
+    assert "def s_0(z):" in src and "hermite_term(" in src and "def fused(" in src
     compile(src, "<generated>", "exec")
+    deep = [CompiledKernel("relu", depth, C_W=2.0, widths=[7] * depth, param="standard") for depth in (2, 10, 200)]
+    assert len({k.key for k in deep}) == 1 and "for rep in range(LOOPS[0, 0]):" in deep[0].source
 
 
 _SCRIPT = textwrap.dedent(
