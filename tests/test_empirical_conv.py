@@ -81,6 +81,48 @@ def test_methods_match_forward_mode_jacobian(name, method):
             assert _rel(traced, np.einsum("aboo->ab", ref) / O) < 1e-12
 
 
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("route", ["gram", "jacobian"])
+def test_structured_routes_match_forward_mode_jacobian(name, route, monkeypatch):
+    """Both contractions of a shared-weight layer in the structured method (Grams over (input, position)
+    rows, or the Jacobian rows sum_p g (x) x), forced for every Conv, against J J^T by forward mode: full and
+    traced, X2 = X1 and X2 != X1, one block and blocks of 2 inputs."""
+    from ntk_theory.empirical import cost
+
+    description, params, X = _network(name)
+    p = Problem.of(description, X.shape[0], input_dim=X.shape[1:])
+    assert cost.shared_routes(p)  # every network here has shared-weight layers
+    monkeypatch.setattr(cost, "shared_routes", lambda p: {s.path: route for s in p.dense if s.positions > 1})
+    X2 = np.random.default_rng(9).standard_normal((3,) + X.shape[1:])
+    J1 = _forward_mode_jacobian(description, params, X)
+    J2 = _forward_mode_jacobian(description, params, X2)
+    O = J1.shape[1]
+    for X2_, ref in ((None, np.einsum("aop,bqp->aboq", J1, J1)), (X2, np.einsum("aop,bqp->aboq", J1, J2))):
+        for batch_size in (None, 2):
+            got = empirical_ntk(description, X, X2_, method="structured", trace_outputs=False, params=params,
+                                batch_size=batch_size)
+            assert _rel(got, ref) < 1e-12, (X2_ is None, batch_size)
+            traced = empirical_ntk(description, X, X2_, method="structured", params=params, batch_size=batch_size)
+            assert _rel(traced, np.einsum("aboo->ab", ref) / O) < 1e-12
+
+
+def test_structured_route_choice_follows_the_cost_model():
+    """A layer with few positions and a wide patch row contracts by Grams over (input, position) rows, one with
+    many positions and a narrow patch by Jacobian rows, as the FLOP counts by hand say: per pair of inputs and
+    O_c output pairs, Grams cost ~ 2 O_c P^2 n and Jacobian rows ~ 2 O_c K n."""
+    from ntk_theory.empirical import cost
+
+    # P = 4 positions, K = 9 * 64 = 576, n = 8: P^2 n = 128 << K n = 4608 -> gram
+    few = stax.parse("serial(Conv(8, (3, 3), padding='SAME'), Relu(), Conv(8, (3, 3), padding='SAME'), "
+                     "Flatten(), Dense(3))").description
+    routes = cost.shared_routes(Problem.of(few, 16, None, False, input_dim=(2, 2, 64)))
+    assert list(routes.values()) == ["gram", "gram"]
+    # P = 256 positions, K = 9 * 4 = 36, n = 4: P^2 n = 262144 >> K n = 144 -> jacobian
+    many = stax.parse("serial(Conv(4, (3, 3), padding='SAME'), Relu(), Flatten(), Dense(3))").description
+    routes = cost.shared_routes(Problem.of(many, 16, None, False, input_dim=(16, 16, 4)))
+    assert list(routes.values()) == ["jacobian"]
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_methods_match_neural_tangents(method):
     with np.load(DATA) as data:

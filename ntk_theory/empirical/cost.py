@@ -30,9 +30,10 @@ On spatial values every other layer does its per-position work at each of the P 
 (:attr:`Step.cost`); a Conv of C input channels has ``K = C prod(filter_shape)`` (its patches, written by
 im2col and scattered back by its transpose), P output and ``P_in`` input positions; a pool's window has
 w pixels.  Layers with weights shared over P > 1 positions add the sum over positions to forming J blocks
-and tangents (``2 O P K n`` FLOPs per input), and the structured method forms Grams over (input, position)
-rows: ``P^2`` times the cotangent and input Gram work of a dense layer, plus ``2 pairs O_c P^2`` FLOPs
-contracting them, and ``B^2 P^2 (2 O_c + 2)`` memory per block.
+and tangents (``2 O P K n`` FLOPs per input), and the structured method contracts each such layer by the
+cheaper of Grams over (input, position) rows (``P^2`` times the cotangent and input Gram work of a dense
+layer, plus ``2 pairs O_c P^2`` FLOPs contracting them, ``B^2 P^2 (2 O_c + 2)`` memory per block) and its
+Jacobian rows (``2 O P K n`` per input to form, ``2 pairs O_c K n`` to contract; :func:`shared_cost`).
 
 (*) the sum of the branch cotangents where the branches split (after the ``FanOut``), counted at the
 fan-in that closes them.  ``[FP]`` is the forward pass, ``[VJP]``/``[JVP]`` the reverse and forward-mode
@@ -47,7 +48,8 @@ passes of one vector, per input.  With ``D`` the Dense layers, ``P`` the paramet
 
     jacobian_contraction (J by reverse mode: one VJP per output and input, then J1 Lambda J2^T)
       VJP of the O output cotangents         N_f O [VJP]
-      form J blocks (x (x) g per Dense)      | O P per input and time a block is formed
+      form J blocks (x (x) g per Dense)      | O P per input and time a block is formed (shared weights:
+                                             2 O S K n | O S n more, the sum over S positions)
       contract                               2 pairs O_c P    | 2 (|D| + b) pairs O_c + 2 N1 N2 O_c
       memory  N_f (T + O G) + j B O max_D p_D + B^2 O_c     (j = 1 or 2 J block buffers)
 
@@ -65,7 +67,9 @@ passes of one vector, per input.  With ``D`` the Dense layers, ``P`` the paramet
       cotangent grams                        2 pairs O_c sum_D n_D     (the readout: none, g = identity)
       input grams                            2 pairs sum_D n_in,D
       combine                                | pairs (2 |D| + 2 |D| O_c) + 2 N1 N2 O_c
-      memory  N_f (T + O G) + B^2 (2 O_c + 2)
+      shared weights (S > 1 positions)       per layer the cheaper route of :func:`shared_cost`: Grams over
+                                             (input, position) rows, or Jacobian rows sum_p g (x) x
+      memory  N_f (T + O G) + B^2 S_max^2 (2 O_c + 2) + B (sum + max of the Jacobian-row layers' O (K + 1) n + O S n)
 
 where ``T`` is the tape (every step's output and cache per input) and ``G = sum_D n_D`` the Dense output
 widths (the stored cotangents).  Leading orders: Jacobian contraction ``N O [FP] + N^2 O_c P`` (the
@@ -493,17 +497,13 @@ class JacobianContraction:
     leading: ClassVar[str] = "N O [FP] + N^2 O_c P"
 
     def terms(self, p: Problem, B: int) -> dict:
-        if p.symmetric:
-            sizes = _blocks(p.n1, B)
-            formed = p.n1 + sum(sizes[j] * j for j in range(len(sizes)))  # block j formed again for i < j
-        else:
-            formed = p.n1 + len(_blocks(p.n1, B)) * p.n2
+        formed = _formed(p, B)  # block j of X2 formed again for every row block i < j
         n_bias = sum(1 for s in p.dense if s.layer.has_bias)
         return {
             "forward pass": p.forward_pass(p.n_feat),
             "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
             "form J blocks": (2.0 * p.O * formed * sum(P * k * n for P, k, n in p.shared),
-                              float(p.O) * p.P * formed),
+                              float(p.O) * formed * (p.P + sum(P * n for P, _, n in p.shared))),
             "contract J Lambda J^T": (2.0 * p.pairs * p.Oc * p.P,
                                       2.0 * (len(p.dense) + n_bias) * p.pairs * p.Oc + 2 * p.out_elements),
         }
@@ -557,31 +557,72 @@ class NTKVectorProducts:
         return max(1, int(TANGENT_SET // (p.O * (p.P + p.G) * WORK_ITEMSIZE)))
 
 
+def _formed(p: Problem, B: int) -> float:
+    """Inputs whose per-input blocks are formed when the row blocks of X1 are formed once and those of X2
+    once per row block of X1 (X2 = X1: block j again for every block i < j)."""
+    if p.symmetric:
+        sizes = _blocks(p.n1, B)
+        return float(p.n1 + sum(sizes[j] * j for j in range(len(sizes))))
+    return float(p.n1 + len(_blocks(p.n1, B)) * p.n2)
+
+
+def shared_cost(p: Problem, s: Step, route: str, formed: float) -> tuple:
+    """``(FLOPs, elements)`` of one layer with weights at ``s.positions`` = P > 1 positions (fan-in K, width n)
+    in the structured method, by ``route``:
+
+    ``gram``      Grams over (input, position) rows contracted with each other:
+                  ``pairs (2 O_c P^2 n + 2 P^2 K + 2 O_c P^2) | pairs P^2 (2 + 2 O_c)``;
+    ``jacobian``  the rows ``sum_p g_(a,o,p) (x) x_(a,p)`` formed per input (``2 O P K n | O K n + O P n``
+                  each time an input's block is formed) and contracted, ``2 pairs O_c (K n + n_b)``."""
+    P, K, n = float(s.positions), float(s.fan_in), float(s.n_out)
+    if route == "gram":
+        return (2.0 * p.pairs * (p.Oc * P * P * n + P * P * K + p.Oc * P * P), p.pairs * P * P * (2.0 + 2.0 * p.Oc))
+    nb = n if s.layer.has_bias else 0.0
+    return (2.0 * formed * p.O * P * K * n + 2.0 * p.pairs * p.Oc * (K * n + nb),
+            formed * p.O * (K * n + P * n + nb) + 2.0 * p.pairs * p.Oc)
+
+
+def shared_routes(p: Problem) -> dict:
+    """``{path: "gram" or "jacobian"}`` for the layers with shared weights: the smaller predicted time of
+    :func:`shared_cost` (forming each input's rows once)."""
+    def seconds(s, route):
+        f, e = shared_cost(p, s, route, float(p.n_feat))
+        return f / FLOP_RATE + e / ELEMENT_RATE
+    return {s.path: min(("jacobian", "gram"), key=lambda r: seconds(s, r)) for s in p.dense if s.positions > 1}
+
+
 @dataclass(frozen=True)
 class Structured:
-    """Per Dense layer (g1 g2^T) * (lambda_b + lambda_W / n_in x1 x2^T), no per-parameter Jacobian."""
+    """Per Dense layer (g1 g2^T) * (lambda_b + lambda_W / n_in x1 x2^T), no per-parameter Jacobian; layers
+    with weights shared over positions by the cheaper of their two contractions (:func:`shared_cost`)."""
 
     name: ClassVar[str] = "structured"
     leading: ClassVar[str] = "N O [FP] + N^2 O_c sum_D (n_D + n_in,D)"
 
     def terms(self, p: Problem, B: int) -> dict:
         inner = p.dense[:-1] if p.steps and p.steps[-1] is p.dense[-1] else p.dense  # readout: g = identity
-        # a layer at P positions: Gram matrices over (input, position) rows, P^2 entries per pair of inputs;
-        # with positions the cotangent Gram is over all O^2 output pairs before the trace
-        pos2 = lambda s: float(s.positions) ** 2
+        routes = shared_routes(p)
+        plain = [s for s in p.dense if s.positions == 1]
+        formed = _formed(p, B)
+        by_route = {r: [shared_cost(p, s, r, formed) for s in p.dense if routes.get(s.path) == r]
+                    for r in ("gram", "jacobian")}
+        total = lambda r: (sum(f for f, _ in by_route[r]), sum(e for _, e in by_route[r]))
         return {
             "forward pass": p.forward_pass(p.n_feat),
             "VJP (reverse pass)": p.reverse_pass(p.n_feat * p.O),
-            "cotangent grams": (2.0 * p.pairs * p.Oc * sum(pos2(s) * s.n_out for s in inner), 0.0),
-            "input grams": (2.0 * p.pairs * sum(pos2(s) * s.fan_in for s in p.dense), 0.0),
-            "combine": (2.0 * p.pairs * p.Oc * sum(pos2(s) for s in p.dense if s.positions > 1),
-                        p.pairs * sum(pos2(s) * (2.0 + 2.0 * p.Oc) for s in p.dense) + 2 * p.out_elements),
+            "cotangent grams": (2.0 * p.pairs * p.Oc * sum(s.n_out for s in inner if s.positions == 1), 0.0),
+            "input grams": (2.0 * p.pairs * sum(s.fan_in for s in plain), 0.0),
+            "combine": (0.0, p.pairs * sum(2.0 + 2.0 * p.Oc for _ in plain) + 2 * p.out_elements),
+            "shared weights: position grams": total("gram"),
+            "shared weights: Jacobian rows": total("jacobian"),
         }
 
     def memory(self, p: Problem, B: int) -> float:
         stored = p.n_feat * (p.tape + 2 * p.O * p.G)
-        pos2 = max([1.0] + [float(s.positions) ** 2 for s in p.dense])
-        return stored + float(B) ** 2 * pos2 * (2 * p.Oc + 2)
+        routes = shared_routes(p)
+        pos2 = max([1.0] + [float(s.positions) ** 2 for s in p.dense if routes.get(s.path) != "jacobian"])
+        rows = [p.O * (s.fan_in + 1) * s.n_out + s.elements * p.O for s in p.dense if routes.get(s.path) == "jacobian"]
+        return stored + float(B) ** 2 * pos2 * (2 * p.Oc + 2) + B * (sum(rows) + max([0] + rows))
 
     def efficient_block(self, p: Problem) -> int | None:
         return None

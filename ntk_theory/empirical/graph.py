@@ -24,8 +24,8 @@ are O VJPs per input.  The three methods:
 
 ``jacobian_contraction``
     J by reverse mode (one VJP per output and input, as the paper defines it): per Dense layer the
-    blocks ``sqrt(lambda_W / n_in) x_a (x) g_(a,o)`` and ``sqrt(lambda_b) g_(a,o)`` are formed and
-    contracted, ``Theta += J1_D J2_D^T``.  Cost ``N O [FP] + N^2 O^2 P``.
+    blocks ``x_a (x) g_(a,o)`` and ``g_(a,o)`` are formed and contracted, ``Theta += (lambda_W / n_in)
+    J1_W J2_W^T + lambda_b J1_b J2_b^T`` (the factors scale the small Gram, not J).  Cost ``N O [FP] + N^2 O^2 P``.
 ``ntk_vector_products``
     ``Theta e_(b,q) = J1 [Lambda J2^T e_(b,q)]``: the parameter cotangent of ``e_(b,q)`` (a VJP at x_b,
     per Dense ``(x_b^T g_(b,q), g_(b,q))``), scaled by Lambda, is the tangent of a JVP at X1 (forward
@@ -42,7 +42,10 @@ spatial inputs acts on the channels of every position): J is summed over the pos
 (``sum_p x_(a,p) (x) g_(a,o,p)``), NTK-vector products sum ``x_(b,p)^T g_(b,q,p)`` over positions, and the
 structured method contracts the Gram of the cotangents over (input, output, position) rows with the patch
 Gram, ``sum_(p, q) (g_(a,o,p) . g_(b,r,q)) (lambda_b + c x_(a,p) . x_(b,q))`` (Novak, Sohl-Dickstein,
-Schoenholz 2022, section 4; :meth:`DenseRule.shared_ntk`).  Inputs are (N, d), (N, W, C) or (N, H, W, C);
+Schoenholz 2022, section 4; :meth:`DenseRule.shared_ntk`), or, when the cost model predicts it cheaper
+(:func:`~ntk_theory.empirical.cost.shared_routes`: ``K n < S^2 n`` roughly, K the patch width, n the channels,
+S the positions), forms the Jacobian rows ``sum_p g_(a,o,p) (x) x_(a,p)`` of each (input, output) and contracts
+them (:meth:`DenseRule.shared_jacobian`, no (N S)^2 O^2 temporaries).  Inputs are (N, d), (N, W, C) or (N, H, W, C);
 the network must end with outputs (N, O).
 
 Every method is batched over inputs so that its intermediates stay under ``max_memory`` bytes (the cost
@@ -303,6 +306,17 @@ class DenseRule:
         return blocks
 
     @staticmethod
+    def contraction_blocks(entry: DenseEntry, x: Array, g: Array) -> list:
+        """The unscaled Jacobian blocks with their factors, ``[(c, J_W), (lambda_b, J_b)]`` (no bias: one
+        pair), rows per (input, output), columns in any fixed order: ``J Lambda J^T = sum_i factor_i J_i J_i^T``.
+        Dense rows: ``x_a (x) g_(a,o)`` (N, O, n_in, n_out) and g; shared weights: :meth:`shared_jacobian`."""
+        if x.ndim > 2:
+            J, s = DenseRule.shared_jacobian(entry, x, g)
+        else:
+            J, s = x[:, None, :, None] * g[:, :, None, :], (g if entry.has_bias else None)
+        return [(entry.c, J)] + ([] if s is None else [(entry.lambda_b, s)])
+
+    @staticmethod
     def tangent(entry: DenseEntry, x: Array, g: Array, buffer: _Buffer | None = None) -> tuple:
         """``Lambda J^T e`` for the cotangents g (K, N, n_out) at the rows of x (N, n_in), one per (k, a):
         ``(c x_a^T g_(k,a), lambda_b g_(k,a))`` as (K N, n_in, n_out) (a transposed view of a contiguous
@@ -337,6 +351,33 @@ class DenseRule:
         F *= entry.c
         F += entry.lambda_b
         return F
+
+    @staticmethod
+    def shared_jacobian(entry: DenseEntry, x: Array, g: Array) -> tuple:
+        """The unscaled Jacobian rows of a layer with weights shared over positions, one per (input, output):
+        ``sum_p g_(a,o,p) (x) x_(a,p)`` as (N, O, n_out n_in) (columns in (n_out, n_in) order: one product
+        (O n_out, P) x (P, n_in) per input) and, with a bias, ``sum_p g_(a,o,p)`` (N, O, n_out), else None."""
+        xp, gp = _positions(x, g)
+        N, O, P, n = gp.shape
+        gt = np.ascontiguousarray(gp.transpose(0, 2, 1, 3)).reshape(N, P, O * n)
+        J = np.matmul(np.swapaxes(gt, 1, 2), xp).reshape(N, O, -1)  # (N, O n, k) -> rows (a, o), columns (n, k)
+        return J, (gp.sum(axis=2) if entry.has_bias else None)
+
+    @staticmethod
+    def jacobian_ntk(entry: DenseEntry, A1: tuple, A2: tuple | None, trace: bool) -> Array:
+        """The NTK block of a layer with shared weights from its Jacobian rows (:meth:`shared_jacobian` at the
+        two row blocks; A2 None: the same block, symmetric product): ``c J1 . J2 + lambda_b s1 . s2`` over
+        (input, output) rows, as (b1, b2, O, O) (trace: (b1, b2), the sum over o = r)."""
+        J1, s1 = A1
+        J2, s2 = (None, None) if A2 is None else A2
+        b1, O = J1.shape[:2]
+        b2 = b1 if A2 is None else J2.shape[0]
+        rows = (b1, b2) if trace else (b1 * O, b2 * O)
+        G = _gram(J1, J2, rows)
+        G *= entry.c
+        if s1 is not None:
+            G += entry.lambda_b * _gram(s1, s2, rows)
+        return _outputs_last(G, b1, b2, O, trace)
 
     @staticmethod
     def shared_ntk(F: Array, g1: Array, g2: Array | None, trace: bool) -> Array:
@@ -463,13 +504,14 @@ def _jacobian_contraction(model, X1, X2, trace, B):
         J1, J1_rows = None, None
         for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
             if J1_rows != (s1.start, s1.stop):  # J blocks of X1's rows, formed once per row block
-                J1 = rule.jacobian_blocks(entry, x1[s1], g1[s1])
+                J1 = rule.contraction_blocks(entry, x1[s1], g1[s1])
                 J1_rows = (s1.start, s1.stop)
             same = sym and i == j
-            J2 = None if same else rule.jacobian_blocks(entry, x2[s2], g2[s2])
-            b1, b2 = J1[0].shape[0], s2.stop - s2.start
+            J2 = None if same else rule.contraction_blocks(entry, x2[s2], g2[s2])
+            b1, b2 = J1[0][1].shape[0], s2.stop - s2.start
             rows = (b1, b2) if trace else (b1 * O, b2 * O)
-            G = sum(_gram(A, None if same else A2, rows) for A, A2 in zip(J1, J2 or [None] * len(J1)))
+            G = sum(factor * _gram(A, None if same else A2[1], rows)
+                    for (factor, A), A2 in zip(J1, J2 or [None] * len(J1)))
             out.add(s1, s2, _outputs_last(G, b1, b2, O, trace))
     if sym:
         _mirror_all(out, N1, B)
@@ -480,16 +522,26 @@ def _structured(model, X1, X2, trace, B):
     sym, p1, p2, N1, N2, O, out = _passes(model, X1, X2, trace)
     d1 = _per_input(p1)
     d2 = d1 if sym else _per_input(p2)
+    # layers with weights shared over positions: the cheaper of the two contractions (the cost model decides)
+    routes = _cost.shared_routes(model.problem(N1, None if sym else N2, trace))
+    rows_of_x1: dict = {}  # path -> (first row, Jacobian rows of X1's current row block)
     for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
         same = sym and i == j
         b1, b2 = s1.stop - s1.start, s2.stop - s2.start
         rows = (b1, b2) if trace else (b1 * O, b2 * O)
         for path, (x1, g1) in d1.items():
             entry = model.dense[path]
+            rule = _rule(entry)
             x2, g2 = d2[path]
-            F = _rule(entry).ntk_factor(entry, x1[s1], None if same else x2[s2])
-            if x1.ndim > 2:  # weights shared over positions
-                out.add(s1, s2, _rule(entry).shared_ntk(F, g1[s1], None if same else g2[s2], trace))
+            if x1.ndim > 2 and routes.get(path) == "jacobian":
+                if rows_of_x1.get(path, (None,))[0] != s1.start:
+                    rows_of_x1[path] = (s1.start, rule.shared_jacobian(entry, x1[s1], g1[s1]))
+                A2 = None if same else rule.shared_jacobian(entry, x2[s2], g2[s2])
+                out.add(s1, s2, rule.jacobian_ntk(entry, rows_of_x1[path][1], A2, trace))
+                continue
+            F = rule.ntk_factor(entry, x1[s1], None if same else x2[s2])
+            if x1.ndim > 2:  # weights shared over positions: Gram matrices over (input, position) rows
+                out.add(s1, s2, rule.shared_ntk(F, g1[s1], None if same else g2[s2], trace))
                 continue
             if g1 is None:  # a readout: g1 . g2 = delta_oq
                 out.add_diagonal(s1, s2, F)
