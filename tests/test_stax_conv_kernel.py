@@ -5,8 +5,11 @@ Judges (independent of the code under test):
   written by benchmarks/anchors/record_conv_kernels.py in its own environment): 1-D and 2-D convolutions with
   'VALID', 'SAME', 'CIRCULAR' padding and strides, AvgPool (normalize_edges), GlobalAvgPool, Flatten, Dense on
   images, LayerNorm over channels, FanOut/FanInSum/FanInConcat, 'standard' parameterization, Erf and Relu (also
-  after pooling a Gaussian value, and on the pooled vector), and a Myrtle-style network on 8x8 images; the same
-  recordings judge the compiled kernel (ntk_theory.codegen.convolution);
+  after pooling a Gaussian value, and on the pooled vector), Gelu, Sin, LeakyRelu and Rbf, and a Myrtle-style
+  network on 8x8 images; the same recordings judge the compiled kernel (ntk_theory.codegen.convolution);
+- the compiled kernel with every closed-form activation against the NumPy interpreter (the same closed forms
+  evaluated by a different path: NumPy stable forms on whole arrays, layer by layer); its row tiles and
+  ``out=`` memory maps against its own in-memory result, bit for bit;
 - for tanh (not in neural-tangents), the spatial recursion of a tiny 1-D network written out by hand here with
   its Gaussian expectations by nested adaptive quadrature (scipy, absolute tolerance 1e-14).
 """
@@ -79,6 +82,62 @@ def test_compiled_conv_kernel_refuses_what_it_does_not_evaluate():
         convolution.kernel(stax.parse(NETWORKS["branches"]), DATA["branches/X1"])
     with pytest.raises(convolution.NotCompilableConv, match=r"Tanh\(\) at layer 1"):
         convolution.kernel(stax.serial(stax.Conv(4, (2,)), stax.Tanh(), stax.Flatten(), stax.Dense(1)), IMAGES)
+
+
+# every closed-form activation in one chain (one generated module): compiled against the NumPy interpreter,
+# which evaluates the same closed forms by a different path (NumPy stable forms on whole arrays, per layer)
+ALL_CLOSED_FORMS = ("Gelu()", "Erf()", "Sign()", "Exp()", "Sin()", "Monomial(2)", "Cos()", "RectifiedMonomial(2)",
+                    "Gaussian()", "Polynomial([0.1, 0.5, 0.3])", "Rbf(0.8)", "Hermite(3)", "LeakyRelu(0.1)",
+                    "ABRelu(-0.4, 1.2)", "Abs()", "Relu()")
+
+
+def _all_activations(readout):
+    layers = []
+    for i, act in enumerate(ALL_CLOSED_FORMS):
+        pad = ("SAME", "CIRCULAR")[i % 2]
+        layers.append(f"Conv(3, (3, 3), padding='{pad}', W_std=1.1, b_std=0.2), {act}")
+        if i == 7:
+            layers.append("AvgPool((2, 2), padding='SAME')")
+    return stax.parse("serial(" + ", ".join(layers) + f", {readout}, Dense(1, b_std=0.1))")
+
+
+@pytest.mark.slow  # one cold compile of a 16-activation module (~30-60 s), then milliseconds
+@pytest.mark.parametrize("readout", ["GlobalAvgPool()", "Flatten()"])
+def test_compiled_closed_form_activations_match_the_interpreter(readout):
+    from ntk_theory.codegen import convolution
+
+    net = _all_activations(readout)
+    X = np.random.default_rng(1).normal(size=(5, 4, 5, 2))
+    for X2 in (None, X[:3]):
+        fast = convolution.kernel(net, X, X2)
+        ref = graph.kernel(net.description, X, X2)
+        assert np.max(np.abs(ref.ntk - ref.nngp)) > 0.1 * np.max(np.abs(ref.nngp))  # gradients reach the input
+        _check(fast.nngp, ref.nngp, 1e-12)
+        _check(fast.ntk, ref.ntk, 1e-12)
+
+
+def test_tiles_and_memmap_outputs_equal_the_in_memory_kernel(tmp_path):
+    """Row tiles of one row and ``out=`` memory maps give the in-memory result bit for bit (X2 = None
+    mirrors across tiles; X2 given fills whole rows)."""
+    from ntk_theory.codegen import convolution
+
+    name = "myrtle"
+    net = stax.parse(NETWORKS[name])
+    X = np.concatenate([DATA[f"{name}/X1"], DATA[f"{name}/X2"], DATA[f"{name}/X1"][:1] * 0.5])
+    for X2 in (None, X[:4]):
+        whole = convolution.kernel(net, X, X2)
+        n2 = len(X) if X2 is None else len(X2)
+        tiny = convolution.kernel(net, X, X2, tile_mb=16 * n2 / 2**20)  # one row per tile
+        out = tuple(np.memmap(tmp_path / f"{g}.bin", dtype=np.float64, mode="w+", shape=(len(X), n2))
+                    for g in ("nngp", "ntk"))
+        mapped = convolution.kernel(net, X, X2, out=out, tile_mb=2 * 16 * n2 / 2**20)
+        assert mapped.nngp is out[0] and mapped.ntk is out[1]
+        for other in (tiny, mapped):
+            np.testing.assert_array_equal(np.asarray(other.nngp), whole.nngp)
+            np.testing.assert_array_equal(np.asarray(other.ntk), whole.ntk)
+    _check(whole.nngp[:3, :3], DATA[f"{name}/nngp11"], 1e-10)
+    with pytest.raises(ValueError, match="out arrays"):
+        convolution.kernel(net, X, out=(np.empty((2, 2)), np.empty((2, 2))))
 
 
 def test_blocks_of_rows_give_neural_tangents_numbers(monkeypatch):

@@ -10,7 +10,8 @@ expression in ``config["networks"][name]``, evaluated by neural-tangents' ``stax
 The networks cover 1-D and 2-D convolutions with 'VALID', 'SAME' and 'CIRCULAR' padding and strides, AvgPool
 (with and without normalize_edges), GlobalAvgPool, Flatten, Dense on images, LayerNorm over channels, FanOut /
 FanInSum / FanInConcat over channels, 'standard' parameterization, Erf and Relu (also after pooling of a
-Gaussian value and on the pooled vector), and a small Myrtle-style network on 8x8 images.
+Gaussian value and on the pooled vector), a small Myrtle-style network on 8x8 images, and Gelu, Sin, LeakyRelu
+and Rbf between convolutions and pooling ('activations').
 """
 
 import argparse
@@ -63,6 +64,10 @@ NETWORKS = {
     "pool_then_activation": ("serial(Conv(16, (2, 2), padding='SAME', W_std=1.2, b_std=0.3), AvgPool((2, 2)), "
                              "Erf(), Conv(16, (2, 2), padding='CIRCULAR', W_std=1.5), GlobalAvgPool(), Relu(), "
                              "Dense(16, W_std=1.3, b_std=0.2), Relu(), Dense(1))", (4, 5, 2)),
+    "activations": ("serial(Conv(16, (3, 3), padding='SAME', W_std=1.3, b_std=0.2), Gelu(), "
+                    "Conv(16, (3, 3), padding='CIRCULAR', W_std=1.5, b_std=0.1), Sin(), AvgPool((2, 2), padding='SAME'), "
+                    "Conv(16, (2, 2), padding='SAME', W_std=1.2, b_std=0.3), LeakyRelu(0.2), Conv(16, (2, 2), W_std=1.4), "
+                    "Rbf(0.7), GlobalAvgPool(), Dense(1, W_std=1.1, b_std=0.1))", (5, 6, 2)),
 }
 
 
@@ -73,7 +78,8 @@ def main():
     rng = np.random.default_rng(20261207)
     data, config = {}, {"versions": VERSIONS, "networks": {}}
     names = {n: getattr(stax, n) for n in ("serial", "parallel", "Conv", "AvgPool", "GlobalAvgPool", "Flatten",
-                                           "Dense", "Relu", "Erf", "FanOut", "FanInSum", "FanInConcat", "LayerNorm")}
+                                           "Dense", "Relu", "Erf", "FanOut", "FanInSum", "FanInConcat", "LayerNorm", "Gelu",
+                                           "Sin", "LeakyRelu", "Rbf")}
     for name, (text, shape) in NETWORKS.items():
         _, _, kernel_fn = eval(text, {"__builtins__": {}}, names)  # noqa: S307 -- fixed strings above
         X1, X2 = rng.normal(size=(3,) + shape), rng.normal(size=(2,) + shape)
