@@ -46,8 +46,11 @@ class Network:
         (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give the
         same numbers to ~1e-15 relative with closed forms (the equal-row entries identically), to their
         quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) /
-        (N, H, W, C): compiled by :func:`ntk_theory.codegen.convolution.kernel` (serial chains with pooling)
-        when ``compiled`` or N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy.
+        (N, H, W, C): compiled by :func:`ntk_theory.codegen.convolution.kernel` (serial chains of Conv, Dense,
+        pooling, Flatten and activations with closed-form Gaussian expectations) when ``compiled`` or
+        N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy (``compiled=True`` raises
+        :class:`~ntk_theory.codegen.convolution.NotCompilableConv` naming the layer it does not evaluate,
+        e.g. tanh).
         ``info["evaluated_by"]`` names the module that computed the result."""
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
