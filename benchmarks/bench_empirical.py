@@ -1,5 +1,9 @@
 """Empirical NTK: ntk-theory's three methods side by side with neural-tangents' ``empirical_ntk_fn``, on a ReLU
-MLP and on a residual MLP (any architecture description runs through the same code).
+MLP, on a residual MLP and on a CNN (any architecture description runs through the same code).
+
+CNN (its own section, ``--cnn-only`` runs just that): [Conv(64, (3, 3), SAME), Relu] x 3, Flatten or
+GlobalAvgPool, Dense(10), 8x8x3 inputs, N = 32, the full (32, 32, 10, 10) kernel, float64; neural-tangents'
+structured derivatives (implementation 3; 1 and 2 with ``--nt-cnn-all``) on the same parameters.
 
 Network: ReLU MLP, 3 hidden layers of width 512, input dimension 32, W_std = sqrt(2), b_std = 0.1
 (C_W = 2, C_b = 0.01, param 'ntk'), float64; inputs standard normal, X2 = X1.  Cases: N in {64, 256}
@@ -13,7 +17,7 @@ the stax network and init_fn's parameters) against neural-tangents' three implem
 parameters.  Then the measured scaling exponents of ntk-theory's methods in N, width and depth against the
 cost model.  The load average of the machine is printed and written with the numbers.
 
-    python benchmarks/bench_empirical.py [--nt-python /tmp/ntvenv/bin/python] [--quick]
+    python benchmarks/bench_empirical.py [--nt-python /tmp/ntvenv/bin/python] [--quick] [--cnn-only] [--nt-cnn-all]
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def residual(O, width=WIDTH, blocks=BLOCKS):
     return stax.serial(dense(width), *(block * blocks), stax.Relu(), dense(O))
 
 
-def run_nt(nt_python, X, nets, todo, residuals=None):
+def run_nt(nt_python, X, nets, todo, residuals=None, staxes=None):
     if not nt_python or not Path(nt_python).exists():
         print("neural-tangents venv not found: its columns stay empty")
         return {}
@@ -82,6 +86,12 @@ def run_nt(nt_python, X, nets, todo, residuals=None):
             for i, (_, a) in enumerate(reference_graph.param_leaves(params)):
                 data[f"{name}/leaf{i}"] = a
             data[f"{name}/f4"] = net.apply_fn(params, X[:4])
+        for name, (text, params, XN) in (staxes or {}).items():
+            net = stax.parse(text)
+            data[f"{name}/kind"], data[f"{name}/stax"], data[f"{name}/X"] = "stax", text, XN
+            for i, (_, a) in enumerate(reference_graph.param_leaves(params)):
+                data[f"{name}/leaf{i}"] = a
+            data[f"{name}/f4"] = net.apply_fn(params, XN[:4])
         for name, net in nets.items():
             data[f"{name}/W_std"], data[f"{name}/b_std"] = W_STD, B_STD
             for l, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
@@ -191,6 +201,91 @@ def residual_side_by_side(args, X):
     return rows
 
 
+CNN_N, CNN_O, CNN_SHAPE, CNN_CHANNELS = 32, 10, (8, 8, 3), 64
+
+
+def cnn_text(readout, channels=CNN_CHANNELS, layers=3, O=CNN_O):
+    """[Conv(channels, (3, 3), SAME), Relu] x layers, readout (Flatten or GlobalAvgPool), Dense(O), in stax syntax."""
+    conv = f"Conv({channels}, (3, 3), padding='SAME', W_std=1.4142135623730951, b_std=0.1), Relu()"
+    return f"serial({', '.join([conv] * layers)}, {readout}(), Dense({O}, W_std=1.0, b_std=0.1))"
+
+
+CNN_IMPLS = (3,)  # neural-tangents' implementations 1 and 2 take minutes each on this CNN: --nt-cnn-all
+
+
+def cnn_side_by_side(args):
+    """The CNN of the issue (3 conv layers of 64 channels, 8x8x3 inputs, N = 32, O = 10, full kernel) with a
+    Flatten and a GlobalAvgPool readout: ntk-theory's three methods and auto against neural-tangents'
+    implementations on the same parameters, float64."""
+    XN = np.random.default_rng(3).standard_normal((CNN_N,) + CNN_SHAPE)
+    impls = CNN_IMPLS + ((2, 1) if args.nt_cnn_all else ())
+    ours, todo, staxes = {}, [], {}
+    readouts = ("Flatten",) if args.quick else ("Flatten", "GlobalAvgPool")
+    for readout in readouts:
+        text = cnn_text(readout)
+        net = stax.parse(text)
+        _, params = reference_graph.init(net.description, 1, XN.shape)
+        staxes[f"cnn-{readout}"] = (text, params, XN)
+        ref = reference_graph.ntk(net.description, params, XN[:8], trace_outputs=False)  # reference network
+        for method in METHODS + ("auto",):
+            name = f"cnn-{readout}-{method}"
+            run = (lambda net=net, method=method, params=params:
+                   empirical_ntk(net, XN, method=method, trace_outputs=False, params=params))
+            seconds, K = best_of(run)
+            est = plan(net, CNN_N, None, method, False, input_dim=CNN_SHAPE)
+            ours[name] = dict(seconds=seconds, predicted=est.seconds, flops=est.flops, err=rel(K[:8, :8], ref),
+                              block=K[:8, :8], run=run, chosen=est.method)
+            print(name, f"{seconds:.3f} s (model {est.seconds:.3f} s, runs {est.method}), error vs reference "
+                  f"{ours[name]['err']:.1e}", flush=True)
+        todo += [dict(name=f"cnn-{readout}-{i}", net=f"cnn-{readout}", N=CNN_N, trace=False, impl=i, repeats=3)
+                 for i in impls]
+    nt = run_nt(args.nt_python, XN.reshape(CNN_N, -1), {}, todo, staxes=staxes)
+    retime(ours)
+    rows = []
+    for readout in readouts:
+        nt_times = {i: float(nt[f"cnn-{readout}-{i}/seconds"]) for i in impls if f"cnn-{readout}-{i}/seconds" in nt}
+        fastest = min(nt_times, key=nt_times.get) if nt_times else None
+        nt_cells = " | ".join(f"{nt_times[i]:.3f}" if i in nt_times else ("—" if i in impls else "not run")
+                              for i in (1, 2, 3))
+        for method in METHODS + ("auto",):
+            r = ours[f"cnn-{readout}-{method}"]
+            ratio = "—" if fastest is None else f"{nt_times[fastest] / r['seconds']:.1f}x"
+            diff = "—" if fastest is None else f"{rel(r['block'], nt[f'cnn-{readout}-{fastest}/block']):.0e}"
+            label = SHORT.get(method, f"auto ({SHORT[r['chosen']]})")
+            rows.append(f"| {readout} | {label} | {r['seconds']:.3f} | {r['predicted']:.3f} | {r['flops'] / 1e9:.3g} | "
+                        f"{nt_cells} | {ratio} | {r['err']:.0e} / {diff} |")
+    return rows
+
+
+def cnn_body(rows, load_before, load_after):
+    p = Problem.of(stax.parse(cnn_text("Flatten")), CNN_N, None, False, input_dim=CNN_SHAPE)
+    return f"""### Empirical NTK of a CNN
+
+[Conv(64, (3, 3), SAME, W_std = sqrt(2), b_std = 0.1), Relu] x 3, Flatten or GlobalAvgPool, Dense(10, W_std = 1,
+b_std = 0.1) (`param='ntk'`), inputs 8 x 8 x 3 standard normal, N = {CNN_N}, X2 = X1, the full ({CNN_N}, {CNN_N}, 10, 10)
+kernel, float64 in both libraries; P = {p.P:,} parameters with Flatten.  ntk-theory:
+`empirical_ntk(net, X, method=..., trace_outputs=False, params=params)` on the stax network; neural-tangents 0.6.5
+on the same parameters (`empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=i)`, jitted),
+its Jacobian contraction and NTK-vector products (implementations 1, 2: minutes each on this machine) only with
+`--nt-cnn-all`.  Timing as
+above (warm-up, best of 3, ntk-theory before and after neural-tangents).  Errors: against the reference network's
+`reference.graph.ntk` (forward mode) on the first 8 inputs / against neural-tangents' fastest implementation on
+the leading 8 x 8 block.  ntk-theory's structured derivatives contract each shared-weight layer either by its
+Jacobian rows ``sum_p g_(a,o,p) (x) x_(a,p)`` or by Grams over (input, position) rows, whichever the cost
+model predicts cheaper (here: Jacobian rows for every Conv), and the readout by its input Gram alone.
+
+| readout | ntk-theory method | ntk-theory (s) | model (s) | GFLOPs | NT Jacobian contraction (s) | NT NTK-vector products (s) | NT structured (s) | NT fastest / ours | rel. error vs reference / vs NT |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---|
+{chr(10).join(rows)}
+
+Load average (1, 5, 15 min) before {", ".join(f"{x:.1f}" for x in load_before)}, after
+{", ".join(f"{x:.1f}" for x in load_after)} (2 cores).
+
+```
+{cost_table(p)}
+```"""
+
+
 def scaling(args):
     """Exponents k of time ~ x^k (least squares on log-log) for N, width and depth, measured and modelled."""
     base = dict(N=128, width=WIDTH, depth=DEPTH)
@@ -221,7 +316,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nt-python", default="/tmp/ntvenv/bin/python", help="neural-tangents' venv python")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cnn-only", action="store_true", help="only the CNN comparison (its own section)")
+    parser.add_argument("--nt-cnn-all", action="store_true",
+                        help="also neural-tangents' implementations 1 and 2 on the CNN (minutes each)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
+    cnn_rows = cnn_side_by_side(args)
+    write_section("empirical-cnn", cnn_body(cnn_rows, load_before, os.getloadavg()))
+    if args.cnn_only:
+        return
     X = np.random.default_rng(0).standard_normal((256, D))
     load_before = os.getloadavg()
     rows = side_by_side(args, X)

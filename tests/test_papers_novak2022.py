@@ -52,13 +52,42 @@ def _check(reproduce, run):
     return problems
 
 
+def _check_cnn(reproduce, run):
+    """The CNN: the contraction term counts every parameter (the Conv's shared weights once, the readout's
+    S n O), J is N O reverse passes, structured derivatives are the cheapest predicted method, no model
+    exponent above 2.1 in the channel width."""
+    cfg, res = run["cnn_config"], run["cnn_results"]
+    widths = list(cfg["widths"])
+    problems = []
+    if not all(t > 0 for m in res for t, _ in res[m]):
+        problems.append("non-positive CNN timings")
+    H, W, C = cfg["image"]
+    for width, (_, est) in zip(widths, res["jacobian_contraction"]):
+        n_params = (9 * C * width + width) + (cfg["depth"] - 1) * (9 * width * width + width) + (H * W * width + 1) * cfg["O"]
+        p = reproduce.Problem.of(reproduce.cnn(width, cfg["depth"], cfg["O"]), cfg["N"], None, cfg["trace"],
+                                 input_dim=tuple(cfg["image"]))
+        pairs = cfg["N"] * (cfg["N"] + 1) / 2
+        if p.P != n_params or est.terms["contract J Lambda J^T"][0] != 2 * pairs * cfg["O"] ** 2 * n_params:
+            problems.append(f"CNN contraction term is not 2 pairs O^2 P with P = {n_params} (width {width})")
+        if est.terms["VJP (reverse pass)"] != tuple(cfg["N"] * cfg["O"] * v for v in p.reverse_pass(1)):
+            problems.append("CNN J is not N O reverse passes")
+    i = widths.index(cfg["table_width"])
+    if not all(res["structured"][i][1].seconds < res[m][i][1].seconds for m in ("jacobian_contraction", "ntk_vector_products")):
+        problems.append("structured is not the cheapest predicted method for the CNN")
+    slopes = [reproduce.slope(widths, [e.seconds for _, e in res[m]]) for m in res]
+    if max(slopes) > 2.1:
+        problems.append(f"a CNN model exponent above 2.1 {slopes}")
+    return problems
+
+
 @pytest.mark.slow
 def test_reproduction_runs_and_model_orders_the_methods(reproduce, tmp_path):
     plotting = importlib.util.find_spec("matplotlib") is not None  # the plot extra; the test extra has none
     run = reproduce.main(["--quick", "--out-dir", str(tmp_path)] + ([] if plotting else ["--no-figure"]))
-    problems = _check(reproduce, run)
+    problems = _check(reproduce, run) + _check_cnn(reproduce, run)
     assert not problems, problems
     text = (tmp_path / "table.md").read_text()
+    assert "A convolutional network" in text and "CNN [Conv(n, (3, 3), SAME), Relu]" in text
     assert all(label in text for label in ("Jacobian contraction", "NTK-vector products", "Structured derivatives"))
     if plotting:
         assert (tmp_path / "time_vs_width.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

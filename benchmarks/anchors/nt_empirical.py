@@ -4,7 +4,9 @@ usage: python nt_empirical.py IN.npz OUT.npz
 IN.npz holds X (N_max, d), a JSON list ``cases`` of {name, net, N, trace, impl, repeats} and, for each
 network ``net``, either a residual MLP (``net/kind`` = "residual": ``net/width``, ``net/blocks``, ``net/outputs``,
 ``net/W_std``, ``net/b_std`` and its parameters already in stax's layout, leaves ``net/leaf0``, ``net/leaf1``, ...
-in JAX tree order), or an MLP with its parameters in ntk-theory's convention (``net/W1``, ``net/b1``, ...: W(l) of shape
+in JAX tree order), a network in stax syntax (``net/kind`` = "stax": ``net/stax`` the text, read with
+neural-tangents' stax names, ``net/X`` its own inputs (e.g. images (N, H, W, C)), ``net/f4`` ntk-theory's outputs on
+its first 4 inputs, leaves as for the residual MLP), or an MLP with its parameters in ntk-theory's convention (``net/W1``, ``net/b1``, ...: W(l) of shape
 (n_l, n_(l-1)), z = W a + b) with ``net/W_std``, ``net/b_std``.  They are converted to stax's 'ntk'
 parameterization (z = W_std / sqrt(n_in) a @ omega + b_std beta): omega = sqrt(n_in) / W_std W^T,
 beta = b / b_std, so both libraries differentiate the same function with the same factors.
@@ -45,16 +47,23 @@ def residual(width, blocks, outputs, W_std, b_std):
 
 
 def network(name):
-    if f"{name}/kind" in data and str(data[f"{name}/kind"]) == "residual":
-        init_fn, apply_fn, _ = residual(int(data[f"{name}/width"]), int(data[f"{name}/blocks"]),
-                                        int(data[f"{name}/outputs"]), float(data[f"{name}/W_std"]),
-                                        float(data[f"{name}/b_std"]))
-        _, like = init_fn(jax.random.PRNGKey(0), X_all.shape)
+    if name in networks:
+        return networks[name]
+    kind = str(data[f"{name}/kind"]) if f"{name}/kind" in data else "mlp"
+    if kind in ("residual", "stax"):
+        if kind == "residual":
+            init_fn, apply_fn, _ = residual(int(data[f"{name}/width"]), int(data[f"{name}/blocks"]),
+                                            int(data[f"{name}/outputs"]), float(data[f"{name}/W_std"]),
+                                            float(data[f"{name}/b_std"]))
+        else:  # stax syntax with neural-tangents' layer names, e.g. "serial(Conv(64, (3, 3), padding='SAME'), Relu(), ...)"
+            init_fn, apply_fn, _ = eval(str(data[f"{name}/stax"]), {"__builtins__": {}}, vars(stax))
+        X_like = data[f"{name}/X"] if f"{name}/X" in data else X_all
+        _, like = init_fn(jax.random.PRNGKey(0), X_like.shape)
         leaves, treedef = jax.tree_util.tree_flatten(like)
         ours = [jnp.asarray(data[f"{name}/leaf{i}"]) for i in range(len(leaves))]
         assert all(a.shape == b.shape for a, b in zip(leaves, ours)) and f"{name}/leaf{len(leaves)}" not in data
         params = jax.tree_util.tree_unflatten(treedef, ours)
-        diff = float(np.max(np.abs(np.asarray(apply_fn(params, jnp.asarray(X_all[:4]))) - data[f"{name}/f4"])))
+        diff = float(np.max(np.abs(np.asarray(apply_fn(params, jnp.asarray(X_like[:4]))) - data[f"{name}/f4"])))
         print(f"{name}: stax outputs vs ntk-theory's network: max difference {diff:.1e}", flush=True)
         networks[name] = (apply_fn, params)
         return networks[name]
@@ -91,7 +100,7 @@ def mlp_network(name):
 out = {}
 for case in cases:
     apply_fn, params = network(case["net"])
-    X = jnp.asarray(X_all[: case["N"]])
+    X = jnp.asarray((data[f"{case['net']}/X"] if f"{case['net']}/X" in data else X_all)[: case["N"]])
     fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,) if case["trace"] else (), vmap_axes=0,
                              implementation=IMPLEMENTATIONS[case["impl"]])
     compiled = jax.jit(lambda x, p: fn(x, None, p)).lower(X, params).compile()
