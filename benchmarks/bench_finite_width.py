@@ -145,7 +145,7 @@ def scaling() -> None:
     if "--max-n" in sys.argv:  # a quick check of the script: smaller N only
         cap = int(sys.argv[sys.argv.index("--max-n") + 1])
         sizes = {k: tuple(n for n in v if n <= cap) for k, v in sizes.items()}
-    rows, model_rows = [], []
+    rows, model_rows, loads = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         base = _baseline_tree(tmp)
         for act, C_W, C_b in SCALING:
@@ -166,6 +166,7 @@ def scaling() -> None:
                 rows.append(f"| {label} | {N} | {old_t} | {new['best']:.1f} | {speed} | {diff:.1e} | "
                             f"{new['error']:.1e} |")
                 measured[N] = new["best"]
+                loads.append(os.getloadavg()[0])
                 fit_points.append((N, new["best"] / depth))
             c0, c4, c6 = _fit(fit_points) if fit_points else (float("nan"),) * 3
             for N in (8, 16, 32, 64):
@@ -178,7 +179,8 @@ def scaling() -> None:
         "## Finite-width tensors at N = 8, 16, 32 (four-point moments by sets, vectorised bookkeeping)",
         "",
         "The machine (below) is shared with other jobs: times are the best of up to three calls (one when a",
-        "call takes over a minute), both routes run side by side in this one run.",
+        f"call takes over a minute), both routes run side by side in this one run (1-minute load average",
+        f"{min(loads):.1f} to {max(loads):.1f} after its rows, on this {os.cpu_count()}-core machine).",
         "",
         "`finite_width(act, X, depth=3, C_W, C_b)` for N random inputs in d = 16, every tensor of every layer,",
         f"compiled modules cached (a small untimed call first).  Before: the package at commit {BASELINE}",
