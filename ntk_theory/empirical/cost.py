@@ -111,7 +111,10 @@ TANGENT_SET = 256 * 2**20  # bytes of NTK-vector-product tangents per block (bey
 WORK_ITEMSIZE = 8  # intermediates are float64
 # Rates measured on the development machine (2-core AMD EPYC VM, OpenBLAS, float64): dense products run
 # at 50-100 GFLOP/s; elementwise passes write 0.7-3 G elements/s (the lower end for arrays beyond the
-# cache).  Only their ratio matters for ``auto`` and for the predicted scaling exponents.
+# cache).  Only their ratio matters for ``auto`` and for the predicted scaling exponents.  The short, wide
+# products of a CNN's Jacobian rows (N O rows of K n columns) and its batched per-input products run slower
+# than square ones (about 25 GFLOP/s single-threaded here, far less with OpenBLAS's threads on oversubscribed
+# cores), so absolute CNN times are optimistic; the ordering of the methods held in every measured case.
 FLOP_RATE = 60e9
 ELEMENT_RATE = 1e9
 
