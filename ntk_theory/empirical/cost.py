@@ -112,9 +112,9 @@ WORK_ITEMSIZE = 8  # intermediates are float64
 # Rates measured on the development machine (2-core AMD EPYC VM, OpenBLAS, float64): dense products run
 # at 50-100 GFLOP/s; elementwise passes write 0.7-3 G elements/s (the lower end for arrays beyond the
 # cache).  Only their ratio matters for ``auto`` and for the predicted scaling exponents.  The short, wide
-# products of a CNN's Jacobian rows (N O rows of K n columns) and its batched per-input products run slower
-# than square ones (about 25 GFLOP/s single-threaded here, far less with OpenBLAS's threads on oversubscribed
-# cores), so absolute CNN times are optimistic; the ordering of the methods held in every measured case.
+# products of a CNN's Jacobian rows (N O rows of K n columns) run near these rates on one OpenBLAS thread (a
+# 3-conv CNN of 16-64 channels within 1.2-1.6x of the model); with OpenBLAS's threads on cores oversubscribed
+# by other jobs they run 5-10x slower and absolute times are optimistic; the ordering held in every case.
 FLOP_RATE = 60e9
 ELEMENT_RATE = 1e9
 

@@ -203,8 +203,9 @@ def main(argv=None) -> dict:
         f"CNN [Conv(n, (3, 3), SAME), Relu] x {ccfg['depth']}, Flatten, Dense(O) on {img} inputs (n channels)")
         + CNN_NOTE)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default (one per core)")
     text += (f"\nLoad average (1, 5, 15 min) after the timings: {load} on {os.cpu_count()} cores (the machine is "
-             "shared; above the core count, measured times are inflated and noisy).\n")
+             f"shared; above the core count, measured times are inflated and noisy); OpenBLAS threads: {threads}.\n")
     text += "\nWritten by `python papers/novak2022/reproduce.py`" + (" --quick" if args.quick else "") + "; figure `time_vs_width.png`.\n"
     (out / "table.md").write_text(text)
     if not args.no_figure:
