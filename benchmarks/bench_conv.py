@@ -21,7 +21,6 @@ Every Conv has W_std = sqrt(2), b_std = 0.1 ('ntk' parameterization), the readou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess

@@ -64,8 +64,8 @@ def main(argv=None):
     for name, row in ours["rows"].items():
         nt_row = theirs[name]
         k = nets[name].kernel_fn(data.x_test[:8], data.x_train[:8], ("nngp", "ntk"))
-        diff = max(float(np.max(np.abs(np.asarray(k[i]) - np.array(nt_row[key])) / np.abs(np.array(nt_row[key]))))
-                   for i, key in enumerate(("test_train_nngp", "test_train_ntk")))
+        diff = max(float(np.max(np.abs(getattr(k, q) - np.array(nt_row[key])) / np.abs(np.array(nt_row[key]))))
+                   for q, key in (("nngp", "test_train_nngp"), ("ntk", "test_train_ntk")))
         lines.append(f"| {name} | {row['nngp']:.4f} / {nt_row['nngp']:.4f} | {row['ntk']:.4f} / {nt_row['ntk']:.4f} "
                      f"| {row['seconds']:.1f} | {nt_row['seconds']:.1f} | {nt_row['seconds'] / row['seconds']:.1f}x "
                      f"| {diff:.1e} |")

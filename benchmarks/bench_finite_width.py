@@ -179,7 +179,7 @@ def scaling() -> None:
         "## Finite-width tensors at N = 8, 16, 32 (four-point moments by sets, vectorised bookkeeping)",
         "",
         "The machine (below) is shared with other jobs: times are the best of up to three calls (one when a",
-        f"call takes over a minute), both routes run side by side in this one run (1-minute load average",
+        "call takes over a minute), both routes run side by side in this one run (1-minute load average",
         f"{min(loads):.1f} to {max(loads):.1f} after its rows, on this {os.cpu_count()}-core machine).",
         "",
         "`finite_width(act, X, depth=3, C_W, C_b)` for N random inputs in d = 16, every tensor of every layer,",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import functools
 import io
 import json
 import os

@@ -67,7 +67,6 @@ from ..architecture import (
     leaves,
     where,
 )
-from ..gaussian import k, k11, k12, k22
 from ..gaussian.stable import stable_form
 from ..jit import modules, numba_code
 from ..recursions.graph import image_inputs
