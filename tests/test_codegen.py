@@ -33,8 +33,10 @@ def inputs():
     return rng.standard_normal((23, 3)) * 0.6, rng.standard_normal((17, 3)) * 0.6
 
 
-@pytest.mark.parametrize("order", ["forward", "reversed"])
+@pytest.mark.parametrize("order", ["forward", pytest.param("reversed", marks=pytest.mark.slow)])
 def test_closed_forms_equal_symbolic_float64(inputs, order):
+    """Every closed-form activation in one network (one layer each) against the NumPy recursion; the reversed
+    order is another network, another compiled module (~35 s of compiling): slow set."""
     acts = CLOSED if order == "forward" else CLOSED[::-1]
     X1, X2 = inputs
     kern = CompiledKernel(acts, len(acts), C_W=0.8, C_b=0.05)
@@ -56,7 +58,7 @@ def test_closed_forms_equal_mpmath(inputs):
     assert _rel(got.ntk, np.array(mp.ntk.tolist(), float)) < 1e-12
 
 
-@pytest.mark.parametrize("order", ["forward", "reversed"])
+@pytest.mark.parametrize("order", ["forward", pytest.param("reversed", marks=pytest.mark.slow)])
 def test_numerical_activations_equal_symbolic_float64(inputs, order):
     """Hermite series (and quadrature fallback) against the NumPy tanh-sinh quadrature path."""
     acts = NUMERIC if order == "forward" else NUMERIC[::-1]
