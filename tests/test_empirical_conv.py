@@ -15,6 +15,8 @@ from ntk_theory import stax
 from ntk_theory.empirical import METHODS, Problem, empirical_ntk, model, plan
 from ntk_theory.empirical import graph as empirical_graph
 from ntk_theory.reference import graph
+from jacobians import forward_mode_jacobian as _forward_mode_jacobian
+from jacobians import rel as _rel
 
 ALL = METHODS + ("auto",)
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "conv_apply.npz"
@@ -41,24 +43,6 @@ def _network(name, seed=0):
     X = np.random.default_rng(seed).standard_normal(shape)
     _, params = graph.init(description, seed + 1, shape)
     return description, params, X
-
-
-def _forward_mode_jacobian(description, params, X):
-    """(N, O, P): every unit parameter tangent pushed through reference.graph.jvp (forward mode)."""
-    leaves = graph.param_leaves(params)
-    P = sum(np.size(a) for _, a in leaves)
-    eye = np.eye(P)
-    arrays, i = [], 0
-    for _, a in leaves:
-        k = np.size(a)
-        arrays.append(eye[:, i:i + k].reshape((P,) + np.shape(a)))
-        i += k
-    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, O)
-    return Jv.transpose(1, 2, 0)
-
-
-def _rel(a, ref):
-    return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

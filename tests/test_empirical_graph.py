@@ -16,6 +16,8 @@ from ntk_theory import stax
 from ntk_theory.architecture import Dense, leaves, map_leaves
 from ntk_theory.empirical import METHODS, Problem, empirical_ntk, estimate, plan
 from ntk_theory.reference import graph
+from jacobians import forward_mode_jacobian as _forward_mode_jacobian
+from jacobians import rel as _rel
 
 ALL = METHODS + ("auto",)
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "stax_apply.npz"
@@ -46,24 +48,6 @@ NETWORKS = {
 def _with_parameterization(description, p):
     return map_leaves(description, lambda path, layer: dataclasses.replace(layer, parameterization=p)
                       if isinstance(layer, Dense) else layer)
-
-
-def _rel(a, ref):
-    return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
-
-
-def _forward_mode_jacobian(description, params, X):
-    """(N, O, P): J X by pushing every unit parameter tangent through reference.graph.jvp (forward mode)."""
-    leaves = graph.param_leaves(params)
-    P = sum(np.size(a) for _, a in leaves)
-    eye = np.eye(P)
-    arrays, i = [], 0
-    for _, a in leaves:
-        k = np.size(a)
-        arrays.append(eye[:, i:i + k].reshape((P,) + np.shape(a)))
-        i += k
-    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, O)
-    return Jv.transpose(1, 2, 0)
 
 
 def _lambda_nt(description, params):

@@ -1,0 +1,25 @@
+"""The judge the empirical-NTK tests share: the full Jacobian by forward mode, one unit tangent per parameter pushed
+through ``reference.graph.jvp`` (independent of the reverse-mode and structured code under test)."""
+
+import numpy as np
+
+from ntk_theory.reference import graph
+
+
+def forward_mode_jacobian(description, params, X):
+    """(N, O, P): every unit parameter tangent pushed through reference.graph.jvp (forward mode)."""
+    leaves = graph.param_leaves(params)
+    P = sum(np.size(a) for _, a in leaves)
+    eye = np.eye(P)
+    arrays, i = [], 0
+    for _, a in leaves:
+        k = np.size(a)
+        arrays.append(eye[:, i:i + k].reshape((P,) + np.shape(a)))
+        i += k
+    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, O)
+    return Jv.transpose(1, 2, 0)
+
+
+def rel(a, ref):
+    """The largest difference relative to the largest reference entry."""
+    return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
