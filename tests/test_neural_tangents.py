@@ -254,8 +254,9 @@ def test_recordings_are_complete_and_small():
 @pytest.mark.slow
 @pytest.mark.skipif(not NT_PYTHON.exists(), reason="neural-tangents environment not found (NTK_THEORY_NT_PYTHON)")
 def test_recorder_reproduces_the_recordings(tmp_path):
-    subprocess.run([str(NT_PYTHON), str(RECORDER), "--out", str(tmp_path)], check=True, timeout=900,
-                   env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True)
+    for recorder in (RECORDER, RECORDER.parent / "record_conv_kernels.py", RECORDER.parent / "record_conv_apply.py"):
+        subprocess.run([str(NT_PYTHON), str(recorder), "--out", str(tmp_path)], check=True, timeout=900,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True)
     for f in DATA.glob("*.npz"):
         with np.load(f) as old, np.load(tmp_path / f.name) as new:
             assert sorted(old.files) == sorted(new.files), f.name
