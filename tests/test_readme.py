@@ -67,11 +67,15 @@ def test_stax_reference_network_example_runs():
 @pytest.mark.slow
 def test_finite_width_example_runs():
     """The finite-width block at two inputs: the stax network and the MLP shorthand written beside it give the
-    same predictions, bit for bit (the README says so)."""
+    same predictions to rounding (W_std = 1.2 squares to 1.4399999999999999, the shorthand's C_W is 1.44)."""
     X = np.array([[1.0, 0.0, 0.5], [0.2, -0.7, 1.0]])
     env = {"X": X}
     exec(compile(_example("finite_width(net, X)"), "README.md", "exec"), env)
     shorthand = env["finite_width"]("tanh", X, depth=3, C_W=1.44, C_b=0.09)
     for name, value in shorthand.arrays().items():
-        assert np.array_equal(env["p"].arrays()[name], value), name
+        ours = np.asarray(env["p"].arrays()[name])
+        if np.issubdtype(np.asarray(value).dtype, np.number):
+            np.testing.assert_allclose(ours, value, rtol=1e-12, atol=1e-14 * np.max(np.abs(value)), err_msg=name)
+        else:
+            assert np.array_equal(ours, value), name
     assert type(env["recursion_for"](env["res"])).__name__ == "ResidualRecursion"
