@@ -69,6 +69,7 @@ from ..architecture import (
 )
 from ..gaussian.stable import stable_form
 from ..jit import modules, numba_code
+from .emit import _power
 from ..recursions.graph import image_inputs
 from ..recursions.layer import activation_kernels
 from ..recursions.result import KernelResult, check_get
@@ -384,14 +385,6 @@ def _cse_body(exprs, names):
     body = [f"{sym} = {numba_code(val)}" for sym, val in replacements]
     body += [f"{n} = {numba_code(e)}" for n, e in zip(names, reduced)]
     return body
-
-
-def _power(name: str, exponent) -> str:
-    if exponent == 0:
-        return "1.0"
-    if exponent == 1:
-        return name
-    return f"{name} ** {float(exponent)!r}"
 
 
 def _activation_source(code: int, layer: Elementwise) -> str:
