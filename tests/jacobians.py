@@ -23,3 +23,12 @@ def forward_mode_jacobian(description, params, X):
 def rel(a, ref):
     """The largest difference relative to the largest reference entry."""
     return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
+
+
+def finite_difference_ntk(description, params, X, h: float = 1e-6):
+    """(N, N, O, O): J J^T with J by central differences of ``reference.graph.apply`` over every parameter."""
+    theta = graph.flatten(params)
+    J = np.stack([(graph.apply(description, graph.unflatten(params, theta + h * e), X)
+                   - graph.apply(description, graph.unflatten(params, theta - h * e), X)) / (2 * h)
+                  for e in np.eye(theta.size)], axis=-1)
+    return np.einsum("aip,bjp->abij", J, J)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_errors import one_error_line as _one_error_line
+from jacobians import finite_difference_ntk
 
 from ntk_theory import cli
 from ntk_theory.cli import main
@@ -341,16 +342,7 @@ def test_empirical_ntk_arch_of_a_residual_layernorm_network_against_finite_diffe
     ntk = np.load(out)["ntk"]
     description = stax.parse(text).description
     _, params = graph.init(description, 3, X.shape)
-    theta = graph.flatten(params)
-    h = 1e-6
-    J = np.empty((X.shape[0], 3, theta.size))
-    for p in range(theta.size):
-        e = np.zeros_like(theta)
-        e[p] = h
-        plus = graph.apply(description, graph.unflatten(params, theta + e), X)
-        minus = graph.apply(description, graph.unflatten(params, theta - e), X)
-        J[:, :, p] = (plus - minus) / (2 * h)
-    expected = np.einsum("aip,bjp->abij", J, J)
+    expected = finite_difference_ntk(description, params, X)
     np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
 
 

@@ -17,6 +17,7 @@ from ntk_theory.empirical import graph as empirical_graph
 from ntk_theory.reference import graph
 from jacobians import forward_mode_jacobian as _forward_mode_jacobian
 from jacobians import rel as _rel
+from jacobians import finite_difference_ntk
 
 ALL = METHODS + ("auto",)
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "conv_apply.npz"
@@ -181,11 +182,7 @@ def test_cli_empirical_ntk_of_a_cnn_against_finite_differences(tmp_path, capsys)
     ntk = np.load(out)["ntk"]
     description = stax.parse(text).description
     _, params = graph.init(description, 3, X.shape)
-    theta, h = graph.flatten(params), 1e-6
-    J = np.stack([(graph.apply(description, graph.unflatten(params, theta + h * e), X)
-                   - graph.apply(description, graph.unflatten(params, theta - h * e), X)) / (2 * h)
-                  for e in np.eye(theta.size)], axis=-1)
-    expected = np.einsum("aip,bjp->abij", J, J)
+    expected = finite_difference_ntk(description, params, X)
     np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
     np.save(tmp_path / "flat.npy", X.reshape(3, -1))
     assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "flat.npy"), "--out", str(out)]) != 0
