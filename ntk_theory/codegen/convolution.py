@@ -266,6 +266,8 @@ def conv_full(K, T, K2, T2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap, cw, cb
         T2[i] = lb + lw * mk + cw * inv * T2[i]
 
 
+# The window walk (offsets, padding, wrap) is written out in conv_same_positions and pool_full on purpose: these
+# are the per-entry hot loops, and a shared helper returning index lists would allocate per entry.
 @numba.njit(cache=True, error_model="numpy")
 def conv_same_positions(K, T, K2, T2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap, cw, cb, lb, lw):
     inv = 1.0 / (fh * fw)
