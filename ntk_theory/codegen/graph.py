@@ -17,7 +17,7 @@ F(c g) of one source each, *moments* of sums of terms -- but every quantity is s
   those diagonal forms (their norms) and the mean (the coefficient a_0);
 * per entry (a, b) (generated Numba code): for each source its covariance k_ab and NTK theta_ab, for
   each non-Gaussian term T = E[F(u) F(v)], Tdot = E[F'(u) F'(v)] at (k_aa, k_bb, k_ab clipped to
-  |rho| <= 1) by the activation's closed form in its stable float64 rewriting
+  ``|rho| <= 1``) by the activation's closed form in its stable float64 rewriting
   (:mod:`ntk_theory.codegen.emit`, homogeneous activations at unit scale) or, without closed form, by
   Mehler's series sum_n a_n(v_a) b_n(v_b) rho^n of the two inputs' tables
   (:func:`ntk_theory.codegen.runtime.hermite_term`), the cross terms of means

@@ -33,7 +33,7 @@ from .spectral import Eigenbasis, as_kernel
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Outputs ~ N(mean, covariance) per output: ``mean`` (*T, M[, O]), ``covariance`` (*T, M, M)."""
+    """Outputs ~ N(mean, covariance) per output: ``mean`` ``(*T, M[, O])``, ``covariance`` ``(*T, M, M)``."""
 
     mean: np.ndarray
     covariance: np.ndarray

@@ -3,7 +3,7 @@
 * :func:`sample_statistics` (:mod:`.statistics`): moments of the outputs, the NTK and the last kernel;
 * :func:`layer_statistics` (:mod:`.finite_width`): the readout layer's finite-width statistics (K, Theta,
   V, A, B, D, F) with variance-reduced estimators and control variates (:mod:`.controls`);
-* :func:`sample_kernels` (:mod:`.graph`): E[f f] and E[Theta] of any architecture description, with
+* :func:`sample_kernels` (:mod:`~ntk_theory.montecarlo.graph`): E[f f] and E[Theta] of any architecture description, with
   :func:`with_width` setting its hidden widths (:class:`GraphMonteCarlo` the result);
 * :mod:`.estimate`: the one block runner and the one delete-one-batch jackknife every estimator uses;
 * :mod:`.quadrature`: Gaussian expectations of the reference activations by plain quadrature (the control

@@ -110,8 +110,8 @@ def distinct_entries(shape, symmetry: str) -> list:
 
 class EstimateTable:
     """Named estimates (``estimates``: {name: :class:`Estimate`}): ``table[name]`` and ``table.name`` (or an
-    alias, :attr:`aliases`: {alias: name}), z-scores against a prediction, and text rows of the distinct
-    entries of each estimate (by its :meth:`symmetry`)."""
+    alias, :attr:`EstimateTable.aliases`: {alias: name}), z-scores against a prediction, and text rows of the distinct
+    entries of each estimate (by its :meth:`EstimateTable.symmetry`)."""
 
     estimates: dict
     aliases: ClassVar[dict] = {}

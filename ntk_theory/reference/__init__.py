@@ -2,9 +2,9 @@
 layer is validated against, written independently of it.
 
 * :class:`MLP` (:mod:`.network`): the dense MLP in PDLT coordinates, a thin constructor of its description
-  (:meth:`MLP.as_description`, :mod:`.mlp_graph`) and parameters, run by :mod:`.graph` (:class:`Trace`: the
+  (:meth:`MLP.as_description`, :mod:`.mlp_graph`) and parameters, run by :mod:`~ntk_theory.reference.graph` (:class:`Trace`: the
   forward pass);
-* :mod:`.graph`: any architecture description (``stax``) with neural-tangents' parameter layout, exported as
+* :mod:`~ntk_theory.reference.graph`: any architecture description (``stax``) with neural-tangents' parameter layout, exported as
   :func:`init_description` (``graph.init``), :func:`apply_description` (``graph.apply``),
   :func:`description_jacobian` (``graph.jacobian``) and :func:`description_ntk` (``graph.ntk``, the
   empirical NTK);

@@ -157,7 +157,7 @@ def check_architecture(
     width i draws with the i-th child of ``SeedSequence(seed)``.  ``predict(description, X)``: the kernel under
     test, returning an object with ``.nngp`` and ``.ntk`` (default :func:`ntk_theory.recursions.graph.kernel`).
     ``mp_check``: also report the largest relative difference of float64 from the same rules in 30-digit
-    mpmath at the largest width (relative to |mpmath|, or to 1e-6 sqrt(|K_aa K_bb|) where that is larger; slow
+    mpmath at the largest width (relative to ``|mpmath|``, or to ``1e-6 sqrt(|K_aa K_bb|)`` where that is larger; slow
     where expectations are numerical).  ``batches``, ``sampler``, ``workers``: as
     :func:`ntk_theory.montecarlo.graph.sample_kernels`.  ``progress``: True, False or None (bars when
     standard error is a terminal).  The kernel is computed at every width before any sampling, so a description

@@ -1,4 +1,4 @@
-"""The verdict on one compared entry: z = (estimate - prediction) / SE, and pass when |z| < sigmas.
+"""The verdict on one compared entry: z = (estimate - prediction) / SE, and pass when ``|z| < sigmas``.
 
 An entry is judged only when its standard error is a positive finite number and estimate and prediction are
 finite.  Otherwise it has no z-score (NaN) and fails, with the reason in its table row: a zero standard error
@@ -27,7 +27,7 @@ def z_score(estimate, prediction, stderr) -> float:
 
 
 def passes(z, sigmas: float) -> bool:
-    """|z| < sigmas for a finite z; a NaN z (no standard error) fails."""
+    """``|z| < sigmas`` for a finite z; a NaN z (no standard error) fails."""
     return _finite(z) and abs(float(z)) < sigmas
 
 
