@@ -80,14 +80,15 @@ def _triple_index(K: int):
 def _matT(x: Array, W: Array) -> Array:
     """``x W^T`` over the last axis of x (S, ..., n_in) with W (S, n_out, n_in)."""
     S = W.shape[0]
-    flat = x.reshape(S, -1, x.shape[-1])
-    return np.matmul(flat, np.swapaxes(W, -1, -2)).reshape(*x.shape[:-1], W.shape[1])
+    flat = np.ascontiguousarray(x).reshape(S, -1, x.shape[-1])
+    WT = np.ascontiguousarray(np.swapaxes(W, -1, -2))  # a strided operand makes batched matmul skip BLAS
+    return np.matmul(flat, WT).reshape(*x.shape[:-1], W.shape[1])
 
 
 def _mat(x: Array, W: Array) -> Array:
     """``x W`` over the last axis of x (S, ..., n_out) with W (S, n_out, n_in): the transpose action."""
     S = W.shape[0]
-    flat = x.reshape(S, -1, x.shape[-1])
+    flat = np.ascontiguousarray(x).reshape(S, -1, x.shape[-1])
     return np.matmul(flat, W).reshape(*x.shape[:-1], W.shape[2])
 
 
