@@ -5,6 +5,7 @@
   V, A, B, D, F) with variance-reduced estimators and control variates (:mod:`.controls`);
 * :func:`sample_kernels` (:mod:`~ntk_theory.montecarlo.graph`): E[f f] and E[Theta] of any architecture description, with
   :func:`with_width` setting its hidden widths (:class:`GraphMonteCarlo` the result);
+* :func:`sample_dntk` (:mod:`~ntk_theory.montecarlo.dntk`): the readout layer's dNTK / ddNTK moments P, Q, R, S, T, U;
 * :mod:`.estimate`: the one block runner and the one delete-one-batch jackknife every estimator uses;
 * :mod:`.quadrature`: Gaussian expectations of the reference activations by plain quadrature (the control
   variates' means, and the independent float64 cross-check of ``ntk-theory check``).
@@ -14,6 +15,7 @@ Nothing here imports the symbolic layer (``activations``, ``gaussian``, ``recurs
 :mod:`ntk_theory.validation`.
 """
 
+from .dntk import DNTKStatistics, sample_dntk
 from .estimate import (
     Estimate,
     EstimateTable,
@@ -48,6 +50,7 @@ def __getattr__(name):
 
 __all__ = [
     "ALIASES",
+    "DNTKStatistics",
     "ESTIMATES",
     "QUANTITIES",
     "Estimate",
@@ -61,6 +64,7 @@ __all__ = [
     "jackknife",
     "layer_statistics",
     "run_blocks",
+    "sample_dntk",
     "sample_kernels",
     "sample_statistics",
     "symmetrise",

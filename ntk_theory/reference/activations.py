@@ -11,7 +11,7 @@ contributes no gradient, as backpropagation through a finite network computes). 
 pair evaluates in float64 to the rounding of the NumPy functions it calls; it raises ValueError
 where it returns NaN at a finite input instead of passing the NaN on.
 
-The second and third derivatives s'' and s''' (for the dNTK and ddNTK, :mod:`.dntk`) are hand-written
+The second and third derivatives s'' and s''' (for the dNTK and ddNTK, :mod:`~ntk_theory.reference.dntk`) are hand-written
 for the library names, the almost-everywhere ones (0 for relu, leaky_relu and abs, as backpropagation
 computes), and for a generated pair the SymPy derivatives of order 2 and 3 with Dirac deltas dropped,
 printed to NumPy on first use.  A user pair ``(value, derivative)`` has none (give the four
