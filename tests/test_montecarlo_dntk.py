@@ -61,6 +61,40 @@ def test_linear_one_hidden_layer_against_wick_contractions(param):
     assert np.isnan(res.P.z_score(0.0)).all()
 
 
+def _linear_depth_two(C, n1, n2):
+    r"""P and Q of z3 = W3 W2 W1 x (no biases, 'ntk', every C_W = C, widths n1, n2), exactly at finite width.
+
+    Derivation (forward mode of reference.dntk written out for s = identity, g_p(2) = W3_i, g_p(1) = W2^T W3_i):
+    with u = W1 x, y = W2 u, z = W3 y, l1 = C/n0, l2 = C/n1, l3 = C/n2,
+      D^2 z2[(i1,a1), (i2,a2)]_{a0} = l1 l2 [W3_{i1} G_{a0 a2} z_{i2;a1} + W3_{i2} G_{a0 a1} z_{i1;a2}],
+      dH_{i0 i1 i2} = l3 [d_{i0 i1} y_{a1} . Dz2[(i2,a2)]_{a0} + d_{i0 i2} y_{a2} . Dz2[(i1,a1)]_{a0}] + W3_{i0} . D^2 z2,
+      Dz2[(j,a)]_b = l2 W3_j (u_a . u_b) + l1 G_ab W2 W2^T W3_j.
+    P (i0 = i, i1 = i2 = j): dH_{i j j} = l1 l2 (W3_i . W3_j) [G_{a0 a2} z_{j;a1} + G_{a0 a1} z_{j;a2}], and Wick's
+    theorem over W3, W2, W1 (E[W3_i . W3_j z_i z_j] = s3^4 E[y . y]) gives, K = C G / n0,
+      P = C^4 (K_{a0 a2} K_{a1 a3} + K_{a0 a1} K_{a2 a3}) / n1             (zero at infinite width).
+    Q (i0 = i1 = i, i2 = j), four terms: l3 l2 E[z_j z_j (u . u)] (E[(u_1.u_3)(u_2.u_0)] = s1^4 [n1^2 G13 G02 +
+    n1 (G12 G03 + G01 G23)]), l3 l1 G02 E[(W2^T y_1) . (W2^T W3_j) z_{j;3}] = l3 l1 G02 s3^2 E[u_1^T (W2^T W2)^2 u_3]
+    (E[(W2^T W2)^2] = s2^4 n2 (n1 + n2 + 1) 1),
+    l1 l2 G02 E[|W3_i|^2 z_j z_j] and l1 l2 G01 E[(W3_i . W3_j) z_i z_j]:
+      Q = C^4 [K02 K13 (1 + (n1 + n2 + 1)/n1 + n2/n1) + (K12 K03 + 2 K01 K23)/n1].
+    """
+    K = C * (X2 @ X2.T) / X2.shape[1]
+    e = np.einsum
+    KK = e("ac,bd->abcd", K, K)
+    P = C**4 * (KK + e("ab,cd->abcd", K, K)) / n1
+    Q = C**4 * (KK * (1 + (n1 + n2 + 1) / n1 + n2 / n1) + (e("bc,ad->abcd", K, K) + 2 * e("ab,cd->abcd", K, K)) / n1)
+    return {"P": P, "Q": Q}
+
+
+@pytest.mark.parametrize("widths", [(8, 8), (5, 12)])
+def test_linear_two_hidden_layers_against_wick_contractions(widths):
+    """P is a pure 1/n1 effect in deep linear networks, Q has its 1/n terms: both within 4 standard errors."""
+    res = sample_dntk("linear", X2, 2, widths, C_W=1.3, C_b=0.0, samples=6000, seed=2, quantities=("P", "Q"))
+    exact = _linear_depth_two(1.3, *widths)
+    assert res.agrees_with(exact), res.z_score(exact)
+    assert res.P.stderr.max() < 0.2 * np.abs(exact["P"]).max() and res.Q.stderr.max() < 0.05 * np.abs(exact["Q"]).max()
+
+
 def test_standard_errors_shrink_like_one_over_sqrt_samples():
     kw = dict(C_W=1.0, C_b=0.1, param="ntk", batches=20)
     small = sample_dntk("tanh", X2[:1], 2, 12, samples=800, seed=1, **kw)

@@ -227,3 +227,23 @@ def test_bad_input():
         dntk("not a network", np.ones((1, 2)))
     with pytest.raises(ValueError, match="unknown orders"):
         readout_derivatives(np.ones((1, 2)), [np.ones((1, 2, 2))], [np.ones((1, 2))], [(1, 1)], "tanh", orders=("x",))
+
+
+@pytest.mark.parametrize("act,param", [("tanh", "ntk"), ("erf", "unit"), (SMOOTH_OFF_CRITICAL, "ntk"), ("relu", "ntk")])
+def test_second_order_change_of_the_ntk(act, param):
+    """The O(t^2) change of H along a fixed v_{j;b}: d^2/dt^2 H_{i1 i2; a1 a2}(theta + t v_{j;b}) =
+    ddI_{i1 i2 j j; a1 a2 b b} + ddI_{i2 i1 j j; a2 a1 b b} + 2 ddII_{i1 i2 j j; a1 a2 b b}, against the five-point
+    second difference (error O(h^4)) of MLP.ntk."""
+    net, X = _net(act, 2, 2, param, seed=21)
+    ddI, ddII = ddntk(net, X)
+    theta, (V, h) = net.flatten(), _directions(net, X)
+    for j, b in [(0, 1), (1, 0)]:
+        def H(t):
+            return _with(net, theta + t * V[j, b]).ntk(X, trace_outputs=False).transpose(2, 3, 0, 1)  # (O, O, N, N)
+
+        fd = (-H(2 * h) + 16 * H(h) - 30 * H(0.0) + 16 * H(-h) - H(-2 * h)) / (12 * h * h)
+        I_part = ddI[:, :, j, j, :, :, b, b]
+        pred = I_part + np.transpose(I_part, (1, 0, 3, 2)) + 2 * ddII[:, :, j, j, :, :, b, b]
+        scale = np.abs(pred).max()
+        assert scale > 1e-3
+        np.testing.assert_allclose(pred, fd, rtol=0, atol=1e-6 * scale)
