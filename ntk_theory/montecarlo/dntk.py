@@ -154,7 +154,9 @@ def sample_dntk(
     ``depth`` hidden layers of ``width`` (an int or one per hidden layer; n = the last one), ``activation`` as
     :func:`ntk_theory.reference.numpy_activation` accepts (it needs s'', and s''' for R), C_W and C_b scalars
     or one per layer (readout last), learning-rate factors of ``param``, inputs X (N, n_0), ``outputs`` >= 2
-    readout neurons (more give more pairs i != j per network at a cost growing like (outputs N)^3).
+    readout neurons: more give outputs (outputs - 1) pairs i != j per network at a cost growing like
+    (outputs N)^2 for P, Q and (outputs N)^3 for R and (outputs N)^4 for S, T, U, but the hidden layers are shared:
+    at width 64, depth 3, one input, 8 outputs reach a given standard error on ReLU's P ~7 times faster than 2.
     Vectorised over blocks of networks (``memory_mb`` each) on ``workers`` threads; reproducible for a seed
     whatever the number of threads.
     """
