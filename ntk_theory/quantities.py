@@ -56,6 +56,16 @@ _TABLE = (
     Quantity("B", "B", "B_(pq)(rs) = n E[Theta_ij;pr Theta_ij;qs]", "1/n", "(N, N, N, N)"),
     Quantity("D", "D", "D_abcd = n Cov(Theta_ii;ab, z_j;c z_j;d)", "1/n", "(N, N, N, N)"),
     Quantity("F", "F", "F_(pq)(rs) = n E[Theta_ij;pr z_i;q z_j;s]", "1/n", "(N, N, N, N)"),
+    Quantity("P", "P", "dNTK: P_abcd = n E[dH_(i j j; a b c) z_(i;d)] (i != j), dH_(i0 i1 i2) = D^2 z_i0[v_i1, v_i2], "
+             "v_i = Lambda grad z_i; n = the width feeding the layer", "1/n", "(N, N, N, N)"),
+    Quantity("Q", "Q", "dNTK: Q_abcd = n E[dH_(i i j; a b c) z_(j;d)] (i != j); E[dH_(i0 i1 i2) z_i3] = (d_i0i3 d_i1i2 "
+             "P_abcd + d_i0i1 d_i2i3 Q_abcd + d_i0i2 d_i1i3 Q_acbd) / n", "1/n", "(N, N, N, N)"),
+    Quantity("R", "R", "ddNTK: R_abcd = n E[ddIH_(i i j j; a b c d)] (i != j), ddIH_(i0..i3) = D^3 z_i0[v_i1, v_i2, "
+             "v_i3]", "1/n", "(N, N, N, N)"),
+    Quantity("S", "S", "ddNTK: S_abcd = n E[ddIIH_(i i j j; a b c d)] (i != j), ddIIH_(i1..i4) = sum Lambda^3 "
+             "d2z_i1 d2z_i2 dz_i3 dz_i4 (docs/finite_width.md)", "1/n", "(N, N, N, N)"),
+    Quantity("T_ddntk", "T", "ddNTK: T_abcd = n E[ddIIH_(i j i j; a b c d)] (i != j)", "1/n", "(N, N, N, N)"),
+    Quantity("U", "U", "ddNTK: U_abcd = n E[ddIIH_(i j j i; a b c d)] (i != j)", "1/n", "(N, N, N, N)"),
     Quantity("K1", "K1", "per layer: E[z_i;a z_i;b] = K_ab + K1_ab / n (the readout's is nngp_correction)", "1/n",
              "(N, N)"),
     Quantity("Th1", "Theta1", "per layer: E[Theta_ii;ab] = Theta_ab + Theta1_ab / n (the readout's is "

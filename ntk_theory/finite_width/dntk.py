@@ -1,0 +1,326 @@
+r"""The dNTK's 1/n tensors P and Q of an MLP (PDLT ch. 11), one input (scalars, floats or SymPy) and N inputs.
+
+Definitions (docs/finite_width.md, section "Training: the dNTK and ddNTKs").  With v_i = Lambda grad z_i
+(Lambda the NTK's diagonal learning-rate factors: lambda_b for biases, lambda_W / n_(l-1) for weights),
+the dNTK of layer l is the second directional derivative
+
+    dH_{i0 i1 i2; a0 a1 a2} = D^2 z_{i0;a0} [v_{i1;a1}, v_{i2;a2}]     (symmetric in (i1 a1) <-> (i2 a2))
+
+and at leading order, n = n_(l-1) the width feeding layer l,
+
+    n E[dH_{i0 i1 i2; a0 a1 a2} z_{i3;a3}] = d_{i0 i3} d_{i1 i2} P_{a0 a1 a2 a3}
+                                           + d_{i0 i1} d_{i2 i3} Q_{a0 a1 a2 a3} + d_{i0 i2} d_{i1 i3} Q_{a0 a2 a1 a3}
+
+(estimators, i != j: P = n E[dH_{ijj} z_i], Q = n E[dH_{iij} z_j]).  Layer 1: P = Q = 0.
+
+Recursion (layer l -> l + 1, <.> the average over one neuron's z ~ N(0, K(l)), s = s(z), r = n_l / n_(l-1),
+C_W and lambda_W of layer l + 1; G[p, q, e] = <d_e (s'_p s_q)>, Gd[p, q, e] = <d_e (s''_p s'_q)> the Stein
+factors (:func:`.twopoint.stein_factors`), dd = <s' s'>, B and F the NTK's 1/n tensors of layer l)::
+
+    P'_abcd = kappa C_W^2 [ <s''_a s'_b s'_c s_d> Th_ab Th_ac + r B_(aa)(bc) <s''_a s_d> dd_bc ]
+              + r C_W^2 dd_bc sum_e P_abce G_ade
+    Q'_abcd = lambda_W C_W [ <s'_a s_b s'_c s_d> Th_ac + r sum_ef F_(ae)(cf) G_abe G_cdf ]
+              + kappa C_W^2 [ <s''_a s'_b s'_c s_d> Th_ab Th_ac + r Th_ab sum_ef F_(ae)(cf) Gd_abe G_cdf ]
+              + r C_W^2 dd_ab sum_e Q_abce G_cde
+
+The kappa terms are those of s'' (the second derivative of z' through s'(z) itself); kappa = 1 (default)
+takes s'' as the limit of smooth activations (Dirac terms at kinks: the derivative of the ensemble average,
+which governs the ensemble's training); kappa = 0 (``kink_terms=False``, piecewise-linear activations; a
+no-op for smooth ones) is the network-by-network pointwise derivative, where s'' = 0 almost everywhere.
+
+One input (scalars; <s'' s'^2 s> = <z s s'^3>/(3K) - <s'^4>/3 and <s'' s> = d<s^2>/dK - <s'^2> by Gaussian
+integration by parts, Gd = d<s'^2>/dK, G = d<s^2>/dK)::
+
+    P' = kappa C_W^2 [<s'' s'^2 s> Th^2 + r B <s'' s> <s'^2>] + r C_W^2 <s'^2> d<s^2>/dK P
+    Q' = lambda_W C_W [<s^2 s'^2> Th + r F (d<s^2>/dK)^2]
+         + kappa C_W^2 [<s'' s'^2 s> Th^2 + r Th F d<s'^2>/dK d<s^2>/dK] + r C_W^2 <s'^2> d<s^2>/dK Q
+
+Averages: two-point ones and their covariance derivatives from :class:`.twopoint.TwoPoint`, <s' s s' s>
+from the four-point moments of :mod:`.tensors`, <s''_a s'_b s'_c s_d> by
+:func:`ntk_theory.numerics.quadrature.expectn` (nested quadrature, its error estimate propagated as
+``error``; for activations with kinks after Gaussian integration by parts, which moves the derivative off
+s' onto the density so that only s and s' are integrated).  One-input averages by
+:class:`.moments.OneInputAverages` (closed forms in K where the rules give them: ReLU, linear, ...).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from ..activations import drop_deltas, x
+from ..gaussian import expectation1, k
+from ..gaussian.stable import lambdify as stable_lambdify
+from .network import FiniteWidthRecursion, _tidy
+from .twopoint import TwoPoint, derivative_tensors, stein_factors
+
+NAMES = ("P", "Q")
+
+
+@dataclass
+class DNTKState:
+    """P and Q of one layer: floats or SymPy expressions (one input) or (N, N, N, N) arrays, normalised by
+    the width n_(l-1) feeding the layer (n E[dH z] as in the module docstring); ``error`` the largest
+    quadrature error estimate of the averages used (0 for closed forms)."""
+
+    P: object
+    Q: object
+    error: float = field(default=0.0, compare=False)
+
+    def values(self) -> dict:
+        return {"P": self.P, "Q": self.Q}
+
+
+# ---------------------------------------------------------------------------------------------- one input
+def single_step(st, P, Q, avg, C_W, lam_W, r=1, kappa=1) -> DNTKState:
+    """P, Q of layer l + 1 from layer l's :class:`~.single.State` ``st`` (K, Th, B, F) and P, Q.  ``avg(name,
+    order)``: d^order<g>/dK^order at st.K for g in ss, dd, ssdd, dddd (:mod:`.moments`) and zsddd = z s s'^3."""
+    K, Th, B, F = st.K, st.Th, st.B, st.F
+    ss1, dd, dd1 = avg("ss", 1), avg("dd", 0), avg("dd", 1)
+    ssdd, dddd, zsddd = avg("ssdd", 0), avg("dddd", 0), avg("zsddd", 0)
+    s2dds = zsddd / (3 * K) - dddd / 3          # <s'' s'^2 s>
+    s2s = ss1 - dd                               # <s'' s>
+    P_new = kappa * C_W**2 * (s2dds * Th**2 + r * B * s2s * dd) + r * C_W**2 * dd * ss1 * P
+    Q_new = (lam_W * C_W * (ssdd * Th + r * F * ss1**2)
+             + kappa * C_W**2 * (s2dds * Th**2 + r * Th * F * dd1 * ss1)
+             + r * C_W**2 * dd * ss1 * Q)
+    return DNTKState(P_new, Q_new)
+
+
+class _ZSDDD:
+    """<z s(z) s'(z)^3>, z ~ N(0, K): the one extra one-input average (closed form or quadrature)."""
+
+    def __init__(self, act):
+        g = sp.simplify(x * act.expr * drop_deltas(act.derivative()) ** 3)
+        self.form = expectation1(g)
+
+    def symbol(self, K):
+        if self.form.is_closed_form:
+            return self.form.derivative(0).subs(k, K)
+        return sp.Function(r"\langle z\sigma\sigma'^3 \rangle")(K)
+
+    def evaluate(self, K):
+        v, e = self.form.evaluate(np.array(float(K)), with_error=True, order=0)
+        v = float(v)
+        if not np.isfinite(v):
+            raise ValueError(f"<z s s'^3> is not finite at K = {K}")
+        return v, float(e) if e is not None else 0.0
+
+
+def _kappa(rec, kink_terms: bool) -> int:
+    act = rec.activation
+    if kink_terms or not act.kinks:  # smooth s: the two coincide
+        return 1
+    from ..gaussian.fourpoint import piecewise_linear_slopes
+
+    if piecewise_linear_slopes(act) is None:
+        raise ValueError(
+            f"kink_terms=False (the pointwise second derivative, s'' = 0 almost everywhere) is defined here "
+            f"only for smooth and piecewise-linear activations (relu, leaky_relu, abs); {act.name} is neither")
+    return 0
+
+
+def dntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: bool = True) -> list[DNTKState]:
+    """P, Q of layers 1 .. L+1 for one input x (or G0 = x.x / n_0), float64 (layer l's per 1/n_(l-1))."""
+    kappa = _kappa(rec, kink_terms)
+    states = rec.one_input(x, G0=G0)
+    extra = _ZSDDD(rec.activation)
+    out = [DNTKState(0.0, 0.0)]
+    for l in range(1, rec.depth + 1):
+        st, errors = states[l - 1], []
+
+        def avg(name, order, K=st.K):
+            v, e = extra.evaluate(K) if name == "zsddd" else rec.averages[name].evaluate(K, order)
+            errors.append(e)
+            return v
+
+        lb, lw = rec.lambdas(l + 1)
+        new = single_step(st, out[-1].P, out[-1].Q, avg, rec.C_W[l], lw, rec.ratios[l], kappa)
+        new.error = max(errors)
+        out.append(new)
+    return out
+
+
+def dntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
+                  ) -> list[DNTKState]:
+    """P, Q of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
+    kappa = _kappa(rec, kink_terms)
+    extra = _ZSDDD(rec.activation)
+    if not extra.form.is_closed_form:
+        raise ValueError(f"no closed form for <z s s'^3> of {rec.activation.name}; use dntk_layer_map() "
+                         "(placeholders) or dntk_one_input() (numbers)")
+    G0 = sp.Symbol("G_0", positive=True) if G0 is None else G0
+    states = rec.symbolic(G0, simplify=simplify)
+    out = [DNTKState(sp.S.Zero, sp.S.Zero)]
+    for l in range(1, rec.depth + 1):
+        st = states[l - 1]
+        lb, lw = (sp.nsimplify(v) for v in rec.lambdas(l + 1))
+
+        def avg(name, order, K=st.K):
+            return extra.symbol(K) if name == "zsddd" else rec.averages[name].symbol(K, order)
+
+        new = single_step(st, out[-1].P, out[-1].Q, avg, sp.nsimplify(rec.C_W[l]), lw,
+                          sp.nsimplify(rec.ratios[l]), kappa)
+        if simplify:
+            new = DNTKState(_tidy(new.P), _tidy(new.Q))
+        out.append(new)
+    return out
+
+
+def dntk_layer_map(rec: FiniteWidthRecursion, layer: int = 2, *, kink_terms: bool = True) -> DNTKState:
+    """The map from layer ``layer - 1`` to ``layer`` as SymPy expressions in the symbols K, Theta, B, F, P, Q
+    (closed forms in K where derived, placeholders <g>(K) otherwise)."""
+    from .single import symbols
+
+    kappa = _kappa(rec, kink_terms)
+    st = symbols()
+    P, Q = sp.symbols("P Q", real=True)
+    extra = _ZSDDD(rec.activation)
+    lb, lw = (sp.nsimplify(v) for v in rec.lambdas(layer))
+
+    def avg(name, order):
+        return extra.symbol(st.K) if name == "zsddd" else rec.averages[name].symbol(st.K, order)
+
+    new = single_step(st, P, Q, avg, sp.nsimplify(rec.C_W[layer - 1]), lw, sp.nsimplify(rec.ratios[layer - 1]),
+                      kappa)
+    return DNTKState(_tidy(new.P), _tidy(new.Q))
+
+
+# ---------------------------------------------------------------------------------------------- N inputs
+def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
+    """M[a, b, c, d] = <s''(z_a) s'(z_b) s'(z_c) s(z_d)>, z ~ N(0, K), and the largest error estimate.
+
+    Smooth activations: :func:`~ntk_theory.numerics.quadrature.expectn` of (s'', s', s', s) (K's rows may
+    repeat).  With kinks, s'' holds Dirac terms; on the variable u of input a the factor is s'' g with
+    g = s'^k s^m (the other factors at the same input), and s'' g = F' - (m / (k+1)) s^(m-1) s'^(k+2),
+    F = s^m s'^(k+1) / (k+1) (the limit of smooth activations); <F'(u) X> = sum_t (K_d^-1)_(u t) <F(u) X u_t>
+    over the distinct inputs (Gaussian integration by parts, K_d their covariance), so only s and s' are
+    integrated."""
+    from ..numerics.quadrature import expectn
+
+    N = K.shape[0]
+    s, ds = act.numpy, act.numpy_derivative
+    d2 = drop_deltas(sp.diff(act.expr, x, 2))
+    M = np.zeros((N,) * 4)
+    if d2 == 0 and not act.kinks:
+        return M, 0.0
+    kinks = tuple(act.kinks) or (0.0,)
+    err = 0.0
+    cache = {}
+    if not act.kinks:
+        s2 = stable_lambdify((x,), d2)
+
+    def power(k_, m_, lin=False):
+        def f(u):
+            u = np.asarray(u, dtype=float)
+            v = np.ones_like(u)
+            if k_:
+                v = v * ds(u) ** k_
+            if m_:
+                v = v * s(u) ** m_
+            return v * u if lin else v
+        return f
+
+    for idx in itertools.product(range(N), repeat=4):
+        a, b, c, d = idx
+        key = (a, min(b, c), max(b, c), d)
+        if key in cache:
+            M[idx] = cache[key]
+            continue
+        if not act.kinks:
+            r = expectn([s2, ds, ds, s], K[np.ix_(idx, idx)], kinks=[kinks] * 4, tol=tol)
+            val, err = r.value, max(err, r.error)
+        else:
+            vars_ = [a] + sorted({b, c, d} - {a})
+            kd = {v: [sum(1 for q in (b, c) if q == v), int(d == v)] for v in vars_}
+            Kd = K[np.ix_(vars_, vars_)]
+            if np.linalg.cond(Kd) > 1e10:
+                raise ValueError("the inputs' kernel is (nearly) singular: the Dirac terms of s'' at the kinks "
+                                 "need linearly independent inputs")
+            Kinv = np.linalg.inv(Kd)
+            k0, m0 = kd[a]
+            others = [power(*kd[v]) for v in vars_[1:]]
+            val = 0.0
+            for t in range(len(vars_)):
+                fs = [power(k0 + 1, m0, lin=(t == 0))]
+                fs += [power(*kd[v], lin=(t == i + 1)) for i, v in enumerate(vars_[1:])]
+                r = expectn(fs, Kd, kinks=[kinks] * len(fs), tol=tol)
+                val += Kinv[0, t] * r.value / (k0 + 1)
+                err = max(err, r.error)
+            if m0:
+                r = expectn([power(k0 + 2, m0 - 1)] + others, Kd, kinks=[kinks] * len(vars_), tol=tol)
+                val -= m0 / (k0 + 1) * r.value
+                err = max(err, r.error)
+        cache[key] = M[idx] = val
+    return M, err
+
+
+def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1.0, kappa=1, tol=1e-10
+                ) -> DNTKState:
+    """P, Q (N, N, N, N) of layer l + 1 from layer l's :class:`~.tensors.TensorState` ``st`` (K, Th, B, F)
+    and its P, Q (module docstring)."""
+    from .tensors import _four_point
+
+    K, Th, B, F = st.K, st.Th, st.B, st.F
+    N = K.shape[0]
+    S = derivative_tensors(tp_ss, K)
+    Dd = derivative_tensors(tp_dd, K)
+    dd = Dd.value
+    G, Gd = stein_factors(S), stein_factors(Dd)
+    s2s = np.einsum("pqp->pq", G) - np.diag(np.diag(dd))       # <s''_p s_q>
+    _, ddss, _, err4 = _four_point(act, K, tol)
+    A2 = ddss.transpose(0, 2, 1, 3)                              # <s'_a s_b s'_c s_d>
+    ein = np.einsum
+    err2 = 0.0
+    if kappa:
+        A1, err2 = second_derivative_moments(act, K, tol)
+    else:
+        A1 = np.zeros((N,) * 4)
+    ThTh = Th[:, :, None] * Th[:, None, :]                      # Th_ab Th_ac
+    Baa = ein("aabc->abc", B)
+    P_new = (kappa * C_W**2 * (A1 * ThTh[..., None] + r * Baa[..., None] * s2s[:, None, None, :]
+                               * dd[None, :, :, None])
+             + r * C_W**2 * ein("abce,ade->abcd", P, G) * dd[None, :, :, None])
+    FGG = ein("aecf,abe,cdf->abcd", F, G, G, optimize=True)
+    FGdG = ein("aecf,abe,cdf->abcd", F, Gd, G, optimize=True)
+    Q_new = (lam_W * C_W * (A2 * Th[:, None, :, None] + r * FGG)
+             + kappa * C_W**2 * (A1 * ThTh[..., None] + r * Th[:, :, None, None] * FGdG)
+             + r * C_W**2 * dd[:, :, None, None] * ein("abce,cde->abcd", Q, G))
+    return DNTKState(P_new, Q_new, max(S.error, Dd.error, err4, err2))
+
+
+def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10
+                 ) -> list[DNTKState]:
+    """P, Q (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1)."""
+    from .. import _checks
+
+    kappa = _kappa(rec, kink_terms)
+    X = _checks.inputs(X, "X")
+    uniq, inv = np.unique(X, axis=0, return_inverse=True)
+    inv = np.asarray(inv).ravel()
+    states = rec.tensors(uniq, tol=tol)
+    n = uniq.shape[0]
+    tp_ss, tp_dd = TwoPoint(rec.activation, "ss"), TwoPoint(rec.activation, "dd")
+    out = [DNTKState(np.zeros((n,) * 4), np.zeros((n,) * 4))]
+    for l in range(1, rec.depth + 1):
+        lb, lw = rec.lambdas(l + 1)
+        out.append(tensor_step(states[l - 1], out[-1].P, out[-1].Q, rec.activation, tp_ss, tp_dd,
+                               rec.C_W[l], lw, rec.ratios[l], kappa, tol))
+    ix = np.ix_(*([inv] * 4))
+    return [DNTKState(s.P[ix], s.Q[ix], s.error) for s in out]
+
+
+def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10):
+    """P, Q of layers 1 .. L+1 (:class:`DNTKState`, layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as
+    (N, N, N, N) arrays, or for one input ``x`` / ``G0`` as floats (:mod:`ntk_theory.finite_width.dntk`)."""
+    if X is not None:
+        return dntk_tensors(self, X, kink_terms=kink_terms, tol=tol)
+    return dntk_one_input(self, x, G0=G0, kink_terms=kink_terms)
+
+
+FiniteWidthRecursion.dntk = _dntk_method
+FiniteWidthRecursion.dntk_symbolic = dntk_symbolic
+FiniteWidthRecursion.dntk_layer_map = dntk_layer_map
