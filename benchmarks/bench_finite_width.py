@@ -43,8 +43,8 @@ CHILD = textwrap.dedent("""
         import functools
         from ntk_theory.gaussian import fourpoint
         fourpoint.four_point_moments = functools.partial(fourpoint.four_point_moments, exact=False)
-    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W, C_b, "ntk"); cold = time.perf_counter() - t0
-    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W, C_b, "ntk"); warm = time.perf_counter() - t0
+    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W=C_W, C_b=C_b, param="ntk"); cold = time.perf_counter() - t0
+    t0 = time.perf_counter(); p = finite_width(act, X, depth, C_W=C_W, C_b=C_b, param="ntk"); warm = time.perf_counter() - t0
     print(json.dumps(dict(import_s=t_import, cold=cold, warm=warm, error=p.quadrature_error,
                           cov0=float(p.ntk_covariance[0, 0, 0, 0]))))
 """)
@@ -87,11 +87,11 @@ SCALING_CHILD = textwrap.dedent("""
     import ntk_theory
     from ntk_theory.finite_width import finite_width
     X = np.random.default_rng(0).standard_normal((N, 16))
-    finite_width(act, X[:3], 1, C_W, C_b, "ntk")  # compiled modules and symbolic caches, untimed
+    finite_width(act, X[:3], 1, C_W=C_W, C_b=C_b, param="ntk")  # compiled modules and symbolic caches, untimed
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        p = finite_width(act, X, depth, C_W, C_b, "ntk")
+        p = finite_width(act, X, depth, C_W=C_W, C_b=C_b, param="ntk")
         times.append(time.perf_counter() - t0)
         if times[-1] > 60:
             break
@@ -182,7 +182,7 @@ def scaling() -> None:
         "call takes over a minute), both routes run side by side in this one run (1-minute load average",
         f"{min(loads):.1f} to {max(loads):.1f} after its rows, on this {os.cpu_count()}-core machine).",
         "",
-        "`finite_width(act, X, depth=3, C_W, C_b)` for N random inputs in d = 16, every tensor of every layer,",
+        "`finite_width(act, X, depth=3, C_W=C_W, C_b=C_b)` for N random inputs in d = 16, every tensor of every layer,",
         f"compiled modules cached (a small untimed call first).  Before: the package at commit {BASELINE}",
         "(exported, same machine, same run); after: this tree.  Difference: max |after - before| / max |before|",
         "over each of the readout's arrays (nngp, ntk, their corrections, ntk_covariance, output_cumulant, ...).  Error: the reported quadrature error estimate.",

@@ -47,7 +47,7 @@ def main():
     x = np.random.default_rng(0).random(N)
     X = np.random.default_rng(0).standard_normal((N, 32))
     t_floor = best_of(lambda: floor(x, depth), warm_up=True)[0]
-    kern = CompiledKernel("relu", depth, 1.96, 0.01)
+    kern = CompiledKernel("relu", depth, C_W=1.96, C_b=0.01)
     t_ours = best_of(lambda: kern(X), warm_up=True)[0]
     print(t_floor, t_ours)
     body = "\n".join([

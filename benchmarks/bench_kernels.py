@@ -79,7 +79,7 @@ def run_nt(nt_python: str, X_path: str, todo, quick: bool) -> dict:
 def compile_times() -> tuple[float, float]:
     """Cold (empty cache) and warm (disk cache) compile of a ReLU kernel, each in a fresh process."""
     code = ("from ntk_theory.codegen import CompiledKernel; import numpy as np; "
-            "k = CompiledKernel('relu', 10, 1.96, 0.01); k(np.ones((2, 3))); print(k.compile_seconds)")
+            "k = CompiledKernel('relu', 10, C_W=1.96, C_b=0.01); k(np.ones((2, 3))); print(k.compile_seconds)")
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NTK_THEORY_CACHE=tmp)
         cold = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()[-1])
@@ -89,7 +89,7 @@ def compile_times() -> tuple[float, float]:
 
 def peak_memory(X_path: str, N: int) -> float:
     code = (f"import numpy as np; from ntk_theory.codegen import CompiledKernel; X = np.load('{X_path}')[:{N}]; "
-            "CompiledKernel('relu', 10, 1.96, 0.01)(X)")
+            "CompiledKernel('relu', 10, C_W=1.96, C_b=0.01)(X)")
     run = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], capture_output=True, text=True, check=True)
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
     return kb / 1024
@@ -109,7 +109,7 @@ def main() -> None:
     rows, accuracy = [], []
     ours = {}
     for a, N, L in todo:
-        kern = CompiledKernel(a, L, C_W, C_B)
+        kern = CompiledKernel(a, L, C_W=C_W, C_b=C_B)
         kern(X[:10])  # compile or load
         t0 = time.perf_counter()
         res = kern(X[:N])
@@ -118,7 +118,7 @@ def main() -> None:
         ours[(a, N, L)] = (t_ours, first)
         t_np = t_plain = None
         if a != "tanh":
-            rec = KernelRecursion(a, L, C_W, C_B)
+            rec = KernelRecursion(a, L, C_W=C_W, C_b=C_B)
             t_np, _ = best_of(lambda: rec(X[:N]), repeats=1)
         if a == "relu":
             t_plain, _ = best_of(lambda: plain_numpy_relu(X[:N], L, C_W, C_B), repeats=2)
@@ -129,10 +129,10 @@ def main() -> None:
     for a, N, L in todo:
         if N != min(n for b, n, l in todo if b == a) or (a == "relu" and L != 10):
             continue
-        rec = KernelRecursion(a, L, C_W, C_B)
+        rec = KernelRecursion(a, L, C_W=C_W, C_b=C_B)
         mp = rec.evaluate_mp(X[SUBSET], dps=30)
         ref = (np.array(mp.nngp.tolist(), float), np.array(mp.ntk.tolist(), float))
-        got = CompiledKernel(a, L, C_W, C_B)(X[:N])
+        got = CompiledKernel(a, L, C_W=C_W, C_b=C_B)(X[:N])
         mine = [rel_err(getattr(got, q)[np.ix_(SUBSET, SUBSET)], r) for q, r in zip(("nngp", "ntk"), ref)]
         theirs = [rel_err(nt[f"{a}-{N}-{L}/{q}"], r) for q, r in zip(("nngp", "ntk"), ref)] if nt else None
         accuracy.append((a, N, L, mine, theirs))

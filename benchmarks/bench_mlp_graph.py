@@ -32,11 +32,11 @@ from _report import write_section
 C_W, C_B = 1.96, 0.01
 
 _BUILD = {
-    "loop": "from ntk_theory.codegen import CompiledKernel as K; k = K('{act}', {depth}, 1.96, 0.01)",
+    "loop": "from ntk_theory.codegen import CompiledKernel as K; k = K('{act}', {depth}, C_W=1.96, C_b=0.01)",
     "straight": ("from ntk_theory.codegen.graph import CompiledGraphKernel as G; "
                  "from ntk_theory.architecture.mlp import mlp_description as m; "
-                 "k = G(m('{act}', {depth}, 1.96, 0.01), loops=False)"),
-    "reference": "from ntk_theory.codegen import CompiledKernel as K; k = K('{act}', {depth}, 1.96, 0.01)",
+                 "k = G(m('{act}', {depth}, C_W=1.96, C_b=0.01), loops=False)"),
+    "reference": "from ntk_theory.codegen import CompiledKernel as K; k = K('{act}', {depth}, C_W=1.96, C_b=0.01)",
 }
 
 _TIMING = """

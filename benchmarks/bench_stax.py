@@ -117,7 +117,7 @@ def main() -> None:
     load = os.getloadavg()
     kern = CompiledGraphKernel(net)
     kern.evaluate(X[:10])  # compile or load
-    mlp = CompiledKernel("relu", 10, W_STD**2, B_STD**2)
+    mlp = CompiledKernel("relu", 10, C_W=W_STD**2, C_b=B_STD**2)
     mlp(X[:10])
     t0 = time.perf_counter()
     res = kern.evaluate(X)

@@ -435,7 +435,7 @@ def _derive_iterates(kern, args, latex: bool) -> None:
     if args.C_W is not None and args.C_b is not None and args.param != "standard":
         from .conventions import learning_rate_factors
 
-        lb_, lw_ = learning_rate_factors(args.param, args.C_W, args.C_b, 1)
+        lb_, lw_ = learning_rate_factors(args.param, C_W=args.C_W, C_b=args.C_b, fan_in=1)
         subs = {lambda_b: sp.nsimplify(lb_), lambda_W: sp.nsimplify(lw_)}
     lb, lw = subs.get(lambda_b, lambda_b), subs.get(lambda_W, lambda_W)
     G0 = sp.Symbol("G_0", positive=True)
@@ -465,7 +465,7 @@ def _derive_finite_width(act, args) -> int:
 
     C_W = args.C_W if args.C_W is not None else 1.0
     C_b = args.C_b if args.C_b is not None else 0.0
-    rec = FiniteWidthRecursion(act, args.depth, C_W, C_b, args.param)
+    rec = FiniteWidthRecursion(act, args.depth, C_W=C_W, C_b=C_b, param=args.param)
     if args.latex:
         print(f"% activation {act.name}")
         print(latex_display(act.latex()))
@@ -512,7 +512,7 @@ def _cmd_finite_width(args) -> int:
     out = _output_path(args.out)
     X = load_inputs(args.x)
     t0 = time.perf_counter()
-    pred = finite_width(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
+    pred = finite_width(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
                         widths=args.width if isinstance(args.width, list) else None, progress=_progress(args))
     seconds = time.perf_counter() - t0
     pred.save(out)
@@ -562,7 +562,7 @@ def _cmd_kernel(args) -> int:
     out = _output_path(args.out)
     X1 = load_inputs(args.x, "--x")
     X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
-    kern = CompiledKernel(args.activation, args.depth, args.C_W, args.C_b, args.param, widths=args.widths)
+    kern = CompiledKernel(args.activation, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param, widths=args.widths)
     kern.module  # load or compile first: reported apart from the evaluation
     t0 = time.perf_counter()
     res = kern(X1, X2, dtype=np.float32 if args.float32 else np.float64, progress=_progress(args))
@@ -679,11 +679,11 @@ def _cmd_check(args) -> int:
     plot = _plot_path(args.plot)
     X = load_inputs(args.x)
     if args.finite_width:
-        report = check_finite_width(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
+        report = check_finite_width(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
                                     widths=args.widths or [32, 64, 128, 256], samples=args.samples, seed=args.seed,
                                     progress=_progress(args))
     else:
-        report = check(args.activation, X, args.depth, args.C_W, args.C_b, args.param,
+        report = check(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
                        widths=args.widths or [64, 128, 256, 512], samples=args.samples, seed=args.seed,
                        progress=_progress(args), mp_check=args.mp_check)
     print(report.table())
@@ -781,10 +781,10 @@ def _cmd_criticality(args) -> int:
     if args.C_b is not None:
         print(f"\nfixed points of K' = C_b + C_W <s^2>_K at C_b = {args.C_b:g}, C_W = {args.C_W:g}:")
         try:
-            points = fixed_points(args.activation, args.C_b, args.C_W)
+            points = fixed_points(args.activation, C_W=args.C_W, C_b=args.C_b)
         except ValueError as exc:  # a line of fixed points (scale-invariant criticality)
             print(f"  {exc}")
-            points = [at(args.activation, 1.0, args.C_b, args.C_W)]
+            points = [at(args.activation, 1.0, C_W=args.C_W, C_b=args.C_b)]
         for fp in points or []:
             print("  " + repr(fp))
         if not points:

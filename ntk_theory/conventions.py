@@ -46,12 +46,12 @@ _LEARNING_RATE_FACTORS: dict[str, Callable[[float, float, int], tuple[float, flo
 }
 
 
-def learning_rate_factors(param: str, C_W: float, C_b: float, fan_in: int) -> tuple[float, float]:
+def learning_rate_factors(param: str, *, C_W: float, C_b: float, fan_in: int) -> tuple[float, float]:
     """``(lambda_b, lambda_W)`` of one layer with variances ``C_W``, ``C_b`` and ``fan_in`` = n_(l-1).
 
-    >>> learning_rate_factors("ntk", 2.0, 0.1, 64)
+    >>> learning_rate_factors("ntk", C_W=2.0, C_b=0.1, fan_in=64)
     (0.1, 2.0)
-    >>> learning_rate_factors("standard", 2.0, 0.1, 64)
+    >>> learning_rate_factors("standard", C_W=2.0, C_b=0.1, fan_in=64)
     (1.0, 64.0)
     """
     try:

@@ -114,7 +114,7 @@ def test_one_dimensional_input_is_one_input(net):
     assert _checks.inputs(x).shape == (1, 3)
     assert np.array_equal(net(x), net(x[None, :]))
     assert np.array_equal(net.ntk(x), net.ntk(x[None, :]))
-    rec = KernelRecursion("relu", 2, 2.0, 0.1)
+    rec = KernelRecursion("relu", 2, C_W=2.0, C_b=0.1)
     one = rec(x)
     assert one.nngp.shape == (1, 1)
     # ReLU, one input: K(1) = C_b + C_W x.x/d, K(l+1) = C_b + C_W K(l) / 2 (E[relu(u)^2] = K/2)

@@ -175,7 +175,7 @@ def test_kernel_output_path_metadata_and_values(tmp_path, capsys):
         assert info["activation"] == ["tanh", "tanh"] and info["depth"] == 2 and info["param"] == "unit"
         assert info["C_W"] == [1.5, 1.5, 1.5] and info["C_b"] == [0.1, 0.1, 0.1]
         assert np.array_equal(data["X1"], X)
-        ref = quadrature_kernels("tanh", X, 2, 1.5, 0.1, "unit")
+        ref = quadrature_kernels("tanh", X, 2, C_W=1.5, C_b=0.1, param="unit")
         assert np.allclose(data["nngp"], ref["nngp"], rtol=1e-10, atol=0)
         assert np.allclose(data["ntk"], ref["ntk"], rtol=1e-10, atol=0)
     assert main(["empirical-ntk", "--depth", "1", "--width", "8", "--x", str(x), "--out", str(tmp_path / "e"),
@@ -206,7 +206,7 @@ def test_input_files_follow_one_rule(tmp_path, capsys):
     assert shapes["col"][:2] == ((3, 1), (3, 3))
     # ReLU, C_W = 2, C_b = 0: K(2) = C_W E[relu(u)^2] = C_W * (C_W x.x/d) / 2 = 2 * 14/3 / ... checked by hand:
     assert np.isclose(shapes["npy"][2], 2 * 0.5 * 2 * (1 + 4 + 9) / 3)
-    api = KernelRecursion("relu", 1, 2.0, 0.0)(np.array([1.0, 2.0, 3.0]))
+    api = KernelRecursion("relu", 1, C_W=2.0, C_b=0.0)(np.array([1.0, 2.0, 3.0]))
     assert api.nngp.shape == (1, 1) and np.isclose(api.nngp[0, 0], shapes["npy"][2])
     capsys.readouterr()
     with pytest.raises(SystemExit):

@@ -40,7 +40,7 @@ def test_closed_forms_equal_symbolic_float64(inputs, order):
     acts = CLOSED if order == "forward" else CLOSED[::-1]
     X1, X2 = inputs
     kern = CompiledKernel(acts, len(acts), C_W=0.8, C_b=0.05)
-    ref = KernelRecursion(acts, len(acts), 0.8, 0.05)
+    ref = KernelRecursion(acts, len(acts), C_W=0.8, C_b=0.05)
     for a, b in ((X1, X2), (X1, None)):
         got, want = kern(a, b), ref(a, b)
         assert _rel(got.nngp, want.nngp) < 1e-13 and _rel(got.ntk, want.ntk) < 1e-13
@@ -53,7 +53,7 @@ def test_closed_forms_equal_mpmath(inputs):
     X1, X2 = inputs
     kern = CompiledKernel(CLOSED, len(CLOSED), C_W=0.8, C_b=0.05)
     got = kern(X1[:3], X2[:2])
-    mp = KernelRecursion(CLOSED, len(CLOSED), 0.8, 0.05).evaluate_mp(X1[:3], X2[:2], dps=30)
+    mp = KernelRecursion(CLOSED, len(CLOSED), C_W=0.8, C_b=0.05).evaluate_mp(X1[:3], X2[:2], dps=30)
     assert _rel(got.nngp, np.array(mp.nngp.tolist(), float)) < 1e-12
     assert _rel(got.ntk, np.array(mp.ntk.tolist(), float)) < 1e-12
 
@@ -68,7 +68,7 @@ def test_numerical_activations_equal_symbolic_float64(inputs, order):
     # for kinked s': rounding of G0 alone moves Tdot by ~1e-8 in any method.)
     X2 = np.vstack([X2[:6], X1[:1] + 1e-5 * np.array([[0.3, -0.2, 0.5]])])
     kern = CompiledKernel(acts, len(acts), C_W=1.3, C_b=0.05)
-    ref = KernelRecursion(acts, len(acts), 1.3, 0.05)
+    ref = KernelRecursion(acts, len(acts), C_W=1.3, C_b=0.05)
     got, want = kern(X1[:8], X2), ref(X1[:8], X2)
     # the reference's own quadrature is good to ~1e-13; the compiled result reports its estimate
     assert _rel(got.nngp, want.nngp) < 1e-12
@@ -86,7 +86,7 @@ def test_numerical_activation_equals_mpmath():
     rng = np.random.default_rng(1)
     X1, X2 = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
     kern = CompiledKernel("tanh", 2, C_W=1.6, C_b=0.1)
-    mp = KernelRecursion("tanh", 2, 1.6, 0.1).evaluate_mp(X1, X2, dps=30)
+    mp = KernelRecursion("tanh", 2, C_W=1.6, C_b=0.1).evaluate_mp(X1, X2, dps=30)
     got = kern(X1, X2)
     assert _rel(got.nngp, np.array(mp.nngp.tolist(), float)) < 1e-12
     assert _rel(got.ntk, np.array(mp.ntk.tolist(), float)) < 1e-12
@@ -99,7 +99,7 @@ def test_ntk_diagonal_is_the_exact_scalar_recursion():
     assert np.allclose(np.diag(res.ntk), 11 * 2 * G0, rtol=1e-14, atol=0)
     assert np.allclose(np.diag(res.nngp), 2 * G0, rtol=1e-15, atol=0)
     erf = CompiledKernel("erf", 4, C_W=1.5, C_b=0.1)(X)
-    ref = KernelRecursion("erf", 4, 1.5, 0.1)(X)
+    ref = KernelRecursion("erf", 4, C_W=1.5, C_b=0.1)(X)
     assert np.allclose(np.diag(erf.ntk), np.diag(ref.ntk), rtol=1e-14, atol=0)
 
 
@@ -117,7 +117,7 @@ def test_deep_and_near_parallel_inputs():
     far = np.stack([x, -x + np.array([0.0, 0.4, 0.0]), np.array([1.0, 0.0, 0.2])])
     near = np.stack([x, x + 1e-6 * np.array([0.5, -0.1, 0.3]), x + 1e-12, x * (1 + 1e-15)])
     for act, cw in (("relu", 2.0), ("erf", 1.4), ("gelu", 1.6)):
-        kern, ref = CompiledKernel(act, 200, C_W=cw, C_b=0.05), KernelRecursion(act, 200, cw, 0.05)
+        kern, ref = CompiledKernel(act, 200, C_W=cw, C_b=0.05), KernelRecursion(act, 200, C_W=cw, C_b=0.05)
         got, mp = kern(far), ref.evaluate_mp(far, dps=40)
         assert _rel(got.nngp, np.array(mp.nngp.tolist(), float)) < 1e-12, act
         assert _rel(got.ntk, np.array(mp.ntk.tolist(), float)) < 1e-12, act
@@ -125,7 +125,7 @@ def test_deep_and_near_parallel_inputs():
         assert np.all(np.isfinite(got.ntk)) and np.all(np.isfinite(got.nngp))
         assert _rel(got.nngp, want.nngp) < 1e-12 and _rel(got.ntk, want.ntk) < 1e-5, act
     tanh = CompiledKernel("tanh", 200, C_W=1.2, C_b=0.05)(near)
-    assert np.all(np.isfinite(tanh.ntk)) and _rel(tanh.ntk, KernelRecursion("tanh", 200, 1.2, 0.05)(near).ntk) < 1e-5
+    assert np.all(np.isfinite(tanh.ntk)) and _rel(tanh.ntk, KernelRecursion("tanh", 200, C_W=1.2, C_b=0.05)(near).ntk) < 1e-5
 
 
 def test_tiles_out_memmap_and_float32(tmp_path):

@@ -79,7 +79,7 @@ def test_nonzero_critical_points(name, funcs, published, digits):
 
 def test_fixed_point_and_susceptibilities_match_kernel_map_iteration():
     C_b, C_W = 0.1, 2.0
-    (fp,) = [f for f in fixed_points("erf", C_b, C_W, dps=20) if f.K_star > 0]
+    (fp,) = [f for f in fixed_points("erf", C_W=C_W, C_b=C_b, dps=20) if f.K_star > 0]
     assert fp.stable and fp.phase == "chaotic"
     L = 40
     rec = KernelRecursion("erf", L, C_W=C_W, C_b=C_b)
@@ -95,13 +95,13 @@ def test_fixed_point_and_susceptibilities_match_kernel_map_iteration():
     # chi_perp: nearby inputs separate by chi_perp per layer once K is at K* (chaotic: > 1)
     rho = [1 - K[0, 1] / math.sqrt(K[0, 0] * K[1, 1]) for K in Ks[:2]]
     assert rho[0] > 0
-    fp_near = at("erf", fp.K_star, C_b, C_W)
+    fp_near = at("erf", fp.K_star, C_W=C_W, C_b=C_b)
     assert abs(fp_near.chi_perp - fp.chi_perp) < 1e-12
 
 
 def test_ordered_phase_distance_shrinks_by_chi_perp():
     C_b, C_W = 0.3, 1.0
-    (fp,) = [f for f in fixed_points("erf", C_b, C_W) if f.K_star > 0]
+    (fp,) = [f for f in fixed_points("erf", C_W=C_W, C_b=C_b) if f.K_star > 0]
     assert fp.phase == "ordered" and fp.chi_perp < 1
     r = math.sqrt(2 * (fp.K_star - C_b) / C_W)  # K(1) = K*
     X = r * np.array([[1.0, 0.0], [math.cos(1e-4), math.sin(1e-4)]])
@@ -119,7 +119,7 @@ def test_k_star_zero_class_power_law():
     for l in range(1, 301):
         K = _gauss(lambda z: math.tanh(z) ** 2, K)
     assert abs(300 * K - 0.5) < 0.05
-    fp = at("tanh", 0.0, 0.0, 1.0)
+    fp = at("tanh", 0.0, C_W=1.0, C_b=0.0)
     assert abs(fp.chi_perp - 1) < 1e-9 and abs(fp.chi_parallel - 1) < 1e-6
 
 
@@ -136,7 +136,7 @@ def test_moments_mp_against_tanh_sinh():
 
 
 def test_phase_diagram_boundary_is_the_critical_line(tmp_path):
-    pd = phase_diagram("tanh", C_b=np.array([0.05]), C_W=np.linspace(1.0, 3.0, 201))
+    pd = phase_diagram("tanh", C_W=np.linspace(1.0, 3.0, 201), C_b=np.array([0.05]))
     col = pd.log_chi_perp[:, 0]
     assert col[0] < 0 < col[-1]
     boundary = pd.C_W[np.argmax(col > 0)]
@@ -144,7 +144,7 @@ def test_phase_diagram_boundary_is_the_critical_line(tmp_path):
     line_cw = np.interp(0.05, cb, cw)
     assert abs(boundary - line_cw) < 0.02
     pytest.importorskip("matplotlib")
-    pd2 = phase_diagram("tanh", C_b=np.linspace(0, 0.5, 11), C_W=np.linspace(0.5, 3, 21))
+    pd2 = phase_diagram("tanh", C_W=np.linspace(0.5, 3, 21), C_b=np.linspace(0, 0.5, 11))
     pd2.plot(tmp_path / "phase.png")
     assert (tmp_path / "phase.png").stat().st_size > 1000
 

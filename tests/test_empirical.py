@@ -162,7 +162,7 @@ def test_layer_sequence_with_parameterization_factors_equals_mlp():
     net = MLP.random((3, 8, 8, 2), "elu(1.0)", C_W=1.8, C_b=0.3, param="standard", seed=6)
     layers = []
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
-        lam_b, lam_W = learning_rate_factors("standard", 1.8, 0.3, W.shape[1])
+        lam_b, lam_W = learning_rate_factors("standard", C_W=1.8, C_b=0.3, fan_in=W.shape[1])
         layers += [Dense(W, b, lam_W, lam_b)] + (["elu(1.0)"] if l < 2 else [])
     X1, X2 = _data(3)
     for method in METHODS:

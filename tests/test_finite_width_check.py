@@ -14,7 +14,7 @@ X3 = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4], [-1.0, 0.2, 0.5]])
 
 def test_relu_two_inputs_every_entry():
     """The fast representative: ReLU, depth 3, two inputs, 20k networks per width 32..256."""
-    r = check_finite_width("relu", X2, 3, 2.0, 0.0, "ntk", samples=20_000, seed=0)
+    r = check_finite_width("relu", X2, 3, C_W=2.0, C_b=0.0, param="ntk", samples=20_000, seed=0)
     assert r.passed, r.table()
     assert len(r.rows) > 30
 
@@ -31,7 +31,7 @@ def test_relu_two_inputs_every_entry():
     ("elu(1/2)", X2, 1.5, 0.1),     # numerical with a kink: two-point derivatives by integration by parts
 ])
 def test_predictions_within_4_standard_errors(act, X, C_W, C_b):
-    r = check_finite_width(act, X, 3, C_W, C_b, "ntk", samples=20_000, seed=1)
+    r = check_finite_width(act, X, 3, C_W=C_W, C_b=C_b, param="ntk", samples=20_000, seed=1)
     assert r.passed, r.table()
 
 
@@ -44,8 +44,8 @@ def test_per_layer_widths():
 
     pattern = np.array([2, 1, 3])
     ms = (16, 32, 64)
-    pred = finite_width("tanh", X2, 3, 1.5, 0.1, "ntk", widths=list(pattern * 16))
-    runs = [layer_statistics("tanh", X2, 3, list(pattern * m), 1.5, 0.1, "ntk", 20_000, seed=m) for m in ms]
+    pred = finite_width("tanh", X2, 3, C_W=1.5, C_b=0.1, param="ntk", widths=list(pattern * 16))
+    runs = [layer_statistics("tanh", X2, 3, list(pattern * m), C_W=1.5, C_b=0.1, param="ntk", samples=20_000, seed=m) for m in ms]
     nL = np.array([3.0 * m for m in ms])
 
     def intercept(y, e):

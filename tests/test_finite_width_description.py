@@ -58,8 +58,8 @@ def test_mlp_description_equals_shorthand_and_recursion_bit_for_bit():
     ]
     for description, (act, depth, C_W, C_b, param, widths) in cases:
         by_description = finite_width(description, X2)
-        shorthand = finite_width(act, X2, depth, C_W, C_b, param, widths)
-        layers = FiniteWidthRecursion(act, depth, C_W, C_b, param, widths).tensors(X2)
+        shorthand = finite_width(act, X2, depth, C_W=C_W, C_b=C_b, param=param, widths=widths)
+        layers = FiniteWidthRecursion(act, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).tensors(X2)
         assert isinstance(recursion_for(description), FiniteWidthRecursion)
         for name, value in shorthand.arrays().items():
             assert np.array_equal(by_description.arrays()[name], value), name

@@ -26,8 +26,8 @@ def _fit_intercept(ws, y, e):
 @pytest.mark.parametrize("act, C_W, C_b, param", [
     ("relu", 2.0, 0.0, "unit"), ("tanh", 1.5, 0.1, "ntk"), ("erf", 1.0, 0.05, "ntk")])
 def test_ntk_covariance_and_output_cumulant(act, C_W, C_b, param):
-    pred = finite_width(act, X2, 3, C_W, C_b, param)
-    runs = [sample_statistics(X2, act, 3, n, C_W, C_b, param, 40_000, seed=7 + n, progress=False) for n in WIDTHS]
+    pred = finite_width(act, X2, 3, C_W=C_W, C_b=C_b, param=param)
+    runs = [sample_statistics(X2, act, 3, n, C_W=C_W, C_b=C_b, param=param, samples=40_000, seed=7 + n, progress=False) for n in WIDTHS]
     for name, P in (("ntk_covariance", pred.ntk_covariance), ("output_cumulant", pred.output_cumulant)):
         for idx in ENTRIES:
             y = np.array([n * r[name].value[idx] for n, r in zip(WIDTHS, runs)])

@@ -17,8 +17,8 @@ CASES = [("relu", 2.0, 0.0), ("erf", 1.5, 0.1), ("tanh", 1.5, 0.1), ("gelu", 1.7
 @pytest.mark.slow
 @pytest.mark.parametrize("act, C_W, C_b", CASES, ids=[c[0] for c in CASES])
 def test_kernels_match_wide_networks(act, C_W, C_b):
-    pred = KernelRecursion(act, 3, C_W, C_b)(X)
-    mc = sample_statistics(X, act, 3, 2048, C_W, C_b, samples=20_000, seed=7, fourth_order=False)
+    pred = KernelRecursion(act, 3, C_W=C_W, C_b=C_b)(X)
+    mc = sample_statistics(X, act, 3, 2048, C_W=C_W, C_b=C_b, samples=20_000, seed=7, fourth_order=False)
     assert np.abs(mc["output_second_moment"].z_score(pred.nngp)).max() < 4
     assert np.abs(mc["ntk_mean"].z_score(pred.ntk)).max() < 4
     assert mc["ntk_mean"].stderr.max() < 0.01 * np.abs(pred.ntk).max()  # the comparison has teeth

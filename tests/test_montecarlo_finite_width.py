@@ -66,8 +66,8 @@ def test_readout_ensemble_equals_reference_network(act, param):
 
 
 def test_reproducible_and_thread_independent():
-    a = layer_statistics("tanh", X2, 2, 8, 1.5, 0.1, samples=800, seed=3, batches=8, workers=1, memory_mb=1)
-    b = layer_statistics("tanh", X2, 2, 8, 1.5, 0.1, samples=800, seed=3, batches=8, workers=2, memory_mb=1)
+    a = layer_statistics("tanh", X2, 2, 8, C_W=1.5, C_b=0.1, samples=800, seed=3, batches=8, workers=1, memory_mb=1)
+    b = layer_statistics("tanh", X2, 2, 8, C_W=1.5, C_b=0.1, samples=800, seed=3, batches=8, workers=2, memory_mb=1)
     assert a.info["block"] < 800  # several blocks
     for name in a.estimates:
         assert np.array_equal(a[name].value, b[name].value), name
@@ -79,16 +79,16 @@ def test_one_hidden_layer_is_width_independent():
     """Depth 1: z(1) is exactly Gaussian, so E[zz] = C_b + C_W <ss> and, for ReLU at one input,
     V = C_W^2 (<s^4> - <s^2>^2) = C_W^2 K1^2 (3/2 - 1/4) = 5 K^2 at every width (K = C_W K1 / 2)."""
     for n in (4, 32):
-        r = layer_statistics("relu", X1, 1, n, 2.0, 0.0, samples=20_000, seed=n, control_variates=False)
+        r = layer_statistics("relu", X1, 1, n, C_W=2.0, C_b=0.0, samples=20_000, seed=n, control_variates=False)
         K1 = 2.0 * (X1 @ X1.T / 3)[0, 0]  # C_W G0
         K = 2.0 * K1 / 2  # C_W <relu^2>
         within(r.K_rb, [[K]])
         within(r.V, np.full((1,) * 4, 5 * K**2))
         within(r.cumulant_single, np.full((1,) * 4, 15 * K**2))
     # several inputs, tanh, bias: the mean kernel is the infinite-width one at width 6
-    r = layer_statistics("tanh", X3, 1, 6, 1.7, 0.2, samples=20_000, seed=1, control_variates=False)
-    within(r.K_rb, KernelRecursion("tanh", 1, 1.7, 0.2)(X3).nngp)
-    within(r.ntk, KernelRecursion("tanh", 1, 1.7, 0.2)(X3).ntk)
+    r = layer_statistics("tanh", X3, 1, 6, C_W=1.7, C_b=0.2, samples=20_000, seed=1, control_variates=False)
+    within(r.K_rb, KernelRecursion("tanh", 1, C_W=1.7, C_b=0.2)(X3).nngp)
+    within(r.ntk, KernelRecursion("tanh", 1, C_W=1.7, C_b=0.2)(X3).ntk)
 
 
 def _deep_linear_second_moment(K1, depth, n, C_W):
@@ -106,7 +106,7 @@ def test_deep_linear_exact(cv):
     (l = L + 1 for the readout of L hidden layers), no 1/n correction to E[zz] or E[Theta];
     several inputs: the exact Wishart moments above."""
     depth, n, C_W = 3, 6, 1.3
-    r = layer_statistics("linear", X3, depth, n, C_W, 0.0, samples=30_000, seed=11, control_variates=cv)
+    r = layer_statistics("linear", X3, depth, n, C_W=C_W, C_b=0.0, samples=30_000, seed=11, control_variates=cv)
     K1 = C_W * X3 @ X3.T / 3
     K = C_W**depth * K1
     M = _deep_linear_second_moment(K1, depth, n, C_W)
@@ -117,7 +117,7 @@ def test_deep_linear_exact(cv):
     kappa = 3 * K[0, 0] ** 2 * ((1 + 2 / n) ** depth - 1)  # one input, layer l = depth + 1
     within(r.cumulant_single, _cum(M, K, n))
     assert abs(r.cumulant_single.value[0, 0, 0, 0] - n * kappa) < 4 * r.cumulant_single.stderr[0, 0, 0, 0]
-    within(r.ntk, KernelRecursion("linear", depth, C_W, 0.0)(X3).ntk)
+    within(r.ntk, KernelRecursion("linear", depth, C_W=C_W, C_b=0.0)(X3).ntk)
 
 
 def _cum(M, K, n):
@@ -129,8 +129,8 @@ def test_relu_critical_diagonal_has_no_correction():
     """Scale invariance: given layer l-1 each ReLU neuron is a centred Gaussian, E[relu(z)^2] = Var/2, so
     E[z_a z_a] = K_aa at every width (and so is E[Theta_aa] to O(1/n)); the control variates make the
     diagonal exact, the Rao-Blackwellised estimator shows it statistically."""
-    r = layer_statistics("relu", X3, 3, 8, 2.0, 0.0, samples=10_000, seed=5)
-    Kinf = KernelRecursion("relu", 3, 2.0, 0.0)(X3)
+    r = layer_statistics("relu", X3, 3, 8, C_W=2.0, C_b=0.0, samples=10_000, seed=5)
+    Kinf = KernelRecursion("relu", 3, C_W=2.0, C_b=0.0)(X3)
     assert np.allclose(np.diag(r.K.value), np.diag(Kinf.nngp), rtol=1e-12)
     within(r.K_rb, Kinf.nngp * np.eye(3) + r.K_rb.value * (1 - np.eye(3)))
     # off the diagonal the correction is resolved: at n = 8 the kernel is visibly below infinite width
@@ -145,7 +145,7 @@ def test_single_neuron_identities_and_estimators_agree(act, C_W, C_b):
     n kappa_abcd = V_(ab)(cd) + V_(ac)(bd) + V_(ad)(bc),
     n Cov(Theta_ii;ab, z_i;c z_i;d) = D_abcd + F_(ac)(bd) + F_(ad)(bc);
     and the Rao-Blackwellised estimators agree with the raw ones."""
-    r = layer_statistics(act, X2, 2, 12, C_W, C_b, samples=30_000, seed=2)
+    r = layer_statistics(act, X2, 2, 12, C_W=C_W, C_b=C_b, samples=30_000, seed=2)
     A, B, V, D, F = (r[k] for k in "ABVDF")
     swapB = lambda T: T.transpose(0, 2, 1, 3)
     swapB2 = lambda T: T.transpose(0, 2, 3, 1)
@@ -167,7 +167,7 @@ def test_single_neuron_identities_and_estimators_agree(act, C_W, C_b):
 
 
 def test_symmetries_of_estimates():
-    r = layer_statistics("tanh", X3, 2, 8, 1.5, 0.0, samples=400, seed=0, batches=4)
+    r = layer_statistics("tanh", X3, 2, 8, C_W=1.5, C_b=0.0, samples=400, seed=0, batches=4)
     B, F, V = r.B.value, r.F.value, r.V.value
     assert np.allclose(B, B.transpose(1, 0, 3, 2)) and np.allclose(B, B.transpose(2, 3, 0, 1))
     assert np.allclose(F, F.transpose(2, 3, 0, 1))
@@ -177,8 +177,8 @@ def test_symmetries_of_estimates():
 
 def test_projected_and_dense_samplers_agree():
     kw = {"samples": 12_000, "batches": 20}
-    p = layer_statistics("relu", X2, 2, 24, 2.0, 0.1, seed=1, sampler="projected", **kw)
-    d = layer_statistics("relu", X2, 2, 24, 2.0, 0.1, seed=2, sampler="dense", **kw)
+    p = layer_statistics("relu", X2, 2, 24, C_W=2.0, C_b=0.1, seed=1, sampler="projected", **kw)
+    d = layer_statistics("relu", X2, 2, 24, C_W=2.0, C_b=0.1, seed=2, sampler="dense", **kw)
     for name in ("K", "ntk", "V", "A", "B", "D", "F"):
         diff = np.abs(p[name].value - d[name].value)
         assert np.all(diff <= 4 * np.hypot(p[name].stderr, d[name].stderr) + 1e-9), name
@@ -211,8 +211,8 @@ def test_fit_recovers_a_known_expansion():
 
 
 def test_fit_intercepts_match_infinite_width_tanh_fast():
-    fit = fit_inverse_width("tanh", X2, 2, (8, 16, 32), 1.5, 0.1, samples=6000, seed=4)
-    inf = KernelRecursion("tanh", 2, 1.5, 0.1)(X2)
+    fit = fit_inverse_width("tanh", X2, 2, (8, 16, 32), C_W=1.5, C_b=0.1, samples=6000, seed=4)
+    inf = KernelRecursion("tanh", 2, C_W=1.5, C_b=0.1)(X2)
     within(fit.K, inf.nngp)
     within(fit.ntk, inf.ntk)
     assert "chi2" in fit.table()
@@ -223,8 +223,8 @@ def test_fit_intercepts_match_infinite_width_tanh_fast():
 def test_relu_critical_vertex_and_kernel_correction():
     """ReLU at criticality, depth 3 (readout l = 4): V -> 5 (l - 1) K^2 = 15 K^2 at one input; K1 = 0 on the
     diagonal; intercepts equal the infinite-width recursion within 4 SE."""
-    fit = fit_inverse_width("relu", X2, 3, (16, 32, 64, 128), 2.0, 0.0, samples=20_000, seed=7)
-    inf = KernelRecursion("relu", 3, 2.0, 0.0)(X2)
+    fit = fit_inverse_width("relu", X2, 3, (16, 32, 64, 128), C_W=2.0, C_b=0.0, samples=20_000, seed=7)
+    inf = KernelRecursion("relu", 3, C_W=2.0, C_b=0.0)(X2)
     within(fit.K, inf.nngp)
     within(fit.ntk, inf.ntk)
     within(fit.K1, fit.K1.value * (1 - np.eye(2)))  # zero on the diagonal
@@ -235,8 +235,8 @@ def test_relu_critical_vertex_and_kernel_correction():
 
 @pytest.mark.slow
 def test_tanh_intercepts_match_recursion_and_errors_are_calibrated():
-    inf = KernelRecursion("tanh", 3, 1.0, 0.0)(X3)
-    fit = fit_inverse_width("tanh", X3, 3, (16, 32, 64, 128), 1.0, 0.0, samples=15_000, seed=8)
+    inf = KernelRecursion("tanh", 3, C_W=1.0, C_b=0.0)(X3)
+    fit = fit_inverse_width("tanh", X3, 3, (16, 32, 64, 128), C_W=1.0, C_b=0.0, samples=15_000, seed=8)
     within(fit.K, inf.nngp)
     within(fit.ntk, inf.ntk)
     # independent repeats scatter as their standard errors say (chi^2 of the K1 fits)
@@ -249,7 +249,7 @@ def test_control_variate_errors_are_calibrated():
     """The control-variate estimator's jackknife SE matches the scatter of independent repeats."""
     vals, ses = [], []
     for seed in range(12):
-        r = layer_statistics("relu", X2, 3, 16, 2.0, 0.0, samples=4000, seed=100 + seed)
+        r = layer_statistics("relu", X2, 3, 16, C_W=2.0, C_b=0.0, samples=4000, seed=100 + seed)
         vals.append(r.K.value[0, 1])
         ses.append(r.K.stderr[0, 1])
     ratio = np.std(vals, ddof=1) / np.mean(ses)
@@ -260,7 +260,7 @@ def test_per_layer_widths_scale_by_last_width_and_aliases():
     """Per-layer widths: n is the last hidden width n_L; one hidden layer below a narrow one still gives
     the exact depth-2 Wishart structure for a linear network."""
     widths, C_W = (5, 9), 1.1
-    r = layer_statistics("linear", X2, 2, widths, C_W, 0.0, samples=20_000, seed=9)
+    r = layer_statistics("linear", X2, 2, widths, C_W=C_W, C_b=0.0, samples=20_000, seed=9)
     assert r.width == 9 and r.info["widths"][1:-1] == [5, 9]
     K1 = C_W * X2 @ X2.T / 3
     M = np.multiply.outer(K1, K1)
@@ -268,5 +268,5 @@ def test_per_layer_widths_scale_by_last_width_and_aliases():
         M = C_W**2 * (M + (M.transpose(0, 2, 1, 3) + M.transpose(0, 2, 3, 1)) / n)
     K = C_W**2 * K1
     within(r.V, 9 * (M - np.multiply.outer(K, K)))
-    z = r.z_score({"nngp": K, "Theta": KernelRecursion("linear", 2, C_W, 0.0)(X2).ntk})
+    z = r.z_score({"nngp": K, "Theta": KernelRecursion("linear", 2, C_W=C_W, C_b=0.0)(X2).ntk})
     assert set(z) == {"K", "ntk"} and r.max_abs_z(z) < 4

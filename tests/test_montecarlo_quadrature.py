@@ -66,7 +66,7 @@ def test_control_variate_means_against_scipy(name, C_W, C_b):
     the layer's kernel (diagonals x e^(+-1/2), a turned angle) against nested scipy quad, to 1e-9 of the
     Cauchy-Schwarz scale sqrt(E[s(u)^2] E[s(v)^2])."""
     act = numpy_activation(name)
-    spec = MLPSpec.build(3, 3, 64, 2, C_W, C_b, "ntk")
+    spec = MLPSpec.build(3, 3, 64, 2, C_W=C_W, C_b=C_b, param="ntk")
     cv = ControlVariates(act, spec, X3)
     assert cv.T1 is not None and set(cv.rules) == {1, 2}, cv.status
     f, g = scalar(act.value), scalar(act.derivative)
@@ -101,10 +101,10 @@ def test_a_kink_away_from_zero_turns_the_T_controls_off_and_says_why():
     """relu(x - 1): the quadrature's rays are at u = 0, so it converges only algebraically; the controls that
     need it are off, the reason is reported, and the Monte Carlo still runs on the exact controls."""
     act = numpy_activation((lambda z: np.maximum(z - 1.0, 0.0), lambda z: (z > 1.0).astype(float)))
-    cv = ControlVariates(act, MLPSpec.build(3, 3, 16, 2, 2.0, 0.1, "ntk"), X3)
+    cv = ControlVariates(act, MLPSpec.build(3, 3, 16, 2, C_W=2.0, C_b=0.1, param="ntk"), X3)
     assert cv.T1 is None and not cv.rules
     assert "kink away from 0" in cv.status["layer1_off"] and "kink away from 0" in cv.status["per_network_off"]
-    r = layer_statistics(act, X3, 3, 16, 2.0, 0.1, samples=400, batches=4)
+    r = layer_statistics(act, X3, 3, 16, C_W=2.0, C_b=0.1, samples=400, batches=4)
     assert r.info["control_variates"]["per_network_off"] == cv.status["per_network_off"]
     assert not r.info["per_network_T_controls"]
 
@@ -136,7 +136,7 @@ def test_wrong_control_means_stay_within_the_standard_error(monkeypatch, tol):
     runs = []
     for factor in (0.0, 0.9):
         monkeypatch.setattr(fw, "ControlVariates", shifted_by(factor))
-        runs.append(layer_statistics("tanh", X3[:2], 3, 32, 1.5, 0.1, **kw))
+        runs.append(layer_statistics("tanh", X3[:2], 3, 32, C_W=1.5, C_b=0.1, **kw))
     exact, shifted = runs
     assert shifted.info["control_variates"]["tolerance"] == tol
     for name in ("K", "ntk"):
@@ -153,7 +153,7 @@ def test_montecarlo_imports_nothing_of_the_symbolic_layer():
 import sys, numpy as np
 from ntk_theory.montecarlo import layer_statistics, sample_statistics
 X = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4]])
-layer_statistics("gelu", X, 3, 16, 1.5, 0.1, samples=200, batches=4)
+layer_statistics("gelu", X, 3, 16, C_W=1.5, C_b=0.1, samples=200, batches=4)
 sample_statistics(X, "tanh", 2, 8, samples=200, batches=4)
 bad = [m for m in sys.modules if m.split(".")[:2] in [["ntk_theory", p] for p in
        ("activations", "gaussian", "recursions", "finite_width", "codegen", "jit", "validation")] or m == "sympy"]

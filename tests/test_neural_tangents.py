@@ -101,7 +101,7 @@ def recorded_network(net: dict, method: str):
     bs = [EMPIRICAL[f"{name}/b{l}"] for l in range(1, len(widths))]
     layers = []
     for l, (W, b) in enumerate(zip(Ws, bs), start=1):
-        lam_b, lam_W = learning_rate_factors(p, C_W, C_b, W.shape[1])
+        lam_b, lam_W = learning_rate_factors(p, C_W=C_W, C_b=C_b, fan_in=W.shape[1])
         np.testing.assert_allclose([lam_W, lam_b], [EMPIRICAL[f"{name}/lambda_W{l}"], EMPIRICAL[f"{name}/lambda_b{l}"]],
                                    rtol=1e-15)
         layers.append(Dense(W, b, lambda_W=lam_W, lambda_b=lam_b))
@@ -171,7 +171,7 @@ class Composed:
 
     def dense(self, width, W_std, b_std):
         C_W, C_b = W_std ** 2, b_std ** 2
-        lam_b, lam_W = learning_rate_factors(self.param, C_W, C_b, self.width)
+        lam_b, lam_W = learning_rate_factors(self.param, C_W=C_W, C_b=C_b, fan_in=self.width)
         return Composed(C_W * self.K + C_b, lam_b + lam_W * self.K + C_W * self.Th, width, self.param)
 
     def act(self, name):

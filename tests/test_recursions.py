@@ -88,8 +88,8 @@ def test_standard_parameterization_needs_widths():
     with pytest.raises(ValueError, match="give the hidden widths"):
         KernelRecursion("relu", 2, param="standard")
     X = np.eye(3)
-    small = kernel(X, None, "relu", 2, 2.0, 0.0, "standard", widths=10).ntk
-    large = kernel(X, None, "relu", 2, 2.0, 0.0, "standard", widths=1000).ntk
+    small = kernel(X, None, "relu", 2, C_W=2.0, C_b=0.0, param="standard", widths=10).ntk
+    large = kernel(X, None, "relu", 2, C_W=2.0, C_b=0.0, param="standard", widths=1000).ntk
     assert np.all(large > small)  # the standard NTK grows with width
 
 

@@ -76,7 +76,7 @@ def test_quadrature_kernels_error_estimate_flags_a_kink_off_zero():
     against the same recursion with scipy's adaptive quadrature split at the kink."""
     shift = (lambda z: np.maximum(z - 0.5, 0.0), lambda z: (z > 0.5).astype(float))
     X = np.array([[1.0, 0.0], [0.6, 0.8]])
-    q = quadrature_kernels(shift, X, 1, 2.0, 0.0, "unit")
+    q = quadrature_kernels(shift, X, 1, C_W=2.0, C_b=0.0, param="unit")
     # layer 1: K = 2 x.x/2 (C_b = 0); E[s(u)^2] one-dimensional, split at the kink u = 0.5
     K = 2.0 * (X @ X.T) / 2
     phi = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
@@ -89,19 +89,19 @@ def test_quadrature_kernels_error_estimate_flags_a_kink_off_zero():
 
 def test_crosscheck_catches_a_wrong_float64_value():
     X = np.array([[1.0, 0.2, -0.4], [0.3, 1.1, 0.5], [-0.7, 0.1, 0.9]])
-    f64 = KernelRecursion("tanh", 3, 1.8, 0.05)(X)
-    good = crosscheck("tanh", X, 3, 1.8, 0.05, "ntk", None, f64)
+    f64 = KernelRecursion("tanh", 3, C_W=1.8, C_b=0.05)(X)
+    good = crosscheck("tanh", X, 3, C_W=1.8, C_b=0.05, param="ntk", width=None, f64=f64)
     assert good["crosscheck_passed"] and good["f64_vs_quadrature"] < 1e-12
     f64.ntk[0, 2] *= 1 + 1e-7
-    bad = crosscheck("tanh", X, 3, 1.8, 0.05, "ntk", None, f64)
+    bad = crosscheck("tanh", X, 3, C_W=1.8, C_b=0.05, param="ntk", width=None, f64=f64)
     assert not bad["crosscheck_passed"] and bad["f64_vs_quadrature"] == pytest.approx(1e-7, rel=1e-3)
 
 
 def test_crosscheck_standard_parameterization():
     """param='standard': lambda_W = n_(l-1), the prediction at the largest width."""
     X = np.array([[1.0, 0.0], [0.5, 0.5]])
-    f64 = KernelRecursion("erf", 2, 1.5, 0.1, "standard", widths=128)(X)
-    assert crosscheck("erf", X, 2, 1.5, 0.1, "standard", 128, f64)["crosscheck_passed"]
+    f64 = KernelRecursion("erf", 2, C_W=1.5, C_b=0.1, param="standard", widths=128)(X)
+    assert crosscheck("erf", X, 2, C_W=1.5, C_b=0.1, param="standard", width=128, f64=f64)["crosscheck_passed"]
 
 
 def test_check_reports_the_crosscheck_and_mpmath_on_request():
@@ -134,7 +134,7 @@ def test_finite_width_check_plot(tmp_path):
     from ntk_theory.validation import check_finite_width
 
     X = np.array([[0.8, -0.5, 1.1], [0.3, 0.9, -0.4]])
-    r = check_finite_width("relu", X, 2, 2.0, 0.0, "ntk", widths=(32, 64), samples=1000, seed=0, progress=False)
+    r = check_finite_width("relu", X, 2, C_W=2.0, C_b=0.0, param="ntk", widths=(32, 64), samples=1000, seed=0, progress=False)
     fig = r.plot(tmp_path / "fw.png")
     assert (tmp_path / "fw.png").stat().st_size > 0
     visible = [ax for ax in fig.axes if ax.get_visible()]

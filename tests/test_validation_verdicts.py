@@ -27,7 +27,7 @@ def _stub_sampler(value_of, stderr_of):
     """sample_statistics returning E[f f] and E[Theta] = value_of(prediction) +- stderr_of(prediction), the
     prediction being the infinite-width kernel (computed here by the recursion)."""
     def sample_statistics(X, activation, depth, width, C_W, C_b, param, **kw):
-        pred = KernelRecursion(activation, depth, C_W, C_b, param)(X)
+        pred = KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param)(X)
         est = {name: Estimate(name, value_of(getattr(pred, attr)), stderr_of(getattr(pred, attr)))
                for name, attr in (("output_second_moment", "nngp"), ("ntk_mean", "ntk"))}
         return MonteCarloResult(est, X, {"samples": kw.get("samples")})

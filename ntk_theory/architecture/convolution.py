@@ -96,7 +96,7 @@ class Conv(Weighted, Layer):
             raise ValueError(f"Conv parameterization must be one of {PARAMETERIZATIONS}; got {self.parameterization!r}")
 
     @classmethod
-    def from_variances(cls, out_chan: int, filter_shape, C_W: float, C_b: float, strides=None, padding="VALID",
+    def from_variances(cls, out_chan: int, filter_shape, *, C_W: float, C_b: float, strides=None, padding="VALID",
                        parameterization: str = "ntk") -> "Conv":
         """PDLT's variances, kept exactly (``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)``)."""
         C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)

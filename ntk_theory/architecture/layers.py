@@ -118,7 +118,7 @@ class Dense(Weighted, Layer):
             raise ValueError(f"Dense parameterization must be one of {PARAMETERIZATIONS}; got {self.parameterization!r}")
 
     @classmethod
-    def from_variances(cls, out_dim: int, C_W: float, C_b: float, parameterization: str = "ntk") -> "Dense":
+    def from_variances(cls, out_dim: int, *, C_W: float, C_b: float, parameterization: str = "ntk") -> "Dense":
         """PDLT's variances: ``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)`` (a bias, possibly of variance 0),
         with C_W and C_b kept exactly (no rounding through the square root)."""
         C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)

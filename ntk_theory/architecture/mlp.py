@@ -138,7 +138,7 @@ def activation_layer(spec) -> Elementwise:
     return elementwise.Activation_(spec.expr if isinstance(spec, Activation) else spec)
 
 
-def mlp_description(activation, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=512,
+def mlp_description(activation, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=512,
                     output_dim: int = 1) -> Serial:
     """The ``serial`` description of the toolkit's MLP: ``depth`` hidden layers of ``widths`` (an int or one
     per hidden layer) with ``activation`` (one, or a list of one per hidden layer), C_W and C_b (scalars or depth + 1 values, readout last), ``param``
@@ -160,7 +160,7 @@ def mlp_description(activation, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk"
         acts = [activation_layer(activation)] * depth
     layers = []
     for l, out in enumerate((*hidden, output_dim)):
-        layers.append(Dense.from_variances(out, cw[l], cb[l], param))
+        layers.append(Dense.from_variances(out, C_W=cw[l], C_b=cb[l], parameterization=param))
         if l < depth:
             layers.append(acts[l])
     return Serial(tuple(layers))

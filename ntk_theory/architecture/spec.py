@@ -44,6 +44,7 @@ class MLPSpec:
         depth: int,
         width: int | Sequence[int],
         output_dim: int = 1,
+        *,
         C_W=1.0,
         C_b=0.0,
         param: str = "ntk",
@@ -83,7 +84,7 @@ class MLPSpec:
     def learning_rate_factors(self) -> list[tuple[float, float]]:
         """``[(lambda_b(l), lambda_W(l)) for l = 1 .. L+1]``."""
         return [
-            learning_rate_factors(self.param, self.C_W[l], self.C_b[l], self.widths[l])
+            learning_rate_factors(self.param, C_W=self.C_W[l], C_b=self.C_b[l], fan_in=self.widths[l])
             for l in range(self.n_layers)
         ]
 

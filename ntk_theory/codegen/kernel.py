@@ -33,9 +33,9 @@ class CompiledKernel:
     ``recursion.description`` that evaluates it.
     """
 
-    def __init__(self, activations, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
+    def __init__(self, activations, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
                  tol: float = 1e-15, max_order: int = 128, tile_mb: float = 64.0):
-        self.recursion = KernelRecursion(activations, depth, C_W, C_b, param, widths)
+        self.recursion = KernelRecursion(activations, depth, C_W=C_W, C_b=C_b, param=param, widths=widths)
         self.tol, self.max_order, self.tile_mb = float(tol), int(max_order), float(tile_mb)
         self.graph = CompiledGraphKernel(self.recursion.description, tile_mb=tile_mb, tol=tol, max_order=max_order)
 
@@ -91,11 +91,11 @@ class CompiledKernel:
         return self.graph.evaluate(X1, X2, out=out, dtype=dtype, progress=progress)
 
 
-def compiled_kernel(activations, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None, **options) -> CompiledKernel:
+def compiled_kernel(activations, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None, **options) -> CompiledKernel:
     """A :class:`CompiledKernel`, shared by identical arguments within a process."""
     key = (repr(activations), depth, repr(C_W), repr(C_b), param, repr(widths), tuple(sorted(options.items())))
     if key not in _KERNELS:
-        _KERNELS[key] = CompiledKernel(activations, depth, C_W, C_b, param, widths, **options)
+        _KERNELS[key] = CompiledKernel(activations, depth, C_W=C_W, C_b=C_b, param=param, widths=widths, **options)
     return _KERNELS[key]
 
 

@@ -17,7 +17,7 @@ erf: (0, pi/4)).  GELU and SWISH have a_1 > 0 and critical points at K* > 0 with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import mpmath
 import numpy as np
@@ -44,15 +44,16 @@ def critical_line(act, K_star) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class CriticalPoint:
     """chi_parallel = chi_perp = 1: (C_b, C_W, K*) as mpf at ``dps`` digits, exact SymPy values if known."""
 
-    C_b: object
+    _: KW_ONLY
     C_W: object
+    C_b: object
     K_star: object
     source: str
     exact: tuple | None = None  # (C_b, C_W) SymPy
     dps: int = 30
 
     def fixed_point(self) -> FixedPoint:
-        return FixedPoint(float(self.K_star), 1.0, 1.0, float(self.C_b), float(self.C_W))
+        return FixedPoint(float(self.K_star), 1.0, 1.0, C_W=float(self.C_W), C_b=float(self.C_b))
 
     def __repr__(self) -> str:
         exact = f" = ({self.exact[0]}, {self.exact[1]}) exactly" if self.exact else ""
@@ -109,7 +110,7 @@ def _solve_nonzero(m: Moments, dps: int, grid=GRID) -> list[CriticalPoint]:
             s2, ds2, _ = m.mp(K, dps + 5)
             C_W, C_b = 1 / ds2, K - s2 / ds2
             if C_b >= -mpmath.mpf(10) ** (-dps + 5):  # values keep the working precision
-                out.append(CriticalPoint(C_b, C_W, K, f"chi_parallel = chi_perp = 1 solved at {dps} digits", None, dps))
+                out.append(CriticalPoint(C_W=C_W, C_b=C_b, K_star=K, source=f"chi_parallel = chi_perp = 1 solved at {dps} digits", dps=dps))
     return out
 
 
@@ -120,14 +121,15 @@ def criticality(act, dps: int = 30, line_K=np.geomspace(1e-2, 1e2, 9)) -> Critic
     u = universality(m.activation)
     points = []
     if u.name == "scale-invariant":
-        points.append(CriticalPoint(mpmath.mpf(sp.N(u.C_b, dps + 5)), mpmath.mpf(str(sp.N(u.C_W, dps + 5))), None,
-                                    "scale-invariant class: chi_parallel = chi_perp = 1 at every K*", (u.C_b, u.C_W), dps))
+        points.append(CriticalPoint(C_W=mpmath.mpf(str(sp.N(u.C_W, dps + 5))), C_b=mpmath.mpf(sp.N(u.C_b, dps + 5)), K_star=None,
+                                    source="scale-invariant class: chi_parallel = chi_perp = 1 at every K*",
+                                    exact=(u.C_b, u.C_W), dps=dps))
         line = (np.zeros(len(line_K)), np.full(len(line_K), float(u.C_W)), np.asarray(line_K, dtype=float))
         return Criticality(m.activation.name, u, points, line)
     if u.name == "K*=0":
         with mpmath.workdps(dps + 5):
-            points.append(CriticalPoint(mpmath.mpf(0), mpmath.mpf(str(sp.N(u.C_W, dps + 5))), mpmath.mpf(0),
-                                        f"K*=0 class: C_W = 1/s'(0)^2, approached as K ~ 1/({-u.a1} l)",
-                                        (u.C_b, u.C_W), dps))
+            points.append(CriticalPoint(C_W=mpmath.mpf(str(sp.N(u.C_W, dps + 5))), C_b=mpmath.mpf(0), K_star=mpmath.mpf(0),
+                                        source=f"K*=0 class: C_W = 1/s'(0)^2, approached as K ~ 1/({-u.a1} l)",
+                                        exact=(u.C_b, u.C_W), dps=dps))
     points.extend(_solve_nonzero(m, dps))
     return Criticality(m.activation.name, u, points, critical_line(m, line_K))

@@ -20,7 +20,7 @@ K* is stable for chi_parallel < 1.  Phase: ordered (chi_perp < 1: nearby inputs 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import mpmath
 import numpy as np
@@ -37,8 +37,9 @@ class FixedPoint:
     K_star: float
     chi_parallel: float
     chi_perp: float
-    C_b: float
+    _: KW_ONLY
     C_W: float
+    C_b: float
 
     @property
     def xi_parallel(self) -> float:
@@ -75,13 +76,13 @@ def _depth(chi: float) -> float:
 GRID = np.geomspace(1e-4, 1e4, 81)
 
 
-def fixed_points(act, C_b: float, C_W: float, dps: int | None = None, grid=GRID) -> list[FixedPoint]:
+def fixed_points(act, *, C_W: float, C_b: float, dps: int | None = None, grid=GRID) -> list[FixedPoint]:
     """All fixed points K* >= 0 of K' = C_b + C_W <s^2>_K on ``grid``'s range (default 1e-4 .. 1e4),
     K* = 0 included when C_b = 0 and s(0) = 0; refined to ``dps`` digits with mpmath if given.
 
     Raises ValueError when every K on the grid is a fixed point (the scale-invariant class at
     criticality: pass a K to :func:`at` instead)."""
-    C_b, C_W = _checks.variance("C_b", C_b), _checks.variance("C_W", C_W)
+    C_W, C_b = _checks.variance("C_W", C_W), _checks.variance("C_b", C_b)
     m = act if isinstance(act, Moments) else Moments(act)
     values = np.array([m.f64(K)[0] for K in grid])
     h = C_b + C_W * values - grid
@@ -91,7 +92,7 @@ def fixed_points(act, C_b: float, C_W: float, dps: int | None = None, grid=GRID)
     out = []
     s0 = float(m.activation.numpy(np.array(0.0)))
     if C_b == 0 and s0 == 0:
-        out.append(at(m, 0.0, C_b, C_W))
+        out.append(at(m, 0.0, C_W=C_W, C_b=C_b))
     for i in np.nonzero(np.sign(h[:-1]) * np.sign(h[1:]) < 0)[0]:
         f = lambda K: C_b + C_W * m.f64(K)[0] - K
         K = optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-15, rtol=4 * np.finfo(float).eps)
@@ -99,25 +100,25 @@ def fixed_points(act, C_b: float, C_W: float, dps: int | None = None, grid=GRID)
             with mpmath.workdps(dps):
                 K = mpmath.findroot(lambda k: C_b + C_W * m.mp(k, dps)[0] - k, mpmath.mpf(K), solver="secant",
                                     tol=mpmath.mpf(10) ** (-dps + 3))
-        out.append(at(m, K, C_b, C_W, dps))
+        out.append(at(m, K, C_W=C_W, C_b=C_b, dps=dps))
     return out
 
 
-def at(act, K, C_b: float, C_W: float, dps: int | None = None) -> FixedPoint:
+def at(act, K, *, C_W: float, C_b: float, dps: int | None = None) -> FixedPoint:
     """The susceptibilities at variance K (K -> 0 as the limit from K = 1e-300 scaled moments)."""
     m = act if isinstance(act, Moments) else Moments(act)
     if float(K) == 0.0:
         _, ds2, d = m.f64(1e-12)
-        return FixedPoint(0.0, C_W * d, C_W * ds2, C_b, C_W)
+        return FixedPoint(0.0, C_W * d, C_W * ds2, C_W=C_W, C_b=C_b)
     if dps:
         with mpmath.workdps(dps):
             s2, ds2, d = m.mp(K, dps)
-            return FixedPoint(float(K), float(C_W * d), float(C_W * ds2), C_b, C_W)
+            return FixedPoint(float(K), float(C_W * d), float(C_W * ds2), C_W=C_W, C_b=C_b)
     s2, ds2, d = m.f64(float(K))
-    return FixedPoint(float(K), C_W * d, C_W * ds2, C_b, C_W)
+    return FixedPoint(float(K), C_W * d, C_W * ds2, C_W=C_W, C_b=C_b)
 
 
-def iterate(act, K0: float, C_b: float, C_W: float, depth: int) -> np.ndarray:
+def iterate(act, K0: float, *, C_W: float, C_b: float, depth: int) -> np.ndarray:
     """K(1) = K0, K(l+1) = C_b + C_W <s^2>_K(l): the kernels of ``depth`` layers (float64)."""
     m = act if isinstance(act, Moments) else Moments(act)
     K = [float(K0)]

@@ -64,7 +64,7 @@ class PhaseDiagram:
         return fig
 
 
-def phase_diagram(act, C_b=np.linspace(0.0, 1.0, 41), C_W=np.linspace(0.05, 4.0, 80), iterations: int = 3000) -> PhaseDiagram:
+def phase_diagram(act, *, C_W=np.linspace(0.05, 4.0, 80), C_b=np.linspace(0.0, 1.0, 41), iterations: int = 3000) -> PhaseDiagram:
     m = act if isinstance(act, Moments) else Moments(act)
     table_K = np.geomspace(1e-8, 1e8, 161)
     tab = np.array([m.f64(k)[:2] for k in table_K])

@@ -17,7 +17,7 @@ and criticality, if any, is at a K* > 0 (:mod:`.critical`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import sympy as sp
 
@@ -30,12 +30,13 @@ class Universality:
     """Which class an activation belongs to, with the exact critical (C_b, C_W) where the class gives it."""
 
     name: str                      # "scale-invariant", "K*=0", or "neither"
-    C_b: sp.Expr | None
-    C_W: sp.Expr | None
     taylor: tuple | None           # (sigma_0, sigma_1, sigma_2, sigma_3) if s is smooth at 0
     a1: sp.Expr | None
     slopes: tuple | None           # (a_+, a_-) for the scale-invariant class
     reason: str
+    _: KW_ONLY
+    C_W: sp.Expr | None = None     # the exact critical point, when the class gives it
+    C_b: sp.Expr | None = None
 
     def __repr__(self) -> str:
         crit = f", critical (C_b, C_W) = ({self.C_b}, {self.C_W})" if self.C_W is not None else ""
@@ -79,20 +80,21 @@ def universality(act) -> Universality:
     if slopes is not None:
         A = sp.nsimplify((slopes[0] ** 2 + slopes[1] ** 2) / 2)
         if A == 0:
-            return Universality("neither", None, None, None, None, slopes, "s = 0")
-        return Universality("scale-invariant", sp.S.Zero, sp.simplify(1 / A), None, None, slopes,
+            return Universality("neither", None, None, slopes, "s = 0")
+        return Universality("scale-invariant", None, None, slopes,
                             f"s(x) = {slopes[0]} x (x > 0), {slopes[1]} x (x < 0): chi = C_W (({slopes[0]})^2 + "
-                            f"({slopes[1]})^2)/2 at every K")
+                            f"({slopes[1]})^2)/2 at every K", C_W=sp.simplify(1 / A), C_b=sp.S.Zero)
     t = _taylor(act)
     if t is None:
-        return Universality("neither", None, None, None, None, None, "kinked at 0 and not scale-invariant")
+        return Universality("neither", None, None, None, "kinked at 0 and not scale-invariant")
     s0, s1, s2, s3 = t
     if s0 != 0 or s1 == 0:
         why = f"s(0) = {s0}" if s0 != 0 else "s'(0) = 0"
-        return Universality("neither", None, None, t, None, None, f"{why}: K* = 0 is not a critical fixed point")
+        return Universality("neither", t, None, None, f"{why}: K* = 0 is not a critical fixed point")
     a1 = sp.simplify(s3 / s1 + sp.Rational(3, 4) * (s2 / s1) ** 2)
     if a1.is_negative:
-        return Universality("K*=0", sp.S.Zero, sp.simplify(1 / s1 ** 2), t, a1, None,
-                            f"s(0) = 0, s'(0) = {s1}, a_1 = {a1} < 0: K ~ 1/({-a1} l) at criticality")
-    return Universality("neither", None, None, t, a1, None,
+        return Universality("K*=0", t, a1, None,
+                            f"s(0) = 0, s'(0) = {s1}, a_1 = {a1} < 0: K ~ 1/({-a1} l) at criticality",
+                            C_W=sp.simplify(1 / s1 ** 2), C_b=sp.S.Zero)
+    return Universality("neither", t, a1, None,
                         f"s(0) = 0, s'(0) = {s1} but a_1 = {a1} >= 0: K* = 0 repels on one side")

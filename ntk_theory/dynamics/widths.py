@@ -134,7 +134,7 @@ class WidthScaling:
 
 
 def width_scaling(widths=(64, 256, 1024), seeds: int = 6, depth: int = 2, activation: str = "relu",
-                  C_W: float = 2.0, C_b: float = 0.1, param: str = "ntk", n_train: int = 8, n_test: int = 16,
+                  *, C_W: float = 2.0, C_b: float = 0.1, param: str = "ntk", n_train: int = 8, n_test: int = 16,
                   lr_fraction: float = 0.5, efolds: float = 3.0, seed: int = 0) -> WidthScaling:
     """Train ``seeds`` networks per width and measure the three quantities (see the module docstring).
 

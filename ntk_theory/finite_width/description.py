@@ -238,7 +238,7 @@ def _plain(steps, description):
     if params is None:  # the reader and as_mlp read plain MLPs alike; this guards their agreement
         raise NotDerived(f"not a plain MLP: {why_not_mlp(description)}")
     hidden = params.hidden_widths
-    return FiniteWidthRecursion(params.activation, params.depth, params.C_W, params.C_b, params.param,
+    return FiniteWidthRecursion(params.activation, params.depth, C_W=params.C_W, C_b=params.C_b, param=params.param,
                                 widths=None if len(set(hidden)) == 1 else hidden)
 
 

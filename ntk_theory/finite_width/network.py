@@ -30,7 +30,7 @@ class FiniteWidthRecursion:
     widths (the ratios r_l = n_l / n_(l-1) enter; corrections are then per 1/n_L).
     """
 
-    def __init__(self, act, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None):
+    def __init__(self, act, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None):
         self.activation = act if hasattr(act, "expr") else _activation(act)
         self.depth = _checks.positive_int("depth", depth)
         self.C_W = _checks.per_layer("C_W", C_W, self.depth + 1)
@@ -68,7 +68,7 @@ class FiniteWidthRecursion:
 
     def lambdas(self, layer: int) -> tuple[float, float]:
         """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""
-        return learning_rate_factors(self.param, self.C_W[layer - 1], self.C_b[layer - 1], 1)
+        return learning_rate_factors(self.param, C_W=self.C_W[layer - 1], C_b=self.C_b[layer - 1], fan_in=1)
 
     # ------------------------------------------------------------------ one input, numbers
     def one_input(self, x=None, *, G0=None) -> list[single.State]:

@@ -129,7 +129,7 @@ READOUT = {
 PAIR = ("nngp", "ntk", "nngp_correction", "ntk_correction")
 
 
-def finite_width(activation, X, depth: int | None = None, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
+def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
                  tol: float = 1e-10, progress=None):
     """The finite-width predictions of a network at X (N, d).
 
@@ -175,7 +175,7 @@ def _mlp(activation, depth, C_W, C_b, param, widths):
     param = _checks.choice("param", param, PARAMETERIZATIONS)
     hidden = 1 if widths is None else list(_checks.per_layer("widths", widths, depth, check=_checks.positive_int))
     act = activation_as_layer(activation)
-    desc = mlp_description(act, depth, cw, cb, param, hidden)
+    desc = mlp_description(act, depth, C_W=cw, C_b=cb, param=param, widths=hidden)
     return desc, (f"{act.activation.name}, depth {depth}, C_W {cw[-1]:g}, C_b {cb[-1]:g}, param {param}")
 
 

@@ -175,7 +175,7 @@ class ResidualRecursion:
     Criticality of the deep linear network: xi^2 + gamma^2 C_W = 1.
     """
 
-    def __init__(self, act, depth: int, C_W=1.0, C_b=0.0, *, xi=1.0, gamma=1.0, param: str = "ntk"):
+    def __init__(self, act, depth: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0, param: str = "ntk"):
         self.activation = act if hasattr(act, "expr") else _activation(act)
         self.depth = _checks.positive_int("depth", depth)
         self.C_W = _checks.per_layer("C_W", C_W, self.depth + 1)
@@ -198,7 +198,7 @@ class ResidualRecursion:
 
     def lambdas(self, layer: int) -> tuple[float, float]:
         """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""
-        return learning_rate_factors(self.param, self.C_W[layer - 1], self.C_b[layer - 1], 1)
+        return learning_rate_factors(self.param, C_W=self.C_W[layer - 1], C_b=self.C_b[layer - 1], fan_in=1)
 
     @functools.cached_property
     def squared(self) -> TwoPoint:

@@ -139,7 +139,7 @@ def _plan(act: NumpyActivation, C_W: tuple, C_b: tuple, X_bytes: bytes, shape: t
     X = np.frombuffer(X_bytes).reshape(shape)
     same = equal_rows(X)
     G0 = X @ X.T / X.shape[1]
-    layers = layer_expectations(act, G0, same, C_W, C_b, order=16)
+    layers = layer_expectations(act, G0, same, C_W=C_W, C_b=C_b, order=16)
     K1, ss1, dd1 = layers[0]
     iu = np.triu_indices(X.shape[0])
     rough = np.array([gaussian_pair_expectations(act, K1[a, a], K1[b, b], K1[a, b], 10, bool(same[a, b]))

@@ -284,12 +284,12 @@ def layer_statistics(
     X,
     depth: int,
     width,
+    *,
     C_W=2.0,
     C_b=0.0,
     param: str = "ntk",
     samples: int = 20_000,
     seed=0,
-    *,
     readouts: int = 2,
     batches: int = 40,
     sampler: str = "projected",
@@ -311,7 +311,7 @@ def layer_statistics(
     readouts = _checks.positive_int("readouts", readouts)
     if readouts < 2:
         raise ValueError("readouts must be >= 2 (the i != j statistics need two readout neurons)")
-    spec = MLPSpec.build(X.shape[1], depth, width, readouts, C_W, C_b, param)
+    spec = MLPSpec.build(X.shape[1], depth, width, readouts, C_W=C_W, C_b=C_b, param=param)
     act = numpy_activation(activation)
     samples, batches = run_settings(samples, batches, sampler)
     workers = workers or min(os.cpu_count() or 1, 2)

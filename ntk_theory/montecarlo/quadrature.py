@@ -239,7 +239,7 @@ def gaussian_pair_expectations(act, k_aa: float, k_bb: float, k_ab: float, order
     return float(ss), float(dd)
 
 
-def layer_expectations(act: NumpyActivation, G0: Array, same: Array, C_W, C_b, order: int = 16, bar=None) -> list:
+def layer_expectations(act: NumpyActivation, G0: Array, same: Array, *, C_W, C_b, order: int = 16, bar=None) -> list:
     """The recursion's Gaussian expectations at every hidden layer: a list over l = 1..L of
     ``(K(l), E[s s](l), E[s' s'](l))`` (N, N) arrays, E at (u, v) ~ N(0, K(l)), by the fine rule of ``order``;
     ``C_W``, ``C_b`` per layer (L + 1 values, readout last), ``same`` marks equal inputs."""
@@ -265,7 +265,7 @@ def _recursion(act, G0, same, C_W, C_b, lambdas, order: int, bar):
     """Output NNGP and NTK from :func:`layer_expectations` and the NTK recursion."""
     lb, lw = lambdas[0]
     Th = lb + lw * G0
-    layers = layer_expectations(act, G0, same, C_W, C_b, order, bar)
+    layers = layer_expectations(act, G0, same, C_W=C_W, C_b=C_b, order=order, bar=bar)
     for layer, (_, ss, dd) in enumerate(layers, start=1):
         lb, lw = lambdas[layer]
         Th = lb + lw * ss + C_W[layer] * dd * Th
@@ -275,7 +275,7 @@ def _recursion(act, G0, same, C_W, C_b, lambdas, order: int, bar):
     return K, Th
 
 
-def quadrature_kernels(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str = "ntk", widths=None, *,
+def quadrature_kernels(activation, X, depth: int, *, C_W=2.0, C_b=0.0, param: str = "ntk", widths=None,
                        order: int = 16, check_order: int = 10, progress=None) -> dict:
     """NNGP and NTK (N, N) of the output at inputs X, by the fine rule (module docstring).
 
@@ -296,7 +296,7 @@ def quadrature_kernels(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str =
         fan_in = [d, *_checks.per_layer("widths", widths, depth, check=_checks.positive_int)]
     else:
         fan_in = [d] + [1] * depth
-    lambdas = [learning_rate_factors(param, C_W[l], C_b[l], fan_in[l]) for l in range(depth + 1)]
+    lambdas = [learning_rate_factors(param, C_W=C_W[l], C_b=C_b[l], fan_in=fan_in[l]) for l in range(depth + 1)]
     G0 = X @ X.T / d
     same = equal_rows(X)
     N = X.shape[0]

@@ -87,7 +87,7 @@ def _branch(rng, s: Array, C_W: float, C_b: float, sampler: str) -> Array:
     return np.sqrt(G) * rng.standard_normal((S, n))
 
 
-def sample_residual(activation, G0: float, depth: int, width: int, C_W=1.0, C_b=0.0, *, xi=1.0, gamma=1.0,
+def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0,
                     samples: int = 100_000, seed=0, batches: int = 40, sampler: str = "projected",
                     workers: int | None = 2, memory_mb: float = 32.0, progress: bool | None = None
                     ) -> ResidualMonteCarlo:
@@ -171,7 +171,7 @@ RESIDUAL_NTK_ESTIMATES = {
 }
 
 
-def sample_residual_ntk(activation, G0: float, depth: int, width: int, C_W=1.0, C_b=0.0, *, xi=1.0, gamma=1.0,
+def sample_residual_ntk(activation, G0: float, depth: int, width: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0,
                         param: str = "ntk", neurons: int = 4, samples: int = 20_000, seed=0, batches: int = 40,
                         workers: int | None = 2, memory_mb: float = 32.0, progress: bool | None = None
                         ) -> ResidualMonteCarlo:

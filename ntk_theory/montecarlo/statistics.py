@@ -172,12 +172,12 @@ def sample_statistics(
     activation="relu",
     depth: int = 3,
     width=256,
+    *,
     C_W=2.0,
     C_b=0.0,
     param: str = "ntk",
     samples: int = 10_000,
     seed=0,
-    *,
     batches: int = 32,
     sampler: str = "projected",
     fourth_order: bool | None = None,
@@ -197,7 +197,7 @@ def sample_statistics(
     """
     X = _checks.inputs(X)
     N = X.shape[0]
-    spec = MLPSpec.build(X.shape[1], depth, width, 1, C_W, C_b, param)
+    spec = MLPSpec.build(X.shape[1], depth, width, 1, C_W=C_W, C_b=C_b, param=param)
     act = numpy_activation(activation)
     samples, batches = run_settings(samples, batches, sampler)
     if fourth_order is None:

@@ -41,7 +41,7 @@ class KernelRecursion:
     a list of ``depth`` of them.  ``C_W``, ``C_b``: scalars or ``depth + 1`` values (readout last).
     """
 
-    def __init__(self, activations, depth: int, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None, input_dim=None):
+    def __init__(self, activations, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None, input_dim=None):
         self.depth = _checks.positive_int("depth", depth)
         acts = list(activations) if isinstance(activations, (list, tuple)) else [activations] * self.depth
         if len(acts) != self.depth:
@@ -60,7 +60,7 @@ class KernelRecursion:
 
     def _lambdas(self, input_dim: int) -> list:
         fan_in = [input_dim] + (list(self.widths) if self.widths else [1] * self.depth)
-        return [learning_rate_factors(self.param, self.C_W[l], self.C_b[l], fan_in[l]) for l in range(self.depth + 1)]
+        return [learning_rate_factors(self.param, C_W=self.C_W[l], C_b=self.C_b[l], fan_in=fan_in[l]) for l in range(self.depth + 1)]
 
     def layer_maps(self, input_dim: int = 1) -> list[LayerMap]:
         lam = self._lambdas(input_dim)
@@ -79,7 +79,7 @@ class KernelRecursion:
         Dense readout of width 1.  C_W, C_b are kept exactly; hidden widths are ``widths`` ('standard')
         or HIDDEN_WIDTH (ignored at infinite width in 'ntk' and 'unit')."""
         acts = [kern.activation for kern in self.kernels]
-        return mlp_description(acts, self.depth, self.C_W, self.C_b, self.param, self.widths or HIDDEN_WIDTH)
+        return mlp_description(acts, self.depth, C_W=self.C_W, C_b=self.C_b, param=self.param, widths=self.widths or HIDDEN_WIDTH)
 
     def evaluate(self, X1, X2=None) -> KernelResult:
         """NNGP and NTK of the output at inputs X1 (N1, d), X2 (N2, d) (default X1), float64."""
@@ -114,6 +114,6 @@ def _short(v: Sequence):
     return v[0] if len(set(v)) == 1 else list(v)
 
 
-def kernel(X1, X2=None, activation="relu", depth: int = 1, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None) -> KernelResult:
-    """Shortcut: ``KernelRecursion(activation, depth, C_W, C_b, param, widths).evaluate(X1, X2)``."""
-    return KernelRecursion(activation, depth, C_W, C_b, param, widths).evaluate(X1, X2)
+def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None) -> KernelResult:
+    """Shortcut: ``KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).evaluate(X1, X2)``."""
+    return KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).evaluate(X1, X2)

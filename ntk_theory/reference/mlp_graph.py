@@ -1,7 +1,7 @@
 r"""The reference MLP as a description run by the description interpreter (:mod:`.graph`).
 
 An :class:`~ntk_theory.reference.MLP` of activation s, depth L, C_W, C_b, param and widths is the description
-:func:`~ntk_theory.architecture.mlp.mlp_description` (``Dense.from_variances(n_l, C_W(l), C_b(l), param)`` and
+:func:`~ntk_theory.architecture.mlp.mlp_description` (``Dense.from_variances(n_l, C_W=C_W(l), C_b=C_b(l), parameterization=param)`` and
 s alternating, readout last) with two bindings:
 
 - its elementwise layers are :class:`NumpyElementwise`: the stax layer of s (same name and SymPy expression,

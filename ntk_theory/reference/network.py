@@ -108,6 +108,7 @@ class MLP:
         cls,
         widths: Sequence[int],
         activation,
+        *,
         C_W=1.0,
         C_b=0.0,
         param: str = "ntk",

@@ -99,7 +99,7 @@ class FiniteWidthCheck:
         return plot_panels(panels, self.table().splitlines()[0], path, columns=4)
 
 
-def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str = "ntk",
+def check_finite_width(activation, X, depth: int, *, C_W=2.0, C_b=0.0, param: str = "ntk",
                        widths=(32, 64, 128, 256), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
                        progress: bool | None = None) -> FiniteWidthCheck:
     """Predictions vs Monte Carlo 1/n fits for every quantity (see the module docstring).
@@ -108,8 +108,8 @@ def check_finite_width(activation, X, depth: int, C_W=2.0, C_b=0.0, param: str =
     import time
 
     t0 = time.perf_counter()
-    pred = finite_width(activation, X, depth, C_W, C_b, param, progress=progress)
-    fit = fit_inverse_width(activation, X, depth, widths, C_W, C_b, param, samples, seed,
+    pred = finite_width(activation, X, depth, C_W=C_W, C_b=C_b, param=param, progress=progress)
+    fit = fit_inverse_width(activation, X, depth, widths, C_W=C_W, C_b=C_b, param=param, samples=samples, seed=seed,
                             infinite=(pred.nngp, pred.ntk), progress=progress)
     rows = []
     for name, attr in COMPARED.items():

@@ -135,12 +135,12 @@ def fit_inverse_width(
     X,
     depth: int,
     widths=(16, 32, 64, 128, 256),
+    *,
     C_W=2.0,
     C_b=0.0,
     param: str = "ntk",
     samples: int = 20_000,
     seed=0,
-    *,
     infinite="fit",
     mean_order: int = 2,
     tensor_order: int = 1,
@@ -163,7 +163,7 @@ def fit_inverse_width(
 
             if param == "standard":
                 raise ValueError("param='standard': the infinite-width NTK grows with n; give (K, Theta) or fit them")
-            res = KernelRecursion(act.name, depth, C_W, C_b, param)(X)
+            res = KernelRecursion(act.name, depth, C_W=C_W, C_b=C_b, param=param)(X)
             fixed = (res.nngp, res.ntk)
         elif infinite != "fit":
             raise ValueError("infinite must be 'fit', 'recursion' or a pair (K, Theta)")
@@ -171,7 +171,7 @@ def fit_inverse_width(
         fixed = tuple(np.asarray(v, dtype=float) for v in infinite)
     seeds = np.random.SeedSequence(seed).spawn(len(widths))
     runs = [
-        layer_statistics(act, X, depth, w, C_W, C_b, param, s, sd, **kwargs)
+        layer_statistics(act, X, depth, w, C_W=C_W, C_b=C_b, param=param, samples=s, seed=sd, **kwargs)
         for w, s, sd in zip(widths, per, seeds)
     ]
     fit = fit_widths(runs, fixed, mean_order, tensor_order)

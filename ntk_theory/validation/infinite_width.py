@@ -160,13 +160,13 @@ def _reference_size(ref) -> np.ndarray:
     return np.maximum(np.abs(ref), 1e-6 * pair_scale(ref))
 
 
-def crosscheck(activation, X, depth, C_W, C_b, param, width, f64, rtol=CROSSCHECK_RTOL, progress=None) -> dict:
+def crosscheck(activation, X, depth, *, C_W, C_b, param, width, f64, rtol=CROSSCHECK_RTOL, progress=None) -> dict:
     """float64 kernels ``f64`` (a KernelResult at inputs X; ``width`` the hidden width for
     param="standard") against the independent quadrature, entry by entry (module docstring).  Returns
     ``f64_vs_quadrature`` (largest relative difference), ``quadrature_error`` (largest relative error
     estimate), ``crosscheck_passed`` and ``crosscheck_rtol``; relative to |quadrature| (or, for an entry
     below 1e-6 of sqrt(|K_aa K_bb|), to that)."""
-    q = quadrature_kernels(activation, X, depth, C_W, C_b, param, widths=width, progress=progress)
+    q = quadrature_kernels(activation, X, depth, C_W=C_W, C_b=C_b, param=param, widths=width, progress=progress)
     f64_err = float(f64.info.get("quadrature_error", 0.0) or 0.0)
     ok, dev, est = True, 0.0, 0.0
     for name in ("nngp", "ntk"):
@@ -195,6 +195,7 @@ def check(
     activation="relu",
     X=None,
     depth: int = 3,
+    *,
     C_W=2.0,
     C_b=0.0,
     param: str = "ntk",
@@ -222,23 +223,23 @@ def check(
         raise ValueError("check needs at least two widths to extrapolate to infinite width")
     preds = []
     for n in widths:
-        rec = KernelRecursion(activation, depth, C_W, C_b, param, widths=n if param == "standard" else None)
+        rec = KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=n if param == "standard" else None)
         preds.append(rec(X))
-    rec = KernelRecursion(activation, depth, C_W, C_b, param, widths=widths[-1] if param == "standard" else None)
+    rec = KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths[-1] if param == "standard" else None)
     info = {
         "depth": depth, "C_W": C_W, "C_b": C_b, "param": param, "samples": samples, "widths": widths,
         "kernels": "closed form" if all(k.closed_form for k in rec.kernels) else "numerical quadrature",
     }
     # the cross-checks first: they are quick (mpmath on request only) and fail early
-    info.update(crosscheck(activation, X, depth, C_W, C_b, param, widths[-1] if param == "standard" else None,
-                            preds[-1], crosscheck_rtol, progress))
+    info.update(crosscheck(activation, X, depth, C_W=C_W, C_b=C_b, param=param, width=widths[-1] if param == "standard" else None,
+                            f64=preds[-1], rtol=crosscheck_rtol, progress=progress))
     if mp_check:
         try:
             info["f64_vs_mp"] = _mp_crosscheck(rec, X, preds[-1], progress)
         except (ValueError, ArithmeticError, NotImplementedError) as exc:  # reported; the Monte Carlo check goes on
             info["f64_vs_mp"] = f"not available ({exc})"
     runs = [
-        sample_statistics(X, activation, depth, n, C_W, C_b, param, samples=samples, seed=seed + i,
+        sample_statistics(X, activation, depth, n, C_W=C_W, C_b=C_b, param=param, samples=samples, seed=seed + i,
                           fourth_order=False, progress=progress)
         for i, n in enumerate(widths)
     ]

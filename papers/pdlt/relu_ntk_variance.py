@@ -6,7 +6,7 @@ E[Theta(x,x)^2] / E[Theta(x,x)]^2 ~= exp(5 beta), beta = sum_j 1/n_j, where ~= i
 bounded factors" (see README.md for what we could and could not check of their statement).
 
 Here, for L hidden layers of width n and a readout (layer l = L + 1), the one-input recursion of
-``FiniteWidthRecursion("relu", L, 2, 0, param="ntk")`` solved in closed form (K = 2 G0 at every
+``FiniteWidthRecursion("relu", L, C_W=2, C_b=0, param="ntk")`` solved in closed form (K = 2 G0 at every
 layer, units K = 1; verified against the SymPy iteration and the numerical recursion):
 
     Theta(l) = l,  V(l) = 5 (l-1),  F(l) = l (l-1),  D(l) = 3 l (l-1),
@@ -69,7 +69,7 @@ def ntk_relative_variance(L):
 
 def recursion_numbers(depth: int) -> list[dict]:
     """Per layer l = 1 .. depth + 1 from the numerical recursion (K = 2 G0 = 2, divided out)."""
-    states = FiniteWidthRecursion("relu", depth, 2.0, 0.0, param="ntk").one_input(G0=1.0)
+    states = FiniteWidthRecursion("relu", depth, C_W=2.0, C_b=0.0, param="ntk").one_input(G0=1.0)
     out = []
     for l, s in enumerate(states, 1):
         K = s.K
@@ -84,7 +84,7 @@ def symbolic_check(depth: int = 4) -> list[str]:
     returns the mismatches (empty when all agree)."""
     import sympy as sp
 
-    states = FiniteWidthRecursion("relu", depth, 2, 0, param="ntk").symbolic()
+    states = FiniteWidthRecursion("relu", depth, C_W=2, C_b=0, param="ntk").symbolic()
     bad = []
     for l, s in enumerate(states, 1):
         K = s.K

@@ -11,7 +11,7 @@ layer's activations is that of this layer times X = (2/n) chi^2_k with k ~ Binom
                           = 5 L + 25 L (L - 1) / (2 n) + O(1/n^2)
 
 (the 1/n^2 term is the one that makes a finite-width Monte Carlo sit above 5 L).  Here: the
-recursion (``FiniteWidthRecursion("relu", L, 2, 0).one_input``), the exact finite-width value, and a
+recursion (``FiniteWidthRecursion("relu", L, C_W=2, C_b=0).one_input``), the exact finite-width value, and a
 Monte Carlo over finite networks (``sample_statistics``) at widths 64 and 128, extrapolated linearly
 in 1/n (2 y(128) - y(64); by the exact formula its leftover is -0.16 at L = 5, -0.03 at L = 3,
 well below the errors).  E[f^2] = K = 2 G0 exactly for this network, and the ratio uses that exact K.
@@ -42,7 +42,7 @@ QUICK = dict(depths=(1, 3, 5), widths=(64, 128), samples=20_000, seed=2021)
 
 def recursion_vertex(depth: int) -> list[float]:
     """V(l) / K(l)^2 for layers l = 1 .. depth + 1 (the last is the readout)."""
-    states = FiniteWidthRecursion("relu", depth, 2.0, 0.0).one_input(G0=G0)
+    states = FiniteWidthRecursion("relu", depth, C_W=2.0, C_b=0.0).one_input(G0=G0)
     return [s.V / s.K**2 for s in states]
 
 

@@ -12,7 +12,7 @@ here from the small-K expansion of the one-input maps (and checked against the r
 
 so l K(l) = 1/2 + (5/24) log(l)/l + O(1/l) and V/(l K^2) = 2/3 - (5/18) log(l)/l + O(1/l): both
 approach slowly (at l = 1000, l K = 0.502, V/(l K^2) = 0.664).  The constants c_K, c_V depend on the
-input (G0 = 1 here).  Numbers from ``FiniteWidthRecursion("tanh", L, 1, 0).one_input`` (numerical
+input (G0 = 1 here).  Numbers from ``FiniteWidthRecursion("tanh", L, C_W=1, C_b=0).one_input`` (numerical
 Gaussian averages, ~25 ms per layer).
 
     python papers/pdlt/tanh_criticality.py [--depth 999]   (layers l = 1 .. 1000)
@@ -39,7 +39,7 @@ LOG_V = 5.0 / 18.0     # V/K^2 = (2/3) l - LOG_V log l + c_V
 def trajectory(depth: int, G0: float = G0) -> dict:
     """K(l), V(l) for l = 1 .. depth + 1 (layer 1 is the input layer: K = G0, V = 0) and the max
     quadrature error estimate."""
-    states = FiniteWidthRecursion("tanh", depth, 1.0, 0.0).one_input(G0=G0)
+    states = FiniteWidthRecursion("tanh", depth, C_W=1.0, C_b=0.0).one_input(G0=G0)
     return {"l": np.arange(1, len(states) + 1), "K": np.array([s.K for s in states]),
             "V": np.array([s.V for s in states]), "error": max(s.error for s in states)}
 
