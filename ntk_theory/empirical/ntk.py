@@ -55,7 +55,7 @@ def _activation_layer(spec):
 class Dense:
     """A dense layer ``z -> W z + b`` (W of shape (n_out, n_in)) with its learning-rate factors (the W
     term is weighted ``lambda_W / n_in``, see :mod:`ntk_theory.conventions`; ``learning_rate_factors(param,
-    C_W, C_b, n_in)`` gives them for a parameterization).  Default: PDLT's lambda_b = lambda_W = 1."""
+    C_W=C_W, C_b=C_b, fan_in=n_in)`` gives them for a parameterization).  Default: PDLT's lambda_b = lambda_W = 1."""
 
     W: Array
     b: Array
