@@ -32,8 +32,8 @@ def _richardson(f, h):
 
 def _directions(net, X):
     """v_{i;a} = Lambda grad z_{i;a}, flat, shape (O, N, P), from the network's Jacobian, and the difference step
-    for a relative change ~1e-3 of the preactivations along them (3e-4 for relu: the differences are exact on its
-    polynomial pieces, and the seeds are such that no preactivation changes sign)."""
+    for a relative change ~1e-3 of the preactivations along them (3e-4 for relu: a relu network is a polynomial in
+    the parameters between kinks, where the differences are exact; a kink crossed would fail the comparison)."""
     J = net.jacobian(X, flat=True)  # (N, O, P)
     step = (3e-4 if net.activation.name == "relu" else 1e-3) / max(1.0, np.abs(net.ntk(X)).max())
     return np.transpose(J, (1, 0, 2)) * net.learning_rate_vector(), step
