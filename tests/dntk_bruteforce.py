@@ -125,3 +125,79 @@ def estimate_PQ(act_name, X, widths, *, C_W, C_b, lams, samples, seed, chunk=500
     Ps, Qs = np.concatenate(Ps), np.concatenate(Qs)
     se = lambda a: a.std(axis=0, ddof=1) / np.sqrt(a.shape[0])
     return Ps.mean(0), Qs.mean(0), se(Ps), se(Qs)
+
+
+def _forward(s, X, Ws, bs):
+    h = np.broadcast_to(X, (Ws[0].shape[0],) + X.shape)
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        z = np.einsum("bij,bnj->bni", W, h) + b[:, None, :]
+        h = s(z)
+    return z
+
+
+def directions(act, X, Ws, bs, lams):
+    """v_d = Lambda grad z_(j;b) per layer as (dW (B, D, n_out, n_in), db (B, D, n_out)), d = (j, b) j-major."""
+    s, ds, _ = act
+    B, N, L1 = Ws[0].shape[0], X.shape[0], len(Ws)
+    hs, zs = [np.broadcast_to(X, (B,) + X.shape)], []
+    for l in range(L1):
+        z = np.einsum("bij,bnj->bni", Ws[l], hs[-1]) + bs[l][:, None, :]
+        zs.append(z)
+        hs.append(s(z))
+    O = zs[-1].shape[-1]
+    D = O * N
+    jj, bb = np.repeat(np.arange(O), N), np.tile(np.arange(N), O)
+    delta = np.zeros((B, D, O))
+    delta[:, np.arange(D), jj] = 1.0
+    out = [None] * L1
+    for l in range(L1 - 1, -1, -1):
+        lam_b, lam_W = lams[l]
+        out[l] = (lam_W / hs[l].shape[-1] * delta[..., None] * hs[l][:, bb, None, :], lam_b * delta)
+        if l:
+            delta = np.einsum("bdi,bij->bdj", delta, Ws[l]) * ds(zs[l - 1][:, bb, :])
+    return out
+
+
+def estimate_PQ_differences(act_name, X, widths, *, C_W, C_b, lams, samples, seed, h, chunk=2000):
+    """P, Q and their SE as :func:`estimate_PQ`, but D^2 z[v1, v2] by central second differences of the forward
+    pass along the fixed directions v1 +- v2 (polarisation), step h: for kinked s the ensemble average then
+    includes the neurons that cross a kink within the step (the derivative of the ensemble average; bias O(h^2))."""
+    act = activation(act_name)
+    s = act[0]
+    rng = np.random.default_rng(seed)
+    N, O, n = X.shape[0], widths[-1], widths[-2]
+    D = O * N
+    Ps, Qs = [], []
+    done = 0
+    while done < samples:
+        B = min(chunk, samples - done)
+        Ws, bs = sample_params(rng, widths, C_W, C_b, B)
+        z0 = _forward(s, X, Ws, bs)
+        dirs = directions(act, X, Ws, bs, lams)
+
+        def second(c1, d1, c2, d2):  # (z(th + h u) - 2 z + z(th - h u)) / h^2, u = c1 v_d1 + c2 v_d2
+            zs = []
+            for sg in (1, -1):
+                W2 = [W + sg * h * (c1 * dW[:, d1] + c2 * dW[:, d2]) for W, (dW, _) in zip(Ws, dirs)]
+                b2 = [b + sg * h * (c1 * db[:, d1] + c2 * db[:, d2]) for b, (_, db) in zip(bs, dirs)]
+                zs.append(_forward(s, X, W2, b2))
+            return (zs[0] - 2 * z0 + zs[1]) / h**2
+
+        T = np.zeros((B, D, D, N, O))
+        for d1 in range(D):
+            for d2 in range(d1, D):
+                T[:, d1, d2] = T[:, d2, d1] = (second(1, d1, 1, d2) - second(1, d1, -1, d2)) / 4
+        T6 = T.reshape(B, O, N, O, N, N, O)
+        Pb = np.zeros((B,) + (N,) * 4)
+        Qb = np.zeros((B,) + (N,) * 4)
+        for i in range(O):
+            for j in range(O):
+                if i != j:
+                    Pb += T6[:, j, :, j, :, :, i].transpose(0, 3, 1, 2)[..., None] * z0[:, None, None, None, :, i]
+                    Qb += T6[:, i, :, j, :, :, i].transpose(0, 3, 1, 2)[..., None] * z0[:, None, None, None, :, j]
+        Ps.append(n * Pb / (O * (O - 1)))
+        Qs.append(n * Qb / (O * (O - 1)))
+        done += B
+    Ps, Qs = np.concatenate(Ps), np.concatenate(Qs)
+    se = lambda a: a.std(axis=0, ddof=1) / np.sqrt(a.shape[0])
+    return Ps.mean(0), Qs.mean(0), se(Ps), se(Qs)

@@ -159,3 +159,17 @@ def test_width_extrapolated_monte_carlo(case):
     zs = _mc_check(act, C_W, C_b, depth, X3[:N], list(widths), samples, kink_terms=kink)
     for name, z in zs.items():
         assert np.all(np.abs(z) < 4), (name, z)
+
+
+@pytest.mark.slow
+def test_relu_kink_terms_match_ensemble_second_differences():
+    """ReLU (C_W = 2), one hidden layer (exact at any width), two inputs: the default kink_terms=True against
+    second differences (step 0.05) of the forward pass of 60,000 networks, whose ensemble average includes the
+    neurons crossing the kink; the pointwise variant is excluded by the same data (|z| > 10 somewhere)."""
+    X = X3[:2]
+    P, Q, sP, sQ = bf.estimate_PQ_differences("relu", X, (3, 8, 3), C_W=2.0, C_b=0.0, lams=[(0.0, 2.0)] * 2,
+                                               samples=60_000, seed=5, h=0.05)
+    rec = FiniteWidthRecursion("relu", 1, C_W=2.0)
+    st, pw = rec.dntk(X)[-1], rec.dntk(X, kink_terms=False)[-1]
+    assert np.all(np.abs((P - st.P) / sP) < 4) and np.all(np.abs((Q - st.Q) / sQ) < 4)
+    assert np.max(np.abs((P - pw.P) / sP)) > 10

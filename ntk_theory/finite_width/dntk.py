@@ -198,7 +198,10 @@ def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
     g = s'^k s^m (the other factors at the same input), and s'' g = F' - (m / (k+1)) s^(m-1) s'^(k+2),
     F = s^m s'^(k+1) / (k+1) (the limit of smooth activations); <F'(u) X> = sum_t (K_d^-1)_(u t) <F(u) X u_t>
     over the distinct inputs (Gaussian integration by parts, K_d their covariance), so only s and s' are
-    integrated."""
+    integrated.  Piecewise-linear s (slopes a < 0 < b, :func:`~ntk_theory.gaussian.fourpoint.piecewise_linear_slopes`)
+    instead take delta(u) g(u) = delta(u) (g(0+) + g(0-)) / 2, the symmetric second difference of the network's
+    own kink with the other factors at the unperturbed point (what an ensemble of ReLU networks does; the smooth
+    limit would give delta s'^2 = delta / 3 for ReLU, the networks delta / 2)."""
     from ..numerics.quadrature import expectn
 
     N = K.shape[0]
@@ -212,6 +215,11 @@ def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
     cache = {}
     if not act.kinks:
         s2 = stable_lambdify((x,), d2)
+        slopes = None
+    else:
+        from ..gaussian.fourpoint import piecewise_linear_slopes
+
+        slopes = piecewise_linear_slopes(act)
 
     def power(k_, m_, lin=False):
         def f(u):
@@ -242,6 +250,22 @@ def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
                                  "need linearly independent inputs")
             Kinv = np.linalg.inv(Kd)
             k0, m0 = kd[a]
+            if slopes is not None:  # s'' = (b - a) delta(u): delta(u) g(u) = delta(u) (g(0+) + g(0-)) / 2
+                if m0:
+                    val = 0.0   # s(0) = 0
+                else:
+                    lo, hi = slopes
+                    coef = (hi - lo) * ((hi**k0 + lo**k0) / 2 if k0 else 1.0)
+                    heav = lambda u, lin=False: (np.asarray(u) > 0) * (np.asarray(u, float) if lin else 1.0)
+                    val = 0.0
+                    for t in range(len(vars_)):
+                        fs = [lambda u, t=t: heav(u, t == 0)]
+                        fs += [power(*kd[v], lin=(t == i + 1)) for i, v in enumerate(vars_[1:])]
+                        r = expectn(fs, Kd, kinks=[kinks] * len(fs), tol=tol)
+                        val += coef * Kinv[0, t] * r.value
+                        err = max(err, r.error)
+                cache[key] = M[idx] = val
+                continue
             others = [power(*kd[v]) for v in vars_[1:]]
             val = 0.0
             for t in range(len(vars_)):
