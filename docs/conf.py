@@ -242,6 +242,12 @@ def resolve_undocumented(app, env, node, contnode):
             break
     else:                                        # a name imported into the module that wrote the docstring
         head, _, rest = target.partition(".")
+        if node.get("reftype") == "mod":         # a submodule named relative to its package
+            import importlib.util
+
+            packages = [k for k, m in list(sys.modules.items()) if k.startswith("ntk_theory") and hasattr(m, "__path__")]
+            found_modules = [f"{k}.{target}" for k in packages if importlib.util.find_spec(f"{k}.{target}")]
+            return contnode if len(found_modules) == 1 else None
         found = {id(o): o for o in (getattr(m, head, _MISSING) for k, m in list(sys.modules.items())
                                     if k.startswith("ntk_theory") and m is not None) if o is not _MISSING}
         if len(found) != 1:
@@ -307,6 +313,39 @@ def list_guides(app, docname, source):
     source[0] = source[0].replace("GUIDES\n", "".join(f"{g}\n" for g in guides))
 
 
+# --- gallery: one page per script of papers/ and derivations/ ---------------------------------------------------
+class GalleryScript(Directive):
+    """``.. gallery-script:: papers/pdlt/relu_vertex.py`` (a path from the repository root): the script's
+    docstring (what it computes, the published claim), how to run it, its committed figures (``:figures:``,
+    names in the script's folder; default: the PNG files named like the script) and its source.  Nothing is
+    run: the figures are the ones committed beside the script."""
+
+    required_arguments = 1
+    option_spec = {"figures": lambda text: text.split()}
+
+    def run(self):
+        import ast
+
+        script = ROOT / self.arguments[0]
+        text = script.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        figures = self.options.get("figures")
+        if figures is None:
+            figures = [p.name for p in sorted(script.parent.glob(script.stem + "*.png"))]
+        run = nodes.paragraph()
+        run += nodes.Text("Run: ")
+        run += nodes.literal(text=f"python {self.arguments[0]}")
+        result = [run, nodes.literal_block(doc, doc)]
+        for fig in figures:                       # srcdir-absolute URI of the committed figure
+            uri = "/../" + str((script.parent / fig).relative_to(ROOT))
+            result.append(nodes.image(uri=uri, alt=fig, width="100%"))
+        result.append(nodes.rubric(text="Source"))
+        code = nodes.literal_block(text, text, language="python")
+        code.source = str(script)
+        result.append(code)
+        return result
+
+
 # --- the vocabulary table of ntk_theory.quantities, made at build time -------------------------------------------
 class QuantitiesTable(Directive):
     """``.. quantities-table::`` -- every name of :mod:`ntk_theory.quantities` with its symbol, order in
@@ -332,6 +371,7 @@ class QuantitiesTable(Directive):
 
 def setup(app):
     app.add_directive("quantities-table", QuantitiesTable)
+    app.add_directive("gallery-script", GalleryScript)
     app.connect("missing-reference", resolve_undocumented)
     app.connect("autodoc-process-docstring", patch_docstring)
     app.connect("source-read", list_guides)
