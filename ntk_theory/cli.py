@@ -348,10 +348,9 @@ def _check_architecture(args) -> int:
     (widths default to its own); a layer without a kernel rule is refused in one line naming it."""
     from .validation import check_architecture
 
-    if args.finite_width:
-        raise NotSupportedForArchitecture("not yet supported for this architecture: check --finite-width (the 1/n "
-                                          "corrections are derived for MLPs only)")
     plot = _plot_path(args.plot)
+    if args.finite_width:
+        return _check_residual_finite_width(args, plot)
     X = load_inputs(args.x, spatial=True)  # (N, d), or images for convolutional descriptions
     try:
         report = check_architecture(args.network, X, **({"widths": args.widths} if args.widths else {}),
@@ -359,6 +358,27 @@ def _check_architecture(args) -> int:
                                     mp_check=args.mp_check)
     except NotImplementedError as exc:
         raise NotSupportedForArchitecture(f"not supported for this architecture: {exc}") from None
+    print(report.table())
+    if plot:
+        report.plot(plot)
+        print(f"plot written to {plot}")
+    return 0 if report.passed else 1
+
+
+def _check_residual_finite_width(args, plot) -> int:
+    """check --finite-width --arch for a description that is not a plain MLP: a residual MLP's readout K1, V,
+    Theta1, A, B, D, F at each input on its own against Monte Carlo 1/n fits
+    (:func:`ntk_theory.validation.residual.check_residual_finite_width`); a description without derived 1/n
+    rules is refused in one line naming the first such layer."""
+    from .finite_width.residual import NotDerived
+    from .validation.residual import check_residual_finite_width
+
+    X = load_inputs(args.x)
+    try:
+        report = check_residual_finite_width(args.network, X, **({"widths": args.widths} if args.widths else {}),
+                                             samples=args.samples, seed=args.seed, progress=_progress(args))
+    except NotDerived as exc:
+        raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
     print(report.table())
     if plot:
         report.plot(plot)
@@ -672,6 +692,15 @@ def layer_map_text(layer) -> list:
 
 
 def _cmd_check(args) -> int:
+        from .finite_width.description import recursion_for
+        from .finite_width.residual import NotDerived, ResidualRecursion
+
+        try:
+            rec = recursion_for(desc)
+        except NotDerived as exc:
+            raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
+        if isinstance(rec, ResidualRecursion):
+            return _derive_residual_finite_width(rec, desc, args)
     from .validation import check, check_finite_width
 
     if args.network is not None and not _mlp_from_arch(args, "check"):
@@ -695,6 +724,58 @@ def _cmd_check(args) -> int:
 
 def _cmd_empirical_ntk(args) -> int:
     import time
+#: the one-input statistics of a residual layer, in the order printed by derive --finite-width --arch
+RESIDUAL_DERIVE_FIELDS = ("K", "Th", "K1", "V", "T", "Th1", "A", "B", "D", "F")
+
+#: the maps of a residual MLP printed by derive --finite-width --arch (plain text; docs/finite_width.md,
+#: "Residual networks"; ntk_theory/finite_width/residual.py)
+RESIDUAL_MAPS = (
+    "infinite width, one input (z(l+1) = xi z(l) + gamma [W s(z(l)) + b]):",
+    "  K(l+1)     = xi^2 K(l) + gamma^2 (C_b + C_W <s^2>_K(l))",
+    "  Theta(l+1) = xi^2 Theta(l) + gamma^2 (lambda_b + lambda_W <s^2>_K(l) + C_W <s'^2>_K(l) Theta(l))",
+    "  (layer 1: K = C_b + C_W G0, Theta = lambda_b + lambda_W G0; the readout: xi = 0, gamma = 1)",
+    "1/n corrections by the neuron-path expansion (a one-step recursion in K, V, K1, T does not close):",
+    "  path covariance P(l, m) = xi^(l-m) K(m), response c(l, m) = dK(l)/dG(m) = gamma^2 xi^(2(l-1-m)),",
+    "  fields G(m) = C_b + C_W (1/n) sum_k s(z_k(m))^2, phi_a = C_W (s(z(a))^2 - <s^2>), psi = (1 - A)^-1 phi,",
+    "  A(a, a') = C_W d<s^2>/dK(a) c(a, a'):",
+    "  V(l)  = 2 sum_m c(l,m) Cov(z(l)^2, psi_m) + sum_(m,m') c(l,m) c(l,m') Cov(psi_m, psi_m')",
+    "  T(l)  = sum_m c(l,m) Cov(z(l), psi_m)",
+    "  K1(l) = sum_m c(l,m) e(m), e(a) = C_W [d<s^2>/dK K1(a) + (1/2) sum_a' c(a,a') Cov((s^2)''(z(a)), psi_a')",
+    "                                       + (1/2) d2<s^2>/dK2 sum_(a',b') c(a,a') c(a,b') Cov(psi_a', psi_b')]",
+    "  NTK: forward tangents tau(l+1) = xi tau + gamma [W s'(z) tau + sqrt(H) r], (z, tau, tau') one particle;",
+    "  A = n Cov(tau_i^2, tau'_j^2), B = n Cov(tau_i tau'_i, tau_j tau'_j), D = n Cov(tau_i^2, z_j^2),",
+    "  F = n Cov(tau_i z_i, tau_j z_j), Theta1 = n (E[tau_i^2] - Theta), by the same expansion in six fields",
+)
+
+
+def _derive_residual_finite_width(rec, desc, args) -> int:
+    """derive --finite-width --arch for a residual MLP: how the description was read (per-layer xi, gamma, C_W,
+    C_b), the one-input maps (:data:`RESIDUAL_MAPS`) and the values of every layer for one input with G0 = 1
+    (:meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input`, numerical: the expansion has no
+    per-layer closed form)."""
+    from .gaussian.derivation import plain_text
+
+    L = rec.depth
+    states = rec.one_input(G0=1.0)
+    head = [f"network {desc!r}",
+            f"read as a residual MLP: activation s(x) = {plain_text(rec.activation.expr)}, depth {L}, param {rec.param}",
+            "  layer 1: z(1) = W(1) x + b(1)" + f", C_W = {rec.C_W[0]:g}, C_b = {rec.C_b[0]:g}"]
+    head += [f"  layer {m}: xi = {rec.xi[m - 2]:g}, gamma = {rec.gamma[m - 2]:g}, C_W = {rec.C_W[m - 1]:g}, "
+             f"C_b = {rec.C_b[m - 1]:g}" for m in range(2, L + 1)]
+    head.append(f"  readout: C_W = {rec.C_W[L]:g}, C_b = {rec.C_b[L]:g}")
+    rows = [f"layers 1 .. {L + 1} for one input with G0 = x.x / n0 = 1 (layer {L + 1} = readout; quadrature error "
+            f"<= {max(s.error for s in states):.1e}; Theta1 = ntk_correction, K1 = nngp_correction):"]
+    for l, st in enumerate(states, start=1):
+        rows.append(f"  layer {l}: " + ", ".join(f"{n} = {getattr(st, n):.10g}" for n in RESIDUAL_DERIVE_FIELDS))
+    if args.latex:
+        print("\n".join("% " + line for line in head + list(RESIDUAL_MAPS) + rows))
+        return 0
+    print("\n".join(head))
+    print("\n" + "\n".join(RESIDUAL_MAPS))
+    print("\n" + "\n".join(rows))
+    return 0
+
+
 
     from . import MLP
     from .empirical import empirical_ntk, plan
@@ -900,11 +981,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(p, "check", width=False)
     p.add_argument("--widths", type=_width_list, default=None,
                    help="finite widths to sample (default: 64,128,256,512; with --finite-width 32,64,128,256; "
-                        "--arch: 64,128,256)")
+                        "--arch: 64,128,256; --finite-width --arch of a residual MLP: 16,32,64,128)")
     p.add_argument("--samples", type=int, default=20_000, help="networks per width (default: 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finite-width", action="store_true",
-                   help="check the 1/n predictions (K1, Theta1, V, A, B, D, F) against Monte Carlo fits over the widths")
+                   help="check the 1/n predictions (K1, Theta1, V, A, B, D, F) against Monte Carlo fits over the widths "
+                        "(with --arch: plain MLPs, and residual MLPs at each input on its own)")
     p.add_argument("--mp-check", action="store_true",
                    help="also compare float64 with the recursion in 30-digit mpmath (slow without closed forms: "
                         "tens of seconds per entry for tanh); the default cross-check is an independent float64 quadrature")

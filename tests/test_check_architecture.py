@@ -108,8 +108,8 @@ def test_cli_one_line_errors(tmp_path, capsys):
     with pytest.raises(NotImplementedError, match="Relu"):
         check_architecture(stax.parse(refused), widths=(8, 16), samples=100)
     resnet = ["--arch", RESNET_TEXT, "--quiet"]
-    assert main(["check", *resnet, "--finite-width"]) == 2
-    assert "check --finite-width" in _error_line(capsys, "check")
+    assert main(["check", "--arch", "serial(Dense(8), LayerNorm(), Relu(), Dense(1))", "--finite-width", "--quiet"]) == 2
+    assert "not yet supported for this architecture: LayerNorm()" in _error_line(capsys, "check")
     assert main(["check", *resnet, "--widths", "64"]) == 2
     assert "two distinct widths" in _error_line(capsys, "check")
     assert main(["check", *resnet, "--depth", "2"]) == 2

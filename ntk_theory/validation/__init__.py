@@ -8,6 +8,9 @@
   ``ntk-theory check --arch``); :func:`compare_entries` its per-entry 1/n fit and verdict;
 * :func:`check_finite_width` (:mod:`.finite_width`): the 1/n corrections K1, Theta1 and the readout tensors
   V, A, B, D, F against the Monte Carlo 1/n fits (``ntk-theory check --finite-width``);
+* :func:`check_residual_finite_width` (:mod:`.residual`): a residual MLP's readout K1, V, Theta1, A, B, D, F at
+  each input on its own against Monte Carlo 1/n fits of finite residual networks
+  (``ntk-theory check --finite-width --arch``);
 * :func:`fit_inverse_width`, :func:`fit_widths` (:mod:`.fits`): those fits;
 * :mod:`.verdict`: the one rule by which every compared entry passes or fails.
 
@@ -26,6 +29,7 @@ from .finite_width import COMPARED, FiniteWidthCheck, check_finite_width
 from .fits import WidthFit, fit_inverse_width, fit_widths, weighted_fit
 from .infinite_width import CROSSCHECK_RTOL, CheckReport, CheckRow, check, crosscheck
 from .plot import Panel, plot_panels, require_matplotlib
+from .residual import ResidualFiniteWidthCheck, check_residual_finite_width
 from .verdict import outcome, passes, z_score
 
 __all__ = [
@@ -38,10 +42,12 @@ __all__ = [
     "CheckRow",
     "FiniteWidthCheck",
     "Panel",
+    "ResidualFiniteWidthCheck",
     "WidthFit",
     "check",
     "check_architecture",
     "check_finite_width",
+    "check_residual_finite_width",
     "compare_entries",
     "crosscheck",
     "fit_inverse_width",

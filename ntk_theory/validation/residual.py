@@ -1,0 +1,119 @@
+r"""Validation of a residual MLP's finite-width predictions against the Monte Carlo of finite residual networks.
+
+:func:`check_residual_finite_width` reads a residual description (:func:`ntk_theory.finite_width.description.recursion_for`)
+and, for each input x_a on its own (G0 = x_a . x_a / n_0: the one-input statistics, the diagonal a = b = c = d
+of the several-input tensors; inputs of equal G0 have equal statistics and share the entry of the first),
+compares the readout's
+
+    K1 (``nngp_correction``), V, Theta1 (``ntk_correction``), A, B, D, F
+
+of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input` with 1/n fits
+(:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
+:func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K and V,
+:func:`ntk_theory.montecarlo.residual.sample_residual_ntk` (dense weights, backpropagated Jacobian rows) for
+Theta, A, B, D, F.  V, A, B, D, F are fitted as c0 + c1/n (c0 compared); K and Theta as K + K1/n + K2/n^2
+with the infinite-width K, Theta fixed to the recursion's (K1, Theta1 compared).  z = (fit - prediction) / SE;
+the check passes when every entry has |z| < ``sigmas`` (:mod:`.verdict`).  The error model: the fits'
+standard errors (jackknife over batches, propagated through the weighted least squares); the recursion is
+the leading order in 1/n, so the fits' higher powers absorb the O(1/n^2) terms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _checks
+from ..finite_width.description import description_of, recursion_for
+from ..finite_width.residual import NotDerived, ResidualRecursion
+from ..montecarlo.residual import sample_residual, sample_residual_ntk
+from .finite_width import FiniteWidthCheck
+from .fits import weighted_fit
+from .plot import Panel, plot_panels
+from .verdict import z_score
+
+#: compared name -> (ResidualState field, Monte Carlo run ("nngp" or "ntk"), estimate, fitted powers)
+RESIDUAL_COMPARED = {
+    "K1": ("K1", "nngp", "K", (1, 2)),
+    "V": ("V", "nngp", "V", (0, 1)),
+    "ntk1": ("Th1", "ntk", "Th", (1, 2)),
+    "A": ("A", "ntk", "A", (0, 1)),
+    "B": ("B", "ntk", "B", (0, 1)),
+    "D": ("D", "ntk", "D", (0, 1)),
+    "F": ("F", "ntk", "F", (0, 1)),
+}
+
+
+@dataclass
+class ResidualFiniteWidthCheck(FiniteWidthCheck):
+    """Rows ``(name, entry, prediction, estimate, stderr, z)`` as :class:`.finite_width.FiniteWidthCheck` (entry
+    (a, a) or (a, a, a, a) for input a); ``panels`` the per-width data of each row for :meth:`plot`."""
+
+    panels: list = field(default_factory=list, repr=False)
+
+    def plot(self, path=None):
+        """One panel per compared entry (Monte Carlo per width against 1/n, the fit, the prediction);
+        matplotlib (the ``plot`` extra) needed; saved to ``path`` if given; returns the figure."""
+        return plot_panels(self.panels, self.table().splitlines()[0], path, columns=4)
+
+
+def _residual_recursion(network) -> ResidualRecursion:
+    layer = description_of(network)
+    if layer is None:
+        raise ValueError(f"expected a network description (a stax network or a layer); got {type(network).__name__}")
+    rec = recursion_for(layer)
+    if not isinstance(rec, ResidualRecursion):
+        raise NotDerived(f"{layer!r} is a plain MLP: use check_finite_width (its several-input tensors)")
+    return rec
+
+
+def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples: int = 20_000, ntk_samples=None,
+                                seed: int = 0, sigmas: float = 4.0, progress: bool | None = None
+                                ) -> ResidualFiniteWidthCheck:
+    """Predictions vs Monte Carlo 1/n fits of a residual MLP's readout statistics at each input of X (N, d)
+    on its own (module docstring).  ``samples`` networks per width for K and V; ``ntk_samples`` (default
+    ``samples`` (16 / n)^(1/2) at width n, the dense Jacobians cost n^2 per layer) for the NTK quantities."""
+    rec = _residual_recursion(network)
+    X = _checks.inputs(X, "X")
+    widths = [_checks.positive_int("widths", n) for n in widths]
+    if len(widths) < 3 or len(set(widths)) != len(widths):
+        raise ValueError(f"widths must be at least 3 distinct widths (fits with two coefficients); got {widths}")
+    samples = _checks.positive_int("samples", samples)
+    t0 = time.perf_counter()
+    L = rec.depth
+    common = dict(C_W=list(rec.C_W), C_b=list(rec.C_b), xi=list(rec.xi), gamma=list(rec.gamma))
+    x = 1.0 / np.asarray(widths, dtype=float)
+    rows, panels = [], []
+    G0s = [float(xa @ xa) / X.shape[1] for xa in X]
+    first = {G0: a for a, G0 in reversed(list(enumerate(G0s)))}  # inputs of equal x.x / n0 share one entry
+    for G0, a in sorted(first.items(), key=lambda item: item[1]):
+        top = rec.one_input(G0=G0)[-1]
+        runs = {
+            "nngp": [sample_residual(rec.activation, G0, L, n, **common, samples=samples, seed=seed + 7919 * a + n,
+                                     progress=progress) for n in widths],
+            "ntk": [sample_residual_ntk(rec.activation, G0, L, n, **common, param=rec.param,
+                                        samples=int(ntk_samples or max(2000, samples * (16 / n) ** 0.5)),
+                                        seed=seed + 7919 * a + n + 1, progress=progress) for n in widths],
+        }
+        for name, (attr, kind, est, powers) in RESIDUAL_COMPARED.items():
+            vals = np.array([r[est].value[L] for r in runs[kind]])
+            errs = np.array([r[est].stderr[L] for r in runs[kind]])
+            fixed = {"K": top.K, "Th": top.Th}.get(est) if powers[0] == 1 else None
+            coef, se, _ = weighted_fit(widths, vals, errs, list(powers), fixed=fixed)
+            p, v, s = float(getattr(top, attr)), float(coef[0]), float(se[0])
+            z = z_score(v, p, s)
+            idx = (a, a) if name in ("K1", "ntk1") else (a, a, a, a)
+            rows.append((name, idx, p, v, s, z))
+            if fixed is None:
+                y, e, f = vals, errs, (lambda xx, c=coef: c[0] + c[1] * xx)
+                label = f"{name} {a}"
+            else:  # the scaled deviation n (E - K) -> K1 + K2 / n
+                y, e, f = (vals - fixed) / x, errs / x, (lambda xx, c=coef: c[0] + c[1] * xx)
+                label = f"{name} {a}  n (E - {'K' if est == 'K' else 'Theta'})"
+            panels.append(Panel(label, x, y, e, f, p, v, s, z))
+    info = {"description": f"residual {rec!r}, each input on its own (G0 = {', '.join(f'{g:.4g}' for g in G0s)}; "
+                           "inputs of equal G0 share the entry of the first)",
+            "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
+    return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
