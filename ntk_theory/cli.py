@@ -660,6 +660,15 @@ def _derive_architecture(args) -> int:
     net = args.network
     desc = net.description
     if args.finite_width:
+        from .finite_width.description import recursion_for
+        from .finite_width.residual import NotDerived, ResidualRecursion
+
+        try:
+            rec = recursion_for(desc)
+        except NotDerived as exc:
+            raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
+        if isinstance(rec, ResidualRecursion):
+            return _derive_residual_finite_width(rec, desc, args)
         mlp = as_mlp(desc)
         if mlp is None:
             raise NotSupportedForArchitecture(f"not yet supported for this architecture: {why_not_mlp(desc)}")
@@ -683,47 +692,6 @@ def _derive_architecture(args) -> int:
     return 0
 
 
-def layer_map_text(layer) -> list:
-    """The infinite-width map (K, Theta) -> (K', Theta') of one layer as plain-text lines
-    (:func:`ntk_theory.stax.maps.layer_map`)."""
-    from .stax.maps import layer_map
-
-    return list(layer_map(layer).text)
-
-
-def _cmd_check(args) -> int:
-        from .finite_width.description import recursion_for
-        from .finite_width.residual import NotDerived, ResidualRecursion
-
-        try:
-            rec = recursion_for(desc)
-        except NotDerived as exc:
-            raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
-        if isinstance(rec, ResidualRecursion):
-            return _derive_residual_finite_width(rec, desc, args)
-    from .validation import check, check_finite_width
-
-    if args.network is not None and not _mlp_from_arch(args, "check"):
-        return GENERAL_ARCHITECTURE_RUNNERS["check"](args)
-    plot = _plot_path(args.plot)
-    X = load_inputs(args.x)
-    if args.finite_width:
-        report = check_finite_width(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
-                                    widths=args.widths or [32, 64, 128, 256], samples=args.samples, seed=args.seed,
-                                    progress=_progress(args))
-    else:
-        report = check(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
-                       widths=args.widths or [64, 128, 256, 512], samples=args.samples, seed=args.seed,
-                       progress=_progress(args), mp_check=args.mp_check)
-    print(report.table())
-    if plot:
-        report.plot(plot)
-        print(f"plot written to {plot}")
-    return 0 if report.passed else 1
-
-
-def _cmd_empirical_ntk(args) -> int:
-    import time
 #: the one-input statistics of a residual layer, in the order printed by derive --finite-width --arch
 RESIDUAL_DERIVE_FIELDS = ("K", "Th", "K1", "V", "T", "Th1", "A", "B", "D", "F")
 
@@ -776,6 +744,38 @@ def _derive_residual_finite_width(rec, desc, args) -> int:
     return 0
 
 
+def layer_map_text(layer) -> list:
+    """The infinite-width map (K, Theta) -> (K', Theta') of one layer as plain-text lines
+    (:func:`ntk_theory.stax.maps.layer_map`)."""
+    from .stax.maps import layer_map
+
+    return list(layer_map(layer).text)
+
+
+def _cmd_check(args) -> int:
+    from .validation import check, check_finite_width
+
+    if args.network is not None and not _mlp_from_arch(args, "check"):
+        return GENERAL_ARCHITECTURE_RUNNERS["check"](args)
+    plot = _plot_path(args.plot)
+    X = load_inputs(args.x)
+    if args.finite_width:
+        report = check_finite_width(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
+                                    widths=args.widths or [32, 64, 128, 256], samples=args.samples, seed=args.seed,
+                                    progress=_progress(args))
+    else:
+        report = check(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
+                       widths=args.widths or [64, 128, 256, 512], samples=args.samples, seed=args.seed,
+                       progress=_progress(args), mp_check=args.mp_check)
+    print(report.table())
+    if plot:
+        report.plot(plot)
+        print(f"plot written to {plot}")
+    return 0 if report.passed else 1
+
+
+def _cmd_empirical_ntk(args) -> int:
+    import time
 
     from . import MLP
     from .empirical import empirical_ntk, plan
