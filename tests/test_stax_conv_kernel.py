@@ -11,7 +11,10 @@ Judges (independent of the code under test):
   evaluated by a different path: NumPy stable forms on whole arrays, layer by layer); its row tiles and
   ``out=`` memory maps against its own in-memory result, bit for bit;
 - for tanh (not in neural-tangents), the spatial recursion of a tiny 1-D network written out by hand here with
-  its Gaussian expectations by nested adaptive quadrature (scipy, absolute tolerance 1e-14).
+  its Gaussian expectations by nested adaptive quadrature (scipy, absolute tolerance 1e-14): the NumPy
+  interpreter and the compiled kernel (Hermite tables and Mehler series) at 1e-11;
+- the compiled kernel with activations without closed form (tanh, softplus, swish, beside ReLU) against the NumPy
+  interpreter, whose numerical expectations are its own (NumPy Hermite tables, scipy-based quadrature fallback).
 """
 
 from __future__ import annotations
@@ -22,13 +25,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 from scipy import integrate
 
 from ntk_theory import stax
+from ntk_theory.activations import x
+from ntk_theory.codegen import convolution
 from ntk_theory.recursions import graph
 
 DATA = np.load(Path(__file__).parent / "data" / "neural_tangents" / "conv_kernels.npz")
 NETWORKS = json.loads(str(DATA["config"]))["networks"]
+
+# one compiled module for every compiled chain of the fast tests (the union of their activations): one cold
+# compile instead of one per activation set
+convolution.share(stax.Erf(), stax.Relu(), stax.Gelu(), stax.Sin(), stax.LeakyRelu(0.2), stax.Rbf(0.7), stax.Tanh(),
+                  stax.Softplus(), stax.Swish())
 
 
 def _check(mine, ref, rtol, mask=None):
@@ -54,12 +65,22 @@ def test_conv_kernels_match_neural_tangents(name):
     _check(ntk11, DATA[f"{name}/ntk11"], 1e-7)
 
 
+def test_the_recorded_networks_share_one_compiled_module():
+    """Every compiled chain of the fast tests uses the module of the shared activation set."""
+    used = set()
+    for name in COMPILED:
+        net = stax.parse(NETWORKS[name])
+        X1 = DATA[f"{name}/X1"]
+        own = convolution.plan(net.description, X1.shape[1:-1], X1.shape[-1])[3]
+        used.add(convolution.module_for(own)[0].__name__)
+    assert len(used) == 1, used
+
+
 COMPILED = sorted(set(NETWORKS) - {"branches"})
 
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_compiled_conv_kernels_match_neural_tangents(name):
-    from ntk_theory.codegen import convolution
 
     net = stax.parse(NETWORKS[name])
     X1, X2 = DATA[f"{name}/X1"], DATA[f"{name}/X2"]
@@ -76,12 +97,12 @@ def test_compiled_conv_kernels_match_neural_tangents(name):
 
 
 def test_compiled_conv_kernel_refuses_what_it_does_not_evaluate():
-    from ntk_theory.codegen import convolution
 
     with pytest.raises(convolution.NotCompilableConv, match=r"FanOut\(2\) at layer 1"):
         convolution.kernel(stax.parse(NETWORKS["branches"]), DATA["branches/X1"])
-    with pytest.raises(convolution.NotCompilableConv, match=r"Tanh\(\) at layer 1"):
-        convolution.kernel(stax.serial(stax.Conv(4, (2,)), stax.Tanh(), stax.Flatten(), stax.Dense(1)), IMAGES)
+    bessel = stax.serial(stax.Conv(4, (2,)), stax.Activation(sp.besselj(0, x)), stax.Flatten(), stax.Dense(1))
+    with pytest.raises(convolution.NotCompilableConv, match=r"besselj\(0, x\)'\) at layer 1.*no Numba form"):
+        convolution.kernel(bessel, IMAGES)
 
 
 # every closed-form activation in one chain (one generated module): compiled against the NumPy interpreter,
@@ -104,7 +125,6 @@ def _all_activations(readout):
 @pytest.mark.slow  # one cold compile of a 16-activation module (~30-60 s), then milliseconds
 @pytest.mark.parametrize("readout", ["GlobalAvgPool()", "Flatten()"])
 def test_compiled_closed_form_activations_match_the_interpreter(readout):
-    from ntk_theory.codegen import convolution
 
     net = _all_activations(readout)
     X = np.random.default_rng(1).normal(size=(5, 4, 5, 2))
@@ -119,7 +139,6 @@ def test_compiled_closed_form_activations_match_the_interpreter(readout):
 def test_tiles_and_memmap_outputs_equal_the_in_memory_kernel(tmp_path):
     """Row tiles of one row and ``out=`` memory maps give the in-memory result bit for bit (X2 = None
     mirrors across tiles; X2 given fills whole rows)."""
-    from ntk_theory.codegen import convolution
 
     name = "myrtle"
     net = stax.parse(NETWORKS[name])
@@ -201,15 +220,59 @@ def _tanh_by_hand(X, readout, cw=1.7, cb=0.2):
 
 @pytest.mark.parametrize("readout", ["pool", "flatten"])
 def test_tanh_cnn_kernel_matches_quadrature(readout):
+    """The NumPy interpreter and the compiled kernel (Hermite tables per input and position, Mehler series per
+    pixel pair) against the hand-written recursion with nested scipy quadrature."""
     X = np.array([[0.9, -0.4, 1.3], [0.2, 1.1, -0.7], [-1.0, 0.5, 0.3]])[:, :, None]
     cw, cb = 1.7, 0.2
     layer = stax.GlobalAvgPool() if readout == "pool" else stax.Flatten()
     net = stax.serial(stax.Conv(64, (2,), W_std=math.sqrt(cw), b_std=math.sqrt(cb)), stax.Tanh(), layer,
                       stax.Dense(1, W_std=math.sqrt(cw), b_std=math.sqrt(cb)))
-    nngp, ntk = net.kernel_fn(X, None)
     K, T = _tanh_by_hand(X, readout, cw, cb)
+    nngp, ntk = net.kernel_fn(X, None, compiled=False)
     np.testing.assert_allclose(nngp, K, rtol=1e-11, atol=0)
     np.testing.assert_allclose(ntk, T, rtol=1e-11, atol=0)
+    fast = net.kernel_fn(X, None, compiled=True)
+    assert fast.info["evaluated_by"] == "ntk_theory.codegen.convolution"
+    assert fast.info["quadrature_error"] < 1e-13
+    np.testing.assert_allclose(fast.nngp, K, rtol=1e-11, atol=0)
+    np.testing.assert_allclose(fast.ntk, T, rtol=1e-11, atol=0)
+    cross = convolution.kernel(net, X[:2], X[1:])  # X2 given: rows equal to rows of X1 take their own value
+    np.testing.assert_allclose(cross.nngp, K[:2, 1:], rtol=1e-11, atol=0)
+    np.testing.assert_allclose(cross.ntk, T[:2, 1:], rtol=1e-11, atol=0)
+
+
+NUMERIC = {
+    "pool": stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.5, b_std=0.2), stax.Tanh(),
+                        stax.Conv(3, (2, 2), strides=(1, 2), W_std=1.3, b_std=0.1), stax.Softplus(),
+                        stax.AvgPool((2, 2), padding="SAME", normalize_edges=True),
+                        stax.Conv(3, (2, 2), padding="CIRCULAR", W_std=1.2), stax.Swish(), stax.GlobalAvgPool(),
+                        stax.Dense(1, b_std=0.1)),
+    "flatten": stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.5, b_std=0.2), stax.Tanh(),
+                           stax.Conv(3, (2, 2), W_std=1.3, b_std=0.1), stax.Relu(), stax.Dense(3, W_std=1.1),
+                           stax.Swish(), stax.Flatten(), stax.Dense(1, b_std=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMERIC))
+def test_compiled_activations_without_closed_form_match_the_interpreter(name):
+    """tanh, softplus and swish (no closed form), alone and beside ReLU, every pixel pair (pooling) or the same
+    positions (Flatten): the compiled kernel against the NumPy interpreter (Mehler series on its own tables,
+    2-D quadrature where they do not reach)."""
+    net = NUMERIC[name]
+    X = np.random.default_rng(2).normal(size=(4, 5, 4, 2))
+    for X2 in (None, np.concatenate([X[2:], X[:1] * 0.7])):
+        fast = convolution.kernel(net, X, X2)
+        ref = graph.kernel(net.description, X, X2)
+        assert fast.info["quadrature_error"] < 1e-12
+        _check(fast.nngp, ref.nngp, 1e-12)
+        _check(fast.ntk, ref.ntk, 1e-12)
+
+
+def test_short_series_are_refused_with_the_layers_named():
+    """Tables too short for the correlations of neighbouring positions: refused (never a truncated value)."""
+    X = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
+    with pytest.raises(convolution.SeriesTooShort, match=r"Tanh\(\) at layer 1.*beyond degree 4"):
+        convolution.kernel(NUMERIC["pool"], X, max_order=4)
 
 
 # ---------------------------------------------------------------------- refusals

@@ -27,19 +27,35 @@ The steps, on flat row-major P x P arrays (p = (h, w) first position, p' second)
 * AvgPool: windowed means over both positions (``normalize_edges``: by the counts of in-image taps);
 * GlobalAvgPool: mean over all P^2 entries; Flatten: mean over the P same-position entries.
 
-The activations' T and Tdot are printed as Numba source (:func:`ntk_theory.jit.numba_code`) into a generated
-module with the chain above (:mod:`ntk_theory.jit.modules`, keyed by the hash of its source, which depends on
-the set of activations only), so every activation with closed-form T, Tdot and diagonal forms compiles; others
-(tanh) raise :class:`NotCompilableConv` naming the layer (the NumPy interpreter evaluates them).
+Activations without closed forms (tanh, softplus, swish, ...) are evaluated as in
+:mod:`ntk_theory.codegen.graph`: F and F' are printed as Numba functions; each self chain computes, before such an
+activation, the per-position variances of each input, at which the driver computes Hermite tables of F and F'
+(:func:`ntk_theory.numerics.hermite_numba.coefficients`, once per distinct variance; rows i P + p for input i,
+position p); a pixel pair's T and Tdot are then Mehler's series sum_n a_n b_n rho^n on the tables of its two
+positions (:func:`mehler_entry`: truncated where the Parseval tail bound is below ``tol``, with the error
+estimate of the MLP kernels), and the same-position entries of one input with itself the tables' norms E[F^2],
+E[F'^2].  The variances before a later activation need the expectations of the earlier ones, so the self chains
+run once per such activation (each pass up to the next one).  Where a series would need more degrees than the
+tables hold (correlations near 1 at large variances) the kernel raises :class:`SeriesTooShort` after trying the
+degrees of :data:`MAX_ORDERS`; ``stax`` then evaluates with the NumPy interpreter, whose series fall back to
+2-D quadrature (a compiled quadrature of a function passed at run time would make the module uncacheable).
+
+The activations' T and Tdot (or F, F') are printed as Numba source (:func:`ntk_theory.jit.numba_code`) into a
+generated module with the chain above (:mod:`ntk_theory.jit.modules`, keyed by the hash of its source, which
+depends on the set of activations only).  :func:`share` registers a set of activations whose one module serves
+every chain with activations among them (fewer cold compiles); an activation with neither closed forms nor a
+Numba form of F raises :class:`NotCompilableConv` naming the layer (the NumPy interpreter evaluates it).
 
 Supported (else :class:`NotCompilableConv`, naming the layer): a serial chain of ``Conv`` (any padding,
-strides, 1-D or 2-D, 'ntk' or 'standard'), ``Dense`` (per position), closed-form activations, ``AvgPool``
+strides, 1-D or 2-D, 'ntk' or 'standard'), ``Dense`` (per position), activations, ``AvgPool``
 (any padding, ``normalize_edges``), ``GlobalAvgPool``, ``Flatten`` and, after these, ``Dense`` layers and
 activations on the pooled vector.
 
 Error model: the same closed forms as the interpreter in a different summation order and their stable
 float64 forms: ~1e-14 relative to it (the arccos-type terms of correlations near 1 lose up to ~1e-12
-relative in Tdot of distinct positions).  Outputs may be written into given arrays (``out=``, e.g.
+relative in Tdot of distinct positions).  Activations without closed form: ``info["quadrature_error"]`` is the
+largest estimate of one pixel pair's expectations (truncation bound plus the tables' coefficient errors by
+Cauchy-Schwarz) or of the tables' norms, not propagated through later layers.  Outputs may be written into given arrays (``out=``, e.g.
 ``np.memmap``) by row tiles of ``tile_mb`` megabytes; tiles give the in-memory result bit for bit (each entry
 is computed by the same pair function).
 """
@@ -69,16 +85,18 @@ from ..architecture import (
 )
 from ..gaussian.stable import stable_form
 from ..jit import modules, numba_code
-from .emit import _power
+from ..numerics.mehler import mehler_pair, order_from_log_tails
 from ..recursions.graph import image_inputs
 from ..recursions.layer import activation_kernels
 from ..recursions.result import KernelResult, check_get
 from ..recursions.spatial import pads
+from .emit import _numeric_source, _power
 
 DENSE, CONV, ACT, POOL, GLOBAL, FLATTEN = range(6)
 # integer columns of a step: code, H_in, W_in, H_out, W_out, fh, fw, sh, sw, lo_h, lo_w, wrap, normalize,
-# activation layer index (variance records), activation code (in the generated module)
-_INTS = 15
+# activation layer index (variance records), activation code (in the generated module), table slot of an
+# activation without closed form (-1 for closed forms)
+_INTS = 16
 
 FORMAT_VERSION = "1"
 
@@ -87,21 +105,44 @@ class NotCompilableConv(NotImplementedError):
     """The description has a layer or structure the compiled convolutional kernel does not evaluate."""
 
 
+class SeriesTooShort(NotCompilableConv):
+    """Mehler's series of an activation without closed form needs more degrees than its Hermite tables hold
+    (correlations near 1 at large variances): a larger ``max_order``, or the NumPy interpreter (whose series
+    fall back to 2-D quadrature), evaluates it."""
+
+
 def _activation_key(layer: Elementwise) -> str:
     return sp.srepr(layer.expr)
 
 
+def _numeric(layer: Elementwise, kern, path) -> bool:
+    """Whether the activation ``layer`` is evaluated numerically (no closed-form T, Tdot or diagonal forms);
+    :class:`NotCompilableConv` if it has neither closed forms nor a Numba form of F and F'."""
+    if kern.closed_form and all(np.isfinite(float(e.expr)) if e.expr.is_number else True
+                                for e in (kern.T_diag, kern.Tdot_diag)):
+        return False
+    try:
+        _numeric_source(0, kern)
+    except Exception as exc:  # noqa: BLE001 - SymPy's printers raise several types
+        raise NotCompilableConv(f"{layer!r} at {where(path)}: its Gaussian expectations have no closed form and F "
+                                f"has no Numba form ({type(exc).__name__}); the NumPy interpreter evaluates "
+                                "it") from None
+    return True
+
+
 def plan(description: Layer, image_shape: tuple, channels: int):
-    """(integer steps, float steps, number of activation layers, {activation key: (code, layer)}) of
-    ``description`` on images of spatial shape ``image_shape`` (1-D images as (1, W)) with ``channels``
-    input channels; activation codes number the distinct activations in sorted key order."""
+    """(integer steps, float steps, number of activation layers, {activation key: (code, layer)}, table
+    slots) of ``description`` on images of spatial shape ``image_shape`` (1-D images as (1, W)) with
+    ``channels`` input channels; activation codes number the distinct activations in sorted key order;
+    table slots: per activation layer without closed form, in order, (activation layer index, layer, where)."""
     shape = tuple(image_shape) if len(image_shape) == 2 else (1,) + tuple(image_shape)
     rank = len(image_shape)
-    ints, floats, acts, found = [], [], 0, {}
+    ints, floats, acts, found, slots = [], [], 0, {}, []
     spatial = True
     for path, layer in leaves(description):
         row, f = [0] * _INTS, [0.0] * 4
         row[1:3] = shape
+        row[15] = -1
         if isinstance(layer, Identity) or (isinstance(layer, Elementwise) and layer.is_identity):
             continue
         if isinstance(layer, (Conv, AvgPool)):
@@ -131,11 +172,9 @@ def plan(description: Layer, image_shape: tuple, channels: int):
             channels = layer.out_dim
         elif isinstance(layer, Elementwise):
             kern = activation_kernels(layer.activation)
-            if not kern.closed_form or not all(np.isfinite(float(e.expr)) if e.expr.is_number else True
-                                               for e in (kern.T_diag, kern.Tdot_diag)):
-                raise NotCompilableConv(f"{layer!r} at {where(path)}: its Gaussian expectations have no closed "
-                                        "form; the compiled convolutional kernel needs closed forms (the NumPy "
-                                        "interpreter evaluates it)")
+            if _numeric(layer, kern, path):
+                row[15] = len(slots)
+                slots.append((acts, layer, where(path)))
             found.setdefault(_activation_key(layer), layer)
             row[0], row[13] = ACT, acts
             row[3:5] = shape
@@ -164,7 +203,7 @@ def plan(description: Layer, image_shape: tuple, channels: int):
             row[14] = codes[_activation_key(layer)][0]
         rows.append(row)
     return (np.array(rows, dtype=np.int64).reshape(-1, _INTS), np.array(floats, dtype=np.float64).reshape(-1, 4),
-            acts, codes)
+            acts, codes, slots)
 
 
 # ---------------------------------------------------------------------- steps (activation-independent)
@@ -381,6 +420,58 @@ def gram(x, y, K, full):
             K[p * P + q] = s / C
 
 
+@numba.njit(cache=True)
+def equal(x, y):
+    """Whether two (P, C) inputs are equal entry by entry."""
+    for p in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            if x[p, c] != y[p, c]:
+                return False
+    return True
+
+
+#: largest truncation bound of a Mehler series (relative to sqrt(E F(u)^2 E F(v)^2)) the kernel accepts; entries
+#: beyond it raise :class:`SeriesTooShort`
+TRUNCATION_LIMIT = 1e-11
+
+
+@numba.njit(cache=True, error_model="numpy")
+def mehler_entry(q, i, j, k11, k22, k12, HA, TA, SA, HB, TB, SB, ltol, tol, acc):
+    """(T, Tdot) = (E[F(u) F(v)], E[F'(u) F'(v)]) at (u, v) ~ N(0, [[k11, k12], [k12, k22]]), |k12| <= sqrt(k11 k22),
+    by Mehler's series sum_n a_n b_n rho^n on table pair q (coefficients H[2q] of F, H[2q + 1] of F') at row i
+    of the A tables and row j of the B tables (half log relative tails T, [sqrt(E F^2), l2 coefficient error] S).
+
+    Degree: the smallest m whose Parseval bound |rho|^(m+1) sqrt(A_m B_m) is below ``tol`` (relative to
+    sqrt(E F(u)^2 E F(v)^2)), for F and F' (:func:`ntk_theory.numerics.mehler.order_from_log_tails`); if the
+    tables end first, the whole table, with the bound at its last degree added to the estimate, and the entry
+    counted in acc[1] if that bound exceeds :data:`TRUNCATION_LIMIT`.  Estimate (the largest goes to acc[0]):
+    the truncation bounds times sqrt(E F(u)^2 E F(v)^2), plus err_a sqrt(E F(v)^2) + err_b sqrt(E F(u)^2)
+    (Cauchy-Schwarz), for F and F'."""
+    b = math.sqrt(k11) * math.sqrt(k22)
+    rho = k12 / b if b > 0.0 else 0.0
+    lr = math.log(min(abs(rho), 1.0))
+    s = 2 * q
+    d = 2 * q + 1
+    m = order_from_log_tails(TA[s, i], TB[s, j], lr, ltol)
+    m2 = order_from_log_tails(TA[d, i], TB[d, j], lr, ltol)
+    ns = SA[s, i, 0] * SB[s, j, 0]
+    nd = SA[d, i, 0] * SB[d, j, 0]
+    e = (tol * (ns + nd) + SA[s, i, 1] * SB[s, j, 0] + SB[s, j, 1] * SA[s, i, 0]
+         + SA[d, i, 1] * SB[d, j, 0] + SB[d, j, 1] * SA[d, i, 0])
+    if m < 0 or m2 < 0:
+        M = HA.shape[2] - 1
+        bs = math.exp((M + 1) * lr + TA[s, i, M] + TB[s, j, M])
+        bd = math.exp((M + 1) * lr + TA[d, i, M] + TB[d, j, M])
+        if max(bs, bd) > TRUNCATION_LIMIT:
+            acc[1] += 1.0
+        e += bs * ns + bd * nd
+        m = M
+        m2 = M
+    T, Td = mehler_pair(HA[s, i], HB[s, j], HA[d, i], HB[d, j], rho, max(m, m2))
+    acc[0] = max(acc[0], e)
+    return T, Td
+
+
 # ---------------------------------------------------------------------- generated source
 def _cse_body(exprs, names):
     replacements, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols("t"), optimizations="basic")
@@ -390,8 +481,12 @@ def _cse_body(exprs, names):
 
 
 def _activation_source(code: int, layer: Elementwise) -> str:
-    """``pair_<code>(k11, k22, k12) -> (T, Tdot)`` and ``diag_<code>(k) -> (T, Tdot)`` of one activation."""
+    """``pair_<code>(k11, k22, k12) -> (T, Tdot)`` and ``diag_<code>(k) -> (T, Tdot)`` of one activation with
+    closed forms; without them, ``s_<code>``, ``ds_<code>`` (F and F', compiled) and ``KINKS_<code>``, of
+    which the driver computes Hermite tables (the entries are :func:`mehler_entry` on them)."""
     kern = activation_kernels(layer.activation)
+    if _numeric(layer, kern, ()):
+        return _numeric_source(code, kern)
     body = _cse_body((stable_form(kern.T.expr), stable_form(kern.Tdot.expr)), ("T", "Tdot"))
     alpha = kern.homogeneity
     if alpha is not None:
@@ -443,9 +538,43 @@ if code == {c}:
     return
 """
 
+# an activation without closed form: the same-position entries of one input with itself are the norms of its
+# tables (E[F(u)^2], E[F'(u)^2]); every other entry is Mehler's series on the tables of its two positions
+_NUM_BRANCH = """\
+if code == {c}:
+    ra = ia * P
+    rb = ib * P
+    if not full:
+        for p in range(P):
+            if same:
+                K[p] = NA[2 * tq, ra + p]
+                T[p] = NA[2 * tq + 1, ra + p] * T[p]
+            else:
+                lim = sa[p] * sb[p]
+                t, td = mehler_entry(tq, ra + p, rb + p, da[p], db[p], min(max(K[p], -lim), lim),
+                                     HA, TA, SA, HB, TB, SB, ltol, tol, acc)
+                K[p] = t
+                T[p] = td * T[p]
+        return
+    for p in range(P):
+        for q in range(P):
+            o = p * P + q
+            if same and p == q:
+                K[o] = NA[2 * tq, ra + p]
+                T[o] = NA[2 * tq + 1, ra + p] * T[o]
+                continue
+            lim = sa[p] * sb[q]
+            t, td = mehler_entry(tq, ra + p, rb + q, da[p], db[q], min(max(K[o], -lim), lim),
+                                 HA, TA, SA, HB, TB, SB, ltol, tol, acc)
+            K[o] = t
+            T[o] = td * T[o]
+    return
+"""
+
 #: modules the generated code imports (their source is part of the cache key: Numba's cache does not notice
 #: changes of imported functions)
-_RUNTIME = ("codegen/runtime.py", "codegen/convolution.py", "numerics/compensated.py", "numerics/compensated_numba.py")
+_RUNTIME = ("codegen/runtime.py", "codegen/convolution.py", "numerics/compensated.py", "numerics/compensated_numba.py",
+            "numerics/mehler.py")
 
 
 def _runtime_fingerprint() -> str:
@@ -454,6 +583,32 @@ def _runtime_fingerprint() -> str:
 
 
 _MODULES: dict = {}
+_SHARED: list = []
+
+
+def share(*activations) -> None:
+    """Compile one module for these activations (``Elementwise`` layers, e.g. ``stax.Tanh()``) and use it for
+    every chain whose activations are among them (within this process): one cold compile instead of one per
+    set of activations.  Several shared sets may be registered; a chain takes the smallest that contains its
+    activations, else its own module."""
+    found = {}
+    for act in activations:
+        layer = getattr(act, "description", act)
+        if not isinstance(layer, Elementwise):
+            raise TypeError(f"share() takes activation layers (Elementwise); got {act!r}")
+        found[_activation_key(layer)] = layer
+    if found and found not in _SHARED:
+        _SHARED.append(found)
+
+
+def module_for(codes: dict):
+    """(module, its codes {key: (code, layer)}) for a chain's activations ``codes`` (as :func:`plan` returns):
+    the smallest shared set (:func:`share`) that contains them, else their own."""
+    fits = [s for s in _SHARED if set(codes) <= set(s)]
+    if fits:
+        best = min(fits, key=len)
+        codes = {key: (c, best[key]) for c, key in enumerate(sorted(best))}
+    return compiled_module(codes), codes
 
 
 def compiled_module(codes: dict):
@@ -464,16 +619,20 @@ def compiled_module(codes: dict):
     parts, branches = [], []
     for name, (c, layer) in sorted(codes.items(), key=lambda kv: kv[1][0]):
         parts.append(_activation_source(c, layer))
-        branches.append(_ACT_BRANCH.replace("{c}", str(c)))
+        numeric = _numeric(layer, activation_kernels(layer.activation), ())
+        branches.append((_NUM_BRANCH if numeric else _ACT_BRANCH).replace("{c}", str(c)))
     dispatch = "\n".join(branches) if branches else "pass\n"
     header = ("# Generated by ntk_theory.codegen.convolution. Do not edit: regenerate instead.\n"
               "import math\n\nimport numba\nimport numpy as np\n\n"
               "from ntk_theory.codegen.runtime import atan2, erfcx\n"
-              "from ntk_theory.codegen.convolution import conv_full, conv_same_positions, gram, pool_full\n"
+              "from ntk_theory.codegen.convolution import conv_full, conv_same_positions, equal, gram, "
+              "mehler_entry, pool_full\n"
               "from ntk_theory.numerics.compensated_numba import det2\n")
     act = ("@numba.njit(cache=True, error_model='numpy')\n"
-           "def activate(code, K, T, P, full, da, sa, db, sb, same):\n"
-           "    \"\"\"In place: K[p * P + q] (``full``) or K[p] (same positions) and T; ``same``: one input with itself.\"\"\"\n"
+           "def activate(code, K, T, P, full, da, sa, db, sb, same, tq, ia, ib, HA, TA, SA, NA, HB, TB, SB, NB, ltol,\n"
+           "             tol, acc):\n"
+           "    \"\"\"In place: K[p * P + q] (``full``) or K[p] (same positions) and T; ``same``: one input with itself;\n"
+           "    activations without closed form: table slot ``tq``, inputs ``ia``, ``ib`` (rows ia P + p of the tables).\"\"\"\n"
            "    keep = np.empty(P if same else 1)\n"
            + textwrap.indent(dispatch, "    "))
     source = header + "\n\n" + "\n\n".join(parts) + "\n\n" + act + "\n\n" + _CHAIN
@@ -488,10 +647,14 @@ DENSE, CONV, ACT, POOL, GLOBAL, FLATTEN = range(6)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full):
+def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full, ia, ib, HA, TA, SA, NA, HB, TB,
+          SB, NB, tol, acc, stop):
     """Run the steps on the cross covariance K and NTK T (flat, P x P when ``full``, else the P same-position
-    entries); returns (nngp, ntk) of the output.  ``record``: the self chain of one input, writing its
-    per-position variances (and their square roots) before each activation into d1, s1 (= d2, s2)."""
+    entries) of inputs ia, ib; returns (nngp, ntk) of the output.  ``record``: the self chain of one input,
+    writing its per-position variances (and their square roots) before each activation into d1, s1 (= d2, s2);
+    with ``stop`` >= 0 it returns (NaN, NaN) at the activation of table slot ``stop``, after recording its
+    variances.  Activations without closed form read the Hermite tables HA.. (rows: ia), HB.. (rows: ib)."""
+    ltol = math.log(tol)
     for step in range(ints.shape[0]):
         code, H, W, Ho, Wo = ints[step, 0], ints[step, 1], ints[step, 2], ints[step, 3], ints[step, 4]
         P = H * W
@@ -505,7 +668,10 @@ def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full
                     v = K[p * P + p] if full else K[p]
                     d1[a_, p] = v
                     s1[a_, p] = math.sqrt(v)
-            activate(ints[step, 14], K, T, P, full, d1[a_], s1[a_], d2[a_], s2[a_], same)
+                if stop >= 0 and ints[step, 15] == stop:
+                    return math.nan, math.nan
+            activate(ints[step, 14], K, T, P, full, d1[a_], s1[a_], d2[a_], s2[a_], same, ints[step, 15], ia, ib,
+                     HA, TA, SA, NA, HB, TB, SB, NB, ltol, tol, acc)
             continue
         m = P * P if full else P
         if code == DENSE:
@@ -543,21 +709,25 @@ def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full
 
 
 @numba.njit(parallel=True, cache=True)
-def selves(X, ints, floats, var, sd, out, full, m):
-    """Each input with itself: its variances before each activation (var[i], sd[i] = sqrt) and its output."""
+def selves(X, ints, floats, var, sd, out, full, m, HA, TA, SA, NA, tol, acc, stop):
+    """Each input with itself: its variances before each activation (var[i], sd[i] = sqrt) and its output
+    (up to the activation of table slot ``stop`` if ``stop`` >= 0); acc[i]: (largest error estimate, number of
+    quadratures) of activations without closed form."""
     n, P = X.shape[0], X.shape[1]
     for i in numba.prange(n):
         K, T = np.empty(m), np.zeros(m)
         K2, T2, S1, S2 = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
         gram(X[i], X[i], K, full)
         out[i, 0], out[i, 1] = chain(K, T, K2, T2, S1, S2, ints, floats, var[i], sd[i], var[i], sd[i], True, True,
-                                     full)
+                                     full, i, i, HA, TA, SA, NA, HA, TA, SA, NA, tol, acc[i], stop)
 
 
 @numba.njit(parallel=True, cache=True)
-def pairs(X1, X2, row0, row1, ints, floats, var1, sd1, var2, sd2, symmetric, nngp, ntk, full, m, blocks):
+def pairs(X1, X2, row0, row1, ints, floats, var1, sd1, var2, sd2, symmetric, nngp, ntk, full, m, blocks,
+          HA, TA, SA, NA, HB, TB, SB, NB, tol, acc):
     """Pairs (a, b), a in [row0, row1) (b < a only when ``symmetric``), on their cross covariance, into
-    nngp[a - row0, b], ntk[a - row0, b]; ``blocks`` blocks of consecutive pairs, one buffer set per block."""
+    nngp[a - row0, b], ntk[a - row0, b]; ``blocks`` blocks of consecutive pairs, one buffer set per block;
+    acc[block]: (largest error estimate, number of quadratures) of activations without closed form."""
     n2 = X2.shape[0]
     first = row0 * (row0 - 1) // 2 if symmetric else 0
     total = (row1 * (row1 - 1) // 2 - first) if symmetric else (row1 - row0) * n2
@@ -577,11 +747,15 @@ def pairs(X1, X2, row0, row1, ints, floats, var1, sd1, var2, sd2, symmetric, nng
                 b = k - a * (a - 1) // 2
             else:
                 a, b = row0 + kk // n2, kk % n2
+            if equal(X1[a], X2[b]):  # the same input: its own output, written by the driver
+                nngp[a - row0, b], ntk[a - row0, b] = 0.0, 0.0
+                continue
             for i in range(m):
                 T[i] = 0.0
             gram(X1[a], X2[b], K, full)
             nngp[a - row0, b], ntk[a - row0, b] = chain(K, T, K2, T2, S1, S2, ints, floats, var1[a], sd1[a],
-                                                        var2[b], sd2[b], False, False, full)
+                                                        var2[b], sd2[b], False, False, full, a, b, HA, TA, SA, NA,
+                                                        HB, TB, SB, NB, tol, acc[blk], -1)
 '''
 
 
@@ -611,13 +785,84 @@ def _outputs(out, shape):
     return out
 
 
-def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_mb: float = 64.0) -> KernelResult:
+def _hermite_tables(module, code: int, variances, max_order: int, tol: float):
+    """Hermite tables of F and F' (activation ``code`` of ``module``) at ``variances``, computed once per distinct
+    variance (:func:`ntk_theory.numerics.hermite_numba.coefficients`): per function the coefficients, half log
+    relative tails, [sqrt(E F^2), l2 error of the coefficients] and E F^2."""
+    from ..numerics import hermite_numba
+
+    unique, inverse = np.unique(variances, return_inverse=True)
+    kinks = tuple(getattr(module, f"KINKS_{code}"))
+    out = []
+    for fn in (getattr(module, f"s_{code}"), getattr(module, f"ds_{code}")):
+        tab = hermite_numba.coefficients(fn, unique, kinks=kinks, max_order=max_order, tol=tol)
+        with np.errstate(divide="ignore"):
+            half_log_tail = 0.5 * np.log(tab.tail)
+        out.append((tab.coef[inverse], half_log_tail[inverse], np.sqrt(tab.norm2)[inverse], tab.error[inverse],
+                    tab.norm2[inverse]))
+    return out
+
+
+def _short(accs, slots, max_order):
+    """:class:`SeriesTooShort` if an entry's series was cut above :data:`TRUNCATION_LIMIT` (counts in acc[:, 1])."""
+    short = int(sum(float(np.sum(a[:, 1])) for a in accs))
+    if short:
+        names = ", ".join(sorted({f"{layer!r} at {place}" for _, layer, place in slots}))
+        raise SeriesTooShort(f"{names}: {short} pixel-pair expectations need Mehler series beyond degree "
+                             f"{max_order} (truncation bound above {TRUNCATION_LIMIT:g} relative); pass a larger "
+                             "max_order, or evaluate with the NumPy interpreter")
+
+
+def _self_chains(mod, F, ints, floats, acts, codes, slots, full, m, P, tol, max_order, errors):
+    """Each input of F with itself: (variances, their square roots, outputs, Hermite tables, accumulators).
+
+    Without activations of no closed form one compiled pass.  With them, the Hermite tables of each such
+    activation need the variances before it, which need the tables of the earlier ones: the pass runs up to
+    the activation of slot t, its tables are computed at the recorded variances (rows i P + p: input i,
+    position p), and the next pass runs from the start with slots 0..t filled."""
+    n = len(F)
+    var, sd = np.zeros((n, max(acts, 1), P)), np.zeros((n, max(acts, 1), P))
+    out, acc = np.empty((n, 2)), np.zeros((n, 2))
+    L = len(slots)
+    width = max_order + 1 if L else 1
+    H, Tl = np.zeros((2 * L, n * P if L else 1, width)), np.zeros((2 * L, n * P if L else 1, width))
+    S, NN = np.zeros((2 * L, n * P if L else 1, 2)), np.zeros((2 * L, n * P if L else 1))
+    tables = (H, Tl, S, NN)
+    for t, (a_, layer, place) in enumerate(slots):
+        mod.selves(F, ints, floats, var, sd, out, full, m, *tables, tol, acc, t)
+        step = int(np.nonzero((ints[:, 0] == ACT) & (ints[:, 13] == a_))[0][0])
+        v = np.ascontiguousarray(var[:, a_, :ints[step, 3] * ints[step, 4]]).ravel()  # rows i P_t + p
+        kern = activation_kernels(layer.activation)
+        kern.check_variances(v, place)
+        for half, (coef, tail, root, err, norm) in enumerate(
+                _hermite_tables(mod, codes[_activation_key(layer)][0], v, max_order, tol)):
+            r = len(v)
+            H[2 * t + half, :r], Tl[2 * t + half, :r], NN[2 * t + half, :r] = coef, tail, norm
+            S[2 * t + half, :r, 0], S[2 * t + half, :r, 1] = root, err
+            # E F^2 (and E F'^2) from the tables: off by at most 2 sqrt(E F^2) err (Cauchy-Schwarz)
+            errors.append(float(np.max(2 * root * err, initial=0.0)))
+    acc[:] = 0.0  # the last pass evaluates every entry once
+    mod.selves(F, ints, floats, var, sd, out, full, m, *tables, tol, acc, -1)
+    return var, sd, out, tables, acc
+
+
+#: the tables' largest degrees tried in turn when ``max_order`` is not given
+MAX_ORDERS = (256, 1024)
+
+
+def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_mb: float = 64.0,
+           tol: float = 1e-15, max_order: int | None = None) -> KernelResult:
     """NNGP and NTK of a serial convolutional description at images X1 (N1, *S, C), X2 (default X1), compiled
     (module docstring); :class:`NotCompilableConv` for descriptions outside its scope.
 
     ``out=(nngp, ntk)``: given (N1, N2) arrays to write into (memory maps too); the pairs are computed in row
     tiles of at most ``tile_mb`` megabytes of float64 buffers, then copied into ``out``, so the temporaries
-    beyond the output are bounded by ``tile_mb`` plus 6 P^2 floats per thread."""
+    beyond the output are bounded by ``tile_mb`` plus 6 P^2 floats per thread (and, for activations without
+    closed form, the Hermite tables: 32 (max_order + 1) L (N1 + N2) P bytes for L such activation layers).
+    ``tol``: the truncation tolerance of Mehler's series (relative, as in :mod:`ntk_theory.codegen.graph`),
+    ``max_order``: the tables' largest degree (:class:`SeriesTooShort` if a series needs more; default: the
+    degrees of :data:`MAX_ORDERS` in turn, the next one only if a series needs it).
+    ``info["quadrature_error"]``: the largest error estimate of one numerical expectation (0 for closed forms)."""
     get = check_get(get)
     description = getattr(description, "description", description)
     X1, spatial = image_inputs(X1, "X1")
@@ -626,8 +871,26 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_
         raise ValueError(f"X1 must be images (N, W, C) or (N, H, W, C); got shape {X1.shape}")
     if not tile_mb > 0:
         raise ValueError(f"tile_mb must be positive; got {tile_mb}")
-    ints, floats, acts, codes = plan(description, spatial, X1.shape[-1])
-    mod = compiled_module(codes)
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1); got {tol!r}")
+    if max_order is not None and (isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer))
+                                  or max_order < 1):
+        raise ValueError(f"max_order must be an integer >= 1; got {max_order!r}")
+    orders = MAX_ORDERS if max_order is None else (int(max_order),)
+    for n, order in enumerate(orders):
+        try:
+            return _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, order)
+        except SeriesTooShort:
+            if n == len(orders) - 1:
+                raise
+
+
+def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order):
+    ints, floats, acts, own, slots = plan(description, spatial, X1.shape[-1])
+    mod, codes = module_for(own)
+    renumber = {c: codes[key][0] for key, (c, _) in own.items()}
+    act_rows = ints[:, 0] == ACT
+    ints[act_rows, 14] = [renumber[int(c)] for c in ints[act_rows, 14]]
     full = bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
     P = math.prod(spatial)
     m = P * P if full else P
@@ -636,23 +899,26 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_
     F2 = F1 if symmetric else np.ascontiguousarray(X2v.reshape(len(X2v), P, -1))
     N1, N2 = len(F1), len(F2)
     nngp, ntk = _outputs(out, (N1, N2))
-
-    def self_chain(F):
-        var, sd, o = np.zeros((len(F), max(acts, 1), P)), np.zeros((len(F), max(acts, 1), P)), np.empty((len(F), 2))
-        mod.selves(F, ints, floats, var, sd, o, full, m)
-        return var, sd, o
-
-    var1, sd1, out1 = self_chain(F1)
-    var2, sd2, out2 = (var1, sd1, out1) if symmetric else self_chain(F2)
+    errors: list = []
+    var1, sd1, out1, tab1, acc1 = _self_chains(mod, F1, ints, floats, acts, codes, slots, full, m, P, tol,
+                                               int(max_order), errors)
+    var2, sd2, _, tab2, acc2 = ((var1, sd1, out1, tab1, acc1) if symmetric else
+                                 _self_chains(mod, F2, ints, floats, acts, codes, slots, full, m, P, tol,
+                                              int(max_order), errors))
+    accs = [acc1] if symmetric else [acc1, acc2]
+    _short(accs, slots, max_order)
     rows = max(1, min(N1, int(tile_mb * 2**20 // (16 * max(N2, 1)))))
-    threads = max(1, __import__("numba").get_num_threads())
+    threads = max(1, numba.get_num_threads())
     for r0 in range(0, N1, rows):
         r1 = min(N1, r0 + rows)
         cols = r1 if symmetric else N2
         tk, tt = np.zeros((r1 - r0, cols)), np.zeros((r1 - r0, cols))
         npairs = (r1 * (r1 - 1) - r0 * (r0 - 1)) // 2 if symmetric else (r1 - r0) * N2
         blocks = max(1, min(npairs, 16 * threads))
-        mod.pairs(F1, F2, r0, r1, ints, floats, var1, sd1, var2, sd2, symmetric, tk, tt, full, m, blocks)
+        acc = np.zeros((blocks, 2))
+        mod.pairs(F1, F2, r0, r1, ints, floats, var1, sd1, var2, sd2, symmetric, tk, tt, full, m, blocks,
+                  *tab1, *tab2, tol, acc)
+        accs.append(acc)
         if symmetric:
             for dst, src in ((nngp, tk), (ntk, tt)):
                 dst[r0:r1, :r0] = src[:, :r0]
@@ -665,5 +931,7 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_
     nngp[ia, ib], ntk[ia, ib] = out1[ia, 0], out1[ia, 1]
     if not (np.isfinite(np.sum(nngp, dtype=np.float64)) and np.isfinite(np.sum(ntk, dtype=np.float64))):
         raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound)")
-    return KernelResult(nngp, ntk, {"quadrature_error": 0.0, "evaluated_by": "ntk_theory.codegen.convolution"},
+    worst = max([float(np.max(a[:, 0], initial=0.0)) for a in accs] + errors)
+    _short(accs, slots, max_order)
+    return KernelResult(nngp, ntk, {"quadrature_error": worst, "evaluated_by": "ntk_theory.codegen.convolution"},
                         get=get)
