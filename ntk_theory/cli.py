@@ -575,10 +575,17 @@ def _cmd_kernel(args) -> int:
 
     from .codegen import CompiledKernel
 
+    if args.chunks is None and args.scheduler is not None:
+        raise ValueError("--scheduler needs --chunks (the tile size of the blocked kernel)")
+    if args.network is not None and args.chunks is not None:
+        return _kernel_blocked(args, args.network)
     if args.network is not None:
         return _kernel_architecture(args)
     if args.widths is not None and args.param != "standard":
         raise ValueError("--widths is for --param standard only (the kernel does not depend on the widths otherwise)")
+    if args.chunks is not None:
+        return _kernel_blocked(args, CompiledKernel(args.activation, args.depth, C_W=args.C_W, C_b=args.C_b,
+                                                    param=args.param, widths=args.widths))
     out = _output_path(args.out)
     X1 = load_inputs(args.x, "--x")
     X2 = None if args.x2 is None else load_inputs(args.x2, "--x2")
@@ -605,6 +612,31 @@ def _cmd_kernel(args) -> int:
           + (f"; quadrature error estimate {err:.1e}" if err else ""))
     if args.show_source:
         print(kern.source)
+    return 0
+
+
+def _kernel_blocked(args, network) -> int:
+    """``kernel --chunks N``: the blocked kernel as Dask tasks (:func:`ntk_theory.distributed.blocked_kernel`)
+    written to a Zarr store (resumed when it exists), on ``--scheduler`` (default: a local cluster)."""
+    from .distributed import blocked_kernel
+
+    if args.show_source:
+        raise ValueError("--show-source is not available with --chunks")
+    out = Path(args.out)
+    if out.suffix == "":
+        out = out.with_name(out.name + ".zarr")
+    elif out.suffix != ".zarr":
+        raise ValueError(f"cannot write {args.out} with --chunks: use a directory name ending in .zarr")
+    X1 = load_inputs(args.x, "--x", spatial=True)
+    X2 = None if args.x2 is None else load_inputs(args.x2, "--x2", spatial=True)
+    res = blocked_kernel(network, X1, X2, chunks=args.chunks, store=out, scheduler=args.scheduler or "local",
+                         progress=_progress(args), dtype=np.float32 if args.float32 else np.float64)
+    info = res.info
+    err = info["quadrature_error"]
+    print(f"nngp and ntk of shape {res.nngp.shape} in {out} (tiles of {info['tile']}: {len(info['computed'])} "
+          f"computed, {info['skipped']} already in the store)")
+    print(f"  {info['seconds']:.3f} s on {info['scheduler'] or 'no scheduler (all tiles stored)'}; "
+          f"{info['tile_seconds']:.3f} s in tiles" + (f"; quadrature error estimate {err:.1e}" if err else ""))
     return 0
 
 
@@ -956,6 +988,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float32", action="store_true", help="store the result in float32 (arithmetic stays float64)")
     p.add_argument("--show-source", action="store_true", help="print the generated Numba code")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--chunks", type=int, default=None, metavar="N",
+                   help="blocked kernel: tiles of N x N entries as Dask tasks, written to a Zarr store --out K.zarr "
+                   "(resumed when it exists; needs ntk-theory[distributed])")
+    p.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
+                   help="with --chunks: 'local' (default: a LocalCluster of one worker per core), 'processes', "
+                   "'threads', 'synchronous', or a running scheduler's address tcp://host:port")
     _add_arch(p, "kernel", ["activation", "depth", "C_W", "C_b", "param", "widths"])
     p.set_defaults(func=_cmd_kernel)
 

@@ -1,0 +1,33 @@
+r"""The toolkit's heavy work as Dask tasks: blocked kernel matrices (in memory or in a resumable Zarr store),
+kernel regression from a blocked kernel (blocked Cholesky, Nystrom-preconditioned conjugate gradients) and
+the four-point work units of the finite-width tensors.
+
+Dask, distributed and zarr are an optional extra (``pip install "ntk-theory[distributed]"``), imported only
+when a function here runs; without them every other part of the toolkit runs in-process, and these
+functions raise :class:`DistributedUnavailable` in one line.
+
+- :func:`blocked_kernel` (:mod:`.blocked`): NNGP/NTK tiles as tasks, ``scheduler`` local / address / Client.
+- :func:`kernel_regression`, :func:`conjugate_gradient`, :class:`NystromPreconditioner` (:mod:`.regression`).
+- :func:`dask_map` (:mod:`.workunits`): a ``map`` for the finite-width tensors' per-index-set work.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "blocked_kernel": "blocked", "open_blocked": "blocked", "DistributedUnavailable": "blocked",
+    "StoreMismatch": "blocked", "require": "blocked", "Tiling": "blocked",
+    "tile_evaluator": "tiles",
+    "kernel_regression": "regression", "conjugate_gradient": "regression", "NystromPreconditioner": "regression",
+    "SingularKernel": "regression", "Posterior": "regression", "kernel_operator": "regression",
+    "dask_map": "workunits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
