@@ -6,7 +6,7 @@ Build (from the repository root, with ``pip install ".[docs]"``)::
 
 ``-W`` turns warnings into errors and ``-n`` checks every cross-reference (nitpicky).  The tutorials in
 ``docs/tutorials/`` are MyST notebooks executed at build time (cached with jupyter-cache in
-``docs/_build/.jupyter_cache``); ``NTK_THEORY_DOCS_EXECUTE=off`` skips their execution.
+``docs/_build/.jupyter_cache``, or ``$NTK_THEORY_DOCS_CACHE``); ``NTK_THEORY_DOCS_EXECUTE=off`` skips their execution.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ html_show_sourcelink = False
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "off" if os.environ.get("NTK_THEORY_DOCS_EXECUTE") == "off" else "cache"
-nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
+nb_execution_cache_path = os.environ.get("NTK_THEORY_DOCS_CACHE", str(HERE / "_build" / ".jupyter_cache"))
 nb_execution_timeout = 180            # per cell; the tutorials run on small inputs (seconds each)
 nb_execution_raise_on_error = True    # a failing tutorial fails the build
 nb_execution_show_tb = True
