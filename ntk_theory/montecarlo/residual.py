@@ -1,4 +1,5 @@
-r"""Monte Carlo of residual MLPs at one input: the finite-width statistics of every layer, with standard errors.
+r"""Monte Carlo of residual MLPs: the finite-width statistics of every layer, with standard errors, at one input
+(:func:`sample_residual`, :func:`sample_residual_ntk`) and at several inputs (:func:`sample_residual_tensors`).
 
 The network of :mod:`ntk_theory.finite_width.residual` (PDLT appendix B): z(1) = W(1) x + b(1),
 z(l+1) = xi z(l) + gamma [W(l+1) s(z(l)) + b(l+1)] for l = 1 .. L-1 (width n), readout
@@ -39,8 +40,8 @@ from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settin
 
 Array = np.ndarray
 
-__all__ = ["RESIDUAL_ESTIMATES", "RESIDUAL_NTK_ESTIMATES", "ResidualMonteCarlo", "residual_ntk_rows", "sample_residual",
-           "sample_residual_ntk"]
+__all__ = ["RESIDUAL_ESTIMATES", "RESIDUAL_NTK_ESTIMATES", "RESIDUAL_TENSOR_ESTIMATES", "ResidualMonteCarlo",
+           "residual_ntk_rows", "sample_residual", "sample_residual_ntk", "sample_residual_tensors"]
 
 RESIDUAL_ESTIMATES = {
     "K": "E[z_i^2] per layer (readout: E[Ghat(L)])",
@@ -297,3 +298,94 @@ def residual_ntk_rows(Ws: list, dss: list, H: list, xs, gs, k: int) -> list:
             Th = Th + (H[m - 2] * gs[m - 2] ** 2)[:, None, None] * (Jm @ Jm.transpose(0, 2, 1))
         out.append(Th)
     return out
+
+
+RESIDUAL_TENSOR_ESTIMATES = {
+    "K": "E[z_ia z_ib] per layer (readout: E[Ghat_ab(L)]), (L + 1, N, N)",
+    "V": "n (E[z_ia z_ib z_jc z_jd] - E[z_ia z_ib] E[z_jc z_jd]), i != j, per layer (readout: n Cov(Ghat_ab, "
+         "Ghat_cd)), (L + 1, N, N, N, N)",
+    "T": "n E[z_ia z_ib z_jc], i != j, per hidden layer, (L, N, N, N)",
+}
+
+
+def _psd_root(G: Array) -> Array:
+    """R with R R^T = G for a batch (S, N, N) of symmetric positive semi-definite matrices (eigenvalues clipped
+    at 0: exact for singular G, e.g. equal inputs or N > n)."""
+    lam, U = np.linalg.eigh(G)
+    return U * np.sqrt(np.maximum(lam, 0.0))[:, None, :]
+
+
+def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0,
+                            samples: int = 20_000, seed=0, batches: int = 40, workers: int | None = 2,
+                            memory_mb: float = 32.0, progress: bool | None = None) -> ResidualMonteCarlo:
+    r"""The several-input statistics of :data:`RESIDUAL_TENSOR_ESTIMATES` at inputs X (N, d), from ``samples``
+    residual networks of width ``width`` (the network of the module docstring; ``C_W``, ``C_b`` scalars or
+    L + 1 values, ``xi``, ``gamma`` scalars or L - 1 values).
+
+    Sampling (projected, exact): z(1) has iid rows N(0, C_b + C_W X X^T / d); given layer l the branch
+    W(l+1) s(z(l)) + b(l+1) applied to the N inputs has iid rows N(0, Ghat), Ghat = C_b + C_W s^T s / n (N, N)
+    (rotation invariance of the Gaussian rows of W), drawn as g R^T with R R^T = Ghat: O(n N^2) per layer.
+    Per network the means over neurons and over ordered pairs i != j, then over networks; jackknife standard
+    errors over ``batches``.  One input (N = 1) is the statistics ``K``, ``V``, ``T`` of :func:`sample_residual`."""
+    act = numpy_activation(activation)
+    L = _checks.positive_int("depth", depth)
+    n = _checks.positive_int("width", width)
+    if n < 2:
+        raise ValueError("width must be >= 2 (the i != j statistics need two neurons)")
+    X = _checks.inputs(X, "X")
+    N, d = X.shape
+    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
+    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
+    xi = _real_per_layer("xi", xi, L - 1)
+    gamma = _real_per_layer("gamma", gamma, L - 1)
+    samples, batches = run_settings(samples, batches, "projected")
+    per_net = 8 * (4 * n * N + 2 * N**4 * (L + 1) + N**3 * L)
+    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 65536))
+    pairs = n * (n - 1)
+    R1 = _psd_root((C_b[0] + C_W[0] * (X @ X.T) / d)[None])[0]
+
+    def layer_features(z: Array, l: int, out: dict):
+        S = z.shape[0]
+        P = z[:, :, :, None] * z[:, :, None, :]                       # (S, n, N, N)
+        sP, sz = P.sum(axis=1), z.sum(axis=1)
+        out[f"g{l}"] = (sP / n).reshape(S, -1)
+        pp = (np.einsum("sab,scd->sabcd", sP, sP) - np.einsum("siab,sicd->sabcd", P, P)) / pairs
+        out[f"p{l}"] = pp.reshape(S, -1)
+        tt = (np.einsum("sab,sc->sabc", sP, sz) - np.einsum("siab,sic->sabc", P, z)) / pairs
+        out[f"t{l}"] = tt.reshape(S, -1)
+
+    def sample_block(rng, S: int) -> dict:
+        out = {}
+        z = rng.standard_normal((S, n, N)) @ R1.T
+        layer_features(z, 0, out)
+        for l in range(1, L + 1):
+            s = act.value(z)
+            G = C_b[l] + C_W[l] * np.einsum("sia,sib->sab", s, s) / n
+            if l == L:
+                out["gh"] = G.reshape(S, -1)
+                out["gh2"] = np.einsum("sab,scd->sabcd", G, G).reshape(S, -1)
+                break
+            branch = np.einsum("sic,sac->sia", rng.standard_normal((S, n, N)), _psd_root(G))
+            z = xi[l - 1] * z + gamma[l - 1] * branch
+            layer_features(z, l, out)
+        return out
+
+    def estimator(m: dict, count: float) -> dict:
+        g = np.stack([m[f"g{l}"].reshape(N, N) for l in range(L)] + [m["gh"].reshape(N, N)])
+        p = np.stack([m[f"p{l}"].reshape((N,) * 4) for l in range(L)] + [m["gh2"].reshape((N,) * 4)])
+        return {
+            "K": g,
+            "V": n * (p - np.einsum("lab,lcd->labcd", g, g)),
+            "T": n * np.stack([m[f"t{l}"].reshape((N,) * 3) for l in range(L)]),
+        }
+
+    t0 = time.perf_counter()
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
+                      desc=f"{samples} residual networks at {N} inputs, n={n}")
+    values, errors = jackknife(sums, estimator)
+    est = {k: Estimate(k, values[k], errors[k], RESIDUAL_TENSOR_ESTIMATES[k]) for k in RESIDUAL_TENSOR_ESTIMATES}
+    info = {"activation": act.name, "X": X.tolist(), "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
+            "xi": xi.tolist(), "gamma": gamma.tolist(), "samples": samples, "batches": batches, "sampler": "projected",
+            "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
+            "seconds": time.perf_counter() - t0}
+    return ResidualMonteCarlo(est, info)
