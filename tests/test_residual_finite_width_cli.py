@@ -92,3 +92,23 @@ def test_check_residual_function_refuses_plain_mlps():
         check_residual_finite_width(net, np.ones((1, 2)))
     with pytest.raises(ValueError, match="at least 3 distinct widths"):
         check_residual_finite_width(stax.parse(_linear_residual()), np.ones((1, 2)), widths=(8, 16))
+
+
+
+def test_residual_check_defaults_are_the_api_defaults(monkeypatch, capsys):
+    """check --finite-width --arch passes --samples and --seed with the API's defaults, and leaves widths to it."""
+    import inspect
+
+    import ntk_theory.validation.residual as vr
+
+    api = {k: p.default for k, p in inspect.signature(vr.check_residual_finite_width).parameters.items()}
+    seen = {}
+
+    def fake(network, X, **kwargs):
+        seen.update(kwargs)
+        return vr.ResidualFiniteWidthCheck([("V", (0, 0, 0, 0), 1.0, 1.0, 0.1, 0.0)], 4.0, {}, None, [])
+
+    monkeypatch.setattr(vr, "check_residual_finite_width", fake)
+    assert main(["check", "--finite-width", "--arch", _linear_residual(), "--quiet"]) == 0
+    capsys.readouterr()
+    assert "widths" not in seen and seen["samples"] == api["samples"] and seen["seed"] == api["seed"]
