@@ -1,0 +1,263 @@
+r"""The trained network at O(1/n): mean and covariance of the linearised model of a finite network (its own
+random NTK and initial outputs) after gradient descent, to first order in 1/n (docs/finite_width.md, "The
+trained network at O(1/n)").
+
+Set-up (one output; :mod:`.loss`): rows X u X' (train first, N + M = P inputs), L = ||f - y||^2 / (2 N) by
+default (``loss="mean"``, c = eta / N) or ||f - y||^2 / 2 (c = eta).  A network of width n has NTK
+Theta_hat = Theta + delta and initial outputs f0; its linearised model after t steps is
+
+    f_lin(t) = f0 - M(Theta_hat) (f0(X) - y),     M(Theta_hat) = Theta_hat(X u X', X) g(Theta_hat(X, X)),
+    g(x) = c sum_(s<t) (1 - c x)^s = (1 - (1 - c x)^t) / x   (gradient descent, t steps),
+    g(x) = (1 - exp(-c x t)) / x (gradient flow, time t),    g(x) = 1 / x  (t = inf).
+
+The readout's statistics at initialisation enter as (i != j two outputs; n the width feeding the readout)
+
+    E[f0 f0]            = K + K1 / n          E[Theta_hat] = Theta + Theta1 / n
+    n Cov(Theta_hat_ab, Theta_hat_cd)   = Sigma_abcd = A_abcd + B_acbd + B_adbc
+    n Cov(Theta_hat_ab, f0_c f0_d)      = Xi_abcd    = D_abcd + F_acbd + F_adbc
+
+and every expectation is expanded to O(1/n): E[X] = X_inf + X_1 / n + O(1/n^2).  With Theta(X, X) =
+V diag(lambda) V^T, tilde denoting the rotation of every train index into this eigenbasis and g1, g2 the first
+and second divided differences of g at the eigenvalues (Daleckii-Krein: D g[d]_ij = g1_ij d_ij,
+(1/2) D^2 g[d, d]_ij = sum_k g2_ikj d_ik d_kj), the first derivative of M along d is
+DM[d]_xj = sum_a J_xaj d_aj, J_xaj = delta_xa g_j + Theta_xa g1_aj (a a train index), and
+
+    mean:  E[f_lin]_1 = (DM[Theta1] + Q) y,   Q_xj = sum_i g1_ij Sigma_xiij + sum_ik Theta_xi g2_ikj Sigma_ikkj
+    cov:   Cov[f_lin]_1 = l0 K1 l0^T - [(DM[Theta1] + Q) K(X, .) l0^T + T] - [X l0^T + T]
+                          + sum_(a j b k) J_xaj J_ybk Sigma_ajbk (K_jk + y_j y_k),
+           l0 = I - M(Theta) (on the train columns), X_xc = sum_(a j) J_xaj Xi_ajjc, T the transpose.
+
+The n -> infinity parts are :func:`ntk_theory.dynamics.ensemble`'s: mean M(Theta) y, covariance l0 K l0^T.
+Nothing of size N^2 x N^2 is formed or inverted: the divided differences are the (0, k) entries of g applied
+to k x k bidiagonal matrices (Opitz), g of a matrix by binary powering (the geometric sum, no cancellation),
+``scipy.linalg.expm`` (flow) or the inverse (t = inf).  Cost O(P^4 N) per time for the rotations and
+contractions.  Error model: the coefficients are exact up to rounding (float64; the divided differences are
+as accurate as g's matrix function on a bidiagonal matrix, relative ~1e-13 for condition numbers ~1e3);
+O(1/n^2) terms are dropped.  On the train rows at t = inf, M(Theta_hat) = I for every Theta_hat, so the mean's
+correction (and every 1/n term of the covariance there) vanishes identically.
+
+The NTK's motion during training (dNTK at O(eta), ddNTKs at O(eta^2) per step, the tensors P, Q, R, S, T, U)
+adds E[f - f_lin], not computed here yet: :meth:`FiniteWidthDynamics.mean` is the linearised model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .loss import LOSSES, rate
+from .schedule import Schedule
+from .spectral import Eigenbasis, as_kernel
+
+__all__ = ["FiniteWidthDynamics", "Expansion", "divided_differences"]
+
+#: the readout tensors the linearised part needs, over the P = N + M inputs (train first)
+TENSORS = ("K", "Theta", "K1", "Theta1", "A", "B", "D", "F")
+#: names of :class:`~ntk_theory.finite_width.predictions.FiniteWidthPredictions` fields for each tensor
+PREDICTION_NAMES = {"K": "nngp", "Theta": "ntk", "K1": "nngp_correction", "Theta1": "ntk_correction",
+                    "A": "A", "B": "B", "D": "D", "F": "F"}
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """E = ``value`` + ``correction`` / n + O(1/n^2): ``value`` the infinite-width part, ``correction`` the
+    O(1/n) coefficient (n the width of the last hidden layer, the one feeding the readout)."""
+
+    value: np.ndarray
+    correction: np.ndarray
+
+    def at_width(self, width) -> np.ndarray:
+        n = float(width)
+        if not n >= 1:
+            raise ValueError(f"width must be >= 1; got {width!r}")
+        return self.value + self.correction / n
+
+    def __repr__(self) -> str:
+        return (f"Expansion(value {self.value.shape}, max |value| {np.max(np.abs(self.value)):.4g}, "
+                f"max |correction| {np.max(np.abs(self.correction)):.4g})")
+
+
+# ---------------------------------------------------------------------------------------- g and its differences
+def _geometric(A: np.ndarray, k: int) -> np.ndarray:
+    """sum_(s<k) A^s for a stack of square matrices, by binary powering (no subtraction)."""
+    eye = np.broadcast_to(np.eye(A.shape[-1]), A.shape)
+    res_p, res_s = eye.copy(), np.zeros_like(A)
+    base_p, base_s = A.copy(), eye.copy()
+    while k:
+        if k & 1:
+            res_s = res_s + res_p @ base_s
+            res_p = res_p @ base_p
+        k >>= 1
+        if k:
+            base_s = base_s + base_p @ base_s
+            base_p = base_p @ base_p
+    return res_s
+
+
+def _g_matrix(J: np.ndarray, t: float, discrete: bool, c: float) -> np.ndarray:
+    """g(J) for a stack of matrices J (module docstring's g)."""
+    eye = np.broadcast_to(np.eye(J.shape[-1]), J.shape)
+    if np.isinf(t):
+        return np.linalg.inv(J)
+    if discrete:
+        return c * _geometric(eye - c * J, int(t))
+    from scipy.linalg import expm
+
+    return np.linalg.solve(J, eye - expm(-c * t * J))
+
+
+def _bidiagonal(lams: np.ndarray) -> np.ndarray:
+    k = lams.shape[-1]
+    J = np.zeros(lams.shape + (k,))
+    i = np.arange(k)
+    J[..., i, i] = lams
+    J[..., i[:-1], i[1:]] = 1.0
+    return J
+
+
+def divided_differences(lam, t, *, discrete: bool = True, c: float = 1.0):
+    """(g (N,), g1 (N, N), g2 (N, N, N)): g at the eigenvalues ``lam`` and its first and second divided
+    differences g1_ij = g[l_i, l_j], g2_ikj = g[l_i, l_k, l_j] (confluent limits the derivatives), as the
+    top-right entries of g of the bidiagonal matrices with diagonal (l_i, l_k, l_j) and ones above it."""
+    lam = np.asarray(lam, dtype=float)
+    N = lam.size
+    g = np.diagonal(_g_matrix(_bidiagonal(lam[:, None]), t, discrete, c), axis1=-2, axis2=-1)[:, 0]
+    pairs = np.stack(np.broadcast_arrays(lam[:, None], lam[None, :]), axis=-1)
+    g1 = _g_matrix(_bidiagonal(pairs), t, discrete, c)[..., 0, 1]
+    triples = np.stack(np.broadcast_arrays(lam[:, None, None], lam[None, :, None], lam[None, None, :]), axis=-1)
+    g2 = _g_matrix(_bidiagonal(triples.reshape(-1, 3)), t, discrete, c)[:, 0, 2].reshape(N, N, N)
+    return g, g1, g2
+
+
+# ---------------------------------------------------------------------------------------- the dynamics
+class FiniteWidthDynamics:
+    """Mean and covariance of a width-n network's linearised model after gradient descent (or flow) on the
+    squared loss, at infinite width plus the O(1/n) coefficient (module docstring).
+
+    ``tensors``: a mapping with the readout's K, Theta, K1, Theta1 (P, P) and A, B, D, F (P, P, P, P) over the
+    P = N + M inputs, train inputs first (index conventions of :mod:`ntk_theory.finite_width.tensors`), or a
+    :class:`~ntk_theory.finite_width.predictions.FiniteWidthPredictions`; ``y_train`` (N,) one output;
+    ``learning_rate`` eta; ``loss`` "mean" (c = eta / N) or "sum" (c = eta).  The infinite-width training NTK
+    Theta(X, X) must be positive definite (the 1/n expansion of g around a null mode is not defined).
+    """
+
+    def __init__(self, tensors, y_train, learning_rate: float = 1.0, loss: str = "mean"):
+        arrays = _tensor_arrays(tensors)
+        y = np.asarray(y_train, dtype=np.float64)
+        if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
+            raise ValueError(f"y_train must be a finite (N,) array (one output); got shape {y.shape}")
+        N = y.size
+        P = arrays["K"].shape[0] if np.ndim(arrays["K"]) == 2 else -1
+        if P < N:
+            raise ValueError(f"the tensors must cover the {N} train inputs first (P >= N); got K of shape "
+                             f"{np.shape(arrays['K'])}")
+        for name in ("K", "Theta", "K1", "Theta1"):
+            arrays[name] = as_kernel(arrays[name], name, shape=(P, P))
+        for name in ("A", "B", "D", "F"):
+            arrays[name] = as_kernel(arrays[name], name, shape=(P,) * 4)
+        lr = float(learning_rate)
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
+        self.y, self.n_train, self.n_inputs = y, N, P
+        self.learning_rate, self.loss = lr, loss
+        self.c = rate(lr, N, 1, loss)
+        self.tensors = arrays
+        self.basis = Eigenbasis.of(arrays["Theta"][:N, :N], "Theta(X_train, X_train)")
+        if np.any(self.basis.null):
+            raise ValueError(f"Theta(X_train, X_train) is singular ({int(self.basis.null.sum())} null mode(s)): "
+                             f"the 1/n expansion needs a positive definite training NTK")
+        self._rotate()
+
+    @classmethod
+    def from_network(cls, activation, X_train, y_train, X_test=None, depth: int | None = None, *, C_W=1.0, C_b=0.0,
+                     param: str = "ntk", learning_rate: float = 1.0, loss: str = "mean", tol: float = 1e-10):
+        """The tensors of an MLP (``activation`` with ``depth`` hidden layers, or a network description) at
+        X_train u X_test by :func:`ntk_theory.finite_width.finite_width`, then the dynamics."""
+        from ..finite_width import finite_width
+
+        X = np.asarray(X_train, dtype=float)
+        Xall = X if X_test is None else np.concatenate([X, np.asarray(X_test, dtype=float)])
+        pred = finite_width(activation, Xall, depth, C_W=C_W, C_b=C_b, param=param, tol=tol, progress=False)
+        return cls(pred, y_train, learning_rate=learning_rate, loss=loss)
+
+    # ------------------------------------------------------------------ rotated tensors
+    def _rotate(self):
+        N, P = self.n_train, self.n_inputs
+        R = np.eye(P)
+        R[:N, :N] = self.basis.eigenvectors
+        self.rotation = R
+        T = self.tensors
+        two = lambda X: R.T @ X @ R
+        four = lambda X: np.einsum("ai,bj,ck,dl,abcd->ijkl", R, R, R, R, X, optimize=True)
+        self._K, self._Th, self._K1, self._Th1 = (two(T[k]) for k in ("K", "Theta", "K1", "Theta1"))
+        A, B, D, F = (T[k] for k in ("A", "B", "D", "F"))
+        self._Sigma = four(A + B.transpose(0, 2, 1, 3) + B.transpose(0, 2, 3, 1))
+        self._Xi = four(D + F.transpose(0, 2, 1, 3) + F.transpose(0, 2, 3, 1))
+        self._y = R[:N, :N].T @ self.y
+
+    def _parts(self, t, discrete):
+        """Rotated (mean_inf, mean_1, cov_inf, cov_1) at one time t."""
+        N, P = self.n_train, self.n_inputs
+        g, g1, g2 = divided_differences(self.basis.eigenvalues, t, discrete=discrete, c=self.c)
+        Th = self._Th[:, :N]  # (P, N): Theta(x, eigen j)
+        M0 = Th * g[None, :]
+        l0 = np.eye(P)
+        l0[:, :N] -= M0
+        J = np.eye(P)[:, :, None] * g[None, None, :]
+        J[:, :N, :] += Th[:, :, None] * g1[None, :, :]  # J_xaj
+        S, Xi, K, y = self._Sigma, self._Xi, self._K, self._y
+        DM1 = np.einsum("xaj,aj->xj", J, self._Th1[:, :N])
+        Q = (np.einsum("ij,xiij->xj", g1, S[:, :N, :N, :N])
+             + np.einsum("xi,ikj,ikkj->xj", Th, g2, S[:N, :N, :N, :N], optimize=True))
+        mean_inf = M0 @ y
+        mean_1 = (DM1 + Q) @ y
+        cov_inf = l0 @ K @ l0.T
+        W = (DM1 + Q) @ K[:N, :] @ l0.T
+        Xc = np.einsum("xaj,ajjc->xc", J, Xi[:, :N, :N, :]) @ l0.T
+        Y = np.einsum("xaj,ajbk->xjbk", J, S[:, :N, :, :N], optimize=True)
+        Z = np.einsum("xjbk,ybk,jk->xy", Y, J, K[:N, :N] + np.outer(y, y), optimize=True)
+        cov_1 = l0 @ self._K1 @ l0.T - (W + W.T) - (Xc + Xc.T) + Z
+        return mean_inf, mean_1, cov_inf, cov_1
+
+    def _evaluate(self, t, steps):
+        sched = Schedule.of(t, steps)
+        times = np.atleast_1d(sched.times)
+        R = self.rotation
+        out = [self._parts(float(s), sched.discrete) for s in times.ravel()]
+        mi, m1, ci, c1 = (np.stack([o[k] for o in out]) for k in range(4))
+        mi, m1 = mi @ R.T, m1 @ R.T
+        ci, c1 = R @ ci @ R.T, R @ c1 @ R.T
+        shape = sched.times.shape
+        return (Expansion(mi.reshape(shape + mi.shape[1:]), m1.reshape(shape + m1.shape[1:])),
+                Expansion(ci.reshape(shape + ci.shape[1:]), c1.reshape(shape + c1.shape[1:])))
+
+    def mean(self, t=None, *, steps=None) -> Expansion:
+        """E[f_lin] at all P inputs (train first) after ``steps`` of gradient descent or at flow time ``t``
+        (inf allowed), shape (*t.shape, P): infinite-width value and O(1/n) coefficient."""
+        return self._evaluate(t, steps)[0]
+
+    def covariance(self, t=None, *, steps=None) -> Expansion:
+        """Cov[f_lin] over networks, (*t.shape, P, P): infinite-width value and O(1/n) coefficient."""
+        return self._evaluate(t, steps)[1]
+
+    def __repr__(self) -> str:
+        lam = self.basis.eigenvalues
+        return (f"FiniteWidthDynamics(N={self.n_train} train, {self.n_inputs - self.n_train} test inputs, "
+                f"eta={self.learning_rate:g}, loss={self.loss!r}, c={self.c:.4g}; lambda in [{lam[0]:.4g}, "
+                f"{lam[-1]:.4g}]; linearised model at O(1/n))")
+
+
+def _tensor_arrays(tensors) -> dict:
+    if hasattr(tensors, "arrays") and hasattr(tensors, "nngp"):
+        return {k: np.asarray(getattr(tensors, PREDICTION_NAMES[k]), dtype=float) for k in TENSORS}
+    try:
+        missing = [k for k in TENSORS if k not in tensors]
+    except TypeError:
+        raise ValueError(f"tensors must be a mapping with {', '.join(TENSORS)} or FiniteWidthPredictions; got "
+                         f"{type(tensors).__name__}") from None
+    if missing:
+        raise ValueError(f"tensors is missing {', '.join(missing)} (need {', '.join(TENSORS)})")
+    return {k: np.asarray(tensors[k], dtype=float) for k in TENSORS}
