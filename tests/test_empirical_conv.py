@@ -160,8 +160,8 @@ def test_bad_input_is_named():
         empirical_ntk(description, X, X[:, :5], params=params)
     ends_spatial = stax.parse("serial(Conv(2, (2,)), Relu(), Conv(2, (2,)))").description
     _, p2 = graph.init(ends_spatial, 0, X.shape)
-    with pytest.raises(ValueError, match="spatial outputs"):
-        empirical_ntk(ends_spatial, X, params=p2)
+    # spatial outputs are supported (tests/test_empirical_spatial_outputs.py): neural-tangents' layout
+    assert empirical_ntk(ends_spatial, X, params=p2).shape == (4, 4, 5, 5)
     with pytest.raises(ValueError, match="spatial axes"):
         plan(description, 4, input_dim=(7, 5, 2))
 

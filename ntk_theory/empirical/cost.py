@@ -409,7 +409,8 @@ class Problem:
 
     @property
     def O(self) -> int:
-        return self.steps[-1].n_out if self.steps else self.input_dim
+        """Outputs per input (positions times channels for spatial outputs)."""
+        return self.steps[-1].positions * self.steps[-1].n_out if self.steps else self.input_dim
 
     @property
     def layer_params(self) -> list:

@@ -45,8 +45,11 @@ Gram, ``sum_(p, q) (g_(a,o,p) . g_(b,r,q)) (lambda_b + c x_(a,p) . x_(b,q))`` (N
 Schoenholz 2022, section 4; :meth:`DenseRule.shared_ntk`), or, when the cost model predicts it cheaper
 (:func:`~ntk_theory.empirical.cost.shared_routes`: ``K n < S^2 n`` roughly, K the patch width, n the channels,
 S the positions), forms the Jacobian rows ``sum_p g_(a,o,p) (x) x_(a,p)`` of each (input, output) and contracts
-them (:meth:`DenseRule.shared_jacobian`, no (N S)^2 O^2 temporaries).  Inputs are (N, d), (N, W, C) or (N, H, W, C);
-the network must end with outputs (N, O).
+them (:meth:`DenseRule.shared_jacobian`, no (N S)^2 O^2 temporaries).  Inputs are (N, d), (N, W, C) or (N, H, W, C).
+A network whose output keeps spatial axes (N, *S, C) (a Conv readout) has O = P C outputs, one per (position,
+channel) in row-major order: the methods run on them as on any O outputs (the output cotangents are the O unit
+arrays of the output's shape), and the result is returned in neural-tangents' layout (:func:`spatial_layout`:
+(N1, N2, S, S, ..., C, C), or the mean over channels with ``trace_outputs``).
 
 Every method is batched over inputs so that its intermediates stay under ``max_memory`` bytes (the cost
 model's memory formula, :mod:`ntk_theory.empirical.cost`, picks the block size); with ``X2=None`` only
@@ -152,6 +155,7 @@ class Model:
     dense: dict  # path -> DenseEntry
     problem_steps: tuple
     input_shape: tuple = ()  # per input: (d,), (W, C) or (H, W, C); () means (input_dim,)
+    output_spatial: tuple = ()  # spatial sizes of the output ((W,) or (H, W)); () for outputs (N, O)
 
     @classmethod
     def of(cls, description, params, input_dim) -> Model:
@@ -178,8 +182,9 @@ class Model:
             lam_b, lam_W = s.layer.learning_rate_factors(k)
             dense[s.path] = DenseEntry(row, s.path, _effective(row, W, b, k, s.path),
                                        float(lam_b) if b is not None else 0.0, float(lam_W) / k)
-        _check_flat_output(description, found)
-        return cls(description, shape[-1], found[-1].n_out if found else shape[-1], dense, found, shape)
+        spatial = tuple(found[-1].size_out) if found else ()
+        n_out = (found[-1].n_out if found else shape[-1]) * int(np.prod(spatial, dtype=int))
+        return cls(description, shape[-1], n_out, dense, found, shape, spatial)
 
     @classmethod
     def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> Model:
@@ -222,12 +227,6 @@ class Model:
         return sum(e.action.W.size + (0 if e.action.b is None else e.action.b.size) for e in self.dense.values())
 
 
-def _check_flat_output(description, found):
-    if found and found[-1].size_out:
-        raise ValueError(f"{description!r} ends with spatial outputs {found[-1].size_out}; the empirical NTK needs "
-                         "outputs (N, O): end with Flatten() or GlobalAvgPool() and a Dense readout")
-
-
 # ---------------------------------------------------------------------- passes
 @dataclass(eq=False)
 class Pass:
@@ -244,15 +243,17 @@ class Pass:
         return self.tape.f.shape[0]
 
     def is_identity(self, path) -> bool:
-        """The cotangent of this Dense output is the output cotangent itself (a readout)."""
-        return self.sens[path].g is self.cot
+        """The cotangent of this Dense output is the output cotangent itself (a readout with outputs (N, O);
+        a spatial readout's cotangent stays a spatial array)."""
+        return self.sens[path].g is self.cot and self.cot.ndim == 3
 
 
 def run(model: Model, X: Array) -> Pass:
     """Forward pass at X (N, d) and one VJP per output and input (reverse mode, vectorised over inputs)."""
     tape = record(model.description, X, model.action)
-    N, O = tape.f.shape
-    cot = np.broadcast_to(np.eye(O)[:, None, :], (O, N, O))
+    N, shape = tape.f.shape[0], tape.f.shape[1:]
+    O = int(np.prod(shape))  # spatial outputs (N, *S, C): O = P C outputs in row-major order
+    cot = np.broadcast_to(np.eye(O).reshape((O, 1) + shape), (O, N) + shape)
     sens = tape.backward(cot)
     return Pass(tape, cot, {s.path: s for s in sens})
 
@@ -486,7 +487,7 @@ def _passes(model, X1, X2, trace):
     sym = X2 is None
     p1 = run(model, X1)
     p2 = p1 if sym else run(model, X2)
-    N1, O = p1.tape.f.shape
+    N1, O = p1.n, p1.cot.shape[0]
     N2 = p2.n
     return sym, p1, p2, N1, N2, O, _Output(N1, N2, O, trace)
 
@@ -627,16 +628,36 @@ def ntk(model: Model, X1, X2=None, method: str = "auto", trace_outputs: bool = T
     dtype = check_dtype(dtype)
     X1 = model.inputs(X1, "X1")
     X2 = None if X2 is None else model.inputs(X2, "X2")
-    est = plan_model(model, X1.shape[0], None if X2 is None else X2.shape[0], method, trace_outputs, batch_size,
+    spatial = model.output_spatial
+    trace = bool(trace_outputs) and not spatial  # spatial outputs: every (position, channel) pair, then traced
+    est = plan_model(model, X1.shape[0], None if X2 is None else X2.shape[0], method, trace, batch_size,
                      dtype, max_memory)
-    return _METHODS[est.method](model, X1, X2, bool(trace_outputs), est.block).result(dtype)
+    out = _METHODS[est.method](model, X1, X2, trace, est.block).result(np.float64)
+    if spatial:
+        out = spatial_layout(out, spatial, bool(trace_outputs))
+    return out.astype(dtype, copy=False)
+
+
+def spatial_layout(theta: Array, spatial: tuple, trace: bool) -> Array:
+    """The NTK (N1, N2, O, O) of spatial outputs (O = P C, row-major (*S, C)) in neural-tangents' layout:
+    (N1, N2, S_1, S_1, ..., C, C), each spatial axis next to its twin; ``trace``: the mean over the channel
+    pair's diagonal, (N1, N2, S_1, S_1, ...) (neural-tangents' ``trace_axes=(-1,)``)."""
+    n1, n2, O = theta.shape[0], theta.shape[1], theta.shape[2]
+    r = len(spatial)
+    C = O // int(np.prod(spatial))
+    t = theta.reshape((n1, n2) + tuple(spatial) + (C,) + tuple(spatial) + (C,))
+    order = [0, 1] + [ax for i in range(r) for ax in (2 + i, 3 + r + i)] + [2 + r, 3 + 2 * r]
+    t = t.transpose(order)
+    if trace:
+        t = np.trace(t, axis1=-2, axis2=-1) / C
+    return np.ascontiguousarray(t)
 
 
 def jacobian(model: Model, X) -> list:
     """The scaled Jacobian ``J sqrt(Lambda)`` by reverse mode: per Dense layer in order, ``(path, J_W
     (N, O, n_in, n_out), J_b (N, O, n_out) or None)``; ``Theta = sum J J^T``."""
     p = run(model, model.inputs(X, "X"))
-    N, O = p.tape.f.shape
+    N, O = p.n, p.cot.shape[0]
     eye = np.broadcast_to(np.eye(O), (N, O, O))
     out = []
     for path, entry in model.dense.items():
