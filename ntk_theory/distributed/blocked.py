@@ -27,7 +27,8 @@ processes on this machine, started and closed by the call), ``"processes"``, ``"
 Dask's scheduler on the others.
 
 Error model: that of the compiled kernel (:mod:`ntk_theory.codegen.graph`, :mod:`ntk_theory.codegen.convolution`);
-the blocked matrix equals the in-memory one entry for entry (tiles are the same program on the same inputs).
+the blocked matrix equals the in-memory one entry for entry (tiles are the same program on the same inputs;
+up to BLAS's rounding of the input Gram products in thin tiles, :mod:`ntk_theory.distributed.tiles`).
 ``info["quadrature_error"]``: the largest estimate of any tile (0 for closed forms).
 """
 

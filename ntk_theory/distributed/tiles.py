@@ -8,9 +8,12 @@ the compiled kernel once per process (:func:`ntk_theory.codegen.graph.compiled_g
 :func:`ntk_theory.codegen.convolution.kernel`).
 
 Error model: a tile is the same compiled program on the same inputs as the in-memory evaluation, so the
-blocked kernel equals the in-memory one entry for entry (the Gram products x_a . x_b / d are computed per
-tile; their rounding does not depend on the block, as the tests check bit for bit).  Entries of equal rows
-take the exact diagonal in every tile where both rows occur.
+blocked kernel equals the in-memory one entry for entry, except for the rounding of the input Gram products
+x_a . x_b / d of vector inputs, which are one BLAS matrix product per tile: BLAS may sum a dot product in
+another order for another block shape (always for 1-row or 1-column blocks, sometimes for thin blocks at large
+d), a difference of ~1 ulp of x_a . x_b, carried through the layers (~1e-15 relative).  The convolutional
+kernel forms its Gram products pair by pair, so its tiles are exact.  Entries of equal rows take the exact
+diagonal in every tile where both rows occur.
 
 :func:`tile_evaluator` dispatches on the object given (a layer description, a ``stax`` network, an MLP's
 :class:`~ntk_theory.codegen.CompiledKernel` or :class:`~ntk_theory.recursions.KernelRecursion`, a
