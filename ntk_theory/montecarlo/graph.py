@@ -15,6 +15,12 @@ one forward pass and one reverse pass per output), estimating at inputs X (N, d)
                             :func:`ntk_theory.reference.graph.structured_ntk`
 ==========================  =================================================================  ========
 
+A network whose output keeps spatial axes (N, *S, C) (a Conv readout, a Dense layer per position) gets each
+estimate per pair of output positions, the mean over channels, in neural-tangents' layout (N, N, S_1, S_1, ...):
+the NTK entry of positions (p, q) pairs the reverse pass of output (p, c) at one input with that of (q, c) at
+the other, so such networks are drawn with dense weights (the projected sampler draws afresh per pass); the
+readout is Rao-Blackwellised when it is a Dense layer per position.
+
 Weights are drawn in distribution exactly as :func:`ntk_theory.reference.graph.init` draws them
 (sqrt(C_W / n_in) times N(0, 1) in every parameterization, biases sqrt(C_b) N(0, 1)); the NTK weights each
 Dense layer by its learning-rate factors (:meth:`ntk_theory.architecture.Dense.learning_rate_factors`).  With
@@ -133,8 +139,7 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
 
     tape = reference_graph.trace(description, X, action)
     if tape.output.rank:
-        raise ValueError(f"{description!r} ends with spatial outputs {tape.f.shape[-tape.output.rank - 1:-1]}; the "
-                         "Monte Carlo kernels need outputs (N, O): end with Flatten() or GlobalAvgPool() and Dense")
+        return _spatial_features(tape, S, N)
     f = np.broadcast_to(tape.f, (S, *tape.f.shape[-2:]))
     O = f.shape[-1]
     ff = np.matmul(f, np.swapaxes(f, -1, -2)) / O
@@ -153,6 +158,58 @@ def _block_features(description: Layer, X: Array, rng, S: int, sampler: str) -> 
         theta = theta + reference_graph.structured_ntk(tape.backward(cot))
     theta /= O
     return {"k": cond.reshape(S, N * N), "ff": ff.reshape(S, N * N), "th": theta.reshape(S, N * N)}
+
+
+def _spatial_features(tape, S: int, N: int) -> dict:
+    """Spatial outputs f (S, N, *P, C): per pair of inputs and of positions (p, q) the means over channels c of
+    f_(a,p,c) f_(b,q,c), of its expectation given the readout's input when the readout is a Dense layer per
+    position (C_b + C_W / n_in x_(a,p) . x_(b,q)), and of the empirical NTK entry Theta_((a,p,c),(b,q,c)): one
+    reverse pass per output (position, channel), the pairs of passes of equal channel contracted by
+    :func:`ntk_theory.reference.graph.structured_ntk`.  Rows (S, N N P P)."""
+    f = np.broadcast_to(tape.f, (S,) + tape.f.shape[-tape.output.rank - 2:])
+    C = f.shape[-1]
+    fp = f.reshape(S, N, -1, C)
+    P = fp.shape[2]
+    ff = np.einsum("sapc,sbqc->sabpq", fp, fp) / C
+    last = tape.steps[-1] if tape.steps else None
+    if last is not None and last.output is tape.output and isinstance(last.layer, Dense):
+        x = np.broadcast_to(last.inputs[0].array, (S, N) + tape.f.shape[-tape.output.rank - 1:-1]
+                            + (last.inputs[0].array.shape[-1],))
+        xp = x.reshape(S, N, P, -1)
+        cond = last.layer.C_b + last.layer.C_W / xp.shape[-1] * np.einsum("sapk,sbqk->sabpq", xp, xp)
+    else:
+        cond = ff
+    theta = np.zeros((S, N, N, P, P))
+    for c in range(C):
+        passes = []
+        for p in range(P):
+            cot = np.zeros((S, N, P, C))
+            cot[:, :, p, c] = 1.0
+            passes.append(tape.backward(cot.reshape(f.shape)))
+        for p in range(P):
+            for q in range(P):
+                theta[:, :, :, p, q] += np.broadcast_to(reference_graph.structured_ntk(passes[p], passes[q]),
+                                                        (S, N, N))
+    theta /= C
+    return {"k": cond.reshape(S, -1), "ff": ff.reshape(S, -1), "th": theta.reshape(S, -1)}
+
+
+def _output_spatial(description: Layer, X: Array) -> tuple:
+    """The spatial sizes of the description's output at inputs like X (() for outputs (N, O)), from one
+    network at one input."""
+    rng = np.random.default_rng(0)
+    tape = reference_graph.trace(description, X[:1], lambda layer, path, n_in: SampledDense(
+        layer, n_in, rng, 1, 1, "dense"))
+    return tuple(tape.f.shape[-tape.output.rank - 1:-1]) if tape.output.rank else ()
+
+
+def _layout(values: Array, N: int, spatial: tuple) -> Array:
+    """(N, N) for outputs (N, O); spatial outputs (N, N, P, P) in neural-tangents' layout (N, N, S_1, S_1, ...)."""
+    if not spatial:
+        return values.reshape(N, N)
+    r = len(spatial)
+    t = values.reshape((N, N) + tuple(spatial) + tuple(spatial))
+    return np.ascontiguousarray(t.transpose([0, 1] + [ax for i in range(r) for ax in (2 + i, 2 + r + i)]))
 
 
 def _per_network_bytes(description: Layer, X: Array) -> int:
@@ -174,13 +231,20 @@ def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batche
                    progress: bool | None = None) -> GraphMonteCarlo:
     """Estimate the NNGP and NTK of ``description`` at inputs X (N, d), or (N, W, C) / (N, H, W, C) for
     convolutional descriptions, from ``samples`` independent networks (module docstring); ``description`` a
-    layer description or anything with a ``.description`` (a stax Network)."""
+    layer description or anything with a ``.description`` (a stax Network).  Outputs with spatial axes
+    (N, *S, C) give estimates per pair of positions in neural-tangents' layout, (N, N, S_1, S_1, ...), means
+    over channels (with the dense sampler)."""
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):
         raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")
     X = reference_graph.inputs(X)
     N = X.shape[0]
     samples, batches = run_settings(samples, batches, sampler)
+    spatial = _output_spatial(description, X)
+    if spatial:
+        # the projected sampler draws a layer's unused directions afresh in every reverse pass, which keeps each
+        # pass exact but not the products of two passes that the NTK of distinct output positions needs
+        sampler = "dense"
     workers = workers or min(os.cpu_count() or 1, 8)
     block = int(np.clip(memory_mb * 2**20 // _per_network_bytes(description, X), 1, 4096))
 
@@ -193,8 +257,8 @@ def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batche
     seconds = time.perf_counter() - t0
 
     def estimator(means, count):
-        return {"nngp": means["k"].reshape(N, N), "output_second_moment": means["ff"].reshape(N, N),
-                "ntk": means["th"].reshape(N, N)}
+        return {"nngp": _layout(means["k"], N, spatial), "output_second_moment": _layout(means["ff"], N, spatial),
+                "ntk": _layout(means["th"], N, spatial)}
 
     values, errors = jackknife(sums, estimator)
     estimates = {name: Estimate(name, values[name], errors[name], ESTIMATES[name]) for name in ESTIMATES}
