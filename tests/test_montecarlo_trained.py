@@ -223,31 +223,32 @@ def test_infinite_width_prediction_is_msedynamics():
 
 # ----------------------------------------------------------------------------------------- n -> infinity (slow)
 WIDTH_CASES = {
-    # activation, C_W, C_b, inputs, widths, samples per width, step fraction of the largest stable one
-    "relu": ("relu", 2.0, 0.1, 3, (32, 64, 128), 1536, 0.25),
-    "tanh": ("tanh", 1.0, 0.05, 4, (32, 64, 128), 1536, 0.4),
+    # activation, C_W, C_b, training inputs, step fraction of the largest stable one, steps (the last converged:
+    # train residual < 1e-10); widths 32, 64, 128 fitted as a + b/n + c/n^2 (at n = 32 the 1/n^2 term of ReLU
+    # depth 2 is resolved)
+    "relu": ("relu", 2.0, 0.1, 3, 0.3, [2, 6, 20, 130]),
+    "tanh": ("tanh", 1.0, 0.05, 2, 0.4, [1, 3, 8, 40]),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(WIDTH_CASES))
 def test_width_fit_intercept_is_infinite_width(case):
-    act, C_W, C_b, N, widths, samples, frac = WIDTH_CASES[case]
-    X = np.array([[1.0, 0.3], [-0.4, 1.2], [0.7, -0.9], [-0.8, -0.6]])[:N]
-    y = np.array([0.5, -0.3, 0.8, -0.6])[:N]
+    act, C_W, C_b, N, frac, steps = WIDTH_CASES[case]
+    X, y = X3[:N], Y3[:N]
     eta = _eta(act, C_W, C_b, X, y, frac)
-    steps = [2, 6, 20, 400]
-    runs = [sample_trained(act, X, y, XT2, 2, n, C_W=C_W, C_b=C_b, eta=eta, steps=steps, samples=samples, seed=n)
-            for n in widths]
+    runs = [sample_trained(act, X, y, XT2, 2, n, C_W=C_W, C_b=C_b, eta=eta, steps=steps, samples=2048, seed=n)
+            for n in (32, 64, 128)]
     m, c = infinite_width_trained(act, X, y, XT2, 2, C_W=C_W, C_b=C_b, eta=eta, steps=steps)
     fit = fit_trained_widths(runs, (m, c), order=2)
-    # converged: exact on the training inputs at every width, no 1/n correction there
+    # the last step has converged on the training inputs (the infinite-width residual < 1e-10; a narrow network
+    # whose own NTK has a small eigenvalue lags, so the ensemble's by at most 1e-4; exact convergence of every
+    # network: test_converged_networks_fit_the_training_targets); the train rows there are not fitted
     for r in runs:
-        np.testing.assert_allclose(r.train("mean_plain").value[-1], y, atol=1e-9)
-    live = (slice(0, 3), slice(None))  # t = 400 on the train rows has zero variance: checked exactly above
-    for name, ref in (("mean", m), ("linearised", m), ("mean_plain", m), ("cov", c)):
+        np.testing.assert_allclose(r.train("mean_plain").value[-1], y, atol=1e-4)
+    for name, ref in (("mean", m), ("linearised", m), ("mean_plain", m), ("motion", 0.0)):
         z = fit[f"{name}_inf"].z_score(ref)
-        assert np.all(np.abs(z[live]) < 4), (name, z)
-        assert np.all(np.abs(z[-1, N:]) < 4), (name, z[-1])
-    z = fit["motion_inf"].z_score(0.0)
-    assert np.all(np.abs(z[live]) < 4) and np.all(np.abs(z[-1, N:]) < 4), z
+        assert np.all(np.abs(z[:-1]) < 4) and np.all(np.abs(z[-1, N:]) < 4), (name, z)
+    for name in ("cov", "cov_linearised"):
+        z = fit[f"{name}_inf"].z_score(c)
+        assert np.all(np.abs(z[:-1]) < 4) and np.all(np.abs(z[-1, N:, N:]) < 4), (name, z)

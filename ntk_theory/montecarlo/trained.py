@@ -12,7 +12,9 @@ and its initial outputs f0, the linearised model is
     f_lin(t) = f0 - Theta V G_t V^T (f0(X) - y),   Theta(X, X) = V diag(lambda) V^T,
     G_t = diag((1 - (1 - c lambda)^t) / lambda)     (c = eta / (N O), or eta for loss="sum")
 
-(on the train rows Theta V G_t V^T = I - (I - c Theta)^t: f_lin = f0 - (I - (I - c Theta)^t)(f0 - y)).  It
+(on the train rows Theta V G_t V^T = I - (I - c Theta)^t: f_lin = f0 - (I - (I - c Theta)^t)(f0 - y)).  With
+O > 1 outputs Theta is the output-traced NTK, so f_lin drops the O(n^-1/2) output-off-diagonal NTK blocks and
+``motion`` below includes their effect.  It
 splits into a part odd and a part even in the readout layer (W(L+1), b(L+1)),
 
     odd  = f0 - Theta V G_t V^T f0(X),          even = Theta V G_t V^T y.
