@@ -184,6 +184,39 @@ def test_zero_or_nan_standard_error_fails():
     assert np.all(np.isnan(nan_se.z_score(m)))
 
 
+def test_width_fit_recovers_a_known_expansion():
+    """Synthetic runs E(n) = E_inf + b/n + d/n^2 (no noise): the fit returns b as the O(1/n) coefficient and E_inf as
+    the intercept, to rounding; with noise of known SE the coefficient's SE is the weighted least squares one."""
+    from ntk_theory.montecarlo.estimate import Estimate
+    from ntk_theory.montecarlo.trained import TrainedEnsemble
+
+    rng = np.random.default_rng(9)
+    m, c = rng.standard_normal((2, 4)), rng.standard_normal((2, 4, 4))
+    b, d = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    bc = rng.standard_normal((2, 4, 4))
+    widths = (16, 32, 64, 128)
+
+    def run(n):
+        est = {}
+        for name, ref, slope in (("mean", m, b), ("mean_plain", m, b), ("linearised", m, 0.5 * b),
+                                 ("motion", 0.0, 0.5 * b), ("cov", c, bc), ("cov_linearised", c, bc),
+                                 ("cov_motion", 0.0, 0 * bc)):
+            value = ref + slope / n + (d / n**2 if name.startswith("mean") else 0.0)
+            est[name] = Estimate(name, value, np.full(np.shape(value), 0.01 / np.sqrt(n)))
+        return TrainedEnsemble(est, np.array([1, 2]), 2, {"width": n, "samples": 100, "seconds": 1.0})
+
+    fit = fit_trained_widths([run(n) for n in widths], (m, c), order=2)
+    np.testing.assert_allclose(fit["mean_1"].value, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit["motion_1"].value, 0.5 * b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit["cov_1"].value, bc, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit["mean_inf"].value, m, rtol=1e-9, atol=1e-12)
+    n = np.asarray(widths, dtype=float)
+    design = np.stack([np.ones(4), 1 / n, 1 / n**2], axis=1)
+    weights = 1.0 / (n * 0.01 / np.sqrt(n)) ** 2  # the errors of n (E - E_inf)
+    se_b = np.sqrt(np.linalg.inv(design.T @ (weights[:, None] * design))[0, 0])
+    np.testing.assert_allclose(fit["mean_1"].stderr, se_b, rtol=1e-9)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(eta=0.0), "eta"), (dict(eta=np.nan), "eta"), (dict(steps=[3, 1]), "increasing"),
     (dict(steps=[-1, 2]), "non-negative"), (dict(steps=[1.5]), "integers"), (dict(samples=3), "samples"),
