@@ -36,7 +36,7 @@ def agree(e1, e2, k=4.0):
 @pytest.mark.parametrize("param", ["ntk", "unit", "standard"])
 def test_readout_ensemble_equals_reference_network(act, param):
     """evaluate_readouts (2 readouts, virtual readouts) against the forward-mode network, network by network."""
-    spec = MLPSpec((3, 12, 9, 11, 2), (1.3, 2.0, 1.1, 0.7), (0.1, 0.0, 0.3, 0.2), param)
+    spec = MLPSpec((3, 12, 9, 11, 2), C_W=(1.3, 2.0, 1.1, 0.7), C_b=(0.1, 0.0, 0.3, 0.2), param=param)
     rng = np.random.default_rng(7)
     X = rng.standard_normal((4, 3))
     S, N = 3, 4
@@ -54,7 +54,7 @@ def test_readout_ensemble_equals_reference_network(act, param):
         tr = net.forward(X)
         aL = tr.a[-1]
         # virtual readouts: the same network with readout rows a_q = s(z(L)_q), minus the readout's own term
-        spec2 = MLPSpec((3, 12, 9, 11, N), spec.C_W, spec.C_b, param)
+        spec2 = MLPSpec((3, 12, 9, 11, N), C_W=spec.C_W, C_b=spec.C_b, param=param)
         net2 = MLP(spec2, act, [w.W[s] for w in weights[:-1]] + [aL], [b[s] for b in biases[:-1]] + [np.zeros(N)])
         own = lam_b + lam_W / aL.shape[1] * aL @ aL.T
         hid = net2.ntk(X, trace_outputs=False) - own[:, :, None, None] * np.eye(N)

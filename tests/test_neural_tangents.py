@@ -109,7 +109,7 @@ def recorded_network(net: dict, method: str):
             layers.append(net["acts"][l - 1])
     if method != "MLP.ntk":
         return layers
-    return MLP(MLPSpec(tuple(widths), C_W, C_b, p), net["acts"][0], Ws, bs)
+    return MLP(MLPSpec(tuple(widths), C_W=C_W, C_b=C_b, param=p), net["acts"][0], Ws, bs)
 
 
 @pytest.mark.parametrize(("net", "method"), [

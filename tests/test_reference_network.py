@@ -158,7 +158,7 @@ def test_ntk_symmetric_psd_and_equal_to_JJt(widths, act, param, seed):
 @pytest.mark.parametrize("param", PARAMS)
 def test_ensemble_reverse_pass_equals_forward_mode_network(act, param):
     """The Monte Carlo's batched reverse pass reproduces the reference network, network by network."""
-    spec = MLPSpec((3, 12, 9, 11, 1), (1.3, 2.0, 1.1, 0.7), (0.1, 0.0, 0.3, 0.2), param)
+    spec = MLPSpec((3, 12, 9, 11, 1), C_W=(1.3, 2.0, 1.1, 0.7), C_b=(0.1, 0.0, 0.3, 0.2), param=param)
     rng = np.random.default_rng(7)
     X = rng.standard_normal((4, 3))
     S = 6

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Sequence
 
 from .. import _checks
@@ -20,6 +20,7 @@ class MLPSpec:
     """
 
     widths: tuple[int, ...]
+    _: KW_ONLY
     C_W: tuple[float, ...]
     C_b: tuple[float, ...]
     param: str = "ntk"
@@ -57,7 +58,7 @@ class MLPSpec:
                 raise ValueError(f"width has {len(hidden)} entries but depth is {depth}")
         else:
             hidden = (_checks.positive_int("width", width),) * depth
-        return cls((input_dim, *hidden, output_dim), C_W, C_b, param)
+        return cls((input_dim, *hidden, output_dim), C_W=C_W, C_b=C_b, param=param)
 
     @property
     def depth(self) -> int:

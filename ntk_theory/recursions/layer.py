@@ -13,7 +13,7 @@ and on the diagonal (a = b) the one-variable forms T(K) = E[s(u)^2], Tdot(K) = E
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import mpmath
 import numpy as np
@@ -314,6 +314,7 @@ class LayerMap:
     """The map (K, Theta) -> (K', Theta') of one hidden activation and the affine layer after it."""
 
     kernels: ActivationKernels
+    _: KW_ONLY
     C_W: float
     C_b: float
     lambda_b: float

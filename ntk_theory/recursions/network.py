@@ -65,7 +65,8 @@ class KernelRecursion:
     def layer_maps(self, input_dim: int = 1) -> list[LayerMap]:
         lam = self._lambdas(input_dim)
         return [
-            LayerMap(self.kernels[l], self.C_W[l + 1], self.C_b[l + 1], *lam[l + 1]) for l in range(self.depth)
+            LayerMap(self.kernels[l], C_W=self.C_W[l + 1], C_b=self.C_b[l + 1], lambda_b=lam[l + 1][0],
+                     lambda_W=lam[l + 1][1]) for l in range(self.depth)
         ]
 
     # ------------------------------------------------------------------ float64

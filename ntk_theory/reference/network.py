@@ -118,7 +118,7 @@ class MLP:
 
         ``widths = (n_0, n_1, ..., n_L, n_out)``; ``seed`` is anything ``np.random.default_rng`` takes.
         """
-        spec = MLPSpec(tuple(widths), C_W, C_b, param)
+        spec = MLPSpec(tuple(widths), C_W=C_W, C_b=C_b, param=param)
         rng = np.random.default_rng(seed)
         weights, biases = [], []
         for l in range(spec.n_layers):
