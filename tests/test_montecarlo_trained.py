@@ -150,6 +150,7 @@ def test_control_at_initialisation_is_f0():
     np.testing.assert_array_equal(res["odd"].value[0], res["mean_plain"].value[0])
     for name in ("motion", "linearised", "mean"):
         assert np.all(res[name].value[0] == 0) and np.all(res[name].stderr[0] == 0)
+    assert np.max(np.abs(res["mean_optimal"].value[0])) < 1e-14  # f0 - 1 * f0, beta = 1 to rounding
     # E[f0] = 0 for every network ensemble: the plain mean at t = 0 is zero within its standard error
     assert np.all(np.abs(res["mean_plain"].z_score(0.0)[0]) < 4)
     np.testing.assert_allclose(res["cov"].value[0], res["cov_linearised"].value[0], rtol=1e-13)
@@ -166,7 +167,7 @@ def test_deep_linear_split_sums_to_total():
     np.testing.assert_allclose(res["mean"].value - res["mean_plain"].value, -res["odd"].value, atol=1e-14)
     assert np.all(np.abs(res["odd"].z_score(0.0)) < 4)
     # and the control pays: the controlled mean's standard error is smaller than the plain one at every entry
-    assert np.all(res.variance_reduction > 1)
+    assert np.all(res.variance_reduction() > 1) and np.all(res.variance_reduction("mean_optimal") > 1)
 
 
 # ----------------------------------------------------------------------------------------- bad input, bad errors
@@ -198,7 +199,7 @@ def test_width_fit_recovers_a_known_expansion():
 
     def run(n):
         est = {}
-        for name, ref, slope in (("mean", m, b), ("mean_plain", m, b), ("linearised", m, 0.5 * b),
+        for name, ref, slope in (("mean", m, b), ("mean_optimal", m, b), ("mean_plain", m, b), ("linearised", m, 0.5 * b),
                                  ("motion", 0.0, 0.5 * b), ("cov", c, bc), ("cov_linearised", c, bc),
                                  ("cov_motion", 0.0, 0 * bc)):
             value = ref + slope / n + (d / n**2 if name.startswith("mean") else 0.0)
@@ -279,7 +280,7 @@ def test_width_fit_intercept_is_infinite_width(case):
     # network: test_converged_networks_fit_the_training_targets); the train rows there are not fitted
     for r in runs:
         np.testing.assert_allclose(r.train("mean_plain").value[-1], y, atol=1e-4)
-    for name, ref in (("mean", m), ("linearised", m), ("mean_plain", m), ("motion", 0.0)):
+    for name, ref in (("mean", m), ("mean_optimal", m), ("linearised", m), ("mean_plain", m), ("motion", 0.0)):
         z = fit[f"{name}_inf"].z_score(ref)
         assert np.all(np.abs(z[:-1]) < 4) and np.all(np.abs(z[-1, N:]) < 4), (name, z)
     for name in ("cov", "cov_linearised"):

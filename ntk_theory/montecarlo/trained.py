@@ -14,8 +14,8 @@ and its initial outputs f0, the linearised model is
 
 (on the train rows Theta V G_t V^T = I - (I - c Theta)^t: f_lin = f0 - (I - (I - c Theta)^t)(f0 - y)).  With
 O > 1 outputs Theta is the output-traced NTK, so f_lin drops the O(n^-1/2) output-off-diagonal NTK blocks and
-``motion`` below includes their effect.  It
-splits into a part odd and a part even in the readout layer (W(L+1), b(L+1)),
+``motion`` below includes their effect.  f_lin splits into a part odd and a part even in the readout layer
+(W(L+1), b(L+1)),
 
     odd  = f0 - Theta V G_t V^T f0(X),          even = Theta V G_t V^T y.
 
@@ -31,16 +31,22 @@ averaged over the O outputs):
 * ``motion``: E[f - f_lin], the part driven by the NTK's motion during training (dNTK, ddNTK); O(1/n)
   with O(n^-1/2) fluctuations per network;
 * ``linearised``: E[f_lin], measured as the mean of ``even`` (the control: ``odd`` dropped, its mean being
-  exactly 0); driven by the NTK's fluctuations at initialisation;
-* ``mean``: ``motion + linearised``, the variance-reduced E[f(t)] (the same expectation as ``mean_plain``);
+  exactly 0); it differs from the infinite-width mean through the NTK at initialisation: its O(1/n) mean
+  shift and its fluctuations (A, B, D, F);
+* ``mean``: ``motion + linearised`` = mean(f - odd), the variance-reduced E[f(t)] (the same expectation as
+  ``mean_plain``);
+* ``mean_optimal``: mean(f - beta odd) with beta = Cov(f, odd) / Var(odd) per entry (estimated from the same
+  networks, inside the jackknife): the same expectation with the variance-minimising multiple of the control,
+  never (to O(1/S)) worse than either ``mean`` (beta = 1) or ``mean_plain`` (beta = 0) — where a network's own
+  NTK lags behind its actual training (a converged train row: f = y but odd not yet decayed) beta -> 0;
 * ``odd``: the sample mean of ``odd`` (a check: zero within its standard error);
 * ``linearised_plain``: the sample mean of f_lin (at t = 0 exactly the mean of f0);
 * ``cov``: Cov[f(t)], S/(S - 1) (mean(f f^T) - mean(f) mean(f)^T); ``cov_linearised``: Cov[f_lin(t)];
   ``cov_motion``: ``cov - cov_linearised`` (the NTK-motion part of the covariance, estimated with the
   smaller variance of f f^T - f_lin f_lin^T).
 
-:attr:`TrainedEnsemble.variance_reduction` is SE(mean_plain)^2 / SE(mean)^2 per entry: the factor by which
-the control cuts the number of networks needed for the mean.
+:meth:`TrainedEnsemble.variance_reduction` is SE(mean_plain)^2 / SE(name)^2 per entry (name ``mean`` or
+``mean_optimal``): the factor by which the control cuts the number of networks needed for the mean.
 
 Error model: every estimate is a smooth function of means over S independent networks; its standard error
 is the delete-one-batch jackknife of :func:`~ntk_theory.montecarlo.estimate.jackknife` over B batches
@@ -52,8 +58,11 @@ not finite is reported as such and fails :meth:`Estimate.z_score` (NaN) — exce
 
 Cost: one forward and one reverse pass per step over a stack of ``block`` networks; for width n and depth
 L it is dominated by the (L - 1) hidden n x n weight matrices read three times and written once per step
-(memory-bound): about 130 us per network per step at width 256, depth 2, N = 4 (blocks of 8, one core),
-i.e. about 75 networks/s for 100 steps; about 15 us at width 64.  Memory: block * (L - 1) n^2 floats.
+(memory-bound): about 130 us per network per step at width 256, depth 2, N = 4 (blocks of 8, one idle core),
+i.e. about 75 networks/s for 100 steps (10 networks/s on a 2-core machine under a load of 9); about 15 us per
+network per step at width 64, and the NTK, the eigendecompositions and the control cost one step's worth.
+Memory: block (L - 1) n^2 floats.  A 1/n fit with SE ~0.2 on the O(1/n) coefficient of the mean (ReLU depth
+2, N = 3, 2048 networks at each of widths 32 .. 256, 60 steps) takes about 3 minutes on a loaded machine.
 Nothing here imports the symbolic layer; the infinite-width prediction and the fits in 1/n are in
 :mod:`ntk_theory.validation.trained`.
 """
@@ -77,6 +86,7 @@ __all__ = ["TrainedEnsemble", "UnstableControlError", "linearised_parts", "sampl
 
 DESCRIPTIONS = {
     "mean": "E[f(t)] = motion + linearised (variance-reduced)",
+    "mean_optimal": "E[f(t)] = mean(f - beta odd), beta per entry minimising the variance",
     "mean_plain": "E[f(t)], plain sample mean",
     "motion": "E[f - f_lin]: the NTK's motion during training",
     "linearised": "E[f_lin]: the linearised model of the network's own NTK (odd part dropped)",
@@ -145,11 +155,11 @@ class TrainedEnsemble(EstimateTable):
     def width(self) -> int:
         return self.info["width"]
 
-    @property
-    def variance_reduction(self) -> Array:
-        """SE(mean_plain)^2 / SE(mean)^2 per entry (inf where the controlled SE is 0)."""
+    def variance_reduction(self, name: str = "mean") -> Array:
+        """SE(mean_plain)^2 / SE(name)^2 per entry (inf where the controlled SE is 0), name ``mean`` or
+        ``mean_optimal``."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (self["mean_plain"].stderr / self["mean"].stderr) ** 2
+            return (self["mean_plain"].stderr / self[name].stderr) ** 2
 
     def train(self, name: str) -> Estimate:
         """Estimate ``name`` restricted to the train inputs (covariances: the train-train block)."""
@@ -240,7 +250,7 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
         ll = np.einsum("srpo,srqo->srpq", lin, lin) / O
         flat = lambda a: a.reshape(S, -1)
         return {"f": flat(f), "lin": flat(lin), "odd": flat(odd), "even": flat(even), "delta": flat(f - lin),
-                "ff": flat(ff), "ll": flat(ll)}
+                "ff": flat(ff), "ll": flat(ll), "f_odd": flat(f * odd), "odd_odd": flat(odd * odd)}
 
     def estimator(m, count):
         shp = (R, P, O)
@@ -249,7 +259,11 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
         corr = count / (count - 1.0)
         cov = corr * (m["ff"].reshape(R, P, P) - np.einsum("rpo,rqo->rpq", f, f) / O)
         cov_lin = corr * (m["ll"].reshape(R, P, P) - np.einsum("rpo,rqo->rpq", lin, lin) / O)
-        out = {"mean": d + even, "mean_plain": f, "motion": d, "linearised": even, "linearised_plain": lin,
+        var_odd = m["odd_odd"].reshape(shp) - odd * odd
+        cov_f_odd = m["f_odd"].reshape(shp) - f * odd
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = np.where(var_odd > 0, cov_f_odd / np.where(var_odd > 0, var_odd, 1.0), 0.0)
+        out = {"mean": d + even, "mean_optimal": f - beta * odd, "mean_plain": f, "motion": d, "linearised": even, "linearised_plain": lin,
                "odd": odd, "cov": cov, "cov_linearised": cov_lin, "cov_motion": cov - cov_lin}
         if vector:
             out = {k: (v[..., 0] if not k.startswith("cov") else v) for k, v in out.items()}

@@ -32,7 +32,7 @@ from .fits import weighted_fit
 __all__ = ["TrainedWidthFit", "fit_trained_widths", "infinite_width_trained"]
 
 #: the n -> infinity limit of each estimate: the infinite-width "mean", "cov" or exactly 0
-LIMITS = {"mean": "mean", "mean_plain": "mean", "linearised": "mean", "motion": 0.0,
+LIMITS = {"mean": "mean", "mean_optimal": "mean", "mean_plain": "mean", "linearised": "mean", "motion": 0.0,
           "cov": "cov", "cov_linearised": "cov", "cov_motion": 0.0}
 
 
