@@ -29,7 +29,7 @@ from ntk_theory.montecarlo.trained import (
 from ntk_theory.recursions import KernelRecursion
 from ntk_theory.reference import MLP
 from ntk_theory.reference.batched import BatchedMLP, train_batched
-from ntk_theory.validation.trained import fit_trained_widths, infinite_width_trained
+from ntk_theory.validation.trained import fit_trained, fit_trained_widths, infinite_width_trained
 
 X3 = np.array([[1.0, 0.3], [-0.4, 1.2], [0.7, -0.9]])
 Y3 = np.array([0.5, -0.3, 0.8])
@@ -216,6 +216,17 @@ def test_width_fit_recovers_a_known_expansion():
     weights = 1.0 / (n * 0.01 / np.sqrt(n)) ** 2  # the errors of n (E - E_inf)
     se_b = np.sqrt(np.linalg.inv(design.T @ (weights[:, None] * design))[0, 0])
     np.testing.assert_allclose(fit["mean_1"].stderr, se_b, rtol=1e-9)
+
+
+def test_fit_trained_is_runs_plus_fit():
+    kw = dict(C_W=2.0, C_b=0.0, eta=0.2, steps=[1, 3])
+    fit = fit_trained("relu", X3, Y3, XT2, 1, (8, 16), samples=32, seed=4, order=1, batches=4, **kw)
+    seeds = np.random.SeedSequence(4).spawn(2)
+    runs = [sample_trained("relu", X3, Y3, XT2, 1, n, samples=32, seed=sd, batches=4, **kw) for n, sd in zip((8, 16), seeds)]
+    ref = fit_trained_widths(runs, infinite_width_trained("relu", X3, Y3, XT2, 1, **kw), order=1)
+    for name in ("mean_1", "mean_inf", "cov_1"):
+        np.testing.assert_array_equal(fit[name].value, ref[name].value)
+        np.testing.assert_array_equal(fit[name].stderr, ref[name].stderr)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -16,6 +16,8 @@ errors (:func:`~ntk_theory.validation.fits.weighted_fit`):
 * given the prediction: ``<name>_1``, the O(1/n) coefficient: the intercept of the fit of
   n (E(n) - E_inf) = a + b/n [+ ...] (errors n SE), with its standard error.
 
+:func:`fit_trained` runs both and the fit for a list of widths.
+
 The coefficients' standard errors are those of the weighted least squares (errors of the per-width SEs
 themselves, ~1/sqrt(2 (B - 1)) relative, are not propagated); ``chi2[name]`` per entry with ``dof``.
 """
@@ -29,7 +31,7 @@ import numpy as np
 from ..montecarlo.estimate import Estimate, EstimateTable
 from .fits import weighted_fit
 
-__all__ = ["TrainedWidthFit", "fit_trained_widths", "infinite_width_trained"]
+__all__ = ["TrainedWidthFit", "fit_trained", "fit_trained_widths", "infinite_width_trained"]
 
 #: the n -> infinity limit of each estimate: the infinite-width "mean", "cov" or exactly 0
 LIMITS = {"mean": "mean", "mean_optimal": "mean", "mean_plain": "mean", "linearised": "mean", "motion": 0.0,
@@ -104,3 +106,27 @@ def fit_trained_widths(runs, infinite=None, order: int = 1, names=tuple(LIMITS))
     info["seconds"] = sum(r.info["seconds"] for r in runs)
     info["steps"] = list(runs[0].steps)
     return TrainedWidthFit(est, chi2, dof, widths, runs, info)
+
+
+def fit_trained(activation, X_train, y_train, X_test, depth: int, widths=(32, 64, 128, 256), *, C_W, C_b,
+                eta: float, steps, samples=4096, seed=0, order: int = 2, param: str = "ntk", loss: str = "mean",
+                **kwargs) -> TrainedWidthFit:
+    """:func:`~ntk_theory.montecarlo.trained.sample_trained` at each width (``samples`` an int or one per width;
+    width w's run seeded by the w-th child of ``SeedSequence(seed)``), :func:`infinite_width_trained` and
+    :func:`fit_trained_widths` with ``order``: ``fit["mean_1"]`` is the O(1/n) coefficient of the mean per
+    time and input with its standard error.  Other keywords go to ``sample_trained``."""
+    from ..montecarlo.trained import sample_trained
+
+    widths = [int(w) for w in widths]
+    per = list(samples) if isinstance(samples, (list, tuple)) else [samples] * len(widths)
+    if len(per) != len(widths):
+        raise ValueError(f"samples must be an int or one per width ({len(widths)}); got {len(per)}")
+    seeds = np.random.SeedSequence(seed).spawn(len(widths))
+    runs = [sample_trained(activation, X_train, y_train, X_test, depth, w, C_W=C_W, C_b=C_b, eta=eta, steps=steps,
+                           samples=s, seed=sd, param=param, loss=loss, **kwargs)
+            for w, s, sd in zip(widths, per, seeds)]
+    infinite = infinite_width_trained(activation, X_train, y_train, X_test, depth, C_W=C_W, C_b=C_b, eta=eta,
+                                      steps=steps, param=param, loss=loss)
+    fit = fit_trained_widths(runs, infinite, order=order)
+    fit.info["seed"] = seed if isinstance(seed, (int, type(None))) else str(seed)
+    return fit
