@@ -229,6 +229,25 @@ def test_fit_trained_is_runs_plus_fit():
         np.testing.assert_array_equal(fit[name].stderr, ref[name].stderr)
 
 
+def test_trained_monte_carlo_loads_no_symbolic_module():
+    """The judge is independent of what it judges: training and estimating import nothing symbolic."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np
+from ntk_theory.montecarlo.trained import sample_trained
+sample_trained("tanh", np.eye(2), np.array([0.5, -0.5]), np.ones((1, 2)), 2, 8, C_W=1.0, C_b=0.1, eta=0.5,
+               steps=[0, 3], samples=16, batches=4)
+bad = [m for m in sys.modules if m.split(".")[:2] in [["ntk_theory", p] for p in
+       ("activations", "gaussian", "recursions", "finite_width", "codegen", "jit", "validation", "dynamics")]
+       or m == "sympy"]
+print(bad)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(eta=0.0), "eta"), (dict(eta=np.nan), "eta"), (dict(steps=[3, 1]), "increasing"),
     (dict(steps=[-1, 2]), "non-negative"), (dict(steps=[1.5]), "integers"), (dict(samples=3), "samples"),
