@@ -204,3 +204,19 @@ def test_cli_kernel_chunks(tmp_path):
     bad_cmd = cmd[:cmd.index("--chunks")] + ["--chunks", "0", "--out", str(tmp_path / "b.zarr")]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "chunks" in bad.stderr
+
+
+def test_one_quantity_in_float32(tmp_path):
+    import numba
+
+    X = inputs(45)
+    threads = numba.get_num_threads()
+    res = blocked_kernel(NET, X, chunks=16, get="ntk", dtype=np.float32, scheduler="synchronous",
+                         store=tmp_path / "k.zarr", progress=False)
+    assert numba.get_num_threads() == threads  # the task's single Numba thread is not left behind
+    ref = compiled_graph_kernel(NET).evaluate(X)
+    assert res.nngp is None and res.ntk.dtype == np.float32
+    assert np.array_equal(res.ntk[:], ref.ntk.astype(np.float32))
+    assert "ntk (45, 45)" in repr(res)
+    (ntk,) = open_blocked(tmp_path / "k.zarr")
+    assert np.array_equal(ntk[:], ref.ntk.astype(np.float32))

@@ -75,6 +75,16 @@ def require(*names):
                                      "install ntk-theory[distributed]") from None
 
 
+class BlockedKernelResult(KernelResult):
+    """A :class:`~ntk_theory.recursions.KernelResult` whose arrays may be zarr arrays on disk, and None for a
+    quantity not requested."""
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n} {getattr(self, n).shape}" for n in self.get)
+        where = f" in {self.info['store']}" if self.info.get("store") else ""
+        return f"BlockedKernelResult({shapes}{where})"
+
+
 # ---------------------------------------------------------------------- tiling
 @dataclass(frozen=True)
 class Tiling:
@@ -115,12 +125,16 @@ def compute_tile(evaluator, A, B, i, j, bounds, mirror, names, store, dtype, thr
     """One task: the tile (i, j) of rows ``A`` x columns ``B`` (None: A with itself, the symmetric path),
     ``bounds = (r0, r1, c0, c1)``; written to the Zarr group ``store`` (then its marker, and those of the
     mirrored tile (j, i) when ``mirror``) and summarised, or returned as arrays without a store."""
-    if threads:
-        import numba
+    import numba
 
+    before = numba.get_num_threads()
+    if threads:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     t0 = time.perf_counter()
-    nngp, ntk, err = evaluator(A) if B is None else evaluator(A, B)
+    try:
+        nngp, ntk, err = evaluator(A) if B is None else evaluator(A, B)
+    finally:
+        numba.set_num_threads(before)
     seconds = time.perf_counter() - t0
     tiles = {"nngp": nngp, "ntk": ntk}
     summary = {"tile": (i, j), "seconds": seconds, "quadrature_error": err, "pid": os.getpid()}
@@ -254,7 +268,7 @@ def _create_or_check(path, meta: dict, names, shape, tiling: Tiling, dtype, X1, 
     return group
 
 
-def open_blocked(path) -> KernelResult:
+def open_blocked(path) -> BlockedKernelResult:
     """The kernel in a Zarr store written by :func:`blocked_kernel`, as zarr arrays (read lazily); ValueError
     if the store is incomplete (tiles without a completion marker)."""
     (zarr,) = require("zarr")
@@ -266,12 +280,12 @@ def open_blocked(path) -> KernelResult:
         raise ValueError(f"{path} is incomplete: {missing} tiles missing (run the same blocked_kernel call again)")
     names = tuple(group.attrs["get"])
     arrays = {n: group[n] if n in names else None for n in ("nngp", "ntk")}
-    return KernelResult(arrays["nngp"], arrays["ntk"], {"store": str(path)}, get=names)
+    return BlockedKernelResult(arrays["nngp"], arrays["ntk"], {"store": str(path)}, get=names)
 
 
 # ---------------------------------------------------------------------- the blocked kernel
 def blocked_kernel(description_or_mlp, X1, X2=None, *, chunks, get=("nngp", "ntk"), store=None, scheduler=None,
-                   workers=None, progress=True, dtype=np.float64, threads_per_task=1, on_tile=None) -> KernelResult:
+                   workers=None, progress=True, dtype=np.float64, threads_per_task=1, on_tile=None) -> BlockedKernelResult:
     """NNGP and/or NTK (N1, N2) of a description (a ``stax`` network, a layer description, an MLP's
     ``CompiledKernel``/``KernelRecursion``, a ``CompiledGraphKernel``) at X1 (N1, d) (or images) and X2
     (default X1), as tiles of ``chunks`` x ``chunks`` entries computed as Dask tasks (module docstring).
@@ -366,4 +380,4 @@ def blocked_kernel(description_or_mlp, X1, X2=None, *, chunks, get=("nngp", "ntk
         arrays = {n: group[n] if n in names else None for n in ("nngp", "ntk")}
     else:
         arrays = {n: out.get(n) for n in ("nngp", "ntk")}
-    return KernelResult(arrays["nngp"], arrays["ntk"], info, get=names)
+    return BlockedKernelResult(arrays["nngp"], arrays["ntk"], info, get=names)
