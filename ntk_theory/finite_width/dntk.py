@@ -1,4 +1,5 @@
-r"""The dNTK's 1/n tensors P and Q of an MLP (PDLT ch. 11), one input (scalars, floats or SymPy) and N inputs.
+r"""The dNTK's 1/n tensors P and Q of an MLP (PDLT ch. 11), one input (scalars, floats or SymPy) and N inputs;
+the ddNTK tensors R, S, T, U at layer 2 (:func:`ddntk_second_layer`).
 
 Definitions (docs/finite_width.md, section "Training: the dNTK and ddNTKs").  With v_i = Lambda grad z_i
 (Lambda the NTK's diagonal learning-rate factors: lambda_b for biases, lambda_W / n_(l-1) for weights),
@@ -348,3 +349,97 @@ def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol:
 FiniteWidthRecursion.dntk = _dntk_method
 FiniteWidthRecursion.dntk_symbolic = dntk_symbolic
 FiniteWidthRecursion.dntk_layer_map = dntk_layer_map
+
+
+# ---------------------------------------------------------------------------------------------- ddNTK, layer 2
+def _derivative_moments(act, K, orders, tol):
+    """M[a, b, c, d] = <s^(o1)(z_a) s^(o2)(z_b) s^(o3)(z_c) s^(o4)(z_d)> for all input quadruples by
+    :func:`~ntk_theory.numerics.quadrature.expectn` (s^(0) = s, s^(1) = s', ...; smooth s), and the largest
+    error estimate."""
+    from ..numerics.quadrature import expectn
+
+    N = K.shape[0]
+    fns = {o: stable_lambdify((x,), drop_deltas(sp.diff(act.expr, x, o))) for o in set(orders)}
+    zero = {o for o in fns if drop_deltas(sp.diff(act.expr, x, o)) == 0}
+    M = np.zeros((N,) * 4)
+    if zero:
+        return M, 0.0
+    err, cache = 0.0, {}
+    for idx in itertools.product(range(N), repeat=4):
+        key = tuple(sorted(zip(orders, idx)))
+        if key not in cache:
+            r = expectn([fns[o] for o in orders], K[np.ix_(idx, idx)], kinks=[(0.0,)] * 4, tol=tol)
+            cache[key], err = r.value, max(err, r.error)
+        M[idx] = cache[key]
+    return M, err
+
+
+@dataclass
+class DDNTKState:
+    """R, S, T, U (N, N, N, N) of one layer, normalised by the width n_(l-1) feeding it (n E[ddIH], n E[ddIIH]
+    as in docs/finite_width.md); ``error`` the largest quadrature error estimate."""
+
+    R: np.ndarray
+    S: np.ndarray
+    T: np.ndarray
+    U: np.ndarray
+    error: float = field(default=0.0, compare=False)
+
+
+def ddntk_second_layer(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10
+                       ) -> DDNTKState:
+    """R, S, T, U of layer 2 (the first hidden layer's outputs feeding layer 2; exact at every width n_1: z(1) is
+    Gaussian, H(1) = Theta(1) I, dH(1) = ddH(1) = 0, and the W(2) averages are Wick's).  With Th = Theta(1),
+    C_W, lambda_W of layer 2, <.> over z ~ N(0, K(1))::
+
+        R_abcd = lambda_W C_W <s''_a s_b s'_c s'_d> Th_ac Th_ad + C_W^2 <s'''_a s'_b s'_c s'_d> Th_ab Th_ac Th_ad
+        S_abcd = lambda_W C_W <s'_a s'_b s'_c s'_d> Th_ac Th_bd + C_W^2 <s''_a s''_b s'_c s'_d> Th_ac Th_bd Th_ab
+        T_abcd = lambda_W^2 <s'_a s'_b s_c s_d> Th_ab
+                 + lambda_W C_W [<s'_a s''_b s_c s'_d> Th_bd + <s''_a s'_b s'_c s_d> Th_ac] Th_ab + U_abcd
+        U_abcd = C_W^2 <s''_a s''_b s'_c s'_d> Th_ac Th_bd Th_ab
+
+    Smooth activations; piecewise-linear ones only with ``kink_terms=False`` (s'' = s''' = 0 almost everywhere:
+    R = U = 0); other kinked activations are refused (their Dirac terms are not derived here)."""
+    from .. import _checks
+
+    X = _checks.inputs(X, "X")
+    act = rec.activation
+    if act.kinks:
+        _kappa(rec, False)  # ValueError unless piecewise-linear
+        if kink_terms:
+            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} are not derived; use "
+                             "kink_terms=False (the pointwise derivatives of each network)")
+    d = X.shape[1]
+    G0 = X @ X.T / d
+    K = rec.C_b[0] + rec.C_W[0] * G0
+    lb1, lw1 = rec.lambdas(1)
+    Th = lb1 + lw1 * G0
+    C_W = rec.C_W[1]
+    _, lam_W = rec.lambdas(2)
+    ein = np.einsum
+    if act.kinks:
+        from .tensors import _four_point
+
+        _, ddss, dddd, err = _four_point(act, K, tol)
+        zero = np.zeros_like(dddd)
+        S = lam_W * C_W * dddd * ein("ac,bd->abcd", Th, Th)
+        T = lam_W**2 * ddss * Th[:, :, None, None]
+        return DDNTKState(zero, S, T, zero.copy(), err)
+    m2111, e1 = _derivative_moments(act, K, (2, 0, 1, 1), tol)    # <s''_a s_b s'_c s'_d>
+    m3111, e2 = _derivative_moments(act, K, (3, 1, 1, 1), tol)
+    m1111, e3 = _derivative_moments(act, K, (1, 1, 1, 1), tol)
+    m2211, e4 = _derivative_moments(act, K, (2, 2, 1, 1), tol)
+    m1100, e5 = _derivative_moments(act, K, (1, 1, 0, 0), tol)
+    m1201, e6 = _derivative_moments(act, K, (1, 2, 0, 1), tol)    # <s'_a s''_b s_c s'_d>
+    m2110, e7 = _derivative_moments(act, K, (2, 1, 1, 0), tol)    # <s''_a s'_b s'_c s_d>
+    ThacThbd = ein("ac,bd->abcd", Th, Th)
+    Tab, Tac, Tad = Th[:, :, None, None], Th[:, None, :, None], Th[:, None, None, :]
+    R = lam_W * C_W * m2111 * Tac * Tad + C_W**2 * m3111 * Tab * Tac * Tad
+    U = C_W**2 * m2211 * ThacThbd * Th[:, :, None, None]
+    S = lam_W * C_W * m1111 * ThacThbd + U
+    T = (lam_W**2 * m1100 * Th[:, :, None, None]
+         + lam_W * C_W * (m1201 * Th[None, :, None, :] + m2110 * Th[:, None, :, None]) * Th[:, :, None, None] + U)
+    return DDNTKState(R, S, T, U, max(e1, e2, e3, e4, e5, e6, e7))
+
+
+FiniteWidthRecursion.ddntk_second_layer = ddntk_second_layer
