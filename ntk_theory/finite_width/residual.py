@@ -1,4 +1,5 @@
-r"""Finite-width 1/n corrections of a residual MLP, one input (docs/finite_width.md, "Residual networks").
+r"""Finite-width 1/n corrections of a residual MLP: one input, and the four-point vertex at several inputs
+(docs/finite_width.md, "Residual networks").
 
 Network (PDLT appendix B conventions), L hidden layers of equal width n, scalar readout::
 
@@ -66,8 +67,9 @@ the z parts are the one-layer averages and two-layer averages E[g^(k)(z(a)) h(z(
 s s'} (:class:`PairAverages`); the tau parts are Wick products.  xi = 0 gives the MLP's recursion of
 :mod:`.single` term by term (only same-layer covariances survive).
 
-Not derived (refused): several inputs (the tensor form needs the three-index T_(ab)c and the NTK tensors
-over pairs of layers), per-layer widths (a residual layer needs equal widths).
+Several inputs: :meth:`ResidualRecursion.vertex_tensors` gives K and the four-point vertex V_(ab)(cd) of every
+layer by the same expansion with N x N fields.  Not derived (refused): the several-input K1, the three-index
+T_(ab)c and the NTK tensors, per-layer widths (a residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -325,9 +327,93 @@ class ResidualRecursion:
         return states
 
     def tensors(self, X, *args, **kwargs):
-        """Refused: the several-input (tensor) recursion of residual networks is not derived."""
-        raise NotDerived("residual layers: the several-input finite-width tensors (V_(ab)(cd), T_(ab)c, ...) are "
-                         "not derived; use one_input() for one input")
+        """Refused: the several-input K1, T and NTK tensors of residual networks are not derived (the four-point
+        vertex is: :meth:`vertex_tensors`)."""
+        raise NotDerived("residual layers: the several-input finite-width tensors K1, T_(ab)c and the NTK's are "
+                         "not derived; vertex_tensors(X) gives K and V_(ab)(cd), one_input() everything for one input")
+
+    def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
+        r"""``[(K, V), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N) and the
+        four-point vertex V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) (i != j), (N, N, N, N), by the neuron-path
+        expansion of :meth:`one_input` with N x N fields (docs/finite_width.md, "Residual networks"):
+
+            G(m)_ab = C_b + C_W (1/n) sum_k s(z_ka(m)) s(z_kb(m)),   phi_(a,ab) = C_W (s_a s_b(z(a)) - <s_a s_b>),
+            A = C_W R(a) c(a, a'),  R_abef = d<s_a s_b>/dK_ef (ordered pairs),  psi = (1 - A)^-1 phi,
+            V(l)_(ab)(cd) = sum_m c(l,m) [Cov(z_a z_b(l), psi_(m,cd)) + Cov(z_c z_d(l), psi_(m,ab))]
+                            + sum_(m,m') c(l,m) c(l,m') Cov(psi_(m,ab), psi_(m',cd)),   readout: Cov(psi_L, psi_L),
+
+        with Cov(z_a z_b(l), s_c s_d(z(b))) = 2 Xi(l,b)^2 (K(b) R(b)_cd K(b))_ab (Stein, Xi(l,b) = xi^(l-b)) and
+        Cov(phi_a, phi_b) from the four-point averages of :func:`ntk_theory.gaussian.fourpoint.four_point_moments`
+        over the joint path covariance [[K(a), Xi K(a)], [Xi K(a), K(b)]] of the two layers.  One input gives
+        :meth:`one_input`'s V; xi = 0, gamma = 1 the MLP's tensors.  Error: the two- and four-point averages'
+        estimates (``tol`` relative for the four-point ones), returned as the third element of each entry."""
+        from .tensors import _four_point
+        from .twopoint import derivative_tensors
+
+        X = _checks.inputs(X, "X")
+        N, d = X.shape
+        L = self.depth
+        tp = TwoPoint(self.activation, "ss")
+        CW = [self.C_W[m] for m in range(1, L + 1)]  # C_W of the Dense after layer m
+        K = [self.C_b[0] + self.C_W[0] * (X @ X.T) / d]
+        Rs, S, errors = [], [], [0.0]
+        for m in range(1, L + 1):
+            if not np.all(np.diag(K[-1]) > 0):
+                raise ValueError(f"a variance of layer {m} is zero: an input is zero and C_b = 0")
+            t = derivative_tensors(tp, K[-1])
+            Rs.append(t.R), S.append(t.value), errors.append(t.error)
+            if m < L:
+                xi, g = self.xi[m - 1], self.gamma[m - 1]
+                K.append(xi * xi * K[-1] + g * g * (self.C_b[m] + CW[m - 1] * t.value))
+        G_out = self.C_b[L] + CW[L - 1] * S[-1]
+        # c[l, m] = dK(l)/dG(m), Xi[l, m] = Cov(z(l), z(m)) / K(m) (m <= l), 1-based layers
+        c = np.zeros((L + 1, L + 1))
+        Xi = np.zeros((L + 1, L + 1))
+        for l in range(1, L + 1):
+            Xi[l, l] = 1.0
+            for m in range(l - 1, 0, -1):
+                Xi[l, m] = self.xi[l - 2] * Xi[l - 1, m]
+                c[l, m] = self.gamma[l - 2] ** 2 if m == l - 1 else self.xi[l - 2] ** 2 * c[l - 1, m]
+        M = N * N
+        A = np.zeros((L, M, L, M))
+        for a in range(1, L + 1):
+            for a2 in range(1, a):
+                A[a - 1, :, a2 - 1, :] = CW[a - 1] * c[a, a2] * Rs[a - 1].reshape(M, M)
+        B = np.linalg.inv(np.eye(L * M) - A.reshape(L * M, L * M))
+        # Cov(phi_a, phi_b): four-point averages over the joint covariance of the two layers
+        Cphi = np.zeros((L, M, L, M))
+        for a in range(1, L + 1):
+            for b in range(a, L + 1):
+                if b > a and Xi[b, a] == 0.0:
+                    continue  # z(b) independent of z(a): no covariance
+                if b == a:
+                    ssss, _, _, err = _four_point(self.activation, K[a - 1], tol)
+                    cov = ssss - np.multiply.outer(S[a - 1], S[a - 1])
+                else:
+                    J = np.block([[K[a - 1], Xi[b, a] * K[a - 1]], [Xi[b, a] * K[a - 1], K[b - 1]]])
+                    ssss, _, _, err = _four_point(self.activation, J, tol)
+                    cov = ssss[:N, :N, N:, N:] - np.multiply.outer(S[a - 1], S[b - 1])
+                errors.append(err)
+                Cphi[a - 1, :, b - 1, :] = CW[a - 1] * CW[b - 1] * cov.reshape(M, M)
+                Cphi[b - 1, :, a - 1, :] = Cphi[a - 1, :, b - 1, :].T
+        Bf = B
+        Cpsi = (Bf @ Cphi.reshape(L * M, L * M) @ Bf.T).reshape(L, M, L, M)
+        out = []
+        for l in range(1, L + 1):
+            # Cov(z_a z_b(l), phi_(b', cd)) for b' < l, then against psi
+            Cz2 = np.zeros((M, L, M))
+            for b in range(1, l):
+                KRK = np.einsum("ae,cdef,fb->abcd", K[b - 1], Rs[b - 1], K[b - 1])
+                Cz2[:, b - 1, :] = 2 * Xi[l, b] ** 2 * CW[b - 1] * KRK.reshape(M, M)
+            Cz2psi = (Cz2.reshape(M, L * M) @ Bf.T).reshape(M, L, M)
+            V = np.zeros((M, M))
+            for m in range(1, l):
+                V += c[l, m] * (Cz2psi[:, m - 1, :] + Cz2psi[:, m - 1, :].T)
+                for m2 in range(1, l):
+                    V += c[l, m] * c[l, m2] * Cpsi[m - 1, :, m2 - 1, :]
+            out.append((K[l - 1], V.reshape(N, N, N, N), max(errors)))
+        out.append((G_out, Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), max(errors)))
+        return out
 
     def ntk_tensors(self, *args, **kwargs):
         """Refused: the several-input NTK tensors (A_(ab)(cd), ...) of residual layers are not derived; the
