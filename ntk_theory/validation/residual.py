@@ -5,11 +5,13 @@ and, for each input x_a on its own (G0 = x_a . x_a / n_0: the one-input statisti
 of the several-input tensors; inputs of equal G0 have equal statistics and share the entry of the first),
 compares the readout's
 
-    K1 (``nngp_correction``), V, Theta1 (``ntk_correction``), A, B, D, F
+    K1 (``nngp_correction``), Theta1 (``ntk_correction``), A, B, D, F
 
-of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input` with 1/n fits
+of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input`, and every distinct entry of the readout's
+four-point vertex V_(ab)(cd) at the (distinct) inputs of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.vertex_tensors`
+against :func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, with 1/n fits
 (:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
-:func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K and V,
+:func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K,
 :func:`ntk_theory.montecarlo.residual.sample_residual_ntk` (dense weights, backpropagated Jacobian rows) for
 Theta, A, B, D, F.  V, A, B, D, F are fitted as c0 + c1/n (c0 compared); K and Theta as K + K1/n + K2/n^2
 with the infinite-width K, Theta fixed to the recursion's (K1, Theta1 compared).  z = (fit - prediction) / SE;
@@ -28,16 +30,17 @@ import numpy as np
 from .. import _checks
 from ..finite_width.description import description_of, recursion_for
 from ..finite_width.residual import NotDerived, ResidualRecursion
-from ..montecarlo.residual import sample_residual, sample_residual_ntk
+from ..montecarlo import distinct_entries, symmetry_of
+from ..montecarlo.residual import sample_residual, sample_residual_ntk, sample_residual_tensors
 from .finite_width import FiniteWidthCheck
 from .fits import weighted_fit
 from .plot import Panel, plot_panels
 from .verdict import z_score
 
-#: compared name -> (ResidualState field, Monte Carlo run ("nngp" or "ntk"), estimate, fitted powers)
+#: compared name -> (ResidualState field, Monte Carlo run ("nngp" or "ntk"), estimate, fitted powers), per input;
+#: the vertex V is compared as the several-input tensor V_(ab)(cd) (every distinct entry)
 RESIDUAL_COMPARED = {
     "K1": ("K1", "nngp", "K", (1, 2)),
-    "V": ("V", "nngp", "V", (0, 1)),
     "ntk1": ("Th1", "ntk", "Th", (1, 2)),
     "A": ("A", "ntk", "A", (0, 1)),
     "B": ("B", "ntk", "B", (0, 1)),
@@ -113,7 +116,26 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
                 y, e, f = (vals - fixed) / x, errs / x, (lambda xx, c=coef: c[0] + c[1] * xx)
                 label = f"{name} {a}  n (E - {'K' if est == 'K' else 'Theta'})"
             panels.append(Panel(label, x, y, e, f, p, v, s, z))
-    info = {"description": f"residual {rec!r}, each input on its own (G0 = {', '.join(f'{g:.4g}' for g in G0s)}; "
-                           "inputs of equal G0 share the entry of the first)",
+    # the readout's vertex V_(ab)(cd) at the distinct inputs: ResidualRecursion.vertex_tensors vs the 1/n fit of
+    # sample_residual_tensors
+    _, keep = np.unique(X, axis=0, return_index=True)
+    keep = np.sort(keep)
+    Xu = X[keep]
+    V = rec.vertex_tensors(Xu, tol=1e-10)[-1][1]
+    runs = [sample_residual_tensors(rec.activation, Xu, L, n, **common, samples=samples, seed=seed + 104729 + n,
+                                    progress=progress) for n in widths]
+    vals = np.stack([r["V"].value[L] for r in runs])
+    errs = np.stack([r["V"].stderr[L] for r in runs])
+    coef, se, _ = weighted_fit(widths, vals, errs, [0, 1])
+    for idx in distinct_entries(V.shape, symmetry_of("V")):
+        p, v, s = float(V[idx]), float(coef[0][idx]), float(se[0][idx])
+        z = z_score(v, p, s)
+        entry = tuple(int(keep[i]) for i in idx)
+        rows.append(("V", entry, p, v, s, z))
+        panels.append(Panel(f"V {','.join(map(str, entry))}", x, vals[(slice(None), *idx)], errs[(slice(None), *idx)],
+                            (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
+    info = {"description": f"residual {rec!r}; K1, Theta1, A, B, D, F at each input on its own (G0 = "
+                           f"{', '.join(f'{g:.4g}' for g in G0s)}; inputs of equal G0 share the entry of the first), "
+                           "the vertex V_(ab)(cd) at all inputs",
             "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
     return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
