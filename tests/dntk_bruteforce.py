@@ -106,7 +106,7 @@ def estimate_PQ(act_name, X, widths, *, C_W, C_b, lams, samples, seed, chunk=500
     while done < samples:
         B = min(chunk, samples - done)
         Ws, bs = sample_params(rng, widths, C_W, C_b, B)
-        z, t, T = second_tangents(act, X, Ws, bs, lams)
+        z, _, T = second_tangents(act, X, Ws, bs, lams)
         T6 = T.reshape(B, O, N, O, N, N, O)              # [b, j1, a1, j2, a2, a0, i0]
         Pb = np.zeros((B,) + (N,) * 4)
         Qb = np.zeros((B,) + (N,) * 4)
@@ -175,7 +175,7 @@ def estimate_PQ_differences(act_name, X, widths, *, C_W, C_b, lams, samples, see
         z0 = _forward(s, X, Ws, bs)
         dirs = directions(act, X, Ws, bs, lams)
 
-        def second(c1, d1, c2, d2):  # (z(th + h u) - 2 z + z(th - h u)) / h^2, u = c1 v_d1 + c2 v_d2
+        def second(c1, d1, c2, d2, Ws=Ws, bs=bs, dirs=dirs, z0=z0):  # (z(th + h u) - 2 z + z(th - h u)) / h^2
             zs = []
             for sg in (1, -1):
                 W2 = [W + sg * h * (c1 * dW[:, d1] + c2 * dW[:, d2]) for W, (dW, _) in zip(Ws, dirs)]

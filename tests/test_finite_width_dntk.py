@@ -5,11 +5,10 @@ central differences of the reference network's forward mode)."""
 
 from __future__ import annotations
 
+import dntk_bruteforce as bf
 import numpy as np
 import pytest
 
-import dntk_bruteforce as bf
-import ntk_theory.finite_width.dntk  # noqa: F401  (attaches FiniteWidthRecursion.dntk)
 from ntk_theory.finite_width import FiniteWidthRecursion
 from ntk_theory.validation.fits import weighted_fit
 
@@ -24,7 +23,7 @@ def test_bruteforce_second_derivative_matches_central_differences():
     X = X3[:2]
     for act in ("tanh", "relu"):
         net = MLP.random((3, 7, 6, 3), act, C_W=1.5, C_b=0.2, param="ntk", seed=3)
-        z, t, T = bf.second_tangents(bf.activation(act), X, [W[None] for W in net.weights],
+        _, t, T = bf.second_tangents(bf.activation(act), X, [W[None] for W in net.weights],
                                      [b[None] for b in net.biases], [(0.2, 1.5)] * 3)
         O, N = 3, 2
         lam = net.learning_rate_vector()

@@ -133,12 +133,12 @@ def dntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: bo
     for l in range(1, rec.depth + 1):
         st, errors = states[l - 1], []
 
-        def avg(name, order, K=st.K):
+        def avg(name, order, K=st.K, errors=errors):
             v, e = extra.evaluate(K) if name == "zsddd" else rec.averages[name].evaluate(K, order)
             errors.append(e)
             return v
 
-        lb, lw = rec.lambdas(l + 1)
+        _, lw = rec.lambdas(l + 1)
         new = single_step(st, out[-1].P, out[-1].Q, avg, rec.C_W[l], lw, rec.ratios[l], kappa)
         new.error = max(errors)
         out.append(new)
@@ -158,7 +158,7 @@ def dntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True
     out = [DNTKState(sp.S.Zero, sp.S.Zero)]
     for l in range(1, rec.depth + 1):
         st = states[l - 1]
-        lb, lw = (sp.nsimplify(v) for v in rec.lambdas(l + 1))
+        _, lw = (sp.nsimplify(v) for v in rec.lambdas(l + 1))
 
         def avg(name, order, K=st.K):
             return extra.symbol(K) if name == "zsddd" else rec.averages[name].symbol(K, order)
@@ -180,7 +180,7 @@ def dntk_layer_map(rec: FiniteWidthRecursion, layer: int = 2, *, kink_terms: boo
     st = symbols()
     P, Q = sp.symbols("P Q", real=True)
     extra = _ZSDDD(rec.activation)
-    lb, lw = (sp.nsimplify(v) for v in rec.lambdas(layer))
+    _, lw = (sp.nsimplify(v) for v in rec.lambdas(layer))
 
     def avg(name, order):
         return extra.symbol(st.K) if name == "zsddd" else rec.averages[name].symbol(st.K, order)
@@ -260,7 +260,7 @@ def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
                     heav = lambda u, lin=False: (np.asarray(u) > 0) * (np.asarray(u, float) if lin else 1.0)
                     val = 0.0
                     for t in range(len(vars_)):
-                        fs = [lambda u, t=t: heav(u, t == 0)]
+                        fs = [lambda u, t=t, heav=heav: heav(u, t == 0)]
                         fs += [power(*kd[v], lin=(t == i + 1)) for i, v in enumerate(vars_[1:])]
                         r = expectn(fs, Kd, kinks=[kinks] * len(fs), tol=tol)
                         val += coef * Kinv[0, t] * r.value
@@ -331,7 +331,7 @@ def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: 
     tp_ss, tp_dd = TwoPoint(rec.activation, "ss"), TwoPoint(rec.activation, "dd")
     out = [DNTKState(np.zeros((n,) * 4), np.zeros((n,) * 4))]
     for l in range(1, rec.depth + 1):
-        lb, lw = rec.lambdas(l + 1)
+        _, lw = rec.lambdas(l + 1)
         out.append(tensor_step(states[l - 1], out[-1].P, out[-1].Q, rec.activation, tp_ss, tp_dd,
                                rec.C_W[l], lw, rec.ratios[l], kappa, tol))
     ix = np.ix_(*([inv] * 4))
