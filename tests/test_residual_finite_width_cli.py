@@ -59,7 +59,7 @@ def test_check_finite_width_arch_residual(capsys, tmp_path):
     x = tmp_path / "x.txt"
     x.write_text("1.0 0.0\n0.9 1.2\n")
     code = main(["check", "--finite-width", "--arch", _linear_residual(), "--x", str(x), "--widths", "8,16,32",
-                 "--samples", "3000", "--quiet", "--plot", str(tmp_path / "p.png")])
+                 "--samples", "1200", "--quiet", "--plot", str(tmp_path / "p.png")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert (tmp_path / "p.png").stat().st_size > 0

@@ -67,9 +67,9 @@ the z parts are the one-layer averages and two-layer averages E[g^(k)(z(a)) h(z(
 s s'} (:class:`PairAverages`); the tau parts are Wick products.  xi = 0 gives the MLP's recursion of
 :mod:`.single` term by term (only same-layer covariances survive).
 
-Several inputs: :meth:`ResidualRecursion.vertex_tensors` gives K and the four-point vertex V_(ab)(cd) of every
-layer by the same expansion with N x N fields.  Not derived (refused): the several-input K1, the three-index
-T_(ab)c and the NTK tensors, per-layer widths (a residual layer needs equal widths).
+Several inputs: :meth:`ResidualRecursion.vertex_tensors` gives K, the four-point vertex V_(ab)(cd) and the
+three-point T_(ab)c of every layer by the same expansion with N x N fields.  Not derived (refused): the
+several-input K1 and NTK tensors, per-layer widths (a residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -327,26 +327,30 @@ class ResidualRecursion:
         return states
 
     def tensors(self, X, *args, **kwargs):
-        """Refused: the several-input K1, T and NTK tensors of residual networks are not derived (the four-point
-        vertex is: :meth:`vertex_tensors`)."""
-        raise NotDerived("residual layers: the several-input finite-width tensors K1, T_(ab)c and the NTK's are "
-                         "not derived; vertex_tensors(X) gives K and V_(ab)(cd), one_input() everything for one input")
+        """Refused: the several-input K1 and NTK tensors of residual networks are not derived (K, V and T are:
+        :meth:`vertex_tensors`)."""
+        raise NotDerived("residual layers: the several-input finite-width tensors K1 and the NTK's are not derived; "
+                         "vertex_tensors(X) gives K, V_(ab)(cd) and T_(ab)c, one_input() everything for one input")
 
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
-        r"""``[(K, V), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N) and the
-        four-point vertex V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) (i != j), (N, N, N, N), by the neuron-path
-        expansion of :meth:`one_input` with N x N fields (docs/finite_width.md, "Residual networks"):
+        r"""``[(K, V, T, error), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N),
+        the four-point vertex V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) (i != j), (N, N, N, N), and the three-point
+        T_(ab)c = n E[z_ia z_ib z_jc] (i != j), (N, N, N) (0 at the readout, as in :meth:`one_input`), by the
+        neuron-path expansion of :meth:`one_input` with N x N fields (docs/finite_width.md, "Residual networks"):
 
             G(m)_ab = C_b + C_W (1/n) sum_k s(z_ka(m)) s(z_kb(m)),   phi_(a,ab) = C_W (s_a s_b(z(a)) - <s_a s_b>),
             A = C_W R(a) c(a, a'),  R_abef = d<s_a s_b>/dK_ef (ordered pairs),  psi = (1 - A)^-1 phi,
             V(l)_(ab)(cd) = sum_m c(l,m) [Cov(z_a z_b(l), psi_(m,cd)) + Cov(z_c z_d(l), psi_(m,ab))]
                             + sum_(m,m') c(l,m) c(l,m') Cov(psi_(m,ab), psi_(m',cd)),   readout: Cov(psi_L, psi_L),
+            T(l)_(ab)c    = sum_m c(l,m) Cov(z_c(l), psi_(m,ab)),
 
-        with Cov(z_a z_b(l), s_c s_d(z(b))) = 2 Xi(l,b)^2 (K(b) R(b)_cd K(b))_ab (Stein, Xi(l,b) = xi^(l-b)) and
+        with Cov(z_a z_b(l), s_c s_d(z(b))) = 2 Xi(l,b)^2 (K(b) R(b)_cd K(b))_ab and Cov(z_c(l), s_a s_b(z(b))) =
+        Xi(l,b) sum_mu K(b)_(c mu) <d_mu (s_a s_b)> (Stein, Xi(l,b) = xi^(l-b); <s'(u) s(v)> by Gaussian integration
+        by parts, :func:`ntk_theory.numerics.bivariate.expect_weighted` with the weight H_10, a = b: <(s^2)'>), and
         Cov(phi_a, phi_b) from the four-point averages of :func:`ntk_theory.gaussian.fourpoint.four_point_moments`
         over the joint path covariance [[K(a), Xi K(a)], [Xi K(a), K(b)]] of the two layers.  One input gives
         :meth:`one_input`'s V; xi = 0, gamma = 1 the MLP's tensors.  Error: the two- and four-point averages'
-        estimates (``tol`` relative for the four-point ones), returned as the third element of each entry."""
+        estimates (``tol`` relative for the four-point ones), the last element of each entry."""
         from .tensors import _four_point
         from .twopoint import derivative_tensors
 
@@ -356,12 +360,13 @@ class ResidualRecursion:
         tp = TwoPoint(self.activation, "ss")
         CW = [self.C_W[m] for m in range(1, L + 1)]  # C_W of the Dense after layer m
         K = [self.C_b[0] + self.C_W[0] * (X @ X.T) / d]
-        Rs, S, errors = [], [], [0.0]
+        Rs, S, Ds, errors = [], [], [], [0.0]
         for m in range(1, L + 1):
             if not np.all(np.diag(K[-1]) > 0):
                 raise ValueError(f"a variance of layer {m} is zero: an input is zero and C_b = 0")
             t = derivative_tensors(tp, K[-1])
             Rs.append(t.R), S.append(t.value), errors.append(t.error)
+            Ds.append(self._first_derivative_averages(K[-1], errors))
             if m < L:
                 xi, g = self.xi[m - 1], self.gamma[m - 1]
                 K.append(xi * xi * K[-1] + g * g * (self.C_b[m] + CW[m - 1] * t.value))
@@ -406,14 +411,44 @@ class ResidualRecursion:
                 KRK = np.einsum("ae,cdef,fb->abcd", K[b - 1], Rs[b - 1], K[b - 1])
                 Cz2[:, b - 1, :] = 2 * Xi[l, b] ** 2 * CW[b - 1] * KRK.reshape(M, M)
             Cz2psi = (Cz2.reshape(M, L * M) @ Bf.T).reshape(M, L, M)
+            # Cov(z_c(l), phi_(b', ab)) = Xi C_W sum_mu K(b')_(c mu) <d_mu (s_a s_b)>, then against psi
+            Cz1 = np.zeros((N, L, M))
+            for b in range(1, l):
+                Cz1[:, b - 1, :] = Xi[l, b] * CW[b - 1] * np.einsum("cm,abm->cab", K[b - 1], Ds[b - 1]).reshape(N, M)
+            Cz1psi = (Cz1.reshape(N, L * M) @ Bf.T).reshape(N, L, M)
             V = np.zeros((M, M))
+            T = np.zeros((M, N))
             for m in range(1, l):
                 V += c[l, m] * (Cz2psi[:, m - 1, :] + Cz2psi[:, m - 1, :].T)
+                T += c[l, m] * Cz1psi[:, m - 1, :].T
                 for m2 in range(1, l):
                     V += c[l, m] * c[l, m2] * Cpsi[m - 1, :, m2 - 1, :]
-            out.append((K[l - 1], V.reshape(N, N, N, N), max(errors)))
-        out.append((G_out, Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), max(errors)))
+            out.append((K[l - 1], V.reshape(N, N, N, N), T.reshape(N, N, N), max(errors)))
+        out.append((G_out, Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), np.zeros((N, N, N)), max(errors)))
         return out
+
+    def _first_derivative_averages(self, K, errors) -> np.ndarray:
+        """D[a, b, mu] = <d/dz_mu (s(z_a) s(z_b))> at z ~ N(0, K): for a != b <s'(u) s(v)> (mu = a) and <s(u) s'(v)>
+        (mu = b) by :func:`ntk_theory.numerics.bivariate.expect_weighted` (weights H_10, H_01; its error appended
+        to ``errors``), for a = b <(s^2)'> (:func:`ntk_theory.gaussian.expectation1`)."""
+        from ..gaussian.bivariate import hermite_weight
+        from ..numerics.bivariate import expect_weighted
+
+        N = K.shape[0]
+        D = np.zeros((N, N, N))
+        for a in range(N):
+            v, e = self.extra.evaluate("ss_d1", K[a, a])
+            D[a, a, a] = v
+            errors.append(e)
+        a, b = np.nonzero(np.triu(np.ones((N, N), dtype=bool), 1))
+        if a.size:
+            s = self.activation.numpy
+            vals, errs = expect_weighted(s, tuple(self.activation.kinks), K[a, a], K[b, b], K[a, b],
+                                         [hermite_weight(1, 0), hermite_weight(0, 1)])
+            errors.append(float(errs.max()))
+            D[a, b, a], D[a, b, b] = vals[:, 0], vals[:, 1]
+            D[b, a, a], D[b, a, b] = vals[:, 0], vals[:, 1]
+        return D
 
     def ntk_tensors(self, *args, **kwargs):
         """Refused: the several-input NTK tensors (A_(ab)(cd), ...) of residual layers are not derived; the
