@@ -56,6 +56,16 @@ def test_deep_linear_second_layer_exact(xi, gamma, C_W):
     assert np.allclose(states[1][1], exact, rtol=1e-12, atol=1e-14)
 
 
+def test_equal_inputs_are_copies():
+    rec = ResidualRecursion("relu", 2, C_W=1.0, xi=0.8, gamma=0.6)
+    X = np.array([X2[0], X2[1], X2[0]])
+    for (K, V, T, _), (K2, V2, T2, _) in zip(rec.vertex_tensors(X), rec.vertex_tensors(X2)):
+        i = [0, 1, 0]
+        assert np.allclose(K, K2[np.ix_(i, i)], rtol=1e-12, atol=0)
+        assert np.allclose(V, V2[np.ix_(i, i, i, i)], rtol=1e-12, atol=1e-15)
+        assert np.allclose(T, T2[np.ix_(i, i, i)], rtol=1e-12, atol=1e-15)
+
+
 def test_other_several_input_tensors_refused():
     with pytest.raises(NotDerived, match="vertex_tensors"):
         ResidualRecursion("relu", 2).tensors(X2)

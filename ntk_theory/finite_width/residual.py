@@ -350,11 +350,17 @@ class ResidualRecursion:
         Cov(phi_a, phi_b) from the four-point averages of :func:`ntk_theory.gaussian.fourpoint.four_point_moments`
         over the joint path covariance [[K(a), Xi K(a)], [Xi K(a), K(b)]] of the two layers.  One input gives
         :meth:`one_input`'s V; xi = 0, gamma = 1 the MLP's tensors.  Error: the two- and four-point averages'
-        estimates (``tol`` relative for the four-point ones), the last element of each entry."""
+        estimates (``tol`` relative for the four-point ones), the last element of each entry.  Equal inputs are
+        computed once (their pair averages would be singular) and their entries copied."""
         from .tensors import _four_point
         from .twopoint import derivative_tensors
 
         X = _checks.inputs(X, "X")
+        uniq, inv = np.unique(X, axis=0, return_inverse=True)
+        if uniq.shape[0] < X.shape[0]:  # equal inputs: computed once, their entries copied
+            inv = inv.ravel()
+            return [(K[np.ix_(inv, inv)], V[np.ix_(inv, inv, inv, inv)], T[np.ix_(inv, inv, inv)], err)
+                    for K, V, T, err in self.vertex_tensors(uniq, tol=tol)]
         N, d = X.shape
         L = self.depth
         tp = TwoPoint(self.activation, "ss")
