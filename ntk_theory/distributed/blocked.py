@@ -163,6 +163,7 @@ class _Distributed:
 
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
+        self.same_machine = cluster is not None  # workers share this machine's Numba disk cache
         self.name = f"distributed {client.scheduler.address}"
 
     def run(self, calls, on_result) -> None:
@@ -189,6 +190,7 @@ class _Local:
 
     def __init__(self, name: str, workers=None):
         self.scheduler, self.workers = name, workers
+        self.same_machine = True
 
     @property
     def name(self) -> str:
@@ -219,7 +221,7 @@ def _local_cluster(workers):
     from distributed import Client, LocalCluster
 
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     return _Distributed(Client(cluster), cluster)
 
@@ -365,6 +367,8 @@ def blocked_kernel(description_or_mlp, X1, X2=None, *, chunks, get=("nngp", "ntk
     run = runner(scheduler, workers) if pending else None
     try:
         if run is not None:
+            if run.same_machine:  # compile (or load) here once: the worker processes then load Numba's disk cache
+                evaluator(X1[:1])
             run.run(calls, on_result)
     finally:
         bar.close()
