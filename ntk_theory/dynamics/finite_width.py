@@ -243,11 +243,95 @@ class FiniteWidthDynamics:
         """Cov[f_lin] over networks, (*t.shape, P, P): infinite-width value and O(1/n) coefficient."""
         return self._evaluate(t, steps)[1]
 
+    # ------------------------------------------------------------------ the NTK's motion (part b)
+    def motion(self, t=None, *, steps=None, dntk=None, max_steps: int = 1_000_000) -> Expansion:
+        """E[f - f_lin] after gradient-descent ``steps`` (inf allowed: iterated until the sources have decayed
+        to 1e-14 of their largest value), (*steps.shape, P): value 0 (no motion at infinite width) and the
+        O(1/n) coefficient, from the readout's dNTK and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T,
+        U, each (P, P, P, P) over the inputs, spec normalisation: n E[...] at leading order).  Gradient flow
+        is not derived (its motion has no c^2, c^3 Taylor terms of a step; ValueError)."""
+        sched = Schedule.of(t, steps)
+        if not sched.discrete and not np.all(np.isinf(sched.times)):
+            raise ValueError("the NTK-motion part is derived for gradient descent (steps=...), not gradient flow")
+        arrays = _dntk_arrays(dntk, self.n_inputs)
+        times = np.atleast_1d(sched.times).ravel()
+        out = np.stack([self._motion(float(s), arrays, max_steps) for s in times])
+        shape = sched.times.shape + (self.n_inputs,)
+        return Expansion(np.zeros(shape), out.reshape(shape))
+
+    def _motion(self, t, d, max_steps):
+        """phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s] (docs: the sources (1), (2a), (2b), (3a), (3b),
+        (4)), phi_0 = 0; returns phi_t."""
+        N, P, c = self.n_train, self.n_inputs, self.c
+        Th = self.tensors["Theta"]
+        K = self.tensors["K"][:N, :N]
+        y = self.y
+        tr = slice(0, N)
+        Pc = d["P"] + d["Q"] + d["Q"].transpose(0, 2, 1, 3)  # n E[dH_x0x1x2 z_x3]
+        R = d["R"]
+        ddI = R + R.transpose(0, 2, 3, 1) + R.transpose(0, 3, 1, 2)  # n E[ddIH]
+        ddII = d["S"] + d["T"] + d["U"]  # n E[ddIIH]
+        ddAll = ddI + ddII + ddII.transpose(0, 2, 1, 3)  # the dNTK's derivative along v
+        P1 = Pc[:, tr, tr, tr]  # [x, b, d, e]
+        P1s = P1 + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)  # + P[b, x, d, e]
+        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        H2 = (ddI[:, tr, tr, tr] + ddI[tr, :, tr, tr].transpose(1, 0, 2, 3) + 2 * ddII[:, tr, tr, tr])
+        A1, I1 = ddAll[:, tr, tr, tr], ddI[:, tr, tr, tr]
+        M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
+               + np.einsum("i,j,k->ijk", y, y, y))
+        step = np.eye(N) - c * Th[tr, tr]
+        A, B = np.eye(N), np.zeros((N, N))
+        Y = np.zeros((N, N, N))  # sum_(r<s) (A_r x B_r x I) M3
+        Z = np.zeros((N, N, N))  # sum_(r<s) (A_r x A_r x I) M3
+        phi = np.zeros(P)
+        largest = 0.0
+        s = 0
+        while s < t:
+            Ay, By = A @ y, B @ y
+            src = -c**2 * (np.einsum("xbde,d,be->x", P1s, By, A) + np.einsum("xbde,b,de->x", P1s, Ay, B))  # (1)
+            src -= c**2 * np.einsum("xbde,de,b->x", P1, A, Ay)  # (3a)
+            src -= c**3 * np.einsum("xbde,bk,dek->x", A1s, A, Y)  # (2a)
+            src -= 0.5 * c**3 * np.einsum("xbde,bk,dek->x", H2, A, Z)  # (2b)
+            AAB = np.einsum("bi,dj,ek,ijk->bde", A, A, B, M3)
+            AAA = np.einsum("bi,dj,ek,ijk->bde", A, A, A, M3)
+            src -= 0.5 * c**3 * np.einsum("xbde,bde->x", A1, AAB)  # (3b)
+            src -= c**3 / 6.0 * np.einsum("xbde,bde->x", I1, AAA)  # (4)
+            phi = phi - c * Th[:, tr] @ phi[tr] + src
+            Y += np.einsum("di,ej,ijk->dek", A, B, M3)
+            Z += np.einsum("di,ej,ijk->dek", A, A, M3)
+            B = B + A
+            A = A @ step
+            s += 1
+            size = float(np.max(np.abs(src)))
+            largest = max(largest, size)
+            if np.isinf(t):
+                if size <= 1e-14 * largest and np.max(np.abs(A)) < 1e-14:
+                    break
+                if s >= max_steps:
+                    raise ValueError(f"the motion at t = inf has not converged after {max_steps} steps "
+                                     f"(slowest mode c lambda_min = {c * self.basis.eigenvalues[0]:.3g})")
+        return phi
+
     def __repr__(self) -> str:
         lam = self.basis.eigenvalues
         return (f"FiniteWidthDynamics(N={self.n_train} train, {self.n_inputs - self.n_train} test inputs, "
                 f"eta={self.learning_rate:g}, loss={self.loss!r}, c={self.c:.4g}; lambda in [{lam[0]:.4g}, "
                 f"{lam[-1]:.4g}]; linearised model at O(1/n))")
+
+
+DNTK = ("P", "Q", "R", "S", "T", "U")
+
+
+def _dntk_arrays(dntk, P) -> dict:
+    if dntk is None:
+        raise ValueError("the NTK-motion part needs the readout's dNTK/ddNTK tensors: pass dntk={P, Q, R, S, T, U}")
+    try:
+        missing = [k for k in DNTK if k not in dntk]
+    except TypeError:
+        raise ValueError(f"dntk must be a mapping with {', '.join(DNTK)}; got {type(dntk).__name__}") from None
+    if missing:
+        raise ValueError(f"dntk is missing {', '.join(missing)} (need {', '.join(DNTK)})")
+    return {k: as_kernel(dntk[k], k, shape=(P,) * 4) for k in DNTK}
 
 
 def _tensor_arrays(tensors) -> dict:
