@@ -546,7 +546,7 @@ def _cmd_finite_width(args) -> int:
 
 def _finite_width_architecture(args) -> int:
     """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
-    of the description -- a residual MLP's per-layer K, Theta, V, K1, T, A, B, D, F, Theta1 for each input on its own
+    of the description -- a residual MLP's per-layer K, Theta, V, K1, M3, A, B, D, F, Theta1 for each input on its own
     (:class:`~ntk_theory.finite_width.ResidualPredictions`); other descriptions are refused in one line naming the
     first layer without a derived 1/n rule."""
     import time
@@ -725,7 +725,7 @@ def _derive_architecture(args) -> int:
 
 
 #: the one-input statistics of a residual layer, in the order printed by derive --finite-width --arch
-RESIDUAL_DERIVE_FIELDS = ("K", "Th", "K1", "V", "T", "Th1", "A", "B", "D", "F")
+RESIDUAL_DERIVE_FIELDS = ("K", "Th", "K1", "V", "M3", "Th1", "A", "B", "D", "F")
 
 #: the maps of a residual MLP printed by derive --finite-width --arch (plain text; docs/finite_width.md,
 #: "Residual networks"; ntk_theory/finite_width/residual.py)
@@ -734,12 +734,12 @@ RESIDUAL_MAPS = (
     "  K(l+1)     = xi^2 K(l) + gamma^2 (C_b + C_W <s^2>_K(l))",
     "  Theta(l+1) = xi^2 Theta(l) + gamma^2 (lambda_b + lambda_W <s^2>_K(l) + C_W <s'^2>_K(l) Theta(l))",
     "  (layer 1: K = C_b + C_W G0, Theta = lambda_b + lambda_W G0; the readout: xi = 0, gamma = 1)",
-    "1/n corrections by the neuron-path expansion (a one-step recursion in K, V, K1, T does not close):",
+    "1/n corrections by the neuron-path expansion (a one-step recursion in K, V, K1, M3 does not close):",
     "  path covariance P(l, m) = xi^(l-m) K(m), response c(l, m) = dK(l)/dG(m) = gamma^2 xi^(2(l-1-m)),",
     "  fields G(m) = C_b + C_W (1/n) sum_k s(z_k(m))^2, phi_a = C_W (s(z(a))^2 - <s^2>), psi = (1 - A)^-1 phi,",
     "  A(a, a') = C_W d<s^2>/dK(a) c(a, a'):",
     "  V(l)  = 2 sum_m c(l,m) Cov(z(l)^2, psi_m) + sum_(m,m') c(l,m) c(l,m') Cov(psi_m, psi_m')",
-    "  T(l)  = sum_m c(l,m) Cov(z(l), psi_m)",
+    "  M3(l) = sum_m c(l,m) Cov(z(l), psi_m)",
     "  K1(l) = sum_m c(l,m) e(m), e(a) = C_W [d<s^2>/dK K1(a) + (1/2) sum_a' c(a,a') Cov((s^2)''(z(a)), psi_a')",
     "                                       + (1/2) d2<s^2>/dK2 sum_(a',b') c(a,a') c(a,b') Cov(psi_a', psi_b')]",
     "  NTK: forward tangents tau(l+1) = xi tau + gamma [W s'(z) tau + sqrt(H) r], (z, tau, tau') one particle;",
@@ -1009,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (no suffix: .npz added): "
                    + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description; --arch with a residual "
                    "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
-                   "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "T", "A", "B", "D", "F", "Th1"))
+                   "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1"))
                    + " (N, L+1) and the readout's entries of the arrays above at each input alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])

@@ -64,7 +64,7 @@ _TABLE = (
              "v_i3]", "1/n", "(N, N, N, N)"),
     Quantity("S", "S", "ddNTK: S_abcd = n E[ddIIH_(i i j j; a b c d)] (i != j), ddIIH_(i1..i4) = sum Lambda^3 "
              "d2z_i1 d2z_i2 dz_i3 dz_i4 (docs/finite_width.md)", "1/n", "(N, N, N, N)"),
-    Quantity("T_ddntk", "T", "ddNTK: T_abcd = n E[ddIIH_(i j i j; a b c d)] (i != j)", "1/n", "(N, N, N, N)"),
+    Quantity("T", "T", "ddNTK: T_abcd = n E[ddIIH_(i j i j; a b c d)] (i != j)", "1/n", "(N, N, N, N)"),
     Quantity("U", "U", "ddNTK: U_abcd = n E[ddIIH_(i j j i; a b c d)] (i != j)", "1/n", "(N, N, N, N)"),
     Quantity("K1", "K1", "per layer: E[z_i;a z_i;b] = K_ab + K1_ab / n (the readout's is nngp_correction)", "1/n",
              "(N, N)"),
@@ -74,7 +74,8 @@ _TABLE = (
              "is nngp)", "1", "(N, L+1)"),
     Quantity("Th", "Theta", "per layer: E[Theta_ii;aa] at infinite width, one input (residual networks; the "
              "readout's is ntk)", "1", "(N, L+1)"),
-    Quantity("T", "T", "per layer: T = n E[z_i;a^2 z_j;a] (i != j), one input (residual networks; n E[z^3] = 3 T)",
+    Quantity("M3", "M3", "per layer: M3 = n E[z_i;a^2 z_j;a] (i != j), one input (residual networks; n E[z^3] = "
+             "3 M3)",
              "1/n", "(N, L+1)"),
     # Monte Carlo estimates (values at the sampled width)
     Quantity("output_second_moment", "E[f f]", "E[f_a f_b] at the sampled width", "1", "(N, N)"),

@@ -216,15 +216,15 @@ def test_cli_residual_arch_writes_the_recursion(tmp_path, capsys):
         check_names(d.files, "finite-width --arch (residual)")
         for a in range(2):
             states = rec.one_input(X2[a])
-            for name in ("K", "Th", "V", "K1", "T", *states[0].values()):
+            for name in ("K", "Th", "V", "K1", "M3", *states[0].values()):
                 assert np.array_equal(d[name][a], [getattr(s, name) for s in states]), name
             top = states[-1]
             assert d["nngp"][a, 0, 0] == top.K and d["output_cumulant"][a].item() == 3 * top.V
             assert d["ntk_correction"][a, 0, 0] == top.Th1
             assert d["ntk_covariance"][a].item() == top.A + 2 * top.B
             assert d["ntk_output_covariance"][a].item() == top.D + 2 * top.F
-        # ReLU, xi = 0.8: T != 0 in the residual layer (the skip carries z(1)'s sign)
-        assert np.all(d["T"][:, 1] > 0)
+        # ReLU, xi = 0.8: M3 != 0 in the residual layer (the skip carries z(1)'s sign)
+        assert np.all(d["M3"][:, 1] > 0)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -75,7 +75,7 @@ def infinite_width_K(act, G0, depth, C_W, C_b, xi, gamma):
 @pytest.mark.parametrize("xi,gamma,C_W", [(0.6, 0.8, 1.0), (0.9, np.sqrt(0.19 / 1.7), 1.7), (0.5, 1.1, 0.9),
                                           (-0.7, 0.4, 2.0)])
 def test_deep_linear_exact(xi, gamma, C_W):
-    """V(l)/K^2, the readout's V, K1 = 0 and T = 0 against the n -> infinity limits of the exact result."""
+    """V(l)/K^2, the readout's V, K1 = 0 and M3 = 0 against the n -> infinity limits of the exact result."""
     L, G0 = 6, 1.3
     states = ResidualRecursion("linear", L, C_W=C_W, C_b=0.0, xi=xi, gamma=gamma).one_input(G0=G0)
     xs, gs, cs = (sp.nsimplify(v, rational=True) for v in (xi, gamma, C_W))
@@ -84,7 +84,7 @@ def test_deep_linear_exact(xi, gamma, C_W):
         lim = float(sp.limit(n_sym * (n_sym * rho / (n_sym + 2) - 1), n_sym, sp.oo))
         st = states[l - 1]
         assert st.V / st.K**2 == pytest.approx(lim, rel=1e-12, abs=1e-12)
-        assert st.K1 == 0 and st.T == 0
+        assert st.K1 == 0 and st.M3 == 0
     rho = exact_linear_rho(n_sym, L, xs, gs, cs)
     out = states[L]
     assert out.V / (C_W**2 * states[L - 1].K ** 2) == pytest.approx(float(sp.limit(n_sym * (rho - 1), n_sym, sp.oo)),
@@ -112,7 +112,7 @@ def test_monte_carlo_deep_linear_finite_n(sampler, n, samples):
     for l in range(1, L + 1):
         rho = exact_linear_rho(float(n), l, xi, gamma, C_W)
         V = n * K[l - 1] ** 2 * (n * rho / (n + 2) - 1)
-        for name, exact in (("K", K[l - 1]), ("V", V), ("kappa4", 3 * V), ("T", 0.0), ("kappa3", 0.0)):
+        for name, exact in (("K", K[l - 1]), ("V", V), ("kappa4", 3 * V), ("M3", 0.0), ("kappa3", 0.0)):
             est = mc[name]
             se = est.stderr[l - 1]
             assert np.isfinite(se) and se > 0
@@ -132,17 +132,17 @@ def test_mlp_limit_consistency():
     for r, m in zip(res, mlp):
         for name in ("K", "V", "K1"):
             assert getattr(r, name) == pytest.approx(float(getattr(m, name)), rel=1e-9, abs=1e-12)
-        assert r.T == 0
+        assert r.M3 == 0
 
 
 def test_gamma_zero_limit():
-    """gamma = 0: z(l) = xi^(l-1) z(1) is Gaussian (V = K1 = T = 0 in the hidden layers) and the readout is a
+    """gamma = 0: z(l) = xi^(l-1) z(1) is Gaussian (V = K1 = M3 = 0 in the hidden layers) and the readout is a
     one-hidden-layer network: V = C_W^2 Var(s(z)^2), K1 = 0 (scipy quadrature)."""
     xi, C_W, C_b, L = 0.9, 1.4, 0.2, 5
     states = ResidualRecursion("tanh", L, C_W=C_W, C_b=C_b, xi=xi, gamma=0.0).one_input(G0=1.0)
     K_L = xi ** (2 * (L - 1)) * (C_b + C_W)
     for st in states[:L]:
-        assert st.V == 0 and st.K1 == 0 and st.T == 0
+        assert st.V == 0 and st.K1 == 0 and st.M3 == 0
     assert states[L - 1].K == pytest.approx(K_L, rel=1e-13)
     var = _gauss(lambda z: np.tanh(z) ** 4, K_L) - _gauss(lambda z: np.tanh(z) ** 2, K_L) ** 2
     assert states[L].V == pytest.approx(C_W**2 * var, rel=1e-9)
@@ -171,7 +171,7 @@ def _fits(act, G0, L, C_W, C_b, xi, gamma, widths, samples, seed):
     runs = [sample_residual(act, G0, L, n, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma, samples=samples, seed=seed + n)
             for n in widths]
     out = {}
-    for name in ("V", "T", "kappa3", "kappa4"):
+    for name in ("V", "M3", "kappa3", "kappa4"):
         vals = np.stack([r[name].value for r in runs])
         errs = np.stack([r[name].stderr for r in runs])
         coef, se, _ = weighted_fit(widths, vals, errs, [0, 1])
@@ -193,19 +193,19 @@ def _assert_within(name, pred, fit, sigmas=4.0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("act,C_W,C_b,xi,gamma", [
-    ("relu", 1.0, 0.0, 0.8, np.sqrt(0.6)),     # T != 0: the self term of the branch kernel
+    ("relu", 1.0, 0.0, 0.8, np.sqrt(0.6)),     # M3 != 0: the self term of the branch kernel
     ("tanh", 1.2, 0.1, 0.7, 0.7),
 ])
 def test_residual_against_monte_carlo(act, C_W, C_b, xi, gamma):
-    """V, K1, T of every layer (and the readout's V, K1) against 1/n fits of finite residual networks."""
+    """V, K1, M3 of every layer (and the readout's V, K1) against 1/n fits of finite residual networks."""
     L, G0 = 4, 1.0
     states = ResidualRecursion(act, L, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma).one_input(G0=G0)
     fit, K = _fits(act, G0, L, C_W, C_b, xi, gamma, [16, 32, 64, 128], 300_000, 11)
     assert np.allclose([s.K for s in states], K, rtol=1e-9)
     _assert_within("V", [s.V for s in states], fit["V"])
     _assert_within("K1", [s.K1 for s in states], fit["K1"])
-    _assert_within("T", [s.T for s in states[:L]], fit["T"])
-    _assert_within("kappa3 = 3T", [3 * s.T for s in states[:L]], fit["kappa3"])
+    _assert_within("M3", [s.M3 for s in states[:L]], fit["M3"])
+    _assert_within("kappa3 = 3 M3", [3 * s.M3 for s in states[:L]], fit["kappa3"])
     _assert_within("kappa4 = 3V", [3 * s.V for s in states[:L]], fit["kappa4"])
 
 

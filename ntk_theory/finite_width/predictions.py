@@ -84,7 +84,7 @@ class FiniteWidthPredictions:
 @dataclass
 class ResidualPredictions:
     """The one-input finite-width statistics of a residual network at each of N inputs: per input and layer
-    (layers 1 .. L, the readout last) the fields of :class:`~.residual.ResidualState` (K, Theta, V, K1, T and the
+    (layers 1 .. L, the readout last) the fields of :class:`~.residual.ResidualState` (K, Theta, V, K1, M3 and the
     NTK's A, B, D, F, Theta1; :mod:`.residual`), each input run through
     :meth:`~.residual.ResidualRecursion.one_input` on its own (the diagonal a = b = c = d of the several-input
     tensors).  ``arrays()``: those fields as (N, L + 1) arrays, and the readout's entries of the

@@ -14,12 +14,12 @@ xi = 0, gamma = 1 is the MLP of :class:`~.network.FiniteWidthRecursion`.
 
 State of layer l (one input; i != j two neurons of layer l)::
 
-    E[z_i^2] = K + K1 / n,   V = n Cov(z_i^2, z_j^2),   T = n E[z_i^2 z_j],   Theta (infinite width)
+    E[z_i^2] = K + K1 / n,   V = n Cov(z_i^2, z_j^2),   M3 = n E[z_i^2 z_j],   Theta (infinite width)
     E[Theta_ii] = Theta + Th1 / n,  A = n Cov(Theta_ii, Theta_jj),  B = n E[Theta_ij^2],
     D = n Cov(Theta_ii, z_j^2),  F = n E[Theta_ij z_i z_j]   (n Var(Theta_ii) = A + 2B, n Cov(Theta_ii, z_i^2) = D + 2F)
 
-The single neuron's cumulants are pairings of these: n E[z^3] = 3 T, n (E[z^4] - 3 E[z^2]^2) = 3 V.
-T vanishes for odd activations (global sign flip) and for xi = 0, and is O(1) otherwise.
+The single neuron's cumulants are pairings of these: n E[z^3] = 3 M3, n (E[z^4] - 3 E[z^2]^2) = 3 V.
+M3 vanishes for odd activations (global sign flip) and for xi = 0, and is O(1) otherwise.
 
 Method (docs/finite_width.md, "Residual networks"): for one input the network is exactly a mean-field
 particle system, z_i(l+1) = xi z_i(l) + gamma sqrt(Ghat(l)) g_i(l+1) with independent g_i ~ N(0, 1) and the
@@ -32,14 +32,14 @@ m1 = <(s^2)'> (:func:`ntk_theory.gaussian.expectation1`) and the two-variable av
 (:class:`.twopoint.TwoPoint` of s^2, for Cov(phi_a, phi_b) and Cov((s^2)''(z(a)), phi_b))::
 
     V(l)  = 2 sum_m c(l,m) Cov(z(l)^2, psi_m) + sum_(m,m') c(l,m) c(l,m') Cov(psi_m, psi_m')
-    T(l)  = sum_m c(l,m) Cov(z(l), psi_m)
+    M3(l) = sum_m c(l,m) Cov(z(l), psi_m)
     K1(l) = sum_m c(l,m) e(m),   e(a) = C_W [ss1(a) K1(a) + (1/2) sum_a' c(a,a') Cov((s^2)''(z(a)), psi_a')
                                              + (1/2) ss2(a) sum_(a',b') c(a,a') c(a,b') Cov(psi_a', psi_b')]
     readout: V = Cov(psi_L, psi_L),  K1 = e(L)
 
 with Cov(z(l)^2, phi_b) = 2 C_W P(l,b)^2 ss1(b) and Cov(z(l), phi_b) = C_W P(l,b) m1(b) (Price, Stein).  The
 terms Cov(., psi) hold neuron i's own O(1) contribution to the fields that neuron j sees; a one-step
-recursion in (K, V, K1, T) alone does not close (Cov(s_i^2, s_j^2) is not ss1^2 V + ...).
+recursion in (K, V, K1, M3) alone does not close (Cov(s_i^2, s_j^2) is not ss1^2 V + ...).
 xi = 0, gamma = 1 reduces to the MLP recursion (:mod:`.single`).
 
 NTK side (docs/finite_width.md, "Residual networks: the NTK's 1/n quantities").  With the Jacobians J(l, m) = dz(l)/dz(m) and
@@ -90,7 +90,7 @@ from ..gaussian import expectation1
 from .moments import one_input_averages
 from .twopoint import TwoPoint
 
-NAMES = ("K", "Th", "V", "K1", "T", "A", "B", "D", "F", "Th1")
+NAMES = ("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1")
 
 
 class NotDerived(ValueError):
@@ -99,14 +99,14 @@ class NotDerived(ValueError):
 
 @dataclass
 class ResidualState:
-    """One layer's K, Theta, V, K1, T and the NTK's A, B, D, F, Th1 (module docstring; the MLP's names and
+    """One layer's K, Theta, V, K1, M3 and the NTK's A, B, D, F, Th1 (module docstring; the MLP's names and
     normalisations, :mod:`.single`), floats."""
 
     K: float
     Th: float
     V: float = 0.0
     K1: float = 0.0
-    T: float = 0.0
+    M3: float = 0.0
     A: float = 0.0
     B: float = 0.0
     D: float = 0.0
@@ -134,8 +134,8 @@ class ResidualState:
 
     @property
     def third_moment(self) -> float:
-        """n E[z^3] = 3T."""
-        return 3 * self.T
+        """n E[z^3] = 3 M3."""
+        return 3 * self.M3
 
 
 class _ExtraAverages:
@@ -311,8 +311,8 @@ class ResidualRecursion:
             cl = c[l, 1:l]
             V = 2 * float(cl @ Cz2psi[l, 1:l]) + float(cl @ Cpsi[1:l, 1:l] @ cl)
             states.append(ResidualState(K=K[l - 1], Th=Th[l - 1], V=V, K1=float(cl @ e[1:l]),
-                                        T=float(cl @ Cz1psi[l, 1:l])))
-        states.append(ResidualState(K=G[L - 1], Th=th_out, V=float(Cpsi[L, L]), K1=float(e[L]), T=0.0))
+                                        M3=float(cl @ Cz1psi[l, 1:l])))
+        states.append(ResidualState(K=G[L - 1], Th=th_out, V=float(Cpsi[L, L]), K1=float(e[L]), M3=0.0))
         ntk = _ntk_expansion(self, L, K, Th, G, th_out, avg)
         for l, st in enumerate(states):
             for name in ("A", "B", "D", "F", "Th1"):
@@ -327,22 +327,22 @@ class ResidualRecursion:
         return states
 
     def tensors(self, X, *args, **kwargs):
-        """Refused: the several-input K1 and NTK tensors of residual networks are not derived (K, V and T are:
+        """Refused: the several-input K1 and NTK tensors of residual networks are not derived (K, V and M3 are:
         :meth:`vertex_tensors`)."""
         raise NotDerived("residual layers: the several-input finite-width tensors K1 and the NTK's are not derived; "
-                         "vertex_tensors(X) gives K, V_(ab)(cd) and T_(ab)c, one_input() everything for one input")
+                         "vertex_tensors(X) gives K, V_(ab)(cd) and M3_(ab)c, one_input() everything for one input")
 
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
-        r"""``[(K, V, T, error), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N),
+        r"""``[(K, V, M3, error), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N),
         the four-point vertex V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) (i != j), (N, N, N, N), and the three-point
-        T_(ab)c = n E[z_ia z_ib z_jc] (i != j), (N, N, N) (0 at the readout, as in :meth:`one_input`), by the
+        M3_(ab)c = n E[z_ia z_ib z_jc] (i != j), (N, N, N) (0 at the readout, as in :meth:`one_input`), by the
         neuron-path expansion of :meth:`one_input` with N x N fields (docs/finite_width.md, "Residual networks"):
 
             G(m)_ab = C_b + C_W (1/n) sum_k s(z_ka(m)) s(z_kb(m)),   phi_(a,ab) = C_W (s_a s_b(z(a)) - <s_a s_b>),
             A = C_W R(a) c(a, a'),  R_abef = d<s_a s_b>/dK_ef (ordered pairs),  psi = (1 - A)^-1 phi,
             V(l)_(ab)(cd) = sum_m c(l,m) [Cov(z_a z_b(l), psi_(m,cd)) + Cov(z_c z_d(l), psi_(m,ab))]
                             + sum_(m,m') c(l,m) c(l,m') Cov(psi_(m,ab), psi_(m',cd)),   readout: Cov(psi_L, psi_L),
-            T(l)_(ab)c    = sum_m c(l,m) Cov(z_c(l), psi_(m,ab)),
+            M3(l)_(ab)c   = sum_m c(l,m) Cov(z_c(l), psi_(m,ab)),
 
         with Cov(z_a z_b(l), s_c s_d(z(b))) = 2 Xi(l,b)^2 (K(b) R(b)_cd K(b))_ab and Cov(z_c(l), s_a s_b(z(b))) =
         Xi(l,b) sum_mu K(b)_(c mu) <d_mu (s_a s_b)> (Stein, Xi(l,b) = xi^(l-b); <s'(u) s(v)> by Gaussian integration
@@ -359,8 +359,8 @@ class ResidualRecursion:
         uniq, inv = np.unique(X, axis=0, return_inverse=True)
         if uniq.shape[0] < X.shape[0]:  # equal inputs: computed once, their entries copied
             inv = inv.ravel()
-            return [(K[np.ix_(inv, inv)], V[np.ix_(inv, inv, inv, inv)], T[np.ix_(inv, inv, inv)], err)
-                    for K, V, T, err in self.vertex_tensors(uniq, tol=tol)]
+            return [(K[np.ix_(inv, inv)], V[np.ix_(inv, inv, inv, inv)], M3[np.ix_(inv, inv, inv)], err)
+                    for K, V, M3, err in self.vertex_tensors(uniq, tol=tol)]
         N, d = X.shape
         L = self.depth
         tp = TwoPoint(self.activation, "ss")
@@ -423,13 +423,13 @@ class ResidualRecursion:
                 Cz1[:, b - 1, :] = Xi[l, b] * CW[b - 1] * np.einsum("cm,abm->cab", K[b - 1], Ds[b - 1]).reshape(N, M)
             Cz1psi = (Cz1.reshape(N, L * M) @ Bf.T).reshape(N, L, M)
             V = np.zeros((M, M))
-            T = np.zeros((M, N))
+            M3 = np.zeros((M, N))
             for m in range(1, l):
                 V += c[l, m] * (Cz2psi[:, m - 1, :] + Cz2psi[:, m - 1, :].T)
-                T += c[l, m] * Cz1psi[:, m - 1, :].T
+                M3 += c[l, m] * Cz1psi[:, m - 1, :].T
                 for m2 in range(1, l):
                     V += c[l, m] * c[l, m2] * Cpsi[m - 1, :, m2 - 1, :]
-            out.append((K[l - 1], V.reshape(N, N, N, N), T.reshape(N, N, N), max(errors)))
+            out.append((K[l - 1], V.reshape(N, N, N, N), M3.reshape(N, N, N), max(errors)))
         out.append((G_out, Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), np.zeros((N, N, N)), max(errors)))
         return out
 

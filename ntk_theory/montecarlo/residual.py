@@ -18,7 +18,7 @@ and the readout (index L, last):
 ==============  ==============================================================================
 ``K[l]``        E[z_i^2]; readout: E[Ghat(L)] (= E[f^2], Rao-Blackwellised over the readout weights)
 ``V[l]``        n (E[z_i^2 z_j^2] - E[z_i^2]^2), i != j; readout: n Var(Ghat(L)) (= n Cov(f_i^2, f_j^2))
-``T[l]``        n E[z_i^2 z_j], i != j (hidden layers only)
+``M3[l]``       n E[z_i^2 z_j], i != j (hidden layers only)
 ``kappa3[l]``   n E[z_i^3] (hidden layers only)
 ``kappa4[l]``   n (E[z_i^4] - 3 E[z_i^2]^2) (hidden layers only)
 ==============  ==============================================================================
@@ -46,7 +46,7 @@ __all__ = ["RESIDUAL_ESTIMATES", "RESIDUAL_NTK_ESTIMATES", "RESIDUAL_TENSOR_ESTI
 RESIDUAL_ESTIMATES = {
     "K": "E[z_i^2] per layer (readout: E[Ghat(L)])",
     "V": "n Cov(z_i^2, z_j^2) per layer (readout: n Var(Ghat(L)))",
-    "T": "n E[z_i^2 z_j] per hidden layer",
+    "M3": "n E[z_i^2 z_j] per hidden layer",
     "kappa3": "n E[z_i^3] per hidden layer",
     "kappa4": "n (E[z_i^4] - 3 E[z_i^2]^2) per hidden layer",
 }
@@ -142,7 +142,7 @@ def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C
         return {
             "K": g,
             "V": scale * (p - g * g),
-            "T": n * np.array([m[f"t{l}"][0] for l in range(L)]),
+            "M3": n * np.array([m[f"t{l}"][0] for l in range(L)]),
             "kappa3": n * np.array([m[f"c{l}"][0] for l in range(L)]),
             "kappa4": n * (np.array([m[f"q{l}"][0] for l in range(L)]) - 3 * g[:L] ** 2),
         }
@@ -304,7 +304,7 @@ RESIDUAL_TENSOR_ESTIMATES = {
     "K": "E[z_ia z_ib] per layer (readout: E[Ghat_ab(L)]), (L + 1, N, N)",
     "V": "n (E[z_ia z_ib z_jc z_jd] - E[z_ia z_ib] E[z_jc z_jd]), i != j, per layer (readout: n Cov(Ghat_ab, "
          "Ghat_cd)), (L + 1, N, N, N, N)",
-    "T": "n E[z_ia z_ib z_jc], i != j, per hidden layer, (L, N, N, N)",
+    "M3": "n E[z_ia z_ib z_jc], i != j, per hidden layer, (L, N, N, N)",
 }
 
 
@@ -326,7 +326,7 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
     W(l+1) s(z(l)) + b(l+1) applied to the N inputs has iid rows N(0, Ghat), Ghat = C_b + C_W s^T s / n (N, N)
     (rotation invariance of the Gaussian rows of W), drawn as g R^T with R R^T = Ghat: O(n N^2) per layer.
     Per network the means over neurons and over ordered pairs i != j, then over networks; jackknife standard
-    errors over ``batches``.  One input (N = 1) is the statistics ``K``, ``V``, ``T`` of :func:`sample_residual`."""
+    errors over ``batches``.  One input (N = 1) is the statistics ``K``, ``V``, ``M3`` of :func:`sample_residual`."""
     act = numpy_activation(activation)
     L = _checks.positive_int("depth", depth)
     n = _checks.positive_int("width", width)
@@ -376,7 +376,7 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
         return {
             "K": g,
             "V": n * (p - np.einsum("lab,lcd->labcd", g, g)),
-            "T": n * np.stack([m[f"t{l}"].reshape((N,) * 3) for l in range(L)]),
+            "M3": n * np.stack([m[f"t{l}"].reshape((N,) * 3) for l in range(L)]),
         }
 
     t0 = time.perf_counter()
