@@ -221,3 +221,16 @@ def test_one_quantity_in_float32(tmp_path):
     assert "ntk (45, 45)" in repr(res)
     (ntk,) = open_blocked(tmp_path / "k.zarr")
     assert np.array_equal(ntk[:], ref.ntk.astype(np.float32))
+
+
+def test_cli_without_dask_one_line(tmp_path):
+    """dask and distributed made unimportable in a fresh interpreter: the command stops with one line naming
+    the extra."""
+    np.save(tmp_path / "x.npy", inputs(5))
+    code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; from ntk_theory.cli import main; "
+            f"sys.exit(main(['kernel', 'relu', '--depth', '2', '--x', {str(tmp_path / 'x.npy')!r}, '--chunks', '2', "
+            f"'--out', {str(tmp_path / 'k.zarr')!r}, '--quiet']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "install ntk-theory[distributed]" in lines[0], run.stderr
