@@ -104,7 +104,20 @@ def test_tanh_slope_derived_from_small_k_balance(quick):
     e = quick[1]["activations"]["tanh"]
     assert e["tail"]["l"] == 120
     assert abs(e["fit"]["P_slope"] - float(slope)) < 0.002 * abs(float(slope))
-    # Q's leading source cancels at Theta* = 1/2: Q/Theta^2 grows slower than l
+    # Q: its leading source cancels at Theta* = 1/2; Theta = 1/2 + delta, delta(l+1) - delta(l) =
+    # -delta/l + gamma/l^2 with gamma = (c - 4)/8 from <s'^2> = 1 - 2K + c K^2 gives delta ~ gamma log l / l,
+    # the source -2 delta F* (F* = Theta*/8 from dF/dl = K Theta - 8 K F) and dQ/dl = ... - 3Q/l give
+    # Q ~ -(2 F* gamma / 3) log l, Q/Theta^2 ~ -(2 F* gamma / (3 Theta*^2)) log l.
+    c = _small_k(s1**2, 2).coeff(K, 2)
+    gamma = (c - 4) / 8
+    F_star = theta_star / 8
+    assert sp.expand(C_W**2 * _small_k(s**2 * s1**2, 1) * theta_star - 8 * K * F_star) == 0
+    q_log = sp.nsimplify(-2 * F_star * gamma / (3 * theta_star**2))
+    assert q_log == sp.Rational(-1, 16)
+    # Q/Theta^2 + (1/16) log l at l = 30, 60, 120 (the script's fit output)
+    rest = e["fit"]["Q_plus_log_over_16"]
+    vals = [rest[k] for k in sorted(rest, key=int)]
+    assert max(vals) - min(vals) < 0.005           # a coefficient off by 20% would drift by 0.017
     assert abs(e["tail"]["Q_over_Theta2"]) < 0.05 * abs(e["tail"]["P_over_Theta2"])
 
 

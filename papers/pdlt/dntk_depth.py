@@ -21,10 +21,15 @@ dB/dl = Theta^2 - 4 K B, dP/dl = -2 K (Theta^2 + B) - 6 K P at large l, whence B
 
     P / Theta^2 = -l / 12 + c_1 log l + c_0 + o(1)
 
-(the log from the log corrections of K and Theta; c_1 is fitted here, not derived).  Q's source
-lambda_W C_W (K Theta + F) - 2 C_W^2 Theta (K Theta + F) vanishes at leading order (Theta -> 1/2): Q / Theta^2
-grows only logarithmically (fitted coefficient of log l reported; not derived).  So for tanh the dNTK's
-relative size is -(1/12) l / n at leading order, for ReLU (1/3) l / n.
+(the log from the log corrections of K, Theta and B; c_1 is fitted here, not derived).  Q's source
+is (1 - 2 Theta)(K Theta + F) + K F (c - 4) + O(K^2) with F -> Theta/8 = 1/16 and <s'^2> = 1 - 2K + c K^2,
+c = 7; the leading parts cancel at Theta* = 1/2.  Theta = 1/2 + delta with
+delta(l+1) - delta(l) = -delta/l + (c - 4)/(8 l^2), so delta = (3/8) log l / l + O(1/l), and
+dQ/dl = -delta/8 + O(1/l) - 3 Q/l gives Q = -(1/64) log l + O(1):
+
+    Q / Theta^2 = -(1/16) log l + O(1)
+
+So for tanh the dNTK's relative size is -(1/12) l / n at leading order, for ReLU (1/3) l / n.
 
 Monte Carlo (``ntk_theory.montecarlo.dntk.sample_dntk``, one input x = (1, 1, 1, 1), 8 readout
 neurons, jackknife SEs) of the readout layer l = L + 1 of networks with L = 2, 4, 8 hidden layers at widths
@@ -83,7 +88,9 @@ def fit_tanh(r: dict, l_min: int) -> dict:
     q = np.linalg.lstsq(np.c_[np.log(lm), np.ones_like(lm), np.log(lm) / lm], np.asarray(r["Q_over_Theta2"])[m],
                         rcond=None)[0]
     return {"l_range": [int(l_min), int(lm[-1])], "P_slope": float(p[0]), "P_log": float(p[1]), "P_const": float(p[2]),
-            "P_slope_derived": -1.0 / 12, "Q_log": float(q[0]), "Q_const": float(q[1])}
+            "P_slope_derived": -1.0 / 12, "Q_log": float(q[0]), "Q_log_derived": -1.0 / 16, "Q_const": float(q[1]),
+            "Q_plus_log_over_16": {int(i): float(r["Q_over_Theta2"][i - 1] + np.log(i) / 16)
+                                   for i in (30, 60, 120, 240, 400) if i <= lm[-1]}}
 
 
 def measure(activation: str, depth: int, widths, samples: int, seed: int, recursion: dict) -> dict:
@@ -112,7 +119,7 @@ def measure(activation: str, depth: int, widths, samples: int, seed: int, recurs
 def run(max_layer, tanh_fit_layer, depths, widths, samples, seed) -> dict:
     t0 = time.perf_counter()
     result = {"claim": "dNTK/Theta^2 grows linearly in l at criticality: ReLU Q/Theta^2 = (l^2-1)/(3l), P = 0; "
-                       "tanh P/Theta^2 = -l/12 + O(log l), Q/Theta^2 = O(log l)",
+                       "tanh P/Theta^2 = -l/12 + O(log l), Q/Theta^2 = -(1/16) log l + O(1)",
               "ratio": "P/Theta^2 and Q/Theta^2 (P, Q = n E[dH z] per 1/n, Theta the infinite-width NTK)",
               "config": {"max_layer": max_layer, "tanh_fit_layer": tanh_fit_layer, "depths": list(depths),
                              "widths": list(widths), "samples": samples, "seed": seed, "G0": G0}, "activations": {}}
@@ -152,6 +159,7 @@ def plot(result, path):
             f = e["fit"]
             ax.plot(l, -l / 12 + f["P_log"] * np.log(l) + f["P_const"], "c--", lw=1,
                     label=f"-l/12 {f['P_log']:+.3f} log l {f['P_const']:+.3f}")
+            ax.plot(l, -np.log(l) / 16 + f["Q_const"], "y--", lw=1, label=f"-(1/16) log l {f['Q_const']:+.3f}")
         for row in e.get("mc", []):
             for q, c in (("P", "b"), ("Q", "k")):
                 for k, (n, mk) in enumerate(zip(widths, ("^", "v"))):
@@ -186,7 +194,7 @@ def main(argv=None):
     print(f"relu: max |Q/Th^2 - (l^2-1)/(3l)| = {e['relu']['max_abs_error']:.2e}, max |P| = {e['relu']['max_abs_P']:.1e}")
     f = e["tanh"]["fit"]
     print(f"tanh: P/Th^2 = {f['P_slope']:.6f} l {f['P_log']:+.4f} log l {f['P_const']:+.4f} (derived slope -1/12 = "
-          f"{-1 / 12:.6f}); Q/Th^2 = {f['Q_log']:+.4f} log l {f['Q_const']:+.4f}  (fit l in {f['l_range']})")
+          f"{-1 / 12:.6f}); Q/Th^2 = {f['Q_log']:+.4f} log l {f['Q_const']:+.4f} (derived -1/16)  (fit l in {f['l_range']})")
     for act, v in e.items():
         for row in v.get("mc", []):
             parts = [f"{act} L={row['L']}"]
