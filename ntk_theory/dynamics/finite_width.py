@@ -255,13 +255,17 @@ class FiniteWidthDynamics:
             raise ValueError("the NTK-motion part is derived for gradient descent (steps=...), not gradient flow")
         arrays = _dntk_arrays(dntk, self.n_inputs)
         times = np.atleast_1d(sched.times).ravel()
-        out = np.stack([self._motion(float(s), arrays, max_steps) for s in times])
+        finite = sorted({int(s) for s in times if np.isfinite(s)})
+        record = self._motion(finite[-1] if finite else 0, arrays, max_steps, set(finite)) if finite else {}
+        if np.any(np.isinf(times)):
+            record[np.inf] = self._motion(np.inf, arrays, max_steps, set())[np.inf]
+        out = np.stack([record[int(s) if np.isfinite(s) else np.inf] for s in times])
         shape = sched.times.shape + (self.n_inputs,)
         return Expansion(np.zeros(shape), out.reshape(shape))
 
-    def _motion(self, t, d, max_steps):
+    def _motion(self, t, d, max_steps, record):
         """phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s] (docs: the sources (1), (2a), (2b), (3a), (3b),
-        (4)), phi_0 = 0; returns phi_t."""
+        (4)), phi_0 = 0; returns {s: phi_s for s in record} and phi_t under the key t (inf: converged)."""
         N, P, c = self.n_train, self.n_inputs, self.c
         Th = self.tensors["Theta"]
         K = self.tensors["K"][:N, :N]
@@ -284,24 +288,28 @@ class FiniteWidthDynamics:
         Y = np.zeros((N, N, N))  # sum_(r<s) (A_r x B_r x I) M3
         Z = np.zeros((N, N, N))  # sum_(r<s) (A_r x A_r x I) M3
         phi = np.zeros(P)
+        out = {0: phi.copy()} if 0 in record else {}
         largest = 0.0
         s = 0
+        ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
         while s < t:
             Ay, By = A @ y, B @ y
-            src = -c**2 * (np.einsum("xbde,d,be->x", P1s, By, A) + np.einsum("xbde,b,de->x", P1s, Ay, B))  # (1)
-            src -= c**2 * np.einsum("xbde,de,b->x", P1, A, Ay)  # (3a)
-            src -= c**3 * np.einsum("xbde,bk,dek->x", A1s, A, Y)  # (2a)
-            src -= 0.5 * c**3 * np.einsum("xbde,bk,dek->x", H2, A, Z)  # (2b)
-            AAB = np.einsum("bi,dj,ek,ijk->bde", A, A, B, M3)
-            AAA = np.einsum("bi,dj,ek,ijk->bde", A, A, A, M3)
-            src -= 0.5 * c**3 * np.einsum("xbde,bde->x", A1, AAB)  # (3b)
-            src -= c**3 / 6.0 * np.einsum("xbde,bde->x", I1, AAA)  # (4)
+            src = -c**2 * (ein("xbde,d,be->x", P1s, By, A) + ein("xbde,b,de->x", P1s, Ay, B))  # (1)
+            src -= c**2 * ein("xbde,de,b->x", P1, A, Ay)  # (3a)
+            src -= c**3 * ein("xbde,bk,dek->x", A1s, A, Y)  # (2a)
+            src -= 0.5 * c**3 * ein("xbde,bk,dek->x", H2, A, Z)  # (2b)
+            AAB = ein("bi,dj,ek,ijk->bde", A, A, B, M3)
+            AAA = ein("bi,dj,ek,ijk->bde", A, A, A, M3)
+            src -= 0.5 * c**3 * ein("xbde,bde->x", A1, AAB)  # (3b)
+            src -= c**3 / 6.0 * ein("xbde,bde->x", I1, AAA)  # (4)
             phi = phi - c * Th[:, tr] @ phi[tr] + src
-            Y += np.einsum("di,ej,ijk->dek", A, B, M3)
-            Z += np.einsum("di,ej,ijk->dek", A, A, M3)
+            Y += ein("di,ej,ijk->dek", A, B, M3)
+            Z += ein("di,ej,ijk->dek", A, A, M3)
             B = B + A
             A = A @ step
             s += 1
+            if s in record:
+                out[s] = phi.copy()
             size = float(np.max(np.abs(src)))
             largest = max(largest, size)
             if np.isinf(t):
@@ -310,7 +318,8 @@ class FiniteWidthDynamics:
                 if s >= max_steps:
                     raise ValueError(f"the motion at t = inf has not converged after {max_steps} steps "
                                      f"(slowest mode c lambda_min = {c * self.basis.eigenvalues[0]:.3g})")
-        return phi
+        out[t] = phi
+        return out
 
     def __repr__(self) -> str:
         lam = self.basis.eigenvalues
