@@ -36,8 +36,13 @@ as accurate as g's matrix function on a bidiagonal matrix, relative ~1e-13 for c
 O(1/n^2) terms are dropped.  On the train rows at t = inf, M(Theta_hat) = I for every Theta_hat, so the mean's
 correction (and every 1/n term of the covariance there) vanishes identically.
 
-The NTK's motion during training (dNTK at O(eta), ddNTKs at O(eta^2) per step, the tensors P, Q, R, S, T, U)
-adds E[f - f_lin], not computed here yet: :meth:`FiniteWidthDynamics.mean` is the linearised model's.
+The NTK's motion during training adds E[f - f_lin] (:meth:`FiniteWidthDynamics.motion`, gradient descent only):
+phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s], phi_0 = 0, whose sources at O(1/n) are the dNTK moving the
+NTK and entering f's second-order step (through n E[dH f0] = P + Q + Q^T), and the ddNTKs' means (R; S + T + U)
+moving the dNTK, entering the NTK's second-order step and f's third-order step, all evaluated on the
+infinite-width residuals eps_s = (1 - c Theta)^s (f0 - y) with f0 ~ N(0, K) (docs/finite_width.md, part (b)).
+Cost O(t (N^4 + P N^3)).  The motion's part of the covariance is not derived.  :meth:`FiniteWidthDynamics.mean`
+and :meth:`FiniteWidthDynamics.covariance` are the linearised model's.
 """
 
 from __future__ import annotations
