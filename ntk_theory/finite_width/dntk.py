@@ -443,3 +443,4 @@ def ddntk_second_layer(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True,
 
 
 FiniteWidthRecursion.ddntk_second_layer = ddntk_second_layer
+from . import ddntk as _ddntk  # noqa: F401  attaches FiniteWidthRecursion.ddntk, .ddntk_symbolic
