@@ -8,7 +8,8 @@ functions raise :class:`DistributedUnavailable` in one line.
 
 - :func:`blocked_kernel` (:mod:`.blocked`): NNGP/NTK tiles as tasks, ``scheduler`` local / address / Client.
 - :func:`kernel_regression`, :func:`conjugate_gradient`, :class:`NystromPreconditioner` (:mod:`.regression`).
-- :func:`dask_map` (:mod:`.workunits`): a ``map`` for the finite-width tensors' per-index-set work.
+- :func:`finite_width_tensors`, :func:`dask_map` (:mod:`.workunits`): the finite-width tensors' four-point
+  input sets as tasks (a ``map`` for ``FiniteWidthRecursion.tensors``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _EXPORTS = {
     "tile_evaluator": "tiles",
     "kernel_regression": "regression", "conjugate_gradient": "regression", "NystromPreconditioner": "regression",
     "SingularKernel": "regression", "Posterior": "regression", "kernel_operator": "regression",
-    "dask_map": "workunits",
+    "dask_map": "workunits", "DaskMap": "workunits", "finite_width_tensors": "workunits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -166,10 +166,11 @@ class _Distributed:
         self.same_machine = cluster is not None  # workers share this machine's Numba disk cache
         self.name = f"distributed {client.scheduler.address}"
 
-    def run(self, calls, on_result) -> None:
+    def run(self, calls, on_result, fn=None) -> None:
         from distributed import as_completed
 
-        futures = [self.client.submit(compute_tile, *args, key=key, pure=False) for key, args in calls]
+        fn = compute_tile if fn is None else fn
+        futures = [self.client.submit(fn, *args, key=key, pure=False) for key, args in calls]
         try:
             for _, result in as_completed(futures, with_results=True):
                 if isinstance(result, BaseException):
@@ -196,15 +197,17 @@ class _Local:
     def name(self) -> str:
         return f"dask {self.scheduler}"
 
-    def run(self, calls, on_result) -> None:
+    def run(self, calls, on_result, fn=None) -> None:
         import dask
         from dask.callbacks import Callback
 
-        tasks = [dask.delayed(compute_tile, pure=False)(*args, dask_key_name=key) for key, args in calls]
+        fn = compute_tile if fn is None else fn
+        tasks = [dask.delayed(fn, pure=False)(*args, dask_key_name=key) for key, args in calls]
+        keys = {key for key, _ in calls}
 
         class Hook(Callback):
             def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(result, dict) and "tile" in result:
+                if key in keys:
                     on_result(result)
 
         options = {} if self.workers is None else {"num_workers": self.workers}

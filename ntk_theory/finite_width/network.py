@@ -138,9 +138,12 @@ class FiniteWidthRecursion:
                 f"C_b={self.C_b[-1]:g}, param={self.param!r})")
 
 
-def _tensor_method(self, X, tol: float = 1e-10, progress=None):
+def _tensor_method(self, X, tol: float = 1e-10, progress=None, map=None):
     """States (:class:`~.tensors.TensorState`) of layers 1 .. L+1 at the N inputs X (N, n_0);
-    ``progress`` as :func:`ntk_theory.progress.progress_bar` (a bar over the layers)."""
+    ``progress`` as :func:`ntk_theory.progress.progress_bar` (a bar over the layers).  ``map``: where the
+    four-point input sets that are integrated numerically run, a callable ``map(fn, chunks)`` returning
+    ``[fn(c) for c in chunks]`` (:func:`ntk_theory.numerics.fourpoint.four_point_moments`;
+    :func:`ntk_theory.distributed.dask_map` for Dask tasks); None: this process.  Same result either way."""
     from .. import _checks as checks
     from ..progress import progress_bar
     from . import tensors
@@ -180,7 +183,7 @@ def _tensor_method(self, X, tol: float = 1e-10, progress=None):
                 raise ValueError(f"a variance of layer {l} is zero: an input is zero and C_b = 0")
             lb, lw = self.lambdas(l + 1)
             st = tensors.step(st, self.activation, tp_ss, tp_dd, self.C_W[l], self.C_b[l], lb, lw, self.ratios[l],
-                              tol, progress)
+                              tol, progress, map=map)
             states.append(st)
             bar.update(1)
     return [s.expand(inv) for s in states]

@@ -118,26 +118,27 @@ def four_point_by_expectn(act, K, tol=1e-10):
     return out["ssss"], out["ddss"], out["dddd"], err
 
 
-def _four_point(act, K, tol, progress=None):
+def _four_point(act, K, tol, progress=None, map=None):
     try:
         from ..gaussian.fourpoint import four_point_moments
     except ImportError:  # pragma: no cover - until the compiled module exists
         return four_point_by_expectn(act, K, tol)
 
-    m = four_point_moments(act, K, tol=tol, progress=progress)
+    m = four_point_moments(act, K, tol=tol, progress=progress, map=map)
     err = max(float(np.max(getattr(m, name))) for name in ("error_ssss", "error_ddss", "error_dddd"))
     return m.ssss, m.ddss, m.dddd, err
 
 
 def step(st: TensorState, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, C_b, lam_b, lam_W, r=1.0,
-         tol=1e-10, progress=None) -> TensorState:
+         tol=1e-10, progress=None, map=None) -> TensorState:
     """One layer of the N-input recursion (see the module docstring); ``progress`` for the four-point
-    moments' bar (:func:`ntk_theory.progress.progress_bar`)."""
+    moments' bar (:func:`ntk_theory.progress.progress_bar`); ``map`` where their numerically integrated
+    input sets run (:func:`ntk_theory.gaussian.fourpoint.four_point_moments`; None: this process)."""
     K, Th = st.K, st.Th
     S = derivative_tensors(tp_ss, K)
     Dd = derivative_tensors(tp_dd, K)
     ss, dd, R, Rd = S.value, Dd.value, S.R, Dd.R
-    ssss, ddss, dddd, err4 = _four_point(act, K, tol, progress)
+    ssss, ddss, dddd, err4 = _four_point(act, K, tol, progress, map)
     ein = np.einsum
     outer = np.multiply.outer
     cov_ss = ssss - outer(ss, ss)

@@ -99,7 +99,7 @@ def piecewise_linear_slopes(act) -> tuple[float, float] | None:
 
 
 def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, kinks=(), max_refine: int = 6,
-                       strict: bool = False, exact: bool = True, progress=None) -> numerics.FourPointMoments:
+                       strict: bool = False, exact: bool = True, progress=None, map=None) -> numerics.FourPointMoments:
     r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K)
     (:func:`ntk_theory.numerics.fourpoint.four_point_moments`).
 
@@ -116,12 +116,13 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     ``exact=False`` forces the numerical integrator for every set.
     Raises ValueError for a bad K and for divergent expectations.  ``progress``: a bar over the input
     sets (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal and a run of
-    more than a few seconds).
+    more than a few seconds).  ``map``: where the numerically integrated input sets run (None: this
+    process; see :func:`ntk_theory.numerics.fourpoint.four_point_moments`).
     """
     if isinstance(activation, tuple) and len(activation) == 2:
         s, ds = activation
         activation = None
-    options = dict(tol=tol, max_refine=max_refine, strict=strict, progress=progress)
+    options = dict(tol=tol, max_refine=max_refine, strict=strict, progress=progress, map=map)
     if activation is None:
         return numerics.four_point_moments(numerics.compiled_pair(s, ds, kinks), K, **options)
     from ..activations import activation as _activation

@@ -136,7 +136,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["FourPointKernel", "FourPointMoments", "check_covariance", "compiled_pair", "four_point_moments",
+__all__ = ["FourPointKernel", "FourPointMoments", "SetBatch", "check_covariance", "compiled_pair", "four_point_moments",
            "integrator_loaded", "prefetch_core", "products"]
 
 
@@ -526,9 +526,10 @@ def _tasks(K, only=None) -> _Tasks:
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
-def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None, tick=None):
+def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, tasks=None, tick=None, map=None):
     """Integrate the sets of K numerically (all, or the task indices ``only``); ``tick(k)`` is called
-    after each chunk of k sets (a progress bar's update)."""
+    after each chunk of k sets (a progress bar's update).  ``map``: the chunks of sets as work units
+    :class:`SetBatch` of ``map(fn, chunks)`` (:func:`four_point_moments`), else two threads here."""
     core = _core()
     tasks = _tasks(K) if tasks is None else tasks
     arrays = tasks.arrays
@@ -556,13 +557,46 @@ def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, t
     big = [np.array([t], dtype=np.int64) for t in order if ranks[t] >= 3]
     small = [t for t in order if ranks[t] < 3]
     chunks = big + [np.array(small[i:i + 16], dtype=np.int64) for i in range(0, len(small), 16)]
-    if _THREADS > 1 and len(chunks) > 1:
+    if map is not None and chunks:
+        unit = SetBatch(kern, K, tasks, float(tol), int(max_refine), float(hz0), float(R0), bool(use_table))
+        for chunk, part in zip(chunks, map(unit, chunks), strict=True):
+            for full, p in zip((vals, errs, scales, levels, status, stats, hst), part, strict=True):
+                full[chunk] = p
+            if tick is not None:
+                tick(len(chunk))
+    elif _THREADS > 1 and len(chunks) > 1:
         with ThreadPoolExecutor(_THREADS) as pool:
             list(pool.map(work, chunks))
     else:
         for c in chunks:
             work(c)
     return vals, errs, scales, levels, status, tasks, stats, hst
+
+
+@dataclass
+class SetBatch:
+    """One work unit of the numerical integrator, a picklable callable: ``unit(sets)`` integrates the
+    task numbers ``sets`` (int64 array) of ``tasks`` (all sets of K, factored) with the given starting step
+    and tolerances and returns ``(vals, errs, scales, levels, status, stats, hst)``, each array's first axis
+    running over ``sets`` in their order.  A set's values depend only on the set, K and these parameters
+    (not on the other sets of the unit, nor on the process or thread), so any split of the sets into units
+    gives the same numbers as one in-process run."""
+
+    kern: FourPointKernel
+    K: np.ndarray
+    tasks: _Tasks
+    tol: float
+    max_refine: int
+    hz0: float
+    R0: float
+    use_table: bool
+
+    def __call__(self, sets) -> tuple:
+        sets = np.asarray(sets, dtype=np.int64)
+        out = _run(self.kern, self.K, self.tol, self.max_refine, hz0=self.hz0, R0=self.R0, use_table=self.use_table,
+                   only=sets, tasks=self.tasks)
+        vals, errs, scales, levels, status, _, stats, hst = out
+        return tuple(a[sets] for a in (vals, errs, scales, levels, status, stats, hst))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -620,7 +654,7 @@ def _step_hint(predicted) -> float:
 
 
 def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False, slopes=None,
-                       name: str | None = None, progress=None) -> FourPointMoments:
+                       name: str | None = None, progress=None, map=None) -> FourPointMoments:
     r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
 
     ``kernel``: the activation's :class:`FourPointKernel` (:func:`compiled_pair`), or a callable of
@@ -633,11 +667,16 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
     numerically); ``name`` names the activation in the result (default: the kernel's).
     Raises ValueError for a bad K and for divergent expectations.  ``progress``: a bar over the input
     sets (:func:`ntk_theory.progress.progress_bar`: True, False, or None for a terminal and a run of
-    more than a few seconds).
+    more than a few seconds).  ``map``: where the numerically integrated sets run: None (this process, two
+    threads) or a callable ``map(fn, chunks)`` returning ``[fn(c) for c in chunks]`` in order, possibly
+    elsewhere (:func:`ntk_theory.distributed.dask_map`); ``fn`` is a picklable :class:`SetBatch` and each
+    chunk an int64 array of set numbers.  The result is the same either way, bit for bit.
     """
     from ..progress import progress_bar
 
     K = check_covariance(K)
+    if map is not None and not callable(map):
+        raise ValueError(f"map must be a callable map(fn, chunks) or None; got {map!r}")
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
     if slopes is None and not isinstance(kernel, FourPointKernel):
@@ -648,11 +687,11 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
         if slopes is not None:
             factory = kernel if callable(kernel) and not isinstance(kernel, FourPointKernel) else (lambda: kernel)
             return _exact_moments(name or factory().name, slopes, factory, K, float(tol), int(max_refine), strict,
-                                  t0, bar.update)
-        return _numerical_moments(kernel, K, tol, max_refine, strict, t0, bar.update)
+                                  t0, bar.update, map)
+        return _numerical_moments(kernel, K, tol, max_refine, strict, t0, bar.update, map)
 
 
-def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick) -> FourPointMoments:
+def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None) -> FourPointMoments:
     """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked)."""
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
@@ -667,19 +706,21 @@ def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick) -> FourPointM
         # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
         # start the others at the step their predictions give
         probe = multi[:: len(multi) // 6][:6]
-        first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick)
+        first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick,
+                     map=map)
         hz0 = _step_hint(first[7][probe]) if not np.any(first[4] == 1) else 0.5
         keep = np.ones(T, dtype=bool)
         keep[probe] = False
         rest = np.flatnonzero(keep)
-        second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick)
+        second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick,
+                      map=map)
         vals, errs, scales, levels, status, _, stats, hst = second
         for a, b in zip((vals, errs, scales, levels, status, stats, hst),
                         (first[0], first[1], first[2], first[3], first[4], first[6], first[7])):
             a[probe] = b[probe]
     else:
         vals, errs, scales, levels, status, _, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
-                                                                    tasks=tasks, tick=tick)
+                                                                    tasks=tasks, tick=tick, map=map)
     if hinted and multi.size and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
@@ -717,7 +758,7 @@ def _assemble(name, K, combo, vals, errs, scales, tol, info) -> FourPointMoments
                             out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], tol, info)
 
 
-def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None) -> FourPointMoments:
+def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None, map=None) -> FourPointMoments:
     """Every set by the orthant moments of :func:`.orthant.set_moments`, batched over the sets of each
     size: full-rank sets by the recursion, exactly singular ones (more inputs than dimensions with
     C_b = 0, repeated or antiparallel inputs) as planar or solid cones of their rank, sets above tol
@@ -764,7 +805,7 @@ def _exact_moments(name, ab, kernel, K, tol, max_refine, strict, t0, tick=None) 
     if numeric:
         kern = kernel()
         sub = _tasks(K, only=np.array(numeric, dtype=np.int64))
-        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, tasks=sub, tick=tick)
+        nv, ne, ns, levels, status, _, stats, _ = _run(kern, K, tol, max_refine, tasks=sub, tick=tick, map=map)
         for j, t in enumerate(numeric):
             cs = sub.combo[j, :len(products(int(sizes[t])))]
             C = cs.size
