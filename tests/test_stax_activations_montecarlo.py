@@ -5,7 +5,7 @@ Carlo of the reference network (ntk_theory.montecarlo.graph via ntk_theory.valid
 Judge: 4000 networks at each of the widths 64, 128, 256, three inputs; per entry the deviations
 (E_n - k_n) / sqrt(k_aa k_bb) are fitted as c0 + c1/n by weighted least squares with the Monte Carlo standard errors
 (jackknife over 32 batches) and |c0| < 4 SE(c0) is required, i.e. the comparison is 1/n-extrapolated, not at one
-width.  A NaN, zero or rounding-level standard error fails, except where the quantity is the same in every network
+width, with SE(c0) < 0.05 (relative to sqrt(k_aa k_bb)) so that the check has power (measured: 2e-4 .. 3e-2).  A NaN, zero or rounding-level standard error fails, except where the quantity is the same in every network
 (Sign: the network's gradient is 0 through the sign, so the NTK diagonal is the readout's C_b + C_W |sign z|^2 / n
 = C_b + C_W exactly); those entries are compared with that closed form instead.
 
@@ -26,6 +26,11 @@ X = np.array([[1.0, 0.3, -0.5], [0.2, -1.1, 0.4], [-0.7, 0.5, 0.9]])
 WIDTHS = (64, 128, 256)
 SAMPLES = 4000
 C = {"W_std": 1.3, "b_std": 0.2}
+#: smaller weights where the second layer's pre-activations would make the Monte Carlo heavy-tailed (its relative
+#: SE(c0) reaches 1e10 for Exp and 1.4 for Hermite(3) at W_std = 1.3)
+W_STD = {"Exp()": 0.6, "Hermite(3)": 0.8}
+#: the largest relative SE(c0) accepted: a check without the power to see a 5% error fails
+MAX_SE = 0.05
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
@@ -62,7 +67,7 @@ ACTIVATIONS = {
 
 
 def _layer(spec):
-    return eval("stax." + spec, {"stax": stax})  # noqa: S307 (the fixed expressions above)
+    return stax.parse(spec)
 
 
 @pytest.mark.parametrize("spec", sorted(ACTIVATIONS))
@@ -78,15 +83,15 @@ def test_reference_activation_is_neural_tangents_definition(spec):
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", sorted(ACTIVATIONS))
 def test_kernel_agrees_with_monte_carlo(spec):
-    act = _layer(spec)
-    net = stax.serial(stax.Dense(64, **C), act, stax.Dense(64, **C), act, stax.Dense(1, **C))
+    act, c = _layer(spec), {**C, "W_std": W_STD.get(spec, C["W_std"])}
+    net = stax.serial(stax.Dense(64, **c), act, stax.Dense(64, **c), act, stax.Dense(1, **c))
     report = check_architecture(net, X, WIDTHS, SAMPLES, workers=2, progress=False)
     exact = [r for r in report.rows if r.rounding_level]
     if spec == "Sign()":
         # deterministic NTK diagonal: C_b + C_W in every network and in the kernel
         assert {(r.quantity, r.entry) for r in exact} == {("E[Theta]", (a, a)) for a in range(len(X))}
         for r in exact:
-            ref = C["b_std"] ** 2 + C["W_std"] ** 2
+            ref = c["b_std"] ** 2 + c["W_std"] ** 2
             assert all(abs(v - ref) < 1e-12 for _, v, _ in r.estimates), r
             assert abs(r.prediction - ref) < 1e-12, r
     else:
@@ -95,3 +100,4 @@ def test_kernel_agrees_with_monte_carlo(spec):
     bad = [r for r in rest if not (np.isfinite(r.z) and abs(r.z) < 4.0)]
     assert not bad, report.table()
     assert all(e > 0 and np.isfinite(e) for r in rest for _, _, e in r.estimates), report.table()
+    assert max(r.r_inf_se for r in rest) < MAX_SE, report.table()
