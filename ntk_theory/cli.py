@@ -888,11 +888,11 @@ def _cmd_criticality(args) -> int:
 
     plot = _plot_path(args.plot)
     if (args.C_b is None) != (args.C_W is None):
-        raise ValueError("give both --C-b and --C-W to analyse one initialisation")
+        raise ValueError("give both --C-W and --C-b to analyse one initialisation")
     res = criticality(args.activation, dps=args.dps)
     print(res.text())
-    if args.C_b is not None:
-        print(f"\nfixed points of K' = C_b + C_W <s^2>_K at C_b = {args.C_b:g}, C_W = {args.C_W:g}:")
+    if args.C_W is not None:
+        print(f"\nfixed points of K' = C_b + C_W <s^2>_K at C_W = {args.C_W:g}, C_b = {args.C_b:g}:")
         try:
             points = fixed_points(args.activation, C_W=args.C_W, C_b=args.C_b)
         except ValueError as exc:  # a line of fixed points (scale-invariant criticality)
@@ -1063,12 +1063,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=float, default=2.0, help="memory budget for intermediates in GiB (default: 2)")
     p.set_defaults(func=_cmd_empirical_cost)
 
-    p = sub.add_parser("criticality", parents=[common], help="universality class, critical (C_b, C_W), fixed points, chi's, depth scales",
+    p = sub.add_parser("criticality", parents=[common], help="universality class, critical (C_W, C_b), fixed points, chi's, depth scales",
                        description="Criticality of an activation: exact where its class gives it, else mpmath.")
     p.add_argument("activation", help="library name or expression in x (continuous)")
     p.add_argument("--dps", type=int, default=30, help="digits for the critical point (default: 30)")
-    p.add_argument("--C-b", dest="C_b", type=float, default=None, help="also analyse this C_b (with --C-W)")
     p.add_argument("--C-W", dest="C_W", type=float, default=None, help="also analyse this C_W (with --C-b)")
+    p.add_argument("--C-b", dest="C_b", type=float, default=None, help="also analyse this C_b (with --C-W)")
     p.add_argument("--plot", default=None, help="write the order/chaos phase diagram to this PNG (needs matplotlib)")
     p.set_defaults(func=_cmd_criticality)
 

@@ -23,7 +23,7 @@ import pytest
 import sympy as sp
 from scipy import integrate
 
-from ntk_theory.criticality import Moments, at, criticality, fixed_points, phase_diagram, universality
+from ntk_theory.criticality import Moments, at, critical_line, criticality, fixed_points, phase_diagram, universality
 from ntk_theory.recursions import KernelRecursion
 
 
@@ -42,7 +42,7 @@ SWISH = (lambda z: z / (1 + math.exp(-z)) if z > -700 else 0.0,
 
 
 def test_exact_critical_points_of_the_universality_classes():
-    assert universality("tanh").name == "K*=0" and (universality("tanh").C_b, universality("tanh").C_W) == (0, 1)
+    assert universality("tanh").name == "K*=0" and (universality("tanh").C_W, universality("tanh").C_b) == (1, 0)
     assert universality("erf").C_W == sp.pi / 4 and universality("erf").a1 == -2
     assert universality("relu").name == "scale-invariant" and universality("relu").C_W == 2
     assert universality("leaky_relu(1/10)").C_W == sp.Rational(200, 101)
@@ -54,16 +54,16 @@ def test_exact_critical_points_of_the_universality_classes():
 
 @pytest.mark.parametrize("name, funcs, published, digits", [
     # rough locations only (to pick the branch); the assertion is the independent quadrature below
-    ("gelu", GELU, (0.17, 1.98, 3.6), 0.05),
-    ("swish", SWISH, (0.56, 1.99, 14.3), 0.05),
+    ("gelu", GELU, (1.98, 0.17, 3.6), 0.05),  # (C_W, C_b, K*)
+    ("swish", SWISH, (1.99, 0.56, 14.3), 0.05),
 ])
 def test_nonzero_critical_points(name, funcs, published, digits):
     res = criticality(name, dps=25, line_K=[1.0])
     pts = [p for p in res.points if p.K_star is not None and p.K_star > 0]
     assert len(pts) == 1, res
     p = pts[0]
-    C_b, C_W, K = float(p.C_b), float(p.C_W), float(p.K_star)
-    assert abs(C_b - published[0]) < digits and abs(C_W - published[1]) < digits
+    C_W, C_b, K = float(p.C_W), float(p.C_b), float(p.K_star)
+    assert abs(C_W - published[0]) < digits and abs(C_b - published[1]) < digits
     assert abs(K - published[2]) < 0.5
     # the defining equations, by independent quadrature
     s, ds = funcs
@@ -140,7 +140,7 @@ def test_phase_diagram_boundary_is_the_critical_line(tmp_path):
     col = pd.log_chi_perp[:, 0]
     assert col[0] < 0 < col[-1]
     boundary = pd.C_W[np.argmax(col > 0)]
-    cb, cw, _ = pd.line
+    cw, cb, _ = pd.line
     line_cw = np.interp(0.05, cb, cw)
     assert abs(boundary - line_cw) < 0.02
     pytest.importorskip("matplotlib")
@@ -150,9 +150,27 @@ def test_phase_diagram_boundary_is_the_critical_line(tmp_path):
 
 
 def test_cli():
-    out = subprocess.run([sys.executable, "-m", "ntk_theory.cli", "criticality", "tanh", "--C-b", "0.05", "--C-W", "1.5"],
+    out = subprocess.run([sys.executable, "-m", "ntk_theory.cli", "criticality", "tanh", "--C-W", "1.5", "--C-b", "0.05"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "(0, 1) exactly" in out.stdout and "ordered" in out.stdout
+    assert "C_W = 1.0, C_b = 0.0 = (1, 0) exactly" in out.stdout and "ordered" in out.stdout
+    assert "at C_W = 1.5, C_b = 0.05:" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "ntk_theory.cli", "criticality", "step"], capture_output=True, text=True)
     assert bad.returncode == 2 and "discontinuous" in bad.stderr
+
+
+def test_critical_line_is_ordered_C_W_C_b():
+    # tanh: C_W = 1 / <s'^2>_K*, C_b = K* - <s^2>_K* / <s'^2>_K* by independent quadrature; ReLU: (2, 0) at every K*
+    # (Poole et al. 2016); the printed line lists C_W before C_b
+    K = np.array([0.5, 2.0])
+    C_W, C_b, K_out = critical_line("tanh", K)
+    for k, cw, cb in zip(K, C_W, C_b):
+        ds2 = _gauss(lambda z: (1 - math.tanh(z) ** 2) ** 2, k)
+        s2 = _gauss(lambda z: math.tanh(z) ** 2, k)
+        assert abs(cw - 1 / ds2) < 1e-9 and abs(cb - (k - s2 / ds2)) < 1e-9
+    assert np.array_equal(K_out, K)
+    relu = criticality("relu", line_K=[1.0])
+    assert np.allclose(relu.line[:2], [[2.0], [0.0]])
+    assert "C_W = 2   C_b = 0" in relu.text()
+    pd = phase_diagram("tanh", C_W=np.linspace(0.5, 2.0, 4), C_b=np.linspace(0.0, 0.2, 3), iterations=50)
+    assert pd.C_W.size == 4 and pd.C_b.size == 3 and pd.log_chi_perp.shape == (4, 3)

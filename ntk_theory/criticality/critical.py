@@ -1,4 +1,4 @@
-r"""Criticality: the initialisations (C_b, C_W) at which signals neither explode nor vanish with depth.
+r"""Criticality: the initialisations (C_W, C_b) at which signals neither explode nor vanish with depth.
 
 **Critical line** (chi_perp = 1 at the fixed point, the order-to-chaos transition of Poole et al. 2016
 and Schoenholz et al. 2017), parameterised by the fixed point K* itself:
@@ -10,9 +10,9 @@ and Schoenholz et al. 2017), parameterised by the fixed point K* itself:
     F(K) = <z s s'>_K / K - <s'^2>_K = 0          (= <s s''>_K for smooth s)
 
 solved for K* > 0 by bracketing on a log grid, then mpmath's secant method at ``dps`` digits, and
-(C_b, C_W) from the critical line.  The universality classes (:mod:`.universality`) give exact points:
-the scale-invariant class (ReLU: C_b = 0, C_W = 2, every K* critical) and the K* = 0 class (tanh: (0, 1);
-erf: (0, pi/4)).  GELU and SWISH have a_1 > 0 and critical points at K* > 0 with C_b > 0.
+(C_W, C_b) from the critical line.  The universality classes (:mod:`.universality`) give exact points:
+the scale-invariant class (ReLU: C_W = 2, C_b = 0, every K* critical) and the K* = 0 class (tanh: (1, 0);
+erf: (pi/4, 0)).  GELU and SWISH have a_1 > 0 and critical points at K* > 0 with C_b > 0.
 """
 
 from __future__ import annotations
@@ -30,26 +30,26 @@ from .universality import Universality, universality
 
 
 def critical_line(act, K_star) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(C_b, C_W, K*) on the chi_perp = 1 line for the given K* values (float64), C_b >= 0 only."""
+    """``(C_W, C_b, K*)`` on the chi_perp = 1 line for the given K* values (float64 arrays), C_b >= 0 only."""
     m = act if isinstance(act, Moments) else Moments(act)
     K = np.atleast_1d(np.asarray(K_star, dtype=float))
     s2, ds2 = np.array([m.f64(k)[:2] for k in K]).T
     C_W = 1.0 / ds2
     C_b = K - s2 / ds2
     keep = C_b >= -1e-12
-    return np.maximum(C_b[keep], 0.0), C_W[keep], K[keep]
+    return C_W[keep], np.maximum(C_b[keep], 0.0), K[keep]
 
 
 @dataclass(frozen=True)
 class CriticalPoint:
-    """chi_parallel = chi_perp = 1: (C_b, C_W, K*) as mpf at ``dps`` digits, exact SymPy values if known."""
+    """chi_parallel = chi_perp = 1: (C_W, C_b, K*) as mpf at ``dps`` digits, exact SymPy values if known."""
 
     _: KW_ONLY
     C_W: object
     C_b: object
     K_star: object
     source: str
-    exact: tuple | None = None  # (C_b, C_W) SymPy
+    exact: tuple | None = None  # (C_W, C_b) SymPy
     dps: int = 30
 
     def fixed_point(self) -> FixedPoint:
@@ -58,13 +58,14 @@ class CriticalPoint:
     def __repr__(self) -> str:
         exact = f" = ({self.exact[0]}, {self.exact[1]}) exactly" if self.exact else ""
         n = min(self.dps, 20)
-        return (f"CriticalPoint(C_b = {mpmath.nstr(self.C_b, n)}, C_W = {mpmath.nstr(self.C_W, n)}{exact}, "
+        return (f"CriticalPoint(C_W = {mpmath.nstr(self.C_W, n)}, C_b = {mpmath.nstr(self.C_b, n)}{exact}, "
                 f"K* = {mpmath.nstr(self.K_star, n) if self.K_star is not None else 'any'}; {self.source})")
 
 
 @dataclass
 class Criticality:
-    """An activation's universality class, critical points and a sample of its critical line."""
+    """An activation's universality class, critical points and a sample of its critical line ``(C_W, C_b, K*)``
+    (:func:`critical_line`)."""
 
     activation: str
     universality: Universality
@@ -81,9 +82,9 @@ class Criticality:
         for p in self.points:
             out.append("  critical point: " + repr(p)[len("CriticalPoint("):-1])
         if self.line is not None and len(self.line[0]):
-            out.append("  critical line chi_perp(K*) = 1, C_b >= 0:  K*  ->  (C_b, C_W)")
-            for cb, cw, K in zip(*self.line):
-                out.append(f"    K* = {K:10.4g}   C_b = {cb:.6g}   C_W = {cw:.6g}")
+            out.append("  critical line chi_perp(K*) = 1, C_b >= 0:  K*  ->  (C_W, C_b)")
+            for cw, cb, K in zip(*self.line):
+                out.append(f"    K* = {K:10.4g}   C_W = {cw:.6g}   C_b = {cb:.6g}")
         return "\n".join(out)
 
     def __repr__(self) -> str:
@@ -92,9 +93,9 @@ class Criticality:
     def _repr_latex_(self) -> str:
         rows = [rf"\text{{{self.activation}: {self.universality.name}}}"]
         for p in self.points:
-            cb = sp.latex(p.exact[0]) if p.exact else mpmath.nstr(p.C_b, 12)
-            cw = sp.latex(p.exact[1]) if p.exact else mpmath.nstr(p.C_W, 12)
-            rows.append(rf"(C_b, C_W)_{{\rm crit}} = ({cb}, {cw})")
+            cw = sp.latex(p.exact[0]) if p.exact else mpmath.nstr(p.C_W, 12)
+            cb = sp.latex(p.exact[1]) if p.exact else mpmath.nstr(p.C_b, 12)
+            rows.append(rf"(C_W, C_b)_{{\rm crit}} = ({cw}, {cb})")
         return "$" + r",\quad ".join(rows) + "$"
 
 
@@ -123,13 +124,13 @@ def criticality(act, dps: int = 30, line_K=np.geomspace(1e-2, 1e2, 9)) -> Critic
     if u.name == "scale-invariant":
         points.append(CriticalPoint(C_W=mpmath.mpf(str(sp.N(u.C_W, dps + 5))), C_b=mpmath.mpf(sp.N(u.C_b, dps + 5)), K_star=None,
                                     source="scale-invariant class: chi_parallel = chi_perp = 1 at every K*",
-                                    exact=(u.C_b, u.C_W), dps=dps))
-        line = (np.zeros(len(line_K)), np.full(len(line_K), float(u.C_W)), np.asarray(line_K, dtype=float))
+                                    exact=(u.C_W, u.C_b), dps=dps))
+        line = (np.full(len(line_K), float(u.C_W)), np.zeros(len(line_K)), np.asarray(line_K, dtype=float))
         return Criticality(m.activation.name, u, points, line)
     if u.name == "K*=0":
         with mpmath.workdps(dps + 5):
             points.append(CriticalPoint(C_W=mpmath.mpf(str(sp.N(u.C_W, dps + 5))), C_b=mpmath.mpf(0), K_star=mpmath.mpf(0),
                                         source=f"K*=0 class: C_W = 1/s'(0)^2, approached as K ~ 1/({-u.a1} l)",
-                                        exact=(u.C_b, u.C_W), dps=dps))
+                                        exact=(u.C_W, u.C_b), dps=dps))
     points.extend(_solve_nonzero(m, dps))
     return Criticality(m.activation.name, u, points, critical_line(m, line_K))

@@ -1,4 +1,4 @@
-r"""The order/chaos phase diagram of an activation over (C_b, C_W).
+r"""The order/chaos phase diagram of an activation over (C_W, C_b).
 
 For every grid point the stable fixed point K* of K' = C_b + C_W <s^2>_K is found by iterating the map
 (from K = 1, up to 3000 layers) with <s^2>_K and <s'^2>_K interpolated in log K from a table of float64
@@ -19,11 +19,12 @@ from .moments import Moments
 
 @dataclass
 class PhaseDiagram:
-    """``log_chi_perp`` (len(C_W), len(C_b)); ``K_star``; ``diverging`` mask; the critical line."""
+    """``log_chi_perp``, ``K_star`` and the ``diverging`` mask on the grid (len(C_W), len(C_b)); ``line``: the
+    critical line ``(C_W, C_b, K*)`` of :func:`.critical.critical_line`."""
 
     activation: str
-    C_b: np.ndarray
     C_W: np.ndarray
+    C_b: np.ndarray
     K_star: np.ndarray
     log_chi_perp: np.ndarray
     diverging: np.ndarray
@@ -51,7 +52,7 @@ class PhaseDiagram:
         fig.colorbar(mesh, ax=ax, label=r"$\log \chi_\perp(K^*)$  (<0 ordered, >0 chaotic)")
         if self.diverging.any():
             ax.contourf(self.C_b, self.C_W, self.diverging.astype(float), levels=[0.5, 1.5], colors="0.6")
-        cb, cw, _ = self.line
+        cw, cb, _ = self.line
         ax.plot(cb, cw, "k-", lw=2, label=r"critical line $\chi_\perp = 1$")
         ax.set_xlim(self.C_b[0], self.C_b[-1])
         ax.set_ylim(self.C_W[0], self.C_W[-1])
@@ -82,4 +83,5 @@ def phase_diagram(act, *, C_W=np.linspace(0.05, 4.0, 80), C_b=np.linspace(0.0, 1
     with np.errstate(divide="ignore"):
         log_chi = np.log(chi)
     line = critical_line(m, np.geomspace(1e-3, 1e3, 61))
-    return PhaseDiagram(m.activation.name, np.asarray(C_b, float), np.asarray(C_W, float), K, log_chi, diverging, line)
+    return PhaseDiagram(m.activation.name, C_W=np.asarray(C_W, float), C_b=np.asarray(C_b, float), K_star=K,
+                        log_chi_perp=log_chi, diverging=diverging, line=line)

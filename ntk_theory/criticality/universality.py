@@ -27,7 +27,7 @@ from ..activations.activation import x
 
 @dataclass(frozen=True)
 class Universality:
-    """Which class an activation belongs to, with the exact critical (C_b, C_W) where the class gives it."""
+    """Which class an activation belongs to, with the exact critical (C_W, C_b) where the class gives it."""
 
     name: str                      # "scale-invariant", "K*=0", or "neither"
     taylor: tuple | None           # (sigma_0, sigma_1, sigma_2, sigma_3) if s is smooth at 0
@@ -39,13 +39,13 @@ class Universality:
     C_b: sp.Expr | None = None
 
     def __repr__(self) -> str:
-        crit = f", critical (C_b, C_W) = ({self.C_b}, {self.C_W})" if self.C_W is not None else ""
+        crit = f", critical (C_W, C_b) = ({self.C_W}, {self.C_b})" if self.C_W is not None else ""
         return f"Universality({self.name}{crit}: {self.reason})"
 
     def _repr_latex_(self) -> str:
         if self.C_W is None:
             return rf"$\text{{{self.name}}}$"
-        return rf"$\text{{{self.name}}}:\ (C_b, C_W)_{{\rm crit}} = ({sp.latex(self.C_b)}, {sp.latex(self.C_W)})$"
+        return rf"$\text{{{self.name}}}:\ (C_W, C_b)_{{\rm crit}} = ({sp.latex(self.C_W)}, {sp.latex(self.C_b)})$"
 
 
 def _scale_invariant(act: Activation):
