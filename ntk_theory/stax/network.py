@@ -38,20 +38,70 @@ class Network:
     def kernel_fn(self, x1, x2=None, get=None, compiled=None, **kwargs):
         """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64.
 
-        ``compiled``: True evaluates by the generated Numba kernel
+        Parameters
+        ----------
+        x1 : array_like
+            Inputs (N1, d); images (N1, W, C) or (N1, H, W, C) for convolutional networks.
+        x2 : array_like or None, default None
+            Second inputs (N2, ...); None: ``x1``.
+        get : str, tuple of str or None, default None
+            ``'nngp'`` or ``'ntk'`` returns that array; a tuple (or None: both) returns a
+            :class:`~ntk_theory.recursions.KernelResult` iterating in that order.
+        compiled : bool or None, default None
+            True evaluates by the generated Numba kernel, False by the NumPy interpreter, None chooses
+            by size (see Notes).
+
+        Returns
+        -------
+        numpy.ndarray or KernelResult
+            (N1, N2) kernels of the output; ``result.info["evaluated_by"]`` names the module that
+            computed them.
+
+        Raises
+        ------
+        ValueError
+            If ``compiled`` is not True, False or None, or the inputs do not fit the description.
+        TypeError
+            If an unknown keyword argument is given.
+        NotImplementedError
+            With ``compiled=True``, if a layer has no compiled rule
+            (:class:`~ntk_theory.codegen.graph.NotCompilable` for an activation Numba cannot evaluate,
+            :class:`~ntk_theory.codegen.convolution.NotCompilableConv` for images).
+
+        Notes
+        -----
+        ``compiled=True`` evaluates by the generated Numba kernel
         (:func:`ntk_theory.codegen.graph.compiled_graph_kernel`; activations without closed form, such as
-        tanh, by compiled Hermite tables and Mehler series; NotImplementedError naming the layer if it has no
-        compiled rule: :class:`~ntk_theory.codegen.graph.NotCompilable` for an activation Numba cannot
-        evaluate), False by the NumPy interpreter (:func:`ntk_theory.recursions.graph.kernel`); None
-        (default): compiled when N1 * N2 >= 10^5 and the description compiles, else NumPy.  Both give the
-        same numbers to ~1e-15 relative with closed forms (the equal-row entries identically), to their
-        quadrature error estimates (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) /
-        (N, H, W, C): compiled by :func:`ntk_theory.codegen.convolution.kernel` (serial chains of Conv, Dense,
-        pooling, Flatten and activations with closed-form Gaussian expectations) when ``compiled`` or
-        N1 N2 P^2 >= 10^6 and it evaluates the description, else NumPy (``compiled=True`` raises
+        tanh, by compiled Hermite tables and Mehler series); False by the NumPy interpreter
+        (:func:`ntk_theory.recursions.graph.kernel`); None (default): compiled when N1 * N2 >= 10^5 and the
+        description compiles, else NumPy.  Both give the same numbers to ~1e-15 relative with closed forms
+        (the equal-row entries identically), to their quadrature error estimates
+        (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) / (N, H, W, C): compiled by
+        :func:`ntk_theory.codegen.convolution.kernel` (serial chains of Conv, Dense, pooling, Flatten and
+        activations with closed-form Gaussian expectations) when ``compiled`` or N1 N2 P^2 >= 10^6 and it
+        evaluates the description, else NumPy (``compiled=True`` raises
         :class:`~ntk_theory.codegen.convolution.NotCompilableConv` naming the layer it does not evaluate,
         e.g. tanh).
-        ``info["evaluated_by"]`` names the module that computed the result."""
+
+        Examples
+        --------
+        ReLU between two Dense layers; with unit-norm inputs at angle theta (cos theta = 0.6),
+        K1 = 0.01 + 2.25 x.x'/2 and K2 = 0.01 + 2.25 sqrt(K1 K1') (sin theta1 + (pi - theta1) cos theta1) / (2 pi):
+
+        >>> import numpy as np
+        >>> from ntk_theory import stax
+        >>> init_fn, apply_fn, kernel_fn = stax.serial(
+        ...     stax.Dense(512, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5, b_std=0.1))
+        >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+        >>> k = kernel_fn(x, get="nngp")
+        >>> k1 = 0.01 + 2.25 * np.array([0.5, 0.3]); t1 = np.arccos(k1[1] / k1[0])
+        >>> bool(np.isclose(k[0, 1], 0.01 + 2.25 * k1[0] * (np.sin(t1) + (np.pi - t1) * np.cos(t1)) / (2 * np.pi)))
+        True
+        >>> kernel_fn(x, get=("nngp", "ntk"))
+        KernelResult(nngp (2, 2), ntk (2, 2))
+        >>> kernel_fn(x).info["evaluated_by"]
+        'ntk_theory.recursions.graph'
+        """
         if kwargs:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
         if compiled not in (None, True, False):
@@ -87,12 +137,70 @@ class Network:
         return getattr(result, get) if isinstance(get, str) else result
 
     def init_fn(self, rng, input_shape):
-        """``(output_shape, params)``: parameters drawn as neural-tangents draws them (``rng``: a seed,
-        a ``numpy.random.Generator``, or a JAX PRNG key array, whose two words seed NumPy)."""
+        """``(output_shape, params)``: parameters drawn as neural-tangents draws them.
+
+        Parameters
+        ----------
+        rng : int, numpy.random.Generator or array_like
+            A seed, a generator, or a JAX PRNG key array (whose two words seed NumPy).
+        input_shape : tuple of int
+            The input shape, e.g. ``(-1, d)`` (-1: any batch size).
+
+        Returns
+        -------
+        output_shape : tuple of int
+            The output shape.
+        params : tuple
+            The parameters in neural-tangents' layout (per Dense layer ``(W, b)``, W of shape
+            (n_in, n_out) with entries N(0, 1) in 'ntk', b of shape (n_out,) or None without bias; ``()`` for parameter-free layers).
+
+        Notes
+        -----
+        Drawing is by NumPy (:mod:`ntk_theory.reference.graph`): the same seed gives the same parameters,
+        not neural-tangents' JAX numbers.
+
+        Examples
+        --------
+        >>> from ntk_theory import stax
+        >>> init_fn, apply_fn, _ = stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(1))
+        >>> output_shape, params = init_fn(0, (-1, 2))
+        >>> output_shape, params[0][0].shape, params[2][1] is None
+        ((-1, 1), (2, 3), True)
+        """
         return reference_graph.init(self.description, rng, input_shape)
 
     def apply_fn(self, params, x, **kwargs):
-        """The network's output at inputs x (N, d), in NumPy float64."""
+        """The network's output at inputs x (N, d), in NumPy float64.
+
+        Parameters
+        ----------
+        params : tuple
+            Parameters as :meth:`init_fn` returns them.
+        x : array_like
+            Inputs (N, d) (images (N, ..., C) for convolutional networks).
+        **kwargs
+            Accepted and ignored (neural-tangents' ``rng``, ``mode``).
+
+        Returns
+        -------
+        numpy.ndarray
+            The outputs (N, out_dim).
+
+        Notes
+        -----
+        Dense 'ntk': z = W_std/sqrt(n_in) x W + b_std b (:mod:`ntk_theory.reference.graph`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory import stax
+        >>> init_fn, apply_fn, _ = stax.serial(stax.Dense(1, W_std=2.0, b_std=0.5))
+        >>> _, params = init_fn(0, (-1, 2))
+        >>> (W, b), = params
+        >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+        >>> bool(np.allclose(apply_fn(params, x), 2.0 / np.sqrt(2) * x @ W + 0.5 * b))
+        True
+        """
         return reference_graph.apply(self.description, params, x)
 
     def __iter__(self):
