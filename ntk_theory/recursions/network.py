@@ -37,8 +37,56 @@ HIDDEN_WIDTH = 512
 class KernelRecursion:
     """The infinite-width recursion of an MLP: symbolic layer maps and their evaluation.
 
-    ``activations``: one activation (name, string or SymPy expression) for every hidden layer, or
-    a list of ``depth`` of them.  ``C_W``, ``C_b``: scalars or ``depth + 1`` values (readout last).
+    Parameters
+    ----------
+    activations : str, sympy.Expr or list
+        One activation (name, string or SymPy expression) for every hidden layer, or a list of
+        ``depth`` of them.
+    depth : int
+        The number of hidden layers L (positive).
+    C_W, C_b : float or sequence of float, default 1.0 and 0.0
+        Weight and bias variances: scalars or ``depth + 1`` values (readout last).
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        The parameterization (:mod:`ntk_theory.conventions`).
+    widths : int or sequence of int, optional
+        The hidden widths; required by ``param='standard'`` (lambda_W(l) = n_(l-1)), else unused.
+    input_dim : int, optional
+        Accepted for signature compatibility; the input dimension is read from the inputs.
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is not a positive integer, the number of activations or of per-layer values does not
+        match, the parameterization is unknown, or ``param='standard'`` is given without ``widths``.
+
+    Notes
+    -----
+    The recursion of the module docstring: K(1) = C_b(1) + C_W(1) G0 with G0_ab = x_a . x_b / n_0, then
+    K(l+1) = C_b + C_W T_l(K(l)), Theta(l+1) = lambda_b + lambda_W T_l(K(l)) + C_W Tdot_l(K(l)) Theta(l).
+    :meth:`evaluate` is float64 (diagonal by the one-variable forms, off-diagonal correlations clipped to
+    [-1, 1]); :meth:`evaluate_mp` the same at ``dps`` digits.
+
+    Examples
+    --------
+    One ReLU layer at criticality C_W = 2 on unit-norm inputs at angle t, cos t = 0.6: the arc-cosine
+    kernel K = (sin t + (pi - t) cos t) / pi and Theta = K + (pi - t) cos t / pi.
+
+    >>> import numpy as np
+    >>> from ntk_theory.recursions.network import KernelRecursion
+    >>> rec = KernelRecursion("relu", 1, C_W=2.0)
+    >>> rec
+    KernelRecursion(relu; depth=1, C_W=2.0, C_b=0.0, param='ntk')
+    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+    >>> r = rec.evaluate(x)
+    >>> t = np.arccos(0.6)
+    >>> bool(np.isclose(r.nngp[0, 1], (np.sin(t) + (np.pi - t) * 0.6) / np.pi))
+    True
+    >>> bool(np.isclose(r.ntk[0, 1], r.nngp[0, 1] + (np.pi - t) * 0.6 / np.pi))
+    True
+    >>> float(r.ntk[0, 0])
+    2.0
+    >>> float(abs(rec.evaluate_mp(x, dps=30).nngp[0, 1] - r.nngp[0, 1])) < 1e-15
+    True
     """
 
     def __init__(self, activations, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None, input_dim=None):
@@ -116,5 +164,52 @@ def _short(v: Sequence):
 
 
 def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None) -> KernelResult:
-    """Shortcut: ``KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).evaluate(X1, X2)``."""
+    """Infinite-width NNGP and NTK of an MLP's output, float64.
+
+    Shortcut for ``KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param,
+    widths=widths).evaluate(X1, X2)``.
+
+    Parameters
+    ----------
+    X1 : array_like
+        Inputs (N1, n_0).
+    X2 : array_like or None, default None
+        Inputs (N2, n_0); None: ``X1``.
+    activation : str, sympy.Expr or list, default 'relu'
+        The activation of every hidden layer, or a list of ``depth`` of them.
+    depth : int, default 1
+        The number of hidden layers.
+    C_W, C_b : float or sequence of float, default 1.0 and 0.0
+        Weight and bias variances: scalars or ``depth + 1`` values (readout last).
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        The parameterization.
+    widths : int or sequence of int, optional
+        Hidden widths, required by ``param='standard'``.
+
+    Returns
+    -------
+    KernelResult
+        ``nngp`` and ``ntk``, (N1, N2) float64 arrays (iterating as ``nngp, ntk``).
+
+    Raises
+    ------
+    ValueError
+        As :class:`KernelRecursion`, or if the inputs are not 2-d with equal feature dimension.
+
+    Notes
+    -----
+    The recursion is the module docstring's; see :class:`KernelRecursion` for the numerics.
+
+    Examples
+    --------
+    A linear network: K = C_b + C_W (C_b + C_W x.x'/n_0) for one hidden layer.
+
+    >>> import numpy as np
+    >>> from ntk_theory.recursions.network import kernel
+    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+    >>> nngp, ntk = kernel(x, activation="linear", depth=1, C_W=2.0, C_b=0.5)
+    >>> nngp
+    array([[3.5, 2.7],
+           [2.7, 3.5]])
+    """
     return KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).evaluate(X1, X2)
