@@ -133,18 +133,75 @@ def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
                  tol: float = 1e-10, progress=None):
     """The finite-width predictions of a network at X (N, d).
 
-    ``activation``: a network description (a :mod:`ntk_theory.stax` network or an :mod:`ntk_theory.architecture` layer),
-    read by :func:`.description.recursion_for` -- a plain MLP gives :class:`FiniteWidthPredictions` (the
-    N-input tensors), a residual MLP gives :class:`ResidualPredictions` (one input at a time), anything else
-    raises :class:`~.residual.NotDerived` naming the first layer without a derived 1/n rule.
+    Parameters
+    ----------
+    activation : Network, Layer, str or sympy.Expr
+        A network description (a :mod:`ntk_theory.stax` network or an :mod:`ntk_theory.architecture`
+        layer), read by :func:`.description.recursion_for`; or, as MLP shorthand, an activation (library
+        name, expression or activation object) with ``depth`` hidden layers.
+    X : array_like
+        Inputs (N, d).
+    depth : int, optional
+        The number of hidden layers of the MLP shorthand (required with an activation).
+    C_W, C_b : float or sequence of float, default 1.0 and 0.0
+        MLP shorthand: weight and bias variances, scalars or depth + 1 values.
+    param : {'ntk', 'unit'}, default 'ntk'
+        MLP shorthand: the parameterization.
+    widths : int or sequence of int, optional
+        MLP shorthand: the hidden widths if unequal (corrections per 1/n_L).
+    tol : float, default 1e-10
+        Relative tolerance of the four-point Gaussian averages.
+    progress : bool or None, default None
+        A bar over the layers (True, False, or None: when standard error is a terminal and the run takes
+        seconds).
 
-    MLP shorthand: ``activation`` an activation (library name, expression or activation object) with ``depth``
-    hidden layers, ``C_W``, ``C_b`` (scalars or depth + 1 values), ``param`` 'ntk' or 'unit' and ``widths``
-    (the hidden widths if unequal; corrections per 1/n_L) builds the MLP's description
-    (:func:`ntk_theory.architecture.mlp.mlp_description`) and reads it the same way.
+    Returns
+    -------
+    FiniteWidthPredictions or ResidualPredictions
+        A plain MLP gives :class:`FiniteWidthPredictions` (the N-input tensors); a residual MLP gives
+        :class:`ResidualPredictions` (one input at a time).
 
-    Four-point Gaussian averages to ``tol`` (relative).  ``progress``: a bar over the layers (True, False, or
-    None: when standard error is a terminal and the run takes seconds)."""
+    Raises
+    ------
+    NotDerived
+        (a ValueError) Naming the first layer without a derived 1/n rule.
+    ValueError
+        If the MLP shorthand lacks ``depth`` or has invalid values, or a description is given together with
+        MLP arguments (the description carries the whole network).
+
+    Notes
+    -----
+    The coefficients of the module docstring: E[f_a f_b] = nngp + nngp_correction / n, E[Theta] = ntk +
+    ntk_correction / n, and the 1/n connected four-point functions (output_cumulant, ntk_covariance,
+    ntk_output_covariance), each up to O(1/n^2).  The MLP shorthand builds the description
+    (:func:`ntk_theory.architecture.mlp.mlp_description`) and reads it the same way.  The error estimate of
+    the Gaussian averages is ``quadrature_error``.
+
+    Examples
+    --------
+    ReLU at criticality (C_W = 2, C_b = 0) at one input with x.x/n_0 = 1/2: K = 1 in every layer, and since
+    E[relu(z)^2 | K] = K/2 is linear there is no 1/n shift of E[f^2].  With z ~ N(0, K), Var(relu(z)^2) =
+    5/4 K^2, so each hidden layer adds C_W^2 (5/4) K^2 = 5 to n Var of the next layer's preactivation
+    variance, and the output cumulant E[f^4] - 3 E[f^2]^2 = 3 Var is 15 L / n for L hidden layers.
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width.predictions import finite_width
+    >>> p = finite_width("relu", np.array([[1.0, 0.0]]), depth=2, C_W=2.0, progress=False)
+    >>> float(p.nngp[0, 0]), abs(float(p.nngp_correction[0, 0])) < 1e-12
+    (1.0, True)
+    >>> round(float(p.output_cumulant[0, 0, 0, 0]), 9)   # 15 * 2
+    30.0
+
+    The same with one hidden layer, from a stax description:
+
+    >>> from ntk_theory import stax
+    >>> net = stax.serial(stax.Dense(8, W_std=2 ** 0.5), stax.Relu(), stax.Dense(1, W_std=2 ** 0.5))
+    >>> p = finite_width(net, np.array([[1.0, 0.0]]), progress=False)
+    >>> round(float(p.output_cumulant[0, 0, 0, 0]), 9)
+    15.0
+    >>> p.at_width(100)["output_cumulant"].shape
+    (1, 1, 1, 1)
+    """
     from .description import description_of, recursion_for
 
     layer = description_of(activation)
