@@ -95,17 +95,53 @@ class Modes:
 class MSEDynamics:
     """Function-space dynamics of squared-loss training driven by a fixed kernel (the NTK).
 
-    ``ntk_train_train`` (N, N): the NTK on the training inputs (traced over outputs, as
-    ``empirical_ntk(..., trace_outputs=True)`` or the infinite-width ``KernelRecursion``/``CompiledKernel``);
-    ``y_train`` (N,) or (N, O); ``learning_rate`` eta; ``loss`` "mean" (1/(2NO)||f-y||^2, neural-tangents)
-    or "sum" (1/2 ||f-y||^2); ``diag_reg`` adds diag_reg * I to the kernel (absolute scale).
+    Parameters
+    ----------
+    ntk_train_train : array_like
+        (N, N) the NTK on the training inputs (traced over outputs, as
+        ``empirical_ntk(..., trace_outputs=True)`` or the infinite-width ``KernelRecursion``/``CompiledKernel``);
+        symmetric positive semi-definite.
+    y_train : array_like
+        Targets (N,) or (N, O).
+    learning_rate : float, default 1.0
+        eta, finite and > 0.
+    loss : {'mean', 'sum'}, default 'mean'
+        "mean": 1/(2NO)||f-y||^2 (neural-tangents), "sum": 1/2 ||f-y||^2.
+    diag_reg : float, default 0.0
+        Adds diag_reg * I to the kernel (absolute scale), >= 0.
+
+    Raises
+    ------
+    ValueError
+        If the targets are not a finite (N,) or (N, O) array, the kernel is not (N, N), symmetric and
+        finite, the learning rate or ``diag_reg`` is out of range, or the loss is unknown.
+
+    Notes
+    -----
+    With Theta = V diag(lambda) V^T, c = eta/(N O) ("mean") or eta ("sum") and r0 = f0(X) - y:
+    f_t(X) = y + V D_t V^T r0 and f_t(X') = f0(X') - Theta(X', X) V G_t V^T r0, with
+    decay_i = exp(-c lambda_i t) (gradient flow) or (1 - c lambda_i)^k (k steps), gain_i =
+    (1 - decay_i)/lambda_i; t = inf projects onto the kernel's range (pseudo-inverse; eigenvalues below
+    N eps lambda_max are treated as 0).  Gradient descent is stable iff eta < :meth:`max_learning_rate`
+    (a RuntimeWarning otherwise).  ``train``, ``test`` and ``predict`` take ``t`` (gradient flow time, scalar
+    or array) or ``steps=k``.
+
+    Examples
+    --------
+    Theta = [[2, 1], [1, 2]] has eigenvalues 3 and 1; y = (1, -1) is the eigenvector of 1, so from f0 = 0
+    the training outputs are (1 - exp(-c t)) y with c = eta / N = 1/2:
 
     >>> import numpy as np
+    >>> from ntk_theory.dynamics.predict import MSEDynamics
     >>> dyn = MSEDynamics(np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0]), learning_rate=1.0)
+    >>> bool(np.allclose(dyn.train(2.0), (1 - np.exp(-1.0)) * np.array([1.0, -1.0])))
+    True
     >>> np.round(dyn.train(np.inf), 12)        # at t = inf the training set is fit
     array([ 1., -1.])
     >>> dyn.max_learning_rate()                # 2 N O / lambda_max
     1.3333333333333333
+    >>> round(float(dyn.test(np.inf, ntk_test_train=[[1.0, 0.0]])[0]), 12)   # [1, 0] Theta^-1 y
+    1.0
     """
 
     def __init__(self, ntk_train_train, y_train, learning_rate: float = 1.0, loss: str = "mean", diag_reg: float = 0.0):
