@@ -1,7 +1,8 @@
 """Read a network written in ``stax`` syntax from text, safely: the text is parsed with :mod:`ast` and
 only calls of the layer constructors with literal arguments are accepted (never ``eval``).
 
->>> parse("stax.serial(stax.Dense(512, W_std=1.5), stax.Relu(), stax.Dense(1))")
+>>> from ntk_theory import stax
+>>> stax.parse("stax.serial(stax.Dense(512, W_std=1.5), stax.Relu(), stax.Dense(1))")
 serial(Dense(512, W_std=1.5), Relu(), Dense(1))
 """
 
