@@ -91,8 +91,8 @@ def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, 
     Returns
     -------
     EnsemblePrediction
-        ``train`` and ``test`` (None without test blocks), :class:`Gaussian` objects: ``mean`` (*T, M[, O]) and one
-        ``covariance`` (*T, M, M) shared by every output.
+        ``train`` and ``test`` (None without test blocks), :class:`Gaussian` objects: ``mean`` ``(*T, M[, O])`` and one
+        ``covariance`` ``(*T, M, M)`` shared by every output.
 
     Raises
     ------
