@@ -2,7 +2,8 @@
 
 Each example checks the code against something computed independently in the example itself: a closed
 form written out by hand (the ReLU arc-cosine kernel, a linear network's kernel, the 2x2 solutions of
-kernel gradient flow and the GP posterior, the ReLU output cumulant 15 L / n), central finite differences
+kernel gradient flow and the GP posterior, the ReLU output cumulant 15 L / n, ReLU's fixed points), scipy
+quadrature (tanh's critical line and chi_perp), central finite differences
 (the reference MLP's jvp, vjp and NTK), or an exact moment within the Monte Carlo standard error.
 
 The objects are listed explicitly: the stax constructors are wrappers whose ``__module__`` is the
@@ -27,6 +28,7 @@ DOCUMENTED = {
     "ntk_theory.dynamics.ensemble": ("ensemble",),
     "ntk_theory.reference.network": ("MLP", "MLP.random", "MLP.jvp", "MLP.vjp", "MLP.ntk"),
     "ntk_theory.montecarlo.statistics": ("sample_statistics",),
+    "ntk_theory.criticality": ("critical_line", "criticality", "fixed_points", "at", "iterate", "universality"),
 }
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS

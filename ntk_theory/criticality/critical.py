@@ -30,7 +30,47 @@ from .universality import Universality, universality
 
 
 def critical_line(act, K_star) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(C_W, C_b, K*)`` on the chi_perp = 1 line for the given K* values (float64 arrays), C_b >= 0 only."""
+    """``(C_W, C_b, K*)`` on the chi_perp = 1 line for the given K* values (float64 arrays), C_b >= 0 only.
+
+    Parameters
+    ----------
+    act : str, sympy.Expr, Activation or Moments
+        The activation (library name, expression or activation object).
+    K_star : float or array_like
+        Fixed-point variances K* > 0.
+
+    Returns
+    -------
+    C_W, C_b, K_star : numpy.ndarray
+        The initialisations whose fixed point is K* with chi_perp = 1, and the K* kept (those with C_b >= 0).
+
+    Raises
+    ------
+    ValueError
+        If a K* is not > 0.
+
+    Notes
+    -----
+    C_W(K*) = 1 / <s'^2>_K*, C_b(K*) = K* - <s^2>_K* / <s'^2>_K*, with <.>_K the Gaussian average over
+    z ~ N(0, K) in float64 (module docstring).
+
+    Examples
+    --------
+    ReLU: the line is (2, 0) at every K*.  tanh at K* = 1 against scipy quadrature of <sech^4> and <tanh^2>:
+
+    >>> import numpy as np
+    >>> from scipy import integrate
+    >>> from ntk_theory.criticality import critical_line
+    >>> critical_line("relu", [1.0])
+    (array([2.]), array([0.]), array([1.]))
+    >>> C_W, C_b, K = critical_line("tanh", [1.0])
+    >>> def gauss(g):
+    ...     return integrate.quad(lambda z: g(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf,
+    ...                           epsabs=1e-14)[0]
+    >>> ds2, s2 = gauss(lambda z: (1 - np.tanh(z) ** 2) ** 2), gauss(lambda z: np.tanh(z) ** 2)
+    >>> bool(np.isclose(C_W[0], 1 / ds2, rtol=1e-10)), bool(np.isclose(C_b[0], 1 - s2 / ds2, rtol=1e-9))
+    (True, True)
+    """
     m = act if isinstance(act, Moments) else Moments(act)
     K = np.atleast_1d(np.asarray(K_star, dtype=float))
     s2, ds2 = np.array([m.f64(k)[:2] for k in K]).T
@@ -117,7 +157,44 @@ def _solve_nonzero(m: Moments, dps: int, grid=GRID) -> list[CriticalPoint]:
 
 def criticality(act, dps: int = 30, line_K=np.geomspace(1e-2, 1e2, 9)) -> Criticality:
     """Universality class, critical points (exact where the class gives them, else mpmath at ``dps``
-    digits) and the critical line sampled at ``line_K``."""
+    digits) and the critical line sampled at ``line_K``.
+
+    Parameters
+    ----------
+    act : str, sympy.Expr, Activation or Moments
+        The activation (library name, expression or activation object).
+    dps : int, default 30
+        mpmath digits of the critical points found numerically.
+    line_K : array_like, default ``np.geomspace(1e-2, 1e2, 9)``
+        The K* at which the critical line is sampled.
+
+    Returns
+    -------
+    Criticality
+        ``universality`` (:class:`Universality`), ``points`` (a list of :class:`CriticalPoint`, each with
+        (C_W, C_b, K*) as mpf and ``exact`` SymPy values when the class gives them) and ``line``
+        (:func:`critical_line` at ``line_K``); ``text`` / ``print`` gives a report.
+
+    Raises
+    ------
+    ValueError
+        If the activation is unknown or cannot be evaluated.
+
+    Notes
+    -----
+    Critical points satisfy chi_parallel = chi_perp = 1: F(K) = <z s s'>_K / K - <s'^2>_K = 0, bracketed on a
+    log grid and refined by mpmath's secant method at ``dps`` digits (module docstring); the scale-invariant
+    class (every K* critical) and the K* = 0 class have exact points.
+
+    Examples
+    --------
+    tanh is in the K* = 0 class with the exact point (C_W, C_b) = (1, 0) = (1/tanh'(0)^2, 0):
+
+    >>> from ntk_theory.criticality import criticality
+    >>> r = criticality("tanh")
+    >>> r.universality.name, r.points[0].exact
+    ('K*=0', (1, 0))
+    """
     m = Moments(act)
     u = universality(m.activation)
     points = []

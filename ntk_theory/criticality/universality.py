@@ -74,7 +74,38 @@ def _taylor(act: Activation):
 
 
 def universality(act) -> Universality:
-    """Classify ``act`` (name, expression or Activation) and give the exact critical point of its class."""
+    """Classify ``act`` (name, expression or Activation) and give the exact critical point of its class.
+
+    Parameters
+    ----------
+    act : str, sympy.Expr or Activation
+        The activation.
+
+    Returns
+    -------
+    Universality
+        ``name`` ("scale-invariant", "K*=0" or another class), the exact critical (C_W, C_b) as SymPy
+        numbers when the class gives them, and the Taylor data used (s(0), s'(0), a_1).
+
+    Raises
+    ------
+    ValueError
+        If the activation is unknown.
+
+    Notes
+    -----
+    Scale-invariant s(x) = a x (x > 0), b x (x < 0): chi = C_W (a^2 + b^2)/2 at every K, critical at
+    C_W = 2 / (a^2 + b^2), C_b = 0.  K* = 0 class (s(0) = 0, s'(0) != 0, a_1 < 0): C_W = 1 / s'(0)^2, C_b = 0.
+
+    Examples
+    --------
+    >>> from ntk_theory.criticality import universality
+    >>> u = universality("relu")
+    >>> u.name, u.C_W, u.C_b
+    ('scale-invariant', 2, 0)
+    >>> universality("tanh").name
+    'K*=0'
+    """
     act = activation(act)
     slopes = _scale_invariant(act)
     if slopes is not None:

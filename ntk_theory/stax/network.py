@@ -152,7 +152,8 @@ class Network:
             The output shape.
         params : tuple
             The parameters in neural-tangents' layout (per Dense layer ``(W, b)``, W of shape
-            (n_in, n_out) with entries N(0, 1) in 'ntk', b of shape (n_out,) or None without bias; ``()`` for parameter-free layers).
+            (n_in, n_out) with entries N(0, 1) in 'ntk', b of shape (n_out,) or None without bias; ``()`` for
+            parameter-free layers).
 
         Notes
         -----
