@@ -174,3 +174,18 @@ def test_critical_line_is_ordered_C_W_C_b():
     assert "C_W = 2   C_b = 0" in relu.text()
     pd = phase_diagram("tanh", C_W=np.linspace(0.5, 2.0, 4), C_b=np.linspace(0.0, 0.2, 3), iterations=50)
     assert pd.C_W.size == 4 and pd.C_b.size == 3 and pd.log_chi_perp.shape == (4, 3)
+
+
+def test_fixed_point_on_a_grid_point_is_found():
+    """ReLU's map K' = C_b + C_W K / 2 has the one fixed point K* = C_b / (1 - C_W / 2), found also when it
+    is a point of the scan grid (g(K) - K is exactly 0 there, with no sign change between grid points)."""
+    from ntk_theory.criticality import fixed_points
+    from ntk_theory.criticality.fixed_points import GRID
+
+    for C_W, C_b in ((1.0, 0.5), (1.0, 0.3), (1.5, 0.5)):
+        K_star = C_b / (1 - C_W / 2)
+        points = fixed_points("relu", C_W=C_W, C_b=C_b)
+        assert len(points) == 1, (C_W, C_b, points)
+        assert points[0].K_star == pytest.approx(K_star, rel=1e-12)
+        assert points[0].chi_perp == pytest.approx(C_W / 2, rel=1e-12)
+    assert 1.0 in GRID  # the first case's K* is on the grid

@@ -104,7 +104,8 @@ def fixed_points(act, *, C_W: float, C_b: float, dps: int | None = None, grid=GR
 
     Notes
     -----
-    Roots are found between consecutive grid points where g(K) - K changes sign; chi_parallel = g'(K*),
+    Roots are found between consecutive grid points where g(K) - K changes sign (Brent's method), or at a
+    grid point where it is exactly 0; chi_parallel = g'(K*),
     chi_perp = C_W <s'^2>_K* (module docstring).
 
     Examples
@@ -114,6 +115,8 @@ def fixed_points(act, *, C_W: float, C_b: float, dps: int | None = None, grid=GR
     >>> from ntk_theory.criticality import fixed_points
     >>> fixed_points("relu", C_W=1.0, C_b=0.3)
     [FixedPoint(K* = 0.6: chi_parallel = 0.5, chi_perp = 0.5, xi_parallel = 1.443, xi_perp = 1.443, stable, ordered)]
+    >>> fixed_points("relu", C_W=1.0, C_b=0.5)[0].K_star      # K* = 1 is a point of the default grid
+    1.0
     """
     C_W, C_b = _checks.variance("C_W", C_W), _checks.variance("C_b", C_b)
     m = act if isinstance(act, Moments) else Moments(act)
@@ -126,9 +129,11 @@ def fixed_points(act, *, C_W: float, C_b: float, dps: int | None = None, grid=GR
     s0 = float(m.activation.numpy(np.array(0.0)))
     if C_b == 0 and s0 == 0:
         out.append(at(m, 0.0, C_W=C_W, C_b=C_b))
-    for i in np.nonzero(np.sign(h[:-1]) * np.sign(h[1:]) < 0)[0]:
-        f = lambda K: C_b + C_W * m.f64(K)[0] - K
-        K = optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-15, rtol=4 * np.finfo(float).eps)
+    f = lambda K: C_b + C_W * m.f64(K)[0] - K
+    roots = [optimize.brentq(f, grid[i], grid[i + 1], xtol=1e-15, rtol=4 * np.finfo(float).eps)
+             for i in np.nonzero(np.sign(h[:-1]) * np.sign(h[1:]) < 0)[0]]
+    roots += [float(grid[i]) for i in np.nonzero(h == 0)[0]]  # a root on a grid point: no sign change across it
+    for K in sorted(roots):
         if dps:
             with mpmath.workdps(dps):
                 K = mpmath.findroot(lambda k: C_b + C_W * m.mp(k, dps)[0] - k, mpmath.mpf(K), solver="secant",
