@@ -378,3 +378,32 @@ def test_linearised_split_of_trained_ensembles():
     zc = (fit["cov_linearised_1"].value - c1) / fit["cov_linearised_1"].stderr
     assert np.max(np.abs(zm)) < 4, zm
     assert np.max(np.abs(zc)) < 4, zc
+
+
+@pytest.mark.slow
+def test_motion_against_trained_ensembles():
+    """E[f - f_lin] of trained tanh networks at criticality (montecarlo.trained, 8,000 networks at widths 32/64/128,
+    fitted in 1/n) against FiniteWidthDynamics.motion fed with P..U measured by montecarlo.dntk.sample_dntk at
+    width 64 (1,500 networks, 4 readout neurons); the prediction's own error propagated by redrawing P..U within
+    their standard errors (entries independently).  Within 4 combined SE at steps 2 and 10 (measured |z| <= 1.4)."""
+    from ntk_theory.montecarlo.dntk import sample_dntk
+    from ntk_theory.montecarlo.trained import sample_trained
+    from ntk_theory.validation.trained import fit_trained_widths, infinite_width_trained
+
+    net, eta, steps = NETS["tanh"], 0.5, [2, 10]
+    kw = dict(C_W=net["C_W"], C_b=net["C_b"])
+    runs = [sample_trained(net["activation"], X3, Y3, XT2, net["depth"], w, eta=eta, steps=steps, samples=8000,
+                           seed=w, **kw) for w in (32, 64, 128)]
+    fit = fit_trained_widths(runs, infinite_width_trained(net["activation"], X3, Y3, XT2, net["depth"], eta=eta,
+                                                          steps=steps, **kw))
+    st = sample_dntk(net["activation"], np.concatenate([X3, XT2]), net["depth"], 64, outputs=4, samples=1500, seed=1,
+                     **kw)
+    d = {k: st[k].value for k in "PQRSTU"}
+    dyn = FiniteWidthDynamics.from_network(net["activation"], X3, Y3, XT2, net["depth"], learning_rate=eta, **kw)
+    pred = dyn.motion(steps=np.array(steps), dntk=d).correction
+    rng = np.random.default_rng(0)
+    draws = [dyn.motion(steps=np.array(steps), dntk={k: d[k] + st[k].stderr * rng.standard_normal(d[k].shape)
+                                                     for k in d}).correction for _ in range(20)]
+    se = np.sqrt(np.var(draws, axis=0, ddof=1) + fit["motion_1"].stderr ** 2)
+    z = (pred - fit["motion_1"].value) / se
+    assert np.max(np.abs(z)) < 4, z
