@@ -232,7 +232,7 @@ def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batche
     """Estimate the NNGP and NTK of ``description`` at inputs X (N, d), or (N, W, C) / (N, H, W, C) for
     convolutional descriptions, from ``samples`` independent networks (module docstring); ``description`` a
     layer description or anything with a ``.description`` (a stax Network).  Outputs with spatial axes
-    (N, *S, C) give estimates per pair of positions in neural-tangents' layout, (N, N, S_1, S_1, ...), means
+    ``(N, *S, C)`` give estimates per pair of positions in neural-tangents' layout, ``(N, N, S_1, S_1, ...)``, means
     over channels (with the dense sampler)."""
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):

@@ -78,10 +78,10 @@ class Network:
         (the equal-row entries identically), to their quadrature error estimates
         (``info["quadrature_error"]``, ~1e-14) without.  Images (N, W, C) / (N, H, W, C): compiled by
         :func:`ntk_theory.codegen.convolution.kernel` (serial chains of Conv, Dense, pooling, Flatten and
-        activations with closed-form Gaussian expectations) when ``compiled`` or N1 N2 P^2 >= 10^6 and it
-        evaluates the description, else NumPy (``compiled=True`` raises
-        :class:`~ntk_theory.codegen.convolution.NotCompilableConv` naming the layer it does not evaluate,
-        e.g. tanh).
+        activations: closed-form Gaussian expectations, or Hermite tables and Mehler series for activations
+        without closed form) when ``compiled`` or N1 N2 P^2 >= 10^6 and it evaluates the description, else
+        NumPy (``compiled=True`` raises :class:`~ntk_theory.codegen.convolution.NotCompilableConv` naming the
+        layer it does not evaluate, e.g. ``SeriesTooShort`` where a series would need more than 1024 degrees).
 
         Examples
         --------
