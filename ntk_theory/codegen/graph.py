@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import re
 import time
 from dataclasses import dataclass
@@ -73,11 +72,10 @@ from ..architecture import (
     walk,
     where,
 )
-from ..gaussian import expectation1
 from ..gaussian.stable import stable_form
 from ..jit import modules as cache
 from ..jit import numba_code
-from ..recursions import KernelResult, activation_kernels
+from ..recursions import KernelResult, activation_kernels, rules
 from ..recursions.network import equal_rows
 from ..recursions.result import check_get
 from . import emit
@@ -153,11 +151,19 @@ class _Term:
     def is_gaussian(self) -> bool:
         return self.fn == x
 
+    def with_fn(self, fn: sp.Expr, origin: str) -> _Term:
+        """F replaced by ``fn`` (the same source and scales)."""
+        return _Term(self.source, fn, self.scale, self.scale_key, origin)
+
+    def same_scale(self, other: _Term) -> bool:
+        return self.scale_key == other.scale_key
+
 
 @dataclass(eq=False)
 class _Node:
     terms: tuple
     channels: int
+    layout: None = None  # vector inputs only
 
 
 @dataclass(eq=False)
@@ -172,6 +178,7 @@ class _Moments:
     base: frozenset
     channels: int
     origin: str
+    layout = None  # vector inputs only
 
 
 _TOKEN = re.compile(r"\b([eabpq])_(\d+)\b")
@@ -200,6 +207,19 @@ class _Program:
         self.n_entries = 0
         self.moments_cache: dict = {}
         self.segments: list = []  # _Segment per top-level block (see build)
+
+    # the algebra of :mod:`ntk_theory.recursions.rules` over emitted names and row slots
+    node_type = _Node
+    moments_type = _Moments
+
+    def gaussian_sum(self, terms, path) -> _Term:
+        return _gaussian_sum(terms, path, self)
+
+    def moments(self, state) -> _Moments:
+        return _moments(state, self)
+
+    def sum_moments(self, ms, channels, origin, layout) -> _Moments:
+        return _sum_moments(ms, channels, origin, self, cross=True)
 
     def row(self, fn, label: str = "") -> int:
         self.row_ops.append(fn)
@@ -471,12 +491,11 @@ def _imports(prog, start, end) -> list:
     return list(seen)
 
 
-# The structural part of these rules (which terms merge, what is refused) repeats recursions/graph.py's
-# rules with emission in place of NumPy arithmetic; deliberate until both read one rule set over
-# backends (float64, mpmath, emitted code), and the tests hold the two to 1e-13 of each other.
+# The structural part of the rules (which terms merge, when a sum becomes one Gaussian, what is refused) is
+# :mod:`ntk_theory.recursions.rules`, shared with the NumPy interpreter; here the arithmetic, as emission.
 @functools.singledispatch
 def _rule(layer: Layer, state, path, prog):
-    raise NotImplementedError(f"{layer!r} at {where(path)}: no infinite-width kernel rule for {type(layer).__name__}")
+    rules.no_rule(layer, path)
 
 
 def _finite(fn, what):
@@ -506,58 +525,9 @@ def _(layer: Dense, state, path, prog):
     return _Node((_Term(src, x, None, None, src.label),), layer.out_dim)
 
 
-@_rule.register
-def _(layer: Elementwise, state, path, prog):
-    if layer.is_identity:
-        return state
-    if isinstance(state, _Moments):
-        raise NotImplementedError(
-            f"{layer!r} at {where(path)} follows {state.origin}: its input is not a function of Gaussian processes "
-            "whose kernel rules are known (a nonlinearity after FanInConcat or after LayerNorm of a non-Gaussian "
-            "value); put a Dense layer before it")
-    if len(state.terms) > 1 and all(t.is_gaussian for t in state.terms):
-        state = _Node((_gaussian_sum(state.terms, path, prog),), state.channels)
-    if len(state.terms) > 1:
-        raise NotImplementedError(
-            f"{layer!r} at {where(path)} acts on a sum of non-Gaussian functions of {len(state.terms)} independent "
-            "Gaussian processes (e.g. relu(z) + Dense(...) from a residual branch): its kernel is a Gaussian "
-            f"expectation in {2 * len(state.terms)} dimensions, not implemented; a Dense layer or a nonlinearity "
-            "inside the branch (pre-activation residual blocks) avoids it")
-    (t,) = state.terms
-    fn = layer.expr.subs(x, t.fn)
-    return _Node((_Term(t.source, fn, t.scale, t.scale_key, f"{layer!r} at {where(path)}"),), state.channels)
-
-
-@_rule.register
-def _(layer: FanInSum, states, path, prog):
-    channels = {s.channels for s in states}
-    if len(channels) > 1:
-        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(channels)}")
-    opaque = [s for s in states if isinstance(s, _Moments)]
-    terms: list[_Term] = []
-    for s in states:
-        for t in (s.terms if isinstance(s, _Node) else ()):
-            for i, u in enumerate(terms):
-                if u.source is t.source and u.scale_key == t.scale_key:
-                    terms[i] = _Term(u.source, u.fn + t.fn, u.scale, u.scale_key, f"{layer!r} at {where(path)}")
-                    break
-                if u.source.base & t.source.base:
-                    raise NotImplementedError(
-                        f"{layer!r} at {where(path)} sums branches that depend on the same Dense output through "
-                        "different scalings or partial sums (LayerNorm in one branch only, or a sum over a "
-                        "long skip); their cross moments are not implemented")
-            else:
-                terms.append(t)
-    node = _Node(tuple(terms), channels.pop())
-    if not opaque:
-        return node
-    parts = opaque + ([node] if terms else [])
-    for a, b in itertools.combinations(parts, 2):
-        if _base(a) & _base(b):
-            raise NotImplementedError(f"{layer!r} at {where(path)} sums a value known only by its moments "
-                                      f"({opaque[0].origin}) with a branch that shares its Dense layers")
-    ms = [_moments(p, prog) for p in parts]
-    return _sum_moments(ms, node.channels, f"{layer!r} at {where(path)}", prog, cross=True)
+# the shared rules (:mod:`ntk_theory.recursions.rules`), with this interpretation as their algebra
+_rule.register(Elementwise, lambda layer, state, path, prog: rules.elementwise(layer, state, path, prog))
+_rule.register(FanInSum, lambda layer, states, path, prog: rules.fan_in_sum(layer, states, path, prog))
 
 
 @_rule.register
@@ -583,8 +553,8 @@ def _(layer: FanInConcat, states, path, prog):
 @_rule.register
 def _(layer: LayerNorm, state, path, prog):
     eps = layer.eps
-    if isinstance(state, _Node) and state.terms and all(t.is_gaussian for t in state.terms):
-        t = state.terms[0] if len(state.terms) == 1 else _gaussian_sum(state.terms, path, prog)
+    t = rules.gaussian_term(state, path, prog)
+    if t is not None:
         v, c = t.source.var, t.scale
 
         def scale(V, side, errors):
@@ -614,10 +584,6 @@ def _(layer: LayerNorm, state, path, prog):
 def _value(V, slot, side):
     """A row slot's values, or zeros for a mean known to vanish (slot None)."""
     return np.zeros_like(V["sq"][side]) if slot is None else V[slot]
-
-
-def _base(s) -> frozenset:
-    return s.base if isinstance(s, _Moments) else frozenset().union(*(t.source.base for t in s.terms))
 
 
 # ---------------------------------------------------------------------- moments
@@ -775,7 +741,7 @@ def _closed_term(t: _Term, prog: _Program, k, th, var, ntkd) -> _Moments:
         Td1 = diagonal(V, side, errors)[1]
         return np.zeros_like(V[var]) if Td1 is None else Td1 * V[ntkd]
 
-    mean_fn = _mean(t.fn)
+    mean_fn = rules.mean_function(t.fn)
 
     def mean(V, side, errors):
         values, err = mean_fn(V[var])
@@ -819,20 +785,6 @@ def _numerical_term(t: _Term, prog: _Program, k, th, var, ntkd) -> _Moments:
                     prog.row(lambda V, side, errors: tables(V, side, errors)[1]["norm"] * V[ntkd], f"NTK of {t.origin}"),
                     prog.row(lambda V, side, errors: tables(V, side, errors)[0]["coef"][:, 0], f"mean of {t.origin}"),
                     t.source.base, 0, t.origin)
-
-
-@functools.lru_cache(maxsize=64)
-def _mean(fn: sp.Expr):
-    """E[F(u)], u ~ N(0, k), as a float64 function of an array of k returning (values, error or None)."""
-    e = expectation1(Activation(sp.sstr(fn), fn, "stax"))
-    if e.is_closed_form:
-        return lambda k: (np.asarray(e.evaluate(k), dtype=float), None)
-
-    def numerical(k):
-        values, errors = e.evaluate(k, with_error=True)
-        return values, float(np.max(errors)) if np.size(errors) else 0.0
-
-    return numerical
 
 
 # ---------------------------------------------------------------------- emission

@@ -27,6 +27,9 @@ source).  The rules, one per layer type:
   over channels are deterministic in the limit and contribute no NTK);
 - ``FanInConcat``: the channel-weighted average of the moments (n_i / sum n).
 
+Which terms merge, when a sum becomes one Gaussian and what is refused is :mod:`.rules`, shared with the
+code generator (:mod:`ntk_theory.codegen.graph`); this module supplies the arithmetic on arrays.
+
 Convolutional networks (channels-last image inputs (N, W, C) or (N, H, W, C); Novak et al. 2019, Arora
 et al. 2019): every channel is a Gaussian process over inputs *and positions*, and the arrays above gain
 position axes (:mod:`.spatial`: all position pairs when the description pools, same positions otherwise;
@@ -57,7 +60,6 @@ as Gaussian.
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass, field
 
 import mpmath
@@ -82,11 +84,10 @@ from ..architecture import (
     where,
 )
 from ..gaussian import expectation1
+from . import rules
 from .layer import activation_kernels
 from .result import KernelResult, check_get, equal_rows
 from .spatial import VECTOR, Layout, conv_mean, pool_mean
-
-_ids = itertools.count()
 
 
 @dataclass(eq=False)
@@ -117,6 +118,16 @@ class Term:
     @property
     def is_gaussian(self) -> bool:
         return self.fn == x
+
+    def with_fn(self, fn: sp.Expr, origin: str = "") -> Term:
+        """F replaced by ``fn`` (the same source and scales)."""
+        return Term(self.source, fn, self.scale1, self.scale2)
+
+    def same_scale(self, other: Term) -> bool:
+        def eq(p, q):
+            return (p is None and q is None) or (p is not None and q is not None and np.array_equal(p, q))
+
+        return eq(self.scale1, other.scale1) and eq(self.scale2, other.scale2)
 
 
 @dataclass(eq=False)
@@ -198,7 +209,7 @@ class Float64:
         return T, Td, (max(errs) if errs else None)
 
     def mean(self, fn, k, ctx):
-        values, error = _mean(fn)(k)
+        values, error = rules.mean_function(fn)(k)
         if error is not None:
             ctx.errors.append(error)
         return values
@@ -256,11 +267,25 @@ def _objects(values) -> np.ndarray:
 
 @dataclass
 class _Context:
+    """One block's evaluation, and the algebra of :mod:`.rules` over its arrays."""
+
     same: np.ndarray
     symmetric: bool
     backend: object
     errors: list = field(default_factory=list)
     cache: dict = field(default_factory=dict)
+    node_type = Node
+    moments_type = Moments
+
+    def gaussian_sum(self, terms, path):
+        return _gaussian_sum(terms, path, self)
+
+    def moments(self, state):
+        return moments(state, self)
+
+    @staticmethod
+    def sum_moments(ms, channels, origin, layout):
+        return _sum_moments(ms, channels, origin, layout)
 
 
 #: Largest number of cross-covariance entries (N1 N2 P^2, full spatial layout) evaluated at once; larger
@@ -356,7 +381,7 @@ def _evaluate(description, X1, X2, symmetric, backend, layout, dps):
 # ---------------------------------------------------------------------- rules
 @functools.singledispatch
 def _rule(layer: Layer, state, path, ctx):
-    raise NotImplementedError(f"{layer!r} at {where(path)}: no infinite-width kernel rule for {type(layer).__name__}")
+    rules.no_rule(layer, path)
 
 
 @_rule.register
@@ -388,72 +413,14 @@ def _output_layout(layer, layout: Layout) -> Layout:
     return layout
 
 
-@_rule.register
-def _(layer: Elementwise, state, path, ctx):
-    if layer.is_identity:
-        return state
-    if isinstance(state, Moments):
-        raise NotImplementedError(
-            f"{layer!r} at {where(path)} follows {state.origin}: its input is not a function of Gaussian processes "
-            "whose kernel rules are known (a nonlinearity after FanInConcat or after LayerNorm of a non-Gaussian "
-            "value, or after pooling or Flatten of one); put a Dense or Conv layer before it")
-    if len(state.terms) > 1 and all(t.is_gaussian for t in state.terms):
-        state = Node((_gaussian_sum(state.terms, path, ctx),), state.channels, state.layout)
-    if len(state.terms) > 1:
-        raise NotImplementedError(
-            f"{layer!r} at {where(path)} acts on a sum of non-Gaussian functions of {len(state.terms)} independent "
-            "Gaussian processes (e.g. relu(z) + Dense(...) from a residual branch): its kernel is a Gaussian "
-            f"expectation in {2 * len(state.terms)} dimensions, not implemented; a Dense layer or a nonlinearity "
-            "inside the branch (pre-activation residual blocks) avoids it")
-    (t,) = state.terms
-    fn = layer.expr.subs(x, t.fn)
-    return Node((Term(t.source, fn, t.scale1, t.scale2),), state.channels, state.layout)
-
-
-@_rule.register
-def _(layer: FanInSum, states, path, ctx):
-    channels = {s.channels for s in states}
-    if len(channels) > 1:
-        raise ValueError(f"{layer!r} at {where(path)} sums inputs of different widths {sorted(channels)}")
-    layout = _same_layout(layer, states, path)
-    opaque = [s for s in states if isinstance(s, Moments)]
-    terms: list[Term] = []
-    for s in states:
-        for t in (s.terms if isinstance(s, Node) else ()):
-            for i, u in enumerate(terms):
-                if u.source is t.source and _same_scale(u, t):
-                    terms[i] = Term(u.source, u.fn + t.fn, u.scale1, u.scale2)
-                    break
-                if u.source.base & t.source.base:
-                    raise NotImplementedError(
-                        f"{layer!r} at {where(path)} sums branches that depend on the same Dense output through "
-                        "different scalings or partial sums (LayerNorm in one branch only, or a sum over a "
-                        "long skip); their cross moments are not implemented")
-            else:
-                terms.append(t)
-    node = Node(tuple(terms), channels.pop(), layout)
-    if not opaque:
-        return node
-    parts = opaque + ([node] if terms else [])
-    for a, b in itertools.combinations(parts, 2):
-        if _base(a) & _base(b):
-            raise NotImplementedError(f"{layer!r} at {where(path)} sums a value known only by its moments "
-                                      f"({opaque[0].origin}) with a branch that shares its Dense layers")
-    ms = [moments(p, ctx) for p in parts]
-    return _sum_moments(ms, node.channels, f"{layer!r} at {where(path)}", layout)
-
-
-def _same_layout(layer, states, path) -> Layout:
-    layouts = {s.layout for s in states}
-    if len(layouts) > 1:
-        raise ValueError(f"{layer!r} at {where(path)} combines inputs of different spatial shapes "
-                         f"{sorted(lay.shape for lay in layouts)}")
-    return layouts.pop()
+# the shared rules (:mod:`ntk_theory.recursions.rules`), with this interpretation as their algebra
+_rule.register(Elementwise, lambda layer, state, path, ctx: rules.elementwise(layer, state, path, ctx))
+_rule.register(FanInSum, lambda layer, states, path, ctx: rules.fan_in_sum(layer, states, path, ctx))
 
 
 @_rule.register
 def _(layer: FanInConcat, states, path, ctx):
-    layout = _same_layout(layer, states, path)
+    layout = rules.same_layout(layer, states, path)
     if layout.shape and layer.axis != -1:
         raise ValueError(f"{layer!r} at {where(path)} concatenates along axis {layer.axis}, a spatial axis of "
                          "image inputs; only the channel axis (-1) is supported")
@@ -471,8 +438,8 @@ def _(layer: LayerNorm, state, path, ctx):
     if lay.shape and layer.axis != -1:
         raise ValueError(f"{layer!r} at {where(path)} normalises along axis {layer.axis}, a spatial axis of image "
                          "inputs; only the channel axis (-1) is supported")
-    if isinstance(state, Node) and state.terms and all(t.is_gaussian for t in state.terms):
-        t = state.terms[0] if len(state.terms) == 1 else _gaussian_sum(state.terms, path, ctx)
+    t = rules.gaussian_term(state, path, ctx)
+    if t is not None:
         v1, v2 = (lay.marginal(v) for v in _scaled_variances(t))
         s1, s2 = 1 / ctx.backend.sqrt(v1 + layer.eps), 1 / ctx.backend.sqrt(v2 + layer.eps)
         c1 = s1 if t.scale1 is None else t.scale1 * s1
@@ -537,7 +504,7 @@ def _linear(layer, state, path, ctx, spatial_map, mean_map, channels):
     known by its moments, its means mapped by ``mean_map`` (None: not known per channel)."""
     layout = _output_layout(layer, state.layout)
     label = f"{layer!r} at {where(path)}"
-    if isinstance(state, Node) and state.terms and all(t.is_gaussian for t in state.terms):
+    if rules.is_gaussian_sum(state, ctx):
         s = _gaussian_sum(state.terms, path, ctx).source
         src = Source(spatial_map(s.nngp, 2), spatial_map(s.ntk, 2), spatial_map(s.var1, 1), spatial_map(s.var2, 1),
                      spatial_map(s.ntk1, 1), s.base, label, layout)
@@ -608,10 +575,6 @@ class _MomentsWithoutMeans(Moments):
     mean2 = property(lambda self: self._refuse())
 
 
-def _base(s) -> frozenset:
-    return s.base if isinstance(s, Moments) else frozenset().union(*(t.source.base for t in s.terms))
-
-
 def _sum_moments(ms: list[Moments], channels: int, origin: str, lay: Layout = VECTOR) -> Moments:
     M1, M2 = sum(m.mean1 for m in ms), sum(m.mean2 for m in ms)
     nngp = sum(m.nngp for m in ms) + lay.cross(M1, M2) - sum(lay.cross(m.mean1, m.mean2) for m in ms)
@@ -619,13 +582,6 @@ def _sum_moments(ms: list[Moments], channels: int, origin: str, lay: Layout = VE
     var2 = sum(m.var2 for m in ms) + lay.self(M2) - sum(lay.self(m.mean2) for m in ms)
     return Moments(nngp, sum(m.ntk for m in ms), var1, var2, sum(m.ntk1 for m in ms), M1, M2,
                    frozenset().union(*(m.base for m in ms)), channels, origin, lay)
-
-
-def _same_scale(a: Term, b: Term) -> bool:
-    def eq(p, q):
-        return (p is None and q is None) or (p is not None and q is not None and np.array_equal(p, q))
-
-    return eq(a.scale1, b.scale1) and eq(a.scale2, b.scale2)
 
 
 def _scaled_variances(t: Term):
@@ -695,17 +651,3 @@ def _term_moments(t: Term, ctx: _Context) -> _TermMoments:
         out = _TermMoments(T, Td * Th, T1, T2, Td1 * t1, t.fn, ctx, (lay.marginal(k1), lay.marginal(k2)))
     ctx.cache[key] = (t, out)  # keep t alive so its id is not reused
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def _mean(fn: sp.Expr):
-    """E[F(u)], u ~ N(0, k), as a float64 function of an array of k returning (values, error or None)."""
-    e = expectation1(Activation(sp.sstr(fn), fn, "stax"))
-    if e.is_closed_form:
-        return lambda k: (np.asarray(e.evaluate(k), dtype=float), None)
-
-    def numerical(k):
-        values, errors = e.evaluate(k, with_error=True)
-        return values, float(np.max(errors)) if np.size(errors) else 0.0
-
-    return numerical
