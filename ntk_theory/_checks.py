@@ -38,6 +38,26 @@ def variance(name: str, value) -> float:
     return v
 
 
+def positive(name: str, value) -> float:
+    """Return ``value`` as a finite float > 0 (a learning rate, a step size), or raise ValueError naming ``name``."""
+    return _finite_float(name, value, "> 0", lambda v: v > 0)
+
+
+def nonnegative(name: str, value) -> float:
+    """Return ``value`` as a finite float >= 0 (a regularisation), or raise ValueError naming ``name``."""
+    return _finite_float(name, value, ">= 0", lambda v: v >= 0)
+
+
+def _finite_float(name, value, bound, ok) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not np.isfinite(v) or not ok(v):
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return v
+
+
 def per_layer(name: str, value, n_layers: int, check=variance) -> tuple:
     """A scalar broadcast to ``n_layers`` entries, or a sequence of exactly ``n_layers`` entries."""
     if np.ndim(value) == 0:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _checks
 from .loss import LOSSES, rate
 from .predict import _targets
 from .schedule import Schedule
@@ -129,14 +130,9 @@ def ensemble(nngp_train_train, ntk_train_train, y_train, t=None, *, steps=None, 
     N, O = y.shape
     if get not in ("ntk", "nngp"):
         raise ValueError(f"unknown get {get!r}; expected 'ntk' or 'nngp'")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
-    lr = float(learning_rate)
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
-    reg = float(diag_reg)
-    if not np.isfinite(reg) or reg < 0:
-        raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
+    _checks.choice("loss", loss, LOSSES)
+    lr = _checks.positive("learning_rate", learning_rate)
+    reg = _checks.nonnegative("diag_reg", diag_reg)
     Kxx = _regularised(as_kernel(nngp_train_train, "nngp_train_train", shape=(N, N)), reg, diag_reg_absolute_scale)
     Txx = Kxx if get == "nngp" else _regularised(as_kernel(ntk_train_train, "ntk_train_train", shape=(N, N)), reg,
                                                  diag_reg_absolute_scale)

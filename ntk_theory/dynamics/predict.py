@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _checks
 from .loss import LOSSES, rate
 from .schedule import Schedule
 from .spectral import Eigenbasis, as_kernel
@@ -150,14 +151,9 @@ class MSEDynamics:
         K = as_kernel(ntk_train_train, "ntk_train_train")
         if K.shape != (N, N):
             raise ValueError(f"ntk_train_train has shape {K.shape} but y_train has {N} rows: need ({N}, {N})")
-        lr = float(learning_rate)
-        if not np.isfinite(lr) or lr <= 0:
-            raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
-        reg = float(diag_reg)
-        if not np.isfinite(reg) or reg < 0:
-            raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
+        lr = _checks.positive("learning_rate", learning_rate)
+        _checks.choice("loss", loss, LOSSES)
+        reg = _checks.nonnegative("diag_reg", diag_reg)
         self.learning_rate, self.loss, self.diag_reg = lr, loss, reg
         self.kernel = K + reg * np.eye(N) if reg else K
         self.basis = Eigenbasis.of(self.kernel)

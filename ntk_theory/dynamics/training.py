@@ -81,11 +81,8 @@ def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", 
     ``X_test`` are stored too if given.  Raises FloatingPointError if the outputs stop being finite
     (a learning rate above the stable one).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
-    lr = float(learning_rate)
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
+    _checks.choice("loss", loss, LOSSES)
+    lr = _checks.positive("learning_rate", learning_rate)
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")

@@ -203,9 +203,7 @@ def train_batched(net: BatchedMLP, X, y, learning_rate: float, steps, loss: str 
     (default 0 and ``steps``), at X and, if given, at ``X_test``.  FloatingPointError if any output stops being
     finite (a learning rate above the stable one)."""
     _checks.choice("loss", loss, tuple(LOSS_SCALES))
-    lr = float(learning_rate)
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
+    lr = _checks.positive("learning_rate", learning_rate)
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
