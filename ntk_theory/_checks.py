@@ -25,6 +25,17 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def nonnegative_int(name: str, value) -> int:
+    """Return ``value`` as an int >= 0 (a step count), or raise ValueError naming ``name``; integral floats
+    (``3.0``) are accepted, other floats and booleans are not (no silent truncation)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or (
+            not isinstance(value, numbers.Integral) and not float(value).is_integer()):
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {int(value)}")
+    return int(value)
+
+
 def variance(name: str, value) -> float:
     """Return ``value`` as a finite float >= 0 (a variance such as C_W or C_b); booleans are refused."""
     if isinstance(value, (bool, np.bool_)):
@@ -120,6 +131,18 @@ def inputs(X, name: str = "X", dim: int | None = None, images: bool = False) -> 
             f"{name} has {arr.shape[1]} features per input but the network's input dimension is {dim}"
         )
     return np.ascontiguousarray(arr)
+
+
+def targets(y, shape: tuple, outputs: str = "the network's outputs at X") -> np.ndarray:
+    """Training targets ``y`` as float64 of ``shape`` (N, O) ((N,) accepted when O = 1), finite."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1 and shape[1] == 1:
+        y = y[:, None]
+    if y.shape != tuple(shape):
+        raise ValueError(f"y must have shape {tuple(shape)} ({outputs}); got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains non-finite values (NaN or inf)")
+    return y
 
 
 def choice(name: str, value, allowed: Sequence[str]) -> str:

@@ -32,20 +32,9 @@ def gradient(net: MLP, X, y, loss: str = "mean"):
     """(f(X), [(dL/dW(l), dL/db(l)) for l = 1 .. L+1]) by the backward pass."""
     tr = net.forward(X)
     f = tr.output
-    y = _as_targets(y, f.shape)
+    y = _checks.targets(y, f.shape)
     g = loss_gradient_scale(f.shape[0], f.shape[1], loss) * (f - y)
     return f, net.vjp(tr, g)
-
-
-def _as_targets(y, shape) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1 and shape[1] == 1:
-        y = y[:, None]
-    if y.shape != shape:
-        raise ValueError(f"y must have shape {shape} (the network's outputs at X); got {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y contains non-finite values (NaN or inf)")
-    return y
 
 
 @dataclass
@@ -83,9 +72,7 @@ def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", 
     """
     _checks.choice("loss", loss, LOSSES)
     lr = _checks.positive("learning_rate", learning_rate)
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps}")
+    steps = _checks.nonnegative_int("steps", steps)
     X = _checks.inputs(X, "X", dim=net.spec.input_dim)
     Xt = None if X_test is None else _checks.inputs(X_test, "X_test", dim=net.spec.input_dim)
     record = np.unique(np.asarray([0, steps] if record is None else record, dtype=int))
@@ -103,7 +90,7 @@ def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", 
         tr = work.forward(X)
         f = tr.output
         if k == 0:
-            y = _as_targets(y, f.shape)
+            y = _checks.targets(y, f.shape)
         if not np.all(np.isfinite(f)):
             raise FloatingPointError(f"outputs became non-finite at step {k}: learning rate {lr:g} is too large")
         if k in todo:

@@ -204,19 +204,11 @@ def train_batched(net: BatchedMLP, X, y, learning_rate: float, steps, loss: str 
     finite (a learning rate above the stable one)."""
     _checks.choice("loss", loss, tuple(LOSS_SCALES))
     lr = _checks.positive("learning_rate", learning_rate)
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps}")
+    steps = _checks.nonnegative_int("steps", steps)
     X = _checks.inputs(X, "X", dim=net.spec.input_dim)
     Xt = None if X_test is None else _checks.inputs(X_test, "X_test", dim=net.spec.input_dim)
     N, O = X.shape[0], net.spec.output_dim
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1 and O == 1:
-        y = y[:, None]
-    if y.shape != (N, O):
-        raise ValueError(f"y must have shape {(N, O)} (the networks' outputs at X); got {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y contains non-finite values (NaN or inf)")
+    y = _checks.targets(y, (N, O), "the networks' outputs at X")
     record = np.unique(np.asarray([0, steps] if record is None else record, dtype=int))
     if record.size and (record[0] < 0 or record[-1] > steps):
         raise ValueError(f"record must lie in [0, {steps}]; got {record.min()} .. {record.max()}")
