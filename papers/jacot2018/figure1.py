@@ -78,6 +78,7 @@ def plot(g, limit, curves, path):
     plt.close(fig)
 
 
+# Deliberately repeated in every paper script (figure saving, --quick/--out-dir): each runs standalone by its path.
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")

@@ -106,6 +106,7 @@ def plot(res, path):
     plt.close(fig)
 
 
+# Deliberately repeated in every paper script (figure saving, --quick/--out-dir): each runs standalone by its path.
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depth", type=int, default=999, help="hidden layers (the last layer index is depth + 1)")
