@@ -307,6 +307,7 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
             idx[lvl] += 1
             u = xs[lvl, i]
             cw[lvl] = ws[lvl, i]
+            # the innermost level's factor products again, inline on purpose (no helper: see above)
             for ii in range(lnv[lvl]):
                 v = lvars[lvl, ii]
                 z = offs[lvl, v] + L[v, lvl] * u

@@ -226,6 +226,7 @@ def _(act: NumpyActivation) -> NumpyActivation:
     return act
 
 
+# Parses names like activations.parse does, deliberately apart: the reference stays independent of the symbolic layer.
 @numpy_activation.register
 def _(act: str) -> NumpyActivation:
     text = act.strip()
