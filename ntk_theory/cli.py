@@ -908,9 +908,133 @@ def _cmd_criticality(args) -> int:
     return 0
 
 
+#: the options of ``dynamics --finite-width`` (an error names them when given without it)
+FINITE_WIDTH_DYNAMICS_OPTIONS = {"y": "--y", "x_test": "--x-test", "steps": "--steps", "width": "--width",
+                                 "dntk": "--dntk", "out": "--out", "x": "--x", "learning_rate": "--learning-rate",
+                                 "loss": "--loss"}
+
+
+def _steps(text: str) -> np.ndarray:
+    """'1,10,100' -> array([1., 10., 100.]); 'inf' allowed (converged)."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step counts (integers >= 0 or inf); got "
+                                         f"{text!r}") from None
+    if any(not (p >= 0 and (np.isinf(p) or p == int(p))) for p in parts):
+        raise argparse.ArgumentTypeError(f"steps must be integers >= 0 or inf; got {text!r}")
+    return np.array(parts)
+
+
+def load_targets(path: str, n: int, name: str = "--y") -> np.ndarray:
+    """Training targets y (N,) (one output) from a .npy file or a text file with one number per line;
+    (N, 1) is taken as (N,); the count must match the N training inputs."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{name} {path}: no such file")
+    try:
+        y = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(io.StringIO(
+            p.read_text().replace(",", " ")), ndmin=1)
+        y = np.asarray(y, dtype=float)
+    except (ValueError, OSError, UnicodeDecodeError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read targets from {path}: {first}") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.size != n:
+        raise ValueError(f"{name} {path}: expected {n} targets (one output per training input), got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} {path}: the targets have non-finite entries (NaN or inf)")
+    return y
+
+
+def _load_dntk(path: str) -> dict:
+    """P, Q, R, S, T, U from an .npz (the readout's dNTK/ddNTK tensors over train then test inputs)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--dntk {path}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"--dntk {path}: cannot read it as .npz: {first}") from None
+    missing = [k for k in "PQRSTU" if k not in arrays]
+    if missing:
+        raise ValueError(f"--dntk {path}: missing array(s) {', '.join(missing)} (need P, Q, R, S, T, U)")
+    return {k: arrays[k] for k in "PQRSTU"}
+
+
+def _cmd_dynamics_finite_width(args) -> int:
+    """The trained network's mean at infinite width and its O(1/n) coefficients (linearised model and the
+    NTK's motion) by :class:`ntk_theory.dynamics.FiniteWidthDynamics`."""
+    from .dynamics import FiniteWidthDynamics
+
+    if args.x is None or args.y is None or args.steps is None:
+        raise ValueError("--finite-width needs --x X.npy, --y Y.npy and --steps S1,S2,...")
+    args.learning_rate = 1.0 if args.learning_rate is None else args.learning_rate
+    args.loss = "mean" if args.loss is None else args.loss
+    if isinstance(args.width, list) or (args.width is not None and args.width < 1):
+        raise ValueError(f"--width takes one hidden width n >= 1; got {args.width}")
+    if args.param == "standard":
+        raise ValueError("--finite-width: the 1/n corrections are derived for --param ntk or unit, not standard")
+    out = _output_path(args.out) if args.out else None
+    X = load_inputs(args.x, "--x")
+    y = load_targets(args.y, X.shape[0])
+    XT = load_inputs(args.x_test, "--x-test") if args.x_test is not None else None
+    if XT is not None and XT.shape[1] != X.shape[1]:
+        raise ValueError(f"--x-test has inputs of dimension {XT.shape[1]}, --x of dimension {X.shape[1]}")
+    dntk = _load_dntk(args.dntk) if args.dntk else None
+    dyn = FiniteWidthDynamics.from_network(args.activation, X, y, XT, args.depth, C_W=args.C_W, C_b=args.C_b,
+                                           param=args.param, learning_rate=args.learning_rate, loss=args.loss,
+                                           dntk=dntk)
+    steps = args.steps
+    fin = np.isfinite(steps)
+    mean, motion = ({part: np.zeros((steps.size, dyn.n_inputs)) for part in ("value", "correction")}
+                    for _ in range(2))
+    for sel, when in ((fin, dict(steps=steps[fin].astype(int))), (~fin, dict(t=np.inf))):
+        if np.any(sel):
+            for store, e in ((mean, dyn.mean(**when)), (motion, dyn.motion(**when))):
+                for part in store:
+                    store[part][sel] = getattr(e, part)
+    mean, motion = (argparse.Namespace(**d) for d in (mean, motion))
+    N = X.shape[0]
+    rows = [f"train {i}" for i in range(N)] + [f"test {j}" for j in range(dyn.n_inputs - N)]
+    print(f"trained mean (gradient descent, eta = {args.learning_rate:g}, loss {args.loss}; {args.activation}, depth "
+          f"{args.depth}, C_W = {args.C_W}, C_b = {args.C_b}): E[f] = trained_mean + (trained_mean_correction + "
+          f"trained_motion_correction) / n")
+    head = f"{'step':>8s} {'input':>9s} {'trained_mean':>14s} {'linearised 1/n':>15s} {'motion 1/n':>12s}"
+    if args.width is not None:
+        head += f" {'at n = ' + str(args.width):>14s}"
+    print(head)
+    total = mean.value + (mean.correction + motion.correction) / args.width if args.width else None
+    for k, t in enumerate(steps):
+        for a, name in enumerate(rows):
+            line = (f"{t:8g} {name:>9s} {mean.value[k, a]:14.6g} {mean.correction[k, a]:15.6g} "
+                    f"{motion.correction[k, a]:12.6g}")
+            if total is not None:
+                line += f" {total[k, a]:14.6g}"
+            print(line)
+    if out is not None:
+        arrays = dict(X=X, y=y, steps=steps, trained_mean=mean.value, trained_mean_correction=mean.correction,
+                      trained_motion_correction=motion.correction, **{k: dyn.dntk[k] for k in "PQRSTU"})
+        if XT is not None:
+            arrays["X_test"] = XT
+        if total is not None:
+            arrays["trained_mean_at_width"] = total
+        save_npz(out, "dynamics --finite-width", **arrays)
+        print(f"written to {out}")
+    return 0
+
+
 def _cmd_dynamics(args) -> int:
     from .dynamics.widths import width_scaling
 
+    if args.finite_width:
+        return _cmd_dynamics_finite_width(args)
+    given = [flag for name, flag in FINITE_WIDTH_DYNAMICS_OPTIONS.items() if getattr(args, name, None) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} belong to --finite-width (the trained network at O(1/n))")
     res = width_scaling(args.widths, seeds=args.seeds, depth=args.depth, activation=args.activation,
                         C_W=args.C_W, C_b=args.C_b, param=args.param, seed=args.seed)
     print(f"full-batch GD vs the infinite-width NTK prediction ({res.config})")
@@ -1083,6 +1207,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--C-b", dest="C_b", type=float, default=0.1, help="C_b (default: 0.1)")
     p.add_argument("--param", choices=("ntk", "unit", "standard"), default="ntk")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group(
+        "--finite-width", "the trained network's mean at infinite width and its 1/n coefficients (the linearised "
+        "model's and the NTK's motion), FiniteWidthDynamics; ACTIVATION, --depth, --C-W, --C-b, --param as above")
+    g.add_argument("--finite-width", action="store_true", help="compute the trained mean at O(1/n)")
+    g.add_argument("--x", default=None, help=f"training inputs X (N, d): {INPUT_HELP}")
+    g.add_argument("--y", default=None, help="training targets (N,), one output: .npy or text, one per line")
+    g.add_argument("--x-test", dest="x_test", default=None, help=f"test inputs (M, d): {INPUT_HELP}")
+    g.add_argument("--steps", type=_steps, default=None, help="gradient-descent steps, e.g. 1,10,100 (inf: converged)")
+    g.add_argument("--learning-rate", dest="learning_rate", type=float, default=None,
+                   help="eta (default: 1); the rate is c = eta / N (--loss mean) or eta (--loss sum)")
+    g.add_argument("--loss", choices=("mean", "sum"), default=None,
+                   help="||f - y||^2 / (2N) (mean, default) or ||f - y||^2 / 2 (sum)")
+    g.add_argument("--width", type=_widths, default=None, help="also print the mean at this width n")
+    g.add_argument("--dntk", default=None, metavar="FILE.npz",
+                   help="the readout's P, Q, R, S, T, U over train then test inputs (default: the recursions; "
+                        "`ntk-theory quantities`)")
+    g.add_argument("--out", default=None, help="write to .npz: X, y, X_test, steps and "
+                   + _describe(("trained_mean", "trained_mean_correction", "trained_motion_correction",
+                                "trained_mean_at_width", "P", "Q", "R", "S", "T", "U")))
     p.set_defaults(func=_cmd_dynamics)
 
     p = sub.add_parser("quantities", parents=[common], help="the names of the arrays the toolkit writes and returns",

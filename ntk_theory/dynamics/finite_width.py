@@ -55,7 +55,7 @@ from .loss import LOSSES, rate
 from .schedule import Schedule
 from .spectral import Eigenbasis, as_kernel
 
-__all__ = ["FiniteWidthDynamics", "Expansion", "divided_differences"]
+__all__ = ["FiniteWidthDynamics", "Expansion", "divided_differences", "readout_dntk"]
 
 #: the readout tensors the linearised part needs, over the P = N + M inputs (train first)
 TENSORS = ("K", "Theta", "K1", "Theta1", "A", "B", "D", "F")
@@ -145,9 +145,11 @@ class FiniteWidthDynamics:
     :class:`~ntk_theory.finite_width.predictions.FiniteWidthPredictions`; ``y_train`` (N,) one output;
     ``learning_rate`` eta; ``loss`` "mean" (c = eta / N) or "sum" (c = eta).  The infinite-width training NTK
     Theta(X, X) must be positive definite (the 1/n expansion of g around a null mode is not defined).
+    ``dntk``: optionally the readout's P, Q, R, S, T, U (a mapping of (P, P, P, P) arrays, as :meth:`motion`
+    takes them), kept as ``self.dntk`` and used by :meth:`motion` when it is given none.
     """
 
-    def __init__(self, tensors, y_train, learning_rate: float = 1.0, loss: str = "mean"):
+    def __init__(self, tensors, y_train, learning_rate: float = 1.0, loss: str = "mean", dntk=None):
         arrays = _tensor_arrays(tensors)
         y = np.asarray(y_train, dtype=np.float64)
         if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
@@ -174,19 +176,41 @@ class FiniteWidthDynamics:
         if np.any(self.basis.null):
             raise ValueError(f"Theta(X_train, X_train) is singular ({int(self.basis.null.sum())} null mode(s)): "
                              f"the 1/n expansion needs a positive definite training NTK")
+        self._dntk = None if dntk is None else _dntk_arrays(dntk, P)
+        self._dntk_source = None
         self._rotate()
 
     @classmethod
     def from_network(cls, activation, X_train, y_train, X_test=None, depth: int | None = None, *, C_W=1.0, C_b=0.0,
-                     param: str = "ntk", learning_rate: float = 1.0, loss: str = "mean", tol: float = 1e-10):
+                     param: str = "ntk", learning_rate: float = 1.0, loss: str = "mean", tol: float = 1e-10,
+                     dntk=None, kink_terms: bool = False):
         """The tensors of an MLP (``activation`` with ``depth`` hidden layers, or a network description) at
-        X_train u X_test by :func:`ntk_theory.finite_width.finite_width`, then the dynamics."""
+        X_train u X_test by :func:`ntk_theory.finite_width.finite_width`, then the dynamics.
+
+        ``dntk``: None (default): the readout's P, Q, R, S, T, U by the recursions (:func:`readout_dntk`),
+        computed when :meth:`motion` first needs them (so :meth:`mean` and :meth:`covariance` do not pay for
+        them: the N-input dNTK's cost grows steeply with the number of inputs for activations without
+        closed-form averages); or a mapping of P..U to use instead.  ``kink_terms``: as in
+        :meth:`~ntk_theory.finite_width.network.FiniteWidthRecursion.dntk` (a no-op for smooth activations;
+        piecewise-linear ones only pointwise, False, the one form the ddNTK recursion has)."""
         from ..finite_width import finite_width
 
         X = np.asarray(X_train, dtype=float)
         Xall = X if X_test is None else np.concatenate([X, np.asarray(X_test, dtype=float)])
         pred = finite_width(activation, Xall, depth, C_W=C_W, C_b=C_b, param=param, tol=tol, progress=False)
-        return cls(pred, y_train, learning_rate=learning_rate, loss=loss)
+        dyn = cls(pred, y_train, learning_rate=learning_rate, loss=loss, dntk=dntk)
+        if dntk is None:
+            dyn._dntk_source = lambda: readout_dntk(activation, Xall, depth, C_W=C_W, C_b=C_b, param=param,
+                                                    kink_terms=kink_terms, tol=tol)
+        return dyn
+
+    @property
+    def dntk(self) -> dict | None:
+        """The readout's P, Q, R, S, T, U (P, P, P, P) that :meth:`motion` uses by default: those passed in, or
+        (:meth:`from_network`) the recursions', computed on first access; None if neither."""
+        if self._dntk is None and self._dntk_source is not None:
+            self._dntk = _dntk_arrays(self._dntk_source(), self.n_inputs)
+        return self._dntk
 
     # ------------------------------------------------------------------ rotated tensors
     def _rotate(self):
@@ -253,12 +277,13 @@ class FiniteWidthDynamics:
         """E[f - f_lin] after gradient-descent ``steps`` (inf allowed: iterated until the sources have decayed
         to 1e-14 of their largest value), (*steps.shape, P): value 0 (no motion at infinite width) and the
         O(1/n) coefficient, from the readout's dNTK and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T,
-        U, each (P, P, P, P) over the inputs, spec normalisation: n E[...] at leading order).  Gradient flow
+        U, each (P, P, P, P) over the inputs, spec normalisation: n E[...] at leading order; default
+        ``self.dntk``, which :meth:`from_network` fills from the recursions).  Gradient flow
         is not derived (its motion has no c^2, c^3 Taylor terms of a step; ValueError)."""
         sched = Schedule.of(t, steps)
         if not sched.discrete and not np.all(np.isinf(sched.times)):
             raise ValueError("the NTK-motion part is derived for gradient descent (steps=...), not gradient flow")
-        arrays = _dntk_arrays(dntk, self.n_inputs)
+        arrays = _dntk_arrays(self.dntk if dntk is None else dntk, self.n_inputs)
         times = np.atleast_1d(sched.times).ravel()
         finite = sorted({int(s) for s in times if np.isfinite(s)})
         record = self._motion(finite[-1] if finite else 0, arrays, max_steps, set(finite)) if finite else {}
@@ -336,9 +361,29 @@ class FiniteWidthDynamics:
 DNTK = ("P", "Q", "R", "S", "T", "U")
 
 
+def readout_dntk(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, param: str = "ntk",
+                 kink_terms: bool = False, tol: float = 1e-10) -> dict:
+    """The readout layer's P, Q, R, S, T, U (each (N, N, N, N) at the N rows of X) by the recursions of
+    :mod:`ntk_theory.finite_width.dntk` and :mod:`ntk_theory.finite_width.ddntk` (layer L + 1, normalised by
+    the width n_L feeding it: n E[dH z], n E[ddIH], n E[ddIIH] at leading order, the normalisation
+    :meth:`FiniteWidthDynamics.motion` takes).  ``activation`` with ``depth`` hidden layers, or a plain-MLP
+    description (``depth`` None).  Error model: the recursions' (leading order in 1/n; quadrature error
+    estimates of the Gaussian averages, tolerance ``tol``)."""
+    from ..finite_width.network import FiniteWidthRecursion
+
+    if depth is None:
+        rec = FiniteWidthRecursion.from_description(activation)
+    else:
+        rec = FiniteWidthRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param)
+    pq = rec.dntk(X, kink_terms=kink_terms, tol=tol)[-1]
+    rstu = rec.ddntk(X, kink_terms=kink_terms, tol=tol)[-1]
+    return {"P": pq.P, "Q": pq.Q, "R": rstu.R, "S": rstu.S, "T": rstu.T, "U": rstu.U}
+
+
 def _dntk_arrays(dntk, P) -> dict:
     if dntk is None:
-        raise ValueError("the NTK-motion part needs the readout's dNTK/ddNTK tensors: pass dntk={P, Q, R, S, T, U}")
+        raise ValueError("the NTK-motion part needs the readout's dNTK/ddNTK tensors: pass dntk={P, Q, R, S, T, U} "
+                         "(FiniteWidthDynamics.from_network computes them)")
     try:
         missing = [k for k in DNTK if k not in dntk]
     except TypeError:
