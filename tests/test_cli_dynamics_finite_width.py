@@ -8,8 +8,8 @@ the motion).  One-line errors for bad input."""
 
 import numpy as np
 import pytest
-
 from cli_errors import one_error_line
+
 from ntk_theory.cli import main
 
 X = np.array([[1.0, 0.3], [-0.4, 1.2]])

@@ -55,7 +55,7 @@ from .loss import LOSSES, rate
 from .schedule import Schedule
 from .spectral import Eigenbasis, as_kernel
 
-__all__ = ["FiniteWidthDynamics", "Expansion", "divided_differences", "readout_dntk"]
+__all__ = ["Expansion", "FiniteWidthDynamics", "divided_differences", "readout_dntk"]
 
 #: the readout tensors the linearised part needs, over the P = N + M inputs (train first)
 TENSORS = ("K", "Theta", "K1", "Theta1", "A", "B", "D", "F")
