@@ -407,3 +407,21 @@ def test_motion_against_trained_ensembles():
     se = np.sqrt(np.var(draws, axis=0, ddof=1) + fit["motion_1"].stderr ** 2)
     z = (pred - fit["motion_1"].value) / se
     assert np.max(np.abs(z)) < 4, z
+
+
+@pytest.mark.slow
+def test_readout_dntk_normalisation_against_monte_carlo():
+    """readout_dntk (the P..U FiniteWidthDynamics.from_network feeds to .motion) against montecarlo.dntk.sample_dntk
+    for a one-hidden-layer erf network (off-critical C_W = 1.5, C_b = 0.1; 3 inputs; width 32, 1,500 networks with
+    4 readout neurons): the layer-2 tensors come from Gaussian layer-1 averages, so every entry within 4 SE
+    (measured max |z| 3.3 over the 81 entries of each tensor) — the readout layer and the per-n_L normalisation
+    that .motion takes."""
+    from ntk_theory.dynamics.finite_width import readout_dntk
+    from ntk_theory.montecarlo.dntk import sample_dntk
+
+    A = np.array([[1.0, 0.3], [-0.4, 1.2], [0.2, 1.0]])
+    d = readout_dntk("erf", A, 1, C_W=1.5, C_b=0.1)
+    st = sample_dntk("erf", A, 1, 32, C_W=1.5, C_b=0.1, outputs=4, samples=1500, seed=5)
+    for k in "PQRSTU":
+        z = (st[k].value - d[k]) / st[k].stderr
+        assert np.max(np.abs(z)) < 4, (k, z)
