@@ -39,23 +39,14 @@ import math
 import numpy as np
 
 from ._fourpoint_common import _MAXPAN, _NCH, _NFMAX
-
-# activations without kinks: the step hints aim at a pair whose largest relative change is
-# (tol / 8)^0.88; the acceptance test of :func:`_estimate` (d rho <= tol E|f|, rho ~ d^(1/3)
-# under its model) passes up to d ~ tol^0.75, so the hinted pair passes with a margin of about
-# 100 in d (kinked ones aim at tol / 8)
-_HINT_EXP = 0.88
 from ._fourpoint_integrate import _integrate, _level_nodes  # noqa: F401
 from ._fourpoint_table import _build_table, _gvalues  # noqa: F401
 
 
-def _estimate(fine, coarse, coarse2, scale, p=1.0):
-    """Error of ``fine`` from three rules of decreasing step (ratio 1.5): d = |fine - coarse| times
-    the contraction rho = d / |coarse - coarse2| of the last step (rho <= 1), at least the
-    two-rule model 2 E|f| (d / E|f|)^1.5; d itself while d > 1e-3 E|f|.  Under the model
-    err(h) = A exp(-c / h) of an analytic integrand the fine rule's error is d rho^1.5, so d rho^p
-    with p = 1 (activations without kinks) keeps a factor rho^(-1/2) of margin; kinked integrands
-    (algebraic convergence, err(h) = d rho / (1 - rho)) use p = 1/2."""
+def _estimate(fine, coarse, coarse2, scale):
+    """Error of ``fine`` from three rules of decreasing step: d = |fine - coarse| times the
+    contraction rho = d / |coarse - coarse2| of the last step (rho <= 1), at least the
+    two-rule model 2 E|f| (d / E|f|)^1.5; d itself while d > 1e-3 E|f|."""
     d = abs(fine - coarse)
     if scale <= 0.0:
         return d
@@ -63,7 +54,7 @@ def _estimate(fine, coarse, coarse2, scale, p=1.0):
         return d
     d1 = abs(coarse - coarse2)
     rho = d / d1 if d1 > d else 1.0
-    e = max(d * rho ** p, 2.0 * scale * (d / scale) ** 1.5)
+    e = max(d * math.sqrt(rho), 2.0 * scale * (d / scale) ** 1.5)
     return e + 512.0 * 2.220446049250313e-16 * scale
 
 
@@ -118,9 +109,6 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             jf[j] = lf_fac[D, suf_lf[D, j], vt]
         tcoef = np.empty((_MAXPAN, _NCH, 2 * nft))
         terr = np.empty((_MAXPAN, nft))
-    smooth = kinks.size == 0
-    p_est = 1.0 if smooth else 0.5
-    hexp = _HINT_EXP if smooth else 1.0
     hz = hz0
     R = R0
     nk = nsuf[0]
@@ -159,7 +147,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             if not (math.isfinite(fine[k]) and math.isfinite(af[k]) and math.isfinite(coarse[k])):
                 finite = False
                 continue
-            e = _estimate(fine[k], coarse[k], coarse2[k], af[k], p_est) + 1e-4 * sh[k] + ef[k]
+            e = _estimate(fine[k], coarse[k], coarse2[k], af[k]) + 1e-4 * sh[k] + ef[k]
             errs[k] = e
             vals[k] = fine[k]
             scales[k] = af[k]
@@ -191,7 +179,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             rmax = _max_relative_change(fine, coarse, af, nk)
             hs = 1.5 * hz
             if rmax > 1e-13 and rmax < 1.0:
-                hs = 1.5 * hz * math.log(rmax) / (hexp * math.log(tol / 8.0))
+                hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
             hst[0] = min(max(hs, hz / 2.25), 1.5 * hz)
             break
         # refine.  If the model ln err = -c / h predicts that even the next pass (h / 1.5, with
@@ -201,7 +189,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
         if not have_coarse:
             rmax = _max_relative_change(fine, coarse, af, nk)
             if rmax > 1e-13 and rmax < 1e-2 and 2.0 * rmax ** 2.25 > 0.25 * tol:
-                hs = 1.5 * hz * math.log(rmax) / (hexp * math.log(tol / 8.0))
+                hs = 1.5 * hz * math.log(rmax) / math.log(tol / 8.0)
                 if hs < hz / 1.5 and hs > hz / 4.0:
                     hz = hs
                     lev += 1

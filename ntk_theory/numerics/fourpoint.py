@@ -54,23 +54,18 @@ the panel cap W_g shrink with the step, so every panel of a finer rule is finer 
 grading at smoothed kinks starts at the kink's width in every rule).  With d = |I_fine - I_coarse| and the contraction
 rho = d / |I_coarse - I_coarse2| of the step before (rho <= 1), the estimate is
 
-    err = max(d rho^p, 2 E|prod| (d / E|prod|)^1.5) + 512 eps E|prod|,
+    err = max(d sqrt(rho), 2 E|prod| (d / E|prod|)^1.5) + 512 eps E|prod|,
 
-(err = d while d > 1e-3 E|prod|; p = 1 for activations without kinks, p = 1/2 for kinked ones),
-and the step is reduced by 1.5 until err <= tol E|prod| for
+(err = d while d > 1e-3 E|prod|), and the step is reduced by 1.5 until err <= tol E|prod| for
 every product of the set (at most ``max_refine`` times; the remaining estimate is reported, not
 hidden); the fine rule of one step is the first coarse rule of the next, so a refinement costs
-one pass.  For an analytic integrand, err(h) = A exp(-c / h) gives the fine rule's error
-d rho^1.5 (steps in ratio 1.5), so p = 1 keeps a factor rho^(-1/2) of margin; a kinked integrand
-converges algebraically, err(h) = d rho / (1 - rho), hence p = 1/2 there.  This is a model, not a bound.  Measured against exact references (tests): ReLU's
+one pass.  This is a model, not a bound.  Measured against exact references (tests): ReLU's
 dddd at N = 8 is a four-dimensional orthant probability (Plackett's identity, 70 sets): the
 actual error is at most 4e-12 relative to E|prod| (tol 1e-10) and exceeds the estimate in 3
 of 70 sets, by at most 13x (the convergence of kinked integrands has a small prefactor,
 ln(err / E|prod|) = a - c / h with a < 0, which a two-rule model d^1.5 misses).
 The step is continuous: from the last pair of each set the model ln(err(h) / E|prod|) = -c / h
-predicts the step h* at which a (h*, 1.5 h*) pair would differ by (tol / 8)^0.88 E|prod| for a
-smooth activation (the acceptance test above passes up to ~tol^0.75 under that model, a margin
-of ~100) and by tol / 8 for a kinked one; the
+predicts the step h* at which a (h*, 1.5 h*) pair would just pass (with a factor 8 margin); the
 next call of the same smooth activation and tol starts at the 30th percentile of h* over the
 sets (``FourPointKernel.hz_hint``; kinked activations start at h = 0.5), and a first pair that
 the model says cannot pass after one 1.5 refinement restarts as a fresh pair at h* (the
