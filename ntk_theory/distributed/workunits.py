@@ -10,7 +10,7 @@ layer; :mod:`ntk_theory.numerics.fourpoint`).  Their integrator hands the sets i
 ``map(fn, chunks)`` callable; :class:`DaskMap` is that callable on Dask: it joins consecutive chunks into work
 units of at least ``chunks`` sets (the integrator's order: sets of three or four variables first), runs each
 unit as one task (``fn``, a picklable :class:`~ntk_theory.numerics.fourpoint.SetBatch`, sent to a cluster's
-workers once per call) and splits the units' per-set arrays back.  Everything else of a layer (the starting
+workers once per call, as a task's result that Dask recomputes if the worker holding it is lost) and splits the units' per-set arrays back.  Everything else of a layer (the starting
 step of the integration and its update from the sets' results, the exact orthant route of piecewise-linear
 activations, the two-point tensors and the contractions) runs in the calling process.
 
@@ -36,6 +36,12 @@ __all__ = ["DaskMap", "dask_map", "finite_width_tensors"]
 def _apply(fn, index, sets):
     """One task: ``(index, fn(sets))``."""
     return index, fn(sets)
+
+
+def _value(fn):
+    """The task that holds the work unit's function on the cluster (a computed result, not scattered data,
+    so the scheduler recomputes it on another worker when the worker holding it is lost)."""
+    return fn
 
 
 class DaskMap:
@@ -87,7 +93,7 @@ class DaskMap:
         target = fn
         client = getattr(run, "client", None)
         if client is not None:
-            target = client.scatter(fn, broadcast=True, hash=False)
+            target = client.submit(_value, fn, pure=False)
         calls = [(f"fourpoint-sets-{id(chunks)}-{k}", (target, k, np.concatenate([chunks[i] for i in u])))
                  for k, u in enumerate(units)]
         results = {}
