@@ -7,7 +7,8 @@ from ntk_theory.reference import graph
 
 
 def forward_mode_jacobian(description, params, X):
-    """(N, O, P): every unit parameter tangent pushed through reference.graph.jvp (forward mode)."""
+    """(N, ..., P): every unit parameter tangent pushed through reference.graph.jvp (forward mode); the output's
+    axes (O, or spatial axes and channels) stand between N and P."""
     leaves = graph.param_leaves(params)
     P = sum(np.size(a) for _, a in leaves)
     eye = np.eye(P)
@@ -16,8 +17,8 @@ def forward_mode_jacobian(description, params, X):
         k = np.size(a)
         arrays.append(eye[:, i:i + k].reshape((P,) + np.shape(a)))
         i += k
-    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, O)
-    return Jv.transpose(1, 2, 0)
+    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, ...)
+    return np.moveaxis(Jv, 0, -1)
 
 
 def rel(a, ref):

@@ -18,6 +18,8 @@ from ntk_theory import stax
 from ntk_theory.empirical import METHODS, empirical_ntk
 from ntk_theory.reference import graph
 
+from jacobians import forward_mode_jacobian as _forward_mode_jacobian
+
 NETWORKS = {
     # 2-D: SAME then VALID convolutions, the readout a Conv with two channels
     "conv2d": ("serial(Conv(3, (2, 2), padding='SAME', b_std=0.2), Erf(), Conv(2, (2, 1), W_std=1.3, b_std=0.1))",
@@ -34,20 +36,6 @@ def _network(name, seed=0):
     X = np.random.default_rng(seed).standard_normal(shape)
     _, params = graph.init(description, seed + 1, shape)
     return description, params, X
-
-
-def _forward_mode_jacobian(description, params, X):
-    """(N, *S, C, P): every unit parameter tangent pushed through reference.graph.jvp (forward mode)."""
-    leaves = graph.param_leaves(params)
-    P = sum(np.size(a) for _, a in leaves)
-    eye = np.eye(P)
-    arrays, i = [], 0
-    for _, a in leaves:
-        k = np.size(a)
-        arrays.append(eye[:, i:i + k].reshape((P,) + np.shape(a)))
-        i += k
-    _, Jv = graph.jvp(description, params, X, graph.with_leaves(params, arrays))  # (P, N, *S, C)
-    return np.moveaxis(Jv, 0, -1)
 
 
 def _neural_tangents_layout(J1, J2, trace):
