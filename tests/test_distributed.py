@@ -42,15 +42,7 @@ MIXED = stax.serial(stax.Dense(1, W_std=1.3, b_std=0.2), stax.Erf(), stax.Dense(
                     stax.Dense(1))
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+# the Dask client fixture `client` (2 worker processes): tests/conftest.py
 
 
 def inputs(n, d=5, seed=0):

@@ -20,15 +20,7 @@ from ntk_theory.finite_width.tensors import TENSORS  # noqa: E402
 from ntk_theory.gaussian.fourpoint import compile_activation  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+# the Dask client fixture `client` (2 worker processes): tests/conftest.py
 
 
 def fresh(act):
