@@ -85,12 +85,13 @@ from ..architecture import (
 )
 from ..gaussian.stable import stable_form
 from ..jit import modules, numba_code
-from ..numerics.mehler import mehler_pair, order_from_log_tails
+from ..numerics.mehler import mehler_pair
 from ..recursions.graph import image_inputs
 from ..recursions.layer import activation_kernels
 from ..recursions.result import KernelResult, check_get
 from ..recursions.spatial import pads
 from .emit import _numeric_source, _power
+from .runtime import mehler_orders
 
 DENSE, CONV, ACT, POOL, GLOBAL, FLATTEN = range(6)
 # integer columns of a step: code, H_in, W_in, H_out, W_out, fh, fw, sh, sw, lo_h, lo_w, wrap, normalize,
@@ -447,13 +448,9 @@ def mehler_entry(q, i, j, k11, k22, k12, HA, TA, SA, HB, TB, SB, ltol, tol, acc)
     counted in acc[1] if that bound exceeds :data:`TRUNCATION_LIMIT`.  Estimate (the largest goes to acc[0]):
     the truncation bounds times sqrt(E F(u)^2 E F(v)^2), plus err_a sqrt(E F(v)^2) + err_b sqrt(E F(u)^2)
     (Cauchy-Schwarz), for F and F'."""
-    b = math.sqrt(k11) * math.sqrt(k22)
-    rho = k12 / b if b > 0.0 else 0.0
-    lr = math.log(min(abs(rho), 1.0))
+    rho, lr, m, m2 = mehler_orders(q, i, j, k11, k22, k12, TA, TB, ltol)
     s = 2 * q
     d = 2 * q + 1
-    m = order_from_log_tails(TA[s, i], TB[s, j], lr, ltol)
-    m2 = order_from_log_tails(TA[d, i], TB[d, j], lr, ltol)
     ns = SA[s, i, 0] * SB[s, j, 0]
     nd = SA[d, i, 0] * SB[d, j, 0]
     e = (tol * (ns + nd) + SA[s, i, 1] * SB[s, j, 0] + SB[s, j, 1] * SA[s, i, 0]
@@ -544,6 +541,7 @@ _NUM_BRANCH = """\
 if code == {c}:
     ra = ia * P
     rb = ib * P
+    # the diagonal-only pass and the all-pairs pass stay two loops on purpose: hot loop, no index mapping inside
     if not full:
         for p in range(P):
             if same:

@@ -66,6 +66,20 @@ def atan2(y, x):
 
 
 @numba.njit(inline="always", cache=True, error_model="numpy")
+def mehler_orders(q, i, j, k11, k22, k12, TA, TB, ltol):
+    """(rho, log|rho|, m, m2) of table pair q at row i, column j: rho = k12 / sqrt(k11 k22) (0 if that is 0),
+    log min(|rho|, 1), and the smallest degrees whose Parseval tail bound |rho|^(m+1) sqrt(A_m B_m) is below
+    the tolerance (log: ltol) for F (tables 2q) and F' (tables 2q + 1); -1 where the tables end first
+    (:func:`ntk_theory.numerics.mehler.order_from_log_tails`)."""
+    b = math.sqrt(k11) * math.sqrt(k22)
+    rho = k12 / b if b > 0.0 else 0.0
+    lr = math.log(min(abs(rho), 1.0))
+    m = order_from_log_tails(TA[2 * q, i], TB[2 * q, j], lr, ltol)
+    m2 = order_from_log_tails(TA[2 * q + 1, i], TB[2 * q + 1, j], lr, ltol)
+    return rho, lr, m, m2
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
 def hermite_term(q, i, j, k11, k22, k12, HA, TA, SA, HB, TB, SB, ltol, tol):
     """(T, Tdot, error estimate) = (E[F(u) F(v)], E[F'(u) F'(v)], e) of table pair q at row i, column j,
     (u, v) ~ N(0, [[k11, k12], [k12, k22]]) with |k12| <= sqrt(k11 k22), by Mehler's series
@@ -77,13 +91,9 @@ def hermite_term(q, i, j, k11, k22, k12, HA, TA, SA, HB, TB, SB, ltol, tol):
     |rho|^(m+1) sqrt(A_m B_m) is below tol (relative to sqrt(E F(u)^2 E F(v)^2)), for F and F'; if there is
     none within the tables, (NaN, NaN, 0) (the caller integrates the entry directly).  Error estimate:
     tol sqrt(E F(u)^2 E F(v)^2) + err_a sqrt(E F(v)^2) + err_b sqrt(E F(u)^2), and the same for F'."""
-    b = math.sqrt(k11) * math.sqrt(k22)
-    rho = k12 / b if b > 0.0 else 0.0
-    lr = math.log(min(abs(rho), 1.0))
+    rho, _, m, m2 = mehler_orders(q, i, j, k11, k22, k12, TA, TB, ltol)
     s = 2 * q
     d = 2 * q + 1
-    m = order_from_log_tails(TA[s, i], TB[s, j], lr, ltol)
-    m2 = order_from_log_tails(TA[d, i], TB[d, j], lr, ltol)
     if m < 0 or m2 < 0:
         return math.nan, math.nan, 0.0
     T, Tdot = mehler_pair(HA[s, i], HB[s, j], HA[d, i], HB[d, j], rho, max(m, m2))
