@@ -47,6 +47,16 @@ def sample_params(rng, widths, C_W, C_b, B):
     return Ws, bs
 
 
+def _layers(s, X, Ws, bs):
+    """The forward pass of every network: hs = [X, s(z(1)), ...] and zs = [z(1), ..., z(L+1)], each (B, N, n)."""
+    hs, zs = [np.broadcast_to(X, (Ws[0].shape[0],) + X.shape)], []
+    for W, b in zip(Ws, bs):
+        z = np.einsum("bij,bnj->bni", W, hs[-1]) + b[:, None, :]
+        zs.append(z)
+        hs.append(s(z))
+    return hs, zs
+
+
 def second_tangents(act, X, Ws, bs, lams):
     """z (B, N, O) of the readout, t (B, D, N, O) and T (B, D, D, N, O) with D = O N directions (j, b)
     ordered j-major; ``lams`` = [(lambda_b, lambda_W)] per layer."""
@@ -55,11 +65,7 @@ def second_tangents(act, X, Ws, bs, lams):
     N = X.shape[0]
     L1 = len(Ws)
     # forward
-    hs, zs = [np.broadcast_to(X, (B,) + X.shape)], []
-    for l in range(L1):
-        z = np.einsum("bij,bnj->bni", Ws[l], hs[-1]) + bs[l][:, None, :]
-        zs.append(z)
-        hs.append(s(z))
+    hs, zs = _layers(s, X, Ws, bs)
     O = zs[-1].shape[-1]
     D = O * N
     jj, bb = np.repeat(np.arange(O), N), np.tile(np.arange(N), O)
@@ -139,11 +145,7 @@ def directions(act, X, Ws, bs, lams):
     """v_d = Lambda grad z_(j;b) per layer as (dW (B, D, n_out, n_in), db (B, D, n_out)), d = (j, b) j-major."""
     s, ds, _ = act
     B, N, L1 = Ws[0].shape[0], X.shape[0], len(Ws)
-    hs, zs = [np.broadcast_to(X, (B,) + X.shape)], []
-    for l in range(L1):
-        z = np.einsum("bij,bnj->bni", Ws[l], hs[-1]) + bs[l][:, None, :]
-        zs.append(z)
-        hs.append(s(z))
+    hs, zs = _layers(s, X, Ws, bs)
     O = zs[-1].shape[-1]
     D = O * N
     jj, bb = np.repeat(np.arange(O), N), np.tile(np.arange(N), O)
