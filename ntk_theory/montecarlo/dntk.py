@@ -25,7 +25,6 @@ z-score is NaN and :meth:`DNTKStatistics.agrees_with` fails on it, never z = 0; 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from .. import _checks
 from ..architecture import MLPSpec
 from ..reference.activations import numpy_activation
 from ..reference.dntk import readout_derivatives
-from .estimate import EstimateTable, jackknife, run_blocks, run_info, run_settings
+from .estimate import WidthStatistics, jackknife, run_blocks, run_info, run_settings
 
 Array = np.ndarray
 
@@ -60,18 +59,9 @@ _PATTERNS = {
 }
 
 
-@dataclass
-class DNTKStatistics(EstimateTable):
+class DNTKStatistics(WidthStatistics):
     """Estimates (value, stderr), each (N, N, N, N), of the quantities of :data:`DNTK_QUANTITIES` at one width;
     ``info`` the run's set-up (width ``n``, samples, batches, seconds)."""
-
-    estimates: dict
-    X: Array
-    info: dict = field(default_factory=dict)
-
-    @property
-    def width(self) -> int:
-        return self.info["n"]
 
     def agrees_with(self, prediction, sigmas: float = 4.0) -> bool:
         """True iff every entry of every estimate the prediction has (a dict or an object with attributes P, Q,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "SYMMETRIES",
     "Estimate",
     "EstimateTable",
+    "WidthStatistics",
     "batch_sums",
     "distinct_entries",
     "jackknife",
@@ -186,6 +187,20 @@ class EstimateTable:
 
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(self.table())
+
+
+@dataclass
+class WidthStatistics(EstimateTable):
+    """The estimates of one Monte Carlo run at one width: ``estimates`` {name: :class:`Estimate`}, the inputs
+    ``X`` (N, n_0), ``info`` the run's set-up (the width n under ``"n"``, samples, batches, seconds)."""
+
+    estimates: dict
+    X: Array
+    info: dict = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.info["n"]
 
 
 # --------------------------------------------------------------------------- blocks and batches

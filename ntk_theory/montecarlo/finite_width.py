@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,6 +71,7 @@ from .controls import ControlVariates
 from .estimate import (
     Estimate,
     EstimateTable,
+    WidthStatistics,
     jackknife,
     run_blocks,
     run_info,
@@ -132,17 +132,8 @@ class FiniteWidthTable(EstimateTable):
         return symmetry_of(name)
 
 
-@dataclass
-class LayerStatistics(FiniteWidthTable):
+class LayerStatistics(FiniteWidthTable, WidthStatistics):
     """Estimates (value, stderr) of the readout layer's finite-width statistics at one width."""
-
-    estimates: dict
-    X: Array
-    info: dict = field(default_factory=dict)
-
-    @property
-    def width(self) -> int:
-        return self.info["n"]
 
     def table(self, names=None, max_rows: int = 10) -> str:
         i = self.info
