@@ -3,7 +3,17 @@ through ``reference.graph.jvp`` (independent of the reverse-mode and structured 
 
 import numpy as np
 
+from ntk_theory import stax
 from ntk_theory.reference import graph
+
+
+def parsed_network(text, shape, seed=0):
+    """(description, params, X) of stax text: X ~ N(0, 1) of ``shape`` from ``seed``, the parameters by
+    reference.graph.init from ``seed + 1``."""
+    description = stax.parse(text).description
+    X = np.random.default_rng(seed).standard_normal(shape)
+    _, params = graph.init(description, seed + 1, shape)
+    return description, params, X
 
 
 def forward_mode_jacobian(description, params, X):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jacobians import finite_difference_ntk, parsed_network
+from jacobians import forward_mode_jacobian as _forward_mode_jacobian
+from jacobians import rel as _rel
 
 from ntk_theory import stax
 from ntk_theory.empirical import METHODS, Problem, empirical_ntk, model, plan
 from ntk_theory.empirical import graph as empirical_graph
 from ntk_theory.reference import graph
-from jacobians import forward_mode_jacobian as _forward_mode_jacobian
-from jacobians import rel as _rel
-from jacobians import finite_difference_ntk
 
 ALL = METHODS + ("auto",)
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "conv_apply.npz"
@@ -39,11 +39,7 @@ NETWORKS = {
 
 
 def _network(name, seed=0):
-    text, shape = NETWORKS[name]
-    description = stax.parse(text).description
-    X = np.random.default_rng(seed).standard_normal(shape)
-    _, params = graph.init(description, seed + 1, shape)
-    return description, params, X
+    return parsed_network(*NETWORKS[name], seed)
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

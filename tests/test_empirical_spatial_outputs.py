@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jacobians import forward_mode_jacobian as _forward_mode_jacobian
+from jacobians import parsed_network
 
-from ntk_theory import stax
 from ntk_theory.empirical import METHODS, empirical_ntk
 from ntk_theory.reference import graph
-
-from jacobians import forward_mode_jacobian as _forward_mode_jacobian
 
 NETWORKS = {
     # 2-D: SAME then VALID convolutions, the readout a Conv with two channels
@@ -31,11 +30,7 @@ NETWORKS = {
 
 
 def _network(name, seed=0):
-    text, shape = NETWORKS[name]
-    description = stax.parse(text).description
-    X = np.random.default_rng(seed).standard_normal(shape)
-    _, params = graph.init(description, seed + 1, shape)
-    return description, params, X
+    return parsed_network(*NETWORKS[name], seed)
 
 
 def _neural_tangents_layout(J1, J2, trace):
