@@ -357,11 +357,9 @@ def test_linearised_model_against_monte_carlo_of_networks(name, eta, widths):
     assert np.max(np.abs(zc[~exact_c])) < 4, zc
 
 
-@pytest.mark.slow
-def test_linearised_split_of_trained_ensembles():
-    """The trained ensembles' E[f_lin] and Cov[f_lin] (ntk_theory.montecarlo.trained, networks actually trained,
-    fitted over widths by ntk_theory.validation.trained): the O(1/n) coefficient within 4 SE (tanh at
-    criticality, steps 2 and 10)."""
+def _tanh_trained_fit():
+    """(net, eta, steps, C_W/C_b keywords, fit): trained tanh ensembles at criticality (montecarlo.trained, 8,000
+    networks at widths 32/64/128, steps 2 and 10, eta 0.5) fitted in 1/n by validation.trained."""
     from ntk_theory.montecarlo.trained import sample_trained
     from ntk_theory.validation.trained import fit_trained_widths, infinite_width_trained
 
@@ -371,6 +369,15 @@ def test_linearised_split_of_trained_ensembles():
                            seed=w, **kw) for w in (32, 64, 128)]
     fit = fit_trained_widths(runs, infinite_width_trained(net["activation"], X3, Y3, XT2, net["depth"], eta=eta,
                                                           steps=steps, **kw))
+    return net, eta, steps, kw, fit
+
+
+@pytest.mark.slow
+def test_linearised_split_of_trained_ensembles():
+    """The trained ensembles' E[f_lin] and Cov[f_lin] (ntk_theory.montecarlo.trained, networks actually trained,
+    fitted over widths by ntk_theory.validation.trained): the O(1/n) coefficient within 4 SE (tanh at
+    criticality, steps 2 and 10)."""
+    net, eta, steps, kw, fit = _tanh_trained_fit()
     dyn = FiniteWidthDynamics.from_network(net["activation"], X3, Y3, XT2, net["depth"], learning_rate=eta, **kw)
     m1 = dyn.mean(steps=np.array(steps)).correction
     c1 = dyn.covariance(steps=np.array(steps)).correction
@@ -387,15 +394,7 @@ def test_motion_against_trained_ensembles():
     width 64 (1,500 networks, 4 readout neurons); the prediction's own error propagated by redrawing P..U within
     their standard errors (entries independently).  Within 4 combined SE at steps 2 and 10 (measured |z| <= 1.4)."""
     from ntk_theory.montecarlo.dntk import sample_dntk
-    from ntk_theory.montecarlo.trained import sample_trained
-    from ntk_theory.validation.trained import fit_trained_widths, infinite_width_trained
-
-    net, eta, steps = NETS["tanh"], 0.5, [2, 10]
-    kw = dict(C_W=net["C_W"], C_b=net["C_b"])
-    runs = [sample_trained(net["activation"], X3, Y3, XT2, net["depth"], w, eta=eta, steps=steps, samples=8000,
-                           seed=w, **kw) for w in (32, 64, 128)]
-    fit = fit_trained_widths(runs, infinite_width_trained(net["activation"], X3, Y3, XT2, net["depth"], eta=eta,
-                                                          steps=steps, **kw))
+    net, eta, steps, kw, fit = _tanh_trained_fit()
     st = sample_dntk(net["activation"], np.concatenate([X3, XT2]), net["depth"], 64, outputs=4, samples=1500, seed=1,
                      **kw)
     d = {k: st[k].value for k in "PQRSTU"}
