@@ -181,6 +181,7 @@ def plot(result, path):
     plt.close(fig)
 
 
+# Deliberately repeated in every paper script (figure saving, --quick/--out-dir): each runs standalone by its path.
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="recursion only, smaller depths (no Monte Carlo)")
