@@ -16,20 +16,16 @@ import numpy as np
 
 from .. import _checks
 from ..montecarlo import QUANTITIES, Estimate, FiniteWidthTable, layer_statistics
+from ..montecarlo.estimate import EstimateTable
 from ..reference.activations import numpy_activation
 
-__all__ = ["WidthFit", "fit_inverse_width", "fit_widths", "weighted_fit"]
+__all__ = ["FitTable", "WidthFit", "fit_inverse_width", "fit_widths", "weighted_fit"]
 
 
 @dataclass
-class WidthFit(FiniteWidthTable):
-    """Coefficients of the 1/n fits with standard errors, chi^2 per entry, and the per-width runs.
-
-    ``K``, ``K1``, ``K2``: E[z z] = K + K1/n + K2/n^2; ``ntk``, ``ntk1``, ``ntk2`` (aliases ``Theta``,
-    ``Theta1``): the same for E[Theta_ii]; ``V``, ``A``, ``B``, ``D``, ``F`` (and the single-neuron
-    combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
-    (per entry) with ``dof[name]`` degrees of freedom.
-    """
+class FitTable(EstimateTable):
+    """Coefficients fitted over widths: ``estimates`` {name: Estimate}, ``chi2[name]`` (per entry) with
+    ``dof[name]`` degrees of freedom, the ``widths`` and the per-width ``runs``, ``info`` the fit's set-up."""
 
     estimates: dict
     chi2: dict
@@ -37,6 +33,16 @@ class WidthFit(FiniteWidthTable):
     widths: list
     runs: list
     info: dict = field(default_factory=dict)
+
+
+class WidthFit(FiniteWidthTable, FitTable):
+    """Coefficients of the 1/n fits with standard errors, chi^2 per entry, and the per-width runs.
+
+    ``K``, ``K1``, ``K2``: E[z z] = K + K1/n + K2/n^2; ``ntk``, ``ntk1``, ``ntk2`` (aliases ``Theta``,
+    ``Theta1``): the same for E[Theta_ii]; ``V``, ``A``, ``B``, ``D``, ``F`` (and the single-neuron
+    combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
+    (per entry) with ``dof[name]`` degrees of freedom.
+    """
 
     def entry_note(self, name, idx) -> str:
         base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))

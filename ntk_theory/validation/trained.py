@@ -24,12 +24,10 @@ themselves, ~1/sqrt(2 (B - 1)) relative, are not propagated); ``chi2[name]`` per
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..montecarlo.estimate import Estimate, EstimateTable
-from .fits import weighted_fit
+from ..montecarlo.estimate import Estimate
+from .fits import FitTable, weighted_fit
 
 __all__ = ["TrainedWidthFit", "fit_trained", "fit_trained_widths", "infinite_width_trained"]
 
@@ -54,17 +52,9 @@ def infinite_width_trained(activation, X_train, y_train, X_test, depth: int, *, 
     return pred.test.mean, pred.test.covariance
 
 
-@dataclass
-class TrainedWidthFit(EstimateTable):
+class TrainedWidthFit(FitTable):
     """Fitted coefficients (module docstring) with standard errors; ``chi2``/``dof`` per fitted name;
     ``widths``; ``runs`` the per-width :class:`~ntk_theory.montecarlo.trained.TrainedEnsemble`."""
-
-    estimates: dict
-    chi2: dict
-    dof: dict
-    widths: list
-    runs: list
-    info: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"<TrainedWidthFit widths {self.widths}: {', '.join(self.estimates)}>"
