@@ -123,7 +123,8 @@ def test_tanh_slope_derived_from_small_k_balance(quick):
 
 def test_quick_main_writes_outputs(quick):
     out, res = quick
-    assert (out / "dntk_depth.png").stat().st_size > 0 and (out / "dntk_depth.json").stat().st_size > 0
+    assert (out / "dntk_depth.json").stat().st_size > 0
+    assert importlib.util.find_spec("matplotlib") is None or (out / "dntk_depth.png").stat().st_size > 0
     assert res["activations"]["relu"]["max_abs_error"] < 1e-12
 
 

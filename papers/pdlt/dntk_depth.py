@@ -45,6 +45,7 @@ writes ``dntk_depth.png`` and ``dntk_depth.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -190,7 +191,10 @@ def main(argv=None):
     result = run(**(QUICK if a.quick else FULL))
     out = Path(a.out_dir)
     (out / "dntk_depth.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / "dntk_depth.png")
+    if importlib.util.find_spec("matplotlib"):
+        plot(result, out / "dntk_depth.png")
+    else:
+        print("matplotlib is not installed (pip install ntk-theory[plot]): dntk_depth.png not written")
     e = result["activations"]
     print(f"relu: max |Q/Th^2 - (l^2-1)/(3l)| = {e['relu']['max_abs_error']:.2e}, max |P| = {e['relu']['max_abs_P']:.1e}")
     f = e["tanh"]["fit"]
