@@ -358,6 +358,11 @@ def _check_architecture(args) -> int:
                                     mp_check=args.mp_check)
     except NotImplementedError as exc:
         raise NotSupportedForArchitecture(f"not supported for this architecture: {exc}") from None
+    return _print_report(report, plot)
+
+
+def _print_report(report, plot) -> int:
+    """Print a check's table, draw its plot if asked; exit code 0 when every row passes, else 1."""
     print(report.table())
     if plot:
         report.plot(plot)
@@ -379,11 +384,7 @@ def _check_residual_finite_width(args, plot) -> int:
                                              samples=args.samples, seed=args.seed, progress=_progress(args))
     except NotDerived as exc:
         raise NotSupportedForArchitecture(f"not yet supported for this architecture: {exc}") from None
-    print(report.table())
-    if plot:
-        report.plot(plot)
-        print(f"plot written to {plot}")
-    return 0 if report.passed else 1
+    return _print_report(report, plot)
 
 
 GENERAL_ARCHITECTURE_RUNNERS.update({"sample": _sample_architecture, "check": _check_architecture})
@@ -799,11 +800,7 @@ def _cmd_check(args) -> int:
         report = check(args.activation, X, args.depth, C_W=args.C_W, C_b=args.C_b, param=args.param,
                        widths=args.widths or [64, 128, 256, 512], samples=args.samples, seed=args.seed,
                        progress=_progress(args), mp_check=args.mp_check)
-    print(report.table())
-    if plot:
-        report.plot(plot)
-        print(f"plot written to {plot}")
-    return 0 if report.passed else 1
+    return _print_report(report, plot)
 
 
 def _cmd_empirical_ntk(args) -> int:

@@ -37,7 +37,7 @@ import sympy as sp
 
 from ..activations import drop_deltas, x
 from ..gaussian import expectation1, k
-from .dntk import DDNTKState, dntk_one_input, dntk_symbolic, dntk_tensors
+from .dntk import DDNTKState, ddntk_activation_check, dntk_one_input, dntk_symbolic, dntk_tensors
 from .network import FiniteWidthRecursion, _tidy
 from .twopoint import TwoPoint, derivative_tensors, stein_factors
 
@@ -137,21 +137,10 @@ class _Averages:
         return lambda name: self._combine(name, one)
 
 
-def _check_activation(rec: FiniteWidthRecursion, kink_terms: bool) -> None:
-    act = rec.activation
-    if act.kinks:
-        from .dntk import _kappa
-
-        _kappa(rec, False)  # ValueError unless piecewise-linear
-        if kink_terms:
-            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} are not derived; use "
-                             "kink_terms=False (the pointwise derivatives of each network)")
-
-
 def ddntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: bool = True
                     ) -> list[DDNTKScalars]:
     """R, S, T, U of layers 1 .. L+1 for one input x (or G0 = x.x / n_0), float64 (layer l's per 1/n_(l-1))."""
-    _check_activation(rec, kink_terms)
+    ddntk_activation_check(rec, kink_terms)
     states = rec.one_input(x, G0=G0)
     dn = dntk_one_input(rec, x, G0=G0, kink_terms=kink_terms)
     averages = _Averages(rec.activation)
@@ -169,7 +158,7 @@ def ddntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: b
 def ddntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
                    ) -> list[DDNTKScalars]:
     """R, S, T, U of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
-    _check_activation(rec, kink_terms)
+    ddntk_activation_check(rec, kink_terms)
     averages = _Averages(rec.activation)
     if not averages.closed():
         raise ValueError(f"no closed form for the ddNTK averages of {rec.activation.name}; use ddntk_one_input()")
@@ -286,7 +275,7 @@ def ddntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol:
     """R, S, T, U (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1)."""
     from .. import _checks
 
-    _check_activation(rec, kink_terms)
+    ddntk_activation_check(rec, kink_terms)
     pointwise = bool(rec.activation.kinks)
     X = _checks.inputs(X, "X")
     uniq, inv = np.unique(X, axis=0, return_inverse=True)

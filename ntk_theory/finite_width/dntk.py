@@ -111,6 +111,17 @@ class _ZSDDD:
         return v, float(e) if e is not None else 0.0
 
 
+def ddntk_activation_check(rec, kink_terms: bool) -> None:
+    """Refuse activations whose ddNTK is not derived: kinked ones other than piecewise-linear, and piecewise-linear
+    ones with ``kink_terms`` (the Dirac terms at the kinks); ValueError in one line."""
+    act = rec.activation
+    if act.kinks:
+        _kappa(rec, False)  # ValueError unless piecewise-linear
+        if kink_terms:
+            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} are not derived; use "
+                             "kink_terms=False (the pointwise derivatives of each network)")
+
+
 def _kappa(rec, kink_terms: bool) -> int:
     act = rec.activation
     if kink_terms or not act.kinks:  # smooth s: the two coincide
@@ -403,12 +414,8 @@ def ddntk_second_layer(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True,
     from .. import _checks
 
     X = _checks.inputs(X, "X")
+    ddntk_activation_check(rec, kink_terms)
     act = rec.activation
-    if act.kinks:
-        _kappa(rec, False)  # ValueError unless piecewise-linear
-        if kink_terms:
-            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} are not derived; use "
-                             "kink_terms=False (the pointwise derivatives of each network)")
     d = X.shape[1]
     G0 = X @ X.T / d
     K = rec.C_b[0] + rec.C_W[0] * G0
