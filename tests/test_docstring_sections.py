@@ -1,0 +1,208 @@
+"""Every public function and class (the ``__all__`` of the packages below) has numpydoc sections.
+
+- ``Examples`` always (they run as doctests in ``test_docstring_examples.py``);
+- ``Parameters`` when it takes arguments (a class: its constructor's);
+- ``Returns`` (or ``Yields``) for a function that returns something.
+
+Whether a function takes arguments or returns something is read from the code (its signature; its return
+annotation, else whether its source has a ``return <value>`` or ``yield``), not from the docstring, so the
+check is independent of the text it checks.  ``EXCEPTIONS`` lists the names still lacking a section.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import textwrap
+
+import pytest
+
+#: the packages whose public names are checked (another package: append it here)
+PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "codegen", "jit", "quantities",
+            "criticality", "finite_width")
+
+#: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
+EXCEPTIONS: dict[str, set[str]] = {
+    "ntk_theory.stax.Network": {'Examples', 'Parameters'},
+    "ntk_theory.stax.ArchitectureSyntaxError": {'Examples'},
+    "ntk_theory.stax.Identity": {'Examples', 'Returns'},
+    "ntk_theory.stax.FanOut": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.FanInSum": {'Examples', 'Returns'},
+    "ntk_theory.stax.FanInConcat": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.AvgPool": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.GlobalAvgPool": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Flatten": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Relu": {'Examples', 'Returns'},
+    "ntk_theory.stax.LeakyRelu": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.ABRelu": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Abs": {'Examples', 'Returns'},
+    "ntk_theory.stax.Sign": {'Examples', 'Returns'},
+    "ntk_theory.stax.Erf": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Sigmoid_like": {'Examples', 'Returns'},
+    "ntk_theory.stax.Gelu": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Sin": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Cos": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Exp": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Gaussian": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Rbf": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Monomial": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.RectifiedMonomial": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Polynomial": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Hermite": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Tanh": {'Examples', 'Returns'},
+    "ntk_theory.stax.Sigmoid": {'Examples', 'Returns'},
+    "ntk_theory.stax.Softplus": {'Examples', 'Returns'},
+    "ntk_theory.stax.Swish": {'Examples', 'Returns'},
+    "ntk_theory.stax.Elu": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.stax.Selu": {'Examples', 'Returns'},
+    "ntk_theory.stax.Activation": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.MLPSpec": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Dense": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Elementwise": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.FanInConcat": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.FanInSum": {'Examples'},
+    "ntk_theory.architecture.FanOut": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Identity": {'Examples'},
+    "ntk_theory.architecture.Layer": {'Examples'},
+    "ntk_theory.architecture.LayerNorm": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Parallel": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Serial": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.leaves": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.map_leaves": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.parallel": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.serial": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.walk": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.where": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.architecture.AvgPool": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Conv": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.Flatten": {'Examples', 'Parameters'},
+    "ntk_theory.architecture.GlobalAvgPool": {'Examples', 'Parameters'},
+    "ntk_theory.activations.Activation": {'Examples', 'Parameters'},
+    "ntk_theory.activations.drop_deltas": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.activations.lambdify_numpy": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.activations.activation": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.activations.checked": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.activations.library_activation": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.activations.DivergentExpectation": {'Examples'},
+    "ntk_theory.gaussian.expectation": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.gaussian.expectation1": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.gaussian.ClosedForm": {'Examples', 'Parameters'},
+    "ntk_theory.gaussian.NumericalExpectation": {'Examples', 'Parameters'},
+    "ntk_theory.gaussian.ClosedDiagonal": {'Examples', 'Parameters'},
+    "ntk_theory.gaussian.NumericalDiagonal": {'Examples', 'Parameters'},
+    "ntk_theory.gaussian.GaussianExpectation": {'Examples'},
+    "ntk_theory.gaussian.NoRule": {'Examples'},
+    "ntk_theory.recursions.ActivationKernels": {'Examples', 'Parameters'},
+    "ntk_theory.recursions.LayerMap": {'Examples', 'Parameters'},
+    "ntk_theory.recursions.KernelResult": {'Examples', 'Parameters'},
+    "ntk_theory.codegen.CompiledKernel": {'Examples', 'Parameters'},
+    "ntk_theory.codegen.compiled_kernel": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.jit.NumbaPrinter": {'Examples', 'Parameters'},
+    "ntk_theory.jit.build_functions": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.jit.function_source": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.jit.numba_code": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.quantities.Quantity": {'Examples', 'Parameters'},
+    "ntk_theory.quantities.UnknownQuantity": {'Examples'},
+    "ntk_theory.quantities.check_names": {'Examples', 'Parameters'},
+    "ntk_theory.quantities.describe": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.quantities.quantity": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.quantities.table": {'Examples', 'Returns'},
+    "ntk_theory.criticality.Criticality": {'Examples', 'Parameters'},
+    "ntk_theory.criticality.CriticalPoint": {'Examples', 'Parameters'},
+    "ntk_theory.criticality.FixedPoint": {'Examples', 'Parameters'},
+    "ntk_theory.criticality.Moments": {'Examples', 'Parameters'},
+    "ntk_theory.criticality.Universality": {'Examples', 'Parameters'},
+    "ntk_theory.criticality.phase_diagram": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.criticality.PhaseDiagram": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.DNTKState": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.FiniteWidthPredictions": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.FiniteWidthRecursion": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.NotDerived": {'Examples'},
+    "ntk_theory.finite_width.OneInputAverages": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.ResidualPredictions": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.ResidualRecursion": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.State": {'Examples', 'Parameters'},
+    "ntk_theory.finite_width.recursion_for": {'Examples', 'Parameters', 'Returns'},
+    "ntk_theory.finite_width.why_not_derived": {'Examples', 'Parameters', 'Returns'},
+}
+
+
+def _section(doc: str, title: str) -> bool:
+    return re.search(rf"^\s*{title}\n\s*-{{3,}}\s*$", doc, re.MULTILINE) is not None
+
+
+def _takes_arguments(obj) -> bool:
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    params = list(signature.parameters.values())
+    if inspect.isclass(obj) and issubclass(obj, BaseException):
+        # an exception's inherited constructor, (*args, **kwargs): its message
+        params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return bool(params)
+
+
+def _returns_something(func) -> bool:
+    if hasattr(func, "__wrapped__"):          # a wrapper around a constructor: returns what it builds
+        return True
+    annotation = inspect.signature(func).return_annotation
+    if annotation is not inspect.Signature.empty:
+        return annotation not in (None, "None")
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    body = tree.body[0]
+
+    def own_nodes(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                continue
+            yield child
+            yield from own_nodes(child)
+
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) or isinstance(n, ast.Return) and n.value is not None
+               for n in own_nodes(body))
+
+
+def _public():
+    found, seen = [], set()
+    for package in PACKAGES:
+        module = importlib.import_module(f"ntk_theory.{package}")
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            found.append((f"ntk_theory.{package}.{name}", obj))
+    return found
+
+
+CASES = _public()
+
+
+def _missing(obj) -> set[str]:
+    doc = inspect.getdoc(obj) or ""
+    missing = set()
+    if not _section(doc, "Examples"):
+        missing.add("Examples")
+    if _takes_arguments(obj) and not _section(doc, "Parameters"):
+        missing.add("Parameters")
+    if inspect.isfunction(obj) and _returns_something(obj) and not (_section(doc, "Returns") or _section(doc, "Yields")):
+        missing.add("Returns")
+    return missing
+
+
+@pytest.mark.parametrize("label, obj", CASES, ids=[c[0] for c in CASES])
+def test_numpydoc_sections(label, obj):
+    missing = _missing(obj) - EXCEPTIONS.get(label, set())
+    assert not missing, f"{label}'s docstring lacks the numpydoc section(s) {sorted(missing)}"
+
+
+def test_exceptions_are_current():
+    """An exception that no longer applies (the section was written) is removed from the list."""
+    labels = dict(CASES)
+    stale = {label: sorted(sections - _missing(labels[label]) if label in labels else sections)
+             for label, sections in EXCEPTIONS.items()
+             if label not in labels or sections - _missing(labels[label])}
+    assert not stale, f"remove these from EXCEPTIONS, they are documented now: {stale}"
