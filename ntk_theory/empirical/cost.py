@@ -89,20 +89,8 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _checks
-from ..architecture import (
-    AvgPool,
-    Conv,
-    Dense,
-    Elementwise,
-    FanInConcat,
-    FanInSum,
-    Flatten,
-    GlobalAvgPool,
-    Layer,
-    LayerNorm,
-    walk,
-    where,
-)
+from ..architecture import (AvgPool, Conv, Dense, Elementwise, FanInConcat, FanInSum, Flatten, GlobalAvgPool,
+                            Layer, LayerNorm, walk, where)
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured")
 DEFAULT_MEMORY = 2 * 2**30  # bytes of intermediates the batching aims to stay under

@@ -38,7 +38,7 @@ Array = np.ndarray
 
 __all__ = ["DNTK_QUANTITIES", "DNTKStatistics", "sample_dntk"]
 
-# a table of names and descriptions laid out like montecarlo.finite_width.QUANTITIES: data, not shared logic
+# a data table laid out like finite_width.QUANTITIES and statistics.ESTIMATES: names and descriptions, not shared logic
 #: name -> (description, the tensor it needs)
 DNTK_QUANTITIES = {
     "P": ("n E[dH_{i j j; a0 a1 a2} z_{i;a3}], i != j", "dntk"),

@@ -38,6 +38,7 @@ __all__ = [
     "SYMMETRIES",
     "Estimate",
     "EstimateTable",
+    "NetworkEstimates",
     "WidthStatistics",
     "batch_sums",
     "distinct_entries",
@@ -190,13 +191,18 @@ class EstimateTable:
 
 
 @dataclass
-class WidthStatistics(EstimateTable):
-    """The estimates of one Monte Carlo run at one width: ``estimates`` {name: :class:`Estimate`}, the inputs
-    ``X`` (N, n_0), ``info`` the run's set-up (the width n under ``"n"``, samples, batches, seconds)."""
+class NetworkEstimates(EstimateTable):
+    """Estimates over sampled networks: ``estimates`` {name: :class:`Estimate`}, the inputs ``X`` (N, n_0) and
+    ``info``, the run's set-up; the fields of every Monte Carlo result."""
 
     estimates: dict
     X: Array
     info: dict = field(default_factory=dict)
+
+
+class WidthStatistics(NetworkEstimates):
+    """The estimates of one Monte Carlo run at one width: ``estimates`` {name: :class:`Estimate`}, the inputs
+    ``X`` (N, n_0), ``info`` the run's set-up (the width n under ``"n"``, samples, batches, seconds)."""
 
     @property
     def width(self) -> int:

@@ -83,6 +83,7 @@ Array = np.ndarray
 
 __all__ = ["ALIASES", "QUANTITIES", "FiniteWidthTable", "LayerStatistics", "layer_statistics", "symmetry_of"]
 
+# a data table laid out like statistics.ESTIMATES and dntk.DNTK_QUANTITIES: names and descriptions, not shared logic
 #: name -> (description, symmetry group used for symmetrising and printing)
 QUANTITIES = {
     "K": ("E[z_i;a z_i;b] (Rao-Blackwellised, control variates)", "pair"),

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,7 +56,7 @@ from .. import _checks
 from ..architecture import Conv, Dense, Layer, leaves, map_leaves
 from ..reference import graph as reference_graph
 from ..reference.ensemble import DenseWeights, ProjectedWeights
-from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settings
+from .estimate import Estimate, NetworkEstimates, jackknife, run_blocks, run_settings
 
 Array = np.ndarray
 
@@ -110,13 +109,8 @@ class SampledDense:
         return self.weights.backward(g)
 
 
-@dataclass
-class GraphMonteCarlo(EstimateTable):
+class GraphMonteCarlo(NetworkEstimates):
     """Estimates from S networks of one description (module docstring), with the set-up in ``info``."""
-
-    estimates: dict
-    X: Array
-    info: dict = field(default_factory=dict)
 
     def symmetry(self, name: str) -> str:
         return "pair"

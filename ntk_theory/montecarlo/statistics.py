@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from ..reference import ensemble
 from ..reference.activations import numpy_activation
 from .estimate import (
     Estimate,
-    EstimateTable,
+    NetworkEstimates,
     jackknife,
     run_blocks,
     run_info,
@@ -48,6 +47,7 @@ from .estimate import (
 
 Array = np.ndarray
 
+# a data table laid out like finite_width.QUANTITIES and dntk.DNTK_QUANTITIES: names and descriptions, not shared logic
 #: name -> (description, symmetry used when printing distinct entries)
 ESTIMATES = {
     "output_second_moment": ("E[f_a f_b]", "pair"),
@@ -61,13 +61,8 @@ ESTIMATES = {
 FOURTH_ORDER_MAX_INPUTS = 16
 
 
-@dataclass
-class MonteCarloResult(EstimateTable):
+class MonteCarloResult(NetworkEstimates):
     """Estimates from S networks, with the set-up that produced them."""
-
-    estimates: dict
-    X: Array
-    info: dict = field(default_factory=dict)
 
     def symmetry(self, name: str) -> str:
         return ESTIMATES.get(name, ("", "full"))[1]

@@ -71,23 +71,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _checks
-from ..architecture import (
-    AvgPool,
-    Conv,
-    Dense,
-    Elementwise,
-    FanInConcat,
-    FanInSum,
-    Flatten,
-    GlobalAvgPool,
-    Layer,
-    LayerNorm,
-    Parallel,
-    Serial,
-    leaves,
-    walk,
-    where,
-)
+from ..architecture import (AvgPool, Conv, Dense, Elementwise, FanInConcat, FanInSum, Flatten, GlobalAvgPool,
+                            Layer, LayerNorm, Parallel, Serial, leaves, walk, where)
 from ..architecture.convolution import pooled_size
 
 Array = np.ndarray

@@ -9,19 +9,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ..architecture import (
-    AvgPool,
-    Conv,
-    Dense,
-    Elementwise,
-    FanInConcat,
-    FanInSum,
-    FanOut,
-    Flatten,
-    GlobalAvgPool,
-    Identity,
-    LayerNorm,
-)
+from ..architecture import (AvgPool, Conv, Dense, Elementwise, FanInConcat, FanInSum, FanOut, Flatten,
+                            GlobalAvgPool, Identity, LayerNorm)
 
 
 @dataclass(frozen=True)
