@@ -51,7 +51,18 @@ SE_FLOOR = 1e-12
 @dataclass
 class ArchitectureRow(CheckRow):
     """One compared entry of :func:`check_architecture`: :class:`CheckRow` with ``scale`` the per-width s_n, and
-    failing when a standard error is at the rounding level (module docstring)."""
+    failing when a standard error is at the rounding level (module docstring).
+
+    Examples
+    --------
+    An entry whose Monte Carlo does not vary between networks (standard error 1e-16 of the scale) has no
+    verdict:
+
+    >>> row = ArchitectureRow("E[f f]", (0, 0), 1.0, [(8, 1.0, 1e-16), (16, 1.0, 1e-16)], 0.0, 1e-16, 0.0,
+    ...                       [1.0, 1.0], [1.0, 1.0])
+    >>> row.rounding_level, row.outcome(4.0)
+    (True, 'FAIL (standard error at the rounding level: the same in every network)')
+    """
 
     @property
     def relative_stderrs(self) -> list:
@@ -61,13 +72,26 @@ class ArchitectureRow(CheckRow):
 
     @property
     def rounding_level(self) -> bool:
+        """A relative standard error (per width, or of c0) is positive and at most :data:`SE_FLOOR`."""
         return any(0 < e <= SE_FLOOR for e in self.relative_stderrs if math.isfinite(e))
 
     @property
     def z(self) -> float:
+        """c0 / SE(c0); NaN when a standard error is at the rounding level, 0 or not finite."""
         return math.nan if self.rounding_level else super().z
 
     def outcome(self, sigmas: float) -> str:
+        """As :meth:`CheckRow.outcome`, failing with the reason at the rounding level.
+
+        Parameters
+        ----------
+        sigmas : float
+            The threshold on ``|z|``.
+
+        Returns
+        -------
+        str
+        """
         if self.rounding_level:
             return "FAIL (standard error at the rounding level: the same in every network)"
         return super().outcome(sigmas)
@@ -76,7 +100,12 @@ class ArchitectureRow(CheckRow):
 @dataclass
 class ArchitectureCheck(CheckReport):
     """The result of :func:`check_architecture`: ``rows`` (:class:`ArchitectureRow`), ``passed``, ``table()``,
-    ``plot(path)`` as :class:`ntk_theory.validation.CheckReport`; ``activation`` holds the description's repr."""
+    ``plot(path)`` as :class:`ntk_theory.validation.CheckReport`; ``activation`` holds the description's repr.
+
+    Examples
+    --------
+    See :func:`check_architecture`.
+    """
 
     def _title(self) -> str:
         i = self.info
@@ -110,7 +139,43 @@ def _pair_scale(M) -> np.ndarray:
 def compare_entries(quantity: str, widths, values, stderrs, predictions, row=ArchitectureRow) -> list:
     """The rows of one quantity: per entry a <= b of the (W, N, N) Monte Carlo ``values`` +- ``stderrs`` and the
     (W, N, N) ``predictions`` at the W ``widths``, the fit (E_n - k_n)/s_n = c0 + c1/n (module docstring).
-    ``quantity`` may be a (N, N) array of labels (one per entry)."""
+    ``quantity`` may be a (N, N) array of labels (one per entry).
+
+    Parameters
+    ----------
+    quantity : str or ndarray
+        The label of the rows, or an (N, N) array of labels.
+    widths : sequence of int
+        The W widths.
+    values, stderrs, predictions : array_like
+        (W, N, N) Monte Carlo estimates, their standard errors and the predictions at each width.
+    row : type, default ArchitectureRow
+        The row class.
+
+    Returns
+    -------
+    list of ArchitectureRow
+        One row per entry a <= b.
+
+    Raises
+    ------
+    ValueError
+        If the three arrays are not all (W, N, N).
+
+    Examples
+    --------
+    Estimates E_n = k (1 + 0.3/n) exactly, s_n = sqrt(k_aa k_bb) = 2: the fit recovers c0 = 0 and
+    c1 = 0.3 k_ab / 2:
+
+    >>> import numpy as np
+    >>> k = np.array([[2.0, 1.0], [1.0, 2.0]]); n = np.array([8.0, 16.0])
+    >>> E = np.stack([k * (1 + 0.3 / w) for w in n]); se = np.full_like(E, 0.01)
+    >>> rows = compare_entries("E[f f]", n, E, se, np.stack([k, k]))
+    >>> [r.entry for r in rows], bool(np.allclose([r.slope for r in rows], [0.3, 0.15, 0.3]))
+    ([(0, 0), (0, 1), (1, 1)], True)
+    >>> bool(np.allclose([r.r_inf for r in rows], 0.0)), rows[0].outcome(4.0)
+    (True, 'pass')
+    """
     widths = tuple(int(w) for w in widths)
     values, stderrs, predictions = (np.asarray(a, dtype=float) for a in (values, stderrs, predictions))
     if not values.shape == stderrs.shape == predictions.shape or values.shape[0] != len(widths):
@@ -162,6 +227,55 @@ def check_architecture(
     :func:`ntk_theory.montecarlo.graph.sample_kernels`.  ``progress``: True, False or None (bars when
     standard error is a terminal).  The kernel is computed at every width before any sampling, so a description
     it refuses (``NotImplementedError`` naming the layer) fails at once.
+
+    Parameters
+    ----------
+    description : Layer or Network
+        The architecture (``stax.serial(...)``).
+    X : array_like, optional
+        Inputs (N, d), or images.
+    widths : sequence of int, default (64, 128, 256)
+        At least two distinct hidden widths.
+    samples : int, default 20000
+        Networks per width.
+    seed : int, default 0
+    sigmas : float, default 4.0
+        An entry passes when ``|c0| < sigmas SE(c0)``.
+    progress : bool or None, default None
+    mp_check : bool, default False
+    predict : callable, optional
+        ``predict(description, X)`` -> object with ``.nngp``, ``.ntk``.
+    batches : int, default 32
+    sampler : {'projected', 'dense'}, default 'projected'
+    workers : int or None, default None
+
+    Returns
+    -------
+    ArchitectureCheck
+
+    Raises
+    ------
+    ValueError
+        If ``description`` is not a description, or fewer than two distinct widths are given.
+
+    Examples
+    --------
+    A one-hidden-layer ReLU network with W_std^2 = 2 at two unit inputs pi/3 apart (first-layer kernel cos theta):
+    the predictions are the arc-cosine NNGP (1/pi)(sin theta + (pi - theta) cos theta) and the NTK
+    NNGP + 2 (pi - theta)/(2 pi) cos theta, and the finite networks agree:
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> net = stax.serial(stax.Dense(8, W_std=2 ** 0.5), stax.Relu(), stax.Dense(1, W_std=2 ** 0.5))
+    >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
+    >>> report = check_architecture(net, X, widths=(8, 16), samples=2000, progress=False)
+    >>> t = np.pi / 3; nngp = (np.sin(t) + (np.pi - t) * np.cos(t)) / np.pi
+    >>> bool(np.isclose(report.rows[1].prediction, nngp))
+    True
+    >>> bool(np.isclose(report.rows[4].prediction, nngp + 2 * (np.pi - t) / (2 * np.pi) * np.cos(t)))
+    True
+    >>> report.passed
+    True
     """
     from ..defaults import default_inputs
 

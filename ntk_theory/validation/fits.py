@@ -42,15 +42,68 @@ class WidthFit(FiniteWidthTable, FitTable):
     ``Theta1``): the same for E[Theta_ii]; ``V``, ``A``, ``B``, ``D``, ``F`` (and the single-neuron
     combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
     (per entry) with ``dof[name]`` degrees of freedom.
+
+    Attributes
+    ----------
+    estimates : dict
+        {name: :class:`~ntk_theory.montecarlo.Estimate`} of the fitted coefficients; ``fit[name]`` reads one.
+    chi2, dof : dict
+        chi^2 per entry and its degrees of freedom, per fitted quantity.
+    widths : list of int
+        The widths fitted over.
+    runs : list of LayerStatistics
+        The per-width Monte Carlo runs.
+    info : dict
+        The set-up (activation, depth, C_W, C_b, param, samples per width, seconds).
+
+    Examples
+    --------
+    See :func:`fit_widths`; ``table(names)`` prints the chosen coefficients:
+
+    >>> import numpy as np
+    >>> from ntk_theory.montecarlo import layer_statistics
+    >>> runs = [layer_statistics("relu", np.array([[1.0, 0.0]]), 1, n, samples=500, seed=n, progress=False)
+    ...         for n in (8, 16, 32)]
+    >>> print(fit_widths(runs).table(["K"]))     # doctest: +ELLIPSIS
+    1/n fits over widths [8, 16, 32] (relu, depth 1, ...)
+    K: n -> infinity limit
+      [      0,0]   1.000000e+00 +- ...
     """
 
     def entry_note(self, name, idx) -> str:
+        """The chi^2 note printed after an entry of ``name`` at index ``idx`` (empty for 1/n coefficients).
+
+        Parameters
+        ----------
+        name : str
+            A fitted quantity.
+        idx : tuple of int
+            The entry.
+
+        Returns
+        -------
+        str
+            ``"   chi2 <chi2>/<dof>"`` for an n -> infinity limit, ``""`` otherwise.
+        """
         base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))
         if base in self.chi2 and not name.endswith("_slope") and name not in ("K1", "K2", "ntk1", "ntk2"):
             return f"   chi2 {self.chi2[base][idx]:.1f}/{self.dof[base]}"
         return ""
 
     def table(self, names=None, max_rows: int = 10) -> str:
+        """The fitted coefficients as text: a heading with the set-up, then per quantity its entries.
+
+        Parameters
+        ----------
+        names : list of str, optional
+            The quantities to print (default: all).
+        max_rows : int, default 10
+            At most that many entries per quantity.
+
+        Returns
+        -------
+        str
+        """
         i = self.info
         head = (
             f"1/n fits over widths {self.widths} ({i.get('activation')}, depth {i.get('depth')}, "
@@ -70,6 +123,38 @@ def weighted_fit(widths, values, errors, powers, fixed=None):
     standard errors (P, ...), chi^2 (...)).  An entry with a standard error that is 0 or not finite at some
     width has no weighted fit: its coefficients, standard errors and chi^2 are NaN (a verdict built on them
     fails), never a fit that trusts that width infinitely.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        The W widths n.
+    values, errors : array_like
+        (W, ...) estimates and their standard errors, one row per width.
+    powers : sequence of int
+        The P powers k of 1/n in the model (0: the intercept).
+    fixed : array_like, optional
+        A known part of y, (...) (e.g. the infinite-width value), subtracted before the fit.
+
+    Returns
+    -------
+    coefficients, stderrs : ndarray
+        (P, ...) the c_k and their standard errors, sqrt of the diagonal of (D^T W D)^-1.
+    chi2 : ndarray
+        (...) the weighted sum of squared residuals.
+
+    Examples
+    --------
+    Three exact points of y = 1 + 2/n are fitted exactly, with chi^2 = 0; with equal errors s the
+    intercept's standard error is that of unweighted least squares, s sqrt(((D^T D)^-1)_00):
+
+    >>> import numpy as np
+    >>> n = np.array([8.0, 16.0, 32.0]); y = 1 + 2 / n
+    >>> coef, se, chi2 = weighted_fit(n, y, np.full(3, 0.1), [0, 1])
+    >>> bool(np.allclose(coef, [1.0, 2.0])), bool(abs(chi2) < 1e-20)
+    (True, True)
+    >>> D = np.stack([np.ones(3), 1 / n], axis=1)
+    >>> bool(np.isclose(se[0], 0.1 * np.sqrt(np.linalg.inv(D.T @ D)[0, 0])))
+    True
     """
     x = 1.0 / np.asarray(widths, dtype=float)
     Dm = np.stack([x**p for p in powers], axis=1)  # (W, P)
@@ -100,6 +185,41 @@ def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int
     ``infinite``: None (fit the n -> infinity K and Theta) or a pair (K, Theta) of known infinite-width
     values (then only the 1/n, ..., 1/n^mean_order coefficients are fitted).  ``mean_order``: highest
     power of 1/n for the means (2: K + K1/n + K2/n^2); ``tensor_order``: for the n-scaled tensors.
+
+    Parameters
+    ----------
+    runs : list of LayerStatistics
+        :func:`~ntk_theory.montecarlo.layer_statistics` results at distinct widths.
+    infinite : tuple of array_like, optional
+        Known (K, Theta) at infinite width.
+    mean_order, tensor_order : int, default 2 and 1
+        The highest powers of 1/n fitted.
+
+    Returns
+    -------
+    WidthFit
+
+    Raises
+    ------
+    ValueError
+        If two runs have the same width or there are fewer widths than coefficients.
+
+    Examples
+    --------
+    One ReLU hidden layer at criticality (C_W = 2, C_b = 0): E[z z] = C_W E[relu(z1)^2] = 1 at every width for
+    x = (1, 0), and the n -> infinity limit of the four-point vertex is V = C_W^2 (E[relu^4] - E[relu^2]^2)
+    = 4 (3/2 - 1/4) = 5 (z1 ~ N(0, 1)):
+
+    >>> import numpy as np
+    >>> from ntk_theory.montecarlo import layer_statistics
+    >>> runs = [layer_statistics("relu", np.array([[1.0, 0.0]]), 1, n, samples=2000, seed=n, progress=False)
+    ...         for n in (8, 16, 32)]
+    >>> fit = fit_widths(runs)
+    >>> bool(abs(fit["K"].value[0, 0] - 1.0) <= 4 * fit["K"].stderr[0, 0] + 1e-12)
+    True
+    >>> V = fit["V"]
+    >>> bool(abs(V.value[0, 0, 0, 0] - 5.0) < 4 * V.stderr[0, 0, 0, 0])
+    True
     """
     widths = [r.info["n"] for r in runs]
     if len(set(widths)) != len(widths):
@@ -157,6 +277,47 @@ def fit_inverse_width(
     ``infinite``: ``"fit"`` (fit the infinite-width K and Theta too), ``"recursion"`` (fix them to
     :class:`ntk_theory.recursions.KernelRecursion`, library activations only) or a pair (K, Theta).
     ``samples``: an int or one per width.  Other keywords go to :func:`layer_statistics`.
+
+    Parameters
+    ----------
+    activation : str, tuple or NumpyActivation
+        As :func:`~ntk_theory.montecarlo.layer_statistics`.
+    X : array_like
+        Inputs (N, n_0).
+    depth : int
+        The number of hidden layers L.
+    widths : sequence of int, default (16, 32, 64, 128, 256)
+        The hidden widths n (every hidden layer n wide).
+    C_W, C_b : float or sequence of float, default 2.0 and 0.0
+        Weight and bias variances.
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        The NTK's learning-rate factors.
+    samples : int or sequence of int, default 20000
+        Networks per width.
+    seed : int, default 0
+        Width i draws with the i-th child of ``SeedSequence(seed)``.
+    infinite : {'fit', 'recursion'} or tuple, default 'fit'
+        How the infinite-width K and Theta enter the fits (above).
+    mean_order, tensor_order : int, default 2 and 1
+        As :func:`fit_widths`.
+    **kwargs
+        Passed to :func:`~ntk_theory.montecarlo.layer_statistics`.
+
+    Returns
+    -------
+    WidthFit
+
+    Examples
+    --------
+    The infinite-width NTK of one ReLU layer at x = (1, 0), C_W = 2, C_b = 0 is
+    C_W (E[relu(z)^2] + E[relu'(z)^2] Theta1) with z ~ N(0, 1), Theta1 = C_W x.x/n_0 = 1: 2 (1/2 + 1/2) = 2; the fit's limit agrees within its standard error:
+
+    >>> import numpy as np
+    >>> fit = fit_inverse_width("relu", np.array([[1.0, 0.0]]), 1, widths=(8, 16, 32), samples=2000, seed=1,
+    ...                         progress=False)
+    >>> theta = fit["ntk"]
+    >>> bool(abs(theta.value[0, 0] - 2.0) < 4 * theta.stderr[0, 0])
+    True
     """
     X = _checks.inputs(X)
     act = numpy_activation(activation)  # one object for every width: its control-variate plan is computed once

@@ -38,7 +38,36 @@ CROSSCHECK_RTOL = 1e-9
 @dataclass
 class CheckRow:
     """One compared entry: the fit r(n) = (y(n) - p(n)) / scale = r_inf + slope/n of the Monte Carlo y(n)
-    against the prediction p(n), with scale = p (a relative deviation) or, where p = 0, sqrt(|p_aa p_bb|)."""
+    against the prediction p(n), with scale = p (a relative deviation) or, where p = 0, ``sqrt(|p_aa p_bb|)``.
+
+    Attributes
+    ----------
+    quantity : str
+        ``"E[f f]"`` or ``"E[Theta]"``.
+    entry : tuple of int
+        (a, b), a <= b.
+    prediction : float
+        The prediction at the largest width (at every width unless ``param="standard"``).
+    estimates : list of tuple
+        (width, value, stderr) of the Monte Carlo per width.
+    r_inf, r_inf_se, slope : float
+        The fitted intercept, its standard error and the 1/n coefficient.
+    predictions : list of float
+        The prediction at each width.
+    scale : float or None
+        The divisor of the deviations where it is not the prediction.
+
+    Examples
+    --------
+    An entry is judged by z = r_inf / SE(r_inf) (:func:`~ntk_theory.validation.verdict.z_score`); a zero
+    standard error is no verdict:
+
+    >>> row = CheckRow("E[f f]", (0, 0), 1.0, [(8, 1.1, 0.05), (16, 1.05, 0.05)], r_inf=0.5, r_inf_se=0.25, slope=0.6)
+    >>> row.z, row.outcome(4.0)
+    (2.0, 'pass')
+    >>> CheckRow("E[f f]", (0, 0), 1.0, [(8, 1.1, 0.0), (16, 1.0, 0.0)], 0.02, 0.0, 0.6).outcome(4.0)
+    'FAIL (standard error 0)'
+    """
 
     quantity: str
     entry: tuple
@@ -56,7 +85,18 @@ class CheckRow:
         return z_score(self.r_inf, 0.0, self.r_inf_se)
 
     def outcome(self, sigmas: float) -> str:
-        """``pass``/``FAIL``, with the reason when a width's estimate or standard error is missing."""
+        """``pass``/``FAIL``, with the reason when a width's estimate or standard error is missing.
+
+        Parameters
+        ----------
+        sigmas : float
+            The threshold on ``|z|``.
+
+        Returns
+        -------
+        str
+            As :func:`~ntk_theory.validation.verdict.outcome`.
+        """
         values = [v for _, v, _ in self.estimates] + self.predictions
         missing = [e for _, _, e in self.estimates if not (np.isfinite(e) and e > 0)]
         se = missing[0] if missing else self.r_inf_se
@@ -65,6 +105,24 @@ class CheckRow:
 
 @dataclass
 class CheckReport:
+    """The result of :func:`check`: one :class:`CheckRow` per compared entry and the quadrature cross-check.
+
+    Attributes
+    ----------
+    activation : str
+        The activation checked.
+    rows : list of CheckRow
+        E[f f] entries, then E[Theta] entries, a <= b.
+    sigmas : float
+        The verdict's threshold.
+    info : dict
+        The set-up and the cross-check's numbers (:func:`crosscheck`).
+
+    Examples
+    --------
+    See :func:`check`.
+    """
+
     activation: str
     rows: list
     sigmas: float
@@ -72,17 +130,21 @@ class CheckReport:
 
     @property
     def monte_carlo_passed(self) -> bool:
+        """Every entry within ``sigmas`` standard errors."""
         return all(passes(r.z, self.sigmas) for r in self.rows)
 
     @property
     def crosscheck_passed(self) -> bool:
+        """The float64 kernels agree with the independent quadrature (True when not run)."""
         return bool(self.info.get("crosscheck_passed", True))
 
     @property
     def passed(self) -> bool:
+        """Both the Monte Carlo comparison and the quadrature cross-check pass."""
         return self.monte_carlo_passed and self.crosscheck_passed
 
     def table(self) -> str:
+        """The report as text (``ntk-theory check``'s output): set-up, cross-check, one line per entry, verdict."""
         widths = [w for w, _, _ in self.rows[0].estimates]
         head = f"{'quantity':<12}{'entry':>6}{'prediction':>14}" + "".join(f"{'n=' + str(w):>20}" for w in widths)
         head += f"{'fit n->inf (rel.)':>22}{'z':>7}  result"
@@ -126,7 +188,17 @@ class CheckReport:
         """One panel per compared entry: the Monte Carlo estimates against 1/n with their standard
         errors, the weighted 1/n fit extrapolated to 1/n = 0 (with its standard error) and the
         infinite-width prediction.  Needs matplotlib (the ``plot`` extra); saves to ``path`` if given
-        and returns the figure."""
+        and returns the figure.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Where to save the figure.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         panels = []
         for r in self.rows:
             n = np.array([w for w, _, _ in r.estimates], dtype=float)
@@ -164,8 +236,44 @@ def crosscheck(activation, X, depth, *, C_W, C_b, param, width, f64, rtol=CROSSC
     """float64 kernels ``f64`` (a KernelResult at inputs X; ``width`` the hidden width for
     param="standard") against the independent quadrature, entry by entry (module docstring).  Returns
     ``f64_vs_quadrature`` (largest relative difference), ``quadrature_error`` (largest relative error
-    estimate), ``crosscheck_passed`` and ``crosscheck_rtol``; relative to |quadrature| (or, for an entry
-    below 1e-6 of sqrt(|K_aa K_bb|), to that)."""
+    estimate), ``crosscheck_passed`` and ``crosscheck_rtol``; relative to ``|quadrature|`` (or, for an entry
+    below 1e-6 of ``sqrt(|K_aa K_bb|)``, to that).
+
+    Parameters
+    ----------
+    activation : str
+        The activation.
+    X : ndarray
+        Inputs (N, d).
+    depth : int
+        Hidden layers.
+    C_W, C_b : float or sequence of float
+        Weight and bias variances.
+    param : {'ntk', 'standard', 'unit'}
+        The NTK's learning-rate factors.
+    width : int or None
+        The hidden width (``param="standard"`` only).
+    f64 : KernelResult
+        The float64 kernels under test (``.nngp``, ``.ntk`` (N, N), ``info``).
+    rtol : float, default CROSSCHECK_RTOL
+        Relative tolerance on top of both error estimates.
+    progress : bool or None, default None
+        A progress bar.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.recursions import KernelRecursion
+    >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
+    >>> f64 = KernelRecursion("relu", 2, C_W=2.0, C_b=0.0)(X)
+    >>> out = crosscheck("relu", X, 2, C_W=2.0, C_b=0.0, param="ntk", width=None, f64=f64, progress=False)
+    >>> out["crosscheck_passed"], bool(out["f64_vs_quadrature"] < 1e-12)
+    (True, True)
+    """
     q = quadrature_kernels(activation, X, depth, C_W=C_W, C_b=C_b, param=param, widths=width, progress=progress)
     f64_err = float(f64.info.get("quadrature_error", 0.0) or 0.0)
     ok, dev, est = True, 0.0, 0.0
@@ -212,6 +320,54 @@ def check(
 
     ``X``: inputs (N, d) (a 1-D array is one input), default :func:`ntk_theory.defaults.default_inputs`.
     ``progress``: True, False or None (bars when standard error is a terminal).
+
+    Parameters
+    ----------
+    activation : str, default 'relu'
+        A library activation name or an expression in x.
+    X : array_like, optional
+        Inputs (N, d).
+    depth : int, default 3
+        Hidden layers L.
+    C_W, C_b : float or sequence of float, default 2.0 and 0.0
+        Weight and bias variances.
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        The NTK's learning-rate factors.
+    widths : sequence of int, default (64, 128, 256, 512)
+        The hidden widths of the Monte Carlo (at least two).
+    samples : int, default 20000
+        Networks per width; width i uses seed ``seed + i``.
+    seed : int, default 0
+    sigmas : float, default 4.0
+        An entry passes when ``|r_inf| < sigmas SE(r_inf)``.
+    progress : bool or None, default None
+    mp_check : bool, default False
+        Also report float64 against the 30-digit mpmath recursion.
+    crosscheck_rtol : float, default CROSSCHECK_RTOL
+        As :func:`crosscheck`.
+
+    Returns
+    -------
+    CheckReport
+
+    Raises
+    ------
+    ValueError
+        If fewer than two widths are given, or an input, width or variance is invalid.
+
+    Examples
+    --------
+    One ReLU hidden layer at C_W = 2, C_b = 0, inputs with C_W x.x / n_0 = 1 at angle theta = pi/3: the output
+    NNGP is the arc-cosine kernel (C_W / 2 pi) (sin theta + (pi - theta) cos theta) off the diagonal:
+
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
+    >>> report = check("relu", X, depth=1, widths=(8, 16), samples=2000, progress=False)
+    >>> t = np.pi / 3
+    >>> bool(np.isclose(report.rows[1].prediction, 2 / (2 * np.pi) * (np.sin(t) + (np.pi - t) * np.cos(t))))
+    True
+    >>> report.passed, [row.outcome(report.sigmas) for row in report.rows]
+    (True, ['pass', 'pass', 'pass', 'pass', 'pass', 'pass'])
     """
     from .. import _checks
     from ..defaults import default_inputs

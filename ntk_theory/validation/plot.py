@@ -13,7 +13,27 @@ __all__ = ["Panel", "plot_panels", "require_matplotlib"]
 @dataclass
 class Panel:
     """One compared entry for :func:`plot_panels`: Monte Carlo ``y`` +- ``se`` at ``x`` = 1/n, the fit
-    as a function of x, the prediction, the fit's value at x = 0 with its standard error, and z."""
+    as a function of x, the prediction, the fit's value at x = 0 with its standard error, and z.
+
+    Attributes
+    ----------
+    label : str
+        The panel's title (quantity and entry).
+    x, y, se : ndarray
+        1/n per width, the Monte Carlo values and their standard errors.
+    fit : callable
+        The fitted curve as a function of x = 1/n.
+    prediction, intercept, intercept_se, z : float
+        The prediction, the fit at x = 0, its standard error, and the entry's z-score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Panel("K 0,0", np.array([1 / 8, 1 / 16]), np.array([1.2, 1.1]), np.array([0.05, 0.05]),
+    ...           lambda x: 1.0 + 1.6 * x, 1.0, 1.0, 0.1, 0.0)
+    >>> bool(np.allclose(p.fit(p.x), p.y))
+    True
+    """
 
     label: str
     x: np.ndarray
@@ -27,7 +47,27 @@ class Panel:
 
 
 def require_matplotlib():
-    """matplotlib.pyplot with a non-interactive backend, or ImportError with the install line."""
+    """matplotlib.pyplot with a non-interactive backend, or ImportError with the install line.
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``, the backend set to Agg.
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib, naming ``pip install 'ntk-theory[plot]'``.
+
+    Examples
+    --------
+    >>> try:
+    ...     ok = require_matplotlib().get_backend().lower() == "agg"
+    ... except ImportError as exc:           # without the plot extra
+    ...     ok = "ntk-theory[plot]" in str(exc)
+    >>> ok
+    True
+    """
     try:
         import matplotlib
 
@@ -39,7 +79,40 @@ def require_matplotlib():
 
 
 def plot_panels(panels, title: str, path=None, columns: int = 3):
-    """A grid of :class:`Panel` plots (see :meth:`CheckReport.plot`); saved to ``path`` if given."""
+    """A grid of :class:`Panel` plots (see :meth:`ntk_theory.validation.CheckReport.plot`); saved to ``path`` if given.
+
+    Parameters
+    ----------
+    panels : list of Panel
+        One panel per compared entry.
+    title : str
+        The figure's title.
+    path : str or path-like, optional
+        Where to save the figure (PNG at 110 dpi).
+    columns : int, default 3
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib (:func:`require_matplotlib`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Panel("K 0,0", np.array([1 / 8, 1 / 16]), np.array([1.2, 1.1]), np.array([0.05, 0.05]),
+    ...           lambda x: 1.0 + 1.6 * x, 1.0, 1.0, 0.1, 0.0)
+    >>> try:
+    ...     ok = len([ax for ax in plot_panels([p, p], "two panels").axes if ax.get_visible()]) == 2
+    ... except ImportError:                  # without the plot extra
+    ...     ok = True
+    >>> ok
+    True
+    """
     plt = require_matplotlib()
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)

@@ -19,7 +19,26 @@ def _finite(x) -> bool:
 
 
 def z_score(estimate, prediction, stderr) -> float:
-    """(estimate - prediction) / stderr as a float; NaN when the entry cannot be judged (module docstring)."""
+    """(estimate - prediction) / stderr as a float; NaN when the entry cannot be judged (module docstring).
+
+    Parameters
+    ----------
+    estimate, prediction, stderr : float
+        The Monte Carlo estimate, the prediction it is compared with, and the estimate's standard error.
+
+    Returns
+    -------
+    float
+        The z-score, or NaN when ``stderr`` is not a positive finite number or a value is not finite.
+
+    Examples
+    --------
+    >>> z_score(1.3, 1.0, 0.1)                  # (1.3 - 1.0) / 0.1
+    3.0000000000000004
+    >>> import math
+    >>> math.isnan(z_score(1.3, 1.0, 0.0)), math.isnan(z_score(float("nan"), 1.0, 0.1))
+    (True, True)
+    """
     estimate, prediction, stderr = float(estimate), float(prediction), float(stderr)
     if not (_finite(estimate) and _finite(prediction) and _finite(stderr)) or stderr <= 0:
         return math.nan
@@ -27,12 +46,52 @@ def z_score(estimate, prediction, stderr) -> float:
 
 
 def passes(z, sigmas: float) -> bool:
-    """``|z| < sigmas`` for a finite z; a NaN z (no standard error) fails."""
+    """``|z| < sigmas`` for a finite z; a NaN z (no standard error) fails.
+
+    Parameters
+    ----------
+    z : float
+        A z-score (:func:`z_score`).
+    sigmas : float
+        The threshold, in standard errors.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> passes(3.9, 4.0), passes(-4.0, 4.0), passes(float("nan"), 4.0)
+    (True, False, False)
+    """
     return _finite(z) and abs(float(z)) < sigmas
 
 
 def outcome(z, sigmas: float, estimate=0.0, prediction=0.0, stderr=1.0) -> str:
-    """The table's result cell: ``pass``, ``FAIL``, or ``FAIL (...)`` naming why the entry has no z-score."""
+    """The table's result cell: ``pass``, ``FAIL``, or ``FAIL (...)`` naming why the entry has no z-score.
+
+    Parameters
+    ----------
+    z : float
+        The entry's z-score (NaN if it has none).
+    sigmas : float
+        The threshold of :func:`passes`.
+    estimate, prediction, stderr : float, default 0.0, 0.0 and 1.0
+        The values z was computed from, used only to name why a NaN z fails.
+
+    Returns
+    -------
+    str
+        ``"pass"``, ``"FAIL"``, ``"FAIL (not a number)"``, ``"FAIL (standard error not finite)"`` or
+        ``"FAIL (standard error 0)"``.
+
+    Examples
+    --------
+    >>> outcome(z_score(1.1, 1.0, 0.1), 4.0), outcome(z_score(1.5, 1.0, 0.1), 4.0)
+    ('pass', 'FAIL')
+    >>> outcome(z_score(1.1, 1.0, 0.0), 4.0, 1.1, 1.0, 0.0)
+    'FAIL (standard error 0)'
+    """
     if passes(z, sigmas):
         return "pass"
     if _finite(z):
