@@ -34,7 +34,15 @@ from .spectral import Eigenbasis, as_kernel
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Outputs ~ N(mean, covariance) per output: ``mean`` ``(*T, M[, O])``, ``covariance`` ``(*T, M, M)``."""
+    """Outputs ~ N(mean, covariance) per output: ``mean`` ``(*T, M[, O])``, ``covariance`` ``(*T, M, M)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = Gaussian(np.zeros(2), np.array([[4.0, 1.0], [1.0, 9.0]]))
+    >>> g.std
+    array([2., 3.])
+    """
 
     mean: np.ndarray
     covariance: np.ndarray
@@ -50,6 +58,20 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class EnsemblePrediction:
+    """The result of :func:`ensemble`: the :class:`Gaussian` of the train outputs and of the test outputs (None
+    without test blocks).
+
+    Examples
+    --------
+    Before training (t = 0) the outputs are the prior, N(0, K):
+
+    >>> import numpy as np
+    >>> K = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> pred = ensemble(K, K, np.array([1.0, -1.0]), 0.0)
+    >>> bool(np.allclose(pred.train.mean, 0.0)), bool(np.allclose(pred.train.covariance, K)), pred.test is None
+    (True, True, True)
+    """
+
     train: Gaussian
     test: Gaussian | None
 

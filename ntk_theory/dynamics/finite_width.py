@@ -67,12 +67,35 @@ PREDICTION_NAMES = {"K": "nngp", "Theta": "ntk", "K1": "nngp_correction", "Theta
 @dataclass(frozen=True)
 class Expansion:
     """E = ``value`` + ``correction`` / n + O(1/n^2): ``value`` the infinite-width part, ``correction`` the
-    O(1/n) coefficient (n the width of the last hidden layer, the one feeding the readout)."""
+    O(1/n) coefficient (n the width of the last hidden layer, the one feeding the readout).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Expansion(np.array([1.0, 2.0]), np.array([3.0, -4.0])).at_width(8)     # value + correction / 8
+    array([1.375, 1.5  ])
+    """
 
     value: np.ndarray
     correction: np.ndarray
 
     def at_width(self, width) -> np.ndarray:
+        """``value + correction / width``, the expansion truncated at O(1/n).
+
+        Parameters
+        ----------
+        width : float
+            n >= 1.
+
+        Returns
+        -------
+        ndarray
+
+        Raises
+        ------
+        ValueError
+            If ``width < 1``.
+        """
         n = float(width)
         if not n >= 1:
             raise ValueError(f"width must be >= 1; got {width!r}")
@@ -147,6 +170,40 @@ class FiniteWidthDynamics:
     Theta(X, X) must be positive definite (the 1/n expansion of g around a null mode is not defined).
     ``dntk``: optionally the readout's P, Q, R, S, T, U (a mapping of (P, P, P, P) arrays, as :meth:`motion`
     takes them), kept as ``self.dntk`` and used by :meth:`motion` when it is given none.
+
+    Parameters
+    ----------
+    tensors : mapping or FiniteWidthPredictions
+        K, Theta, K1, Theta1 (P, P) and A, B, D, F (P, P, P, P), train inputs first.
+    y_train : array_like
+        (N,) targets, N <= P.
+    learning_rate : float, default 1.0
+        eta > 0.
+    loss : {'mean', 'sum'}, default 'mean'
+    dntk : mapping, optional
+        P, Q, R, S, T, U (P, P, P, P).
+
+    Raises
+    ------
+    ValueError
+        If a tensor has the wrong shape or is not finite, y_train is not a finite (N,) array, the learning rate
+        or loss is invalid, or Theta(X, X) is singular.
+
+    Examples
+    --------
+    With every 1/n tensor zero the correction vanishes and the value is the infinite-width linear model:
+    after k steps of rate c = eta / N the train mean is (1 - (1 - c Theta)^k) y, the test mean
+    Theta(x', x) / Theta(x, x) times it, and at t = inf the test variance is the GP's K' - k^2 / K:
+
+    >>> import numpy as np
+    >>> T = np.array([[2.0, 1.0], [1.0, 2.0]]); Z2, Z4 = np.zeros((2, 2)), np.zeros((2,) * 4)
+    >>> dyn = FiniteWidthDynamics(dict(K=T, Theta=T, K1=Z2, Theta1=Z2, A=Z4, B=Z4, D=Z4, F=Z4), [1.0],
+    ...                           learning_rate=0.25)
+    >>> m = dyn.mean(steps=3)
+    >>> bool(np.allclose(m.value, [1 - 0.5 ** 3, 0.5 * (1 - 0.5 ** 3)])), bool(np.allclose(m.correction, 0.0))
+    (True, True)
+    >>> bool(np.isclose(dyn.covariance(np.inf).value[1, 1], 2.0 - 1.0 ** 2 / 2.0))
+    True
     """
 
     def __init__(self, tensors, y_train, learning_rate: float = 1.0, loss: str = "mean", dntk=None):
@@ -192,7 +249,42 @@ class FiniteWidthDynamics:
         them: the N-input dNTK's cost grows steeply with the number of inputs for activations without
         closed-form averages); or a mapping of P..U to use instead.  ``kink_terms``: as in
         :meth:`~ntk_theory.finite_width.network.FiniteWidthRecursion.dntk` (a no-op for smooth activations;
-        piecewise-linear ones only pointwise, False, the one form the ddNTK recursion has)."""
+        piecewise-linear ones only pointwise, False, the one form the ddNTK recursion has).
+
+        Parameters
+        ----------
+        activation : str or Layer
+            A library activation name or expression (with ``depth``), or a network description.
+        X_train : array_like
+            (N, n_0) training inputs.
+        y_train : array_like
+            (N,) targets.
+        X_test : array_like, optional
+            (M, n_0) test inputs.
+        depth : int, optional
+            Hidden layers, with an activation name.
+        C_W, C_b : float, default 1.0 and 0.0
+        param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        learning_rate : float, default 1.0
+        loss : {'mean', 'sum'}, default 'mean'
+        tol : float, default 1e-10
+            The finite-width recursions' tolerance.
+        dntk : mapping, optional
+        kink_terms : bool, default False
+
+        Returns
+        -------
+        FiniteWidthDynamics
+
+        Examples
+        --------
+        The tensors of a one-layer ReLU network (their derivation is not run as a doctest):
+
+        >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
+        >>> dyn = FiniteWidthDynamics.from_network("relu", X, [1.0, -1.0], depth=1, C_W=2.0)  # doctest: +SKIP
+        >>> bool(np.allclose(dyn.mean(np.inf).value, [1.0, -1.0]))                            # doctest: +SKIP
+        True
+        """
         from ..finite_width import finite_width
 
         X = np.asarray(X_train, dtype=float)
@@ -265,11 +357,40 @@ class FiniteWidthDynamics:
 
     def mean(self, t=None, *, steps=None) -> Expansion:
         """E[f_lin] at all P inputs (train first) after ``steps`` of gradient descent or at flow time ``t``
-        (inf allowed), shape (*t.shape, P): infinite-width value and O(1/n) coefficient."""
+        (inf allowed), shape (*t.shape, P): infinite-width value and O(1/n) coefficient.
+
+        Parameters
+        ----------
+        t : float or array_like, optional
+            Gradient-flow time(s); or give ``steps``.
+        steps : int or array_like, optional
+
+        Returns
+        -------
+        Expansion
+
+        Examples
+        --------
+        See :class:`FiniteWidthDynamics`.
+        """
         return self._evaluate(t, steps)[0]
 
     def covariance(self, t=None, *, steps=None) -> Expansion:
-        """Cov[f_lin] over networks, (*t.shape, P, P): infinite-width value and O(1/n) coefficient."""
+        """Cov[f_lin] over networks, (*t.shape, P, P): infinite-width value and O(1/n) coefficient.
+
+        Parameters
+        ----------
+        t, steps
+            As :meth:`mean`.
+
+        Returns
+        -------
+        Expansion
+
+        Examples
+        --------
+        See :class:`FiniteWidthDynamics`.
+        """
         return self._evaluate(t, steps)[1]
 
     # ------------------------------------------------------------------ the NTK's motion (part b)
@@ -279,7 +400,39 @@ class FiniteWidthDynamics:
         O(1/n) coefficient, from the readout's dNTK and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T,
         U, each (P, P, P, P) over the inputs, spec normalisation: n E[...] at leading order; default
         ``self.dntk``, which :meth:`from_network` fills from the recursions).  Gradient flow
-        is not derived (its motion has no c^2, c^3 Taylor terms of a step; ValueError)."""
+        is not derived (its motion has no c^2, c^3 Taylor terms of a step; ValueError).
+
+        Parameters
+        ----------
+        t : None
+            Not supported (gradient flow); give ``steps``.
+        steps : int or array_like
+            Gradient-descent steps (``np.inf`` allowed).
+        dntk : mapping, optional
+            P, Q, R, S, T, U, each (P, P, P, P).
+        max_steps : int, default 1000000
+            The iteration limit for ``steps=inf``.
+
+        Returns
+        -------
+        Expansion
+
+        Raises
+        ------
+        ValueError
+            For gradient flow, or without dNTK tensors.
+
+        Examples
+        --------
+        Without dNTK and ddNTK (all zero) the network does not move beyond its linearisation:
+
+        >>> import numpy as np
+        >>> T = np.array([[2.0, 1.0], [1.0, 2.0]]); Z2, Z4 = np.zeros((2, 2)), np.zeros((2,) * 4)
+        >>> dyn = FiniteWidthDynamics(dict(K=T, Theta=T, K1=Z2, Theta1=Z2, A=Z4, B=Z4, D=Z4, F=Z4), [1.0])
+        >>> e = dyn.motion(steps=[1, 5], dntk={name: Z4 for name in "PQRSTU"})
+        >>> bool(np.all(e.value == 0)), bool(np.all(e.correction == 0)), e.value.shape
+        (True, True, (2, 2))
+        """
         sched = Schedule.of(t, steps)
         if not sched.discrete and not np.all(np.isinf(sched.times)):
             raise ValueError("the NTK-motion part is derived for gradient descent (steps=...), not gradient flow")

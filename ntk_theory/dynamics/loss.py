@@ -28,6 +28,21 @@ LOSSES = ("mean", "sum")
 def rate(learning_rate: float, n_train: int, n_outputs: int, loss: str = "mean") -> float:
     """The function-space rate c in df/dt = -c Theta (f - y): eta / (N O) for "mean", eta for "sum".
 
+    Parameters
+    ----------
+    learning_rate : float
+        eta.
+    n_train, n_outputs : int
+        N and O.
+    loss : {'mean', 'sum'}, default 'mean'
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+
     >>> rate(2.0, 4, 1, "mean"), rate(2.0, 4, 1, "sum")
     (0.5, 2.0)
     """
@@ -39,7 +54,23 @@ def rate(learning_rate: float, n_train: int, n_outputs: int, loss: str = "mean")
 
 
 def loss_value(f, y, loss: str = "mean") -> float:
-    """L(f) = 1/(2 N O) ||f - y||^2 ("mean") or 1/2 ||f - y||^2 ("sum")."""
+    """L(f) = 1/(2 N O) ||f - y||^2 ("mean") or 1/2 ||f - y||^2 ("sum").
+
+    Parameters
+    ----------
+    f, y : array_like
+        Outputs and targets of the same shape, (N,) or (N, O).
+    loss : {'mean', 'sum'}, default 'mean'
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> loss_value([[1.0], [3.0]], [[0.0], [1.0]]), loss_value([[1.0], [3.0]], [[0.0], [1.0]], "sum")   # 5/4, 5/2
+    (1.25, 2.5)
+    """
     import numpy as np
 
     r = np.asarray(f, dtype=float) - np.asarray(y, dtype=float)

@@ -66,6 +66,21 @@ class Modes:
 
     ``eigenvalues`` lambda_i of the training NTK (descending), ``rates`` = c lambda_i (per step),
     ``eigenvectors`` (N, N) columns, ``initial`` = V^T (f0 - y) (N, O).
+
+    Examples
+    --------
+    Theta = [[2, 1], [1, 2]] has eigenvalues 3 and 1; with c = eta / N = 1/2 the rates are 3/2 and 1/2, and
+    y = (1, -1) lies along the second mode (initial residual -sqrt(2) from f0 = 0):
+
+    >>> import numpy as np
+    >>> modes = MSEDynamics(np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0])).modes()
+    >>> modes.eigenvalues, modes.rates, modes.timescales
+    (array([3., 1.]), array([1.5, 0.5]), array([0.66666667, 2.        ]))
+    >>> bool(np.allclose(np.abs(modes.initial[:, 0]), [0.0, 2 ** 0.5]))
+    True
+    >>> r = modes.residual(2.0)[:, 0]
+    >>> bool(np.allclose(np.abs(r), [0.0, 2 ** 0.5 * np.exp(-0.5 * 2.0)]))
+    True
     """
 
     eigenvalues: np.ndarray
@@ -75,7 +90,19 @@ class Modes:
     c: float
 
     def residual(self, t=None, *, steps=None) -> np.ndarray:
-        """Residual along each mode, (*T, N, O): exp(-c lambda_i t) or (1 - c lambda_i)^k times initial."""
+        """Residual along each mode, (*T, N, O): exp(-c lambda_i t) or (1 - c lambda_i)^k times initial.
+
+        Parameters
+        ----------
+        t : float or array_like, optional
+            Gradient-flow time(s); or give ``steps``.
+        steps : int or array_like, optional
+            Gradient-descent steps.
+
+        Returns
+        -------
+        ndarray
+        """
         null = self.eigenvalues <= self.eigenvalues.size * np.finfo(float).eps * self.eigenvalues[0]
         decay, _ = Schedule.of(t, steps).factors(self.eigenvalues, null, self.c)
         return decay[..., None] * self.initial
@@ -162,6 +189,7 @@ class MSEDynamics:
     # ------------------------------------------------------------------ helpers
     @property
     def shape(self) -> tuple[int, int]:
+        """(N, O): the number of training inputs and of outputs."""
         return self.y.shape
 
     def _shape_out(self, f: np.ndarray) -> np.ndarray:
@@ -178,13 +206,60 @@ class MSEDynamics:
 
     # ------------------------------------------------------------------ predictions
     def train(self, t=None, *, steps=None, fx_train_0=0.0) -> np.ndarray:
-        """f_t(X_train) = y + V D_t V^T (f0 - y), shape (*t.shape, N[, O])."""
+        """f_t(X_train) = y + V D_t V^T (f0 - y), shape (*t.shape, N[, O]).
+
+        Parameters
+        ----------
+        t : float or array_like, optional
+            Gradient-flow time(s) (``np.inf`` allowed); or give ``steps``.
+        steps : int or array_like, optional
+            Gradient-descent steps.
+        fx_train_0 : float or array_like, default 0.0
+            The initial outputs f0(X_train), (N[, O]) or a scalar.
+
+        Returns
+        -------
+        ndarray
+
+        Examples
+        --------
+        One gradient-descent step is f0 - c Theta (f0 - y), c = eta / N:
+
+        >>> import numpy as np
+        >>> dyn = MSEDynamics(np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0]))
+        >>> bool(np.allclose(dyn.train(steps=1), 0.5 * np.array([[2.0, 1.0], [1.0, 2.0]]) @ [1.0, -1.0]))
+        True
+        """
         f0 = _outputs(fx_train_0, self.shape, "fx_train_0")
         decay, _ = self._factors(t, steps)
         return self._shape_out(self.y + self.basis.apply(decay, f0 - self.y))
 
     def test(self, t=None, *, steps=None, ntk_test_train, fx_train_0=0.0, fx_test_0=0.0) -> np.ndarray:
-        """f_t(X_test) = f0(X_test) - Theta(X_test, X) V G_t V^T (f0(X) - y), shape (*t.shape, M[, O])."""
+        """f_t(X_test) = f0(X_test) - Theta(X_test, X) V G_t V^T (f0(X) - y), shape (*t.shape, M[, O]).
+
+        Parameters
+        ----------
+        t, steps
+            As :meth:`train`.
+        ntk_test_train : array_like
+            Theta(X_test, X_train), (M, N).
+        fx_train_0, fx_test_0 : float or array_like, default 0.0
+            The initial outputs on the train and test inputs.
+
+        Returns
+        -------
+        ndarray
+
+        Examples
+        --------
+        At t = inf the test output is kernel regression, Theta(X', X) Theta^-1 y:
+
+        >>> import numpy as np
+        >>> dyn = MSEDynamics(np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0]))
+        >>> k = np.array([[1.0, 0.5]])
+        >>> bool(np.allclose(dyn.test(np.inf, ntk_test_train=k), k @ np.linalg.solve([[2.0, 1.0], [1.0, 2.0]], [1.0, -1.0])))
+        True
+        """
         N, O = self.shape
         Ktx = np.asarray(ntk_test_train, dtype=np.float64) if ntk_test_train is not None else None
         if Ktx is None or Ktx.ndim != 2 or Ktx.shape[1] != N:
@@ -199,19 +274,61 @@ class MSEDynamics:
         return self._shape_out(g0 - np.einsum("mn,...no->...mo", Ktx, moved))
 
     def predict(self, t=None, *, steps=None, ntk_test_train, fx_train_0=0.0, fx_test_0=0.0):
-        """(train, test) outputs, as neural-tangents' predict_fn(t, fx_train_0, fx_test_0, k_test_train)."""
+        """(train, test) outputs, as neural-tangents' predict_fn(t, fx_train_0, fx_test_0, k_test_train).
+
+        Parameters
+        ----------
+        t, steps, ntk_test_train, fx_train_0, fx_test_0
+            As :meth:`train` and :meth:`test`.
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(train(...), test(...))``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> dyn = MSEDynamics(np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0]))
+        >>> train, test = dyn.predict(1.0, ntk_test_train=[[1.0, 0.5]])
+        >>> bool(np.allclose(train, dyn.train(1.0))), bool(np.allclose(test, dyn.test(1.0, ntk_test_train=[[1.0, 0.5]])))
+        (True, True)
+        """
         return (self.train(t, steps=steps, fx_train_0=fx_train_0),
                 self.test(t, steps=steps, ntk_test_train=ntk_test_train, fx_train_0=fx_train_0, fx_test_0=fx_test_0))
 
     def modes(self, fx_train_0=0.0) -> Modes:
-        """Eigenmodes, largest eigenvalue first, with the initial residual V^T (f0 - y) along each."""
+        """Eigenmodes, largest eigenvalue first, with the initial residual V^T (f0 - y) along each.
+
+        Parameters
+        ----------
+        fx_train_0 : float or array_like, default 0.0
+            The initial outputs f0(X_train).
+
+        Returns
+        -------
+        Modes
+
+        Examples
+        --------
+        See :class:`Modes`.
+        """
         f0 = _outputs(fx_train_0, self.shape, "fx_train_0")
         lam, V = self.basis.eigenvalues[::-1], self.basis.eigenvectors[:, ::-1]
         return Modes(lam.copy(), self.c * lam, V.copy(), V.T @ (f0 - self.y), self.c)
 
     def max_learning_rate(self) -> float:
         """The largest stable gradient-descent learning rate, 2 / (c/eta lambda_max):
-        2 N O / lambda_max for loss="mean", 2 / lambda_max for loss="sum"."""
+        2 N O / lambda_max for loss="mean", 2 / lambda_max for loss="sum".
+
+        Returns
+        -------
+        float
+
+        Examples
+        --------
+        See :class:`MSEDynamics`.
+        """
         return 2.0 * self.learning_rate / (self.c * float(self.basis.eigenvalues[-1]))
 
     def __repr__(self) -> str:

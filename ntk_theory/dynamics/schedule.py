@@ -33,13 +33,44 @@ def _times(t, name):
 
 @dataclass(frozen=True)
 class Schedule:
-    """Gradient flow at times ``t`` (continuous; ``inf`` allowed) or gradient descent after ``steps``."""
+    """Gradient flow at times ``t`` (continuous; ``inf`` allowed) or gradient descent after ``steps``.
+
+    Examples
+    --------
+    Per mode with rate x = c lambda, the decay is exp(-x t) (flow) or (1 - x)^k (descent) and the gain
+    (1 - decay) / lambda:
+
+    >>> import numpy as np
+    >>> lam, null = np.array([1.0, 4.0]), np.array([False, False])
+    >>> decay, gain = Schedule.of(t=2.0).factors(lam, null, 0.25)
+    >>> bool(np.allclose(decay, np.exp(-0.25 * lam * 2.0))), bool(np.allclose(gain, (1 - decay) / lam))
+    (True, True)
+    >>> decay, _ = Schedule.of(steps=[1, 3]).factors(lam, null, 0.25)
+    >>> bool(np.allclose(decay, (1 - 0.25 * lam) ** np.array([[1], [3]])))
+    True
+    """
 
     times: np.ndarray
     discrete: bool
 
     @classmethod
     def of(cls, t=None, steps=None) -> "Schedule":
+        """The schedule of exactly one of ``t`` (flow times, >= 0, ``inf`` allowed) or ``steps`` (integers >= 0).
+
+        Parameters
+        ----------
+        t : float or array_like, optional
+        steps : int or array_like, optional
+
+        Returns
+        -------
+        Schedule
+
+        Raises
+        ------
+        ValueError
+            If both or neither are given, or a time or step count is negative, NaN or (steps) not an integer.
+        """
         if (t is None) == (steps is None):
             raise ValueError("give exactly one of t (gradient flow time, in steps; inf for the limit) "
                              "or steps (number of gradient-descent steps)")
@@ -52,10 +83,25 @@ class Schedule:
 
     @property
     def shape(self) -> tuple:
+        """The shape of the times."""
         return self.times.shape
 
     def factors(self, lam: np.ndarray, null: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
-        """(decay, gain), each of shape (*times.shape, N)."""
+        """(decay, gain), each of shape (*times.shape, N).
+
+        Parameters
+        ----------
+        lam : ndarray
+            (N,) eigenvalues.
+        null : ndarray
+            (N,) bool, the modes treated as zero (no decay; gain c t, or c k).
+        c : float
+            The function-space rate (:func:`~ntk_theory.dynamics.loss.rate`).
+
+        Returns
+        -------
+        decay, gain : ndarray
+        """
         T = self.times[..., None]
         x = c * lam  # per-step rate of each mode
         safe = np.where(null, 1.0, lam)

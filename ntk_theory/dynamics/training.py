@@ -29,7 +29,41 @@ from .loss import LOSSES, loss_gradient_scale, loss_value
 
 
 def gradient(net: MLP, X, y, loss: str = "mean"):
-    """(f(X), [(dL/dW(l), dL/db(l)) for l = 1 .. L+1]) by the backward pass."""
+    """(f(X), [(dL/dW(l), dL/db(l)) for l = 1 .. L+1]) by the backward pass.
+
+    Parameters
+    ----------
+    net : MLP
+        The reference network.
+    X : array_like
+        Inputs (N, n_0).
+    y : array_like
+        Targets (N, O).
+    loss : {'mean', 'sum'}, default 'mean'
+
+    Returns
+    -------
+    f : ndarray
+        (N, O) outputs.
+    grads : list of tuple
+        Per layer (dL/dW(l), dL/db(l)), the shapes of the network's weights and biases.
+
+    Examples
+    --------
+    Against a central finite difference of the loss in one weight:
+
+    >>> import numpy as np
+    >>> from ntk_theory.reference import MLP
+    >>> net = MLP.random((2, 4, 1), "tanh", C_W=1.0, C_b=0.5, seed=0)
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); y = np.array([[1.0], [-1.0], [0.5]])
+    >>> f, grads = gradient(net, X, y)
+    >>> def loss_at(w):
+    ...     W = net.weights[0].copy(); W[0, 1] = w
+    ...     return loss_value(MLP(net.spec, net.activation, [W, net.weights[1]], net.biases)(X), y)
+    >>> w, h = net.weights[0][0, 1], 1e-6
+    >>> bool(np.isclose(grads[0][0][0, 1], (loss_at(w + h) - loss_at(w - h)) / (2 * h), rtol=1e-7))
+    True
+    """
     tr = net.forward(X)
     f = tr.output
     y = _checks.targets(y, f.shape)
@@ -43,6 +77,10 @@ class TrainingRun:
 
     ``steps`` (R,), ``train_outputs`` (R, N, O), ``test_outputs`` (R, M, O) or None, ``loss`` (R,),
     ``network`` the trained MLP (the input network is not modified), ``initial`` a copy of it.
+
+    Examples
+    --------
+    See :func:`train`.
     """
 
     steps: np.ndarray
@@ -69,6 +107,51 @@ def train(net: MLP, X, y, learning_rate: float, steps: int, loss: str = "mean", 
     ``record``: the step numbers at which outputs are stored (default: 0 and ``steps``); outputs at
     ``X_test`` are stored too if given.  Raises FloatingPointError if the outputs stop being finite
     (a learning rate above the stable one).
+
+    Parameters
+    ----------
+    net : MLP
+        The initial network (not modified).
+    X : array_like
+        Training inputs (N, n_0).
+    y : array_like
+        Targets (N, O).
+    learning_rate : float
+        eta > 0; parameter theta moves by -eta lambda_theta dL/dtheta (lambda_W / n_(l-1) for W, lambda_b for b).
+    steps : int
+        Number of steps, >= 0.
+    loss : {'mean', 'sum'}, default 'mean'
+    X_test : array_like, optional
+        Inputs whose outputs are recorded too.
+    record : sequence of int, optional
+        Steps to record, within [0, steps].
+
+    Returns
+    -------
+    TrainingRun
+
+    Raises
+    ------
+    FloatingPointError
+        If the outputs become non-finite.
+    ValueError
+        If an argument is invalid.
+
+    Examples
+    --------
+    For a small learning rate one step moves the outputs by -eta c Theta (f0 - y) (c = 1/N, "mean"), with
+    Theta the network's NTK, up to O(eta^2):
+
+    >>> import numpy as np
+    >>> from ntk_theory.reference import MLP
+    >>> net = MLP.random((2, 4, 1), "tanh", C_W=1.0, C_b=0.5, seed=0)
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); y = np.array([[1.0], [-1.0], [0.5]])
+    >>> run = train(net, X, y, 1e-4, 1)
+    >>> f0, f1 = run.train_outputs
+    >>> bool(np.allclose(f1 - f0, -1e-4 / 3 * net.ntk(X) @ (f0 - y), rtol=1e-3, atol=1e-10))
+    True
+    >>> run.steps, bool(run.loss[1] < run.loss[0])
+    (array([0, 1]), True)
     """
     _checks.choice("loss", loss, LOSSES)
     lr = _checks.positive("learning_rate", learning_rate)
