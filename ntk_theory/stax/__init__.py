@@ -234,6 +234,210 @@ array([[1., 0.],
 
 ACTIVATIONS = _elementwise.NEURAL_TANGENTS + _elementwise.BEYOND
 for _name in ACTIVATIONS:
+Identity.__doc__ = """Passes its input on unchanged (neural-tangents' ``stax.Identity``).
+
+Returns
+-------
+Network
+    The layer: the kernels K and Theta pass unchanged.
+
+Examples
+--------
+A residual block ``x -> Dense(x) + x``: the input's kernel is x.x'/n_0 (as in neural-tangents), so the NNGP is
+(C_W + 1) x.x'/n_0 (independent branches):
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> net = stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(2, W_std=2.0), stax.Identity()), stax.FanInSum())
+>>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+>>> bool(np.allclose(net.kernel_fn(x, get="nngp"), (4.0 + 1) * x @ x.T / 2, rtol=1e-14))
+True
+"""
+
+FanOut.__doc__ = """Copies its input into a list of ``num`` inputs (neural-tangents' ``stax.FanOut``).
+
+Parameters
+----------
+num : int
+    The number of copies (positive).
+
+Returns
+-------
+Network
+    The layer; a ``parallel`` of ``num`` branches or a ``FanInSum`` / ``FanInConcat`` follows it.
+
+Raises
+------
+ValueError
+    If ``num`` is not a positive integer.
+
+Examples
+--------
+Two copies of one Dense layer's output, summed: 2 z, so the NNGP is 4 C_W x.x'/n_0:
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> net = stax.serial(stax.Dense(3), stax.FanOut(2), stax.FanInSum())
+>>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+>>> bool(np.allclose(net.kernel_fn(x, get="nngp"), 4 * x @ x.T / 2, rtol=1e-14))
+True
+"""
+
+FanInSum.__doc__ = """Sums a list of inputs of equal shape (neural-tangents' ``stax.FanInSum``).
+
+Returns
+-------
+Network
+    The layer; the kernel of the sum is the sum of the branches' kernels and cross-covariances (zero
+    between branches with independent weights).
+
+Examples
+--------
+Two independent Dense branches with W_std = 1 and 2: NNGP (1 + 4) x.x'/n_0:
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> net = stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(3), stax.Dense(3, W_std=2.0)), stax.FanInSum())
+>>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+>>> bool(np.allclose(net.kernel_fn(x, get="nngp"), 5 * x @ x.T / 2, rtol=1e-14))
+True
+"""
+
+FanInConcat.__doc__ = """Concatenates a list of inputs along the channel axis (neural-tangents' ``stax.FanInConcat``).
+
+Parameters
+----------
+axis : int, default -1
+    The channel axis (dense networks have one: -1, or 1).
+
+Returns
+-------
+Network
+    The layer; the kernel of the concatenation is the channel-weighted mean of the branches' kernels.
+
+Raises
+------
+ValueError
+    If ``axis`` is not -1 or 1.
+
+Examples
+--------
+Branches of 1 and 3 channels with W_std = 1 and 2, then Dense(1): NNGP (1 * 1 + 3 * 4) / 4 x.x'/n_0:
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> net = stax.serial(stax.FanOut(2), stax.parallel(stax.Dense(1), stax.Dense(3, W_std=2.0)),
+...                   stax.FanInConcat(), stax.Dense(1))
+>>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+>>> bool(np.allclose(net.kernel_fn(x, get="nngp"), 13 / 4 * x @ x.T / 2, rtol=1e-14))
+True
+"""
+
+AvgPool.__doc__ = """Average pooling over windows of positions (neural-tangents' ``stax.AvgPool``).
+
+Parameters
+----------
+window_shape : tuple of int
+    The window's spatial shape, one entry per spatial axis (1 or 2 axes).
+strides : tuple of int or None, default None
+    The strides per spatial axis; None: 1 (neural-tangents' default).
+padding : {'VALID', 'SAME', 'CIRCULAR'}, default 'VALID'
+    The padding of the spatial axes.
+normalize_edges : bool, default False
+    With 'SAME' padding, divide by the number of pixels inside the image rather than the window size.
+batch_axis, channel_axis : int, default 0, -1
+    Only neural-tangents' default layout.
+
+Returns
+-------
+Network
+    The layer; the output kernel at positions (p, p') is the mean of the input kernel over the two windows.
+
+Raises
+------
+ValueError
+    If a shape is not positive integers, the padding is unknown, or an axis is not the default.
+
+Examples
+--------
+A linear pooling of 1-D images (N, 3, 1): windows of 2 then the global mean, (x0 + 2 x1 + x2) / 4 per image:
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+>>> k = stax.serial(stax.AvgPool((2,)), stax.GlobalAvgPool()).kernel_fn(x, get="nngp")
+>>> m = (x[:, 0, 0] + 2 * x[:, 1, 0] + x[:, 2, 0]) / 4
+>>> bool(np.allclose(k, np.outer(m, m), rtol=1e-14))
+True
+"""
+
+GlobalAvgPool.__doc__ = """The mean over all spatial positions, (N, ..., C) -> (N, C) (neural-tangents' ``stax.GlobalAvgPool``).
+
+Parameters
+----------
+batch_axis, channel_axis : int, default 0, -1
+    Only neural-tangents' default layout.
+
+Returns
+-------
+Network
+    The layer; the output kernel is the mean of the input kernel over all pairs of positions (p, p').
+
+Raises
+------
+ValueError
+    If an axis is not the default.
+
+Examples
+--------
+After ``Conv(1, (2,))`` ('VALID', W_std = 1) the kernel of positions p, p' is mean_q x[p+q] x'[p'+q]; the
+pool averages it over (p, p'):
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+>>> k = stax.serial(stax.Conv(1, (2,)), stax.GlobalAvgPool()).kernel_fn(x, get="nngp")
+>>> def conv(a, b):
+...     return np.array([[np.mean([a[p + q] * b[r + q] for q in range(2)]) for r in range(2)] for p in range(2)])
+>>> X = x[..., 0]
+>>> bool(np.allclose(k, [[conv(a, b).mean() for b in X] for a in X], rtol=1e-14))
+True
+"""
+
+Flatten.__doc__ = """All non-batch axes into one, pixels major, channels minor (neural-tangents' ``stax.Flatten``).
+
+Parameters
+----------
+batch_axis, batch_axis_out : int, default 0, 0
+    Only neural-tangents' default layout.
+
+Returns
+-------
+Network
+    The layer; a Dense layer after it sees the mean over positions of the input kernel's diagonal
+    (p = p') blocks.
+
+Raises
+------
+ValueError
+    If an axis is not the default.
+
+Examples
+--------
+After ``Conv(1, (2,))`` ('VALID', W_std = 1) the kernel of positions p, p' is mean_q x[p+q] x'[p'+q];
+``Flatten`` then ``Dense(1)`` gives its mean over p = p':
+
+>>> import numpy as np
+>>> from ntk_theory import stax
+>>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+>>> k = stax.serial(stax.Conv(1, (2,)), stax.Flatten(), stax.Dense(1)).kernel_fn(x, get="nngp")
+>>> def conv(a, b):
+...     return np.array([[np.mean([a[p + q] * b[r + q] for q in range(2)]) for r in range(2)] for p in range(2)])
+>>> X = x[..., 0]
+>>> bool(np.allclose(k, [[np.trace(conv(a, b)) / 2 for b in X] for a in X], rtol=1e-14))
+True
+"""
+
     globals()[_name] = _wrap(getattr(_elementwise, _name if _name != "Activation" else "Activation_"))
     globals()[_name].__name__ = _name
 

@@ -22,7 +22,34 @@ from ..reference import graph as reference_graph
 
 
 class Network:
-    """A network description with its three interpretations (see the module docstring)."""
+    """A network description with its three interpretations (see the module docstring).
+
+    Parameters
+    ----------
+    description : Layer
+        The architecture description (:mod:`ntk_theory.architecture.layers`); the stax constructors make it.
+
+    Raises
+    ------
+    TypeError
+        If ``description`` is not a layer description.
+
+    Examples
+    --------
+    A value equal by its description, unpacking as neural-tangents' triple; a linear two-layer network's
+    NNGP is C_b + C_W (C_b + C_W x.x'/n_0):
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.architecture import Dense, serial
+    >>> net = stax.Network(serial(Dense(4, W_std=2.0, b_std=0.5), Dense(1, W_std=2.0, b_std=0.5)))
+    >>> net == stax.serial(stax.Dense(4, W_std=2.0, b_std=0.5), stax.Dense(1, W_std=2.0, b_std=0.5))
+    True
+    >>> init_fn, apply_fn, kernel_fn = net
+    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+    >>> bool(np.allclose(kernel_fn(x, get="nngp"), 0.25 + 4 * (0.25 + 4 * x @ x.T / 2), rtol=1e-14))
+    True
+    """
 
     __slots__ = ("description",)
 
@@ -224,7 +251,20 @@ class Network:
         return repr(self.description)
 
     def latex(self) -> str:
-        """The layer maps, one line per layer: (K, Theta) -> (K', Theta')."""
+        """The layer maps, one line per layer: (K, Theta) -> (K', Theta').
+
+        Returns
+        -------
+        str
+            A LaTeX ``aligned`` environment, one row per non-structural layer (Jupyter shows it).
+
+        Examples
+        --------
+        >>> from ntk_theory import stax
+        >>> text = stax.serial(stax.Dense(1, b_std=0.5), stax.Relu()).latex()
+        >>> text.count("texttt"), "b\\_std=0.5" in text, "max" in text   # two layers; ReLU's s(x)
+        (2, True, True)
+        """
         lines = []
         for path, layer in leaves(self.description):
             label = r"\texttt{" + repr(layer).replace("_", r"\_") + "}"

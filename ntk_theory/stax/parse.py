@@ -16,7 +16,19 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 
 
 class ArchitectureSyntaxError(ValueError):
-    """The text is not a network in stax syntax (the message names the offending part)."""
+    """The text is not a network in stax syntax (the message names the offending part).
+
+    A :class:`ValueError`, raised by :func:`ntk_theory.stax.parse` with a one-line message.
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> try:
+    ...     stax.parse("serial(Dense(1), __import__('os'))")
+    ... except stax.ArchitectureSyntaxError as error:
+    ...     print(isinstance(error, ValueError), error)
+    True unknown layer '__import__' in --arch; known: ...
+    """
 
 
 def parse(text: str, names: dict):
