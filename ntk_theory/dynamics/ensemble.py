@@ -36,6 +36,13 @@ from .spectral import Eigenbasis, as_kernel
 class Gaussian:
     """Outputs ~ N(mean, covariance) per output: ``mean`` ``(*T, M[, O])``, ``covariance`` ``(*T, M, M)``.
 
+    Parameters
+    ----------
+    mean : ndarray
+        ``(*T, M[, O])``.
+    covariance : ndarray
+        ``(*T, M, M)``, shared by every output.
+
     Examples
     --------
     >>> import numpy as np
@@ -60,6 +67,11 @@ class Gaussian:
 class EnsemblePrediction:
     """The result of :func:`ensemble`: the :class:`Gaussian` of the train outputs and of the test outputs (None
     without test blocks).
+
+    Parameters
+    ----------
+    train : Gaussian
+    test : Gaussian or None
 
     Examples
     --------

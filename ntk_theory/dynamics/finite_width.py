@@ -69,6 +69,11 @@ class Expansion:
     """E = ``value`` + ``correction`` / n + O(1/n^2): ``value`` the infinite-width part, ``correction`` the
     O(1/n) coefficient (n the width of the last hidden layer, the one feeding the readout).
 
+    Parameters
+    ----------
+    value, correction : ndarray
+        Of the same shape.
+
     Examples
     --------
     >>> import numpy as np

@@ -67,6 +67,17 @@ class Modes:
     ``eigenvalues`` lambda_i of the training NTK (descending), ``rates`` = c lambda_i (per step),
     ``eigenvectors`` (N, N) columns, ``initial`` = V^T (f0 - y) (N, O).
 
+    Parameters
+    ----------
+    eigenvalues, rates : ndarray
+        (N,) lambda_i, descending, and c lambda_i.
+    eigenvectors : ndarray
+        (N, N), column i the mode of lambda_i.
+    initial : ndarray
+        (N, O) the initial residual along each mode.
+    c : float
+        The function-space rate.
+
     Examples
     --------
     Theta = [[2, 1], [1, 2]] has eigenvalues 3 and 1; with c = eta / N = 1/2 the rates are 3/2 and 1/2, and

@@ -35,6 +35,13 @@ def _times(t, name):
 class Schedule:
     """Gradient flow at times ``t`` (continuous; ``inf`` allowed) or gradient descent after ``steps``.
 
+    Parameters
+    ----------
+    times : ndarray
+        Flow times or step counts (build with :meth:`of`, which checks them).
+    discrete : bool
+        True for gradient descent.
+
     Examples
     --------
     Per mode with rate x = c lambda, the decay is exp(-x t) (flow) or (1 - x)^k (descent) and the gain

@@ -56,6 +56,19 @@ def as_kernel(K, name: str = "kernel", shape=None) -> np.ndarray:
 class Eigenbasis:
     """Theta = V diag(eigenvalues) V^T, eigenvalues ascending and >= 0; ``null`` marks zero modes.
 
+    Parameters
+    ----------
+    eigenvalues : ndarray
+        (N,) ascending, >= 0.
+    eigenvectors : ndarray
+        (N, N) orthonormal columns.
+    null : ndarray
+        (N,) bool, eigenvalues below N eps lambda_max.
+    condition : float
+        lambda_max / lambda_min (inf for a singular kernel).
+
+    Build one with :meth:`of`.
+
     Examples
     --------
     >>> import numpy as np

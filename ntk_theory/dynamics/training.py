@@ -78,6 +78,16 @@ class TrainingRun:
     ``steps`` (R,), ``train_outputs`` (R, N, O), ``test_outputs`` (R, M, O) or None, ``loss`` (R,),
     ``network`` the trained MLP (the input network is not modified), ``initial`` a copy of it.
 
+    Parameters
+    ----------
+    steps : ndarray
+    train_outputs : ndarray
+    test_outputs : ndarray or None
+    loss : ndarray
+    network, initial : MLP
+    info : dict
+        The learning rate and loss.
+
     Examples
     --------
     See :func:`train`.

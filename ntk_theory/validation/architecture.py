@@ -53,6 +53,13 @@ class ArchitectureRow(CheckRow):
     """One compared entry of :func:`check_architecture`: :class:`CheckRow` with ``scale`` the per-width s_n, and
     failing when a standard error is at the rounding level (module docstring).
 
+    Parameters
+    ----------
+    quantity, entry, prediction, estimates, r_inf, r_inf_se, slope, predictions
+        As :class:`CheckRow`; ``r_inf``, ``slope`` are c0, c1.
+    scale : list of float
+        s_n per width.
+
     Examples
     --------
     An entry whose Monte Carlo does not vary between networks (standard error 1e-16 of the scale) has no
@@ -101,6 +108,15 @@ class ArchitectureRow(CheckRow):
 class ArchitectureCheck(CheckReport):
     """The result of :func:`check_architecture`: ``rows`` (:class:`ArchitectureRow`), ``passed``, ``table()``,
     ``plot(path)`` as :class:`ntk_theory.validation.CheckReport`; ``activation`` holds the description's repr.
+
+    Parameters
+    ----------
+    activation : str
+        The description's repr.
+    rows : list of ArchitectureRow
+    sigmas : float
+    info : dict
+        The set-up (widths, samples, seed, sampler, kernel under test, seconds).
 
     Examples
     --------

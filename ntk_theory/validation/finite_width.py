@@ -32,7 +32,7 @@ COMPARED = {"K1": "nngp_correction", "ntk1": "ntk_correction", "V": "V", "A": "A
 class FiniteWidthCheck:
     """The result of :func:`check_finite_width`: one row per compared entry and the fit behind them.
 
-    Attributes
+    Parameters
     ----------
     rows : list of tuple
         ``(name, entry, prediction, estimate, stderr, z)``, name a key of :data:`COMPARED`.

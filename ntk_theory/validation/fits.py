@@ -43,7 +43,7 @@ class WidthFit(FiniteWidthTable, FitTable):
     combinations): the n -> infinity limits of a + b/n fits, ``<name>_slope`` the b.  ``chi2[name]``
     (per entry) with ``dof[name]`` degrees of freedom.
 
-    Attributes
+    Parameters
     ----------
     estimates : dict
         {name: :class:`~ntk_theory.montecarlo.Estimate`} of the fitted coefficients; ``fit[name]`` reads one.

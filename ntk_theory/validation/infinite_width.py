@@ -40,7 +40,7 @@ class CheckRow:
     """One compared entry: the fit r(n) = (y(n) - p(n)) / scale = r_inf + slope/n of the Monte Carlo y(n)
     against the prediction p(n), with scale = p (a relative deviation) or, where p = 0, ``sqrt(|p_aa p_bb|)``.
 
-    Attributes
+    Parameters
     ----------
     quantity : str
         ``"E[f f]"`` or ``"E[Theta]"``.
@@ -107,7 +107,7 @@ class CheckRow:
 class CheckReport:
     """The result of :func:`check`: one :class:`CheckRow` per compared entry and the quadrature cross-check.
 
-    Attributes
+    Parameters
     ----------
     activation : str
         The activation checked.

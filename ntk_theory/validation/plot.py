@@ -15,7 +15,7 @@ class Panel:
     """One compared entry for :func:`plot_panels`: Monte Carlo ``y`` +- ``se`` at ``x`` = 1/n, the fit
     as a function of x, the prediction, the fit's value at x = 0 with its standard error, and z.
 
-    Attributes
+    Parameters
     ----------
     label : str
         The panel's title (quantity and entry).

@@ -54,6 +54,13 @@ class ResidualFiniteWidthCheck(FiniteWidthCheck):
     """Rows ``(name, entry, prediction, estimate, stderr, z)`` as :class:`.finite_width.FiniteWidthCheck` (entry
     (a, a) or (a, a, a, a) for input a); ``panels`` the per-width data of each row for :meth:`plot`.
 
+    Parameters
+    ----------
+    rows, sigmas, info, fit
+        As :class:`~ntk_theory.validation.FiniteWidthCheck`.
+    panels : list of Panel
+        One per row.
+
     Examples
     --------
     See :func:`check_residual_finite_width`.
