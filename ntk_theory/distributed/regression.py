@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blocked import require
+from ..blocks import Tiling, require
 
 __all__ = ["kernel_regression", "conjugate_gradient", "NystromPreconditioner", "SingularKernel", "Posterior",
            "kernel_operator", "as_dask"]
@@ -78,7 +78,6 @@ def kernel_operator(description, X, *, chunks: int, get: str = "ntk"):
     compiled kernel each time they are read (matrix-free; the lower tiles are the transposes of the upper
     ones, each computed once per read)."""
     dask, da = require("dask", "dask.array")
-    from .blocked import Tiling
     from .tiles import as_inputs, tile_evaluator
 
     if get not in ("nngp", "ntk"):
@@ -86,13 +85,12 @@ def kernel_operator(description, X, *, chunks: int, get: str = "ntk"):
     X = as_inputs(X, "X")
     ev = tile_evaluator(description, X.ndim)
     tiling = Tiling(len(X), len(X), int(chunks), True)
-    pick = 0 if get == "nngp" else 1
     b1, _ = tiling.grid
     blocks = [[None] * b1 for _ in range(b1)]
     for i, j in tiling.tasks():
         r0, r1 = tiling.rows(i)
         c0, c1 = tiling.cols(j)
-        tile = dask.delayed(lambda A, B, ev=ev, pick=pick: ev(A)[pick] if B is None else ev(A, B)[pick])(
+        tile = dask.delayed(lambda A, B, ev=ev, get=get: ev(A, B)[get])(
             X[r0:r1], None if i == j else X[c0:c1])
         blocks[i][j] = da.from_delayed(tile, shape=(r1 - r0, c1 - c0), dtype=np.float64)
         if i != j:

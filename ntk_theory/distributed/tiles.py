@@ -1,19 +1,11 @@
-r"""Tile evaluators: one call of a compiled kernel on a row block x column block of inputs.
+r"""Tile evaluators: one call of a compiled kernel on a row block x column block of inputs
+(:mod:`ntk_theory.codegen.tiles`, chosen here by the object given and the input rank).
 
 A tile evaluator is a small picklable value (the description and the compiled kernel's options) that a Dask
-worker calls as ``evaluator(A, B)`` -> ``(nngp, ntk, quadrature_error)`` for row inputs A and column inputs B,
-or ``evaluator(A)`` for the symmetric diagonal tile (A against itself; the compiled kernels' symmetric path,
-which computes the entries j > i once and mirrors them).  The worker builds (or loads from Numba's disk cache)
-the compiled kernel once per process (:func:`ntk_theory.codegen.graph.compiled_graph_kernel`,
-:func:`ntk_theory.codegen.convolution.kernel`).
-
-Error model: a tile is the same compiled program on the same inputs as the in-memory evaluation, so the
-blocked kernel equals the in-memory one entry for entry, except for the rounding of the input Gram products
-x_a . x_b / d of vector inputs, which are one BLAS matrix product per tile: BLAS may sum a dot product in
-another order for another block shape (always for 1-row or 1-column blocks, sometimes for thin blocks at large
-d), a difference of ~1 ulp of x_a . x_b, carried through the layers (~1e-15 relative).  The convolutional
-kernel forms its Gram products pair by pair, so its tiles are exact.  Entries of equal rows take the exact
-diagonal in every tile where both rows occur.
+worker calls as ``evaluator(A, B)`` -> ``{"nngp", "ntk", "quadrature_error"}`` for row inputs A and column
+inputs B, or ``evaluator(A)`` for the symmetric diagonal tile; its error model (entry for entry the
+in-memory compiled kernel, up to BLAS's rounding of the input Gram products in thin tiles) is that of
+:mod:`ntk_theory.codegen.tiles`.
 
 :func:`tile_evaluator` dispatches on the object given (a layer description, a ``stax`` network, an MLP's
 :class:`~ntk_theory.codegen.CompiledKernel` or :class:`~ntk_theory.recursions.KernelRecursion`, a
@@ -24,13 +16,13 @@ kernel; images (N, W, C) / (N, H, W, C): the convolutional kernel).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..architecture import Layer
+from ..codegen.tiles import COMPILED_TILES, ConvTiles, GraphTiles
 
-__all__ = ["GraphTiles", "ConvTiles", "tile_evaluator", "description_of"]
+__all__ = ["GraphTiles", "ConvTiles", "tile_evaluator", "description_of", "as_inputs"]
 
 
 @functools.singledispatch
@@ -63,37 +55,8 @@ def _register_compiled():
 _register_compiled()
 
 
-@dataclass(frozen=True)
-class GraphTiles:
-    """Tiles of the compiled kernel of a description at vector inputs (N, d)."""
-
-    description: Layer
-    options: tuple = field(default=())
-
-    def __call__(self, A, B=None):
-        from ..codegen.graph import compiled_graph_kernel
-
-        kern = compiled_graph_kernel(self.description, **dict(self.options))
-        res = kern.evaluate(A, B)
-        return res.nngp, res.ntk, float(res.info.get("quadrature_error") or 0.0)
-
-
-@dataclass(frozen=True)
-class ConvTiles:
-    """Tiles of the compiled convolutional kernel of a serial description at images (N, W, C) / (N, H, W, C)."""
-
-    description: Layer
-    options: tuple = field(default=())
-
-    def __call__(self, A, B=None):
-        from ..codegen.convolution import kernel
-
-        res = kernel(self.description, A, B)
-        return res.nngp, res.ntk, 0.0
-
-
 #: tile evaluator per input rank: vectors (N, d) and images (N, W, C), (N, H, W, C)
-BY_RANK = {2: GraphTiles, 3: ConvTiles, 4: ConvTiles}
+BY_RANK = COMPILED_TILES
 
 
 def tile_evaluator(obj, rank: int):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blocked import require, runner
+from ..blocks import require, runner
 
 __all__ = ["DaskMap", "dask_map", "finite_width_tensors"]
 

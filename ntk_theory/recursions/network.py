@@ -163,7 +163,9 @@ def _short(v: Sequence):
     return v[0] if len(set(v)) == 1 else list(v)
 
 
-def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None) -> KernelResult:
+# its Parameters section words X1, X2 as every kernel function's (numpydoc: each documents its own arguments)
+def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
+           chunks=None, scheduler=None, out=None) -> KernelResult:
     """Infinite-width NNGP and NTK of an MLP's output, float64.
 
     Shortcut for ``KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param,
@@ -185,6 +187,16 @@ def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, 
         The parameterization.
     widths : int or sequence of int, optional
         Hidden widths, required by ``param='standard'``.
+    chunks : int, optional
+        Tile size T: the kernel computed as tiles of T x T entries, each a Dask task
+        (:func:`ntk_theory.recursions.blocked.blocked_result`; needs the ``distributed`` extra).  None
+        (default): in this process, without importing Dask.
+    scheduler : str or distributed.Client, optional
+        With ``chunks``: where the tasks run, None or ``'local'`` (a LocalCluster started for the call),
+        ``'processes'``, ``'threads'``, ``'synchronous'``, an address ``'tcp://host:port'`` or a Client.
+    out : str or path, optional
+        With ``chunks``: a Zarr directory for the result (resumed when it holds the same kernel); the
+        result's arrays are then zarr arrays.
 
     Returns
     -------
@@ -194,11 +206,17 @@ def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, 
     Raises
     ------
     ValueError
-        As :class:`KernelRecursion`, or if the inputs are not 2-d with equal feature dimension.
+        As :class:`KernelRecursion`, or if the inputs are not 2-d with equal feature dimension, or
+        ``scheduler``/``out`` are given without ``chunks``.
+    ntk_theory.blocks.DistributedUnavailable
+        With ``chunks``, if dask, distributed (or, with ``out``, zarr) is not installed.
 
     Notes
     -----
-    The recursion is the module docstring's; see :class:`KernelRecursion` for the numerics.
+    The recursion is the module docstring's; see :class:`KernelRecursion` for the numerics.  With
+    ``chunks`` each tile is the same NumPy evaluation on its row and column inputs, so the entries equal
+    the untiled ones up to BLAS's rounding of the input Gram products in other block shapes (~1e-15
+    relative).
 
     Examples
     --------
@@ -212,4 +230,11 @@ def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, 
     array([[3.5, 2.7],
            [2.7, 3.5]])
     """
-    return KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).evaluate(X1, X2)
+    rec = KernelRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param, widths=widths)
+    if chunks is None:
+        if scheduler is not None or out is not None:
+            raise ValueError("scheduler= and out= go with chunks= (the tile size of a Dask run)")
+        return rec.evaluate(X1, X2)
+    from .blocked import InterpreterTiles, blocked_result
+
+    return blocked_result(InterpreterTiles(rec.description), X1, X2, chunks=chunks, scheduler=scheduler, out=out)

@@ -17,8 +17,14 @@ import numpy as np
 
 from ..architecture import Layer, leaves
 from ..recursions import graph
+from ..recursions.blocked import InterpreterTiles, blocked_result
+from ..recursions.result import check_get
 from .maps import layer_map
 from ..reference import graph as reference_graph
+
+
+class NoEvaluator(Exception):
+    """Never raised: the NumPy interpreter evaluates every description (the last evaluator tried)."""
 
 
 class Network:
@@ -62,7 +68,7 @@ class Network:
         raise AttributeError("a Network is immutable")
 
     # ---------------------------------------------------------------- the triple
-    def kernel_fn(self, x1, x2=None, get=None, compiled=None, **kwargs):
+    def kernel_fn(self, x1, x2=None, get=None, compiled=None, *, chunks=None, scheduler=None, out=None, **kwargs):
         """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64.
 
         Parameters
@@ -77,6 +83,18 @@ class Network:
         compiled : bool or None, default None
             True evaluates by the generated Numba kernel, False by the NumPy interpreter, None chooses
             by size (see Notes).
+        chunks : int or None, default None
+            Tile size T: the kernel computed as tiles of T x T entries, each a Dask task running the
+            evaluator chosen for the whole (x1, x2) on its row and column blocks
+            (:func:`ntk_theory.recursions.blocked.blocked_result`; needs the ``distributed`` extra).
+            None: in this process, without importing Dask.
+        scheduler : str, distributed.Client or None, default None
+            With ``chunks``: where the tasks run, None or ``'local'`` (a LocalCluster started for the
+            call), ``'processes'``, ``'threads'``, ``'synchronous'``, an address ``'tcp://host:port'`` or a
+            Client.
+        out : str, path or None, default None
+            With ``chunks``: a Zarr directory for the result, resumed when it holds the same kernel (the
+            arrays returned are then zarr arrays); None: numpy arrays.
 
         Returns
         -------
@@ -87,7 +105,10 @@ class Network:
         Raises
         ------
         ValueError
-            If ``compiled`` is not True, False or None, or the inputs do not fit the description.
+            If ``compiled`` is not True, False or None, the inputs do not fit the description, ``chunks``
+            is not a positive integer, or ``scheduler``/``out`` are given without ``chunks``.
+        ntk_theory.blocks.DistributedUnavailable
+            With ``chunks``, if dask, distributed (or, with ``out``, zarr) is not installed.
         TypeError
             If an unknown keyword argument is given.
         NotImplementedError
@@ -133,35 +154,42 @@ class Network:
             raise TypeError(f"kernel_fn got unexpected arguments {sorted(kwargs)}")
         if compiled not in (None, True, False):
             raise ValueError(f"compiled must be True, False or None; got {compiled!r}")
-        get_ = ("nngp", "ntk") if get is None else get
-        result = None
-        images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs
-        entries = len(x1) * len(x1 if x2 is None else x2) if compiled is None and not images else 0
-        evaluated_by = "ntk_theory.recursions.graph"
-        if images and compiled is not False:
-            from ..codegen.convolution import NotCompilableConv, kernel as conv_kernel
-
-            size = len(x1) * len(x1 if x2 is None else x2) * int(np.prod(np.shape(x1)[1:-1])) ** 2
-            if compiled or size >= 10**6:
-                try:
-                    result = conv_kernel(self.description, x1, x2, get=get_)
-                    evaluated_by = "ntk_theory.codegen.convolution"
-                except NotCompilableConv:
-                    if compiled:
-                        raise
-        elif compiled or entries >= 10**5:
-            from ..codegen.graph import NotCompilable, compiled_graph_kernel
-
-            try:
-                result = compiled_graph_kernel(self.description).evaluate(x1, x2, get=get_)
-                evaluated_by = "ntk_theory.codegen.graph"
-            except NotCompilable:
+        if chunks is None and (scheduler is not None or out is not None):
+            raise ValueError("scheduler= and out= go with chunks= (the tile size of a Dask run)")
+        get_ = check_get(("nngp", "ntk") if get is None else get)
+        for tiles, not_compilable in self.evaluators(x1, x2, compiled):
+            tile = tiles(self.description, get=get_)
+            try:  # without chunks: the kernel; with: one row, choosing (and compiling here) the tasks' evaluator
+                result = tile.result(x1, x2) if chunks is None else tile(np.asarray(x1)[:1], None)
+                break
+            except not_compilable:
                 if compiled:
                     raise
-        if result is None:
-            result = graph.kernel(self.description, x1, x2, get=get_)
+        if chunks is not None:
+            result = blocked_result(tile, x1, x2, get=get_, chunks=chunks, scheduler=scheduler, out=out, warm=False)
+        evaluated_by = tile.evaluated_by
         result.info["evaluated_by"] = evaluated_by
         return getattr(result, get) if isinstance(get, str) else result
+
+    def evaluators(self, x1, x2=None, compiled=None) -> list:
+        """The kernel evaluators ``kernel_fn`` tries in turn, as ``(tile class, exception)`` pairs (the
+        exception: the evaluator does not evaluate this description; the next one is then tried): a
+        compiled kernel when ``compiled`` or the inputs are large (Notes of :meth:`kernel_fn`), then the
+        NumPy interpreter."""
+        images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs
+        pairs = len(x1) * len(x1 if x2 is None else x2)
+        if images:
+            from ..codegen.convolution import NotCompilableConv
+            from ..codegen.tiles import ConvTiles
+
+            size = pairs * int(np.prod(np.shape(x1)[1:-1])) ** 2
+            first = [(ConvTiles, NotCompilableConv)] if compiled or (compiled is None and size >= 10**6) else []
+        else:
+            from ..codegen.graph import NotCompilable
+            from ..codegen.tiles import GraphTiles
+
+            first = [(GraphTiles, NotCompilable)] if compiled or (compiled is None and pairs >= 10**5) else []
+        return first + [(InterpreterTiles, NoEvaluator)]
 
     def init_fn(self, rng, input_shape):
         """``(output_shape, params)``: parameters drawn as neural-tangents draws them.

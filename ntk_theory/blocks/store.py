@@ -1,0 +1,186 @@
+r"""Where tiles go: a resumable Zarr store, shared memory on this machine, or this process's memory.
+
+A *sink* receives each finished tile (i, j) at rows r0:r1 and columns c0:c1 of every requested quantity, and
+with ``mirror`` also its transpose at (j, i).  :func:`sink_for` chooses by what is asked and where the tasks run:
+
+- :class:`ZarrSink` (``store`` given): a Zarr group with one float array per quantity (chunks = the tiles,
+  uncompressed, NaN until written), the inputs ``X1`` (and ``X2``), and ``done``, a uint8 array with one
+  chunk per tile: a task writes its tile(s), then sets its marker(s).  An existing store is checked against
+  the identifying attributes of the run (else :class:`StoreMismatch`) and only tiles without a marker are
+  computed, so an interrupted run is resumed by running it again.  A tile rewritten by a retried task is
+  written with the same bytes.
+- :class:`SharedSink` (no store, worker processes on this machine): one file per quantity in shared memory
+  (``/dev/shm`` when present, else the temporary directory), mapped by every task, which writes its tile
+  there; nothing but a summary travels back, and the result maps the same pages (the file is unlinked).
+- :class:`MemorySink` (no store; a remote cluster, or tasks in this process): the task returns its tile and
+  this process places it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["StoreMismatch", "FORMAT", "ZarrSink", "SharedSink", "MemorySink", "sink_for", "open_store",
+           "inputs_sha256"]
+
+#: the ``format`` attribute of every store
+FORMAT = "ntk-theory blocked kernel 1"
+
+
+class StoreMismatch(ValueError):
+    """The Zarr store holds another kernel (other description, inputs, tiles or quantities)."""
+
+
+def inputs_sha256(*arrays) -> str:
+    """SHA-256 of the arrays' shapes and bytes (None skipped)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ZarrSink:
+    """Tiles written to the Zarr group at ``path``, each followed by its completion marker."""
+
+    path: str
+
+    def result(self) -> dict:
+        """The stored quantities as zarr arrays (read lazily)."""
+        import zarr
+
+        group = zarr.open_group(self.path, mode="r")
+        return {n: group[n] for n in group.attrs["get"]}
+
+    def discard(self) -> None:
+        """Nothing: an interrupted store is resumed, not removed."""
+
+    def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> None:
+        import zarr
+
+        group = zarr.open_group(self.path, mode="r+")
+        r0, r1, c0, c1 = bounds
+        for n, tile in tiles.items():
+            arr = group[n]
+            arr[r0:r1, c0:c1] = tile
+            if mirror:
+                arr[c0:c1, r0:r1] = tile.T
+        done = group["done"]
+        done[i, j] = 1
+        if mirror:
+            done[j, i] = 1
+
+
+@dataclass(frozen=True)
+class SharedSink:
+    """Tiles written into memory-mapped files (one per quantity) that every process on this machine maps."""
+
+    paths: tuple  # ((name, path), ...)
+    shape: tuple
+    dtype: str
+
+    @classmethod
+    def create(cls, names, shape, dtype) -> "SharedSink":
+        root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        token = uuid.uuid4().hex[:16]
+        paths = tuple((n, os.path.join(root, f"ntk-theory-{token}-{n}.f")) for n in names)
+        for _, p in paths:
+            with open(p, "wb") as f:
+                f.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return cls(paths, tuple(shape), np.dtype(dtype).name)
+
+    def arrays(self, mode="r+") -> dict:
+        return {n: np.memmap(p, dtype=self.dtype, mode=mode, shape=self.shape) for n, p in self.paths}
+
+    def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> None:
+        r0, r1, c0, c1 = bounds
+        arrays = self.arrays()
+        for n, arr in arrays.items():
+            arr[r0:r1, c0:c1] = tiles[n]
+            if mirror:
+                arr[c0:c1, r0:r1] = tiles[n].T
+        del arrays  # unmapped; the pages stay in the file
+
+    def result(self) -> dict:
+        """The arrays (views of the mapped pages), the files unlinked."""
+        out = {n: np.asarray(a) for n, a in self.arrays().items()}
+        self.discard()
+        return out
+
+    def discard(self) -> None:
+        for _, p in self.paths:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+@dataclass(frozen=True)
+class MemorySink:
+    """Tiles sent back to this process (the task's summary carries them)."""
+
+    @classmethod
+    def create(cls, names, shape, dtype) -> "MemorySink":
+        return cls()
+
+    def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> dict:
+        return tiles
+
+    def discard(self) -> None:
+        """Nothing to remove."""
+
+
+def sink_for(runner) -> type:
+    """The sink class of a run without a store on ``runner`` (None: no tasks): shared memory when the tasks run
+    in other processes of this machine, else this process's memory (module docstring)."""
+    if runner is not None and runner.same_machine and not runner.in_process:
+        return SharedSink
+    return MemorySink
+
+
+def create_or_check(path, meta: dict, names, shape, tile: int, grid: tuple, dtype, X1, X2):
+    """The Zarr group at ``path``: created with ``meta`` as attributes, or, existing, checked to hold the same
+    attributes (:class:`StoreMismatch` naming those that differ)."""
+    import zarr
+
+    if os.path.exists(os.path.join(path, "zarr.json")):
+        group = zarr.open_group(path, mode="r+")
+        want = json.loads(json.dumps(meta))
+        held = {k: group.attrs.get(k) for k in want}
+        if held != want:
+            diff = [k for k in want if held.get(k) != want[k]]
+            raise StoreMismatch(f"{path} holds another kernel (differs in {', '.join(diff)}): use another path")
+        return group
+    group = zarr.open_group(path, mode="w")
+    group.attrs.update(meta)
+    for n in names:
+        group.create_array(n, shape=shape, chunks=(tile, tile), dtype=dtype, fill_value=np.nan, compressors=None)
+    group.create_array("X1", data=X1)
+    if X2 is not None:
+        group.create_array("X2", data=X2)
+    group.create_array("done", shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None)
+    return group
+
+
+def open_store(path) -> tuple:
+    """``(arrays, attributes)`` of a complete store: zarr arrays per stored quantity (read lazily);
+    :class:`StoreMismatch` if ``path`` is not such a store, ValueError if tiles are missing."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    if group.attrs.get("format") != FORMAT:
+        raise StoreMismatch(f"{path} is not a blocked kernel store of ntk-theory")
+    missing = int(np.sum(group["done"][:] == 0))
+    if missing:
+        raise ValueError(f"{path} is incomplete: {missing} tiles missing (run the same call again)")
+    names = tuple(group.attrs["get"])
+    return {n: group[n] for n in names}, dict(group.attrs)
