@@ -275,8 +275,6 @@ DOCSTRING_PATCHES: dict[str, list[tuple[str, str]]] = {
     "ntk_theory.empirical": [(":mod:`.graph`", ":mod:`~ntk_theory.empirical.graph`")],
     "ntk_theory.empirical.cost.layer_cost": [(":attr:`Step.cost`", ":attr:`~ntk_theory.empirical.cost.Step.cost`")],
     "ntk_theory.empirical.cost.steps": [(":class:`Step`", ":class:`~ntk_theory.empirical.cost.Step`")],
-    "ntk_theory.architecture.convolution.Conv": [
-        (":meth:`fan_in`", ":meth:`~ntk_theory.architecture.convolution.Conv.fan_in`")],
 }
 
 

@@ -69,7 +69,43 @@ def _default_axes(layer: str, **axes) -> None:
 @dataclass(frozen=True, repr=False)
 class Conv(Weighted, Layer):
     """A convolution with weights shared over positions (see the module docstring); ``C_W``, ``C_b``,
-    ``has_bias`` and ``learning_rate_factors(n_in)`` as ``Dense`` with ``n_in`` the :meth:`fan_in`."""
+    ``has_bias`` and ``learning_rate_factors(n_in)`` as ``Dense`` with ``n_in`` the
+    :meth:`~ntk_theory.architecture.convolution.Conv.fan_in`.
+
+    Parameters
+    ----------
+    out_chan : int
+        The number of output channels (positive).
+    filter_shape : tuple of int
+        The filter's spatial shape, one entry per spatial axis (1 or 2 axes).
+    strides : tuple of int or None, default None
+        The strides per spatial axis; None: 1.
+    padding : {'VALID', 'SAME', 'CIRCULAR'}, default 'VALID'
+        The padding of the spatial axes.
+    W_std : float, default 1.0
+        Standard deviation of the weights (C_W = W_std**2).
+    b_std : float or None, default None
+        Standard deviation of the bias (C_b = b_std**2); None: no bias.
+    dimension_numbers : None
+        Only neural-tangents' default layout (NHWC inputs, HWIO filters).
+    parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
+        As for ``Dense``, with n_in the fan-in.
+    variances : tuple of float or None, default None
+        Exact ``(C_W, C_b)`` (set by ``from_variances``).
+
+    Raises
+    ------
+    ValueError
+        If a size is not a positive integer, the padding is unknown, a standard deviation is negative, or
+        ``dimension_numbers`` is given.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Conv
+    >>> layer = Conv(8, (3, 3), strides=(2, 2), padding="SAME", W_std=2.0)
+    >>> layer, layer.rank, layer.filter_size, layer.C_W
+    (Conv(8, (3, 3), strides=(2, 2), padding='SAME', W_std=2.0), 2, 9, 4.0)
+    """
 
     out_chan: int
     filter_shape: tuple
@@ -98,14 +134,46 @@ class Conv(Weighted, Layer):
     @classmethod
     def from_variances(cls, out_chan: int, filter_shape, *, C_W: float, C_b: float, strides=None, padding="VALID",
                        parameterization: str = "ntk") -> "Conv":
-        """PDLT's variances, kept exactly (``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)``)."""
+        """PDLT's variances, kept exactly (``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)``).
+
+        Parameters
+        ----------
+        out_chan : int
+            The number of output channels.
+        filter_shape : tuple of int
+            The filter's spatial shape.
+        C_W, C_b : float
+            Weight and bias variances, finite and >= 0 (keyword-only).
+        strides, padding, parameterization
+            As for the constructor.
+
+        Returns
+        -------
+        Conv
+            The layer, with ``C_W`` and ``C_b`` returning the given values exactly.
+
+        Examples
+        --------
+        >>> import math
+        >>> from ntk_theory.architecture import Conv
+        >>> layer = Conv.from_variances(4, (3,), C_W=0.3, C_b=0.5)
+        >>> (layer.C_W, layer.C_b) == (0.3, 0.5), math.sqrt(0.3)**2 == 0.3
+        (True, False)
+        """
         C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)
         return cls(out_chan, filter_shape, strides, padding, math.sqrt(C_W), math.sqrt(C_b), None, parameterization,
                    (C_W, C_b))
 
     @property
     def rank(self) -> int:
-        """The number of spatial axes (1 or 2)."""
+        """The number of spatial axes (1 or 2).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Conv
+        >>> Conv(1, (3,)).rank, Conv(1, (3, 2)).rank
+        (1, 2)
+        """
         return len(self.filter_shape)
 
     @property
@@ -118,11 +186,51 @@ class Conv(Weighted, Layer):
         return math.prod(self.filter_shape)
 
     def fan_in(self, in_chan: int) -> int:
-        """``in_chan * prod(filter_shape)``."""
+        """``in_chan * prod(filter_shape)``.
+
+        Parameters
+        ----------
+        in_chan : int
+            The number of input channels.
+
+        Returns
+        -------
+        int
+            The fan-in n_in of one output unit (the n_in of the 'standard' and 'ntk' scalings).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Conv
+        >>> Conv(8, (3, 2)).fan_in(5) == 5 * 3 * 2
+        True
+        """
         return int(in_chan) * self.filter_size
 
     def output_size(self, size: tuple) -> tuple:
-        """The spatial output shape for the spatial input shape ``size``."""
+        """The spatial output shape for the spatial input shape ``size``.
+
+        Parameters
+        ----------
+        size : tuple of int
+            The input's spatial shape (one entry per spatial axis).
+
+        Returns
+        -------
+        tuple of int
+            ``floor((size - filter) / stride) + 1`` per axis ('VALID'), ``ceil(size / stride)`` ('SAME',
+            'CIRCULAR').
+
+        Raises
+        ------
+        ValueError
+            If the number of axes differs from the filter's, or the filter does not fit ('VALID').
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Conv
+        >>> Conv(1, (3, 3), strides=(2, 1)).output_size((8, 5)), Conv(1, (3,), (2,), "SAME").output_size((7,))
+        ((3, 3), (4,))
+        """
         return pooled_size(size, self.filter_shape, self.step, self.padding)
 
 
@@ -141,7 +249,33 @@ def pooled_size(size, window, strides, padding: str) -> tuple:
 
 @dataclass(frozen=True, repr=False)
 class AvgPool(Layer):
-    """Average pooling over windows of positions (see the module docstring)."""
+    """Average pooling over windows of positions (see the module docstring).
+
+    Parameters
+    ----------
+    window_shape : tuple of int
+        The window's spatial shape, one entry per spatial axis (1 or 2 axes).
+    strides : tuple of int or None, default None
+        The strides per spatial axis; None: 1 (neural-tangents' default).
+    padding : {'VALID', 'SAME', 'CIRCULAR'}, default 'VALID'
+        The padding of the spatial axes.
+    normalize_edges : bool, default False
+        With 'SAME' padding, divide by the number of pixels inside the image rather than the window size.
+    batch_axis, channel_axis : int, default 0, -1
+        Only neural-tangents' default layout.
+
+    Raises
+    ------
+    ValueError
+        If a shape is not positive integers, the padding is unknown, or an axis is not the default.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import AvgPool
+    >>> pool = AvgPool((2, 2), strides=(2, 2))
+    >>> pool, pool.rank, pool.output_size((5, 4))
+    (AvgPool((2, 2), strides=(2, 2)), 2, (2, 2))
+    """
 
     window_shape: tuple
     strides: tuple | None = None
@@ -164,17 +298,70 @@ class AvgPool(Layer):
         return len(self.window_shape)
 
     @property
+        """The number of spatial axes (1 or 2).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import AvgPool
+        >>> AvgPool((2,)).rank
+        1
+        """
     def step(self) -> tuple:
         """The strides (1 per axis when None, neural-tangents' default)."""
         return self.strides or (1,) * self.rank
 
     def output_size(self, size: tuple) -> tuple:
+        """The spatial output shape for the spatial input shape ``size``.
+
+        Parameters
+        ----------
+        size : tuple of int
+            The input's spatial shape.
+
+        Returns
+        -------
+        tuple of int
+            ``floor((size - window) / stride) + 1`` per axis ('VALID'), ``ceil(size / stride)`` ('SAME',
+            'CIRCULAR').
+
+        Raises
+        ------
+        ValueError
+            If the number of axes differs from the window's, or the window does not fit ('VALID').
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import AvgPool
+        >>> AvgPool((3,)).output_size((7,)), AvgPool((3,), (2,), "SAME").output_size((7,))
+        ((5,), (4,))
+        """
         return pooled_size(size, self.window_shape, self.step, self.padding)
 
 
 @dataclass(frozen=True, repr=False)
 class GlobalAvgPool(Layer):
-    """The mean over all spatial positions."""
+    """The mean over all spatial positions, (N, ..., C) -> (N, C).
+
+    Parameters
+    ----------
+    batch_axis, channel_axis : int, default 0, -1
+        Only neural-tangents' default layout.
+
+    Raises
+    ------
+    ValueError
+        If an axis is not the default.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import GlobalAvgPool
+    >>> GlobalAvgPool()
+    GlobalAvgPool()
+    >>> GlobalAvgPool(channel_axis=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: GlobalAvgPool(channel_axis=1): ...
+    """
 
     batch_axis: int = 0
     channel_axis: int = -1
@@ -185,7 +372,32 @@ class GlobalAvgPool(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Flatten(Layer):
-    """All non-batch axes into one (pixels major, channels minor)."""
+    """All non-batch axes into one (pixels major, channels minor: NumPy's C order).
+
+    Parameters
+    ----------
+    batch_axis, batch_axis_out : int, default 0, 0
+        Only neural-tangents' default layout.
+
+    Raises
+    ------
+    ValueError
+        If an axis is not the default.
+
+    Examples
+    --------
+    The reference network flattens as NumPy's C order:
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.architecture import Flatten
+    >>> Flatten()
+    Flatten()
+    >>> x = np.arange(12.0).reshape(2, 3, 2)
+    >>> _, params = stax.Flatten().init_fn(0, (-1, 3, 2))
+    >>> bool(np.array_equal(stax.Flatten().apply_fn(params, x), x.reshape(2, 6)))
+    True
+    """
 
     batch_axis: int = 0
     batch_axis_out: int = 0

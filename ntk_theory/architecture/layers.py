@@ -38,7 +38,17 @@ PARAMETERIZATIONS = ("ntk", "standard", "unit")
 
 
 class Layer:
-    """Base class of all layer descriptions."""
+    """Base class of all layer descriptions: frozen dataclasses, hashable, printed in stax syntax.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense, Layer, serial
+    >>> net = serial(Dense(3), Dense(1))
+    >>> isinstance(net, Layer), net == serial(Dense(3), Dense(1)), hash(net) == hash(serial(Dense(3), Dense(1)))
+    (True, True, True)
+    >>> net
+    serial(Dense(3), Dense(1))
+    """
 
     def __repr__(self) -> str:
         args = []
@@ -55,6 +65,14 @@ class Layer:
 
     @property
     def children(self) -> tuple["Layer", ...]:
+        """The sub-layers of a container (``Serial``, ``Parallel``); ``()`` for every other layer.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Dense, Identity, serial
+        >>> serial(Dense(2), Identity()).children, Dense(2).children
+        ((Dense(2), Identity()), ())
+        """
         return ()
 
 
@@ -101,7 +119,36 @@ class Weighted:
 
 @dataclass(frozen=True, repr=False)
 class Dense(Weighted, Layer):
-    """A fully connected layer (see the module docstring for its parameterizations)."""
+    """A fully connected layer (see the module docstring for its parameterizations).
+
+    Parameters
+    ----------
+    out_dim : int
+        The number of output channels (positive).
+    W_std : float, default 1.0
+        Standard deviation of the weights (C_W = W_std**2), finite and >= 0.
+    b_std : float or None, default None
+        Standard deviation of the bias (C_b = b_std**2); None: no bias.
+    parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
+        How the weights are scaled (:mod:`ntk_theory.conventions`).
+    variances : tuple of float or None, default None
+        Exact ``(C_W, C_b)`` (set by :meth:`from_variances`; None: the squares of the standard deviations).
+
+    Raises
+    ------
+    ValueError
+        If ``out_dim`` is not a positive integer, a standard deviation is negative or not finite, or the
+        parameterization is unknown.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense
+    >>> layer = Dense(4, W_std=1.5, b_std=0.5)
+    >>> layer, layer.C_W == 1.5**2, layer.C_b == 0.5**2, layer.learning_rate_factors(10)
+    (Dense(4, W_std=1.5, b_std=0.5), True, True, (0.25, 2.25))
+    >>> Dense(4, parameterization="standard").learning_rate_factors(10)   # no bias: lambda_b = 0
+    (0.0, 10.0)
+    """
 
     out_dim: int
     W_std: float = 1.0
@@ -120,7 +167,37 @@ class Dense(Weighted, Layer):
     @classmethod
     def from_variances(cls, out_dim: int, *, C_W: float, C_b: float, parameterization: str = "ntk") -> "Dense":
         """PDLT's variances: ``W_std = sqrt(C_W)``, ``b_std = sqrt(C_b)`` (a bias, possibly of variance 0),
-        with C_W and C_b kept exactly (no rounding through the square root)."""
+        with C_W and C_b kept exactly (no rounding through the square root).
+
+        Parameters
+        ----------
+        out_dim : int
+            The number of output channels (positive).
+        C_W, C_b : float
+            Weight and bias variances, finite and >= 0 (keyword-only).
+        parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
+            How the weights are scaled.
+
+        Returns
+        -------
+        Dense
+            The layer, with ``C_W`` and ``C_b`` returning the given values exactly.
+
+        Raises
+        ------
+        ValueError
+            If a variance is negative or not finite.
+
+        Examples
+        --------
+        sqrt(0.3)**2 != 0.3 in float64: through ``W_std`` alone C_W would come back rounded.
+
+        >>> import math
+        >>> from ntk_theory.architecture import Dense
+        >>> layer = Dense.from_variances(3, C_W=0.3, C_b=0.0)
+        >>> layer.C_W == 0.3, layer.C_b, layer.has_bias, math.sqrt(0.3)**2 == 0.3
+        (True, 0.0, True, False)
+        """
         C_W, C_b = _std("C_W", C_W), _std("C_b", C_b)
         return cls(out_dim, math.sqrt(C_W), math.sqrt(C_b), parameterization, (C_W, C_b))
 
@@ -129,7 +206,31 @@ class Dense(Weighted, Layer):
 @dataclass(frozen=True, repr=False)
 class Elementwise(Layer):
     """A pointwise nonlinearity.  ``name`` and ``args`` are how it was written (``Relu``, ``()``);
-    ``expr`` is the SymPy expression in ``x`` every interpretation uses."""
+    ``expr`` is the SymPy expression in ``x`` every interpretation uses.
+
+    Parameters
+    ----------
+    name : str
+        The constructor's name, as printed.
+    args : tuple
+        The constructor's arguments, as printed.
+    expr : sympy.Expr
+        The function s(x), in :data:`ntk_theory.activations.x`.
+
+    Examples
+    --------
+    The constructors of :mod:`ntk_theory.architecture.elementwise` make these:
+
+    >>> import sympy as sp
+    >>> from ntk_theory.activations import x
+    >>> from ntk_theory.architecture import Elementwise
+    >>> from ntk_theory.architecture.elementwise import LeakyRelu
+    >>> layer = LeakyRelu(0.5)
+    >>> layer, isinstance(layer, Elementwise), layer.expr.subs(x, -2), layer.expr.subs(x, 3)
+    (LeakyRelu(0.5), True, -1, 3)
+    >>> Elementwise("Square", (), x**2)
+    Square()
+    """
 
     name: str
     args: tuple
@@ -141,23 +242,62 @@ class Elementwise(Layer):
     @property
     def activation(self) -> Activation:
         """The activation, named so that every part of the toolkit can read the name back: the text given to
-        ``Activation(...)``, else the expression (``Erf()`` -> ``erf(x)``); its source says the layer."""
+        ``Activation(...)``, else the expression (``Erf()`` -> ``erf(x)``); its source says the layer.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture.elementwise import Activation_, Erf
+        >>> Erf().activation.name, Activation_("tanh").activation.name
+        ('erf(x)', 'tanh')
+        """
         name = self.args[0] if self.name == "Activation" and isinstance(self.args[0], str) else sp.sstr(self.expr)
         return Activation(name, self.expr, f"stax {self!r}")
 
     @property
     def is_identity(self) -> bool:
+        """Whether s(x) = x exactly (the expression, not its values).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture.elementwise import Activation_, Monomial
+        >>> Monomial(1).is_identity, Activation_("linear").is_identity, Monomial(2).is_identity
+        (True, True, False)
+        """
         return self.expr == x
 
 
 @dataclass(frozen=True, repr=False)
 class Identity(Layer):
-    """Passes its input on unchanged."""
+    """Passes its input on unchanged.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Identity, walk
+    >>> walk(Identity(), "input", rule=None)          # structural: no rule is called
+    'input'
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class FanOut(Layer):
-    """Copies its input into a list of ``num`` inputs."""
+    """Copies its input into a list of ``num`` inputs.
+
+    Parameters
+    ----------
+    num : int
+        The number of copies (positive).
+
+    Raises
+    ------
+    ValueError
+        If ``num`` is not a positive integer.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import FanOut, walk
+    >>> walk(FanOut(3), "x", rule=None)
+    ('x', 'x', 'x')
+    """
 
     num: int
     _positional = ("num",)
@@ -168,12 +308,43 @@ class FanOut(Layer):
 
 @dataclass(frozen=True, repr=False)
 class FanInSum(Layer):
-    """Sums a list of inputs of equal shape."""
+    """Sums a list of inputs of equal shape.
+
+    Examples
+    --------
+    An interpretation's rule receives the list; here one that sums numbers:
+
+    >>> from ntk_theory.architecture import Dense, FanInSum, FanOut, parallel, serial, walk
+    >>> net = serial(FanOut(2), parallel(Dense(1), Dense(1)), FanInSum())
+    >>> walk(net, 1.0, lambda layer, v, path: sum(v) if isinstance(layer, FanInSum) else 2 * v)
+    4.0
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class FanInConcat(Layer):
-    """Concatenates a list of inputs along the channel axis (the only axis of a dense network)."""
+    """Concatenates a list of inputs along the channel axis (the only axis of a dense network).
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The channel axis: -1 (or 1, the same axis of a dense network).
+
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not -1 or 1.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import FanInConcat
+    >>> FanInConcat(), FanInConcat(axis=1)
+    (FanInConcat(), FanInConcat(axis=1))
+    >>> FanInConcat(axis=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: FanInConcat(axis=0): dense networks have one channel axis, -1
+    """
 
     axis: int = -1
 
@@ -184,7 +355,26 @@ class FanInConcat(Layer):
 
 @dataclass(frozen=True, repr=False)
 class LayerNorm(Layer):
-    """``(x - mean) / sqrt(var + eps)`` with mean and variance over the channels of each input."""
+    """``(x - mean) / sqrt(var + eps)`` with mean and variance over the channels of each input.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The normalised axis: the channels, -1 (or 1).
+    eps : float, default 1e-12
+        Added to the variance, finite and >= 0.
+
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not -1 or 1, or ``eps`` is negative or not finite.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import LayerNorm
+    >>> LayerNorm(), LayerNorm(eps=1e-5).eps
+    (LayerNorm(), 1e-05)
+    """
 
     axis: int = -1
     eps: float = 1e-12
@@ -197,7 +387,19 @@ class LayerNorm(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Serial(Layer):
-    """Layers applied one after the other."""
+    """Layers applied one after the other.
+
+    Parameters
+    ----------
+    layers : tuple of Layer
+        The layers, first applied first (:func:`serial` checks and converts its arguments).
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense, Serial, serial
+    >>> serial(Dense(2), Dense(1)) == Serial((Dense(2), Dense(1)))
+    True
+    """
 
     layers: tuple
 
@@ -207,11 +409,31 @@ class Serial(Layer):
     @property
     def children(self):
         return self.layers
+        """The layers, in order.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Dense, serial
+        >>> serial(Dense(2), Dense(1)).children
+        (Dense(2), Dense(1))
+        """
 
 
 @dataclass(frozen=True, repr=False)
 class Parallel(Layer):
-    """Layer i applied to input i of a list of inputs."""
+    """Layer i applied to input i of a list of inputs.
+
+    Parameters
+    ----------
+    layers : tuple of Layer
+        One layer per branch (:func:`parallel` checks and converts its arguments).
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense, Identity, Parallel, parallel
+    >>> parallel(Dense(2), Identity()) == Parallel((Dense(2), Identity()))
+    True
+    """
 
     layers: tuple
 
@@ -222,14 +444,69 @@ class Parallel(Layer):
     def children(self):
         return self.layers
 
+        """The branches, in order.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Dense, Identity, parallel
+        >>> parallel(Dense(2), Identity()).children
+        (Dense(2), Identity())
+        """
 
 def serial(*layers: Layer) -> Serial:
     return Serial(tuple(_layer(l) for l in layers))
 
+    """The composition of ``layers``, first applied first.
+
+    Parameters
+    ----------
+    *layers : Layer or Network
+        Layer descriptions, or :class:`ntk_theory.stax.Network` values (their ``description`` is taken).
+
+    Returns
+    -------
+    Serial
+        The description.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not a layer description.
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.architecture import Dense, serial
+    >>> serial(Dense(2), stax.Relu(), Dense(1))
+    serial(Dense(2), Relu(), Dense(1))
+    """
 
 def parallel(*layers: Layer) -> Parallel:
     return Parallel(tuple(_layer(l) for l in layers))
 
+    """Layer i applied to input i of a list (made by ``FanOut``).
+
+    Parameters
+    ----------
+    *layers : Layer or Network
+        One description per branch (:class:`ntk_theory.stax.Network` values: their ``description``).
+
+    Returns
+    -------
+    Parallel
+        The description.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not a layer description.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense, Identity, parallel
+    >>> parallel(Dense(2), Identity())
+    parallel(Dense(2), Identity())
+    """
 
 def _layer(value) -> Layer:
     layer = getattr(value, "description", value)
@@ -242,7 +519,46 @@ def _layer(value) -> Layer:
 def walk(layer: Layer, value, rule: Callable, path: tuple = ()):
     """Apply ``rule(layer, value, path)`` to the leaves of ``layer`` in order; ``Serial``,
     ``Parallel``, ``FanOut`` and ``Identity`` are structural and handled here.  ``value`` is one
-    input, or a tuple of inputs where a ``FanOut`` made a list."""
+    input, or a tuple of inputs where a ``FanOut`` made a list.
+
+    Parameters
+    ----------
+    layer : Layer
+        The description.
+    value : object
+        What the interpretation propagates (an input, a kernel, ...), or a tuple of them after a FanOut.
+    rule : callable
+        ``rule(layer, value, path) -> value`` for every non-structural layer (FanInSum and FanInConcat
+        receive the tuple).
+    path : tuple of int, default ()
+        The path of ``layer`` itself (indices into serial/parallel), prefixed to the leaves' paths.
+
+    Returns
+    -------
+    object
+        The value after the last layer (a tuple where the description ends in a list of outputs).
+
+    Raises
+    ------
+    ValueError
+        If a ``parallel`` receives a number of inputs other than its number of branches, a FanIn receives
+        one input, or another layer receives a list (the message names the layer's path).
+
+    Examples
+    --------
+    A linear network's variance, one rule per layer type: C_W v + C_b for Dense, the sum for FanInSum:
+
+    >>> from ntk_theory.architecture import Dense, FanInSum, FanOut, parallel, serial, walk
+    >>> net = serial(Dense(4, W_std=2.0), FanOut(2), parallel(Dense(4, b_std=1.0), Dense(4)), FanInSum())
+    >>> def rule(layer, v, path):
+    ...     return sum(v) if isinstance(layer, FanInSum) else layer.C_W * v + layer.C_b
+    >>> walk(net, 0.5, rule) == (4 * 0.5 + 1) + 4 * 0.5
+    True
+    >>> paths = []
+    >>> _ = walk(net, 0.5, lambda layer, v, path: paths.append(path) or rule(layer, v, path))
+    >>> paths
+    [(0,), (2, 0), (2, 1), (3,)]
+    """
     if isinstance(layer, Serial):
         for i, sub in enumerate(layer.layers):
             value = walk(sub, value, rule, path + (i,))
@@ -273,20 +589,83 @@ def _single(layer, value, path):
 
 
 def where(path: Sequence[int]) -> str:
-    """A path as text: ``layer 3.1`` (0-based indices into serial/parallel)."""
+    """A path as text: ``layer 3.1`` (0-based indices into serial/parallel).
+
+    Parameters
+    ----------
+    path : sequence of int
+        Indices into serial/parallel, as :func:`walk` and :func:`leaves` give them.
+
+    Returns
+    -------
+    str
+        ``'layer i.j...'``, or ``'the top'`` for the empty path.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import where
+    >>> where((3, 1)), where(())
+    ('layer 3.1', 'the top')
+    """
     return "the top" if not path else "layer " + ".".join(map(str, path))
 
 
 def map_leaves(layer: Layer, fn: Callable, path: tuple = ()) -> Layer:
     """The description with every non-structural layer replaced by ``fn(path, layer)`` (``Serial`` and
-    ``Parallel`` rebuilt around them), e.g. to change every Dense layer's width or parameterization."""
+    ``Parallel`` rebuilt around them), e.g. to change every Dense layer's width or parameterization.
+
+    Parameters
+    ----------
+    layer : Layer
+        The description.
+    fn : callable
+        ``fn(path, layer) -> Layer`` for every layer other than Serial and Parallel.
+    path : tuple of int, default ()
+        The path of ``layer`` itself.
+
+    Returns
+    -------
+    Layer
+        The new description (the same structure).
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> from ntk_theory.architecture import Dense, map_leaves, serial
+    >>> from ntk_theory.architecture.elementwise import Relu
+    >>> net = serial(Dense(8), Relu(), Dense(1))
+    >>> map_leaves(net, lambda path, l: dataclasses.replace(l, out_dim=64) if path == (0,) else l)
+    serial(Dense(64), Relu(), Dense(1))
+    """
     if isinstance(layer, (Serial, Parallel)):
         return type(layer)(tuple(map_leaves(sub, fn, path + (i,)) for i, sub in enumerate(layer.layers)))
     return fn(path, layer)
 
 
 def leaves(layer: Layer, path: tuple = ()):
-    """``(path, layer)`` of every non-structural layer, in order."""
+    """``(path, layer)`` of every non-structural layer, in order.
+
+    Parameters
+    ----------
+    layer : Layer
+        The description.
+    path : tuple of int, default ()
+        The path of ``layer`` itself.
+
+    Yields
+    ------
+    path : tuple of int
+        The layer's indices into serial/parallel.
+    layer : Layer
+        A layer that is not Serial or Parallel (FanOut, Identity and the FanIns included).
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import Dense, FanInSum, FanOut, Identity, leaves, parallel, serial
+    >>> net = serial(FanOut(2), parallel(Dense(2), Identity()), FanInSum())
+    >>> list(leaves(net))
+    [((0,), FanOut(2)), ((1, 0), Dense(2)), ((1, 1), Identity()), ((2,), FanInSum())]
+    """
     if layer.children:
         for i, sub in enumerate(layer.children):
             yield from leaves(sub, path + (i,))

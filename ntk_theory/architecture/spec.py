@@ -17,6 +17,30 @@ class MLPSpec:
     output dimension.  Layer ``l`` (1-based, ``l = 1 .. L+1``) has ``W(l)`` of shape
     ``(n_l, n_(l-1))`` with entries ``N(0, C_W[l-1] / n_(l-1))`` and bias ``N(0, C_b[l-1])``.
     ``param`` fixes the NTK's learning-rate factors (see :mod:`ntk_theory.conventions`).
+
+    Parameters
+    ----------
+    widths : tuple of int
+        ``(n_0, n_1, ..., n_L, n_out)``, positive, at least one hidden width.
+    C_W, C_b : float or sequence of float
+        Weight and bias variances (keyword-only): one value for every layer, or L + 1 values (readout last).
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+        The NTK parameterization.
+
+    Raises
+    ------
+    ValueError
+        If a width is not a positive integer, there is no hidden layer, a variance list has the wrong length
+        or a negative entry, or ``param`` is unknown.
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import MLPSpec
+    >>> spec = MLPSpec((3, 16, 16, 1), C_W=2.0, C_b=0.1)
+    >>> spec
+    MLPSpec(widths=(3, 16, 16, 1), C_W=2.0, C_b=0.1, param='ntk')
+    >>> spec.depth, spec.n_layers, spec.input_dim, spec.hidden_widths, spec.output_dim
+    (2, 3, 3, (16, 16), 1)
     """
 
     widths: tuple[int, ...]
@@ -50,7 +74,41 @@ class MLPSpec:
         C_b=0.0,
         param: str = "ntk",
     ) -> "MLPSpec":
-        """``depth`` hidden layers of ``width`` (an int, or one width per hidden layer)."""
+        """``depth`` hidden layers of ``width`` (an int, or one width per hidden layer).
+
+        Parameters
+        ----------
+        input_dim : int
+            n_0.
+        depth : int
+            The number of hidden layers L (positive).
+        width : int or sequence of int
+            One width for every hidden layer, or L of them.
+        output_dim : int, default 1
+            n_out.
+        C_W, C_b : float or sequence of float, default 1.0, 0.0
+            As for the constructor (keyword-only).
+        param : {'ntk', 'standard', 'unit'}, default 'ntk'
+            The NTK parameterization.
+
+        Returns
+        -------
+        MLPSpec
+            The spec with ``widths = (input_dim, *hidden, output_dim)``.
+
+        Raises
+        ------
+        ValueError
+            As the constructor, or if ``width`` has other than ``depth`` entries.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> MLPSpec.build(3, 2, 16, C_W=2.0) == MLPSpec((3, 16, 16, 1), C_W=2.0, C_b=0.0)
+        True
+        >>> MLPSpec.build(3, 2, [8, 4]).widths
+        (3, 8, 4, 1)
+        """
         depth = _checks.positive_int("depth", depth)
         if isinstance(width, Sequence) and not isinstance(width, str):
             hidden = tuple(width)
@@ -83,13 +141,40 @@ class MLPSpec:
         return self.widths[1:-1]
 
     def learning_rate_factors(self) -> list[tuple[float, float]]:
-        """``[(lambda_b(l), lambda_W(l)) for l = 1 .. L+1]``."""
+        """``[(lambda_b(l), lambda_W(l)) for l = 1 .. L+1]``.
+
+        Returns
+        -------
+        list of tuple of float
+            One pair per weight layer: ``(C_b, C_W)`` in 'ntk', ``(1, n_(l-1))`` in 'standard', ``(1, 1)``
+            in 'unit' (:func:`ntk_theory.conventions.learning_rate_factors`).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> MLPSpec((3, 16, 1), C_W=2.0, C_b=0.1).learning_rate_factors()
+        [(0.1, 2.0), (0.1, 2.0)]
+        >>> MLPSpec((3, 16, 1), C_W=2.0, C_b=0.1, param="standard").learning_rate_factors()
+        [(1.0, 3.0), (1.0, 16.0)]
+        """
         return [
             learning_rate_factors(self.param, C_W=self.C_W[l], C_b=self.C_b[l], fan_in=self.widths[l])
             for l in range(self.n_layers)
         ]
 
     def n_params(self) -> int:
+        """The number of weights and biases, sum over layers of n_l (n_(l-1) + 1).
+
+        Returns
+        -------
+        int
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> MLPSpec((3, 16, 1), C_W=1.0, C_b=0.0).n_params() == 16 * (3 + 1) + 1 * (16 + 1)
+        True
+        """
         return sum(n_out * (n_in + 1) for n_in, n_out in zip(self.widths[:-1], self.widths[1:]))
 
     def __repr__(self) -> str:
