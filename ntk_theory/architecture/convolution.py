@@ -295,9 +295,6 @@ class AvgPool(Layer):
 
     @property
     def rank(self) -> int:
-        return len(self.window_shape)
-
-    @property
         """The number of spatial axes (1 or 2).
 
         Examples
@@ -306,6 +303,9 @@ class AvgPool(Layer):
         >>> AvgPool((2,)).rank
         1
         """
+        return len(self.window_shape)
+
+    @property
     def step(self) -> tuple:
         """The strides (1 per axis when None, neural-tangents' default)."""
         return self.strides or (1,) * self.rank

@@ -232,8 +232,6 @@ array([[1., 0.],
        [0., 1.]])
 """
 
-ACTIVATIONS = _elementwise.NEURAL_TANGENTS + _elementwise.BEYOND
-for _name in ACTIVATIONS:
 Identity.__doc__ = """Passes its input on unchanged (neural-tangents' ``stax.Identity``).
 
 Returns
@@ -438,6 +436,8 @@ After ``Conv(1, (2,))`` ('VALID', W_std = 1) the kernel of positions p, p' is me
 True
 """
 
+ACTIVATIONS = _elementwise.NEURAL_TANGENTS + _elementwise.BEYOND
+for _name in ACTIVATIONS:
     globals()[_name] = _wrap(getattr(_elementwise, _name if _name != "Activation" else "Activation_"))
     globals()[_name].__name__ = _name
 
