@@ -175,6 +175,7 @@ def evaluate(
     return EnsembleOutputs(f, theta, kernel)
 
 
+# the same arguments as sample_readouts (two samplers of the same networks returning different outputs)
 def sample(
     X: Array,
     spec: MLPSpec,
@@ -286,6 +287,7 @@ def evaluate_readouts(
     return ReadoutOutputs(f, ntk, hidden, pre, ag, dg, readout_sq)
 
 
+# the same arguments as sample (two samplers of the same networks returning different outputs)
 def sample_readouts(
     X: Array,
     spec: MLPSpec,

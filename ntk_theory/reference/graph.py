@@ -147,7 +147,39 @@ def init(description: Layer, rng, input_shape) -> tuple:
 
     ``rng``: an int seed, a ``numpy.random.Generator`` or a 2-word key (a JAX PRNG key) seeding NumPy;
     draws follow the layers in order, W before b.  ``input_shape``: (N, d), or (N, W, C) / (N, H, W, C)
-    for convolutional networks; N may be -1."""
+    for convolutional networks; N may be -1.
+
+    Parameters
+    ----------
+    description : Layer
+        An architecture description (``net.description`` of a stax network).
+    rng : int, numpy.random.Generator or array_like
+        The seed.
+    input_shape : tuple of int
+        The input shape.
+
+    Returns
+    -------
+    output_shape : tuple of int
+    params : list
+        neural-tangents' layout: ``(W (n_in, out), b (1, out))`` per Dense (b None without bias), ``()`` for
+        parameter-free layers.
+
+    Examples
+    --------
+    Dense weights are standard normal (the scale is applied in the forward pass):
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.reference import init_description
+    >>> net = stax.serial(stax.Dense(3, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5))
+    >>> _, ((W1, b1), _, (W2, b2)) = init_description(net.description, 0, (-1, 2))
+    >>> [W.shape for W in (W1, W2)], b1.shape, b2
+    ([(2, 3), (3, 1)], (1, 3), None)
+    >>> _, many = init_description(stax.serial(stax.Dense(4000), stax.Relu()).description, 1, (-1, 10))
+    >>> bool(abs(many[0][0].var() - 1.0) < 5 * (2 / 40000) ** 0.5)    # 40000 N(0, 1) draws
+    True
+    """
     gen = _generator(rng)
     shape = _input_shape(input_shape)
     drawn: dict = {}
@@ -500,6 +532,7 @@ class Node:
     rank: int = 0
 
 
+# Step, Sensitivity and _Linear are records alike in shape (layer, path, arrays): different data, no shared logic
 @dataclass(eq=False)
 class Step:
     """One non-structural layer applied: its inputs, output and what its derivatives need."""
@@ -511,6 +544,7 @@ class Step:
     cache: object
 
 
+# a record shaped like Step (layer, path, arrays): different data, no shared logic
 @dataclass(eq=False)
 class Sensitivity:
     """At one layer with weights (Dense, Conv): its rows' input ``x`` (..., N, *spatial, n_in) and the
@@ -535,6 +569,7 @@ class _Linear:
     channels: int = 0
 
 
+# a record with a derived property, shaped like architecture.mlp.MLPParameters: different data, no shared logic
 @dataclass(eq=False)
 class Tape:
     """The forward pass at inputs X: the output and every step, in order."""
@@ -954,7 +989,37 @@ def _flat_output(tape: Tape, what: str) -> tuple:
 
 
 def apply(description: Layer, params, X) -> Array:
-    """The network's output at inputs X ((N, d), or (N, W, C) / (N, H, W, C) for convolutions), float64."""
+    """The network's output at inputs X ((N, d), or (N, W, C) / (N, H, W, C) for convolutions), float64.
+
+    Parameters
+    ----------
+    description : Layer
+        An architecture description.
+    params : list
+        Parameters in neural-tangents' layout (:func:`init`).
+    X : array_like
+        Inputs.
+
+    Returns
+    -------
+    ndarray
+        (N, out_dim) (or the description's output shape).
+
+    Examples
+    --------
+    Against the forward pass written out ('ntk' Dense: z = W_std / sqrt(n_in) x w + b_std b):
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.reference import init_description, apply_description
+    >>> net = stax.serial(stax.Dense(3, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5))
+    >>> _, params = init_description(net.description, 0, (-1, 2))
+    >>> (W1, b1), _, (W2, _) = params
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1 * 1.5 / 2 ** 0.5 + 0.1 * b1
+    >>> bool(np.allclose(apply_description(net.description, params, X), np.maximum(z, 0) @ W2 * 1.5 / 3 ** 0.5))
+    True
+    """
     return trace(description, _inputs(X), _explicit(params, description)).f
 
 
@@ -1025,7 +1090,42 @@ def vjp(description: Layer, params, X, cotangent):
 def jacobian(description: Layer, params, X, flat: bool = False):
     """``df_(a,o)/dtheta`` by reverse mode (one pass per output entry, all at once): a tree shaped like
     ``params`` with leading axes (N, out_dim) on every leaf, or with ``flat=True`` one array (N, out_dim, P)
-    in :func:`flatten` order."""
+    in :func:`flatten` order.
+
+    Parameters
+    ----------
+    description : Layer
+    params : list
+        neural-tangents' layout (:func:`init`).
+    X : array_like
+        Inputs (N, ...).
+    flat : bool, default False
+
+    Returns
+    -------
+    list or ndarray
+
+    Examples
+    --------
+    One weight's column against a central finite difference of the outputs:
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.reference import init_description, apply_description, description_jacobian
+    >>> net = stax.serial(stax.Dense(3, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5))
+    >>> _, params = init_description(net.description, 0, (-1, 2))
+    >>> (W1, b1), _, (W2, _) = params
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> J = description_jacobian(net.description, params, X)
+    >>> def f(w):
+    ...     W = W1.copy(); W[0, 1] = w
+    ...     return apply_description(net.description, [(W, b1), (), (W2, None)], X)
+    >>> w, h = W1[0, 1], 1e-6
+    >>> bool(np.allclose(J[0][0][:, :, 0, 1], (f(w + h) - f(w - h)) / (2 * h), atol=1e-8))
+    True
+    >>> description_jacobian(net.description, params, X, flat=True).shape    # 6 + 3 + 3 parameters
+    (2, 1, 12)
+    """
     tape = trace(description, _inputs(X), _explicit(params, description))
     N, O = _flat_output(tape, "the Jacobian")
     eye = np.eye(N * O).reshape(N, O, N, O)
@@ -1072,7 +1172,41 @@ def ntk(description: Layer, params, X1, X2=None, trace_outputs: bool = True) -> 
 
     ``trace_outputs=True``: (N1, N2), the mean over the output axis (neural-tangents' default
     ``trace_axes=(-1,)``; the NTK itself for one output); False: the full (N1, N2, O, O)
-    (``trace_axes=()``)."""
+    (``trace_axes=()``).
+
+    Parameters
+    ----------
+    description : Layer
+    params : list
+        neural-tangents' layout (:func:`init`).
+    X1 : array_like
+        Inputs (N1, ...).
+    X2 : array_like, optional
+        Inputs (N2, ...); None: X1.
+    trace_outputs : bool, default True
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    For Dense-ReLU-Dense the NTK is h h^T W_std^2 / n_1 + (g g^T) (W_std^2 x.x' / n_0 + b_std^2), h = relu(z),
+    g = relu'(z) w2 W_std / sqrt(n_1) the output's sensitivity to z:
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.reference import init_description, description_ntk
+    >>> net = stax.serial(stax.Dense(3, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5))
+    >>> _, params = init_description(net.description, 0, (-1, 2))
+    >>> (W1, b1), _, (W2, _) = params
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1 * 1.5 / 2 ** 0.5 + 0.1 * b1
+    >>> h, g = np.maximum(z, 0), (z > 0) * W2[:, 0] * 1.5 / 3 ** 0.5
+    >>> theta = h @ h.T * 1.5 ** 2 / 3 + (g @ g.T) * (X @ X.T * 1.5 ** 2 / 2 + 0.1 ** 2)
+    >>> bool(np.allclose(description_ntk(net.description, params, X), theta))
+    True
+    """
     action = _explicit(params, description)
     X1 = _inputs(X1, "X1")
     tape1 = trace(description, X1, action)

@@ -47,6 +47,7 @@ class NumpyBoundActivation(Activation):
 
     pair: NumpyActivation | None = None
 
+    # two one-line delegating properties (alike in shape to codegen.kernel's and recursions.graph's)
     @property
     def numpy(self):
         return self.pair.value

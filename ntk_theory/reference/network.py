@@ -56,6 +56,24 @@ class Trace:
     ``a[l]`` is a(l) = s(z(l)) for l = 1 .. L, with ``a[0] = X``;
     ``ds[l-1]`` is s'(z(l)) for l = 1 .. L;
     ``tape`` the interpreter's :class:`~ntk_theory.reference.graph.Tape` (reverse and forward mode reuse it).
+
+    Parameters
+    ----------
+    z, a, ds : list of ndarray
+        As above.
+    tape : Tape, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP.random((2, 3, 1), "tanh", C_W=1.5, C_b=0.1, seed=0)
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> tr = net.forward(X)
+    >>> z1 = X @ net.weights[0].T + net.biases[0]                 # PDLT: z(1) = W(1) x + b(1)
+    >>> bool(np.allclose(tr.z[0], z1)), bool(np.allclose(tr.a[1], np.tanh(z1))), bool(np.allclose(tr.ds[0], 1 - np.tanh(z1) ** 2))
+    (True, True, True)
+    >>> bool(np.allclose(tr.output, np.tanh(z1) @ net.weights[1].T + net.biases[1]))
+    True
     """
 
     z: list
@@ -65,6 +83,7 @@ class Trace:
 
     @property
     def output(self) -> Array:
+        """The network's output f = z(L+1), (N, n_out)."""
         return self.z[-1]
 
 
@@ -74,6 +93,19 @@ class MLP:
     Build one with :meth:`MLP.random` (parameters drawn from the PDLT initialisation) or from
     explicit parameters ``MLP(spec, activation, weights, biases)``.
 
+    Parameters
+    ----------
+    spec : MLPSpec
+        Widths (n_0, ..., n_L, n_out), C_W, C_b and param (:class:`ntk_theory.architecture.MLPSpec`).
+    activation : str, NumpyActivation or sympy.Expr
+        The hidden layers' activation (:func:`~ntk_theory.reference.numpy_activation`).
+    weights : sequence of ndarray
+        W(l) of shape (n_l, n_(l-1)), l = 1 .. L+1 (PDLT coordinates: z(l) = W(l) a(l-1) + b(l)).
+    biases : sequence of ndarray
+        b(l) of shape (n_l,).
+
+    Examples
+    --------
     >>> net = MLP.random((3, 64, 64, 1), "relu", C_W=2.0, C_b=0.0, param="ntk", seed=0)
     >>> X = np.eye(3)[:2]
     >>> net.ntk(X).shape
@@ -170,16 +202,58 @@ class MLP:
     # ------------------------------------------------------------------ parameters
     @property
     def n_params(self) -> int:
+        """The number of parameters P, sum_l n_l (n_(l-1) + 1)."""
         return self.spec.n_params()
 
     def flatten(self, params=None) -> Array:
-        """Flatten ``[(W(1), b(1)), ...]`` (default: this network's) into one vector; W row-major."""
+        """Flatten ``[(W(1), b(1)), ...]`` (default: this network's) into one vector; W row-major.
+
+        Parameters
+        ----------
+        params : list of (ndarray, ndarray), optional
+
+        Returns
+        -------
+        ndarray
+            (P,).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = MLP.random((2, 3, 1), "relu", seed=0)
+        >>> theta = net.flatten()
+        >>> theta.shape, net.n_params                          # 3 (2 + 1) + 1 (3 + 1)
+        ((13,), 13)
+        >>> bool(np.array_equal(theta[:6], net.weights[0].ravel()))
+        True
+        >>> all(np.array_equal(a, w) for (a, _), w in zip(net.unflatten(theta), net.weights))
+        True
+        """
         if params is None:
             params = list(zip(self.weights, self.biases))
         return np.concatenate([np.concatenate([np.ravel(W), np.ravel(b)]) for W, b in params])
 
     def unflatten(self, vector: Array) -> list:
-        """Inverse of :meth:`flatten` (a leading batch axis is kept: (K, P) -> [(K, ...), ...])."""
+        """Inverse of :meth:`flatten` (a leading batch axis is kept: (K, P) -> [(K, ...), ...]).
+
+        Parameters
+        ----------
+        vector : array_like
+            (P,) or (K, P).
+
+        Returns
+        -------
+        list of (ndarray, ndarray)
+
+        Raises
+        ------
+        ValueError
+            If the last axis is not P long.
+
+        Examples
+        --------
+        See :meth:`flatten`.
+        """
         vector = np.asarray(vector, dtype=np.float64)
         if vector.shape[-1] != self.n_params:
             raise ValueError(f"a flat tangent needs {self.n_params} entries; got shape {vector.shape}")
@@ -194,7 +268,23 @@ class MLP:
         return out
 
     def learning_rate_vector(self) -> Array:
-        """The diagonal of Lambda in :meth:`flatten` order: lambda_W/n_(l-1) for W, lambda_b for b."""
+        """The diagonal of Lambda in :meth:`flatten` order: lambda_W/n_(l-1) for W, lambda_b for b.
+
+        Returns
+        -------
+        ndarray
+            (P,).
+
+        Examples
+        --------
+        In 'ntk' lambda_W = C_W and lambda_b = C_b:
+
+        >>> net = MLP.random((2, 3, 1), "relu", C_W=2.0, C_b=0.5, seed=0)
+        >>> lam = net.learning_rate_vector()
+        >>> import numpy as np
+        >>> bool(np.allclose(lam, [2.0 / 2] * 6 + [0.5] * 3 + [2.0 / 3] * 3 + [0.5]))   # W(1), b(1), W(2), b(2)
+        True
+        """
         parts = []
         for (lam_b, lam_W), W, b in zip(self._lambdas, self.weights, self.biases):
             parts.append(np.full(W.size, lam_W / W.shape[1]))
@@ -207,7 +297,23 @@ class MLP:
         :func:`ntk_theory.reference.mlp_graph.description`): the stax layers of ``activation`` evaluated by
         this network's NumPy pair; with :attr:`params` the same network for every interpreter of
         descriptions.  (A method, not a ``description`` attribute: objects with one are read as stax networks
-        without parameters.)  Loads the symbolic layer on first use."""
+        without parameters.)  Loads the symbolic layer on first use.
+
+        Returns
+        -------
+        Layer
+
+        Examples
+        --------
+        The description with :attr:`params` computes the same outputs:
+
+        >>> import numpy as np
+        >>> from ntk_theory.reference import apply_description
+        >>> net = MLP.random((2, 3, 1), "tanh", C_W=1.5, C_b=0.1, seed=0)
+        >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+        >>> bool(np.allclose(apply_description(net.as_description(), net.params, X), net(X)))
+        True
+        """
         if self._description is None:
             self._description = _mlp_graph().description(self.spec, self.activation)
         return self._description
@@ -218,7 +324,16 @@ class MLP:
         (w(L+1), beta(L+1))]`` of :meth:`as_description`, ``w`` (n_(l-1), n_l) and ``beta`` (1, n_l), with ``W(l)^T = W_s w``,
         ``b(l) = b_s beta`` (``W_s = sqrt(C_W / n_(l-1))``, ``b_s = sqrt(C_b)`` in 'ntk'; 1 in 'standard' and
         'unit').  ValueError where a scale is 0 but the PDLT parameters are not (no such ``w`` or ``beta``);
-        there zero parameters map to zeros."""
+        there zero parameters map to zeros.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = MLP.random((2, 3, 1), "relu", C_W=2.0, C_b=0.5, seed=0)
+        >>> (w1, beta1), _, (w2, beta2) = net.params
+        >>> bool(np.allclose(w1.T * np.sqrt(2.0 / 2), net.weights[0])), bool(np.allclose(beta1[0] * np.sqrt(0.5), net.biases[0]))
+        (True, True)
+        """
         out = []
         for l, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             if self.spec.param == "ntk":
@@ -239,7 +354,21 @@ class MLP:
 
     def forward(self, X) -> Trace:
         """Preactivations z(l), activations a(l) and derivatives s'(z(l)) at inputs X (N, n_0), read off the
-        description interpreter's tape (:func:`ntk_theory.reference.graph.trace`)."""
+        description interpreter's tape (:func:`ntk_theory.reference.graph.trace`).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, n_0).
+
+        Returns
+        -------
+        Trace
+
+        Examples
+        --------
+        See :class:`Trace`.
+        """
         X = self._inputs(X)
         tape = _graph().trace(self.as_description(), X, self._action())
         steps = tape.steps  # Dense, s, Dense, s, ..., Dense
@@ -377,7 +506,30 @@ class MLP:
 
     def output_sensitivities(self, X=None, trace: Trace | None = None) -> list:
         """``[T(l) = df/dz(l) for l = 1 .. L+1]``, each (N, n_out, n_l), by reverse mode (one pass per output,
-        all inputs at once)."""
+        all inputs at once).
+
+        Parameters
+        ----------
+        X : array_like, optional
+            Inputs (N, n_0); or give ``trace``.
+        trace : Trace, optional
+            A forward pass at the inputs.
+
+        Returns
+        -------
+        list of ndarray
+
+        Examples
+        --------
+        The readout's sensitivity is the identity, and T(L) = s'(z(L)) W(L+1):
+
+        >>> import numpy as np
+        >>> net = MLP.random((2, 3, 1), "tanh", seed=0)
+        >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+        >>> T = net.output_sensitivities(X)
+        >>> bool(np.allclose(T[-1], 1.0)), bool(np.allclose(T[0][:, 0, :], net.forward(X).ds[0] * net.weights[1][0]))
+        (True, True)
+        """
         tr = trace if trace is not None else self.forward(X)
         return [np.ascontiguousarray(s.g.transpose(1, 0, 2)) for s in self._sensitivities(self._trace(tr))]
 
@@ -387,6 +539,29 @@ class MLP:
         Returns a list of ``(dF/dW(l), dF/db(l))`` with shapes (N, n_out, n_l, n_(l-1)) and
         (N, n_out, n_l), or with ``flat=True`` one array (N, n_out, P) in :meth:`flatten` order.
         ``scaled=True`` multiplies by sqrt(Lambda) so that ``Theta = J J^T``.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, n_0).
+        flat : bool, default False
+        scaled : bool, default False
+
+        Returns
+        -------
+        list of tuple or ndarray
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = MLP.random((2, 3, 1), "tanh", C_W=1.5, C_b=0.1, seed=0)
+        >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+        >>> J = net.jacobian(X, flat=True, scaled=True)[:, 0, :]
+        >>> bool(np.allclose(J @ J.T, net.ntk(X)))
+        True
+        >>> J1 = net.jacobian(X, flat=True)[:, 0, :]                # df/db(L+1) = 1
+        >>> bool(np.allclose(J1[:, -1], 1.0))
+        True
         """
         tr = self.forward(X)
         blocks = []
@@ -405,10 +580,31 @@ class MLP:
         return np.concatenate([np.concatenate([dW.reshape(N, O, -1), db], axis=-1) for dW, db in blocks], axis=-1)
 
     def input_jacobian(self, X) -> Array:
-        """``df/dx`` at X, shape (N, n_out, n_0): the cotangent of z(1) pulled back through W(1)."""
+        """``df/dx`` at X, shape (N, n_out, n_0): the cotangent of z(1) pulled back through W(1).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, n_0).
+
+        Returns
+        -------
+        ndarray
+
+        Examples
+        --------
+        Against a central finite difference in the first input coordinate:
+
+        >>> import numpy as np
+        >>> net = MLP.random((2, 3, 1), "tanh", C_W=1.5, C_b=0.1, seed=0)
+        >>> X = np.array([[1.0, -0.5], [0.3, 0.8]]); e = np.array([1e-6, 0.0])
+        >>> bool(np.allclose(net.input_jacobian(X)[:, 0, 0], (net(X + e) - net(X - e))[:, 0] / 2e-6))
+        True
+        """
         first = self._sensitivities(self.forward(X))[0]
         return np.ascontiguousarray(first.action.backward(first.g).transpose(1, 0, 2))
 
+    # its Parameters section words X1, X2 as every kernel function's (numpydoc: each documents its own arguments)
     def ntk(self, X1, X2=None, trace_outputs: bool = True) -> Array:
         """The empirical NTK ``Theta(X1, X2) = J(X1) Lambda J(X2)^T`` with this ``param``'s factors.
 
