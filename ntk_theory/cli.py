@@ -24,21 +24,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _comma_separated(text: str, convert, expected: str):
+    """``convert`` of each comma-separated part: one value, or a list (one value per layer); an argparse
+    error saying what was ``expected`` when a part does not convert."""
+    try:
+        parts = [convert(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _floats(text: str):
     """'2' -> 2.0, '2,1.5,1' -> [2.0, 1.5, 1.0] (one value per layer)."""
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers; got {text!r}") from None
-    return parts[0] if len(parts) == 1 else parts
+    return _comma_separated(text, float, "a number or comma-separated numbers")
 
 
 def _widths(text: str):
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or comma-separated integers; got {text!r}") from None
-    return parts[0] if len(parts) == 1 else parts
+    """'64' -> 64, '64,128' -> [64, 128]."""
+    return _comma_separated(text, int, "an integer or comma-separated integers")
 
 
 def _width_list(text: str) -> list:

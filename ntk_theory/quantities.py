@@ -56,6 +56,7 @@ _TABLE = (
     Quantity("B", "B", "B_(pq)(rs) = n E[Theta_ij;pr Theta_ij;qs]", "1/n", "(N, N, N, N)"),
     Quantity("D", "D", "D_abcd = n Cov(Theta_ii;ab, z_j;c z_j;d)", "1/n", "(N, N, N, N)"),
     Quantity("F", "F", "F_(pq)(rs) = n E[Theta_ij;pr z_i;q z_j;s]", "1/n", "(N, N, N, N)"),
+    # the dNTK and ddNTK tensors (a data table: entries alike in shape, as in the trained network's below)
     Quantity("P", "P", "dNTK: P_abcd = n E[dH_(i j j; a b c) z_(i;d)] (i != j), dH_(i0 i1 i2) = D^2 z_i0[v_i1, v_i2], "
              "v_i = Lambda grad z_i; n = the width feeding the layer", "1/n", "(N, N, N, N)"),
     Quantity("Q", "Q", "dNTK: Q_abcd = n E[dH_(i i j; a b c) z_(j;d)] (i != j); E[dH_(i0 i1 i2) z_i3] = (d_i0i3 d_i1i2 "
@@ -84,6 +85,7 @@ _TABLE = (
              "1", "(N, N)"),
     Quantity("kernel_covariance", "Cov[Khat, Khat]", "Cov[Khat_ab, Khat_cd] (last hidden layer) = V_(ab)(cd) / n",
              "1/n", "(N, N, N, N)"),
+    # (a data table: entries alike in shape, as the dNTK's and ddNTK's above)
     # the trained network (dynamics --finite-width; T steps, P = N train + M test inputs, train first)
     Quantity("trained_mean", "E[f_t]", "mean output after t steps of gradient descent at infinite width (the "
              "kernel prediction)", "1", "(T, P)"),

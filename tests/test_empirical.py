@@ -40,6 +40,7 @@ def _data(n0, n1=5, n2=4, seed=1):
 
 
 # ---------------------------------------------------------------------------- agreement
+# a table of test cases laid out like test_reference_network's: data, not shared logic
 @pytest.mark.parametrize("param", PARAMS)
 @pytest.mark.parametrize(
     "act, widths",

@@ -30,6 +30,7 @@ def _rel_err(a, b):
     return np.max(np.abs(a - b)) / np.max(np.abs(b))
 
 
+# a table of test cases laid out like test_empirical's: data, not shared logic
 @pytest.mark.parametrize("param", PARAMS)
 @pytest.mark.parametrize(
     "act, widths",

@@ -73,6 +73,7 @@ class Activation:
     def mpmath_derivative(self):
         return sp.lambdify(x, drop_deltas(self.derivative()), modules="mpmath")
 
+    # (latex/_repr_latex_/__repr__ alike in shape to gaussian.expectation's: each class displays itself)
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
         return rf"\sigma(x) = {sp.latex(self.expr)}"

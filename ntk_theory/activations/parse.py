@@ -96,6 +96,7 @@ def _(spec: Activation) -> Activation:
     return spec
 
 
+# reference.activations parses names alike, deliberately apart: the reference stays independent of this layer.
 @activation.register
 def _(spec: str) -> Activation:
     text = spec.strip()

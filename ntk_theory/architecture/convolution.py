@@ -66,6 +66,12 @@ def _default_axes(layer: str, **axes) -> None:
                              "channels last) is supported")
 
 
+def window_step(layer) -> tuple:
+    """The strides of a Conv or AvgPool: ``layer.strides``, or 1 per spatial axis when None (neural-tangents'
+    default)."""
+    return layer.strides or (1,) * layer.rank
+
+
 @dataclass(frozen=True, repr=False)
 class Conv(Weighted, Layer):
     """A convolution with weights shared over positions (see the module docstring); ``C_W``, ``C_b``,
@@ -176,10 +182,7 @@ class Conv(Weighted, Layer):
         """
         return len(self.filter_shape)
 
-    @property
-    def step(self) -> tuple:
-        """The strides (1 per axis when None)."""
-        return self.strides or (1,) * self.rank
+    step = property(window_step)
 
     @property
     def filter_size(self) -> int:
@@ -305,10 +308,7 @@ class AvgPool(Layer):
         """
         return len(self.window_shape)
 
-    @property
-    def step(self) -> tuple:
-        """The strides (1 per axis when None, neural-tangents' default)."""
-        return self.strides or (1,) * self.rank
+    step = property(window_step)
 
     def output_size(self, size: tuple) -> tuple:
         """The spatial output shape for the spatial input shape ``size``.

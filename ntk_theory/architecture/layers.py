@@ -385,6 +385,7 @@ class LayerNorm(Layer):
         object.__setattr__(self, "eps", _std("LayerNorm eps", self.eps))
 
 
+# Serial and Parallel are alike but for their name: separate types for every interpretation's dispatch
 @dataclass(frozen=True, repr=False)
 class Serial(Layer):
     """Layers applied one after the other.
@@ -408,7 +409,6 @@ class Serial(Layer):
 
     @property
     def children(self):
-        return self.layers
         """The layers, in order.
 
         Examples
@@ -417,8 +417,10 @@ class Serial(Layer):
         >>> serial(Dense(2), Dense(1)).children
         (Dense(2), Dense(1))
         """
+        return self.layers
 
 
+# alike Serial but for its name: separate types for every interpretation's dispatch
 @dataclass(frozen=True, repr=False)
 class Parallel(Layer):
     """Layer i applied to input i of a list of inputs.
@@ -442,8 +444,6 @@ class Parallel(Layer):
 
     @property
     def children(self):
-        return self.layers
-
         """The branches, in order.
 
         Examples
@@ -452,10 +452,10 @@ class Parallel(Layer):
         >>> parallel(Dense(2), Identity()).children
         (Dense(2), Identity())
         """
+        return self.layers
+
 
 def serial(*layers: Layer) -> Serial:
-    return Serial(tuple(_layer(l) for l in layers))
-
     """The composition of ``layers``, first applied first.
 
     Parameters
@@ -480,10 +480,10 @@ def serial(*layers: Layer) -> Serial:
     >>> serial(Dense(2), stax.Relu(), Dense(1))
     serial(Dense(2), Relu(), Dense(1))
     """
+    return Serial(tuple(_layer(l) for l in layers))
+
 
 def parallel(*layers: Layer) -> Parallel:
-    return Parallel(tuple(_layer(l) for l in layers))
-
     """Layer i applied to input i of a list (made by ``FanOut``).
 
     Parameters
@@ -507,6 +507,8 @@ def parallel(*layers: Layer) -> Parallel:
     >>> parallel(Dense(2), Identity())
     parallel(Dense(2), Identity())
     """
+    return Parallel(tuple(_layer(l) for l in layers))
+
 
 def _layer(value) -> Layer:
     layer = getattr(value, "description", value)

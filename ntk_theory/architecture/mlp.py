@@ -32,6 +32,7 @@ _NAMED = ("Relu", "Erf", "Tanh", "Abs", "Sign", "Gelu", "Sigmoid", "Softplus", "
           "Exp", "Gaussian")
 
 
+# a record with derived properties, shaped like reference.graph.Tape: different data, no shared logic
 @dataclass(frozen=True)
 class MLPParameters:
     """A plain MLP's parameters: its activation layer and :class:`~ntk_theory.activations.Activation`,

@@ -39,6 +39,7 @@ class CompiledKernel:
         self.tol, self.max_order, self.tile_mb = float(tol), int(max_order), float(tile_mb)
         self.graph = CompiledGraphKernel(self.recursion.description, tile_mb=tile_mb, tol=tol, max_order=max_order)
 
+    # the properties below delegate to the graph kernel, one documented attribute each (alike by design)
     @property
     def source(self) -> str:
         """The generated module."""

@@ -108,6 +108,7 @@ ELEMENT_RATE = 1e9
 
 
 # ---------------------------------------------------------------------- per layer type
+# a record of numbers shaped like empirical.ntk.Dense's fields: different data, no shared logic
 @dataclass(frozen=True)
 class LayerCost:
     """One layer occurrence's work per input and vector: ``(FLOPs, elements)`` of the forward pass, of

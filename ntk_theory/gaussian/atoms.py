@@ -319,6 +319,7 @@ def translate(atom: Atom, mu: sp.Expr) -> Combination:
     return _translate(atom, mu)
 
 
+# a registry by atom type, like _derivative and _product below (the repetition is the dispatch pattern)
 @functools.singledispatch
 def _translate(atom, mu) -> Combination:
     raise NoRule(f"cannot translate {atom}")

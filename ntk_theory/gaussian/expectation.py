@@ -161,6 +161,7 @@ class NumericalExpectation(GaussianExpectation):
         except NoRule as exc:
             return NumericalDiagonal(self.f, self.g, self.label, str(exc))
 
+    # display methods alike in shape to activations.Activation's: each class displays itself
     def latex(self) -> str:
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right]\ \text{{(numerical quadrature)}}"
 

@@ -65,6 +65,7 @@ def _(layer: Conv) -> LayerMap:
     return LayerMap(text, latex)
 
 
+# one rule per layer type, text and LaTeX (the rules of LayerNorm and the others are alike in shape)
 @layer_map.register
 def _(layer: AvgPool) -> LayerMap:
     window = "x".join(map(str, layer.window_shape))
@@ -76,18 +77,6 @@ def _(layer: AvgPool) -> LayerMap:
 
 
 @layer_map.register
-def _(layer: GlobalAvgPool) -> LayerMap:
-    return LayerMap(("K' = mean_(p, p') K(p, p'), Theta' = mean_(p, p') Theta(p, p')  (over all position pairs)",),
-                    r"K \mapsto \tfrac{1}{P^2}\textstyle\sum_{p,p'} K_{pp'},\ \Theta \text{ the same}")
-
-
-@layer_map.register
-def _(layer: Flatten) -> LayerMap:
-    return LayerMap(("K' = mean_p K(p, p), Theta' = mean_p Theta(p, p)  (same positions only)",),
-                    r"K \mapsto \tfrac{1}{P}\textstyle\sum_{p} K_{pp},\ \Theta \text{ the same}")
-
-
-@layer_map.register
 def _(layer: Elementwise) -> LayerMap:
     from ..gaussian.derivation import plain_text
     from ..gaussian.display import display_text
@@ -95,7 +84,7 @@ def _(layer: Elementwise) -> LayerMap:
 
     latex = (r"K \mapsto E[s(u)s(v)],\ \Theta \mapsto E[s'(u)s'(v)]\,\Theta,\ s(x) = " + layer.activation.latex())
     if layer.is_identity:
-        return LayerMap(("K' = K, Theta' = Theta",), r"K \mapsto K,\ \Theta \mapsto \Theta")
+        return layer_map(Identity())
     kern = activation_kernels(layer.activation)
     lines = [f"s(x) = {plain_text(layer.expr)}"]
     for title, e, tail in (("K' = E[s(u) s(v)]", kern.T, ""), ("Theta' = E[s'(u) s'(v)] Theta", kern.Tdot, " * Theta")):
@@ -106,6 +95,7 @@ def _(layer: Elementwise) -> LayerMap:
     return LayerMap(tuple(lines), latex)
 
 
+# one rule per layer type, text and LaTeX (the rules of AvgPool and the others are alike in shape)
 @layer_map.register
 def _(layer: LayerNorm) -> LayerMap:
     text = (f"K'_ab = (K_ab - m_a m_b) / (s_a s_b), Theta'_ab = Theta_ab / (s_a s_b), "
@@ -121,19 +111,19 @@ def _(layer: FanOut) -> LayerMap:
                     rf"\text{{{layer.num} copies}}")
 
 
-@layer_map.register
-def _(layer: FanInSum) -> LayerMap:
-    return LayerMap(("K'_ab = sum_i K_i;ab + sum_(i != j) m_i;a m_j;b, Theta' = sum_i Theta_i  "
-                     "(branches through different Dense layers are independent)",),
-                    r"K \mapsto \textstyle\sum_i K_i + \sum_{i \ne j} m_i m_j,\ \Theta \mapsto \sum_i \Theta_i")
+#: the maps that no layer argument enters: layer type -> (text, LaTeX)
+CONSTANT_MAPS = {
+    GlobalAvgPool: ("K' = mean_(p, p') K(p, p'), Theta' = mean_(p, p') Theta(p, p')  (over all position pairs)",
+                    r"K \mapsto \tfrac{1}{P^2}\textstyle\sum_{p,p'} K_{pp'},\ \Theta \text{ the same}"),
+    Flatten: ("K' = mean_p K(p, p), Theta' = mean_p Theta(p, p)  (same positions only)",
+              r"K \mapsto \tfrac{1}{P}\textstyle\sum_{p} K_{pp},\ \Theta \text{ the same}"),
+    FanInSum: ("K'_ab = sum_i K_i;ab + sum_(i != j) m_i;a m_j;b, Theta' = sum_i Theta_i  "
+               "(branches through different Dense layers are independent)",
+               r"K \mapsto \textstyle\sum_i K_i + \sum_{i \ne j} m_i m_j,\ \Theta \mapsto \sum_i \Theta_i"),
+    FanInConcat: ("K' = sum_i (n_i / n) K_i, Theta' = sum_i (n_i / n) Theta_i  (n_i the branch widths, n their sum)",
+                  r"K \mapsto \textstyle\sum_i \frac{n_i}{n} K_i,\ \Theta \mapsto \sum_i \frac{n_i}{n} \Theta_i"),
+    Identity: ("K' = K, Theta' = Theta", r"K \mapsto K,\ \Theta \mapsto \Theta"),
+}
 
-
-@layer_map.register
-def _(layer: FanInConcat) -> LayerMap:
-    return LayerMap(("K' = sum_i (n_i / n) K_i, Theta' = sum_i (n_i / n) Theta_i  (n_i the branch widths, n their sum)",),
-                    r"K \mapsto \textstyle\sum_i \frac{n_i}{n} K_i,\ \Theta \mapsto \sum_i \frac{n_i}{n} \Theta_i")
-
-
-@layer_map.register
-def _(layer: Identity) -> LayerMap:
-    return LayerMap(("K' = K, Theta' = Theta",), r"K \mapsto K,\ \Theta \mapsto \Theta")
+for _type, (_text, _latex) in CONSTANT_MAPS.items():
+    layer_map.register(_type, lambda layer, _map=LayerMap((_text,), _latex): _map)
