@@ -66,9 +66,9 @@ def test_equal_inputs_are_copies():
         assert np.allclose(M3, M32[np.ix_(i, i, i)], rtol=1e-12, atol=1e-15)
 
 
-def test_other_several_input_tensors_refused():
-    with pytest.raises(NotDerived, match="vertex_tensors"):
-        ResidualRecursion("relu", 2).tensors(X2)
+def test_several_input_ntk_tensors_refused():
+    with pytest.raises(NotDerived, match="one_input"):
+        ResidualRecursion("relu", 2).ntk_tensors(X2)
 
 
 @pytest.mark.slow

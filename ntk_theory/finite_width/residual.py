@@ -1,4 +1,4 @@
-r"""Finite-width 1/n corrections of a residual MLP: one input, and the four-point vertex at several inputs
+r"""Finite-width 1/n corrections of a residual MLP: one input, and K, V, M3, K1 at several inputs
 (docs/finite_width.md, "Residual networks").
 
 Network (PDLT appendix B conventions), L hidden layers of equal width n, scalar readout::
@@ -68,8 +68,22 @@ s s'} (:class:`PairAverages`); the tau parts are Wick products.  xi = 0 gives th
 :mod:`.single` term by term (only same-layer covariances survive).
 
 Several inputs: :meth:`ResidualRecursion.vertex_tensors` gives K, the four-point vertex V_(ab)(cd) and the
-three-point T_(ab)c of every layer by the same expansion with N x N fields.  Not derived (refused): the
-several-input K1 and NTK tensors, per-layer widths (a residual layer needs equal widths).
+three-point T_(ab)c of every layer by the same expansion with N x N fields G(m)_ab = C_b + C_W (1/n) sum_k
+s(z_ka(m)) s(z_kb(m)); :meth:`ResidualRecursion.tensors` adds Theta_ab and the mean metric's correction
+
+    K1(l)_ab = sum_m c(l,m) e(m)_ab,   readout K1 = e(L),
+    e(a)_ab = C_W [ (R(a) K1(a))_ab + Q(a)[sum_(m,m') c(a,m) c(a,m') Cov(psi_m, psi_m')]_ab
+                    + sum_(a' < a) c(a,a') sum_ef Cov(Rhat_(ab,ef)(z(a)), psi_(a',ef)) ],
+
+R(a)_abef = d<s_a s_b>/dK_ef and Q(a) the Taylor term (1/2) d2<s_a s_b>/dK dK of :mod:`.twopoint` (ordered
+pairs), Rhat_(ab,ef) = (1/2) d_e d_f (s_a s_b) the pointwise function whose average is R_abef: the several-input
+form of the one-input e(a) above (N = 1: Rhat = (1/2) (s^2)'').  The self term needs E[s'_p s'_q s_r s_t] and
+E[s''_p s_q s_r s_t] over the joint Gaussian of (z(a), z(a')); the latter comes without s'' (no deltas) from
+Stein's lemma, E[h(x_p) s_q s_r s_t] = J_pp E[s''_p s_q s_r s_t] + sum_(j = q, r, t) J_pj E[s'_p s'_j ...],
+h(x) = x s'(x), with E[h_p s_q s_r s_t] the four-point ``ssss`` where h = s (relu, linear) and otherwise the
+polarisation of the four-point ``ddss`` of the function pairs (s, s + h) and (s, s - h).  Not derived
+(refused): the several-input NTK tensors (:meth:`ResidualRecursion.ntk_tensors`), per-layer widths (a
+residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -136,6 +150,25 @@ class ResidualState:
     def third_moment(self) -> float:
         """n E[z^3] = 3 M3."""
         return 3 * self.M3
+
+
+@dataclass
+class ResidualTensorState:
+    """One layer's several-input tensors (:meth:`ResidualRecursion.tensors`; the MLP's index conventions,
+    :mod:`.tensors`): K, Th (N, N) at infinite width, V (N,)*4, K1 (N, N), M3 (N,)*3; ``error`` the Gaussian
+    averages' error estimate."""
+
+    K: np.ndarray
+    Th: np.ndarray
+    V: np.ndarray
+    K1: np.ndarray
+    M3: np.ndarray
+    error: float = field(default=0.0, compare=False)
+
+    @property
+    def output_cumulant(self) -> np.ndarray:
+        """V_(ab)(cd) + V_(ac)(bd) + V_(ad)(bc): n times the connected four-point function."""
+        return self.V + self.V.transpose(0, 2, 1, 3) + self.V.transpose(0, 2, 3, 1)
 
 
 class _ExtraAverages:
@@ -220,7 +253,7 @@ class ResidualRecursion:
             xa = _checks.inputs(np.atleast_2d(np.asarray(x, dtype=float)), "x")
             if xa.shape[0] != 1:
                 raise NotDerived(f"the residual finite-width recursion takes one input; got {xa.shape[0]} "
-                                 "(the several-input tensors of residual networks are not derived)")
+                                 "(several inputs: tensors(X), vertex_tensors(X))")
             G0 = float(xa[0] @ xa[0]) / xa.shape[1]
         G0 = _checks.variance("G0", G0)
         L = self.depth
@@ -326,11 +359,25 @@ class ResidualRecursion:
                                  f"at G0 = {G0} (a Gaussian average diverges)")
         return states
 
-    def tensors(self, X, *args, **kwargs):
-        """Refused: the several-input K1 and NTK tensors of residual networks are not derived (K, V and M3 are:
-        :meth:`vertex_tensors`)."""
-        raise NotDerived("residual layers: the several-input finite-width tensors K1 and the NTK's are not derived; "
-                         "vertex_tensors(X) gives K, V_(ab)(cd) and M3_(ab)c, one_input() everything for one input")
+    def tensors(self, X, *, tol: float = 1e-10, progress=None) -> list:
+        r"""States (:class:`ResidualTensorState`) of layers 1 .. L and the readout (last) at the N inputs X (N, d):
+        the infinite-width K and Theta (N, N), the vertex V_(ab)(cd), the three-point M3_(ab)c (as
+        :meth:`vertex_tensors`) and the 1/n correction of the mean metric, E[z_ia z_ib] = K_ab + K1_ab / n, by the
+        neuron-path expansion with N x N fields (module docstring, "Several inputs")::
+
+            e(a)_ab = n (E[Ghat(a)_ab] - G(a)_ab)
+                    = C_W [ (R(a) K1(a))_ab + Q(a)[CovK(a)]_ab + sum_(a' < a) c(a,a') sum_ef Cov(Rhat_(ab,ef)(z(a)), psi_(a',ef)) ],
+            K1(l) = sum_(m < l) c(l, m) e(m),   readout K1 = e(L),   CovK(a) = sum_(m,m') c(a,m) c(a,m') Cov(psi_m, psi_m'),
+
+        Q(a)[.] the Taylor term (1/2) sum d2<s_a s_b>/dK dK (.) (:meth:`.twopoint.TwoPointTensors.taylor`), and
+        Rhat_(ab,ef)(z) = (1/2) d_e d_f (s_a s_b)(z) the pointwise function whose Gaussian average is R_abef
+        (ordered pairs).  Its covariance with phi(b') (b' < a) needs, over the joint Gaussian of (z(a), z(b')),
+        E[s'_p s'_q s_r s_t] (the four-point ``ddss``) and E[s''(x_p) s(x_q) s(x_r) s(x_t)], the latter by Stein's
+        lemma without s'' (no deltas for kinked s; :meth:`_second_derivative_moments`).  One input gives
+        :meth:`one_input`'s K1, xi = 0 and gamma = 1 the MLP's.  ``progress`` is accepted for the API of
+        :meth:`.network.FiniteWidthRecursion.tensors` (no bar).  The NTK's several-input 1/n tensors are not
+        derived (:meth:`ntk_tensors`).  Error: the Gaussian averages' estimates (``error``)."""
+        return [ResidualTensorState(**st) for st in self._several(X, tol, k1=True)]
 
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
         r"""``[(K, V, M3, error), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N),
@@ -352,6 +399,10 @@ class ResidualRecursion:
         :meth:`one_input`'s V; xi = 0, gamma = 1 the MLP's tensors.  Error: the two- and four-point averages'
         estimates (``tol`` relative for the four-point ones), the last element of each entry.  Equal inputs are
         computed once (their pair averages would be singular) and their entries copied."""
+        return [(st["K"], st["V"], st["M3"], st["error"]) for st in self._several(X, tol, k1=False)]
+
+    def _several(self, X, tol, k1: bool) -> list:
+        """Dicts K, V, M3 (and with ``k1`` Th, K1), error of layers 1 .. L+1 at X (see :meth:`tensors`)."""
         from .tensors import _four_point
         from .twopoint import derivative_tensors
 
@@ -359,23 +410,35 @@ class ResidualRecursion:
         uniq, inv = np.unique(X, axis=0, return_inverse=True)
         if uniq.shape[0] < X.shape[0]:  # equal inputs: computed once, their entries copied
             inv = inv.ravel()
-            return [(K[np.ix_(inv, inv)], V[np.ix_(inv, inv, inv, inv)], M3[np.ix_(inv, inv, inv)], err)
-                    for K, V, M3, err in self.vertex_tensors(uniq, tol=tol)]
+            return [{k: (v[np.ix_(*([inv] * v.ndim))] if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+                    for st in self._several(uniq, tol, k1)]
         N, d = X.shape
         L = self.depth
         tp = TwoPoint(self.activation, "ss")
+        tpd = TwoPoint(self.activation, "dd") if k1 else None
         CW = [self.C_W[m] for m in range(1, L + 1)]  # C_W of the Dense after layer m
         K = [self.C_b[0] + self.C_W[0] * (X @ X.T) / d]
-        Rs, S, Ds, errors = [], [], [], [0.0]
+        lb, lw = self.lambdas(1)
+        Th = [lb + lw * (X @ X.T) / d]
+        Rs, S, Ds, Ts, errors = [], [], [], [], [0.0]
         for m in range(1, L + 1):
             if not np.all(np.diag(K[-1]) > 0):
                 raise ValueError(f"a variance of layer {m} is zero: an input is zero and C_b = 0")
             t = derivative_tensors(tp, K[-1])
-            Rs.append(t.R), S.append(t.value), errors.append(t.error)
+            Rs.append(t.R), S.append(t.value), Ts.append(t), errors.append(t.error)
             Ds.append(self._first_derivative_averages(K[-1], errors))
+            if k1:
+                dd = derivative_tensors(tpd, K[-1])
+                errors.append(dd.error)
+                lb, lw = self.lambdas(m + 1)
+                th_mlp = lb + lw * t.value + CW[m - 1] * dd.value * Th[-1]
             if m < L:
                 xi, g = self.xi[m - 1], self.gamma[m - 1]
                 K.append(xi * xi * K[-1] + g * g * (self.C_b[m] + CW[m - 1] * t.value))
+                if k1:
+                    Th.append(xi * xi * Th[-1] + g * g * th_mlp)
+            elif k1:
+                Th.append(th_mlp)
         G_out = self.C_b[L] + CW[L - 1] * S[-1]
         # c[l, m] = dK(l)/dG(m), Xi[l, m] = Cov(z(l), z(m)) / K(m) (m <= l), 1-based layers
         c = np.zeros((L + 1, L + 1))
@@ -391,8 +454,11 @@ class ResidualRecursion:
             for a2 in range(1, a):
                 A[a - 1, :, a2 - 1, :] = CW[a - 1] * c[a, a2] * Rs[a - 1].reshape(M, M)
         B = np.linalg.inv(np.eye(L * M) - A.reshape(L * M, L * M))
-        # Cov(phi_a, phi_b): four-point averages over the joint covariance of the two layers
+        # Cov(phi_a, phi_b): four-point averages over the joint covariance of the two layers; with k1 also
+        # Cself[b'][(ab), (ef), a, (gh)] = Cov(Rhat_(ab,ef)(z(b')), phi_(a,gh)) for the upper layer b' > a
         Cphi = np.zeros((L, M, L, M))
+        Cself = np.zeros((L, M, M, L, M))
+        pq = [(p, q) for p in range(N) for q in range(N)]
         for a in range(1, L + 1):
             for b in range(a, L + 1):
                 if b > a and Xi[b, a] == 0.0:
@@ -402,13 +468,31 @@ class ResidualRecursion:
                     cov = ssss - np.multiply.outer(S[a - 1], S[a - 1])
                 else:
                     J = np.block([[K[a - 1], Xi[b, a] * K[a - 1]], [Xi[b, a] * K[a - 1], K[b - 1]]])
-                    ssss, _, _, err = _four_point(self.activation, J, tol)
+                    ssss, ddss, _, err = _four_point(self.activation, J, tol)
                     cov = ssss[:N, :N, N:, N:] - np.multiply.outer(S[a - 1], S[b - 1])
+                    if k1:
+                        T2 = self._second_derivative_moments(J, ssss, ddss, tol, errors)
+                        Cself[b - 1, :, :, a - 1, :] = CW[a - 1] * _self_covariance(
+                            T2, ddss, Rs[b - 1], S[a - 1], N, pq).reshape(M, M, M)
                 errors.append(err)
                 Cphi[a - 1, :, b - 1, :] = CW[a - 1] * CW[b - 1] * cov.reshape(M, M)
                 Cphi[b - 1, :, a - 1, :] = Cphi[a - 1, :, b - 1, :].T
         Bf = B
         Cpsi = (Bf @ Cphi.reshape(L * M, L * M) @ Bf.T).reshape(L, M, L, M)
+        if k1:
+            # e(a) = n (E[Ghat(a)] - G(a)) in order of a; Cov(Rhat(z(a)), psi_(a', ef)) = Cself B^T
+            Bpsi = B.reshape(L, M, L, M)
+            e = np.zeros((L + 1, N, N))
+            K1 = [np.zeros((N, N))]
+            for a in range(1, L + 1):
+                ca = c[a, 1:a]
+                K1a = np.einsum("m,mab->ab", ca, e[1:a])
+                CovK = np.einsum("m,mpnq,n->pq", ca, Cpsi[:a - 1, :, :a - 1, :], ca).reshape((N,) * 4)
+                selfpsi = np.einsum("xyBg,mzBg->xymz", Cself[a - 1], Bpsi)  # (ab), (ef), m, (ef')
+                self_term = np.einsum("m,xymy->x", ca, selfpsi[:, :, :a - 1, :]).reshape(N, N)
+                e[a] = CW[a - 1] * (np.einsum("abef,ef->ab", Rs[a - 1], K1a) + Ts[a - 1].taylor(CovK) + self_term)
+                if a > 1:
+                    K1.append(K1a)
         out = []
         for l in range(1, L + 1):
             # Cov(z_a z_b(l), phi_(b', cd)) for b' < l, then against psi
@@ -429,9 +513,56 @@ class ResidualRecursion:
                 M3 += c[l, m] * Cz1psi[:, m - 1, :].T
                 for m2 in range(1, l):
                     V += c[l, m] * c[l, m2] * Cpsi[m - 1, :, m2 - 1, :]
-            out.append((K[l - 1], V.reshape(N, N, N, N), M3.reshape(N, N, N), max(errors)))
-        out.append((G_out, Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), np.zeros((N, N, N)), max(errors)))
+            out.append({"K": K[l - 1], "V": V.reshape(N, N, N, N), "M3": M3.reshape(N, N, N)})
+        out.append({"K": G_out, "V": Cpsi[L - 1, :, L - 1, :].reshape(N, N, N, N), "M3": np.zeros((N, N, N))})
+        err = max(errors)
+        for l, st in enumerate(out):
+            st["error"] = err
+            if k1:
+                st["Th"], st["K1"] = Th[l], (K1[l] if l < L else e[L])
+                if not all(np.all(np.isfinite(v)) for v in st.values()):
+                    raise ValueError(f"the residual finite-width tensors of {self.activation.name} are not finite "
+                                     "at these inputs (a Gaussian average diverges)")
         return out
+
+    @functools.cached_property
+    def _stein_kernels(self):
+        """The four-point kernels (s, s + h) and (s, s - h) of h(x) = x s'(x) (compiled, :func:`ntk_theory.jit.build_functions`),
+        or None where h = s (positively homogeneous s of degree 1: relu, leaky_relu, linear, abs)."""
+        from ..activations import x as _x
+        from ..jit import build_functions
+        from ..numerics.fourpoint import compiled_pair
+
+        s = self.activation.expr
+        h = _x * self.activation.ae_derivative()
+        if sp.simplify(sp.piecewise_fold(h - s)) == 0:
+            return None
+        z = sp.Symbol("z")
+        mod = build_functions({"s": s.subs(_x, z), "plus": (s + h).subs(_x, z), "minus": (s - h).subs(_x, z)}, (z,),
+                              "residual_stein")
+        kinks = tuple(float(k) for k in self.activation.kinks)
+        return compiled_pair(mod.s, mod.plus, kinks), compiled_pair(mod.s, mod.minus, kinks)
+
+    def _second_derivative_moments(self, J, ssss, ddss, tol, errors) -> np.ndarray:
+        r"""T2[p, q, r, t] = E[s''(x_p) s(x_q) s(x_r) s(x_t)] for x ~ N(0, J) without s'' (no deltas), by Stein's
+        lemma on the slots (p, q, r, t): E[h(x_p) s_q s_r s_t] = J_pp T2_pqrt + J_pq ddss_pqrt + J_pr ddss_prqt
+        + J_pt ddss_ptqr, h(x) = x s'(x).  E[h_p s_q s_r s_t] is ``ssss`` where h = s, otherwise it comes from the
+        four-point ``ddss`` of the pairs (s, s + h), (s, s - h): P_pqrt = (ddss+ - ddss-)/2 = E[h_p s_q s_r s_t]
+        + E[s_p h_q s_r s_t], and E[h_p s_q s_r s_t] = (P_pqrt + P_prqt - P_qrpt) / 2.  Errors: the four-point
+        estimates (appended to ``errors``), divided by J_pp."""
+        from ..gaussian.fourpoint import four_point_moments
+
+        kernels = self._stein_kernels
+        if kernels is None:
+            H = ssss
+        else:
+            m = [four_point_moments(None, J, s=k.s, ds=k.ds, kinks=tuple(k.kinks), tol=tol) for k in kernels]
+            errors.append(max(x.max_error for x in m))
+            P = 0.5 * (m[0].ddss - m[1].ddss)
+            H = 0.5 * (P + np.einsum("prqt->pqrt", P) - np.einsum("qrpt->pqrt", P))
+        stein = (np.einsum("pq,pqrt->pqrt", J, ddss) + np.einsum("pr,prqt->pqrt", J, ddss)
+                 + np.einsum("pt,ptqr->pqrt", J, ddss))
+        return (H - stein) / np.diag(J)[:, None, None, None]
 
     def _first_derivative_averages(self, K, errors) -> np.ndarray:
         """D[a, b, mu] = <d/dz_mu (s(z_a) s(z_b))> at z ~ N(0, K): for a != b <s'(u) s(v)> (mu = a) and <s(u) s'(v)>
@@ -466,6 +597,24 @@ class ResidualRecursion:
         return (f"ResidualRecursion({self.activation.name}, depth={self.depth}, C_W={self.C_W[1]:g}, "
                 f"C_b={self.C_b[1]:g}, xi={self.xi[0] if self.xi else None}, "
                 f"gamma={self.gamma[0] if self.gamma else None}, param={self.param!r})")
+
+
+def _self_covariance(T2, ddss, R, S, N, pq) -> np.ndarray:
+    """Cov(Rhat_(pq,ef)(u), s_g s_h(v)) (N,)*6 for the joint moments T2 = E[s'' s s s], ddss over (v, u) (lower
+    layer's inputs first): Rhat_(pq,ef) = (1/2) d_e d_f (s_p s_q) is, for p != q, (1/2) s''_p s_q at (e,f) = (p,p),
+    (1/2) s_p s''_q at (q,q) and (1/2) s'_p s'_q at (p,q) and (q,p); for p = q, s'_p^2 + s_p s''_p at (p,p).
+    R = d<s_p s_q>/dK_ef of the upper layer, S = <s_g s_h> of the lower one."""
+    u = np.arange(N, 2 * N)
+    E = np.zeros((N,) * 6)
+    for p, q in pq:
+        up, uq = u[p], u[q]
+        if p == q:
+            E[p, p, p, p] = ddss[up, up, :N, :N] + T2[up, up, :N, :N]
+        else:
+            E[p, q, p, p] = 0.5 * T2[up, uq, :N, :N]
+            E[p, q, q, q] = 0.5 * T2[uq, up, :N, :N]
+            E[p, q, p, q] = E[p, q, q, p] = 0.5 * ddss[up, uq, :N, :N]
+    return E - np.multiply.outer(R, S)
 
 
 def _per_residual(name: str, value, count: int) -> tuple:
