@@ -28,6 +28,7 @@ def _wrap(constructor):
     return make
 
 
+# serial's and parallel's docstrings share their Raises wording (numpydoc: each documents its own errors)
 def serial(*layers) -> Network:
     """Layers applied one after the other (neural-tangents' ``stax.serial``).
 
@@ -60,6 +61,7 @@ def serial(*layers) -> Network:
     return Network(_layers.serial(*layers))
 
 
+# parallel's and serial's docstrings share their Raises wording (numpydoc: each documents its own errors)
 def parallel(*layers) -> Network:
     """Layer i applied to input i of a list (neural-tangents' ``stax.parallel``).
 
