@@ -62,12 +62,45 @@ _PATTERNS = {
 
 class DNTKStatistics(WidthStatistics):
     """Estimates (value, stderr), each (N, N, N, N), of the quantities of :data:`DNTK_QUANTITIES` at one width;
-    ``info`` the run's set-up (width ``n``, samples, batches, seconds)."""
+    ``info`` the run's set-up (width ``n``, samples, batches, seconds).
+
+    Parameters
+    ----------
+    estimates : dict
+        {name: :class:`~ntk_theory.montecarlo.Estimate`}.
+    X : ndarray
+        The inputs (N, n_0).
+    info : dict
+
+    Examples
+    --------
+    See :func:`sample_dntk`.
+    """
 
     def agrees_with(self, prediction, sigmas: float = 4.0) -> bool:
         """True iff every entry of every estimate the prediction has (a dict or an object with attributes P, Q,
         ...) is within ``sigmas`` standard errors of it; an entry with a zero or non-finite standard error
-        fails (its z-score is NaN)."""
+        fails (its z-score is NaN).
+
+        Parameters
+        ----------
+        prediction : dict or object
+            P, Q, ... (N, N, N, N) as keys or attributes.
+        sigmas : float, default 4.0
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        ValueError
+            If the prediction has none of the estimates.
+
+        Examples
+        --------
+        See :func:`sample_dntk`.
+        """
         z = self.z_score(prediction)
         if not z:
             raise ValueError(f"the prediction has none of the estimates {list(self.estimates)}")
@@ -75,6 +108,17 @@ class DNTKStatistics(WidthStatistics):
         return bool(np.isfinite(value) and value < sigmas)
 
     def table(self, names=None, max_rows: int = 10) -> str:
+        """The estimates as text (:meth:`~ntk_theory.montecarlo.EstimateTable.rows`) under a heading with the set-up.
+
+        Parameters
+        ----------
+        names : list of str, optional
+        max_rows : int, default 10
+
+        Returns
+        -------
+        str
+        """
         i = self.info
         head = (f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, n = {i['n']}, C_W={i['C_W'][-1]}, "
                 f"C_b={i['C_b'][-1]}, param={i['param']!r}, {i['outputs']} readout neurons, {i['seconds']:.1f} s)")
@@ -150,6 +194,52 @@ def sample_dntk(
     at width 64, depth 3, one input, 8 outputs reach a given standard error on ReLU's P ~7 times faster than 2.
     Vectorised over blocks of networks (``memory_mb`` each) on ``workers`` threads; reproducible for a seed
     whatever the number of threads.
+
+    Parameters
+    ----------
+    activation : str, tuple or NumpyActivation
+        With s'' (and s''' for R).
+    X : array_like
+        Inputs (N, n_0).
+    depth : int
+        Hidden layers L.
+    width : int or sequence of int
+        Hidden width(s); n the last one.
+    C_W, C_b : float or sequence of float, default 1.0 and 0.0
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+    outputs : int, default 2
+        Readout neurons, >= 2.
+    samples : int, default 4000
+    seed : int, default 0
+    quantities : sequence of str, default ('P', 'Q', 'R', 'S', 'T', 'U')
+    batches : int, default 40
+    workers : int, default 1
+    memory_mb : float, default 64.0
+    progress : bool or None, default None
+
+    Returns
+    -------
+    DNTKStatistics
+
+    Raises
+    ------
+    ValueError
+        If an argument is invalid (fewer than 2 outputs, an unknown quantity, an activation without the
+        derivatives needed).
+
+    Examples
+    --------
+    A one-hidden-layer linear network: only d^2 f_i / dW(2)_ik dW(1)_km = x_m is nonzero, so P = 0 on every
+    network (its standard error is 0: checked by equality) and Q = C_W K_(a0 a2) K_(a1 a3) with
+    K = C_W x.x' / n_0 (at one input x = (1, 0), C_W = 1: Q = 1/4), at every width:
+
+    >>> import numpy as np
+    >>> mc = sample_dntk("linear", np.array([[1.0, 0.0]]), 1, 8, C_W=1.0, samples=2000, quantities=("P", "Q"),
+    ...                  progress=False)
+    >>> bool(np.all(mc["P"].value == 0)), bool(np.all(mc["P"].stderr == 0))
+    (True, True)
+    >>> mc.agrees_with({"Q": np.full((1, 1, 1, 1), 0.25)})
+    True
     """
     X = _checks.inputs(X)
     N = X.shape[0]

@@ -52,7 +52,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Estimate:
-    """A Monte Carlo estimate with its standard error (same shape)."""
+    """A Monte Carlo estimate with its standard error (same shape).
+
+    Parameters
+    ----------
+    name : str
+    value, stderr : ndarray
+        Of the same shape.
+    description : str, default ''
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = Estimate("K", np.array([1.1, 2.0]), np.array([0.05, 0.0]))
+    >>> e.z_score([1.0, 2.0])                     # (1.1 - 1) / 0.05; no standard error: no z-score
+    array([ 2., nan])
+    """
 
     name: str
     value: Array
@@ -65,7 +80,21 @@ class Estimate:
     def z_score(self, exact) -> Array:
         """(value - exact) / stderr, elementwise: how many standard errors off a prediction is.  An entry
         whose standard error is 0 or not finite has no z-score: NaN, never a silent 0 (and NaN fails every
-        ``|z| < k`` test)."""
+        ``|z| < k`` test).
+
+        Parameters
+        ----------
+        exact : array_like
+            The prediction, broadcastable to the value's shape.
+
+        Returns
+        -------
+        ndarray
+
+        Examples
+        --------
+        See :class:`Estimate`.
+        """
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (self.value - np.asarray(exact)) / self.stderr
         return np.where(np.isfinite(self.stderr) & (self.stderr > 0), z, np.nan)
@@ -86,7 +115,30 @@ SYMMETRIES = {
 
 
 def symmetrise(T: Array, symmetry: str) -> Array:
-    """Average a (N,)*k tensor over the index permutations of ``symmetry`` (a key of :data:`SYMMETRIES`)."""
+    """Average a (N,)*k tensor over the index permutations of ``symmetry`` (a key of :data:`SYMMETRIES`).
+
+    Parameters
+    ----------
+    T : ndarray
+        (N,) * k, k the permutations' length.
+    symmetry : str
+        'pair', 'pp', 'B', 'D', 'F', 'full' or 'none'.
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> T = np.arange(4.0).reshape(2, 2)
+    >>> bool(np.array_equal(symmetrise(T, "pair"), (T + T.T) / 2))
+    True
+    >>> T4 = np.random.default_rng(0).standard_normal((2,) * 4)
+    >>> S = symmetrise(T4, "full")                       # invariant under every permutation of the 4 indices
+    >>> bool(np.allclose(S, S.transpose(1, 3, 0, 2))), bool(np.isclose(S.sum(), T4.sum()))
+    (True, True)
+    """
     perms = SYMMETRIES[symmetry]
     if perms is None:
         return T
@@ -95,7 +147,29 @@ def symmetrise(T: Array, symmetry: str) -> Array:
 
 def distinct_entries(shape, symmetry: str) -> list:
     """Index tuples of the distinct entries of a tensor of ``shape`` with ``symmetry``: one per orbit of
-    the permutations, the smallest tuple of it, in lexicographic order of first appearance."""
+    the permutations, the smallest tuple of it, in lexicographic order of first appearance.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    symmetry : str
+        A key of :data:`SYMMETRIES`.
+
+    Returns
+    -------
+    list of tuple
+
+    Examples
+    --------
+    A symmetric N x N matrix has N (N + 1) / 2 distinct entries; a fully symmetric (N,)^4 tensor has
+    binomial(N + 3, 4):
+
+    >>> distinct_entries((2, 2), "pair")
+    [(0, 0), (0, 1), (1, 1)]
+    >>> from math import comb
+    >>> len(distinct_entries((3,) * 4, "full")) == comb(3 + 3, 4)
+    True
+    """
     if not shape:
         return [()]
     perms = SYMMETRIES[symmetry]
@@ -113,13 +187,38 @@ def distinct_entries(shape, symmetry: str) -> list:
 class EstimateTable:
     """Named estimates (``estimates``: {name: :class:`Estimate`}): ``table[name]`` and ``table.name`` (or an
     alias, :attr:`EstimateTable.aliases`: {alias: name}), z-scores against a prediction, and text rows of the distinct
-    entries of each estimate (by its :meth:`EstimateTable.symmetry`)."""
+    entries of each estimate (by its :meth:`EstimateTable.symmetry`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table = EstimateTable()
+    >>> table.estimates = {"K": Estimate("K", np.array([[1.1, 0.5], [0.5, 0.9]]), np.full((2, 2), 0.1), "E[f f]")}
+    >>> z = table.z_score({"K": np.array([[1.0, 0.5], [0.5, 1.0]])})
+    >>> bool(np.allclose(z["K"], [[1.0, 0.0], [0.0, -1.0]])), round(table.max_abs_z(z), 12)
+    (True, 1.0)
+    >>> print(table.table())                     # the base class knows no symmetry: every entry
+    K: E[f f]
+      [      0,0]   1.100000e+00 +- 1.00e-01
+      [      0,1]   5.000000e-01 +- 1.00e-01
+      [      1,0]   5.000000e-01 +- 1.00e-01
+      [      1,1]   9.000000e-01 +- 1.00e-01
+    """
 
     estimates: dict
     aliases: ClassVar[dict] = {}
 
     def symmetry(self, name: str) -> str:
-        """The symmetry (a key of :data:`SYMMETRIES`) of estimate ``name``; subclasses know theirs."""
+        """The symmetry (a key of :data:`SYMMETRIES`) of estimate ``name``; subclasses know theirs.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        str
+        """
         return "none"
 
     def __getitem__(self, name: str) -> Estimate:
@@ -136,7 +235,17 @@ class EstimateTable:
         raise AttributeError(name)
 
     def prediction_of(self, prediction, name: str):
-        """``prediction[name]`` from a dict, or its attribute, under the name or an alias of it; None if absent."""
+        """``prediction[name]`` from a dict, or its attribute, under the name or an alias of it; None if absent.
+
+        Parameters
+        ----------
+        prediction : dict or object
+        name : str
+
+        Returns
+        -------
+        object or None
+        """
         for nm in [name] + [k for k, v in self.aliases.items() if v == name]:
             if isinstance(prediction, dict):
                 if nm in prediction:
@@ -147,7 +256,20 @@ class EstimateTable:
 
     def z_score(self, prediction) -> dict:
         """(estimate - prediction) / stderr for every estimate the prediction has (a dict, or an object with
-        attributes, named as the estimates or their aliases): {name: z array}; :meth:`max_abs_z` summarises."""
+        attributes, named as the estimates or their aliases): {name: z array}; :meth:`max_abs_z` summarises.
+
+        Parameters
+        ----------
+        prediction : dict or object
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
+        """
         out = {}
         for name, est in self.estimates.items():
             value = self.prediction_of(prediction, name)
@@ -157,13 +279,32 @@ class EstimateTable:
 
     @staticmethod
     def max_abs_z(z: dict) -> float:
-        """The largest |z| over ``z`` ({name: array}, :meth:`z_score`); NaN if any entry has no z-score."""
+        """The largest ``|z|`` over ``z`` ({name: array}, :meth:`z_score`); NaN if any entry has no z-score.
+
+        Parameters
+        ----------
+        z : dict
+
+        Returns
+        -------
+        float
+        """
         values = [np.abs(np.asarray(v, dtype=float)).ravel() for v in z.values()]
         return float(np.max(np.concatenate(values))) if values else 0.0
 
     def rows(self, names=None, max_rows: int = 10) -> list:
         """Text lines: per estimate its description and its first ``max_rows`` distinct entries, value +- SE
-        (and :meth:`entry_note`), then how many more there are."""
+        (and :meth:`entry_note`), then how many more there are.
+
+        Parameters
+        ----------
+        names : list of str, optional
+        max_rows : int, default 10
+
+        Returns
+        -------
+        list of str
+        """
         lines = []
         for name in names or list(self.estimates):
             est = self.estimates[name]
@@ -177,10 +318,21 @@ class EstimateTable:
         return lines
 
     def entry_note(self, name: str, idx: tuple) -> str:
-        """Text after an entry's row (subclasses: e.g. a fit's chi^2)."""
+        """Text after an entry's row (subclasses: e.g. a fit's chi^2).
+
+        Parameters
+        ----------
+        name : str
+        idx : tuple of int
+
+        Returns
+        -------
+        str
+        """
         return ""
 
     def table(self) -> str:
+        """:meth:`rows` joined by newlines."""
         return "\n".join(self.rows())
 
     def __str__(self) -> str:
@@ -213,7 +365,30 @@ class WidthStatistics(NetworkEstimates):
 def batch_sums(features: dict, batch_ids: Array, products=()) -> dict:
     """Per batch b present in ``batch_ids``: ``{"count": S_b, name: sum of features[name] over the batch,
     ...}`` and, for each ``(label, a, b)`` in ``products`` whose features are present,
-    ``label: features[a]^T features[b]`` summed over the batch's networks (features are (S, k) arrays)."""
+    ``label: features[a]^T features[b]`` summed over the batch's networks (features are (S, k) arrays).
+
+    Parameters
+    ----------
+    features : dict
+        {name: (S, k) array}, one row per network.
+    batch_ids : ndarray
+        (S,) the batch of each network.
+    products : sequence of tuple, default ()
+        ``(label, a, b)``.
+
+    Returns
+    -------
+    dict
+        {batch: sums}.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0], [2.0], [3.0]])
+    >>> sums = batch_sums({"x": x}, np.array([0, 0, 1]), products=[("xx", "x", "x")])
+    >>> sums[0]["count"], sums[0]["x"], sums[0]["xx"], sums[1]["xx"]         # 1 + 2, 1 + 4, 9
+    (2, array([3.]), array([[5.]]), array([[9.]]))
+    """
     out = {}
     for b in np.unique(batch_ids):
         sel = batch_ids == b
@@ -257,7 +432,39 @@ def run_blocks(sample_block: Callable, samples: int, batches: int, block: int, s
     ``{name: (S, k) array}``.  Blocks run on ``workers`` threads; block k uses the k-th child of
     ``SeedSequence(seed)`` (``seed`` an int, None or a SeedSequence) and blocks are combined in the order of
     k, so the result is the same for every thread count.  A progress bar as
-    :func:`ntk_theory.progress.progress_bar` (``progress`` None: when standard error is a terminal)."""
+    :func:`ntk_theory.progress.progress_bar` (``progress`` None: when standard error is a terminal).
+
+    Parameters
+    ----------
+    sample_block : callable
+        ``sample_block(rng, S) -> {name: (S, k) array}``.
+    samples, batches, block : int
+        Networks in all, batches, networks per block.
+    seed : int, None or numpy.random.SeedSequence
+    workers : int, default 1
+    progress : bool or None, default None
+    desc : str, default ''
+        The progress bar's label.
+    products : sequence of tuple, default ()
+        As :func:`batch_sums`.
+
+    Returns
+    -------
+    list of dict
+        One per batch.
+
+    Examples
+    --------
+    Standard normal "networks": the sums of x over the batches are the same on one thread or two, and
+    :func:`jackknife` turns them into estimates:
+
+    >>> import numpy as np
+    >>> draw = lambda rng, S: {"x": rng.standard_normal((S, 1))}
+    >>> one = run_blocks(draw, 1000, 10, 64, seed=3, workers=1)
+    >>> two = run_blocks(draw, 1000, 10, 64, seed=3, workers=2)
+    >>> len(one), all(np.array_equal(a["x"], b["x"]) for a, b in zip(one, two))
+    (10, True)
+    """
     starts = list(range(0, samples, block))
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     seeds = root.spawn(len(starts))
@@ -288,7 +495,35 @@ def jackknife(sums: list, estimator: Callable[[dict, float], dict]) -> tuple[dic
 
     ``sums``: per-batch sums (:func:`run_blocks`); ``estimator(means, count)`` maps the mean features
     (each sum divided by the number of networks) and that number to ``{name: array}``.  Returns
-    ``(values, stderr)``, two dicts with the estimator's names."""
+    ``(values, stderr)``, two dicts with the estimator's names.
+
+    Parameters
+    ----------
+    sums : list of dict
+        Per-batch sums (:func:`run_blocks`, :func:`batch_sums`).
+    estimator : callable
+        ``estimator(means, count) -> {name: array}``.
+
+    Returns
+    -------
+    values, stderr : dict
+        {name: array}: the estimates on all networks, and sqrt((B - 1)/B sum_b (e_(-b) - mean e_(-b))^2).
+
+    Examples
+    --------
+    For a plain mean with equal batches the jackknife standard error is the batch means' standard error,
+    std(batch means) / sqrt(B); E[x^2] = 1 of a standard normal lies within a few standard errors:
+
+    >>> import numpy as np
+    >>> draw = lambda rng, S: {"x": rng.standard_normal((S, 1)), "x2": rng.standard_normal((S, 1)) ** 2}
+    >>> sums = run_blocks(draw, 1000, 10, 100, seed=0)
+    >>> value, se = jackknife(sums, lambda m, n: {"mean": m["x"], "second": m["x2"]})
+    >>> batch_means = np.array([s["x"][0] / s["count"] for s in sums])
+    >>> bool(np.isclose(se["mean"][0], batch_means.std(ddof=1) / np.sqrt(10)))
+    True
+    >>> bool(abs(value["second"][0] - 1.0) < 4 * se["second"][0])
+    True
+    """
     keys = [k for k in sums[0] if k != "count"]
     counts = np.array([s["count"] for s in sums], dtype=float)
     totals = {k: sum(s[k] for s in sums) for k in keys}

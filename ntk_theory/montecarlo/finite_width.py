@@ -115,7 +115,24 @@ ALIASES = {
 
 def symmetry_of(name: str) -> str:
     """The symmetry (a key of :data:`~ntk_theory.montecarlo.estimate.SYMMETRIES`) of a quantity's tensor; the
-    fitted coefficients ``K1``, ``ntk1``, ... and ``<name>_slope`` share their quantity's."""
+    fitted coefficients ``K1``, ``ntk1``, ... and ``<name>_slope`` share their quantity's.
+
+    Parameters
+    ----------
+    name : str
+        A quantity of :data:`QUANTITIES` or a fitted coefficient's name.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    V_(ab)(cd) is symmetric within and between its pairs; B_(pq)(rs) = E[Theta_pr Theta_qs] swaps both pairs at once:
+
+    >>> symmetry_of("K1"), symmetry_of("V"), symmetry_of("V_slope"), symmetry_of("B")
+    ('pair', 'pp', 'pp', 'B')
+    """
     base = name
     for suffix in ("_slope",):
         base = base.removesuffix(suffix)
@@ -125,18 +142,58 @@ def symmetry_of(name: str) -> str:
 
 
 class FiniteWidthTable(EstimateTable):
-    """Estimates of the finite-width quantities (:data:`QUANTITIES`; names or :data:`ALIASES`)."""
+    """Estimates of the finite-width quantities (:data:`QUANTITIES`; names or :data:`ALIASES`).
+
+    Examples
+    --------
+    See :func:`layer_statistics`; ``table["nngp"]`` is ``table["K"]`` (:data:`ALIASES`).
+    """
 
     aliases = ALIASES
 
     def symmetry(self, name: str) -> str:
+        """:func:`symmetry_of` ``name``.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        str
+        """
         return symmetry_of(name)
 
 
 class LayerStatistics(FiniteWidthTable, WidthStatistics):
-    """Estimates (value, stderr) of the readout layer's finite-width statistics at one width."""
+    """Estimates (value, stderr) of the readout layer's finite-width statistics at one width.
+
+    Parameters
+    ----------
+    estimates : dict
+        {name: :class:`~ntk_theory.montecarlo.Estimate`}, names of :data:`QUANTITIES`.
+    X : ndarray
+        Inputs (N, n_0).
+    info : dict
+        The run's set-up (width ``n``, samples, seconds, ...).
+
+    Examples
+    --------
+    See :func:`layer_statistics`.
+    """
 
     def table(self, names=None, max_rows: int = 10) -> str:
+        """The estimates as text under a heading with the set-up and the sampling rate.
+
+        Parameters
+        ----------
+        names : list of str, optional
+        max_rows : int, default 10
+
+        Returns
+        -------
+        str
+        """
         i = self.info
         lines = [
             (f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, widths {i['widths'][1:-1]}, "
@@ -297,6 +354,50 @@ def layer_statistics(
     one per layer (readout last), NTK factors of ``param``, inputs X (N, n_0).  ``readouts`` >= 2
     readout neurons (more give more pairs i != j at a higher cost).  Vectorised over blocks of
     networks (``memory_mb`` each) on ``workers`` threads.
+
+    Parameters
+    ----------
+    activation : str, tuple or NumpyActivation
+    X : array_like
+        Inputs (N, n_0).
+    depth : int
+        Hidden layers L.
+    width : int or sequence of int
+        Hidden width(s); n the last one.
+    C_W, C_b : float or sequence of float, default 2.0 and 0.0
+    param : {'ntk', 'standard', 'unit'}, default 'ntk'
+    samples : int, default 20000
+    seed : int, default 0
+    readouts : int, default 2
+    batches : int, default 40
+        Batches of the jackknife standard errors.
+    sampler : {'projected', 'dense'}, default 'projected'
+    control_variates : bool, default True
+        Subtract control variates with known means (:mod:`~ntk_theory.montecarlo.controls`).
+    workers : int or None, default 2
+    memory_mb : float, default 48.0
+    progress : bool or None, default None
+
+    Returns
+    -------
+    LayerStatistics
+
+    Raises
+    ------
+    ValueError
+        If an argument is invalid.
+
+    Examples
+    --------
+    One ReLU hidden layer at C_W = 2, C_b = 0 and x = (1, 0): the first layer is exactly Gaussian, z1 ~ N(0, 1),
+    so at every width E[z z] = C_W E[relu(z1)^2] = 1 and n Cov(z_i^2, z_j^2) = C_W^2 Var(relu(z1)^2)
+    = 4 (3/2 - 1/4) = 5:
+
+    >>> import numpy as np
+    >>> stats = layer_statistics("relu", np.array([[1.0, 0.0]]), 1, 8, samples=4000, progress=False)
+    >>> K, V = stats["nngp"], stats["V"]
+    >>> bool(abs(K.value[0, 0] - 1.0) <= 4 * K.stderr[0, 0] + 1e-12), bool(abs(V.value[0, 0, 0, 0] - 5.0) < 4 * V.stderr[0, 0, 0, 0])
+    (True, True)
     """
     X = _checks.inputs(X)
     N = X.shape[0]

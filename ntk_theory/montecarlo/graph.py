@@ -76,7 +76,25 @@ _WIDTH = {Dense: "out_dim", Conv: "out_chan"}
 
 def with_width(description: Layer, n: int) -> Layer:
     """The description with every Dense ``out_dim`` and Conv ``out_chan`` set to ``n`` except the last such
-    layer's (the readout)."""
+    layer's (the readout).
+
+    Parameters
+    ----------
+    description : Layer
+    n : int
+        The hidden width, >= 1.
+
+    Returns
+    -------
+    Layer
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> net = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(8), stax.Relu(), stax.Dense(3))
+    >>> with_width(net.description, 64)
+    serial(Dense(64), Relu(), Dense(64), Relu(), Dense(3))
+    """
     n = _checks.positive_int("width n", n)
     weighted = [path for path, layer in leaves(description) if type(layer) in _WIDTH]
     last = weighted[-1] if weighted else None
@@ -110,12 +128,46 @@ class SampledDense:
 
 
 class GraphMonteCarlo(NetworkEstimates):
-    """Estimates from S networks of one description (module docstring), with the set-up in ``info``."""
+    """Estimates from S networks of one description (module docstring), with the set-up in ``info``.
+
+    Parameters
+    ----------
+    estimates : dict
+        {name: :class:`~ntk_theory.montecarlo.Estimate`}: ``nngp``, ``output_second_moment``, ``ntk``.
+    X : ndarray
+        The inputs.
+    info : dict
+        The run's set-up.
+
+    Examples
+    --------
+    See :func:`sample_kernels`.
+    """
 
     def symmetry(self, name: str) -> str:
+        """``"pair"``: every estimate is a symmetric kernel.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        str
+        """
         return "pair"
 
     def table(self, max_rows: int = 12) -> str:
+        """The estimates as text under a heading with the set-up.
+
+        Parameters
+        ----------
+        max_rows : int, default 12
+
+        Returns
+        -------
+        str
+        """
         i = self.info
         head = (f"Monte Carlo over {i.get('samples')} networks of {i.get('network')} (sampler={i.get('sampler')!r}, "
                 f"{i.get('batches')} batches, seed={i.get('seed')}, {i.get('seconds', 0):.2f} s)")
@@ -227,7 +279,45 @@ def sample_kernels(description: Layer, X, samples: int = 4000, seed=0, *, batche
     convolutional descriptions, from ``samples`` independent networks (module docstring); ``description`` a
     layer description or anything with a ``.description`` (a stax Network).  Outputs with spatial axes
     ``(N, *S, C)`` give estimates per pair of positions in neural-tangents' layout, ``(N, N, S_1, S_1, ...)``, means
-    over channels (with the dense sampler)."""
+    over channels (with the dense sampler).
+
+    Parameters
+    ----------
+    description : Layer or Network
+    X : array_like
+        Inputs.
+    samples : int, default 4000
+    seed : int, default 0
+    batches : int, default 32
+    sampler : {'projected', 'dense'}, default 'projected'
+    workers : int or None, default None
+    memory_mb : float, default 64.0
+    progress : bool or None, default None
+
+    Returns
+    -------
+    GraphMonteCarlo
+        ``nngp`` (Rao-Blackwellised E[f_a f_b]), ``output_second_moment`` (plain), ``ntk`` (E[Theta_ab]).
+
+    Raises
+    ------
+    ValueError
+        If ``description`` is not a description or an argument is invalid.
+
+    Examples
+    --------
+    One ReLU layer, W_std^2 = 2, unit inputs pi/3 apart: E[f_a f_b] is the arc-cosine kernel
+    (1/pi)(sin t + (pi - t) cos t) at every width:
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> net = stax.serial(stax.Dense(8, W_std=2 ** 0.5), stax.Relu(), stax.Dense(1, W_std=2 ** 0.5))
+    >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
+    >>> mc = sample_kernels(net, X, 2000, progress=False)
+    >>> t = np.pi / 3; k = (np.sin(t) + (np.pi - t) * np.cos(t)) / np.pi
+    >>> bool(abs(mc["nngp"].value[0, 1] - k) < 4 * mc["nngp"].stderr[0, 1])
+    True
+    """
     description = getattr(description, "description", description)
     if not isinstance(description, Layer):
         raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")

@@ -62,14 +62,55 @@ FOURTH_ORDER_MAX_INPUTS = 16
 
 
 class MonteCarloResult(NetworkEstimates):
-    """Estimates from S networks, with the set-up that produced them."""
+    """Estimates from S networks, with the set-up that produced them.
+
+    Parameters
+    ----------
+    estimates : dict
+        {name: :class:`~ntk_theory.montecarlo.Estimate`}, names of :data:`ESTIMATES`.
+    X : ndarray
+        Inputs (N, n_0).
+    info : dict
+        The run's set-up.
+
+    Examples
+    --------
+    :meth:`save` and :meth:`load` round-trip:
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> mc = sample_statistics(np.array([[1.0, 0.0]]), "relu", depth=1, width=8, samples=64, batches=4,
+    ...                        workers=1, progress=False)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     back = [MonteCarloResult.load(mc.save(pathlib.Path(d) / f"mc.{ext}")) for ext in ("npz", "json")]
+    >>> all(np.array_equal(b["ntk_mean"].value, mc["ntk_mean"].value) for b in back)
+    True
+    """
 
     def symmetry(self, name: str) -> str:
+        """The symmetry of estimate ``name`` (:data:`ESTIMATES`).
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        str
+        """
         return ESTIMATES.get(name, ("", "full"))[1]
 
     # -------------------------------------------------------------- display
     def table(self, max_rows: int = 12) -> str:
-        """A text table of the distinct entries of every estimate: value +- standard error."""
+        """A text table of the distinct entries of every estimate: value +- standard error.
+
+        Parameters
+        ----------
+        max_rows : int, default 12
+
+        Returns
+        -------
+        str
+        """
         info = self.info
         head = (f"Monte Carlo over {info.get('samples')} networks "
                 f"({info.get('activation')}, widths {info.get('widths')}, C_W={info.get('C_W')}, "
@@ -83,7 +124,26 @@ class MonteCarloResult(NetworkEstimates):
 
     # -------------------------------------------------------------- saving
     def save(self, path) -> Path:
-        """Write to ``.npz`` (arrays ``NAME`` and ``NAME_stderr``, plus ``X`` and ``info``) or ``.json``."""
+        """Write to ``.npz`` (arrays ``NAME`` and ``NAME_stderr``, plus ``X`` and ``info``) or ``.json``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Ending in ``.npz`` or ``.json``.
+
+        Returns
+        -------
+        pathlib.Path
+
+        Raises
+        ------
+        ValueError
+            For another suffix.
+
+        Examples
+        --------
+        See :class:`MonteCarloResult`.
+        """
         path = Path(path)
         if path.suffix == ".json":
             payload = {
@@ -107,6 +167,20 @@ class MonteCarloResult(NetworkEstimates):
 
     @classmethod
     def load(cls, path) -> MonteCarloResult:
+        """Read a result written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        MonteCarloResult
+
+        Examples
+        --------
+        See :class:`MonteCarloResult`.
+        """
         path = Path(path)
         if path.suffix == ".json":
             payload = json.loads(path.read_text())
