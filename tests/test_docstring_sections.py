@@ -25,21 +25,6 @@ PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "co
 
 #: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
 EXCEPTIONS: dict[str, set[str]] = {
-    "ntk_theory.activations.Activation": {'Examples', 'Parameters'},
-    "ntk_theory.activations.drop_deltas": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.activations.lambdify_numpy": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.activations.activation": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.activations.checked": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.activations.library_activation": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.activations.DivergentExpectation": {'Examples'},
-    "ntk_theory.gaussian.expectation": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.gaussian.expectation1": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.gaussian.ClosedForm": {'Examples', 'Parameters'},
-    "ntk_theory.gaussian.NumericalExpectation": {'Examples', 'Parameters'},
-    "ntk_theory.gaussian.ClosedDiagonal": {'Examples', 'Parameters'},
-    "ntk_theory.gaussian.NumericalDiagonal": {'Examples', 'Parameters'},
-    "ntk_theory.gaussian.GaussianExpectation": {'Examples'},
-    "ntk_theory.gaussian.NoRule": {'Examples'},
     "ntk_theory.recursions.ActivationKernels": {'Examples', 'Parameters'},
     "ntk_theory.recursions.LayerMap": {'Examples', 'Parameters'},
     "ntk_theory.recursions.KernelResult": {'Examples', 'Parameters'},

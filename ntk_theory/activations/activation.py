@@ -23,6 +23,34 @@ class Activation:
     ``expr`` is a SymPy expression in :data:`x`; ``name`` its display name; ``source`` says where
     it came from (library name with parameters, or "user expression").  Derivatives are SymPy's
     (distributional at kinks: the derivative of a jump is a Dirac delta).
+
+    Parameters
+    ----------
+    name : str
+        The display name.
+    expr : sympy.Expr
+        s(x), an expression in :data:`x`.
+    source : str, default 'user expression'
+        Where it came from.
+    params : tuple, default ()
+        A library activation's exact parameters.
+
+    Notes
+    -----
+    Two activations are equal when their expressions are (names and sources aside).  Construct through
+    :func:`activation` to have the expression validated (:func:`checked`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from ntk_theory.activations import Activation, x
+    >>> act = Activation("softsign", x / (1 + sp.Abs(x)))
+    >>> act
+    Activation('softsign': s(x) = x/(Abs(x) + 1))
+    >>> z = np.array([-2.0, 0.5])
+    >>> bool(np.allclose(act.numpy(z), z / (1 + np.abs(z)), rtol=1e-15)), act.kinks, act.is_smooth
+    (True, (0.0,), False)
     """
 
     name: str
@@ -32,7 +60,27 @@ class Activation:
 
     # ------------------------------------------------------------------ calculus
     def derivative(self, order: int = 1) -> sp.Expr:
-        """d^order s / dx^order as a SymPy expression (delta terms where s jumps)."""
+        """d^order s / dx^order as a SymPy expression (delta terms where s jumps).
+
+        Parameters
+        ----------
+        order : int, default 1
+            The order of the derivative.
+
+        Returns
+        -------
+        sympy.Expr
+            The distributional derivative (Dirac deltas at jumps); :meth:`ae_derivative` drops them.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from ntk_theory.activations import activation, x
+        >>> activation("tanh").derivative() - (1 - sp.tanh(x)**2)
+        0
+        >>> activation("step").derivative()
+        DiracDelta(x)
+        """
         return _derivative(self.expr, order)
 
     @functools.cached_property
@@ -47,6 +95,14 @@ class Activation:
 
     @property
     def is_smooth(self) -> bool:
+        """Whether s has no kinks (no point where a piece switches).
+
+        Examples
+        --------
+        >>> from ntk_theory.activations import activation
+        >>> activation("tanh").is_smooth, activation("relu").is_smooth
+        (True, False)
+        """
         return not self.kinks
 
     # ------------------------------------------------------------------ numerics
@@ -56,7 +112,25 @@ class Activation:
         return lambdify_numpy(self.expr)
 
     def ae_derivative(self, order: int = 1) -> sp.Expr:
-        """d^order s / dx^order almost everywhere (Dirac deltas dropped), as backpropagation computes it."""
+        """d^order s / dx^order almost everywhere (Dirac deltas dropped), as backpropagation computes it.
+
+        Parameters
+        ----------
+        order : int, default 1
+            The order of the derivative.
+
+        Returns
+        -------
+        sympy.Expr
+            The derivative with every Dirac delta replaced by 0.
+
+        Examples
+        --------
+        >>> from ntk_theory.activations import activation, x
+        >>> act = activation("step")
+        >>> act.derivative(), act.ae_derivative()
+        (DiracDelta(x), 0)
+        """
         return drop_deltas(self.derivative(order))
 
     @functools.cached_property
@@ -76,6 +150,19 @@ class Activation:
     # (latex/_repr_latex_/__repr__ alike in shape to gaussian.expectation's: each class displays itself)
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
+        """s(x) in LaTeX, ``sigma(x) = ...`` with a backslash (Jupyter shows it).
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.activations import activation
+        >>> text = activation("tanh").latex()
+        >>> text.split("=")[0].strip()[1:], "tanh" in text
+        ('sigma(x)', True)
+        """
         return rf"\sigma(x) = {sp.latex(self.expr)}"
 
     def _repr_latex_(self) -> str:
@@ -105,7 +192,24 @@ def half_line_pieces(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
 
 def drop_deltas(expr: sp.Expr) -> sp.Expr:
     """``expr`` with every Dirac delta replaced by 0: the almost-everywhere value (what backpropagation
-    through a finite network computes for the derivative of a jump)."""
+    through a finite network computes for the derivative of a jump).
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        An expression in :data:`x`.
+
+    Returns
+    -------
+    sympy.Expr
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from ntk_theory.activations import drop_deltas, x
+    >>> drop_deltas(sp.Heaviside(x) + x * sp.DiracDelta(x))
+    Heaviside(x)
+    """
     return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
 
 
@@ -146,7 +250,30 @@ _NUMPY_MODULES = [{"Heaviside": lambda z, h0=0.5: np.heaviside(z, h0)}, "scipy",
 
 
 def lambdify_numpy(expr: sp.Expr):
-    """A vectorised NumPy function of an expression in x (float64 in and out, broadcast to the input's shape)."""
+    """A vectorised NumPy function of an expression in x (float64 in and out, broadcast to the input's shape).
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        An expression in :data:`x` (Heaviside(0) = 1/2, SciPy's special functions).
+
+    Returns
+    -------
+    callable
+        ``f(z)`` for array_like z, a float64 array of z's shape (constants broadcast).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from scipy import special
+    >>> from ntk_theory.activations import lambdify_numpy, x
+    >>> z = np.linspace(-2, 2, 5)
+    >>> bool(np.allclose(lambdify_numpy(x * sp.erf(x))(z), z * special.erf(z), rtol=1e-15))
+    True
+    >>> lambdify_numpy(sp.Integer(3))(z)
+    array([3., 3., 3., 3., 3.])
+    """
     f = sp.lambdify(x, expr, modules=_NUMPY_MODULES)
 
     def vectorised(z):

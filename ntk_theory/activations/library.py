@@ -65,7 +65,37 @@ NAMES = tuple(sorted(LIBRARY))
 
 
 def library_activation(name: str, *params) -> Activation:
-    """The library activation ``name`` with exact parameters (ints, Rationals or SymPy numbers)."""
+    """The library activation ``name`` with exact parameters (ints, Rationals or SymPy numbers).
+
+    Parameters
+    ----------
+    name : str
+        A library name (:data:`NAMES`) or an alias (``identity``, ``silu``, ``logistic``, ``heaviside``,
+        ``gelu_erf``).
+    *params : int, float or sympy number
+        The parameters (floats become the exact decimals written); none: the library's defaults.
+
+    Returns
+    -------
+    Activation
+        Named ``name(p1, ...)`` when parameters are given, with its library description as the source.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown or the parameters do not fit the activation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.activations import library_activation
+    >>> act = library_activation("leaky_relu", 0.2)
+    >>> act.name, act.params
+    ('leaky_relu(1/5)', (1/5,))
+    >>> z = np.array([-1.0, 3.0])
+    >>> bool(np.allclose(library_activation("silu").numpy(z), z / (1 + np.exp(-z)), rtol=1e-15))
+    True
+    """
     key = ALIASES.get(name, name)
     if key not in LIBRARY:
         raise ValueError(f"unknown activation {name!r}; library names: {', '.join(NAMES)}")

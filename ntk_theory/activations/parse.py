@@ -46,7 +46,20 @@ _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?
 
 
 class DivergentExpectation(ValueError):
-    """A Gaussian expectation that does not exist (the integrand grows too fast or is singular)."""
+    """A Gaussian expectation that does not exist (the integrand grows too fast or is singular).
+
+    A :class:`ValueError`; :func:`checked` raises it for activations whose square grows like exp(x^2) or
+    faster, for which the NNGP integral diverges.
+
+    Examples
+    --------
+    >>> from ntk_theory.activations import DivergentExpectation, activation
+    >>> try:
+    ...     activation("exp(x**2)")
+    ... except DivergentExpectation as error:
+    ...     print(isinstance(error, ValueError))
+    True
+    """
 
 
 class UndefinedActivation(ValueError):
@@ -87,7 +100,40 @@ _ALLOWED = {
 @functools.singledispatch
 def activation(spec) -> Activation:
     """An :class:`Activation` from a library name (``"relu"``, ``"leaky_relu(1/10)"``), a string
-    expression in x (``"x*erf(x)"``, ``"relu(x)**2"``), a SymPy expression in x, or an Activation."""
+    expression in x (``"x*erf(x)"``, ``"relu(x)**2"``), a SymPy expression in x, or an Activation.
+
+    Parameters
+    ----------
+    spec : str, sympy.Expr or Activation
+        A library name (:data:`NAMES`, aliases, parameters as exact numbers ``2``, ``0.1``, ``1/10``), an
+        expression in x with SymPy's functions and the library's names as functions, a SymPy expression in
+        one variable (renamed to x), or an activation (returned as is).
+
+    Returns
+    -------
+    Activation
+        Validated by :func:`checked`.
+
+    Raises
+    ------
+    ValueError
+        If the text names nothing known or does not parse, the expression has more than one variable, or
+        :func:`checked` rejects it (:class:`DivergentExpectation` among them).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from ntk_theory.activations import activation, x
+    >>> activation("leaky_relu(1/10)").expr.subs(x, -3)
+    -3/10
+    >>> act = activation("relu(x)**2 + tanh(x)")
+    >>> z = np.array([-1.0, 2.0])
+    >>> bool(np.allclose(act.numpy(z), np.maximum(z, 0)**2 + np.tanh(z), rtol=1e-15))
+    True
+    >>> activation(sp.Symbol("t")**3) == activation("x**3")
+    True
+    """
     raise ValueError(f"cannot make an activation from {spec!r} (a {type(spec).__name__})")
 
 
@@ -151,7 +197,36 @@ def _parse_expression(text: str) -> sp.Expr:
 
 
 def checked(act: Activation) -> Activation:
-    """Validate an activation: one variable x, real-valued and finite on the reals, sub-Gaussian-squared growth."""
+    """Validate an activation: one variable x, real-valued and finite on the reals, sub-Gaussian-squared growth.
+
+    Parameters
+    ----------
+    act : Activation
+        The activation.
+
+    Returns
+    -------
+    Activation
+        ``act`` itself, when valid.
+
+    Raises
+    ------
+    ValueError
+        If ``act`` has another free symbol, is undefined, complex or infinite somewhere on the reals;
+        :class:`DivergentExpectation` if s or s' grows so fast that a Gaussian expectation of its square
+        diverges.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from ntk_theory.activations import Activation, checked, x
+    >>> checked(Activation("cube", x**3)).name
+    'cube'
+    >>> checked(Activation("root", sp.sqrt(x)))
+    Traceback (most recent call last):
+    ...
+    ntk_theory.activations.parse.UndefinedActivation: ...
+    """
     expr = act.expr
     if expr.free_symbols - {x}:
         raise ValueError(f"activation {act.name!r} has free symbols other than x: {expr.free_symbols - {x}}")

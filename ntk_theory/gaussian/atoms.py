@@ -38,7 +38,17 @@ class NoRule(ValueError):
     """No rule applies: the caller falls back to another rule or to numerical quadrature.
 
     A ValueError, so that where it does escape (a function no route can handle) it reads as bad
-    input: one line naming the problem."""
+    input: one line naming the problem.
+
+    Examples
+    --------
+    No rule derives <tanh(u) tanh(v)>; :func:`~ntk_theory.gaussian.expectation` catches the NoRule and
+    falls back to quadrature, keeping its message:
+
+    >>> from ntk_theory.gaussian import NoRule, expectation
+    >>> issubclass(NoRule, ValueError), expectation("tanh").reason.startswith("no closed form")
+    (True, True)
+    """
 
 
 @dataclass(frozen=True)

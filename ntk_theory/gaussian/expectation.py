@@ -43,7 +43,18 @@ def _as_expr(f) -> tuple[sp.Expr, str]:
 
 
 class GaussianExpectation:
-    """Common interface of closed-form and numerical expectations E[f(u) g(v)]."""
+    """Common interface of closed-form and numerical expectations E[f(u) g(v)].
+
+    Subclasses set ``f``, ``g`` (SymPy expressions in x), ``label``, ``is_closed_form`` and implement
+    ``evaluate``, ``evaluate_mp`` and ``latex``; calling the object evaluates it.
+
+    Examples
+    --------
+    >>> from ntk_theory.gaussian import GaussianExpectation, expectation
+    >>> e = expectation("relu")
+    >>> isinstance(e, GaussianExpectation), e.is_closed_form, float(e(1.0, 1.0, 1.0))   # <relu(u)^2> = k/2
+    (True, True, 0.5)
+    """
 
     f: sp.Expr
     g: sp.Expr
@@ -58,7 +69,36 @@ class GaussianExpectation:
 
 
 class ClosedForm(GaussianExpectation):
-    """A closed form ``expr(k11, k22, k12)`` with the derivation that produced it."""
+    """A closed form ``expr(k11, k22, k12)`` with the derivation that produced it.
+
+    Made by :func:`expectation` (not constructed directly).
+
+    Parameters
+    ----------
+    f, g : sympy.Expr
+        The functions of u and v, expressions in x.
+    label : str
+        Their display name.
+    derivation : Step
+        The rules' derivation; its ``result`` is ``expr``.
+    atoms : tuple or None, default None
+        The atom decompositions of f and g (for the diagonal).
+
+    Examples
+    --------
+    ReLU's closed form is the arc-cosine kernel:
+
+    >>> import numpy as np
+    >>> from ntk_theory.gaussian import expectation
+    >>> def arccos1(k11, k22, k12):      # Cho and Saul's degree-1 arc-cosine kernel / 2
+    ...     t = np.arccos(k12 / np.sqrt(k11 * k22))
+    ...     return np.sqrt(k11 * k22) * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+    >>> e = expectation("relu")
+    >>> type(e).__name__, sorted(e.rules)
+    ('ClosedForm', ['dirac_delta', 'half_line', 'price'])
+    >>> bool(np.isclose(e.evaluate(1.0, 2.0, 0.5), arccos1(1.0, 2.0, 0.5), rtol=1e-14))
+    True
+    """
 
     is_closed_form = True
 
@@ -69,11 +109,26 @@ class ClosedForm(GaussianExpectation):
 
     @property
     def rules(self) -> set[str]:
-        """The rules used anywhere in the derivation."""
+        """The rules used anywhere in the derivation.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> sorted(expectation("relu").rules)
+        ['dirac_delta', 'half_line', 'price']
+        """
         return self.derivation.rules() - {"linearity"}
 
     @property
     def source(self) -> str:
+        """How the expression was obtained, as text.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("relu").source
+        'derived by rules: dirac_delta, half_line, price'
+        """
         return "derived by rules: " + ", ".join(sorted(self.rules))
 
     @functools.cached_property
@@ -91,21 +146,91 @@ class ClosedForm(GaussianExpectation):
         return sp.lambdify(ARGS, self.expr, modules=["scipy", "numpy"])
 
     def evaluate(self, k11, k22, k12):
-        """Float64, vectorised over arrays of covariances."""
+        """Float64, vectorised over arrays of covariances.
+
+        Parameters
+        ----------
+        k11, k22, k12 : array_like
+            Var u, Var v and Cov(u, v) (broadcast together), a positive semi-definite covariance.
+
+        Returns
+        -------
+        numpy.ndarray
+            E[f(u) g(v)], float64, of the broadcast shape (the closed form's rounding error only).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.gaussian import expectation
+        >>> def arccos1(k11, k22, k12):      # Cho and Saul's degree-1 arc-cosine kernel / 2
+        ...     t = np.arccos(k12 / np.sqrt(k11 * k22))
+        ...     return np.sqrt(k11 * k22) * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+        >>> k12 = np.array([-0.9, 0.0, 0.5, 1.2])
+        >>> bool(np.allclose(expectation("relu").evaluate(1.0, 2.0, k12), arccos1(1.0, 2.0, k12), rtol=1e-14))
+        True
+        """
         with np.errstate(invalid="ignore"):
             return np.asarray(self._numpy(*np.broadcast_arrays(*map(np.asarray, (k11, k22, k12)))), dtype=float)
 
     def evaluate_mp(self, k11, k22, k12, dps: int = 30):
-        """mpmath at ``dps`` digits (arguments converted from strings/floats exactly)."""
+        """mpmath at ``dps`` digits (arguments converted from strings/floats exactly).
+
+        Parameters
+        ----------
+        k11, k22, k12 : str, float or mpmath.mpf
+            The covariance.
+        dps : int, default 30
+            Decimal digits of the evaluation.
+
+        Returns
+        -------
+        mpmath.mpf
+
+        Examples
+        --------
+        <relu(u) relu(v)> at orthogonal inputs is sqrt(k11 k22) / (2 pi):
+
+        >>> import mpmath
+        >>> from ntk_theory.gaussian import expectation
+        >>> v = expectation("relu").evaluate_mp("1", "2", "0", dps=40)
+        >>> with mpmath.workdps(40):
+        ...     bool(abs(v - mpmath.sqrt(2) / (2 * mpmath.pi)) < mpmath.mpf(10)**-38)
+        True
+        """
         with mpmath.workdps(dps):
             subs = {a: sp.Float(mpmath.mpf(v), dps) for a, v in zip(ARGS, (k11, k22, k12))}
             return mpmath.mpf(sp.N(self.expr.subs(subs), dps))
 
     # ------------------------------------------------------------------ display
     def latex(self) -> str:
+        """``E[f(u) g(v)] = expr`` in LaTeX.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> text = expectation("relu").latex()
+        >>> text.startswith("E"), "asin" in text or "arcsin" in text
+        (True, True)
+        """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right] = {display_latex(self.expr)}"
 
     def text(self) -> str:
+        """The closed form, its source and the derivation step by step, as plain text.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> print(expectation("relu").text().splitlines()[1])
+          derived by rules: dirac_delta, half_line, price
+        """
         return f"E[{self.label}(u) {self.label}(v)] = {display_text(self.expr)}\n  {self.source}\n" + self.derivation.text()
 
     def __repr__(self) -> str:
@@ -116,7 +241,33 @@ class ClosedForm(GaussianExpectation):
 
 
 class NumericalExpectation(GaussianExpectation):
-    """No closed form was derived: numerical quadrature with an error estimate."""
+    """No closed form was derived: numerical quadrature with an error estimate.
+
+    Made by :func:`expectation` when no rule applies; ``reason`` says why.
+
+    Parameters
+    ----------
+    f, g : sympy.Expr
+        The functions of u and v, expressions in x.
+    label : str
+        Their display name.
+    reason : str
+        Why no closed form was derived.
+    atoms : tuple or None, default None
+        The atom decompositions of f and g, if any.
+
+    Raises
+    ------
+    DivergentExpectation
+        If f or g carries a Dirac delta (no quadrature of it).
+
+    Examples
+    --------
+    >>> from ntk_theory.gaussian import expectation
+    >>> e = expectation("tanh")
+    >>> type(e).__name__, e.is_closed_form, e.source
+    ('NumericalExpectation', False, 'numerical quadrature (no closed form derived)')
+    """
 
     is_closed_form = False
 
@@ -130,6 +281,14 @@ class NumericalExpectation(GaussianExpectation):
 
     @property
     def source(self) -> str:
+        """How the value is obtained, as text.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("tanh").source
+        'numerical quadrature (no closed form derived)'
+        """
         return "numerical quadrature (no closed form derived)"
 
     @functools.cached_property
@@ -137,6 +296,34 @@ class NumericalExpectation(GaussianExpectation):
         return lambdify_numpy(drop_deltas(self.f)), lambdify_numpy(drop_deltas(self.g))
 
     def evaluate(self, k11, k22, k12, with_error: bool = False):
+        """E[f(u) g(v)] by two-dimensional Gauss-Hermite-type quadrature split at the kinks, float64.
+
+        Parameters
+        ----------
+        k11, k22, k12 : array_like
+            Var u, Var v and Cov(u, v) (broadcast together).
+        with_error : bool, default False
+            Also return the quadrature's error estimates.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            The values, or ``(values, errors)``.
+
+        Examples
+        --------
+        <tanh(u) tanh(v)> against scipy's two-dimensional quadrature (v = rho u + sqrt(1 - rho^2) w):
+
+        >>> import numpy as np
+        >>> from scipy import integrate
+        >>> from ntk_theory.gaussian import expectation
+        >>> value, error = expectation("tanh").evaluate(1.0, 1.0, 0.5, with_error=True)
+        >>> r = 0.5
+        >>> q, q_error = integrate.dblquad(lambda w, u: np.tanh(u) * np.tanh(r * u + np.sqrt(1 - r**2) * w)
+        ...                                * np.exp(-(u * u + w * w) / 2) / (2 * np.pi), -9, 9, -9, 9, epsabs=1e-12)
+        >>> bool(abs(value - q) < 1e-9), bool(error < 1e-10)
+        (True, True)
+        """
         from ..numerics.quadrature_batch import expect2_vectorized
 
         f, g = self._callables
@@ -146,6 +333,20 @@ class NumericalExpectation(GaussianExpectation):
         return (values, errors) if with_error else values
 
     def evaluate_mp(self, k11, k22, k12, dps: int = 30):
+        """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.quadrature_mp.expect2_mp`;
+        seconds per value).
+
+        Parameters
+        ----------
+        k11, k22, k12 : str, float or mpmath.mpf
+            The covariance.
+        dps : int, default 30
+            Decimal digits.
+
+        Returns
+        -------
+        mpmath.mpf
+        """
         from ..numerics.quadrature_mp import expect2_mp
 
         with mpmath.workdps(dps):
@@ -163,9 +364,33 @@ class NumericalExpectation(GaussianExpectation):
 
     # display methods alike in shape to activations.Activation's: each class displays itself
     def latex(self) -> str:
+        """``E[f(u) g(v)] (numerical quadrature)`` in LaTeX.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("tanh").latex().endswith("(numerical quadrature)}")
+        True
+        """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right]\ \text{{(numerical quadrature)}}"
 
     def text(self) -> str:
+        """The source and the reason no closed form was derived, as plain text.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("tanh").text().startswith("E[tanh(u) tanh(v)]: numerical quadrature")
+        True
+        """
         return f"E[{self.label}(u) {self.label}(v)]: {self.source}; {self.reason}"
 
     def __repr__(self) -> str:
@@ -174,7 +399,34 @@ class NumericalExpectation(GaussianExpectation):
 
 class ClosedDiagonal(GaussianExpectation):
     """E[f(u) g(u)], u ~ N(0, k), in closed form; its k-derivatives are SymPy derivatives of it (exact,
-    including the Dirac-delta contributions of kinks that a differentiated closed form carries)."""
+    including the Dirac-delta contributions of kinks that a differentiated closed form carries).
+
+    Made by :func:`expectation1` and by a two-variable expectation's ``diagonal``.
+
+    Parameters
+    ----------
+    f, g : sympy.Expr
+        The functions, expressions in x.
+    label : str
+        Their display name.
+    expr : sympy.Expr
+        The closed form in :data:`k`.
+    derivation : Step
+        How it was derived.
+
+    Examples
+    --------
+    <erf(u)^2> = (2 / pi) arcsin(2k / (1 + 2k)):
+
+    >>> import numpy as np
+    >>> from ntk_theory.gaussian import expectation
+    >>> d = expectation("erf").diagonal
+    >>> type(d).__name__, d.source
+    ('ClosedDiagonal', 'the two-variable closed form at k11 = k22 = k12 = k')
+    >>> kk = np.array([0.1, 1.0, 10.0])
+    >>> bool(np.allclose(d.evaluate(kk), 2 / np.pi * np.arcsin(2 * kk / (1 + 2 * kk)), rtol=1e-14))
+    True
+    """
 
     is_closed_form = True
 
@@ -184,16 +436,56 @@ class ClosedDiagonal(GaussianExpectation):
 
     @property
     def rules(self):
+        """The rules used anywhere in the derivation.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation, expectation1
+        >>> expectation("relu").diagonal.rules, sorted(expectation1("relu").rules)
+        ({'diagonal'}, ['half_line'])
+        """
         return self.derivation.rules() - {"linearity"}
 
     @property
     def source(self) -> str:
+        """How the expression was obtained, as text.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation1
+        >>> expectation1("relu").source
+        'derived by rules: half_line'
+        """
         if self.derivation.rule == "diagonal":
             return "the two-variable closed form at k11 = k22 = k12 = k"
         return "derived by rules: " + ", ".join(sorted(self.rules))
 
     def derivative(self, order: int = 0) -> sp.Expr:
-        """d^order/dk^order of the closed form."""
+        """d^order/dk^order of the closed form.
+
+        Parameters
+        ----------
+        order : {0, 1, 2}, default 0
+            The order in k.
+
+        Returns
+        -------
+        sympy.Expr
+            An expression in :data:`k`.
+
+        Raises
+        ------
+        ValueError
+            If ``order`` is not 0, 1 or 2.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from ntk_theory.gaussian import expectation1, k
+        >>> d = expectation1("relu")        # <relu(u)> = sqrt(k / (2 pi))
+        >>> sp.simplify(d.derivative(1) - sp.diff(sp.sqrt(k / (2 * sp.pi)), k))
+        0
+        """
         return self._memo("expr", order, lambda: sp.diff(self.expr, k, order) if order else self.expr)
 
     def _memo(self, kind: str, order: int, build):
@@ -223,7 +515,37 @@ class ClosedDiagonal(GaussianExpectation):
 
     def evaluate(self, kk, with_error: bool = False, order: int = 0):
         """d^order E[f g] / dk^order at an array of variances, float64, by the closed form's stable
-        rewriting (:func:`ntk_theory.gaussian.stable.lambdify`); ``with_error``: (values, None)."""
+        rewriting (:func:`ntk_theory.gaussian.stable.lambdify`); ``with_error``: (values, None).
+
+        Parameters
+        ----------
+        kk : array_like
+            Variances k >= 0.
+        with_error : bool, default False
+            Return ``(values, None)`` (a closed form has no quadrature error).
+        order : {0, 1, 2}, default 0
+            The order of the k-derivative.
+
+        Returns
+        -------
+        numpy.ndarray or tuple
+            Float64 values of ``kk``'s shape, or ``(values, None)``.
+
+        Examples
+        --------
+        d/dk <erf(u)^2> = 4 / (pi (1 + 2k) sqrt(1 + 4k)), against a central finite difference too:
+
+        >>> import numpy as np
+        >>> from ntk_theory.gaussian import expectation
+        >>> d = expectation("erf").diagonal
+        >>> kk = np.array([0.5, 1e3])
+        >>> bool(np.allclose(d.evaluate(kk, order=1), 4 / (np.pi * (1 + 2 * kk) * np.sqrt(1 + 4 * kk)), rtol=1e-13))
+        True
+        >>> h = 1e-5
+        >>> fd = (d.evaluate(0.5 + h) - d.evaluate(0.5 - h)) / (2 * h)
+        >>> bool(np.isclose(d.evaluate(0.5, order=1), fd, rtol=1e-8))
+        True
+        """
         kk = np.asarray(kk, dtype=float)
         v = self._float64(_order(order))(kk)
         v = np.broadcast_to(np.asarray(np.real(v) if np.iscomplexobj(v) else v, dtype=float), kk.shape).copy()
@@ -235,7 +557,30 @@ class ClosedDiagonal(GaussianExpectation):
     def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
         """The same in mpmath to about ``dps`` digits, rounded to the caller's precision: evaluated with
         g = 10, 20, 40, ... guard digits until two successive values agree to 10^-(dps+3) relative
-        (closed forms such as ELU's exp(2k) erfc(sqrt(2k)) cancel about log10 exp(2k) digits)."""
+        (closed forms such as ELU's exp(2k) erfc(sqrt(2k)) cancel about log10 exp(2k) digits).
+
+        Parameters
+        ----------
+        kk : str, float or mpmath.mpf
+            The variance.
+        dps : int, default 30
+            Decimal digits.
+        order : {0, 1, 2}, default 0
+            The order of the k-derivative.
+
+        Returns
+        -------
+        mpmath.mpf
+
+        Examples
+        --------
+        >>> import mpmath
+        >>> from ntk_theory.gaussian import expectation
+        >>> with mpmath.workdps(40):          # the value is rounded to the caller's precision
+        ...     v = expectation("erf").diagonal.evaluate_mp("1", dps=40)
+        ...     bool(abs(v - 2 / mpmath.pi * mpmath.asin(mpmath.mpf(2) / 3)) < mpmath.mpf(10)**-38)
+        True
+        """
         f, kk = self._mpmath(_order(order)), mpmath.mpf(kk)
         guard = 10
         with mpmath.workdps(dps + guard):
@@ -250,6 +595,18 @@ class ClosedDiagonal(GaussianExpectation):
         return +v
 
     def latex(self) -> str:
+        """``E[f(u) g(u)] = expr`` in LaTeX.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation1
+        >>> "pi" in expectation1("relu").latex()
+        True
+        """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right] = {display_latex(self.expr)}"
 
     def __repr__(self) -> str:
@@ -259,7 +616,33 @@ class ClosedDiagonal(GaussianExpectation):
 class NumericalDiagonal(GaussianExpectation):
     """E[f(u) g(u)], u ~ N(0, k), and its k-derivatives by one-dimensional quadrature of h = f g split at
     the kinks (:mod:`ntk_theory.numerics.onepoint`: the first derivative in Stein's form <u h'(u)> / (2 k)
-    when h is continuous, else and for the second by differentiating the Gaussian density)."""
+    when h is continuous, else and for the second by differentiating the Gaussian density).
+
+    Made by :func:`expectation1` and by an expectation's ``diagonal`` when no rule applies.
+
+    Parameters
+    ----------
+    f, g : sympy.Expr
+        The functions, expressions in x.
+    label : str
+        Their display name.
+    reason : str
+        Why no closed form was derived.
+
+    Examples
+    --------
+    <tanh(u)^2> at k = 1 against scipy quadrature:
+
+    >>> import numpy as np
+    >>> from scipy import integrate, stats
+    >>> from ntk_theory.gaussian import expectation
+    >>> d = expectation("tanh").diagonal
+    >>> type(d).__name__
+    'NumericalDiagonal'
+    >>> q = integrate.quad(lambda z: np.tanh(z)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-14)[0]
+    >>> bool(np.isclose(d.evaluate(1.0), q, rtol=1e-12))
+    True
+    """
 
     is_closed_form = False
 
@@ -269,6 +652,14 @@ class NumericalDiagonal(GaussianExpectation):
 
     @property
     def source(self) -> str:
+        """How the value is obtained, as text.
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("tanh").diagonal.source
+        'numerical quadrature (no closed form derived)'
+        """
         return "numerical quadrature (no closed form derived)"
 
     @functools.cached_property
@@ -297,7 +688,35 @@ class NumericalDiagonal(GaussianExpectation):
 
     def evaluate(self, kk, with_error: bool = False, order: int = 0):
         """d^order E[f g] / dk^order at an array of variances (k >= 0 for order 0, k > 0 for the
-        derivatives), float64; ``with_error``: (values, quadrature error estimates)."""
+        derivatives), float64; ``with_error``: (values, quadrature error estimates).
+
+        Parameters
+        ----------
+        kk : array_like
+            Variances.
+        with_error : bool, default False
+            Also return the quadrature's error estimates.
+        order : {0, 1, 2}, default 0
+            The order of the k-derivative.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            Values of ``kk``'s shape, or ``(values, errors)``.
+
+        Examples
+        --------
+        d/dk <tanh(u)^2> against a central finite difference of the values:
+
+        >>> import numpy as np
+        >>> from ntk_theory.gaussian import expectation
+        >>> d = expectation("tanh").diagonal
+        >>> value, error = d.evaluate(np.array([1.0]), with_error=True, order=1)
+        >>> h = 1e-4
+        >>> fd = (d.evaluate(1.0 + h) - d.evaluate(1.0 - h)) / (2 * h)
+        >>> bool(np.isclose(value[0], fd, rtol=1e-7)), bool(error[0] < 1e-10)
+        (True, True)
+        """
         from ..numerics.onepoint import average
 
         kk = np.asarray(kk, dtype=float)
@@ -311,7 +730,29 @@ class NumericalDiagonal(GaussianExpectation):
         return self.evaluate(kk)
 
     def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
-        """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.onepoint.average_mp`)."""
+        """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.onepoint.average_mp`).
+
+        Parameters
+        ----------
+        kk : str, float or mpmath.mpf
+            The variance.
+        dps : int, default 30
+            Decimal digits.
+        order : {0, 1, 2}, default 0
+            The order of the k-derivative.
+
+        Returns
+        -------
+        mpmath.mpf
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.gaussian import expectation
+        >>> d = expectation("tanh").diagonal
+        >>> bool(np.isclose(float(d.evaluate_mp(1.0, dps=20)), d.evaluate(1.0), rtol=1e-13))
+        True
+        """
         from ..numerics.onepoint import average_mp
 
         h, dh = self._mp_callables
@@ -319,6 +760,18 @@ class NumericalDiagonal(GaussianExpectation):
         return value
 
     def latex(self) -> str:
+        """``E[f(u) g(u)] (numerical quadrature)`` in LaTeX.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.gaussian import expectation
+        >>> expectation("tanh").diagonal.latex().endswith("(numerical quadrature)}")
+        True
+        """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'u')}\right]\ \text{{(numerical quadrature)}}"
 
     def __repr__(self) -> str:
@@ -412,7 +865,48 @@ def expectation(f, g=None, derivative: int = 0, deltas: bool = True) -> Gaussian
     Derivatives are distributional by default (a jump contributes a Dirac delta: the limit of
     smooth surrogates, e.g. erf(x/eps) -> sign); ``deltas=False`` keeps the almost-everywhere
     derivative, which is what backpropagation through a finite network computes and what the NTK
-    recursion uses."""
+    recursion uses.
+
+    Parameters
+    ----------
+    f : str, sympy.Expr or Activation
+        The function of u (as :func:`ntk_theory.activations.activation` reads it; a SymPy expression in x
+        is taken as is).
+    g : str, sympy.Expr, Activation or None, default None
+        The function of v; None: ``f``.
+    derivative : int, default 0
+        n: the expectation of the n-th derivatives.
+    deltas : bool, default True
+        Keep the Dirac deltas of distributional derivatives (False: almost-everywhere derivatives).
+
+    Returns
+    -------
+    GaussianExpectation
+        A :class:`ClosedForm` (``expr`` in k11, k22, k12 with its derivation) or a
+        :class:`NumericalExpectation` (``reason`` says why).
+
+    Raises
+    ------
+    ValueError
+        If ``f`` or ``g`` is not an activation (:func:`ntk_theory.activations.activation`).
+
+    Examples
+    --------
+    ReLU: the arc-cosine kernel; its derivative's, <theta(u) theta(v)> = (pi - arccos rho) / (2 pi):
+
+    >>> import numpy as np
+    >>> from ntk_theory.gaussian import expectation
+    >>> def arccos1(k11, k22, k12):      # Cho and Saul's degree-1 arc-cosine kernel / 2
+    ...     t = np.arccos(k12 / np.sqrt(k11 * k22))
+    ...     return np.sqrt(k11 * k22) * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+    >>> bool(np.isclose(expectation("relu")(1.0, 2.0, 0.5), arccos1(1.0, 2.0, 0.5), rtol=1e-14))
+    True
+    >>> rho = 0.5 / np.sqrt(2.0)
+    >>> bool(np.isclose(expectation("relu", derivative=1)(1.0, 2.0, 0.5), (np.pi - np.arccos(rho)) / (2 * np.pi)))
+    True
+    >>> expectation("sign", derivative=1, deltas=False).expr     # sign' = 0 almost everywhere
+    0
+    """
     A, fe, label = _atoms_and_expr(f, derivative, deltas)
     if g is None:
         B, ge = A, fe
@@ -467,7 +961,32 @@ def _on_diagonal(expr: sp.Expr) -> sp.Expr | None:
 
 
 def expectation1(f, derivative: int = 0) -> GaussianExpectation:
-    """E[f^(n)(u)], u ~ N(0, k): a closed form in k by the one-variable rules, else quadrature."""
+    """E[f^(n)(u)], u ~ N(0, k): a closed form in k by the one-variable rules, else quadrature.
+
+    Parameters
+    ----------
+    f : str, sympy.Expr or Activation
+        The function (a SymPy expression in x is taken as is).
+    derivative : int, default 0
+        n: the expectation of the n-th (distributional) derivative.
+
+    Returns
+    -------
+    GaussianExpectation
+        A :class:`ClosedDiagonal` (``expr`` in k) or a :class:`NumericalDiagonal`.
+
+    Examples
+    --------
+    <relu(u)> = sqrt(k / (2 pi)); <relu'(u)> = 1/2; <u^4> = 3 k^2:
+
+    >>> import sympy as sp
+    >>> from ntk_theory.gaussian import expectation1, k
+    >>> from ntk_theory.activations import x
+    >>> sp.simplify(expectation1("relu").expr - sp.sqrt(k / (2 * sp.pi)))
+    0
+    >>> expectation1("relu", derivative=1).expr, expectation1(x**4).expr
+    (1/2, 3*k**2)
+    """
     A, fe, label = _atoms_and_expr(f, derivative, deltas=True)
     if isinstance(A, NoRule):
         return NumericalDiagonal(fe, sp.S.One, label, _short(str(A)))
