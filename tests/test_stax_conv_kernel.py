@@ -279,7 +279,6 @@ def test_short_series_are_refused_with_the_layers_named():
 
 
 @pytest.mark.parametrize("net, X, message", [
-    (stax.serial(stax.Conv(4, (2,)), stax.Relu(), stax.Dense(1)), IMAGES, "end it with Flatten"),
     (stax.serial(stax.Conv(4, (2,)), stax.Flatten(), stax.Dense(1)), IMAGES[:, :, 0], r"Conv\(4, \(2,\)\) at layer 0 needs"),
     (stax.serial(stax.Conv(4, (2, 2)), stax.Flatten(), stax.Dense(1)), IMAGES, "needs 2-D images"),
     (stax.serial(stax.Conv(4, (2,)), stax.GlobalAvgPool(), stax.GlobalAvgPool(), stax.Dense(1)), IMAGES,

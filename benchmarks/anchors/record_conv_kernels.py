@@ -1,6 +1,6 @@
 """Record neural-tangents' infinite-width kernels of convolutional networks (run with neural-tangents' own Python).
 
-usage: python record_conv_kernels.py [--out tests/data/neural_tangents]
+usage: python record_conv_kernels.py [--out tests/data/neural_tangents] [--which all|vector|spatial]
 
 Everything is float64 (``jax_enable_x64``).  Writes ``conv_kernels.npz``: per network ``<name>`` (its stax
 expression in ``config["networks"][name]``, evaluated by neural-tangents' ``stax`` and readable by
@@ -12,6 +12,14 @@ The networks cover 1-D and 2-D convolutions with 'VALID', 'SAME' and 'CIRCULAR' 
 FanInSum / FanInConcat over channels, 'standard' parameterization, Erf and Relu (also after pooling of a
 Gaussian value and on the pooled vector), a small Myrtle-style network on 8x8 images, and Gelu, Sin, LeakyRelu
 and Rbf between convolutions and pooling ('activations').
+
+``conv_spatial_kernels.npz`` (the same keys): networks whose output keeps spatial axes (no Flatten or
+GlobalAvgPool), where neural-tangents returns the covariance between every pair of output positions,
+(N1, N2, H, H', W, W') or (N1, N2, W, W') for 1-D images, with its spatial dimensions reversed after an odd
+number of Conv layers (``Kernel.is_reversed``, also recorded as ``<name>/is_reversed``): 1-D 'SAME' with
+strides ending in Conv (Erf), 2-D 'VALID' with strides ending in Relu, 2-D 'CIRCULAR' ending in AvgPool
+('SAME', strides), a Dense readout per position, and three branches of different Conv counts joined by
+FanInSum (the order of the majority).
 """
 
 import argparse
@@ -70,17 +78,26 @@ NETWORKS = {
                     "Rbf(0.7), GlobalAvgPool(), Dense(1, W_std=1.1, b_std=0.1))", (5, 6, 2)),
 }
 
+SPATIAL_NETWORKS = {
+    "conv1d_same_erf": ("serial(Conv(8, (3,), padding='SAME', W_std=1.5, b_std=0.2), Erf(), "
+                        "Conv(1, (3,), strides=(2,), padding='SAME', W_std=1.2, b_std=0.1))", (7, 3)),
+    "conv2d_valid_strides_relu": ("serial(Conv(8, (3, 2), strides=(1, 2), W_std=1.4, b_std=0.1), Relu(), "
+                                  "Conv(4, (2, 2), padding='SAME', W_std=1.3, b_std=0.2), Relu())", (5, 5, 2)),
+    "conv2d_circular_avgpool": ("serial(Conv(8, (3, 2), padding='CIRCULAR', W_std=1.4, b_std=0.2), Relu(), "
+                                "AvgPool((2, 2), strides=(1, 2), padding='SAME'))", (4, 5, 2)),
+    "conv2d_dense_readout": ("serial(Conv(8, (2, 3), padding='SAME', W_std=1.3, b_std=0.2), Relu(), "
+                             "Dense(3, W_std=1.1, b_std=0.1))", (3, 4, 2)),
+    "conv2d_branches": ("serial(Conv(8, (3, 3), padding='SAME', b_std=0.1), FanOut(3), "
+                        "parallel(serial(Relu(), Conv(8, (3, 3), padding='SAME')), Dense(8, W_std=0.8), "
+                        "Dense(8, b_std=0.2)), FanInSum(), Erf(), Conv(2, (2, 2), padding='SAME', W_std=1.2))",
+                        (4, 3, 2)),
+}
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="tests/data/neural_tangents")
-    args = parser.parse_args()
-    rng = np.random.default_rng(20261207)
+
+def record(networks, rng, out, names):
+    """Inputs and neural-tangents' kernels of ``networks`` into the npz file ``out``."""
     data, config = {}, {"versions": VERSIONS, "networks": {}}
-    names = {n: getattr(stax, n) for n in ("serial", "parallel", "Conv", "AvgPool", "GlobalAvgPool", "Flatten",
-                                           "Dense", "Relu", "Erf", "FanOut", "FanInSum", "FanInConcat", "LayerNorm", "Gelu",
-                                           "Sin", "LeakyRelu", "Rbf")}
-    for name, (text, shape) in NETWORKS.items():
+    for name, (text, shape) in networks.items():
         _, _, kernel_fn = eval(text, {"__builtins__": {}}, names)  # noqa: S307 -- fixed strings above
         X1, X2 = rng.normal(size=(3,) + shape), rng.normal(size=(2,) + shape)
         k12 = kernel_fn(X1, X2, ("nngp", "ntk"))
@@ -88,12 +105,28 @@ def main():
         data.update({f"{name}/X1": X1, f"{name}/X2": X2, f"{name}/nngp12": np.asarray(k12[0]),
                      f"{name}/ntk12": np.asarray(k12[1]), f"{name}/nngp11": np.asarray(k11[0]),
                      f"{name}/ntk11": np.asarray(k11[1])})
+        data[f"{name}/is_reversed"] = np.array(bool(kernel_fn(X1, X2).is_reversed))
         assert np.asarray(k12[0]).dtype == np.float64
         config["networks"][name] = text
-        print(name, np.asarray(k12[0]).shape, np.asarray(k11[1])[0, 0])
-    out = Path(args.out) / "conv_kernels.npz"
+        print(name, np.asarray(k12[0]).shape, np.asarray(k11[1]).ravel()[0])
     np.savez_compressed(out, config=json.dumps(config), **data)
     print("wrote", out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="tests/data/neural_tangents")
+    parser.add_argument("--which", choices=("all", "vector", "spatial"), default="all",
+                        help="the networks with vector outputs (conv_kernels.npz), with spatial outputs "
+                             "(conv_spatial_kernels.npz), or both")
+    args = parser.parse_args()
+    names = {n: getattr(stax, n) for n in ("serial", "parallel", "Conv", "AvgPool", "GlobalAvgPool", "Flatten",
+                                           "Dense", "Relu", "Erf", "FanOut", "FanInSum", "FanInConcat", "LayerNorm", "Gelu",
+                                           "Sin", "LeakyRelu", "Rbf")}
+    if args.which in ("all", "vector"):
+        record(NETWORKS, np.random.default_rng(20261207), Path(args.out) / "conv_kernels.npz", names)
+    if args.which in ("all", "spatial"):
+        record(SPATIAL_NETWORKS, np.random.default_rng(20261208), Path(args.out) / "conv_spatial_kernels.npz", names)
 
 
 if __name__ == "__main__":

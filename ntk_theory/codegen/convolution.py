@@ -89,7 +89,7 @@ from ..numerics.mehler import mehler_pair
 from ..recursions.graph import image_inputs
 from ..recursions.layer import activation_kernels
 from ..recursions.result import KernelResult, check_get
-from ..recursions.spatial import pads
+from ..recursions.spatial import neural_tangents_order, output_spatial, pads
 from .emit import _numeric_source, _power
 from .runtime import mehler_orders
 
@@ -195,8 +195,6 @@ def plan(description: Layer, image_shape: tuple, channels: int):
                                     "chains of Conv, Dense, activations, AvgPool, GlobalAvgPool and Flatten")
         ints.append((row, layer))
         floats.append(f)
-    if spatial:
-        raise NotCompilableConv("the network's output has spatial axes; end it with Flatten() or GlobalAvgPool()")
     codes = {key: (c, found[key]) for c, key in enumerate(sorted(found))}
     rows = []
     for row, layer in ints:
@@ -646,12 +644,14 @@ DENSE, CONV, ACT, POOL, GLOBAL, FLATTEN = range(6)
 
 @numba.njit(cache=True, error_model="numpy")
 def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full, ia, ib, HA, TA, SA, NA, HB, TB,
-          SB, NB, tol, acc, stop):
+          SB, NB, tol, acc, stop, ok, ot):
     """Run the steps on the cross covariance K and NTK T (flat, P x P when ``full``, else the P same-position
-    entries) of inputs ia, ib; returns (nngp, ntk) of the output.  ``record``: the self chain of one input,
-    writing its per-position variances (and their square roots) before each activation into d1, s1 (= d2, s2);
-    with ``stop`` >= 0 it returns (NaN, NaN) at the activation of table slot ``stop``, after recording its
-    variances.  Activations without closed form read the Hermite tables HA.. (rows: ia), HB.. (rows: ib)."""
+    entries) of inputs ia, ib; writes the output's nngp and ntk into ``ok``, ``ot`` (one entry for a vector
+    output, the P' x P' position pairs, flat, for an output with spatial axes).  ``record``: the self chain of
+    one input, writing its per-position variances (and their square roots) before each activation into d1, s1
+    (= d2, s2); with ``stop`` >= 0 it returns at the activation of table slot ``stop``, after recording its
+    variances (``ok``, ``ot`` untouched).  Activations without closed form read the Hermite tables HA.. (rows:
+    ia), HB.. (rows: ib)."""
     ltol = math.log(tol)
     for step in range(ints.shape[0]):
         code, H, W, Ho, Wo = ints[step, 0], ints[step, 1], ints[step, 2], ints[step, 3], ints[step, 4]
@@ -667,7 +667,7 @@ def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full
                     d1[a_, p] = v
                     s1[a_, p] = math.sqrt(v)
                 if stop >= 0 and ints[step, 15] == stop:
-                    return math.nan, math.nan
+                    return
             activate(ints[step, 14], K, T, P, full, d1[a_], s1[a_], d2[a_], s2[a_], same, ints[step, 15], ia, ib,
                      HA, TA, SA, NA, HB, TB, SB, NB, ltol, tol, acc)
             continue
@@ -703,7 +703,9 @@ def chain(K, T, K2, T2, S1, S2, ints, floats, d1, s1, d2, s2, same, record, full
             T2[0] = st / n
         K, K2 = K2, K
         T, T2 = T2, T
-    return K[0], T[0]
+    for o in range(ok.shape[0]):
+        ok[o] = K[o]
+        ot[o] = T[o]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -716,15 +718,15 @@ def selves(X, ints, floats, var, sd, out, full, m, HA, TA, SA, NA, tol, acc, sto
         K, T = np.empty(m), np.zeros(m)
         K2, T2, S1, S2 = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
         gram(X[i], X[i], K, full)
-        out[i, 0], out[i, 1] = chain(K, T, K2, T2, S1, S2, ints, floats, var[i], sd[i], var[i], sd[i], True, True,
-                                     full, i, i, HA, TA, SA, NA, HA, TA, SA, NA, tol, acc[i], stop)
+        chain(K, T, K2, T2, S1, S2, ints, floats, var[i], sd[i], var[i], sd[i], True, True, full, i, i, HA, TA, SA,
+              NA, HA, TA, SA, NA, tol, acc[i], stop, out[i, 0], out[i, 1])
 
 
 @numba.njit(parallel=True, cache=True)
 def pairs(X1, X2, row0, row1, ints, floats, var1, sd1, var2, sd2, symmetric, nngp, ntk, full, m, blocks,
           HA, TA, SA, NA, HB, TB, SB, NB, tol, acc):
     """Pairs (a, b), a in [row0, row1) (b < a only when ``symmetric``), on their cross covariance, into
-    nngp[a - row0, b], ntk[a - row0, b]; ``blocks`` blocks of consecutive pairs, one buffer set per block;
+    nngp[a - row0, b], ntk[a - row0, b] (the output's entries along the last axis); ``blocks`` blocks of consecutive pairs, one buffer set per block;
     acc[block]: (largest error estimate, number of quadratures) of activations without closed form."""
     n2 = X2.shape[0]
     first = row0 * (row0 - 1) // 2 if symmetric else 0
@@ -746,14 +748,14 @@ def pairs(X1, X2, row0, row1, ints, floats, var1, sd1, var2, sd2, symmetric, nng
             else:
                 a, b = row0 + kk // n2, kk % n2
             if equal(X1[a], X2[b]):  # the same input: its own output, written by the driver
-                nngp[a - row0, b], ntk[a - row0, b] = 0.0, 0.0
+                for o in range(nngp.shape[2]):
+                    nngp[a - row0, b, o], ntk[a - row0, b, o] = 0.0, 0.0
                 continue
             for i in range(m):
                 T[i] = 0.0
             gram(X1[a], X2[b], K, full)
-            nngp[a - row0, b], ntk[a - row0, b] = chain(K, T, K2, T2, S1, S2, ints, floats, var1[a], sd1[a],
-                                                        var2[b], sd2[b], False, False, full, a, b, HA, TA, SA, NA,
-                                                        HB, TB, SB, NB, tol, acc[blk], -1)
+            chain(K, T, K2, T2, S1, S2, ints, floats, var1[a], sd1[a], var2[b], sd2[b], False, False, full, a, b,
+                  HA, TA, SA, NA, HB, TB, SB, NB, tol, acc[blk], -1, nngp[a - row0, b], ntk[a - row0, b])
 '''
 
 
@@ -811,8 +813,9 @@ def _short(accs, slots, max_order):
                              "max_order, or evaluate with the NumPy interpreter")
 
 
-def _self_chains(mod, F, ints, floats, acts, codes, slots, full, m, P, tol, max_order, errors):
-    """Each input of F with itself: (variances, their square roots, outputs, Hermite tables, accumulators).
+def _self_chains(mod, F, ints, floats, acts, codes, slots, full, m, P, mo, tol, max_order, errors):
+    """Each input of F with itself: (variances, their square roots, outputs (n, 2, ``mo``), Hermite tables,
+    accumulators).
 
     Without activations of no closed form one compiled pass.  With them, the Hermite tables of each such
     activation need the variances before it, which need the tables of the earlier ones: the pass runs up to
@@ -820,7 +823,7 @@ def _self_chains(mod, F, ints, floats, acts, codes, slots, full, m, P, tol, max_
     position p), and the next pass runs from the start with slots 0..t filled."""
     n = len(F)
     var, sd = np.zeros((n, max(acts, 1), P)), np.zeros((n, max(acts, 1), P))
-    out, acc = np.empty((n, 2)), np.zeros((n, 2))
+    out, acc = np.empty((n, 2, mo)), np.zeros((n, 2))
     L = len(slots)
     width = max_order + 1 if L else 1
     H, Tl = np.zeros((2 * L, n * P if L else 1, width)), np.zeros((2 * L, n * P if L else 1, width))
@@ -889,28 +892,41 @@ def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order
     renumber = {c: codes[key][0] for key, (c, _) in own.items()}
     act_rows = ints[:, 0] == ACT
     ints[act_rows, 14] = [renumber[int(c)] for c in ints[act_rows, 14]]
-    full = bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
+    out_shape, reversed_ = output_spatial(description, spatial)
+    full = bool(out_shape) or bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
     P = math.prod(spatial)
     m = P * P if full else P
+    mo = math.prod(out_shape) ** 2  # the output's position pairs (1 for a vector output)
     symmetric = X2 is None
     F1 = np.ascontiguousarray(X1.reshape(len(X1), P, -1))
     F2 = F1 if symmetric else np.ascontiguousarray(X2v.reshape(len(X2v), P, -1))
     N1, N2 = len(F1), len(F2)
-    nngp, ntk = _outputs(out, (N1, N2))
+
+    def layout(A):  # (rows, cols, P' P') -> (rows, cols) or neural-tangents' layout (rows, cols, H, H', W, W')
+        if not out_shape:
+            return A.reshape(A.shape[:2])
+        return neural_tangents_order(A.reshape(A.shape[:2] + out_shape * 2), 2, len(out_shape), reversed_)
+
+    nngp, ntk = _outputs(out, layout(np.empty((N1, N2, mo), dtype=np.uint8)).shape)
     errors: list = []
-    var1, sd1, out1, tab1, acc1 = _self_chains(mod, F1, ints, floats, acts, codes, slots, full, m, P, tol,
+    var1, sd1, out1, tab1, acc1 = _self_chains(mod, F1, ints, floats, acts, codes, slots, full, m, P, mo, tol,
                                                int(max_order), errors)
     var2, sd2, _, tab2, acc2 = ((var1, sd1, out1, tab1, acc1) if symmetric else
-                                 _self_chains(mod, F2, ints, floats, acts, codes, slots, full, m, P, tol,
+                                 _self_chains(mod, F2, ints, floats, acts, codes, slots, full, m, P, mo, tol,
                                               int(max_order), errors))
     accs = [acc1] if symmetric else [acc1, acc2]
     _short(accs, slots, max_order)
-    rows = max(1, min(N1, int(tile_mb * 2**20 // (16 * max(N2, 1)))))
+    rows = max(1, min(N1, int(tile_mb * 2**20 // (16 * mo * max(N2, 1)))))
     threads = max(1, numba.get_num_threads())
+    Po = math.prod(out_shape)
+
+    def swap(A):  # pairs (a, b) -> (b, a): the transpose over inputs and over the two positions
+        return A.reshape(A.shape[:2] + (Po, Po)).transpose(1, 0, 3, 2).reshape(A.shape[1], A.shape[0], mo)
+
     for r0 in range(0, N1, rows):
         r1 = min(N1, r0 + rows)
         cols = r1 if symmetric else N2
-        tk, tt = np.zeros((r1 - r0, cols)), np.zeros((r1 - r0, cols))
+        tk, tt = np.zeros((r1 - r0, cols, mo)), np.zeros((r1 - r0, cols, mo))
         npairs = (r1 * (r1 - 1) - r0 * (r0 - 1)) // 2 if symmetric else (r1 - r0) * N2
         blocks = max(1, min(npairs, 16 * threads))
         acc = np.zeros((blocks, 2))
@@ -919,14 +935,14 @@ def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order
         accs.append(acc)
         if symmetric:
             for dst, src in ((nngp, tk), (ntk, tt)):
-                dst[r0:r1, :r0] = src[:, :r0]
-                dst[:r0, r0:r1] = src[:, :r0].T
-                block = np.tril(src[:, r0:r1], -1)
-                dst[r0:r1, r0:r1] = block + block.T
+                dst[r0:r1, :r0] = layout(src[:, :r0])
+                dst[:r0, r0:r1] = layout(swap(src[:, :r0]))
+                lower = src[:, r0:r1] * np.tri(r1 - r0, k=-1)[:, :, None]
+                dst[r0:r1, r0:r1] = layout(lower + swap(lower))
         else:
-            nngp[r0:r1], ntk[r0:r1] = tk, tt
+            nngp[r0:r1], ntk[r0:r1] = layout(tk), layout(tt)
     ia, ib = _equal_row_pairs(F1.reshape(N1, -1), F2.reshape(N2, -1))
-    nngp[ia, ib], ntk[ia, ib] = out1[ia, 0], out1[ia, 1]
+    nngp[ia, ib], ntk[ia, ib] = layout(out1[ia, 0][:, None])[:, 0], layout(out1[ia, 1][:, None])[:, 0]
     if not (np.isfinite(np.sum(nngp, dtype=np.float64)) and np.isfinite(np.sum(ntk, dtype=np.float64))):
         raise FloatingPointError("the kernel overflowed or produced NaN (variances grow without bound)")
     worst = max([float(np.max(a[:, 0], initial=0.0)) for a in accs] + errors)

@@ -87,7 +87,7 @@ from ..gaussian import expectation1
 from . import rules
 from .layer import activation_kernels
 from .result import KernelResult, check_get, equal_rows
-from .spatial import VECTOR, Layout, conv_mean, pool_mean
+from .spatial import VECTOR, Layout, conv_mean, neural_tangents_order, output_spatial, pool_mean
 
 
 @dataclass(eq=False)
@@ -296,11 +296,17 @@ BLOCK_ENTRIES = 2**19
 def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
     """NNGP and NTK of the network ``description`` at inputs X1, X2 (default X1).
 
-    Inputs are (N, d) vectors, or channels-last images (N, W, C) / (N, H, W, C) for convolutional networks
-    (the output must then have no spatial axes: end with ``Flatten`` or ``GlobalAvgPool``); the covariances
-    are stored for all position pairs when the description pools over positions (``AvgPool``,
-    ``GlobalAvgPool``), else for same positions only (:mod:`.spatial`), and evaluated in blocks of rows of X1
-    of at most :data:`BLOCK_ENTRIES` entries.
+    Inputs are (N, d) vectors, or channels-last images (N, W, C) / (N, H, W, C) for convolutional networks;
+    the covariances are stored for all position pairs when the description pools over positions (``AvgPool``,
+    ``GlobalAvgPool``) or its output keeps spatial axes, else for same positions only (:mod:`.spatial`), and
+    evaluated in blocks of rows of X1 of at most :data:`BLOCK_ENTRIES` entries.  The kernels are (N1, N2)
+    when the output is a vector (the network ends in ``Flatten``, ``GlobalAvgPool`` or layers after them);
+    an output with spatial axes (e.g. a network ending in ``Conv``, an activation or ``AvgPool``) gives the
+    covariance of one output channel between every pair of output positions in neural-tangents 0.6.5's
+    layout: (N1, N2, H, H', W, W') (1-D: (N1, N2, W, W')), with the two spatial dimensions swapped,
+    (N1, N2, W, W', H, H'), where neural-tangents' kernel is reversed
+    (:func:`.spatial.output_spatial`: an odd number of ``Conv`` layers on the path); the number of output
+    channels does not enter.
 
     float64 by default; ``dps`` (vector inputs only): the same rules in mpmath at that many digits (``nngp``
     and ``ntk`` are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``:
@@ -312,7 +318,9 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
         raise ValueError("dps (mpmath arithmetic) is available for vector inputs (N, d) only; got images of shape "
                          f"{X1.shape[1:]}")
     backend = Float64() if dps is None else Mpmath(_checks.positive_int("dps", dps))
-    full = bool(shape) and any(isinstance(layer, (AvgPool, GlobalAvgPool)) for _, layer in leaves(description))
+    out_shape, reversed_ = output_spatial(description, shape) if shape else ((), False)
+    full = bool(shape) and (bool(out_shape) or any(isinstance(layer, (AvgPool, GlobalAvgPool))
+                                                   for _, layer in leaves(description)))
     layout = Layout(shape, full)
     rows = len(X1)
     if full:
@@ -324,6 +332,8 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
                  for i in range(0, len(X1), rows)]
         nngp, ntk = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         errors = [e for p in parts for e in p[2]]
+    if out_shape:
+        nngp, ntk = (neural_tangents_order(A, 2, len(out_shape), reversed_) for A in (nngp, ntk))
     info = {"quadrature_error": max(errors, default=0.0)} if dps is None else {"dps": dps}
     return KernelResult(nngp, ntk, info, get=get)
 
@@ -364,9 +374,6 @@ def _evaluate(description, X1, X2, symmetric, backend, layout, dps):
         out = walk(description, state, functools.partial(_rule, ctx=ctx))
         if isinstance(out, tuple):
             raise ValueError(f"the network ends with a list of {len(out)} outputs; combine them (FanInSum, FanInConcat)")
-        if out.layout.shape:
-            raise ValueError(f"the network's output is {out.layout.describe()} (per-position kernels); end it with "
-                             "Flatten() or GlobalAvgPool()")
         m = moments(out, ctx)
         nngp, ntk = m.nngp.copy(), m.ntk.copy()
         ia, ib = np.nonzero(ctx.same)
@@ -549,6 +556,7 @@ class _LazyMoments(Moments):
         self.nngp, self.ntk, self.var1, self.var2, self.ntk1 = p.nngp, p.ntk, p.var1, p.var2, p.ntk1
         self.base, self.channels, self.origin, self.layout = base, channels, "a single term", layout
 
+    # two one-line delegating properties (alike in shape to codegen.kernel's and reference.mlp_graph's)
     @property
     def mean1(self):
         return self._p.mean1

@@ -23,15 +23,23 @@ Window maps (neural-tangents 0.6.5's conventions; zero padding counts in the mea
 - average pooling: the same window mean with independent offsets for p and p' (the map applied to each
   position group in turn), divided by the window size, or with ``normalize_edges`` and 'SAME' padding by the
   number of in-image pixels of each window (``count[p] count[p']``).
+
+Networks whose output keeps spatial axes return neural-tangents 0.6.5's default layout
+(:func:`neural_tangents_order`): all position pairs, the two axes of each spatial dimension next to each other,
+``(N1, N2, H, H', W, W')`` (``(N1, N2, W, W')`` for 1-D images), with the spatial dimensions in reverse order,
+``(N1, N2, W, W', H, H')``, where neural-tangents' kernel is reversed (:func:`output_spatial`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..architecture import AvgPool, Conv, FanInConcat, FanInSum, Flatten, GlobalAvgPool, Layer, walk
 
 
 @dataclass(frozen=True)
@@ -194,3 +202,66 @@ def pool_mean(A, layout: Layout, batch: int, layer, groups: int | None = None):
             norm = np.multiply.outer(norm, count)
         return total / norm.reshape(shape)
     return total / math.prod(layer.window_shape) ** len(axes)
+
+
+# ---------------------------------------------------------------------- the output's spatial axes
+@dataclass(frozen=True)
+class _Axes:
+    """A value's spatial shape (``()``: a vector) and whether neural-tangents stores it reversed."""
+
+    shape: tuple
+    reversed: bool = False
+
+
+def output_spatial(description: Layer, shape: tuple) -> tuple[tuple, bool]:
+    """The spatial shape of the output of ``description`` on images of spatial shape ``shape`` (``()``: the
+    output is a vector), and whether neural-tangents 0.6.5 returns its covariances with the spatial dimensions
+    in reverse order (its ``Kernel.is_reversed``): every ``Conv`` reverses the order (neural-tangents
+    transposes the kernel to convolve over its last axes), ``FanInSum`` / ``FanInConcat`` take the order of
+    the majority of their inputs (a tie: the original order), ``Flatten`` / ``GlobalAvgPool`` end the spatial
+    axes, every other layer keeps them.  A layer that does not fit its input is left to the kernel's own
+    evaluation to report (its shape is kept here)."""
+    out = walk(description, _Axes(tuple(shape)), _axes_rule)
+    if isinstance(out, tuple):  # a list of outputs: refused by the evaluation
+        return (), False
+    return out.shape, out.reversed
+
+
+@functools.singledispatch
+def _axes_rule(layer: Layer, value, path):
+    return value
+
+
+@_axes_rule.register(Conv)
+@_axes_rule.register(AvgPool)
+def _(layer, value, path):
+    if len(value.shape) != layer.rank:
+        return value
+    try:
+        shape = layer.output_size(value.shape)
+    except ValueError:
+        return value
+    return _Axes(shape, value.reversed != isinstance(layer, Conv))
+
+
+@_axes_rule.register(GlobalAvgPool)
+@_axes_rule.register(Flatten)
+def _(layer, value, path):
+    return _Axes(())
+
+
+@_axes_rule.register(FanInSum)
+@_axes_rule.register(FanInConcat)
+def _(layer, values, path):
+    return _Axes(values[0].shape, 2 * sum(v.reversed for v in values) > len(values))
+
+
+def neural_tangents_order(A, batch: int, rank: int, reversed_: bool = False):
+    """A full-layout covariance ``A`` (``batch`` leading axes, then p = (h, w) and p' = (h', w')) in
+    neural-tangents' layout: ``(*batch, H, H', W, W')``, or ``(*batch, W, W', H, H')`` when ``reversed_``
+    (1-D images: ``(*batch, W, W')`` either way).  A view (no copy)."""
+    if rank == 1:
+        return A
+    b = tuple(range(batch))
+    axes = (batch + 1, batch + 3, batch, batch + 2) if reversed_ else (batch, batch + 2, batch + 1, batch + 3)
+    return A.transpose(b + axes)
