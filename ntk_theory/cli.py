@@ -162,6 +162,16 @@ def _add_network_options(p: argparse.ArgumentParser, command: str, *, width: boo
               ["activation", "depth", "C_W", "C_b", "param"])
 
 
+def _add_mlp_options(p: argparse.ArgumentParser, params: tuple) -> None:
+    """ACTIVATION, --depth, --C-W, --C-b and --param (one of ``params``) of a command that has no default
+    network (its MLP is given by these or by --arch)."""
+    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (or --arch)")
+    p.add_argument("--depth", type=int, default=None, help="number of hidden layers L (or --arch)")
+    p.add_argument("--C-W", dest="C_W", type=_floats, default=None, help="C_W, or one per layer (default: 1)")
+    p.add_argument("--C-b", dest="C_b", type=_floats, default=None, help="C_b, or one per layer (default: 0)")
+    p.add_argument("--param", choices=params, default=None, help="(default: ntk)")
+
+
 ARCH_HELP = ("the network in neural-tangents' stax syntax, e.g. \"stax.serial(stax.Dense(512, W_std=1.5), stax.Relu(), "
              "stax.Dense(1))\" (read with ast, never evaluated: layer calls with literal arguments only), or FILE.py: "
              "its top-level `network = ...` is read the same way (the file is parsed, never run; it may use names "
@@ -1097,11 +1107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("kernel", parents=[common], help="infinite-width NNGP and NTK of the output, written to .npz")
-    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (or --arch)")
-    p.add_argument("--depth", type=int, default=None, help="number of hidden layers L (or --arch)")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=None, help="C_W, or one per layer (default: 1)")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=None, help="C_b, or one per layer (default: 0)")
-    p.add_argument("--param", choices=("ntk", "unit", "standard"), default=None, help="(default: ntk)")
+    _add_mlp_options(p, ("ntk", "unit", "standard"))
     p.add_argument("--widths", type=_widths, default=None, help="hidden widths (param=standard only)")
     p.add_argument("--x", "--x1", dest="x", default=None,
                    help=f"inputs X1 (N1, d): {INPUT_HELP}; default: {DEFAULT_INPUTS_DESCRIPTION}")
@@ -1122,11 +1128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_kernel)
 
     p = sub.add_parser("finite-width", parents=[common], help="finite-width 1/n predictions (PDLT) at inputs X, written to .npz")
-    p.add_argument("activation", nargs="?", default=None, help="library name or expression in x (or --arch)")
-    p.add_argument("--depth", type=int, default=None, help="number of hidden layers L (or --arch)")
-    p.add_argument("--C-W", dest="C_W", type=_floats, default=None, help="C_W, or one per layer (default: 1)")
-    p.add_argument("--C-b", dest="C_b", type=_floats, default=None, help="C_b, or one per layer (default: 0)")
-    p.add_argument("--param", choices=("ntk", "unit"), default=None, help="(default: ntk)")
+    _add_mlp_options(p, ("ntk", "unit"))
     p.add_argument("--x", default=None, help=f"inputs X (N, d): {INPUT_HELP}; default: {DEFAULT_INPUTS_DESCRIPTION}")
     p.add_argument("--width", type=_widths, default=None,
                    help="print the corrected values at this width (n1,n2,...: unequal hidden widths)")
