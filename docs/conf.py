@@ -272,9 +272,6 @@ def resolve_undocumented(app, env, node, contnode):
 #: reStructuredText syntax errors (``|x|`` read as a substitution) and ambiguous or unqualified references.
 #: Each entry is to be fixed in the source and removed here (the build log says when its text no longer occurs).
 DOCSTRING_PATCHES: dict[str, list[tuple[str, str]]] = {
-    "ntk_theory.empirical": [(":mod:`.graph`", ":mod:`~ntk_theory.empirical.graph`")],
-    "ntk_theory.empirical.cost.layer_cost": [(":attr:`Step.cost`", ":attr:`~ntk_theory.empirical.cost.Step.cost`")],
-    "ntk_theory.empirical.cost.steps": [(":class:`Step`", ":class:`~ntk_theory.empirical.cost.Step`")],
 }
 
 

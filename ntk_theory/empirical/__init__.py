@@ -4,7 +4,7 @@ and its cost model.
 ``empirical_ntk(net, X1, X2=None, method="auto", trace_outputs=True, batch_size=None, dtype=np.float64,
 params=None)`` with ``net`` a description (``stax.serial(...)``, with ``params`` in neural-tangents' layout),
 an MLP or a layer sequence, and ``method`` one of ``"jacobian_contraction"`` (J by reverse mode),
-``"ntk_vector_products"``, ``"structured"``, ``"auto"`` (:mod:`.ntk`, :mod:`.graph`); FLOPs and memory of
+``"ntk_vector_products"``, ``"structured"``, ``"auto"`` (:mod:`.ntk`, :mod:`~ntk_theory.empirical.graph`); FLOPs and memory of
 each method as formulas with one term per layer type, and ``auto``'s choice (:mod:`.cost`).
 """
 

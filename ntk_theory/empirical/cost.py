@@ -113,7 +113,24 @@ ELEMENT_RATE = 1e9
 class LayerCost:
     """One layer occurrence's work per input and vector: ``(FLOPs, elements)`` of the forward pass, of
     one reverse-mode (VJP) and one forward-mode (JVP) vector; its parameters; floats it stores per input
-    on the tape (output and cache)."""
+    on the tape (output and cache).
+
+    Parameters
+    ----------
+    forward, vjp, jvp : tuple of float
+        ``(FLOPs, elements)``.
+    params : int, default 0
+    stored : int, default 0
+
+    Examples
+    --------
+    A Dense layer 3 -> 4 with bias (module docstring's table):
+
+    >>> from ntk_theory import stax
+    >>> c = layer_cost(stax.Dense(4, b_std=0.1).description, (3,), 4)
+    >>> c.forward, c.vjp, c.jvp, c.params                 # (2 n_in n, 2 n), (2 n_in n, n_in), (4 n_in n, 3 n), n_in n + n
+    ((24.0, 8.0), (24.0, 3.0), (48.0, 12.0), 16)
+    """
 
     forward: tuple
     vjp: tuple
@@ -168,7 +185,31 @@ class Step:
 def layer_cost(layer: Layer, n_ins: tuple, n_out: int, positions: tuple = (1, 1)) -> LayerCost:
     """The work of one layer per input and vector (module docstring), by layer type; ``positions`` (input,
     output) counts the spatial positions, which only the layers of :data:`SPATIAL_LAYERS` read (every
-    other layer acts per position and :attr:`Step.cost` scales its per-position work)."""
+    other layer acts per position and :attr:`~ntk_theory.empirical.cost.Step.cost` scales its per-position work).
+
+    Parameters
+    ----------
+    layer : Layer
+        One layer (not serial/parallel).
+    n_ins : tuple of int
+        The input widths (channels), one per input of a fan-in.
+    n_out : int
+        The output width.
+    positions : tuple of int, default (1, 1)
+        (input, output) spatial positions.
+
+    Returns
+    -------
+    LayerCost
+
+    Examples
+    --------
+    An elementwise activation writes s and s' (2 n elements) and no FLOPs; a sum of k = 3 branches (k - 1) n:
+
+    >>> from ntk_theory import stax
+    >>> layer_cost(stax.Relu().description, (5,), 5).forward, layer_cost(stax.FanInSum().description, (5, 5, 5), 5).forward
+    ((0.0, 10.0), (0.0, 10.0))
+    """
     raise NotImplementedError(f"the empirical-NTK cost model has no rule for {type(layer).__name__}")
 
 
@@ -304,8 +345,25 @@ def input_shape(input_dim) -> tuple:
 
 
 def steps(description: Layer, input_dim) -> tuple:
-    """The :class:`Step` of every non-structural layer occurrence, in order, at input dimension ``input_dim``
-    (an int, or the per-input shape (W, C) / (H, W, C) of convolutional networks)."""
+    """The :class:`~ntk_theory.empirical.cost.Step` of every non-structural layer occurrence, in order, at input dimension ``input_dim``
+    (an int, or the per-input shape (W, C) / (H, W, C) of convolutional networks).
+
+    Parameters
+    ----------
+    description : Layer
+    input_dim : int or tuple
+
+    Returns
+    -------
+    tuple of Step
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> net = stax.serial(stax.Dense(5), stax.Relu(), stax.Dense(1))
+    >>> [(type(s.layer).__name__, s.n_ins, s.n_out) for s in steps(net.description, 3)]
+    [('Dense', (3,), 5), ('Elementwise', (5,), 5), ('Dense', (5,), 1)]
+    """
     shape = input_shape(input_dim)
     found = []
 
@@ -333,7 +391,33 @@ def steps(description: Layer, input_dim) -> tuple:
 @dataclass(frozen=True)
 class Problem:
     """The sizes that determine the cost: the network's steps, input dimension, N1, N2, symmetry, trace,
-    and the itemsize of the returned kernel."""
+    and the itemsize of the returned kernel.
+
+    Parameters
+    ----------
+    steps : tuple of Step
+    input_dim : int
+    n1, n2 : int
+    symmetric : bool
+        X2 = X1.
+    trace : bool
+        Trace over outputs.
+    itemsize : int, default 8
+    input_shape : tuple, default ()
+
+    Build one with :meth:`of`.
+
+    Examples
+    --------
+    An MLP 3 -> 5 -> 5 -> 1 has P = 3*5 + 5 + 5*5 + 5 + 5 + 1 = 56 parameters and F = 15 + 25 + 5 multiply-adds
+    per forward pass; N = 10 inputs give N (N + 1) / 2 = 55 symmetric pairs:
+
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> p.P, p.F, p.L, p.O, p.widths, p.pairs
+    (56, 45, 2, 1, (3, 5, 5, 1), 55.0)
+    >>> p.forward_pass(2)[0] == 2 * 2 * p.F          # 2 FLOPs per multiply-add, 2 inputs
+    True
+    """
 
     steps: tuple
     input_dim: int
@@ -349,7 +433,22 @@ class Problem:
            input_dim: int | None = None) -> Problem:
         """From a description (a layer or a ``stax`` network, with ``input_dim``), or an MLP given as an
         MLPSpec, an object with ``.spec`` or ``.widths``, or a widths tuple (n_0, n_1, ..., n_L, O);
-        ``n2=None``: X2 = X1."""
+        ``n2=None``: X2 = X1.
+
+        Parameters
+        ----------
+        net : Layer, Network, MLPSpec, tuple or object with ``spec`` / ``widths``
+        n1 : int
+        n2 : int, optional
+        trace_outputs : bool, default True
+        dtype : numpy dtype, default numpy.float64
+        input_dim : int or tuple, optional
+            A description's input features.
+
+        Returns
+        -------
+        Problem
+        """
         description = getattr(net, "description", net)
         if isinstance(description, Layer):
             if input_dim is None:
@@ -403,10 +502,12 @@ class Problem:
 
     @property
     def layer_params(self) -> list:
+        """Parameters of each layer with weights."""
         return [s.cost.params for s in self.dense]
 
     @property
     def P(self) -> int:
+        """The number of parameters."""
         return sum(self.layer_params)
 
     @property
@@ -426,14 +527,17 @@ class Problem:
 
     @property
     def n_feat(self) -> int:
+        """Inputs whose per-input quantities are computed: N (X2 = X1) or N1 + N2."""
         return self.n1 if self.symmetric else self.n1 + self.n2
 
     @property
     def pairs(self) -> float:
+        """Entries computed: N (N + 1) / 2 (X2 = X1) or N1 N2."""
         return self.n1 * (self.n1 + 1) / 2 if self.symmetric else float(self.n1 * self.n2)
 
     @property
     def Oc(self) -> int:
+        """O with the trace over outputs, O^2 without."""
         return self.O if self.trace else self.O**2
 
     @property
@@ -449,6 +553,7 @@ class Problem:
 
     @property
     def out_elements(self) -> float:
+        """N1 N2 O_c."""
         return float(self.n1) * self.n2 * self.Oc
 
     def _sum(self, which: str, n: float) -> tuple:
@@ -456,19 +561,62 @@ class Problem:
         return n * sum(f for f, _ in costs), n * sum(e for _, e in costs)
 
     def forward_pass(self, n: float) -> tuple:
-        """``n [FP]``: the forward pass of n inputs."""
+        """``n [FP]``: the forward pass of n inputs.
+
+        Parameters
+        ----------
+        n : float
+
+        Returns
+        -------
+        tuple of float
+            ``(FLOPs, elements)``.
+        """
         return self._sum("forward", n)
 
     def reverse_pass(self, n: float) -> tuple:
-        """``n [VJP]``: n reverse passes (input, cotangent pairs)."""
+        """``n [VJP]``: n reverse passes (input, cotangent pairs).
+
+        Parameters
+        ----------
+        n : float
+
+        Returns
+        -------
+        tuple of float
+        """
         return self._sum("vjp", n)
 
     def forward_mode(self, n: float) -> tuple:
-        """``n [JVP]``: n forward-mode passes (input, tangent pairs)."""
+        """``n [JVP]``: n forward-mode passes (input, tangent pairs).
+
+        Parameters
+        ----------
+        n : float
+
+        Returns
+        -------
+        tuple of float
+        """
         return self._sum("jvp", n)
 
     def by_layer_type(self, which: str = "forward") -> dict:
-        """``{type name: (FLOPs, elements)}`` per input of one pass (``forward``, ``vjp`` or ``jvp``)."""
+        """``{type name: (FLOPs, elements)}`` per input of one pass (``forward``, ``vjp`` or ``jvp``).
+
+        Parameters
+        ----------
+        which : {'forward', 'vjp', 'jvp'}, default 'forward'
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+        >>> p.by_layer_type()                         # Dense: 2 (15 + 25 + 5) FLOPs; ReLU: s and s' of 10 units
+        {'Dense': (90.0, 22.0), 'Elementwise': (0.0, 20.0)}
+        """
         out: dict = {}
         for s in self.steps:
             f, e = getattr(s.cost, which)
@@ -627,7 +775,29 @@ COSTS = {c.name: c for c in (JacobianContraction(), NTKVectorProducts(), Structu
 @dataclass(frozen=True)
 class Estimate:
     """The model's prediction for one method at block size ``block``: FLOPs and elements (by term),
-    predicted seconds, bytes of intermediates (batched and unbatched) and of the output."""
+    predicted seconds, bytes of intermediates (batched and unbatched) and of the output.
+
+    Parameters
+    ----------
+    method : str
+    flops, elements, seconds : float
+    terms : dict
+        {term: (FLOPs, elements)}.
+    memory, memory_unbatched, output_bytes : float
+    block : int
+
+    Examples
+    --------
+    The Jacobian contraction's last term is 2 pairs O_c P FLOPs, and the time is FLOPs / FLOP_RATE +
+    elements / ELEMENT_RATE:
+
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> e = estimate("jacobian_contraction", p)
+    >>> e.terms["contract J Lambda J^T"][0] == 2 * 55 * 1 * 56
+    True
+    >>> bool(abs(e.seconds - (e.flops / FLOP_RATE + e.elements / ELEMENT_RATE)) < 1e-15)
+    True
+    """
 
     method: str
     flops: float
@@ -642,7 +812,27 @@ class Estimate:
 
 def block_size(method: str, p: Problem, max_memory: float = DEFAULT_MEMORY) -> int:
     """The largest number of inputs per block whose intermediates fit in ``max_memory`` bytes (at least 1),
-    no larger than the method's cache-friendly block if it has one, then evened out over the blocks."""
+    no larger than the method's cache-friendly block if it has one, then evened out over the blocks.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    p : Problem
+    max_memory : float, default 2 GiB
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    A tiny problem fits in one block; a budget of a few bytes leaves one input per block:
+
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> block_size("structured", p), block_size("structured", p, max_memory=1)
+    (10, 1)
+    """
     cost = _cost(method)
     n_all = max(p.n1, p.n2)
     cap = cost.efficient_block(p)
@@ -657,7 +847,24 @@ def block_size(method: str, p: Problem, max_memory: float = DEFAULT_MEMORY) -> i
 
 
 def estimate(method: str, p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> Estimate:
-    """Evaluate one method's formulas; ``block=None`` uses :func:`block_size` under ``max_memory``."""
+    """Evaluate one method's formulas; ``block=None`` uses :func:`block_size` under ``max_memory``.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    p : Problem
+    block : int, optional
+    max_memory : float, default 2 GiB
+
+    Returns
+    -------
+    Estimate
+
+    Examples
+    --------
+    See :class:`Estimate`.
+    """
     cost = _cost(method)
     n_all = max(p.n1, p.n2)
     B = block_size(method, p, max_memory) if block is None else min(_checks.positive_int("batch_size", block), n_all)
@@ -678,12 +885,46 @@ def estimate(method: str, p: Problem, block: int | None = None, max_memory: floa
 
 
 def estimates(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> list:
-    """:func:`estimate` for every method, in :data:`METHODS` order."""
+    """:func:`estimate` for every method, in :data:`METHODS` order.
+
+    Parameters
+    ----------
+    p : Problem
+    block : int, optional
+    max_memory : float, default 2 GiB
+
+    Returns
+    -------
+    list of Estimate
+
+    Examples
+    --------
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> [e.method for e in estimates(p)] == list(METHODS)
+    True
+    """
     return [estimate(m, p, block, max_memory) for m in METHODS]
 
 
 def choose_method(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> str:
-    """What ``method="auto"`` runs: the smallest predicted time (every method is batched to fit memory)."""
+    """What ``method="auto"`` runs: the smallest predicted time (every method is batched to fit memory).
+
+    Parameters
+    ----------
+    p : Problem
+    block : int, optional
+    max_memory : float, default 2 GiB
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> choose_method(p) == min(estimates(p), key=lambda e: e.seconds).method
+    True
+    """
     return min(estimates(p, block, max_memory), key=lambda e: e.seconds).method
 
 
@@ -714,7 +955,24 @@ def _seconds(t: float) -> str:
 
 def cost_table(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> str:
     """A printable table: per method FLOPs, elements, predicted time, memory batched and unbatched, the
-    terms of each method, and the per-layer-type work of one forward, reverse and forward-mode pass."""
+    terms of each method, and the per-layer-type work of one forward, reverse and forward-mode pass.
+
+    Parameters
+    ----------
+    p : Problem
+    block : int, optional
+    max_memory : float, default 2 GiB
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    >>> print(cost_table(p).splitlines()[0])
+    empirical NTK cost model: 5 layers (3 Dense, P = 56 parameters, input dimension 3), N1 = 10, X2 = X1, ...
+    """
     rows = estimates(p, block, max_memory)
     chosen = min(rows, key=lambda e: e.seconds).method
     kind = f"trace over {p.O} outputs" if p.trace else f"full ({p.n1}, {p.n2}, {p.O}, {p.O}) kernel"

@@ -147,7 +147,39 @@ class Model:
     """A description with Dense parameters in effective coordinates and NTK factors (module docstring).
 
     Build one with :meth:`of` (neural-tangents' parameter layout) or :meth:`from_dense` (effective
-    parameters and factors given per Dense layer, in order)."""
+    parameters and factors given per Dense layer, in order).
+
+    Parameters
+    ----------
+    description : Layer
+    input_dim : int
+        Features per input (flattened).
+    output_dim : int
+    dense : dict
+        {path: entry} of the Dense (and Conv) layers' effective parameters and factors.
+    problem_steps : tuple
+        The cost model's steps.
+    input_shape : tuple, default ()
+        Per-input shape; () for (input_dim,).
+    output_spatial : tuple, default ()
+
+    Examples
+    --------
+    With neural-tangents' parameters ('ntk': effective W = W_std / sqrt(n_in) w):
+
+    >>> import numpy as np
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.reference import init_description, description_ntk
+    >>> from ntk_theory.empirical import empirical_ntk
+    >>> net = stax.serial(stax.Dense(3, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.5))
+    >>> _, params = init_description(net.description, 0, (-1, 2))
+    >>> m = Model.of(net, params, 2)
+    >>> m.n_params, m.shape                          # 2 x 3 + 3 + 3 x 1 (no readout bias)
+    (12, (2,))
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> bool(np.allclose(empirical_ntk(m, X), description_ntk(net.description, params, X)))
+    True
+    """
 
     description: Layer
     input_dim: int
@@ -162,7 +194,25 @@ class Model:
         """``description`` (a layer or a ``stax`` network) with ``params`` as neural-tangents' ``init_fn``
         returns them (serial: list, parallel: tuple, Dense, Conv: (W, b)), at inputs of ``input_dim`` features
         (or of per-input shape (W, C) / (H, W, C) for convolutional networks).  A Conv enters as the Dense
-        layer on its patches (:func:`~ntk_theory.reference.graph.linear_layer`, fan-in ``C_in prod(filter)``)."""
+        layer on its patches (:func:`~ntk_theory.reference.graph.linear_layer`, fan-in ``C_in prod(filter)``).
+
+        Parameters
+        ----------
+        description : Layer or Network
+        params : list
+            neural-tangents' layout.
+        input_dim : int or tuple
+            Input features, or the per-input image shape.
+
+        Returns
+        -------
+        Model
+
+        Raises
+        ------
+        ValueError
+            If ``description`` is not a description or the parameters do not fit it.
+        """
         description = getattr(description, "description", description)
         if not isinstance(description, Layer):
             raise ValueError(f"expected a description (stax.serial(...), a layer); got {type(description).__name__}")
@@ -189,7 +239,19 @@ class Model:
     @classmethod
     def from_dense(cls, description: Layer, input_dim: int, weights, biases, factors) -> Model:
         """Effective parameters per Dense layer in order: ``weights[k]`` (n_in, n_out), ``biases[k]`` (n_out,)
-        or None, ``factors[k] = (lambda_b, lambda_W / n_in)``."""
+        or None, ``factors[k] = (lambda_b, lambda_W / n_in)``.
+
+        Parameters
+        ----------
+        description : Layer
+        input_dim : int
+        weights, biases, factors : sequence
+            One per Dense layer, in order.
+
+        Returns
+        -------
+        Model
+        """
         found = _cost.steps(description, input_dim)
         dense_steps = [s for s in found if isinstance(s.layer, Dense)]
         if not len(dense_steps) == len(weights) == len(biases) == len(factors):
@@ -203,9 +265,37 @@ class Model:
         return cls(description, int(input_dim), found[-1].n_out, dense, found)
 
     def action(self, layer, path, n_in):
+        """The linear action of the Dense (or Conv) layer at ``path``: the description interpreter's hook.
+
+        Parameters
+        ----------
+        layer : Layer
+        path : tuple
+        n_in : int
+
+        Returns
+        -------
+        object
+            The layer's effective parameters and their application.
+        """
         return self.dense[path].action
 
     def problem(self, n1: int, n2: int | None, trace_outputs: bool, dtype=np.float64) -> _cost.Problem:
+        """The cost model's :class:`~ntk_theory.empirical.cost.Problem` at N1, N2 inputs.
+
+        Parameters
+        ----------
+        n1 : int
+        n2 : int or None
+            None: X2 = X1.
+        trace_outputs : bool
+        dtype : numpy dtype, default numpy.float64
+            The returned kernel's.
+
+        Returns
+        -------
+        Problem
+        """
         n1 = _checks.positive_int("N1", n1)
         n2 = None if n2 is None else _checks.positive_int("N2", n2)
         return _cost.Problem(self.problem_steps, self.input_dim, n1, n1 if n2 is None else n2, n2 is None,
@@ -217,13 +307,24 @@ class Model:
         return self.input_shape or (self.input_dim,)
 
     def inputs(self, X, name: str = "X"):
-        """X checked against the per-input shape (a (d,) vector is one input of an MLP-like network)."""
+        """X checked against the per-input shape (a (d,) vector is one input of an MLP-like network).
+
+        Parameters
+        ----------
+        X : array_like
+        name : str, default 'X'
+
+        Returns
+        -------
+        ndarray
+        """
         if len(self.shape) == 1:
             return _checks.inputs(X, name, dim=self.input_dim)
         return inputs(X, name, shape=self.shape)
 
     @property
     def n_params(self) -> int:
+        """The number of parameters."""
         return sum(e.action.W.size + (0 if e.action.b is None else e.action.b.size) for e in self.dense.values())
 
 

@@ -56,7 +56,21 @@ def _activation_layer(spec):
 class Dense:
     """A dense layer ``z -> W z + b`` (W of shape (n_out, n_in)) with its learning-rate factors (the W
     term is weighted ``lambda_W / n_in``, see :mod:`ntk_theory.conventions`; ``learning_rate_factors(param,
-    C_W=C_W, C_b=C_b, fan_in=n_in)`` gives them for a parameterization).  Default: PDLT's lambda_b = lambda_W = 1."""
+    C_W=C_W, C_b=C_b, fan_in=n_in)`` gives them for a parameterization).  Default: PDLT's lambda_b = lambda_W = 1.
+
+    Parameters
+    ----------
+    W : ndarray
+        (n_out, n_in).
+    b : ndarray
+        (n_out,).
+    lambda_W, lambda_b : float, default 1.0
+        The learning-rate factors.
+
+    Examples
+    --------
+    See :func:`empirical_ntk`.
+    """
 
     W: Array
     b: Array
@@ -70,7 +84,32 @@ class DenseStack:
 
     ``weights[l-1]`` is W(l) (n_l, n_(l-1)); ``activations[l-1]`` the activation layers applied (in order)
     to z(l), l = 1 .. L (empty: identity); ``factors[l-1]`` is ``(lambda_b(l), lambda_W(l) / n_(l-1))``;
-    ``description`` the network's architecture description."""
+    ``description`` the network's architecture description.
+
+    Parameters
+    ----------
+    weights, biases : tuple of ndarray
+        W(l) (n_l, n_(l-1)) and b(l) (n_l,).
+    activations : tuple of tuple
+        The activation layers after each hidden Dense layer.
+    factors : tuple of tuple
+        ``(lambda_b(l), lambda_W(l) / n_(l-1))``.
+    description : Layer
+
+    Build one with :meth:`of`, :meth:`from_layers` or :meth:`from_mlp`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.reference import MLP
+    >>> net = MLP.random((2, 4, 1), "relu", C_W=2.0, C_b=0.5, seed=0)
+    >>> stack = DenseStack.of(net)
+    >>> stack.widths, stack.depth, stack.n_params                    # 4 (2 + 1) + 1 (4 + 1)
+    ((2, 4, 1), 1, 17)
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> bool(np.allclose(empirical_ntk(stack.model(), X), net.ntk(X)))
+    True
+    """
 
     weights: tuple
     biases: tuple
@@ -82,7 +121,16 @@ class DenseStack:
     def from_mlp(cls, net) -> DenseStack:
         """The reference :class:`~ntk_theory.reference.MLP` (same parameters and factors); its description
         is the MLP's own (:meth:`~ntk_theory.reference.MLP.as_description`: ``mlp_description`` with the MLP's
-        NumPy activation)."""
+        NumPy activation).
+
+        Parameters
+        ----------
+        net : MLP
+
+        Returns
+        -------
+        DenseStack
+        """
         spec = net.spec
         description = net.as_description()
         act = description.layers[1]
@@ -93,7 +141,22 @@ class DenseStack:
     @classmethod
     def from_layers(cls, layers: Sequence) -> DenseStack:
         """``[Dense, act, ..., Dense, act, ..., Dense]``: starts and ends with a Dense layer; between two
-        Dense layers any number of activations (none = linear)."""
+        Dense layers any number of activations (none = linear).
+
+        Parameters
+        ----------
+        layers : sequence
+            :class:`Dense` layers and activations (names, expressions or activation layers).
+
+        Returns
+        -------
+        DenseStack
+
+        Raises
+        ------
+        ValueError
+            If the sequence does not start and end with a Dense layer, or widths do not chain.
+        """
         layers = list(layers)
         if not layers or not isinstance(layers[0], Dense) or not isinstance(layers[-1], Dense):
             raise ValueError("a layer sequence must start and end with a Dense layer")
@@ -127,7 +190,16 @@ class DenseStack:
 
     @classmethod
     def of(cls, net) -> DenseStack:
-        """An MLP, a DenseStack or a layer sequence."""
+        """An MLP, a DenseStack or a layer sequence.
+
+        Parameters
+        ----------
+        net : MLP, DenseStack or sequence
+
+        Returns
+        -------
+        DenseStack
+        """
         if isinstance(net, DenseStack):
             return net
         if hasattr(net, "weights") and hasattr(net, "spec") and hasattr(net, "activation"):
@@ -141,18 +213,26 @@ class DenseStack:
 
     @property
     def widths(self) -> tuple:
+        """(n_0, n_1, ..., n_out)."""
         return (self.weights[0].shape[1],) + tuple(W.shape[0] for W in self.weights)
 
     @property
     def depth(self) -> int:
+        """The number of hidden layers L."""
         return len(self.weights) - 1
 
     @property
     def n_params(self) -> int:
+        """The number of parameters."""
         return sum(W.size + b.size for W, b in zip(self.weights, self.biases))
 
     def model(self) -> graph.Model:
-        """The network as a :class:`~ntk_theory.empirical.graph.Model`: effective parameters W(l)^T, b(l)."""
+        """The network as a :class:`~ntk_theory.empirical.graph.Model`: effective parameters W(l)^T, b(l).
+
+        Returns
+        -------
+        Model
+        """
         return graph.Model.from_dense(self.description, self.widths[0], [W.T for W in self.weights],
                                       list(self.biases), list(self.factors))
 
@@ -167,7 +247,38 @@ def _is_description(net) -> bool:
 
 def model(net, params=None, input_dim: int | None = None) -> graph.Model:
     """The :class:`~ntk_theory.empirical.graph.Model` of ``net``: a description with ``params`` (neural-tangents'
-    layout) at ``input_dim`` input features, or an MLP / DenseStack / layer sequence (no params)."""
+    layout) at ``input_dim`` input features, or an MLP / DenseStack / layer sequence (no params).
+
+    Parameters
+    ----------
+    net : Layer, Network, MLP, DenseStack, sequence or Model
+    params : list, optional
+        A description's parameters (neural-tangents' layout).
+    input_dim : int or tuple, optional
+        A description's input features (or per-input image shape).
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ValueError
+        If a description comes without ``params``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+    >>> rng = np.random.default_rng(0)
+    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    >>> m = model(layers)
+    >>> m.n_params, m.shape                                  # 4 (2 + 1) + 1 (4 + 1)
+    (17, (2,))
+    """
     if isinstance(net, graph.Model):
         return net
     if _is_description(net):
@@ -191,7 +302,33 @@ def plan(net, N1: int, N2: int | None = None, method="auto", trace_outputs=True,
          dtype=np.float64, max_memory=DEFAULT_MEMORY, *, params=None, input_dim: int | None = None):
     """The method and block size :func:`empirical_ntk` would use, with the cost model's estimate
     (a description needs ``input_dim``, the number of input features or the per-input shape (W, C) /
-    (H, W, C) of a convolutional network; its ``params`` are not needed)."""
+    (H, W, C) of a convolutional network; its ``params`` are not needed).
+
+    Parameters
+    ----------
+    net
+        As :func:`empirical_ntk`.
+    N1 : int
+    N2 : int, optional
+    method, trace_outputs, batch_size, dtype, max_memory, params
+        As :func:`empirical_ntk`.
+    input_dim : int or tuple, optional
+        A description's input features.
+
+    Returns
+    -------
+    Estimate
+        ``method`` and ``block`` are what :func:`empirical_ntk` would use.
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.empirical import Problem, choose_method
+    >>> net = stax.serial(stax.Dense(64), stax.Relu(), stax.Dense(1))
+    >>> est = plan(net, 100, input_dim=8)
+    >>> est.method == choose_method(Problem.of(net, 100, input_dim=8)), est.block <= 100
+    (True, True)
+    """
     if _is_description(net) and not isinstance(net, graph.Model):
         if input_dim is None:
             raise ValueError("planning a description needs input_dim (the number of input features)")
@@ -219,6 +356,46 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
     O, O) tensor (``trace_axes=()``).  ``batch_size``: inputs per block; None picks the largest block
     whose intermediates fit in ``max_memory`` bytes (the output itself is not counted).  ``dtype``:
     float32 or float64, the returned precision (the work is float64).  The methods agree to rounding.
+
+    Parameters
+    ----------
+    net : Layer, Network, MLP, DenseStack or sequence
+    X1 : array_like
+    X2 : array_like, optional
+    method : {'auto', 'jacobian_contraction', 'ntk_vector_products', 'structured'}, default 'auto'
+    trace_outputs : bool, default True
+    batch_size : int, optional
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+    max_memory : float, default 2 GiB
+        Bytes for intermediates.
+    params : list, optional
+        A description's parameters.
+
+    Returns
+    -------
+    ndarray
+        (N1, N2), or (N1, N2, O, O) with ``trace_outputs=False``.
+
+    Raises
+    ------
+    ValueError
+        If the network, inputs or method are invalid.
+
+    Examples
+    --------
+    Dense-ReLU-Dense in PDLT coordinates with lambda_b = lambda_W = 1: Theta = 1 + h.h' / n_1 +
+    (g.g') (1 + x.x' / n_0), by every method:
+
+    >>> import numpy as np
+    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+    >>> rng = np.random.default_rng(0)
+    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    >>> theta = 1 + h @ h.T / 4 + (g @ g.T) * (1 + X @ X.T / 2)
+    >>> [bool(np.allclose(empirical_ntk(layers, X, method=m), theta)) for m in METHODS]
+    [True, True, True]
     """
     if _is_description(net) and not isinstance(net, graph.Model):  # spatial inputs for convolutional networks
         X1c = _spatial_inputs(X1, "X1")
@@ -233,7 +410,35 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
 def jacobian(net, X, dtype=np.float64) -> Array:
     """The scaled parameter Jacobian J sqrt(Lambda) at X, (N, O, P), in ``MLP.flatten`` order
     (W(l) row-major (n_l, n_(l-1)), b(l), ...), by reverse mode (one VJP per output and input);
-    ``Theta = J J^T``."""
+    ``Theta = J J^T``.
+
+    Parameters
+    ----------
+    net : MLP, DenseStack or sequence
+    X : array_like
+        (N, n_0).
+    dtype : numpy dtype, default numpy.float64
+
+    Returns
+    -------
+    ndarray
+        (N, O, P).
+
+    Examples
+    --------
+    The readout bias's column is 1 and the readout weights' columns are h / sqrt(n_1) (scaled by sqrt(lambda_W / n_1)):
+
+    >>> import numpy as np
+    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+    >>> rng = np.random.default_rng(0)
+    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    >>> J = jacobian(layers, X)
+    >>> J.shape, bool(np.allclose(J[:, 0, -1], 1.0)), bool(np.allclose(J[:, 0, -5:-1], h / 2))
+    ((2, 1, 17), True, True)
+    """
     stack = DenseStack.of(net)
     X = _checks.inputs(X, "X", dim=stack.widths[0])
     blocks = []
@@ -249,7 +454,36 @@ def vjp(net, X, cotangents, dtype=np.float64) -> list:
 
     ``cotangents`` (N, K, O): K output cotangents for every input (vectorised over inputs, as
     neural-tangents' ``vmap_axes=0``).  Returns ``[(dW(l) (N, K, n_l, n_(l-1)), db(l) (N, K, n_l))]``,
-    unscaled (multiply by Lambda for a tangent)."""
+    unscaled (multiply by Lambda for a tangent).
+
+    Parameters
+    ----------
+    net : MLP, DenseStack or sequence
+    X : array_like
+        (N, n_0).
+    cotangents : array_like
+        (N, K, O).
+    dtype : numpy dtype, default numpy.float64
+
+    Returns
+    -------
+    list of tuple
+
+    Examples
+    --------
+    With cotangent 1 the readout's gradients are h (weights) and 1 (bias), the first layer's g x^T and g:
+
+    >>> import numpy as np
+    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+    >>> rng = np.random.default_rng(0)
+    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    >>> (dW1, db1), (dW2, db2) = vjp(layers, X, np.ones((2, 1, 1)))
+    >>> bool(np.allclose(dW2[:, 0, 0], h)), bool(np.allclose(db2, 1.0)), bool(np.allclose(dW1[:, 0], g[:, :, None] * X[:, None, :]))
+    (True, True, True)
+    """
     stack = DenseStack.of(net)
     X = _checks.inputs(X, "X", dim=stack.widths[0])
     m = stack.model()
@@ -270,7 +504,37 @@ def vjp(net, X, cotangents, dtype=np.float64) -> list:
 
 def jvp(net, X, tangent, dtype=np.float64) -> Array:
     """J(X) v; ``tangent`` a list of ``(dW(l), db(l))`` in PDLT shapes, optionally with a leading batch axis K.
-    Returns (N, O), or (K, N, O) for a batch (the layout of ``MLP.jvp``)."""
+    Returns (N, O), or (K, N, O) for a batch (the layout of ``MLP.jvp``).
+
+    Parameters
+    ----------
+    net : MLP, DenseStack or sequence
+    X : array_like
+        (N, n_0).
+    tangent : list of tuple
+    dtype : numpy dtype, default numpy.float64
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    Against a central finite difference of the forward pass written out:
+
+    >>> import numpy as np
+    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+    >>> rng = np.random.default_rng(0)
+    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    >>> v = [(rng.standard_normal(W.shape), rng.standard_normal(b.shape)) for W, b in ((W1, b1), (W2, b2))]
+    >>> def f(e):
+    ...     return np.maximum(X @ (W1 + e * v[0][0]).T + b1 + e * v[0][1], 0) @ (W2 + e * v[1][0]).T + b2 + e * v[1][1]
+    >>> bool(np.allclose(jvp(layers, X, v), (f(1e-6) - f(-1e-6)) / 2e-6, atol=1e-7))
+    True
+    """
     stack = DenseStack.of(net)
     X = _checks.inputs(X, "X", dim=stack.widths[0])
     if len(tangent) != len(stack.weights):
