@@ -4,7 +4,8 @@ Every module of ``ntk_theory`` is parsed with ``ast`` (module-level and function
 relative) and each import of another ``ntk_theory`` package is checked against the layer graph below, the
 pipeline of the README's Layout section. A package may import the packages it lists and, transitively, what
 those list; anything else (a higher layer, or a sibling pipeline: the reference network and its Monte Carlo
-stay independent of the symbolic layers they check) fails, naming the module, line and import.
+stay independent of the symbolic layers they check) fails, naming the module, line and import.  An imported
+name that starts with an underscore, or ``module._name`` of a module imported from another package, fails too.
 
 The modules at the root of ``ntk_theory`` (``conventions``, ``quantities``, ``defaults``, ``progress``,
 ``diskcache``, ``_checks``) form the base layer: every package may import them, and ``_checks`` is the whole
@@ -15,6 +16,7 @@ the top: it may import everything.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import ntk_theory
@@ -52,6 +54,7 @@ BELOW = {name.strip(): set(below.split()) for name, below in
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def allowed(package):
     """The packages ``package`` may import: the transitive closure of BELOW."""
     seen, todo = set(), list(BELOW[package])
@@ -84,11 +87,16 @@ def root_attribute(name):
     return lazy[name][0] if name in lazy else "ntk_theory"
 
 
+@functools.lru_cache(maxsize=None)
+def parsed(path):
+    return ast.parse(path.read_text(), str(path))
+
+
 def imports(path):
     """Yield (line, dotted module, imported name or None) for every ntk_theory import in the file."""
     module = module_name(path)
     is_package = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "ntk_theory":
@@ -110,6 +118,38 @@ def imports(path):
                     yield node.lineno, target, alias.name
 
 
+def is_module(dotted):
+    """Whether the dotted ntk_theory name is a module or package (a file or folder under ROOT)."""
+    where = ROOT.joinpath(*dotted.split(".")[1:])
+    return where.is_dir() or where.with_suffix(".py").exists()
+
+
+def private_attributes(path):
+    """Yield (line, module, attribute) for every ``module._name`` where ``module`` was bound by an import of an
+    ntk_theory module (``from ..recursions import graph``, ``import ntk_theory.x as y``)."""
+    module = module_name(path)
+    is_package = path.name == "__init__.py"
+    tree = parsed(path)
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = module.split(".")
+            base = base if is_package else base[:-1]
+            target = (".".join(base[:len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+                      if node.level else node.module or "")
+            for alias in node.names:
+                if target.split(".")[0] == "ntk_theory" and is_module(f"{target}.{alias.name}"):
+                    bound[alias.asname or alias.name] = f"{target}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ntk_theory" and alias.asname:
+                    bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            yield node.lineno, bound[node.value.id], node.attr
+
+
 def violations(path):
     module = module_name(path)
     own = package_of(module)
@@ -129,6 +169,10 @@ def violations(path):
                    and not p.startswith("__")]
         if private:
             found.append(f"{where}: private name {private[0]} of another package")
+    for line, target, attribute in private_attributes(path):
+        other = package_of(target)
+        if other is not None and other != own:
+            found.append(f"{module}:{line} uses {target}.{attribute}: private name of another package")
     return found
 
 
@@ -166,10 +210,14 @@ def test_the_checker_sees_known_imports_and_flags_a_violation(tmp_path, monkeypa
     fake_root = tmp_path / "ntk_theory"
     (fake_root / "numerics").mkdir(parents=True)
     bad = fake_root / "numerics" / "bad.py"
-    bad.write_text("def f():\n    from ..gaussian import rules\n    from ntk_theory.recursions.graph import _x\n")
+    bad.write_text("def f():\n    from ..gaussian import rules\n    from ntk_theory.recursions.graph import _x\n"
+                   "    from ..codegen import emit\n    return emit._power\n")
+    (fake_root / "codegen").mkdir()
+    (fake_root / "codegen" / "emit.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "ROOT", fake_root)
     messages = violations(bad)
     assert any("gaussian is not below numerics" in m for m in messages), messages
     assert any("recursions is not below numerics" in m for m in messages), messages
     assert any("private name _x" in m for m in messages), messages
+    assert any("ntk_theory.codegen.emit._power: private name" in m for m in messages), messages
 
