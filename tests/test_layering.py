@@ -54,7 +54,7 @@ BELOW = {name.strip(): set(below.split()) for name, below in
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def allowed(package):
     """The packages ``package`` may import: the transitive closure of BELOW."""
     seen, todo = set(), list(BELOW[package])
@@ -87,7 +87,7 @@ def root_attribute(name):
     return lazy[name][0] if name in lazy else "ntk_theory"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parsed(path):
     return ast.parse(path.read_text(), str(path))
 
