@@ -204,7 +204,8 @@ RESIDUAL = ("serial(Dense(8, W_std=1.1, b_std=0.3), serial(FanOut(2), parallel(A
 
 
 def test_cli_residual_arch_writes_the_recursion(tmp_path, capsys):
-    """Two inputs, each run on its own: the file's rows equal one_input of each input."""
+    """Two inputs: the file's per-layer rows equal one_input of each input, the readout's nngp, nngp_correction and
+    output_cumulant are (N, N) / (N,)*4 tensors whose diagonal is one_input's."""
     np.save(tmp_path / "x.npy", X2)
     out = tmp_path / "r.npz"
     assert main(["finite-width", "--arch", RESIDUAL, "--x", str(tmp_path / "x.npy"), "--out", str(out),
@@ -219,7 +220,10 @@ def test_cli_residual_arch_writes_the_recursion(tmp_path, capsys):
             for name in ("K", "Th", "V", "K1", "M3", *states[0].values()):
                 assert np.array_equal(d[name][a], [getattr(s, name) for s in states]), name
             top = states[-1]
-            assert d["nngp"][a, 0, 0] == top.K and d["output_cumulant"][a].item() == 3 * top.V
+            # the readout's nngp, nngp_correction, output_cumulant: the several-input tensors (their diagonal)
+            assert d["nngp"][a, a] == pytest.approx(top.K, rel=1e-12)
+            assert d["nngp_correction"][a, a] == pytest.approx(top.K1, rel=1e-10, abs=1e-13)
+            assert d["output_cumulant"][a, a, a, a] == pytest.approx(3 * top.V, rel=1e-10)
             assert d["ntk_correction"][a, 0, 0] == top.Th1
             assert d["ntk_covariance"][a].item() == top.A + 2 * top.B
             assert d["ntk_output_covariance"][a].item() == top.D + 2 * top.F

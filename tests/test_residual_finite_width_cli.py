@@ -65,7 +65,9 @@ def test_check_finite_width_arch_residual(capsys, tmp_path):
     out = capsys.readouterr().out
     assert code == 0, out
     assert not plot or (tmp_path / "p.png").stat().st_size > 0
-    assert "K1 2, ntk1 2, A 2, B 2, D 2, F 2, V 6" in out and "PASS" in out
+    assert "K1 3, ntk1 2, A 2, B 2, D 2, F 2, V 6" in out and "PASS" in out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("K1 ") and " 0,1 " in ln]  # both inputs: linear, 0
+    assert abs(float(row.split()[2])) < 1e-10
     for a, G0 in ((0, 0.5), (1, 1.125)):
         exact = _exact(G0)
         (row,) = [ln for ln in out.splitlines() if ln.startswith("V ") and f" {a},{a},{a},{a} " in ln]

@@ -90,11 +90,16 @@ class ResidualPredictions:
     tensors).  ``arrays()``: those fields as (N, L + 1) arrays, and the readout's entries of the
     :class:`FiniteWidthPredictions` arrays at each input alone: nngp, ntk, nngp_correction, ntk_correction
     (N, 1, 1) and output_cumulant = 3 V, ntk_covariance = A + 2 B, ntk_output_covariance = D + 2 F
-    (N, 1, 1, 1, 1)."""
+    (N, 1, 1, 1, 1).  ``tensors``: the several-input states of every layer
+    (:meth:`~.residual.ResidualRecursion.tensors`: K, Theta, V, M3 and K1 at all pairs of inputs); when given,
+    ``arrays()`` has the readout's nngp, ntk, nngp_correction (N, N) and output_cumulant (N, N, N, N) at all
+    inputs (E[f_a f_b] = nngp + nngp_correction / n at every pair), while ntk_correction, ntk_covariance and
+    ntk_output_covariance stay per input (the several-input NTK tensors of residual networks are not derived)."""
 
     layers: list
     quadrature_error: float = 0.0
     description: str = ""
+    tensors: list = field(default_factory=list, repr=False)
 
     def arrays(self) -> dict:
         names = list(self.layers[0][0].values())
@@ -103,6 +108,9 @@ class ResidualPredictions:
         for name, value in READOUT.items():
             shape = (-1, 1, 1) if name in PAIR else (-1, 1, 1, 1, 1)
             out[name] = np.array([value(s) for s in top], dtype=float).reshape(shape)
+        if self.tensors:
+            t = self.tensors[-1]
+            out.update(nngp=t.K, ntk=t.Th, nngp_correction=t.K1, output_cumulant=t.output_cumulant)
         return out
 
     def save(self, path) -> None:
@@ -117,6 +125,10 @@ class ResidualPredictions:
             for l, st in enumerate(states, 1):
                 label = "readout" if l == len(states) else f"layer {l}"
                 lines.append(f"    {label:8s} " + ", ".join(f"{n} = {v:.6g}" for n, v in st.values().items()))
+        if self.tensors:
+            with np.printoptions(precision=5, suppress=False, linewidth=100):
+                for name, value in (("nngp", self.tensors[-1].K), ("nngp_correction", self.tensors[-1].K1)):
+                    lines.append(f"  all inputs, {name:16s} {np.array2string(value, prefix=' ' * 31)}")
         return "\n".join(lines)
 
 
@@ -159,7 +171,8 @@ def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
     -------
     FiniteWidthPredictions or ResidualPredictions
         A plain MLP gives :class:`FiniteWidthPredictions` (the N-input tensors); a residual MLP gives
-        :class:`ResidualPredictions` (one input at a time).
+        :class:`ResidualPredictions` (every statistic at each input on its own, K, Theta, V, M3, K1 also at
+        all pairs of inputs).
 
     Raises
     ------
@@ -254,7 +267,9 @@ def _residual_predictions(rec: ResidualRecursion, X, tol, progress, text) -> Res
 
     X = _checks.inputs(X, "X")
     layers = [rec.one_input(x[None, :]) for x in X]
-    return ResidualPredictions(layers, max(s.error for states in layers for s in states), text)
+    tensors = rec.tensors(X, tol=tol)
+    return ResidualPredictions(layers, max([s.error for states in layers for s in states] + [tensors[-1].error]), text,
+                               tensors)
 
 
 #: recursion type -> its predictions at the inputs X

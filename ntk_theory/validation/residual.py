@@ -8,8 +8,9 @@ compares the readout's
     K1 (``nngp_correction``), Theta1 (``ntk_correction``), A, B, D, F
 
 of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input`, and every distinct entry of the readout's
-four-point vertex V_(ab)(cd) at the (distinct) inputs of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.vertex_tensors`
-against :func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, with 1/n fits
+four-point vertex V_(ab)(cd) and the off-diagonal K1_ab (a < b) at the (distinct) inputs of
+:meth:`~ntk_theory.finite_width.residual.ResidualRecursion.tensors` against
+:func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, with 1/n fits
 (:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
 :func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K,
 :func:`ntk_theory.montecarlo.residual.sample_residual_ntk` (dense weights, backpropagated Jacobian rows) for
@@ -186,9 +187,22 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
     _, keep = np.unique(X, axis=0, return_index=True)
     keep = np.sort(keep)
     Xu = X[keep]
-    V = rec.vertex_tensors(Xu, tol=1e-10)[-1][1]
+    top = rec.tensors(Xu, tol=1e-10)[-1]
+    V = top.V
     runs = [sample_residual_tensors(rec.activation, Xu, L, n, **common, samples=samples, seed=seed + 104729 + n,
                                     progress=progress) for n in widths]
+    # the readout's K1_ab at pairs of distinct inputs a < b (the diagonal is compared above): n (E[f_a f_b] - K_ab)
+    # fitted as K1 + K2 / n
+    vals = np.stack([r["K"].value[L] for r in runs])
+    errs = np.stack([r["K"].stderr[L] for r in runs])
+    coef, se, _ = weighted_fit(widths, vals, errs, [1, 2], fixed=top.K)
+    for i, j in zip(*np.triu_indices(len(keep), 1)):
+        p, v, s = float(top.K1[i, j]), float(coef[0][i, j]), float(se[0][i, j])
+        z = z_score(v, p, s)
+        entry = (int(keep[i]), int(keep[j]))
+        rows.append(("K1", entry, p, v, s, z))
+        panels.append(Panel(f"K1 {entry[0]},{entry[1]}  n (E - K)", x, (vals[:, i, j] - top.K[i, j]) / x,
+                            errs[:, i, j] / x, (lambda xx, c=coef[:, i, j]: c[0] + c[1] * xx), p, v, s, z))
     vals = np.stack([r["V"].value[L] for r in runs])
     errs = np.stack([r["V"].stderr[L] for r in runs])
     coef, se, _ = weighted_fit(widths, vals, errs, [0, 1])
@@ -201,6 +215,6 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
                             (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
     info = {"description": f"residual {rec!r}; K1, Theta1, A, B, D, F at each input on its own (G0 = "
                            f"{', '.join(f'{g:.4g}' for g in G0s)}; inputs of equal G0 share the entry of the first), "
-                           "the vertex V_(ab)(cd) at all inputs",
+                           "the vertex V_(ab)(cd) and K1_ab at all inputs",
             "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
     return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
