@@ -37,7 +37,19 @@ import sympy as sp
 
 from ..activations import drop_deltas, x
 from ..gaussian import expectation1, k
-from .dntk import DDNTKState, ddntk_activation_check, dntk_one_input, dntk_symbolic, dntk_tensors
+from .dntk import (
+    DDNTK_LOCAL_TERMS,
+    DDNTK_TERMS,
+    DDNTKState,
+    _route,
+    ddntk_activation_check,
+    derivative_averages,
+    dntk_one_input,
+    dntk_symbolic,
+    dntk_tensors,
+    recursion_states,
+    shared_four_point,
+)
 from .network import FiniteWidthRecursion, _tidy
 from .twopoint import TwoPoint, derivative_tensors, stein_factors
 
@@ -178,41 +190,31 @@ def ddntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------------- N inputs
-def _two_moments(act, K, orders, tol):
-    """M[a, b] = <s^(o1)(z_a) s^(o2)(z_b)>, z ~ N(0, K) (smooth s), and the largest error estimate."""
-    from ..gaussian.stable import lambdify
-    from ..numerics.quadrature import expectn
-
-    N = K.shape[0]
-    fns = [lambdify((x,), drop_deltas(sp.diff(act.expr, x, o))) for o in orders]
-    M, err = np.zeros((N, N)), 0.0
-    for a in range(N):
-        for b in range(N):
-            r = expectn(fns, K[np.ix_((a, b), (a, b))], kinks=[(0.0,)] * 2, tol=tol)
-            M[a, b], err = r.value, max(err, r.error)
-    return M, err
-
-
-def local_terms(act, K, Th, C_W, lam_W, pointwise: bool, tol=1e-10) -> DDNTKState:
+def local_terms(act, K, Th, C_W, lam_W, pointwise: bool, tol=1e-10, route: str = "compiled") -> DDNTKState:
     """The terms of R, S, T, U of layer l + 1 that need only layer l's K and Th (one neuron's Gaussian averages;
-    at layer 2 they are the whole answer, :func:`.dntk.ddntk_second_layer`)."""
-    from .dntk import _derivative_moments
-    from .tensors import _four_point
-
+    at layer 2 they are the whole answer, :func:`.dntk.ddntk_second_layer`); ``route`` for the s'' averages
+    (:func:`.dntk.derivative_averages`)."""
     ein = np.einsum
     ThacThbd = ein("ac,bd->abcd", Th, Th)
     Tab, Tac, Tad = Th[:, :, None, None], Th[:, None, :, None], Th[:, None, None, :]
-    _, ddss, dddd, err = _four_point(act, K, tol)
+    if route == "compiled" and not pointwise:  # every average in one pass of the compiled integrator
+        avg = derivative_averages(act, K, DDNTK_LOCAL_TERMS, tol, route)
+        (dddd, e0), (ddss, e6) = avg[1, 1, 1, 1], avg[1, 1, 0, 0]
+        err = max(e0, e6)
+    else:
+        _, ddss, dddd, err = shared_four_point(act, K, tol)
     S = lam_W * C_W * dddd * ThacThbd
     T = lam_W**2 * ddss * Tab
     if pointwise:
         zero = np.zeros_like(dddd)
         return DDNTKState(zero, S, T, zero.copy(), err)
-    m2111, e1 = _derivative_moments(act, K, (2, 0, 1, 1), tol)    # <s''_a s_b s'_c s'_d>
-    m3111, e2 = _derivative_moments(act, K, (3, 1, 1, 1), tol)
-    m2211, e3 = _derivative_moments(act, K, (2, 2, 1, 1), tol)
-    m1201, e4 = _derivative_moments(act, K, (1, 2, 0, 1), tol)    # <s'_a s''_b s_c s'_d>
-    m2110, e5 = _derivative_moments(act, K, (2, 1, 1, 0), tol)    # <s''_a s'_b s'_c s_d>
+    if route != "compiled":
+        avg = derivative_averages(act, K, DDNTK_LOCAL_TERMS[:5], tol, route)
+    m2111, e1 = avg[2, 0, 1, 1]    # <s''_a s_b s'_c s'_d>
+    m3111, e2 = avg[3, 1, 1, 1]
+    m2211, e3 = avg[2, 2, 1, 1]
+    m1201, e4 = avg[1, 2, 0, 1]    # <s'_a s''_b s_c s'_d>
+    m2110, e5 = avg[2, 1, 1, 0]    # <s''_a s'_b s'_c s_d>
     R = lam_W * C_W * m2111 * Tac * Tad + C_W**2 * m3111 * Tab * Tac * Tad
     U = C_W**2 * m2211 * ThacThbd * Tab
     S = S + U
@@ -221,13 +223,13 @@ def local_terms(act, K, Th, C_W, lam_W, pointwise: bool, tol=1e-10) -> DDNTKStat
 
 
 def ddntk_tensor_step(st, P, Q, prev: DDNTKState, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1.0,
-                      pointwise=False, tol=1e-10) -> DDNTKState:
+                      pointwise=False, tol=1e-10, route: str = "compiled") -> DDNTKState:
     """R, S, T, U (N, N, N, N) of layer l + 1 from layer l's :class:`~.tensors.TensorState` ``st`` (K, Th, B, F),
     its P, Q and ``prev`` (R, S, T, U); formulas in docs/finite_width.md (the N-input form of the module
-    docstring's recursion)."""
+    docstring's recursion); ``route`` for the s'' averages (:func:`.dntk.derivative_averages`)."""
     ein = np.einsum
     K, Th, B, F = st.K, st.Th, st.B, st.F
-    loc = local_terms(act, K, Th, C_W, lam_W, pointwise, tol)
+    loc = local_terms(act, K, Th, C_W, lam_W, pointwise, tol, route)
     Sg = derivative_tensors(tp_ss, K)
     G = stein_factors(Sg)                                   # <d_e (s'_p s_q)>
     dd = derivative_tensors(tp_dd, K).value                 # <s'_p s'_q>
@@ -239,9 +241,10 @@ def ddntk_tensor_step(st, P, Q, prev: DDNTKState, act, tp_ss: TwoPoint, tp_dd: T
     else:
         Dd = derivative_tensors(tp_dd, K)
         Gd = stein_factors(Dd)                              # <d_e (s''_p s'_q)>
-        s2s, e1 = _two_moments(act, K, (2, 0), tol)         # <s''_a s_b>
-        s3d, e2 = _two_moments(act, K, (3, 1), tol)         # <s'''_a s'_b>
-        s2s2, e3 = _two_moments(act, K, (2, 2), tol)        # <s''_a s''_b>
+        avg = derivative_averages(act, K, ((2, 0), (3, 1), (2, 2)), tol, route)
+        s2s, e1 = avg[2, 0]                                 # <s''_a s_b>
+        s3d, e2 = avg[3, 1]                                 # <s'''_a s'_b>
+        s2s2, e3 = avg[2, 2]                                # <s''_a s''_b>
         errs += [Dd.error, e1, e2, e3]
     lC, C2 = lam_W * C_W, C_W**2
     Tab, Tac, Tbd = Th[:, :, None, None], Th[:, None, :, None], Th[None, :, None, :]
@@ -270,34 +273,43 @@ def ddntk_tensor_step(st, P, Q, prev: DDNTKState, act, tp_ss: TwoPoint, tp_dd: T
     return DDNTKState(R, S, T, U, max(errs))
 
 
-def ddntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10
-                  ) -> list[DDNTKState]:
-    """R, S, T, U (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1)."""
+def ddntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10,
+                  route: str = "compiled") -> list[DDNTKState]:
+    """R, S, T, U (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1).  ``route``:
+    how the s'' averages are integrated (:func:`.dntk.derivative_averages`); the states and P, Q are shared with
+    ``rec.dntk`` at the same inputs and options (:func:`.dntk.shared_result`)."""
     from .. import _checks
 
     ddntk_activation_check(rec, kink_terms)
+    _route(route)
     pointwise = bool(rec.activation.kinks)
     X = _checks.inputs(X, "X")
     uniq, inv = np.unique(X, axis=0, return_inverse=True)
     inv = np.asarray(inv).ravel()
-    states = rec.tensors(uniq, tol=tol)
-    dn = dntk_tensors(rec, uniq, kink_terms=kink_terms, tol=tol)
+    states = recursion_states(rec, uniq, tol)
+    if route == "compiled" and not pointwise:
+        for st in states[:-1]:  # every layer's s'' averages in one pass per K (the dNTK's are among them)
+            derivative_averages(rec.activation, st.K, DDNTK_TERMS, tol, route)
+    dn = dntk_tensors(rec, uniq, kink_terms=kink_terms, tol=tol, route=route)
     tp_ss, tp_dd = TwoPoint(rec.activation, "ss"), TwoPoint(rec.activation, "dd")
     n = uniq.shape[0]
     out = [DDNTKState(*(np.zeros((n,) * 4) for _ in range(4)))]
     for l in range(1, rec.depth + 1):
         _, lw = rec.lambdas(l + 1)
         out.append(ddntk_tensor_step(states[l - 1], dn[l - 1].P, dn[l - 1].Q, out[-1], rec.activation, tp_ss,
-                                     tp_dd, rec.C_W[l], lw, rec.ratios[l], pointwise, tol))
+                                     tp_dd, rec.C_W[l], lw, rec.ratios[l], pointwise, tol, route))
     ix = np.ix_(*([inv] * 4))
     return [DDNTKState(s.R[ix], s.S[ix], s.T[ix], s.U[ix], s.error) for s in out]
 
 
-def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10):
+def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
+                  route: str = "compiled"):
     """R, S, T, U of layers 1 .. L+1 (layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as (N, N, N, N)
-    arrays (:class:`.dntk.DDNTKState`), or for one input ``x`` / ``G0`` as floats (:class:`DDNTKScalars`)."""
+    arrays (:class:`.dntk.DDNTKState`), or for one input ``x`` / ``G0`` as floats (:class:`DDNTKScalars`);
+    ``route`` ("compiled" or "nested") how the N-input s'' averages are integrated
+    (:func:`.dntk.derivative_averages`)."""
     if X is not None:
-        return ddntk_tensors(self, X, kink_terms=kink_terms, tol=tol)
+        return ddntk_tensors(self, X, kink_terms=kink_terms, tol=tol, route=route)
     return ddntk_one_input(self, x, G0=G0, kink_terms=kink_terms)
 
 

@@ -37,16 +37,25 @@ integration by parts, Gd = d<s'^2>/dK, G = d<s^2>/dK)::
          + kappa C_W^2 [<s'' s'^2 s> Th^2 + r Th F d<s'^2>/dK d<s^2>/dK] + r C_W^2 <s'^2> d<s^2>/dK Q
 
 Averages: two-point ones and their covariance derivatives from :class:`.twopoint.TwoPoint`, <s' s s' s>
-from the four-point moments of :mod:`.tensors`, <s''_a s'_b s'_c s_d> by
-:func:`ntk_theory.numerics.quadrature.expectn` (nested quadrature, its error estimate propagated as
-``error``; for activations with kinks after Gaussian integration by parts, which moves the derivative off
-s' onto the density so that only s and s' are integrated).  One-input averages by
-:class:`.moments.OneInputAverages` (closed forms in K where the rules give them: ReLU, linear, ...).
+from the four-point moments of :mod:`.tensors`, <s''_a s'_b s'_c s_d> (:func:`derivative_averages`): for
+smooth activations by the compiled four-point integrator with s'' in its third function slot
+(:func:`ntk_theory.gaussian.fourpoint.derivative_moments`: every set of distinct inputs once, batched and
+in parallel, error control to ``tol`` relative to E|product|), or (``route="nested"``, and always for
+activations with kinks) entry by entry by :func:`ntk_theory.numerics.quadrature.expectn` (nested
+quadrature; for kinks after Gaussian integration by parts, which moves the derivative off s' onto the
+density so that only s and s' are integrated); their error estimates are propagated as ``error``.
+One-input averages by :class:`.moments.OneInputAverages` (closed forms in K where the rules give them:
+ReLU, linear, ...).
+
+Shared results: the N-input states, P and Q of one :class:`~.network.FiniteWidthRecursion` at the same
+inputs, tol, ``kink_terms`` and route are kept on the object (the ddNTK reuses the dNTK's; its parameters
+are part of the key), and the compiled averages of one kernel K are kept per process (a few, by size).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -294,11 +303,143 @@ def second_derivative_moments(act, K, tol=1e-10) -> tuple[np.ndarray, float]:
     return M, err
 
 
-def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1.0, kappa=1, tol=1e-10
-                ) -> DNTKState:
-    """P, Q (N, N, N, N) of layer l + 1 from layer l's :class:`~.tensors.TensorState` ``st`` (K, Th, B, F)
-    and its P, Q (module docstring)."""
+# ---------------------------------------------------------------------------------------------- shared averages
+#: the s''-containing four- and two-point averages of the N-input dNTK and ddNTK steps, as derivative orders
+#: (s^(0) = s, s^(1) = s', ...) of the factors at inputs a, b, c, d in turn
+DNTK_TERMS = ((2, 1, 1, 0), (1, 0, 1, 0))              # <s''_a s'_b s'_c s_d>, <s'_a s_b s'_c s_d>
+DDNTK_LOCAL_TERMS = ((2, 0, 1, 1), (3, 1, 1, 1), (2, 2, 1, 1), (1, 2, 0, 1), (2, 1, 1, 0), (1, 1, 1, 1), (1, 1, 0, 0))
+DDNTK_TERMS = DNTK_TERMS + DDNTK_LOCAL_TERMS + ((2, 0), (3, 1), (2, 2))
+
+
+class _SizedCache:
+    """Least recently used entries up to ``budget`` bytes of arrays (at least the newest entry)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.items = budget, OrderedDict()
+
+    def get(self, key):
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        return None
+
+    def put(self, key, value, nbytes: int):
+        self.items[key] = (value, nbytes)
+        self.items.move_to_end(key)
+        while len(self.items) > 1 and sum(b for _, b in self.items.values()) > self.budget:
+            self.items.popitem(last=False)
+        return value
+
+
+_AVERAGES_CACHE = _SizedCache(384 * 2 ** 20)
+_FOUR_POINT_CACHE = _SizedCache(384 * 2 ** 20)
+
+
+def _act_key(act) -> tuple:
+    return act.name, sp.srepr(act.expr)
+
+
+def shared_four_point(act, K, tol):
+    """(ssss, ddss, dddd, largest error) of :func:`.tensors._four_point` at K, kept per process for the dNTK and
+    ddNTK steps of the same K (a few kernels, by size)."""
     from .tensors import _four_point
+
+    key = (_act_key(act), K.tobytes(), K.shape, float(tol))
+    hit = _FOUR_POINT_CACHE.get(key)
+    if hit is None:
+        hit = _four_point(act, K, tol)
+        hit = _FOUR_POINT_CACHE.put(key, hit, sum(a.nbytes for a in hit[:3]))
+    return hit
+
+
+def _compiled_averages(act, K, terms, tol) -> dict:
+    """The terms by :func:`ntk_theory.gaussian.fourpoint.derivative_moments` (smooth activations), kept per
+    process: a later call at the same K asking for a subset of the terms computed reuses them."""
+    from ..gaussian.fourpoint import derivative_moments
+
+    if act.kinks:
+        raise ValueError(f"the compiled s'' averages need a smooth activation; {act.name} has kinks "
+                         "(their Dirac terms: route='nested')")
+    key = (_act_key(act), K.tobytes(), K.shape, float(tol))
+    hit = _AVERAGES_CACHE.get(key)
+    if hit is None or not set(terms) <= set(hit):
+        want = tuple(dict.fromkeys(tuple(terms) + (tuple(hit) if hit else ())))
+        m = derivative_moments(act, K, want, tol=tol)
+        hit = {t: (m.values[t], float(np.max(m.errors[t]))) for t in want}
+        _AVERAGES_CACHE.put(key, hit, sum(v.nbytes for v, _ in hit.values()))
+    return {t: hit[t] for t in terms}
+
+
+def _two_moments(act, K, orders, tol):
+    """M[a, b] = <s^(o1)(z_a) s^(o2)(z_b)>, z ~ N(0, K) (smooth s) by expectn entry by entry, and the
+    largest error estimate."""
+    from ..numerics.quadrature import expectn
+
+    N = K.shape[0]
+    fns = [stable_lambdify((x,), drop_deltas(sp.diff(act.expr, x, o))) for o in orders]
+    M, err = np.zeros((N, N)), 0.0
+    for a in range(N):
+        for b in range(N):
+            r = expectn(fns, K[np.ix_((a, b), (a, b))], kinks=[(0.0,)] * 2, tol=tol)
+            M[a, b], err = r.value, max(err, r.error)
+    return M, err
+
+
+def _nested_averages(act, K, terms, tol) -> dict:
+    """The terms entry by entry by :func:`~ntk_theory.numerics.quadrature.expectn` (smooth s; the reference
+    of the compiled route)."""
+    fns = {2: _two_moments, 4: _derivative_moments}
+    return {t: fns[len(t)](act, K, t, tol) for t in terms}
+
+
+#: how the s'' averages of :data:`DNTK_TERMS` and :data:`DDNTK_TERMS` are integrated
+AVERAGE_ROUTES = {"compiled": _compiled_averages, "nested": _nested_averages}
+
+
+def _route(route):
+    if route not in AVERAGE_ROUTES:
+        raise ValueError(f"route must be one of {sorted(AVERAGE_ROUTES)}; got {route!r}")
+    return AVERAGE_ROUTES[route]
+
+
+def derivative_averages(act, K, terms, tol=1e-10, route: str = "compiled") -> dict:
+    """{term: (M, largest error estimate)}, M[a, b, ...] = <prod_j s^(term_j)(z_(a_j))>, z ~ N(0, K), for terms
+    of two or four derivative orders (pointwise derivatives, smooth activations).  ``route`` "compiled": every
+    set of distinct inputs once by the compiled four-point integrator (all terms of a call together, batched
+    over the sets, two threads; kept per process for the same K); "nested": entry by entry by
+    :func:`~ntk_theory.numerics.quadrature.expectn` (slow; the reference).  Both to ``tol`` relative to
+    E|product| with their error estimates (models, not bounds)."""
+    return _route(route)(act, K, tuple(tuple(int(o) for o in t) for t in terms), tol)
+
+
+def _fingerprint(rec) -> tuple:
+    return (_act_key(rec.activation), rec.depth, tuple(rec.C_W), tuple(rec.C_b), rec.param, tuple(rec.ratios))
+
+
+def shared_result(rec, key, compute):
+    """``compute()``, kept on ``rec`` under ``key`` and its current parameters (the four latest results of
+    each kind)."""
+    memo = rec.__dict__.setdefault("_finite_width_shared", OrderedDict())
+    full = (_fingerprint(rec), key)
+    if full not in memo:
+        memo[full] = compute()
+        kinds = [k for k in memo if k[1][0] == key[0]]
+        for k in kinds[:-4]:
+            del memo[k]
+    memo.move_to_end(full)
+    return list(memo[full])
+
+
+def recursion_states(rec, uniq, tol):
+    """``rec.tensors(uniq, tol=tol)`` (distinct inputs), kept on ``rec`` (:func:`shared_result`)."""
+    return shared_result(rec, ("tensors", uniq.tobytes(), uniq.shape, float(tol)),
+                         lambda: rec.tensors(uniq, tol=tol))
+
+
+def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1.0, kappa=1, tol=1e-10,
+                route: str = "compiled") -> DNTKState:
+    """P, Q (N, N, N, N) of layer l + 1 from layer l's :class:`~.tensors.TensorState` ``st`` (K, Th, B, F)
+    and its P, Q (module docstring); ``route`` for <s'' s' s' s> (:func:`derivative_averages`)."""
 
     K, Th, B, F = st.K, st.Th, st.B, st.F
     N = K.shape[0]
@@ -307,14 +448,15 @@ def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1
     dd = Dd.value
     G, Gd = stein_factors(S), stein_factors(Dd)
     s2s = np.einsum("pqp->pq", G) - np.diag(np.diag(dd))       # <s''_p s_q>
-    _, ddss, _, err4 = _four_point(act, K, tol)
-    A2 = ddss.transpose(0, 2, 1, 3)                              # <s'_a s_b s'_c s_d>
     ein = np.einsum
-    err2 = 0.0
-    if kappa:
-        A1, err2 = second_derivative_moments(act, K, tol)
+    if route == "compiled" and not act.kinks:  # both four-point averages in one pass of the compiled integrator
+        avg = derivative_averages(act, K, DNTK_TERMS, tol, route)
+        (A1, err2), (A2, err4) = avg[2, 1, 1, 0], avg[1, 0, 1, 0]
     else:
-        A1 = np.zeros((N,) * 4)
+        _, ddss, _, err4 = shared_four_point(act, K, tol)
+        A2 = ddss.transpose(0, 2, 1, 3)                          # <s'_a s_b s'_c s_d>
+        # kinks: the Dirac terms of s'' by integration by parts, entry by entry
+        A1, err2 = second_derivative_moments(act, K, tol) if kappa else (np.zeros((N,) * 4), 0.0)
     ThTh = Th[:, :, None] * Th[:, None, :]                      # Th_ab Th_ac
     Baa = ein("aabc->abc", B)
     P_new = (kappa * C_W**2 * (A1 * ThTh[..., None] + r * Baa[..., None] * s2s[:, None, None, :]
@@ -328,32 +470,42 @@ def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1
     return DNTKState(P_new, Q_new, max(S.error, Dd.error, err4, err2))
 
 
-def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10
-                 ) -> list[DNTKState]:
-    """P, Q (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1)."""
+def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: float = 1e-10,
+                 route: str = "compiled") -> list[DNTKState]:
+    """P, Q (N, N, N, N) of layers 1 .. L+1 at the N inputs X (N, n_0); layer l's per 1/n_(l-1).  ``route``:
+    how <s'' s' s' s> is integrated (:func:`derivative_averages`: "compiled" or "nested").  Kept on ``rec``
+    for the same inputs and options (module docstring)."""
     from .. import _checks
 
     kappa = _kappa(rec, kink_terms)
+    _route(route)
     X = _checks.inputs(X, "X")
     uniq, inv = np.unique(X, axis=0, return_inverse=True)
     inv = np.asarray(inv).ravel()
-    states = rec.tensors(uniq, tol=tol)
-    n = uniq.shape[0]
-    tp_ss, tp_dd = TwoPoint(rec.activation, "ss"), TwoPoint(rec.activation, "dd")
-    out = [DNTKState(np.zeros((n,) * 4), np.zeros((n,) * 4))]
-    for l in range(1, rec.depth + 1):
-        _, lw = rec.lambdas(l + 1)
-        out.append(tensor_step(states[l - 1], out[-1].P, out[-1].Q, rec.activation, tp_ss, tp_dd,
-                               rec.C_W[l], lw, rec.ratios[l], kappa, tol))
+
+    def compute():
+        states = recursion_states(rec, uniq, tol)
+        n = uniq.shape[0]
+        tp_ss, tp_dd = TwoPoint(rec.activation, "ss"), TwoPoint(rec.activation, "dd")
+        out = [DNTKState(np.zeros((n,) * 4), np.zeros((n,) * 4))]
+        for l in range(1, rec.depth + 1):
+            _, lw = rec.lambdas(l + 1)
+            out.append(tensor_step(states[l - 1], out[-1].P, out[-1].Q, rec.activation, tp_ss, tp_dd,
+                                   rec.C_W[l], lw, rec.ratios[l], kappa, tol, route))
+        return out
+
+    out = shared_result(rec, ("dntk", uniq.tobytes(), uniq.shape, float(tol), kappa, route), compute)
     ix = np.ix_(*([inv] * 4))
     return [DNTKState(s.P[ix], s.Q[ix], s.error) for s in out]
 
 
-def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10):
+def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
+                 route: str = "compiled"):
     """P, Q of layers 1 .. L+1 (:class:`DNTKState`, layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as
-    (N, N, N, N) arrays, or for one input ``x`` / ``G0`` as floats (:mod:`ntk_theory.finite_width.dntk`)."""
+    (N, N, N, N) arrays, or for one input ``x`` / ``G0`` as floats (:mod:`ntk_theory.finite_width.dntk`);
+    ``route`` ("compiled" or "nested") how the N-input s'' averages are integrated (:func:`derivative_averages`)."""
     if X is not None:
-        return dntk_tensors(self, X, kink_terms=kink_terms, tol=tol)
+        return dntk_tensors(self, X, kink_terms=kink_terms, tol=tol, route=route)
     return dntk_one_input(self, x, G0=G0, kink_terms=kink_terms)
 
 

@@ -3,9 +3,11 @@ r"""Four-point (and two-point) Gaussian moment tensors of a toolkit activation a
 The symbolic side of :mod:`ntk_theory.numerics.fourpoint` (where the method, its error estimate
 and the exact orthant route are described): :func:`compile_activation` prints the activation's s
 and almost-everywhere derivative s' as ``numba.njit`` functions (:mod:`ntk_theory.jit`, kept in the
-on-disk module cache), :func:`piecewise_linear_slopes` recognises s(x) = b x (x > 0), a x (x < 0)
-from the activation's analytic pieces (relu, leaky_relu, abs: the exact orthant-moment route), and
-:func:`four_point_moments` chooses the route and calls the numerics.
+on-disk module cache; also s'' and s^(3), Dirac terms dropped, compiled only when used),
+:func:`piecewise_linear_slopes` recognises s(x) = b x (x > 0), a x (x < 0) from the activation's
+analytic pieces (relu, leaky_relu, abs: the exact orthant-moment route), :func:`four_point_moments`
+chooses the route and calls the numerics, and :func:`derivative_moments` gives the moments of products
+of derivatives s^(o) (the compiled integrator with its four function slots).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import numpy as np
 
 from ..numerics import fourpoint as numerics
 
-__all__ = ["compile_activation", "four_point_moments", "piecewise_linear_slopes"]
+__all__ = ["compile_activation", "derivative_moments", "four_point_moments", "piecewise_linear_slopes"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 
 def _header(cache: bool) -> str:
@@ -36,7 +38,8 @@ def _header(cache: bool) -> str:
 
 
 def _activation_source(act) -> tuple[str, tuple]:
-    """numba source of s_fn, ds_fn for a toolkit Activation (:mod:`ntk_theory.jit`'s printer)."""
+    """numba source of s_fn, ds_fn, d2s_fn, d3s_fn (s and its almost-everywhere derivatives) for a toolkit
+    Activation (:mod:`ntk_theory.jit`'s printer)."""
     import sympy as sp
 
     from ..activations import x
@@ -48,6 +51,8 @@ def _activation_source(act) -> tuple[str, tuple]:
         f"# activation: {act.name}: s(x) = {sp.sstr(act.expr)[:200]}\n"
         + function_source("s_fn", (z,), act.expr.subs(x, z)) + "\n\n"
         + function_source("ds_fn", (z,), act.ae_derivative().subs(x, z)) + "\n\n"
+        + function_source("d2s_fn", (z,), act.ae_derivative(2).subs(x, z)) + "\n\n"
+        + function_source("d3s_fn", (z,), act.ae_derivative(3).subs(x, z)) + "\n\n"
     )
     return src, kinks
 
@@ -72,7 +77,8 @@ def compile_activation(activation=None, *, s=None, ds=None, kinks=()) -> numeric
     source = _header(True) + act_src
     key = "fourpoint_act_" + hashlib.sha256((FORMAT_VERSION + source).encode()).hexdigest()[:20]
     mod = cache.import_module(key, source)
-    kern = numerics.FourPointKernel(act.name, mod.s_fn, mod.ds_fn, np.array(kk, dtype=np.float64), source)
+    kern = numerics.FourPointKernel(act.name, mod.s_fn, mod.ds_fn, np.array(kk, dtype=np.float64), source,
+                                    d2s=mod.d2s_fn, d3s=mod.d3s_fn)
     kern.compile_seconds = time.perf_counter() - t0
     kern.warm_up()
     _KERNELS[act.name] = kern
@@ -132,3 +138,18 @@ def four_point_moments(activation, K, *, tol: float = 1e-10, s=None, ds=None, ki
     if ab is None:
         return numerics.four_point_moments(compile_activation(act), K, **options)
     return numerics.four_point_moments(lambda: compile_activation(act), K, slopes=ab, name=act.name, **options)
+
+
+def derivative_moments(activation, K, terms, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False,
+                       progress=None, map=None) -> numerics.DerivativeMoments:
+    r"""E[s^(o_1)(z_a) ... s^(o_k)(z_d)] for z ~ N(0, K) at every input tuple, for each term (o_1, ..., o_k)
+    of ``terms`` (orders 0..3, k <= 4), by the compiled nested quadrature
+    (:func:`ntk_theory.numerics.fourpoint.derivative_moments`: the error control and estimate of
+    :func:`four_point_moments`).  ``activation``: a toolkit activation (name, expression or Activation);
+    its derivatives are the pointwise ones (Dirac terms at kinks dropped).  ``values[term]`` of the result is
+    the (N,) * k tensor, ``errors[term]`` its estimated absolute errors."""
+    from ..activations import activation as _activation
+
+    kern = compile_activation(_activation(activation))
+    return numerics.derivative_moments(kern, K, terms, tol=tol, max_refine=max_refine, strict=strict,
+                                       progress=progress, map=map)

@@ -1,9 +1,10 @@
 r"""Core of :mod:`ntk_theory.numerics.fourpoint`: one generic integrator, compiled once.
 
-The activation enters as two first-class functions ``s_fn``, ``ds_fn``
-(``numba.types.FunctionType(float64(float64))``, called through a pointer), so this module is
-compiled once per machine (explicit signature, ``cache=True``) and a new activation costs only
-the compilation of its two small njit functions.
+The activation enters as four first-class function slots ``fns = (s, s', s'', s^(3))``
+(``numba.types.FunctionType(float64(float64))``, called through a pointer; a factor of one
+variable is a product of their powers, see :mod:`._fourpoint_common`, and a slot no factor uses
+is never called), so this module is compiled once per machine (explicit signature,
+``cache=True``) and a new activation costs only the compilation of its small njit functions.
 
 Per input set (task) the nested quadrature of :mod:`~ntk_theory.numerics.fourpoint` runs over
 the levels of the pivoted Cholesky factor; when the deepest level resolves exactly one variable
@@ -38,7 +39,7 @@ import math
 
 import numpy as np
 
-from ._fourpoint_common import _MAXPAN, _NCH, _NFMAX
+from ._fourpoint_common import _MAXPAN, _NCH
 from ._fourpoint_integrate import _integrate, _level_nodes  # noqa: F401
 from ._fourpoint_table import _build_table, _gvalues  # noqa: F401
 
@@ -69,7 +70,7 @@ def _max_relative_change(fine, coarse, scale, n):
     return rmax
 
 
-def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+def _task(fns, kinks, L, nv, rank, vlevel, facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
           gparam, hz0, tol, max_refine, R0, use_table, vals, errs, scales, stats, hst):
     """Refinement loop of one task; returns (refinements, status 0 ok / 1 not converged / 2 bad).
     hst[0]: the step h* at which a (fine h*, coarse 1.5 h*) pair would just pass with margin,
@@ -92,8 +93,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
         if cntl != 1:
             vt = -1
     jf = np.zeros(NS, dtype=np.int64)
-    fp = np.zeros(_NFMAX, dtype=np.int64)
-    fq = np.zeros(_NFMAX, dtype=np.int64)
+    fpow = np.zeros((facpow.shape[1], 4), dtype=np.int64)
     tedges = np.empty(_MAXPAN + 1)
     tcoef = np.empty((1, 1, 1))
     terr = np.empty((1, 1))
@@ -102,9 +102,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
     if vt >= 0:
         D = rank - 1
         nft = nfac[vt]
-        for f in range(nft):
-            fp[f] = facp[vt, f]
-            fq[f] = facq[vt, f]
+        fpow[:nft] = facpow[vt, :nft]
         for j in range(nsuf[D]):
             jf[j] = lf_fac[D, suf_lf[D, j], vt]
         tcoef = np.empty((_MAXPAN, _NCH, 2 * nft))
@@ -124,18 +122,18 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
             for j in range(rank - 1):
                 h2 += L[vt, j] * L[vt, j]
             half = R * math.sqrt(h2) * (1.0 + 1e-12) + 1e-300
-            npan = _build_table(s_fn, ds_fn, kinks, abs(sig), half, R, fp, fq, nft, eta, tedges, tcoef, terr)
+            npan = _build_table(*fns, kinks, abs(sig), half, R, fpow, nft, eta, tedges, tcoef, terr)
             stats[2] += npan
             built = True
-        _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+        _integrate(*fns, L, nv, rank, vlevel, facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                    hz, True, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft, fine, af, sh, ef, scratch)
         stats[0] += 1
         stats[3] += int(fine[NS - 1])
         if not have_coarse:
-            _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+            _integrate(*fns, L, nv, rank, vlevel, facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                        hz, False, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft, coarse, ac, shc, ec,
                        scratch)
-            _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+            _integrate(*fns, L, nv, rank, vlevel, facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                        1.5 * hz, False, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft, coarse2, ac, shc,
                        ec, scratch)
             stats[1] += 2
@@ -207,7 +205,7 @@ def _task(s_fn, ds_fn, kinks, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf
     return lev, st
 
 
-def run_tasks(s_fn, ds_fn, kinks, tasks, Ls, nvs, ranks, vlevels, sids, facps, facqs, nfacs, lf_facs, nlfs, nsufs,
+def run_tasks(fns, kinks, tasks, Ls, nvs, ranks, vlevels, sids, facpows, nfacs, lf_facs, nlfs, nsufs,
               suf_lfs, suf_inners, gparam, hz0, tol, max_refine, R0, use_table, vals, errs, scales, levels, status,
               stats, hst):
     """The tasks listed in ``tasks`` (indices into the stacked arrays; the level structures are rows
@@ -216,7 +214,7 @@ def run_tasks(s_fn, ds_fn, kinks, tasks, Ls, nvs, ranks, vlevels, sids, facps, f
     for i in range(tasks.size):
         t = tasks[i]
         u = sids[t]
-        lev, st = _task(s_fn, ds_fn, kinks, Ls[t], nvs[t], ranks[t], vlevels[t], facps[u], facqs[u], nfacs[u],
+        lev, st = _task(fns, kinks, Ls[t], nvs[t], ranks[t], vlevels[t], facpows[u], nfacs[u],
                         lf_facs[u], nlfs[u], nsufs[u], suf_lfs[u], suf_inners[u], gparam, hz0, tol, max_refine,
                         R0, use_table, vals[t], errs[t], scales[t], stats[t], hst[t:t + 1])
         levels[t] = lev

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._fourpoint_common import (_GLW_C, _GLW_F, _GLX_C, _GLX_F, _INV_SQRT_2PI, _MAXN, _NCH, _NFMAX,
+from ._fourpoint_common import (_GLW_C, _GLW_F, _GLX_C, _GLX_F, _INV_SQRT_2PI, _MAXN, _NCH,
                                 _SIG_INTEGRATE, _SIG_LEVEL_NODES, _njit, _pw)
 
 @_njit(_SIG_LEVEL_NODES)
@@ -179,11 +179,13 @@ def _level_nodes(L, nv, rank, vlevel, ell, offs, rad2, hz, fine, kinks, gparam, 
 
 
 @_njit(_SIG_INTEGRATE, fastmath={'contract'})
-def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
+def _integrate(s_fn, ds_fn, d2s_fn, d3s_fn, L, nv, rank, vlevel, facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner,
                hz, fine, R, kinks, gparam, D, vt, jf, tedges, tcoef, terr, npan, nft,
                out, aout, shell, eout, scratch):
     """One nested quadrature over the levels 0..D-1 (depth-first).  With a table (vt >= 0) the
-    level D is the tabulated G of variable vt; else level D is the constant 1."""
+    level D is the tabulated G of variable vt; else level D is the constant 1.  Factor f of variable v
+    is s^p s'^q s''^r (s^(3))^t, (p, q, r, t) = facpow[v, f]; a slot of power 0 in all of v's factors is not
+    called for v."""
     NS = suf_lf.shape[1]
     acc = np.zeros((5, NS))
     aacc = np.zeros((5, NS))
@@ -205,10 +207,16 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
     NF = lf_fac.shape[1]
     vals = np.empty((4, NF))
     avals = np.empty((4, NF))
-    fv = np.empty((4, facp.shape[1]))
-    g = np.empty(_NFMAX)
-    ga = np.empty(_NFMAX)
-    ge = np.empty(_NFMAX)
+    fv = np.empty((4, facpow.shape[1]))
+    need = np.zeros((4, 4), dtype=np.bool_)
+    for v in range(nv):
+        for f in range(nfac[v]):
+            for k in range(4):
+                if facpow[v, f, k] > 0:
+                    need[v, k] = True
+    g = np.empty(facpow.shape[1])
+    ga = np.empty(facpow.shape[1])
+    ge = np.empty(facpow.shape[1])
     tmid = np.empty(max(npan, 1))
     tinv = np.empty(max(npan, 1))
     for p in range(npan):
@@ -244,10 +252,13 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
                 for ii in range(lnv[lvl]):
                     v = lvars[lvl, ii]
                     z = offs[lvl, v] + L[v, lvl] * u
-                    sv = s_fn(z)
-                    dv = ds_fn(z)
+                    sv = s_fn(z) if need[v, 0] else 1.0
+                    dv = ds_fn(z) if need[v, 1] else 1.0
+                    d2v = d2s_fn(z) if need[v, 2] else 1.0
+                    d3v = d3s_fn(z) if need[v, 3] else 1.0
                     for f in range(nfac[v]):
-                        fv[v, f] = _pw(sv, dv, facp[v, f], facq[v, f])
+                        fv[v, f] = _pw(sv, dv, d2v, d3v, facpow[v, f, 0], facpow[v, f, 1], facpow[v, f, 2],
+                                       facpow[v, f, 3])
                 for e in range(nlf[lvl]):
                     val = 1.0
                     for ii in range(lnv[lvl]):
@@ -311,10 +322,13 @@ def _integrate(s_fn, ds_fn, L, nv, rank, vlevel, facp, facq, nfac, lf_fac, nlf, 
             for ii in range(lnv[lvl]):
                 v = lvars[lvl, ii]
                 z = offs[lvl, v] + L[v, lvl] * u
-                sv = s_fn(z)
-                dv = ds_fn(z)
+                sv = s_fn(z) if need[v, 0] else 1.0
+                dv = ds_fn(z) if need[v, 1] else 1.0
+                d2v = d2s_fn(z) if need[v, 2] else 1.0
+                d3v = d3s_fn(z) if need[v, 3] else 1.0
                 for f in range(nfac[v]):
-                    fv[v, f] = _pw(sv, dv, facp[v, f], facq[v, f])
+                    fv[v, f] = _pw(sv, dv, d2v, d3v, facpow[v, f, 0], facpow[v, f, 1], facpow[v, f, 2],
+                                   facpow[v, f, 3])
             for e in range(nlf[lvl]):
                 val = 1.0
                 for ii in range(lnv[lvl]):

@@ -17,13 +17,22 @@ from ._fourpoint_common import _SIG_BUILD, _SIG_GVALUES
 
 
 @_njit(_SIG_GVALUES)
-def _gvalues(s_fn, ds_fn, kinks, mu, sigma, R, fp, fq, nf, halve, g, ga, gt, cuts):
+def _gvalues(s_fn, ds_fn, d2s_fn, d3s_fn, kinks, mu, sigma, R, fpow, nf, halve, g, ga, gt, cuts):
     """g[f] = int_{|u|<=R} phi(u) f(mu + sigma u) du, ga the same of |f|, gt that of |f| over
-    |u| > R - 1.5 (Gauss-Legendre, 16 points per panel; panels halved when ``halve``)."""
+    |u| > R - 1.5 (Gauss-Legendre, 16 points per panel; panels halved when ``halve``); factor f is
+    s^p s'^q s''^r (s^(3))^t with (p, q, r, t) = fpow[f] (slots of power 0 in every factor not called)."""
+    n0 = False
+    n1 = False
+    n2 = False
+    n3 = False
     for f in range(nf):
         g[f] = 0.0
         ga[f] = 0.0
         gt[f] = 0.0
+        n0 = n0 or fpow[f, 0] > 0
+        n1 = n1 or fpow[f, 1] > 0
+        n2 = n2 or fpow[f, 2] > 0
+        n3 = n3 or fpow[f, 3] > 0
     # cut points: -R, kinks, R
     nc = 0
     cuts[nc] = -R
@@ -63,11 +72,13 @@ def _gvalues(s_fn, ds_fn, kinks, mu, sigma, R, fp, fq, nf, halve, g, ga, gt, cut
                 u = c + r * _GQX[q]
                 w = r * _GQW[q] * _INV_SQRT_2PI * math.exp(-0.5 * u * u)
                 z = mu + sigma * u
-                s = s_fn(z)
-                d = ds_fn(z)
+                s = s_fn(z) if n0 else 1.0
+                d = ds_fn(z) if n1 else 1.0
+                d2 = d2s_fn(z) if n2 else 1.0
+                d3 = d3s_fn(z) if n3 else 1.0
                 tail = abs(u) > rt
                 for f in range(nf):
-                    val = _pw(s, d, fp[f], fq[f])
+                    val = _pw(s, d, d2, d3, fpow[f, 0], fpow[f, 1], fpow[f, 2], fpow[f, 3])
                     g[f] += w * val
                     av = w * abs(val)
                     ga[f] += av
@@ -76,7 +87,7 @@ def _gvalues(s_fn, ds_fn, kinks, mu, sigma, R, fp, fq, nf, halve, g, ga, gt, cut
 
 
 @_njit(_SIG_BUILD)
-def _build_table(s_fn, ds_fn, kinks, sigma, half, R, fp, fq, nf, eta, tedges, tcoef, terr):
+def _build_table(s_fn, ds_fn, d2s_fn, d3s_fn, kinks, sigma, half, R, fpow, nf, eta, tedges, tcoef, terr):
     """Adaptive piecewise-Chebyshev table of G_f and G_|f| on [-half, half]; returns the number of
     panels (tedges[0..npan], tcoef[p, 2 f (+1 for |f|), j], terr[p, f] the error bound)."""
     vals = np.empty((_NCH, 2 * nf))
@@ -142,7 +153,8 @@ def _build_table(s_fn, ds_fn, kinks, sigma, half, R, fp, fq, nf, eta, tedges, tc
     # them down to the panel cap); the error bound terr reports what is reached
     gscale = np.zeros(nf)
     for k in range(17):
-        _gvalues(s_fn, ds_fn, kinks, -half + 2.0 * half * k / 16.0, sigma, R, fp, fq, nf, False, g, ga, gt, cuts)
+        _gvalues(s_fn, ds_fn, d2s_fn, d3s_fn, kinks, -half + 2.0 * half * k / 16.0, sigma, R, fpow, nf, False,
+                 g, ga, gt, cuts)
         for f in range(nf):
             if ga[f] > gscale[f]:
                 gscale[f] = ga[f]
@@ -155,7 +167,8 @@ def _build_table(s_fn, ds_fn, kinks, sigma, half, R, fp, fq, nf, eta, tedges, tc
         c = 0.5 * (a + b)
         r = 0.5 * (b - a)
         for k in range(_NCH):
-            _gvalues(s_fn, ds_fn, kinks, c + r * _CHX[k], sigma, R, fp, fq, nf, False, g, ga, gt, cuts)
+            _gvalues(s_fn, ds_fn, d2s_fn, d3s_fn, kinks, c + r * _CHX[k], sigma, R, fpow, nf, False, g, ga, gt,
+                     cuts)
             for f in range(nf):
                 vals[k, 2 * f] = g[f]
                 vals[k, 2 * f + 1] = ga[f]
@@ -187,7 +200,7 @@ def _build_table(s_fn, ds_fn, kinks, sigma, half, R, fp, fq, nf, eta, tedges, tc
             ns += 2
             continue
         # accept: quadrature check at the centre (node _NCH // 2 is the centre)
-        _gvalues(s_fn, ds_fn, kinks, c, sigma, R, fp, fq, nf, True, g2, ga2, gt2, cuts)
+        _gvalues(s_fn, ds_fn, d2s_fn, d3s_fn, kinks, c, sigma, R, fpow, nf, True, g2, ga2, gt2, cuts)
         for f in range(nf):
             amax = 0.0
             for k in range(_NCH):

@@ -126,6 +126,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import os
 import sys
 import time
@@ -136,14 +137,16 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["FourPointKernel", "FourPointMoments", "SetBatch", "check_covariance", "compiled_pair", "four_point_moments",
-           "integrator_loaded", "prefetch_core", "products"]
+__all__ = ["DerivativeMoments", "FourPointKernel", "FourPointMoments", "SetBatch", "check_covariance", "compiled_pair",
+           "derivative_moments", "family_products", "four_point_moments", "integrator_loaded", "prefetch_core",
+           "products"]
 
 
 @dataclass
 class FourPointKernel:
-    """An activation's compiled s, s' (numba.njit functions of one float64) and kinks; the
-    integrator itself (:mod:`._fourpoint_core`) is generic and compiled once per machine."""
+    """An activation's compiled s, s' and optionally s'', s^(3) (numba.njit functions of one float64;
+    pointwise derivatives, no Dirac terms) and kinks; the integrator itself (:mod:`._fourpoint_core`)
+    is generic and compiled once per machine."""
 
     name: str
     s: object
@@ -154,6 +157,20 @@ class FourPointKernel:
     from_cache: bool = False
     _warm: bool = False
     hz_hint: dict = field(default_factory=dict)
+    d2s: object = None
+    d3s: object = None
+
+    def functions(self, order: int = 1) -> tuple:
+        """The integrator's four function slots (s, s', s'', s^(3)) for factors of derivative order at
+        most ``order``; slots above it hold s' (never called: no factor uses them).  ValueError when
+        a needed derivative is missing."""
+        fns = [self.s, self.ds, self.d2s, self.d3s]
+        for o in range(2, 4):
+            if o <= order and fns[o] is None:
+                raise ValueError(f"the compiled activation {self.name} has no derivative of order {o}")
+            if o > order:
+                fns[o] = self.ds
+        return tuple(fns)
 
     def warm_up(self):
         if not self._warm:
@@ -228,22 +245,23 @@ def _core():
 _PAIRS: dict = {}
 
 
-def compiled_pair(s, ds, kinks=()) -> FourPointKernel:
+def compiled_pair(s, ds, kinks=(), d2s=None, d3s=None) -> FourPointKernel:
     """The :class:`FourPointKernel` of a pair of ``numba.njit`` functions (s, ds) of one float64
-    with ``kinks`` (points where s or s' is not smooth), warmed up; shared within a process."""
+    with ``kinks`` (points where s or s' is not smooth), warmed up; shared within a process.
+    ``d2s``, ``d3s``: optional njit s'' and s^(3) (for :func:`derivative_moments`)."""
     t0 = time.perf_counter()
     if s is None or ds is None:
         raise ValueError("pass both s and ds (numba.njit functions of one float64)")
     import numba
 
-    for nm, f in (("s", s), ("ds", ds)):
-        if not isinstance(f, numba.core.registry.CPUDispatcher):
+    for nm, f in (("s", s), ("ds", ds), ("d2s", d2s), ("d3s", d3s)):
+        if (f is not None or nm in ("s", "ds")) and not isinstance(f, numba.core.registry.CPUDispatcher):
             raise ValueError(f"{nm} must be a numba.njit function; got {f!r}")
-    key = (id(s), id(ds), tuple(float(k) for k in kinks))
+    key = (id(s), id(ds), id(d2s), id(d3s), tuple(float(k) for k in kinks))
     if key in _PAIRS:
         return _PAIRS[key]
     kern = FourPointKernel(f"({s.__name__}, {ds.__name__})", s, ds,
-                           np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), "")
+                           np.array(sorted(set(float(k) for k in kinks)), dtype=np.float64), "", d2s=d2s, d3s=d3s)
     kern.compile_seconds = time.perf_counter() - t0
     kern.warm_up()
     _PAIRS[key] = kern
@@ -273,20 +291,63 @@ def products(m: int) -> tuple:
     return tuple(out)
 
 
+def _canonical_terms(terms) -> tuple:
+    """The terms of a :func:`derivative_moments` call as a sorted tuple of order tuples, checked."""
+    out = set()
+    try:
+        items = list(terms)
+    except TypeError:
+        raise ValueError(f"terms must be a sequence of tuples of derivative orders; got {terms!r}") from None
+    if not items:
+        raise ValueError("terms is empty: pass tuples of derivative orders such as (2, 1, 1, 0)")
+    for t in items:
+        try:
+            t = tuple(operator.index(o) for o in t)
+        except TypeError:
+            raise ValueError(f"a term must be a tuple of integer derivative orders; got {t!r}") from None
+        if not 1 <= len(t) <= 4 or any(o < 0 or o > 3 for o in t):
+            raise ValueError(f"a term has 1 to 4 derivative orders, each 0..3; got {t!r}")
+        out.add(t)
+    return tuple(sorted(out))
+
+
 @functools.lru_cache(maxsize=None)
-def _structure(m: int, levels: tuple):
-    """Arrays describing the nested accumulation for m variables resolved at ``levels``."""
-    prods = products(m)
+def family_products(family, m: int) -> tuple:
+    """Products integrated for a set of m distinct variables, each a tuple per variable of the powers
+    (p, q, r, t) of s, s', s'', s^(3).  ``family`` None: :func:`products` (the moment tensors);
+    else a tuple of terms (tuples of derivative orders; its multiset of orders matters): every way of
+    giving the term's factors to the m variables, each variable at least one factor, in sorted order."""
+    if family is None:
+        return tuple(tuple((p, q, 0, 0) for p, q in prod) for prod in products(m))
+    out = set()
+    for term in family:
+        for assign in itertools.product(range(m), repeat=len(term)):
+            if len(set(assign)) != m:
+                continue
+            e = [[0, 0, 0, 0] for _ in range(m)]
+            for o, v in zip(term, assign):
+                e[v][o] += 1
+            out.add(tuple(tuple(row) for row in e))
+    return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=None)
+def _structure(m: int, levels: tuple, family=None):
+    """Arrays describing the nested accumulation for m variables resolved at ``levels``, for the
+    products :func:`family_products` (family, m)."""
+    prods = family_products(family, m)
+    if len(prods) > _MAXPROD or any(len({p[v] for p in prods}) > _MAXFAC for v in range(m)):
+        raise ValueError(f"too many products for one set ({len(prods)}; at most {_MAXPROD}, {_MAXFAC} factors "
+                         "per variable): split the terms over several calls")
     facs = [sorted({p[v] for p in prods}) for v in range(m)]
     fidx = [{f: i for i, f in enumerate(fl)} for fl in facs]
     F = max(len(f) for f in facs)
-    facp = np.zeros((4, 16), dtype=np.int64)
-    facq = np.zeros((4, 16), dtype=np.int64)
+    facpow = np.zeros((4, _MAXFAC, 4), dtype=np.int64)
     nfac = np.zeros(4, dtype=np.int64)
     for v in range(m):
         nfac[v] = len(facs[v])
-        for i, (p, q) in enumerate(facs[v]):
-            facp[v, i], facq[v, i] = p, q
+        for i, f in enumerate(facs[v]):
+            facpow[v, i] = f
     # combos as factor-index tuples
     combos = [tuple(fidx[v][p[v]] for v in range(m)) for p in prods]
     vars_at = [[v for v in range(m) if levels[v] == ell] for ell in range(4)]
@@ -328,7 +389,7 @@ def _structure(m: int, levels: tuple):
         suf_lists[ell] = sufs
         lf_lists.append(lfs)
     combo_suf = np.array([suf_lists[0][suffix(c, 0)] for c in combos], dtype=np.int64)
-    return facp, facq, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner, combo_suf, prods, F
+    return facpow, nfac, lf_fac, nlf, nsuf, suf_lf, suf_inner, combo_suf, prods, F
 
 
 def check_covariance(K) -> np.ndarray:
@@ -354,6 +415,13 @@ def check_covariance(K) -> np.ndarray:
     return K
 
 
+def _family_order(family) -> int:
+    """The highest derivative order the products of ``family`` use (1 for the moment tensors)."""
+    return 1 if family is None else max(1, max(max(t) for t in family))
+
+
+_MAXFAC = 24  # distinct factors s^p s'^q s''^r s'''^t per variable of a set (the integrator reads it from facpow)
+_MAXPROD = 63  # products per set (the value vectors have 64 slots; the integrator keeps its node count in the last)
 _GPARAM = np.array([0.6, 4.5, 6.0, 0.5])  # h_g (Gaussian step cap), W_g (panel cap at h_z = 0.5; scales with h_z), c (panel/h_z), w_thr (near-kink)
 
 
@@ -376,60 +444,75 @@ def _all_sets(N: int) -> tuple:
     return np.vstack(blocks), np.concatenate(sizes), offsets, keys
 
 
+def _product_code(prod) -> int:
+    """A product's code: sum_i c_i 625^i over its variables, c_i = p + 5 q + 25 r + 125 t (each power <= 4)."""
+    return sum(sum(e * 5 ** k for k, e in enumerate(powers)) * 625 ** i for i, powers in enumerate(prod))
+
+
 @functools.lru_cache(maxsize=None)
-def _product_lookup(m: int) -> np.ndarray:
-    """code -> position in products(m), code = sum_i (5 p_i + q_i) 25^i (-1 for no product)."""
-    lut = -np.ones(25 ** m, dtype=np.int64)
-    for c, p in enumerate(products(m)):
-        lut[sum((5 * pp + qq) * 25 ** i for i, (pp, qq) in enumerate(p))] = c
-    return lut
+def _product_lookup(family, m: int) -> tuple:
+    """(sorted codes, their positions in family_products(family, m)) for a binary search."""
+    codes = np.array([_product_code(p) for p in family_products(family, m)], dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    return codes[order], order.astype(np.int64)
+
+
+_MOMENT_ORDERS = {"ssss": (0, 0, 0, 0), "ddss": (1, 1, 0, 0), "dddd": (1, 1, 1, 1), "ss": (0, 0), "dd": (1, 1)}
 
 
 @functools.lru_cache(maxsize=2)
 def _index_maps(N: int) -> dict:
-    """For each tensor (ssss, ddss, dddd, ss, dd): (task, product position) of every entry (flattened
-    C order), int32 and int16 arrays; the task numbers are those of :func:`_all_sets`.  Vectorised over the
+    """For each tensor (ssss, ddss, dddd, ss, dd): (task, product position) of every entry
+    (:func:`_term_index_map` of its derivative orders)."""
+    return {nm: _term_index_map(N, orders, None) for nm, orders in _MOMENT_ORDERS.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _term_index_map(N: int, orders: tuple, family) -> tuple:
+    """(task, product position) of every entry (flattened C order) of the tensor
+    T[a, b, ...] = E[prod_j s^(orders_j)(z_(a_j))], int32 and int16 arrays; the task numbers are those of
+    :func:`_all_sets`, the positions those of :func:`family_products` (family, m).  Vectorised over the
     entries in chunks of one first index."""
     _, _, offsets, keys = _all_sets(N)
-    out = {}
-    for nm in ("ssss", "ddss", "dddd", "ss", "dd"):
-        n = len(nm)
-        isd = np.array([ch == "d" for ch in nm])
-        rest = np.indices((N,) * (n - 1)).reshape(n - 1, -1).T if n > 1 else np.zeros((1, 0), dtype=np.int64)
-        M = rest.shape[0]
-        ts = np.empty(N * M, dtype=np.int32 if offsets[1] + N < 2 ** 31 else np.int64)
-        cs = np.empty(N * M, dtype=np.int16)
-        ar = np.arange(M)
-        for a in range(N):
-            idx = np.hstack([np.full((M, 1), a, dtype=np.int64), rest])
-            order = np.argsort(idx, axis=1, kind="stable")
-            v = np.take_along_axis(idx, order, 1)
-            d = isd[order]
-            new = np.ones_like(v, dtype=bool)
-            new[:, 1:] = v[:, 1:] != v[:, :-1]
-            g = np.cumsum(new, axis=1) - 1
-            m = g[:, -1] + 1
-            P = np.zeros((M, n), dtype=np.int64)
-            Q = np.zeros((M, n), dtype=np.int64)
-            Sv = np.zeros((M, n), dtype=np.int64)
-            for j in range(n):
-                P[ar, g[:, j]] += ~d[:, j]
-                Q[ar, g[:, j]] += d[:, j]
-                Sv[ar, g[:, j]] = v[:, j]
-            code = ((5 * P + Q) * 25 ** np.arange(n, dtype=np.int64)).sum(axis=1)
-            t = np.empty(M, dtype=np.int64)
-            c = np.empty(M, dtype=np.int64)
-            for mm in range(1, n + 1):
-                sel = m == mm
-                if not np.any(sel):
-                    continue
-                key = Sv[sel, :mm] @ (N ** np.arange(mm - 1, -1, -1, dtype=np.int64))
-                t[sel] = offsets[mm] + np.searchsorted(keys[mm], key)
-                c[sel] = _product_lookup(mm)[code[sel]]
-            ts[a * M:(a + 1) * M] = t
-            cs[a * M:(a + 1) * M] = c
-        out[nm] = (ts, cs)
-    return out
+    n = len(orders)
+    ords = np.array(orders, dtype=np.int64)
+    rest = np.indices((N,) * (n - 1)).reshape(n - 1, -1).T if n > 1 else np.zeros((1, 0), dtype=np.int64)
+    M = rest.shape[0]
+    ts = np.empty(N * M, dtype=np.int32 if offsets[1] + N < 2 ** 31 else np.int64)
+    cs = np.empty(N * M, dtype=np.int16)
+    ar = np.arange(M)
+    weight = 625 ** np.arange(n, dtype=np.int64)
+    for a in range(N):
+        idx = np.hstack([np.full((M, 1), a, dtype=np.int64), rest])
+        order = np.argsort(idx, axis=1, kind="stable")
+        v = np.take_along_axis(idx, order, 1)
+        pw = 5 ** ords[order]
+        new = np.ones_like(v, dtype=bool)
+        new[:, 1:] = v[:, 1:] != v[:, :-1]
+        g = np.cumsum(new, axis=1) - 1
+        m = g[:, -1] + 1
+        code_v = np.zeros((M, n), dtype=np.int64)
+        Sv = np.zeros((M, n), dtype=np.int64)
+        for j in range(n):
+            code_v[ar, g[:, j]] += pw[:, j]
+            Sv[ar, g[:, j]] = v[:, j]
+        code = (code_v * weight).sum(axis=1)
+        t = np.empty(M, dtype=np.int64)
+        c = np.empty(M, dtype=np.int64)
+        for mm in range(1, n + 1):
+            sel = m == mm
+            if not np.any(sel):
+                continue
+            key = Sv[sel, :mm] @ (N ** np.arange(mm - 1, -1, -1, dtype=np.int64))
+            t[sel] = offsets[mm] + np.searchsorted(keys[mm], key)
+            codes, pos = _product_lookup(family, mm)
+            k = np.minimum(np.searchsorted(codes, code[sel]), max(codes.size - 1, 0))
+            if codes.size == 0 or np.any(codes[k] != code[sel]):
+                raise ValueError(f"the products of {family!r} do not cover the term {orders!r}")
+            c[sel] = pos[k]
+        ts[a * M:(a + 1) * M] = t
+        cs[a * M:(a + 1) * M] = c
+    return ts, cs
 
 
 def _batched_pivoted_cholesky(Ks: np.ndarray) -> tuple:
@@ -472,12 +555,13 @@ class _Tasks:
     """Input sets of one call and the integrator's description of each: ``sets`` (T, 4) padded with
     -1, ``sizes`` (T,), ``arrays`` the per-task arrays of :func:`._fourpoint_core.run_tasks` (the
     level structures as a table indexed by task), ``combo`` (T, 64) the position of product c of
-    products(m) in a task's value vector."""
+    products(m) in a task's value vector; ``family`` the products' family (:func:`family_products`)."""
 
     sets: np.ndarray
     sizes: np.ndarray
     arrays: tuple
     combo: np.ndarray
+    family: object = None
 
     def __len__(self) -> int:
         return self.sizes.size
@@ -486,10 +570,11 @@ class _Tasks:
         return tuple(int(i) for i in self.sets[t, :self.sizes[t]])
 
 
-def _tasks(K, only=None) -> _Tasks:
+def _tasks(K, only=None, family=None) -> _Tasks:
     """The sets of :func:`_all_sets` (or the task numbers ``only`` of them, in that order), factored
     (pivoted Cholesky of K restricted to each set, batched over the sets of one size) and with their
-    level structures (:func:`_structure`, once per distinct (size, levels))."""
+    level structures (:func:`_structure`, once per distinct (size, levels)) for the products of
+    ``family``; sizes without products get an empty structure (never integrated)."""
     N = K.shape[0]
     sets, sizes, _, _ = _all_sets(N)
     if only is not None:
@@ -513,14 +598,14 @@ def _tasks(K, only=None) -> _Tasks:
         uniq, inv = np.unique(lev, axis=0, return_inverse=True)
         inv = np.asarray(inv).ravel()
         for u, row in enumerate(uniq):
-            st = _structure(m, tuple(int(x) for x in row))
+            st = _structure(m, tuple(int(x) for x in row), family)
             sel = ts[inv == u]
             sids[sel] = len(structs)
-            combo[sel, :len(st[8])] = st[8]
+            combo[sel, :len(st[7])] = st[7]
             structs.append(st)
-    tables = tuple(np.stack([st[k] for st in structs]) if structs else np.zeros((0,)) for k in range(8))
+    tables = tuple(np.stack([st[k] for st in structs]) if structs else np.zeros((0,)) for k in range(7))
     order = np.argsort(-ranks, kind="stable").astype(np.int64)
-    return _Tasks(sets, sizes, (Ls, sizes.copy(), ranks, vlevels, sids, *tables, order), combo)
+    return _Tasks(sets, sizes, (Ls, sizes.copy(), ranks, vlevels, sids, *tables, order), combo, family)
 
 
 _THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -546,9 +631,10 @@ def _run(kern, K, tol, max_refine, hz0=0.5, R0=9.0, use_table=True, only=None, t
     stats = np.zeros((T, 4), dtype=np.int64)
     hst = np.zeros(T)
     kinks = np.ascontiguousarray(kern.kinks, dtype=np.float64)
+    fns = kern.functions(_family_order(tasks.family))
 
     def work(tasks):
-        core.run_tasks(kern.s, kern.ds, kinks, tasks, *arrs, _GPARAM, float(hz0), float(tol), int(max_refine),
+        core.run_tasks(fns, kinks, tasks, *arrs, _GPARAM, float(hz0), float(tol), int(max_refine),
                        float(R0), bool(use_table), vals, errs, scales, levels, status, stats, hst)
         if tick is not None:
             tick(len(tasks))
@@ -693,23 +779,33 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
 
 def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None) -> FourPointMoments:
     """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked)."""
+    tasks, vals, errs, scales, info = _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map)
+    return _assemble(kern.name, K, tasks.combo, vals, errs, scales, float(tol), info)
+
+
+def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family=None, only=None) -> tuple:
+    """The sets of K (all, or the task numbers ``only``) by the compiled nested quadrature, for the
+    products of ``family`` (:func:`family_products`): (tasks, vals, errs, scales, info)."""
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
     # (smooth activations only: for kinked ones the panel caps shrink with the step, and a start
     # at 0.5 is cheaper than the hint)
     hinted = len(kern.kinks) == 0
-    hz0 = kern.hz_hint.get(float(tol), 0.5) if hinted else 0.5
-    tasks = _tasks(K)
+    hkey = float(tol) if family is None else (float(tol), family)
+    hz0 = kern.hz_hint.get(hkey, 0.5) if hinted else 0.5
+    tasks = _tasks(K, family=family)
     T = len(tasks)
-    multi = np.flatnonzero(tasks.sizes >= 3)
-    if hinted and float(tol) not in kern.hz_hint and len(multi) >= 24:
+    todo = np.arange(T) if only is None else np.asarray(only, dtype=np.int64)
+    multi = todo[tasks.sizes[todo] >= 3]
+    if hinted and hkey not in kern.hz_hint and len(multi) >= 24:
         # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
         # start the others at the step their predictions give
         probe = multi[:: len(multi) // 6][:6]
         first = _run(kern, K, float(tol), int(max_refine), hz0=0.5, only=probe, tasks=tasks, tick=tick,
                      map=map)
         hz0 = _step_hint(first[7][probe]) if not np.any(first[4] == 1) else 0.5
-        keep = np.ones(T, dtype=bool)
+        keep = np.zeros(T, dtype=bool)
+        keep[todo] = True
         keep[probe] = False
         rest = np.flatnonzero(keep)
         second = _run(kern, K, float(tol), int(max_refine), hz0=hz0, only=rest, tasks=tasks, tick=tick,
@@ -720,12 +816,12 @@ def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None) -> 
             a[probe] = b[probe]
     else:
         vals, errs, scales, levels, status, _, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
-                                                                    tasks=tasks, tick=tick, map=map)
+                                                                    only=only, tasks=tasks, tick=tick, map=map)
     if hinted and multi.size and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
         # cheaper than starting where all pass)
-        kern.hz_hint[float(tol)] = _step_hint(hst[multi])
+        kern.hz_hint[hkey] = _step_hint(hst[multi])
     if np.any(status == 2):
         bad = [tasks.members(t) for t in np.nonzero(status == 2)[0]][:3]
         raise ValueError(f"the Gaussian expectation diverges or the integrand is not finite "
@@ -734,11 +830,78 @@ def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None) -> 
     if strict and not_conv:
         raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
     seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "sets": T, "not_converged": not_conv, "refinements": levels,
+    info = {"seconds": seconds, "sets": int(todo.size), "not_converged": not_conv, "refinements": levels[todo],
             "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
             "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
             "table_panels": int(stats[:, 2].sum()), "method": "numerical (nested quadrature)"}
-    return _assemble(kern.name, K, tasks.combo, vals, errs, scales, float(tol), info)
+    return tasks, vals, errs, scales, info
+
+
+@dataclass
+class DerivativeMoments:
+    """Gaussian moments of an activation's derivatives at N inputs (:func:`derivative_moments`):
+    ``values[term]`` the tensor T[a, b, ...] = E[prod_j s^(term_j)(z_(a_j))] of shape (N,) * len(term),
+    ``errors[term]`` the estimated absolute errors, ``scales[term]`` the E|product| each tolerance is
+    relative to; ``info`` as :class:`FourPointMoments`'s."""
+
+    activation: str
+    K: np.ndarray
+    values: dict
+    errors: dict
+    scales: dict = field(repr=False)
+    tol: float = 1e-10
+    info: dict = field(default_factory=dict)
+
+    def __getitem__(self, term) -> np.ndarray:
+        return self.values[tuple(term)]
+
+    @property
+    def max_error(self) -> float:
+        return max((float(np.max(e)) for e in self.errors.values()), default=0.0)
+
+
+def derivative_moments(kernel, K, terms, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False,
+                       progress=None, map=None) -> DerivativeMoments:
+    r"""E[s^(o_1)(z_a) s^(o_2)(z_b) s^(o_3)(z_c) s^(o_4)(z_d)] for z ~ N(0, K), all input tuples, per term.
+
+    ``terms``: tuples (o_1, ..., o_k) of derivative orders 0..3 (k = 1..4; s^(0) = s, s^(1) = s', ...,
+    pointwise derivatives: the Dirac terms of kinks are not included).  ``kernel``: the activation's
+    :class:`FourPointKernel` with the derivatives needed (``d2s``, ``d3s``; or a callable of no arguments
+    returning it).  The same method, tolerance and error estimate as :func:`four_point_moments` (every set
+    of 1..k distinct inputs integrated once by the compiled nested quadrature for every product its
+    entries need: for a set of m inputs every way of giving the term's factors to the m variables, each at
+    least one; the terms of one call share the activation values of each node).  ``tol`` relative to
+    E|product| of each entry; ``max_refine``, ``strict``, ``progress``, ``map`` as there.  Raises
+    ValueError for a bad K or bad terms and for divergent expectations."""
+    from ..progress import progress_bar
+
+    K = check_covariance(K)
+    terms = _canonical_terms(terms)
+    if map is not None and not callable(map):
+        raise ValueError(f"map must be a callable map(fn, chunks) or None; got {map!r}")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+    if not isinstance(kernel, FourPointKernel):
+        kernel = kernel()
+    family = tuple(sorted({tuple(sorted(t)) for t in terms}))
+    kernel.functions(_family_order(family))  # ValueError if a derivative is missing
+    N = K.shape[0]
+    kmax = max(len(t) for t in terms)
+    _, sizes, _, _ = _all_sets(N)
+    only = np.flatnonzero(sizes <= kmax)
+    t0 = time.perf_counter()
+    with progress_bar(total=int(only.size), desc=f"derivative moments, {N} inputs", unit="set",
+                      enabled=progress) as bar:
+        tasks, vals, errs, scales, info = _integrate_sets(kernel, K, tol, max_refine, strict, t0, bar.update, map,
+                                                          family, only)
+    values, errors, scs = {}, {}, {}
+    for term in terms:
+        t, c = _term_index_map(N, term, family)
+        k = tasks.combo[t, c]
+        shape = (N,) * len(term)
+        values[term], errors[term], scs[term] = (x[t, k].reshape(shape) for x in (vals, errs, scales))
+    info["seconds"] = time.perf_counter() - t0
+    return DerivativeMoments(kernel.name, K, values, errors, scs, float(tol), info)
 
 
 def _assemble(name, K, combo, vals, errs, scales, tol, info) -> FourPointMoments:
