@@ -25,9 +25,6 @@ PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "co
 
 #: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
 EXCEPTIONS: dict[str, set[str]] = {
-    "ntk_theory.recursions.ActivationKernels": {'Examples', 'Parameters'},
-    "ntk_theory.recursions.LayerMap": {'Examples', 'Parameters'},
-    "ntk_theory.recursions.KernelResult": {'Examples', 'Parameters'},
     "ntk_theory.codegen.CompiledKernel": {'Examples', 'Parameters'},
     "ntk_theory.codegen.compiled_kernel": {'Examples', 'Parameters', 'Returns'},
     "ntk_theory.jit.NumbaPrinter": {'Examples', 'Parameters'},

@@ -37,6 +37,33 @@ class ActivationKernels:
     derivative, as backpropagation through a finite network computes it (a jump of s contributes
     nothing: the NTK of a step or sign network comes from the layers after it only), matching the
     reference network and neural-tangents.
+
+    Parameters
+    ----------
+    act : Activation
+        The activation (:func:`activation_kernels` makes these from names, cached).
+
+    Raises
+    ------
+    ValueError
+        If an expectation cannot be formed (:func:`ntk_theory.gaussian.expectation`).
+
+    Examples
+    --------
+    ReLU: T = the arc-cosine kernel, Tdot = (pi - arccos rho) / (2 pi), T_diag = k / 2, Tdot_diag = 1/2:
+
+    >>> import numpy as np
+    >>> from ntk_theory.activations import activation
+    >>> from ntk_theory.recursions import ActivationKernels
+    >>> ak = ActivationKernels(activation("relu"))
+    >>> ak, ak.closed_form, ak.homogeneity
+    (ActivationKernels(relu: closed form), True, 1)
+    >>> t, td, err = ak.offdiagonal(np.array([1.0]), np.array([2.0]), np.array([0.5]))
+    >>> th = np.arccos(0.5 / np.sqrt(2.0))
+    >>> bool(np.isclose(t[0], np.sqrt(2.0) * (np.sin(th) + (np.pi - th) * np.cos(th)) / (2 * np.pi), rtol=1e-14))
+    True
+    >>> bool(np.isclose(td[0], (np.pi - th) / (2 * np.pi), rtol=1e-14)), err
+    (True, None)
     """
 
     def __init__(self, act: Activation):
@@ -48,6 +75,14 @@ class ActivationKernels:
 
     @property
     def closed_form(self) -> bool:
+        """Whether all four expectations are closed forms (no quadrature anywhere).
+
+        Examples
+        --------
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> activation_kernels("linear").closed_form     # tanh's are numerical: False
+        True
+        """
         return all(e.is_closed_form for e in (self.T, self.Tdot, self.T_diag, self.Tdot_diag))
 
     @functools.cached_property
@@ -79,7 +114,31 @@ class ActivationKernels:
     def check_variances(self, variances: np.ndarray, layer: int) -> None:
         """Raise FloatingPointError if a variance entering hidden layer ``layer`` is below
         :attr:`smallest_variance`: a kernel that decays geometrically with depth (the ordered
-        phase with C_b = 0) is refused there rather than returned as a silent 0."""
+        phase with C_b = 0) is refused there rather than returned as a silent 0.
+
+        Parameters
+        ----------
+        variances : numpy.ndarray
+            The variances K_aa entering the layer (zeros are allowed: an input of norm 0).
+        layer : int
+            The hidden layer's number, for the message.
+
+        Raises
+        ------
+        FloatingPointError
+            If a positive variance is below :attr:`smallest_variance`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> ak = activation_kernels("relu")
+        >>> ak.check_variances(np.array([0.0, 1e-280]), layer=3)      # returns None: fine
+        >>> ak.check_variances(np.array([1e-300]), layer=3)
+        Traceback (most recent call last):
+        ...
+        FloatingPointError: the kernel underflows float64: a variance entering hidden layer 3 is 1e-300 ...
+        """
         positive = variances[variances > 0]
         if positive.size == 0:
             return
@@ -117,7 +176,32 @@ class ActivationKernels:
         Homogeneous activations are evaluated at unit scale, c = sqrt(K11) sqrt(K22):
         T = c^alpha T(K / c), Tdot = c^(alpha - 1) Tdot(K / c), so variances down to the
         smallest normal float64 keep full relative accuracy (products K11 K22 would underflow
-        below ~1e-154)."""
+        below ~1e-154).
+
+        Parameters
+        ----------
+        K11, K22, K12 : numpy.ndarray
+            Variances and covariances (broadcast together).
+
+        Returns
+        -------
+        T, Tdot : numpy.ndarray
+            E[s(u) s(v)] and E[s'(u) s'(v)].
+        error : float or None
+            The largest quadrature error estimate (None: closed forms).
+
+        Examples
+        --------
+        ReLU at variances 1e-200, where K11 K22 underflows: T scales as K (homogeneous of degree 1):
+
+        >>> import numpy as np
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> ak = activation_kernels("relu")
+        >>> t1, _, _ = ak.offdiagonal(np.array([1.0]), np.array([1.0]), np.array([0.5]))
+        >>> t2, _, _ = ak.offdiagonal(np.array([1e-200]), np.array([1e-200]), np.array([0.5e-200]))
+        >>> bool(np.isclose(t2[0], 1e-200 * t1[0], rtol=1e-14))
+        True
+        """
         T, Tdot, _, _ = self._f64
         alpha = self.homogeneity
         if alpha is not None:
@@ -129,7 +213,35 @@ class ActivationKernels:
         return t, td, _max_err(et, etd)
 
     def diagonal(self, K, derivative: bool = True):
-        """(E[s^2], E[s'^2] or None, quadrature error or None) at an array of variances, float64."""
+        """(E[s^2], E[s'^2] or None, quadrature error or None) at an array of variances, float64.
+
+        Parameters
+        ----------
+        K : numpy.ndarray
+            Variances.
+        derivative : bool, default True
+            Also evaluate E[s'^2] (False: None in its place).
+
+        Returns
+        -------
+        T, Tdot : numpy.ndarray or None
+            E[s(u)^2] and E[s'(u)^2].
+        error : float or None
+            The largest quadrature error estimate (None: closed forms).
+
+        Examples
+        --------
+        Leaky ReLU with slope a = 1/10 for x < 0: E[s(u)^2] = (1 + a^2) k / 2, E[s'(u)^2] = (1 + a^2) / 2:
+
+        >>> import numpy as np
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> kk = np.array([0.5, 2.0])
+        >>> t, td, err = activation_kernels("leaky_relu(1/10)").diagonal(kk)
+        >>> bool(np.allclose(t, 1.01 * kk / 2, rtol=1e-14))
+        True
+        >>> bool(np.allclose(td, 1.01 / 2, rtol=1e-14)), err
+        (True, None)
+        """
         _, _, T, Tdot = self._f64
         t, et = T(K)
         if not derivative:
@@ -153,12 +265,54 @@ class ActivationKernels:
         return two(self.T), two(self.Tdot), one(self.T_diag), one(self.Tdot_diag)
 
     def offdiagonal_mp(self, a, b, c):
+        """(T, Tdot) at one covariance in mpmath, at the current ``mpmath.mp.dps``.
+
+        Parameters
+        ----------
+        a, b, c : mpmath.mpf
+            K11, K22, K12; |c| >= sqrt(a b) is treated as perfectly correlated.
+
+        Returns
+        -------
+        tuple of mpmath.mpf
+
+        Examples
+        --------
+        ReLU at orthogonal inputs: T = sqrt(a b) / (2 pi), Tdot = 1/4:
+
+        >>> import mpmath
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> with mpmath.workdps(40):
+        ...     t, td = activation_kernels("relu").offdiagonal_mp(mpmath.mpf(1), mpmath.mpf(2), mpmath.mpf(0))
+        ...     bool(abs(t - mpmath.sqrt(2) / (2 * mpmath.pi)) < mpmath.mpf(10)**-38), td == mpmath.mpf(1) / 4
+        (True, True)
+        """
         T, Tdot, _, _ = self._mp
         if c * c >= a * b:  # |rho| = 1 exactly: the diagonal forms apply (for c = +sqrt(ab) with a = b)
             c = mpmath.sign(c) * mpmath.sqrt(a * b)
         return mpmath.re(T(a, b, c)), mpmath.re(Tdot(a, b, c))
 
     def diagonal_mp(self, a, derivative: bool = True):
+        """(E[s^2], E[s'^2] or None) at one variance in mpmath, at the current ``mpmath.mp.dps``.
+
+        Parameters
+        ----------
+        a : mpmath.mpf
+            The variance.
+        derivative : bool, default True
+            Also evaluate E[s'^2].
+
+        Returns
+        -------
+        tuple
+
+        Examples
+        --------
+        >>> import mpmath
+        >>> from ntk_theory.recursions import activation_kernels
+        >>> activation_kernels("relu").diagonal_mp(mpmath.mpf(3))        # k / 2 and 1 / 2
+        (mpf('1.5'), mpf('0.5'))
+        """
         _, _, T, Tdot = self._mp
         return mpmath.re(T(a)), (mpmath.re(Tdot(a)) if derivative else None)
 
@@ -299,7 +453,18 @@ def _scales_as(expr: sp.Expr, alpha) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def activation_kernels(act) -> ActivationKernels:
-    """The (cached) Gaussian expectations of an activation (name, string, SymPy expression)."""
+    """The (cached) Gaussian expectations of an activation (name, string, SymPy expression).
+
+    Parameters
+    ----------
+    act : str, sympy.Expr or Activation
+        The activation (as :func:`ntk_theory.activations.activation` reads it).
+
+    Returns
+    -------
+    ActivationKernels
+        The same object for equal arguments (an LRU cache of 64).
+    """
     return ActivationKernels(activation(act))
 
 
@@ -311,7 +476,28 @@ C_W, C_b, lambda_b, lambda_W = sp.symbols("C_W C_b lambda_b lambda_W", nonnegati
 
 @dataclass(frozen=True)
 class LayerMap:
-    """The map (K, Theta) -> (K', Theta') of one hidden activation and the affine layer after it."""
+    """The map (K, Theta) -> (K', Theta') of one hidden activation and the affine layer after it.
+
+    Parameters
+    ----------
+    kernels : ActivationKernels
+        The activation's expectations T, Tdot.
+    C_W, C_b : float
+        The next layer's weight and bias variances (keyword-only).
+    lambda_b, lambda_W : float
+        The next layer's NTK learning-rate factors (keyword-only).
+
+    Examples
+    --------
+    ReLU: K' = C_b + C_W K / 2 on the diagonal:
+
+    >>> from ntk_theory.recursions import LayerMap, activation_kernels
+    >>> m = LayerMap(activation_kernels("relu"), C_W=2.0, C_b=0.1, lambda_b=0.1, lambda_W=2.0)
+    >>> print(m.text().splitlines()[2])
+    K' = C_W*K/2 + C_b
+    >>> m.symbolic(numeric=True)["K'"]
+    1.0*K + 0.1
+    """
 
     kernels: ActivationKernels
     _: KW_ONLY
@@ -322,7 +508,33 @@ class LayerMap:
 
     def symbolic(self, numeric: bool = False) -> dict:
         """SymPy equations for K' and Theta', off the diagonal and on it; with ``numeric=False`` the
-        constants stay symbols C_W, C_b, lambda_b, lambda_W."""
+        constants stay symbols C_W, C_b, lambda_b, lambda_W.
+
+        Parameters
+        ----------
+        numeric : bool, default False
+            Substitute the layer's numbers for C_W, C_b, lambda_b, lambda_W.
+
+        Returns
+        -------
+        dict
+            ``"K'_ab"``, ``"Theta'_ab"`` (in K_aa, K_bb, K_ab, Theta_ab), ``"K'"``, ``"Theta'"`` (in K, Theta)
+            -> SymPy expressions; an expectation without closed form appears as ``T(...)`` / ``Tdot(...)``.
+
+        Examples
+        --------
+        ReLU's diagonal NTK map, Theta' = lambda_b + lambda_W K / 2 + C_W Theta / 2:
+
+        >>> import sympy as sp
+        >>> from ntk_theory.recursions import LayerMap, activation_kernels
+        >>> m = LayerMap(activation_kernels("relu"), C_W=2.0, C_b=0.1, lambda_b=0.1, lambda_W=2.0)
+        >>> C_W, lambda_b, lambda_W, K, Theta = sp.symbols("C_W lambda_b lambda_W K Theta", real=True)
+        >>> eq = m.symbolic()["Theta'"]
+        >>> sorted(map(str, eq.free_symbols))
+        ['C_W', 'K', 'Theta', 'lambda_W', 'lambda_b']
+        >>> eq.subs({s: 1 for s in eq.free_symbols}) == 1 + sp.Rational(1, 2) + sp.Rational(1, 2)
+        True
+        """
         cw, cb, lb, lw = (self.C_W, self.C_b, self.lambda_b, self.lambda_W) if numeric else (C_W, C_b, lambda_b, lambda_W)
         out = {}
 
@@ -341,6 +553,18 @@ class LayerMap:
         return out
 
     def latex(self) -> str:
+        """The four equations of :meth:`symbolic` in a LaTeX ``aligned`` environment.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.recursions import KernelRecursion
+        >>> KernelRecursion("relu", 1).layer_maps()[0].latex().count("&=")
+        4
+        """
         eqs = self.symbolic()
         names = {"K'_ab": r"K'_{ab}", "Theta'_ab": r"\Theta'_{ab}", "K'": "K'", "Theta'": r"\Theta'"}
         rows = [rf"{names[n]} &= {display_latex(e)}" for n, e in eqs.items()]
@@ -350,4 +574,16 @@ class LayerMap:
         return f"${self.latex()}$"
 
     def text(self) -> str:
+        """The four equations of :meth:`symbolic` as plain text, one per line.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.recursions import KernelRecursion
+        >>> print(KernelRecursion("relu", 1).layer_maps()[0].text().splitlines()[3])
+        Theta' = C_W*Theta/2 + K*lambda_W/2 + lambda_b
+        """
         return "\n".join(f"{n} = {display_text(e)}" for n, e in self.symbolic().items())

@@ -10,7 +10,28 @@ import numpy as np
 @dataclass
 class KernelResult:
     """Output kernels with a note on how they were computed.  Iterating gives the quantities named in
-    ``get`` in that order (default ``nngp, ntk``), as neural-tangents' ``kernel_fn(..., get=(...))``."""
+    ``get`` in that order (default ``nngp, ntk``), as neural-tangents' ``kernel_fn(..., get=(...))``.
+
+    Parameters
+    ----------
+    nngp, ntk : numpy.ndarray
+        The (N1, N2) kernels (object arrays of mpmath.mpf from the mpmath evaluations).
+    info : dict, default {}
+        How they were computed (``quadrature_error``, ``evaluated_by``, ...).
+    get : tuple of str, default ('nngp', 'ntk')
+        The order of iteration.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.recursions import KernelResult
+    >>> r = KernelResult(np.eye(2), 2 * np.eye(2), get=("ntk", "nngp"))
+    >>> r
+    KernelResult(nngp (2, 2), ntk (2, 2))
+    >>> ntk, nngp = r
+    >>> float(ntk[0, 0]), float(nngp[0, 0])
+    (2.0, 1.0)
+    """
 
     nngp: np.ndarray
     ntk: np.ndarray
