@@ -44,6 +44,7 @@ import numpy as np
 from ..blocks import FORMAT, DistributedUnavailable, StoreMismatch, Tiling, open_store, require, tiled
 from ..recursions import KernelResult
 from ..recursions.result import check_get
+from ..recursions.spatial import require_vector_output
 from .tiles import as_inputs, description_of, tile_evaluator
 
 __all__ = ["blocked_kernel", "open_blocked", "Tiling", "DistributedUnavailable", "StoreMismatch", "require",
@@ -52,7 +53,21 @@ __all__ = ["blocked_kernel", "open_blocked", "Tiling", "DistributedUnavailable",
 
 class BlockedKernelResult(KernelResult):
     """A :class:`~ntk_theory.recursions.KernelResult` whose arrays may be zarr arrays on disk, and None for a
-    quantity not requested."""
+    quantity not requested.
+
+    Parameters
+    ----------
+    nngp, ntk : ndarray, zarr array or None
+        (N1, N2).
+    info : dict
+        The run's account (:func:`blocked_kernel`).
+    get : tuple of str, default ('nngp', 'ntk')
+        The quantities requested.
+
+    Examples
+    --------
+    See :func:`blocked_kernel`.
+    """
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n} {getattr(self, n).shape}" for n in self.get)
@@ -62,7 +77,37 @@ class BlockedKernelResult(KernelResult):
 
 def open_blocked(path) -> BlockedKernelResult:
     """The kernel in a Zarr store written by :func:`blocked_kernel` (or ``kernel_fn(..., chunks=, out=)``), as
-    zarr arrays (read lazily); ValueError if the store is incomplete (tiles without a completion marker)."""
+    zarr arrays (read lazily); ValueError if the store is incomplete (tiles without a completion marker).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The Zarr directory.
+
+    Returns
+    -------
+    BlockedKernelResult
+
+    Raises
+    ------
+    ValueError
+        If the store is incomplete or not a blocked kernel.
+    DistributedUnavailable
+        Without zarr.
+
+    Examples
+    --------
+    Reading back a store (its kernel compiled first, so not run as a doctest):
+
+    >>> import numpy as np, tempfile
+    >>> from ntk_theory.recursions import KernelRecursion
+    >>> rec = KernelRecursion("relu", 2, C_W=2.0, C_b=0.0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> path = tempfile.mkdtemp() + "/K.zarr"
+    >>> _ = blocked_kernel(rec, X, chunks=2, store=path, scheduler="synchronous", progress=False)  # doctest: +SKIP
+    >>> bool(np.allclose(open_blocked(path).ntk[:], rec(X).ntk))                                # doctest: +SKIP
+    True
+    """
     require("zarr")
     arrays, attrs = open_store(path)
     names = tuple(attrs["get"])
@@ -82,12 +127,61 @@ def blocked_kernel(description_or_mlp, X1, X2=None, *, chunks, get=("nngp", "ntk
     float64 or float32 for the stored result (arithmetic is float64).  ``on_tile``: called in this process with
     each finished tile's summary (``tile``, ``seconds``, ``quadrature_error``, ``pid``).
     ``info``: ``tiles`` (all), ``computed`` (tiles run by this call), ``skipped`` (found in the store),
-    ``tile_seconds`` (summed task time), ``seconds`` (wall), ``scheduler``, ``quadrature_error``, ``store``."""
+    ``tile_seconds`` (summed task time), ``seconds`` (wall), ``scheduler``, ``quadrature_error``, ``store``.
+
+    Parameters
+    ----------
+    description_or_mlp : Network, Layer, CompiledKernel, KernelRecursion or CompiledGraphKernel
+    X1 : array_like
+        (N1, d) or images.
+    X2 : array_like, optional
+        (N2, d); None: X1 (the symmetric path, upper tiles only).
+    chunks : int
+        The tile size.
+    get : str or tuple of str, default ('nngp', 'ntk')
+    store : str or path-like, optional
+        A Zarr directory.
+    scheduler : str or Client, optional
+        ``"local"`` (a LocalCluster), ``"tcp://..."``, a ``distributed.Client``, or Dask's ``"threads"``,
+        ``"processes"``, ``"synchronous"``.
+    workers : int, optional
+    progress : bool, default True
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+    threads_per_task : int, default 1
+    on_tile : callable, optional
+
+    Returns
+    -------
+    BlockedKernelResult
+
+    Raises
+    ------
+    DistributedUnavailable
+        Without the ``distributed`` extra.
+    StoreMismatch
+        If ``store`` holds another kernel.
+    ValueError
+        If an argument is invalid.
+
+    Examples
+    --------
+    The blocked kernel equals the in-memory one (the compiled kernel runs in each tile, so this is not run
+    as a doctest; ``scheduler="synchronous"`` runs the tasks in this process):
+
+    >>> import numpy as np
+    >>> from ntk_theory.recursions import KernelRecursion
+    >>> rec = KernelRecursion("relu", 2, C_W=2.0, C_b=0.0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> K = blocked_kernel(rec, X, chunks=2, scheduler="synchronous", progress=False)   # doctest: +SKIP
+    >>> bool(np.allclose(K.nngp, rec(X).nngp)), K.info["tiles"]                          # doctest: +SKIP
+    (True, 6)
+    """
     names = check_get(get)
     X1 = as_inputs(X1, "X1")
     X2 = None if X2 is None else as_inputs(X2, "X2", like=X1)
     evaluator = tile_evaluator(description_or_mlp, X1.ndim)
     description, _ = description_of(description_or_mlp)
+    require_vector_output(description, X1, "a blocked kernel (tiles of an (N1, N2) kernel)")
     meta = {"description": repr(description), "evaluator": type(evaluator).__name__,
             "options": [list(o) for o in evaluator.options]}
     res = tiled(evaluator, X1, X2, chunks=chunks, names=names, store=store, meta=meta, scheduler=scheduler,

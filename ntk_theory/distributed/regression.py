@@ -46,12 +46,33 @@ CONDITION_WARNING = 1e12
 
 
 class SingularKernel(ValueError):
-    """The regularised kernel is numerically singular (not positive definite in float64, or CG stalls)."""
+    """The regularised kernel is numerically singular (not positive definite in float64, or CG stalls).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> try:
+    ...     kernel_regression(np.ones((2, 2)), [1.0, -1.0], chunks=1, scheduler="synchronous")
+    ... except SingularKernel as exc:
+    ...     print(str(exc)[:37])
+    the kernel is numerically singular (t
+    """
 
 
 @dataclass
 class Posterior:
-    """``mean`` (M[, O]) and ``variance`` (M,) (None without test variances), ``info``: the solver's account."""
+    """``mean`` (M[, O]) and ``variance`` (M,) (None without test variances), ``info``: the solver's account.
+
+    Parameters
+    ----------
+    mean : ndarray
+    variance : ndarray or None
+    info : dict
+
+    Examples
+    --------
+    See :func:`kernel_regression`.
+    """
 
     mean: np.ndarray
     variance: np.ndarray | None
@@ -76,7 +97,39 @@ def as_dask(K, chunks=None):
 def kernel_operator(description, X, *, chunks: int, get: str = "ntk"):
     """The kernel of ``description`` at X (N, d) as a lazy dask array whose tiles are recomputed by the
     compiled kernel each time they are read (matrix-free; the lower tiles are the transposes of the upper
-    ones, each computed once per read)."""
+    ones, each computed once per read).
+
+    Parameters
+    ----------
+    description : Network, Layer, CompiledKernel or KernelRecursion
+    X : array_like
+        (N, d).
+    chunks : int
+        The tile size.
+    get : {'ntk', 'nngp'}, default 'ntk'
+
+    Returns
+    -------
+    dask.array.Array
+        (N, N), lazy.
+
+    Raises
+    ------
+    ValueError
+        If ``get`` is neither 'nngp' nor 'ntk'.
+
+    Examples
+    --------
+    Reading it computes the tiles (compiled kernel: not run as a doctest):
+
+    >>> import numpy as np
+    >>> from ntk_theory.recursions import KernelRecursion
+    >>> rec = KernelRecursion("relu", 2, C_W=2.0, C_b=0.0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> A = kernel_operator(rec, X, chunks=2)                                   # doctest: +SKIP
+    >>> bool(np.allclose(A.compute(scheduler="synchronous"), rec(X).ntk))      # doctest: +SKIP
+    True
+    """
     dask, da = require("dask", "dask.array")
     from .tiles import as_inputs, tile_evaluator
 
@@ -104,7 +157,31 @@ class NystromPreconditioner:
     (uniform without replacement, ``seed``): C = K[:, S], W = K[S, S] + nu I (nu = eps N trace(W)/m, a shift for
     a stable factorisation), B = C chol(W)^-T = U Sigma V^T, lam = max(Sigma^2 - nu, 0);
     P^-1 v = (lam_m + mu) U (diag(lam) + mu)^-1 U^T v + (I - U U^T) v (Frangella, Tropp and Udell's randomized
-    Nystrom preconditioner).  ``mu`` > 0 (the regularisation r)."""
+    Nystrom preconditioner).  ``mu`` > 0 (the regularisation r).
+
+    Parameters
+    ----------
+    columns : ndarray
+        (N, m) the kernel's landmark columns K[:, S].
+    landmarks : ndarray
+        (m,) the landmark indices S.
+    mu : float
+        The regularisation, > 0.
+
+    Examples
+    --------
+    For a kernel of exact rank m, P^-1 (K + mu I) has the eigenvalue lam_m + mu on K's range and mu off it
+    (lam_m the smallest nonzero eigenvalue of K):
+
+    >>> import numpy as np
+    >>> F = np.random.default_rng(0).standard_normal((6, 2)); K = F @ F.T
+    >>> P = NystromPreconditioner(K[:, [0, 1]], np.array([0, 1]), 0.1)
+    >>> A = K + 0.1 * np.eye(6)
+    >>> ev = np.sort(np.linalg.eigvals(P(A)).real)
+    >>> lam_m = np.linalg.eigvalsh(K)[-2]
+    >>> P.rank, bool(np.allclose(ev, [0.1] * 4 + [lam_m + 0.1] * 2))
+    (2, True)
+    """
 
     def __init__(self, columns: np.ndarray, landmarks: np.ndarray, mu: float):
         from scipy.linalg import cholesky, solve_triangular
@@ -136,7 +213,39 @@ def conjugate_gradient(matvec, B: np.ndarray, precondition=None, tol: float = 1e
     preconditioned conjugate gradients, one recurrence per column sharing each product.  Stops when
     ||B_j - A X_j|| <= tol ||B_j|| for every column j (the recursively updated residual, checked at the end
     against a true residual).  Returns (X, info) with ``iterations`` and ``residual`` (largest relative true
-    residual); :class:`SingularKernel` when ``maxiter`` is reached first."""
+    residual); :class:`SingularKernel` when ``maxiter`` is reached first.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``matvec(V) -> A V`` for (N, k) V.
+    B : ndarray
+        (N, k) right-hand sides.
+    precondition : callable, optional
+        ``P^-1 R`` (e.g. :class:`NystromPreconditioner`).
+    tol : float, default 1e-12
+    maxiter : int, default 1000
+
+    Returns
+    -------
+    X : ndarray
+    info : dict
+
+    Raises
+    ------
+    SingularKernel
+        If ``maxiter`` iterations do not converge.
+
+    Examples
+    --------
+    In exact arithmetic CG solves an N x N system in N steps:
+
+    >>> import numpy as np
+    >>> A = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> X, info = conjugate_gradient(lambda V: A @ V, np.eye(2))
+    >>> bool(np.allclose(X, np.linalg.inv(A))), info["iterations"]
+    (True, 2)
+    """
     B = np.asarray(B, dtype=np.float64)
     vector = B.ndim == 1
     B = B.reshape(len(B), -1)
@@ -188,7 +297,55 @@ def kernel_regression(k_train_train, y_train, k_test_train=None, k_test_test=Non
     (or the (M, M) test kernel, whose diagonal is used).  ``method``: "cholesky" or "cg" (``tol``, ``maxiter``,
     Nystrom ``rank`` and ``seed`` of its landmarks; ``in_memory``: read the kernel once into memory for the
     products instead of tile by tile at each iteration).  ``scheduler``: passed to ``dask.compute`` (None: Dask's
-    default, a ``distributed.Client`` if one is active)."""
+    default, a ``distributed.Client`` if one is active).
+
+    Parameters
+    ----------
+    k_train_train : array_like
+        (N, N) numpy, zarr or dask.
+    y_train : array_like
+        (N,) or (N, O).
+    k_test_train : array_like, optional
+        (M, N).
+    k_test_test : array_like, optional
+        (M,) or (M, M).
+    diag_reg : float, default 0.0
+    diag_reg_absolute_scale : bool, default False
+        As :func:`ntk_theory.dynamics.ensemble`: r = diag_reg (True) or diag_reg trace(K) / N.
+    method : {'cholesky', 'cg'}, default 'cholesky'
+    chunks : int, optional
+        Tiles of a numpy kernel.
+    tol : float, default 1e-12
+    maxiter : int, default 1000
+    rank : int, default 500
+    seed : int, default 0
+    in_memory : bool, default False
+    scheduler : optional
+
+    Returns
+    -------
+    Posterior
+
+    Raises
+    ------
+    SingularKernel
+        If K + r I is numerically singular.
+    ValueError
+        If the shapes do not match or an argument is invalid.
+
+    Examples
+    --------
+    The GP posterior written out: mean k K^-1 y, variance k(x, x) - k K^-1 k^T, by both solvers:
+
+    >>> import numpy as np
+    >>> K = np.array([[2.0, 1.0], [1.0, 2.0]]); y = np.array([1.0, -1.0]); k = np.array([[1.0, 0.5]])
+    >>> for method in ("cholesky", "cg"):
+    ...     post = kernel_regression(K, y, k, [2.0], method=method, rank=1, chunks=1, scheduler="synchronous")
+    ...     print(bool(np.allclose(post.mean, k @ np.linalg.solve(K, y))),
+    ...           bool(np.allclose(post.variance, 2.0 - k @ np.linalg.solve(K, k.T))))
+    True True
+    True True
+    """
     dask, da = require("dask", "dask.array")
     A = as_dask(k_train_train, chunks)
     N = A.shape[0]

@@ -60,7 +60,36 @@ BY_RANK = COMPILED_TILES
 
 
 def tile_evaluator(obj, rank: int):
-    """The tile evaluator of ``obj`` (see :func:`description_of`) for inputs of ``rank`` axes."""
+    """The tile evaluator of ``obj`` (see :func:`description_of`) for inputs of ``rank`` axes.
+
+    Parameters
+    ----------
+    obj : Network, Layer, CompiledKernel, KernelRecursion or CompiledGraphKernel
+    rank : int
+        Axes of the inputs: 2 for vectors (N, d), 3 or 4 for images.
+
+    Returns
+    -------
+    object
+        ``evaluator(A, B) -> {name: tile}`` (B None: the symmetric tile of A), picklable.
+
+    Raises
+    ------
+    ValueError
+        For another rank.
+
+    Examples
+    --------
+    An MLP's recursion is evaluated through its description (compiled on first use: not run as a doctest):
+
+    >>> import numpy as np
+    >>> from ntk_theory.recursions import KernelRecursion
+    >>> rec = KernelRecursion("relu", 2, C_W=2.0, C_b=0.0)
+    >>> X = np.random.default_rng(0).standard_normal((4, 3))
+    >>> ev = tile_evaluator(rec, 2)                                      # doctest: +SKIP
+    >>> bool(np.allclose(ev(X[:2], X[2:])["ntk"], rec(X[:2], X[2:]).ntk))   # doctest: +SKIP
+    True
+    """
     description, options = description_of(obj)
     if rank not in BY_RANK:
         raise ValueError(f"inputs must be vectors (N, d) or images (N, W, C) / (N, H, W, C); got {rank} axes")

@@ -47,7 +47,35 @@ def _value(fn):
 class DaskMap:
     """``map(fn, chunks) -> [fn(c) for c in chunks]`` with the chunks joined into Dask tasks of at least
     ``chunks`` sets each (module docstring); a context manager holding the scheduler between calls (one
-    call per layer), or opened and closed per call when used outside a ``with`` block."""
+    call per layer), or opened and closed per call when used outside a ``with`` block.
+
+    Parameters
+    ----------
+    scheduler : str or Client, optional
+        As :func:`~ntk_theory.distributed.blocked_kernel`.
+    chunks : int, optional
+        At least this many sets per task (None: one chunk per task).
+    workers : int, optional
+
+    Raises
+    ------
+    ValueError
+        If ``chunks`` is not a positive integer.
+    DistributedUnavailable
+        Without dask and distributed.
+
+    Examples
+    --------
+    ``fn`` takes a chunk of set indices and returns arrays with one row per set; the chunks of a task are
+    joined and the results split back:
+
+    >>> import numpy as np
+    >>> with DaskMap("synchronous", chunks=2) as m:
+    ...     out = m(lambda idx: (idx * 10,), [[0, 1], [2], [3, 4, 5]])
+    ...     units = m.units([[0, 1], [2], [3, 4, 5]])
+    >>> [a.tolist() for (a,) in out], units, m.tasks
+    ([[0, 10], [20], [30, 40, 50]], [[0], [1, 2]], 2)
+    """
 
     def __init__(self, scheduler=None, *, chunks=None, workers=None):
         if chunks is not None and not (isinstance(chunks, (int, np.integer)) and chunks >= 1):
@@ -69,7 +97,21 @@ class DaskMap:
 
     def units(self, chunks) -> list:
         """Consecutive chunks joined: a list of lists of chunk positions, each of at least ``self.chunks`` sets
-        (the last one possibly fewer)."""
+        (the last one possibly fewer).
+
+        Parameters
+        ----------
+        chunks : list of array_like
+            Chunks of set indices.
+
+        Returns
+        -------
+        list of list of int
+
+        Examples
+        --------
+        See :class:`DaskMap`.
+        """
         units, current, size = [], [], 0
         for i, c in enumerate(chunks):
             current.append(i)
@@ -112,7 +154,24 @@ class DaskMap:
 
 def dask_map(scheduler=None, *, chunks=None, workers=None) -> DaskMap:
     """A :class:`DaskMap` for ``FiniteWidthRecursion.tensors(X, map=...)`` (and the ``map`` of
-    :func:`ntk_theory.gaussian.fourpoint.four_point_moments`); use it in a ``with`` block."""
+    :func:`ntk_theory.gaussian.fourpoint.four_point_moments`); use it in a ``with`` block.
+
+    Parameters
+    ----------
+    scheduler : str or Client, optional
+    chunks : int, optional
+    workers : int, optional
+
+    Returns
+    -------
+    DaskMap
+
+    Examples
+    --------
+    >>> with dask_map("synchronous") as m:
+    ...     [a.tolist() for (a,) in m(lambda idx: (idx + 1,), [[0, 1], [2]])]
+    [[1, 2], [3]]
+    """
     return DaskMap(scheduler, chunks=chunks, workers=workers)
 
 
@@ -124,7 +183,46 @@ def finite_width_tensors(recursion_or_activation, X, *, depth=None, tol: float =
     ``recursion_or_activation``: a :class:`~ntk_theory.finite_width.FiniteWidthRecursion`, or an activation
     with ``depth`` and the recursion's keyword ``options`` (``C_W``, ``C_b``, ``param``, ``widths``).
     ``chunks``: sets per task (None: the integrator's chunks, one set of three or four variables or 16
-    smaller ones per task).  ``scheduler``/``workers`` as in :mod:`.blocked`."""
+    smaller ones per task).  ``scheduler``/``workers`` as in :mod:`.blocked`.
+
+    Parameters
+    ----------
+    recursion_or_activation : FiniteWidthRecursion or str
+    X : array_like
+        (N, n_0).
+    depth : int, optional
+        With an activation.
+    tol : float, default 1e-10
+    scheduler : str or Client, optional
+    chunks : int, optional
+    workers : int, optional
+    progress : bool or None, default None
+    **options
+        ``C_W``, ``C_b``, ``param``, ``widths`` of the recursion.
+
+    Returns
+    -------
+    list
+        The per-layer states, as ``FiniteWidthRecursion.tensors``.
+
+    Raises
+    ------
+    ValueError
+        Without ``depth`` for an activation, or with options for a recursion.
+
+    Examples
+    --------
+    Equal to the in-process tensors (the recursion's derivation is not run as a doctest):
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> X = np.array([[1.0, 0.0], [0.6, 0.8]])
+    >>> states = finite_width_tensors("tanh", X, depth=2, C_W=1.5, scheduler="synchronous",
+    ...                               progress=False)                                       # doctest: +SKIP
+    >>> local = FiniteWidthRecursion("tanh", 2, C_W=1.5).tensors(X, progress=False)        # doctest: +SKIP
+    >>> bool(np.array_equal(states[-1].V, local[-1].V))                                        # doctest: +SKIP
+    True
+    """
     from ..finite_width import FiniteWidthRecursion
 
     rec = recursion_or_activation
