@@ -107,22 +107,18 @@ class DNTKStatistics(WidthStatistics):
         value = self.max_abs_z(z)
         return bool(np.isfinite(value) and value < sigmas)
 
-    def table(self, names=None, max_rows: int = 10) -> str:
-        """The estimates as text (:meth:`~ntk_theory.montecarlo.EstimateTable.rows`) under a heading with the set-up.
+    table_rows = 10
 
-        Parameters
-        ----------
-        names : list of str, optional
-        max_rows : int, default 10
+    def heading(self) -> list:
+        """The set-up line above :meth:`~ntk_theory.montecarlo.estimate.NetworkEstimates.table`'s estimates.
 
         Returns
         -------
-        str
+        list of str
         """
         i = self.info
-        head = (f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, n = {i['n']}, C_W={i['C_W'][-1]}, "
-                f"C_b={i['C_b'][-1]}, param={i['param']!r}, {i['outputs']} readout neurons, {i['seconds']:.1f} s)")
-        return "\n".join([head] + self.rows(names, max_rows))
+        return [f"{i['samples']} networks ({i['activation']}, depth {i['depth']}, n = {i['n']}, C_W={i['C_W'][-1]}, "
+                f"C_b={i['C_b'][-1]}, param={i['param']!r}, {i['outputs']} readout neurons, {i['seconds']:.1f} s)"]
 
     def __repr__(self) -> str:
         i = self.info

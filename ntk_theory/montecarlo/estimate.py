@@ -351,6 +351,35 @@ class NetworkEstimates(EstimateTable):
     X: Array
     info: dict = field(default_factory=dict)
 
+    #: how many distinct entries per estimate :meth:`table` shows by default
+    table_rows: ClassVar[int] = 12
+
+    def heading(self) -> list:
+        """The lines :meth:`table` prints above the estimates: the run's set-up (none here; subclasses say theirs).
+
+        Returns
+        -------
+        list of str
+        """
+        return []
+
+    def table(self, names=None, max_rows: int | None = None) -> str:
+        """The estimates as text (:meth:`~ntk_theory.montecarlo.EstimateTable.rows`) under :meth:`heading`.
+
+        Parameters
+        ----------
+        names : list of str, optional
+            The estimates to show (default: all).
+        max_rows : int, optional
+            Distinct entries per estimate (default: :attr:`table_rows`).
+
+        Returns
+        -------
+        str
+        """
+        rows = self.rows(names, self.table_rows if max_rows is None else max_rows)
+        return "\n".join(self.heading() + rows)
+
 
 class WidthStatistics(NetworkEstimates):
     """The estimates of one Monte Carlo run at one width: ``estimates`` {name: :class:`Estimate`}, the inputs

@@ -182,17 +182,15 @@ class LayerStatistics(FiniteWidthTable, WidthStatistics):
     See :func:`layer_statistics`.
     """
 
-    def table(self, names=None, max_rows: int = 10) -> str:
-        """The estimates as text under a heading with the set-up and the sampling rate.
+    table_rows = 10
 
-        Parameters
-        ----------
-        names : list of str, optional
-        max_rows : int, default 10
+    def heading(self) -> list:
+        """The set-up and sampling-rate lines above :meth:`~ntk_theory.montecarlo.estimate.NetworkEstimates.table`'s
+        estimates.
 
         Returns
         -------
-        str
+        list of str
         """
         i = self.info
         lines = [
@@ -202,7 +200,7 @@ class LayerStatistics(FiniteWidthTable, WidthStatistics):
         ]
         status = i.get("control_variates", {})
         lines += [f"  T controls off: {status[k]}" for k in ("layer1_off", "per_network_off") if k in status]
-        return "\n".join(lines + self.rows(names, max_rows))
+        return lines
 
     def __repr__(self) -> str:
         i = self.info

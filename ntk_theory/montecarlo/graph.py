@@ -157,21 +157,16 @@ class GraphMonteCarlo(NetworkEstimates):
         """
         return "pair"
 
-    def table(self, max_rows: int = 12) -> str:
-        """The estimates as text under a heading with the set-up.
-
-        Parameters
-        ----------
-        max_rows : int, default 12
+    def heading(self) -> list:
+        """The set-up line above :meth:`~ntk_theory.montecarlo.estimate.NetworkEstimates.table`'s estimates.
 
         Returns
         -------
-        str
+        list of str
         """
         i = self.info
-        head = (f"Monte Carlo over {i.get('samples')} networks of {i.get('network')} (sampler={i.get('sampler')!r}, "
-                f"{i.get('batches')} batches, seed={i.get('seed')}, {i.get('seconds', 0):.2f} s)")
-        return "\n".join([head] + self.rows(max_rows=max_rows))
+        return [f"Monte Carlo over {i.get('samples')} networks of {i.get('network')} (sampler={i.get('sampler')!r}, "
+                f"{i.get('batches')} batches, seed={i.get('seed')}, {i.get('seconds', 0):.2f} s)"]
 
     def __repr__(self) -> str:
         return f"<GraphMonteCarlo: {self.info.get('samples')} networks, N={self.X.shape[0]}; {', '.join(self.estimates)}>"

@@ -100,23 +100,18 @@ class MonteCarloResult(NetworkEstimates):
         return ESTIMATES.get(name, ("", "full"))[1]
 
     # -------------------------------------------------------------- display
-    def table(self, max_rows: int = 12) -> str:
-        """A text table of the distinct entries of every estimate: value +- standard error.
-
-        Parameters
-        ----------
-        max_rows : int, default 12
+    def heading(self) -> list:
+        """The set-up line above :meth:`~ntk_theory.montecarlo.estimate.NetworkEstimates.table`'s estimates.
 
         Returns
         -------
-        str
+        list of str
         """
         info = self.info
-        head = (f"Monte Carlo over {info.get('samples')} networks "
+        return [f"Monte Carlo over {info.get('samples')} networks "
                 f"({info.get('activation')}, widths {info.get('widths')}, C_W={info.get('C_W')}, "
                 f"C_b={info.get('C_b')}, param={info.get('param')!r}, sampler={info.get('sampler')!r}, "
-                f"{info.get('batches')} batches, seed={info.get('seed')}, {info.get('seconds', 0):.2f} s)")
-        return "\n".join([head] + self.rows(max_rows=max_rows))
+                f"{info.get('batches')} batches, seed={info.get('seed')}, {info.get('seconds', 0):.2f} s)"]
 
     def __repr__(self) -> str:
         names = ", ".join(self.estimates)
