@@ -22,7 +22,28 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Quantity:
     """One name of the vocabulary: ``symbol`` (plain text), ``meaning`` (a formula), ``order`` ('1', '1/n'
-    or '' for metadata) and ``shape``."""
+    or '' for metadata) and ``shape``.
+
+    Parameters
+    ----------
+    name : str
+        The key under which the quantity is returned or stored.
+    symbol : str
+        Its symbol, plain text.
+    meaning : str
+        Its definition, a formula in the module's conventions.
+    order : {'1', '1/n', ''}
+        The power of 1/n of its leading term ('' for metadata).
+    shape : str
+        The shape of its array, e.g. ``'(N1, N2)'``.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import QUANTITIES, Quantity
+    >>> q = QUANTITIES["ntk_correction"]
+    >>> isinstance(q, Quantity), q.symbol, q.order, q.shape
+    (True, 'Theta1', '1/n', '(N, N)')
+    """
 
     name: str
     symbol: str
@@ -31,7 +52,18 @@ class Quantity:
     shape: str
 
     def line(self) -> str:
-        """``name (symbol, order 1/n)`` (for help texts)."""
+        """``name (symbol, order 1/n)`` (for help texts).
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.quantities import quantity
+        >>> quantity("nngp").line(), quantity("ntk_correction").line()
+        ('nngp (K)', 'ntk_correction (Theta1, order 1/n)')
+        """
         inner = ", ".join(p for p in (self.symbol, "order 1/n" if self.order == "1/n" else "") if p)
         return f"{self.name} ({inner})" if inner else self.name
 
@@ -115,11 +147,48 @@ STDERR_SUFFIX = "_stderr"
 
 
 class UnknownQuantity(ValueError):
-    """A name outside the vocabulary (the message names it and where it was used)."""
+    """A name outside the vocabulary (the message names it and where it was used).
+
+    A :class:`ValueError`, raised by :func:`quantity` and :func:`check_names`.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import UnknownQuantity, quantity
+    >>> try:
+    ...     quantity("ntk_varaince")
+    ... except UnknownQuantity as error:
+    ...     print(isinstance(error, ValueError), error)
+    True 'ntk_varaince' is not a quantity of ntk_theory.quantities
+    """
 
 
 def quantity(name: str) -> Quantity:
-    """The :class:`Quantity` of ``name`` (``NAME_stderr``: the standard error of NAME's estimate)."""
+    """The :class:`Quantity` of ``name`` (``NAME_stderr``: the standard error of NAME's estimate).
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`QUANTITIES`, optionally with the suffix ``_stderr``.
+
+    Returns
+    -------
+    Quantity
+        The entry; for ``NAME_stderr`` one derived from NAME's (symbol ``stderr(...)``, same order and shape).
+
+    Raises
+    ------
+    UnknownQuantity
+        If the name (without the suffix) is not in the vocabulary.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import quantity
+    >>> quantity("nngp").symbol
+    'K'
+    >>> q = quantity("ntk_correction_stderr")
+    >>> q.symbol, q.meaning, q.order
+    ('stderr(Theta1)', 'standard error of the estimate of ntk_correction', '1/n')
+    """
     base = name.removesuffix(STDERR_SUFFIX)
     try:
         q = QUANTITIES[base]
@@ -131,7 +200,29 @@ def quantity(name: str) -> Quantity:
 
 
 def check_names(names, where: str) -> None:
-    """None if every name is in the vocabulary, else an :class:`UnknownQuantity` naming the others."""
+    """None if every name is in the vocabulary, else an :class:`UnknownQuantity` naming the others.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The names used (``_stderr`` suffixes allowed).
+    where : str
+        What uses them, for the message.
+
+    Raises
+    ------
+    UnknownQuantity
+        Naming every name outside the vocabulary.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import check_names
+    >>> check_names(["nngp", "ntk", "ntk_correction_stderr"], "my table")      # fine: None
+    >>> check_names(["nngp", "kernel", "Theta"], "my table")
+    Traceback (most recent call last):
+    ...
+    ntk_theory.quantities.UnknownQuantity: my table uses names outside ntk_theory.quantities: kernel, Theta
+    """
     bad = []
     for n in names:
         try:
@@ -143,12 +234,48 @@ def check_names(names, where: str) -> None:
 
 
 def describe(names, sep: str = ", ") -> str:
-    """The help-text form of several names: ``nngp (K), ntk (Theta), ...``."""
+    """The help-text form of several names: ``nngp (K), ntk (Theta), ...``.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Names of the vocabulary.
+    sep : str, default ', '
+        The separator.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    UnknownQuantity
+        If a name is not in the vocabulary.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import describe
+    >>> describe(["nngp", "ntk", "nngp_correction"])
+    'nngp (K), ntk (Theta), nngp_correction (K1, order 1/n)'
+    """
     return sep.join(quantity(n).line() for n in names)
 
 
 def table() -> str:
-    """The vocabulary as a plain-text table."""
+    """The vocabulary as a plain-text table.
+
+    Returns
+    -------
+    str
+        A header line, then one line per quantity: name, symbol, order, shape, meaning.
+
+    Examples
+    --------
+    >>> from ntk_theory.quantities import QUANTITIES, table
+    >>> lines = table().splitlines()
+    >>> lines[0].split()[:4], len(lines) == 1 + len(QUANTITIES)
+    (['name', 'symbol', 'order', 'shape'], True)
+    """
     rows = [f"{'name':22s} {'symbol':16s} {'order':5s} {'shape':28s} meaning"]
     rows += [f"{q.name:22s} {q.symbol:16s} {q.order:5s} {q.shape:28s} {q.meaning}" for q in _TABLE]
     return "\n".join(rows)

@@ -25,18 +25,6 @@ PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "co
 
 #: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
 EXCEPTIONS: dict[str, set[str]] = {
-    "ntk_theory.codegen.CompiledKernel": {'Examples', 'Parameters'},
-    "ntk_theory.codegen.compiled_kernel": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.jit.NumbaPrinter": {'Examples', 'Parameters'},
-    "ntk_theory.jit.build_functions": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.jit.function_source": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.jit.numba_code": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.quantities.Quantity": {'Examples', 'Parameters'},
-    "ntk_theory.quantities.UnknownQuantity": {'Examples'},
-    "ntk_theory.quantities.check_names": {'Examples', 'Parameters'},
-    "ntk_theory.quantities.describe": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.quantities.quantity": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.quantities.table": {'Examples', 'Returns'},
     "ntk_theory.criticality.Criticality": {'Examples', 'Parameters'},
     "ntk_theory.criticality.CriticalPoint": {'Examples', 'Parameters'},
     "ntk_theory.criticality.FixedPoint": {'Examples', 'Parameters'},

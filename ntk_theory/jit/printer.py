@@ -14,7 +14,22 @@ from sympy.printing.pycode import PythonCodePrinter
 
 
 class NumbaPrinter(PythonCodePrinter):
-    """SymPy's Python printer with the toolkit's functions and plain names for symbols."""
+    """SymPy's Python printer with the toolkit's functions and plain names for symbols.
+
+    Parameters
+    ----------
+    settings : dict or None, default None
+        SymPy printer settings (:func:`numba_code` uses ``{"standard": "python3",
+        "fully_qualified_modules": True}``).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from ntk_theory.jit import NumbaPrinter
+    >>> z = sp.Symbol("z", real=True)
+    >>> NumbaPrinter().doprint(sp.Max(z, 1, -z))
+    'max(max(1.0, z), -z)'
+    """
 
     def _print_det2(self, e):
         return "det2(" + ", ".join(self._print(a) for a in e.args) + ")"
@@ -48,5 +63,32 @@ class NumbaPrinter(PythonCodePrinter):
 
 
 def numba_code(expr: sp.Expr) -> str:
-    """Python source of ``expr`` that ``numba.njit`` compiles (see the module docstring)."""
+    """Python source of ``expr`` that ``numba.njit`` compiles (see the module docstring).
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        The expression.
+
+    Returns
+    -------
+    str
+        A Python expression over the expression's symbols (by name) and ``math``.
+
+    Examples
+    --------
+    The printed code, evaluated as Python, equals SymPy's value (Heaviside(0) = 1/2):
+
+    >>> import math
+    >>> import sympy as sp
+    >>> from ntk_theory.jit import numba_code
+    >>> z = sp.Symbol("z", real=True)
+    >>> e = sp.tanh(z) * sp.Max(z, 0) + sp.Heaviside(z)
+    >>> numba_code(e)
+    'math.tanh(z)*max(0.0, z) + (1.0 if z > 0 else (0.0 if z < 0 else 0.5))'
+    >>> [eval(numba_code(e), {"math": math, "z": v}) == float(e.subs(z, v)) for v in (0.3, -0.3)]
+    [True, True]
+    >>> eval(numba_code(sp.Heaviside(z)), {"z": 0.0})
+    0.5
+    """
     return NumbaPrinter({"standard": "python3", "fully_qualified_modules": True}).doprint(expr)
