@@ -2,6 +2,7 @@
 inputs of dimension 16.
 
     python benchmarks/bench_distributed.py overhead            (N = 4000: in-memory vs the Dask path)
+    python benchmarks/bench_distributed.py scaling --n 8000    (in memory, CPU-bound: 1 vs 2 workers)
     python benchmarks/bench_distributed.py large --n 20000     (NNGP+NTK to Zarr, 2 and 1 workers; --workers)
     python benchmarks/bench_distributed.py regression --n 20000 (blocked Cholesky and CG on the large store)
 
@@ -93,6 +94,8 @@ def inputs(n, seed=0):
 
 
 def overhead(args, rows):
+    """N = 4000: the in-memory compiled kernel and the Dask paths measured in turn (interleaved, so the
+    shared machine's load hits both alike), best of ``args.repeat`` each."""
     from ntk_theory.codegen.graph import compiled_graph_kernel
     from ntk_theory.distributed import blocked_kernel
 
@@ -100,32 +103,57 @@ def overhead(args, rows):
     X = inputs(N)
     kern = compiled_graph_kernel(net)
     kern.evaluate(X[:50])
-    best = min(_timed(lambda: kern.evaluate(X)) for _ in range(3))
-    rows.append({"section": "overhead", "what": f"in-memory compiled kernel (Numba, {os.cpu_count()} threads)", "N": N,
-                 "seconds": best, "load": load()})
     client, c, start = cluster(2)
     rows.append({"section": "overhead", "what": "LocalCluster start (2 workers), not counted below", "N": N,
                  "seconds": start, "load": load()})
     tmp = tempfile.mkdtemp()
+    paths = {"in memory": lambda chunk, k: None, "to Zarr": lambda chunk, k: os.path.join(tmp, f"k{chunk}_{k}.zarr")}
+    times: dict = {}
     try:
-        for chunk in (1000, 2000):
-            blocked_kernel(net, X[:200], chunks=100, scheduler=client, progress=False)  # workers load the kernel
-            t_mem = min(_timed(lambda: blocked_kernel(net, X, chunks=chunk, scheduler=client, progress=False))
-                        for _ in range(3))
-            rows.append({"section": "overhead", "what": f"Dask, 2 workers, tiles {chunk}, in memory", "N": N,
-                         "seconds": t_mem, "ratio": t_mem / best, "load": load()})
-            times = []
-            for k in range(3):
-                path = os.path.join(tmp, f"k{chunk}_{k}.zarr")
-                times.append(_timed(lambda: blocked_kernel(net, X, chunks=chunk, scheduler=client, store=path,
-                                                           progress=False)))
-                shutil.rmtree(path)
-            rows.append({"section": "overhead", "what": f"Dask, 2 workers, tiles {chunk}, to Zarr", "N": N,
-                         "seconds": min(times), "ratio": min(times) / best, "load": load()})
+        blocked_kernel(net, X[:200], chunks=100, scheduler=client, progress=False)  # workers load the kernel
+        for k in range(args.repeat):
+            times.setdefault("memory", []).append(_timed(lambda: kern.evaluate(X)))
+            for chunk in (1000, 2000):
+                for where, path in paths.items():
+                    store = path(chunk, k)
+                    times.setdefault((chunk, where), []).append(_timed(
+                        lambda: blocked_kernel(net, X, chunks=chunk, scheduler=client, store=store, progress=False)))
+                    if store:
+                        shutil.rmtree(store)
+        best = min(times.pop("memory"))
+        rows.append({"section": "overhead", "what": f"in-memory compiled kernel (Numba, {os.cpu_count()} threads)",
+                     "N": N, "seconds": best, "load": load()})
+        for (chunk, where), ts in times.items():
+            rows.append({"section": "overhead", "what": f"Dask, 2 workers, tiles {chunk}, {where}", "N": N,
+                         "seconds": min(ts), "ratio": min(ts) / best, "load": load()})
     finally:
         client.close()
         c.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scaling(args, rows):
+    """CPU-bound scaling: N = args.n in memory (tiles handed over in shared memory, nothing written to disk),
+    tiles of 1000, on a LocalCluster of 1 and of 2 single-threaded workers; best of ``args.repeat`` walls."""
+    from ntk_theory.distributed import blocked_kernel
+
+    net, N, chunk = network(), args.n, 1000
+    X = inputs(N)
+    for workers in (1, 2):
+        client, c, _ = cluster(workers)
+        try:
+            blocked_kernel(net, X[:200], chunks=100, scheduler=client, progress=False)  # workers load the kernel
+            runs = [blocked_kernel(net, X, chunks=chunk, scheduler=client, progress=False).info
+                    for _ in range(args.repeat)]
+            best = min(runs, key=lambda i: i["seconds"])
+            rows.append({"section": "scaling", "N": N, "workers": workers, "tile": chunk, "tiles": best["tiles"],
+                         "seconds": best["seconds"], "tile_seconds": best["tile_seconds"],
+                         "write_seconds": best["write_seconds"], "walls": [round(i["seconds"], 3) for i in runs],
+                         "load": load()})
+            print(rows[-1], flush=True)
+        finally:
+            client.close()
+            c.close()
 
 
 def _timed(fn) -> float:
@@ -194,9 +222,24 @@ def write(rows, json_path):
              "(one Numba thread per task). Load average (1, 5, 15 min) after each row: the machine is shared.", ""]
     ov = [r for r in rows if r["section"] == "overhead"]
     if ov:
-        lines += ["Overhead at N = 4000 (best of 3; the cluster already running):", "",
+        lines += ["Overhead at N = 4000 (best of the runs, in-memory kernel and Dask paths interleaved; the cluster already "
+                  "running; without a store the workers hand their tiles over in shared memory):", "",
                   "| path | seconds | / in-memory | load |", "|---|---|---|---|"]
         lines += [f"| {r['what']} | {r['seconds']:.3f} | {_ratio(r)} | {r['load']} |" for r in ov]
+        lines.append("")
+    sc = [r for r in rows if r["section"] == "scaling"]
+    if sc:
+        lines += [f"CPU-bound scaling, in memory (tiles handed over in shared memory, no disk): N = {sc[0]['N']}, tiles "
+                  f"{sc[0]['tile']} ({sc[0]['tiles']} tasks), LocalCluster, best of {len(sc[0]['walls'])}:", "",
+                  "| workers | wall s (best) | all walls | task s (summed) | write s (summed) | load |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['workers']} | {r['seconds']:.2f} | {', '.join(f'{w:.2f}' for w in r['walls'])} | "
+                  f"{r['tile_seconds']:.2f} | {r['write_seconds']:.2f} | {r['load']} |" for r in sc]
+        by = {r["workers"]: r for r in sc}
+        if 1 in by and 2 in by:
+            lines.append(f"\nSpeed-up 1 -> 2 workers: {by[1]['seconds'] / by[2]['seconds']:.2f}x (efficiency "
+                         f"{by[1]['seconds'] / by[2]['seconds'] / 2:.0%}), on a machine whose 2 cores were shared with "
+                         "other work at the load averages shown (a load above 2 leaves each worker less than a core).")
         lines.append("")
     lg = [r for r in rows if r["section"] == "large"]
     if lg:
@@ -237,7 +280,7 @@ def write(rows, json_path):
                   f"{json.dumps(r['info'])} | {r['load']} |" for r in rg]
         if "cg_vs_cholesky" in rg[-1]:
             lines.append(f"\nCG mean vs Cholesky mean: {rg[-1]['cg_vs_cholesky']:.1e} (max relative).")
-    lines.append("\nCommands: `python benchmarks/bench_distributed.py overhead`, `... large --n N --store S`, "
+    lines.append("\nCommands: `python benchmarks/bench_distributed.py overhead`, `... scaling --n N`, `... large --n N --store S`, "
                  "`... regression --n N --store S` (the large run's 2-worker store).")
     write_section("distributed", "## Blocked kernels and kernel regression on Dask\n\n" + "\n".join(lines))
     Path(json_path).write_text(json.dumps(rows, indent=1))
@@ -255,7 +298,8 @@ def _v(name):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=("overhead", "large", "regression"))
+    p.add_argument("section", choices=("overhead", "scaling", "large", "regression"))
+    p.add_argument("--repeat", type=int, default=5, help="overhead, scaling: runs of each path (the best is kept)")
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--workers", type=int, nargs="+", default=[2, 1], help="large: the cluster sizes to run")
     p.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "bench_distributed.json"))
@@ -263,8 +307,9 @@ def main():
     p.add_argument("--store", default=None, help="keep the 2-worker store here (large) / read it (regression)")
     args = p.parse_args()
     rows = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
-    rows = [r for r in rows if not (r["section"] == args.section and (args.section == "overhead" or r["N"] == args.n))]
-    {"overhead": overhead, "large": large, "regression": regression}[args.section](args, rows)
+    rows = [r for r in rows if not (r["section"] == args.section and (args.section in ("overhead", "scaling")
+                                                                     or r["N"] == args.n))]
+    {"overhead": overhead, "scaling": scaling, "large": large, "regression": regression}[args.section](args, rows)
     write(rows, args.json)
 
 

@@ -2,7 +2,8 @@ r"""Where tasks run: Dask's local schedulers, a ``distributed`` cluster, or a cl
 
 :func:`runner` turns a ``scheduler`` value into a task runner with ``run(calls, on_result, fn)``: each call
 ``(key, args)`` becomes the task ``fn(*args)`` named ``key``; ``on_result`` is called in this process with
-each task's result as it finishes.  ``scheduler``:
+each task's result as it finishes.  ``sees(path)``: whether every worker sees a file of this machine (then
+tiles can be handed over in shared memory).  ``scheduler``:
 
 - ``None`` or ``"local"``: a ``distributed.LocalCluster`` of ``workers`` (default: one per core)
   single-threaded worker processes on this machine, started by :func:`runner` and closed by ``close()``;
@@ -51,6 +52,15 @@ class ClusterRunner:
         self.in_process = False
         self.name = f"distributed {client.scheduler.address}"
 
+    def sees(self, path: str) -> bool:
+        """Whether every worker of the cluster sees the file ``path`` (workers on this machine do)."""
+        if self.same_machine:
+            return True
+        try:
+            return all(self.client.run(os.path.exists, path).values())
+        except Exception:  # noqa: BLE001 - a worker that cannot answer does not see it
+            return False
+
     def run(self, calls, on_result, fn) -> None:
         from distributed import as_completed
 
@@ -81,6 +91,10 @@ class LocalRunner:
     @property
     def name(self) -> str:
         return f"dask {self.scheduler}"
+
+    def sees(self, path: str) -> bool:
+        """True: the tasks run in processes of this machine."""
+        return True
 
     def run(self, calls, on_result, fn) -> None:
         import dask

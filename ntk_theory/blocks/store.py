@@ -9,7 +9,7 @@ with ``mirror`` also its transpose at (j, i).  :func:`sink_for` chooses by what 
   the identifying attributes of the run (else :class:`StoreMismatch`) and only tiles without a marker are
   computed, so an interrupted run is resumed by running it again.  A tile rewritten by a retried task is
   written with the same bytes.
-- :class:`SharedSink` (no store, worker processes on this machine): one file per quantity in shared memory
+- :class:`SharedSink` (no store, worker processes that see this machine's files): one file per quantity in shared memory
   (``/dev/shm`` when present, else the temporary directory), mapped by every task, which writes its tile
   there; nothing but a summary travels back, and the result maps the same pages (the file is unlinked).
 - :class:`MemorySink` (no store; a remote cluster, or tasks in this process): the task returns its tile and
@@ -128,10 +128,6 @@ class SharedSink:
 class MemorySink:
     """Tiles sent back to this process (the task's summary carries them)."""
 
-    @classmethod
-    def create(cls, names, shape, dtype) -> "MemorySink":
-        return cls()
-
     def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> dict:
         return tiles
 
@@ -139,12 +135,16 @@ class MemorySink:
         """Nothing to remove."""
 
 
-def sink_for(runner) -> type:
-    """The sink class of a run without a store on ``runner`` (None: no tasks): shared memory when the tasks run
-    in other processes of this machine, else this process's memory (module docstring)."""
-    if runner is not None and runner.same_machine and not runner.in_process:
-        return SharedSink
-    return MemorySink
+def sink_for(runner, names, shape, dtype):
+    """The sink of a run without a store on ``runner`` (None: no tasks): shared memory when the tasks run in
+    other processes that see this machine's files, else this process's memory (module docstring)."""
+    if runner is None or runner.in_process:
+        return MemorySink()
+    shared = SharedSink.create(names, shape, dtype)
+    if runner.sees(shared.paths[0][1]):
+        return shared
+    shared.discard()
+    return MemorySink()
 
 
 def create_or_check(path, meta: dict, names, shape, tile: int, grid: tuple, dtype, X1, X2):

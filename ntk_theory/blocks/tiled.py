@@ -9,8 +9,8 @@ matrix) only tiles I <= J are tasks: the diagonal ones as ``tile(A, None)`` (A a
 once, written at (I, J) and transposed at (J, I).
 
 Where the tiles go (:mod:`.store`): a resumable Zarr store (``store``), shared memory on this machine (worker
-processes of a local cluster or the ``processes`` scheduler), or this process (a remote cluster, ``threads``,
-``synchronous``).  Where the tasks run: ``scheduler`` and ``workers`` (:mod:`.schedulers`).  Each task runs
+processes that see this machine's files: a local cluster, the ``processes`` scheduler), or this process (a
+remote cluster, ``threads``, ``synchronous``).  Where the tasks run: ``scheduler`` and ``workers`` (:mod:`.schedulers`).  Each task runs
 with ``threads_per_task`` Numba threads (default 1: the parallelism is Dask's).
 
 Error model: none of its own.  Each entry is the tile function's value for its row and column inputs; the
@@ -62,8 +62,9 @@ class Tiling:
 @dataclass
 class Tiled:
     """The matrices of a tiled run: ``arrays`` (name -> numpy array, or zarr array of the store) and ``info``
-    (``tiles``, ``computed``, ``skipped``, ``tile_seconds``, ``seconds``, ``scheduler``, ``quadrature_error``,
-    ``store``, ``tile``)."""
+    (``tiles``, ``computed``, ``skipped``, ``tile_seconds`` (summed over tasks), ``write_seconds`` (summed
+    time handing tiles to the sink), ``seconds`` (wall), ``scheduler``, ``quadrature_error``, ``store``,
+    ``tile``)."""
 
     arrays: dict
     info: dict = field(default_factory=dict)
@@ -78,7 +79,8 @@ def check_chunks(chunks) -> int:
 
 def run_tile(tile, A, B, i, j, bounds, mirror, names, sink, dtype, threads):
     """One task: ``tile(A, B)`` for tile (i, j) at ``bounds = (r0, r1, c0, c1)``, handed to ``sink``; returns a
-    summary (``tile``, ``seconds``, ``quadrature_error``, ``pid``, and ``arrays`` when the sink sends them back)."""
+    summary (``tile``, ``seconds`` in the tile function, ``write_seconds`` handing it to the sink, ``quadrature_error``,
+    ``pid``, and ``arrays`` when the sink sends them back)."""
     t0 = time.perf_counter()
     if threads:
         import numba
@@ -95,7 +97,9 @@ def run_tile(tile, A, B, i, j, bounds, mirror, names, sink, dtype, threads):
     tiles = {n: np.asarray(out[n]).astype(dtype, copy=False) for n in names}
     summary = {"tile": (i, j), "seconds": seconds, "quadrature_error": float(out.get("quadrature_error") or 0.0),
                "pid": os.getpid()}
+    t1 = time.perf_counter()
     back = sink.write(tiles, i, j, bounds, mirror)
+    summary["write_seconds"] = time.perf_counter() - t1
     if back is not None:
         summary["arrays"] = back
     return summary
@@ -133,7 +137,7 @@ def tiled(tile, X1, X2=None, *, chunks, names=("nngp", "ntk"), store=None, meta=
         done = group["done"][:]
         pending = [t for t in all_tiles if not done[t]]
     run = runner(scheduler, workers) if pending else None
-    sink = ZarrSink(store) if store is not None else sink_for(run).create(names, shape, dtype)
+    sink = ZarrSink(store) if store is not None else sink_for(run, names, shape, dtype)
     out = {n: np.empty(shape, dtype=dtype) for n in names} if isinstance(sink, MemorySink) else None
     try:
         info = _run(tile, X1, X2, tiling, pending, all_tiles, names, sink, dtype, threads_per_task, run, out,
@@ -166,7 +170,7 @@ def _run(tile, X1, X2, tiling, pending, all_tiles, names, sink, dtype, threads, 
         mirror = tiling.symmetric and i != j
         calls.append((f"tile-{token}-{i}-{j}",
                       (tile, A, B, i, j, (r0, r1, c0, c1), mirror, names, sink, dtype, threads)))
-    computed, stats = [], {"seconds": 0.0, "err": 0.0}
+    computed, stats = [], {"seconds": 0.0, "write": 0.0, "err": 0.0}
     t0 = time.perf_counter()
     bar = progress_bar(total=len(all_tiles), initial=len(all_tiles) - len(pending), desc=desc, unit="tile",
                        enabled=progress)
@@ -175,6 +179,7 @@ def _run(tile, X1, X2, tiling, pending, all_tiles, names, sink, dtype, threads, 
         i, j = summary["tile"]
         computed.append((i, j))
         stats["seconds"] += summary["seconds"]
+        stats["write"] += summary["write_seconds"]
         stats["err"] = max(stats["err"], summary["quadrature_error"])
         arrays = summary.pop("arrays", None)
         if arrays is not None:
@@ -196,5 +201,5 @@ def _run(tile, X1, X2, tiling, pending, all_tiles, names, sink, dtype, threads, 
     finally:
         bar.close()
     return {"tiles": len(all_tiles), "computed": computed, "skipped": len(all_tiles) - len(pending),
-            "tile_seconds": stats["seconds"], "seconds": time.perf_counter() - t0,
+            "tile_seconds": stats["seconds"], "write_seconds": stats["write"], "seconds": time.perf_counter() - t0,
             "scheduler": None if run is None else run.name, "quadrature_error": stats["err"], "tile": tiling.size}
