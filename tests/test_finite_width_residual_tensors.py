@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ntk_theory.finite_width import FiniteWidthRecursion
-from ntk_theory.finite_width.residual import NotDerived, ResidualRecursion
+from ntk_theory.finite_width.residual import ResidualRecursion
 from ntk_theory.montecarlo.residual import sample_residual_tensors
 from ntk_theory.validation.fits import weighted_fit
 
@@ -64,11 +64,6 @@ def test_equal_inputs_are_copies():
         assert np.allclose(K, K2[np.ix_(i, i)], rtol=1e-12, atol=0)
         assert np.allclose(V, V2[np.ix_(i, i, i, i)], rtol=1e-12, atol=1e-15)
         assert np.allclose(M3, M32[np.ix_(i, i, i)], rtol=1e-12, atol=1e-15)
-
-
-def test_several_input_ntk_tensors_refused():
-    with pytest.raises(NotDerived, match="one_input"):
-        ResidualRecursion("relu", 2).ntk_tensors(X2)
 
 
 @pytest.mark.slow

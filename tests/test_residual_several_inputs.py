@@ -21,7 +21,7 @@ import pytest
 import sympy as sp
 
 from ntk_theory.finite_width import FiniteWidthRecursion
-from ntk_theory.finite_width.residual import NotDerived, ResidualRecursion
+from ntk_theory.finite_width.residual import ResidualRecursion
 from ntk_theory.montecarlo.residual import sample_residual_tensors
 from ntk_theory.validation.fits import weighted_fit
 
@@ -109,9 +109,11 @@ def test_equal_inputs_are_copies():
         assert np.allclose(st.Th, st2.Th[np.ix_(i, i)], rtol=1e-12, atol=1e-15)
 
 
-def test_several_input_ntk_tensors_refused():
-    with pytest.raises(NotDerived, match="one_input"):
-        ResidualRecursion("relu", 2).ntk_tensors(X2)
+def test_zero_input_without_bias_refused():
+    X = np.array([[0.0, 0.0], [1.0, 0.5]])
+    for method in ("tensors", "ntk_tensors"):
+        with pytest.raises(ValueError, match="variance of layer 1 is zero"):
+            getattr(ResidualRecursion("relu", 2, C_b=0.0), method)(X)
 
 
 @pytest.mark.slow
@@ -131,3 +133,30 @@ def test_k1_against_monte_carlo(act, C_W, C_b, xi, gamma):
         coef, se, _ = weighted_fit(widths, vals, errs, [1, 2], fixed=pred[l].K)
         z = (coef[0] - pred[l].K1) / se[0]
         assert np.all(np.isfinite(z)) and np.all(np.abs(z) < 4), (l, z)
+
+
+# ---------------------------------------------------------------------------------------------- the NTK side
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_ntk_one_input_is_the_one_input_recursion(act):
+    rec = ResidualRecursion(act, 3, C_W=1.2, C_b=0.1, xi=[0.7, 0.5], gamma=[0.6, 0.8])
+    for st, o in zip(rec.ntk_tensors(X2[:1]), rec.one_input(X2[:1])):
+        for name in ("A", "B", "D", "F", "V"):
+            assert st[name].item() == pytest.approx(getattr(o, name), rel=1e-12, abs=1e-14), name
+
+
+@pytest.mark.parametrize("act,param", [("relu", "ntk"), ("tanh", "unit")])
+def test_ntk_xi_zero_is_the_mlp(act, param):
+    C_W, C_b = [1.4, 1.7, 1.1, 2.0], 0.15
+    res = ResidualRecursion(act, 3, C_W=C_W, C_b=C_b, xi=0.0, gamma=1.0, param=param).ntk_tensors(X2)
+    mlp = FiniteWidthRecursion(act, 3, C_W=C_W, C_b=C_b, param=param).tensors(X2)
+    for st, m in zip(res, mlp):
+        for name in ("A", "B", "D", "F", "V"):
+            assert np.allclose(st[name], getattr(m, name), rtol=1e-10, atol=1e-12), name
+    assert np.abs(mlp[-1].A).max() > 0.1
+
+
+def test_ntk_route_vertex_is_vertex_tensors():
+    """The tangent system's z block gives V_(ab)(cd) of vertex_tensors (an independently written expansion)."""
+    rec = ResidualRecursion("tanh", 3, C_W=1.2, C_b=0.1, xi=0.7, gamma=0.6)
+    for st, (K, V, M3, _) in zip(rec.ntk_tensors(X2), rec.vertex_tensors(X2)):
+        assert np.allclose(st["V"], V, rtol=1e-12, atol=1e-14)

@@ -1,4 +1,4 @@
-r"""Finite-width 1/n corrections of a residual MLP: one input, and K, V, M3, K1 at several inputs
+r"""Finite-width 1/n corrections of a residual MLP: one input, and K, V, M3, K1, A, B, D, F at several inputs
 (docs/finite_width.md, "Residual networks").
 
 Network (PDLT appendix B conventions), L hidden layers of equal width n, scalar readout::
@@ -81,9 +81,11 @@ form of the one-input e(a) above (N = 1: Rhat = (1/2) (s^2)'').  The self term n
 E[s''_p s_q s_r s_t] over the joint Gaussian of (z(a), z(a')); the latter comes without s'' (no deltas) from
 Stein's lemma, E[h(x_p) s_q s_r s_t] = J_pp E[s''_p s_q s_r s_t] + sum_(j = q, r, t) J_pj E[s'_p s'_j ...],
 h(x) = x s'(x), with E[h_p s_q s_r s_t] the four-point ``ssss`` where h = s (relu, linear) and otherwise the
-polarisation of the four-point ``ddss`` of the function pairs (s, s + h) and (s, s - h).  Not derived
-(refused): the several-input NTK tensors (:meth:`ResidualRecursion.ntk_tensors`), per-layer widths (a
-residual layer needs equal widths).
+polarisation of the four-point ``ddss`` of the function pairs (s, s + h) and (s, s - h).
+:meth:`ResidualRecursion.ntk_tensors` gives A_(ab)(cd), B_(pq)(rs), D_abcd, F_(pq)(rs) at several inputs from the
+(z, tau, tau') particle system with 3N x 3N fields (its docstring).  Not derived (refused): Theta1_(ab) at several
+inputs (its self terms need the tangent fields' second derivatives), per-layer widths (a residual layer needs
+equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -375,8 +377,8 @@ class ResidualRecursion:
         E[s'_p s'_q s_r s_t] (the four-point ``ddss``) and E[s''(x_p) s(x_q) s(x_r) s(x_t)], the latter by Stein's
         lemma without s'' (no deltas for kinked s; :meth:`_second_derivative_moments`).  One input gives
         :meth:`one_input`'s K1, xi = 0 and gamma = 1 the MLP's.  ``progress`` is accepted for the API of
-        :meth:`.network.FiniteWidthRecursion.tensors` (no bar).  The NTK's several-input 1/n tensors are not
-        derived (:meth:`ntk_tensors`).  Error: the Gaussian averages' estimates (``error``)."""
+        :meth:`.network.FiniteWidthRecursion.tensors` (no bar).  The NTK's A, B, D, F: :meth:`ntk_tensors`;
+        Theta1_(ab) is not derived at several inputs.  Error: the Gaussian averages' estimates (``error``)."""
         return [ResidualTensorState(**st) for st in self._several(X, tol, k1=True)]
 
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
@@ -587,11 +589,196 @@ class ResidualRecursion:
             D[b, a, a], D[b, a, b] = vals[:, 0], vals[:, 1]
         return D
 
-    def ntk_tensors(self, *args, **kwargs):
-        """Refused: the several-input NTK tensors (A_(ab)(cd), ...) of residual layers are not derived; the
-        one-input A, B, D, F, Theta1 are fields of :meth:`one_input`'s states."""
-        raise NotDerived("residual layers: the several-input NTK tensors A, B, D, F, Theta1 are not derived "
-                         "(their one-input values are: one_input())")
+    def ntk_tensors(self, X, *, tol: float = 1e-10) -> list:
+        r"""``[{"A", "B", "D", "F", "V"}, ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): the
+        NTK's four-index tensors with the MLP's index conventions (:mod:`.tensors`; i != j)::
+
+            A_(ab)(cd) = n Cov(Theta_ii;ab, Theta_jj;cd) = n Cov(tau_ia tau_ib, tau'_jc tau'_jd)
+            B_(pq)(rs) = n E[Theta_ij;pr Theta_ij;qs]     = n Cov(tau_ip tau'_iq, tau_jr tau'_js)
+            D_abcd     = n Cov(Theta_ii;ab, z_jc z_jd)    = n Cov(tau_ia tau_ib, z_jc z_jd)
+            F_(pq)(rs) = n E[Theta_ij;pr z_iq z_js]       = n Cov(tau_ip z_iq, tau_jr z_js)
+
+        (and V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) by the same route), by the forward-tangent particle system of
+        the module docstring with N inputs: one neuron's state x = (z_a, tau_a, tau'_a) (3N), the W-input functions
+        g(x) = (s(z_a), s'(z_a) tau_a, s'(z_a) tau'_a) and the fields F(m) = (1/n) sum_k g(x_k) g(x_k)^T (3N x 3N), so
+        that the next layer's branch increments are iid N(0, Sigma) with Sigma = C_W F + lambda_W F_zz on the
+        tau-tau and tau'-tau' blocks + const.  With the leading-order state covariance blockdiag(K, Theta, Theta),
+        the ordered response R_phi = d<g_u g_v>/dK_xy, psi = (1 - A)^-1 (phi - <phi>) as for V, and
+        J(l) = dK(l)/dF = sum_m c(l, m) dSigma(m+1)/dF(m)::
+
+            n Cov(x_i x_j, x_k x_m) = J_km . Cov(psi, x_i x_j) + J_ij . Cov(psi, x_k x_m) + J_ij Cov(psi, psi) J_km,
+            Cov(x_i x_j(l), phi_uv(b)) = 2 Xi(l, b)^2 sum_ef K_ie K_jf R_phi[uv, ef]        (b < l; Gaussian),
+
+        Cov(phi(a), phi(b)) from the four-point ``ssss``, ``ddss``, ``dddd`` over the joint path covariance of
+        z(a), z(b) times Wick products of the tangents (Cov(tau(a), tau(b)) = Xi(a, b) Theta(b), tau' independent
+        of tau).  The z-tau response needs <d_c (s_a s'_b)> = (2 - delta_ab) R_abcb, the tau-tau one <s'_a s'_b> and
+        Theta_ab d<s'_a s'_b>/dK (:mod:`.twopoint`).  One input gives :meth:`one_input`'s A, B, D, F; xi = 0 and
+        gamma = 1 the MLP's.  Not derived here: Theta1_(ab) at several inputs (its self terms need the
+        tangent fields' second derivatives)."""
+        from .tensors import _four_point
+        from .twopoint import derivative_tensors
+
+        X = _checks.inputs(X, "X")
+        uniq, inv = np.unique(X, axis=0, return_inverse=True)
+        if uniq.shape[0] < X.shape[0]:  # equal inputs: computed once, their entries copied
+            inv = inv.ravel()
+            return [{k: v[np.ix_(inv, inv, inv, inv)] for k, v in st.items()} for st in self.ntk_tensors(uniq, tol=tol)]
+        N, d = X.shape
+        L = self.depth
+        D3 = 3 * N
+        P2 = D3 * D3
+        tp, tpd = TwoPoint(self.activation, "ss"), TwoPoint(self.activation, "dd")
+        G0 = X @ X.T / d
+        K = [self.C_b[0] + self.C_W[0] * G0]
+        lb, lw = self.lambdas(1)
+        Th = [lb + lw * G0]
+        Rs, Rd, S, DD = [], [], [], []
+        for m in range(1, L + 1):
+            if not np.all(np.diag(K[-1]) > 0):
+                raise ValueError(f"a variance of layer {m} is zero: an input is zero and C_b = 0")
+            t, td = derivative_tensors(tp, K[-1]), derivative_tensors(tpd, K[-1])
+            Rs.append(t.R), Rd.append(td.R), S.append(t.value), DD.append(td.value)
+            lb, lw = self.lambdas(m + 1)
+            th_mlp = lb + lw * t.value + self.C_W[m] * td.value * Th[-1]
+            if m < L:
+                xi, g = self.xi[m - 1], self.gamma[m - 1]
+                K.append(xi * xi * K[-1] + g * g * (self.C_b[m] + self.C_W[m] * t.value))
+                Th.append(xi * xi * Th[-1] + g * g * th_mlp)
+        # c[l, m] = dK(l)/dSigma(m+1) (readout: c[L+1, L] = 1), Xi[l, m] = Cov(x(l), x(m)) / Cov(x(m), x(m))
+        c = np.zeros((L + 2, L + 2))
+        Xi = np.zeros((L + 2, L + 2))
+        for l in range(1, L + 1):
+            Xi[l, l] = 1.0
+            for m in range(l - 1, 0, -1):
+                Xi[l, m] = self.xi[l - 2] * Xi[l - 1, m]
+                c[l, m] = self.gamma[l - 2] ** 2 if m == l - 1 else self.xi[l - 2] ** 2 * c[l - 1, m]
+        c[L + 1, L] = 1.0
+        z_, t_, u_ = (np.arange(N) + k * N for k in range(3))
+        Kfull = []
+        for m in range(1, L + 1):
+            Km = np.zeros((D3, D3))
+            Km[np.ix_(z_, z_)], Km[np.ix_(t_, t_)], Km[np.ix_(u_, u_)] = K[m - 1], Th[m - 1], Th[m - 1]
+            Kfull.append(Km)
+        # E(m)[ij, uv] = dSigma(m+1)_ij / dF(m)_uv
+        E = []
+        for m in range(1, L + 1):
+            lw = self.lambdas(m + 1)[1]
+            Em = self.C_W[m] * np.eye(P2).reshape(D3, D3, D3, D3)
+            for blk in (t_, u_):
+                for a in range(N):
+                    for b in range(N):
+                        Em[blk[a], blk[b], a, b] += lw
+            E.append(Em.reshape(P2, P2))
+        nF = L * P2
+
+        def Jrows(l):  # (P2, nF): dK(l)_ij / dF
+            out = np.zeros((P2, nF))
+            for m in range(1, min(l, L + 1)):
+                out[:, (m - 1) * P2:m * P2] = c[l, m] * E[m - 1]
+            return out
+
+        # ordered response Rphi(m)[uv, xy] = d<g_u g_v>/dK_xy at the leading-order state of layer m
+        def response(m):
+            R, Rdm, dd, T = Rs[m - 1], Rd[m - 1], DD[m - 1], Th[m - 1]
+            out = np.zeros((D3, D3, D3, D3))
+            for u in range(D3):
+                ku, a = divmod(u, N)
+                for v in range(D3):
+                    kv, b = divmod(v, N)
+                    if ku == 0 and kv == 0:
+                        out[u, v][np.ix_(z_, z_)] = R[a, b]
+                    elif ku == 0 or kv == 0:  # s_p s'_q tau_q: (1/2) <d_c (s_p s'_q)> at (z_c, tau_q), (tau_q, z_c)
+                        p, q, tq = (a, b, v) if ku == 0 else (b, a, u)
+                        Ez = (2.0 - (p == q)) * R[p, q, :, q]
+                        out[u, v, z_, tq] += 0.5 * Ez
+                        out[u, v, tq, z_] += 0.5 * Ez
+                    else:
+                        out[u, v, u, v] += 0.5 * dd[a, b]
+                        out[u, v, v, u] += 0.5 * dd[a, b]
+                        if ku == kv:
+                            out[u, v][np.ix_(z_, z_)] += T[a, b] * Rdm[a, b]
+            return out
+
+        Rphi = [response(m) for m in range(1, L + 1)]
+        Amat = np.zeros((nF, nF))
+        for a in range(1, L + 1):
+            Amat[(a - 1) * P2:a * P2] = Rphi[a - 1].reshape(P2, P2) @ Jrows(a)
+        Bm = np.linalg.inv(np.eye(nF) - Amat)
+
+        # Cov(phi(a), phi(b)): z four-point moments over the joint covariance times Wick products of the tangents
+        kind = np.repeat(np.arange(3), N)
+        inp = np.tile(np.arange(N), 3)
+
+        def wick(idx, C):
+            if not idx:
+                return 1.0
+            first, rest = idx[0], idx[1:]
+            return sum(C[first, rest[i]] * wick(rest[:i] + rest[i + 1:], C) for i in range(len(rest)))
+
+        Cphi = np.zeros((nF, nF))
+        for a in range(1, L + 1):
+            for b in range(1, a + 1):
+                r = Xi[a, b]
+                if a != b and r == 0.0:
+                    continue
+                if a == b:
+                    ssss, ddss, dddd, _ = _four_point(self.activation, K[a - 1], tol)
+                    za, zb = np.arange(N), np.arange(N)
+                    Tc = np.block([[Th[a - 1], Th[a - 1]], [Th[a - 1], Th[a - 1]]])
+                else:
+                    J = np.block([[K[b - 1], r * K[b - 1]], [r * K[b - 1], K[a - 1]]])
+                    ssss, ddss, dddd, _ = _four_point(self.activation, J, tol)
+                    za, zb = np.arange(N, 2 * N), np.arange(N)
+                    Tc = np.block([[Th[a - 1], r * Th[b - 1]], [r * Th[b - 1], Th[b - 1]]])
+                two = {0: S[a - 1], 2: DD[a - 1]}, {0: S[b - 1], 2: DD[b - 1]}
+                block = np.zeros((D3, D3, D3, D3))
+                for u in range(D3):
+                    for v in range(D3):
+                        for w in range(D3):
+                            for y in range(D3):
+                                ks = (kind[u], kind[v], kind[w], kind[y])
+                                zs = (za[inp[u]], za[inp[v]], zb[inp[w]], zb[inp[y]])
+                                # tangents: tau indices into Tc (layer a first, then b), per kind
+                                tau = [[], [], []]
+                                for k, i, off in zip(ks, (inp[u], inp[v], inp[w], inp[y]), (0, 0, N, N)):
+                                    tau[k].append(i + off)
+                                if len(tau[1]) % 2 or len(tau[2]) % 2:
+                                    continue
+                                dz = [zz for k, zz in zip(ks, zs) if k]
+                                sz = [zz for k, zz in zip(ks, zs) if not k]
+                                zpart = {0: ssss, 2: ddss, 4: dddd}[len(dz)][tuple(dz + sz)]
+                                full = zpart * wick(tau[1], Tc) * wick(tau[2], Tc)
+                                # the product of the means, E[g_u g_v(a)] E[g_w g_y(b)]
+                                mean = 1.0
+                                for (k1, k2, i1, i2, tw) in ((ks[0], ks[1], inp[u], inp[v], two[0]),
+                                                             (ks[2], ks[3], inp[w], inp[y], two[1])):
+                                    if (k1 == 0) != (k2 == 0) or (k1 and k1 != k2):
+                                        mean = 0.0
+                                        break
+                                    th = Th[a - 1] if tw is two[0] else Th[b - 1]
+                                    mean *= tw[0][i1, i2] if k1 == 0 else tw[2][i1, i2] * th[i1, i2]
+                                block[u, v, w, y] = full - mean
+                Cphi[(a - 1) * P2:a * P2, (b - 1) * P2:b * P2] = block.reshape(P2, P2)
+                Cphi[(b - 1) * P2:b * P2, (a - 1) * P2:a * P2] = block.reshape(P2, P2).T
+        Cpsi = Bm @ Cphi @ Bm.T
+        out = []
+        for l in range(1, L + 2):
+            Jl = Jrows(l)
+            Cf = np.zeros((nF, P2))  # Cov(phi, x_i x_j(l))
+            for b in range(1, min(l, L + 1)):
+                r = Xi[l, b] if l <= L else 0.0
+                if r == 0.0:
+                    continue
+                Kb = Kfull[b - 1]
+                Cf[(b - 1) * P2:b * P2] = 2 * r * r * np.einsum("ie,jf,uvef->uvij", Kb, Kb,
+                                                                 Rphi[b - 1]).reshape(P2, P2)
+            Cf = Bm @ Cf
+            Mx = Cf.T @ Jl.T + Jl @ Cf + Jl @ Cpsi @ Jl.T
+            Mx = Mx.reshape(D3, D3, D3, D3)
+            out.append({"A": Mx[np.ix_(t_, t_, u_, u_)], "B": Mx[np.ix_(t_, u_, t_, u_)],
+                        "D": Mx[np.ix_(t_, t_, z_, z_)], "F": Mx[np.ix_(t_, z_, t_, z_)],
+                        "V": Mx[np.ix_(z_, z_, z_, z_)]})
+        return out
 
     def __repr__(self) -> str:
         return (f"ResidualRecursion({self.activation.name}, depth={self.depth}, C_W={self.C_W[1]:g}, "
