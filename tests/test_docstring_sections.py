@@ -25,13 +25,6 @@ PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "co
 
 #: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
 EXCEPTIONS: dict[str, set[str]] = {
-    "ntk_theory.criticality.Criticality": {'Examples', 'Parameters'},
-    "ntk_theory.criticality.CriticalPoint": {'Examples', 'Parameters'},
-    "ntk_theory.criticality.FixedPoint": {'Examples', 'Parameters'},
-    "ntk_theory.criticality.Moments": {'Examples', 'Parameters'},
-    "ntk_theory.criticality.Universality": {'Examples', 'Parameters'},
-    "ntk_theory.criticality.phase_diagram": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.criticality.PhaseDiagram": {'Examples', 'Parameters'},
     "ntk_theory.finite_width.DNTKState": {'Examples', 'Parameters'},
     "ntk_theory.finite_width.FiniteWidthPredictions": {'Examples', 'Parameters'},
     "ntk_theory.finite_width.FiniteWidthRecursion": {'Examples', 'Parameters'},

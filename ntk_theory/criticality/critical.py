@@ -82,7 +82,32 @@ def critical_line(act, K_star) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class CriticalPoint:
-    """chi_parallel = chi_perp = 1: (C_W, C_b, K*) as mpf at ``dps`` digits, exact SymPy values if known."""
+    """chi_parallel = chi_perp = 1: (C_W, C_b, K*) as mpf at ``dps`` digits, exact SymPy values if known.
+
+    Made by :func:`criticality`.
+
+    Parameters
+    ----------
+    C_W, C_b : mpmath.mpf
+        The critical variances (keyword-only, as all fields).
+    K_star : mpmath.mpf or None
+        The fixed point's variance (None: any K*, the scale-invariant class).
+    source : str
+        How the point was found.
+    exact : tuple or None, default None
+        ``(C_W, C_b)`` as SymPy numbers when the universality class gives them.
+    dps : int, default 30
+        The digits of the mpf values.
+
+    Examples
+    --------
+    ReLU's critical point is (C_W, C_b) = (2, 0), exactly:
+
+    >>> from ntk_theory.criticality import criticality
+    >>> p = criticality("relu", dps=20).points[0]
+    >>> p.exact, float(p.C_W), float(p.C_b)
+    ((2, 0), 2.0, 0.0)
+    """
 
     _: KW_ONLY
     C_W: object
@@ -93,6 +118,21 @@ class CriticalPoint:
     dps: int = 30
 
     def fixed_point(self) -> FixedPoint:
+        """The point as a float64 :class:`~ntk_theory.criticality.FixedPoint` (chi_parallel = chi_perp = 1).
+
+        Returns
+        -------
+        FixedPoint
+
+        Examples
+        --------
+        tanh's critical point (C_W, C_b) = (1, 0) has K* = 0:
+
+        >>> from ntk_theory.criticality import criticality
+        >>> fp = criticality("tanh", dps=15).points[0].fixed_point()
+        >>> fp.K_star, fp.C_W, fp.phase
+        (0.0, 1.0, 'critical')
+        """
         return FixedPoint(float(self.K_star), 1.0, 1.0, C_W=float(self.C_W), C_b=float(self.C_b))
 
     def __repr__(self) -> str:
@@ -105,7 +145,28 @@ class CriticalPoint:
 @dataclass
 class Criticality:
     """An activation's universality class, critical points and a sample of its critical line ``(C_W, C_b, K*)``
-    (:func:`critical_line`)."""
+    (:func:`critical_line`).
+
+    Made by :func:`criticality`.
+
+    Parameters
+    ----------
+    activation : str
+        The activation's name.
+    universality : Universality
+        Its class (:func:`~ntk_theory.criticality.universality`).
+    points : list of CriticalPoint
+        The critical points with C_b >= 0.
+    line : tuple of numpy.ndarray or None, default None
+        ``(C_W, C_b, K*)`` along the critical line chi_perp(K*) = 1.
+
+    Examples
+    --------
+    >>> from ntk_theory.criticality import criticality
+    >>> c = criticality("relu", dps=20)
+    >>> c.activation, c.universality.name, len(c.points)
+    ('relu', 'scale-invariant', 1)
+    """
 
     activation: str
     universality: Universality
@@ -113,6 +174,18 @@ class Criticality:
     line: tuple = field(repr=False, default=None)
 
     def text(self) -> str:
+        """The class, its reason, the critical points and the sampled critical line, as plain text.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> from ntk_theory.criticality import criticality
+        >>> print(criticality("relu", dps=20).text().splitlines()[0])
+        activation relu: universality class scale-invariant
+        """
         u = self.universality
         out = [f"activation {self.activation}: universality class {u.name}", f"  {u.reason}"]
         if u.taylor is not None:

@@ -32,7 +32,31 @@ from .moments import Moments
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """K* = C_b + C_W <s^2>_K* with chi_parallel, chi_perp, depth scales, stability and phase."""
+    """K* = C_b + C_W <s^2>_K* with chi_parallel, chi_perp, depth scales, stability and phase.
+
+    Made by :func:`fixed_points` and :func:`at`.
+
+    Parameters
+    ----------
+    K_star : float
+        The fixed point's variance.
+    chi_parallel, chi_perp : float
+        d g / dK at K* (g(K) = C_b + C_W <s^2>_K) and C_W <s'^2>_K*.
+    C_W, C_b : float
+        The variances (keyword-only).
+
+    Examples
+    --------
+    ReLU at C_W = 1, C_b = 0.3: K* = 0.3 / (1 - 1/2) = 0.6, chi = 1/2, depth scale -1 / log chi = 1/log 2:
+
+    >>> import math
+    >>> from ntk_theory.criticality import fixed_points
+    >>> fp = fixed_points("relu", C_W=1.0, C_b=0.3)[0]
+    >>> math.isclose(fp.K_star, 0.6, rel_tol=1e-14), math.isclose(fp.xi_perp, 1 / math.log(2), rel_tol=1e-12)
+    (True, True)
+    >>> fp.stable, fp.phase
+    (True, 'ordered')
+    """
 
     K_star: float
     chi_parallel: float
@@ -43,18 +67,56 @@ class FixedPoint:
 
     @property
     def xi_parallel(self) -> float:
+        """The depth scale of the approach to K*, -1 / log chi_parallel (inf at chi_parallel = 1, 0 at
+        chi_parallel <= 0; negative where deviations grow, chi_parallel > 1).
+
+        Examples
+        --------
+        >>> import math
+        >>> from ntk_theory.criticality import FixedPoint
+        >>> FixedPoint(1.0, math.exp(-0.25), 0.5, C_W=1.0, C_b=0.0).xi_parallel
+        4.0
+        """
         return _depth(self.chi_parallel)
 
     @property
     def xi_perp(self) -> float:
+        """The depth scale of correlations, -1 / log chi_perp (inf at chi_perp = 1, 0 at chi_perp <= 0;
+        negative in the chaotic phase, chi_perp > 1, where nearby inputs decorrelate over |xi_perp| layers).
+
+        Examples
+        --------
+        >>> import math
+        >>> from ntk_theory.criticality import FixedPoint
+        >>> round(FixedPoint(1.0, 0.5, math.exp(-0.125), C_W=1.0, C_b=0.0).xi_perp, 12)
+        8.0
+        >>> round(FixedPoint(1.0, 0.5, math.exp(0.125), C_W=1.0, C_b=0.0).xi_perp, 12)
+        -8.0
+        """
         return _depth(self.chi_perp)
 
     @property
     def stable(self) -> bool:
+        """Whether iterating the variance map approaches K*: chi_parallel <= 1 (+1e-12).
+
+        Examples
+        --------
+        >>> from ntk_theory.criticality import FixedPoint
+        >>> FixedPoint(1.0, 0.9, 1.0, C_W=1.0, C_b=0.0).stable, FixedPoint(1.0, 1.1, 1.0, C_W=1.0, C_b=0.0).stable
+        (True, False)
+        """
         return self.chi_parallel <= 1.0 + 1e-12
 
     @property
     def phase(self) -> str:
+        """'ordered' (chi_perp < 1), 'chaotic' (> 1) or 'critical' (within 1e-9 of 1).
+
+        Examples
+        --------
+        >>> from ntk_theory.criticality import FixedPoint
+        >>> [FixedPoint(1.0, 0.5, c, C_W=1.0, C_b=0.0).phase for c in (0.5, 1.0, 2.0)]
+        ['ordered', 'critical', 'chaotic']
+        """
         if abs(self.chi_perp - 1.0) < 1e-9:
             return "critical"
         return "ordered" if self.chi_perp < 1.0 else "chaotic"

@@ -27,7 +27,28 @@ from ..recursions.layer import activation_kernels
 
 
 class Moments:
-    """<s^2>, <s'^2> and d<s^2>/dK of one activation at a variance K."""
+    """<s^2>, <s'^2> and d<s^2>/dK of one activation at a variance K.
+
+    Parameters
+    ----------
+    act : str, sympy.Expr or Activation
+        A continuous activation.
+
+    Raises
+    ------
+    ValueError
+        If the activation is unknown or jumps (no chi_parallel at a jump).
+
+    Examples
+    --------
+    >>> from ntk_theory.criticality import Moments
+    >>> Moments("tanh")
+    Moments(tanh: <s^2>, <s'^2>, d<s^2>/dK)
+    >>> Moments("step")
+    Traceback (most recent call last):
+    ...
+    ValueError: step is discontinuous: ...
+    """
 
     def __init__(self, act):
         self.activation: Activation = activation(act)
@@ -38,7 +59,39 @@ class Moments:
         self._ss, self._dd = kern.T_diag, kern.Tdot_diag
 
     def f64(self, K: float) -> tuple[float, float, float]:
-        """(<s^2>, <s'^2>, d<s^2>/dK) at variance K > 0, float64."""
+        """(<s^2>, <s'^2>, d<s^2>/dK) at variance K > 0, float64.
+
+        Parameters
+        ----------
+        K : float
+            The variance, > 0.
+
+        Returns
+        -------
+        tuple of float
+
+        Raises
+        ------
+        ValueError
+            If K is not > 0.
+
+        Examples
+        --------
+        tanh at K = 1 against scipy quadrature (<tanh^2>, <(1 - tanh^2)^2>) and a finite difference:
+
+        >>> import numpy as np
+        >>> from scipy import integrate, stats
+        >>> from ntk_theory.criticality import Moments
+        >>> m = Moments("tanh")
+        >>> s2, ds2, d_s2 = m.f64(1.0)
+        >>> gauss = lambda f: integrate.quad(lambda z: f(z) * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-14)[0]
+        >>> bool(np.isclose(s2, gauss(lambda z: np.tanh(z)**2), rtol=1e-12))
+        True
+        >>> bool(np.isclose(ds2, gauss(lambda z: (1 - np.tanh(z)**2)**2), rtol=1e-12))
+        True
+        >>> bool(np.isclose(d_s2, (m.f64(1.0 + 1e-5)[0] - m.f64(1.0 - 1e-5)[0]) / 2e-5, rtol=1e-7))
+        True
+        """
         K = float(K)
         if not K > 0:
             raise ValueError(f"the variance K must be > 0; got {K}")
@@ -47,7 +100,34 @@ class Moments:
 
     def mp(self, K, dps: int = 30) -> tuple:
         """(<s^2>, <s'^2>, d<s^2>/dK) as mpf at about ``dps`` digits, rounded to the caller's mpmath
-        precision (use ``mpmath.workdps``)."""
+        precision (use ``mpmath.workdps``).
+
+        Parameters
+        ----------
+        K : str, float or mpmath.mpf
+            The variance, > 0.
+        dps : int, default 30
+            Decimal digits.
+
+        Returns
+        -------
+        tuple of mpmath.mpf
+
+        Raises
+        ------
+        ValueError
+            If K is not > 0.
+
+        Examples
+        --------
+        ReLU: K / 2, 1/2 and 1/2:
+
+        >>> import mpmath
+        >>> from ntk_theory.criticality import Moments
+        >>> with mpmath.workdps(30):
+        ...     Moments("relu").mp("0.3", dps=30) == (mpmath.mpf("0.15"), mpmath.mpf("0.5"), mpmath.mpf("0.5"))
+        True
+        """
         import mpmath
 
         with mpmath.workdps(dps + 10):

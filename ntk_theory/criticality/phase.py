@@ -20,7 +20,31 @@ from .moments import Moments
 @dataclass
 class PhaseDiagram:
     """``log_chi_perp``, ``K_star`` and the ``diverging`` mask on the grid (len(C_W), len(C_b)); ``line``: the
-    critical line ``(C_W, C_b, K*)`` of :func:`.critical.critical_line`."""
+    critical line ``(C_W, C_b, K*)`` of :func:`~ntk_theory.criticality.critical_line`.
+
+    Made by :func:`phase_diagram`.
+
+    Parameters
+    ----------
+    activation : str
+        The activation's name.
+    C_W, C_b : numpy.ndarray
+        The grid's axes.
+    K_star, log_chi_perp : numpy.ndarray
+        (len(C_W), len(C_b)): the variance reached and log chi_perp there.
+    diverging : numpy.ndarray
+        (len(C_W), len(C_b)) bool: the variance grew past 1e8 (no finite fixed point).
+    line : tuple of numpy.ndarray
+        The critical line ``(C_W, C_b, K*)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntk_theory.criticality import phase_diagram
+    >>> pd = phase_diagram("relu", C_W=np.array([1.0, 3.0]), C_b=np.array([0.0, 0.5]), iterations=300)
+    >>> pd.diverging.tolist()           # ReLU at C_W > 2: K grows by C_W / 2 per layer, without bound
+    [[False, False], [True, True]]
+    """
 
     activation: str
     C_W: np.ndarray
@@ -36,7 +60,35 @@ class PhaseDiagram:
                 f"{int(self.diverging.sum())} diverging)")
 
     def plot(self, path=None, ax=None):
-        """Draw (matplotlib, the optional ``plot`` extra) and save to ``path`` if given; returns the figure."""
+        """Draw (matplotlib, the optional ``plot`` extra) and save to ``path`` if given; returns the figure.
+
+        Parameters
+        ----------
+        path : str, path or None, default None
+            Where to save a PNG (None: not saved).
+        ax : matplotlib.axes.Axes or None, default None
+            The axes to draw into (None: a new figure).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> _ = pytest.importorskip("matplotlib")
+        >>> from ntk_theory.criticality import phase_diagram
+        >>> pd = phase_diagram("relu", C_W=np.array([1.0, 3.0]), C_b=np.array([0.0, 0.5]), iterations=300)
+        >>> fig = pd.plot()
+        >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+        ('$C_b$', '$C_W$')
+        """
         try:
             import matplotlib
 
@@ -66,6 +118,48 @@ class PhaseDiagram:
 
 
 def phase_diagram(act, *, C_W=np.linspace(0.05, 4.0, 80), C_b=np.linspace(0.0, 1.0, 41), iterations: int = 3000) -> PhaseDiagram:
+    """Order and chaos on a (C_W, C_b) grid: K* by iterating K -> C_b + C_W <s^2>_K from K = 1, then
+    log chi_perp = log(C_W <s'^2>_K*).
+
+    Parameters
+    ----------
+    act : str, sympy.Expr, Activation or Moments
+        A continuous activation.
+    C_W, C_b : array_like
+        The grid's axes (keyword-only).
+    iterations : int, default 3000
+        Iterations of the variance map.
+
+    Returns
+    -------
+    PhaseDiagram
+        K*, log chi_perp and the diverging mask on the grid, and the critical line.
+
+    Raises
+    ------
+    ValueError
+        If the activation is unknown or discontinuous.
+
+    Notes
+    -----
+    <s^2> and <s'^2> are tabulated at 161 variances from 1e-8 to 1e8 and interpolated linearly in
+    log-log (exact for power laws such as ReLU's); K is clipped to that range and entries reaching its top
+    are marked diverging.  Where the map converges slowly (chi_parallel near 1) ``iterations`` bounds the
+    accuracy of K*.
+
+    Examples
+    --------
+    ReLU: K* = C_b / (1 - C_W / 2) and chi_perp = C_W / 2 for C_W < 2:
+
+    >>> import numpy as np
+    >>> from ntk_theory.criticality import phase_diagram
+    >>> C_W, C_b = np.array([0.5, 1.0, 1.5]), np.array([0.1, 0.5])
+    >>> pd = phase_diagram("relu", C_W=C_W, C_b=C_b, iterations=300)
+    >>> bool(np.allclose(pd.K_star, C_b[None, :] / (1 - C_W[:, None] / 2), rtol=1e-12))
+    True
+    >>> bool(np.allclose(pd.log_chi_perp, np.log(C_W / 2)[:, None], rtol=1e-12))
+    True
+    """
     m = act if isinstance(act, Moments) else Moments(act)
     table_K = np.geomspace(1e-8, 1e8, 161)
     tab = np.array([m.f64(k)[:2] for k in table_K])

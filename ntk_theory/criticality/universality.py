@@ -27,7 +27,35 @@ from ..activations.activation import x
 
 @dataclass(frozen=True)
 class Universality:
-    """Which class an activation belongs to, with the exact critical (C_W, C_b) where the class gives it."""
+    """Which class an activation belongs to, with the exact critical (C_W, C_b) where the class gives it.
+
+    Made by :func:`universality`.
+
+    Parameters
+    ----------
+    name : str
+        "scale-invariant", "K*=0" or "neither".
+    taylor : tuple or None
+        (s(0), s'(0), s''(0), s^(3)(0)) when s is smooth at 0.
+    a1 : sympy.Expr or None
+        PDLT's a_1 of the K* = 0 class.
+    slopes : tuple or None
+        (a_+, a_-) of the scale-invariant class.
+    reason : str
+        Why the activation is in the class.
+    C_W, C_b : sympy.Expr or None, default None
+        The exact critical point, when the class gives it (keyword-only).
+
+    Examples
+    --------
+    Leaky ReLU with slope 1/10 is critical at C_W = 2 / (1 + 1/100):
+
+    >>> import sympy as sp
+    >>> from ntk_theory.criticality import universality
+    >>> u = universality("leaky_relu(1/10)")
+    >>> u.name, u.slopes, u.C_W == 2 / (1 + sp.Rational(1, 100)), u.C_b
+    ('scale-invariant', (1, 1/10), True, 0)
+    """
 
     name: str                      # "scale-invariant", "K*=0", or "neither"
     taylor: tuple | None           # (sigma_0, sigma_1, sigma_2, sigma_3) if s is smooth at 0
