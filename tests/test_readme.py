@@ -1,7 +1,13 @@
 """The README's quick start is exactly two commands, and CI runs its test command; its Python examples compile,
-and the stax examples of the reference network and the finite-width corrections run as written."""
+the stax examples of the reference network and the finite-width corrections run as written, and its IPython
+sessions (``In [n]:`` / ``Out[n]:``) run as doctests: every cell runs, and its ``Out`` and printed lines are
+compared with what the code shows (whitespace normalised, ``...`` elides)."""
 
+import doctest
+import importlib.util
+import io
 import re
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +85,93 @@ def test_finite_width_example_runs():
         else:
             assert np.array_equal(ours, value), name
     assert type(env["recursion_for"](env["res"])).__name__ == "ResidualRecursion"
+
+
+# --------------------------------------------------------------------------- the IPython sessions as doctests
+#: cells that derive or compile cold for many seconds (x*erf(x), the GELU network): the slow set runs them
+SLOW_CELLS = ('expectation("x*erf(x)")', "stax.Gelu()")
+
+
+def sessions() -> list:
+    """The README's IPython blocks, each a list of cells ``(source, expected output)``: ``In [n]:`` starts a
+    cell, ``...:`` continues its source, ``Out[n]:`` and any other line are what it shows."""
+    text = (ROOT / "README.md").read_text()
+    found = []
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if not re.search(r"^In \[\d+\]:", block, re.M):
+            continue
+        cells = []
+        for line in block.splitlines():
+            if m := re.match(r"In \[\d+\]: ?(.*)", line):
+                cells.append(([m.group(1)], []))
+            elif m := re.match(r"\s+\.\.\.: ?(.*)", line):
+                cells[-1][0].append(m.group(1))
+            else:
+                cells[-1][1].append(re.sub(r"^Out\[\d+\]: ?", "", line))
+        found.append([("\n".join(src), "\n".join(out)) for src, out in cells])
+    return found
+
+
+def run_cell(source: str, env: dict) -> str:
+    """Run a cell as IPython does: an expression shows its repr (None shows nothing; its value is kept in
+    ``env["Out"][source]``), printed text is shown."""
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        try:
+            code = compile(source, "README.md", "eval")
+        except SyntaxError:
+            exec(compile(source, "README.md", "exec"), env)
+            shown = None
+        else:
+            shown = eval(code, env)
+            env.setdefault("Out", {})[source] = shown
+    return buffer.getvalue() + ("" if shown is None else repr(shown) + "\n")
+
+
+def run_sessions(skip=(), edit=lambda source: source) -> dict:
+    """Run the three sessions in one namespace (with small inputs X, X1, X2), cell by cell, comparing each cell's
+    expected output; a cell containing a ``skip`` marker ends its session (later cells build on it)."""
+    rng = np.random.default_rng(0)
+    env = {"X1": rng.standard_normal((3, 10)), "X2": rng.standard_normal((2, 10)),
+           "X": np.array([[1.0, 0.0, 0.5], [0.2, -0.7, 1.0]])}
+    checker = doctest.OutputChecker()
+    flags = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+    blocks = sessions()
+    assert len(blocks) == 3
+    for cells in blocks:
+        for source, want in cells:
+            if any(marker in source for marker in skip):
+                break  # the rest of the session builds on this cell
+            got = run_cell(edit(source), env)
+            if want.strip():
+                assert checker.check_output(want.strip() + "\n", got, flags), (
+                    f"README cell {source!r}:\n" + checker.output_difference(doctest.Example(source, want + "\n"), got, flags))
+    return env
+
+
+def test_readme_sessions_run_as_doctests(tmp_path):
+    """Every cell up to the slow ones (the check with 2000 networks per width instead of 20 000; its plot only with
+    matplotlib, into a temporary file)."""
+    plot = importlib.util.find_spec("matplotlib") is not None
+
+    def edit(source):
+        source = source.replace("samples=20_000", "samples=2000")
+        return source.replace('report.plot("check.png")', f"report.plot({str(tmp_path / 'check.png')!r})" if plot else "None")
+
+    env = run_sessions(skip=SLOW_CELLS, edit=edit)
+    assert env["report"].passed
+    assert env["f"].shape == (3, 1) and env["nngp"].shape == env["ntk"].shape == (3, 2)
+
+
+@pytest.mark.slow
+def test_readme_sessions_run_in_full(tmp_path, monkeypatch):
+    """Every cell (the check with 6000 networks per width, its plot into a temporary directory), and the session's
+    claims: the 50-digit mpmath kernel and the MLP shorthand give the float64 kernel of the stax network."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    env = run_sessions(edit=lambda source: source.replace("samples=20_000", "samples=6000"))
+    mp = np.asarray(next(v for s, v in env["Out"].items() if "dps=50" in s), dtype=float)
+    np.testing.assert_allclose(env["K"], mp, rtol=1e-12)
+    short = env["KernelRecursion"]("gelu", depth=3, C_W=1.69, C_b=0.04)(env["X"])
+    np.testing.assert_allclose(short.nngp, env["K"], rtol=1e-12)
+    np.testing.assert_allclose(short.ntk, env["Theta"], rtol=1e-12)
