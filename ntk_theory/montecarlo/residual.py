@@ -41,7 +41,8 @@ from .estimate import Estimate, EstimateTable, jackknife, run_blocks, run_settin
 Array = np.ndarray
 
 __all__ = ["RESIDUAL_ESTIMATES", "RESIDUAL_NTK_ESTIMATES", "RESIDUAL_TENSOR_ESTIMATES", "ResidualMonteCarlo",
-           "residual_ntk_rows", "sample_residual", "sample_residual_ntk", "sample_residual_tensors"]
+           "RESIDUAL_NTK_TENSOR_ESTIMATES", "residual_ntk_rows", "sample_residual", "sample_residual_ntk",
+           "sample_residual_ntk_tensors", "sample_residual_tensors"]
 
 RESIDUAL_ESTIMATES = {
     "K": "E[z_i^2] per layer (readout: E[Ghat(L)])",
@@ -388,4 +389,126 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
             "xi": xi.tolist(), "gamma": gamma.tolist(), "samples": samples, "batches": batches, "sampler": "projected",
             "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
             "seconds": time.perf_counter() - t0}
+    return ResidualMonteCarlo(est, info)
+
+
+RESIDUAL_NTK_TENSOR_ESTIMATES = {
+    "K": "E[z_ia z_ib] per layer (readout included), (L + 1, N, N)",
+    "Th": "E[Theta_ii;ab] per layer, (L + 1, N, N)",
+    "A": "n Cov(Theta_ii;ab, Theta_jj;cd), i != j, (L + 1, N, N, N, N)",
+    "B": "n E[Theta_ij;pr Theta_ij;qs] at [p, q, r, s], i != j, (L + 1, N, N, N, N)",
+    "D": "n Cov(Theta_ii;ab, z_jc z_jd), i != j, (L + 1, N, N, N, N)",
+    "F": "n E[Theta_ij;pr z_iq z_js] at [p, q, r, s], i != j, (L + 1, N, N, N, N)",
+    "V": "n Cov(z_ia z_ib, z_jc z_jd), i != j (over the observed neurons), (L + 1, N, N, N, N)",
+}
+
+
+def sample_residual_ntk_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0,
+                                param: str = "ntk", neurons: int = 4, samples: int = 20_000, seed=0,
+                                batches: int = 40, workers: int | None = 2, memory_mb: float = 32.0,
+                                progress: bool | None = None) -> ResidualMonteCarlo:
+    r"""The several-input NTK statistics of :data:`RESIDUAL_NTK_TENSOR_ESTIMATES` at inputs X (N, d) of ``neurons``
+    observed neurons of every hidden layer and of the readout, from ``samples`` residual networks of width
+    ``width`` with dense weight matrices (the network of the module docstring).
+
+    NTK: Theta_ij;ab(l) = sum_(m <= l) gamma_m^2 H(m)_ab J_a(l, m) J_b(l, m)^T with H(m)_ab = lambda_b + lambda_W
+    s(z_a(m-1)) . s(z_b(m-1)) / n (H(1)_ab = lambda_b + lambda_W x_a . x_b / n_0) and the Jacobian rows
+    J_a(l, m) = dz_a(l)/dz_a(m) of the observed neurons backpropagated at each input, J_a(l, m-1) = J_a(l, m)
+    (xi_m I + gamma_m W(m) diag(s'(z_a(m-1)))) (readout J(L+1, L) = W(L+1) diag(s'(z(L)))), as in
+    :func:`sample_residual_ntk`.  One input (N = 1) is that function's statistics.  Per network the means over
+    the observed neurons and ordered pairs i != j among them, then over networks; jackknife standard errors over
+    ``batches``."""
+    act = numpy_activation(activation)
+    L = _checks.positive_int("depth", depth)
+    n = _checks.positive_int("width", width)
+    k = _checks.positive_int("neurons", neurons)
+    if k < 2 or k > n:
+        raise ValueError(f"neurons must be between 2 and the width {n} (the i != j statistics need two); got {k}")
+    X = _checks.inputs(X, "X")
+    N, d = X.shape
+    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
+    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
+    xi = _real_per_layer("xi", xi, L - 1)
+    gamma = _real_per_layer("gamma", gamma, L - 1)
+    if param == "ntk":
+        lam_b, lam_W = C_b.copy(), C_W.copy()
+    elif param == "unit":
+        lam_b, lam_W = np.ones(L + 1), np.ones(L + 1)
+    else:
+        raise ValueError(f"param must be 'ntk' or 'unit' (the 1/n expansion of 'standard' mixes orders); got {param!r}")
+    samples, batches = run_settings(samples, batches, "projected")
+    per_net = 8 * (n * n * (L + 1) + 4 * n * N * (L + 2) + 2 * k * n * N * (L + 1) + 8 * N**4 * (L + 1))
+    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
+    off = ~np.eye(k, dtype=bool)
+    kp = k * (k - 1)
+    xs = np.concatenate([[0.0], xi])
+    gs = np.concatenate([[1.0], gamma, [1.0]])
+    G0 = X @ X.T / d
+    R1 = _psd_root((C_b[0] + C_W[0] * G0)[None])[0]
+
+    def features(z: Array, Th: Array, l: int, out: dict):
+        S = z.shape[0]
+        zs = z[:, :k]                                                   # (S, k, N)
+        P = zs[:, :, :, None] * zs[:, :, None, :]                      # (S, k, N, N)
+        T = np.einsum("siiab->siab", Th)                                # Theta_ii;ab (S, k, N, N)
+        sP, sT = P.sum(1), T.sum(1)
+        pair = lambda X1, X2, sX1, sX2: (np.einsum("sab,scd->sabcd", sX1, sX2)
+                                         - np.einsum("siab,sicd->sabcd", X1, X2)) / kp
+        out[f"g{l}"] = (sP / k).reshape(S, -1)
+        out[f"t{l}"] = (sT / k).reshape(S, -1)
+        out[f"zz{l}"] = pair(P, P, sP, sP).reshape(S, -1)
+        out[f"tt{l}"] = pair(T, T, sT, sT).reshape(S, -1)
+        out[f"d{l}"] = pair(T, P, sT, sP).reshape(S, -1)
+        out[f"b{l}"] = (np.einsum("xijpr,xijqs,ij->xpqrs", Th, Th, off) / kp).reshape(S, -1)
+        out[f"f{l}"] = (np.einsum("xijpr,xiq,xjs,ij->xpqrs", Th, zs, zs, off) / kp).reshape(S, -1)
+
+    def sample_block(rng, S: int) -> dict:
+        out = {}
+        zs = [rng.standard_normal((S, n, N)) @ R1.T]
+        H = [np.broadcast_to(lam_b[0] + lam_W[0] * G0, (S, N, N))]
+        Ws, dss = [None], []
+        for m in range(2, L + 2):
+            z = zs[-1]
+            s = act.value(z)
+            dss.append(act.derivative(z))
+            H.append(lam_b[m - 1] + lam_W[m - 1] * np.einsum("sia,sib->sab", s, s) / n)
+            rows = n if m <= L else k
+            W = rng.standard_normal((S, rows, n)) * np.sqrt(C_W[m - 1] / n)
+            Ws.append(W)
+            branch = np.einsum("sij,sja->sia", W, s) + np.sqrt(C_b[m - 1]) * rng.standard_normal((S, rows, 1))
+            zs.append(xs[m - 1] * z[:, :rows] + gs[m - 1] * branch if m <= L else branch)
+        for l in range(1, L + 2):
+            if l <= L:
+                Jm = np.array(np.broadcast_to(np.eye(k, n)[None, :, :, None], (S, k, n, N)))   # (S, k, n, N)
+                Th = np.einsum("sab,ij->sijab", H[l - 1] * gs[l - 1] ** 2, np.eye(k))
+                top = l
+            else:
+                Jm = Ws[L][:, :k, :, None] * dss[L - 1][:, None, :, :]
+                Th = (np.einsum("sab,ij->sijab", H[L], np.eye(k))
+                      + np.einsum("sab,sina,sjnb->sijab", H[L - 1] * gs[L - 1] ** 2, Jm, Jm, optimize=True))
+                top = L
+            for m in range(top, 1, -1):
+                Jm = xs[m - 1] * Jm + gs[m - 1] * np.einsum("sina,snp->sipa", Jm, Ws[m - 1]) * dss[m - 2][:, None]
+                Th = Th + np.einsum("sab,sina,sjnb->sijab", H[m - 2] * gs[m - 2] ** 2, Jm, Jm, optimize=True)
+            features(zs[l - 1], Th, l - 1, out)
+        return out
+
+    def estimator(mm: dict, count: float) -> dict:
+        get = lambda p, shape: np.stack([mm[f"{p}{l}"].reshape(shape) for l in range(L + 1)])
+        g, t = get("g", (N, N)), get("t", (N, N))
+        outer = lambda a, b: np.einsum("lab,lcd->labcd", a, b)
+        return {"K": g, "Th": t, "A": n * (get("tt", (N,) * 4) - outer(t, t)), "B": n * get("b", (N,) * 4),
+                "D": n * (get("d", (N,) * 4) - outer(t, g)), "F": n * get("f", (N,) * 4),
+                "V": n * (get("zz", (N,) * 4) - outer(g, g))}
+
+    t0 = time.perf_counter()
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
+                      desc=f"{samples} residual networks (NTK) at {N} inputs, n={n}")
+    values, errors = jackknife(sums, estimator)
+    est = {key: Estimate(key, values[key], errors[key], RESIDUAL_NTK_TENSOR_ESTIMATES[key])
+           for key in RESIDUAL_NTK_TENSOR_ESTIMATES}
+    info = {"activation": act.name, "X": X.tolist(), "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
+            "xi": xi.tolist(), "gamma": gamma.tolist(), "param": param, "neurons": k, "samples": samples,
+            "batches": batches, "sampler": "dense", "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
+            "block": block, "seconds": time.perf_counter() - t0}
     return ResidualMonteCarlo(est, info)
