@@ -28,12 +28,42 @@ SCHEDULER_NAMES = ("processes", "threads", "synchronous")
 
 
 class DistributedUnavailable(ImportError):
-    """Dask, distributed or zarr is not installed."""
+    """Dask, distributed or zarr is not installed.
+
+    Examples
+    --------
+    >>> try:
+    ...     require("dask", "a_module_that_is_not_installed")
+    ... except DistributedUnavailable as exc:
+    ...     print(exc)
+    the distributed path needs dask, distributed and zarr (a_module_that_is_not_installed is missing): install ntk-theory[distributed]
+    """
 
 
 def require(*names):
     """Import and return the optional modules (default dask, distributed, zarr), or raise
-    :class:`DistributedUnavailable` in one line naming the extra to install."""
+    :class:`DistributedUnavailable` in one line naming the extra to install.
+
+    Parameters
+    ----------
+    *names : str
+        Module names (default ``"dask", "distributed", "zarr"``).
+
+    Returns
+    -------
+    tuple of module
+
+    Raises
+    ------
+    DistributedUnavailable
+        If one is not installed.
+
+    Examples
+    --------
+    >>> (da,) = require("dask.array")
+    >>> da.__name__
+    'dask.array'
+    """
     names = names or ("dask", "distributed", "zarr")
     try:
         return tuple(importlib.import_module(n) for n in names)

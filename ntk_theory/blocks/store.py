@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -35,7 +37,26 @@ FORMAT = "ntk-theory blocked kernel 1"
 
 
 class StoreMismatch(ValueError):
-    """The Zarr store holds another kernel (other description, inputs, tiles or quantities)."""
+    """The Zarr store holds another kernel (other description, inputs, tiles or quantities).
+
+    Examples
+    --------
+    A store written for X refuses to resume a run at other inputs (a Gram matrix as the tile function):
+
+    >>> import numpy as np, tempfile
+    >>> from ntk_theory.blocks.tiled import tiled
+    >>> def gram(A, B):
+    ...     return {"k": A @ (A if B is None else B).T}
+    >>> X = np.arange(6.0).reshape(3, 2); path = tempfile.mkdtemp() + "/K.zarr"
+    >>> run = tiled(gram, X, chunks=2, names=("k",), store=path, scheduler="synchronous", progress=False)
+    >>> bool(np.array_equal(run.arrays["k"][:], X @ X.T))
+    True
+    >>> try:
+    ...     tiled(gram, X + 1, chunks=2, names=("k",), store=path, scheduler="synchronous", progress=False)
+    ... except StoreMismatch as exc:
+    ...     print(exc)
+    /.../K.zarr holds another kernel (differs in inputs_sha256)...
+    """
 
 
 def inputs_sha256(*arrays) -> str:
@@ -80,9 +101,54 @@ class ZarrSink:
             done[j, i] = 1
 
 
+#: madvise(MADV_POPULATE_WRITE) (Linux >= 5.14): map a range's pages, allocating them, in one call instead of
+#: one page fault per 4 KiB page
+POPULATE_WRITE = 23 if sys.platform.startswith("linux") else None
+
+#: this process's mappings of shared result files: path -> [mmap, array, populated row bands]
+MAPPED: dict = {}
+
+
+def populate(mm, start: int, stop: int) -> None:
+    """Map the pages of bytes start:stop of ``mm`` now (writable), where the platform allows."""
+    if POPULATE_WRITE is None or stop <= start:
+        return
+    page = mmap.PAGESIZE
+    start = start // page * page
+    stop = min(len(mm), -(-stop // page) * page)
+    try:
+        mm.madvise(POPULATE_WRITE, start, stop - start)
+    except (OSError, ValueError):  # an older kernel: the pages fault in on first write instead
+        pass
+
+
+def mapping(path: str, shape: tuple, dtype: str) -> list:
+    """This process's mapping of the shared file ``path`` as ``[mmap, array, populated bands]`` (mapped once
+    per process; mappings of files since removed are dropped first)."""
+    entry = MAPPED.get(path)
+    if entry is None:
+        release([p for p in MAPPED if not os.path.exists(p)])
+        with open(path, "r+b") as f:
+            mm = mmap.mmap(f.fileno(), 0)
+        entry = MAPPED[path] = [mm, np.ndarray(shape, dtype=dtype, buffer=mm), set()]
+    return entry
+
+
+def release(paths) -> None:
+    """Unmap this process's mappings of ``paths``."""
+    for p in paths:
+        entry = MAPPED.pop(p, None)
+        if entry is not None:
+            mm = entry[0]
+            entry.clear()  # the array goes first: the mmap cannot close while it is exported
+            mm.close()
+
+
 @dataclass(frozen=True)
 class SharedSink:
-    """Tiles written into memory-mapped files (one per quantity) that every process on this machine maps."""
+    """Tiles written into memory-mapped files (one per quantity) that every process on this machine maps.
+    Each process maps a file once and maps the pages of a row band in one call before its first write there
+    (:data:`POPULATE_WRITE`), not page by page."""
 
     paths: tuple  # ((name, path), ...)
     shape: tuple
@@ -95,28 +161,36 @@ class SharedSink:
         paths = tuple((n, os.path.join(root, f"ntk-theory-{token}-{n}.f")) for n in names)
         for _, p in paths:
             with open(p, "wb") as f:
-                f.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+                f.truncate(max(1, int(np.prod(shape))) * np.dtype(dtype).itemsize)
         return cls(paths, tuple(shape), np.dtype(dtype).name)
-
-    def arrays(self, mode="r+") -> dict:
-        return {n: np.memmap(p, dtype=self.dtype, mode=mode, shape=self.shape) for n, p in self.paths}
 
     def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> None:
         r0, r1, c0, c1 = bounds
-        arrays = self.arrays()
-        for n, arr in arrays.items():
+        row = self.shape[1] * np.dtype(self.dtype).itemsize
+        for n, p in self.paths:
+            mm, arr, bands = mapping(p, self.shape, self.dtype)
+            for band in ((r0, r1), (c0, c1)) if mirror else ((r0, r1),):
+                if band not in bands:
+                    populate(mm, band[0] * row, band[1] * row)
+                    bands.add(band)
             arr[r0:r1, c0:c1] = tiles[n]
             if mirror:
                 arr[c0:c1, r0:r1] = tiles[n].T
-        del arrays  # unmapped; the pages stay in the file
 
     def result(self) -> dict:
-        """The arrays (views of the mapped pages), the files unlinked."""
-        out = {n: np.asarray(a) for n, a in self.arrays().items()}
+        """The arrays (this process's mapping of the pages, all mapped), the files unlinked."""
+        out = {}
+        for n, p in self.paths:
+            with open(p, "r+b") as f:
+                mm = mmap.mmap(f.fileno(), 0)
+            populate(mm, 0, len(mm))
+            out[n] = np.ndarray(self.shape, dtype=self.dtype, buffer=mm)
         self.discard()
         return out
 
     def discard(self) -> None:
+        """Remove the files (mappings keep their pages until unmapped)."""
+        release([p for _, p in self.paths])
         for _, p in self.paths:
             try:
                 os.unlink(p)

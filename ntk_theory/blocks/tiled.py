@@ -36,7 +36,28 @@ __all__ = ["Tiling", "Tiled", "tiled", "run_tile", "check_chunks"]
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tiles of ``size`` x ``size`` entries over an (n1, n2) matrix; ``symmetric``: only tiles I <= J are tasks."""
+    """Tiles of ``size`` x ``size`` entries over an (n1, n2) matrix; ``symmetric``: only tiles I <= J are tasks.
+
+    Parameters
+    ----------
+    n1, n2 : int
+        The matrix's shape.
+    size : int
+        The tile size.
+    symmetric : bool
+        Only the upper tiles are computed (the lower ones are their transposes).
+
+    Examples
+    --------
+    A 5 x 5 symmetric matrix in tiles of 2: a 3 x 3 grid of which the 3 (3 + 1) / 2 = 6 upper tiles are tasks,
+    the last tile row covering rows 4..5:
+
+    >>> t = Tiling(5, 5, 2, True)
+    >>> t.grid, len(t.tasks()), t.rows(2), t.cols(1)
+    ((3, 3), 6, (4, 5), (2, 4))
+    >>> len(Tiling(5, 3, 2, False).tasks())      # 3 x 2 tiles
+    6
+    """
 
     n1: int
     n2: int
@@ -45,12 +66,33 @@ class Tiling:
 
     @property
     def grid(self) -> tuple:
+        """(row tiles, column tiles)."""
         return math.ceil(self.n1 / self.size), math.ceil(self.n2 / self.size)
 
     def rows(self, i: int) -> tuple:
+        """The row range [start, stop) of tile row ``i``.
+
+        Parameters
+        ----------
+        i : int
+
+        Returns
+        -------
+        tuple of int
+        """
         return i * self.size, min(self.n1, (i + 1) * self.size)
 
     def cols(self, j: int) -> tuple:
+        """The column range [start, stop) of tile column ``j``.
+
+        Parameters
+        ----------
+        j : int
+
+        Returns
+        -------
+        tuple of int
+        """
         return j * self.size, min(self.n2, (j + 1) * self.size)
 
     def tasks(self) -> list:
