@@ -135,3 +135,16 @@ def test_cli_kernel_writes_the_spatial_kernel(tmp_path, capsys):
         _check(f["nngp"], DATA[f"{name}/nngp12"], 1e-10)
         _check(f["ntk"], DATA[f"{name}/ntk12"], 1e-10)
     assert "(3, 2, 4, 4)" in capsys.readouterr().out
+
+
+def test_what_holds_n_by_n_kernels_only_refuses_spatial_outputs():
+    """Tiles of (N1, N2) kernels (chunks=) and the check of (N, N) entries name the spatial output in one line
+    (before any tile or sample is computed)."""
+    from ntk_theory.validation import check_architecture
+
+    net = stax.parse(NETWORKS["conv2d_valid_strides_relu"])
+    X = DATA["conv2d_valid_strides_relu/X1"]
+    with pytest.raises(ValueError, match=r"chunks=.*vector output.*\(3, 2\) positions"):
+        net.kernel_fn(X, chunks=2, compiled=False)
+    with pytest.raises(ValueError, match=r"check .*vector output.*Flatten\(\) or GlobalAvgPool\(\)"):
+        check_architecture(net, X, widths=(8, 16), samples=64, progress=False)

@@ -49,7 +49,10 @@ Numba form of F raises :class:`NotCompilableConv` naming the layer (the NumPy in
 Supported (else :class:`NotCompilableConv`, naming the layer): a serial chain of ``Conv`` (any padding,
 strides, 1-D or 2-D, 'ntk' or 'standard'), ``Dense`` (per position), activations, ``AvgPool``
 (any padding, ``normalize_edges``), ``GlobalAvgPool``, ``Flatten`` and, after these, ``Dense`` layers and
-activations on the pooled vector.
+activations on the pooled vector.  A chain whose output keeps spatial axes runs in the full layout and each
+pair writes its P' x P' output entries; the result is in neural-tangents 0.6.5's layout, as the interpreter's
+(:func:`ntk_theory.recursions.spatial.neural_tangents_order`), the pairs (b, a) of a symmetric kernel being
+those of (a, b) with the two positions swapped.
 
 Error model: the same closed forms as the interpreter in a different summation order and their stable
 float64 forms: ~1e-14 relative to it (the arccos-type terms of correlations near 1 lose up to ~1e-12
@@ -856,8 +859,10 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_
     """NNGP and NTK of a serial convolutional description at images X1 (N1, *S, C), X2 (default X1), compiled
     (module docstring); :class:`NotCompilableConv` for descriptions outside its scope.
 
-    ``out=(nngp, ntk)``: given (N1, N2) arrays to write into (memory maps too); the pairs are computed in row
-    tiles of at most ``tile_mb`` megabytes of float64 buffers, then copied into ``out``, so the temporaries
+    The kernels are (N1, N2), or in neural-tangents' layout (N1, N2, H, H', W, W') (its order of the spatial
+    dimensions) for an output with spatial axes, as :func:`ntk_theory.recursions.graph.kernel`'s.
+    ``out=(nngp, ntk)``: given arrays of that shape to write into (memory maps too); the pairs are computed in
+    row tiles of at most ``tile_mb`` megabytes of float64 buffers, then copied into ``out``, so the temporaries
     beyond the output are bounded by ``tile_mb`` plus 6 P^2 floats per thread (and, for activations without
     closed form, the Hermite tables: 32 (max_order + 1) L (N1 + N2) P bytes for L such activation layers).
     ``tol``: the truncation tolerance of Mehler's series (relative, as in :mod:`ntk_theory.codegen.graph`),

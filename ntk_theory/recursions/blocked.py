@@ -24,6 +24,7 @@ from ..architecture import Layer
 from ..blocks import tiled
 from . import graph
 from .result import KernelResult, check_get
+from .spatial import require_vector_output
 
 __all__ = ["InterpreterTiles", "blocked_result", "as_tile"]
 
@@ -65,6 +66,7 @@ def blocked_result(tile, X1, X2=None, *, get=("nngp", "ntk"), chunks, scheduler=
     names = check_get(get)
     X1 = graph.image_inputs(X1, "X1")[0]
     X2 = None if X2 is None else graph.image_inputs(X2, "X2", like=X1)[0]
+    require_vector_output(tile.description, X1, "chunks= (tiles of an (N1, N2) kernel)")
     meta = {"description": repr(tile.description), "evaluator": type(tile).__name__,
             "options": [list(o) for o in tile.options]}
     res = tiled(tile, X1, X2, chunks=chunks, names=names, store=out, meta=meta, scheduler=scheduler,

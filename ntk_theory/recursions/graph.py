@@ -44,6 +44,10 @@ per-position variances take the role of var1, var2 in the activation expectation
 - ``Dense``, nonlinearities, ``LayerNorm`` (over channels), ``FanInSum``, ``FanInConcat`` (channels): per
   position as above.
 
+An output that keeps spatial axes (no ``Flatten`` or ``GlobalAvgPool``) is returned as the covariances of all
+pairs of output positions in neural-tangents 0.6.5's layout (:func:`.spatial.neural_tangents_order`,
+:func:`.spatial.output_spatial`).
+
 neural-tangents 0.6.5 refuses LayerNorm after a nonlinearity and FanInSum of branches that do not end
 in a linear layer; both are exact here.  What stays refused, with the layer named: a nonlinearity after
 a sum of non-Gaussian functions of several sources (a Gaussian expectation of dimension > 2), after

@@ -265,3 +265,15 @@ def neural_tangents_order(A, batch: int, rank: int, reversed_: bool = False):
     b = tuple(range(batch))
     axes = (batch + 1, batch + 3, batch, batch + 2) if reversed_ else (batch, batch + 2, batch + 1, batch + 3)
     return A.transpose(b + axes)
+
+
+def require_vector_output(description: Layer, X, what: str) -> None:
+    """ValueError naming ``what`` if the output of ``description`` at inputs X (images (N, *S, C)) keeps spatial
+    axes: for computations that hold (N1, N2) kernels only."""
+    X = np.asarray(X)
+    if X.ndim > 2:
+        shape = output_spatial(description, X.shape[1:-1])[0]
+        if shape:
+            raise ValueError(f"{what} needs a network with a vector output; this network's output keeps its "
+                             f"spatial axes ({shape} positions, kernels per pair of positions): end it with "
+                             "Flatten() or GlobalAvgPool()")

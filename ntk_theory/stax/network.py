@@ -100,7 +100,14 @@ class Network:
         -------
         numpy.ndarray or KernelResult
             (N1, N2) kernels of the output; ``result.info["evaluated_by"]`` names the module that
-            computed them.
+            computed them.  A convolutional network whose output keeps spatial axes (no ``Flatten`` or
+            ``GlobalAvgPool``; ending in a Conv, an activation, ``AvgPool`` or a Dense per position) gives
+            the covariance of one output channel between every pair of output positions in neural-tangents
+            0.6.5's layout, (N1, N2, H, H', W, W') (1-D images: (N1, N2, W, W')), with the spatial
+            dimensions reversed, (N1, N2, W, W', H, H'), where neural-tangents reverses them (an odd number
+            of Conv layers on the path; :func:`ntk_theory.recursions.spatial.output_spatial`).  The output
+            channel count does not enter.  Monte Carlo estimates and empirical NTKs keep the order
+            (H, H', W, W').
 
         Raises
         ------

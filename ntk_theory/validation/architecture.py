@@ -38,6 +38,7 @@ import numpy as np
 from .. import _checks
 from ..architecture import Layer
 from ..montecarlo.graph import sample_kernels, with_width
+from ..recursions.spatial import require_vector_output
 from .fits import weighted_fit
 from .infinite_width import CheckReport, CheckRow
 from .infinite_width import _reference_size as reference_size
@@ -299,6 +300,7 @@ def check_architecture(
     if not isinstance(description, Layer):
         raise ValueError(f"expected an architecture description (stax.serial(...)); got {description!r}")  # noqa: TRY004 (bad input: a ValueError)
     X = default_inputs() if X is None else _checks.inputs(X, images=True)
+    require_vector_output(description, X, "check (entries of (N, N) kernels)")
     widths = tuple(_checks.positive_int("widths", w) for w in widths)
     if len(set(widths)) < 2:
         raise ValueError(f"check needs at least two distinct widths to extrapolate to infinite width; got {widths}")
