@@ -169,7 +169,34 @@ def ddntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: b
 
 def ddntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
                    ) -> list[DDNTKScalars]:
-    """R, S, T, U of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
+    """R, S, T, U of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only).
+
+    Parameters
+    ----------
+    G0 : sympy.Expr or None, default None
+        The input's x.x / n_0 (None: the symbol ``G_0``).
+    kink_terms : bool, default True
+        Keep the Dirac terms at kinks (piecewise-linear activations need False).
+    simplify : bool, default True
+        Simplify each layer's expressions.
+
+    Returns
+    -------
+    list of DDNTKScalars
+
+    Raises
+    ------
+    ValueError
+        If an average has no closed form, or for kinked activations with ``kink_terms=True``.
+
+    Examples
+    --------
+    ReLU at C_W = 2: at layer 2, S = T = 2 at G0 = 1/2 (:meth:`ddntk_second_layer`'s example), i.e. 8 G0^2:
+
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> FiniteWidthRecursion("relu", 2, C_W=2.0).ddntk_symbolic(kink_terms=False)[1]
+    DDNTKScalars(R=0, S=8*G_0**2, T=8*G_0**2, U=0, error=0.0)
+    """
     ddntk_activation_check(rec, kink_terms)
     averages = _Averages(rec.activation)
     if not averages.closed():
@@ -307,7 +334,36 @@ def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol
     """R, S, T, U of layers 1 .. L+1 (layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as (N, N, N, N)
     arrays (:class:`.dntk.DDNTKState`), or for one input ``x`` / ``G0`` as floats (:class:`DDNTKScalars`);
     ``route`` ("compiled" or "nested") how the N-input s'' averages are integrated
-    (:func:`.dntk.derivative_averages`)."""
+    (:func:`.dntk.derivative_averages`).
+
+    Parameters
+    ----------
+    X : array_like or None, default None
+        Inputs (N, n_0).
+    x : array_like, optional
+        One input (keyword-only; instead of ``X``).
+    G0 : float, optional
+        One input's x.x / n_0 (keyword-only).
+    kink_terms : bool, default True
+        Keep the Dirac terms at kinks (piecewise-linear activations need False).
+    tol : float, default 1e-10
+        Relative tolerance of the numerically integrated averages.
+    route : {'compiled', 'nested'}, default 'compiled'
+        How the N-input s'' averages are integrated.
+
+    Returns
+    -------
+    list
+        L + 1 states: DDNTKScalars (one input) or DDNTKState (N inputs).
+
+    Examples
+    --------
+    ReLU at C_W = 2, G0 = 1/2: layer 2's S = T = 2 (:meth:`ddntk_second_layer`'s hand values):
+
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> FiniteWidthRecursion("relu", 2, C_W=2.0).ddntk(G0=0.5, kink_terms=False)[1]
+    DDNTKScalars(R=0.0, S=2.0, T=2.0, U=0.0, error=0.0)
+    """
     if X is not None:
         return ddntk_tensors(self, X, kink_terms=kink_terms, tol=tol, route=route)
     return ddntk_one_input(self, x, G0=G0, kink_terms=kink_terms)

@@ -261,13 +261,62 @@ RECURSIONS = {False: _plain, True: _residual}
 def recursion_for(description):
     """The finite-width recursion of ``description`` (module docstring): a
     :class:`~.network.FiniteWidthRecursion` for a plain MLP, a :class:`~.residual.ResidualRecursion` for a
-    residual MLP; :class:`~.residual.NotDerived` naming the first layer without a derived 1/n rule otherwise."""
+    residual MLP; :class:`~.residual.NotDerived` naming the first layer without a derived 1/n rule otherwise.
+
+    Parameters
+    ----------
+    description : Network or Layer
+        A stax network or an architecture description.
+
+    Returns
+    -------
+    FiniteWidthRecursion or ResidualRecursion
+        With the per-layer C_W, C_b (and xi, gamma, widths) read from the layers.
+
+    Raises
+    ------
+    NotDerived
+        Naming the first layer without a derived 1/n rule.
+
+    Examples
+    --------
+    A residual block ``FanOut(2), parallel(Identity(), serial(activation, Dense)), FanInSum()`` after a Dense
+    layer makes a :class:`~ntk_theory.finite_width.ResidualRecursion` (xi = gamma = 1):
+
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.finite_width import recursion_for
+    >>> recursion_for(stax.serial(stax.Dense(8, W_std=2 ** 0.5), stax.Relu(), stax.Dense(1)))
+    FiniteWidthRecursion(Max(0, x), depth=1, C_W=1, C_b=0, param='ntk')
+    >>> block = [stax.FanOut(2), stax.parallel(stax.Identity(), stax.serial(stax.Relu(), stax.Dense(8))), stax.FanInSum()]
+    >>> rec = recursion_for(stax.serial(stax.Dense(8), *block, stax.Relu(), stax.Dense(1)))
+    >>> type(rec).__name__, rec.depth, rec.xi, rec.gamma
+    ('ResidualRecursion', 2, (1.0,), (1.0,))
+    """
     steps = _read(description)
     return RECURSIONS[any(s.residual for s in steps)](steps, description_of(description))
 
 
 def why_not_derived(description) -> str | None:
-    """The :class:`~.residual.NotDerived` message of ``description``, or None if it has a recursion."""
+    """The :class:`~.residual.NotDerived` message of ``description``, or None if it has a recursion.
+
+    Parameters
+    ----------
+    description : Network or Layer
+        A stax network or an architecture description.
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.finite_width import why_not_derived
+    >>> why_not_derived(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))) is None
+    True
+    >>> why_not_derived(stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(8), stax.Dense(1)))
+    'Dense(1) at layer 3: two Dense layers in a row (the recursions have an activation between Dense layers); expected ...'
+    """
     try:
         recursion_for(description)
     except NotDerived as exc:

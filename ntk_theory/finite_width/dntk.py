@@ -74,13 +74,43 @@ NAMES = ("P", "Q")
 class DNTKState:
     """P and Q of one layer: floats or SymPy expressions (one input) or (N, N, N, N) arrays, normalised by
     the width n_(l-1) feeding the layer (n E[dH z] as in the module docstring); ``error`` the largest
-    quadrature error estimate of the averages used (0 for closed forms)."""
+    quadrature error estimate of the averages used (0 for closed forms).
+
+    Parameters
+    ----------
+    P, Q : float, sympy.Expr or numpy.ndarray
+        The dNTK's two tensors.
+    error : float, default 0.0
+        The largest quadrature error estimate (not compared).
+
+    Examples
+    --------
+    ReLU at C_W = 2, K = 1 (G0 = 1/2), no kink terms: P = 0 and Q' = 2 Theta + F + Q (the one-input recursion
+    of the module docstring with <s^2 s'^2> = d<s^2>/dK = <s'^2> = 1/2), so Q = 0, 2, 2 * 2 + 2 + 2 = 8 with
+    Theta = 1, 2 and F = 0, 2:
+
+    >>> from ntk_theory.finite_width import DNTKState, FiniteWidthRecursion
+    >>> FiniteWidthRecursion("relu", 2, C_W=2.0).dntk(G0=0.5, kink_terms=False)
+    [DNTKState(P=0.0, Q=0.0, error=0.0), DNTKState(P=0.0, Q=2.0, error=0.0), DNTKState(P=0.0, Q=8.0, error=0.0)]
+    """
 
     P: object
     Q: object
     error: float = field(default=0.0, compare=False)
 
     def values(self) -> dict:
+        """``{"P": P, "Q": Q}``.
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import DNTKState
+        >>> DNTKState(0.0, 2.0).values()
+        {'P': 0.0, 'Q': 2.0}
+        """
         return {"P": self.P, "Q": self.Q}
 
 
@@ -167,7 +197,34 @@ def dntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: bo
 
 def dntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
                   ) -> list[DNTKState]:
-    """P, Q of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
+    """P, Q of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only).
+
+    Parameters
+    ----------
+    G0 : sympy.Expr or None, default None
+        The input's x.x / n_0 (None: the symbol ``G_0``).
+    kink_terms : bool, default True
+        Keep the Dirac terms of s'' at kinks (False: s'' = 0 almost everywhere).
+    simplify : bool, default True
+        Simplify each layer's expressions.
+
+    Returns
+    -------
+    list of DNTKState
+
+    Raises
+    ------
+    ValueError
+        If an average has no closed form.
+
+    Examples
+    --------
+    ReLU at C_W = 2: Q = 8 at G0 = 1/2 (:class:`DNTKState`'s example), i.e. 32 G0^2:
+
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> FiniteWidthRecursion("relu", 2, C_W=2.0).dntk_symbolic(kink_terms=False)[-1]
+    DNTKState(P=0, Q=32*G_0**2, error=0.0)
+    """
     kappa = _kappa(rec, kink_terms)
     extra = _ZSDDD(rec.activation)
     if not extra.form.is_closed_form:
@@ -193,7 +250,28 @@ def dntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True
 
 def dntk_layer_map(rec: FiniteWidthRecursion, layer: int = 2, *, kink_terms: bool = True) -> DNTKState:
     """The map from layer ``layer - 1`` to ``layer`` as SymPy expressions in the symbols K, Theta, B, F, P, Q
-    (closed forms in K where derived, placeholders <g>(K) otherwise)."""
+    (closed forms in K where derived, placeholders <g>(K) otherwise).
+
+    Parameters
+    ----------
+    layer : int, default 2
+        2 .. L + 1.
+    kink_terms : bool, default True
+        Keep the Dirac terms of s'' at kinks.
+
+    Returns
+    -------
+    DNTKState
+        P' and Q' in the previous layer's symbols.
+
+    Examples
+    --------
+    ReLU at C_W = 2 without kink terms: P' = P and Q' = 2 K Theta + F + Q:
+
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> FiniteWidthRecursion("relu", 2, C_W=2.0).dntk_layer_map(2, kink_terms=False)
+    DNTKState(P=P, Q=F + 2*K*\\Theta + Q, error=0.0)
+    """
     from .single import symbols
 
     kappa = _kappa(rec, kink_terms)
@@ -503,7 +581,39 @@ def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol:
                  route: str = "compiled"):
     """P, Q of layers 1 .. L+1 (:class:`DNTKState`, layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as
     (N, N, N, N) arrays, or for one input ``x`` / ``G0`` as floats (:mod:`ntk_theory.finite_width.dntk`);
-    ``route`` ("compiled" or "nested") how the N-input s'' averages are integrated (:func:`derivative_averages`)."""
+    ``route`` ("compiled" or "nested") how the N-input s'' averages are integrated (:func:`derivative_averages`).
+
+    Parameters
+    ----------
+    X : array_like or None, default None
+        Inputs (N, n_0).
+    x : array_like, optional
+        One input (keyword-only; instead of ``X``).
+    G0 : float, optional
+        One input's x.x / n_0 (keyword-only).
+    kink_terms : bool, default True
+        Keep the Dirac terms of s'' at kinks (module docstring's kappa).
+    tol : float, default 1e-10
+        Relative tolerance of the numerically integrated averages.
+    route : {'compiled', 'nested'}, default 'compiled'
+        How the N-input s'' averages are integrated.
+
+    Returns
+    -------
+    list of DNTKState
+        L + 1 states.
+
+    Examples
+    --------
+    The N-input tensors' diagonal entries equal the one-input values (ReLU at C_W = 2: Q = 2, 8, as the hand
+    recursion of :class:`DNTKState`):
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> states = FiniteWidthRecursion("relu", 2, C_W=2.0).dntk(np.array([[1.0, 0.0]]), kink_terms=False)
+    >>> [round(float(s.Q[0, 0, 0, 0]), 10) for s in states]
+    [0.0, 2.0, 8.0]
+    """
     if X is not None:
         return dntk_tensors(self, X, kink_terms=kink_terms, tol=tol, route=route)
     return dntk_one_input(self, x, G0=G0, kink_terms=kink_terms)
@@ -562,7 +672,39 @@ def ddntk_second_layer(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True,
         U_abcd = C_W^2 <s''_a s''_b s'_c s'_d> Th_ac Th_bd Th_ab
 
     Smooth activations; piecewise-linear ones only with ``kink_terms=False`` (s'' = s''' = 0 almost everywhere:
-    R = U = 0); other kinked activations are refused (their Dirac terms are not derived here)."""
+    R = U = 0); other kinked activations are refused (their Dirac terms are not derived here).
+
+    Parameters
+    ----------
+    X : array_like
+        Inputs (N, n_0).
+    kink_terms : bool, default True
+        Keep the Dirac terms at kinks (piecewise-linear activations need False).
+    tol : float, default 1e-10
+        Relative tolerance of the numerically integrated averages.
+
+    Returns
+    -------
+    DDNTKState
+        R, S, T, U as (N, N, N, N) arrays, with ``error``.
+
+    Raises
+    ------
+    ValueError
+        For kinked activations with ``kink_terms=True``, or activations with kinks that are not
+        piecewise-linear.
+
+    Examples
+    --------
+    ReLU at C_W = 2 (lambda_W = 2), one unit input of n_0 = 2 (K = Theta = 1): S = lambda_W C_W <s'^4> = 2 and
+    T = lambda_W^2 <s'^2 s^2> = 4 * 1/2 = 2:
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> st = FiniteWidthRecursion("relu", 2, C_W=2.0).ddntk_second_layer(np.array([[1.0, 0.0]]), kink_terms=False)
+    >>> [round(float(t[0, 0, 0, 0]), 12) for t in (st.R, st.S, st.T, st.U)]
+    [0.0, 2.0, 2.0, 0.0]
+    """
     from .. import _checks
 
     X = _checks.inputs(X, "X")

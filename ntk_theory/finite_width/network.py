@@ -28,6 +28,38 @@ class FiniteWidthRecursion:
     ``param`` 'ntk' or 'unit' ('standard' has lambda_W = n_(l-1), which mixes the orders of the
     1/n expansion, and is refused); ``widths``: None (equal widths: ratios 1) or the L hidden
     widths (the ratios r_l = n_l / n_(l-1) enter; corrections are then per 1/n_L).
+
+    Parameters
+    ----------
+    act : str, sympy.Expr or Activation
+        The activation of every hidden layer.
+    depth : int
+        The number of hidden layers L >= 1.
+    C_W, C_b : float or sequence of float, default 1.0, 0.0
+        Weight and bias variances (keyword-only): scalars or L + 1 values (readout last).
+    param : {'ntk', 'unit'}, default 'ntk'
+        The NTK's learning-rate factors (lambda_b, lambda_W) = (C_b, C_W) or (1, 1).
+    widths : sequence of int or None, default None
+        The L hidden widths (None: equal).
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is not a positive integer, a per-layer list has the wrong length, or ``param`` is
+        'standard' or unknown.
+
+    Examples
+    --------
+    ReLU at criticality (C_W = 2, C_b = 0, 'ntk': lambda_b = 0, lambda_W = 2) with G0 = x.x/n_0 = 1/2 keeps K = 1 and gives, per layer,
+    Theta' = K + Theta, V' = 5 K^2 + V and B' = 2 Theta^2 + B (the module :mod:`~ntk_theory.finite_width.single`'s
+    recursion with <s^2> = K/2, <s^4> = 3K^2/2, <s'^2> = <s'^4> = 1/2), so at the output of L = 2 hidden layers
+    Theta = 3, V = 10, B = 2 + 2 * 2^2 = 10 and the output cumulant 3 V = 15 L:
+
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> rec = FiniteWidthRecursion("relu", 2, C_W=2.0)
+    >>> out = rec.one_input(G0=0.5)[-1]
+    >>> (out.K, out.Th, out.V, out.B, out.K1), out.output_cumulant
+    ((1.0, 3.0, 10.0, 10.0, 0.0), 30.0)
     """
 
     def __init__(self, act, depth: int, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None):
@@ -51,8 +83,32 @@ class FiniteWidthRecursion:
     @classmethod
     def from_description(cls, description) -> "FiniteWidthRecursion":
         """The recursion of a plain-MLP description (a stax network or a layer; per-layer C_W, C_b and
-        widths read from its Dense layers); :class:`~.residual.NotDerived` naming the first layer otherwise
-        (a residual description: :func:`.description.recursion_for`)."""
+        widths read from its Dense layers); :class:`~ntk_theory.finite_width.NotDerived` naming the first
+        layer otherwise (a residual description: :func:`~ntk_theory.finite_width.recursion_for`).
+
+        Parameters
+        ----------
+        description : Network or Layer
+            Dense, activation, Dense, ..., Dense (one activation throughout).
+
+        Returns
+        -------
+        FiniteWidthRecursion
+
+        Raises
+        ------
+        NotDerived
+            If the description is not a plain MLP of one activation (a residual one included).
+
+        Examples
+        --------
+        >>> from ntk_theory import stax
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion
+        >>> net = stax.serial(stax.Dense(8, W_std=2 ** 0.5), stax.Relu(), stax.Dense(1, W_std=2 ** 0.5))
+        >>> rec = FiniteWidthRecursion.from_description(net)
+        >>> rec.depth, [round(c, 12) for c in rec.C_W]        # W_std**2 = 2 up to rounding
+        (1, [2.0, 2.0])
+        """
         from .description import recursion_for
         from .residual import NotDerived
 
@@ -67,7 +123,26 @@ class FiniteWidthRecursion:
         return one_input_averages(self.activation)
 
     def lambdas(self, layer: int) -> tuple[float, float]:
-        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""
+        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout).
+
+        Parameters
+        ----------
+        layer : int
+            1 .. L + 1.
+
+        Returns
+        -------
+        tuple of float
+            (C_b, C_W) of that layer in 'ntk', (1, 1) in 'unit'.
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion
+        >>> FiniteWidthRecursion("relu", 2, C_W=[1.0, 2.0, 3.0], C_b=0.1).lambdas(3)
+        (0.1, 3.0)
+        >>> FiniteWidthRecursion("relu", 2, C_W=2.0, param="unit").lambdas(1)
+        (1.0, 1.0)
+        """
         return learning_rate_factors(self.param, C_W=self.C_W[layer - 1], C_b=self.C_b[layer - 1], fan_in=1)
 
     # ------------------------------------------------------------------ one input, numbers
@@ -75,7 +150,43 @@ class FiniteWidthRecursion:
         """States of layers 1 .. L+1 for one input x (or its G0 = x.x / n_0), float64.
 
         Each state's ``error`` is the largest quadrature error estimate of the averages used
-        in that layer (0 for closed forms)."""
+        in that layer (0 for closed forms).
+
+        Parameters
+        ----------
+        x : array_like, optional
+            One input (n_0,) or (1, n_0).
+        G0 : float, optional
+            x.x / n_0 instead of ``x`` (keyword-only).
+
+        Returns
+        -------
+        list of State
+            L + 1 states, the readout's last (K, Th, V, K1, A, B, D, F, Th1; 1/n coefficients).
+
+        Raises
+        ------
+        ValueError
+            If neither or several inputs are given, or a variance vanishes (zero input and C_b = 0).
+
+        Examples
+        --------
+        ReLU at criticality (C_W = 2, C_b = 0, 'ntk': lambda_b = 0, lambda_W = 2) with G0 = x.x/n_0 = 1/2 keeps K = 1, Theta = 1, 2, 3 and V = 0, 5, 10 (V' = 5 K^2 + V):
+
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion
+        >>> states = FiniteWidthRecursion("relu", 2, C_W=2.0).one_input(np.array([1.0, 0.0]))
+        >>> [(s.K, s.Th, s.V) for s in states]
+        [(1.0, 1.0, 0), (1.0, 2.0, 5.0), (1.0, 3.0, 10.0)]
+
+        tanh at one hidden layer: V = C_W^2 (<s^4> - <s^2>^2) at the readout, against scipy quadrature:
+
+        >>> from scipy import integrate, stats
+        >>> gauss = lambda f: integrate.quad(lambda z: f(z) * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-14)[0]
+        >>> V = FiniteWidthRecursion("tanh", 1, C_W=1.5).one_input(G0=1 / 1.5)[-1].V    # K(1) = 1
+        >>> bool(np.isclose(V, 1.5**2 * (gauss(lambda z: np.tanh(z)**4) - gauss(lambda z: np.tanh(z)**2)**2), rtol=1e-9))
+        True
+        """
         if G0 is None:
             xa = _checks.inputs(np.atleast_2d(np.asarray(x, dtype=float)), "x")
             if xa.shape[0] != 1:
@@ -104,7 +215,27 @@ class FiniteWidthRecursion:
     # ------------------------------------------------------------------ one input, SymPy
     def layer_map(self, layer: int = 2) -> single.State:
         """The map from layer ``layer - 1`` to ``layer`` as SymPy expressions in the symbols of
-        :func:`single.symbols` (closed forms in K where derived, placeholders <g>(K) otherwise)."""
+        :func:`ntk_theory.finite_width.single.symbols` (closed forms in K where derived, placeholders <g>(K)
+        otherwise).
+
+        Parameters
+        ----------
+        layer : int, default 2
+            2 .. L + 1 (its C_W, C_b, lambdas and width ratio are used).
+
+        Returns
+        -------
+        State
+            SymPy expressions for K', Theta', V', ... in the previous layer's K, Theta, V, ...
+
+        Examples
+        --------
+        ReLU at C_W = 2: V' = 5 K^2 + V (<s^4> - <s^2>^2 = 5 K^2 / 4):
+
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion
+        >>> FiniteWidthRecursion("relu", 2, C_W=2.0).layer_map(2).V
+        5*K**2 + V
+        """
         st = single.symbols()
         C_W, C_b = (sp.nsimplify(v) for v in (self.C_W[layer - 1], self.C_b[layer - 1]))
         lb, lw = (sp.nsimplify(v) for v in self.lambdas(layer))
@@ -113,7 +244,33 @@ class FiniteWidthRecursion:
         return single.State(**{n: _tidy(v) for n, v in new.values().items()})
 
     def symbolic(self, G0=None, simplify: bool = True) -> list[single.State]:
-        """Layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only)."""
+        """Layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only).
+
+        Parameters
+        ----------
+        G0 : sympy.Expr or None, default None
+            The input's x.x / n_0 (None: the symbol ``G_0``).
+        simplify : bool, default True
+            Simplify each layer's expressions.
+
+        Returns
+        -------
+        list of State
+
+        Raises
+        ------
+        ValueError
+            If an average has no closed form (use :meth:`layer_map` or :meth:`one_input`).
+
+        Examples
+        --------
+        ReLU at C_W = 2: K = 2 G0 in every layer and V = 5 L K^2 at the output:
+
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion
+        >>> out = FiniteWidthRecursion("relu", 2, C_W=2.0).symbolic()[-1]
+        >>> out.K, out.V
+        (2*G_0, 40*G_0**2)
+        """
         if not self.averages.closed_form:
             missing = [n for n, a in self.averages.averages.items() if not a.is_closed_form]
             raise ValueError(f"no closed form for the averages {missing} of {self.activation.name}; "
@@ -143,7 +300,34 @@ def _tensor_method(self, X, tol: float = 1e-10, progress=None, map=None):
     ``progress`` as :func:`ntk_theory.progress.progress_bar` (a bar over the layers).  ``map``: where the
     four-point input sets that are integrated numerically run, a callable ``map(fn, chunks)`` returning
     ``[fn(c) for c in chunks]`` (:func:`ntk_theory.numerics.fourpoint.four_point_moments`;
-    :func:`ntk_theory.distributed.dask_map` for Dask tasks); None: this process.  Same result either way."""
+    :func:`ntk_theory.distributed.dask_map` for Dask tasks); None: this process.  Same result either way.
+
+    Parameters
+    ----------
+    X : array_like
+        Inputs (N, n_0).
+    tol : float, default 1e-10
+        Relative tolerance of the numerically integrated four-point averages.
+    progress : bool or None, default None
+        A progress bar over the layers.
+    map : callable or None, default None
+        Where the four-point input sets run.
+
+    Returns
+    -------
+    list of TensorState
+        L + 1 states with K, Th (N, N) and V, A, B, D, F (N, N, N, N), K1, Th1 (N, N).
+
+    Examples
+    --------
+    The diagonal entries are the one-input values (ReLU at C_W = 2, unit inputs: V = 5 L at the output):
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import FiniteWidthRecursion
+    >>> out = FiniteWidthRecursion("relu", 2, C_W=2.0).tensors(np.array([[1.0, 0.0], [0.6, 0.8]]), progress=False)[-1]
+    >>> out.V.shape, float(out.V[0, 0, 0, 0]), float(out.V[1, 1, 1, 1])
+    ((2, 2, 2, 2), 10.0, 10.0)
+    """
     from .. import _checks as checks
     from ..progress import progress_bar
     from . import tensors

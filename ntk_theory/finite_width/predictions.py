@@ -29,7 +29,38 @@ ARRAYS = ("nngp", "ntk", "nngp_correction", "ntk_correction", "ntk_covariance", 
 
 @dataclass
 class FiniteWidthPredictions:
-    """The infinite-width kernels and the 1/n coefficients at N inputs (see the module docstring)."""
+    """The infinite-width kernels and the 1/n coefficients at N inputs (see the module docstring).
+
+    Made by :func:`~ntk_theory.finite_width.finite_width`.
+
+    Parameters
+    ----------
+    nngp, ntk : numpy.ndarray
+        (N, N) infinite-width kernels.
+    nngp_correction, ntk_correction : numpy.ndarray
+        (N, N) coefficients of 1/n of E[f f] and E[Theta].
+    ntk_covariance, output_cumulant, ntk_output_covariance : numpy.ndarray
+        (N, N, N, N) coefficients of 1/n (names as :mod:`ntk_theory.quantities`).
+    V, A, B, D, F : numpy.ndarray
+        The readout's four-index tensors.
+    layers : list, default []
+        The states of every layer.
+    quadrature_error : float, default 0.0
+        The largest quadrature error estimate of the averages used.
+    description : str, default ''
+        What was computed.
+
+    Examples
+    --------
+    ReLU at criticality, L = 2 hidden layers, one unit input (K = 1): the output cumulant is 15 L and
+    E[f^2] gets no 1/n correction:
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import finite_width
+    >>> p = finite_width("relu", np.array([[1.0, 0.0]]), depth=2, C_W=2.0, progress=False)
+    >>> type(p).__name__, round(float(p.output_cumulant[0, 0, 0, 0]), 9), round(float(p.nngp_correction[0, 0]), 12)
+    ('FiniteWidthPredictions', 30.0, 0.0)
+    """
 
     nngp: np.ndarray
     ntk: np.ndarray
@@ -49,7 +80,33 @@ class FiniteWidthPredictions:
 
     def at_width(self, width: int) -> dict:
         """The leading-order values at hidden width n: E[f f], E[Theta], Cov(Theta, Theta), the
-        output cumulant and Cov(Theta, f f)."""
+        output cumulant and Cov(Theta, f f).
+
+        Parameters
+        ----------
+        width : int
+            The hidden width n >= 1.
+
+        Returns
+        -------
+        dict
+            ``output_second_moment``, ``ntk_mean`` (N, N) and ``ntk_covariance``, ``output_cumulant``,
+            ``ntk_output_covariance`` (N, N, N, N): infinite-width value + coefficient / n.
+
+        Raises
+        ------
+        ValueError
+            If ``width`` < 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import finite_width
+        >>> p = finite_width("relu", np.array([[1.0, 0.0]]), depth=2, C_W=2.0, progress=False)
+        >>> w = p.at_width(100)
+        >>> bool(np.allclose(w["output_cumulant"], p.output_cumulant / 100)), sorted(w)[:2]
+        (True, ['ntk_covariance', 'ntk_mean'])
+        """
         n = float(width)
         if not n >= 1:
             raise ValueError(f"width must be >= 1; got {width!r}")
@@ -62,9 +119,41 @@ class FiniteWidthPredictions:
         }
 
     def arrays(self) -> dict:
+        """The arrays by name (what :meth:`save` writes).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import finite_width
+        >>> a = finite_width("relu", np.array([[1.0, 0.0]]), depth=1, C_W=2.0, progress=False).arrays()
+        >>> a["nngp"].shape, a["output_cumulant"].shape
+        ((1, 1), (1, 1, 1, 1))
+        """
         return {name: getattr(self, name) for name in ARRAYS}
 
     def save(self, path) -> None:
+        """Write :meth:`arrays`, ``quadrature_error`` and ``description`` to an ``.npz`` file.
+
+        Parameters
+        ----------
+        path : str or path
+            The file (NumPy adds ``.npz`` if missing).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import finite_width
+        >>> p = finite_width("relu", np.array([[1.0, 0.0]]), depth=1, C_W=2.0, progress=False)
+        >>> path = os.path.join(tempfile.mkdtemp(), "p.npz")
+        >>> p.save(path)
+        >>> bool(np.array_equal(np.load(path)["output_cumulant"], p.output_cumulant))
+        True
+        """
         np.savez(path, **self.arrays(), quadrature_error=self.quadrature_error,
                  description=np.array(self.description))
 
@@ -94,7 +183,36 @@ class ResidualPredictions:
     (:meth:`~.residual.ResidualRecursion.tensors`: K, Theta, V, M3 and K1 at all pairs of inputs); when given,
     ``arrays()`` has the readout's nngp, ntk, nngp_correction (N, N) and output_cumulant (N, N, N, N) at all
     inputs (E[f_a f_b] = nngp + nngp_correction / n at every pair), while ntk_correction, ntk_covariance and
-    ntk_output_covariance stay per input (the several-input NTK tensors of residual networks are not derived)."""
+    ntk_output_covariance stay per input (the several-input NTK tensors of residual networks are not derived).
+
+    Made by :func:`~ntk_theory.finite_width.finite_width` for residual descriptions.
+
+    Parameters
+    ----------
+    layers : list of list of ResidualState
+        Per input, the states of layers 1 .. L and the readout.
+    quadrature_error : float, default 0.0
+        The largest quadrature error estimate.
+    description : str, default ''
+        What was computed.
+    tensors : list, default []
+        The several-input states of every layer (optional).
+
+    Examples
+    --------
+    A linear residual network (xi = 0.8, gamma = 1, C_W = 0.5, C_b = 0.1, G0 = 1): K(1) = 0.6,
+    K(l+1) = xi^2 K + C_b + C_W K, readout C_b + C_W K(3):
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import ResidualPredictions, ResidualRecursion
+    >>> rec = ResidualRecursion("linear", 3, C_W=0.5, C_b=0.1, xi=0.8, gamma=1.0)
+    >>> p = ResidualPredictions([rec.one_input(G0=1.0)])
+    >>> K = 0.6
+    >>> for _ in range(2):
+    ...     K = 0.64 * K + 0.1 + 0.5 * K
+    >>> bool(np.isclose(p.arrays()["nngp"][0, 0, 0], 0.1 + 0.5 * K, rtol=1e-14)), p.arrays()["K"].shape
+    (True, (1, 4))
+    """
 
     layers: list
     quadrature_error: float = 0.0
@@ -102,6 +220,20 @@ class ResidualPredictions:
     tensors: list = field(default_factory=list, repr=False)
 
     def arrays(self) -> dict:
+        """The states' fields as (N, L + 1) arrays and the readout's prediction arrays (class docstring).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import ResidualPredictions, ResidualRecursion
+        >>> rec = ResidualRecursion("linear", 2, C_W=0.5, C_b=0.1, xi=0.8)
+        >>> a = ResidualPredictions([rec.one_input(G0=1.0), rec.one_input(G0=2.0)]).arrays()
+        >>> a["V"].shape, a["nngp"].shape, a["output_cumulant"].shape
+        ((2, 3), (2, 1, 1), (2, 1, 1, 1, 1))
+        """
         names = list(self.layers[0][0].values())
         out = {name: np.array([[getattr(s, name) for s in states] for states in self.layers]) for name in names}
         top = [states[-1] for states in self.layers]
@@ -114,6 +246,24 @@ class ResidualPredictions:
         return out
 
     def save(self, path) -> None:
+        """Write :meth:`arrays`, ``quadrature_error`` and ``description`` to an ``.npz`` file.
+
+        Parameters
+        ----------
+        path : str or path
+            The file.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import ResidualPredictions, ResidualRecursion
+        >>> p = ResidualPredictions([ResidualRecursion("linear", 2, C_W=0.5, xi=0.8).one_input(G0=1.0)])
+        >>> path = os.path.join(tempfile.mkdtemp(), "r.npz")
+        >>> p.save(path)
+        >>> bool(np.array_equal(np.load(path)["K"], p.arrays()["K"]))
+        True
+        """
         np.savez(path, **self.arrays(), quadrature_error=self.quadrature_error,
                  description=np.array(self.description))
 

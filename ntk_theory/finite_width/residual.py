@@ -110,7 +110,21 @@ NAMES = ("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1")
 
 
 class NotDerived(ValueError):
-    """A finite-width quantity (or layer) without derived 1/n rules for residual networks."""
+    """A finite-width quantity (or layer) without derived 1/n rules for residual networks.
+
+    A :class:`ValueError` whose message names the layer (its path) or the quantity and why; raised by
+    :func:`~ntk_theory.finite_width.recursion_for` for descriptions the recursions do not cover.
+
+    Examples
+    --------
+    >>> from ntk_theory import stax
+    >>> from ntk_theory.finite_width import NotDerived, recursion_for
+    >>> try:
+    ...     recursion_for(stax.serial(stax.Dense(8), stax.LayerNorm(), stax.Relu(), stax.Dense(1)))
+    ... except NotDerived as error:
+    ...     print(isinstance(error, ValueError), error)
+    True LayerNorm() at layer 1: no derived 1/n rule for LayerNorm (the finite-width corrections of normalised layers are not derived)
+    """
 
 
 @dataclass
@@ -210,6 +224,39 @@ class ResidualRecursion:
     values (readout last); ``xi``, ``gamma`` scalars or L - 1 values (one per residual layer); ``param``
     'ntk' or 'unit' ('standard' mixes the orders of the 1/n expansion and is refused, as for the MLP).
     Criticality of the deep linear network: xi^2 + gamma^2 C_W = 1.
+
+    Parameters
+    ----------
+    act : str, sympy.Expr or Activation
+        The activation.
+    depth : int
+        L >= 1 hidden layers.
+    C_W, C_b : float or sequence of float, default 1.0, 0.0
+        Weight and bias variances (keyword-only), scalars or L + 1 values.
+    xi, gamma : float or sequence of float, default 1.0, 1.0
+        Skip and branch multipliers (keyword-only), scalars or L - 1 values.
+    param : {'ntk', 'unit'}, default 'ntk'
+        The NTK's learning-rate factors.
+
+    Raises
+    ------
+    ValueError
+        If a size or per-layer list is invalid; :class:`NotDerived` for ``param='standard'``.
+
+    Examples
+    --------
+    A linear residual network: K(1) = C_b + C_W G0, K(l+1) = xi^2 K + gamma^2 (C_b + C_W K), readout
+    C_b + C_W K(L):
+
+    >>> import numpy as np
+    >>> from ntk_theory.finite_width import ResidualRecursion
+    >>> rec = ResidualRecursion("linear", 3, C_W=0.5, C_b=0.1, xi=0.8, gamma=1.0)
+    >>> K = [0.1 + 0.5 * 1.0]
+    >>> for _ in range(2):
+    ...     K.append(0.64 * K[-1] + 0.1 + 0.5 * K[-1])
+    >>> K.append(0.1 + 0.5 * K[-1])
+    >>> bool(np.allclose([s.K for s in rec.one_input(G0=1.0)], K, rtol=1e-14))
+    True
     """
 
     def __init__(self, act, depth: int, *, C_W=1.0, C_b=0.0, xi=1.0, gamma=1.0, param: str = "ntk"):
@@ -234,7 +281,24 @@ class ResidualRecursion:
         return _extra_averages((self.activation.name, sp.srepr(self.activation.expr)), self.activation)
 
     def lambdas(self, layer: int) -> tuple[float, float]:
-        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout)."""
+        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout).
+
+        Parameters
+        ----------
+        layer : int
+            1 .. L + 1.
+
+        Returns
+        -------
+        tuple of float
+            (C_b, C_W) of that layer in 'ntk', (1, 1) in 'unit'.
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import ResidualRecursion
+        >>> ResidualRecursion("relu", 2, C_W=[1.0, 2.0, 3.0], C_b=0.1).lambdas(2)
+        (0.1, 2.0)
+        """
         return learning_rate_factors(self.param, C_W=self.C_W[layer - 1], C_b=self.C_b[layer - 1], fan_in=1)
 
     @functools.cached_property
@@ -250,7 +314,38 @@ class ResidualRecursion:
 
     def one_input(self, x=None, *, G0=None) -> list[ResidualState]:
         """States of layers 1 .. L+1 (the last one the readout) for one input x (or G0 = x.x / n_0), by the
-        neuron-path expansion of the module docstring."""
+        neuron-path expansion of the module docstring.
+
+        Parameters
+        ----------
+        x : array_like, optional
+            One input.
+        G0 : float, optional
+            x.x / n_0 instead of ``x`` (keyword-only).
+
+        Returns
+        -------
+        list of ResidualState
+            K, Th, V, K1, M3, A, B, D, F, Th1 per layer, the readout's last.
+
+        Raises
+        ------
+        NotDerived
+            For several inputs (see :meth:`tensors`).
+
+        Examples
+        --------
+        xi = 0, gamma = 1 is the MLP: a linear network's K = C_b + C_W K per layer and the same V as
+        :class:`~ntk_theory.finite_width.FiniteWidthRecursion`:
+
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import FiniteWidthRecursion, ResidualRecursion
+        >>> res = ResidualRecursion("linear", 2, C_W=1.5, C_b=0.1, xi=0.0, gamma=1.0).one_input(G0=1.0)[-1]
+        >>> mlp = FiniteWidthRecursion("linear", 2, C_W=1.5, C_b=0.1).one_input(G0=1.0)[-1]
+        >>> K = 0.1 + 1.5 * (0.1 + 1.5 * (0.1 + 1.5))
+        >>> bool(np.isclose(res.K, K, rtol=1e-14)), bool(np.isclose(res.V, mlp.V, rtol=1e-12))
+        (True, True)
+        """
         if G0 is None:
             xa = _checks.inputs(np.atleast_2d(np.asarray(x, dtype=float)), "x")
             if xa.shape[0] != 1:

@@ -48,7 +48,24 @@ NAMES = ("K", "Th", "V", "K1", "A", "B", "D", "F", "Th1")
 
 @dataclass
 class State:
-    """The quantities of one layer (floats or SymPy expressions); see the module docstring."""
+    """The quantities of one layer (floats or SymPy expressions); see the module docstring.
+
+    Parameters
+    ----------
+    K, Th : float or sympy.Expr
+        The infinite-width kernel and NTK.
+    V, K1, A, B, D, F, Th1 : float or sympy.Expr, default 0
+        The 1/n coefficients (zero at layer 1).
+    error : float, default 0.0
+        The largest quadrature error estimate of the averages used (not compared).
+
+    Examples
+    --------
+    >>> from ntk_theory.finite_width import State
+    >>> st = State(K=1.0, Th=3.0, V=10.0, A=38.0, B=10.0, D=18.0, F=6.0)
+    >>> st.output_cumulant, st.ntk_variance, st.ntk_kernel_covariance
+    (30.0, 58.0, 30.0)
+    """
 
     K: object
     Th: object
@@ -62,22 +79,55 @@ class State:
     error: float = field(default=0.0, compare=False)
 
     def values(self) -> dict:
+        """The quantities by name (``error`` left out).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import State
+        >>> State(K=1.0, Th=2.0, V=5.0).values()
+        {'K': 1.0, 'Th': 2.0, 'V': 5.0, 'K1': 0, 'A': 0, 'B': 0, 'D': 0, 'F': 0, 'Th1': 0}
+        """
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"}
 
     # the output-level combinations
     @property
     def ntk_variance(self):
-        """n Var(Theta_ii) = A + 2B."""
+        """n Var(Theta_ii) = A + 2B.
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import State
+        >>> State(K=1.0, Th=1.0, A=3.0, B=2.0).ntk_variance
+        7.0
+        """
         return self.A + 2 * self.B
 
     @property
     def output_cumulant(self):
-        """n (E[z^4] - 3 E[z^2]^2) = 3V."""
+        """n (E[z^4] - 3 E[z^2]^2) = 3V.
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import State
+        >>> State(K=1.0, Th=1.0, V=5.0).output_cumulant
+        15.0
+        """
         return 3 * self.V
 
     @property
     def ntk_kernel_covariance(self):
-        """n Cov(Theta_ii, z_i^2) = D + 2F."""
+        """n Cov(Theta_ii, z_i^2) = D + 2F.
+
+        Examples
+        --------
+        >>> from ntk_theory.finite_width import State
+        >>> State(K=1.0, Th=1.0, D=6.0, F=2.0).ntk_kernel_covariance
+        10.0
+        """
         return self.D + 2 * self.F
 
 

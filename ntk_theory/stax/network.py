@@ -297,7 +297,7 @@ class Network:
         --------
         >>> from ntk_theory import stax
         >>> text = stax.serial(stax.Dense(1, b_std=0.5), stax.Relu()).latex()
-        >>> text.count("texttt"), "b\\_std=0.5" in text, "max" in text   # two layers; ReLU's s(x)
+        >>> text.count("texttt"), "std=0.5" in text, "max" in text   # two layers; ReLU's s(x)
         (2, True, True)
         """
         lines = []
