@@ -25,18 +25,7 @@ PACKAGES = ("stax", "architecture", "activations", "gaussian", "recursions", "co
             "validation")
 
 #: ``ntk_theory.<package>.<name>`` -> the sections it may lack (names not yet documented)
-EXCEPTIONS: dict[str, set[str]] = {
-    "ntk_theory.finite_width.DNTKState": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.FiniteWidthPredictions": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.FiniteWidthRecursion": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.NotDerived": {'Examples'},
-    "ntk_theory.finite_width.OneInputAverages": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.ResidualPredictions": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.ResidualRecursion": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.State": {'Examples', 'Parameters'},
-    "ntk_theory.finite_width.recursion_for": {'Examples', 'Parameters', 'Returns'},
-    "ntk_theory.finite_width.why_not_derived": {'Examples', 'Parameters', 'Returns'},
-}
+EXCEPTIONS: dict[str, set[str]] = {}
 
 
 def _section(doc: str, title: str) -> bool:
