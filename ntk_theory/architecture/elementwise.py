@@ -152,7 +152,7 @@ def ABRelu(a: float, b: float) -> Elementwise:
 
 
 def Abs() -> Elementwise:
-    """|x| (neural-tangents' ``stax.Abs``).
+    """The absolute value ``|x|`` (neural-tangents' ``stax.Abs``).
 
     Returns
     -------
@@ -162,7 +162,7 @@ def Abs() -> Elementwise:
 
     Examples
     --------
-    <|u| |v|> = 2 (sqrt(1 - rho^2) + rho arcsin rho) / pi for unit variances and correlation rho:
+    ``<|u| |v|> = 2 (sqrt(1 - rho^2) + rho arcsin rho) / pi`` for unit variances and correlation rho:
 
     >>> import numpy as np
     >>> from ntk_theory import stax
@@ -403,7 +403,8 @@ def Gaussian(a: float = 1.0, b: float = -1.0) -> Elementwise:
 
 
 def Rbf(gamma: float = 1.0) -> Elementwise:
-    """sqrt(2) sin(sqrt(2 gamma) x + pi/4) (neural-tangents' ``stax.Rbf``: random Fourier features whose kernel is exp(-gamma |x - x'|^2) for inputs of equal norm).
+    """sqrt(2) sin(sqrt(2 gamma) x + pi/4) (neural-tangents' ``stax.Rbf``: random Fourier features whose kernel
+    is ``exp(-gamma |x - x'|^2)`` for inputs of equal norm).
 
     Parameters
     ----------

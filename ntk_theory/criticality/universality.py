@@ -40,7 +40,7 @@ class Universality:
     a1 : sympy.Expr or None
         PDLT's a_1 of the K* = 0 class.
     slopes : tuple or None
-        (a_+, a_-) of the scale-invariant class.
+        ``(a_+, a_-)`` of the scale-invariant class.
     reason : str
         Why the activation is in the class.
     C_W, C_b : sympy.Expr or None, default None
