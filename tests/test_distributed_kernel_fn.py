@@ -53,6 +53,9 @@ def test_chunks_equal_the_unchunked_kernel(request, net, X, compiled, on_cluster
     for a, b in zip(res, ref):
         assert np.max(np.abs(a - b) / np.abs(b)) < 1e-15
     assert res.info["evaluated_by"] == ref.info["evaluated_by"]
+    if on_cluster:  # tiles came through shared memory: the workers hold no mapping of it afterwards
+        mapped = scheduler.run(lambda: len(__import__("ntk_theory.blocks.store", fromlist=["MAPPED"]).MAPPED))
+        assert set(mapped.values()) == {0}
     blocks = math.ceil(len(X) / chunks)
     assert res.info["tiles"] == len(res.info["computed"]) == blocks * (blocks + 1) // 2
 

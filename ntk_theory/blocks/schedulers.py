@@ -91,6 +91,13 @@ class ClusterRunner:
         except Exception:  # noqa: BLE001 - a worker that cannot answer does not see it
             return False
 
+    def everywhere(self, fn, *args) -> None:
+        """``fn(*args)`` in every worker process (best effort: a lost worker is skipped)."""
+        try:
+            self.client.run(fn, *args)
+        except Exception:  # noqa: BLE001 - cleanup only; a worker that cannot answer has nothing to clean
+            pass
+
     def run(self, calls, on_result, fn) -> None:
         from distributed import as_completed
 
@@ -125,6 +132,9 @@ class LocalRunner:
     def sees(self, path: str) -> bool:
         """True: the tasks run in processes of this machine."""
         return True
+
+    def everywhere(self, fn, *args) -> None:
+        """Nothing: the ``processes`` scheduler's worker processes end with each run."""
 
     def run(self, calls, on_result, fn) -> None:
         import dask

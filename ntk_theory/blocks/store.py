@@ -82,6 +82,9 @@ class ZarrSink:
         group = zarr.open_group(self.path, mode="r")
         return {n: group[n] for n in group.attrs["get"]}
 
+    def unmap_in(self, runner) -> None:
+        """Nothing: workers open the store per tile."""
+
     def discard(self) -> None:
         """Nothing: an interrupted store is resumed, not removed."""
 
@@ -188,6 +191,10 @@ class SharedSink:
         self.discard()
         return out
 
+    def unmap_in(self, runner) -> None:
+        """Unmap the files in every worker process of ``runner``."""
+        runner.everywhere(release, [p for _, p in self.paths])
+
     def discard(self) -> None:
         """Remove the files (mappings keep their pages until unmapped)."""
         release([p for _, p in self.paths])
@@ -204,6 +211,9 @@ class MemorySink:
 
     def write(self, tiles: dict, i: int, j: int, bounds: tuple, mirror: bool) -> dict:
         return tiles
+
+    def unmap_in(self, runner) -> None:
+        """Nothing mapped."""
 
     def discard(self) -> None:
         """Nothing to remove."""

@@ -189,6 +189,7 @@ def tiled(tile, X1, X2=None, *, chunks, names=("nngp", "ntk"), store=None, meta=
         raise
     finally:
         if run is not None:
+            sink.unmap_in(run)
             run.close()
     info["store"] = store
     if group is not None and int(np.sum(group["done"][:] == 0)):
