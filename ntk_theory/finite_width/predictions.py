@@ -182,8 +182,10 @@ class ResidualPredictions:
     (N, 1, 1, 1, 1).  ``tensors``: the several-input states of every layer
     (:meth:`~.residual.ResidualRecursion.tensors`: K, Theta, V, M3 and K1 at all pairs of inputs); when given,
     ``arrays()`` has the readout's nngp, ntk, nngp_correction (N, N) and output_cumulant (N, N, N, N) at all
-    inputs (E[f_a f_b] = nngp + nngp_correction / n at every pair), while ntk_correction, ntk_covariance and
-    ntk_output_covariance stay per input (the several-input NTK tensors of residual networks are not derived).
+    inputs (E[f_a f_b] = nngp + nngp_correction / n at every pair); ``ntk_tensors``: the readout's (and every
+    layer's) A, B, D, F at all inputs (:meth:`~.residual.ResidualRecursion.ntk_tensors`); when given,
+    ``arrays()``' ntk_covariance and ntk_output_covariance are (N, N, N, N) at all inputs.  ntk_correction stays
+    per input, (N, 1, 1) (Theta1_(ab) of residual networks is derived for one input only).
 
     Made by :func:`~ntk_theory.finite_width.finite_width` for residual descriptions.
 
@@ -218,6 +220,7 @@ class ResidualPredictions:
     quadrature_error: float = 0.0
     description: str = ""
     tensors: list = field(default_factory=list, repr=False)
+    ntk_tensors: list = field(default_factory=list, repr=False)
 
     def arrays(self) -> dict:
         """The states' fields as (N, L + 1) arrays and the readout's prediction arrays (class docstring).
@@ -243,6 +246,11 @@ class ResidualPredictions:
         if self.tensors:
             t = self.tensors[-1]
             out.update(nngp=t.K, ntk=t.Th, nngp_correction=t.K1, output_cumulant=t.output_cumulant)
+        if self.ntk_tensors:
+            top = self.ntk_tensors[-1]
+            B, F = top["B"], top["F"]
+            out.update(ntk_covariance=top["A"] + B.transpose(0, 2, 1, 3) + B.transpose(0, 2, 3, 1),
+                       ntk_output_covariance=top["D"] + F.transpose(0, 2, 1, 3) + F.transpose(0, 2, 3, 1))
         return out
 
     def save(self, path) -> None:
@@ -321,8 +329,8 @@ def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
     -------
     FiniteWidthPredictions or ResidualPredictions
         A plain MLP gives :class:`FiniteWidthPredictions` (the N-input tensors); a residual MLP gives
-        :class:`ResidualPredictions` (every statistic at each input on its own, K, Theta, V, M3, K1 also at
-        all pairs of inputs).
+        :class:`ResidualPredictions` (every statistic at each input on its own, and all but Theta1 at all
+        inputs).
 
     Raises
     ------
@@ -419,7 +427,7 @@ def _residual_predictions(rec: ResidualRecursion, X, tol, progress, text) -> Res
     layers = [rec.one_input(x[None, :]) for x in X]
     tensors = rec.tensors(X, tol=tol)
     return ResidualPredictions(layers, max([s.error for states in layers for s in states] + [tensors[-1].error]), text,
-                               tensors)
+                               tensors, rec.ntk_tensors(X, tol=tol))
 
 
 #: recursion type -> its predictions at the inputs X

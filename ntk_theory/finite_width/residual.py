@@ -473,7 +473,34 @@ class ResidualRecursion:
         lemma without s'' (no deltas for kinked s; :meth:`_second_derivative_moments`).  One input gives
         :meth:`one_input`'s K1, xi = 0 and gamma = 1 the MLP's.  ``progress`` is accepted for the API of
         :meth:`.network.FiniteWidthRecursion.tensors` (no bar).  The NTK's A, B, D, F: :meth:`ntk_tensors`;
-        Theta1_(ab) is not derived at several inputs.  Error: the Gaussian averages' estimates (``error``)."""
+        Theta1_(ab) is not derived at several inputs.  Error: the Gaussian averages' estimates (``error``).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, d).
+        tol : float, default 1e-10
+            Relative tolerance of the four-point averages (keyword-only).
+        progress : object, default None
+            Accepted and ignored.
+
+        Returns
+        -------
+        list of ResidualTensorState
+            Layers 1 .. L and the readout: K, Th (N, N), V (N, N, N, N), M3 (N, N, N), K1 (N, N), error.
+
+        Examples
+        --------
+        Each input's diagonal entries are :meth:`one_input`'s values:
+
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import ResidualRecursion
+        >>> rec = ResidualRecursion("linear", 2, C_W=0.5, C_b=0.1, xi=0.8)
+        >>> X = np.array([[1.0, 0.0], [0.6, 0.8]])
+        >>> out, one = rec.tensors(X)[-1], rec.one_input(X[1])[-1]
+        >>> bool(np.isclose(out.V[1, 1, 1, 1], one.V, rtol=1e-12)), bool(np.isclose(out.K[1, 1], one.K, rtol=1e-14))
+        (True, True)
+        """
         return [ResidualTensorState(**st) for st in self._several(X, tol, k1=True)]
 
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
@@ -495,7 +522,29 @@ class ResidualRecursion:
         over the joint path covariance [[K(a), Xi K(a)], [Xi K(a), K(b)]] of the two layers.  One input gives
         :meth:`one_input`'s V; xi = 0, gamma = 1 the MLP's tensors.  Error: the two- and four-point averages'
         estimates (``tol`` relative for the four-point ones), the last element of each entry.  Equal inputs are
-        computed once (their pair averages would be singular) and their entries copied."""
+        computed once (their pair averages would be singular) and their entries copied.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, d).
+        tol : float, default 1e-10
+            Relative tolerance of the four-point averages (keyword-only).
+
+        Returns
+        -------
+        list of tuple
+            ``(K, V, M3, error)`` of layers 1 .. L and the readout.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import ResidualRecursion
+        >>> rec = ResidualRecursion("linear", 2, C_W=0.5, C_b=0.1, xi=0.8)
+        >>> K, V, M3, error = rec.vertex_tensors(np.array([[1.0, 0.0], [0.6, 0.8]]))[-1]
+        >>> V.shape, M3.shape, bool(np.isclose(V[0, 0, 0, 0], rec.one_input(G0=0.5)[-1].V, rtol=1e-12))
+        ((2, 2, 2, 2), (2, 2, 2), True)
+        """
         return [(st["K"], st["V"], st["M3"], st["error"]) for st in self._several(X, tol, k1=False)]
 
     def _several(self, X, tol, k1: bool) -> list:
@@ -709,7 +758,30 @@ class ResidualRecursion:
         of tau).  The z-tau response needs <d_c (s_a s'_b)> = (2 - delta_ab) R_abcb, the tau-tau one <s'_a s'_b> and
         Theta_ab d<s'_a s'_b>/dK (:mod:`.twopoint`).  One input gives :meth:`one_input`'s A, B, D, F; xi = 0 and
         gamma = 1 the MLP's.  Not derived here: Theta1_(ab) at several inputs (its self terms need the
-        tangent fields' second derivatives)."""
+        tangent fields' second derivatives).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, d).
+        tol : float, default 1e-10
+            Relative tolerance of the four-point averages (keyword-only).
+
+        Returns
+        -------
+        list of dict
+            ``{"A", "B", "D", "F", "V"}`` (N, N, N, N) arrays per layer, the readout's last.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.finite_width import ResidualRecursion
+        >>> rec = ResidualRecursion("linear", 2, C_W=0.5, C_b=0.1, xi=0.8)
+        >>> X = np.array([[1.0, 0.0], [0.6, 0.8]])
+        >>> out, one = rec.ntk_tensors(X)[-1], rec.one_input(X[1])[-1]
+        >>> [bool(np.isclose(out[n][1, 1, 1, 1], getattr(one, n), rtol=1e-12)) for n in "ABDF"]
+        [True, True, True, True]
+        """
         from .tensors import _four_point
         from .twopoint import derivative_tensors
 
@@ -801,15 +873,6 @@ class ResidualRecursion:
         Bm = np.linalg.inv(np.eye(nF) - Amat)
 
         # Cov(phi(a), phi(b)): z four-point moments over the joint covariance times Wick products of the tangents
-        kind = np.repeat(np.arange(3), N)
-        inp = np.tile(np.arange(N), 3)
-
-        def wick(idx, C):
-            if not idx:
-                return 1.0
-            first, rest = idx[0], idx[1:]
-            return sum(C[first, rest[i]] * wick(rest[:i] + rest[i + 1:], C) for i in range(len(rest)))
-
         Cphi = np.zeros((nF, nF))
         for a in range(1, L + 1):
             for b in range(1, a + 1):
@@ -817,44 +880,19 @@ class ResidualRecursion:
                 if a != b and r == 0.0:
                     continue
                 if a == b:
-                    ssss, ddss, dddd, _ = _four_point(self.activation, K[a - 1], tol)
-                    za, zb = np.arange(N), np.arange(N)
+                    four = _four_point(self.activation, K[a - 1], tol)[:3]
+                    zvars = (np.arange(N),) * 4
                     Tc = np.block([[Th[a - 1], Th[a - 1]], [Th[a - 1], Th[a - 1]]])
                 else:
                     J = np.block([[K[b - 1], r * K[b - 1]], [r * K[b - 1], K[a - 1]]])
-                    ssss, ddss, dddd, _ = _four_point(self.activation, J, tol)
-                    za, zb = np.arange(N, 2 * N), np.arange(N)
+                    four = _four_point(self.activation, J, tol)[:3]
+                    zvars = (np.arange(N, 2 * N),) * 2 + (np.arange(N),) * 2
                     Tc = np.block([[Th[a - 1], r * Th[b - 1]], [r * Th[b - 1], Th[b - 1]]])
-                two = {0: S[a - 1], 2: DD[a - 1]}, {0: S[b - 1], 2: DD[b - 1]}
-                block = np.zeros((D3, D3, D3, D3))
-                for u in range(D3):
-                    for v in range(D3):
-                        for w in range(D3):
-                            for y in range(D3):
-                                ks = (kind[u], kind[v], kind[w], kind[y])
-                                zs = (za[inp[u]], za[inp[v]], zb[inp[w]], zb[inp[y]])
-                                # tangents: tau indices into Tc (layer a first, then b), per kind
-                                tau = [[], [], []]
-                                for k, i, off in zip(ks, (inp[u], inp[v], inp[w], inp[y]), (0, 0, N, N)):
-                                    tau[k].append(i + off)
-                                if len(tau[1]) % 2 or len(tau[2]) % 2:
-                                    continue
-                                dz = [zz for k, zz in zip(ks, zs) if k]
-                                sz = [zz for k, zz in zip(ks, zs) if not k]
-                                zpart = {0: ssss, 2: ddss, 4: dddd}[len(dz)][tuple(dz + sz)]
-                                full = zpart * wick(tau[1], Tc) * wick(tau[2], Tc)
-                                # the product of the means, E[g_u g_v(a)] E[g_w g_y(b)]
-                                mean = 1.0
-                                for (k1, k2, i1, i2, tw) in ((ks[0], ks[1], inp[u], inp[v], two[0]),
-                                                             (ks[2], ks[3], inp[w], inp[y], two[1])):
-                                    if (k1 == 0) != (k2 == 0) or (k1 and k1 != k2):
-                                        mean = 0.0
-                                        break
-                                    th = Th[a - 1] if tw is two[0] else Th[b - 1]
-                                    mean *= tw[0][i1, i2] if k1 == 0 else tw[2][i1, i2] * th[i1, i2]
-                                block[u, v, w, y] = full - mean
-                Cphi[(a - 1) * P2:a * P2, (b - 1) * P2:b * P2] = block.reshape(P2, P2)
-                Cphi[(b - 1) * P2:b * P2, (a - 1) * P2:a * P2] = block.reshape(P2, P2).T
+                block = _tangent_four_point(four, zvars, Tc, N)
+                mean_a, mean_b = (_tangent_two_point(S[m - 1], DD[m - 1], Th[m - 1], N) for m in (a, b))
+                block = (block - np.multiply.outer(mean_a, mean_b)).reshape(P2, P2)
+                Cphi[(a - 1) * P2:a * P2, (b - 1) * P2:b * P2] = block
+                Cphi[(b - 1) * P2:b * P2, (a - 1) * P2:a * P2] = block.T
         Cpsi = Bm @ Cphi @ Bm.T
         out = []
         for l in range(1, L + 2):
@@ -879,6 +917,53 @@ class ResidualRecursion:
         return (f"ResidualRecursion({self.activation.name}, depth={self.depth}, C_W={self.C_W[1]:g}, "
                 f"C_b={self.C_b[1]:g}, xi={self.xi[0] if self.xi else None}, "
                 f"gamma={self.gamma[0] if self.gamma else None}, param={self.param!r})")
+
+
+def _tangent_two_point(S, DD, Th, N) -> np.ndarray:
+    """<g_u g_v> (3N, 3N) at one layer's leading-order state, g = (s(z_a), s'(z_a) tau_a, s'(z_a) tau'_a): <s_a s_b>,
+    <s'_a s'_b> Theta_ab on the tau-tau and tau'-tau' blocks, 0 elsewhere (odd in a tangent)."""
+    out = np.zeros((3 * N, 3 * N))
+    out[:N, :N] = S
+    out[N:2 * N, N:2 * N] = out[2 * N:, 2 * N:] = DD * Th
+    return out
+
+
+def _tangent_four_point(four, zvars, Tc, N) -> np.ndarray:
+    """E[g_u(x) g_v(x) g_w(y) g_y(y)] (3N,)*4 for one neuron's states x (first two slots) and y (last two) at
+    leading order: the z part E[f_1 f_2 f_3 f_4], f = s (plain slot) or s' (tangent slot), from the four-point
+    (ssss, ddss, dddd) over the joint variables (``zvars[k]``: the joint index of each input in slot k; ddss's two
+    s' axes first), times the Wick products of the tau and tau' slots (independent, each with the covariance Tc
+    over (x's inputs, y's inputs))."""
+    ssss, ddss, dddd = four
+    out = np.zeros((3, N, 3, N, 3, N, 3, N))
+    offs = (0, 0, N, N)
+    for kinds in np.ndindex(3, 3, 3, 3):
+        groups = [[k for k in range(4) if kinds[k] == t] for t in (1, 2)]
+        if any(len(g) % 2 for g in groups):
+            continue
+        d = [k for k in range(4) if kinds[k]]
+        order = d + [k for k in range(4) if not kinds[k]]
+        table = {0: ssss, 2: ddss, 4: dddd}[len(d)]
+        z = np.moveaxis(table[np.ix_(*(zvars[k] for k in order))], range(4), order)
+        for g in groups:
+            z = z * _wick(g, Tc, offs, N)
+        out[kinds[0], :, kinds[1], :, kinds[2], :, kinds[3], :] = z
+    return out.reshape((3 * N,) * 4)
+
+
+def _wick(slots, Tc, offs, N):
+    """The Wick product of the tangents in ``slots`` (0, 2 or 4 of the four), broadcastable to (N,)*4."""
+    def pair(i, j):
+        shape = [1] * 4
+        shape[i] = shape[j] = N
+        return Tc[offs[i]:offs[i] + N, offs[j]:offs[j] + N].reshape(shape)
+
+    if not slots:
+        return 1.0
+    if len(slots) == 2:
+        return pair(*slots)
+    i, j, k, m = slots
+    return pair(i, j) * pair(k, m) + pair(i, k) * pair(j, m) + pair(i, m) * pair(j, k)
 
 
 def _self_covariance(T2, ddss, R, S, N, pq) -> np.ndarray:

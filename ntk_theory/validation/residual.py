@@ -10,7 +10,9 @@ compares the readout's
 of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input`, and every distinct entry of the readout's
 four-point vertex V_(ab)(cd) and the off-diagonal K1_ab (a < b) at the (distinct) inputs of
 :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.tensors` against
-:func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, with 1/n fits
+:func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, and the entries of A, B, D, F with more than one
+input of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_tensors` against
+:func:`ntk_theory.montecarlo.residual.sample_residual_ntk_tensors` (dense weights, Jacobians at every input), with 1/n fits
 (:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
 :func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K,
 :func:`ntk_theory.montecarlo.residual.sample_residual_ntk` (dense weights, backpropagated Jacobian rows) for
@@ -32,7 +34,8 @@ from .. import _checks
 from ..finite_width.description import description_of, recursion_for
 from ..finite_width.residual import NotDerived, ResidualRecursion
 from ..montecarlo import distinct_entries, symmetry_of
-from ..montecarlo.residual import sample_residual, sample_residual_ntk, sample_residual_tensors
+from ..montecarlo.residual import (sample_residual, sample_residual_ntk, sample_residual_ntk_tensors,
+                                  sample_residual_tensors)
 from .finite_width import FiniteWidthCheck
 from .fits import weighted_fit
 from .plot import Panel, plot_panels
@@ -213,8 +216,29 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
         rows.append(("V", entry, p, v, s, z))
         panels.append(Panel(f"V {','.join(map(str, entry))}", x, vals[(slice(None), *idx)], errs[(slice(None), *idx)],
                             (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
+    # the readout's A, B, D, F at the distinct inputs, entries with more than one input (the diagonal is compared
+    # above): ResidualRecursion.ntk_tensors vs c0 + c1/n fits of sample_residual_ntk_tensors
+    if len(keep) > 1:
+        top = rec.ntk_tensors(Xu, tol=1e-10)[-1]
+        runs = [sample_residual_ntk_tensors(rec.activation, Xu, L, n, **common, param=rec.param,
+                                            samples=int(ntk_samples or max(400, samples * (16 / n) ** 0.5)),
+                                            seed=seed + 15485863 + n, progress=progress) for n in widths]
+        for name in ("A", "B", "D", "F"):
+            vals = np.stack([r[name].value[L] for r in runs])
+            errs = np.stack([r[name].stderr[L] for r in runs])
+            coef, se, _ = weighted_fit(widths, vals, errs, [0, 1])
+            for idx in distinct_entries(top[name].shape, symmetry_of(name)):
+                if len(set(idx)) == 1:
+                    continue
+                p, v, s = float(top[name][idx]), float(coef[0][idx]), float(se[0][idx])
+                z = z_score(v, p, s)
+                entry = tuple(int(keep[i]) for i in idx)
+                rows.append((name, entry, p, v, s, z))
+                panels.append(Panel(f"{name} {','.join(map(str, entry))}", x, vals[(slice(None), *idx)],
+                                    errs[(slice(None), *idx)],
+                                    (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
     info = {"description": f"residual {rec!r}; K1, Theta1, A, B, D, F at each input on its own (G0 = "
                            f"{', '.join(f'{g:.4g}' for g in G0s)}; inputs of equal G0 share the entry of the first), "
-                           "the vertex V_(ab)(cd) and K1_ab at all inputs",
+                           "the vertex V_(ab)(cd), K1_ab and A, B, D, F at all inputs",
             "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
     return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
