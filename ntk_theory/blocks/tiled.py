@@ -79,6 +79,10 @@ class Tiling:
         Returns
         -------
         tuple of int
+
+        Examples
+        --------
+        See :class:`Tiling`.
         """
         return i * self.size, min(self.n1, (i + 1) * self.size)
 
@@ -92,6 +96,10 @@ class Tiling:
         Returns
         -------
         tuple of int
+
+        Examples
+        --------
+        See :class:`Tiling`.
         """
         return j * self.size, min(self.n2, (j + 1) * self.size)
 

@@ -100,6 +100,10 @@ class Expansion:
         ------
         ValueError
             If ``width < 1``.
+
+        Examples
+        --------
+        See :class:`Expansion`.
         """
         n = float(width)
         if not n >= 1:

@@ -113,6 +113,10 @@ class Modes:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Modes`.
         """
         null = self.eigenvalues <= self.eigenvalues.size * np.finfo(float).eps * self.eigenvalues[0]
         decay, _ = Schedule.of(t, steps).factors(self.eigenvalues, null, self.c)

@@ -77,6 +77,12 @@ class Schedule:
         ------
         ValueError
             If both or neither are given, or a time or step count is negative, NaN or (steps) not an integer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Schedule.of(t=[1.0, np.inf]).discrete, Schedule.of(steps=3).discrete, Schedule.of(steps=[1, 2]).shape
+        (False, True, (2,))
         """
         if (t is None) == (steps is None):
             raise ValueError("give exactly one of t (gradient flow time, in steps; inf for the limit) "
@@ -108,6 +114,10 @@ class Schedule:
         Returns
         -------
         decay, gain : ndarray
+
+        Examples
+        --------
+        See :class:`Schedule`.
         """
         T = self.times[..., None]
         x = c * lam  # per-step rate of each mode

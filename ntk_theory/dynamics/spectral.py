@@ -109,6 +109,10 @@ class Eigenbasis:
         ------
         ValueError
             If K is not finite, square, symmetric and positive semi-definite, or has no positive eigenvalue.
+
+        Examples
+        --------
+        See :class:`Eigenbasis`.
         """
         K = as_kernel(K, name)
         scale = float(np.max(np.abs(K)))
@@ -148,6 +152,10 @@ class Eigenbasis:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Eigenbasis`.
         """
         return np.tensordot(self.eigenvectors.T, v, axes=1)
 
@@ -161,6 +169,10 @@ class Eigenbasis:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Eigenbasis`.
         """
         return np.einsum("nm,...mo->...no", self.eigenvectors, w)
 
@@ -175,6 +187,10 @@ class Eigenbasis:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Eigenbasis`.
         """
         return self.from_basis(diag[..., None] * self.to_basis(v))
 
@@ -189,6 +205,10 @@ class Eigenbasis:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Eigenbasis`.
         """
         V = self.eigenvectors
         return np.einsum("nm,...m,km->...nk", V, diag, V)

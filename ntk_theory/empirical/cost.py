@@ -448,6 +448,16 @@ class Problem:
         Returns
         -------
         Problem
+
+        Examples
+        --------
+        A description and the MLP's widths give the same problem (here with biases: 3*5 + 5 + 5 + 1 = 26 parameters):
+
+        >>> from ntk_theory import stax
+        >>> net = stax.serial(stax.Dense(5, b_std=0.1), stax.Relu(), stax.Dense(1, b_std=0.1))
+        >>> p, q = Problem.of(net, 10, input_dim=3), Problem.of((3, 5, 1), 10)
+        >>> p.widths == q.widths, p.P, q.P
+        (True, 26, 26)
         """
         description = getattr(net, "description", net)
         if isinstance(description, Layer):
@@ -571,6 +581,10 @@ class Problem:
         -------
         tuple of float
             ``(FLOPs, elements)``.
+
+        Examples
+        --------
+        See :class:`Problem`.
         """
         return self._sum("forward", n)
 
@@ -584,6 +598,14 @@ class Problem:
         Returns
         -------
         tuple of float
+
+        Examples
+        --------
+        One VJP costs 2 n_in n FLOPs per Dense layer, 2 F in all (module docstring):
+
+        >>> p = Problem.of((3, 5, 1), 10)
+        >>> p.reverse_pass(1)[0] == 2 * p.F
+        True
         """
         return self._sum("vjp", n)
 
@@ -597,6 +619,14 @@ class Problem:
         Returns
         -------
         tuple of float
+
+        Examples
+        --------
+        One JVP costs 4 n_in n FLOPs per Dense layer, 4 F in all (module docstring):
+
+        >>> p = Problem.of((3, 5, 1), 10)
+        >>> p.forward_mode(1)[0] == 4 * p.F
+        True
         """
         return self._sum("jvp", n)
 

@@ -212,6 +212,10 @@ class Model:
         ------
         ValueError
             If ``description`` is not a description or the parameters do not fit it.
+
+        Examples
+        --------
+        See :class:`Model`.
         """
         description = getattr(description, "description", description)
         if not isinstance(description, Layer):
@@ -251,6 +255,10 @@ class Model:
         Returns
         -------
         Model
+
+        Examples
+        --------
+        See :class:`Model`.
         """
         found = _cost.steps(description, input_dim)
         dense_steps = [s for s in found if isinstance(s.layer, Dense)]
@@ -277,6 +285,10 @@ class Model:
         -------
         object
             The layer's effective parameters and their application.
+
+        Examples
+        --------
+        See :class:`Model`.
         """
         return self.dense[path].action
 
@@ -295,6 +307,10 @@ class Model:
         Returns
         -------
         Problem
+
+        Examples
+        --------
+        See :class:`Model`.
         """
         n1 = _checks.positive_int("N1", n1)
         n2 = None if n2 is None else _checks.positive_int("N2", n2)
@@ -317,6 +333,10 @@ class Model:
         Returns
         -------
         ndarray
+
+        Examples
+        --------
+        See :class:`Model`.
         """
         if len(self.shape) == 1:
             return _checks.inputs(X, name, dim=self.input_dim)

@@ -130,6 +130,10 @@ class DenseStack:
         Returns
         -------
         DenseStack
+
+        Examples
+        --------
+        See :class:`DenseStack`.
         """
         spec = net.spec
         description = net.as_description()
@@ -156,6 +160,14 @@ class DenseStack:
         ------
         ValueError
             If the sequence does not start and end with a Dense layer, or widths do not chain.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ntk_theory.empirical import Dense
+        >>> stack = DenseStack.from_layers([Dense(np.ones((4, 2)), np.zeros(4)), "relu", Dense(np.ones((1, 4)), np.zeros(1))])
+        >>> stack.widths, stack.depth, stack.n_params                 # 4 (2 + 1) + 1 (4 + 1)
+        ((2, 4, 1), 1, 17)
         """
         layers = list(layers)
         if not layers or not isinstance(layers[0], Dense) or not isinstance(layers[-1], Dense):
@@ -199,6 +211,10 @@ class DenseStack:
         Returns
         -------
         DenseStack
+
+        Examples
+        --------
+        See :class:`DenseStack`.
         """
         if isinstance(net, DenseStack):
             return net
@@ -232,6 +248,10 @@ class DenseStack:
         Returns
         -------
         Model
+
+        Examples
+        --------
+        See :class:`DenseStack`.
         """
         return graph.Model.from_dense(self.description, self.widths[0], [W.T for W in self.weights],
                                       list(self.biases), list(self.factors))

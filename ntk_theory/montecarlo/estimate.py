@@ -218,6 +218,10 @@ class EstimateTable:
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
         """
         return "none"
 
@@ -245,6 +249,10 @@ class EstimateTable:
         Returns
         -------
         object or None
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
         """
         for nm in [name] + [k for k, v in self.aliases.items() if v == name]:
             if isinstance(prediction, dict):
@@ -288,6 +296,10 @@ class EstimateTable:
         Returns
         -------
         float
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
         """
         values = [np.abs(np.asarray(v, dtype=float)).ravel() for v in z.values()]
         return float(np.max(np.concatenate(values))) if values else 0.0
@@ -304,6 +316,10 @@ class EstimateTable:
         Returns
         -------
         list of str
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
         """
         lines = []
         for name in names or list(self.estimates):
@@ -328,6 +344,10 @@ class EstimateTable:
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :class:`EstimateTable`.
         """
         return ""
 

@@ -161,6 +161,10 @@ class FiniteWidthTable(EstimateTable):
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :func:`symmetry_of`.
         """
         return symmetry_of(name)
 

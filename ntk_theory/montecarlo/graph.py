@@ -154,6 +154,10 @@ class GraphMonteCarlo(NetworkEstimates):
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :func:`sample_kernels`.
         """
         return "pair"
 

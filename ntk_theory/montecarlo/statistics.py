@@ -96,6 +96,10 @@ class MonteCarloResult(NetworkEstimates):
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :class:`MonteCarloResult`.
         """
         return ESTIMATES.get(name, ("", "full"))[1]
 

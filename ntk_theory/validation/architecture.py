@@ -99,6 +99,10 @@ class ArchitectureRow(CheckRow):
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :class:`ArchitectureRow`.
         """
         if self.rounding_level:
             return "FAIL (standard error at the rounding level: the same in every network)"

@@ -75,6 +75,10 @@ class FiniteWidthCheck:
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :func:`check_finite_width`.
         """
         i = self.info
         counts = {}
@@ -115,6 +119,10 @@ class FiniteWidthCheck:
         Returns
         -------
         matplotlib.figure.Figure
+
+        Examples
+        --------
+        With matplotlib (the ``plot`` extra), after :func:`check_finite_width`: ``report.plot("check.png")``.
         """
         fit = self.fit
         x = 1.0 / np.asarray(fit.widths, dtype=float)

@@ -84,6 +84,10 @@ class WidthFit(FiniteWidthTable, FitTable):
         -------
         str
             ``"   chi2 <chi2>/<dof>"`` for an n -> infinity limit, ``""`` otherwise.
+
+        Examples
+        --------
+        See :class:`WidthFit`.
         """
         base = {"K1": "K", "K2": "K", "ntk1": "ntk", "ntk2": "ntk"}.get(name, name.replace("_slope", ""))
         if base in self.chi2 and not name.endswith("_slope") and name not in ("K1", "K2", "ntk1", "ntk2"):
@@ -103,6 +107,10 @@ class WidthFit(FiniteWidthTable, FitTable):
         Returns
         -------
         str
+
+        Examples
+        --------
+        See :class:`WidthFit`.
         """
         i = self.info
         head = (

@@ -96,6 +96,10 @@ class CheckRow:
         -------
         str
             As :func:`~ntk_theory.validation.verdict.outcome`.
+
+        Examples
+        --------
+        See :class:`CheckRow`.
         """
         values = [v for _, v, _ in self.estimates] + self.predictions
         missing = [e for _, _, e in self.estimates if not (np.isfinite(e) and e > 0)]
@@ -198,6 +202,10 @@ class CheckReport:
         Returns
         -------
         matplotlib.figure.Figure
+
+        Examples
+        --------
+        With matplotlib (the ``plot`` extra), after :func:`check`: ``report.plot("check.png")``.
         """
         panels = []
         for r in self.rows:

@@ -84,6 +84,10 @@ class ResidualFiniteWidthCheck(FiniteWidthCheck):
         Returns
         -------
         matplotlib.figure.Figure
+
+        Examples
+        --------
+        With matplotlib (the ``plot`` extra), after :func:`check_residual_finite_width`: ``report.plot("check.png")``.
         """
         return plot_panels(self.panels, self.table().splitlines()[0], path, columns=4)
 
