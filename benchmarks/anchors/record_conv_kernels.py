@@ -105,7 +105,8 @@ def record(networks, rng, out, names):
         data.update({f"{name}/X1": X1, f"{name}/X2": X2, f"{name}/nngp12": np.asarray(k12[0]),
                      f"{name}/ntk12": np.asarray(k12[1]), f"{name}/nngp11": np.asarray(k11[0]),
                      f"{name}/ntk11": np.asarray(k11[1])})
-        data[f"{name}/is_reversed"] = np.array(bool(kernel_fn(X1, X2).is_reversed))
+        if np.ndim(k12[0]) > 2:  # an output with spatial axes: the order of its spatial dimensions
+            data[f"{name}/is_reversed"] = np.array(bool(kernel_fn(X1, X2).is_reversed))
         assert np.asarray(k12[0]).dtype == np.float64
         config["networks"][name] = text
         print(name, np.asarray(k12[0]).shape, np.asarray(k11[1]).ravel()[0])
