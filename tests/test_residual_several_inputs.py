@@ -190,3 +190,35 @@ def test_ntk_tensors_against_monte_carlo(act, C_W, C_b, xi, gamma):
             assert np.all(se[0] > 0), (name, l)
             z = (coef[0] - pred[l][name]) / se[0]
             assert np.all(np.abs(z) < 4), (name, l, z)
+
+
+@pytest.mark.parametrize("param", ["ntk", "unit"])
+def test_ntk_deep_linear_second_layer_exact(param):
+    r"""Linear s, layer 2 exactly at finite width (derived by hand): with z(1) rows iid N(0, K), Theta(1) = H1 I
+    (H1 = lambda_b + lambda_W X X^T / d, K = C_b + C_W X X^T / d), Theta(2)_ij;ab = H1_ab M_ij + gamma^2 delta_ij
+    H2_ab, M = xi^2 I + xi gamma (W + W^T) + gamma^2 W W^T, H2_ab = lambda_b + lambda_W z_a(1) . z_b(1) / n and
+    z(2) = xi z(1) + gamma (W z(1) + b).  Gaussian moments of W (rows independent, E[M_ij^2] = (2 xi^2 gamma^2 C_W +
+    gamma^4 C_W^2)/n for i != j, Cov(M_ii, M_jj) = 0) give
+    A = gamma^4 lambda_W^2 (K_ac K_bd + K_ad K_bc), B = c2 H1_pr H1_qs, D = gamma^2 lambda_W (xi^2 + gamma^2 C_W)
+    (K_ac K_bd + K_ad K_bc), F = c2 H1_pr K_qs, c2 = 2 xi^2 gamma^2 C_W + gamma^4 C_W^2 (lambda of layer 2)."""
+    C_W, C_b, xi, g = 1.3, 0.2, 0.7, 0.6
+    rec = ResidualRecursion("linear", 3, C_W=C_W, C_b=C_b, xi=xi, gamma=g, param=param)
+    st = rec.ntk_tensors(X3)[1]
+    G0 = X3 @ X3.T / 2
+    lb, lw = rec.lambdas(1)
+    lw2 = rec.lambdas(2)[1]
+    H1, K = lb + lw * G0, C_b + C_W * G0
+    c2 = 2 * xi**2 * g**2 * C_W + g**4 * C_W**2
+    KK = np.einsum("ac,bd->abcd", K, K) + np.einsum("ad,bc->abcd", K, K)
+    exact = {"A": g**4 * lw2**2 * KK, "B": c2 * np.einsum("pr,qs->pqrs", H1, H1),
+             "D": g**2 * lw2 * (xi**2 + g**2 * C_W) * KK, "F": c2 * np.einsum("pr,qs->pqrs", H1, K)}
+    for name, value in exact.items():
+        assert np.allclose(st[name], value, rtol=1e-12, atol=1e-14), name
+
+
+def test_ntk_equal_inputs_are_copies():
+    rec = ResidualRecursion("relu", 2, C_W=1.3, C_b=0.1, xi=0.8, gamma=0.6)
+    i = [0, 1, 0]
+    for st, st2 in zip(rec.ntk_tensors(np.array([X2[0], X2[1], X2[0]])), rec.ntk_tensors(X2)):
+        for name in ("A", "B", "D", "F"):
+            assert np.allclose(st[name], st2[name][np.ix_(i, i, i, i)], rtol=1e-12, atol=1e-15), name
