@@ -68,7 +68,23 @@ def _default_axes(layer: str, **axes) -> None:
 
 def window_step(layer) -> tuple:
     """The strides of a Conv or AvgPool: ``layer.strides``, or 1 per spatial axis when None (neural-tangents'
-    default)."""
+    default).  ``Conv.step`` and ``AvgPool.step``.
+
+    Parameters
+    ----------
+    layer : Conv or AvgPool
+        The layer.
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> from ntk_theory.architecture import AvgPool, Conv
+    >>> Conv(1, (3, 3)).step, AvgPool((2,), strides=(2,)).step
+    ((1, 1), (2,))
+    """
     return layer.strides or (1,) * layer.rank
 
 
@@ -186,6 +202,14 @@ class Conv(Weighted, Layer):
 
     @property
     def filter_size(self) -> int:
+        """prod(filter_shape), the number of filter positions.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import Conv
+        >>> Conv(1, (3, 2)).filter_size
+        6
+        """
         return math.prod(self.filter_shape)
 
     def fan_in(self, in_chan: int) -> int:

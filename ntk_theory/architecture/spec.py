@@ -120,24 +120,67 @@ class MLPSpec:
 
     @property
     def depth(self) -> int:
-        """Number of hidden layers L."""
+        """Number of hidden layers L.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> spec = MLPSpec((3, 16, 8, 1), C_W=2.0, C_b=0.0)
+        >>> spec.depth
+        2
+        """
         return len(self.widths) - 2
 
     @property
     def n_layers(self) -> int:
-        """Number of weight layers, L + 1."""
+        """Number of weight layers, L + 1.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> spec = MLPSpec((3, 16, 8, 1), C_W=2.0, C_b=0.0)
+        >>> spec.n_layers
+        3
+        """
         return len(self.widths) - 1
 
     @property
     def input_dim(self) -> int:
+        """n_0, the input dimension.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> spec = MLPSpec((3, 16, 8, 1), C_W=2.0, C_b=0.0)
+        >>> spec.input_dim
+        3
+        """
         return self.widths[0]
 
     @property
     def output_dim(self) -> int:
+        """n_out, the output dimension.
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> spec = MLPSpec((3, 16, 8, 1), C_W=2.0, C_b=0.0)
+        >>> spec.output_dim
+        1
+        """
         return self.widths[-1]
 
     @property
     def hidden_widths(self) -> tuple[int, ...]:
+        """(n_1, ..., n_L).
+
+        Examples
+        --------
+        >>> from ntk_theory.architecture import MLPSpec
+        >>> spec = MLPSpec((3, 16, 8, 1), C_W=2.0, C_b=0.0)
+        >>> spec.hidden_widths
+        (16, 8)
+        """
         return self.widths[1:-1]
 
     def learning_rate_factors(self) -> list[tuple[float, float]]:

@@ -182,7 +182,34 @@ class Network:
         """The kernel evaluators ``kernel_fn`` tries in turn, as ``(tile class, exception)`` pairs (the
         exception: the evaluator does not evaluate this description; the next one is then tried): a
         compiled kernel when ``compiled`` or the inputs are large (Notes of :meth:`kernel_fn`), then the
-        NumPy interpreter."""
+        NumPy interpreter.
+
+        Parameters
+        ----------
+        x1 : array_like
+            Inputs (N1, d), or images (N1, ..., C).
+        x2 : array_like or None, default None
+            Second inputs; None: ``x1``.
+        compiled : bool or None, default None
+            As :meth:`kernel_fn`.
+
+        Returns
+        -------
+        list of tuple
+            ``(tile class, exception)`` in the order tried; the interpreter (which evaluates every
+            description) last.
+
+        Examples
+        --------
+        Two inputs are few: the interpreter only; ``compiled=True`` tries the generated kernel first:
+
+        >>> import numpy as np
+        >>> from ntk_theory import stax
+        >>> net = stax.serial(stax.Dense(2), stax.Relu(), stax.Dense(1))
+        >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
+        >>> [tiles.__name__ for tiles, _ in net.evaluators(x)], [t.__name__ for t, _ in net.evaluators(x, compiled=True)]
+        (['InterpreterTiles'], ['GraphTiles', 'InterpreterTiles'])
+        """
         images = np.ndim(x1) > 2  # (N, W, C) / (N, H, W, C): convolutional inputs
         pairs = len(x1) * len(x1 if x2 is None else x2)
         if images:
