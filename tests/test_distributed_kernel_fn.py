@@ -83,3 +83,5 @@ def test_without_dask_one_line(monkeypatch):
         assert "install ntk-theory[distributed]" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ValueError, match="go with chunks"):
         MLP.kernel_fn(X, scheduler="threads")
+    with pytest.raises(ValueError, match="chunks must be a positive integer"):
+        MLP.kernel_fn(X, chunks=0)

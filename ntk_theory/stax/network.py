@@ -17,6 +17,7 @@ import numpy as np
 
 from ..architecture import Layer, leaves
 from ..recursions import graph
+from ..blocks import check_chunks
 from ..recursions.blocked import InterpreterTiles, blocked_result
 from ..recursions.result import check_get
 from .maps import layer_map
@@ -163,6 +164,8 @@ class Network:
             raise ValueError(f"compiled must be True, False or None; got {compiled!r}")
         if chunks is None and (scheduler is not None or out is not None):
             raise ValueError("scheduler= and out= go with chunks= (the tile size of a Dask run)")
+        if chunks is not None:
+            check_chunks(chunks)
         get_ = check_get(("nngp", "ntk") if get is None else get)
         for tiles, not_compilable in self.evaluators(x1, x2, compiled):
             tile = tiles(self.description, get=get_)
