@@ -78,6 +78,17 @@ def test_tanh_one_variable_entries_vs_mpmath(tanh4):
             _check(tanh4.values[term][idx], tanh4.errors[term][idx], ref, 1e-25, tanh4.scales[term][idx])
 
 
+def test_small_variance_level_is_refined():
+    """A set of one input with variance 0.27 (|L| = 0.52): the trapezoidal step of that level is at its cap, which
+    stayed fixed while the step was refined, so two equal rules reported 1e-13 for an actual error of 2e-5 in
+    <s^(3) s'^3> (with <s'' s'^2 s> in the same family); the cap now shrinks with the step."""
+    var = 0.27040187
+    r = derivative_moments("tanh", np.array([[var]]), ((3, 1, 1, 1), (2, 1, 1, 0)))
+    for term in ((3, 1, 1, 1), (2, 1, 1, 0)):
+        ref = _mp_one([_TANH_MP[o] for o in term], var)
+        _check(r.values[term][0, 0, 0, 0], r.errors[term][0, 0, 0, 0], ref, 1e-25, r.scales[term][0, 0, 0, 0])
+
+
 def _tanh_numpy():
     act = activation("tanh")
     return {0: act.numpy, 1: act.numpy_derivative, 2: lambda z: -2 * np.tanh(z) / np.cosh(z) ** 2,
