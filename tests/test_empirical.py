@@ -65,6 +65,18 @@ def test_all_methods_agree_with_forward_mode_ntk(act, widths, param):
                 assert _rel(got, ref) < 1e-12, (method, trace, x2 is None, _rel(got, ref))
 
 
+def test_dense_stack_is_accepted_as_a_network():
+    """A DenseStack carries its parameters: empirical_ntk takes it as it takes the MLP it came from (it was
+    mistaken for a parameterless description and refused)."""
+    from ntk_theory.empirical import DenseStack
+
+    net = MLP.random((3, 6, 2), "tanh", C_W=1.5, C_b=0.1, seed=4)
+    X1, X2 = _data(3)
+    ref = net.ntk(X1, X2, trace_outputs=False)
+    for method in ALL:
+        assert _rel(empirical_ntk(DenseStack.from_mlp(net), X1, X2, method=method, trace_outputs=False), ref) < 1e-12
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 7])
 def test_batching_over_inputs_does_not_change_the_result(method, batch_size):

@@ -258,9 +258,9 @@ class DenseStack:
 
 
 def _is_description(net) -> bool:
-    """A description (a layer or a stax network) without its own parameters; an MLP, whose ``description``
-    names its architecture, carries its parameters."""
-    if hasattr(net, "weights") and hasattr(net, "spec"):
+    """A description (a layer or a stax network) without its own parameters; an MLP or a DenseStack, whose
+    ``description`` names its architecture, carries its parameters."""
+    if isinstance(net, DenseStack) or (hasattr(net, "weights") and hasattr(net, "spec")):
         return False
     return isinstance(getattr(net, "description", net), Layer)
 
