@@ -128,6 +128,12 @@ def overhead(args, rows):
     client, c, start = cluster(2)
     rows.append({"section": "overhead", "what": "LocalCluster start (2 workers), not counted below", "N": N,
                  "seconds": start, "load": load()})
+    time.sleep(1)
+    c0 = cpu_seconds()
+    time.sleep(5)
+    rows.append({"section": "overhead", "what": "the idle cluster's own CPU seconds per wall second (heartbeats, "
+                 "event loops; in every Dask row's CPU)", "N": N, "seconds": float("nan"),
+                 "cpu": (cpu_seconds() - c0) / 5, "load": load()})
     tmp = tempfile.mkdtemp()
     paths = {"in memory": lambda chunk, k: None, "to Zarr": lambda chunk, k: os.path.join(tmp, f"k{chunk}_{k}.zarr")}
     times: dict = {}
@@ -168,12 +174,16 @@ def scaling(args, rows):
         client, c, _ = cluster(workers)
         try:
             blocked_kernel(net, X[:200], chunks=100, scheduler=client, progress=False)  # workers load the kernel
-            runs = [blocked_kernel(net, X, chunks=chunk, scheduler=client, progress=False).info
-                    for _ in range(args.repeat)]
+            runs = []
+            for _ in range(args.repeat):
+                c0 = cpu_seconds()
+                runs.append(dict(blocked_kernel(net, X, chunks=chunk, scheduler=client, progress=False).info,
+                                 cpu=cpu_seconds() - c0))
             best = min(runs, key=lambda i: i["seconds"])
             rows.append({"section": "scaling", "N": N, "workers": workers, "tile": chunk, "tiles": best["tiles"],
                          "seconds": best["seconds"], "tile_seconds": best["tile_seconds"],
                          "write_seconds": best["write_seconds"], "walls": [round(i["seconds"], 3) for i in runs],
+                         "cpu": best["cpu"],
                          "load": load()})
             print(rows[-1], flush=True)
         finally:
@@ -252,17 +262,17 @@ def write(rows, json_path):
                   "seconds (user + system of this process and the cluster's processes: the work done, which the "
                   "machine's other load inflates less than the wall time):", "",
                   "| path | wall s | / in-memory | CPU s | / in-memory | load |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['what']} | {r['seconds']:.3f} | {_ratio(r)} | {_cpu(r)} | {_ratio(r, 'cpu_ratio')} | "
+        lines += [f"| {r['what']} | {_wall(r)} | {_ratio(r)} | {_cpu(r)} | {_ratio(r, 'cpu_ratio')} | "
                   f"{r['load']} |" for r in ov]
         lines.append("")
     sc = [r for r in rows if r["section"] == "scaling"]
     if sc:
         lines += [f"CPU-bound scaling, in memory (tiles handed over in shared memory, no disk): N = {sc[0]['N']}, tiles "
                   f"{sc[0]['tile']} ({sc[0]['tiles']} tasks), LocalCluster, best of {len(sc[0]['walls'])}:", "",
-                  "| workers | wall s (best) | all walls | task s (summed) | write s (summed) | load |",
-                  "|---|---|---|---|---|---|"]
+                  "| workers | wall s (best) | all walls | task s (summed) | write s (summed) | CPU s (best run) | load |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['workers']} | {r['seconds']:.2f} | {', '.join(f'{w:.2f}' for w in r['walls'])} | "
-                  f"{r['tile_seconds']:.2f} | {r['write_seconds']:.2f} | {r['load']} |" for r in sc]
+                  f"{r['tile_seconds']:.2f} | {r['write_seconds']:.2f} | {_cpu(r)} | {r['load']} |" for r in sc]
         by = {r["workers"]: r for r in sc}
         if 1 in by and 2 in by:
             lines.append(f"\nSpeed-up 1 -> 2 workers: {by[1]['seconds'] / by[2]['seconds']:.2f}x (efficiency "
@@ -318,8 +328,12 @@ def _ratio(r, key="ratio") -> str:
     return f"{r[key]:.2f}" if key in r else "-"
 
 
+def _wall(r) -> str:
+    return "-" if math.isnan(r["seconds"]) else f"{r['seconds']:.3f}"
+
+
 def _cpu(r) -> str:
-    return f"{r['cpu']:.3f}" if "cpu" in r else "-"
+    return f"{r['cpu']:.2f}" if "cpu" in r else "-"
 
 
 def _v(name):

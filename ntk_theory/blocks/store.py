@@ -181,12 +181,12 @@ class SharedSink:
                 arr[c0:c1, r0:r1] = tiles[n].T
 
     def result(self) -> dict:
-        """The arrays (this process's mapping of the pages, all mapped), the files unlinked."""
+        """The arrays (this process's mapping of the pages, mapped on first access: a read maps its
+        neighbouring pages too), the files unlinked."""
         out = {}
         for n, p in self.paths:
             with open(p, "r+b") as f:
                 mm = mmap.mmap(f.fileno(), 0)
-            populate(mm, 0, len(mm))
             out[n] = np.ndarray(self.shape, dtype=self.dtype, buffer=mm)
         self.discard()
         return out
