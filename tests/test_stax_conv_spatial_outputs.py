@@ -148,3 +148,34 @@ def test_what_holds_n_by_n_kernels_only_refuses_spatial_outputs():
         net.kernel_fn(X, chunks=2, compiled=False)
     with pytest.raises(ValueError, match=r"check .*vector output.*Flatten\(\) or GlobalAvgPool\(\)"):
         check_architecture(net, X, widths=(8, 16), samples=64, progress=False)
+
+
+DIAGONAL = sorted({k.split("/")[0] for k in DATA.files if "/diagonal/" in k})
+
+
+@pytest.mark.parametrize("name", DIAGONAL)
+def test_same_position_kernels_match_neural_tangents(name):
+    """``diagonal_spatial=True``: neural-tangents' same-position kernels (N1, N2, H, W), NumPy and compiled."""
+    net = stax.parse(NETWORKS[name])
+    X1, X2 = DATA[f"{name}/X1"], DATA[f"{name}/X2"]
+    evaluators = [False] + ([True] if name in COMPILED else [])
+    for compiled in evaluators:
+        k12 = net.kernel_fn(X1, X2, compiled=compiled, diagonal_spatial=True)
+        k11 = net.kernel_fn(X1, compiled=compiled, diagonal_spatial=True)
+        for q in ("nngp", "ntk"):
+            _check(getattr(k12, q), DATA[f"{name}/diagonal/{q}12"], 1e-10)
+        _check(k11.nngp, DATA[f"{name}/diagonal/nngp11"], 1e-10)
+        off = ~np.eye(len(X1), dtype=bool)
+        _check(k11.ntk, DATA[f"{name}/diagonal/ntk11"], 1e-10, off)
+        _check(k11.ntk, DATA[f"{name}/diagonal/ntk11"], 1e-8)
+
+
+def test_same_position_kernels_are_refused_for_pooling():
+    """Pooling needs every pair of positions (neural-tangents refuses diagonal_spatial=True there too)."""
+    net = stax.parse(NETWORKS["conv2d_circular_avgpool"])
+    X = DATA["conv2d_circular_avgpool/X1"]
+    for compiled in (False, True):
+        with pytest.raises(ValueError, match="diagonal_spatial=True.*every pair of positions"):
+            net.kernel_fn(X, compiled=compiled, diagonal_spatial=True)
+    with pytest.raises(ValueError, match="diagonal_spatial must be True or False"):
+        net.kernel_fn(X, diagonal_spatial="yes")

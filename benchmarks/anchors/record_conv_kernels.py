@@ -19,7 +19,8 @@ GlobalAvgPool), where neural-tangents returns the covariance between every pair 
 number of Conv layers (``Kernel.is_reversed``, also recorded as ``<name>/is_reversed``): 1-D 'SAME' with
 strides ending in Conv (Erf), 2-D 'VALID' with strides ending in Relu, 2-D 'CIRCULAR' ending in AvgPool
 ('SAME', strides), a Dense readout per position, and three branches of different Conv counts joined by
-FanInSum (the order of the majority).
+FanInSum (the order of the majority).  For the networks without pooling also ``kernel_fn(...,
+diagonal_spatial=True)``, the same positions only (N1, N2, H, W): ``<name>/diagonal/nngp12`` etc.
 """
 
 import argparse
@@ -107,6 +108,10 @@ def record(networks, rng, out, names):
                      f"{name}/ntk11": np.asarray(k11[1])})
         if np.ndim(k12[0]) > 2:  # an output with spatial axes: the order of its spatial dimensions
             data[f"{name}/is_reversed"] = np.array(bool(kernel_fn(X1, X2).is_reversed))
+            if "Pool" not in text:  # same positions only (neural-tangents refuses it for pooling)
+                for pair, x2 in (("12", X2), ("11", None)):
+                    k = kernel_fn(X1, x2, ("nngp", "ntk"), diagonal_spatial=True)
+                    data[f"{name}/diagonal/nngp{pair}"], data[f"{name}/diagonal/ntk{pair}"] = map(np.asarray, k)
         assert np.asarray(k12[0]).dtype == np.float64
         config["networks"][name] = text
         print(name, np.asarray(k12[0]).shape, np.asarray(k11[1]).ravel()[0])

@@ -855,12 +855,13 @@ MAX_ORDERS = (256, 1024)
 
 
 def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_mb: float = 64.0,
-           tol: float = 1e-15, max_order: int | None = None) -> KernelResult:
+           tol: float = 1e-15, max_order: int | None = None, diagonal_spatial: bool = False) -> KernelResult:
     """NNGP and NTK of a serial convolutional description at images X1 (N1, *S, C), X2 (default X1), compiled
     (module docstring); :class:`NotCompilableConv` for descriptions outside its scope.
 
     The kernels are (N1, N2), or in neural-tangents' layout (N1, N2, H, H', W, W') (its order of the spatial
-    dimensions) for an output with spatial axes, as :func:`ntk_theory.recursions.graph.kernel`'s.
+    dimensions) for an output with spatial axes, as :func:`ntk_theory.recursions.graph.kernel`'s; with
+    ``diagonal_spatial=True`` the same positions only, (N1, N2, H, W) (refused for descriptions that pool).
     ``out=(nngp, ntk)``: given arrays of that shape to write into (memory maps too); the pairs are computed in
     row tiles of at most ``tile_mb`` megabytes of float64 buffers, then copied into ``out``, so the temporaries
     beyond the output are bounded by ``tile_mb`` plus 6 P^2 floats per thread (and, for activations without
@@ -885,23 +886,31 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), out=None, tile_
     orders = MAX_ORDERS if max_order is None else (int(max_order),)
     for n, order in enumerate(orders):
         try:
-            return _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, order)
+            return _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, order, diagonal_spatial)
         except SeriesTooShort:
             if n == len(orders) - 1:
                 raise
 
 
-def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order):
+def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order, diagonal_spatial):
     ints, floats, acts, own, slots = plan(description, spatial, X1.shape[-1])
     mod, codes = module_for(own)
     renumber = {c: codes[key][0] for key, (c, _) in own.items()}
     act_rows = ints[:, 0] == ACT
     ints[act_rows, 14] = [renumber[int(c)] for c in ints[act_rows, 14]]
     out_shape, reversed_ = output_spatial(description, spatial)
-    full = bool(out_shape) or bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
+    pools = bool(np.any((ints[:, 0] == POOL) | (ints[:, 0] == GLOBAL)))
+    if diagonal_spatial not in (True, False):
+        raise ValueError(f"diagonal_spatial must be True or False; got {diagonal_spatial!r}")
+    if diagonal_spatial and pools:
+        raise ValueError("diagonal_spatial=True keeps same positions only, but the description averages over "
+                         "positions (AvgPool, GlobalAvgPool), which needs every pair of positions; use "
+                         "diagonal_spatial=False")
+    full = not diagonal_spatial and (bool(out_shape) or pools)
     P = math.prod(spatial)
     m = P * P if full else P
-    mo = math.prod(out_shape) ** 2  # the output's position pairs (1 for a vector output)
+    Po = math.prod(out_shape)
+    mo = Po**2 if full else Po  # the output's entries per pair of inputs (1 for a vector output)
     symmetric = X2 is None
     F1 = np.ascontiguousarray(X1.reshape(len(X1), P, -1))
     F2 = F1 if symmetric else np.ascontiguousarray(X2v.reshape(len(X2v), P, -1))
@@ -910,6 +919,8 @@ def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order
     def layout(A):  # (rows, cols, P' P') -> (rows, cols) or neural-tangents' layout (rows, cols, H, H', W, W')
         if not out_shape:
             return A.reshape(A.shape[:2])
+        if not full:  # same positions: (rows, cols, H, W)
+            return A.reshape(A.shape[:2] + out_shape)
         return neural_tangents_order(A.reshape(A.shape[:2] + out_shape * 2), 2, len(out_shape), reversed_)
 
     nngp, ntk = _outputs(out, layout(np.empty((N1, N2, mo), dtype=np.uint8)).shape)
@@ -923,9 +934,10 @@ def _kernel(description, X1, X2, X2v, spatial, get, out, tile_mb, tol, max_order
     _short(accs, slots, max_order)
     rows = max(1, min(N1, int(tile_mb * 2**20 // (16 * mo * max(N2, 1)))))
     threads = max(1, numba.get_num_threads())
-    Po = math.prod(out_shape)
 
     def swap(A):  # pairs (a, b) -> (b, a): the transpose over inputs and over the two positions
+        if not full:
+            return A.transpose(1, 0, 2)
         return A.reshape(A.shape[:2] + (Po, Po)).transpose(1, 0, 3, 2).reshape(A.shape[1], A.shape[0], mo)
 
     for r0 in range(0, N1, rows):

@@ -37,14 +37,11 @@ class InterpreterTiles:
 
     description: Layer
     get: tuple = ("nngp", "ntk")
-
-    @property
-    def options(self) -> tuple:
-        return ()
+    options: tuple = ()  # (name, value) keyword arguments of graph.kernel, e.g. (("diagonal_spatial", True),)
 
     def result(self, A, B=None) -> KernelResult:
         """The kernel at A, B (None: A) by :func:`ntk_theory.recursions.graph.kernel`."""
-        return graph.kernel(self.description, A, B, get=self.get)
+        return graph.kernel(self.description, A, B, get=self.get, **dict(self.options))
 
     def __call__(self, A, B=None) -> dict:
         return as_tile(self.result(A, B))

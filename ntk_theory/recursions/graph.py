@@ -297,7 +297,8 @@ class _Context:
 BLOCK_ENTRIES = 2**19
 
 
-def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None) -> KernelResult:
+def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None = None, *,
+           diagonal_spatial: bool = False) -> KernelResult:
     """NNGP and NTK of the network ``description`` at inputs X1, X2 (default X1).
 
     Inputs are (N, d) vectors, or channels-last images (N, W, C) / (N, H, W, C) for convolutional networks;
@@ -310,7 +311,10 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
     layout: (N1, N2, H, H', W, W') (1-D: (N1, N2, W, W')), with the two spatial dimensions swapped,
     (N1, N2, W, W', H, H'), where neural-tangents' kernel is reversed
     (:func:`.spatial.output_spatial`: an odd number of ``Conv`` layers on the path); the number of output
-    channels does not enter.
+    channels does not enter.  ``diagonal_spatial=True`` (neural-tangents' option of that name): the same
+    positions only, (N1, N2, H, W) (1-D: (N1, N2, W)), evaluated in the same-position layout; a description
+    that pools (``AvgPool``, ``GlobalAvgPool``) needs every pair of positions and is refused (ValueError), as
+    neural-tangents refuses it; vector outputs are unchanged.
 
     float64 by default; ``dps`` (vector inputs only): the same rules in mpmath at that many digits (``nngp``
     and ``ntk`` are then object arrays of ``mpmath.mpf``; ``.astype(float)`` rounds them).  ``get``:
@@ -323,8 +327,13 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
                          f"{X1.shape[1:]}")
     backend = Float64() if dps is None else Mpmath(_checks.positive_int("dps", dps))
     out_shape, reversed_ = output_spatial(description, shape) if shape else ((), False)
-    full = bool(shape) and (bool(out_shape) or any(isinstance(layer, (AvgPool, GlobalAvgPool))
-                                                   for _, layer in leaves(description)))
+    pools = [layer for _, layer in leaves(description) if isinstance(layer, (AvgPool, GlobalAvgPool))]
+    if diagonal_spatial not in (True, False):
+        raise ValueError(f"diagonal_spatial must be True or False; got {diagonal_spatial!r}")
+    if diagonal_spatial and shape and pools:
+        raise ValueError(f"diagonal_spatial=True keeps same positions only, but {pools[0]!r} averages over "
+                         "positions, which needs every pair of positions; use diagonal_spatial=False")
+    full = bool(shape) and not diagonal_spatial and (bool(out_shape) or bool(pools))
     layout = Layout(shape, full)
     rows = len(X1)
     if full:
@@ -336,7 +345,7 @@ def kernel(description: Layer, X1, X2=None, get=("nngp", "ntk"), dps: int | None
                  for i in range(0, len(X1), rows)]
         nngp, ntk = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         errors = [e for p in parts for e in p[2]]
-    if out_shape:
+    if out_shape and full:
         nngp, ntk = (neural_tangents_order(A, 2, len(out_shape), reversed_) for A in (nngp, ntk))
     info = {"quadrature_error": max(errors, default=0.0)} if dps is None else {"dps": dps}
     return KernelResult(nngp, ntk, info, get=get)

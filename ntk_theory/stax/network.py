@@ -69,7 +69,8 @@ class Network:
         raise AttributeError("a Network is immutable")
 
     # ---------------------------------------------------------------- the triple
-    def kernel_fn(self, x1, x2=None, get=None, compiled=None, *, chunks=None, scheduler=None, out=None, **kwargs):
+    def kernel_fn(self, x1, x2=None, get=None, compiled=None, *, chunks=None, scheduler=None, out=None,
+                  diagonal_spatial=False, **kwargs):
         """NNGP and/or NTK at inputs x1 (N1, d), x2 (N2, d) (None: x1), float64.
 
         Parameters
@@ -96,6 +97,9 @@ class Network:
         out : str, path or None, default None
             With ``chunks``: a Zarr directory for the result, resumed when it holds the same kernel (the
             arrays returned are then zarr arrays); None: numpy arrays.
+        diagonal_spatial : bool, default False
+            Images whose output keeps spatial axes: True returns the same-position kernels only,
+            (N1, N2, H, W) (neural-tangents' option of that name; refused for networks that pool).
 
         Returns
         -------
@@ -113,7 +117,8 @@ class Network:
         Raises
         ------
         ValueError
-            If ``compiled`` is not True, False or None, the inputs do not fit the description, ``chunks``
+            If ``compiled`` is not True, False or None, ``diagonal_spatial`` not True or False, the inputs
+            do not fit the description (or ``diagonal_spatial=True`` a network that pools), ``chunks``
             is not a positive integer, or ``scheduler``/``out`` are given without ``chunks``.
         ntk_theory.blocks.DistributedUnavailable
             With ``chunks``, if dask, distributed (or, with ``out``, zarr) is not installed.
@@ -167,8 +172,11 @@ class Network:
         if chunks is not None:
             check_chunks(chunks)
         get_ = check_get(("nngp", "ntk") if get is None else get)
+        if diagonal_spatial not in (True, False):
+            raise ValueError(f"diagonal_spatial must be True or False; got {diagonal_spatial!r}")
+        spatial = (("diagonal_spatial", True),) if diagonal_spatial and np.ndim(x1) > 2 else ()
         for tiles, not_compilable in self.evaluators(x1, x2, compiled):
-            tile = tiles(self.description, get=get_)
+            tile = tiles(self.description, get=get_, options=spatial)
             try:  # without chunks: the kernel; with: one row, choosing (and compiling here) the tasks' evaluator
                 result = tile.result(x1, x2) if chunks is None else tile(np.asarray(x1)[:1], None)
                 break
