@@ -30,6 +30,7 @@ kernels here are exact for any variance.
 from __future__ import annotations
 
 import numbers
+import textwrap
 from typing import Sequence
 
 import sympy as sp
@@ -65,32 +66,88 @@ def _make(name: str, args: tuple, expr: sp.Expr) -> Elementwise:
     return layer
 
 
+def _scaled(name: str, args: tuple, defaults: tuple, fn) -> Elementwise:
+    """``a fn(b x + c)`` (Sin, Cos) or ``a fn(b x)`` (Exp) with the arguments ``args`` exact; shown without
+    arguments when they are the defaults."""
+    exact = [_exact(f"{name} {n}", v) for n, v in zip("abc", args)]
+    inner = exact[1] * x + (exact[2] if len(exact) > 2 else 0)
+    return _make(name, args if args != defaults else (), exact[0] * fn(inner))
+
+
+# ---------------------------------------------------------------------- docstrings
+# The constructors' docstrings share their Returns section and the frame of their example (the NNGP kernel of
+# serial(Dense(width), layer) at fixed inputs, checked against a closed form or scipy quadrature): written
+# once here and filled in per constructor (as scipy.stats' doccer does).
+
+_RETURNS = """Returns
+-------
+Network
+    The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
+    :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps)."""
+
+#: the examples' inputs: one input after Dense(1) (K = 1), or two after Dense(2) (K = x.x'/2, rho = 0.6)
+_INPUTS = {1: "np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1",
+           2: "np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2"}
+
+
+def _completed(doc: str, examples: str | None = None) -> str:
+    """``doc`` with the shared Returns section (before its Examples section) and ``examples`` appended."""
+    if doc is None:                            # python -OO
+        return None
+    doc = doc.rstrip()
+    returns = textwrap.indent(_RETURNS, "    ")
+    if examples is None:
+        head, sep, tail = doc.partition("\n    Examples\n")
+        return f"{head}\n{returns}\n{sep}{tail}\n    " if sep else f"{doc}\n\n{returns}\n    "
+    return f"{doc}\n\n{returns}\n\n" + textwrap.indent(f"Examples\n--------\n{examples}", "    ") + "\n    "
+
+
+def _documented(claim: str | None = None, layer: str = "", *lines: str, width: int = 1, inputs: str | None = None,
+                imports: Sequence[str] = ()):
+    """Completes a constructor's docstring: the shared Returns section, and (with ``claim``) an Examples
+    section: ``claim``, the NNGP kernel ``k`` of ``serial(Dense(width), stax.<layer>)`` at ``inputs``
+    (default ``_INPUTS[width]``), then the doctest ``lines`` checking ``k`` against the claim.  Without
+    ``claim`` the docstring's own Examples section stays."""
+    examples = None
+    if claim is not None:
+        examples = "\n".join([
+            claim, "", ">>> import numpy as np", *imports, ">>> from ntk_theory import stax",
+            f">>> x = {inputs or _INPUTS[width]}",
+            f'>>> k = stax.serial(stax.Dense({width}), stax.{layer}).kernel_fn(x, get="nngp")', *lines])
+
+    def complete(constructor):
+        constructor.__doc__ = _completed(constructor.__doc__, examples)
+        return constructor
+
+    return complete
+
+
+def _quadrature(layer: str, integrand: str):
+    """:func:`_documented` for a kernel without a closed form: k at K = 1 against scipy quadrature of
+    ``integrand`` (an expression in z; ``special.`` is scipy.special) squared over N(0, 1)."""
+    return _documented(
+        "Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:", layer,
+        f">>> q = integrate.quad(lambda z: {integrand}**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, "
+        "epsrel=1e-13)[0]",
+        ">>> bool(np.isclose(k[0, 0], q, rtol=1e-9, atol=0))", "True",
+        imports=(f">>> from scipy import integrate, {'special, ' if 'special.' in integrand else ''}stats",))
+
+
+# ---------------------------------------------------------------------- constructors
+
+@_documented("The arc-cosine kernel: <max(z, 0)^2> = K / 2, and at correlation rho\n"
+             "(sqrt(1 - rho^2) + (pi - arccos rho) rho) K / (2 pi):", "Relu()",
+             ">>> rho = 0.6",
+             ">>> closed = np.array([[0.25, (np.sqrt(1 - rho**2) + (np.pi - np.arccos(rho)) * rho) / (4 * np.pi)]])",
+             ">>> bool(np.allclose(k[0], [0.25, closed[0, 1]], rtol=1e-13))", "True", width=2)
 def Relu() -> Elementwise:
-    """ReLU, max(x, 0) (neural-tangents' ``stax.Relu``).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    The arc-cosine kernel: <max(z, 0)^2> = K / 2, and at correlation rho
-    (sqrt(1 - rho^2) + (pi - arccos rho) rho) K / (2 pi):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2
-    >>> k = stax.serial(stax.Dense(2), stax.Relu()).kernel_fn(x, get="nngp")
-    >>> rho = 0.6
-    >>> closed = np.array([[0.25, (np.sqrt(1 - rho**2) + (np.pi - np.arccos(rho)) * rho) / (4 * np.pi)]])
-    >>> bool(np.allclose(k[0], [0.25, closed[0, 1]], rtol=1e-13))
-    True
-    """
+    """ReLU, max(x, 0) (neural-tangents' ``stax.Relu``)."""
     return _make("Relu", (), sp.Max(0, x))
 
 
+@_documented("<phi(z)^2> = (1 + alpha^2) K / 2:", "LeakyRelu(0.1)",
+             ">>> stax.LeakyRelu(0.1).description.expr", "Piecewise((x/10, x < 0), (x, True))",
+             ">>> bool(np.isclose(k[0, 0], (1 + 0.1**2) / 2, rtol=1e-14))", "True")
 def LeakyRelu(alpha: float) -> Elementwise:
     """Leaky ReLU: x for x > 0, alpha x for x < 0 (neural-tangents' ``stax.LeakyRelu``).
 
@@ -98,30 +155,13 @@ def LeakyRelu(alpha: float) -> Elementwise:
     ----------
     alpha : float
         The slope for x < 0 (a real number; numbers are kept as the exact decimals written: 0.1 -> 1/10).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <phi(z)^2> = (1 + alpha^2) K / 2:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = 1
-    >>> stax.LeakyRelu(0.1).description.expr
-    Piecewise((x/10, x < 0), (x, True))
-    >>> k = stax.serial(stax.Dense(1), stax.LeakyRelu(0.1)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 0], (1 + 0.1**2) / 2, rtol=1e-14))
-    True
     """
     a = _exact("LeakyRelu alpha", alpha)
     return _make("LeakyRelu", (alpha,), sp.Piecewise((a * x, x < 0), (x, True)))
 
 
+@_documented("<phi(z)^2> = (a^2 + b^2) K / 2:", "ABRelu(-0.5, 2.0)",
+             ">>> bool(np.isclose(k[0, 0], ((-0.5)**2 + 2.0**2) / 2, rtol=1e-14))", "True")
 def ABRelu(a: float, b: float) -> Elementwise:
     """a min(x, 0) + b max(x, 0) (neural-tangents' ``stax.ABRelu``).
 
@@ -129,74 +169,27 @@ def ABRelu(a: float, b: float) -> Elementwise:
     ----------
     a, b : float
         The slopes for x < 0 and x > 0 (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <phi(z)^2> = (a^2 + b^2) K / 2:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = 1
-    >>> k = stax.serial(stax.Dense(1), stax.ABRelu(-0.5, 2.0)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 0], ((-0.5)**2 + 2.0**2) / 2, rtol=1e-14))
-    True
     """
     ea, eb = _exact("ABRelu a", a), _exact("ABRelu b", b)
     return _make("ABRelu", (a, b), sp.Piecewise((ea * x, x < 0), (eb * x, True)))
 
 
+@_documented("``<|u| |v|> = 2 (sqrt(1 - rho^2) + rho arcsin rho) / pi`` for unit variances and correlation rho:",
+             "Abs()", ">>> bool(np.isclose(k[0, 1], 2 * (np.sqrt(1 - 0.36) + 0.6 * np.arcsin(0.6)) / np.pi, rtol=1e-13))",
+             "True", width=2, inputs="np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2)   # Dense(2): K = x.x' / 2, rho = 0.6")
 def Abs() -> Elementwise:
-    """The absolute value ``|x|`` (neural-tangents' ``stax.Abs``).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    ``<|u| |v|> = 2 (sqrt(1 - rho^2) + rho arcsin rho) / pi`` for unit variances and correlation rho:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2)   # Dense(2): K = x.x' / 2, rho = 0.6
-    >>> k = stax.serial(stax.Dense(2), stax.Abs()).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 1], 2 * (np.sqrt(1 - 0.36) + 0.6 * np.arcsin(0.6)) / np.pi, rtol=1e-13))
-    True
-    """
+    """The absolute value ``|x|`` (neural-tangents' ``stax.Abs``)."""
     return _make("Abs", (), sp.Abs(x))
 
 
+@_documented("<sign(u) sign(v)> = (2 / pi) arcsin rho:", "Sign()",
+             ">>> bool(np.isclose(k[0, 1], 2 / np.pi * np.arcsin(0.6), rtol=1e-13))", "True", width=2)
 def Sign() -> Elementwise:
-    """sign(x) (neural-tangents' ``stax.Sign``).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <sign(u) sign(v)> = (2 / pi) arcsin rho:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2, rho = 0.6
-    >>> k = stax.serial(stax.Dense(2), stax.Sign()).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 1], 2 / np.pi * np.arcsin(0.6), rtol=1e-13))
-    True
-    """
+    """sign(x) (neural-tangents' ``stax.Sign``)."""
     return _make("Sign", (), sp.sign(x))
 
 
+@_quadrature("Erf(a=2.0, b=0.5, c=0.1)", "(2 * special.erf(z / 2) + 0.1)")
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     """a erf(b x) + c (neural-tangents' ``stax.Erf``).
 
@@ -204,39 +197,14 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     ----------
     a, b, c : float, default 1.0, 1.0, 0.0
         Scale, input scale and shift (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, stats
-    >>> from scipy.special import erf
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Erf(a=2.0, b=0.5, c=0.1)).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: (2 * erf(z / 2) + 0.1)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
     """
     ea, eb, ec = (_exact(f"Erf {n}", v) for n, v in (("a", a), ("b", b), ("c", c)))
     return _make("Erf", (a, b, c) if (a, b, c) != (1.0, 1.0, 0.0) else (), ea * sp.erf(eb * x) + ec)
 
 
+@_documented()
 def Sigmoid_like() -> Elementwise:
     """A sigmoid made of erf: ``Erf(a=1/2, b=1/2.4020563531719796, c=1/2)`` (neural-tangents' ``stax.Sigmoid_like``).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
 
     Examples
     --------
@@ -251,6 +219,7 @@ def Sigmoid_like() -> Elementwise:
     return Elementwise("Sigmoid_like", (), layer.expr)
 
 
+@_documented()
 def Gelu(approximate: bool = False) -> Elementwise:
     """GELU, x Phi(x) with Phi the standard normal CDF (neural-tangents' ``stax.Gelu``).
 
@@ -258,12 +227,6 @@ def Gelu(approximate: bool = False) -> Elementwise:
     ----------
     approximate : bool, default False
         True: the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
 
     Examples
     --------
@@ -282,6 +245,8 @@ def Gelu(approximate: bool = False) -> Elementwise:
     return _make("Gelu", (approximate,) if approximate else (), expr)
 
 
+# Sin's Parameters section repeats in Cos: numpydoc documents each constructor's own parameters
+@_quadrature("Sin(a=1.0, b=2.0, c=0.3)", "np.sin(2 * z + 0.3)")
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     """a sin(b x + c) (neural-tangents' ``stax.Sin``).
 
@@ -289,30 +254,13 @@ def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     ----------
     a, b, c : float, default 1.0, 1.0, 0.0
         Scale, frequency and phase (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Sin(a=1.0, b=2.0, c=0.3)).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: np.sin(2 * z + 0.3)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
     """
-    ea, eb, ec = (_exact(f"Sin {n}", v) for n, v in (("a", a), ("b", b), ("c", c)))
-    return _make("Sin", (a, b, c) if (a, b, c) != (1.0, 1.0, 0.0) else (), ea * sp.sin(eb * x + ec))
+    return _scaled("Sin", (a, b, c), (1.0, 1.0, 0.0), sp.sin)
 
 
+# Cos's Parameters section repeats Sin's: numpydoc documents each constructor's own parameters
+@_documented("<cos(u) cos(v)> = exp(-(K_uu + K_vv) / 2) cosh(K_uv):", "Cos()",
+             ">>> bool(np.isclose(k[0, 1], np.exp(-0.5) * np.cosh(0.3), rtol=1e-13))", "True", width=2)
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     """a cos(b x + c) (neural-tangents' ``stax.Cos``).
 
@@ -320,28 +268,13 @@ def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     ----------
     a, b, c : float, default 1.0, 1.0, 0.0
         Scale, frequency and phase (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <cos(u) cos(v)> = exp(-(K_uu + K_vv) / 2) cosh(K_uv):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2
-    >>> k = stax.serial(stax.Dense(2), stax.Cos()).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 1], np.exp(-0.5) * np.cosh(0.3), rtol=1e-13))
-    True
     """
-    ea, eb, ec = (_exact(f"Cos {n}", v) for n, v in (("a", a), ("b", b), ("c", c)))
-    return _make("Cos", (a, b, c) if (a, b, c) != (1.0, 1.0, 0.0) else (), ea * sp.cos(eb * x + ec))
+    return _scaled("Cos", (a, b, c), (1.0, 1.0, 0.0), sp.cos)
 
 
+@_documented("<a^2 exp(b u + b v)> = a^2 exp(b^2 (K_uu + K_vv + 2 K_uv) / 2) (the log-normal mean):",
+             "Exp(a=2.0, b=0.5)",
+             ">>> bool(np.isclose(k[0, 1], 4 * np.exp(0.25 * (0.5 + 0.5 + 0.6) / 2), rtol=1e-13))", "True", width=2)
 def Exp(a: float = 1.0, b: float = 1.0) -> Elementwise:
     """a exp(b x) (neural-tangents' ``stax.Exp``).
 
@@ -349,28 +282,11 @@ def Exp(a: float = 1.0, b: float = 1.0) -> Elementwise:
     ----------
     a, b : float, default 1.0, 1.0
         Scale and rate (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <a^2 exp(b u + b v)> = a^2 exp(b^2 (K_uu + K_vv + 2 K_uv) / 2) (the log-normal mean):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2
-    >>> k = stax.serial(stax.Dense(2), stax.Exp(a=2.0, b=0.5)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 1], 4 * np.exp(0.25 * (0.5 + 0.5 + 0.6) / 2), rtol=1e-13))
-    True
     """
-    ea, eb = _exact("Exp a", a), _exact("Exp b", b)
-    return _make("Exp", (a, b) if (a, b) != (1.0, 1.0) else (), ea * sp.exp(eb * x))
+    return _scaled("Exp", (a, b), (1.0, 1.0), sp.exp)
 
 
+@_quadrature("Gaussian(a=1.0, b=-0.25)", "np.exp(-0.25 * z**2)")
 def Gaussian(a: float = 1.0, b: float = -1.0) -> Elementwise:
     """a exp(b x^2) (neural-tangents' ``stax.Gaussian``).
 
@@ -378,30 +294,13 @@ def Gaussian(a: float = 1.0, b: float = -1.0) -> Elementwise:
     ----------
     a, b : float, default 1.0, -1.0
         Scale and exponent (real numbers, kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Gaussian(a=1.0, b=-0.25)).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: np.exp(-0.25 * z**2)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
     """
     ea, eb = _exact("Gaussian a", a), _exact("Gaussian b", b)
     return _make("Gaussian", (a, b) if (a, b) != (1.0, -1.0) else (), ea * sp.exp(eb * x**2))
 
 
+@_documented("After ``Dense``, <phi(u) phi(v)> = exp(-gamma (K_uu + K_vv - 2 K_uv)) when K_uu = K_vv:", "Rbf(gamma=0.5)",
+             ">>> bool(np.isclose(k[0, 1], np.exp(-0.5 * (0.5 + 0.5 - 2 * 0.3)), rtol=1e-13))", "True", width=2)
 def Rbf(gamma: float = 1.0) -> Elementwise:
     """sqrt(2) sin(sqrt(2 gamma) x + pi/4) (neural-tangents' ``stax.Rbf``: random Fourier features whose kernel
     is ``exp(-gamma |x - x'|^2)`` for inputs of equal norm).
@@ -410,28 +309,13 @@ def Rbf(gamma: float = 1.0) -> Elementwise:
     ----------
     gamma : float, default 1.0
         The inverse squared length scale (a real number, kept as the exact decimal written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    After ``Dense``, <phi(u) phi(v)> = exp(-gamma (K_uu + K_vv - 2 K_uv)) when K_uu = K_vv:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])   # Dense(2): K = x.x' / 2
-    >>> k = stax.serial(stax.Dense(2), stax.Rbf(gamma=0.5)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 1], np.exp(-0.5 * (0.5 + 0.5 - 2 * 0.3)), rtol=1e-13))
-    True
     """
     g = _exact("Rbf gamma", gamma)
     return _make("Rbf", (gamma,) if gamma != 1.0 else (), sp.sqrt(2) * sp.sin(sp.sqrt(2 * g) * x + sp.pi / 4))
 
 
+@_documented("<z^6> = 15 K^3 (the sixth Gaussian moment):", "Monomial(3)",
+             ">>> bool(np.isclose(k[0, 0], 15.0, rtol=1e-14))", "True")
 def Monomial(degree: int) -> Elementwise:
     """x^degree (neural-tangents' ``stax.Monomial``).
 
@@ -439,27 +323,12 @@ def Monomial(degree: int) -> Elementwise:
     ----------
     degree : int
         The power, an integer >= 0.
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <z^6> = 15 K^3 (the sixth Gaussian moment):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Monomial(3)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 0], 15.0, rtol=1e-14))
-    True
     """
     return _make("Monomial", (degree,), x ** _degree("Monomial", degree))
 
 
+@_documented("<max(z, 0)^4> = 3 K^2 / 2:", "RectifiedMonomial(2)",
+             ">>> bool(np.isclose(k[0, 0], 1.5, rtol=1e-14))", "True")
 def RectifiedMonomial(degree: int) -> Elementwise:
     """x^degree for x >= 0, else 0 (neural-tangents' ``stax.RectifiedMonomial``; degree 0: the step function).
 
@@ -467,29 +336,15 @@ def RectifiedMonomial(degree: int) -> Elementwise:
     ----------
     degree : int
         The power, an integer >= 0.
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    <max(z, 0)^4> = 3 K^2 / 2:
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = 1
-    >>> k = stax.serial(stax.Dense(1), stax.RectifiedMonomial(2)).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 0], 1.5, rtol=1e-14))
-    True
     """
     d = _degree("RectifiedMonomial", degree)
     expr = sp.Heaviside(x, 1) if d == 0 else sp.Max(0, x) ** d
     return _make("RectifiedMonomial", (degree,), expr)
 
 
+@_documented("For 1 + x/2 - x^2/4: <phi(z)^2> = 1 + (1/4 - 1/2) + 3/16 at K = 1 (Gaussian moments 1, 3):",
+             "Polynomial([1.0, 0.5, -0.25])",
+             ">>> bool(np.isclose(k[0, 0], 1 + (0.25 - 0.5) + 3 / 16, rtol=1e-14))", "True")
 def Polynomial(coef: Sequence[float]) -> Elementwise:
     """sum_i coef[i] x^i (neural-tangents' ``stax.Polynomial``).
 
@@ -497,23 +352,6 @@ def Polynomial(coef: Sequence[float]) -> Elementwise:
     ----------
     coef : sequence of float
         The coefficients, constant first (at least one; kept as the exact decimals written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    For 1 + x/2 - x^2/4: <phi(z)^2> = 1 + (1/4 - 1/2) + 3/16 at K = 1 (Gaussian moments 1, 3):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Polynomial([1.0, 0.5, -0.25])).kernel_fn(x, get="nngp")
-    >>> bool(np.isclose(k[0, 0], 1 + (0.25 - 0.5) + 3 / 16, rtol=1e-14))
-    True
     """
     coef = tuple(coef)
     if not coef:
@@ -522,6 +360,9 @@ def Polynomial(coef: Sequence[float]) -> Elementwise:
     return _make("Polynomial", (coef,), expr)
 
 
+@_documented("At unit variance <phi(u) phi(v)> = rho^degree (Mehler's formula):", "Hermite(3)",
+             ">>> bool(np.allclose(k, [[1.0, 0.6**3], [0.6**3, 1.0]], rtol=1e-13))", "True", width=2,
+             inputs="np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2)   # Dense(2): K_uu = 1, rho = 0.6")
 def Hermite(degree: int) -> Elementwise:
     """He_degree(x) / sqrt(degree!), the normalised probabilists' Hermite polynomial (neural-tangents' ``stax.Hermite``); exact here for inputs of any variance.
 
@@ -529,128 +370,36 @@ def Hermite(degree: int) -> Elementwise:
     ----------
     degree : int
         The degree, an integer >= 0.
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    At unit variance <phi(u) phi(v)> = rho^degree (Mehler's formula):
-
-    >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2)   # Dense(2): K_uu = 1, rho = 0.6
-    >>> k = stax.serial(stax.Dense(2), stax.Hermite(3)).kernel_fn(x, get="nngp")
-    >>> bool(np.allclose(k, [[1.0, 0.6**3], [0.6**3, 1.0]], rtol=1e-13))
-    True
     """
     d = _degree("Hermite", degree)
     return _make("Hermite", (degree,), sp.hermite_prob(d, x) / sp.sqrt(sp.factorial(d)))
 
 
+@_quadrature("Tanh()", "np.tanh(z)")
 def Tanh() -> Elementwise:
-    """tanh(x) (an extension of neural-tangents' layers).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Tanh()).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: np.tanh(z)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
-    """
+    """tanh(x) (an extension of neural-tangents' layers)."""
     return _make("Tanh", (), sp.tanh(x))
 
 
+@_quadrature("Sigmoid()", "special.expit(z)")
 def Sigmoid() -> Elementwise:
-    """The logistic sigmoid 1 / (1 + exp(-x)) (an extension of neural-tangents' layers).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, special, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Sigmoid()).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: special.expit(z)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
-    """
+    """The logistic sigmoid 1 / (1 + exp(-x)) (an extension of neural-tangents' layers)."""
     return _make("Sigmoid", (), library_activation("sigmoid").expr)
 
 
+@_quadrature("Softplus()", "np.logaddexp(0, z)")
 def Softplus() -> Elementwise:
-    """log(1 + exp(x)) (an extension of neural-tangents' layers).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Softplus()).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: np.logaddexp(0, z)**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
-    """
+    """log(1 + exp(x)) (an extension of neural-tangents' layers)."""
     return _make("Softplus", (), library_activation("softplus").expr)
 
 
+@_quadrature("Swish()", "(z * special.expit(z))")
 def Swish() -> Elementwise:
-    """x / (1 + exp(-x)), SiLU (an extension of neural-tangents' layers).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
-
-    Examples
-    --------
-    Its NNGP after ``Dense(1)`` at K = 1 is <phi(z)^2> over z ~ N(0, 1), here by scipy quadrature:
-
-    >>> import numpy as np
-    >>> from scipy import integrate, special, stats
-    >>> from ntk_theory import stax
-    >>> x = np.array([[1.0, 1.0]])                # Dense(1): K = x.x / 2 = 1
-    >>> k = stax.serial(stax.Dense(1), stax.Swish()).kernel_fn(x, get="nngp")[0, 0]
-    >>> q = integrate.quad(lambda z: (z * special.expit(z))**2 * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-13)[0]
-    >>> bool(np.isclose(k, q, rtol=1e-9, atol=0))
-    True
-    """
+    """x / (1 + exp(-x)), SiLU (an extension of neural-tangents' layers)."""
     return _make("Swish", (), library_activation("swish").expr)
 
 
+@_documented()
 def Elu(alpha: float = 1.0) -> Elementwise:
     """ELU: x for x > 0, alpha (exp(x) - 1) for x < 0 (an extension of neural-tangents' layers).
 
@@ -658,12 +407,6 @@ def Elu(alpha: float = 1.0) -> Elementwise:
     ----------
     alpha : float, default 1.0
         The scale of the negative branch (a real number, kept as the exact decimal written).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
 
     Examples
     --------
@@ -678,14 +421,9 @@ def Elu(alpha: float = 1.0) -> Elementwise:
     return _make("Elu", (alpha,) if alpha != 1.0 else (), library_activation("elu", a).expr)
 
 
+@_documented()
 def Selu() -> Elementwise:
     """SELU: lambda x for x > 0, lambda alpha (exp(x) - 1) for x < 0 with the self-normalising constants lambda = 1.0507..., alpha = 1.6732... (an extension of neural-tangents' layers).
-
-    Returns
-    -------
-    Network
-        The layer (:mod:`ntk_theory.stax`'s constructor; this module's returns the
-        :class:`~ntk_theory.architecture.layers.Elementwise` description it wraps).
 
     Examples
     --------
