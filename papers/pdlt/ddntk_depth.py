@@ -64,7 +64,7 @@ ACTIVATIONS = {"relu": {"C_W": 2.0, "C_b": 0.0, "kink_terms": False},
                "tanh": {"C_W": 1.0, "C_b": 0.0, "kink_terms": True}}
 FULL = {"max_layer": 20, "tanh_fit_layer": 300, "depths": (2, 4, 8), "widths": (32, 64), "samples": 3000,
         "seed": 23}
-QUICK = {"max_layer": 20, "tanh_fit_layer": 100, "depths": (), "widths": (32, 64), "samples": 0, "seed": 23}
+QUICK = {"max_layer": 20, "tanh_fit_layer": 40, "depths": (), "widths": (32, 64), "samples": 0, "seed": 23}
 
 
 def _weights(activation):
@@ -212,7 +212,7 @@ def plot(result, path):
 # Deliberately repeated in every paper script (figure saving, --quick/--out-dir): each runs standalone by its path.
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="recursion only (no Monte Carlo), tanh to l = 100")
+    p.add_argument("--quick", action="store_true", help="recursion only (no Monte Carlo), tanh to l = 40")
     p.add_argument("--out-dir", default=str(HERE))
     a = p.parse_args(argv)
     result = run(**(QUICK if a.quick else FULL))
