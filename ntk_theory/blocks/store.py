@@ -12,6 +12,7 @@ with ``mirror`` also its transpose at (j, i).  :func:`sink_for` chooses by what 
 - :class:`SharedSink` (no store, worker processes that see this machine's files): one file per quantity in shared memory
   (``/dev/shm`` when present, else the temporary directory), mapped by every task, which writes its tile
   there; nothing but a summary travels back, and the result maps the same pages (the file is unlinked).
+  Chosen only when that directory has room for twice the result; else tiles travel as for a remote cluster.
 - :class:`MemorySink` (no store; a remote cluster, or tasks in this process): the task returns its tile and
   this process places it.
 """
@@ -24,6 +25,7 @@ import mmap
 import os
 import sys
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -110,6 +112,7 @@ POPULATE_WRITE = 23 if sys.platform.startswith("linux") else None
 
 #: this process's mappings of shared result files: path -> [mmap, array, populated row bands]
 MAPPED: dict = {}
+_LOCK = threading.Lock()  # worker threads of one process share its mappings
 
 
 def populate(mm, start: int, stop: int) -> None:
@@ -128,23 +131,34 @@ def populate(mm, start: int, stop: int) -> None:
 def mapping(path: str, shape: tuple, dtype: str) -> list:
     """This process's mapping of the shared file ``path`` as ``[mmap, array, populated bands]`` (mapped once
     per process; mappings of files since removed are dropped first)."""
-    entry = MAPPED.get(path)
-    if entry is None:
-        release([p for p in MAPPED if not os.path.exists(p)])
-        with open(path, "r+b") as f:
-            mm = mmap.mmap(f.fileno(), 0)
-        entry = MAPPED[path] = [mm, np.ndarray(shape, dtype=dtype, buffer=mm), set()]
-    return entry
+    with _LOCK:
+        entry = MAPPED.get(path)
+        if entry is None:
+            _release([p for p in MAPPED if not os.path.exists(p)])
+            with open(path, "r+b") as f:
+                mm = mmap.mmap(f.fileno(), 0)
+            entry = MAPPED[path] = [mm, np.ndarray(shape, dtype=dtype, buffer=mm), set()]
+        return entry
 
 
 def release(paths) -> None:
     """Unmap this process's mappings of ``paths``."""
+    with _LOCK:
+        _release(paths)
+
+
+def _release(paths) -> None:
     for p in paths:
         entry = MAPPED.pop(p, None)
         if entry is not None:
             mm = entry[0]
             entry.clear()  # the array goes first: the mmap cannot close while it is exported
             mm.close()
+
+
+def shared_root() -> str:
+    """The directory of shared result files: ``/dev/shm`` (memory) when writable, else the temporary directory."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class SharedSink:
 
     @classmethod
     def create(cls, names, shape, dtype) -> "SharedSink":
-        root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        root = shared_root()
         token = uuid.uuid4().hex[:16]
         paths = tuple((n, os.path.join(root, f"ntk-theory-{token}-{n}.f")) for n in names)
         for _, p in paths:
@@ -223,6 +237,11 @@ def sink_for(runner, names, shape, dtype):
     """The sink of a run without a store on ``runner`` (None: no tasks): shared memory when the tasks run in
     other processes that see this machine's files, else this process's memory (module docstring)."""
     if runner is None or runner.in_process:
+        return MemorySink()
+    root = shared_root()
+    need = len(names) * int(np.prod(shape)) * np.dtype(dtype).itemsize
+    space = os.statvfs(root)
+    if space.f_bavail * space.f_frsize < 2 * need:  # the files, and room for the rest of the machine
         return MemorySink()
     shared = SharedSink.create(names, shape, dtype)
     if runner.sees(shared.paths[0][1]):
