@@ -10,7 +10,11 @@ one float64 and the kinks), :func:`four_point_moments` returns
     ss[a,b] = E[s(z_a) s(z_b)],  dd[a,b] = E[s'(z_a) s'(z_b)]
 
 with s' the almost-everywhere derivative (no Dirac deltas, as backpropagation computes it), each
-with an estimated absolute error (``error_ssss`` ...).
+with an estimated absolute error (``error_ssss`` ...).  :func:`derivative_moments` returns, by the
+same method, error control and estimate, the tensors E[s^(o_1)(z_a) s^(o_2)(z_b) ...] of any terms
+(o_1, ..., o_k), k <= 4, of derivative orders 0..3 (the kernel's optional s'', s^(3): the
+integrator's factors are products of powers of four function slots s, s', s'', s^(3); a set of m
+inputs integrates, in one pass, every way of giving each term's factors to its m variables).
 
 Method
 ------
@@ -37,7 +41,8 @@ One-dimensional rules at level l (the integration range is the ball |u| <= R, R 
 nodes outside it carry Gaussian weight below exp(-R^2/2)):
 
 * no split point in the range (smooth activations): the trapezoidal rule with step
-  h_u = min(h_z / max_v |L_vl|, h_g) (exponentially convergent for analytic integrands);
+  h_u = min(h_z / max_v |L_vl|, h_g min(1, h_z / 0.5)) (exponentially convergent for analytic
+  integrands; the cap shrinks with h_z below 0.5 so that every refinement refines every level);
 * split points: composite Gauss-Legendre panels on the pieces between them, panel widths at most
   min(W_g, c h_z / max_v |L_vl|).  Split points are the kinks c of the variables resolved at
   this level, u_l = (c - sum_(j<l) L_vj u_j) / L_vl (exact kinks: the integrand is analytic on
