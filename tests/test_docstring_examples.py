@@ -29,7 +29,7 @@ PACKAGES = ("activations", "architecture", "codegen", "criticality", "distribute
 #: packages whose examples need optional modules (the distributed extra): skipped without them
 REQUIRES = {"distributed": ("dask", "distributed", "zarr")}
 #: modules whose own docstring carries examples
-MODULES = ("ntk_theory.stax.parse",)
+MODULES = ("ntk_theory.stax.parse", "ntk_theory.docstrings")
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -17,6 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .. import diskcache
+from ..docstrings import filled
 from ..activations import Activation, activation, drop_deltas, lambdify_numpy
 from ..activations.activation import x
 from ..activations.parse import DivergentExpectation
@@ -40,6 +41,43 @@ def _as_expr(f) -> tuple[sp.Expr, str]:
         return e, sp.sstr(e)
     act = activation(f)
     return act.expr, act.name
+
+
+# the Parameters/Returns sections the expectation classes' methods share, written once (ntk_theory.docstrings)
+_DOCS = dict(
+    covariance_mp="""Parameters
+----------
+k11, k22, k12 : str, float or mpmath.mpf
+    The covariance.
+dps : int, default 30
+    Decimal digits of the evaluation.
+
+Returns
+-------
+mpmath.mpf""",
+    variance_mp="""Parameters
+----------
+kk : str, float or mpmath.mpf
+    The variance.
+dps : int, default 30
+    Decimal digits.
+order : {0, 1, 2}, default 0
+    The order of the k-derivative.
+
+Returns
+-------
+mpmath.mpf""",
+    returns_text="""Returns
+-------
+str
+
+Examples
+--------
+>>> from ntk_theory.gaussian import expectation""",
+    example="""Examples
+--------
+>>> from ntk_theory.gaussian import expectation""",
+)
 
 
 class GaussianExpectation:
@@ -108,24 +146,22 @@ class ClosedForm(GaussianExpectation):
         self._atoms = atoms
 
     @property
+    @filled(**_DOCS)
     def rules(self) -> set[str]:
         """The rules used anywhere in the derivation.
 
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(example)s
         >>> sorted(expectation("relu").rules)
         ['dirac_delta', 'half_line', 'price']
         """
         return self.derivation.rules() - {"linearity"}
 
     @property
+    @filled(**_DOCS)
     def source(self) -> str:
         """How the expression was obtained, as text.
 
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(example)s
         >>> expectation("relu").source
         'derived by rules: dirac_delta, half_line, price'
         """
@@ -172,19 +208,11 @@ class ClosedForm(GaussianExpectation):
         with np.errstate(invalid="ignore"):
             return np.asarray(self._numpy(*np.broadcast_arrays(*map(np.asarray, (k11, k22, k12)))), dtype=float)
 
+    @filled(**_DOCS)
     def evaluate_mp(self, k11, k22, k12, dps: int = 30):
         """mpmath at ``dps`` digits (arguments converted from strings/floats exactly).
 
-        Parameters
-        ----------
-        k11, k22, k12 : str, float or mpmath.mpf
-            The covariance.
-        dps : int, default 30
-            Decimal digits of the evaluation.
-
-        Returns
-        -------
-        mpmath.mpf
+        %(covariance_mp)s
 
         Examples
         --------
@@ -202,32 +230,22 @@ class ClosedForm(GaussianExpectation):
             return mpmath.mpf(sp.N(self.expr.subs(subs), dps))
 
     # ------------------------------------------------------------------ display
+    @filled(**_DOCS)
     def latex(self) -> str:
         """``E[f(u) g(v)] = expr`` in LaTeX.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(returns_text)s
         >>> text = expectation("relu").latex()
         >>> text.startswith("E"), "asin" in text or "arcsin" in text
         (True, True)
         """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right] = {display_latex(self.expr)}"
 
+    @filled(**_DOCS)
     def text(self) -> str:
         """The closed form, its source and the derivation step by step, as plain text.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(returns_text)s
         >>> print(expectation("relu").text().splitlines()[1])
           derived by rules: dirac_delta, half_line, price
         """
@@ -280,12 +298,11 @@ class NumericalExpectation(GaussianExpectation):
         self.kinks_g = _kinks(g)
 
     @property
+    @filled(**_DOCS)
     def source(self) -> str:
         """How the value is obtained, as text.
 
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(example)s
         >>> expectation("tanh").source
         'numerical quadrature (no closed form derived)'
         """
@@ -332,20 +349,12 @@ class NumericalExpectation(GaussianExpectation):
         )
         return (values, errors) if with_error else values
 
+    @filled(**_DOCS)
     def evaluate_mp(self, k11, k22, k12, dps: int = 30):
         """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.quadrature_mp.expect2_mp`;
         seconds per value).
 
-        Parameters
-        ----------
-        k11, k22, k12 : str, float or mpmath.mpf
-            The covariance.
-        dps : int, default 30
-            Decimal digits.
-
-        Returns
-        -------
-        mpmath.mpf
+        %(covariance_mp)s
         """
         from ..numerics.quadrature_mp import expect2_mp
 
@@ -363,31 +372,21 @@ class NumericalExpectation(GaussianExpectation):
             return NumericalDiagonal(self.f, self.g, self.label, str(exc))
 
     # display methods alike in shape to activations.Activation's: each class displays itself
+    @filled(**_DOCS)
     def latex(self) -> str:
         """``E[f(u) g(v)] (numerical quadrature)`` in LaTeX.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(returns_text)s
         >>> expectation("tanh").latex().endswith("(numerical quadrature)}")
         True
         """
         return rf"E\left[{_latex_fn(self.f, 'u')}\, {_latex_fn(self.g, 'v')}\right]\ \text{{(numerical quadrature)}}"
 
+    @filled(**_DOCS)
     def text(self) -> str:
         """The source and the reason no closed form was derived, as plain text.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(returns_text)s
         >>> expectation("tanh").text().startswith("E[tanh(u) tanh(v)]: numerical quadrature")
         True
         """
@@ -554,23 +553,13 @@ class ClosedDiagonal(GaussianExpectation):
     def __call__(self, kk):
         return self.evaluate(kk)
 
+    @filled(**_DOCS)
     def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
         """The same in mpmath to about ``dps`` digits, rounded to the caller's precision: evaluated with
         g = 10, 20, 40, ... guard digits until two successive values agree to 10^-(dps+3) relative
         (closed forms such as ELU's exp(2k) erfc(sqrt(2k)) cancel about log10 exp(2k) digits).
 
-        Parameters
-        ----------
-        kk : str, float or mpmath.mpf
-            The variance.
-        dps : int, default 30
-            Decimal digits.
-        order : {0, 1, 2}, default 0
-            The order of the k-derivative.
-
-        Returns
-        -------
-        mpmath.mpf
+        %(variance_mp)s
 
         Examples
         --------
@@ -651,12 +640,11 @@ class NumericalDiagonal(GaussianExpectation):
         self.kinks = tuple(sorted(set(_kinks(f)) | set(_kinks(g))))
 
     @property
+    @filled(**_DOCS)
     def source(self) -> str:
         """How the value is obtained, as text.
 
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(example)s
         >>> expectation("tanh").diagonal.source
         'numerical quadrature (no closed form derived)'
         """
@@ -729,21 +717,11 @@ class NumericalDiagonal(GaussianExpectation):
     def __call__(self, kk):
         return self.evaluate(kk)
 
+    @filled(**_DOCS)
     def evaluate_mp(self, kk, dps: int = 30, order: int = 0):
         """The same in mpmath at about ``dps`` digits (:func:`ntk_theory.numerics.onepoint.average_mp`).
 
-        Parameters
-        ----------
-        kk : str, float or mpmath.mpf
-            The variance.
-        dps : int, default 30
-            Decimal digits.
-        order : {0, 1, 2}, default 0
-            The order of the k-derivative.
-
-        Returns
-        -------
-        mpmath.mpf
+        %(variance_mp)s
 
         Examples
         --------
@@ -759,16 +737,11 @@ class NumericalDiagonal(GaussianExpectation):
         value, _ = average_mp(h, kk, order, dg=dh if order == 1 else None, kinks=self.kinks, dps=dps)
         return value
 
+    @filled(**_DOCS)
     def latex(self) -> str:
         """``E[f(u) g(u)] (numerical quadrature)`` in LaTeX.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
-        >>> from ntk_theory.gaussian import expectation
+        %(returns_text)s
         >>> expectation("tanh").diagonal.latex().endswith("(numerical quadrature)}")
         True
         """
