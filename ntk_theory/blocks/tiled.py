@@ -187,9 +187,10 @@ def tiled(tile, X1, X2=None, *, chunks, names=("nngp", "ntk"), store=None, meta=
         done = group["done"][:]
         pending = [t for t in all_tiles if not done[t]]
     run = runner(scheduler, workers) if pending else None
-    sink = ZarrSink(store) if store is not None else sink_for(run, names, shape, dtype)
-    out = {n: np.empty(shape, dtype=dtype) for n in names} if isinstance(sink, MemorySink) else None
+    sink = MemorySink()
     try:
+        sink = ZarrSink(store) if store is not None else sink_for(run, names, shape, dtype)
+        out = {n: np.empty(shape, dtype=dtype) for n in names} if isinstance(sink, MemorySink) else None
         info = _run(tile, X1, X2, tiling, pending, all_tiles, names, sink, dtype, threads_per_task, run, out,
                     progress, on_tile, warm, f"{desc} {shape[0]} x {shape[1]}", sha)
     except BaseException:
