@@ -17,7 +17,6 @@ Judges (independent of the code under test):
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ import pytest
 
 from ntk_theory import stax
 from ntk_theory.codegen import convolution
-from ntk_theory.recursions import graph
 from ntk_theory.recursions.spatial import output_spatial
 
 DATA = np.load(Path(__file__).parent / "data" / "neural_tangents" / "conv_spatial_kernels.npz")

@@ -39,7 +39,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..architecture import AvgPool, Conv, FanInConcat, FanInSum, Flatten, GlobalAvgPool, Layer, walk
+from ..architecture import (
+    AvgPool,
+    Conv,
+    FanInConcat,
+    FanInSum,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    walk,
+)
 
 
 @dataclass(frozen=True)
