@@ -1,7 +1,8 @@
 r"""Compiled (Numba) CNN-GP / CNTK of serial convolutional descriptions with pooling, float64.
 
 The same rules as :mod:`ntk_theory.recursions.graph` in the same spatial layout (every pair of positions when
-the chain pools, same positions only otherwise; :mod:`ntk_theory.recursions.spatial`), evaluated input pair
+the chain pools or its output keeps spatial axes, same positions only otherwise or with ``diagonal_spatial``;
+:mod:`ntk_theory.recursions.spatial`), evaluated input pair
 by input pair: the output for inputs (a, b) depends only on their cross covariance K_ab[p, p'] (or K_ab[p])
 and on the per-position variances of a and of b before each activation, so
 

@@ -32,7 +32,8 @@ code generator (:mod:`ntk_theory.codegen.graph`); this module supplies the arith
 
 Convolutional networks (channels-last image inputs (N, W, C) or (N, H, W, C); Novak et al. 2019, Arora
 et al. 2019): every channel is a Gaussian process over inputs *and positions*, and the arrays above gain
-position axes (:mod:`.spatial`: all position pairs when the description pools, same positions otherwise;
+position axes (:mod:`.spatial`: all position pairs when the description pools or its output keeps spatial
+axes, same positions otherwise;
 per-position variances take the role of var1, var2 in the activation expectations, entrywise).  Rules:
 
 - ``Conv``: a new source, K'[p, p'] = C_b + C_W mean_q K[s p + q, s p' + q] (one filter offset q for both

@@ -4,9 +4,11 @@ A value of a convolutional network has, per input, one Gaussian-process channel 
 p (a tuple of 1 or 2 indices).  Its second moments are stored in one of two layouts, chosen once per network:
 
 - *full* (``full=True``): every pair of positions, ``K[a, b, p, p']`` (shape ``(N1, N2, *S, *S)``) and the
-  self covariances ``V[a, p, p']`` (``(N, *S, *S)``); needed when a pooling layer averages over positions;
+  self covariances ``V[a, p, p']`` (``(N, *S, *S)``); needed when a pooling layer averages over positions,
+  and used when the output keeps spatial axes (its kernels are returned for every pair of positions);
 - *diagonal* (``full=False``): the same position only, ``K[a, b, p]`` (``(N1, N2, *S)``), ``V[a, p]``;
-  enough when the readout is ``Flatten`` and no layer mixes positions except convolutions (a convolution
+  enough when the readout is ``Flatten`` (or only same-position kernels of a spatial output are asked for:
+  ``diagonal_spatial``) and no layer mixes positions except convolutions (a convolution
   applies the same filter offset to both positions, so same-position covariances map to same-position
   covariances).
 
