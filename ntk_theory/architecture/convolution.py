@@ -111,7 +111,7 @@ class Conv(Weighted, Layer):
     dimension_numbers : None
         Only neural-tangents' default layout (NHWC inputs, HWIO filters).
     parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
-        As for ``Dense``, with n_in the fan-in.
+        As for ``Dense``, with n_in the fan-in (filter size times input channels).
     variances : tuple of float or None, default None
         Exact ``(C_W, C_b)`` (set by ``from_variances``).
 

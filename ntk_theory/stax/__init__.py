@@ -11,10 +11,12 @@ parameterization='ntk')``, ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, `
 from __future__ import annotations
 
 import functools
+import inspect
 
 from ..architecture import elementwise as _elementwise
 from ..architecture import convolution as _convolution
 from ..architecture import layers as _layers
+from ..docstrings import fill, filled
 from .network import Network
 from .parse import ArchitectureSyntaxError
 from .parse import parse as _parse
@@ -28,7 +30,33 @@ def _wrap(constructor):
     return make
 
 
-# serial's and parallel's docstrings share their Raises wording (numpydoc: each documents its own errors)
+# the images and the kernel of Conv(1, (2,)) at positions p, r that GlobalAvgPool's and Flatten's examples check
+_CONV_EXAMPLE = """>>> import numpy as np
+>>> from ntk_theory import stax
+>>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+>>> def conv(a, b):
+...     return np.array([[np.mean([a[p + q] * b[r + q] for q in range(2)]) for r in range(2)] for p in range(2)])
+>>> X = x[..., 0]"""
+
+
+def _sections(description, drop: tuple = ("variances",)) -> dict:
+    """The numpydoc sections of an architecture description's docstring by title, written once there and
+    filled into its stax constructor's docstring (``%(Parameters)s``, ``%(Raises)s``); the Parameters
+    without the entries ``drop`` (what the description takes beyond the stax constructor)."""
+    lines = (inspect.getdoc(description) or "").split("\n")
+    heads = [i for i in range(len(lines) - 1) if lines[i] and set(lines[i + 1]) == {"-"}] + [len(lines)]
+    found = {}
+    for start, end in zip(heads, heads[1:]):
+        body = lines[start + 2:end]
+        if lines[start] == "Parameters":
+            entries = [i for i, line in enumerate(body) if line and not line[0].isspace()] + [len(body)]
+            body = [line for a, b in zip(entries, entries[1:]) if body[a].split(" :")[0] not in drop
+                    for line in body[a:b]]
+        found[lines[start]] = "\n".join(lines[start:start + 2] + body).rstrip()
+    return found
+
+
+@filled(**_sections(_layers.serial))
 def serial(*layers) -> Network:
     """Layers applied one after the other (neural-tangents' ``stax.serial``).
 
@@ -42,10 +70,7 @@ def serial(*layers) -> Network:
     Network
         The composition; unpacks as ``init_fn, apply_fn, kernel_fn``.
 
-    Raises
-    ------
-    TypeError
-        If an argument is not a layer description.
+    %(Raises)s
 
     Notes
     -----
@@ -61,7 +86,7 @@ def serial(*layers) -> Network:
     return Network(_layers.serial(*layers))
 
 
-# parallel's and serial's docstrings share their Raises wording (numpydoc: each documents its own errors)
+@filled(**_sections(_layers.parallel))
 def parallel(*layers) -> Network:
     """Layer i applied to input i of a list (neural-tangents' ``stax.parallel``).
 
@@ -76,10 +101,7 @@ def parallel(*layers) -> Network:
         A layer taking a list of ``len(layers)`` inputs (made by ``FanOut(len(layers))``) and returning the
         list of branch outputs (joined by ``FanInSum`` or ``FanInConcat``).
 
-    Raises
-    ------
-    TypeError
-        If an argument is not a layer description.
+    %(Raises)s
 
     Notes
     -----
@@ -112,29 +134,16 @@ AvgPool = _wrap(_convolution.AvgPool)
 GlobalAvgPool = _wrap(_convolution.GlobalAvgPool)
 Flatten = _wrap(_convolution.Flatten)
 
-Dense.__doc__ = """A fully connected layer (neural-tangents' ``stax.Dense``).
+Dense.__doc__ = fill("""A fully connected layer (neural-tangents' ``stax.Dense``).
 
-Parameters
-----------
-out_dim : int
-    The number of output channels (positive).
-W_std : float, default 1.0
-    Standard deviation of the weights (C_W = W_std**2), non-negative.
-b_std : float or None, default None
-    Standard deviation of the bias (C_b = b_std**2); None: no bias.
-parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
-    How the weights are scaled (:mod:`ntk_theory.conventions`).
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; unpacks as ``init_fn, apply_fn, kernel_fn``.
 
-Raises
-------
-ValueError
-    If ``out_dim`` is not a positive integer, a standard deviation is negative or not finite, or the
-    parameterization is unknown.
+%(Raises)s
 
 Notes
 -----
@@ -151,39 +160,18 @@ Examples
 >>> stax.Dense(1, W_std=2.0, b_std=0.5).kernel_fn(x, get="nngp")   # 0.25 + 4 x.x'/2
 array([[2.25, 1.45],
        [1.45, 2.25]])
-"""
+""", **_sections(_layers.Dense))
 
-Conv.__doc__ = """A convolution with weights shared over positions (neural-tangents' ``stax.Conv``).
+Conv.__doc__ = fill("""A convolution with weights shared over positions (neural-tangents' ``stax.Conv``).
 
-Parameters
-----------
-out_chan : int
-    The number of output channels (positive).
-filter_shape : tuple of int
-    The filter's spatial shape, one entry per spatial axis (1 or 2 axes).
-strides : tuple of int or None, default None
-    The strides per spatial axis; None: 1.
-padding : {'VALID', 'SAME', 'CIRCULAR'}, default 'VALID'
-    The padding of the spatial axes.
-W_std : float, default 1.0
-    Standard deviation of the weights (C_W = W_std**2).
-b_std : float or None, default None
-    Standard deviation of the bias (C_b = b_std**2); None: no bias.
-dimension_numbers : None
-    Only neural-tangents' default layout (NHWC inputs, HWIO filters).
-parameterization : {'ntk', 'standard', 'unit'}, default 'ntk'
-    As for :func:`Dense`, with n_in the fan-in (filter size times input channels).
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; its kernel_fn takes images (N, W, C) or (N, H, W, C).
 
-Raises
-------
-ValueError
-    If a size is not a positive integer, the padding is unknown, a standard deviation is negative, or
-    ``dimension_numbers`` is given.
+%(Raises)s
 
 Notes
 -----
@@ -196,27 +184,19 @@ Examples
 >>> from ntk_theory import stax
 >>> stax.serial(stax.Conv(8, (3,), padding="SAME"), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
 serial(Conv(8, (3,), padding='SAME'), Relu(), GlobalAvgPool(), Dense(1))
-"""
+""", **_sections(_convolution.Conv))
 
-LayerNorm.__doc__ = """Layer normalisation (neural-tangents' ``stax.LayerNorm``): (x - mean) / sqrt(var + eps),
+LayerNorm.__doc__ = fill("""Layer normalisation (neural-tangents' ``stax.LayerNorm``): (x - mean) / sqrt(var + eps),
 mean and variance over the channels of each input.
 
-Parameters
-----------
-axis : int, default -1
-    The normalised axis; dense networks normalise over their channel axis, -1 (1 is the same axis).
-eps : float, default 1e-12
-    Added to the variance, non-negative.
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer.
 
-Raises
-------
-ValueError
-    If ``axis`` is not -1 or 1, or ``eps`` is negative.
+%(Raises)s
 
 Notes
 -----
@@ -232,7 +212,7 @@ Examples
 >>> stax.serial(stax.Dense(4, W_std=1.0), stax.LayerNorm()).kernel_fn(x, get="nngp")
 array([[1., 0.],
        [0., 1.]])
-"""
+""", **_sections(_layers.LayerNorm))
 
 Identity.__doc__ = """Passes its input on unchanged (neural-tangents' ``stax.Identity``).
 
@@ -254,22 +234,16 @@ A residual block ``x -> Dense(x) + x``: the input's kernel is x.x'/n_0 (as in ne
 True
 """
 
-FanOut.__doc__ = """Copies its input into a list of ``num`` inputs (neural-tangents' ``stax.FanOut``).
+FanOut.__doc__ = fill("""Copies its input into a list of ``num`` inputs (neural-tangents' ``stax.FanOut``).
 
-Parameters
-----------
-num : int
-    The number of copies (positive).
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; a ``parallel`` of ``num`` branches or a ``FanInSum`` / ``FanInConcat`` follows it.
 
-Raises
-------
-ValueError
-    If ``num`` is not a positive integer.
+%(Raises)s
 
 Examples
 --------
@@ -281,7 +255,7 @@ Two copies of one Dense layer's output, summed: 2 z, so the NNGP is 4 C_W x.x'/n
 >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
 >>> bool(np.allclose(net.kernel_fn(x, get="nngp"), 4 * x @ x.T / 2, rtol=1e-14))
 True
-"""
+""", **_sections(_layers.FanOut))
 
 FanInSum.__doc__ = """Sums a list of inputs of equal shape (neural-tangents' ``stax.FanInSum``).
 
@@ -303,22 +277,16 @@ Two independent Dense branches with W_std = 1 and 2: NNGP (1 + 4) x.x'/n_0:
 True
 """
 
-FanInConcat.__doc__ = """Concatenates a list of inputs along the channel axis (neural-tangents' ``stax.FanInConcat``).
+FanInConcat.__doc__ = fill("""Concatenates a list of inputs along the channel axis (neural-tangents' ``stax.FanInConcat``).
 
-Parameters
-----------
-axis : int, default -1
-    The channel axis (dense networks have one: -1, or 1).
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; the kernel of the concatenation is the channel-weighted mean of the branches' kernels.
 
-Raises
-------
-ValueError
-    If ``axis`` is not -1 or 1.
+%(Raises)s
 
 Examples
 --------
@@ -331,32 +299,18 @@ Branches of 1 and 3 channels with W_std = 1 and 2, then Dense(1): NNGP (1 * 1 + 
 >>> x = np.array([[1.0, 0.0], [0.6, 0.8]])
 >>> bool(np.allclose(net.kernel_fn(x, get="nngp"), 13 / 4 * x @ x.T / 2, rtol=1e-14))
 True
-"""
+""", **_sections(_layers.FanInConcat))
 
-AvgPool.__doc__ = """Average pooling over windows of positions (neural-tangents' ``stax.AvgPool``).
+AvgPool.__doc__ = fill("""Average pooling over windows of positions (neural-tangents' ``stax.AvgPool``).
 
-Parameters
-----------
-window_shape : tuple of int
-    The window's spatial shape, one entry per spatial axis (1 or 2 axes).
-strides : tuple of int or None, default None
-    The strides per spatial axis; None: 1 (neural-tangents' default).
-padding : {'VALID', 'SAME', 'CIRCULAR'}, default 'VALID'
-    The padding of the spatial axes.
-normalize_edges : bool, default False
-    With 'SAME' padding, divide by the number of pixels inside the image rather than the window size.
-batch_axis, channel_axis : int, default 0, -1
-    Only neural-tangents' default layout.
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; the output kernel at positions (p, p') is the mean of the input kernel over the two windows.
 
-Raises
-------
-ValueError
-    If a shape is not positive integers, the padding is unknown, or an axis is not the default.
+%(Raises)s
 
 Examples
 --------
@@ -369,47 +323,33 @@ A linear pooling of 1-D images (N, 3, 1): windows of 2 then the global mean, (x0
 >>> m = (x[:, 0, 0] + 2 * x[:, 1, 0] + x[:, 2, 0]) / 4
 >>> bool(np.allclose(k, np.outer(m, m), rtol=1e-14))
 True
-"""
+""", **_sections(_convolution.AvgPool))
 
-GlobalAvgPool.__doc__ = """The mean over all spatial positions, (N, ..., C) -> (N, C) (neural-tangents' ``stax.GlobalAvgPool``).
+GlobalAvgPool.__doc__ = fill("""The mean over all spatial positions, (N, ..., C) -> (N, C) (neural-tangents' ``stax.GlobalAvgPool``).
 
-Parameters
-----------
-batch_axis, channel_axis : int, default 0, -1
-    Only neural-tangents' default layout.
+%(Parameters)s
 
 Returns
 -------
 Network
     The layer; the output kernel is the mean of the input kernel over all pairs of positions (p, p').
 
-Raises
-------
-ValueError
-    If an axis is not the default.
+%(Raises)s
 
 Examples
 --------
 After ``Conv(1, (2,))`` ('VALID', W_std = 1) the kernel of positions p, p' is mean_q x[p+q] x'[p'+q]; the
 pool averages it over (p, p'):
 
->>> import numpy as np
->>> from ntk_theory import stax
->>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+%(conv_example)s
 >>> k = stax.serial(stax.Conv(1, (2,)), stax.GlobalAvgPool()).kernel_fn(x, get="nngp")
->>> def conv(a, b):
-...     return np.array([[np.mean([a[p + q] * b[r + q] for q in range(2)]) for r in range(2)] for p in range(2)])
->>> X = x[..., 0]
 >>> bool(np.allclose(k, [[conv(a, b).mean() for b in X] for a in X], rtol=1e-14))
 True
-"""
+""", **_sections(_convolution.GlobalAvgPool), conv_example=_CONV_EXAMPLE)
 
-Flatten.__doc__ = """All non-batch axes into one, pixels major, channels minor (neural-tangents' ``stax.Flatten``).
+Flatten.__doc__ = fill("""All non-batch axes into one, pixels major, channels minor (neural-tangents' ``stax.Flatten``).
 
-Parameters
-----------
-batch_axis, batch_axis_out : int, default 0, 0
-    Only neural-tangents' default layout.
+%(Parameters)s
 
 Returns
 -------
@@ -417,26 +357,18 @@ Network
     The layer; a Dense layer after it sees the mean over positions of the input kernel's diagonal
     (p = p') blocks.
 
-Raises
-------
-ValueError
-    If an axis is not the default.
+%(Raises)s
 
 Examples
 --------
 After ``Conv(1, (2,))`` ('VALID', W_std = 1) the kernel of positions p, p' is mean_q x[p+q] x'[p'+q];
 ``Flatten`` then ``Dense(1)`` gives its mean over p = p':
 
->>> import numpy as np
->>> from ntk_theory import stax
->>> x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 1.0]])[..., None]
+%(conv_example)s
 >>> k = stax.serial(stax.Conv(1, (2,)), stax.Flatten(), stax.Dense(1)).kernel_fn(x, get="nngp")
->>> def conv(a, b):
-...     return np.array([[np.mean([a[p + q] * b[r + q] for q in range(2)]) for r in range(2)] for p in range(2)])
->>> X = x[..., 0]
 >>> bool(np.allclose(k, [[np.trace(conv(a, b)) / 2 for b in X] for a in X], rtol=1e-14))
 True
-"""
+""", **_sections(_convolution.Flatten), conv_example=_CONV_EXAMPLE)
 
 ACTIVATIONS = _elementwise.NEURAL_TANGENTS + _elementwise.BEYOND
 for _name in ACTIVATIONS:
