@@ -60,6 +60,19 @@ def test_chunks_equal_the_unchunked_kernel(request, net, X, compiled, on_cluster
     assert res.info["tiles"] == len(res.info["computed"]) == blocks * (blocks + 1) // 2
 
 
+def test_tiles_as_task_results(request, monkeypatch):
+    """Workers that do not see this machine's files (a remote cluster, simulated): the tiles come back as task
+    results, equal bit for bit."""
+    pytest.importorskip("distributed")
+    from ntk_theory.blocks.schedulers import ClusterRunner
+
+    client = request.getfixturevalue("client")
+
+    monkeypatch.setattr(ClusterRunner, "sees", lambda self, path: False)
+    X = vectors(25)
+    assert same(RESIDUAL.kernel_fn(X, chunks=7, scheduler=client), RESIDUAL.kernel_fn(X))
+
+
 def test_cross_kernel_to_a_store_and_the_mlp_shortcut(tmp_path):
     pytest.importorskip("distributed")
     pytest.importorskip("zarr")
