@@ -33,9 +33,10 @@ Theta = 1/2 (F <s s'>'^2 + 2 Theta F <s s'>' <s'' s'>' + Theta^2 F <s'' s'>'^2 =
 T K / Theta^3 and U K / Theta^3 tend to 0.  The slopes' log corrections are fitted, not derived.
 
 Monte Carlo (``ntk_theory.montecarlo.dntk.sample_dntk``, one input x = (1, 1, 1, 1), 8 readout neurons,
-jackknife SEs) of the readout layer l = L + 1 of networks with L = 2, 4, 8 hidden layers at widths 32 and 64,
-extrapolated linearly in 1/n (2 y(64) - y(32), SEs in quadrature); z-scores against the recursion.  At L = 8
-(L/n = 1/4 at n = 32) the 1/n^2 terms of ReLU are not negligible: the leftover is reported, not hidden.
+jackknife SEs) of the readout layer l = L + 1 of networks with L = 2, 4 hidden layers at widths 32 and 64 and
+L = 8 at widths 64 and 128, extrapolated linearly in 1/n (2 y(2n) - y(n), SEs in quadrature); z-scores against
+the recursion.  At L = 8 the pair 32/64 (L/n = 1/4 at n = 32) leaves 1/n^2 terms of up to 5 SE (ReLU's R, U,
+tanh's T, U), hence the larger widths there; what is left is reported, not hidden.
 
     python papers/pdlt/ddntk_depth.py [--quick] [--out-dir DIR]
 
@@ -62,8 +63,9 @@ NAMES = ("R", "S", "T", "U")
 #: C_W, C_b and the derivative form: ReLU pointwise (s'' = 0 away from the kink, as each sampled network)
 ACTIVATIONS = {"relu": {"C_W": 2.0, "C_b": 0.0, "kink_terms": False},
                "tanh": {"C_W": 1.0, "C_b": 0.0, "kink_terms": True}}
-FULL = {"max_layer": 20, "tanh_fit_layer": 300, "depths": (2, 4, 8), "widths": (32, 64), "samples": 3000,
-        "seed": 23}
+#: Monte Carlo widths and networks per depth (at L = 8 the pair 32/64 leaves 1/n^2 terms of several SE: 64/128)
+FULL = {"max_layer": 20, "tanh_fit_layer": 300, "depths": (2, 4, 8),
+        "widths": {2: (32, 64), 4: (32, 64), 8: (64, 128)}, "samples": {2: 3000, 4: 3000, 8: 1500}, "seed": 23}
 QUICK = {"max_layer": 20, "tanh_fit_layer": 40, "depths": (), "widths": (32, 64), "samples": 0, "seed": 23}
 
 
@@ -138,6 +140,11 @@ def measure(activation: str, depth: int, widths, samples: int, seed: int, recurs
     return row
 
 
+def _per_depth(value, depth):
+    """``value`` itself, or its entry for ``depth`` if it is a mapping depth -> value."""
+    return value[depth] if isinstance(value, dict) else value
+
+
 def run(max_layer, tanh_fit_layer, depths, widths, samples, seed) -> dict:
     t0 = time.perf_counter()
     result = {"claim": "ddNTK K/Theta^3 grows linearly in l at criticality: ReLU S = T = (l^2-1)/(6l), R = U = 0; "
@@ -145,7 +152,9 @@ def run(max_layer, tanh_fit_layer, depths, widths, samples, seed) -> dict:
               "ratio": "X K/Theta^3 for X = R, S, T, U (n E[ddNTK] per 1/n; K, Theta the layer's infinite-width "
                        "kernel and NTK); X/Theta^3 also given",
               "config": {"max_layer": max_layer, "tanh_fit_layer": tanh_fit_layer, "depths": list(depths),
-                         "widths": list(widths), "samples": samples, "seed": seed, "G0": G0}, "activations": {}}
+                         "widths": {L: list(_per_depth(widths, L)) for L in depths},
+                         "samples": {L: _per_depth(samples, L) for L in depths}, "seed": seed, "G0": G0},
+              "activations": {}}
     for act in ACTIVATIONS:
         top = tanh_fit_layer if act == "tanh" else max_layer
         rec = recursion_ratios(act, top)
@@ -160,7 +169,7 @@ def run(max_layer, tanh_fit_layer, depths, widths, samples, seed) -> dict:
             entry["fit"] = fit_tanh(rec, max(20, top // 4))
             entry["max_quadrature_error"] = float(max(rec["error"]))
         if samples:
-            entry["mc"] = [measure(act, L, widths, samples, seed, rec) for L in depths]
+            entry["mc"] = [measure(act, L, _per_depth(widths, L), _per_depth(samples, L), seed, rec) for L in depths]
         result["activations"][act] = entry
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -172,7 +181,6 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    widths = result["config"]["widths"]
     colours = dict(zip(NAMES, ("C0", "k", "C2", "C1")))
     for ax, (act, e) in zip(axes, result["activations"].items()):
         r = e["recursion"]
@@ -190,10 +198,11 @@ def plot(result, path):
         for row in e.get("mc", []):
             first = row is e["mc"][0]
             for q in NAMES:
-                for k, (n, mk) in enumerate(zip(widths, ("^", "v"))):
-                    v, s = row["mc"][str(n)][q]
+                for k, (n, mk) in enumerate(zip(list(row["mc"]), ("^", "v"))):
+                    v, s = row["mc"][n][q]
                     ax.errorbar(row["l"] - 0.3 + 0.3 * k, v, 2 * s, fmt=mk, color=colours[q], ms=4, capsize=2,
-                                alpha=0.5, label=f"MC n={n}" if (q == "S" and first) else None)
+                                alpha=0.5, label=("MC smaller n" if k == 0 else "MC larger n (2x)")
+                                if (q == "S" and first) else None)
                 if "extrapolated" in row:
                     v, s = row["extrapolated"][q]
                     ax.errorbar(row["l"] + 0.5, v, 2 * s, fmt="s", color="C3", ms=4, capsize=2,
