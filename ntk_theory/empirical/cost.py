@@ -91,6 +91,7 @@ import numpy as np
 from .. import _checks
 from ..architecture import (AvgPool, Conv, Dense, Elementwise, FanInConcat, FanInSum, Flatten, GlobalAvgPool,
                             Layer, LayerNorm, walk, where)
+from ..docstrings import filled
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured")
 DEFAULT_MEMORY = 2 * 2**30  # bytes of intermediates the batching aims to stay under
@@ -387,6 +388,27 @@ def steps(description: Layer, input_dim) -> tuple:
     return tuple(found)
 
 
+#: the sections Problem's three pass costs share: one example of all three (the per-Dense-layer FLOPs
+#: 2 n_in n, 2 n_in n and 4 n_in n of the module docstring: 2 F, 2 F and 4 F)
+_PASSES = """Parameters
+----------
+n : float
+    The number of passes.
+
+Returns
+-------
+tuple of float
+    ``(FLOPs, elements)``.
+
+Examples
+--------
+A forward pass and a VJP cost 2 n_in n FLOPs per Dense layer, a JVP 4 n_in n (module docstring):
+
+>>> p = Problem.of((3, 5, 1), 10)
+>>> p.forward_pass(1)[0] == 2 * p.F, p.reverse_pass(1)[0] == 2 * p.F, p.forward_mode(1)[0] == 4 * p.F
+(True, True, True)"""
+
+
 # ---------------------------------------------------------------------- the problem
 @dataclass(frozen=True)
 class Problem:
@@ -570,63 +592,27 @@ class Problem:
         costs = [getattr(s.cost, which) for s in self.steps]
         return n * sum(f for f, _ in costs), n * sum(e for _, e in costs)
 
+    @filled(passes=_PASSES)
     def forward_pass(self, n: float) -> tuple:
         """``n [FP]``: the forward pass of n inputs.
 
-        Parameters
-        ----------
-        n : float
-
-        Returns
-        -------
-        tuple of float
-            ``(FLOPs, elements)``.
-
-        Examples
-        --------
-        See :class:`Problem`.
+        %(passes)s
         """
         return self._sum("forward", n)
 
+    @filled(passes=_PASSES)
     def reverse_pass(self, n: float) -> tuple:
         """``n [VJP]``: n reverse passes (input, cotangent pairs).
 
-        Parameters
-        ----------
-        n : float
-
-        Returns
-        -------
-        tuple of float
-
-        Examples
-        --------
-        One VJP costs 2 n_in n FLOPs per Dense layer, 2 F in all (module docstring):
-
-        >>> p = Problem.of((3, 5, 1), 10)
-        >>> p.reverse_pass(1)[0] == 2 * p.F
-        True
+        %(passes)s
         """
         return self._sum("vjp", n)
 
+    @filled(passes=_PASSES)
     def forward_mode(self, n: float) -> tuple:
         """``n [JVP]``: n forward-mode passes (input, tangent pairs).
 
-        Parameters
-        ----------
-        n : float
-
-        Returns
-        -------
-        tuple of float
-
-        Examples
-        --------
-        One JVP costs 4 n_in n FLOPs per Dense layer, 4 F in all (module docstring):
-
-        >>> p = Problem.of((3, 5, 1), 10)
-        >>> p.forward_mode(1)[0] == 4 * p.F
-        True
+        %(passes)s
         """
         return self._sum("jvp", n)
 
@@ -876,6 +862,22 @@ def block_size(method: str, p: Problem, max_memory: float = DEFAULT_MEMORY) -> i
     return math.ceil(n_all / math.ceil(n_all / lo))  # equal blocks: 256 in blocks of 128, not 254 + 2
 
 
+
+#: the parameters estimate, estimates, choose_method and cost_table share, and the problem of their examples
+_PROBLEM_PARAMETERS = """Parameters
+----------
+p : Problem
+    The network, inputs and output (:meth:`Problem.of`).
+block : int, optional
+    The number of inputs per batch; None: the largest batch whose intermediates fit ``max_memory``
+    (:func:`block_size`).
+max_memory : float, default 2 GiB
+    The memory budget for intermediates, in bytes."""
+_MLP_EXAMPLE = """Examples
+--------
+>>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1"""
+
+@filled(problem=_PROBLEM_PARAMETERS, mlp=_MLP_EXAMPLE)
 def estimate(method: str, p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> Estimate:
     """Evaluate one method's formulas; ``block=None`` uses :func:`block_size` under ``max_memory``.
 
@@ -883,9 +885,7 @@ def estimate(method: str, p: Problem, block: int | None = None, max_memory: floa
     ----------
     method : str
         One of :data:`METHODS`.
-    p : Problem
-    block : int, optional
-    max_memory : float, default 2 GiB
+    %(problem)s
 
     Returns
     -------
@@ -914,44 +914,34 @@ def estimate(method: str, p: Problem, block: int | None = None, max_memory: floa
     )
 
 
+@filled(problem=_PROBLEM_PARAMETERS, mlp=_MLP_EXAMPLE)
 def estimates(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> list:
     """:func:`estimate` for every method, in :data:`METHODS` order.
 
-    Parameters
-    ----------
-    p : Problem
-    block : int, optional
-    max_memory : float, default 2 GiB
+    %(problem)s
 
     Returns
     -------
     list of Estimate
 
-    Examples
-    --------
-    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    %(mlp)s
     >>> [e.method for e in estimates(p)] == list(METHODS)
     True
     """
     return [estimate(m, p, block, max_memory) for m in METHODS]
 
 
+@filled(problem=_PROBLEM_PARAMETERS, mlp=_MLP_EXAMPLE)
 def choose_method(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> str:
     """What ``method="auto"`` runs: the smallest predicted time (every method is batched to fit memory).
 
-    Parameters
-    ----------
-    p : Problem
-    block : int, optional
-    max_memory : float, default 2 GiB
+    %(problem)s
 
     Returns
     -------
     str
 
-    Examples
-    --------
-    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    %(mlp)s
     >>> choose_method(p) == min(estimates(p), key=lambda e: e.seconds).method
     True
     """
@@ -983,23 +973,18 @@ def _seconds(t: float) -> str:
     return f"{t:.3g} s" if t >= 1 else f"{t * 1e3:.3g} ms"
 
 
+@filled(problem=_PROBLEM_PARAMETERS, mlp=_MLP_EXAMPLE)
 def cost_table(p: Problem, block: int | None = None, max_memory: float = DEFAULT_MEMORY) -> str:
     """A printable table: per method FLOPs, elements, predicted time, memory batched and unbatched, the
     terms of each method, and the per-layer-type work of one forward, reverse and forward-mode pass.
 
-    Parameters
-    ----------
-    p : Problem
-    block : int, optional
-    max_memory : float, default 2 GiB
+    %(problem)s
 
     Returns
     -------
     str
 
-    Examples
-    --------
-    >>> p = Problem.of((3, 5, 5, 1), 10)            # an MLP 3 -> 5 -> 5 -> 1, N = 10 inputs, X2 = X1
+    %(mlp)s
     >>> print(cost_table(p).splitlines()[0])
     empirical NTK cost model: 5 layers (3 Dense, P = 56 parameters, input dimension 3), N1 = 10, X2 = X1, ...
     """
