@@ -189,6 +189,7 @@ class Model:
     input_shape: tuple = ()  # per input: (d,), (W, C) or (H, W, C); () means (input_dim,)
     output_spatial: tuple = ()  # spatial sizes of the output ((W,) or (H, W)); () for outputs (N, O)
 
+    # its params/input_dim/Returns/Raises stand again in ntk.model, which sends descriptions here (each its own)
     @classmethod
     def of(cls, description, params, input_dim) -> Model:
         """``description`` (a layer or a ``stax`` network) with ``params`` as neural-tangents' ``init_fn``

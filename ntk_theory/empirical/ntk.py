@@ -30,12 +30,36 @@ from .. import _checks
 from ..architecture import Dense as DenseLayer
 from ..architecture import Layer, Serial
 from ..architecture.mlp import activation_layer
+from ..docstrings import filled
 from ..reference.graph import inputs as _spatial_inputs
 from . import graph
 from .cost import DEFAULT_MEMORY, input_shape, steps
 
 Array = np.ndarray
 
+
+# the sections the functions and DenseStack constructors of this module share, written once
+_DOCS = dict(
+    network=""">>> import numpy as np
+>>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
+>>> rng = np.random.default_rng(0)
+>>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
+>>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
+>>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
+>>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)""",
+    stack_inputs="""Parameters
+----------
+net : MLP, DenseStack or sequence
+X : array_like
+    (N, n_0).""",
+    stack_returns="""Returns
+-------
+DenseStack
+
+Examples
+--------
+See :class:`DenseStack`.""",
+)
 
 # ---------------------------------------------------------------------- MLPs and layer sequences
 @functools.lru_cache(maxsize=256)
@@ -118,6 +142,7 @@ class DenseStack:
     description: Layer
 
     @classmethod
+    @filled(**_DOCS)
     def from_mlp(cls, net) -> DenseStack:
         """The reference :class:`~ntk_theory.reference.MLP` (same parameters and factors); its description
         is the MLP's own (:meth:`~ntk_theory.reference.MLP.as_description`: ``mlp_description`` with the MLP's
@@ -127,13 +152,7 @@ class DenseStack:
         ----------
         net : MLP
 
-        Returns
-        -------
-        DenseStack
-
-        Examples
-        --------
-        See :class:`DenseStack`.
+        %(stack_returns)s
         """
         spec = net.spec
         description = net.as_description()
@@ -201,6 +220,7 @@ class DenseStack:
         return cls(tuple(weights), tuple(biases), tuple(acts), tuple(factors), Serial(tuple(described)))
 
     @classmethod
+    @filled(**_DOCS)
     def of(cls, net) -> DenseStack:
         """An MLP, a DenseStack or a layer sequence.
 
@@ -208,13 +228,7 @@ class DenseStack:
         ----------
         net : MLP, DenseStack or sequence
 
-        Returns
-        -------
-        DenseStack
-
-        Examples
-        --------
-        See :class:`DenseStack`.
+        %(stack_returns)s
         """
         if isinstance(net, DenseStack):
             return net
@@ -265,6 +279,8 @@ def _is_description(net) -> bool:
     return isinstance(getattr(net, "description", net), Layer)
 
 
+# model's params/input_dim/Returns/Raises repeat graph.Model.of's, where it sends descriptions (each its own)
+@filled(**_DOCS)
 def model(net, params=None, input_dim: int | None = None) -> graph.Model:
     """The :class:`~ntk_theory.empirical.graph.Model` of ``net``: a description with ``params`` (neural-tangents'
     layout) at ``input_dim`` input features, or an MLP / DenseStack / layer sequence (no params).
@@ -288,13 +304,7 @@ def model(net, params=None, input_dim: int | None = None) -> graph.Model:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
-    >>> rng = np.random.default_rng(0)
-    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
-    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
-    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
-    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    %(network)s
     >>> m = model(layers)
     >>> m.n_params, m.shape                                  # 4 (2 + 1) + 1 (4 + 1)
     (17, (2,))
@@ -360,6 +370,7 @@ def plan(net, N1: int, N2: int | None = None, method="auto", trace_outputs=True,
     return graph.plan_model(m, N1, N2, method, trace_outputs, batch_size, dtype, max_memory)
 
 
+@filled(**_DOCS)
 def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = True, batch_size: int | None = None,
                   dtype=np.float64, max_memory: float = DEFAULT_MEMORY, *, params=None) -> Array:
     """The empirical NTK ``Theta(X1, X2) = J(X1) Lambda J(X2)^T`` of a finite network.
@@ -406,13 +417,7 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
     Dense-ReLU-Dense in PDLT coordinates with lambda_b = lambda_W = 1: Theta = 1 + h.h' / n_1 +
     (g.g') (1 + x.x' / n_0), by every method:
 
-    >>> import numpy as np
-    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
-    >>> rng = np.random.default_rng(0)
-    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
-    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
-    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
-    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    %(network)s
     >>> theta = 1 + h @ h.T / 4 + (g @ g.T) * (1 + X @ X.T / 2)
     >>> [bool(np.allclose(empirical_ntk(layers, X, method=m), theta)) for m in METHODS]
     [True, True, True]
@@ -427,16 +432,13 @@ def empirical_ntk(net, X1, X2=None, method: str = "auto", trace_outputs: bool = 
 
 
 # ---------------------------------------------------------------------- derivatives of MLPs
+@filled(**_DOCS)
 def jacobian(net, X, dtype=np.float64) -> Array:
     """The scaled parameter Jacobian J sqrt(Lambda) at X, (N, O, P), in ``MLP.flatten`` order
     (W(l) row-major (n_l, n_(l-1)), b(l), ...), by reverse mode (one VJP per output and input);
     ``Theta = J J^T``.
 
-    Parameters
-    ----------
-    net : MLP, DenseStack or sequence
-    X : array_like
-        (N, n_0).
+    %(stack_inputs)s
     dtype : numpy dtype, default numpy.float64
 
     Returns
@@ -448,13 +450,7 @@ def jacobian(net, X, dtype=np.float64) -> Array:
     --------
     The readout bias's column is 1 and the readout weights' columns are h / sqrt(n_1) (scaled by sqrt(lambda_W / n_1)):
 
-    >>> import numpy as np
-    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
-    >>> rng = np.random.default_rng(0)
-    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
-    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
-    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
-    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    %(network)s
     >>> J = jacobian(layers, X)
     >>> J.shape, bool(np.allclose(J[:, 0, -1], 1.0)), bool(np.allclose(J[:, 0, -5:-1], h / 2))
     ((2, 1, 17), True, True)
@@ -469,6 +465,7 @@ def jacobian(net, X, dtype=np.float64) -> Array:
     return np.concatenate(blocks, axis=-1).astype(graph.check_dtype(dtype), copy=False)
 
 
+@filled(**_DOCS)
 def vjp(net, X, cotangents, dtype=np.float64) -> list:
     """Per-input parameter cotangents J(x_a)^T c by the reverse pass.
 
@@ -476,11 +473,7 @@ def vjp(net, X, cotangents, dtype=np.float64) -> list:
     neural-tangents' ``vmap_axes=0``).  Returns ``[(dW(l) (N, K, n_l, n_(l-1)), db(l) (N, K, n_l))]``,
     unscaled (multiply by Lambda for a tangent).
 
-    Parameters
-    ----------
-    net : MLP, DenseStack or sequence
-    X : array_like
-        (N, n_0).
+    %(stack_inputs)s
     cotangents : array_like
         (N, K, O).
     dtype : numpy dtype, default numpy.float64
@@ -493,13 +486,7 @@ def vjp(net, X, cotangents, dtype=np.float64) -> list:
     --------
     With cotangent 1 the readout's gradients are h (weights) and 1 (bias), the first layer's g x^T and g:
 
-    >>> import numpy as np
-    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
-    >>> rng = np.random.default_rng(0)
-    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
-    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
-    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
-    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    %(network)s
     >>> (dW1, db1), (dW2, db2) = vjp(layers, X, np.ones((2, 1, 1)))
     >>> bool(np.allclose(dW2[:, 0, 0], h)), bool(np.allclose(db2, 1.0)), bool(np.allclose(dW1[:, 0], g[:, :, None] * X[:, None, :]))
     (True, True, True)
@@ -522,15 +509,12 @@ def vjp(net, X, cotangents, dtype=np.float64) -> list:
     return out
 
 
+@filled(**_DOCS)
 def jvp(net, X, tangent, dtype=np.float64) -> Array:
     """J(X) v; ``tangent`` a list of ``(dW(l), db(l))`` in PDLT shapes, optionally with a leading batch axis K.
     Returns (N, O), or (K, N, O) for a batch (the layout of ``MLP.jvp``).
 
-    Parameters
-    ----------
-    net : MLP, DenseStack or sequence
-    X : array_like
-        (N, n_0).
+    %(stack_inputs)s
     tangent : list of tuple
     dtype : numpy dtype, default numpy.float64
 
@@ -542,13 +526,7 @@ def jvp(net, X, tangent, dtype=np.float64) -> Array:
     --------
     Against a central finite difference of the forward pass written out:
 
-    >>> import numpy as np
-    >>> from ntk_theory.empirical import Dense, empirical_ntk, jacobian, jvp, vjp, model
-    >>> rng = np.random.default_rng(0)
-    >>> W1, b1, W2, b2 = rng.standard_normal((4, 2)), rng.standard_normal(4), rng.standard_normal((1, 4)), rng.standard_normal(1)
-    >>> layers = [Dense(W1, b1), "relu", Dense(W2, b2)]
-    >>> X = np.array([[1.0, -0.5], [0.3, 0.8]])
-    >>> z = X @ W1.T + b1; h = np.maximum(z, 0); g = (z > 0) * W2[0]        # g = df/dz(1)
+    %(network)s
     >>> v = [(rng.standard_normal(W.shape), rng.standard_normal(b.shape)) for W, b in ((W1, b1), (W2, b2))]
     >>> def f(e):
     ...     return np.maximum(X @ (W1 + e * v[0][0]).T + b1 + e * v[0][1], 0) @ (W2 + e * v[1][0]).T + b2 + e * v[1][1]
