@@ -30,9 +30,10 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import MLPSpec
+from ..docstrings import filled
 from ..reference.activations import numpy_activation
 from ..reference.dntk import readout_derivatives
-from .estimate import WidthStatistics, jackknife, run_blocks, run_info, run_settings
+from .estimate import DOC_SECTIONS, WidthStatistics, jackknife, run_blocks, run_info, run_settings
 
 Array = np.ndarray
 
@@ -161,6 +162,7 @@ def _block_size(spec: MLPSpec, N: int, memory_mb: float) -> int:
     return int(np.clip(memory_mb * 2**20 // per_net, 1, 1024))
 
 
+@filled(**DOC_SECTIONS)
 def sample_dntk(
     activation,
     X,
@@ -195,12 +197,7 @@ def sample_dntk(
     ----------
     activation : str, tuple or NumpyActivation
         With s'' (and s''' for R).
-    X : array_like
-        Inputs (N, n_0).
-    depth : int
-        Hidden layers L.
-    width : int or sequence of int
-        Hidden width(s); n the last one.
+    %(network)s
     C_W, C_b : float or sequence of float, default 1.0 and 0.0
     param : {'ntk', 'standard', 'unit'}, default 'ntk'
     outputs : int, default 2

@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _checks
+from ..docstrings import filled
 from ..progress import progress_bar
 from ..reference.ensemble import SAMPLERS
 
@@ -184,6 +185,42 @@ def distinct_entries(shape, symmetry: str) -> list:
     return keys
 
 
+#: the sections every result table's ``symmetry`` and ``entry_note`` methods share (their subclasses'
+#: overrides: each documents its own, the text written once here), and the samplers' network arguments
+DOC_SECTIONS = dict(
+    network="""X : array_like
+    Inputs (N, n_0).
+depth : int
+    Hidden layers L.
+width : int or sequence of int
+    Hidden width(s); n the last one.""",
+    symmetry="""Parameters
+----------
+name : str
+    An estimate's name (or alias).
+
+Returns
+-------
+str
+    A key of :data:`~ntk_theory.montecarlo.estimate.SYMMETRIES`.
+
+Examples
+--------""",
+    entry_note="""Parameters
+----------
+name : str
+    An estimate's name.
+idx : tuple of int
+    The entry's index.
+
+Returns
+-------
+str
+
+Examples
+--------""",
+)
+
 class EstimateTable:
     """Named estimates (``estimates``: {name: :class:`Estimate`}): ``table[name]`` and ``table.name`` (or an
     alias, :attr:`EstimateTable.aliases`: {alias: name}), z-scores against a prediction, and text rows of the distinct
@@ -208,19 +245,11 @@ class EstimateTable:
     estimates: dict
     aliases: ClassVar[dict] = {}
 
+    @filled(**DOC_SECTIONS)
     def symmetry(self, name: str) -> str:
         """The symmetry (a key of :data:`SYMMETRIES`) of estimate ``name``; subclasses know theirs.
 
-        Parameters
-        ----------
-        name : str
-
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(symmetry)s
         See :class:`EstimateTable`.
         """
         return "none"
@@ -333,20 +362,11 @@ class EstimateTable:
                 lines.append(f"  ... {len(keys) - max_rows} more distinct entries")
         return lines
 
+    @filled(**DOC_SECTIONS)
     def entry_note(self, name: str, idx: tuple) -> str:
         """Text after an entry's row (subclasses: e.g. a fit's chi^2).
 
-        Parameters
-        ----------
-        name : str
-        idx : tuple of int
-
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(entry_note)s
         See :class:`EstimateTable`.
         """
         return ""

@@ -65,10 +65,12 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import MLPSpec
+from ..docstrings import filled
 from ..reference import ensemble
 from ..reference.activations import numpy_activation
 from .controls import ControlVariates
 from .estimate import (
+    DOC_SECTIONS,
     Estimate,
     EstimateTable,
     WidthStatistics,
@@ -151,19 +153,11 @@ class FiniteWidthTable(EstimateTable):
 
     aliases = ALIASES
 
+    @filled(**DOC_SECTIONS)
     def symmetry(self, name: str) -> str:
         """:func:`symmetry_of` ``name``.
 
-        Parameters
-        ----------
-        name : str
-
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(symmetry)s
         See :func:`symmetry_of`.
         """
         return symmetry_of(name)
@@ -330,6 +324,7 @@ def _block_size(spec: MLPSpec, N: int, m: int, memory_mb: float) -> int:
 
 
 # --------------------------------------------------------------------------- main entry
+@filled(**DOC_SECTIONS)
 def layer_statistics(
     activation,
     X,
@@ -360,12 +355,7 @@ def layer_statistics(
     Parameters
     ----------
     activation : str, tuple or NumpyActivation
-    X : array_like
-        Inputs (N, n_0).
-    depth : int
-        Hidden layers L.
-    width : int or sequence of int
-        Hidden width(s); n the last one.
+    %(network)s
     C_W, C_b : float or sequence of float, default 2.0 and 0.0
     param : {'ntk', 'standard', 'unit'}, default 'ntk'
     samples : int, default 20000

@@ -54,9 +54,10 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import Conv, Dense, Layer, leaves, map_leaves
+from ..docstrings import filled
 from ..reference import graph as reference_graph
 from ..reference.ensemble import DenseWeights, ProjectedWeights
-from .estimate import Estimate, NetworkEstimates, jackknife, run_blocks, run_settings
+from .estimate import DOC_SECTIONS, Estimate, NetworkEstimates, jackknife, run_blocks, run_settings
 
 Array = np.ndarray
 
@@ -144,19 +145,11 @@ class GraphMonteCarlo(NetworkEstimates):
     See :func:`sample_kernels`.
     """
 
+    @filled(**DOC_SECTIONS)
     def symmetry(self, name: str) -> str:
         """``"pair"``: every estimate is a symmetric kernel.
 
-        Parameters
-        ----------
-        name : str
-
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(symmetry)s
         See :func:`sample_kernels`.
         """
         return "pair"

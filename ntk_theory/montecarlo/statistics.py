@@ -34,9 +34,11 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import MLPSpec
+from ..docstrings import filled
 from ..reference import ensemble
 from ..reference.activations import numpy_activation
 from .estimate import (
+    DOC_SECTIONS,
     Estimate,
     NetworkEstimates,
     jackknife,
@@ -86,19 +88,11 @@ class MonteCarloResult(NetworkEstimates):
     True
     """
 
+    @filled(**DOC_SECTIONS)
     def symmetry(self, name: str) -> str:
         """The symmetry of estimate ``name`` (:data:`ESTIMATES`).
 
-        Parameters
-        ----------
-        name : str
-
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(symmetry)s
         See :class:`MonteCarloResult`.
         """
         return ESTIMATES.get(name, ("", "full"))[1]
