@@ -141,10 +141,16 @@ def test_interrupted_run_resumes_only_missing_tiles(client, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         blocked_kernel(NET, X, chunks=40, scheduler=client, store=path, progress=False, on_tile=interrupt)
-    for _ in range(200):  # tasks running when the call was interrupted finish (and mark their tiles)
-        if not any(client.processing().values()):
-            break
+    # tasks running when the call was interrupted finish (and mark their tiles): the scheduler forgets a
+    # cancelled task at once (client.processing() is empty) while its worker still executes it
+    def busy():
+        return any(client.processing().values()) or any(
+            client.run(lambda dask_worker: dask_worker.state.executing_count).values())
+
+    deadline = time.monotonic() + 120
+    while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not busy(), "the interrupted run's tasks did not finish within 120 s"
     group = zarr.open_group(path, mode="r")
     done = group["done"][:]
     finished = {(int(i), int(j)) for i, j in zip(*np.nonzero(done)) if i <= j}
