@@ -22,9 +22,23 @@ is :meth:`MSEDynamics.max_learning_rate` with loss="mean" (neural-tangents adds 
 
 from __future__ import annotations
 
+from ..docstrings import filled
+
 LOSSES = ("mean", "sum")
 
+# the loss argument and the Returns section rate and loss_value share
+_LOSS = """loss : {'mean', 'sum'}, default 'mean'
+    The loss's normalisation: 1/(2 N O) ||f - y||^2 ("mean") or 1/2 ||f - y||^2 ("sum").
 
+Returns
+-------
+float
+
+Examples
+--------"""
+
+
+@filled(loss=_LOSS)
 def rate(learning_rate: float, n_train: int, n_outputs: int, loss: str = "mean") -> float:
     """The function-space rate c in df/dt = -c Theta (f - y): eta / (N O) for "mean", eta for "sum".
 
@@ -34,15 +48,7 @@ def rate(learning_rate: float, n_train: int, n_outputs: int, loss: str = "mean")
         eta.
     n_train, n_outputs : int
         N and O.
-    loss : {'mean', 'sum'}, default 'mean'
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-
+    %(loss)s
     >>> rate(2.0, 4, 1, "mean"), rate(2.0, 4, 1, "sum")
     (0.5, 2.0)
     """
@@ -53,6 +59,7 @@ def rate(learning_rate: float, n_train: int, n_outputs: int, loss: str = "mean")
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
 
 
+@filled(loss=_LOSS)
 def loss_value(f, y, loss: str = "mean") -> float:
     """L(f) = 1/(2 N O) ||f - y||^2 ("mean") or 1/2 ||f - y||^2 ("sum").
 
@@ -60,14 +67,7 @@ def loss_value(f, y, loss: str = "mean") -> float:
     ----------
     f, y : array_like
         Outputs and targets of the same shape, (N,) or (N, O).
-    loss : {'mean', 'sum'}, default 'mean'
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
+    %(loss)s
     >>> loss_value([[1.0], [3.0]], [[0.0], [1.0]]), loss_value([[1.0], [3.0]], [[0.0], [1.0]], "sum")   # 5/4, 5/2
     (1.25, 2.5)
     """

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..docstrings import filled
+
 NEGATIVE_TOLERANCE = 1e-8
 CONDITION_WARNING = 1e12
 
@@ -50,6 +52,16 @@ def as_kernel(K, name: str = "kernel", shape=None) -> np.ndarray:
     if not np.all(np.isfinite(K)):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return K
+
+
+# the Returns/Examples sections Eigenbasis's four basis maps share
+_IN_BASIS = """Returns
+-------
+ndarray
+
+Examples
+--------
+See :class:`Eigenbasis`."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,7 @@ class Eigenbasis:
         """N."""
         return self.eigenvalues.size
 
+    @filled(in_basis=_IN_BASIS)
     def to_basis(self, v: np.ndarray) -> np.ndarray:
         """V^T v (v: (N, ...)).
 
@@ -149,16 +162,11 @@ class Eigenbasis:
         ----------
         v : ndarray
 
-        Returns
-        -------
-        ndarray
-
-        Examples
-        --------
-        See :class:`Eigenbasis`.
+        %(in_basis)s
         """
         return np.tensordot(self.eigenvectors.T, v, axes=1)
 
+    @filled(in_basis=_IN_BASIS)
     def from_basis(self, w: np.ndarray) -> np.ndarray:
         """V w along the mode axis (w: (..., N, O)) -> (..., N, O).
 
@@ -166,16 +174,11 @@ class Eigenbasis:
         ----------
         w : ndarray
 
-        Returns
-        -------
-        ndarray
-
-        Examples
-        --------
-        See :class:`Eigenbasis`.
+        %(in_basis)s
         """
         return np.einsum("nm,...mo->...no", self.eigenvectors, w)
 
+    @filled(in_basis=_IN_BASIS)
     def apply(self, diag: np.ndarray, v: np.ndarray) -> np.ndarray:
         """V diag V^T v for a diagonal (T..., N) and v (N, O) -> (T..., N, O).
 
@@ -184,16 +187,11 @@ class Eigenbasis:
         diag : ndarray
         v : ndarray
 
-        Returns
-        -------
-        ndarray
-
-        Examples
-        --------
-        See :class:`Eigenbasis`.
+        %(in_basis)s
         """
         return self.from_basis(diag[..., None] * self.to_basis(v))
 
+    @filled(in_basis=_IN_BASIS)
     def matrix(self, diag: np.ndarray) -> np.ndarray:
         """V diag V^T, (T..., N, N).
 
@@ -202,13 +200,7 @@ class Eigenbasis:
         diag : ndarray
             (T..., N).
 
-        Returns
-        -------
-        ndarray
-
-        Examples
-        --------
-        See :class:`Eigenbasis`.
+        %(in_basis)s
         """
         V = self.eigenvectors
         return np.einsum("nm,...m,km->...nk", V, diag, V)
