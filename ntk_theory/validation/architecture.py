@@ -37,11 +37,13 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import Layer
+from ..docstrings import filled
 from ..montecarlo.graph import sample_kernels, with_width
 from ..recursions.spatial import require_vector_output
 from .fits import weighted_fit
 from .infinite_width import CheckReport, CheckRow
 from .infinite_width import _reference_size as reference_size
+from .verdict import OUTCOME_SECTIONS
 
 __all__ = ["SE_FLOOR", "ArchitectureCheck", "ArchitectureRow", "check_architecture", "compare_entries"]
 
@@ -88,17 +90,11 @@ class ArchitectureRow(CheckRow):
         """c0 / SE(c0); NaN when a standard error is at the rounding level, 0 or not finite."""
         return math.nan if self.rounding_level else super().z
 
+    @filled(outcome=OUTCOME_SECTIONS)
     def outcome(self, sigmas: float) -> str:
         """As :meth:`CheckRow.outcome`, failing with the reason at the rounding level.
 
-        Parameters
-        ----------
-        sigmas : float
-            The threshold on ``|z|``.
-
-        Returns
-        -------
-        str
+        %(outcome)s
 
         Examples
         --------

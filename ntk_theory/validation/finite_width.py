@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..docstrings import filled
 from ..finite_width import finite_width
 from ..montecarlo import distinct_entries, symmetry_of
 from .fits import fit_inverse_width
-from .plot import Panel, plot_panels
-from .verdict import outcome, passes, z_score
+from .plot import PLOT_SECTIONS, Panel, plot_panels
+from .verdict import CHECK_PARAMETERS, outcome, passes, z_score
 
 #: Monte Carlo name -> prediction attribute
 COMPARED = {"K1": "nngp_correction", "ntk1": "ntk_correction", "V": "V", "A": "A", "B": "B", "D": "D", "F": "F"}
@@ -107,21 +108,12 @@ class FiniteWidthCheck:
     def __str__(self) -> str:
         return self.table()
 
+    @filled(plot=PLOT_SECTIONS)
     def plot(self, path=None):
         """One panel per compared entry (module docstring); matplotlib (the ``plot`` extra) needed;
         saved to ``path`` if given; returns the figure.
 
-        Parameters
-        ----------
-        path : str or path-like, optional
-            Where to save the figure.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Examples
-        --------
+        %(plot)s
         With matplotlib (the ``plot`` extra), after :func:`check_finite_width`: ``report.plot("check.png")``.
         """
         fit = self.fit
@@ -146,6 +138,7 @@ class FiniteWidthCheck:
         return plot_panels(panels, self.table().splitlines()[0], path, columns=4)
 
 
+@filled(**CHECK_PARAMETERS)
 def check_finite_width(activation, X, depth: int, *, C_W=2.0, C_b=0.0, param: str = "ntk",
                        widths=(32, 64, 128, 256), samples: int = 20_000, seed: int = 0, sigmas: float = 4.0,
                        progress: bool | None = None) -> FiniteWidthCheck:
@@ -161,18 +154,12 @@ def check_finite_width(activation, X, depth: int, *, C_W=2.0, C_b=0.0, param: st
         Inputs (N, n_0).
     depth : int
         Hidden layers L.
-    C_W, C_b : float or sequence of float, default 2.0 and 0.0
-        Weight and bias variances.
-    param : {'ntk', 'standard', 'unit'}, default 'ntk'
-        The NTK's learning-rate factors.
+    %(variances)s
     widths : sequence of int, default (32, 64, 128, 256)
         The hidden widths of the Monte Carlo (at least the number of fitted coefficients, 2).
     samples : int, default 20000
         Networks per width.
-    seed : int, default 0
-    sigmas : float, default 4.0
-        An entry passes when ``|z| < sigmas``.
-    progress : bool or None, default None
+    %(run)s
 
     Returns
     -------

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _checks
+from ..docstrings import filled
 from ..montecarlo import QUANTITIES, Estimate, FiniteWidthTable, layer_statistics
 from ..montecarlo.estimate import EstimateTable
 from ..reference.activations import numpy_activation
+from .verdict import CHECK_PARAMETERS
 
 __all__ = ["FitTable", "WidthFit", "fit_inverse_width", "fit_widths", "weighted_fit"]
 
@@ -264,6 +266,7 @@ def fit_widths(runs: list, infinite=None, mean_order: int = 2, tensor_order: int
     return WidthFit(est, chi2, dof, widths, runs, info)
 
 
+@filled(**CHECK_PARAMETERS)
 def fit_inverse_width(
     activation,
     X,
@@ -296,10 +299,7 @@ def fit_inverse_width(
         The number of hidden layers L.
     widths : sequence of int, default (16, 32, 64, 128, 256)
         The hidden widths n (every hidden layer n wide).
-    C_W, C_b : float or sequence of float, default 2.0 and 0.0
-        Weight and bias variances.
-    param : {'ntk', 'standard', 'unit'}, default 'ntk'
-        The NTK's learning-rate factors.
+    %(variances)s
     samples : int or sequence of int, default 20000
         Networks per width.
     seed : int, default 0

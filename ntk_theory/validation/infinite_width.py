@@ -26,11 +26,12 @@ import numpy as np
 
 from ..montecarlo import sample_statistics
 from ..montecarlo.quadrature import quadrature_kernels
+from ..docstrings import filled
 from ..progress import progress_bar
 from ..recursions import KernelRecursion
 from .fits import weighted_fit
-from .plot import Panel, plot_panels
-from .verdict import outcome, passes, z_score
+from .plot import PLOT_SECTIONS, Panel, plot_panels
+from .verdict import CHECK_PARAMETERS, OUTCOME_SECTIONS, outcome, passes, z_score
 
 #: relative tolerance of the float64-vs-quadrature cross-check (on top of both error estimates)
 CROSSCHECK_RTOL = 1e-9
@@ -84,18 +85,11 @@ class CheckRow:
         """r_inf / SE(r_inf); NaN (a failing entry) when the standard error is 0 or not finite."""
         return z_score(self.r_inf, 0.0, self.r_inf_se)
 
+    @filled(outcome=OUTCOME_SECTIONS)
     def outcome(self, sigmas: float) -> str:
         """``pass``/``FAIL``, with the reason when a width's estimate or standard error is missing.
 
-        Parameters
-        ----------
-        sigmas : float
-            The threshold on ``|z|``.
-
-        Returns
-        -------
-        str
-            As :func:`~ntk_theory.validation.verdict.outcome`.
+        %(outcome)s
 
         Examples
         --------
@@ -188,23 +182,14 @@ class CheckReport:
     def __str__(self) -> str:
         return self.table()
 
+    @filled(plot=PLOT_SECTIONS)
     def plot(self, path=None):
         """One panel per compared entry: the Monte Carlo estimates against 1/n with their standard
         errors, the weighted 1/n fit extrapolated to 1/n = 0 (with its standard error) and the
         infinite-width prediction.  Needs matplotlib (the ``plot`` extra); saves to ``path`` if given
         and returns the figure.
 
-        Parameters
-        ----------
-        path : str or path-like, optional
-            Where to save the figure.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Examples
-        --------
+        %(plot)s
         With matplotlib (the ``plot`` extra), after :func:`check`: ``report.plot("check.png")``.
         """
         panels = []
@@ -307,6 +292,7 @@ def _mp_crosscheck(rec, X, f64, progress) -> float:
     return worst
 
 
+@filled(**CHECK_PARAMETERS)
 def check(
     activation="relu",
     X=None,
@@ -337,10 +323,7 @@ def check(
         Inputs (N, d).
     depth : int, default 3
         Hidden layers L.
-    C_W, C_b : float or sequence of float, default 2.0 and 0.0
-        Weight and bias variances.
-    param : {'ntk', 'standard', 'unit'}, default 'ntk'
-        The NTK's learning-rate factors.
+    %(variances)s
     widths : sequence of int, default (64, 128, 256, 512)
         The hidden widths of the Monte Carlo (at least two).
     samples : int, default 20000

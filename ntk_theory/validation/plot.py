@@ -9,6 +9,19 @@ import numpy as np
 
 __all__ = ["Panel", "plot_panels", "require_matplotlib"]
 
+#: the Parameters/Returns sections of every check report's ``plot(path)`` (written once, filled in there)
+PLOT_SECTIONS = """Parameters
+----------
+path : str or path-like, optional
+    Where to save the figure.
+
+Returns
+-------
+matplotlib.figure.Figure
+
+Examples
+--------"""
+
 
 @dataclass
 class Panel:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _checks
+from ..docstrings import filled
 from ..finite_width.description import description_of, recursion_for
 from ..finite_width.residual import NotDerived, ResidualRecursion
 from ..montecarlo import distinct_entries, symmetry_of
@@ -38,8 +39,8 @@ from ..montecarlo.residual import (sample_residual, sample_residual_ntk, sample_
                                   sample_residual_tensors)
 from .finite_width import FiniteWidthCheck
 from .fits import weighted_fit
-from .plot import Panel, plot_panels
-from .verdict import z_score
+from .plot import PLOT_SECTIONS, Panel, plot_panels
+from .verdict import CHECK_PARAMETERS, z_score
 
 #: compared name -> (ResidualState field, Monte Carlo run ("nngp" or "ntk"), estimate, fitted powers), per input;
 #: the vertex V is compared as the several-input tensor V_(ab)(cd) (every distinct entry)
@@ -72,21 +73,12 @@ class ResidualFiniteWidthCheck(FiniteWidthCheck):
 
     panels: list = field(default_factory=list, repr=False)
 
+    @filled(plot=PLOT_SECTIONS)
     def plot(self, path=None):
         """One panel per compared entry (Monte Carlo per width against 1/n, the fit, the prediction);
         matplotlib (the ``plot`` extra) needed; saved to ``path`` if given; returns the figure.
 
-        Parameters
-        ----------
-        path : str or path-like, optional
-            Where to save the figure.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Examples
-        --------
+        %(plot)s
         With matplotlib (the ``plot`` extra), after :func:`check_residual_finite_width`: ``report.plot("check.png")``.
         """
         return plot_panels(self.panels, self.table().splitlines()[0], path, columns=4)
@@ -102,6 +94,7 @@ def _residual_recursion(network) -> ResidualRecursion:
     return rec
 
 
+@filled(**CHECK_PARAMETERS)
 def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples: int = 20_000, ntk_samples=None,
                                 seed: int = 0, sigmas: float = 4.0, progress: bool | None = None
                                 ) -> ResidualFiniteWidthCheck:
@@ -121,10 +114,7 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
         Networks per width for K and V.
     ntk_samples : int or sequence of int, optional
         Networks per width for the NTK quantities.
-    seed : int, default 0
-    sigmas : float, default 4.0
-        An entry passes when ``|z| < sigmas``.
-    progress : bool or None, default None
+    %(run)s
 
     Returns
     -------

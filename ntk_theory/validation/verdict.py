@@ -13,6 +13,29 @@ import math
 
 __all__ = ["outcome", "passes", "z_score"]
 
+#: the Parameters/Returns sections of every check row's ``outcome(sigmas)`` (written once, filled in there)
+OUTCOME_SECTIONS = """Parameters
+----------
+sigmas : float
+    The threshold on ``|z|``.
+
+Returns
+-------
+str
+    As :func:`~ntk_theory.validation.verdict.outcome`."""
+
+#: Parameters entries the check functions share (written once, filled in there)
+CHECK_PARAMETERS = dict(
+    run="""seed : int, default 0
+sigmas : float, default 4.0
+    An entry passes when ``|z| < sigmas``.
+progress : bool or None, default None""",
+    variances="""C_W, C_b : float or sequence of float, default 2.0 and 0.0
+    Weight and bias variances.
+param : {'ntk', 'standard', 'unit'}, default 'ntk'
+    The NTK's learning-rate factors.""",
+)
+
 
 def _finite(x) -> bool:
     return math.isfinite(float(x))
