@@ -121,6 +121,18 @@ def test_terms_share_one_integration_and_permute_consistently(tanh4):
     assert np.allclose(r[(2, 1, 1, 0)], tanh4[(2, 1, 1, 0)][:3, :3, :3, :3], rtol=0, atol=2e-11)
 
 
+def test_reordered_terms_reuse_the_cached_integration():
+    """The dNTK's averages cached, the ddNTK's reorderings of them are the cached tensors transposed (equal to a
+    direct integration of the reordered terms within their error estimates); new order multisets are integrated."""
+    act = activation("tanh")
+    K = K4[:3, :3] * 0.9
+    dntk_module.derivative_averages(act, K, dntk_module.DNTK_TERMS)
+    later = dntk_module.derivative_averages(act, K, ((2, 0, 1, 1), (1, 2, 0, 1), (1, 1, 0, 0), (2, 2, 1, 1)))
+    direct = derivative_moments("tanh", K, tuple(later))
+    for term, (M, err) in later.items():
+        assert np.max(np.abs(M - direct[term])) <= err + float(np.max(direct.errors[term])) + 1e-15
+
+
 @pytest.mark.parametrize("terms, match", [((), "empty"), (((4, 0),), "0..3"), (((1, 1, 1, 1, 1),), "1 to 4"),
                                           ((("a", 1),), "integer")])
 def test_bad_terms_are_refused(terms, match):

@@ -430,22 +430,41 @@ def shared_four_point(act, K, tol):
     return hit
 
 
+def _permuted(cached: dict, term: tuple):
+    """``term``'s (M, error) from a cached term with the same orders in another order (M transposed: with
+    c[pi(j)] = term[j], M_term[a_0, ..] = M_c[b] where b[pi(j)] = a_j), or None."""
+    for c, (M, err) in cached.items():
+        if len(c) == len(term) and sorted(c) == sorted(term):
+            free = list(range(len(c)))
+            pi = []
+            for o in term:
+                k = next(k for k in free if c[k] == o)
+                free.remove(k)
+                pi.append(k)
+            return M.transpose(pi), err
+    return None
+
+
 def _compiled_averages(act, K, terms, tol) -> dict:
     """The terms by :func:`ntk_theory.gaussian.fourpoint.derivative_moments` (smooth activations), kept per
-    process: a later call at the same K asking for a subset of the terms computed reuses them."""
+    process for the same K: a term whose orders are a cached term's in another order is that tensor transposed,
+    and only the terms of new order multisets are integrated (one pass for all of them)."""
     from ..gaussian.fourpoint import derivative_moments
 
     if act.kinks:
         raise ValueError(f"the compiled s'' averages need a smooth activation; {act.name} has kinks "
                          "(their Dirac terms: route='nested')")
     key = (_act_key(act), K.tobytes(), K.shape, float(tol))
-    hit = _AVERAGES_CACHE.get(key)
-    if hit is None or not set(terms) <= set(hit):
-        want = tuple(dict.fromkeys(tuple(terms) + (tuple(hit) if hit else ())))
-        m = derivative_moments(act, K, want, tol=tol)
-        hit = {t: (m.values[t], float(np.max(m.errors[t]))) for t in want}
-        _AVERAGES_CACHE.put(key, hit, sum(v.nbytes for v, _ in hit.values()))
-    return {t: hit[t] for t in terms}
+    cached = dict(_AVERAGES_CACHE.get(key) or {})
+    missing = [t for t in terms if t not in cached and _permuted(cached, t) is None]
+    if missing:
+        m = derivative_moments(act, K, tuple(dict.fromkeys(missing)), tol=tol)
+        cached.update({t: (m.values[t], float(np.max(m.errors[t]))) for t in missing})
+    for t in terms:
+        if t not in cached:
+            cached[t] = _permuted(cached, t)
+    _AVERAGES_CACHE.put(key, cached, sum(v.nbytes for v, _ in cached.values()))
+    return {t: cached[t] for t in terms}
 
 
 def _two_moments(act, K, orders, tol):
