@@ -222,3 +222,14 @@ def test_ntk_equal_inputs_are_copies():
     for st, st2 in zip(rec.ntk_tensors(np.array([X2[0], X2[1], X2[0]])), rec.ntk_tensors(X2)):
         for name in ("A", "B", "D", "F"):
             assert np.allclose(st[name], st2[name][np.ix_(i, i, i, i)], rtol=1e-12, atol=1e-15), name
+
+
+@pytest.mark.parametrize("act,homogeneous", [("relu", True), ("leaky_relu", True), ("abs", True), ("linear", True),
+                                             ("tanh", False), ("erf", False)])
+def test_stein_route_uses_ssss_for_homogeneous_activations(act, homogeneous):
+    """x s'(x) = s(x) exactly for positively homogeneous s of degree 1 (checked here on a grid by the activation's
+    own NumPy functions): those take the four-point ssss for E[h s s s] (no numerical integration of s +- h)."""
+    rec = ResidualRecursion(act, 2)
+    x = np.linspace(-3, 3, 13)
+    assert np.allclose(x * rec.activation.numpy_derivative(x), rec.activation.numpy(x)) == homogeneous
+    assert (rec._stein_kernels is None) == homogeneous

@@ -661,14 +661,17 @@ class ResidualRecursion:
     @functools.cached_property
     def _stein_kernels(self):
         """The four-point kernels (s, s + h) and (s, s - h) of h(x) = x s'(x) (compiled, :func:`ntk_theory.jit.build_functions`),
-        or None where h = s (positively homogeneous s of degree 1: relu, leaky_relu, linear, abs)."""
+        or None where h = s (positively homogeneous s of degree 1: relu, leaky_relu, linear, abs; decided by SymPy or,
+        where it does not simplify h - s to 0, on a grid of 321 points in [-8, 8] to 1e-14)."""
         from ..activations import x as _x
         from ..jit import build_functions
         from ..numerics.fourpoint import compiled_pair
 
         s = self.activation.expr
         h = _x * self.activation.ae_derivative()
-        if sp.simplify(sp.piecewise_fold(h - s)) == 0:
+        grid = np.linspace(-8.0, 8.0, 321)  # h = s is decided on a grid where SymPy does not simplify h - s to 0
+        if sp.simplify(sp.piecewise_fold(h - s)) == 0 or np.allclose(
+                grid * self.activation.numpy_derivative(grid), self.activation.numpy(grid), rtol=1e-14, atol=1e-14):
             return None
         z = sp.Symbol("z")
         mod = build_functions({"s": s.subs(_x, z), "plus": (s + h).subs(_x, z), "minus": (s - h).subs(_x, z)}, (z,),
