@@ -23,13 +23,28 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["fill", "filled"]
+__all__ = ["INPUT_PAIR", "RETURNS_TEXT", "fill", "filled"]
+
+#: the Parameters entries of a kernel's two input sets
+INPUT_PAIR = """X1 : array_like
+    Inputs (N1, d).
+X2 : array_like or None, default None
+    Inputs (N2, d); None: ``X1``."""
+
+#: the Returns section of the display methods (``latex()``, ``text()``) and the Examples header after it
+RETURNS_TEXT = """Returns
+-------
+str
+
+Examples
+--------"""
 
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$")
 
 
 def fill(doc: str | None, **sections: str) -> str | None:
-    """``doc`` with each line that holds only ``%(name)s`` replaced by ``sections[name]``, indented as it.
+    """``doc`` with each line that holds only ``%(name)s`` replaced by ``sections[name]``, indented as it
+    (KeyError for a placeholder that names no given section).
 
     Parameters
     ----------
@@ -42,11 +57,6 @@ def fill(doc: str | None, **sections: str) -> str | None:
     -------
     str or None
         The filled docstring.
-
-    Raises
-    ------
-    KeyError
-        If a placeholder names no given section.
 
     Examples
     --------

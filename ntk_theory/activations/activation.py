@@ -8,12 +8,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
+from ..docstrings import RETURNS_TEXT, filled
+
 #: The activation's variable.  Every expression is a function of this real symbol.
 x = sp.Symbol("x", real=True)
 _x_pos = sp.Symbol("x", positive=True)
 _x_neg = sp.Symbol("x", negative=True)
 
 KINK_ATOMS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
+
+
+# the order argument and Returns type of Activation.derivative and ae_derivative, written once
+_ORDER = """Parameters
+----------
+order : int, default 1
+    The order of the derivative.
+
+Returns
+-------
+sympy.Expr"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,17 +72,11 @@ class Activation:
     params: tuple = field(default=())
 
     # ------------------------------------------------------------------ calculus
+    @filled(order=_ORDER)
     def derivative(self, order: int = 1) -> sp.Expr:
         """d^order s / dx^order as a SymPy expression (delta terms where s jumps).
 
-        Parameters
-        ----------
-        order : int, default 1
-            The order of the derivative.
-
-        Returns
-        -------
-        sympy.Expr
+        %(order)s
             The distributional derivative (Dirac deltas at jumps); :meth:`ae_derivative` drops them.
 
         Examples
@@ -111,17 +118,11 @@ class Activation:
         """s as a vectorised NumPy function."""
         return lambdify_numpy(self.expr)
 
+    @filled(order=_ORDER)
     def ae_derivative(self, order: int = 1) -> sp.Expr:
         """d^order s / dx^order almost everywhere (Dirac deltas dropped), as backpropagation computes it.
 
-        Parameters
-        ----------
-        order : int, default 1
-            The order of the derivative.
-
-        Returns
-        -------
-        sympy.Expr
+        %(order)s
             The derivative with every Dirac delta replaced by 0.
 
         Examples
@@ -149,15 +150,11 @@ class Activation:
 
     # (latex/_repr_latex_/__repr__ alike in shape to gaussian.expectation's: each class displays itself)
     # ------------------------------------------------------------------ display
+    @filled(returns_text=RETURNS_TEXT)
     def latex(self) -> str:
         """s(x) in LaTeX, ``sigma(x) = ...`` with a backslash (Jupyter shows it).
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.activations import activation
         >>> text = activation("tanh").latex()
         >>> text.split("=")[0].strip()[1:], "tanh" in text

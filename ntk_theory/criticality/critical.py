@@ -24,6 +24,8 @@ import numpy as np
 import sympy as sp
 from scipy import optimize
 
+from ..docstrings import RETURNS_TEXT, filled
+
 from .fixed_points import GRID, FixedPoint
 from .moments import Moments
 from .universality import Universality, universality
@@ -173,15 +175,11 @@ class Criticality:
     points: list
     line: tuple = field(repr=False, default=None)
 
+    @filled(returns_text=RETURNS_TEXT)
     def text(self) -> str:
         """The class, its reason, the critical points and the sampled critical line, as plain text.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.criticality import criticality
         >>> print(criticality("relu", dps=20).text().splitlines()[0])
         activation relu: universality class scale-invariant

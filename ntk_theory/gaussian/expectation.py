@@ -17,7 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .. import diskcache
-from ..docstrings import filled
+from ..docstrings import RETURNS_TEXT, filled
 from ..activations import Activation, activation, drop_deltas, lambdify_numpy
 from ..activations.activation import x
 from ..activations.parse import DivergentExpectation
@@ -583,15 +583,11 @@ class ClosedDiagonal(GaussianExpectation):
                 previous = v
         return +v
 
+    @filled(returns_text=RETURNS_TEXT)
     def latex(self) -> str:
         """``E[f(u) g(u)] = expr`` in LaTeX.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.gaussian import expectation1
         >>> "pi" in expectation1("relu").latex()
         True

@@ -20,6 +20,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations import Activation, activation
+from ..docstrings import RETURNS_TEXT, filled
 from ..gaussian import expectation, k, k11, k12, k22
 from ..gaussian.display import display_latex, display_text
 from ..activations.parse import DivergentExpectation
@@ -552,15 +553,11 @@ class LayerMap:
         out["Theta'"] = lb + lw * T1 + cw * Td1 * Theta_
         return out
 
+    @filled(returns_text=RETURNS_TEXT)
     def latex(self) -> str:
         """The four equations of :meth:`symbolic` in a LaTeX ``aligned`` environment.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.recursions import KernelRecursion
         >>> KernelRecursion("relu", 1).layer_maps()[0].latex().count("&=")
         4
@@ -573,15 +570,11 @@ class LayerMap:
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
 
+    @filled(returns_text=RETURNS_TEXT)
     def text(self) -> str:
         """The four equations of :meth:`symbolic` as plain text, one per line.
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.recursions import KernelRecursion
         >>> print(KernelRecursion("relu", 1).layer_maps()[0].text().splitlines()[3])
         Theta' = C_W*Theta/2 + K*lambda_W/2 + lambda_b

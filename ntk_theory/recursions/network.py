@@ -25,6 +25,7 @@ from .. import _checks
 from ..architecture import Serial
 from ..architecture.mlp import mlp_description
 from ..conventions import PARAMETERIZATIONS, learning_rate_factors
+from ..docstrings import INPUT_PAIR, RETURNS_TEXT, filled
 from . import graph
 from .layer import LayerMap, activation_kernels
 from .result import KernelResult, equal_rows  # noqa: F401  (equal_rows: re-exported)
@@ -149,15 +150,13 @@ class KernelRecursion:
         acts = [kern.activation for kern in self.kernels]
         return mlp_description(acts, self.depth, C_W=self.C_W, C_b=self.C_b, param=self.param, widths=self.widths or HIDDEN_WIDTH)
 
+    @filled(inputs=INPUT_PAIR)
     def evaluate(self, X1, X2=None) -> KernelResult:
         """NNGP and NTK of the output at inputs X1 (N1, d), X2 (N2, d) (default X1), float64.
 
         Parameters
         ----------
-        X1 : array_like
-            Inputs (N1, d).
-        X2 : array_like or None, default None
-            Inputs (N2, d); None: ``X1``.
+        %(inputs)s
 
         Returns
         -------
@@ -178,6 +177,7 @@ class KernelRecursion:
         return graph.kernel(self.description, X1, X2)
 
     # ------------------------------------------------------------------ mpmath
+    @filled(inputs=INPUT_PAIR)
     def evaluate_mp(self, X1, X2=None, dps: int = 30) -> KernelResult:
         """The same recursion in mpmath at ``dps`` digits; inputs are taken as exact binary floats.
         ``nngp`` and ``ntk`` are (N1, N2) NumPy object arrays of ``mpmath.mpf``
@@ -185,10 +185,7 @@ class KernelRecursion:
 
         Parameters
         ----------
-        X1 : array_like
-            Inputs (N1, d).
-        X2 : array_like or None, default None
-            Inputs (N2, d); None: ``X1``.
+        %(inputs)s
         dps : int, default 30
             Decimal digits.
 
@@ -210,15 +207,11 @@ class KernelRecursion:
         return graph.kernel(self.description, X1, X2, dps=dps)
 
     # ------------------------------------------------------------------ display
+    @filled(returns_text=RETURNS_TEXT)
     def latex(self) -> str:
         """The recursion in LaTeX: the first layer, then the hidden layers' maps (once when all are equal).
 
-        Returns
-        -------
-        str
-
-        Examples
-        --------
+        %(returns_text)s
         >>> from ntk_theory.recursions import KernelRecursion
         >>> "MLP: 3 hidden layers, param=ntk" in KernelRecursion("relu", 3).latex()
         True
@@ -244,6 +237,7 @@ def _short(v: Sequence):
 
 
 # its Parameters section words X1, X2 as every kernel function's (numpydoc: each documents its own arguments)
+# its X1/X2 entries word every kernel function's (numpydoc: each documents its own arguments)
 def kernel(X1, X2=None, activation="relu", depth: int = 1, *, C_W=1.0, C_b=0.0, param: str = "ntk", widths=None,
            chunks=None, scheduler=None, out=None) -> KernelResult:
     """Infinite-width NNGP and NTK of an MLP's output, float64.
