@@ -385,7 +385,7 @@ def _print_report(report, plot) -> int:
 
 def _check_residual_finite_width(args, plot) -> int:
     """check --finite-width --arch for a description that is not a plain MLP: a residual MLP's readout K1, V,
-    Theta1, A, B, D, F at each input on its own against Monte Carlo 1/n fits
+    Theta1, A, B, D, F at each input on its own, and V, K1, A, B, D, F at all inputs, against Monte Carlo 1/n fits
     (:func:`ntk_theory.validation.residual.check_residual_finite_width`); a description without derived 1/n
     rules is refused in one line naming the first such layer."""
     from .finite_width.residual import NotDerived
@@ -561,7 +561,8 @@ def _cmd_finite_width(args) -> int:
 def _finite_width_architecture(args) -> int:
     """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
     of the description -- a residual MLP's per-layer K, Theta, V, K1, M3, A, B, D, F, Theta1 for each input on its own
-    (:class:`~ntk_theory.finite_width.ResidualPredictions`); other descriptions are refused in one line naming the
+    and the readout's tensors at all inputs but Theta1 (:class:`~ntk_theory.finite_width.ResidualPredictions`); other
+    descriptions are refused in one line naming the
     first layer without a derived 1/n rule."""
     import time
 
@@ -1136,7 +1137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    + _describe(FINITE_WIDTH_ARRAYS) + ", quadrature_error, description; --arch with a residual "
                    "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
                    "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1"))
-                   + " (N, L+1) and the readout's entries of the arrays above at each input alone")
+                   + " (N, L+1); the readout's nngp, ntk, nngp_correction, output_cumulant, ntk_covariance, "
+                   "ntk_output_covariance at all inputs and ntk_correction (N, 1, 1) at each input alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)
@@ -1150,7 +1152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--finite-width", action="store_true",
                    help="check the 1/n predictions (K1, Theta1, V, A, B, D, F) against Monte Carlo fits over the widths "
-                        "(with --arch: plain MLPs, and residual MLPs at each input on its own)")
+                        "(with --arch: plain MLPs, and residual MLPs: each input on its own and, but Theta1, all inputs)")
     p.add_argument("--mp-check", action="store_true",
                    help="also compare float64 with the recursion in 30-digit mpmath (slow without closed forms: "
                         "tens of seconds per entry for tanh); the default cross-check is an independent float64 quadrature")
