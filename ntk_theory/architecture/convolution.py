@@ -29,6 +29,7 @@ import numbers
 from dataclasses import dataclass, field
 
 from .. import _checks
+from ..docstrings import filled
 from .layers import PARAMETERIZATIONS, Layer, Weighted, _std
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
@@ -65,6 +66,39 @@ def _default_axes(layer: str, **axes) -> None:
             raise ValueError(f"{layer}({key}={value!r}): only neural-tangents' default layout (batch first, "
                              "channels last) is supported")
 
+
+# GlobalAvgPool's and Flatten's axis arguments' description and Raises section, written once
+_LAYOUT = """    Only neural-tangents' default layout.
+
+Raises
+------
+ValueError
+    If an axis is not the default.
+
+Examples
+--------"""
+
+def _output_size_sections(window: str) -> str:
+    """The Parameters/Returns/Raises sections of Conv's and AvgPool's ``output_size`` (``window``: what
+    slides, 'filter' or 'window'), written once."""
+    return f"""Parameters
+----------
+size : tuple of int
+    The input's spatial shape (one entry per spatial axis).
+
+Returns
+-------
+tuple of int
+    ``floor((size - {window}) / stride) + 1`` per axis ('VALID'), ``ceil(size / stride)`` ('SAME',
+    'CIRCULAR').
+
+Raises
+------
+ValueError
+    If the number of axes differs from the {window}'s, or the {window} does not fit ('VALID').
+
+Examples
+--------"""
 
 def window_step(layer) -> tuple:
     """The strides of a Conv or AvgPool: ``layer.strides``, or 1 per spatial axis when None (neural-tangents'
@@ -233,27 +267,11 @@ class Conv(Weighted, Layer):
         """
         return int(in_chan) * self.filter_size
 
+    @filled(output_size=_output_size_sections("filter"))
     def output_size(self, size: tuple) -> tuple:
         """The spatial output shape for the spatial input shape ``size``.
 
-        Parameters
-        ----------
-        size : tuple of int
-            The input's spatial shape (one entry per spatial axis).
-
-        Returns
-        -------
-        tuple of int
-            ``floor((size - filter) / stride) + 1`` per axis ('VALID'), ``ceil(size / stride)`` ('SAME',
-            'CIRCULAR').
-
-        Raises
-        ------
-        ValueError
-            If the number of axes differs from the filter's, or the filter does not fit ('VALID').
-
-        Examples
-        --------
+        %(output_size)s
         >>> from ntk_theory.architecture import Conv
         >>> Conv(1, (3, 3), strides=(2, 1)).output_size((8, 5)), Conv(1, (3,), (2,), "SAME").output_size((7,))
         ((3, 3), (4,))
@@ -334,27 +352,11 @@ class AvgPool(Layer):
 
     step = property(window_step)
 
+    @filled(output_size=_output_size_sections("window"))
     def output_size(self, size: tuple) -> tuple:
         """The spatial output shape for the spatial input shape ``size``.
 
-        Parameters
-        ----------
-        size : tuple of int
-            The input's spatial shape.
-
-        Returns
-        -------
-        tuple of int
-            ``floor((size - window) / stride) + 1`` per axis ('VALID'), ``ceil(size / stride)`` ('SAME',
-            'CIRCULAR').
-
-        Raises
-        ------
-        ValueError
-            If the number of axes differs from the window's, or the window does not fit ('VALID').
-
-        Examples
-        --------
+        %(output_size)s
         >>> from ntk_theory.architecture import AvgPool
         >>> AvgPool((3,)).output_size((7,)), AvgPool((3,), (2,), "SAME").output_size((7,))
         ((5,), (4,))
@@ -362,6 +364,7 @@ class AvgPool(Layer):
         return pooled_size(size, self.window_shape, self.step, self.padding)
 
 
+@filled(layout=_LAYOUT)
 @dataclass(frozen=True, repr=False)
 class GlobalAvgPool(Layer):
     """The mean over all spatial positions, (N, ..., C) -> (N, C).
@@ -369,15 +372,7 @@ class GlobalAvgPool(Layer):
     Parameters
     ----------
     batch_axis, channel_axis : int, default 0, -1
-        Only neural-tangents' default layout.
-
-    Raises
-    ------
-    ValueError
-        If an axis is not the default.
-
-    Examples
-    --------
+    %(layout)s
     >>> from ntk_theory.architecture import GlobalAvgPool
     >>> GlobalAvgPool()
     GlobalAvgPool()
@@ -394,6 +389,7 @@ class GlobalAvgPool(Layer):
         _default_axes("GlobalAvgPool", batch_axis=self.batch_axis, channel_axis=self.channel_axis)
 
 
+@filled(layout=_LAYOUT)
 @dataclass(frozen=True, repr=False)
 class Flatten(Layer):
     """All non-batch axes into one (pixels major, channels minor: NumPy's C order).
@@ -401,15 +397,7 @@ class Flatten(Layer):
     Parameters
     ----------
     batch_axis, batch_axis_out : int, default 0, 0
-        Only neural-tangents' default layout.
-
-    Raises
-    ------
-    ValueError
-        If an axis is not the default.
-
-    Examples
-    --------
+    %(layout)s
     The reference network flattens as NumPy's C order:
 
     >>> import numpy as np

@@ -33,6 +33,7 @@ import sympy as sp
 
 from .. import _checks
 from ..activations import Activation, x
+from ..docstrings import filled
 
 PARAMETERIZATIONS = ("ntk", "standard", "unit")
 
@@ -455,6 +456,23 @@ class Parallel(Layer):
         return self.layers
 
 
+def _combined_sections(result: str) -> str:
+    """The Returns/Raises sections of :func:`serial` and :func:`parallel` (``result``: the description type)."""
+    return f"""Returns
+-------
+{result}
+    The description.
+
+Raises
+------
+TypeError
+    If an argument is not a layer description.
+
+Examples
+--------"""
+
+
+@filled(combined=_combined_sections("Serial"))
 def serial(*layers: Layer) -> Serial:
     """The composition of ``layers``, first applied first.
 
@@ -463,18 +481,7 @@ def serial(*layers: Layer) -> Serial:
     *layers : Layer or Network
         Layer descriptions, or :class:`ntk_theory.stax.Network` values (their ``description`` is taken).
 
-    Returns
-    -------
-    Serial
-        The description.
-
-    Raises
-    ------
-    TypeError
-        If an argument is not a layer description.
-
-    Examples
-    --------
+    %(combined)s
     >>> from ntk_theory import stax
     >>> from ntk_theory.architecture import Dense, serial
     >>> serial(Dense(2), stax.Relu(), Dense(1))
@@ -483,6 +490,7 @@ def serial(*layers: Layer) -> Serial:
     return Serial(tuple(_layer(l) for l in layers))
 
 
+@filled(combined=_combined_sections("Parallel"))
 def parallel(*layers: Layer) -> Parallel:
     """Layer i applied to input i of a list (made by ``FanOut``).
 
@@ -491,18 +499,7 @@ def parallel(*layers: Layer) -> Parallel:
     *layers : Layer or Network
         One description per branch (:class:`ntk_theory.stax.Network` values: their ``description``).
 
-    Returns
-    -------
-    Parallel
-        The description.
-
-    Raises
-    ------
-    TypeError
-        If an argument is not a layer description.
-
-    Examples
-    --------
+    %(combined)s
     >>> from ntk_theory.architecture import Dense, Identity, parallel
     >>> parallel(Dense(2), Identity())
     parallel(Dense(2), Identity())
