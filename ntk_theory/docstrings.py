@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["INPUT_PAIR", "RETURNS_TEXT", "fill", "filled"]
+__all__ = ["INPUT_PAIR", "RETURNS_TEXT", "fill", "filled", "returns"]
 
 #: the Parameters entries of a kernel's two input sets
 INPUT_PAIR = """X1 : array_like
@@ -31,13 +31,41 @@ INPUT_PAIR = """X1 : array_like
 X2 : array_like or None, default None
     Inputs (N2, d); None: ``X1``."""
 
-#: the Returns section of the display methods (``latex()``, ``text()``) and the Examples header after it
-RETURNS_TEXT = """Returns
--------
-str
 
-Examples
---------"""
+
+def returns(kind: str, *description: str) -> str:
+    """A Returns section of one value of type ``kind`` (its ``description`` lines indented under it), then
+    the Examples header, the frame many short docstrings share.
+
+    Parameters
+    ----------
+    kind : str
+        The returned type.
+    *description : str
+        Lines describing it.
+
+    Returns
+    -------
+    str
+        The sections, unindented.
+
+    Examples
+    --------
+    >>> from ntk_theory.docstrings import returns
+    >>> print(returns("ndarray", "(P,)."))
+    Returns
+    -------
+    ndarray
+        (P,).
+    <BLANKLINE>
+    Examples
+    --------
+    """
+    return "\n".join(["Returns", "-------", kind, *("    " + line for line in description), "", "Examples", "--------"])
+
+
+#: the Returns section of the display methods (``latex()``, ``text()``) and the Examples header after it
+RETURNS_TEXT = returns("str")
 
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$")
 

@@ -40,6 +40,7 @@ import sympy as sp
 from ..activations import x as _x
 from ..architecture import layers as L
 from ..architecture.mlp import as_mlp, why_not_mlp
+from ..docstrings import filled
 from .network import FiniteWidthRecursion
 from .residual import NotDerived, ResidualRecursion
 
@@ -257,19 +258,24 @@ def _residual(steps, description):
 #: is any hidden step residual -> the recursion that has the network's derived 1/n rules
 RECURSIONS = {False: _plain, True: _residual}
 
+# recursion_for's and why_not_derived's argument and the head of their Returns section, written once
+_DESCRIPTION = """Parameters
+----------
+description : Network or Layer
+    A stax network or an architecture description.
 
+Returns
+-------"""
+
+
+
+@filled(description=_DESCRIPTION)
 def recursion_for(description):
     """The finite-width recursion of ``description`` (module docstring): a
     :class:`~.network.FiniteWidthRecursion` for a plain MLP, a :class:`~.residual.ResidualRecursion` for a
     residual MLP; :class:`~.residual.NotDerived` naming the first layer without a derived 1/n rule otherwise.
 
-    Parameters
-    ----------
-    description : Network or Layer
-        A stax network or an architecture description.
-
-    Returns
-    -------
+    %(description)s
     FiniteWidthRecursion or ResidualRecursion
         With the per-layer C_W, C_b (and xi, gamma, widths) read from the layers.
 
@@ -296,16 +302,11 @@ def recursion_for(description):
     return RECURSIONS[any(s.residual for s in steps)](steps, description_of(description))
 
 
+@filled(description=_DESCRIPTION)
 def why_not_derived(description) -> str | None:
     """The :class:`~.residual.NotDerived` message of ``description``, or None if it has a recursion.
 
-    Parameters
-    ----------
-    description : Network or Layer
-        A stax network or an architecture description.
-
-    Returns
-    -------
+    %(description)s
     str or None
 
     Examples

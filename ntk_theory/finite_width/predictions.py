@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..conventions import PARAMETERIZATIONS
+from ..docstrings import filled, returns
 from .network import FiniteWidthRecursion
 from .residual import ResidualRecursion
 
@@ -118,15 +119,11 @@ class FiniteWidthPredictions:
             "ntk_output_covariance": self.ntk_output_covariance / n,
         }
 
+    @filled(returns=returns("dict"))
     def arrays(self) -> dict:
         """The arrays by name (what :meth:`save` writes).
 
-        Returns
-        -------
-        dict
-
-        Examples
-        --------
+        %(returns)s
         >>> import numpy as np
         >>> from ntk_theory.finite_width import finite_width
         >>> a = finite_width("relu", np.array([[1.0, 0.0]]), depth=1, C_W=2.0, progress=False).arrays()

@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import _checks
 from ..architecture import MLPSpec
+from ..docstrings import filled, returns
 from .activations import NumpyActivation, numpy_activation
 
 Array = np.ndarray
@@ -85,6 +86,16 @@ class Trace:
     def output(self) -> Array:
         """The network's output f = z(L+1), (N, n_out)."""
         return self.z[-1]
+
+
+# the Parameters section of MLP's methods of the inputs alone and their Returns header, written once
+_INPUTS = """Parameters
+----------
+X : array_like
+    Inputs (N, n_0).
+
+Returns
+-------"""
 
 
 class MLP:
@@ -205,6 +216,7 @@ class MLP:
         """The number of parameters P, sum_l n_l (n_(l-1) + 1)."""
         return self.spec.n_params()
 
+    @filled(returns=returns("ndarray", "(P,)."))
     def flatten(self, params=None) -> Array:
         """Flatten ``[(W(1), b(1)), ...]`` (default: this network's) into one vector; W row-major.
 
@@ -212,13 +224,7 @@ class MLP:
         ----------
         params : list of (ndarray, ndarray), optional
 
-        Returns
-        -------
-        ndarray
-            (P,).
-
-        Examples
-        --------
+        %(returns)s
         >>> import numpy as np
         >>> net = MLP.random((2, 3, 1), "relu", seed=0)
         >>> theta = net.flatten()
@@ -267,16 +273,11 @@ class MLP:
             out.append((dW, db))
         return out
 
+    @filled(returns=returns("ndarray", "(P,)."))
     def learning_rate_vector(self) -> Array:
         """The diagonal of Lambda in :meth:`flatten` order: lambda_W/n_(l-1) for W, lambda_b for b.
 
-        Returns
-        -------
-        ndarray
-            (P,).
-
-        Examples
-        --------
+        %(returns)s
         In 'ntk' lambda_W = C_W and lambda_b = C_b:
 
         >>> net = MLP.random((2, 3, 1), "relu", C_W=2.0, C_b=0.5, seed=0)
@@ -352,17 +353,12 @@ class MLP:
     def _inputs(self, X, name="X") -> Array:
         return _checks.inputs(X, name, dim=self.spec.input_dim)
 
+    @filled(inputs=_INPUTS)
     def forward(self, X) -> Trace:
         """Preactivations z(l), activations a(l) and derivatives s'(z(l)) at inputs X (N, n_0), read off the
         description interpreter's tape (:func:`ntk_theory.reference.graph.trace`).
 
-        Parameters
-        ----------
-        X : array_like
-            Inputs (N, n_0).
-
-        Returns
-        -------
+        %(inputs)s
         Trace
 
         Examples
@@ -579,16 +575,11 @@ class MLP:
         N, O = tr.output.shape
         return np.concatenate([np.concatenate([dW.reshape(N, O, -1), db], axis=-1) for dW, db in blocks], axis=-1)
 
+    @filled(inputs=_INPUTS)
     def input_jacobian(self, X) -> Array:
         """``df/dx`` at X, shape (N, n_out, n_0): the cotangent of z(1) pulled back through W(1).
 
-        Parameters
-        ----------
-        X : array_like
-            Inputs (N, n_0).
-
-        Returns
-        -------
+        %(inputs)s
         ndarray
 
         Examples

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..montecarlo import sample_statistics
 from ..montecarlo.quadrature import quadrature_kernels
-from ..docstrings import filled
+from ..docstrings import filled, returns
 from ..progress import progress_bar
 from ..recursions import KernelRecursion
 from .fits import weighted_fit
@@ -225,6 +225,7 @@ def _reference_size(ref) -> np.ndarray:
     return np.maximum(np.abs(ref), 1e-6 * pair_scale(ref))
 
 
+@filled(returns=returns("dict"))
 def crosscheck(activation, X, depth, *, C_W, C_b, param, width, f64, rtol=CROSSCHECK_RTOL, progress=None) -> dict:
     """float64 kernels ``f64`` (a KernelResult at inputs X; ``width`` the hidden width for
     param="standard") against the independent quadrature, entry by entry (module docstring).  Returns
@@ -253,12 +254,7 @@ def crosscheck(activation, X, depth, *, C_W, C_b, param, width, f64, rtol=CROSSC
     progress : bool or None, default None
         A progress bar.
 
-    Returns
-    -------
-    dict
-
-    Examples
-    --------
+    %(returns)s
     >>> import numpy as np
     >>> from ntk_theory.recursions import KernelRecursion
     >>> X = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])
