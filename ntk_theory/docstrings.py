@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["INPUT_PAIR", "RETURNS_TEXT", "fill", "filled", "returns"]
+__all__ = ["FIGURE", "INPUT_PAIR", "RETURNS_TEXT", "fill", "filled", "returns"]
 
 #: the Parameters entries of a kernel's two input sets
 INPUT_PAIR = """X1 : array_like
@@ -133,3 +133,14 @@ def filled(**sections: str):
         return obj
 
     return decorate
+
+
+#: the Returns and Raises sections of the functions that draw with matplotlib (the ``plot`` extra)
+FIGURE = """Returns
+-------
+matplotlib.figure.Figure
+
+Raises
+------
+ImportError
+    Without matplotlib (the ``plot`` extra)."""

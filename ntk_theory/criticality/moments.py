@@ -22,8 +22,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import Activation, activation
+from ..docstrings import filled
 from ..gaussian.expectation import jumps_at
 from ..recursions.layer import activation_kernels
+
+# the Raises section of Moments.f64 and Moments.mp, written once
+_POSITIVE_K = """Raises
+------
+ValueError
+    If K is not > 0.
+
+Examples
+--------"""
 
 
 class Moments:
@@ -58,6 +68,7 @@ class Moments:
         kern = activation_kernels(self.activation)
         self._ss, self._dd = kern.T_diag, kern.Tdot_diag
 
+    @filled(positive_K=_POSITIVE_K)
     def f64(self, K: float) -> tuple[float, float, float]:
         """(<s^2>, <s'^2>, d<s^2>/dK) at variance K > 0, float64.
 
@@ -70,13 +81,7 @@ class Moments:
         -------
         tuple of float
 
-        Raises
-        ------
-        ValueError
-            If K is not > 0.
-
-        Examples
-        --------
+        %(positive_K)s
         tanh at K = 1 against scipy quadrature (<tanh^2>, <(1 - tanh^2)^2>) and a finite difference:
 
         >>> import numpy as np
@@ -98,6 +103,7 @@ class Moments:
         kk = np.array(K)
         return (float(self._ss.evaluate(kk)), float(self._dd.evaluate(kk)), float(self._ss.evaluate(kk, order=1)))
 
+    @filled(positive_K=_POSITIVE_K)
     def mp(self, K, dps: int = 30) -> tuple:
         """(<s^2>, <s'^2>, d<s^2>/dK) as mpf at about ``dps`` digits, rounded to the caller's mpmath
         precision (use ``mpmath.workdps``).
@@ -113,13 +119,7 @@ class Moments:
         -------
         tuple of mpmath.mpf
 
-        Raises
-        ------
-        ValueError
-            If K is not > 0.
-
-        Examples
-        --------
+        %(positive_K)s
         ReLU: K / 2, 1/2 and 1/2:
 
         >>> import mpmath

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..docstrings import FIGURE, filled
 from .critical import critical_line
 from .moments import Moments
 
@@ -59,6 +60,7 @@ class PhaseDiagram:
         return (f"PhaseDiagram({self.activation}: {self.C_W.size} x {self.C_b.size} grid, chaotic fraction {frac:.2f}, "
                 f"{int(self.diverging.sum())} diverging)")
 
+    @filled(figure=FIGURE)
     def plot(self, path=None, ax=None):
         """Draw (matplotlib, the optional ``plot`` extra) and save to ``path`` if given; returns the figure.
 
@@ -69,14 +71,7 @@ class PhaseDiagram:
         ax : matplotlib.axes.Axes or None, default None
             The axes to draw into (None: a new figure).
 
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Raises
-        ------
-        ImportError
-            Without matplotlib.
+        %(figure)s
 
         Examples
         --------

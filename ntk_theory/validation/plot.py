@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..docstrings import FIGURE, filled
+
 __all__ = ["Panel", "plot_panels", "require_matplotlib"]
 
 #: the Parameters/Returns sections of every check report's ``plot(path)`` (written once, filled in there)
@@ -91,6 +93,7 @@ def require_matplotlib():
     return plt
 
 
+@filled(figure=FIGURE)
 def plot_panels(panels, title: str, path=None, columns: int = 3):
     """A grid of :class:`Panel` plots (see :meth:`ntk_theory.validation.CheckReport.plot`); saved to ``path`` if given.
 
@@ -105,14 +108,7 @@ def plot_panels(panels, title: str, path=None, columns: int = 3):
     columns : int, default 3
         Panels per row.
 
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Raises
-    ------
-    ImportError
-        Without matplotlib (:func:`require_matplotlib`).
+    %(figure)s
 
     Examples
     --------
