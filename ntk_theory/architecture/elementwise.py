@@ -36,6 +36,7 @@ from typing import Sequence
 import sympy as sp
 
 from ..activations import Activation, activation, checked, library_activation, x
+from ..docstrings import fill
 from .layers import Elementwise
 
 
@@ -103,11 +104,12 @@ def _completed(doc: str, examples: str | None = None) -> str:
 
 
 def _documented(claim: str | None = None, layer: str = "", *lines: str, width: int = 1, inputs: str | None = None,
-                imports: Sequence[str] = ()):
+                imports: Sequence[str] = (), phi: str | None = None):
     """Completes a constructor's docstring: the shared Returns section, and (with ``claim``) an Examples
     section: ``claim``, the NNGP kernel ``k`` of ``serial(Dense(width), stax.<layer>)`` at ``inputs``
     (default ``_INPUTS[width]``), then the doctest ``lines`` checking ``k`` against the claim.  Without
-    ``claim`` the docstring's own Examples section stays."""
+    ``claim`` the docstring's own Examples section stays; its line ``%(phi)s`` becomes the lines that
+    set ``phi`` to the expression of ``stax.<phi>``."""
     examples = None
     if claim is not None:
         examples = "\n".join([
@@ -116,7 +118,11 @@ def _documented(claim: str | None = None, layer: str = "", *lines: str, width: i
             f'>>> k = stax.serial(stax.Dense({width}), stax.{layer}).kernel_fn(x, get="nngp")', *lines])
 
     def complete(constructor):
-        constructor.__doc__ = _completed(constructor.__doc__, examples)
+        doc = constructor.__doc__
+        if phi is not None:
+            doc = fill(doc, phi=">>> from ntk_theory import stax\n>>> from ntk_theory.activations import x\n"
+                                f">>> phi = stax.{phi}.description.expr")
+        constructor.__doc__ = _completed(doc, examples)
         return constructor
 
     return complete
@@ -202,16 +208,14 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Elementwise:
     return _make("Erf", (a, b, c) if (a, b, c) != (1.0, 1.0, 0.0) else (), ea * sp.erf(eb * x) + ec)
 
 
-@_documented()
+@_documented(phi="Sigmoid_like()")
 def Sigmoid_like() -> Elementwise:
     """A sigmoid made of erf: ``Erf(a=1/2, b=1/2.4020563531719796, c=1/2)`` (neural-tangents' ``stax.Sigmoid_like``).
 
     Examples
     --------
     >>> from math import erf
-    >>> from ntk_theory import stax
-    >>> from ntk_theory.activations import x
-    >>> phi = stax.Sigmoid_like().description.expr
+    %(phi)s
     >>> abs(float(phi.subs(x, 0.7)) - (0.5 * erf(0.7 / 2.4020563531719796) + 0.5)) < 1e-15
     True
     """
@@ -219,7 +223,7 @@ def Sigmoid_like() -> Elementwise:
     return Elementwise("Sigmoid_like", (), layer.expr)
 
 
-@_documented()
+@_documented(phi="Gelu()")
 def Gelu(approximate: bool = False) -> Elementwise:
     """GELU, x Phi(x) with Phi the standard normal CDF (neural-tangents' ``stax.Gelu``).
 
@@ -231,9 +235,7 @@ def Gelu(approximate: bool = False) -> Elementwise:
     Examples
     --------
     >>> from scipy import stats
-    >>> from ntk_theory import stax
-    >>> from ntk_theory.activations import x
-    >>> phi = stax.Gelu().description.expr
+    %(phi)s
     >>> bool(abs(float(phi.subs(x, -0.7)) - (-0.7 * stats.norm.cdf(-0.7))) < 1e-15)
     True
     >>> stax.Gelu(approximate=True)
@@ -399,7 +401,7 @@ def Swish() -> Elementwise:
     return _make("Swish", (), library_activation("swish").expr)
 
 
-@_documented()
+@_documented(phi="Elu(0.5)")
 def Elu(alpha: float = 1.0) -> Elementwise:
     """ELU: x for x > 0, alpha (exp(x) - 1) for x < 0 (an extension of neural-tangents' layers).
 
@@ -411,9 +413,7 @@ def Elu(alpha: float = 1.0) -> Elementwise:
     Examples
     --------
     >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> from ntk_theory.activations import x
-    >>> phi = stax.Elu(0.5).description.expr
+    %(phi)s
     >>> [bool(np.isclose(float(phi.subs(x, v)), v if v > 0 else 0.5 * np.expm1(v), rtol=1e-15)) for v in (-1.5, 2.0)]
     [True, True]
     """
@@ -421,7 +421,7 @@ def Elu(alpha: float = 1.0) -> Elementwise:
     return _make("Elu", (alpha,) if alpha != 1.0 else (), library_activation("elu", a).expr)
 
 
-@_documented()
+@_documented(phi="Selu()")
 def Selu() -> Elementwise:
     """SELU: lambda x for x > 0, lambda alpha (exp(x) - 1) for x < 0 with the self-normalising constants lambda = 1.0507..., alpha = 1.6732... (an extension of neural-tangents' layers).
 
@@ -431,9 +431,7 @@ def Selu() -> Elementwise:
     alpha = 1.6732632423543772848170429916717:
 
     >>> import numpy as np
-    >>> from ntk_theory import stax
-    >>> from ntk_theory.activations import x
-    >>> phi = stax.Selu().description.expr
+    %(phi)s
     >>> lam, alpha = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
     >>> [bool(np.isclose(float(phi.subs(x, v)), lam * (v if v > 0 else alpha * np.expm1(v)), rtol=1e-15))
     ...  for v in (-1.5, 2.0)]

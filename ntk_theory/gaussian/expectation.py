@@ -45,6 +45,10 @@ def _as_expr(f) -> tuple[sp.Expr, str]:
 
 # the Parameters/Returns sections the expectation classes' methods share, written once (ntk_theory.docstrings)
 _DOCS = dict(
+    functions="""f, g : sympy.Expr
+    The functions of u and v, expressions in x.
+label : str
+    Their display name.""",
     covariance_mp="""Parameters
 ----------
 k11, k22, k12 : str, float or mpmath.mpf
@@ -106,6 +110,7 @@ class GaussianExpectation:
         return f"${self.latex()}$"
 
 
+@filled(**_DOCS)
 class ClosedForm(GaussianExpectation):
     """A closed form ``expr(k11, k22, k12)`` with the derivation that produced it.
 
@@ -113,10 +118,7 @@ class ClosedForm(GaussianExpectation):
 
     Parameters
     ----------
-    f, g : sympy.Expr
-        The functions of u and v, expressions in x.
-    label : str
-        Their display name.
+    %(functions)s
     derivation : Step
         The rules' derivation; its ``result`` is ``expr``.
     atoms : tuple or None, default None
@@ -258,6 +260,7 @@ class ClosedForm(GaussianExpectation):
         return "$" + self.latex() + r"\\" + self.derivation.latex(max_depth=3) + "$"
 
 
+@filled(**_DOCS)
 class NumericalExpectation(GaussianExpectation):
     """No closed form was derived: numerical quadrature with an error estimate.
 
@@ -265,10 +268,7 @@ class NumericalExpectation(GaussianExpectation):
 
     Parameters
     ----------
-    f, g : sympy.Expr
-        The functions of u and v, expressions in x.
-    label : str
-        Their display name.
+    %(functions)s
     reason : str
         Why no closed form was derived.
     atoms : tuple or None, default None
@@ -371,7 +371,7 @@ class NumericalExpectation(GaussianExpectation):
         except NoRule as exc:
             return NumericalDiagonal(self.f, self.g, self.label, str(exc))
 
-    # display methods alike in shape to activations.Activation's: each class displays itself
+    # latex and text alike in frame (one shared docstring section, one-line bodies): each displays one form
     @filled(**_DOCS)
     def latex(self) -> str:
         """``E[f(u) g(v)] (numerical quadrature)`` in LaTeX.
