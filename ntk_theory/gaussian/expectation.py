@@ -49,6 +49,10 @@ _DOCS = dict(
     The functions of u and v, expressions in x.
 label : str
     Their display name.""",
+    diagonal_functions="""f, g : sympy.Expr
+    The functions, expressions in x.
+label : str
+    Their display name.""",
     covariance_mp="""Parameters
 ----------
 k11, k22, k12 : str, float or mpmath.mpf
@@ -396,6 +400,7 @@ class NumericalExpectation(GaussianExpectation):
         return f"NumericalExpectation(E[{sp.sstr(self.f)} {sp.sstr(self.g)}]; {self.source})"
 
 
+@filled(**_DOCS)
 class ClosedDiagonal(GaussianExpectation):
     """E[f(u) g(u)], u ~ N(0, k), in closed form; its k-derivatives are SymPy derivatives of it (exact,
     including the Dirac-delta contributions of kinks that a differentiated closed form carries).
@@ -404,10 +409,7 @@ class ClosedDiagonal(GaussianExpectation):
 
     Parameters
     ----------
-    f, g : sympy.Expr
-        The functions, expressions in x.
-    label : str
-        Their display name.
+    %(diagonal_functions)s
     expr : sympy.Expr
         The closed form in :data:`k`.
     derivation : Step
@@ -598,6 +600,7 @@ class ClosedDiagonal(GaussianExpectation):
         return f"ClosedDiagonal(E[f(u) g(u)] = {display_text(self.expr)}; {self.source})"
 
 
+@filled(**_DOCS)
 class NumericalDiagonal(GaussianExpectation):
     """E[f(u) g(u)], u ~ N(0, k), and its k-derivatives by one-dimensional quadrature of h = f g split at
     the kinks (:mod:`ntk_theory.numerics.onepoint`: the first derivative in Stein's form <u h'(u)> / (2 k)
@@ -607,10 +610,7 @@ class NumericalDiagonal(GaussianExpectation):
 
     Parameters
     ----------
-    f, g : sympy.Expr
-        The functions, expressions in x.
-    label : str
-        Their display name.
+    %(diagonal_functions)s
     reason : str
         Why no closed form was derived.
 
