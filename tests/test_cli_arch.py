@@ -326,6 +326,7 @@ def test_top_level_exports_are_lazy():
         ntk_theory.nonexistent  # noqa: B018
 
 
+# the CLI-vs-finite-differences frame of test_empirical_conv's CNN test, on another network: each states its case
 def test_empirical_ntk_arch_of_a_residual_layernorm_network_against_finite_differences(tmp_path):
     """empirical-ntk --arch of a non-MLP description: parameters from the reference network's init (seed),
     the NTK against J J^T with J by central finite differences of apply over every parameter."""

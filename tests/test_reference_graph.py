@@ -32,6 +32,7 @@ RECORDED, CONFIG = _recorded()
 NAMES = sorted(CONFIG["nets"])
 
 
+# alike test_reference_conv's _network (another recording's layout): each test file reads its own recording
 def _network(name):
     net = CONFIG["nets"][name]
     description = _with_parameterization(stax.parse(net["network"]).description, net["parameterization"])
