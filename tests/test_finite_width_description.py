@@ -45,7 +45,7 @@ def _block(skip, act, dense, *after):
 
 
 # ---------------------------------------------------------------------------------------------- plain MLPs
-def test_mlp_description_equals_shorthand_and_recursion_bit_for_bit():
+def test_mlp_description_equals_shorthand_and_recursion():
     """Equal widths (exact squares: W_std = 1.5, b_std = 0.25) and unequal widths with per-layer variances."""
     net = stax.serial(*[stax.serial(stax.Dense(16, W_std=1.5, b_std=0.25), stax.Relu())] * 3,
                       stax.Dense(1, W_std=1.5, b_std=0.25))
@@ -61,11 +61,15 @@ def test_mlp_description_equals_shorthand_and_recursion_bit_for_bit():
         shorthand = finite_width(act, X2, depth, C_W=C_W, C_b=C_b, param=param, widths=widths)
         layers = FiniteWidthRecursion(act, depth, C_W=C_W, C_b=C_b, param=param, widths=widths).tensors(X2)
         assert isinstance(recursion_for(description), FiniteWidthRecursion)
+        # equal to the last bits in a fresh process; after other four-point work in the same process the
+        # adaptive integrator starts its step refinement where its previous call converged
+        # (FourPointKernel.hz_hint), which moves the last bits (1e-16 measured): 1e-13, far below its 1e-10
         for name, value in shorthand.arrays().items():
-            assert np.array_equal(by_description.arrays()[name], value), name
+            np.testing.assert_allclose(by_description.arrays()[name], value, rtol=1e-13, atol=1e-15, err_msg=name)
         top = layers[-1]
         for name in ("K", "Th", "K1", "Th1", "V", "A", "B", "D", "F"):
-            assert np.array_equal(getattr(top, name), getattr(by_description.layers[-1], name)), name
+            np.testing.assert_allclose(getattr(top, name), getattr(by_description.layers[-1], name), rtol=1e-13,
+                                       atol=1e-15, err_msg=name)
     rec = FiniteWidthRecursion.from_description(cases[1][0])
     assert rec.ratios == [1.0, 1.0, 0.5] and rec.C_W == (2.25, 1.5625, 0.25) and rec.param == "unit"
 
