@@ -234,6 +234,8 @@ def _dntk_run(tree, config, out, tmp, timeout):
                              text=True, env=env, check=True, cwd=tmp, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"the benchmark child failed:\n{e.stderr}") from None
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -282,9 +284,10 @@ def dntk_speed() -> None:
         "(P, Q of every layer) then `rec.ddntk(X)` (R, S, T, U) on the same recursion, each in a fresh process",
         "after a small untimed call (compiled modules cached).  Before: the package at commit",
         f"{DNTK_BASELINE} (exported, same machine, same run): the s''-containing averages entry by entry by the",
-        "NumPy nested quadrature (expectn), and ddntk recomputing the states and P, Q.  After: this tree: every",
-        "average of a layer (with s, s', s'', s^(3)) in one pass of the compiled four-point integrator over the",
-        "input sets (two threads), the ddNTK reusing the dNTK's states and P, Q.  Before-runs only up to N =",
+        "NumPy nested quadrature (expectn), and ddntk recomputing the states and P, Q.  After: this tree: the",
+        "averages of a layer (products of s, s', s'', s^(3)) in one pass of the compiled four-point integrator",
+        "over the input sets (two threads; .dntk's, then .ddntk's new ones, reordered terms reused), the ddNTK",
+        "reusing the dNTK's states and P, Q.  Before-runs only up to N =",
         f"{max_before} (stopped after {timeout:.0f} s each; N = 4, depth 2 took 958 s for .dntk alone when measured",
         "for the issue).  Difference: max |after - before| / max |before| over P, Q, R, S, T, U of the readout.",
         f"The machine was shared with other jobs: 1-minute load average {min(loads):.1f} to {max(loads):.1f} on",
