@@ -8,8 +8,9 @@ stay independent of the symbolic layers they check) fails, naming the module, li
 name that starts with an underscore, or ``module._name`` of a module imported from another package, fails too.
 
 The modules at the root of ``ntk_theory`` (``conventions``, ``quantities``, ``defaults``, ``progress``,
-``diskcache``, ``_checks``) form the base layer: every package may import them, and ``_checks`` is the whole
-project's shared argument checks, private to ``ntk_theory`` rather than to one package. The ``cli`` module is
+``diskcache``, ``_checks``, ``docstrings``) form the base layer: every package may import them, and ``_checks`` is
+the whole project's shared argument checks, private to ``ntk_theory`` rather than to one package; ``docstrings``
+fills shared docstring sections and imports nothing of the project. The ``cli`` module is
 the top: it may import everything.
 """
 
@@ -24,7 +25,7 @@ import ntk_theory
 ROOT = Path(ntk_theory.__file__).parent
 
 #: the root modules every package may import (the base layer)
-BASE = {"__init__", "conventions", "quantities", "defaults", "progress", "diskcache", "_checks", "datasets"}
+BASE = {"__init__", "conventions", "quantities", "defaults", "progress", "diskcache", "_checks", "datasets", "docstrings"}
 
 #: each package and the packages directly below it, which it may import (and, transitively, what they may import)
 LAYERS = """
