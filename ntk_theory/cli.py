@@ -1005,7 +1005,9 @@ def _cmd_dynamics_finite_width(args) -> int:
                     for _ in range(2))
     for sel, when in ((fin, dict(steps=steps[fin].astype(int))), (~fin, dict(t=np.inf))):
         if np.any(sel):
-            for store, e in ((mean, dyn.mean(**when)), (motion, dyn.motion(**when))):
+            # gradient descent throughout: its limit is t = inf for the linearised mean, steps = inf for the motion
+            gd = dict(steps=np.inf) if "t" in when else when
+            for store, e in ((mean, dyn.mean(**when)), (motion, dyn.motion(**gd))):
                 for part in store:
                     store[part][sel] = getattr(e, part)
     mean, motion = (argparse.Namespace(**d) for d in (mean, motion))

@@ -133,3 +133,14 @@ def test_bad_steps_is_one_line(capsys):
         main(["dynamics", "relu", "--finite-width", "--steps", "1,2.5"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert "integers >= 0 or inf" in err[-1]
+
+
+def test_inf_row_is_the_gradient_descent_limit(files, result):
+    """The printed inf row is descent's limit (steps = inf), not gradient flow's: it equals the motion after many
+    steps (the iteration, judged by its own convergence in the step count), on the test rows where the two
+    limits differ."""
+    np.savez(files / "pqrstu.npz", **{k: result[k] for k in "PQRSTU"})
+    r = run(files, "--steps", "3000,inf", "--dntk", str(files / "pqrstu.npz"), out="inf.npz")
+    mot = r["trained_motion_correction"]
+    np.testing.assert_allclose(mot[1], mot[0], rtol=1e-8, atol=1e-10 * np.max(np.abs(mot[1])))
+    assert np.max(np.abs(mot[1][len(Y):])) > 0

@@ -267,12 +267,125 @@ def test_motion_vanishes_on_converged_train_rows():
     tensors, dntk = _toy_moments(model)
     lam = np.linalg.eigvalsh(tensors["Theta"][:N, :N])
     dyn = FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1])
-    inf = dyn.motion(np.inf, dntk=dntk).correction
+    inf = dyn.motion(steps=np.inf, dntk=dntk).correction
     assert np.max(np.abs(inf[:N])) < 1e-10 * np.max(np.abs(inf)) and np.max(np.abs(inf[N:])) > 0
     with pytest.raises(ValueError, match="missing"):
         dyn.motion(steps=3, dntk={k: v for k, v in dntk.items() if k != "R"})
-    with pytest.raises(ValueError, match="gradient descent"):
-        dyn.motion(t=2.0, dntk=dntk)
+    with pytest.raises(ValueError, match="steps"):
+        dyn.motion(steps=[2, -1], dntk=dntk)
+    with pytest.raises(ValueError, match="steps"):
+        dyn.motion(steps=[2.5, np.inf], dntk=dntk)
+    with pytest.raises(ValueError, match=">= 0"):
+        dyn.motion(t=[1.0, -2.0], dntk=dntk)
+
+
+# ------------------------------------------------------------------------------------------- motion under gradient flow
+def _flow_toy_motion(model, eps_list, c, t):
+    """E[f - f_lin] of the cubic model of _toy_motion trained by gradient flow d theta/dt = -c grad f(X)^T (f(X) - y)
+    (scipy DOP853, rtol 1e-13, atol 1e-15; all sign patterns and eps values in one system), f_lin by expm."""
+    from scipy.integrate import solve_ivp
+
+    phi, psi_r, psi_s, chi, U, y = model
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 5, indexing="ij")).reshape(5, -1).T
+    psi, ch, f0 = [], [], []
+    for eps in eps_list:
+        for sg in signs:
+            r, s = sg[:3], sg[3:]
+            psi.append(eps * sum(ri * p for ri, p in zip(r, psi_r)) + np.sqrt(eps) * sum(si * p for si, p in zip(s, psi_s)))
+            ch.append(eps * chi)
+            f0.append(U.T @ r)
+    psi, ch, f0 = map(np.array, (psi, ch, f0))
+    B = len(f0)
+
+    def f(th):
+        return (f0 + th @ phi.T + 0.5 * np.einsum("kxab,ka,kb->kx", psi, th, th)
+                + np.einsum("kxabc,ka,kb,kc->kx", ch, th, th, th) / 6)
+
+    def rhs(_, z):
+        th = z.reshape(B, m)
+        grad = phi[None] + np.einsum("kxab,kb->kxa", psi, th) + 0.5 * np.einsum("kxabc,kb,kc->kxa", ch, th, th)
+        return (-c * np.einsum("kxa,kx->ka", grad[:, :N], f(th)[:, :N] - y)).ravel()
+
+    sol = solve_ivp(rhs, (0.0, t), np.zeros(B * m), method="DOP853", rtol=1e-13, atol=1e-15)
+    assert sol.success
+    th = sol.y[:, -1].reshape(B, m)
+    Th = phi @ phi.T
+    G = np.linalg.solve(Th[:N, :N], np.eye(N) - expm(-c * t * Th[:N, :N]))
+    flin = f0 - (Th[:, :N] @ G @ (f0[:, :N] - y).T).T
+    return (f(th) - flin).reshape(len(eps_list), len(signs), P).mean(axis=1)
+
+
+@pytest.mark.parametrize("t", [1.0, 4.0])
+def test_flow_motion_is_the_exact_slope_of_a_cubic_model_under_gradient_flow(t):
+    """The cubic model's moments are the dNTK/ddNTK ones (_toy_moments); trained by an ODE solver on theta."""
+    model = _toy()
+    tensors, dntk = _toy_moments(model)
+    lam = np.linalg.eigvalsh(tensors["Theta"][:N, :N])
+    dyn = FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1])
+    pred = dyn.motion(t=t, dntk=dntk)
+    assert np.all(pred.value == 0)
+    s = np.array([2e-3, 4e-3, 6e-3, 8e-3, 1e-2])
+    d = _flow_toy_motion(model, s**2, dyn.c, t) / (s**2)[:, None]
+    slope = np.polynomial.polynomial.polyfit(s, d, 3)[0]  # measured: 2.7e-9 (t = 1), 2.9e-7 (t = 4) relative
+    np.testing.assert_allclose(pred.correction, slope, rtol=1e-5, atol=1e-5 * np.max(np.abs(slope)))
+
+
+def _generic(seed=3):
+    """Random K, Theta (PSD) and unsymmetric random P..U: every term of the motion is exercised."""
+    rng = np.random.default_rng(seed)
+    K, Th = _spd(rng, P), _spd(rng, P)
+    Z2, Z4 = np.zeros((P, P)), np.zeros((P,) * 4)
+    tensors = dict(K=K, Theta=Th, K1=Z2, Theta1=Z2, A=Z4, B=Z4, D=Z4, F=Z4)
+    dntk = {k: rng.standard_normal((P,) * 4) for k in "PQRSTU"}
+    return tensors, dntk, rng.standard_normal(N)
+
+
+def test_gradient_descent_motion_converges_to_the_flow_like_one_over_m():
+    """Descent with step eta/m for m t steps (the discrete recursion with its c^2, c^3 Taylor sources) -> the
+    flow's closed form; the error is O(1/m): successive errors halve and the Richardson extrapolation
+    2 d(2m) - d(m) is O(1/m^2)."""
+    tensors, dntk, y = _generic()
+    eta, t = 1.5, 3.0
+    flow = FiniteWidthDynamics(tensors, y, learning_rate=eta).motion(t=t, dntk=dntk).correction
+    ms = [8, 16, 32, 64]
+    gd = [FiniteWidthDynamics(tensors, y, learning_rate=eta / k).motion(steps=int(k * t), dntk=dntk).correction
+          for k in ms]
+    err = [np.max(np.abs(g - flow)) for g in gd]
+    scale = np.max(np.abs(flow))
+    ratios = np.array(err[:-1]) / np.array(err[1:])
+    np.testing.assert_allclose(ratios, 2.0, atol=0.15)  # measured 2.10, 2.05, 2.02
+    richardson = np.max(np.abs(2 * gd[-1] - gd[-2] - flow))
+    assert richardson < 0.05 * err[-1] and err[-1] < 0.1 * scale
+
+
+def test_flow_motion_limits_t0_small_t_and_inf():
+    """t = 0: no motion.  Small t, by hand: A(s) = 1 + O(s), B(s) = s + O(s^2) and the ddNTK source is O(s^2), so
+    phi_x(t) = -(c^2 t^2 / 2) sum_(b,d train) [P1s(x,b,d,b) y_d + P1s(x,b,d,d) y_b] + O(t^3), P1s(x,b,d,e) =
+    Pc(x,b,d,e) + Pc(b,x,d,e), Pc = P + Q + Q^(x1<->x2) (raw inputs, no eigenbasis); the remainder falls like t^3.
+    t = inf: the large-t value (train rows 0, test rows converged)."""
+    tensors, dntk, y = _generic()
+    dyn = FiniteWidthDynamics(tensors, y, learning_rate=1.5)
+    c = dyn.c
+    Pc = dntk["P"] + dntk["Q"] + dntk["Q"].transpose(0, 2, 1, 3)
+    tr = slice(0, N)
+    P1s = Pc[:, tr, tr, tr] + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)
+    lead = -(c**2 / 2) * (np.einsum("xbdb,d->x", P1s, y) + np.einsum("xbdd,b->x", P1s, y))
+    h = 1e-3
+    lam_min = c * dyn.basis.eigenvalues[0]
+    T = 60.0 / lam_min  # exp(-60) of the slowest mode left
+    e = dyn.motion(t=[0.0, h, h / 2, T, np.inf], dntk=dntk).correction
+    assert np.all(e[0] == 0) and np.all(e[-1][:N] == 0)
+    r1, r2 = e[1] - lead * h**2, e[2] - lead * (h / 2) ** 2
+    assert np.max(np.abs(r1)) < 1e-2 * np.max(np.abs(lead * h**2))
+    np.testing.assert_allclose(r1 / r2, 8.0, rtol=1e-2)
+    np.testing.assert_allclose(e[-1], e[-2], rtol=1e-9, atol=1e-9 * np.max(np.abs(e[-1])))
+    assert np.max(np.abs(e[-1][N:])) > 0
+    # the flow's limit does not depend on the rate (time rescales), unlike descent's
+    slow = FiniteWidthDynamics(tensors, y, learning_rate=0.3).motion(t=np.inf, dntk=dntk).correction
+    np.testing.assert_allclose(slow, e[-1], rtol=1e-12, atol=1e-12 * np.max(np.abs(slow)))
+    assert dyn.c * dyn.basis.eigenvalues[-1] > 2  # descent diverges at this rate: steps = inf is refused
+    with pytest.raises(ValueError, match="convergent gradient descent"):
+        dyn.motion(steps=np.inf, dntk=dntk)
 
 
 # ------------------------------------------------------------------------------------------- real networks (slow)

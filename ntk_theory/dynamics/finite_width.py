@@ -36,12 +36,17 @@ as accurate as g's matrix function on a bidiagonal matrix, relative ~1e-13 for c
 O(1/n^2) terms are dropped.  On the train rows at t = inf, M(Theta_hat) = I for every Theta_hat, so the mean's
 correction (and every 1/n term of the covariance there) vanishes identically.
 
-The NTK's motion during training adds E[f - f_lin] (:meth:`FiniteWidthDynamics.motion`, gradient descent only):
+The NTK's motion during training adds E[f - f_lin] (:meth:`FiniteWidthDynamics.motion`).  Gradient descent:
 phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s], phi_0 = 0, whose sources at O(1/n) are the dNTK moving the
 NTK and entering f's second-order step (through n E[dH f0] = P + Q + Q^T), and the ddNTKs' means (R; S + T + U)
 moving the dNTK, entering the NTK's second-order step and f's third-order step, all evaluated on the
 infinite-width residuals eps_s = (1 - c Theta)^s (f0 - y) with f0 ~ N(0, K) (docs/finite_width.md, part (b)).
-Cost O(t (N^4 + P N^3)).  The motion's part of the covariance is not derived.  :meth:`FiniteWidthDynamics.mean`
+Cost O(t (N^4 + P N^3)).  Gradient flow (time t in steps, df/dt = -c Theta (f - y)): only the dNTK moving the
+NTK and the ddNTK moving the dNTK remain (a step's Taylor terms are O(c^2) per step, so they vanish as the step
+shrinks), and the motion is a closed form in the eigenbasis of Theta(X, X): sums of divided differences of
+mu -> exp(-c mu t) at the nodes (l_k or 0, l_b, l_b + l_d[, l_b + l_d + l_e]) (:meth:`FiniteWidthDynamics._flow_motion`);
+descent with step eta/m for m t steps converges to it like 1/m.  The motion's part of the covariance is not
+derived.  :meth:`FiniteWidthDynamics.mean`
 and :meth:`FiniteWidthDynamics.covariance` are the linearised model's.
 """
 
@@ -165,6 +170,37 @@ def divided_differences(lam, t, *, discrete: bool = True, c: float = 1.0):
     triples = np.stack(np.broadcast_arrays(lam[:, None, None], lam[None, :, None], lam[None, None, :]), axis=-1)
     g2 = _g_matrix(_bidiagonal(triples.reshape(-1, 3)), t, discrete, c)[:, 0, 2].reshape(N, N, N)
     return g, g1, g2
+
+
+def _exp_divided_difference(nodes: np.ndarray, t: float, c: float) -> np.ndarray:
+    """Divided differences F[mu_0, ..., mu_k] of mu -> exp(-c mu t) over the last axis of ``nodes`` (Opitz: the
+    (0, k) entry of expm(-c t J), J bidiagonal with the nodes on its diagonal and ones above it; confluent
+    nodes give derivatives), computed as exp(-c t mu_min) times that of J - mu_min I (so that large c t mu
+    loses no digits to the squaring phase).  t = inf (all nodes >= 0, only mu_0 may be 0): the limit, prod_(j>=1) (-1/mu_j)
+    if mu_0 = 0, else 0."""
+    if np.isinf(t):
+        out = np.prod(-1.0 / nodes[..., 1:], axis=-1)
+        return np.where(nodes[..., 0] == 0.0, out, 0.0)
+    k = nodes.shape[-1]
+    low = nodes.min(axis=-1, keepdims=True)
+    flat = _bidiagonal(nodes - low).reshape(-1, k, k)
+    return _expm_stack(-c * t * flat)[:, 0, k - 1].reshape(nodes.shape[:-1]) * np.exp(-c * t * low[..., 0])
+
+
+def _expm_stack(A: np.ndarray) -> np.ndarray:
+    """expm of a stack of small matrices: scaling to norm <= 1/2, 24 Taylor terms (truncation < 1e-30
+    relative), squaring back; one batched product per term and per squaring."""
+    norm = float(np.max(np.sum(np.abs(A), axis=-1), initial=0.0))
+    s = max(0, int(np.ceil(np.log2(norm))) + 1) if norm > 0 else 0
+    B = A / 2.0**s
+    out = np.broadcast_to(np.eye(A.shape[-1]), A.shape).copy()
+    term = out.copy()
+    for j in range(1, 25):
+        term = term @ B / j
+        out = out + term
+    for _ in range(s):
+        out = out @ out
+    return out
 
 
 # ---------------------------------------------------------------------------------------- the dynamics
@@ -404,18 +440,24 @@ class FiniteWidthDynamics:
 
     # ------------------------------------------------------------------ the NTK's motion (part b)
     def motion(self, t=None, *, steps=None, dntk=None, max_steps: int = 1_000_000) -> Expansion:
-        """E[f - f_lin] after gradient-descent ``steps`` (inf allowed: iterated until the sources have decayed
-        to 1e-14 of their largest value), (*steps.shape, P): value 0 (no motion at infinite width) and the
-        O(1/n) coefficient, from the readout's dNTK and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T,
-        U, each (P, P, P, P) over the inputs, spec normalisation: n E[...] at leading order; default
-        ``self.dntk``, which :meth:`from_network` fills from the recursions).  Gradient flow
-        is not derived (its motion has no c^2, c^3 Taylor terms of a step; ValueError).
+        """E[f - f_lin] after gradient-descent ``steps`` or at gradient-flow time ``t`` (each ``inf`` allowed),
+        (*shape, P): value 0 (no motion at infinite width) and the O(1/n) coefficient, from the readout's dNTK
+        and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T, U, each (P, P, P, P) over the inputs, spec
+        normalisation: n E[...] at leading order; default ``self.dntk``, which :meth:`from_network` fills from
+        the recursions).
+
+        Gradient descent (``steps``) iterates the recursion phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s]
+        (module docstring; ``steps=inf``: iterated until the sources have decayed to 1e-14 of their largest
+        value).  Gradient flow (``t``, time in steps as in :meth:`mean`: df/dt = -c Theta (f - y)) is the
+        closed form of :meth:`_flow_motion` (exponential divided differences, exact up to rounding); its
+        ``t = inf`` is the flow's limit, which differs from ``steps=inf`` on the test rows by the step's
+        c^2, c^3 Taylor terms (both vanish on the train rows).
 
         Parameters
         ----------
-        t : None
-            Not supported (gradient flow); give ``steps``.
-        steps : int or array_like
+        t : float or array_like, optional
+            Gradient-flow time(s) (``np.inf`` allowed); or give ``steps``.
+        steps : int or array_like, optional
             Gradient-descent steps (``np.inf`` allowed).
         dntk : mapping, optional
             P, Q, R, S, T, U, each (P, P, P, P).
@@ -429,7 +471,7 @@ class FiniteWidthDynamics:
         Raises
         ------
         ValueError
-            For gradient flow, or without dNTK tensors.
+            For invalid times or steps, without dNTK tensors, or if ``steps=inf`` has not converged.
 
         Examples
         --------
@@ -441,19 +483,115 @@ class FiniteWidthDynamics:
         >>> e = dyn.motion(steps=[1, 5], dntk={name: Z4 for name in "PQRSTU"})
         >>> bool(np.all(e.value == 0)), bool(np.all(e.correction == 0)), e.value.shape
         (True, True, (2, 2))
+        >>> bool(np.all(dyn.motion(t=[0.5, np.inf], dntk={name: Z4 for name in "PQRSTU"}).correction == 0))
+        True
         """
-        sched = Schedule.of(t, steps)
-        if not sched.discrete and not np.all(np.isinf(sched.times)):
-            raise ValueError("the NTK-motion part is derived for gradient descent (steps=...), not gradient flow")
+        if steps is not None and t is None:
+            try:
+                k = np.asarray(steps, dtype=np.float64)
+            except (TypeError, ValueError):
+                k = None
+            if k is not None and np.any(np.isposinf(k)):
+                sched = Schedule(k, True)
+                Schedule.of(steps=np.where(np.isposinf(k), 0.0, k))  # validates the finite ones
+            else:
+                sched = Schedule.of(t, steps)
+        else:
+            sched = Schedule.of(t, steps)
         arrays = _dntk_arrays(self.dntk if dntk is None else dntk, self.n_inputs)
         times = np.atleast_1d(sched.times).ravel()
-        finite = sorted({int(s) for s in times if np.isfinite(s)})
-        record = self._motion(finite[-1] if finite else 0, arrays, max_steps, set(finite)) if finite else {}
-        if np.any(np.isinf(times)):
-            record[np.inf] = self._motion(np.inf, arrays, max_steps, set())[np.inf]
-        out = np.stack([record[int(s) if np.isfinite(s) else np.inf] for s in times])
+        if sched.discrete:
+            finite = sorted({int(s) for s in times if np.isfinite(s)})
+            record = self._motion(finite[-1], arrays, max_steps, set(finite)) if finite else {}
+            if np.any(np.isinf(times)):
+                record[np.inf] = self._motion(np.inf, arrays, max_steps, set())[np.inf]
+            out = np.stack([record[int(s) if np.isfinite(s) else np.inf] for s in times])
+        else:
+            weights = self._flow_weights(arrays)
+            out = np.stack([self.rotation @ self._flow_motion(float(s), weights) for s in times])
         shape = sched.times.shape + (self.n_inputs,)
         return Expansion(np.zeros(shape), out.reshape(shape))
+
+    def _flow_weights(self, d):
+        """The rotated weights W1 (P, N, N) and W2 (P, N, N, N) of :meth:`_flow_motion` (rows x rotated as
+        ``self.rotation``, train indices b, d, e in the eigenbasis of Theta(X, X))."""
+        N = self.n_train
+        tr = slice(0, N)
+        Pc = d["P"] + d["Q"] + d["Q"].transpose(0, 2, 1, 3)
+        R = d["R"]
+        ddI = R + R.transpose(0, 2, 3, 1) + R.transpose(0, 3, 1, 2)
+        ddII = d["S"] + d["T"] + d["U"]
+        ddAll = ddI + ddII + ddII.transpose(0, 2, 1, 3)
+        P1s = Pc[:, tr, tr, tr] + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        K, y = self.tensors["K"][:N, :N], self.y
+        M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
+               + np.einsum("i,j,k->ijk", y, y, y))
+        Rt, V = self.rotation, self.basis.eigenvectors
+        rot = lambda T: np.einsum("Xx,Bb,Dd,Ee,XBDE->xbde", Rt, V, V, V, T, optimize=True)
+        P1s, A1s = rot(P1s), rot(A1s)
+        M3 = np.einsum("Ii,Jj,Kk,IJK->ijk", V, V, V, M3, optimize=True)
+        yt = V.T @ y
+        W1 = np.einsum("xbdb,d->xbd", P1s, yt) + np.einsum("xbdd,b->xbd", P1s, yt)
+        W2 = A1s * M3.transpose(2, 0, 1)[None]
+        return W1, W2
+
+    def _flow_motion(self, t, weights):
+        r"""The gradient-flow motion phi(t) = E[f - f_lin](t) at O(1/n), rotated rows (``self.rotation``).
+
+        Flow (time in steps, rate c): df/dt = -c H_t(., X) eps, dH_t(x, b)/dt = -c sum_d [dH_t(x, b, d) +
+        dH_t(b, x, d)] eps_d, d dH_t(x0, x1, x2)/dt = -c sum_e ddAll(x0, x1, x2, e) eps_e; no Taylor terms of a
+        step, so of the descent's sources only (1) and (2a) remain, as integrals:
+
+            dphi/dt = -c Theta(., X) phi(X) + src(t),
+            src(t)_x = -c^2 E[sum_(b,d) (dH_0(x,b,d) + dH_0(b,x,d)) (A(t) eps_0)_b (B(t) eps_0)_d]
+                       + c^3 sum_(b,d,e) [ddAll(x,b,d,e) + ddAll(b,x,d,e)] int_0^t E[(A(t) eps_0)_b (A(s) eps_0)_d
+                       (B(s) eps_0)_e] ds        (the sign of (1) as in the descent's source)
+
+        with A(t) = exp(-c Theta t), B(t) = int_0^t A.  In the eigenbasis of Theta(X, X) every factor is a sum
+        of exponentials and every time integral a convolution, so, with F[mu_0, ..., mu_k] the divided
+        differences of mu -> exp(-c mu t) (the (0, k) entry of expm(-c t J), J bidiagonal with the nodes on
+        the diagonal and ones above it; Hermite-Genocchi: the k-fold convolution of exp(-c mu_i s) is
+        (-1/c)^k F[mu_0..mu_k]),
+
+            phi_k(t)  = -sum_(b,d) W1_kbd F[l_k, l_b, l_b + l_d] + sum_(b,d,e) W2_kbde F[l_k, l_b, l_b + l_d, l_b + l_d + l_e]
+            phi_x(t)  = -sum W1_xbd F[0, l_b, l_b + l_d] + sum W2_xbde F[0, l_b, l_b + l_d, l_b + l_d + l_e]
+                        + sum_k Theta~_xk (-sum W1_kbd F[0, l_k, l_b, l_b + l_d] + sum W2_kbde F[0, l_k, l_b, ...])
+
+        (k a train eigen-index, x a test row), W1_xbd = P1s~_xbdb y~_d + P1s~_xbdd y~_b, W2_xbde = A1s~_xbde M3~_deb,
+        P1s = Pc(x, b, d, .) + Pc(b, x, d, .), A1s = ddAll(x, b, d, e) + ddAll(b, x, d, e), M3 = E[eps_0^3].  At
+        t = inf every F with positive nodes vanishes (phi = 0 on the train rows) and F[0, mu_1..mu_k] =
+        prod_j (-1/mu_j).  Error model: exact up to rounding (expm of k x k bidiagonal matrices, k <= 5).
+        Cost O(P N^4) plus N^4 5 x 5 matrix exponentials per time."""
+        W1, W2 = weights
+        N, P, c = self.n_train, self.n_inputs, self.c
+        lam = self.basis.eigenvalues
+        lb = lam[:, None, None]
+        lbd = lam[:, None, None] + lam[None, :, None]
+        lbde = lbd + lam[None, None, :]
+        mu1 = np.stack(np.broadcast_arrays(lb[..., 0], lbd[..., 0]), axis=-1)  # (N, N, 2)
+        mu2 = np.stack(np.broadcast_arrays(lb, lbd, lbde), axis=-1)  # (N, N, N, 3)
+
+        def F(first, mu):
+            """F[first..., mu...] for every combination: first (..., a) prepended to mu (..., m)."""
+            lead, inner = first.shape[:-1], mu.shape[:-1]
+            a = np.broadcast_to(first.reshape(lead + (1,) * len(inner) + first.shape[-1:]),
+                                lead + inner + first.shape[-1:])
+            nodes = np.concatenate([a, np.broadcast_to(mu, lead + mu.shape)], axis=-1)
+            return _exp_divided_difference(nodes, t, c)
+
+        phi = np.zeros(P)
+        k_nodes = lam[:, None]
+        phi[:N] = (-np.einsum("kbd,kbd->k", W1[:N], F(k_nodes, mu1))
+                   + np.einsum("kbde,kbde->k", W2[:N], F(k_nodes, mu2)))
+        if P > N:
+            zero = np.zeros((1,))
+            zk = np.stack([np.zeros(N), lam], axis=-1)  # (N, 2): (0, l_k)
+            inner = (-np.einsum("kbd,kbd->k", W1[:N], F(zk, mu1))
+                     + np.einsum("kbde,kbde->k", W2[:N], F(zk, mu2)))
+            phi[N:] = (-np.einsum("xbd,bd->x", W1[N:], F(zero, mu1)) + np.einsum("xbde,bde->x", W2[N:], F(zero, mu2))
+                       + self._Th[N:, :N] @ inner)
+        return phi
 
     def _motion(self, t, d, max_steps, record):
         """phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s] (docs: the sources (1), (2a), (2b), (3a), (3b),
@@ -481,6 +619,10 @@ class FiniteWidthDynamics:
         Z = np.zeros((N, N, N))  # sum_(r<s) (A_r x A_r x I) M3
         phi = np.zeros(P)
         out = {0: phi.copy()} if 0 in record else {}
+        if np.isinf(t) and not np.all(np.abs(1.0 - c * self.basis.eigenvalues) < 1.0):
+            raise ValueError(f"the motion at steps = inf needs convergent gradient descent, 0 < c lambda < 2 for "
+                             f"every mode; got c lambda_max = {c * self.basis.eigenvalues[-1]:.4g} (lower the "
+                             f"learning rate, or use gradient flow t = inf)")
         largest = 0.0
         s = 0
         ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
