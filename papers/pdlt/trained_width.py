@@ -58,7 +58,7 @@ def prediction(steps) -> dict:
                                            learning_rate=ETA)
     steps = np.asarray(steps)
     lin, mot = dyn.mean(steps=steps), dyn.motion(steps=steps)
-    lin_inf, mot_inf = dyn.mean(np.inf), dyn.motion(np.inf)
+    lin_inf, mot_inf = dyn.mean(np.inf), dyn.motion(steps=np.inf)  # descent's limit (t = inf is the flow's)
     return {"infinite": lin.value, "linearised": lin.correction, "motion": mot.correction,
             "mean": lin.correction + mot.correction,
             "at_inf": {"infinite": lin_inf.value, "linearised": lin_inf.correction, "motion": mot_inf.correction,
