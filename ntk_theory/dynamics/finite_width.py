@@ -544,9 +544,8 @@ class FiniteWidthDynamics:
         step, so of the descent's sources only (1) and (2a) remain, as integrals:
 
             dphi/dt = -c Theta(., X) phi(X) + src(t),
-            src(t)_x = -c^2 E[sum_(b,d) (dH_0(x,b,d) + dH_0(b,x,d)) (A(t) eps_0)_b (B(t) eps_0)_d]
-                       + c^3 sum_(b,d,e) [ddAll(x,b,d,e) + ddAll(b,x,d,e)] int_0^t E[(A(t) eps_0)_b (A(s) eps_0)_d
-                       (B(s) eps_0)_e] ds        (the sign of (1) as in the descent's source)
+            src(t)_x = -c^2 sum_(b,d,i) P1s(x,b,d,i) [B(t)_di (A(t) y)_b + A(t)_bi (B(t) y)_d]
+                       - c^3 sum_(b,d,e,k) A1s(x,b,d,e) A(t)_bk int_0^t sum_(i,j) A(s)_di B(s)_ej M3_ijk ds
 
         with A(t) = exp(-c Theta t), B(t) = int_0^t A.  In the eigenbasis of Theta(X, X) every factor is a sum
         of exponentials and every time integral a convolution, so, with F[mu_0, ..., mu_k] the divided
