@@ -265,3 +265,14 @@ def test_depth_two_training_scaling():
     assert abs(law.slope + 0.5) < 4 * law.slope_err + 0.05, law
     law = res.fit("ntk_change")
     assert -1.0 - 4 * law.slope_err < law.slope < -0.5 + 4 * law.slope_err, law
+
+
+def test_loss_value_refuses_an_unknown_loss_and_mismatched_shapes():
+    """An unknown loss name was taken as "sum", and f (N,) against y (N, 1) broadcast to an (N, N) residual:
+    both silently gave a wrong number."""
+    f, y = np.array([1.0, 3.0]), np.array([0.0, 1.0])
+    assert loss_value(f, y) == 0.5 * (1.0 + 4.0) / 2 and loss_value(f, y, "sum") == 0.5 * (1.0 + 4.0)
+    with pytest.raises(ValueError, match="unknown loss 'mse'"):
+        loss_value(f, y, "mse")
+    with pytest.raises(ValueError, match=r"same shape"):
+        loss_value(f, y[:, None])

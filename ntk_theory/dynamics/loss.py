@@ -73,9 +73,12 @@ def loss_value(f, y, loss: str = "mean") -> float:
     """
     import numpy as np
 
-    r = np.asarray(f, dtype=float) - np.asarray(y, dtype=float)
+    f, y = np.asarray(f, dtype=float), np.asarray(y, dtype=float)
+    if f.shape != y.shape:  # (N,) - (N, 1) would broadcast to (N, N): a wrong number, not an error
+        raise ValueError(f"outputs f {f.shape} and targets y {y.shape} must have the same shape")
+    r = f - y
     total = 0.5 * float(np.sum(r * r))
-    return total / r.size if loss == "mean" else total
+    return total * rate(1.0, 1, max(r.size, 1), loss)  # 1 / (N O) for "mean"; an unknown loss raises
 
 
 def loss_gradient_scale(n_train: int, n_outputs: int, loss: str = "mean") -> float:
