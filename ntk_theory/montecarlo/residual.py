@@ -79,6 +79,30 @@ def _real_per_layer(name, value, count) -> Array:
     return v
 
 
+def _layer_settings(L: int, C_W, C_b, xi, gamma) -> tuple:
+    """(C_W, C_b, xi, gamma) as arrays of L + 1, L + 1, L - 1 and L - 1 checked values (scalars repeated)."""
+    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
+    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
+    return C_W, C_b, _real_per_layer("xi", xi, L - 1), _real_per_layer("gamma", gamma, L - 1)
+
+
+def _lambdas(param: str, C_W: Array, C_b: Array) -> tuple:
+    """(lambda_b, lambda_W) per layer of ``param``: 'ntk' (C_b, C_W), 'unit' (1, 1); ValueError otherwise."""
+    if param == "ntk":
+        return C_b.copy(), C_W.copy()
+    if param == "unit":
+        return np.ones(len(C_b)), np.ones(len(C_W))
+    raise ValueError(f"param must be 'ntk' or 'unit' (the 1/n expansion of 'standard' mixes orders); got {param!r}")
+
+
+def _neurons(neurons, n: int) -> int:
+    """The number of observed neurons, checked: an integer from 2 (the i != j statistics) to the width n."""
+    k = _checks.positive_int("neurons", neurons)
+    if k < 2 or k > n:
+        raise ValueError(f"neurons must be between 2 and the width {n} (the i != j statistics need two); got {k}")
+    return k
+
+
 def _branch(rng, s: Array, C_W: float, C_b: float, sampler: str) -> Array:
     """W s + b for S networks (s: (S, n)), W ~ N(0, C_W / n), b ~ N(0, C_b)."""
     S, n = s.shape
@@ -104,10 +128,7 @@ def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C
     if n < 2:
         raise ValueError("width must be >= 2 (the i != j statistics need two neurons)")
     G0 = _checks.variance("G0", G0)
-    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
-    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
-    xi = _real_per_layer("xi", xi, L - 1)
-    gamma = _real_per_layer("gamma", gamma, L - 1)
+    C_W, C_b, xi, gamma = _layer_settings(L, C_W, C_b, xi, gamma)
     samples, batches = run_settings(samples, batches, "projected")
     if sampler not in ("projected", "dense"):
         raise ValueError(f"sampler must be 'projected' or 'dense'; got {sampler!r}")
@@ -197,20 +218,10 @@ def sample_residual_ntk(activation, G0: float, depth: int, width: int, *, C_W=1.
     act = numpy_activation(activation)
     L = _checks.positive_int("depth", depth)
     n = _checks.positive_int("width", width)
-    k = _checks.positive_int("neurons", neurons)
-    if k < 2 or k > n:
-        raise ValueError(f"neurons must be between 2 and the width {n} (the i != j statistics need two); got {k}")
+    k = _neurons(neurons, n)
     G0 = _checks.variance("G0", G0)
-    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
-    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
-    xi = _real_per_layer("xi", xi, L - 1)
-    gamma = _real_per_layer("gamma", gamma, L - 1)
-    if param == "ntk":
-        lam_b, lam_W = C_b.copy(), C_W.copy()
-    elif param == "unit":
-        lam_b, lam_W = np.ones(L + 1), np.ones(L + 1)
-    else:
-        raise ValueError(f"param must be 'ntk' or 'unit' (the 1/n expansion of 'standard' mixes orders); got {param!r}")
+    C_W, C_b, xi, gamma = _layer_settings(L, C_W, C_b, xi, gamma)
+    lam_b, lam_W = _lambdas(param, C_W, C_b)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (n * n * (L + 1) + 4 * n * (L + 2) + k * n * (L + 1))
     block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
@@ -335,10 +346,7 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
         raise ValueError("width must be >= 2 (the i != j statistics need two neurons)")
     X = _checks.inputs(X, "X")
     N, d = X.shape
-    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
-    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
-    xi = _real_per_layer("xi", xi, L - 1)
-    gamma = _real_per_layer("gamma", gamma, L - 1)
+    C_W, C_b, xi, gamma = _layer_settings(L, C_W, C_b, xi, gamma)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (4 * n * N + 2 * N**4 * (L + 1) + N**3 * L)
     block = int(np.clip(memory_mb * 2**20 // per_net, 1, 65536))
@@ -421,21 +429,11 @@ def sample_residual_ntk_tensors(activation, X, depth: int, width: int, *, C_W=1.
     act = numpy_activation(activation)
     L = _checks.positive_int("depth", depth)
     n = _checks.positive_int("width", width)
-    k = _checks.positive_int("neurons", neurons)
-    if k < 2 or k > n:
-        raise ValueError(f"neurons must be between 2 and the width {n} (the i != j statistics need two); got {k}")
+    k = _neurons(neurons, n)
     X = _checks.inputs(X, "X")
     N, d = X.shape
-    C_W = np.array(_checks.per_layer("C_W", C_W, L + 1))
-    C_b = np.array(_checks.per_layer("C_b", C_b, L + 1))
-    xi = _real_per_layer("xi", xi, L - 1)
-    gamma = _real_per_layer("gamma", gamma, L - 1)
-    if param == "ntk":
-        lam_b, lam_W = C_b.copy(), C_W.copy()
-    elif param == "unit":
-        lam_b, lam_W = np.ones(L + 1), np.ones(L + 1)
-    else:
-        raise ValueError(f"param must be 'ntk' or 'unit' (the 1/n expansion of 'standard' mixes orders); got {param!r}")
+    C_W, C_b, xi, gamma = _layer_settings(L, C_W, C_b, xi, gamma)
+    lam_b, lam_W = _lambdas(param, C_W, C_b)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (n * n * (L + 1) + 4 * n * N * (L + 2) + 2 * k * n * N * (L + 1) + 8 * N**4 * (L + 1))
     block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
