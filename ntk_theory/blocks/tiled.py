@@ -70,38 +70,16 @@ class Tiling:
         return math.ceil(self.n1 / self.size), math.ceil(self.n2 / self.size)
 
     def rows(self, i: int) -> tuple:
-        """The row range [start, stop) of tile row ``i``.
-
-        Parameters
-        ----------
-        i : int
-
-        Returns
-        -------
-        tuple of int
-
-        Examples
-        --------
-        See :class:`Tiling`.
-        """
-        return i * self.size, min(self.n1, (i + 1) * self.size)
+        """The row range [start, stop) of tile row ``i``, a tuple of two ints (see :class:`Tiling`)."""
+        return self._span(i, self.n1)
 
     def cols(self, j: int) -> tuple:
-        """The column range [start, stop) of tile column ``j``.
+        """The column range [start, stop) of tile column ``j``, a tuple of two ints (see :class:`Tiling`)."""
+        return self._span(j, self.n2)
 
-        Parameters
-        ----------
-        j : int
-
-        Returns
-        -------
-        tuple of int
-
-        Examples
-        --------
-        See :class:`Tiling`.
-        """
-        return j * self.size, min(self.n2, (j + 1) * self.size)
+    def _span(self, k: int, n: int) -> tuple:
+        """[k size, min(n, (k + 1) size)): the k-th range of ``size`` of n indices."""
+        return k * self.size, min(n, (k + 1) * self.size)
 
     def tasks(self) -> list:
         """Tile indices (I, J) computed as tasks, in row-major order."""

@@ -27,14 +27,22 @@ __all__ = ["GraphTiles", "ConvTiles", "COMPILED_TILES"]
 
 
 @dataclass(frozen=True)
-class GraphTiles:
-    """Tiles of the compiled kernel of a description at vector inputs (N, d)."""
-
-    evaluated_by = "ntk_theory.codegen.graph"
+class _CompiledTiles:
+    """The fields and the call shared by the compiled tile functions; ``result(A, B)`` is each one's kernel."""
 
     description: Layer
     options: tuple = field(default=())
     get: tuple = ("nngp", "ntk")
+
+    def __call__(self, A, B=None) -> dict:
+        return as_tile(self.result(A, B))
+
+
+@dataclass(frozen=True)
+class GraphTiles(_CompiledTiles):
+    """Tiles of the compiled kernel of a description at vector inputs (N, d)."""
+
+    evaluated_by = "ntk_theory.codegen.graph"
 
     def result(self, A, B=None):
         """The :class:`~ntk_theory.recursions.KernelResult` of the compiled graph kernel at A, B."""
@@ -42,28 +50,18 @@ class GraphTiles:
 
         return compiled_graph_kernel(self.description, **dict(self.options)).evaluate(A, B, get=self.get)
 
-    def __call__(self, A, B=None) -> dict:
-        return as_tile(self.result(A, B))
-
 
 @dataclass(frozen=True)
-class ConvTiles:
+class ConvTiles(_CompiledTiles):
     """Tiles of the compiled convolutional kernel of a serial description at images (N, W, C) / (N, H, W, C)."""
 
     evaluated_by = "ntk_theory.codegen.convolution"
-
-    description: Layer
-    options: tuple = field(default=())
-    get: tuple = ("nngp", "ntk")
 
     def result(self, A, B=None):
         """The :class:`~ntk_theory.recursions.KernelResult` of the compiled convolutional kernel at A, B."""
         from .convolution import kernel
 
         return kernel(self.description, A, B, get=self.get, **dict(self.options))
-
-    def __call__(self, A, B=None) -> dict:
-        return as_tile(self.result(A, B))
 
 
 #: the compiled tile function per input rank: vectors (N, d) and images (N, W, C), (N, H, W, C)
