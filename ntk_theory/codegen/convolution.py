@@ -252,6 +252,7 @@ def window_sums(K, K2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap):
                             for i in range(np.uint64(hi_ - lo_)):
                                 K2[du + i] += K[su + i] * mask[mu + i]
         return
+    # general grid: the window walk written out per position on purpose (hot loop, see conv_same_positions)
     for a1 in range(Ho):
         for b1 in range(Wo):
             ob = (a1 * Wo + b1) * Po
@@ -308,8 +309,8 @@ def conv_full(K, T, K2, T2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap, cw, cb
         T2[i] = lb + lw * mk + cw * inv * T2[i]
 
 
-# The window walk (offsets, padding, wrap) is written out in conv_same_positions and pool_full on purpose: these
-# are the per-entry hot loops, and a shared helper returning index lists would allocate per entry.
+# The window walk (offsets, padding, wrap) is written out in window_sums, conv_same_positions and pool_full on
+# purpose: these are the per-entry hot loops, and a shared helper returning index lists would allocate per entry.
 @numba.njit(cache=True, error_model="numpy")
 def conv_same_positions(K, T, K2, T2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap, cw, cb, lb, lw):
     inv = 1.0 / (fh * fw)
@@ -375,7 +376,7 @@ def pool_full(K, T, K2, T2, S1, S2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap
                     for p2 in range(P):
                         S1[o1 * P + p2] += K[base + p2]
                         S2[o1 * P + p2] += T[base + p2]
-    # second position, and the normalisation
+    # second position, and the normalisation (window walk written out on purpose: hot loop, see conv_same_positions)
     for o1 in range(Po):
         for a2 in range(Ho):
             for b2 in range(Wo):

@@ -305,6 +305,7 @@ def _integrate(s_fn, ds_fn, d2s_fn, d3s_fn, L, nv, rank, vlevel, facpow, nfac, l
                         aacc[D, j] = ga[f]
                         eacc[D, j] = ge[f]
                 inshell = (rad[lvl] - u * u) < rin
+                # accumulated as at the outer levels' unwinding below: inline on purpose (hot loop)
                 for k in range(nsuf[lvl]):
                     e = suf_lf[lvl, k]
                     j = suf_inner[lvl, k]
@@ -359,6 +360,7 @@ def _integrate(s_fn, ds_fn, d2s_fn, d3s_fn, L, nv, rank, vlevel, facpow, nfac, l
                 break
             p = lvl - 1
             w = cw[p]
+            # the innermost level's accumulation above, again for an outer level: inline on purpose (hot loop)
             for k in range(nsuf[p]):
                 e = suf_lf[p, k]
                 j = suf_inner[p, k]

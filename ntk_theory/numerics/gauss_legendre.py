@@ -92,6 +92,8 @@ def _mesh(px, ps, lo, hi, wmax):
             pts[k] = x
             sc[k] = min(max(ps[i], _DMIN * max(1.0, abs(x))), wmax)
             k += 1
+    # the sort and the graded panels below stand again in _fourpoint_integrate._level_nodes on purpose: that
+    # compiled module links no other module's compiled code
     for i in range(2, k):  # insertion sort of pts[1:k]
         x = pts[i]
         s = sc[i]
