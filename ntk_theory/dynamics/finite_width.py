@@ -413,6 +413,7 @@ class FiniteWidthDynamics:
         Returns
         -------
         Expansion
+            Value and O(1/n) coefficient, each of shape (*t.shape, P).
 
         Examples
         --------
@@ -431,6 +432,7 @@ class FiniteWidthDynamics:
         Returns
         -------
         Expansion
+            Value and O(1/n) coefficient, each of shape (*t.shape, P, P).
 
         Examples
         --------

@@ -167,6 +167,7 @@ def ddntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: b
     return out
 
 
+# the parameters stand again in dntk_symbolic's docstring on purpose: two public functions, each documented in full
 def ddntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
                    ) -> list[DDNTKScalars]:
     """R, S, T, U of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only).
@@ -329,6 +330,7 @@ def ddntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol:
     return [DDNTKState(s.R[ix], s.S[ix], s.T[ix], s.U[ix], s.error) for s in out]
 
 
+# the parameters stand again in _dntk_method's docstring on purpose: two public methods, each documented in full
 def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
                   route: str = "compiled"):
     """R, S, T, U of layers 1 .. L+1 (layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as (N, N, N, N)

@@ -99,18 +99,7 @@ class DNTKState:
     error: float = field(default=0.0, compare=False)
 
     def values(self) -> dict:
-        """``{"P": P, "Q": Q}``.
-
-        Returns
-        -------
-        dict
-
-        Examples
-        --------
-        >>> from ntk_theory.finite_width import DNTKState
-        >>> DNTKState(0.0, 2.0).values()
-        {'P': 0.0, 'Q': 2.0}
-        """
+        """``{"P": P, "Q": Q}``, e.g. ``DNTKState(0.0, 2.0).values() == {'P': 0.0, 'Q': 2.0}``."""
         return {"P": self.P, "Q": self.Q}
 
 
@@ -195,6 +184,7 @@ def dntk_one_input(rec: FiniteWidthRecursion, x=None, *, G0=None, kink_terms: bo
     return out
 
 
+# the parameters stand again in ddntk_symbolic's docstring on purpose: two public functions, each documented in full
 def dntk_symbolic(rec: FiniteWidthRecursion, G0=None, *, kink_terms: bool = True, simplify: bool = True
                   ) -> list[DNTKState]:
     """P, Q of layers 1 .. L+1 for one input as SymPy expressions in G0 (closed-form averages only).
@@ -596,6 +586,7 @@ def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: 
     return [DNTKState(s.P[ix], s.Q[ix], s.error) for s in out]
 
 
+# the parameters stand again in _ddntk_method's docstring on purpose: two public methods, each documented in full
 def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
                  route: str = "compiled"):
     """P, Q of layers 1 .. L+1 (:class:`DNTKState`, layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as
