@@ -43,3 +43,20 @@ def finite_difference_ntk(description, params, X, h: float = 1e-6):
                    - graph.apply(description, graph.unflatten(params, theta - h * e), X)) / (2 * h)
                   for e in np.eye(theta.size)], axis=-1)
     return np.einsum("aip,bjp->abij", J, J)
+
+
+def assert_cli_ntk_matches_finite_differences(tmp_path, text, X, seed: int = 3):
+    """Runs ``ntk-theory empirical-ntk --arch text --x X.npy --seed seed --no-trace`` and asserts its (N, N, O, O)
+    NTK equals :func:`finite_difference_ntk` at the parameters of ``reference.graph.init(description, seed)``
+    (rtol 1e-6, atol 1e-8 of the largest entry)."""
+    from ntk_theory.cli import main
+
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "e.npz"
+    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "x.npy"), "--seed", str(seed), "--no-trace",
+                 "--out", str(out)]) == 0
+    ntk = np.load(out)["ntk"]
+    description = stax.parse(text).description
+    _, params = graph.init(description, seed, X.shape)
+    expected = finite_difference_ntk(description, params, X)
+    np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_errors import one_error_line as _one_error_line
-from jacobians import finite_difference_ntk
+from jacobians import assert_cli_ntk_matches_finite_differences
 
 from ntk_theory import cli
 from ntk_theory.cli import main
@@ -326,25 +326,13 @@ def test_top_level_exports_are_lazy():
         ntk_theory.nonexistent  # noqa: B018
 
 
-# the CLI-vs-finite-differences frame of test_empirical_conv's CNN test, on another network: each states its case
 def test_empirical_ntk_arch_of_a_residual_layernorm_network_against_finite_differences(tmp_path):
     """empirical-ntk --arch of a non-MLP description: parameters from the reference network's init (seed),
     the NTK against J J^T with J by central finite differences of apply over every parameter."""
-    from ntk_theory import stax
-    from ntk_theory.reference import graph
-
     text = ("serial(Dense(8, W_std=1.4, b_std=0.1), Relu(), FanOut(2), parallel(Dense(8), Identity()), FanInSum(), "
             "LayerNorm(), Dense(3, W_std=1.2, b_std=0.2))")
     X = np.array([[1.0, 0.0, 0.5], [0.2, -0.7, 1.0], [-0.4, 0.3, 0.9]])
-    np.save(tmp_path / "x.npy", X)
-    out = tmp_path / "e.npz"
-    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "x.npy"), "--seed", "3", "--no-trace",
-                 "--out", str(out)]) == 0
-    ntk = np.load(out)["ntk"]
-    description = stax.parse(text).description
-    _, params = graph.init(description, 3, X.shape)
-    expected = finite_difference_ntk(description, params, X)
-    np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+    assert_cli_ntk_matches_finite_differences(tmp_path, X=X, text=text, seed=3)
 
 
 # ----------------------------------------------------------------------------- kernel --arch on images

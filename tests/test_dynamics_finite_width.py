@@ -247,13 +247,17 @@ def _toy_moments(model):
     return tensors, dntk
 
 
-
-@pytest.mark.parametrize("t", [1, 2, 5])
-def test_motion_is_the_exact_slope_of_a_cubic_model(t):
+def _toy_dynamics():
+    """(the cubic model, its FiniteWidthDynamics at learning rate 0.6 N / lambda_max(Theta_train), its dNTK)."""
     model = _toy()
     tensors, dntk = _toy_moments(model)
     lam = np.linalg.eigvalsh(tensors["Theta"][:N, :N])
-    dyn = FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1])
+    return model, FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1]), dntk
+
+
+@pytest.mark.parametrize("t", [1, 2, 5])
+def test_motion_is_the_exact_slope_of_a_cubic_model(t):
+    model, dyn, dntk = _toy_dynamics()
     pred = dyn.motion(steps=t, dntk=dntk)
     assert np.all(pred.value == 0)
     s = np.array([2e-3, 4e-3, 6e-3, 8e-3, 1e-2])
@@ -263,10 +267,7 @@ def test_motion_is_the_exact_slope_of_a_cubic_model(t):
 
 
 def test_motion_vanishes_on_converged_train_rows():
-    model = _toy()
-    tensors, dntk = _toy_moments(model)
-    lam = np.linalg.eigvalsh(tensors["Theta"][:N, :N])
-    dyn = FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1])
+    model, dyn, dntk = _toy_dynamics()
     inf = dyn.motion(steps=np.inf, dntk=dntk).correction
     assert np.max(np.abs(inf[:N])) < 1e-10 * np.max(np.abs(inf)) and np.max(np.abs(inf[N:])) > 0
     with pytest.raises(ValueError, match="missing"):
@@ -318,10 +319,7 @@ def _flow_toy_motion(model, eps_list, c, t):
 @pytest.mark.parametrize("t", [1.0, 4.0])
 def test_flow_motion_is_the_exact_slope_of_a_cubic_model_under_gradient_flow(t):
     """The cubic model's moments are the dNTK/ddNTK ones (_toy_moments); trained by an ODE solver on theta."""
-    model = _toy()
-    tensors, dntk = _toy_moments(model)
-    lam = np.linalg.eigvalsh(tensors["Theta"][:N, :N])
-    dyn = FiniteWidthDynamics(tensors, model[-1], learning_rate=0.6 * N / lam[-1])
+    model, dyn, dntk = _toy_dynamics()
     pred = dyn.motion(t=t, dntk=dntk)
     assert np.all(pred.value == 0)
     s = np.array([2e-3, 4e-3, 6e-3, 8e-3, 1e-2])

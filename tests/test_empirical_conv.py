@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jacobians import finite_difference_ntk, parsed_network
+from jacobians import assert_cli_ntk_matches_finite_differences, parsed_network
 from jacobians import forward_mode_jacobian as _forward_mode_jacobian
 from jacobians import rel as _rel
 
@@ -22,6 +22,7 @@ from ntk_theory.reference import graph
 ALL = METHODS + ("auto",)
 DATA = Path(__file__).parent / "data" / "neural_tangents" / "conv_apply.npz"
 
+# a data table alike in shape to benchmarks/anchors/record_conv_apply.NETWORKS, on purpose: other networks
 NETWORKS = {
     # 1-D, strided CIRCULAR and SAME convolutions, AvgPool with normalize_edges, Dense per position, two outputs
     "conv1d": ("serial(Conv(3, (3,), strides=(2,), padding='CIRCULAR', b_std=0.3), Erf(), Dense(2, b_std=0.2), "
@@ -171,15 +172,8 @@ def test_cli_empirical_ntk_of_a_cnn_against_finite_differences(tmp_path, capsys)
 
     text = "serial(Conv(3, (2,), padding='SAME', b_std=0.2), Relu(), Flatten(), Dense(2, b_std=0.1))"
     X = np.random.default_rng(2).standard_normal((3, 4, 2))
-    np.save(tmp_path / "x.npy", X)
-    out = tmp_path / "e.npz"
-    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "x.npy"), "--seed", "3", "--no-trace",
-                 "--out", str(out)]) == 0
-    ntk = np.load(out)["ntk"]
-    description = stax.parse(text).description
-    _, params = graph.init(description, 3, X.shape)
-    expected = finite_difference_ntk(description, params, X)
-    np.testing.assert_allclose(ntk, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+    assert_cli_ntk_matches_finite_differences(tmp_path, text, X, seed=3)
     np.save(tmp_path / "flat.npy", X.reshape(3, -1))
-    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "flat.npy"), "--out", str(out)]) != 0
+    assert main(["empirical-ntk", "--arch", text, "--x", str(tmp_path / "flat.npy"), "--out",
+                 str(tmp_path / "e.npz")]) != 0
     assert "spatial axes" in one_error_line(capsys, "empirical-ntk")

@@ -36,6 +36,7 @@ def _network(name):
     return description, graph.with_leaves(like, arrays), X
 
 
+# the same checks as test_reference_graph.py's, on purpose: each file tests against its own recording
 @pytest.mark.parametrize("name", NAMES)
 def test_apply_matches_neural_tangents(name):
     description, params, X = _network(name)

@@ -21,6 +21,7 @@ jax.config.update("jax_enable_x64", True)
 import neural_tangents as nt  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 
+# a data table alike in shape to test_empirical_conv.NETWORKS, on purpose: other networks (standalone script)
 NETWORKS = {
     # 1-D: SAME and strided VALID convolutions, a bias, Flatten
     "conv1d": ("serial(Conv(4, (3,), padding='SAME', b_std=0.3), Relu(), Conv(3, (2,), strides=(2,), W_std=1.5), "
