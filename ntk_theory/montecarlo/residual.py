@@ -103,6 +103,26 @@ def _neurons(neurons, n: int) -> int:
     return k
 
 
+def _layer_info(L: int, n: int, C_W: Array, C_b: Array, xi: Array, gamma: Array) -> dict:
+    """The network's settings as they stand in a result's ``info`` (lists, JSON-ready)."""
+    return {"depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(), "xi": xi.tolist(), "gamma": gamma.tolist()}
+
+
+def _estimate(sample_block, estimator, names: dict, settings: dict, sampler: str, *, samples: int, batches: int,
+              block: int, seed, workers, progress, desc: str) -> "ResidualMonteCarlo":
+    """Runs ``sample_block`` over ``samples`` networks (:func:`.estimate.run_blocks`), the jackknife of
+    ``estimator`` over ``batches`` (:func:`.estimate.jackknife`), one :class:`Estimate` per key of ``names``;
+    ``info``: ``settings``, then samples, batches, sampler, seed, block and the wall-clock seconds."""
+    t0 = time.perf_counter()
+    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress, desc=desc)
+    values, errors = jackknife(sums, estimator)
+    est = {k: Estimate(k, values[k], errors[k], names[k]) for k in names}
+    info = {**settings, "samples": samples, "batches": batches, "sampler": sampler,
+            "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
+            "seconds": time.perf_counter() - t0}
+    return ResidualMonteCarlo(est, info)
+
+
 def _branch(rng, s: Array, C_W: float, C_b: float, sampler: str) -> Array:
     """W s + b for S networks (s: (S, n)), W ~ N(0, C_W / n), b ~ N(0, C_b)."""
     S, n = s.shape
@@ -169,16 +189,10 @@ def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C
             "kappa4": n * (np.array([m[f"q{l}"][0] for l in range(L)]) - 3 * g[:L] ** 2),
         }
 
-    t0 = time.perf_counter()
-    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
-                      desc=f"{samples} residual networks, n={n}")
-    values, errors = jackknife(sums, estimator)
-    est = {k: Estimate(k, values[k], errors[k], RESIDUAL_ESTIMATES[k]) for k in RESIDUAL_ESTIMATES}
-    info = {"activation": act.name, "G0": G0, "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
-            "xi": xi.tolist(), "gamma": gamma.tolist(), "samples": samples, "batches": batches, "sampler": sampler,
-            "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
-            "seconds": time.perf_counter() - t0}
-    return ResidualMonteCarlo(est, info)
+    settings = {"activation": act.name, "G0": G0, **_layer_info(L, n, C_W, C_b, xi, gamma)}
+    return _estimate(sample_block, estimator, RESIDUAL_ESTIMATES, settings, sampler, samples=samples, batches=batches,
+                     block=block, seed=seed, workers=workers, progress=progress,
+                     desc=f"{samples} residual networks, n={n}")
 
 
 RESIDUAL_NTK_ESTIMATES = {
@@ -274,16 +288,11 @@ def sample_residual_ntk(activation, G0: float, depth: int, width: int, *, C_W=1.
             "V": n * (get("zz") - g * g),
         }
 
-    t0 = time.perf_counter()
-    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
-                      desc=f"{samples} residual networks (NTK), n={n}")
-    values, errors = jackknife(sums, estimator)
-    est = {key: Estimate(key, values[key], errors[key], RESIDUAL_NTK_ESTIMATES[key]) for key in RESIDUAL_NTK_ESTIMATES}
-    info = {"activation": act.name, "G0": G0, "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
-            "xi": xi.tolist(), "gamma": gamma.tolist(), "param": param, "neurons": k, "samples": samples,
-            "batches": batches, "sampler": "dense", "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
-            "block": block, "seconds": time.perf_counter() - t0}
-    return ResidualMonteCarlo(est, info)
+    settings = {"activation": act.name, "G0": G0, **_layer_info(L, n, C_W, C_b, xi, gamma), "param": param,
+                "neurons": k}
+    return _estimate(sample_block, estimator, RESIDUAL_NTK_ESTIMATES, settings, "dense", samples=samples,
+                     batches=batches, block=block, seed=seed, workers=workers, progress=progress,
+                     desc=f"{samples} residual networks (NTK), n={n}")
 
 
 def residual_ntk_rows(Ws: list, dss: list, H: list, xs, gs, k: int) -> list:
@@ -388,16 +397,10 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
             "M3": n * np.stack([m[f"t{l}"].reshape((N,) * 3) for l in range(L)]),
         }
 
-    t0 = time.perf_counter()
-    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
-                      desc=f"{samples} residual networks at {N} inputs, n={n}")
-    values, errors = jackknife(sums, estimator)
-    est = {k: Estimate(k, values[k], errors[k], RESIDUAL_TENSOR_ESTIMATES[k]) for k in RESIDUAL_TENSOR_ESTIMATES}
-    info = {"activation": act.name, "X": X.tolist(), "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
-            "xi": xi.tolist(), "gamma": gamma.tolist(), "samples": samples, "batches": batches, "sampler": "projected",
-            "seed": seed if isinstance(seed, (int, type(None))) else str(seed), "block": block,
-            "seconds": time.perf_counter() - t0}
-    return ResidualMonteCarlo(est, info)
+    settings = {"activation": act.name, "X": X.tolist(), **_layer_info(L, n, C_W, C_b, xi, gamma)}
+    return _estimate(sample_block, estimator, RESIDUAL_TENSOR_ESTIMATES, settings, "projected", samples=samples,
+                     batches=batches, block=block, seed=seed, workers=workers, progress=progress,
+                     desc=f"{samples} residual networks at {N} inputs, n={n}")
 
 
 RESIDUAL_NTK_TENSOR_ESTIMATES = {
@@ -499,14 +502,8 @@ def sample_residual_ntk_tensors(activation, X, depth: int, width: int, *, C_W=1.
                 "D": n * (get("d", (N,) * 4) - outer(t, g)), "F": n * get("f", (N,) * 4),
                 "V": n * (get("zz", (N,) * 4) - outer(g, g))}
 
-    t0 = time.perf_counter()
-    sums = run_blocks(sample_block, samples, batches, block, seed, workers=workers or 1, progress=progress,
-                      desc=f"{samples} residual networks (NTK) at {N} inputs, n={n}")
-    values, errors = jackknife(sums, estimator)
-    est = {key: Estimate(key, values[key], errors[key], RESIDUAL_NTK_TENSOR_ESTIMATES[key])
-           for key in RESIDUAL_NTK_TENSOR_ESTIMATES}
-    info = {"activation": act.name, "X": X.tolist(), "depth": L, "n": n, "C_W": C_W.tolist(), "C_b": C_b.tolist(),
-            "xi": xi.tolist(), "gamma": gamma.tolist(), "param": param, "neurons": k, "samples": samples,
-            "batches": batches, "sampler": "dense", "seed": seed if isinstance(seed, (int, type(None))) else str(seed),
-            "block": block, "seconds": time.perf_counter() - t0}
-    return ResidualMonteCarlo(est, info)
+    settings = {"activation": act.name, "X": X.tolist(), **_layer_info(L, n, C_W, C_b, xi, gamma), "param": param,
+                "neurons": k}
+    return _estimate(sample_block, estimator, RESIDUAL_NTK_TENSOR_ESTIMATES, settings, "dense", samples=samples,
+                     batches=batches, block=block, seed=seed, workers=workers, progress=progress,
+                     desc=f"{samples} residual networks (NTK) at {N} inputs, n={n}")
