@@ -353,7 +353,7 @@ def count(a, b, H, W, fh, fw, sh, sw, loh, low):
 @numba.njit(cache=True, error_model="numpy")
 def pool_full(K, T, K2, T2, S1, S2, H, W, Ho, Wo, fh, fw, sh, sw, loh, low, wrap, norm):
     P, Po = H * W, Ho * Wo
-    # first position: S[o1, p2] = sum over the window of o1
+    # first position: S[o1, p2] = sum over the window of o1 (window walk written out on purpose: hot loop)
     for a1 in range(Ho):
         for b1 in range(Wo):
             o1 = a1 * Wo + b1

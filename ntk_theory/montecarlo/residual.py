@@ -195,6 +195,7 @@ def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C
                      desc=f"{samples} residual networks, n={n}")
 
 
+# a data table: RESIDUAL_NTK_TENSOR_ESTIMATES has the same keys on purpose (its statistics at N inputs)
 RESIDUAL_NTK_ESTIMATES = {
     "K": "E[z_i^2] per layer (readout included)",
     "Th": "E[Theta_ii] per layer",
@@ -403,6 +404,7 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
                      desc=f"{samples} residual networks at {N} inputs, n={n}")
 
 
+# a data table: the keys of RESIDUAL_NTK_ESTIMATES on purpose, each statistic at N inputs
 RESIDUAL_NTK_TENSOR_ESTIMATES = {
     "K": "E[z_ia z_ib] per layer (readout included), (L + 1, N, N)",
     "Th": "E[Theta_ii;ab] per layer, (L + 1, N, N)",

@@ -120,6 +120,7 @@ def _mesh(px, ps, lo, hi, wmax):
     tr = np.empty(80)
     edges[0] = lo
     ne = 1
+    # graded panels, again in _fourpoint_integrate._level_nodes on purpose (see the sort above)
     for i in range(m - 1):
         A = pts[i]
         B = pts[i + 1]
