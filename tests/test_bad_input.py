@@ -152,3 +152,35 @@ def test_complex_inputs_are_refused_not_cast():
             KernelRecursion("relu", 2)(X)
         with pytest.raises(ValueError, match="X is complex"):
             sample_statistics(X, "relu", depth=1, width=4, samples=64, batches=4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(xi="a"), "xi must be a finite scalar"),
+    (dict(gamma=[1.0, "b"]), "gamma must be a finite scalar"),
+    (dict(memory_mb=float("nan")), "memory_mb"),
+    (dict(memory_mb=0), "memory_mb"),
+    (dict(memory_mb=-4), "memory_mb"),
+])
+def test_residual_sampler_arguments_named(kwargs, message):
+    """Bad xi, gamma or memory budgets name the argument (they raised NumPy's conversion errors, and a budget
+    <= 0 was taken silently as one network per block)."""
+    from ntk_theory.montecarlo.residual import sample_residual, sample_residual_ntk_tensors
+
+    with pytest.raises(ValueError, match=message):
+        sample_residual("tanh", 1.0, 3, 8, samples=16, batches=4, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        sample_residual_ntk_tensors("tanh", np.eye(2), 3, 8, samples=16, batches=4, **kwargs)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((5, 5, 0, True), "size must be an integer >= 1"),
+    ((-2, -2, 2, True), "n1 must be an integer >= 0"),
+    ((5, 5, 2.5, False), "size must be an integer"),
+    ((5, 4, 2, True), "symmetric Tiling needs a square"),
+])
+def test_tiling_refuses_bad_sizes(args, message):
+    """Tiling(5, 5, 0, True).grid divided by zero; negative sizes gave an empty grid and no tasks, silently."""
+    from ntk_theory.blocks.tiled import Tiling
+
+    with pytest.raises(ValueError, match=message):
+        Tiling(*args)

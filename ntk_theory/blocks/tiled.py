@@ -64,6 +64,14 @@ class Tiling:
     size: int
     symmetric: bool
 
+    def __post_init__(self):
+        for name, low in (("n1", 0), ("n2", 0), ("size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"Tiling {name} must be an integer >= {low}; got {value!r}")
+        if self.symmetric and self.n1 != self.n2:
+            raise ValueError(f"a symmetric Tiling needs a square matrix; got {self.n1} x {self.n2}")
+
     @property
     def grid(self) -> tuple:
         """(row tiles, column tiles)."""

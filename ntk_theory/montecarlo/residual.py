@@ -73,10 +73,20 @@ class ResidualMonteCarlo(EstimateTable):
 
 
 def _real_per_layer(name, value, count) -> Array:
-    v = np.broadcast_to(np.asarray(value, dtype=float), (count,)) if np.ndim(value) == 0 else np.asarray(value, float)
+    try:
+        v = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite scalar or {count} finite values; got {value!r}") from None
+    v = np.broadcast_to(v, (count,)) if v.ndim == 0 else v
     if v.shape != (count,) or not np.all(np.isfinite(v)):
         raise ValueError(f"{name} must be a finite scalar or {count} finite values; got {value!r}")
     return v
+
+
+def _block_size(memory_mb, per_net: float, cap: int) -> int:
+    """Networks per block: as many as ``memory_mb`` MiB hold at ``per_net`` bytes each, 1 to ``cap``."""
+    budget = _checks.positive("memory_mb", memory_mb)
+    return int(np.clip(budget * 2**20 // per_net, 1, cap))
 
 
 def _layer_settings(L: int, C_W, C_b, xi, gamma) -> tuple:
@@ -153,7 +163,7 @@ def sample_residual(activation, G0: float, depth: int, width: int, *, C_W=1.0, C
     if sampler not in ("projected", "dense"):
         raise ValueError(f"sampler must be 'projected' or 'dense'; got {sampler!r}")
     per_net = 8 * n * (8 + (n if sampler == "dense" else 0))
-    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 65536))
+    block = _block_size(memory_mb, per_net, 65536)
     pairs = n * (n - 1)
 
     def layer_features(z: Array, l: int, out: dict):
@@ -239,7 +249,7 @@ def sample_residual_ntk(activation, G0: float, depth: int, width: int, *, C_W=1.
     lam_b, lam_W = _lambdas(param, C_W, C_b)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (n * n * (L + 1) + 4 * n * (L + 2) + k * n * (L + 1))
-    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
+    block = _block_size(memory_mb, per_net, 4096)
     off = ~np.eye(k, dtype=bool)
     kp = k * (k - 1)
     xs = np.concatenate([[0.0], xi])  # xs[m - 1]: xi of layer m (m >= 2)
@@ -359,7 +369,7 @@ def sample_residual_tensors(activation, X, depth: int, width: int, *, C_W=1.0, C
     C_W, C_b, xi, gamma = _layer_settings(L, C_W, C_b, xi, gamma)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (4 * n * N + 2 * N**4 * (L + 1) + N**3 * L)
-    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 65536))
+    block = _block_size(memory_mb, per_net, 65536)
     pairs = n * (n - 1)
     R1 = _psd_root((C_b[0] + C_W[0] * (X @ X.T) / d)[None])[0]
 
@@ -441,7 +451,7 @@ def sample_residual_ntk_tensors(activation, X, depth: int, width: int, *, C_W=1.
     lam_b, lam_W = _lambdas(param, C_W, C_b)
     samples, batches = run_settings(samples, batches, "projected")
     per_net = 8 * (n * n * (L + 1) + 4 * n * N * (L + 2) + 2 * k * n * N * (L + 1) + 8 * N**4 * (L + 1))
-    block = int(np.clip(memory_mb * 2**20 // per_net, 1, 4096))
+    block = _block_size(memory_mb, per_net, 4096)
     off = ~np.eye(k, dtype=bool)
     kp = k * (k - 1)
     xs = np.concatenate([[0.0], xi])
