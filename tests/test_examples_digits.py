@@ -1,12 +1,12 @@
 """examples/digits.py: on 100 training and 100 test images its kernels equal neural-tangents 0.6.5's (recorded by
 benchmarks/anchors/nt_digits.py, float64) and its kernel-regression accuracies equal neural-tangents' predictions."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = json.loads((ROOT / "tests" / "data" / "neural_tangents" / "digits_small.json").read_text())
@@ -14,10 +14,7 @@ RECORDED = json.loads((ROOT / "tests" / "data" / "neural_tangents" / "digits_sma
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/digits.py", "digits_example")
 
 
 def _check(example, names):

@@ -18,15 +18,13 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+from scripts import load_script
 
 DIR = Path(__file__).resolve().parent.parent / "papers" / "jacot2018"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"jacot2018_{name}", DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"papers/jacot2018/{name}.py", f"jacot2018_{name}")
 
 
 def test_figure1_ntk_converges_to_the_limit(tmp_path):

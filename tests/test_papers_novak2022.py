@@ -11,16 +11,14 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "papers" / "novak2022" / "reproduce.py"
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("novak2022_reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("papers/novak2022/reproduce.py", "novak2022_reproduce")
 
 
 def _check(reproduce, run):

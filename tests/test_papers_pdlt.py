@@ -11,11 +11,11 @@ finite-width value n[(1+5/n)^L - 1] at n = 64, 128 and, extrapolated linearly in
 extrapolated in 1/n against the recursion, L = 1 (exact at any width) at each width, and 5L excluded.
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 DIR = Path(__file__).resolve().parent.parent / "papers" / "pdlt"
 
@@ -23,10 +23,7 @@ DIR = Path(__file__).resolve().parent.parent / "papers" / "pdlt"
 def _load(name):
     if str(DIR) not in sys.path:
         sys.path.insert(0, str(DIR))
-    spec = importlib.util.spec_from_file_location(f"pdlt_{name}", DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"papers/pdlt/{name}.py", f"pdlt_{name}")
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ddntk_depth", ROOT / "papers" / "pdlt" / "ddntk_depth.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("papers/pdlt/ddntk_depth.py", "ddntk_depth")
 
 
 dd = _load()

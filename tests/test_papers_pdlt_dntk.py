@@ -12,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("dntk_depth", ROOT / "papers" / "pdlt" / "dntk_depth.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("papers/pdlt/dntk_depth.py", "dntk_depth")
 
 
 dd = _load()

@@ -7,22 +7,19 @@ converged train rows do not move.  Slow: the recursion's O(1/n) mean (linearised
 1/n fit of trained ensembles at widths 32 and 64, within 4 SE.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ntk_theory.recursions import KernelRecursion
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("trained_width", ROOT / "papers" / "pdlt" / "trained_width.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("papers/pdlt/trained_width.py", "trained_width")
 
 
 tw = _load()
