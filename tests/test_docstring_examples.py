@@ -51,7 +51,8 @@ def _public_objects():
             continue
         for name in getattr(module, "__all__", ()):
             obj = getattr(module, name, None)
-            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or id(obj) in seen:
+            if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isfunction(getattr(obj, "__wrapped__", None))) \
+                    or id(obj) in seen:  # functools.lru_cache wrappers too
                 continue
             seen.add(id(obj))
             found.append((f"ntk_theory.{package}.{name}", obj, _globals(module, obj)))

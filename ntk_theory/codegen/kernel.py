@@ -139,7 +139,23 @@ class CompiledKernel:
 
     @property
     def module(self):
-        """The compiled module (loaded from the disk cache or compiled on first use)."""
+        """The compiled module (loaded from the disk cache or compiled on first use).
+
+        Returns
+        -------
+        module
+            The generated Python module; its ``fused`` function is the Numba kernel.
+
+        Examples
+        --------
+        The module's source is the printed :attr:`source` (the same ReLU kernel as :meth:`evaluate`'s example,
+        so the compiled module is loaded, not compiled again):
+
+        >>> from ntk_theory.codegen import CompiledKernel
+        >>> mod = CompiledKernel("relu", 2, C_W=2.0).module
+        >>> callable(mod.fused), "def fused(" in CompiledKernel("relu", 2, C_W=2.0).source
+        (True, True)
+        """
         return self.graph.module()
 
     @property

@@ -465,6 +465,15 @@ def activation_kernels(act) -> ActivationKernels:
     -------
     ActivationKernels
         The same object for equal arguments (an LRU cache of 64).
+
+    Examples
+    --------
+    ReLU's diagonal forms are E[relu(u)^2] = k/2 and E[step(u)^2] = 1/2 for u ~ N(0, k):
+
+    >>> from ntk_theory.recursions import activation_kernels
+    >>> kern = activation_kernels("relu")
+    >>> kern is activation_kernels("relu"), float(kern.T_diag.evaluate(3.0)), float(kern.Tdot_diag.evaluate(3.0))
+    (True, 1.5, 0.5)
     """
     return ActivationKernels(activation(act))
 
