@@ -1140,7 +1140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
                    "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1"))
                    + " (N, L+1); the readout's nngp, ntk, nngp_correction, output_cumulant, ntk_covariance, "
-                   "ntk_output_covariance at all inputs and ntk_correction (N, 1, 1) at each input alone")
+                   "ntk_output_covariance at all inputs and ntk_correction (N, N) at all inputs for smooth activations, "
+                   "(N, 1, 1) at each input alone for kinked ones (relu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)

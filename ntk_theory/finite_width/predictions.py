@@ -181,8 +181,9 @@ class ResidualPredictions:
     ``arrays()`` has the readout's nngp, ntk, nngp_correction (N, N) and output_cumulant (N, N, N, N) at all
     inputs (E[f_a f_b] = nngp + nngp_correction / n at every pair); ``ntk_tensors``: the readout's (and every
     layer's) A, B, D, F at all inputs (:meth:`~.residual.ResidualRecursion.ntk_tensors`); when given,
-    ``arrays()``' ntk_covariance and ntk_output_covariance are (N, N, N, N) at all inputs.  ntk_correction stays
-    per input, (N, 1, 1) (Theta1_(ab) of residual networks is derived for one input only).
+    ``arrays()``' ntk_covariance and ntk_output_covariance are (N, N, N, N) at all inputs, and for smooth
+    activations (with the entry "Th1", :meth:`~.residual.ResidualRecursion.ntk_correction`) ntk_correction is
+    Theta1_(ab), (N, N); for kinked ones (relu, ...) it stays per input, (N, 1, 1) (their Dirac terms are not derived).
 
     Made by :func:`~ntk_theory.finite_width.finite_width` for residual descriptions.
 
@@ -248,6 +249,8 @@ class ResidualPredictions:
             B, F = top["B"], top["F"]
             out.update(ntk_covariance=top["A"] + B.transpose(0, 2, 1, 3) + B.transpose(0, 2, 3, 1),
                        ntk_output_covariance=top["D"] + F.transpose(0, 2, 1, 3) + F.transpose(0, 2, 3, 1))
+            if "Th1" in top:
+                out["ntk_correction"] = top["Th1"]
         return out
 
     def save(self, path) -> None:
@@ -326,8 +329,8 @@ def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
     -------
     FiniteWidthPredictions or ResidualPredictions
         A plain MLP gives :class:`FiniteWidthPredictions` (the N-input tensors); a residual MLP gives
-        :class:`ResidualPredictions` (every statistic at each input on its own, and all but Theta1 at all
-        inputs).
+        :class:`ResidualPredictions` (every statistic at each input on its own, and all at all inputs but
+        Theta1 of kinked activations).
 
     Raises
     ------
@@ -423,8 +426,9 @@ def _residual_predictions(rec: ResidualRecursion, X, tol, progress, text) -> Res
     X = _checks.inputs(X, "X")
     layers = [rec.one_input(x[None, :]) for x in X]
     tensors = rec.tensors(X, tol=tol)
+    ntk = rec._ntk_several(X, tol, th1=not rec.activation.kinks)  # Theta1_(ab) for smooth activations
     return ResidualPredictions(layers, max([s.error for states in layers for s in states] + [tensors[-1].error]), text,
-                               tensors, rec.ntk_tensors(X, tol=tol))
+                               tensors, ntk)
 
 
 #: recursion type -> its predictions at the inputs X

@@ -1,5 +1,5 @@
-r"""Finite-width 1/n corrections of a residual MLP: one input, and K, V, M3, K1, A, B, D, F at several inputs
-(docs/finite_width.md, "Residual networks").
+r"""Finite-width 1/n corrections of a residual MLP: one input, and K, V, M3, K1, A, B, D, F, Theta1 at several
+inputs (docs/finite_width.md, "Residual networks").
 
 Network (PDLT appendix B conventions), L hidden layers of equal width n, scalar readout::
 
@@ -83,9 +83,12 @@ Stein's lemma, E[h(x_p) s_q s_r s_t] = J_pp E[s''_p s_q s_r s_t] + sum_(j = q, r
 h(x) = x s'(x), with E[h_p s_q s_r s_t] the four-point ``ssss`` where h = s (relu, linear) and otherwise the
 polarisation of the four-point ``ddss`` of the function pairs (s, s + h) and (s, s - h).
 :meth:`ResidualRecursion.ntk_tensors` gives A_(ab)(cd), B_(pq)(rs), D_abcd, F_(pq)(rs) at several inputs from the
-(z, tau, tau') particle system with 3N x 3N fields (its docstring).  Not derived (refused): Theta1_(ab) at several
-inputs (its self terms need the tangent fields' second derivatives), per-layer widths (a residual layer needs
-equal widths).
+(z, tau, tau') particle system with 3N x 3N fields (its docstring), and :meth:`ResidualRecursion.ntk_correction`
+Theta1_(ab) from the same system: e(a) = n E[F(a) - <phi(a)>] = R_phi J e + (1/8) <d^4 phi> CovK + the self term
+sum_xy Cov((1/2) d_x d_y phi(x(a)), [J psi]_xy), whose averages of products of s, s', s'', s''' at up to four
+variables of two layers come from :func:`ntk_theory.gaussian.fourpoint.derivative_moments` (smooth activations).
+Not derived (refused): Theta1_(ab) at several inputs for kinked activations (the Dirac terms of s'', s'''),
+per-layer widths (a residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -473,7 +476,7 @@ class ResidualRecursion:
         lemma without s'' (no deltas for kinked s; :meth:`_second_derivative_moments`).  One input gives
         :meth:`one_input`'s K1, xi = 0 and gamma = 1 the MLP's.  ``progress`` is accepted for the API of
         :meth:`.network.FiniteWidthRecursion.tensors` (no bar).  The NTK's A, B, D, F: :meth:`ntk_tensors`;
-        Theta1_(ab) is not derived at several inputs.  Error: the Gaussian averages' estimates (``error``).
+        Theta1_(ab): :meth:`ntk_correction`.  Error: the Gaussian averages' estimates (``error``).
 
         Parameters
         ----------
@@ -747,8 +750,7 @@ class ResidualRecursion:
         z(a), z(b) times Wick products of the tangents (Cov(tau(a), tau(b)) = Xi(a, b) Theta(b), tau' independent
         of tau).  The z-tau response needs <d_c (s_a s'_b)> = (2 - delta_ab) R_abcb, the tau-tau one <s'_a s'_b> and
         Theta_ab d<s'_a s'_b>/dK (:mod:`.twopoint`).  One input gives :meth:`one_input`'s A, B, D, F; xi = 0 and
-        gamma = 1 the MLP's.  Not derived here: Theta1_(ab) at several inputs (its self terms need the
-        tangent fields' second derivatives).
+        gamma = 1 the MLP's.  Theta1_(ab) at several inputs: :meth:`ntk_correction`.
 
         Parameters
         ----------
@@ -766,6 +768,53 @@ class ResidualRecursion:
         -----
         At each input alone (a = b = c = d) the entries equal :meth:`one_input`'s.
         """
+        return self._ntk_several(X, tol, th1=False)
+
+    def ntk_correction(self, X, *, tol: float = 1e-10) -> list:
+        r"""Theta1_(ab) (N, N) of layers 1 .. L and the readout (last) at the N inputs X (N, d):
+        E[Theta_ii;ab] = Theta_ab + Theta1_ab / n, by the (z, tau, tau') particle system of :meth:`ntk_tensors`
+        (docs/finite_width.md, "Residual networks").  With e(a) = n E[F(a) - <phi(a)>] (3N x 3N, nonzero on the
+        zz, tau-tau and tau'-tau' blocks by the sign symmetries tau -> -tau, tau' -> -tau'), dK(a) = J(a) psi,
+        CovK(a) = J(a) Cov(psi, psi) J(a)^T and the ordered response R_phi of :meth:`ntk_tensors`::
+
+            e(a)_uv = [R_phi(a) J(a) e]_uv + (1/8) sum_(xy, x'y') <d_x d_y d_x' d_y' phi_uv> CovK(a)[xy, x'y']
+                      + sum_(xy) sum_(b < a) Cov((1/2) d_x d_y phi_uv(x(a)), [J(a) psi]_xy),
+            Theta1(l) = [J(l) e]_(tau tau),   (and K1(l) = [J(l) e]_zz, as :meth:`tensors`)
+
+        the second term by :meth:`.twopoint.TwoPointTensors.taylor` of <s s>, <s' s'> and R_dd = d<s' s'>/dK (for
+        phi_tt = s'_p s'_q tau_p tau_q: Theta_pq Q_dd[CovK_zzzz] + sum_ef CovK[t_p t_q, z_e z_f] R_dd,pqef
+        + sum_ef (CovK[t_p z_e, t_q z_f] + CovK[t_q z_e, t_p z_f]) R_dd,pqef); the self term (neuron i's own
+        share of the fields its own path sees) from E[s^(o1) s^(o2) s^(o3) s^(o4)], orders 0..3, over the joint
+        Gaussian of (z(a), z(b)) (:func:`ntk_theory.gaussian.fourpoint.derivative_moments`) times Wick products
+        of the tangents (Cov(tau(a), tau(b)) = Xi(a, b) Theta(b)).  One input gives :meth:`one_input`'s Th1,
+        xi = 0 and gamma = 1 the MLP's.  Error: the Gaussian averages' (``tol`` relative); leading order in 1/n.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs (N, d).
+        tol : float, default 1e-10
+            Relative tolerance of the four-point averages (keyword-only).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            Theta1 (N, N) per layer, the readout's last.
+
+        Raises
+        ------
+        NotDerived
+            For activations with kinks (relu, abs, ...): the Dirac terms of s'' and s''' are not included.
+        """
+        if self.activation.kinks:
+            raise NotDerived(f"Theta1 at several inputs of a residual network with the kinked activation "
+                             f"{self.activation.name}: the Dirac terms of s'' and s''' in its self terms are not "
+                             "derived (use one_input() per input, or a smooth activation)")
+        return [st["Th1"] for st in self._ntk_several(X, tol, th1=True)]
+
+    def _ntk_several(self, X, tol, th1: bool) -> list:
+        """Dicts A, B, D, F, V (and with ``th1`` Th1, K1) of layers 1 .. L+1 at X (:meth:`ntk_tensors`,
+        :meth:`ntk_correction`)."""
         from .tensors import _four_point
         from .twopoint import derivative_tensors
 
@@ -773,7 +822,8 @@ class ResidualRecursion:
         uniq, inv = np.unique(X, axis=0, return_inverse=True)
         if uniq.shape[0] < X.shape[0]:  # equal inputs: computed once, their entries copied
             inv = inv.ravel()
-            return [{k: v[np.ix_(inv, inv, inv, inv)] for k, v in st.items()} for st in self.ntk_tensors(uniq, tol=tol)]
+            return [{k: v[np.ix_(*([inv] * v.ndim))] for k, v in st.items()}
+                    for st in self._ntk_several(uniq, tol, th1)]
         N, d = X.shape
         L = self.depth
         D3 = 3 * N
@@ -783,12 +833,13 @@ class ResidualRecursion:
         K = [self.C_b[0] + self.C_W[0] * G0]
         lb, lw = self.lambdas(1)
         Th = [lb + lw * G0]
-        Rs, Rd, S, DD = [], [], [], []
+        Rs, Rd, S, DD, Tss, Tdd = [], [], [], [], [], []
         for m in range(1, L + 1):
             if not np.all(np.diag(K[-1]) > 0):
                 raise ValueError(f"a variance of layer {m} is zero: an input is zero and C_b = 0")
             t, td = derivative_tensors(tp, K[-1]), derivative_tensors(tpd, K[-1])
             Rs.append(t.R), Rd.append(td.R), S.append(t.value), DD.append(td.value)
+            Tss.append(t), Tdd.append(td)
             lb, lw = self.lambdas(m + 1)
             th_mlp = lb + lw * t.value + self.C_W[m] * td.value * Th[-1]
             if m < L:
@@ -878,6 +929,35 @@ class ResidualRecursion:
                 Cphi[(a - 1) * P2:a * P2, (b - 1) * P2:b * P2] = block
                 Cphi[(b - 1) * P2:b * P2, (a - 1) * P2:a * P2] = block.T
         Cpsi = Bm @ Cphi @ Bm.T
+        if th1:  # e = n E[F - <phi>] per layer in order (ntk_correction's docstring)
+            e = np.zeros(nF)
+            keep = np.zeros((D3, D3), dtype=bool)
+            for w in (z_, t_, u_):
+                keep[np.ix_(w, w)] = True
+            zzzz = np.ix_(z_, z_, z_, z_)
+            for a in range(1, L + 1):
+                Ja = Jrows(a)
+                CovK = (Ja @ Cpsi @ Ja.T).reshape(D3, D3, D3, D3)
+                first = (Rphi[a - 1].reshape(P2, P2) @ (Ja @ e)).reshape(D3, D3)
+                second = np.zeros((D3, D3))
+                second[np.ix_(z_, z_)] = Tss[a - 1].taylor(CovK[zzzz])
+                Rdd = Rd[a - 1]
+                for w in (t_, u_):
+                    mixed = CovK[np.ix_(w, z_, w, z_)]  # [p, e, q, f]
+                    second[np.ix_(w, w)] = (Th[a - 1] * Tdd[a - 1].taylor(CovK[zzzz])
+                                            + np.einsum("pqef,pqef->pq", CovK[np.ix_(w, w, z_, z_)], Rdd)
+                                            + np.einsum("peqf,pqef->pq", mixed, Rdd)
+                                            + np.einsum("qepf,pqef->pq", mixed, Rdd))
+                JB = (Ja @ Bm).reshape(D3, D3, L, P2)
+                selfv = np.zeros((D3, D3))
+                for b in range(1, a):
+                    r = Xi[a, b]
+                    if r == 0.0:
+                        continue
+                    Jz = np.block([[K[b - 1], r * K[b - 1]], [r * K[b - 1], K[a - 1]]])
+                    Tc = np.block([[Th[b - 1], r * Th[b - 1]], [r * Th[b - 1], Th[a - 1]]])
+                    selfv += _th1_self_term(self.activation, Jz, Tc, JB[:, :, b - 1, :], N, tol)
+                e[(a - 1) * P2:a * P2] = np.where(keep, first + second + selfv, 0.0).ravel()
         out = []
         for l in range(1, L + 2):
             Jl = Jrows(l)
@@ -895,6 +975,9 @@ class ResidualRecursion:
             out.append({"A": Mx[np.ix_(t_, t_, u_, u_)], "B": Mx[np.ix_(t_, u_, t_, u_)],
                         "D": Mx[np.ix_(t_, t_, z_, z_)], "F": Mx[np.ix_(t_, z_, t_, z_)],
                         "V": Mx[np.ix_(z_, z_, z_, z_)]})
+            if th1:
+                Je = (Jl @ e).reshape(D3, D3)
+                out[-1]["Th1"], out[-1]["K1"] = Je[np.ix_(t_, t_)], Je[np.ix_(z_, z_)]
         return out
 
     def __repr__(self) -> str:
@@ -966,6 +1049,105 @@ def _self_covariance(T2, ddss, R, S, N, pq) -> np.ndarray:
             E[p, q, q, q] = 0.5 * T2[uq, up, :N, :N]
             E[p, q, p, q] = E[p, q, q, p] = 0.5 * ddss[up, uq, :N, :N]
     return E - np.multiply.outer(R, S)
+
+
+def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
+    r"""sum_(xy) Cov((1/2) d_x d_y phi_uv(x(a)), [J(a) psi]_xy) over the lower layer b's fields: (3N, 3N) over uv.
+
+    ``Jz`` the joint covariance of (z(b), z(a)) (b's inputs first), ``Tc`` that of (tau(b), tau(a)) (tau' alike and
+    independent), ``JB[x, y, w]`` = d[J(a) psi]_xy / dphi_w(b), (3N, 3N, (3N)^2).  A pointwise function of one
+    neuron's state is a list of terms (coef, z factors ((var, order), ...), tau vars, tau' vars); the expectation of
+    a product of terms is E[prod s^(order)(z_var)] (:func:`ntk_theory.gaussian.fourpoint.derivative_moments`, orders
+    0..3 over the 2N joint variables) times the Wick sums of its tau and tau' factors."""
+    from ..gaussian.fourpoint import derivative_moments
+
+    D3 = 3 * N
+
+    def g(off, u):  # g_u = s(z_p), s'(z_p) tau_p or s'(z_p) tau'_p of the layer whose joint variables start at off
+        kind, p = divmod(u, N)
+        v = off + p
+        if kind == 0:
+            return ((v, 0),), (), ()
+        return ((v, 1),), ((v,) if kind == 1 else ()), ((v,) if kind == 2 else ())
+
+    def phi(off, u, v):
+        (zu, tu, uu), (zv, tv, uv) = g(off, u), g(off, v)
+        return [(1.0, zu + zv, tu + tv, uu + uv)]
+
+    def deriv(terms, x):  # d/dx, x a state index of the upper layer a (joint offset N)
+        kind, p = divmod(x, N)
+        v = N + p
+        out = []
+        for c, zf, tf, uf in terms:
+            if kind == 0:
+                out.extend((c, zf[:i] + ((v, o + 1),) + zf[i + 1:], tf, uf) for i, (w, o) in enumerate(zf) if w == v)
+            elif kind == 1:
+                out.extend((c, zf, tf[:i] + tf[i + 1:], uf) for i, w in enumerate(tf) if w == v)
+            else:
+                out.extend((c, zf, tf, uf[:i] + uf[i + 1:]) for i, w in enumerate(uf) if w == v)
+        return out
+
+    fa = {}  # ((u, v), (x, y)) -> (1/2) d_x d_y phi_uv at layer a, for the blocks zz, tau tau, tau' tau'
+    for kind in range(3):
+        for p in range(N):
+            for q in range(N):
+                u, v = kind * N + p, kind * N + q
+                base = phi(N, u, v)
+                for x in range(D3):
+                    d1 = deriv(base, x)
+                    for y in range(D3) if d1 else ():
+                        d2 = deriv(d1, y)
+                        if d2 and np.any(JB[x, y]):
+                            fa[(u, v), (x, y)] = [(0.5 * c, zf, tf, uf) for c, zf, tf, uf in d2]
+    fb = {w: phi(0, *divmod(w, D3)) for w in range(D3 * D3)}
+    orders = set()
+    for terms in list(fa.values()) + list(fb.values()):
+        orders.update(tuple(o for _, o in zf) for _, zf, _, _ in terms)
+    za = {tuple(o for _, o in zf) for ta in fa.values() for _, zf, _, _ in ta}
+    zb = {tuple(o for _, o in zf) for tb in fb.values() for _, zf, _, _ in tb}
+    orders.update(x + y for x in za for y in zb)
+    if not fa:
+        return np.zeros((D3, D3))
+    values = {}
+
+    def integrate(terms):  # halves a call the integrator refuses for too many products per set
+        try:
+            values.update(derivative_moments(act, Jz, terms, tol=tol).values)
+        except ValueError as err:
+            if len(terms) == 1 or "too many products" not in str(err):
+                raise
+            integrate(terms[:len(terms) // 2]), integrate(terms[len(terms) // 2:])
+
+    integrate(sorted(orders, key=lambda t: (len(t), t)))
+
+    def wick(vs):
+        if not vs:
+            return 1.0
+        if len(vs) % 2:
+            return 0.0
+        first, rest = vs[0], vs[1:]
+        return sum(Tc[first, rest[i]] * wick(rest[:i] + rest[i + 1:]) for i in range(len(rest)))
+
+    def expect(terms):
+        total = 0.0
+        for c, zf, tf, uf in terms:
+            wt = wick(tf)
+            wu = wick(uf) if wt else 0.0
+            if wu:
+                total += c * float(values[tuple(o for _, o in zf)][tuple(v for v, _ in zf)]) * wt * wu
+        return total
+
+    mean_b = {w: expect(t) for w, t in fb.items()}
+    out = np.zeros((D3, D3))
+    for ((u, v), (x, y)), ta in fa.items():
+        weights = JB[x, y]
+        ma = expect(ta)
+        acc = 0.0
+        for w in np.flatnonzero(weights):
+            prod = [(c1 * c2, z1 + z2, t1 + t2, u1 + u2) for c1, z1, t1, u1 in ta for c2, z2, t2, u2 in fb[w]]
+            acc += weights[w] * (expect(prod) - ma * mean_b[w])
+        out[u, v] += acc
+    return out
 
 
 def _per_residual(name: str, value, count: int) -> tuple:
