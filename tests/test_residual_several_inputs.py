@@ -322,3 +322,57 @@ def test_finite_width_residual_ntk_correction_at_all_inputs():
     assert a.shape == (2, 2) and abs(a[0, 1]) > 1e-3 and a[0, 1] == pytest.approx(a[1, 0], rel=1e-12)
     for i in range(2):
         assert a[i, i] == pytest.approx(rec.one_input(X2[i])[-1].Th1, rel=1e-12, abs=1e-14)
+
+
+def _quadratic_readout_ntk(X, C_W, C_b, xi, g, n):
+    """E[Theta_f;ab] of the depth-2 residual network with s(x) = x^2 at width n, exactly ('ntk': lambda_b = C_b,
+    lambda_W = C_W in every layer).  With u = z(1) (rows iid N(0, K)), H1 = C_b + C_W X X^T / d, row k of W(2)
+    w ~ N(0, c), c = C_W / n, z_ka = xi u_ka + g (w . v_a + b_k), v_ja = u_ja^2, J_kj(a) = xi delta_kj + 2 g w_j u_ja:
+    E[Theta_f;ab] = C_b + C_W E[z_a^2 z_b^2] + 4 C_W E[z_ka z_kb (H1_ab sum_j J_kj(a) J_kj(b) + g^2 H2_ab)],
+    H2_ab = C_b + (C_W / n) sum_j v_ja v_jb; the Gaussian moments of w (E[w_i w_l w_j^2] = c^2 (delta_il + 2 delta_ij
+    delta_lj)) and of the rows u by Isserlis' theorem, the sums over rows split into equal and distinct rows."""
+    N, d = X.shape
+    K = C_b + C_W * X @ X.T / d
+    H1 = K
+    c = C_W / n
+
+    def E(*i):
+        return _isserlis(K, list(i))
+
+    def E1(f, h):  # E[F(u_k) sum_j G(u_j)]
+        return E(*f, *h) + (n - 1) * E(*f) * E(*h)
+
+    def E2(f, h, q):  # E[F(u_k) sum_j sum_l G(u_j) Q(u_l)]
+        return (E(*f, *h, *q) + (n - 1) * (E(*f, *h) * E(*q) + E(*f, *q) * E(*h) + E(*f) * E(*h, *q))
+                + (n - 1) * (n - 2) * E(*f) * E(*h) * E(*q))
+
+    z4 = (_quadratic_readout(X, C_W, C_b, xi, g, n) - C_b) / C_W
+    out = np.zeros((N, N))
+    for a in range(N):
+        for b in range(N):
+            vv = (a, a, b, b)
+            T1 = xi**2 * (xi**2 * E(a, b) + g**2 * c * E1((), vv) + g**2 * C_b)
+            T2 = 2 * xi**2 * g**2 * c * (2 * E(a, a, b, b) + E(a, a, a, b) + E(a, b, b, b))
+            T3 = 4 * g**2 * (c * xi**2 * E1((a, b), (a, b)) + g**2 * c * c * E2((), (a, b), vv)
+                             + g**2 * c * C_b * E1((), (a, b)) + 2 * g**2 * c * c * E1((), (a, b, a, a, b, b)))
+            H = g**2 * (xi**2 * C_b * E(a, b) + xi**2 * C_W / n * E1((a, b), vv) + g**2 * c * C_b * E1((), vv)
+                        + g**2 * c * C_W / n * E2((), vv, vv) + g**2 * C_b**2 + g**2 * C_b * C_W / n * E1((), vv))
+            out[a, b] = C_b + C_W * z4[a, b] + 4 * C_W * (H1[a, b] * (T1 + T2 + T3) + H)
+    return out
+
+
+@pytest.mark.parametrize("xi,gamma", [(0.7, 0.6), (-0.5, 1.1)])
+def test_th1_quadratic_activation_exact(xi, gamma):
+    """s(x) = x^2 at depth 2: E[Theta_f;ab] is exactly a polynomial in 1/n (Isserlis, _quadratic_readout_ntk, written
+    out by hand); its 1/n coefficient, from the exact values at n = 1..4, equals Theta1_(ab) at every pair of three
+    inputs (the self terms with s'' = 2 and the tangents' Wick sums), and its n^0 coefficient Theta_ab."""
+    C_W, C_b = 0.8, 0.1
+    x = sp.Symbol("x")
+    rec = ResidualRecursion(x**2, 2, C_W=C_W, C_b=C_b, xi=xi, gamma=gamma)
+    th1 = rec.ntk_correction(X3)[-1]
+    ns = np.array([1.0, 2.0, 3.0, 4.0])
+    vals = np.stack([_quadratic_readout_ntk(X3, C_W, C_b, xi, gamma, n) for n in ns])
+    coef = np.linalg.solve(np.vander(1 / ns, 4, increasing=True), vals.reshape(4, -1)).reshape(4, 3, 3)
+    assert np.allclose(coef[0], rec.tensors(X3)[-1].Th, rtol=1e-12)
+    assert np.allclose(th1, coef[1], rtol=1e-9, atol=1e-12), (th1, coef[1])
+    assert np.abs(coef[1] - np.diag(np.diag(coef[1]))).max() > 0.05
