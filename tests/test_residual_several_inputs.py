@@ -14,6 +14,10 @@ Judges, independent of the code under test:
   route to E[s'' s s s] with x s'(x) != s);
 * Monte Carlo of finite residual networks at two inputs (sample_residual_tensors), E[z_a z_b] fitted as
   K + c1/n + c2/n^2 with K fixed, every distinct entry of every layer within 4 standard errors (slow set).
+
+Theta1_(ab) (ResidualRecursion.ntk_correction): the one-input recursion on the diagonal; the MLP's Theta1_(ab) at
+xi = 0; 0 for deep linear networks (by hand); the quadratic activation's exact E[Theta_f;ab] at depth 2 (Isserlis,
+a polynomial in 1/n); Monte Carlo 1/n fits of sample_residual_ntk_tensors (slow set).
 """
 
 import numpy as np

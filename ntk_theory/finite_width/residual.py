@@ -1087,8 +1087,8 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
                 out.extend((c, zf, tf, uf[:i] + uf[i + 1:]) for i, w in enumerate(uf) if w == v)
         return out
 
-    fa = {}  # ((u, v), (x, y)) -> (1/2) d_x d_y phi_uv at layer a, for the blocks zz, tau tau, tau' tau'
-    for kind in range(3):
+    fa = {}  # ((u, v), (x, y)) -> (1/2) d_x d_y phi_uv at layer a, for the blocks zz and tau tau
+    for kind in range(2):
         for p in range(N):
             for q in range(N):
                 u, v = kind * N + p, kind * N + q
@@ -1147,6 +1147,7 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
             prod = [(c1 * c2, z1 + z2, t1 + t2, u1 + u2) for c1, z1, t1, u1 in ta for c2, z2, t2, u2 in fb[w]]
             acc += weights[w] * (expect(prod) - ma * mean_b[w])
         out[u, v] += acc
+    out[2 * N:, 2 * N:] = out[N:2 * N, N:2 * N]  # tau' tau' = tau tau (the probes are exchangeable)
     return out
 
 
