@@ -63,13 +63,13 @@ def test_mlp_description_equals_shorthand_and_recursion():
         assert isinstance(recursion_for(description), FiniteWidthRecursion)
         # equal to the last bits in a fresh process; after other four-point work in the same process the
         # adaptive integrator starts its step refinement where its previous call converged
-        # (FourPointKernel.hz_hint), which moves the last bits (1e-16 measured): 1e-13, far below its 1e-10
+        # (FourPointKernel.hz_hint), which moves the last digits (1e-16 to 1e-12 measured): its tolerance, 1e-10
         for name, value in shorthand.arrays().items():
-            np.testing.assert_allclose(by_description.arrays()[name], value, rtol=1e-13, atol=1e-15, err_msg=name)
+            np.testing.assert_allclose(by_description.arrays()[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
         top = layers[-1]
         for name in ("K", "Th", "K1", "Th1", "V", "A", "B", "D", "F"):
-            np.testing.assert_allclose(getattr(top, name), getattr(by_description.layers[-1], name), rtol=1e-13,
-                                       atol=1e-15, err_msg=name)
+            np.testing.assert_allclose(getattr(top, name), getattr(by_description.layers[-1], name), rtol=1e-10,
+                                       atol=1e-13, err_msg=name)
     rec = FiniteWidthRecursion.from_description(cases[1][0])
     assert rec.ratios == [1.0, 1.0, 0.5] and rec.C_W == (2.25, 1.5625, 0.25) and rec.param == "unit"
 
