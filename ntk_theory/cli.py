@@ -385,7 +385,8 @@ def _print_report(report, plot) -> int:
 
 def _check_residual_finite_width(args, plot) -> int:
     """check --finite-width --arch for a description that is not a plain MLP: a residual MLP's readout K1, V,
-    Theta1, A, B, D, F at each input on its own, and V, K1, A, B, D, F at all inputs, against Monte Carlo 1/n fits
+    Theta1, A, B, D, F at each input on its own, and V, K1, A, B, D, F (and Theta1 for smooth activations) at all
+    inputs, against Monte Carlo 1/n fits
     (:func:`ntk_theory.validation.residual.check_residual_finite_width`); a description without derived 1/n
     rules is refused in one line naming the first such layer."""
     from .finite_width.residual import NotDerived
@@ -561,7 +562,8 @@ def _cmd_finite_width(args) -> int:
 def _finite_width_architecture(args) -> int:
     """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
     of the description -- a residual MLP's per-layer K, Theta, V, K1, M3, A, B, D, F, Theta1 for each input on its own
-    and the readout's tensors at all inputs but Theta1 (:class:`~ntk_theory.finite_width.ResidualPredictions`); other
+    and the readout's tensors at all inputs (Theta1 for smooth activations; per input for kinked ones)
+    (:class:`~ntk_theory.finite_width.ResidualPredictions`); other
     descriptions are refused in one line naming the
     first layer without a derived 1/n rule."""
     import time

@@ -55,8 +55,9 @@ def test_derive_finite_width_arch_residual(capsys):
 
 
 def test_check_finite_width_arch_residual(capsys, tmp_path):
-    """check --finite-width --arch of a residual MLP: the seven readout quantities at each input, Monte Carlo
-    within 4 standard errors; the printed predictions are the deep linear network's exact values."""
+    """check --finite-width --arch of a residual MLP: the seven readout quantities at each input and K1, Theta1,
+    A, B, D, F, V across the inputs, Monte Carlo within 4 standard errors; the printed predictions are the deep
+    linear network's exact values."""
     x = tmp_path / "x.txt"
     x.write_text("1.0 0.0\n0.9 1.2\n")
     plot = importlib.util.find_spec("matplotlib") is not None    # the plot extra is optional (CI has none)
@@ -65,9 +66,10 @@ def test_check_finite_width_arch_residual(capsys, tmp_path):
     out = capsys.readouterr().out
     assert code == 0, out
     assert not plot or (tmp_path / "p.png").stat().st_size > 0
-    assert "K1 3, ntk1 2, A 6, B 7, D 9, F 10, V 6" in out and "PASS" in out
-    (row,) = [ln for ln in out.splitlines() if ln.startswith("K1 ") and " 0,1 " in ln]  # both inputs: linear, 0
-    assert abs(float(row.split()[2])) < 1e-10
+    assert "K1 3, ntk1 3, A 6, B 7, D 9, F 10, V 6" in out and "PASS" in out
+    for name in ("K1", "ntk1"):  # both inputs: a linear network has no 1/n correction of E[K], E[Theta]
+        (row,) = [ln for ln in out.splitlines() if ln.startswith(name + " ") and " 0,1 " in ln]
+        assert abs(float(row.split()[2])) < 1e-10, row
     for a, G0 in ((0, 0.5), (1, 1.125)):
         exact = _exact(G0)
         (row,) = [ln for ln in out.splitlines() if ln.startswith("V ") and f" {a},{a},{a},{a} " in ln]

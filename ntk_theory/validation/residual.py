@@ -11,7 +11,8 @@ of :meth:`ntk_theory.finite_width.residual.ResidualRecursion.one_input`, and eve
 four-point vertex V_(ab)(cd) and the off-diagonal K1_ab (a < b) at the (distinct) inputs of
 :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.tensors` against
 :func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, and the entries of A, B, D, F with more than one
-input of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_tensors` against
+input of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_tensors` (and, for smooth activations, the
+off-diagonal Theta1_ab of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_correction`) against
 :func:`ntk_theory.montecarlo.residual.sample_residual_ntk_tensors` (dense weights, Jacobians at every input), with 1/n fits
 (:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
 :func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K,
@@ -213,6 +214,7 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
     # the readout's A, B, D, F at the distinct inputs, entries with more than one input (the diagonal is compared
     # above): ResidualRecursion.ntk_tensors vs c0 + c1/n fits of sample_residual_ntk_tensors
     if len(keep) > 1:
+        Th = top.Th  # the readout's infinite-width NTK at the distinct inputs (rec.tensors above)
         top = rec.ntk_tensors(Xu, tol=1e-10)[-1]
         runs = [sample_residual_ntk_tensors(rec.activation, Xu, L, n, **common, param=rec.param,
                                             samples=int(ntk_samples or max(400, samples * (16 / n) ** 0.5)),
@@ -231,8 +233,23 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
                 panels.append(Panel(f"{name} {','.join(map(str, entry))}", x, vals[(slice(None), *idx)],
                                     errs[(slice(None), *idx)],
                                     (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
+        # Theta1_ab at pairs of distinct inputs a < b (smooth activations: ReLU's Dirac terms are not derived):
+        # n (E[Theta_ab] - Theta_ab) fitted as Theta1 + Theta2 / n, as K1 above
+        if not rec.activation.kinks:
+            th1 = rec.ntk_correction(Xu, tol=1e-10)[-1]
+            vals = np.stack([r["Th"].value[L] for r in runs])
+            errs = np.stack([r["Th"].stderr[L] for r in runs])
+            coef, se, _ = weighted_fit(widths, vals, errs, [1, 2], fixed=Th)
+            for i, j in zip(*np.triu_indices(len(keep), 1)):
+                p, v, s = float(th1[i, j]), float(coef[0][i, j]), float(se[0][i, j])
+                z = z_score(v, p, s)
+                entry = (int(keep[i]), int(keep[j]))
+                rows.append(("ntk1", entry, p, v, s, z))
+                panels.append(Panel(f"ntk1 {entry[0]},{entry[1]}  n (E - Theta)", x, (vals[:, i, j] - Th[i, j]) / x,
+                                    errs[:, i, j] / x, (lambda xx, c=coef[:, i, j]: c[0] + c[1] * xx), p, v, s, z))
     info = {"description": f"residual {rec!r}; K1, Theta1, A, B, D, F at each input on its own (G0 = "
                            f"{', '.join(f'{g:.4g}' for g in G0s)}; inputs of equal G0 share the entry of the first), "
-                           "the vertex V_(ab)(cd), K1_ab and A, B, D, F at all inputs",
+                           "the vertex V_(ab)(cd), K1_ab and A, B, D, F at all inputs"
+                           + ("" if rec.activation.kinks else ", Theta1_ab at pairs of inputs"),
             "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
     return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
