@@ -122,7 +122,6 @@ class FiniteWidthRecursion:
     def averages(self) -> OneInputAverages:
         return one_input_averages(self.activation)
 
-    # stands again as residual.ResidualRecursion.lambdas (docstring and body): each recursion class documents its own
     def lambdas(self, layer: int) -> tuple[float, float]:
         """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout).
 

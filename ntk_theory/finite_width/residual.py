@@ -104,9 +104,10 @@ import sympy as sp
 
 from .. import _checks
 from ..activations import activation as _activation
-from ..conventions import PARAMETERIZATIONS, learning_rate_factors
+from ..conventions import PARAMETERIZATIONS
 from ..gaussian import expectation1
 from .moments import one_input_averages
+from .network import FiniteWidthRecursion
 from .twopoint import TwoPoint
 
 NAMES = ("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1")
@@ -283,26 +284,8 @@ class ResidualRecursion:
     def extra(self) -> _ExtraAverages:
         return _extra_averages((self.activation.name, sp.srepr(self.activation.expr)), self.activation)
 
-    def lambdas(self, layer: int) -> tuple[float, float]:
-        """(lambda_b, lambda_W) of layer ``layer`` (1-based, L + 1 = readout).
-
-        Parameters
-        ----------
-        layer : int
-            1 .. L + 1.
-
-        Returns
-        -------
-        tuple of float
-            (C_b, C_W) of that layer in 'ntk', (1, 1) in 'unit'.
-
-        Examples
-        --------
-        >>> from ntk_theory.finite_width import ResidualRecursion
-        >>> ResidualRecursion("relu", 2, C_W=[1.0, 2.0, 3.0], C_b=0.1).lambdas(2)
-        (0.1, 2.0)
-        """
-        return learning_rate_factors(self.param, C_W=self.C_W[layer - 1], C_b=self.C_b[layer - 1], fan_in=1)
+    #: (lambda_b, lambda_W) of a layer: the MLP recursion's method (same per-layer C_W, C_b, param fields)
+    lambdas = FiniteWidthRecursion.lambdas
 
     @functools.cached_property
     def squared(self) -> TwoPoint:
