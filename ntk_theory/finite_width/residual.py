@@ -105,10 +105,17 @@ import sympy as sp
 from .. import _checks
 from ..activations import activation as _activation
 from ..conventions import PARAMETERIZATIONS
+from ..docstrings import filled
 from ..gaussian import expectation1
 from .moments import one_input_averages
 from .network import FiniteWidthRecursion
 from .twopoint import TwoPoint
+
+#: the Parameters entries of the several-input methods
+_INPUTS_TOL = """X : array_like
+    Inputs (N, d).
+tol : float, default 1e-10
+    Relative tolerance of the four-point averages (keyword-only)."""
 
 NAMES = ("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1")
 
@@ -442,6 +449,7 @@ class ResidualRecursion:
                                  f"at G0 = {G0} (a Gaussian average diverges)")
         return states
 
+    @filled(inputs=_INPUTS_TOL)
     def tensors(self, X, *, tol: float = 1e-10, progress=None) -> list:
         r"""States (:class:`ResidualTensorState`) of layers 1 .. L and the readout (last) at the N inputs X (N, d):
         the infinite-width K and Theta (N, N), the vertex V_(ab)(cd), the three-point M3_(ab)c (as
@@ -463,10 +471,7 @@ class ResidualRecursion:
 
         Parameters
         ----------
-        X : array_like
-            Inputs (N, d).
-        tol : float, default 1e-10
-            Relative tolerance of the four-point averages (keyword-only).
+        %(inputs)s
         progress : object, default None
             Accepted and ignored.
 
@@ -481,6 +486,7 @@ class ResidualRecursion:
         """
         return [ResidualTensorState(**st) for st in self._several(X, tol, k1=True)]
 
+    @filled(inputs=_INPUTS_TOL)
     def vertex_tensors(self, X, *, tol: float = 1e-10) -> list:
         r"""``[(K, V, M3, error), ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): K (N, N),
         the four-point vertex V_(ab)(cd) = n Cov(z_ia z_ib, z_jc z_jd) (i != j), (N, N, N, N), and the three-point
@@ -504,10 +510,7 @@ class ResidualRecursion:
 
         Parameters
         ----------
-        X : array_like
-            Inputs (N, d).
-        tol : float, default 1e-10
-            Relative tolerance of the four-point averages (keyword-only).
+        %(inputs)s
 
         Returns
         -------
@@ -709,6 +712,7 @@ class ResidualRecursion:
             D[b, a, a], D[b, a, b] = vals[:, 0], vals[:, 1]
         return D
 
+    @filled(inputs=_INPUTS_TOL)
     def ntk_tensors(self, X, *, tol: float = 1e-10) -> list:
         r"""``[{"A", "B", "D", "F", "V"}, ...]`` of layers 1 .. L and the readout (last) at the N inputs X (N, d): the
         NTK's four-index tensors with the MLP's index conventions (:mod:`.tensors`; i != j)::
@@ -737,10 +741,7 @@ class ResidualRecursion:
 
         Parameters
         ----------
-        X : array_like
-            Inputs (N, d).
-        tol : float, default 1e-10
-            Relative tolerance of the four-point averages (keyword-only).
+        %(inputs)s
 
         Returns
         -------
@@ -753,6 +754,7 @@ class ResidualRecursion:
         """
         return self._ntk_several(X, tol, th1=False)
 
+    @filled(inputs=_INPUTS_TOL)
     def ntk_correction(self, X, *, tol: float = 1e-10) -> list:
         r"""Theta1_(ab) (N, N) of layers 1 .. L and the readout (last) at the N inputs X (N, d):
         E[Theta_ii;ab] = Theta_ab + Theta1_ab / n, by the (z, tau, tau') particle system of :meth:`ntk_tensors`
@@ -774,10 +776,7 @@ class ResidualRecursion:
 
         Parameters
         ----------
-        X : array_like
-            Inputs (N, d).
-        tol : float, default 1e-10
-            Relative tolerance of the four-point averages (keyword-only).
+        %(inputs)s
 
         Returns
         -------
