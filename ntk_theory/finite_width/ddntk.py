@@ -36,10 +36,13 @@ import numpy as np
 import sympy as sp
 
 from ..activations import drop_deltas, x
+from ..docstrings import filled
 from ..gaussian import expectation1, k
 from .dntk import (
     DDNTK_LOCAL_TERMS,
     DDNTK_TERMS,
+    INPUTS,
+    INTEGRATION,
     DDNTKState,
     _route,
     ddntk_activation_check,
@@ -331,6 +334,7 @@ def ddntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol:
 
 
 # the parameters stand again in _dntk_method's docstring on purpose: two public methods, each documented in full
+@filled(inputs=INPUTS, integration=INTEGRATION)
 def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
                   route: str = "compiled"):
     """R, S, T, U of layers 1 .. L+1 (layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as (N, N, N, N)
@@ -340,18 +344,10 @@ def _ddntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol
 
     Parameters
     ----------
-    X : array_like or None, default None
-        Inputs (N, n_0).
-    x : array_like, optional
-        One input (keyword-only; instead of ``X``).
-    G0 : float, optional
-        One input's x.x / n_0 (keyword-only).
+    %(inputs)s
     kink_terms : bool, default True
         Keep the Dirac terms at kinks (piecewise-linear activations need False).
-    tol : float, default 1e-10
-        Relative tolerance of the numerically integrated averages.
-    route : {'compiled', 'nested'}, default 'compiled'
-        How the N-input s'' averages are integrated.
+    %(integration)s
 
     Returns
     -------

@@ -62,6 +62,7 @@ import numpy as np
 import sympy as sp
 
 from ..activations import drop_deltas, x
+from ..docstrings import filled
 from ..gaussian import expectation1, k
 from ..gaussian.stable import lambdify as stable_lambdify
 from .network import FiniteWidthRecursion, _tidy
@@ -587,6 +588,20 @@ def dntk_tensors(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True, tol: 
 
 
 # the parameters stand again in _ddntk_method's docstring on purpose: two public methods, each documented in full
+#: Parameters entries of the dNTK and ddNTK methods (FiniteWidthRecursion.dntk, .ddntk)
+INPUTS = """X : array_like or None, default None
+    Inputs (N, n_0).
+x : array_like, optional
+    One input (keyword-only; instead of ``X``).
+G0 : float, optional
+    One input's x.x / n_0 (keyword-only)."""
+INTEGRATION = """tol : float, default 1e-10
+    Relative tolerance of the numerically integrated averages.
+route : {'compiled', 'nested'}, default 'compiled'
+    How the N-input s'' averages are integrated."""
+
+
+@filled(inputs=INPUTS, integration=INTEGRATION)
 def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol: float = 1e-10,
                  route: str = "compiled"):
     """P, Q of layers 1 .. L+1 (:class:`DNTKState`, layer l's per 1/n_(l-1)): at the N inputs X (N, n_0) as
@@ -595,18 +610,10 @@ def _dntk_method(self, X=None, *, x=None, G0=None, kink_terms: bool = True, tol:
 
     Parameters
     ----------
-    X : array_like or None, default None
-        Inputs (N, n_0).
-    x : array_like, optional
-        One input (keyword-only; instead of ``X``).
-    G0 : float, optional
-        One input's x.x / n_0 (keyword-only).
+    %(inputs)s
     kink_terms : bool, default True
         Keep the Dirac terms of s'' at kinks (module docstring's kappa).
-    tol : float, default 1e-10
-        Relative tolerance of the numerically integrated averages.
-    route : {'compiled', 'nested'}, default 'compiled'
-        How the N-input s'' averages are integrated.
+    %(integration)s
 
     Returns
     -------
