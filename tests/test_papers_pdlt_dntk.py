@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from gaussian_series import small_k_average
 from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +69,8 @@ def test_relu_closed_form_derived_by_hand(quick):
 
 
 def _small_k(expr, order=1):
-    """<g(z)>, z ~ N(0, K), as a series in K to O(K^order): Taylor series of g, Gaussian moments."""
-    ser = sp.series(expr, z, 0, 2 * order + 2).removeO()
-    poly = sp.Poly(sp.expand(ser), z)
-    out = 0
-    for (p,), c in poly.terms():
-        if p % 2 == 0:
-            out += c * sp.factorial2(p - 1) * K**(p // 2)
-    return sp.expand(out)
+    """<g(z)>, z ~ N(0, K), as a series in K to O(K^order)."""
+    return small_k_average(expr, z, K, order)
 
 
 def test_tanh_slope_derived_from_small_k_balance(quick):
