@@ -59,13 +59,19 @@ def nonnegative(name: str, value) -> float:
     return _finite_float(name, value, ">= 0", lambda v: v >= 0)
 
 
+def finite(name: str, value) -> float:
+    """Return ``value`` as a finite float of any sign (a correlation, a multiplier), or raise ValueError naming
+    ``name``."""
+    return _finite_float(name, value, "", lambda v: True)
+
+
 def _finite_float(name, value, bound, ok) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
         v = float("nan")
     if not np.isfinite(v) or not ok(v):
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number{' ' + bound if bound else ''}; got {value!r}")
     return v
 
 

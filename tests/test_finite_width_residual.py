@@ -157,7 +157,7 @@ def test_refusals_name_the_problem():
         ResidualRecursion("relu", 3, param="standard")
     with pytest.raises(ValueError, match="xi must be a scalar or have one entry per residual layer"):
         ResidualRecursion("relu", 3, xi=[0.5, 0.5, 0.5])
-    with pytest.raises(ValueError, match="gamma must be finite"):
+    with pytest.raises(ValueError, match="gamma must be a finite number"):
         ResidualRecursion("relu", 3, gamma=float("nan"))
     assert issubclass(NotDerived, ValueError)
 

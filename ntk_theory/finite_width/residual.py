@@ -143,6 +143,7 @@ class ResidualState:
     """One layer's K, Theta, V, K1, M3 and the NTK's A, B, D, F, Th1 (module docstring; the MLP's names and
     normalisations, :mod:`.single`), floats."""
 
+    # the fields of single.State and M3: records alike in shape (floats here, SymPy expressions there)
     K: float
     Th: float
     V: float = 0.0
@@ -216,16 +217,6 @@ class _ExtraAverages:
 @functools.lru_cache(maxsize=32)
 def _extra_averages(key, act):
     return _ExtraAverages(act)
-
-
-def _real(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number; got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    return v
 
 
 class ResidualRecursion:
@@ -449,6 +440,19 @@ class ResidualRecursion:
                                  f"at G0 = {G0} (a Gaussian average diverges)")
         return states
 
+    def _path_matrices(self, size: int) -> tuple:
+        """(c, Xi), (size, size), 1-based layers 1 .. L: c[l, m] = gamma(l)^2 xi(l-1)^2 ... xi(m+1)^2 (m < l), the
+        response of layer l's variance to the branch field entering after layer m; Xi[l, m] = xi(l) ... xi(m+1)
+        (Xi[l, l] = 1), the regression of z(l) on z(m).  Rows and columns past L are 0."""
+        c = np.zeros((size, size))
+        Xi = np.zeros((size, size))
+        for l in range(1, self.depth + 1):
+            Xi[l, l] = 1.0
+            for m in range(l - 1, 0, -1):
+                Xi[l, m] = self.xi[l - 2] * Xi[l - 1, m]
+                c[l, m] = self.gamma[l - 2] ** 2 if m == l - 1 else self.xi[l - 2] ** 2 * c[l - 1, m]
+        return c, Xi
+
     @filled(inputs=_INPUTS_TOL)
     def tensors(self, X, *, tol: float = 1e-10, progress=None) -> list:
         r"""States (:class:`ResidualTensorState`) of layers 1 .. L and the readout (last) at the N inputs X (N, d):
@@ -563,13 +567,7 @@ class ResidualRecursion:
                 Th.append(th_mlp)
         G_out = self.C_b[L] + CW[L - 1] * S[-1]
         # c[l, m] = dK(l)/dG(m), Xi[l, m] = Cov(z(l), z(m)) / K(m) (m <= l), 1-based layers
-        c = np.zeros((L + 1, L + 1))
-        Xi = np.zeros((L + 1, L + 1))
-        for l in range(1, L + 1):
-            Xi[l, l] = 1.0
-            for m in range(l - 1, 0, -1):
-                Xi[l, m] = self.xi[l - 2] * Xi[l - 1, m]
-                c[l, m] = self.gamma[l - 2] ** 2 if m == l - 1 else self.xi[l - 2] ** 2 * c[l - 1, m]
+        c, Xi = self._path_matrices(L + 1)
         M = N * N
         A = np.zeros((L, M, L, M))
         for a in range(1, L + 1):
@@ -829,13 +827,7 @@ class ResidualRecursion:
                 K.append(xi * xi * K[-1] + g * g * (self.C_b[m] + self.C_W[m] * t.value))
                 Th.append(xi * xi * Th[-1] + g * g * th_mlp)
         # c[l, m] = dK(l)/dSigma(m+1) (readout: c[L+1, L] = 1), Xi[l, m] = Cov(x(l), x(m)) / Cov(x(m), x(m))
-        c = np.zeros((L + 2, L + 2))
-        Xi = np.zeros((L + 2, L + 2))
-        for l in range(1, L + 1):
-            Xi[l, l] = 1.0
-            for m in range(l - 1, 0, -1):
-                Xi[l, m] = self.xi[l - 2] * Xi[l - 1, m]
-                c[l, m] = self.gamma[l - 2] ** 2 if m == l - 1 else self.xi[l - 2] ** 2 * c[l - 1, m]
+        c, Xi = self._path_matrices(L + 2)
         c[L + 1, L] = 1.0
         z_, t_, u_ = (np.arange(N) + k * N for k in range(3))
         Kfull = []
@@ -1135,12 +1127,12 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
 
 def _per_residual(name: str, value, count: int) -> tuple:
     if np.ndim(value) == 0:
-        return (_real(name, value),) * count
+        return (_checks.finite(name, value),) * count
     values = list(np.asarray(value, dtype=object).ravel())
     if len(values) != count:
         raise ValueError(f"{name} must be a scalar or have one entry per residual layer ({count}); "
                          f"got {len(values)} entries")
-    return tuple(_real(f"{name}[{i}]", v) for i, v in enumerate(values))
+    return tuple(_checks.finite(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 # ---------------------------------------------------------------------------------------------- NTK side

@@ -67,6 +67,7 @@ class State:
     (30.0, 58.0, 30.0)
     """
 
+    # residual.ResidualState has these fields and M3: records alike in shape, not shared logic
     K: object
     Th: object
     V: object = 0

@@ -472,18 +472,8 @@ def _callable(name, f):
     return f
 
 
-def _finite_number(name, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number; got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
-    return v
-
-
 def _tol(tol) -> float:
-    t = _finite_number("tol", tol)
+    t = _checks.finite("tol", tol)
     if t <= 0:
         raise ValueError(f"tol must be > 0; got {tol!r}")
     return t
@@ -506,7 +496,7 @@ def _determinant(k11, k22, k12):
 def _covariance_triple(k11, k22, k12):
     k11 = _checks.variance("k11", k11)
     k22 = _checks.variance("k22", k22)
-    k12 = _finite_number("k12", k12)
+    k12 = _checks.finite("k12", k12)
     return k11, k22, k12, float(_determinant(np.float64(k11), np.float64(k22), np.float64(k12)))
 
 
