@@ -352,7 +352,7 @@ def test_repeated_blocks_are_one_loop_for_every_depth(network):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("network, depth, act", [(residual_network, 3, None), (mlp_network, 3, "relu"),
-                                                 (mlp_network, 6, "tanh"), (residual_network, 50, None)])
+                                                 (mlp_network, 6, "tanh"), (residual_network, 12, None)])
 def test_loops_equal_the_straight_line_program(network, depth, act):
     """The loop module and the straight-line module (every block emitted) of the same description: the same
     arithmetic, so equal to 1e-14; with tanh (Hermite tables per repetition) and max_order small enough that
