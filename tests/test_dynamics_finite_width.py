@@ -167,8 +167,8 @@ def test_bad_input():
     tensors, _, y = _synthetic()
     with pytest.raises(ValueError, match="missing"):
         FiniteWidthDynamics({k: v for k, v in tensors.items() if k != "A"}, y)
-    with pytest.raises(ValueError, match="one output"):
-        FiniteWidthDynamics(tensors, np.c_[y, y])
+    with pytest.raises(ValueError, match="O outputs"):
+        FiniteWidthDynamics(tensors, np.ones((N, 2, 2)))
     bad = dict(tensors, Theta1=np.full((P, P), np.nan))
     with pytest.raises(ValueError, match="non-finite"):
         FiniteWidthDynamics(bad, y)

@@ -24,6 +24,7 @@ from ntk_theory.dynamics import MSEDynamics, train
 from ntk_theory.montecarlo.trained import (
     UnstableControlError,
     linearised_parts,
+    output_ntk,
     sample_trained,
 )
 from ntk_theory.recursions import KernelRecursion
@@ -101,6 +102,31 @@ def test_batched_ntk_matches_finite_difference_jacobian():
                     lam.append(factor)
         J = np.stack(cols, axis=1)  # (P_inputs, params)
         fd = (J * np.asarray(lam)) @ J[:3].T
+        np.testing.assert_allclose(theta[s], fd, rtol=1e-7, atol=1e-9)
+
+
+def test_output_ntk_matches_finite_difference_jacobian():
+    """output_ntk (S, P, O, N, O) against J Lambda J^T, J the central differences of all O outputs."""
+    rng = np.random.default_rng(9)
+    net = BatchedMLP.random(MLPSpec.build(2, 2, 3, 2, C_W=1.3, C_b=0.4), "tanh", 2, rng)
+    Xall = np.concatenate([X3, XT2])
+    theta = output_ntk(net, Xall, X3)
+    assert theta.shape == (2, 5, 2, 3, 2)
+    h = 1e-6
+    for s in range(2):
+        cols, lam = [], []
+        for (lam_b, lam_W), W, b in zip(net.lambdas, net.weights, net.biases):
+            for arr, factor in ((W, lam_W / W.shape[2]), (b, lam_b)):
+                for idx in np.ndindex(arr.shape[1:]):
+                    pert = []
+                    for sign in (1, -1):
+                        arr[(s,) + idx] += sign * h
+                        pert.append(net(Xall)[s])
+                        arr[(s,) + idx] -= sign * h
+                    cols.append((pert[0] - pert[1]) / (2 * h))
+                    lam.append(factor)
+        J = np.stack(cols, axis=-1)  # (P, O, params)
+        fd = np.einsum("xiu,u,yju->xiyj", J, np.asarray(lam), J[:3])
         np.testing.assert_allclose(theta[s], fd, rtol=1e-7, atol=1e-9)
 
 

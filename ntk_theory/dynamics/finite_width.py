@@ -254,9 +254,11 @@ class FiniteWidthDynamics:
     def __init__(self, tensors, y_train, learning_rate: float = 1.0, loss: str = "mean", dntk=None):
         arrays = _tensor_arrays(tensors)
         y = np.asarray(y_train, dtype=np.float64)
-        if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
-            raise ValueError(f"y_train must be a finite (N,) array (one output); got shape {y.shape}")
-        N = y.size
+        if y.ndim not in (1, 2) or y.size == 0 or not np.all(np.isfinite(y)):
+            raise ValueError(f"y_train must be a finite (N,) array (one output) or (N, O) array (O outputs); got "
+                             f"shape {y.shape}")
+        N = y.shape[0]
+        O = 1 if y.ndim == 1 else y.shape[1]
         P = arrays["K"].shape[0] if np.ndim(arrays["K"]) == 2 else -1
         if P < N:
             raise ValueError(f"the tensors must cover the {N} train inputs first (P >= N); got K of shape "
@@ -270,11 +272,16 @@ class FiniteWidthDynamics:
             raise ValueError(f"learning_rate must be a finite number > 0; got {learning_rate!r}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(map(repr, LOSSES))}")
-        self.y, self.n_train, self.n_inputs = y, N, P
+        self.y, self.n_train, self.n_inputs, self.n_outputs = y, N, P, O
         self.learning_rate, self.loss = lr, loss
-        self.c = rate(lr, N, 1, loss)
+        self.c = rate(lr, N, O, loss)
         self.tensors = arrays
-        self.basis = Eigenbasis.of(arrays["Theta"][:N, :N], "Theta(X_train, X_train)")
+        # the composite system: rows (input, output), input-major (train rows first), every tensor with its
+        # output Kronecker deltas (module docstring); O = 1 is the tensors themselves
+        self._N, self._P = N * O, P * O
+        self._T = arrays if O == 1 else {k: _compose(v, TENSOR_OUTPUTS[k], O) for k, v in arrays.items()}
+        self._yv = y.reshape(N * O)
+        self.basis = Eigenbasis.of(self._T["Theta"][:N * O, :N * O], "Theta(X_train, X_train)")
         if np.any(self.basis.null):
             raise ValueError(f"Theta(X_train, X_train) is singular ({int(self.basis.null.sum())} null mode(s)): "
                              f"the 1/n expansion needs a positive definite training NTK")
@@ -351,22 +358,22 @@ class FiniteWidthDynamics:
 
     # ------------------------------------------------------------------ rotated tensors
     def _rotate(self):
-        N, P = self.n_train, self.n_inputs
+        N, P = self._N, self._P
         R = np.eye(P)
         R[:N, :N] = self.basis.eigenvectors
         self.rotation = R
-        T = self.tensors
+        T = self._T
         two = lambda X: R.T @ X @ R
         four = lambda X: np.einsum("ai,bj,ck,dl,abcd->ijkl", R, R, R, R, X, optimize=True)
         self._K, self._Th, self._K1, self._Th1 = (two(T[k]) for k in ("K", "Theta", "K1", "Theta1"))
         A, B, D, F = (T[k] for k in ("A", "B", "D", "F"))
         self._Sigma = four(A + B.transpose(0, 2, 1, 3) + B.transpose(0, 2, 3, 1))
         self._Xi = four(D + F.transpose(0, 2, 1, 3) + F.transpose(0, 2, 3, 1))
-        self._y = R[:N, :N].T @ self.y
+        self._y = R[:N, :N].T @ self._yv
 
     def _parts(self, t, discrete):
         """Rotated (mean_inf, mean_1, cov_inf, cov_1) at one time t."""
-        N, P = self.n_train, self.n_inputs
+        N, P = self._N, self._P
         g, g1, g2 = divided_differences(self.basis.eigenvalues, t, discrete=discrete, c=self.c)
         Th = self._Th[:, :N]  # (P, N): Theta(x, eigen j)
         M0 = Th * g[None, :]
@@ -389,7 +396,7 @@ class FiniteWidthDynamics:
         return mean_inf, mean_1, cov_inf, cov_1
 
     def _evaluate(self, t, steps):
-        sched = Schedule.of(t, steps)
+        sched = _schedule(t, steps)
         times = np.atleast_1d(sched.times)
         R = self.rotation
         out = [self._parts(float(s), sched.discrete) for s in times.ravel()]
@@ -397,12 +404,19 @@ class FiniteWidthDynamics:
         mi, m1 = mi @ R.T, m1 @ R.T
         ci, c1 = R @ ci @ R.T, R @ c1 @ R.T
         shape = sched.times.shape
-        return (Expansion(mi.reshape(shape + mi.shape[1:]), m1.reshape(shape + m1.shape[1:])),
-                Expansion(ci.reshape(shape + ci.shape[1:]), c1.reshape(shape + c1.shape[1:])))
+        return (Expansion(self._shaped(mi, shape), self._shaped(m1, shape)),
+                Expansion(self._shaped(ci, shape, 2), self._shaped(c1, shape, 2)))
+
+    def _shaped(self, a: np.ndarray, shape: tuple, rows: int = 1) -> np.ndarray:
+        """Composite rows (input-major) -> ``shape`` + (P,) * rows for one output given as a vector, else
+        ``shape`` + (P, O) * rows."""
+        per = (self.n_inputs,) if self.y.ndim == 1 else (self.n_inputs, self.n_outputs)
+        return a.reshape(shape + per * rows)
 
     def mean(self, t=None, *, steps=None) -> Expansion:
         """E[f_lin] at all P inputs (train first) after ``steps`` of gradient descent or at flow time ``t``
-        (inf allowed), shape (*t.shape, P): infinite-width value and O(1/n) coefficient.
+        (inf allowed; descent's and flow's limits agree for the linearised model), shape (*t.shape, P) (O
+        outputs, y (N, O): (*t.shape, P, O)): infinite-width value and O(1/n) coefficient.
 
         Parameters
         ----------
@@ -422,7 +436,8 @@ class FiniteWidthDynamics:
         return self._evaluate(t, steps)[0]
 
     def covariance(self, t=None, *, steps=None) -> Expansion:
-        """Cov[f_lin] over networks, (*t.shape, P, P): infinite-width value and O(1/n) coefficient.
+        """Cov[f_lin] over networks, (*t.shape, P, P) (O outputs: (*t.shape, P, O, P, O)): infinite-width value
+        and O(1/n) coefficient.  The NTK's motion adds :meth:`motion_covariance`.
 
         Parameters
         ----------
@@ -488,54 +503,151 @@ class FiniteWidthDynamics:
         >>> bool(np.all(dyn.motion(t=[0.5, np.inf], dntk={name: Z4 for name in "PQRSTU"}).correction == 0))
         True
         """
-        if steps is not None and t is None:
-            try:
-                k = np.asarray(steps, dtype=np.float64)
-            except (TypeError, ValueError):
-                k = None
-            if k is not None and np.any(np.isposinf(k)):
-                sched = Schedule(k, True)
-                Schedule.of(steps=np.where(np.isposinf(k), 0.0, k))  # validates the finite ones
-            else:
-                sched = Schedule.of(t, steps)
-        else:
-            sched = Schedule.of(t, steps)
-        arrays = _dntk_arrays(self.dntk if dntk is None else dntk, self.n_inputs)
+        sched = _schedule(t, steps)
+        d = self._dntk_composite(dntk)
         times = np.atleast_1d(sched.times).ravel()
         if sched.discrete:
-            finite = sorted({int(s) for s in times if np.isfinite(s)})
-            record = self._motion(finite[-1], arrays, max_steps, set(finite)) if finite else {}
-            if np.any(np.isinf(times)):
-                record[np.inf] = self._motion(np.inf, arrays, max_steps, set())[np.inf]
-            out = np.stack([record[int(s) if np.isfinite(s) else np.inf] for s in times])
+            out = self._descent(times, lambda s: self._motion(s, d, max_steps, set())[s],
+                                lambda last, rec: self._motion(last, d, max_steps, rec))
         else:
-            weights = self._flow_weights(arrays)
+            weights = self._flow_weights(d)
             out = np.stack([self.rotation @ self._flow_motion(float(s), weights) for s in times])
-        shape = sched.times.shape + (self.n_inputs,)
-        return Expansion(np.zeros(shape), out.reshape(shape))
+        return Expansion(np.zeros(self._shaped(out, sched.times.shape).shape), self._shaped(out, sched.times.shape))
 
-    def _flow_weights(self, d):
-        """The rotated weights W1 (P, N, N) and W2 (P, N, N, N) of :meth:`_flow_motion` (rows x rotated as
-        ``self.rotation``, train indices b, d, e in the eigenbasis of Theta(X, X))."""
-        N = self.n_train
-        tr = slice(0, N)
+    def motion_covariance(self, t=None, *, steps=None, dntk=None, max_steps: int = 1_000_000) -> Expansion:
+        """The NTK's motion's part of the covariance, Cov[f] - Cov[f_lin] = Cov[f - f_lin, f_lin] + its
+        transpose + O(1/n^2), after gradient-descent ``steps`` or at gradient-flow time ``t`` (each ``inf``
+        allowed), (*shape, P, P) (O outputs: (*shape, P, O, P, O)): value 0 and the O(1/n) coefficient
+        (module docstring, "The motion's part of the covariance"); Cov[f(t)] = :meth:`covariance` + this.
+
+        With phi = f - f_lin (O(1/n) in every network) and f_lin = l0 f0 + M(Theta) y + O(n^-1/2) (l0 =
+        I - M(Theta) on the train columns), the coefficient is C l0^T + l0 C^T with C_xz = n Cov(phi_x, f0_z):
+        the motion's recursion (descent) or closed form (flow) of :meth:`motion` with each source's moment
+        replaced by its cross-moment with f0_z, at leading order (Wick, f0 ~ N(0, K))
+
+            n E[dH(x0,x1,x2) eps_i eps_j f0_z] = Pc(x0,x1,x2,i) K_jz + Pc(x0,x1,x2,j) K_iz + Pc(x0,x1,x2,z) (K + y y^T)_ij
+            E[eps_i eps_j eps_k f0_z]          = Ky_ij K_kz + Ky_ik K_jz + Ky_jk K_iz,   Ky = K + y y^T (train block)
+
+        (eps = f0(X) - y; the ddNTKs at their means I/n, II/n).  Dropped, O(1/n^2) or O(n^-3/2): Cov(phi, phi),
+        the NTK's fluctuation in f_lin times phi, and the ddNTKs' fluctuations.  On the train rows and columns
+        at t = inf (descent or flow) it vanishes (phi and the train rows of l0 do).
+
+        Parameters
+        ----------
+        t, steps, dntk, max_steps
+            As :meth:`motion`.
+
+        Returns
+        -------
+        Expansion
+
+        Raises
+        ------
+        ValueError
+            As :meth:`motion`.
+
+        Examples
+        --------
+        Without dNTK and ddNTK the covariance is the linearised model's:
+
+        >>> import numpy as np
+        >>> T = np.array([[2.0, 1.0], [1.0, 2.0]]); Z2, Z4 = np.zeros((2, 2)), np.zeros((2,) * 4)
+        >>> dyn = FiniteWidthDynamics(dict(K=T, Theta=T, K1=Z2, Theta1=Z2, A=Z4, B=Z4, D=Z4, F=Z4), [1.0])
+        >>> e = dyn.motion_covariance(steps=[1, 5], dntk={name: Z4 for name in "PQRSTU"})
+        >>> bool(np.all(e.correction == 0)), e.correction.shape
+        (True, (2, 2, 2))
+        """
+        sched = _schedule(t, steps)
+        d = self._dntk_composite(dntk)
+        times = np.atleast_1d(sched.times).ravel()
+        if sched.discrete:
+            C = self._descent(times, lambda s: self._motion_cross(s, d, max_steps, set())[s],
+                              lambda last, rec: self._motion_cross(last, d, max_steps, rec))
+        else:
+            weights = self._flow_weights(d, cross=True)
+            C = np.stack([self.rotation @ self._flow_motion(float(s), weights) for s in times])
+        l0 = np.stack([self._l0(float(s), sched.discrete) for s in times])
+        LC = l0 @ np.swapaxes(C, 1, 2)
+        out = LC + np.swapaxes(LC, 1, 2)
+        shape = sched.times.shape
+        return Expansion(np.zeros(self._shaped(out, shape, 2).shape), self._shaped(out, shape, 2))
+
+    def _dntk_composite(self, dntk) -> dict:
+        """P..U (checked, (P,) * 4), with their output Kronecker deltas for O > 1 (composite rows)."""
+        arrays = _dntk_arrays(self.dntk if dntk is None else dntk, self.n_inputs)
+        O = self.n_outputs
+        return arrays if O == 1 else {k: _compose(v, DNTK_OUTPUTS[k], O) for k, v in arrays.items()}
+
+    @staticmethod
+    def _descent(times, at_inf, upto):
+        """Stack the descent values at ``times`` (integers and inf): ``upto(last, record)`` runs the recursion
+        once to the largest finite time recording the others, ``at_inf(inf)`` its limit."""
+        finite = sorted({int(s) for s in times if np.isfinite(s)})
+        record = upto(finite[-1], set(finite)) if finite else {}
+        if np.any(np.isinf(times)):
+            record[np.inf] = at_inf(np.inf)
+        return np.stack([record[int(s) if np.isfinite(s) else np.inf] for s in times])
+
+    def _l0(self, t, discrete) -> np.ndarray:
+        """l0 = I - M(Theta) on the train columns (composite rows, original coordinates): f_lin = l0 f0 +
+        M(Theta) y at infinite width."""
+        N, P, R = self._N, self._P, self.rotation
+        g = _g_values(self.basis.eigenvalues, t, discrete, self.c)
+        V = self.basis.eigenvectors
+        l0 = np.eye(P)
+        l0[:, :N] -= self._T["Theta"][:, :N] @ (V * g[None, :]) @ V.T
+        return l0
+
+    def _motion_terms(self, d):
+        """(Pc, ddI, ddII, ddAll) (P,) * 4 from P..U: n E[dH z], n E[ddIH], n E[ddIIH], and the dNTK's
+        derivative along v, ddAll(x0, x1, x2, e) = ddIH + ddIIH + ddIIH with x1, x2 exchanged."""
         Pc = d["P"] + d["Q"] + d["Q"].transpose(0, 2, 1, 3)
         R = d["R"]
         ddI = R + R.transpose(0, 2, 3, 1) + R.transpose(0, 3, 1, 2)
         ddII = d["S"] + d["T"] + d["U"]
-        ddAll = ddI + ddII + ddII.transpose(0, 2, 1, 3)
-        P1s = Pc[:, tr, tr, tr] + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        return Pc, ddI, ddII, ddI + ddII + ddII.transpose(0, 2, 1, 3)
+
+    def _cross_moments(self):
+        """(K(X, .) (N, P), Ky = K(X, X) + y y^T, M4 (N, N, N, P)): E[eps_i eps_j eps_k f0_z] = Ky_ij K_kz +
+        Ky_ik K_jz + Ky_jk K_iz (composite rows, original coordinates)."""
+        N = self._N
+        Kz = self._T["K"][:N, :]
+        Ky = Kz[:, :N] + np.outer(self._yv, self._yv)
+        M4 = (np.einsum("ij,kz->ijkz", Ky, Kz) + np.einsum("ik,jz->ijkz", Ky, Kz)
+              + np.einsum("jk,iz->ijkz", Ky, Kz))
+        return Kz, Ky, M4
+
+    def _flow_weights(self, d, cross: bool = False):
+        """The rotated weights W1 (P, N, N) and W2 (P, N, N, N) of :meth:`_flow_motion` (rows x rotated as
+        ``self.rotation``, train indices b, d, e in the eigenbasis of Theta(X, X)); ``cross``: those of
+        C_xz = n Cov(phi_x, f0_z), each with a last axis z (P, original coordinates)."""
+        N = self._N
+        tr = slice(0, N)
+        Pc, _, _, ddAll = self._motion_terms(d)
         A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
-        K, y = self.tensors["K"][:N, :N], self.y
-        M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
-               + np.einsum("i,j,k->ijk", y, y, y))
         Rt, V = self.rotation, self.basis.eigenvectors
         rot = lambda T: np.einsum("Xx,Bb,Dd,Ee,XBDE->xbde", Rt, V, V, V, T, optimize=True)
-        P1s, A1s = rot(P1s), rot(A1s)
-        M3 = np.einsum("Ii,Jj,Kk,IJK->ijk", V, V, V, M3, optimize=True)
-        yt = V.T @ y
-        W1 = np.einsum("xbdb,d->xbd", P1s, yt) + np.einsum("xbdd,b->xbd", P1s, yt)
-        W2 = A1s * M3.transpose(2, 0, 1)[None]
+        A1s = rot(A1s)
+        if not cross:
+            P1s = rot(Pc[:, tr, tr, tr] + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3))
+            K, y = self._T["K"][:N, :N], self._yv
+            M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
+                   + np.einsum("i,j,k->ijk", y, y, y))
+            M3 = np.einsum("Ii,Jj,Kk,IJK->ijk", V, V, V, M3, optimize=True)
+            yt = V.T @ y
+            W1 = np.einsum("xbdb,d->xbd", P1s, yt) + np.einsum("xbdd,b->xbd", P1s, yt)
+            W2 = A1s * M3.transpose(2, 0, 1)[None]
+            return W1, W2
+        P1sF = Pc[:, tr, tr, :] + Pc[tr, :, tr, :].transpose(1, 0, 2, 3)  # (P, N, N, P): last index any row
+        P1sF = np.einsum("Xx,Bb,Dd,XBDz->xbdz", Rt, V, V, P1sF, optimize=True)
+        P1s = np.einsum("xbdZ,Ze->xbde", P1sF[..., tr], V)
+        Kz, Ky, M4 = self._cross_moments()
+        Kt, Kyt = V.T @ Kz, V.T @ Ky @ V
+        # W1 = -n E~[dH(x,b,d) eps_d eps_b f0_z]: the mean's W1 with its moment -(Pc_d y_b + Pc_b y_d) replaced
+        W1 = -(np.einsum("xbdd,bz->xbdz", P1s, Kt) + np.einsum("xbdb,dz->xbdz", P1s, Kt)
+               + P1sF * Kyt.T[None, :, :, None])
+        M4 = np.einsum("Ii,Jj,Kk,IJKz->ijkz", V, V, V, M4, optimize=True)
+        W2 = A1s[..., None] * M4.transpose(2, 0, 1, 3)[None]
         return W1, W2
 
     def _flow_motion(self, t, weights):
@@ -562,10 +674,11 @@ class FiniteWidthDynamics:
         (k a train eigen-index, x a test row), W1_xbd = P1s~_xbdb y~_d + P1s~_xbdd y~_b, W2_xbde = A1s~_xbde M3~_deb,
         P1s = Pc(x, b, d, .) + Pc(b, x, d, .), A1s = ddAll(x, b, d, e) + ddAll(b, x, d, e), M3 = E[eps_0^3].  At
         t = inf every F with positive nodes vanishes (phi = 0 on the train rows) and F[0, mu_1..mu_k] =
-        prod_j (-1/mu_j).  Error model: exact up to rounding (expm of k x k bidiagonal matrices, k <= 5).
+        prod_j (-1/mu_j).  Weights with a trailing axis (:meth:`_flow_weights` ``cross``) give phi with that
+        axis.  Error model: exact up to rounding (expm of k x k bidiagonal matrices, k <= 5).
         Cost O(P N^4) plus N^4 5 x 5 matrix exponentials per time."""
         W1, W2 = weights
-        N, P, c = self.n_train, self.n_inputs, self.c
+        N, P, c = self._N, self._P, self.c
         lam = self.basis.eigenvalues
         lb = lam[:, None, None]
         lbd = lam[:, None, None] + lam[None, :, None]
@@ -581,32 +694,28 @@ class FiniteWidthDynamics:
             nodes = np.concatenate([a, np.broadcast_to(mu, lead + mu.shape)], axis=-1)
             return _exp_divided_difference(nodes, t, c)
 
-        phi = np.zeros(P)
+        phi = np.zeros((P,) + W1.shape[3:])
         k_nodes = lam[:, None]
-        phi[:N] = (-np.einsum("kbd,kbd->k", W1[:N], F(k_nodes, mu1))
-                   + np.einsum("kbde,kbde->k", W2[:N], F(k_nodes, mu2)))
+        phi[:N] = (-np.einsum("kbd...,kbd->k...", W1[:N], F(k_nodes, mu1))
+                   + np.einsum("kbde...,kbde->k...", W2[:N], F(k_nodes, mu2)))
         if P > N:
             zero = np.zeros((1,))
             zk = np.stack([np.zeros(N), lam], axis=-1)  # (N, 2): (0, l_k)
-            inner = (-np.einsum("kbd,kbd->k", W1[:N], F(zk, mu1))
-                     + np.einsum("kbde,kbde->k", W2[:N], F(zk, mu2)))
-            phi[N:] = (-np.einsum("xbd,bd->x", W1[N:], F(zero, mu1)) + np.einsum("xbde,bde->x", W2[N:], F(zero, mu2))
-                       + self._Th[N:, :N] @ inner)
+            inner = (-np.einsum("kbd...,kbd->k...", W1[:N], F(zk, mu1))
+                     + np.einsum("kbde...,kbde->k...", W2[:N], F(zk, mu2)))
+            phi[N:] = (-np.einsum("xbd...,bd->x...", W1[N:], F(zero, mu1))
+                       + np.einsum("xbde...,bde->x...", W2[N:], F(zero, mu2)) + self._Th[N:, :N] @ inner)
         return phi
 
     def _motion(self, t, d, max_steps, record):
         """phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s] (docs: the sources (1), (2a), (2b), (3a), (3b),
         (4)), phi_0 = 0; returns {s: phi_s for s in record} and phi_t under the key t (inf: converged)."""
-        N, P, c = self.n_train, self.n_inputs, self.c
-        Th = self.tensors["Theta"]
-        K = self.tensors["K"][:N, :N]
-        y = self.y
+        N, P, c = self._N, self._P, self.c
+        Th = self._T["Theta"]
+        K = self._T["K"][:N, :N]
+        y = self._yv
         tr = slice(0, N)
-        Pc = d["P"] + d["Q"] + d["Q"].transpose(0, 2, 1, 3)  # n E[dH_x0x1x2 z_x3]
-        R = d["R"]
-        ddI = R + R.transpose(0, 2, 3, 1) + R.transpose(0, 3, 1, 2)  # n E[ddIH]
-        ddII = d["S"] + d["T"] + d["U"]  # n E[ddIIH]
-        ddAll = ddI + ddII + ddII.transpose(0, 2, 1, 3)  # the dNTK's derivative along v
+        Pc, ddI, ddII, ddAll = self._motion_terms(d)
         P1 = Pc[:, tr, tr, tr]  # [x, b, d, e]
         P1s = P1 + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)  # + P[b, x, d, e]
         A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
@@ -614,16 +723,13 @@ class FiniteWidthDynamics:
         A1, I1 = ddAll[:, tr, tr, tr], ddI[:, tr, tr, tr]
         M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
                + np.einsum("i,j,k->ijk", y, y, y))
+        self._check_descent(t)
         step = np.eye(N) - c * Th[tr, tr]
         A, B = np.eye(N), np.zeros((N, N))
         Y = np.zeros((N, N, N))  # sum_(r<s) (A_r x B_r x I) M3
         Z = np.zeros((N, N, N))  # sum_(r<s) (A_r x A_r x I) M3
         phi = np.zeros(P)
         out = {0: phi.copy()} if 0 in record else {}
-        if np.isinf(t) and not np.all(np.abs(1.0 - c * self.basis.eigenvalues) < 1.0):
-            raise ValueError(f"the motion at steps = inf needs convergent gradient descent, 0 < c lambda < 2 for "
-                             f"every mode; got c lambda_max = {c * self.basis.eigenvalues[-1]:.4g} (lower the "
-                             f"learning rate, or use gradient flow t = inf)")
         largest = 0.0
         s = 0
         ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
@@ -645,16 +751,80 @@ class FiniteWidthDynamics:
             s += 1
             if s in record:
                 out[s] = phi.copy()
-            size = float(np.max(np.abs(src)))
-            largest = max(largest, size)
-            if np.isinf(t):
-                if size <= 1e-14 * largest and np.max(np.abs(A)) < 1e-14:
-                    break
-                if s >= max_steps:
-                    raise ValueError(f"the motion at t = inf has not converged after {max_steps} steps "
-                                     f"(slowest mode c lambda_min = {c * self.basis.eigenvalues[0]:.3g})")
+            largest = self._converging(t, s, src, A, largest, max_steps)
+            if largest is None:
+                break
         out[t] = phi
         return out
+
+    def _motion_cross(self, t, d, max_steps, record):
+        """C_s = n Cov(phi_s, f0) (P, P) by the recursion of :meth:`_motion` with every source's moment replaced
+        by its cross-moment with f0_z (:meth:`motion_covariance`): for the dNTK sources (1), (3a)
+        n E[dH(x,b,d) eps_i eps_j f0_z] = Pc_i K_jz + Pc_j K_iz + Pc_z Ky_ij, for the ddNTK sources (2a), (2b),
+        (3b), (4) M3 -> M4 (:meth:`_cross_moments`).  Returns {s: C_s for s in record} and C_t under the key t."""
+        N, P, c = self._N, self._P, self.c
+        Th = self._T["Theta"]
+        tr = slice(0, N)
+        Pc, ddI, ddII, ddAll = self._motion_terms(d)
+        P1F = Pc[:, tr, tr, :]  # [x, b, d, z]: dH(x, b, d) with f0 at any row z
+        P1sF = P1F + Pc[tr, :, tr, :].transpose(1, 0, 2, 3)
+        P1, P1s = P1F[..., tr], P1sF[..., tr]
+        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        H2 = (ddI[:, tr, tr, tr] + ddI[tr, :, tr, tr].transpose(1, 0, 2, 3) + 2 * ddII[:, tr, tr, tr])
+        A1, I1 = ddAll[:, tr, tr, tr], ddI[:, tr, tr, tr]
+        Kz, Ky, M4 = self._cross_moments()
+        self._check_descent(t)
+        step = np.eye(N) - c * Th[tr, tr]
+        A, B = np.eye(N), np.zeros((N, N))
+        Y = np.zeros((N, N, N, P))  # sum_(r<s) (A_r x B_r x I x I) M4
+        Z = np.zeros((N, N, N, P))  # sum_(r<s) (A_r x A_r x I x I) M4
+        C = np.zeros((P, P))
+        out = {0: C.copy()} if 0 in record else {}
+        largest = 0.0
+        s = 0
+        ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
+        while s < t:
+            AK, BK = A @ Kz, B @ Kz
+            src = c**2 * (ein("xbdi,di,bz->xz", P1s, B, AK) + ein("xbdj,bj,dz->xz", P1s, A, BK)
+                          + ein("xbdz,db->xz", P1sF, B @ Ky @ A.T))  # (1)
+            src += 0.5 * c**2 * (ein("xbdi,bi,dz->xz", P1, A, AK) + ein("xbdj,dj,bz->xz", P1, A, AK)
+                                 + ein("xbdz,bd->xz", P1F, A @ Ky @ A.T))  # (3a)
+            src -= c**3 * ein("xbde,bk,dekz->xz", A1s, A, Y)  # (2a)
+            src -= 0.5 * c**3 * ein("xbde,bk,dekz->xz", H2, A, Z)  # (2b)
+            src -= 0.5 * c**3 * ein("xbde,bi,dj,ek,ijkz->xz", A1, A, A, B, M4)  # (3b)
+            src -= c**3 / 6.0 * ein("xbde,bi,dj,ek,ijkz->xz", I1, A, A, A, M4)  # (4)
+            C = C - c * Th[:, tr] @ C[tr] + src
+            Y += ein("di,ej,ijkz->dekz", A, B, M4)
+            Z += ein("di,ej,ijkz->dekz", A, A, M4)
+            B = B + A
+            A = A @ step
+            s += 1
+            if s in record:
+                out[s] = C.copy()
+            largest = self._converging(t, s, src, A, largest, max_steps)
+            if largest is None:
+                break
+        out[t] = C
+        return out
+
+    def _check_descent(self, t):
+        c = self.c
+        if np.isinf(t) and not np.all(np.abs(1.0 - c * self.basis.eigenvalues) < 1.0):
+            raise ValueError(f"the motion at steps = inf needs convergent gradient descent, 0 < c lambda < 2 for "
+                             f"every mode; got c lambda_max = {c * self.basis.eigenvalues[-1]:.4g} (lower the "
+                             f"learning rate, or use gradient flow t = inf)")
+
+    def _converging(self, t, s, src, A, largest, max_steps):
+        """The largest source so far, or None once ``t = inf``'s iteration has converged (sources below 1e-14
+        of their largest, the residual propagator below 1e-14); ValueError after ``max_steps``."""
+        largest = max(largest, float(np.max(np.abs(src))))
+        if np.isinf(t):
+            if float(np.max(np.abs(src))) <= 1e-14 * largest and np.max(np.abs(A)) < 1e-14:
+                return None
+            if s >= max_steps:
+                raise ValueError(f"the motion at t = inf has not converged after {max_steps} steps "
+                                 f"(slowest mode c lambda_min = {self.c * self.basis.eigenvalues[0]:.3g})")
+        return largest
 
     def __repr__(self) -> str:
         lam = self.basis.eigenvalues
@@ -683,6 +853,48 @@ def readout_dntk(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
     pq = rec.dntk(X, kink_terms=kink_terms, tol=tol)[-1]
     rstu = rec.ddntk(X, kink_terms=kink_terms, tol=tol)[-1]
     return {"P": pq.P, "Q": pq.Q, "R": rstu.R, "S": rstu.S, "T": rstu.T, "U": rstu.U}
+
+
+#: each tensor's output Kronecker deltas, as pairs of its index positions (the spec: e.g. n E[dH_(i0 i1 i2) z_(i3)]
+#: = d_(i0 i3) d_(i1 i2) P + d_(i0 i1) d_(i2 i3) Q + ..., n Cov(H_(i1 i2), H_(i3 i4)) = d_(i1 i2) d_(i3 i4) A + ...; the
+#: other terms are index transpositions of these, which carry their deltas along)
+TENSOR_OUTPUTS = {"K": ((0, 1),), "Theta": ((0, 1),), "K1": ((0, 1),), "Theta1": ((0, 1),),
+                  "A": ((0, 1), (2, 3)), "B": ((0, 1), (2, 3)), "D": ((0, 1), (2, 3)), "F": ((0, 1), (2, 3))}
+DNTK_OUTPUTS = {"P": ((0, 3), (1, 2)), "Q": ((0, 1), (2, 3)), "R": ((0, 1), (2, 3)), "S": ((0, 1), (2, 3)),
+                "T": ((0, 2), (1, 3)), "U": ((0, 3), (1, 2))}
+
+
+def _compose(X: np.ndarray, pairs, O: int) -> np.ndarray:
+    """The composite tensor X_(a i)(b j)... = X_ab... times the Kronecker deltas of the output indices at the
+    index ``pairs``; composite index a O + i (input-major, so the train rows stay first)."""
+    k = X.ndim
+    letters = "abcdefgh"[:k]
+    outs = list("ijklmnop"[:k])
+    for p, q in pairs:
+        outs[q] = outs[p]
+    eye = np.eye(O)
+    spec = letters + "".join("," + outs[p] + outs[p].upper() for p, _ in pairs)
+    result = "".join(a + (outs[m] if outs[m] not in outs[:m] else outs[m].upper()) for m, a in enumerate(letters))
+    return np.einsum(spec + "->" + result, X, *([eye] * len(pairs))).reshape((X.shape[0] * O,) * k)
+
+
+def _g_values(lam, t, discrete, c) -> np.ndarray:
+    """g at the eigenvalues (module docstring)."""
+    return np.diagonal(_g_matrix(_bidiagonal(np.asarray(lam, dtype=float)[:, None]), t, discrete, c),
+                       axis1=-2, axis2=-1)[:, 0]
+
+
+def _schedule(t, steps) -> Schedule:
+    """Flow times ``t`` or descent ``steps`` (``inf``, descent's limit, allowed among the integers)."""
+    if steps is not None and t is None:
+        try:
+            k = np.asarray(steps, dtype=np.float64)
+        except (TypeError, ValueError):
+            k = None
+        if k is not None and np.any(np.isposinf(k)):
+            Schedule.of(steps=np.where(np.isposinf(k), 0.0, k))  # validates the finite ones
+            return Schedule(k, True)
+    return Schedule.of(t, steps)
 
 
 def _dntk_arrays(dntk, P) -> dict:

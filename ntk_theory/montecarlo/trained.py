@@ -82,7 +82,7 @@ from .estimate import Estimate, EstimateTable, jackknife, run_blocks
 
 Array = np.ndarray
 
-__all__ = ["TrainedEnsemble", "UnstableControlError", "linearised_parts", "sample_trained"]
+__all__ = ["TrainedEnsemble", "UnstableControlError", "linearised_parts", "output_ntk", "sample_trained"]
 
 DESCRIPTIONS = {
     "mean": "E[f(t)] = motion + linearised (variance-reduced)",
@@ -95,11 +95,35 @@ DESCRIPTIONS = {
     "cov": "Cov[f(t)] over networks",
     "cov_linearised": "Cov[f_lin(t)]",
     "cov_motion": "Cov[f(t)] - Cov[f_lin(t)]",
+    "cov_outputs": "Cov[f(t)] with output indices (O outputs)",
+    "cov_linearised_outputs": "Cov[f_lin(t)] with output indices (O outputs)",
+    "cov_motion_outputs": "Cov[f(t)] - Cov[f_lin(t)] with output indices (O outputs)",
 }
 
 
 class UnstableControlError(ValueError):
     """A network's own NTK makes its linearised model diverge (c lambda_max >= 2): the control is undefined."""
+
+
+def output_ntk(net: BatchedMLP, X1, X2) -> Array:
+    """The empirical NTK of every network with its output indices, Theta_hat_(i j)(x1, x2) =
+    sum_mu lambda_mu dz_(i;x1)/dth_mu dz_(j;x2)/dth_mu: (S, N1, O, N2, O) (the same reverse passes as
+    :meth:`~ntk_theory.reference.batched.BatchedMLP.ntk`, which is its output trace divided by O)."""
+    tr1, tr2 = net.forward(X1), net.forward(X2)
+    O, S = net.spec.output_dim, net.size
+
+    def sens(tr):
+        n = tr.output.shape[1]
+        return net.cotangents(tr, np.broadcast_to(np.eye(O)[None, :, None, :], (S, O, n, O)))  # (S, O, n, n_l)
+
+    theta = 0.0
+    for l, ((lam_b, lam_W), g1, g2) in enumerate(zip(net.lambdas, sens(tr1), sens(tr2))):
+        a1 = np.broadcast_to(tr1.a[l], (S,) + tr1.a[l].shape[-2:])
+        a2 = np.broadcast_to(tr2.a[l], (S,) + tr2.a[l].shape[-2:])
+        gg = np.einsum("sixk,sjyk->sixjy", g1, g2)
+        xx = lam_b + (lam_W / a1.shape[-1]) * np.matmul(a1, np.swapaxes(a2, -1, -2))  # (S, N1, N2)
+        theta = theta + gg * xx[:, None, :, None, :]
+    return np.transpose(theta, (0, 2, 1, 4, 3))
 
 
 def linearised_parts(theta, f0, y, steps, c: float) -> tuple[Array, Array]:
@@ -238,16 +262,17 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
 
     def sample_block(rng, S):
         net = BatchedMLP.random(spec, act, S, rng)
-        theta = net.ntk(Xall, X)  # (S, P, N)
+        theta = output_ntk(net, Xall, X).reshape(S, P * O, N * O)  # composite rows (input, output)
         run = train_batched(net, X, y, eta, int(record[-1]), loss=loss, X_test=Xt, record=record)
         f = run.train_outputs if Xt is None else np.concatenate([run.train_outputs, run.test_outputs], axis=2)
-        odd, even = linearised_parts(theta, f[0], y, steps, c)  # (R, S, P, O)
+        odd, even = linearised_parts(theta, f[0].reshape(S, P * O, 1), y.reshape(N * O, 1), steps, c)
+        odd, even = odd.reshape(R, S, P, O), even.reshape(R, S, P, O)  # (R, S, P, O)
         f = f[rows]
         lin = odd + even
         to_net = lambda a: np.moveaxis(a, 1, 0)  # (S, R, P, O)
         f, lin, odd, even = map(to_net, (f, lin, odd, even))
-        ff = np.einsum("srpo,srqo->srpq", f, f) / O
-        ll = np.einsum("srpo,srqo->srpq", lin, lin) / O
+        ff = np.einsum("srpo,srqk->srpoqk", f, f)
+        ll = np.einsum("srpo,srqk->srpoqk", lin, lin)
         flat = lambda a: a.reshape(S, -1)
         return {"f": flat(f), "lin": flat(lin), "odd": flat(odd), "even": flat(even), "delta": flat(f - lin),
                 "ff": flat(ff), "ll": flat(ll), "f_odd": flat(f * odd), "odd_odd": flat(odd * odd)}
@@ -257,8 +282,10 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
         f, lin, d = m["f"].reshape(shp), m["lin"].reshape(shp), m["delta"].reshape(shp)
         even, odd = m["even"].reshape(shp), m["odd"].reshape(shp)
         corr = count / (count - 1.0)
-        cov = corr * (m["ff"].reshape(R, P, P) - np.einsum("rpo,rqo->rpq", f, f) / O)
-        cov_lin = corr * (m["ll"].reshape(R, P, P) - np.einsum("rpo,rqo->rpq", lin, lin) / O)
+        cov_full = corr * (m["ff"].reshape(R, P, O, P, O) - np.einsum("rpo,rqk->rpoqk", f, f))
+        cov_lin_full = corr * (m["ll"].reshape(R, P, O, P, O) - np.einsum("rpo,rqk->rpoqk", lin, lin))
+        cov = np.einsum("rpoqo->rpq", cov_full) / O
+        cov_lin = np.einsum("rpoqo->rpq", cov_lin_full) / O
         var_odd = m["odd_odd"].reshape(shp) - odd * odd
         cov_f_odd = m["f_odd"].reshape(shp) - f * odd
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -267,6 +294,9 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
                "odd": odd, "cov": cov, "cov_linearised": cov_lin, "cov_motion": cov - cov_lin}
         if vector:
             out = {k: (v[..., 0] if not k.startswith("cov") else v) for k, v in out.items()}
+        else:
+            out.update(cov_outputs=cov_full, cov_linearised_outputs=cov_lin_full,
+                       cov_motion_outputs=cov_full - cov_lin_full)
         return out
 
     t0 = time.perf_counter()
@@ -274,7 +304,7 @@ def sample_trained(activation, X_train, y_train, X_test, depth: int, width: int,
                       desc=f"training width {width}")
     values, errors = jackknife(sums, estimator)
     seconds = time.perf_counter() - t0
-    estimates = {k: Estimate(k, values[k], errors[k], DESCRIPTIONS[k]) for k in DESCRIPTIONS}
+    estimates = {k: Estimate(k, values[k], errors[k], DESCRIPTIONS[k]) for k in DESCRIPTIONS if k in values}
     info = {"activation": act.name, "depth": int(depth), "width": int(width), "C_W": list(spec.C_W),
             "C_b": list(spec.C_b), "param": param, "loss": loss, "learning_rate": eta, "samples": samples,
             "batches": batches, "block": block, "workers": workers, "seconds": seconds,
