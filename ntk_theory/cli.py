@@ -939,23 +939,25 @@ def _steps(text: str) -> np.ndarray:
     return np.array(parts)
 
 
-def load_targets(path: str, n: int, name: str = "--y") -> np.ndarray:
+def load_targets(path: str, n: int, name: str = "--y", outputs: bool = False) -> np.ndarray:
     """Training targets y (N,) (one output) from a .npy file or a text file with one number per line;
-    (N, 1) is taken as (N,); the count must match the N training inputs."""
+    (N, 1) is taken as (N,); the count must match the N training inputs.  ``outputs``: (N, O) for O outputs
+    too (a .npy array or a text file with O numbers per line)."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{name} {path}: no such file")
     try:
         y = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(io.StringIO(
-            p.read_text().replace(",", " ")), ndmin=1)
+            p.read_text().replace(",", " ")), ndmin=2 if outputs else 1)
         y = np.asarray(y, dtype=float)
     except (ValueError, OSError, UnicodeDecodeError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read targets from {path}: {first}") from None
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or y.size != n:
-        raise ValueError(f"{name} {path}: expected {n} targets (one output per training input), got shape {y.shape}")
+    if not (y.ndim == 1 or (outputs and y.ndim == 2 and y.shape[1] > 0)) or y.shape[0] != n:
+        what = "one row of O outputs" if outputs else "one output"
+        raise ValueError(f"{name} {path}: expected {n} targets ({what} per training input), got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{name} {path}: the targets have non-finite entries (NaN or inf)")
     return y
@@ -993,7 +995,7 @@ def _cmd_dynamics_finite_width(args) -> int:
         raise ValueError("--finite-width: the 1/n corrections are derived for --param ntk or unit, not standard")
     out = _output_path(args.out) if args.out else None
     X = load_inputs(args.x, "--x")
-    y = load_targets(args.y, X.shape[0])
+    y = load_targets(args.y, X.shape[0], outputs=True)
     XT = load_inputs(args.x_test, "--x-test") if args.x_test is not None else None
     if XT is not None and XT.shape[1] != X.shape[1]:
         raise ValueError(f"--x-test has inputs of dimension {XT.shape[1]}, --x of dimension {X.shape[1]}")
@@ -1002,34 +1004,34 @@ def _cmd_dynamics_finite_width(args) -> int:
                                            param=args.param, learning_rate=args.learning_rate, loss=args.loss,
                                            dntk=dntk)
     steps = args.steps
-    fin = np.isfinite(steps)
-    mean, motion = ({part: np.zeros((steps.size, dyn.n_inputs)) for part in ("value", "correction")}
-                    for _ in range(2))
-    for sel, when in ((fin, dict(steps=steps[fin].astype(int))), (~fin, dict(t=np.inf))):
-        if np.any(sel):
-            # gradient descent throughout: its limit is t = inf for the linearised mean, steps = inf for the motion
-            gd = dict(steps=np.inf) if "t" in when else when
-            for store, e in ((mean, dyn.mean(**when)), (motion, dyn.motion(**gd))):
-                for part in store:
-                    store[part][sel] = getattr(e, part)
+    per = (dyn.n_inputs,) if y.ndim == 1 else (dyn.n_inputs, dyn.n_outputs)
+    mean, motion = ({part: np.zeros((steps.size,) + per) for part in ("value", "correction")} for _ in range(2))
+    # gradient descent throughout (steps = inf: its limit)
+    for store, e in ((mean, dyn.mean(steps=steps)), (motion, dyn.motion(steps=steps))):
+        for part in store:
+            store[part][:] = getattr(e, part)
     mean, motion = (argparse.Namespace(**d) for d in (mean, motion))
     N = X.shape[0]
     rows = [f"train {i}" for i in range(N)] + [f"test {j}" for j in range(dyn.n_inputs - N)]
+    O = dyn.n_outputs if y.ndim == 2 else 0
     print(f"trained mean (gradient descent, eta = {args.learning_rate:g}, loss {args.loss}; {args.activation}, depth "
-          f"{args.depth}, C_W = {args.C_W}, C_b = {args.C_b}): E[f] = trained_mean + (trained_mean_correction + "
-          f"trained_motion_correction) / n")
-    head = f"{'step':>8s} {'input':>9s} {'trained_mean':>14s} {'linearised 1/n':>15s} {'motion 1/n':>12s}"
+          f"{args.depth}, C_W = {args.C_W}, C_b = {args.C_b}{f'; {O} outputs' if O else ''}): E[f] = trained_mean + "
+          f"(trained_mean_correction + trained_motion_correction) / n")
+    head = f"{'step':>8s} {'input':>9s}" + (f" {'output':>6s}" if O else "")
+    head += f" {'trained_mean':>14s} {'linearised 1/n':>15s} {'motion 1/n':>12s}"
     if args.width is not None:
         head += f" {'at n = ' + str(args.width):>14s}"
     print(head)
     total = mean.value + (mean.correction + motion.correction) / args.width if args.width else None
     for k, t in enumerate(steps):
         for a, name in enumerate(rows):
-            line = (f"{t:8g} {name:>9s} {mean.value[k, a]:14.6g} {mean.correction[k, a]:15.6g} "
-                    f"{motion.correction[k, a]:12.6g}")
-            if total is not None:
-                line += f" {total[k, a]:14.6g}"
-            print(line)
+            for o in range(max(O, 1)):
+                at = (k, a, o) if O else (k, a)
+                line = f"{t:8g} {name:>9s}" + (f" {o:6d}" if O else "")
+                line += f" {mean.value[at]:14.6g} {mean.correction[at]:15.6g} {motion.correction[at]:12.6g}"
+                if total is not None:
+                    line += f" {total[at]:14.6g}"
+                print(line)
     if out is not None:
         arrays = dict(X=X, y=y, steps=steps, trained_mean=mean.value, trained_mean_correction=mean.correction,
                       trained_motion_correction=motion.correction, **{k: dyn.dntk[k] for k in "PQRSTU"})
@@ -1221,13 +1223,14 @@ def build_parser() -> argparse.ArgumentParser:
         "model's and the NTK's motion), FiniteWidthDynamics; ACTIVATION, --depth, --C-W, --C-b, --param as above")
     g.add_argument("--finite-width", action="store_true", help="compute the trained mean at O(1/n)")
     g.add_argument("--x", default=None, help=f"training inputs X (N, d): {INPUT_HELP}")
-    g.add_argument("--y", default=None, help="training targets (N,), one output: .npy or text, one per line")
+    g.add_argument("--y", default=None, help="training targets (N,) or (N, O) for O outputs: .npy or text, one row "
+                   "per input")
     g.add_argument("--x-test", dest="x_test", default=None, help=f"test inputs (M, d): {INPUT_HELP}")
     g.add_argument("--steps", type=_steps, default=None, help="gradient-descent steps, e.g. 1,10,100 (inf: converged)")
     g.add_argument("--learning-rate", dest="learning_rate", type=float, default=None,
-                   help="eta (default: 1); the rate is c = eta / N (--loss mean) or eta (--loss sum)")
+                   help="eta (default: 1); the rate is c = eta / (N O) (--loss mean) or eta (--loss sum)")
     g.add_argument("--loss", choices=("mean", "sum"), default=None,
-                   help="||f - y||^2 / (2N) (mean, default) or ||f - y||^2 / 2 (sum)")
+                   help="||f - y||^2 / (2 N O) (mean, default) or ||f - y||^2 / 2 (sum)")
     g.add_argument("--width", type=_widths, default=None, help="also print the mean at this width n")
     g.add_argument("--dntk", default=None, metavar="FILE.npz",
                    help="the readout's P, Q, R, S, T, U over train then test inputs (default: the recursions; "

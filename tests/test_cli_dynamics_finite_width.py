@@ -30,10 +30,10 @@ def relu_kernels(A, C_W=2.0):
     return C_W * ss, C_W * ss + C_W * dd * K1  # K, Theta (Theta(1) = lambda_W G0 = K1)
 
 
-def hand_mean(steps, eta=ETA):
+def hand_mean(steps, eta=ETA, y=Y):
     """E[f_t] at infinite width: f_0 = 0 in the mean, f_(s+1) = f_s - (eta/N) Theta(., X) (f_s(X) - y)."""
     _, Th = relu_kernels(np.concatenate([X, XT]))
-    N = len(Y)
+    Y, N = y, len(y)
     out = []
     for t in steps:
         if np.isinf(t):
@@ -144,3 +144,37 @@ def test_inf_row_is_the_gradient_descent_limit(files, result):
     mot = r["trained_motion_correction"]
     np.testing.assert_allclose(mot[1], mot[0], rtol=1e-8, atol=1e-10 * np.max(np.abs(mot[1])))
     assert np.max(np.abs(mot[1][len(Y):])) > 0
+
+
+def test_several_outputs(files, result, capsys):
+    """--y with O = 2 columns: each output's infinite-width mean is the hand-computed kernel model of its own
+    targets at the rate eta / (N O) (the loss ||f - y||^2 / (2 N O)); the 1/n coefficients keep their exact limits
+    (0 at step 0, 0 on the converged train rows) and are not zero elsewhere; a (N, 1) column is the one-output
+    run."""
+    Y2 = np.c_[Y, [0.2, 0.9]]
+    np.save(files / "Y2.npy", Y2)
+    np.save(files / "Y1.npy", Y[:, None])
+    argv = ["dynamics", "relu", "--depth", "1", "--C-W", "2", "--C-b", "0", "--finite-width", "--x",
+            str(files / "X.npy"), "--x-test", str(files / "XT.npy"), "--steps", STEPS, "--learning-rate", str(2 * ETA)]
+    assert main([*argv, "--y", str(files / "Y2.npy"), "--out", str(files / "two.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 outputs" in printed and "output" in printed.splitlines()[1]
+    with np.load(files / "two.npz") as f:
+        two = {k: f[k] for k in f.files}
+    steps = np.array([0, 1, 10, np.inf])
+    assert two["trained_mean"].shape == two["trained_motion_correction"].shape == (4, 3, 2)
+    for o in range(2):  # eta / (N O) = ETA / N
+        np.testing.assert_allclose(two["trained_mean"][..., o], hand_mean(steps, y=Y2[:, o]), rtol=0, atol=5e-9)
+    lin, mot = two["trained_mean_correction"], two["trained_motion_correction"]
+    assert np.all(lin[0] == 0) and np.all(mot[0] == 0)
+    np.testing.assert_allclose(lin[-1, :2], 0, atol=1e-12)
+    np.testing.assert_allclose(mot[-1, :2], 0, atol=1e-10)
+    assert np.max(np.abs(mot[1:3])) > 1e-3 and np.max(np.abs(lin[2])) > 1e-3
+    one = run(files, out="one.npz")
+    col = main(["dynamics", "relu", "--depth", "1", "--C-W", "2", "--C-b", "0", "--finite-width", "--x",
+                str(files / "X.npy"), "--y", str(files / "Y1.npy"), "--x-test", str(files / "XT.npy"), "--steps",
+                STEPS, "--learning-rate", str(ETA), "--out", str(files / "col.npz")])
+    assert col == 0
+    with np.load(files / "col.npz") as f:
+        for k in ("trained_mean", "trained_mean_correction", "trained_motion_correction"):
+            np.testing.assert_array_equal(f[k], one[k])

@@ -237,3 +237,97 @@ def test_two_outputs_against_trained_ensembles():
         assert np.max(np.abs(z[0])) < 4 and np.max(np.abs(test)) < 4, (name, z)
     _converged(runs, "cov_motion_outputs", checks[3][1][1], (slice(0, N2),))
     _converged(runs, "motion", checks[1][1][1], (slice(0, N2),))
+
+
+# ------------------------------------------------------------------------------------------- several outputs (exact)
+def _outputs_ensemble(seed=4, O=2):
+    """A synthetic ensemble of (Theta_hat, f0) with O outputs and exactly the network's output structure at
+    eps = 1/n, 4096 equally likely sign patterns: f0_(l; x) = sum_k (U + eps W)_kx r_lk; Theta_hat_(i j) =
+    d_ij (Theta + eps Theta1) + sqrt(eps) [d_ij sum_k g_k E_k + G_ij E + G_ji E^T] + eps [d_ij sum_l r_l0 r_l1 E0
+    + r_i0 r_j1 E1 + r_j0 r_i1 E1^T]; then (by hand, Wick on the signs) K1 = U^T W + W^T U, A_abcd = sum_k
+    E_k,ab E_k,cd, B_pqrs = E_pr E_qs + E_rp E_sq, D_abcd = E0_ab (U_0c U_1d + U_1c U_0d), F_pqrs = E1_pr U_0q U_1s
+    + E1_rp U_1q U_0s, with the spec's Kronecker deltas (d_i1i2 d_i3i4 A + d_i1i3 d_i2i4 B_acbd + ...); E, E1
+    unsymmetric, so that B_acbd != B_adbc and F_acbd != F_adbc."""
+    rng = np.random.default_rng(seed)
+    Th = _spd(rng, P)
+    sym = lambda: (lambda A: 0.3 * (A + A.T))(rng.standard_normal((P, P)))
+    Th1, E0, Ek = sym(), sym(), [sym(), sym()]
+    E, E1 = 0.3 * rng.standard_normal((P, P)), 0.3 * rng.standard_normal((P, P))
+    U, W = rng.standard_normal((3, P)), rng.standard_normal((3, P))
+    y = rng.standard_normal((N, O))
+    UU = np.einsum("c,d->cd", U[0], U[1]) + np.einsum("c,d->cd", U[1], U[0])
+    tensors = {"K": U.T @ U, "Theta": Th, "K1": U.T @ W + W.T @ U, "Theta1": Th1,
+               "A": sum(np.einsum("ab,cd->abcd", e, e) for e in Ek),
+               "B": np.einsum("pr,qs->pqrs", E, E) + np.einsum("rp,sq->pqrs", E, E),
+               "D": np.einsum("ab,cd->abcd", E0, UU),
+               "F": np.einsum("pr,q,s->pqrs", E1, U[0], U[1]) + np.einsum("rp,q,s->pqrs", E1, U[1], U[0])}
+    return tensors, (Th, Th1, E0, E1, Ek, E, U, W), y
+
+
+def _outputs_exact_moments(parts, y, eps, c, t):
+    """Mean (P, O) and covariance (P, O, P, O) of the linearised model of _outputs_ensemble after t descent steps
+    (plain iteration f <- f - c Theta_hat(., X) (f(X) - y) on the composite rows), summed over all patterns."""
+    Th, Th1, E0, E1, Ek, E, U, W = parts
+    O = y.shape[1]
+    nr, ng, nG = 3 * O, len(Ek), O * O
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * (nr + ng + nG), indexing="ij")).reshape(nr + ng + nG, -1).T
+    r = signs[:, :nr].reshape(-1, O, 3)
+    g = signs[:, nr:nr + ng]
+    G = signs[:, nr + ng:].reshape(-1, O, O)
+    I = np.eye(O)
+    base = np.einsum("ij,ab->aibj", I, Th + eps * Th1)
+    fluct = (np.einsum("ij,sk,kab->saibj", I, g, np.array(Ek)) + np.einsum("sij,ab->saibj", G, E)
+             + np.einsum("sji,ba->saibj", G, E))
+    dflt = (np.einsum("ij,s,ab->saibj", I, np.einsum("sl,sl->s", r[:, :, 0], r[:, :, 1]), E0)
+            + np.einsum("si,sj,ab->saibj", r[:, :, 0], r[:, :, 1], E1)
+            + np.einsum("sj,si,ba->saibj", r[:, :, 0], r[:, :, 1], E1))
+    H = (base[None] + np.sqrt(eps) * fluct + eps * dflt).reshape(len(signs), P * O, P * O)
+    f = np.einsum("kx,slk->sxl", U + eps * W, r).reshape(len(signs), P * O)
+    NO = N * O
+    for _ in range(t):
+        f = f - c * np.einsum("sxb,sb->sx", H[:, :, :NO], f[:, :NO] - y.reshape(NO))
+    mean = f.mean(0)
+    cov = np.einsum("sx,sy->xy", f, f) / len(signs) - np.outer(mean, mean)
+    return mean.reshape(P, O), cov.reshape(P, O, P, O)
+
+
+@pytest.mark.parametrize("t", [1, 5])
+def test_several_outputs_linearised_is_the_exact_slope_of_a_synthetic_ensemble(t):
+    """The O = 2 linearised mean and covariance (composite rows with the spec's Kronecker deltas, rate
+    c = eta / (N O)) against the exact slope in eps of _outputs_ensemble: the output-off-diagonal NTK blocks (B),
+    the NTK-output correlations of both kinds (D, F) and the other output's targets all enter."""
+    tensors, parts, y = _outputs_ensemble()
+    lam_max = np.linalg.eigvalsh(tensors["Theta"][:N, :N])[-1]
+    eta = 0.8 * N * 2 / lam_max
+    dyn = FiniteWidthDynamics(tensors, y, learning_rate=eta)
+    assert dyn.c == eta / (N * 2)
+    mean, cov = dyn.mean(steps=t), dyn.covariance(steps=t)
+    m0, c0 = _outputs_exact_moments(parts, y, 0.0, dyn.c, t)
+    s = np.array([2e-3, 4e-3, 6e-3, 8e-3, 1e-2])
+    dm, dc = [], []
+    for si in s:
+        m, cv = _outputs_exact_moments(parts, y, si**2, dyn.c, t)
+        dm.append(((m - m0) / si**2).ravel())
+        dc.append(((cv - c0) / si**2).ravel())
+    m1 = np.polynomial.polynomial.polyfit(s, np.array(dm), 3)[0].reshape(P, 2)
+    c1 = np.polynomial.polynomial.polyfit(s, np.array(dc), 3)[0].reshape(P, 2, P, 2)
+    np.testing.assert_allclose(mean.value, m0, atol=1e-12)
+    np.testing.assert_allclose(cov.value, c0, atol=1e-12)
+    np.testing.assert_allclose(mean.correction, m1, rtol=1e-6, atol=1e-6 * np.max(np.abs(m1)))
+    np.testing.assert_allclose(cov.correction, c1, rtol=1e-6, atol=1e-6 * np.max(np.abs(c1)))
+    # the other output's targets enter output 0's corrections: change y[:, 1] only
+    other = FiniteWidthDynamics(tensors, np.c_[y[:, 0], 2 * y[:, 1]], learning_rate=eta)
+    assert np.max(np.abs(other.covariance(steps=t).correction[:, 0, :, 0] - cov.correction[:, 0, :, 0])) > 1e-3
+
+
+def test_one_output_as_a_column_equals_the_vector_form():
+    tensors, dntk, y = _generic()
+    a = FiniteWidthDynamics(tensors, y, learning_rate=0.5)
+    b = FiniteWidthDynamics(tensors, y[:, None], learning_rate=0.5)
+    for name in ("mean", "covariance"):
+        ea, eb = getattr(a, name)(steps=[2, np.inf]), getattr(b, name)(steps=[2, np.inf])
+        assert np.array_equal(ea.correction, eb.correction.reshape(ea.correction.shape))
+    for name in ("motion", "motion_covariance"):
+        ea, eb = getattr(a, name)(steps=[2], dntk=dntk), getattr(b, name)(steps=[2], dntk=dntk)
+        assert eb.correction.shape == (1, P, 1) + ((P, 1) if name == "motion_covariance" else ())
+        assert np.array_equal(ea.correction, eb.correction.reshape(ea.correction.shape))
