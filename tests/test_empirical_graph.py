@@ -124,6 +124,32 @@ def test_stax_network_object_and_float32():
         assert got.dtype == np.float32 and _rel(got.astype(float), ref) < 1e-6
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_jacobian_contraction_row_blocks_in_reused_buffers(symmetric):
+    """Row blocks of 2 inputs (several blocks of X1 and X2): the J blocks written into one reused scratch
+    array per side still give the forward-mode Jacobian's J Lambda J^T, and a Dense layer's J block is a view
+    of the scratch array (no fresh allocation per block)."""
+    from ntk_theory.empirical.graph import DenseRule
+
+    class Scratch:  # the buffer interface: get(shape) -> an array of that shape in memory already held
+        data = np.empty(256)
+
+        def get(self, shape):
+            return self.data[:int(np.prod(shape))].reshape(shape)
+
+    net = NETWORKS["multi_output_nobias"]
+    rng = np.random.default_rng(3)
+    X1 = rng.standard_normal((7, 4))
+    X2 = None if symmetric else rng.standard_normal((5, 4))
+    _, params = net.init_fn(2, X1.shape)
+    got = empirical_ntk(net, X1, X2, method="jacobian_contraction", trace_outputs=False, params=params, batch_size=2)
+    assert _rel(got, _reference(net.description, params, X1, X2)) < 1e-13
+    entry = type("Entry", (), {"c": 1.0, "lambda_b": 1.0, "has_bias": False})()
+    buffer, x, g = Scratch(), rng.standard_normal((3, 4)), rng.standard_normal((3, 2, 5))
+    (_, J), = DenseRule.contraction_blocks(entry, x, g, buffer)
+    assert np.shares_memory(J, buffer.data) and np.array_equal(J, np.einsum("ai,aoj->aoij", x, g))
+
+
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_cost_model_counts_the_parameters_init_draws(name):
     net = NETWORKS[name]

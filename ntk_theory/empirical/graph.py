@@ -429,14 +429,18 @@ class DenseRule:
         return blocks
 
     @staticmethod
-    def contraction_blocks(entry: DenseEntry, x: Array, g: Array) -> list:
+    def contraction_blocks(entry: DenseEntry, x: Array, g: Array, buffer: _Buffer | None = None) -> list:
         """The unscaled Jacobian blocks with their factors, ``[(c, J_W), (lambda_b, J_b)]`` (no bias: one
         pair), rows per (input, output), columns in any fixed order: ``J Lambda J^T = sum_i factor_i J_i J_i^T``.
-        Dense rows: ``x_a (x) g_(a,o)`` (N, O, n_in, n_out) and g; shared weights: :meth:`shared_jacobian`."""
+        Dense rows: ``x_a (x) g_(a,o)`` (N, O, n_in, n_out), written into ``buffer`` when given (valid until
+        its next use), and g; shared weights: :meth:`shared_jacobian`."""
         if x.ndim > 2:
             J, s = DenseRule.shared_jacobian(entry, x, g)
         else:
-            J, s = x[:, None, :, None] * g[:, :, None, :], (g if entry.has_bias else None)
+            shape = (x.shape[0], g.shape[1], x.shape[1], g.shape[2])
+            J = np.empty(shape) if buffer is None else buffer.get(shape)
+            np.multiply(x[:, None, :, None], g[:, :, None, :], out=J)
+            s = g if entry.has_bias else None
         return [(entry.c, J)] + ([] if s is None else [(entry.lambda_b, s)])
 
     @staticmethod
@@ -618,6 +622,7 @@ def _jacobian_contraction(model, X1, X2, trace, B):
     sym, p1, p2, N1, N2, O, out = _passes(model, X1, X2, trace)
     eye = np.broadcast_to(np.eye(O), (max(N1, N2), O, O))
     d1, d2 = _per_input(p1), (None if sym else _per_input(p2))
+    buffers = (_Buffer(), _Buffer())  # X1's and X2's J blocks, reused across row blocks and layers
     for path, (x1, g1) in d1.items():
         entry = model.dense[path]
         rule = _rule(entry)
@@ -627,10 +632,10 @@ def _jacobian_contraction(model, X1, X2, trace, B):
         J1, J1_rows = None, None
         for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
             if J1_rows != (s1.start, s1.stop):  # J blocks of X1's rows, formed once per row block
-                J1 = rule.contraction_blocks(entry, x1[s1], g1[s1])
+                J1 = rule.contraction_blocks(entry, x1[s1], g1[s1], buffers[0])
                 J1_rows = (s1.start, s1.stop)
             same = sym and i == j
-            J2 = None if same else rule.contraction_blocks(entry, x2[s2], g2[s2])
+            J2 = None if same else rule.contraction_blocks(entry, x2[s2], g2[s2], buffers[1])
             b1, b2 = J1[0][1].shape[0], s2.stop - s2.start
             rows = (b1, b2) if trace else (b1 * O, b2 * O)
             G = sum(factor * _gram(A, None if same else A2[1], rows)
