@@ -120,13 +120,13 @@ _TABLE = (
     # (a data table: entries alike in shape, as the dNTK's and ddNTK's above)
     # the trained network (dynamics --finite-width; T steps, P = N train + M test inputs, train first)
     Quantity("trained_mean", "E[f_t]", "mean output after t steps of gradient descent at infinite width (the "
-             "kernel prediction)", "1", "(T, P)"),
+             "kernel prediction)", "1", "(T, P[, O])"),
     Quantity("trained_mean_correction", "E[f_lin,t]_1", "E[f_lin,t] = trained_mean + trained_mean_correction / n: "
-             "the linearised model with the network's own NTK and initial outputs", "1/n", "(T, P)"),
+             "the linearised model with the network's own NTK and initial outputs", "1/n", "(T, P[, O])"),
     Quantity("trained_motion_correction", "E[f_t - f_lin,t]_1", "E[f_t - f_lin,t] = trained_motion_correction / n: "
-             "the NTK's motion (dNTK, ddNTKs)", "1/n", "(T, P)"),
+             "the NTK's motion (dNTK, ddNTKs)", "1/n", "(T, P[, O])"),
     Quantity("trained_mean_at_width", "E[f_t]", "trained_mean + (trained_mean_correction + "
-             "trained_motion_correction) / n at the width n asked for", "1", "(T, P)"),
+             "trained_motion_correction) / n at the width n asked for", "1", "(T, P[, O])"),
     Quantity("steps", "t", "the gradient-descent step counts (inf: converged)", "", "(T,)"),
     Quantity("y", "y", "the training targets, one output", "", "(N,)"),
     Quantity("X_test", "X'", "the test inputs, one per row", "", "(M, d)"),

@@ -2,8 +2,16 @@ r"""The trained network at O(1/n): mean and covariance of the linearised model o
 random NTK and initial outputs) after gradient descent, to first order in 1/n (docs/finite_width.md, "The
 trained network at O(1/n)").
 
-Set-up (one output; :mod:`.loss`): rows X u X' (train first, N + M = P inputs), L = ||f - y||^2 / (2 N) by
-default (``loss="mean"``, c = eta / N) or ||f - y||^2 / 2 (c = eta).  A network of width n has NTK
+Set-up (:mod:`.loss`): rows X u X' (train first, N + M = P inputs), O outputs (y (N,) for one, (N, O)),
+L = ||f - y||^2 / (2 N O) by default (``loss="mean"``, c = eta / (N O)) or ||f - y||^2 / 2 (c = eta).  With
+O outputs every formula below holds with composite rows (x, i) (input-major, train rows first) and the
+readout's tensors carrying the spec's output Kronecker deltas, E[f0_i f0_j] = d_ij (K + K1/n),
+E[Theta_hat_ij] = d_ij (Theta + Theta1/n), n Cov(Theta_hat_(i1 i2), Theta_hat_(i3 i4)) = d_i1i2 d_i3i4 A +
+d_i1i3 d_i2i4 B_acbd + d_i1i4 d_i2i3 B_adbc (D, F likewise), n E[dH_(i0 i1 i2) f0_(i3)] = d_i0i3 d_i1i2 P +
+d_i0i1 d_i2i3 Q + d_i0i2 d_i1i3 Q^T, R, S, T, U as the spec (:data:`TENSOR_OUTPUTS`, :data:`DNTK_OUTPUTS`):
+the composite tensors are (P O)^4 arrays, so the cost grows as O^4 (O^5 for the rotations); y of the other
+outputs enters each output's 1/n terms (e.g. through y y^T in the covariance and E[eps^3]).  A network of
+width n has NTK
 Theta_hat = Theta + delta and initial outputs f0; its linearised model after t steps is
 
     f_lin(t) = f0 - M(Theta_hat) (f0(X) - y),     M(Theta_hat) = Theta_hat(X u X', X) g(Theta_hat(X, X)),
@@ -45,9 +53,25 @@ Cost O(t (N^4 + P N^3)).  Gradient flow (time t in steps, df/dt = -c Theta (f - 
 NTK and the ddNTK moving the dNTK remain (a step's Taylor terms are O(c^2) per step, so they vanish as the step
 shrinks), and the motion is a closed form in the eigenbasis of Theta(X, X): sums of divided differences of
 mu -> exp(-c mu t) at the nodes (l_k or 0, l_b, l_b + l_d[, l_b + l_d + l_e]) (:meth:`FiniteWidthDynamics._flow_motion`);
-descent with step eta/m for m t steps converges to it like 1/m.  The motion's part of the covariance is not
-derived.  :meth:`FiniteWidthDynamics.mean`
+descent with step eta/m for m t steps converges to it like 1/m.  :meth:`FiniteWidthDynamics.mean`
 and :meth:`FiniteWidthDynamics.covariance` are the linearised model's.
+
+The motion's part of the covariance (:meth:`FiniteWidthDynamics.motion_covariance`): with phi = f - f_lin,
+Cov[f] = Cov[f_lin] + Cov[phi, f_lin] + Cov[f_lin, phi] + Cov[phi, phi].  In every network phi = O(1/n) (dH and
+the ddNTKs are O(1/n)), f_lin = l0 f0 + M(Theta) y + O(n^-1/2), l0 = I - M(Theta) on the train columns, so at
+O(1/n) only Cov[phi, l0 f0] and its transpose remain: the coefficient is C l0^T + l0 C^T, C_xz = n Cov(phi_x,
+f0_z).  At leading order phi is linear in dH_0 times quadratics in eps_0 = f0(X) - y and in the ddNTKs (at
+their means) times cubics in eps_0, so C is the motion with each source's moment replaced by its cross-moment
+with f0_z, by Wick's theorem for f0 ~ N(0, K) and n E[dH f0] = Pc:
+
+    n E[dH(x0,x1,x2) eps_i eps_j f0_z] = Pc(x0,x1,x2,i) K_jz + Pc(x0,x1,x2,j) K_iz + Pc(x0,x1,x2,z) (K + y y^T)_ij
+    E[eps_i eps_j eps_k f0_z]          = Ky_ij K_kz + Ky_ik K_jz + Ky_jk K_iz,   Ky = K(X, X) + y y^T
+
+(for the mean the moments are -(Pc_i y_j + Pc_j y_i) and E[eps^3]).  Descent: the same recursion with a
+trailing index z (cost O(t P N^4)); flow: the same closed form with weights W1, W2 carrying z.  Error model:
+exact at O(1/n) up to rounding; dropped are Cov[phi, phi] (O(1/n^2)), the NTK's O(n^-1/2) fluctuation in f_lin
+against phi (O(n^-3/2)), the ddNTKs' fluctuations and the connected cumulants of dH with three f0 (O(1/n^2)).
+At t = inf it vanishes on the train rows and columns (phi and l0's train rows vanish).
 """
 
 from __future__ import annotations
@@ -210,8 +234,9 @@ class FiniteWidthDynamics:
 
     ``tensors``: a mapping with the readout's K, Theta, K1, Theta1 (P, P) and A, B, D, F (P, P, P, P) over the
     P = N + M inputs, train inputs first (index conventions of :mod:`ntk_theory.finite_width.tensors`), or a
-    :class:`~ntk_theory.finite_width.predictions.FiniteWidthPredictions`; ``y_train`` (N,) one output;
-    ``learning_rate`` eta; ``loss`` "mean" (c = eta / N) or "sum" (c = eta).  The infinite-width training NTK
+    :class:`~ntk_theory.finite_width.predictions.FiniteWidthPredictions`; ``y_train`` (N,) one output or (N, O)
+    (then every result carries an output axis after each input axis); ``learning_rate`` eta; ``loss`` "mean"
+    (c = eta / (N O)) or "sum" (c = eta).  The infinite-width training NTK
     Theta(X, X) must be positive definite (the 1/n expansion of g around a null mode is not defined).
     ``dntk``: optionally the readout's P, Q, R, S, T, U (a mapping of (P, P, P, P) arrays, as :meth:`motion`
     takes them), kept as ``self.dntk`` and used by :meth:`motion` when it is given none.
@@ -221,7 +246,7 @@ class FiniteWidthDynamics:
     tensors : mapping or FiniteWidthPredictions
         K, Theta, K1, Theta1 (P, P) and A, B, D, F (P, P, P, P), train inputs first.
     y_train : array_like
-        (N,) targets, N <= P.
+        (N,) targets, N <= P, or (N, O) for O outputs.
     learning_rate : float, default 1.0
         eta > 0.
     loss : {'mean', 'sum'}, default 'mean'
@@ -231,8 +256,8 @@ class FiniteWidthDynamics:
     Raises
     ------
     ValueError
-        If a tensor has the wrong shape or is not finite, y_train is not a finite (N,) array, the learning rate
-        or loss is invalid, or Theta(X, X) is singular.
+        If a tensor has the wrong shape or is not finite, y_train is not a finite (N,) or (N, O) array, the
+        learning rate or loss is invalid, or Theta(X, X) is singular.
 
     Examples
     --------
@@ -310,7 +335,7 @@ class FiniteWidthDynamics:
         X_train : array_like
             (N, n_0) training inputs.
         y_train : array_like
-            (N,) targets.
+            (N,) targets, or (N, O) for O outputs.
         X_test : array_like, optional
             (M, n_0) test inputs.
         depth : int, optional
@@ -458,7 +483,7 @@ class FiniteWidthDynamics:
     # ------------------------------------------------------------------ the NTK's motion (part b)
     def motion(self, t=None, *, steps=None, dntk=None, max_steps: int = 1_000_000) -> Expansion:
         """E[f - f_lin] after gradient-descent ``steps`` or at gradient-flow time ``t`` (each ``inf`` allowed),
-        (*shape, P): value 0 (no motion at infinite width) and the O(1/n) coefficient, from the readout's dNTK
+        (*shape, P) (O outputs: (*shape, P, O)): value 0 (no motion at infinite width) and the O(1/n) coefficient, from the readout's dNTK
         and ddNTK tensors ``dntk`` (a mapping with P, Q, R, S, T, U, each (P, P, P, P) over the inputs, spec
         normalisation: n E[...] at leading order; default ``self.dntk``, which :meth:`from_network` fills from
         the recursions).

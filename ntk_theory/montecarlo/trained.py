@@ -6,15 +6,16 @@ What is measured.  Each network (PDLT initialisation, :class:`~ntk_theory.refere
 trained on (X, y) by gradient descent with step eta on L = ||f - y||^2 / (2 N O) (``loss="mean"``; on
 neural-tangents' 'ntk' parameters for param="ntk", :func:`~ntk_theory.reference.batched.train_batched`),
 and f(t) is recorded at the train inputs X (N) and test inputs X' (M), P = N + M rows, after t steps.
-From the network's own empirical NTK at initialisation Theta = Theta_hat(X u X', X) (traced over outputs)
-and its initial outputs f0, the linearised model is
+From the network's own empirical NTK at initialisation Theta = Theta_hat(X u X', X) with its output indices
+(:func:`output_ntk`; rows and columns (input, output), the PO x NO matrix that gradient descent on all O
+outputs uses) and its initial outputs f0, the linearised model is
 
     f_lin(t) = f0 - Theta V G_t V^T (f0(X) - y),   Theta(X, X) = V diag(lambda) V^T,
     G_t = diag((1 - (1 - c lambda)^t) / lambda)     (c = eta / (N O), or eta for loss="sum")
 
-(on the train rows Theta V G_t V^T = I - (I - c Theta)^t: f_lin = f0 - (I - (I - c Theta)^t)(f0 - y)).  With
-O > 1 outputs Theta is the output-traced NTK, so f_lin drops the O(n^-1/2) output-off-diagonal NTK blocks and
-``motion`` below includes their effect.  f_lin splits into a part odd and a part even in the readout layer
+(on the train rows Theta V G_t V^T = I - (I - c Theta)^t: f_lin = f0 - (I - (I - c Theta)^t)(f0 - y)), the
+model :class:`ntk_theory.dynamics.finite_width.FiniteWidthDynamics` expands in 1/n (its output-off-diagonal
+NTK blocks, O(n^-1/2), included).  f_lin splits into a part odd and a part even in the readout layer
 (W(L+1), b(L+1)),
 
     odd  = f0 - Theta V G_t V^T f0(X),          even = Theta V G_t V^T y.
@@ -28,8 +29,9 @@ a vector y, else (R, P, O); covariances (R, P, P), the covariance over networks 
 averaged over the O outputs):
 
 * ``mean_plain``: the sample mean of f(t), no control (its variance is O(1) per network);
-* ``motion``: E[f - f_lin], the part driven by the NTK's motion during training (dNTK, ddNTK); O(1/n)
-  with O(n^-1/2) fluctuations per network;
+* ``motion``: E[f - f_lin], the part driven by the NTK's motion during training (dNTK, ddNTK); O(1/n),
+  and O(1/n) in every network too (tanh, depth 2: its spread over networks falls about 12-fold from width 32
+  to 512);
 * ``linearised``: E[f_lin], measured as the mean of ``even`` (the control: ``odd`` dropped, its mean being
   exactly 0); it differs from the infinite-width mean through the NTK at initialisation: its O(1/n) mean
   shift and its fluctuations (A, B, D, F);
@@ -43,7 +45,9 @@ averaged over the O outputs):
 * ``linearised_plain``: the sample mean of f_lin (at t = 0 exactly the mean of f0);
 * ``cov``: Cov[f(t)], S/(S - 1) (mean(f f^T) - mean(f) mean(f)^T); ``cov_linearised``: Cov[f_lin(t)];
   ``cov_motion``: ``cov - cov_linearised`` (the NTK-motion part of the covariance, estimated with the
-  smaller variance of f f^T - f_lin f_lin^T).
+  smaller variance of f f^T - f_lin f_lin^T).  With y (N, O): also ``cov_outputs``, ``cov_linearised_outputs``,
+  ``cov_motion_outputs`` (R, P, O, P, O), the covariances with output indices (``cov`` is their output trace
+  over O).
 
 :meth:`TrainedEnsemble.variance_reduction` is SE(mean_plain)^2 / SE(name)^2 per entry (name ``mean`` or
 ``mean_optimal``): the factor by which the control cuts the number of networks needed for the mean.
