@@ -385,8 +385,8 @@ def _print_report(report, plot) -> int:
 
 def _check_residual_finite_width(args, plot) -> int:
     """check --finite-width --arch for a description that is not a plain MLP: a residual MLP's readout K1, V,
-    Theta1, A, B, D, F at each input on its own, and V, K1, A, B, D, F (and Theta1 for smooth activations) at all
-    inputs, against Monte Carlo 1/n fits
+    Theta1, A, B, D, F at each input on its own, and V, K1, A, B, D, F (and Theta1 for smooth and piecewise-linear
+    activations) at all inputs, against Monte Carlo 1/n fits
     (:func:`ntk_theory.validation.residual.check_residual_finite_width`); a description without derived 1/n
     rules is refused in one line naming the first such layer."""
     from .finite_width.residual import NotDerived
@@ -562,7 +562,8 @@ def _cmd_finite_width(args) -> int:
 def _finite_width_architecture(args) -> int:
     """finite-width --arch for a description that is not a plain MLP: :func:`ntk_theory.finite_width.finite_width`
     of the description -- a residual MLP's per-layer K, Theta, V, K1, M3, A, B, D, F, Theta1 for each input on its own
-    and the readout's tensors at all inputs (Theta1 for smooth activations; per input for kinked ones)
+    and the readout's tensors at all inputs (Theta1 for smooth and piecewise-linear activations; per input for other
+    kinked ones)
     (:class:`~ntk_theory.finite_width.ResidualPredictions`); other
     descriptions are refused in one line naming the
     first layer without a derived 1/n rule."""
@@ -1144,8 +1145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "block (serial(FanOut(2), parallel(Identity(), serial(Relu(), Dense(n))), FanInSum())): per input "
                    "(each on its own) and layer " + _describe(("K", "Th", "V", "K1", "M3", "A", "B", "D", "F", "Th1"))
                    + " (N, L+1); the readout's nngp, ntk, nngp_correction, output_cumulant, ntk_covariance, "
-                   "ntk_output_covariance at all inputs and ntk_correction (N, N) at all inputs for smooth activations, "
-                   "(N, 1, 1) at each input alone for kinked ones (relu)")
+                   "ntk_output_covariance at all inputs and ntk_correction (N, N) at all inputs for smooth and "
+                   "piecewise-linear activations (relu, leaky_relu, abs), (N, 1, 1) at each input alone for other "
+                   "kinked ones (elu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_arch(p, "finite-width", ["activation", "depth", "C_W", "C_b", "param", "width"])
     p.set_defaults(func=_cmd_finite_width)

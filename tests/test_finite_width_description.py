@@ -209,8 +209,8 @@ RESIDUAL = ("serial(Dense(8, W_std=1.1, b_std=0.3), serial(FanOut(2), parallel(A
 
 def test_cli_residual_arch_writes_the_recursion(tmp_path, capsys):
     """Two inputs: the file's per-layer rows equal one_input of each input, the readout's nngp, nngp_correction,
-    output_cumulant, ntk_covariance and ntk_output_covariance are (N, N) / (N,)*4 tensors whose diagonal is
-    one_input's."""
+    output_cumulant, ntk_covariance, ntk_output_covariance and (ReLU) ntk_correction are (N, N) / (N,)*4 tensors
+    whose diagonal is one_input's."""
     np.save(tmp_path / "x.npy", X2)
     out = tmp_path / "r.npz"
     assert main(["finite-width", "--arch", RESIDUAL, "--x", str(tmp_path / "x.npy"), "--out", str(out),
@@ -229,7 +229,7 @@ def test_cli_residual_arch_writes_the_recursion(tmp_path, capsys):
             assert d["nngp"][a, a] == pytest.approx(top.K, rel=1e-12)
             assert d["nngp_correction"][a, a] == pytest.approx(top.K1, rel=1e-10, abs=1e-13)
             assert d["output_cumulant"][a, a, a, a] == pytest.approx(3 * top.V, rel=1e-10)
-            assert d["ntk_correction"][a, 0, 0] == top.Th1
+            assert d["ntk_correction"][a, a] == pytest.approx(top.Th1, rel=1e-12, abs=1e-14)
             assert d["ntk_covariance"][a, a, a, a] == pytest.approx(top.A + 2 * top.B, rel=1e-10)
             assert d["ntk_output_covariance"][a, a, a, a] == pytest.approx(top.D + 2 * top.F, rel=1e-10)
         # ReLU, xi = 0.8: M3 != 0 in the residual layer (the skip carries z(1)'s sign)

@@ -282,8 +282,10 @@ def test_th1_deep_linear_is_zero(param):
 
 
 def test_th1_kinked_activation_refused():
-    with pytest.raises(NotDerived, match="kinked activation relu"):
-        ResidualRecursion("relu", 3, xi=0.7, gamma=0.6).ntk_correction(X2)
+    """Kinked activations other than the piecewise-linear ones (relu, leaky_relu, abs: their Dirac terms are
+    derived, tests/test_residual_relu_theta1.py) are refused."""
+    with pytest.raises(NotDerived, match="kinked activation elu"):
+        ResidualRecursion("elu", 3, xi=0.7, gamma=0.6).ntk_correction(X2)
 
 
 def test_th1_equal_inputs_are_copies():
@@ -314,7 +316,7 @@ def test_th1_against_monte_carlo(tanh_th1):
 def test_finite_width_residual_ntk_correction_at_all_inputs():
     """finite_width(residual stax net, X): ntk_correction is (N, N) for a smooth activation, its diagonal the
     one-input recursion's Th1 at each input (to 1e-12), symmetric, with non-zero off-diagonal entries (a kinked
-    activation keeps the per-input (N, 1, 1): tests/test_finite_width_description.py)."""
+    activation other than relu, leaky_relu, abs keeps the per-input (N, 1, 1))."""
     from ntk_theory import stax
     from ntk_theory.finite_width import finite_width, recursion_for
 

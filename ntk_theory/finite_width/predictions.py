@@ -183,7 +183,8 @@ class ResidualPredictions:
     layer's) A, B, D, F at all inputs (:meth:`~.residual.ResidualRecursion.ntk_tensors`); when given,
     ``arrays()``' ntk_covariance and ntk_output_covariance are (N, N, N, N) at all inputs, and for smooth
     activations (with the entry "Th1", :meth:`~.residual.ResidualRecursion.ntk_correction`) ntk_correction is
-    Theta1_(ab), (N, N); for kinked ones (relu, ...) it stays per input, (N, 1, 1) (their Dirac terms are not derived).
+    Theta1_(ab), (N, N), for smooth and piecewise-linear activations (relu, leaky_relu, abs); for other kinked ones
+    it stays per input, (N, 1, 1) (their Dirac terms are not derived).
 
     Made by :func:`~ntk_theory.finite_width.finite_width` for residual descriptions.
 
@@ -330,7 +331,7 @@ def finite_width(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, p
     FiniteWidthPredictions or ResidualPredictions
         A plain MLP gives :class:`FiniteWidthPredictions` (the N-input tensors); a residual MLP gives
         :class:`ResidualPredictions` (every statistic at each input on its own, and all at all inputs but
-        Theta1 of kinked activations).
+        Theta1 of kinked activations other than the piecewise-linear ones).
 
     Raises
     ------
@@ -426,7 +427,7 @@ def _residual_predictions(rec: ResidualRecursion, X, tol, progress, text) -> Res
     X = _checks.inputs(X, "X")
     layers = [rec.one_input(x[None, :]) for x in X]
     tensors = rec.tensors(X, tol=tol)
-    ntk = rec._ntk_several(X, tol, th1=not rec.activation.kinks)  # Theta1_(ab) for smooth activations
+    ntk = rec._ntk_several(X, tol, th1=rec.theta1_derived)  # Theta1_(ab): smooth and piecewise-linear activations
     return ResidualPredictions(layers, max([s.error for states in layers for s in states] + [tensors[-1].error]), text,
                                tensors, ntk)
 

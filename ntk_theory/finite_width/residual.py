@@ -86,9 +86,13 @@ polarisation of the four-point ``ddss`` of the function pairs (s, s + h) and (s,
 (z, tau, tau') particle system with 3N x 3N fields (its docstring), and :meth:`ResidualRecursion.ntk_correction`
 Theta1_(ab) from the same system: e(a) = n E[F(a) - <phi(a)>] = R_phi J e + (1/8) <d^4 phi> CovK + the self term
 sum_xy Cov((1/2) d_x d_y phi(x(a)), [J psi]_xy), whose averages of products of s, s', s'', s''' at up to four
-variables of two layers come from :func:`ntk_theory.gaussian.fourpoint.derivative_moments` (smooth activations).
-Not derived (refused): Theta1_(ab) at several inputs for kinked activations (the Dirac terms of s'', s'''),
-per-layer widths (a residual layer needs equal widths).
+variables of two layers come from :func:`ntk_theory.gaussian.fourpoint.derivative_moments` (smooth activations)
+or, for piecewise-linear ones (relu, leaky_relu, abs), from :func:`ntk_theory.numerics.dirac.derivative_product_moments`:
+the factors at one variable are one function (s'^2, s s', s^2, ...) differentiated as a distribution (Dirac
+terms at the kink; Price's theorem for the network's own functions, and the limit of smooth activations), by
+Gaussian integration by parts onto the density and exact orthant moments.
+Not derived (refused): Theta1_(ab) at several inputs for other kinked activations (elu, selu: the Dirac terms
+of s'', s'''), per-layer widths (a residual layer needs equal widths).
 Errors: the Gaussian averages' quadrature error estimates (``State.error``, 0 for closed forms; the
 two-layer averages of the NTK side are composite Gauss-Legendre rules split at the kinks, checked against
 scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the leading order in 1/n (O(1/n^2) terms dropped).
@@ -97,6 +101,8 @@ scipy quadrature to 1e-10 and not in ``error``); the recursion itself is the lea
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -769,8 +775,15 @@ class ResidualRecursion:
         + sum_ef (CovK[t_p z_e, t_q z_f] + CovK[t_q z_e, t_p z_f]) R_dd,pqef); the self term (neuron i's own
         share of the fields its own path sees) from E[s^(o1) s^(o2) s^(o3) s^(o4)], orders 0..3, over the joint
         Gaussian of (z(a), z(b)) (:func:`ntk_theory.gaussian.fourpoint.derivative_moments`) times Wick products
-        of the tangents (Cov(tau(a), tau(b)) = Xi(a, b) Theta(b)).  One input gives :meth:`one_input`'s Th1,
-        xi = 0 and gamma = 1 the MLP's.  Error: the Gaussian averages' (``tol`` relative); leading order in 1/n.
+        of the tangents (Cov(tau(a), tau(b)) = Xi(a, b) Theta(b)).  Piecewise-linear activations (relu,
+        leaky_relu, abs): the factors at one variable form one function f (s'^2 = H for relu, s s', s^2),
+        and d_x d_y differentiates f as a distribution (s'' = (b - a) delta, (s'^2)'' = (b^2 - a^2) delta'),
+        which is Price's theorem for the network's own functions and the limit of smooth activations (Leibniz'
+        split into delta H, delta^2, delta' H is never formed); E[prod_i f_i^(k_i)(z_i)] by Gaussian integration
+        by parts onto the conditional density and exact orthant moments
+        (:func:`ntk_theory.numerics.dirac.derivative_product_moments`).  One input gives :meth:`one_input`'s Th1,
+        xi = 0 and gamma = 1 the MLP's.  Error: the Gaussian averages' (``tol`` relative; exact orthant moments
+        ~1e-14 relative for piecewise-linear s); leading order in 1/n.
 
         Parameters
         ----------
@@ -784,13 +797,23 @@ class ResidualRecursion:
         Raises
         ------
         NotDerived
-            For activations with kinks (relu, abs, ...): the Dirac terms of s'' and s''' are not included.
+            For kinked activations other than the piecewise-linear ones (elu, selu, ...): their Dirac terms of
+            s'' and s''' are not derived.
+        ValueError
+            Piecewise-linear activations at inputs where a Dirac term's variable is (nearly) a linear function
+            of the others (e.g. parallel inputs without bias).
         """
-        if self.activation.kinks:
-            raise NotDerived(f"Theta1 at several inputs of a residual network with the kinked activation "
-                             f"{self.activation.name}: the Dirac terms of s'' and s''' in its self terms are not "
-                             "derived (use one_input() per input, or a smooth activation)")
+        if not self.theta1_derived:
+            _self_term_moments(self.activation, None, tol)  # raises NotDerived naming the activation
         return [st["Th1"] for st in self._ntk_several(X, tol, th1=True)]
+
+    @property
+    def theta1_derived(self) -> bool:
+        """Whether :meth:`ntk_correction` is derived for this activation: smooth ones and piecewise-linear ones with
+        one kink at 0 (relu, leaky_relu, abs)."""
+        from ..gaussian.fourpoint import piecewise_linear_slopes
+
+        return not self.activation.kinks or piecewise_linear_slopes(self.activation) is not None
 
     def _ntk_several(self, X, tol, th1: bool) -> list:
         """Dicts A, B, D, F, V (and with ``th1`` Th1, K1) of layers 1 .. L+1 at X (:meth:`ntk_tensors`,
@@ -1025,28 +1048,123 @@ def _self_covariance(T2, ddss, R, S, N, pq) -> np.ndarray:
     return E - np.multiply.outer(R, S)
 
 
+class _LeibnizMoments:
+    """Averages of the self term's z parts for smooth activations: each variable's factor d^k (prod_i s^(o_i)) by
+    Leibniz' rule into products of s^(o) (orders 0..3), averaged by the compiled four-point integrator
+    (:func:`ntk_theory.gaussian.fourpoint.derivative_moments` over the joint variables).  A z part is a tuple of
+    (variable, orders of its factors, derivative count), one entry per variable."""
+
+    def __init__(self, act, Jz, tol):
+        self.act, self.Jz, self.tol = act, Jz, tol
+        self.orders: set = set()
+        self.values: dict = {}
+
+    @staticmethod
+    def expand(zf) -> list:
+        """[(coefficient, ((variable, order), ...)), ...]: d^k of each variable's product by Leibniz' rule."""
+        out = [(1.0, ())]
+        for v, base, k in zf:
+            parts = []
+            for js in itertools.product(range(k + 1), repeat=len(base)):
+                if sum(js) == k:
+                    c = math.factorial(k) / math.prod(math.factorial(j) for j in js)
+                    parts.append((c, tuple((v, o + j) for o, j in zip(base, js))))
+            out = [(c1 * c2, f1 + f2) for c1, f1 in out for c2, f2 in parts]
+        return out
+
+    def need(self, zf) -> None:
+        self.orders.update(tuple(o for _, o in f) for _, f in self.expand(zf))
+
+    def prepare(self) -> None:
+        from ..gaussian.fourpoint import derivative_moments
+
+        def integrate(terms):  # halves a call the integrator refuses for too many products per set
+            try:
+                self.values.update(derivative_moments(self.act, self.Jz, terms, tol=self.tol).values)
+            except ValueError as err:
+                if len(terms) == 1 or "too many products" not in str(err):
+                    raise
+                integrate(terms[:len(terms) // 2]), integrate(terms[len(terms) // 2:])
+
+        integrate(sorted(self.orders, key=lambda t: (len(t), t)))
+
+    def __call__(self, zf) -> float:
+        return sum(c * float(self.values[tuple(o for _, o in f)][tuple(v for v, _ in f)])
+                   for c, f in self.expand(zf))
+
+
+class _DiracMoments:
+    """Averages of the self term's z parts for piecewise-linear activations (relu, leaky_relu, abs): each
+    variable's product f = s^p s'^q differentiated k times as a distribution (Dirac terms at the kink included;
+    the limit of smooth activations), by Gaussian integration by parts onto the density and exact orthant moments
+    (:func:`ntk_theory.numerics.dirac.derivative_product_moments`), batched over the variable sets of each shape."""
+
+    def __init__(self, slopes, Jz, tol):
+        self.slopes, self.Jz, self.tol = slopes, Jz, tol
+        self.needed: dict = {}
+        self.values: dict = {}
+
+    @staticmethod
+    def key(zf) -> tuple:
+        return tuple((base.count(0), base.count(1), k) for _, base, k in zf), tuple(v for v, _, _ in zf)
+
+    def need(self, zf) -> None:
+        shape, variables = self.key(zf)
+        self.needed.setdefault(shape, set()).add(variables)
+
+    def prepare(self) -> None:
+        from ..numerics.dirac import derivative_product_moments
+
+        a, b = self.slopes
+        for shape, varsets in self.needed.items():
+            varsets = sorted(varsets)
+            idx = np.array(varsets)
+            S = self.Jz[idx[:, :, None], idx[:, None, :]]
+            vals = derivative_product_moments(S, shape, a, b, tol=self.tol).values
+            self.values.update(((shape, vs), float(v)) for vs, v in zip(varsets, vals))
+
+    def __call__(self, zf) -> float:
+        return self.values[self.key(zf)]
+
+
+def _self_term_moments(act, Jz, tol):
+    """The z-part averages of :func:`_th1_self_term`: :class:`_DiracMoments` for piecewise-linear activations,
+    :class:`_LeibnizMoments` for smooth ones; other kinked activations are refused (:class:`NotDerived`)."""
+    from ..gaussian.fourpoint import piecewise_linear_slopes
+
+    if not act.kinks:
+        return _LeibnizMoments(act, Jz, tol)
+    slopes = piecewise_linear_slopes(act)
+    if slopes is None:
+        raise NotDerived(f"Theta1 at several inputs of a residual network with the kinked activation {act.name}: "
+                         "the Dirac terms of s'' and s''' are derived for smooth activations and piecewise-linear "
+                         "ones with one kink at 0 (relu, leaky_relu, abs); use one_input() per input")
+    return _DiracMoments(slopes, Jz, tol)
+
+
 def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
     r"""sum_(xy) Cov((1/2) d_x d_y phi_uv(x(a)), [J(a) psi]_xy) over the lower layer b's fields: (3N, 3N) over uv.
 
     ``Jz`` the joint covariance of (z(b), z(a)) (b's inputs first), ``Tc`` that of (tau(b), tau(a)) (tau' alike and
     independent), ``JB[x, y, w]`` = d[J(a) psi]_xy / dphi_w(b), (3N, 3N, (3N)^2).  A pointwise function of one
-    neuron's state is a list of terms (coef, z factors ((var, order), ...), tau vars, tau' vars); the expectation of
-    a product of terms is E[prod s^(order)(z_var)] (:func:`ntk_theory.gaussian.fourpoint.derivative_moments`, orders
-    0..3 over the 2N joint variables) times the Wick sums of its tau and tau' factors."""
-    from ..gaussian.fourpoint import derivative_moments
-
+    neuron's state is a list of terms (coef, z part, tau vars, tau' vars); the z part holds, per joint variable,
+    the orders of its factors (0: s, 1: s') and how often their product is differentiated (d/dz of the upper
+    layer differentiates the whole product at that variable; tau derivatives act on the tau monomials).  The
+    expectation of a product of terms is the z part's average (:func:`_self_term_moments`: Leibniz and the
+    compiled integrator for smooth s; the product's distributional derivative, Dirac terms included, for
+    piecewise-linear s) times the Wick sums of its tau and tau' factors."""
     D3 = 3 * N
+    moments = _self_term_moments(act, Jz, tol)
 
     def g(off, u):  # g_u = s(z_p), s'(z_p) tau_p or s'(z_p) tau'_p of the layer whose joint variables start at off
         kind, p = divmod(u, N)
         v = off + p
-        if kind == 0:
-            return ((v, 0),), (), ()
-        return ((v, 1),), ((v,) if kind == 1 else ()), ((v,) if kind == 2 else ())
+        return v, (0 if kind == 0 else 1), ((v,) if kind == 1 else ()), ((v,) if kind == 2 else ())
 
     def phi(off, u, v):
-        (zu, tu, uu), (zv, tv, uv) = g(off, u), g(off, v)
-        return [(1.0, zu + zv, tu + tv, uu + uv)]
+        (vu, ou, tu, uu), (vv, ov, tv, uv) = g(off, u), g(off, v)
+        zf = ((vu, tuple(sorted((ou, ov))), 0),) if vu == vv else tuple(sorted(((vu, (ou,), 0), (vv, (ov,), 0))))
+        return [(1.0, zf, tu + tv, uu + uv)]
 
     def deriv(terms, x):  # d/dx, x a state index of the upper layer a (joint offset N)
         kind, p = divmod(x, N)
@@ -1054,7 +1172,8 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
         out = []
         for c, zf, tf, uf in terms:
             if kind == 0:
-                out.extend((c, zf[:i] + ((v, o + 1),) + zf[i + 1:], tf, uf) for i, (w, o) in enumerate(zf) if w == v)
+                out.extend((c, zf[:i] + ((w, base, k + 1),) + zf[i + 1:], tf, uf)
+                           for i, (w, base, k) in enumerate(zf) if w == v)
             elif kind == 1:
                 out.extend((c, zf, tf[:i] + tf[i + 1:], uf) for i, w in enumerate(tf) if w == v)
             else:
@@ -1073,26 +1192,9 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
                         d2 = deriv(d1, y)
                         if d2 and np.any(JB[x, y]):
                             fa[(u, v), (x, y)] = [(0.5 * c, zf, tf, uf) for c, zf, tf, uf in d2]
-    fb = {w: phi(0, *divmod(w, D3)) for w in range(D3 * D3)}
-    orders = set()
-    for terms in list(fa.values()) + list(fb.values()):
-        orders.update(tuple(o for _, o in zf) for _, zf, _, _ in terms)
-    za = {tuple(o for _, o in zf) for ta in fa.values() for _, zf, _, _ in ta}
-    zb = {tuple(o for _, o in zf) for tb in fb.values() for _, zf, _, _ in tb}
-    orders.update(x + y for x in za for y in zb)
     if not fa:
         return np.zeros((D3, D3))
-    values = {}
-
-    def integrate(terms):  # halves a call the integrator refuses for too many products per set
-        try:
-            values.update(derivative_moments(act, Jz, terms, tol=tol).values)
-        except ValueError as err:
-            if len(terms) == 1 or "too many products" not in str(err):
-                raise
-            integrate(terms[:len(terms) // 2]), integrate(terms[len(terms) // 2:])
-
-    integrate(sorted(orders, key=lambda t: (len(t), t)))
+    fb = {w: phi(0, *divmod(w, D3)) for w in range(D3 * D3)}
 
     def wick(vs):
         if not vs:
@@ -1102,24 +1204,38 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
         first, rest = vs[0], vs[1:]
         return sum(Tc[first, rest[i]] * wick(rest[:i] + rest[i + 1:]) for i in range(len(rest)))
 
-    def expect(terms):
+    def expect(terms, z):
         total = 0.0
         for c, zf, tf, uf in terms:
             wt = wick(tf)
             wu = wick(uf) if wt else 0.0
             if wu:
-                total += c * float(values[tuple(o for _, o in zf)][tuple(v for v, _ in zf)]) * wt * wu
+                total += c * z(zf) * wt * wu
         return total
 
-    mean_b = {w: expect(t) for w, t in fb.items()}
+    def products(ta, w):
+        return [(c1 * c2, tuple(sorted(z1 + z2)), t1 + t2, u1 + u2) for c1, z1, t1, u1 in ta
+                for c2, z2, t2, u2 in fb[w]]
+
+    def record(zf):
+        moments.need(zf)
+        return 1.0
+
+    for w in fb:  # first pass: the z parts whose averages are needed
+        expect(fb[w], record)
+    for ((u, v), (x, y)), ta in fa.items():
+        expect(ta, record)
+        for w in np.flatnonzero(JB[x, y]):
+            expect(products(ta, w), record)
+    moments.prepare()
+    mean_b = {w: expect(t, moments) for w, t in fb.items()}
     out = np.zeros((D3, D3))
     for ((u, v), (x, y)), ta in fa.items():
         weights = JB[x, y]
-        ma = expect(ta)
+        ma = expect(ta, moments)
         acc = 0.0
         for w in np.flatnonzero(weights):
-            prod = [(c1 * c2, z1 + z2, t1 + t2, u1 + u2) for c1, z1, t1, u1 in ta for c2, z2, t2, u2 in fb[w]]
-            acc += weights[w] * (expect(prod) - ma * mean_b[w])
+            acc += weights[w] * (expect(products(ta, w), moments) - ma * mean_b[w])
         out[u, v] += acc
     out[2 * N:, 2 * N:] = out[N:2 * N, N:2 * N]  # tau' tau' = tau tau (the probes are exchangeable)
     return out

@@ -27,5 +27,7 @@ bivariate                2-D Gauss-Legendre of E[f(u) f(v) H(u, v)] split at kin
 fourpoint                four-point moment tensors E[s s s s], E[s' s' s s], E[s' s' s' s'] at N inputs:
                          compiled nested quadrature (_fourpoint_*: Numba) or exact orthant moments
 orthant                  exact truncated orthant moments E[z^k 1{z > 0}], m <= 4 (piecewise-linear s)
+dirac                    E[prod_i f_i^(k_i)(z_i)], f_i products of a piecewise-linear s and s', derivatives
+                         as distributions (Dirac terms): integration by parts onto the density + orthant
 =======================  ==============================================================================
 """

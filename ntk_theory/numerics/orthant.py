@@ -949,11 +949,13 @@ def _mp_recompute(red: _Reduction, prods, a, b) -> tuple:
 def set_moments(S: np.ndarray, prods: tuple, a: float, b: float, tol: float | None = None) -> SetMoments:
     """E[prod_i s(z_i)^p_i s'(z_i)^q_i] for z ~ N(0, S_t), S (T, m, m) positive semi-definite, m <= 4,
     for every product ((p_0, q_0), ..., (p_(m-1), q_(m-1))) of ``prods``, with s(x) = b x (x > 0),
-    a x (x < 0).  Sets of a (nearly) singular S are analysed one by one (exactly parallel variables
-    merged, exact linear relations found: :func:`_reduce`); sets of the same reduced structure are
-    computed together, as arrays.  With ``tol``: sets whose estimate exceeds tol E|prod| are
-    recomputed with mpmath at ``MP_DIGITS`` digits (the recursion's cancellation of strongly
-    anti-correlated inputs; the rounding of nearly parallel ones)."""
+    a x (x < 0); on each side the product is c^(p + q) z^p (c = b or a), so q may be negative when
+    p + q >= 0 (a monomial z^e times s^p s'^q is the product (p + e, q - e)).  Sets of a (nearly)
+    singular S are analysed one by one (exactly parallel variables merged, exact linear relations found:
+    :func:`_reduce`); sets of the same reduced structure are computed together, as arrays.  With
+    ``tol``: sets whose estimate exceeds tol E|prod| are recomputed with mpmath at ``MP_DIGITS``
+    digits (the recursion's cancellation of strongly anti-correlated inputs; the rounding of nearly
+    parallel ones)."""
     S = np.asarray(S, dtype=np.float64)
     T, m = S.shape[0], S.shape[-1]
     C = len(prods)

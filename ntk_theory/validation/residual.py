@@ -12,7 +12,8 @@ four-point vertex V_(ab)(cd) and the off-diagonal K1_ab (a < b) at the (distinct
 :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.tensors` against
 :func:`ntk_theory.montecarlo.residual.sample_residual_tensors`, and the entries of A, B, D, F with more than one
 input of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_tensors` (and, for smooth activations, the
-off-diagonal Theta1_ab of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_correction`) against
+off-diagonal Theta1_ab of :meth:`~ntk_theory.finite_width.residual.ResidualRecursion.ntk_correction`, for smooth and
+piecewise-linear activations) against
 :func:`ntk_theory.montecarlo.residual.sample_residual_ntk_tensors` (dense weights, Jacobians at every input), with 1/n fits
 (:func:`.fits.weighted_fit`) of the Monte Carlo of finite residual networks at several widths:
 :func:`ntk_theory.montecarlo.residual.sample_residual` (projected weights) for K,
@@ -233,9 +234,9 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
                 panels.append(Panel(f"{name} {','.join(map(str, entry))}", x, vals[(slice(None), *idx)],
                                     errs[(slice(None), *idx)],
                                     (lambda xx, c0=coef[0][idx], c1=coef[1][idx]: c0 + c1 * xx), p, v, s, z))
-        # Theta1_ab at pairs of distinct inputs a < b (smooth activations: ReLU's Dirac terms are not derived):
-        # n (E[Theta_ab] - Theta_ab) fitted as Theta1 + Theta2 / n, as K1 above
-        if not rec.activation.kinks:
+        # Theta1_ab at pairs of distinct inputs a < b (smooth and piecewise-linear activations, where it is
+        # derived): n (E[Theta_ab] - Theta_ab) fitted as Theta1 + Theta2 / n, as K1 above
+        if rec.theta1_derived:
             th1 = rec.ntk_correction(Xu, tol=1e-10)[-1]
             vals = np.stack([r["Th"].value[L] for r in runs])
             errs = np.stack([r["Th"].stderr[L] for r in runs])
@@ -250,6 +251,6 @@ def check_residual_finite_width(network, X, *, widths=(16, 32, 64, 128), samples
     info = {"description": f"residual {rec!r}; K1, Theta1, A, B, D, F at each input on its own (G0 = "
                            f"{', '.join(f'{g:.4g}' for g in G0s)}; inputs of equal G0 share the entry of the first), "
                            "the vertex V_(ab)(cd), K1_ab and A, B, D, F at all inputs"
-                           + ("" if rec.activation.kinks else ", Theta1_ab at pairs of inputs"),
+                           + (", Theta1_ab at pairs of inputs" if rec.theta1_derived else ""),
             "samples": samples, "widths": widths, "seconds": time.perf_counter() - t0}
     return ResidualFiniteWidthCheck(rows, sigmas, info, None, panels)
