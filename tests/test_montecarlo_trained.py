@@ -130,6 +130,22 @@ def test_output_ntk_matches_finite_difference_jacobian():
         np.testing.assert_allclose(theta[s], fd, rtol=1e-7, atol=1e-9)
 
 
+def test_several_outputs_control_is_the_first_step():
+    """O = 2: one gradient-descent step moves f by -c Theta_hat (f0 - y) + O(c^2) with the full output NTK, so the
+    per-network f - f_lin after one step is O(c^2): halving eta quarters its spread (its standard error, same
+    networks) -- with the output-traced NTK it would only halve (the off-diagonal blocks' O(c) term); step 0: no
+    motion; the output-indexed covariances trace to the one-output ones."""
+    y = np.c_[Y3, [-0.2, 0.9, 0.1]]
+    runs = [sample_trained("tanh", X3, y, XT2, 2, 8, C_W=1.0, C_b=0.1, eta=eta, steps=[0, 1], samples=64, seed=3,
+                           batches=4) for eta in (0.08, 0.04)]
+    ratio = runs[0]["motion"].stderr[1] / runs[1]["motion"].stderr[1]
+    np.testing.assert_allclose(ratio, 4.0, rtol=0.05)  # measured 3.97 .. 4.06
+    assert np.all(runs[0]["motion"].value[0] == 0) and runs[0]["cov_outputs"].value.shape == (2, 5, 2, 5, 2)
+    for name in ("cov", "cov_linearised", "cov_motion"):
+        full = runs[0][name + "_outputs"].value
+        np.testing.assert_allclose(np.einsum("rpoqo->rpq", full) / 2, runs[0][name].value, rtol=1e-12, atol=1e-15)
+
+
 def test_linearised_parts_match_explicit_iteration():
     rng = np.random.default_rng(7)
     net = BatchedMLP.random(MLPSpec.build(2, 2, 16, C_W=2.0, C_b=0.1), "relu", 3, rng)
