@@ -118,3 +118,20 @@ def test_residual_check_defaults_are_the_api_defaults(monkeypatch, capsys):
     assert main(["check", "--finite-width", "--arch", _linear_residual(), "--quiet"]) == 0
     capsys.readouterr()
     assert "widths" not in seen and seen["samples"] == api["samples"] and seen["seed"] == api["seed"]
+
+
+def test_check_finite_width_arch_residual_relu_compares_theta1_at_pairs(capsys, tmp_path):
+    """A residual ReLU MLP: check --finite-width --arch compares the readout's Theta1_ab at the pair of inputs too
+    (ntk1 0,1; its Dirac terms are derived: tests/test_residual_relu_theta1.py), against the 1/n fit of the
+    Monte Carlo of real residual ReLU networks (a small run: the verdict within 4 standard errors)."""
+    x = tmp_path / "x.txt"
+    x.write_text("1.0 0.0\n0.9 1.2\n")
+    arch = ("serial(Dense(8, W_std=1.2, b_std=0.3), serial(FanOut(2), parallel(Activation('0.8*x'), serial(Relu(), "
+            "Dense(8, W_std=0.6, b_std=0.2))), FanInSum()), Relu(), Dense(1))")
+    code = main(["check", "--finite-width", "--arch", arch, "--x", str(x), "--widths", "8,16,32", "--samples", "400",
+                 "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Theta1_ab at pairs of inputs" in out and "ntk1 3," in out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("ntk1 ") and " 0,1 " in ln]
+    assert row.split()[-1] == "pass"
