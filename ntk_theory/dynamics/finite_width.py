@@ -853,9 +853,10 @@ class FiniteWidthDynamics:
 
     def __repr__(self) -> str:
         lam = self.basis.eigenvalues
-        return (f"FiniteWidthDynamics(N={self.n_train} train, {self.n_inputs - self.n_train} test inputs, "
+        outputs = f", {self.n_outputs} outputs" if self.y.ndim == 2 else ""
+        return (f"FiniteWidthDynamics(N={self.n_train} train, {self.n_inputs - self.n_train} test inputs{outputs}, "
                 f"eta={self.learning_rate:g}, loss={self.loss!r}, c={self.c:.4g}; lambda in [{lam[0]:.4g}, "
-                f"{lam[-1]:.4g}]; linearised model at O(1/n))")
+                f"{lam[-1]:.4g}]; trained network at O(1/n))")
 
 
 DNTK = ("P", "Q", "R", "S", "T", "U")
