@@ -1,6 +1,6 @@
 r"""The trained network at O(1/n): mean and covariance of the linearised model of a finite network (its own
-random NTK and initial outputs) after gradient descent, to first order in 1/n (docs/finite_width.md, "The
-trained network at O(1/n)").
+random NTK and initial outputs) after gradient descent or flow, and of the NTK's motion beyond it, to first
+order in 1/n (docs/finite_width.md, "The trained network at O(1/n)").
 
 Set-up (:mod:`.loss`): rows X u X' (train first, N + M = P inputs), O outputs (y (N,) for one, (N, O)),
 L = ||f - y||^2 / (2 N O) by default (``loss="mean"``, c = eta / (N O)) or ||f - y||^2 / 2 (c = eta).  With
