@@ -93,6 +93,18 @@ two independent modules, :mod:`._fourpoint_integrate` and :mod:`._fourpoint_tabl
 cache the first is compiled by a child process while this one compiles the second
 (:func:`prefetch_core`; ``NTK_THEORY_PARALLEL_COMPILE=0`` turns it off).
 
+Block expansion for smooth activations
+--------------------------------------
+For an activation without kinks the sets of four and three inputs first go to :mod:`.pair_expansion`:
+each set is split into two pairs (or a pair and one input) with the smallest canonical correlation r, and
+its moments are the Kibble-Slepian series in the whitened cross covariance, summed by total degree from
+Hermite coefficients computed once per pair of inputs (C(N, 2) two-dimensional quadratures instead of
+C(N, 4) four-dimensional ones).  Its error estimate bounds the truncation (Cauchy-Schwarz, r^d per degree),
+the coefficients' quadrature error (two rules) and the rounding; sets whose estimate exceeds tol E|prod|
+(r near 1: nearly parallel inputs across the split) or whose pairs are singular are integrated by the
+nested quadrature above, which also takes the sets of one and two inputs (``info["expansion"]`` counts the
+sets of each route; ``expansion=False`` or ``NTK_THEORY_FOURPOINT_EXPANSION=0`` turns the expansion off).
+
 Set bookkeeping
 ---------------
 All of it is array code, linear in the number of sets and of entries: the sets are enumerated
@@ -745,7 +757,7 @@ def _step_hint(predicted) -> float:
 
 
 def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False, slopes=None,
-                       name: str | None = None, progress=None, map=None) -> FourPointMoments:
+                       name: str | None = None, progress=None, map=None, expansion=None) -> FourPointMoments:
     r"""E[s s s s], E[s' s' s s], E[s' s' s' s'] (and E[s s], E[s' s']) for z ~ N(0, K).
 
     ``kernel``: the activation's :class:`FourPointKernel` (:func:`compiled_pair`), or a callable of
@@ -762,6 +774,9 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
     threads) or a callable ``map(fn, chunks)`` returning ``[fn(c) for c in chunks]`` in order, possibly
     elsewhere (:func:`ntk_theory.distributed.dask_map`); ``fn`` is a picklable :class:`SetBatch` and each
     chunk an int64 array of set numbers.  The result is the same either way, bit for bit.
+    ``expansion``: whether the four- and three-input sets of a smooth activation go first to the block expansion of
+    :mod:`.pair_expansion` (the sets it does not accept, and all others, to the nested quadrature); None
+    reads ``NTK_THEORY_FOURPOINT_EXPANSION`` (default on, ``0`` off).
     """
     from ..progress import progress_bar
 
@@ -779,18 +794,61 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
             factory = kernel if callable(kernel) and not isinstance(kernel, FourPointKernel) else (lambda: kernel)
             return _exact_moments(name or factory().name, slopes, factory, K, float(tol), int(max_refine), strict,
                                   t0, bar.update, map)
-        return _numerical_moments(kernel, K, tol, max_refine, strict, t0, bar.update, map)
+        return _numerical_moments(kernel, K, tol, max_refine, strict, t0, bar.update, map, expansion)
 
 
-def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None) -> FourPointMoments:
-    """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked)."""
-    tasks, vals, errs, scales, info = _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map)
+def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None, expansion=None) -> FourPointMoments:
+    """Every set by the compiled nested quadrature (:func:`four_point_moments`, smooth or kinked), the
+    four- and three-input sets of smooth activations first by the block expansion (:func:`_expand_sets`)."""
+    tasks, vals, errs, scales, info = _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map,
+                                                      expansion=expansion)
     return _assemble(kern.name, K, tasks.combo, vals, errs, scales, float(tol), info)
 
 
-def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family=None, only=None) -> tuple:
+def _expansion_on(kern, expansion) -> bool:
+    """Whether the block expansion is tried: a smooth activation (no kinks) and ``expansion`` true (None:
+    ``NTK_THEORY_FOURPOINT_EXPANSION`` not "0")."""
+    if expansion is None:
+        expansion = os.environ.get("NTK_THEORY_FOURPOINT_EXPANSION", "1") != "0"
+    return bool(expansion) and len(kern.kinks) == 0
+
+
+def _expand_sets(kern, K, tasks, todo, tol, family) -> tuple:
+    """The sets of four and three inputs among the task numbers ``todo`` by :func:`.pair_expansion.expand`:
+    (the accepted task numbers, a list of (task numbers, values, errors, scales) per size, the values in
+    family_products(family, m) order, info dict)."""
+    from . import pair_expansion
+
+    t0 = time.perf_counter()
+    groups, tids = {}, {}
+    for m in (4, 3):
+        ts = todo[tasks.sizes[todo] == m]
+        prods = family_products(family, m)
+        if ts.size and prods:
+            groups[m], tids[m] = (tasks.sets[ts, :m], prods), ts
+    if not groups:
+        return todo[:0], [], {}
+    res, pairs = pair_expansion.expand(kern.functions(_family_order(family)), K, groups, tol)
+    parts, accepted = [], []
+    info = {"pairs": pairs}
+    for m, r in res.items():
+        acc = r.accepted
+        parts.append((tids[m][acc], r.values[acc], r.errors[acc], r.scales[acc]))
+        accepted.append(tids[m][acc])
+        info[f"sets{m}"] = int(acc.sum())
+        info[f"fallback{m}"] = int(acc.size - acc.sum())
+        info[f"max_degree{m}"] = int(r.degrees[acc].max()) if acc.any() else 0
+    info["sets"] = sum(int(a.size) for a in accepted)
+    info["seconds"] = time.perf_counter() - t0
+    return np.concatenate(accepted), parts, info
+
+
+def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family=None, only=None,
+                    expansion=None) -> tuple:
     """The sets of K (all, or the task numbers ``only``) by the compiled nested quadrature, for the
-    products of ``family`` (:func:`family_products`): (tasks, vals, errs, scales, info)."""
+    products of ``family`` (:func:`family_products`): (tasks, vals, errs, scales, info); the four- and
+    three-input sets of a smooth activation first by the block expansion (:func:`_expansion_on`), the sets
+    it does not accept by the quadrature."""
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
     # (smooth activations only: for kinked ones the panel caps shrink with the step, and a start
@@ -801,6 +859,15 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
     tasks = _tasks(K, family=family)
     T = len(tasks)
     todo = np.arange(T) if only is None else np.asarray(only, dtype=np.int64)
+    requested = todo
+    parts, xinfo = [], {}
+    if _expansion_on(kern, expansion):
+        acc, parts, xinfo = _expand_sets(kern, K, tasks, todo, float(tol), family)
+        if acc.size:
+            todo = todo[~np.isin(todo, acc)]
+            only = todo
+            if tick is not None:
+                tick(int(acc.size))
     multi = todo[tasks.sizes[todo] >= 3]
     if hinted and hkey not in kern.hz_hint and len(multi) >= 24:
         # no hint yet (first call): integrate 6 of the sets of 3-4 variables from 0.5 first and
@@ -822,6 +889,10 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
     else:
         vals, errs, scales, levels, status, _, stats, hst = _run(kern, K, float(tol), int(max_refine), hz0=hz0,
                                                                     only=only, tasks=tasks, tick=tick, map=map)
+    for acc, xv, xe, xs in parts:
+        cols = tasks.combo[acc, :xv.shape[1]]
+        rows = acc[:, None]
+        vals[rows, cols], errs[rows, cols], scales[rows, cols] = xv, xe, xs
     if hinted and multi.size and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
@@ -835,10 +906,14 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
     if strict and not_conv:
         raise ArithmeticError(f"{not_conv} sets did not reach tol {tol:g}")
     seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "sets": int(todo.size), "not_converged": not_conv, "refinements": levels[todo],
-            "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
+    method = "numerical (nested quadrature)"
+    if xinfo.get("sets"):
+        method = (f"numerical (block expansion: {xinfo.get('sets4', 0)} four-input and {xinfo.get('sets3', 0)} "
+                  f"three-input sets; nested quadrature: {todo.size} sets)")
+    info = {"seconds": seconds, "sets": int(requested.size), "not_converged": not_conv,
+            "refinements": levels[requested], "compile_seconds": kern.compile_seconds, "from_cache": kern.from_cache,
             "passes_fine": int(stats[:, 0].sum()), "passes_coarse": int(stats[:, 1].sum()),
-            "table_panels": int(stats[:, 2].sum()), "method": "numerical (nested quadrature)"}
+            "table_panels": int(stats[:, 2].sum()), "method": method, "expansion": xinfo}
     return tasks, vals, errs, scales, info
 
 
@@ -866,7 +941,7 @@ class DerivativeMoments:
 
 
 def derivative_moments(kernel, K, terms, *, tol: float = 1e-10, max_refine: int = 6, strict: bool = False,
-                       progress=None, map=None) -> DerivativeMoments:
+                       progress=None, map=None, expansion=None) -> DerivativeMoments:
     r"""E[s^(o_1)(z_a) s^(o_2)(z_b) s^(o_3)(z_c) s^(o_4)(z_d)] for z ~ N(0, K), all input tuples, per term.
 
     ``terms``: tuples (o_1, ..., o_k) of derivative orders 0..3 (k = 1..4; s^(0) = s, s^(1) = s', ...,
@@ -876,7 +951,7 @@ def derivative_moments(kernel, K, terms, *, tol: float = 1e-10, max_refine: int 
     of 1..k distinct inputs integrated once by the compiled nested quadrature for every product its
     entries need: for a set of m inputs every way of giving the term's factors to the m variables, each at
     least one; the terms of one call share the activation values of each node).  ``tol`` relative to
-    E|product| of each entry; ``max_refine``, ``strict``, ``progress``, ``map`` as there.  Raises
+    E|product| of each entry; ``max_refine``, ``strict``, ``progress``, ``map``, ``expansion`` as there.  Raises
     ValueError for a bad K or bad terms and for divergent expectations."""
     from ..progress import progress_bar
 
@@ -898,7 +973,7 @@ def derivative_moments(kernel, K, terms, *, tol: float = 1e-10, max_refine: int 
     with progress_bar(total=int(only.size), desc=f"derivative moments, {N} inputs", unit="set",
                       enabled=progress) as bar:
         tasks, vals, errs, scales, info = _integrate_sets(kernel, K, tol, max_refine, strict, t0, bar.update, map,
-                                                          family, only)
+                                                          family, only, expansion)
     values, errors, scs = {}, {}, {}
     for term in terms:
         t, c = _term_index_map(N, term, family)
