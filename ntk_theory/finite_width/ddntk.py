@@ -24,7 +24,9 @@ quadrature error estimates of the one-dimensional Gaussian averages (``error``; 
 
 Activations: smooth ones (s'' and s''' as functions); piecewise-linear ones (relu, leaky_relu, abs) only with
 ``kink_terms=False`` (the pointwise derivatives of each network, s'' = s''' = 0 almost everywhere); the Dirac terms
-of the ensemble derivative at kinks are not derived and are refused.  Layer 2 reduces to
+of the ensemble derivative at kinks are refused: at coincident inputs they hold two Dirac terms of one neuron
+(s''(z)^2) and diverge like beta for smooth activations converging to the kink (entries at distinct inputs
+converge; :func:`.dntk.ddntk_activation_check`).  Layer 2 reduces to
 :func:`.dntk.ddntk_second_layer` (all 1/n tensors of layer 1 vanish).
 """
 

@@ -142,13 +142,18 @@ class _ZSDDD:
 
 def ddntk_activation_check(rec, kink_terms: bool) -> None:
     """Refuse activations whose ddNTK is not derived: kinked ones other than piecewise-linear, and piecewise-linear
-    ones with ``kink_terms`` (the Dirac terms at the kinks); ValueError in one line."""
+    ones with ``kink_terms``, whose Dirac terms have no finite value.  At coincident inputs the ddNTKs hold two
+    Dirac terms of one neuron (U: <s''_a s''_a s'_c s'_d>; R: <s'''_a s'_a ...>, by Leibniz (s'^2)'''/2 minus
+    3 s'' s'' ...), which diverge like beta for smooth activations converging to the kink (x (1 + erf(beta x)) / 2
+    -> relu: R, S, T, U grow linearly in beta, R / U -> -3 at layer 2; docs/finite_width.md); ValueError in one
+    line."""
     act = rec.activation
     if act.kinks:
         _kappa(rec, False)  # ValueError unless piecewise-linear
         if kink_terms:
-            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} are not derived; use "
-                             "kink_terms=False (the pointwise derivatives of each network)")
+            raise ValueError(f"the ddNTK's Dirac terms at the kinks of {act.name} diverge (two Dirac terms of one "
+                             "neuron, e.g. s''(z)^2: R, S, T, U grow like beta for smooth activations converging to "
+                             "it); use kink_terms=False (the pointwise derivatives of each network)")
 
 
 def _kappa(rec, kink_terms: bool) -> int:
@@ -689,7 +694,8 @@ def ddntk_second_layer(rec: FiniteWidthRecursion, X, *, kink_terms: bool = True,
         U_abcd = C_W^2 <s''_a s''_b s'_c s'_d> Th_ac Th_bd Th_ab
 
     Smooth activations; piecewise-linear ones only with ``kink_terms=False`` (s'' = s''' = 0 almost everywhere:
-    R = U = 0); other kinked activations are refused (their Dirac terms are not derived here).
+    R = U = 0); their Dirac terms diverge (two at one neuron: :func:`ddntk_activation_check`) and other kinked
+    activations are refused.
 
     Parameters
     ----------
