@@ -27,6 +27,8 @@ bivariate                2-D Gauss-Legendre of E[f(u) f(v) H(u, v)] split at kin
 fourpoint                four-point moment tensors E[s s s s], E[s' s' s s], E[s' s' s' s'] at N inputs:
                          compiled nested quadrature (_fourpoint_*: Numba) or exact orthant moments
 orthant                  exact truncated orthant moments E[z^k 1{z > 0}], m <= 4 (piecewise-linear s)
+pair_expansion           the three- and four-input moments of smooth activations by a block Kibble-Slepian
+                         expansion from Hermite coefficients of each pair of inputs (_fourpoint_pairs: Numba)
 dirac                    E[prod_i f_i^(k_i)(z_i)], f_i products of a piecewise-linear s and s', derivatives
                          as distributions (Dirac terms): integration by parts onto the density + orthant
 =======================  ==============================================================================
