@@ -32,9 +32,12 @@ def test_relu_kink_terms_refused_as_divergent():
 def test_smooth_limit_diverges_like_beta_at_one_input():
     """Layer 2, one input (G0 = 1, C_W = 2, C_b = 0: K = Th = 2): U / beta at beta = 16, 32 against the hand slope
     C_W^2 Th^3 phi_K(0) int g^2 S^2 (to 1%), U(32) / U(16) = 2 (to 1%), R / U = -3 (to 1%)."""
-    g = lambda t: (2 - 2 * t * t) * math.exp(-t * t) / math.sqrt(math.pi)  # noqa: E731
-    S = lambda t: (1 + math.erf(t)) / 2 + t * math.exp(-t * t) / math.sqrt(math.pi)  # noqa: E731
-    c = integrate.quad(lambda t: g(t) ** 2 * S(t) ** 2, -12, 12, limit=200, epsabs=1e-13)[0]
+    def profile(t):  # (g(t) S(t))^2: beta^-1 s''^2 s'^2 at x = t / beta
+        g = (2 - 2 * t * t) * math.exp(-t * t) / math.sqrt(math.pi)
+        S = (1 + math.erf(t)) / 2 + t * math.exp(-t * t) / math.sqrt(math.pi)
+        return (g * S) ** 2
+
+    c = integrate.quad(profile, -12, 12, limit=200, epsabs=1e-13)[0]
     slope = 4.0 * 8.0 * c / math.sqrt(2 * math.pi * 2.0)
     st = {beta: _family(beta).ddntk_second_layer(np.array([[1.0]])) for beta in (16, 32)}
     U = {beta: float(s.U[0, 0, 0, 0]) for beta, s in st.items()}
