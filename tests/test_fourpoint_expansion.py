@@ -126,6 +126,20 @@ def test_fallback_for_nearly_parallel_inputs(tanh):
         assert np.all(diff <= 1e-10 * getattr(b, "scale_" + name)), name
 
 
+def test_zero_variance_input_falls_back(tanh):
+    """An input with zero variance (a zero row of K): the sets containing it are not expanded (a singular pair),
+    the one without it is; every entry agrees with the nested quadrature within 1e-10 E|prod|."""
+    K = _gram(4, seed=5)
+    K[3, :] = K[:, 3] = 0.0
+    a = fp.four_point_moments(tanh, K, tol=1e-10, expansion=True)
+    b = fp.four_point_moments(tanh, K, tol=1e-10, expansion=False)
+    x = a.info["expansion"]
+    assert x["sets4"] == 0 and x["fallback4"] == 1 and x["sets3"] == 1 and x["fallback3"] == 3
+    for name in ("ssss", "ddss", "dddd"):
+        diff = np.abs(getattr(a, name) - getattr(b, name))
+        assert np.all(diff <= 1e-10 * getattr(b, "scale_" + name) + 1e-300), name
+
+
 def test_kinked_activation_not_expanded():
     @numba.njit
     def s(z):

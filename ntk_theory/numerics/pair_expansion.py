@@ -290,7 +290,9 @@ def _whitened(K, sets, A, B, tab, pid):
         R = np.swapaxes(np.linalg.solve(LB, np.swapaxes(X, 1, 2)), 1, 2)
     else:
         ib = None
-        R = X / np.sqrt(K[sets[:, B[0]], sets[:, B[0]]])[:, None, None]
+        sd = np.sqrt(np.maximum(K[sets[:, B[0]], sets[:, B[0]]], 0.0))
+        good = good & (sd > 0)
+        R = X / np.where(sd > 0, sd, 1.0)[:, None, None]
     r = np.where(good, np.linalg.norm(R.reshape(len(sets), 2, -1), ord=2, axis=(1, 2)), np.inf)
     return R, r, ia, ib
 
