@@ -10,14 +10,16 @@ Judges, independent of the code under test:
   terms; it is checked against Monte Carlo in tests/test_finite_width_residual.py), to 1e-12;
 * xi = 0, gamma = 1: the MLP's several-input Theta1 (FiniteWidthRecursion.tensors, the MLP code path, checked
   against Monte Carlo in its own tests), to 1e-12;
+* inputs x and x + eps u: the off-diagonal entry (Dirac terms at two distinct variables) tends to the one-input
+  recursion's Th1 at x as eps -> 0 (without the Dirac terms it would jump by 0.055);
 * Monte Carlo of real residual ReLU networks at two inputs (sample_residual_ntk_tensors: dense weights,
   backpropagated Jacobians), n (E[Theta_ab] - Theta_ab) fitted as Theta1 + c2/n with Theta fixed, within 4
   standard errors at every entry (slow set).
 
 The smooth family s_beta(x) = x (1 + erf(beta x)) / 2 through the smooth route (docs/finite_width.md records the
-numbers; the smooth route at beta = 4, 8 takes about a minute each and fails beyond beta ~ 12) agrees with the
-values here after extrapolation in 1/beta; without the Dirac terms the off-diagonal entries would differ by ~3%
-and the diagonal by ~8% (excluded by that extrapolation and, on the diagonal, by the one-input recursion).
+numbers; the smooth route at beta = 4, 8 takes about a minute each and fails beyond beta ~ 10) agrees with the
+values here to ~0.005 off the diagonal; without the Dirac terms the off-diagonal entries would differ by 3% to 40%
+and the diagonal by ~8% (excluded by that comparison and, on the diagonal, by the one-input recursion).
 """
 
 import numpy as np
