@@ -91,7 +91,8 @@ dimensional one; the table's error bound is propagated through the outer levels 
 the estimate (see that module).  Sets are spread over two threads.  Its compiled code lives in
 two independent modules, :mod:`._fourpoint_integrate` and :mod:`._fourpoint_table`; on a cold
 cache the first is compiled by a child process while this one compiles the second
-(:func:`prefetch_core`; ``NTK_THEORY_PARALLEL_COMPILE=0`` turns it off).
+(:func:`prefetch_core`; ``NTK_THEORY_PARALLEL_COMPILE=0`` turns it off); the block expansion's kernels
+(:mod:`._fourpoint_pairs`) compile in this process during the same wait.
 
 Block expansion for smooth activations
 --------------------------------------
@@ -247,6 +248,7 @@ def _core():
     if not integrator_loaded():
         prefetch_core()
         from . import _fourpoint_table  # noqa: F401  (compiles here while the child compiles the rest)
+        from . import _fourpoint_pairs  # noqa: F401  (the block expansion's kernels: here too, meanwhile)
 
         proc = _BACKGROUND.get("proc")
         if proc is not None:
