@@ -197,6 +197,23 @@ def test_single_coefficients_against_mpmath(tanh):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["erf", "gelu", "softplus", "sigmoid", "sin"])
+def test_library_activations_against_nested_quadrature(name):
+    """Other smooth activations (entire, wider strips, linear growth, oscillating): every set of three and four
+    inputs expanded, every entry within 1e-10 E|prod| of the nested quadrature and within the two estimates."""
+    kern = compile_activation(activation(name))
+    K = _gram(5, seed=2)
+    a = fp.four_point_moments(kern, K, tol=1e-10, expansion=True)
+    b = fp.four_point_moments(kern, K, tol=1e-10, expansion=False)
+    assert a.info["expansion"]["sets4"] == 5 and a.info["expansion"]["sets3"] == 10
+    for t in ("ssss", "ddss", "dddd"):
+        diff = np.abs(getattr(a, t) - getattr(b, t))
+        sc = getattr(b, "scale_" + t)
+        assert np.all(diff <= getattr(a, "error_" + t) + getattr(b, "error_" + t) + 1e-15 * sc), t
+        assert np.all(diff <= 1e-10 * sc), t
+
+
+@pytest.mark.slow
 def test_tanh_four_inputs_against_expectn(tanh):
     """One four-input set of a first-layer-like covariance (inputs in d = 5): ddss by the expansion against
     the NumPy nested tanh-sinh rule at tol 1e-10, within both estimates."""
