@@ -21,7 +21,7 @@ _SIG_FACTORS = types.void(FN, FN, FN, FN, _V, _IM, _M)
 _SIG_SUMS = types.void(_M3, _M3, _M, _M3, _M3, _M, _IV, _IV, _M3, _V, _IM, _IM, types.int64, types.float64,
                        _M, _M, _M, _IV)
 
-_SIG_PROJECT = types.void(_M, _M3, _M, _M, types.int64, types.float64[:, :, :, ::1])
+_SIG_PROJECT = types.void(_M, _M3, _M, _M, types.int64, _IM, _M3)
 _SIG_SUMS3 = types.void(_M3, _M3, _M, _M3, _M3, _M, _M3, _M3, _M, _M3, _M, _IV, _IV, _M, _V, _IM, _IM, types.int64,
                         types.float64, _M, _M, _M, _IV)
 
@@ -29,31 +29,37 @@ _EPS = 2.220446049250313e-16
 
 
 @_njit(_SIG_PROJECT, fastmath=True)
-def project(fa, fb, H1, H2, n, out):
-    """out[a, b, k, l] = sum_i H1[k, i] fa[a, i] sum_j H2[l, j] fb[b, i, j] for k + l <= n (0 elsewhere):
-    the Hermite coefficients of fa(x_1) fb(x_1, x_2) with the weighted polynomials H1, H2 (rows = degrees)."""
+def project(fa, fb, H1, H2, n, ptypes, out):
+    """out[u, k, l] = sum_i H1[k, i] fa[a, i] sum_j H2[l, j] fb[b, i, j], (a, b) = ptypes[u], for k + l <= n
+    (0 elsewhere): the Hermite coefficients of fa(x_1) fb(x_1, x_2) with the weighted polynomials H1, H2
+    (rows = degrees), for the factor pairs listed."""
     nf = fa.shape[0]
     M1 = fa.shape[1]
     M2 = fb.shape[2]
-    g = np.empty(n + 1)
-    for a in range(nf):
+    U = ptypes.shape[0]
+    g = np.empty((nf, n + 1))
+    c = np.empty(n + 1)
+    for u in range(U):
+        for k in range(n + 1):
+            for l in range(n + 1):
+                out[u, k, l] = 0.0
+    for i in range(M1):
         for b in range(nf):
-            for k in range(n + 1):
-                for l in range(n + 1):
-                    out[a, b, k, l] = 0.0
-    for b in range(nf):
-        for i in range(M1):
             for l in range(n + 1):
                 acc = 0.0
                 for j in range(M2):
                     acc += H2[l, j] * fb[b, i, j]
-                g[l] = acc
-            for a in range(nf):
-                fai = fa[a, i]
-                for k in range(n + 1):
-                    c = H1[k, i] * fai
-                    for l in range(n + 1 - k):
-                        out[a, b, k, l] += c * g[l]
+                g[b, l] = acc
+        for u in range(U):
+            a = ptypes[u, 0]
+            b = ptypes[u, 1]
+            fai = fa[a, i]
+            for k in range(n + 1):
+                c[k] = H1[k, i] * fai
+            for k in range(n + 1):
+                ck = c[k]
+                for l in range(n + 1 - k):
+                    out[u, k, l] += ck * g[b, l]
 
 
 @_njit(_SIG_FACTORS)

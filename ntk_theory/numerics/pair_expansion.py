@@ -133,26 +133,29 @@ class PairTables:
     ok: np.ndarray
 
 
-def _coefficients(fns, L, pows, n, ns, h1, h2):
-    """(F (nf, nf, n+1, n+1) coefficients F[fi, fj, k, l], |F| coefficients (nf, nf, ns+1, ns+1), E[F^2] (nf, nf))
-    of one pair with Cholesky factor L, by the trapezoidal rule with steps h1 (x_1) and h2 (x_2)."""
+def _coefficients(fns, L, pows, types, n, ns, h1, h2):
+    """(F (U, n+1, n+1) coefficients F[u, k, l] of the factor pairs types[u] = (fi, fj), |F| coefficients
+    (U, ns+1, ns+1), E[F^2] (U,)) of one pair with Cholesky factor L, by the trapezoidal rule with steps h1 (x_1)
+    and h2 (x_2)."""
     from ._fourpoint_pairs import factor_values, project
 
     x1, w1, H1 = _rule(h1, n)
     x2, w2, H2 = _rule(h2, n)
     M1, M2 = x1.size, x2.size
     nf = pows.shape[0]
+    U = types.shape[0]
     fa = np.empty((nf, M1))
     factor_values(*fns, np.ascontiguousarray(L[0, 0] * x1), pows, fa)
     zb = (L[1, 0] * x1[:, None] + L[1, 1] * x2[None, :]).ravel()
     fb = np.empty((nf, M1 * M2))
     factor_values(*fns, zb, pows, fb)
     fb = fb.reshape(nf, M1, M2)
-    F = np.empty((nf, nf, n + 1, n + 1))
-    project(fa, fb, H1, H2, n, F)
-    Fa = np.empty((nf, nf, ns + 1, ns + 1))
-    project(np.abs(fa), np.abs(fb), np.ascontiguousarray(H1[:ns + 1]), np.ascontiguousarray(H2[:ns + 1]), ns, Fa)
-    e2 = ((fa ** 2) * w1) @ ((fb ** 2) @ w2).T          # [fi, fj]
+    F = np.empty((U, n + 1, n + 1))
+    project(fa, fb, H1, H2, n, types, F)
+    Fa = np.empty((U, ns + 1, ns + 1))
+    project(np.abs(fa), np.abs(fb), np.ascontiguousarray(H1[:ns + 1]), np.ascontiguousarray(H2[:ns + 1]), ns, types,
+            Fa)
+    e2 = (((fa ** 2) * w1) @ ((fb ** 2) @ w2).T)[types[:, 0], types[:, 1]]
     return F, Fa, e2
 
 
@@ -167,7 +170,7 @@ def pair_tables(fns, K, pairs, pows, types, n: int = N_MAX, ns: int = N_SCALE) -
     factors ``pows`` (nf, 4): powers (p, q, r, t) of s, s', s'', s^(3); ``fns`` the activation's four compiled
     function slots.  Two rules (steps h and 1.05^4 h per axis); the pairs run on two threads."""
     P = len(pairs)
-    types = np.asarray(types, dtype=np.int64).reshape(-1, 2)
+    types = np.ascontiguousarray(np.asarray(types, dtype=np.int64).reshape(-1, 2))
     U = types.shape[0]
     nd = n + 1
     kk, ll, _ = _packing(nd)
@@ -180,7 +183,6 @@ def pair_tables(fns, K, pairs, pows, types, n: int = N_MAX, ns: int = N_SCALE) -
     atail = np.zeros((P, U))
     Ls = np.zeros((P, 2, 2))
     ok = np.zeros(P, dtype=bool)
-    fi, fj = types[:, 0], types[:, 1]
 
     def one(p):
         i, j = pairs[p]
@@ -195,16 +197,15 @@ def pair_tables(fns, K, pairs, pows, types, n: int = N_MAX, ns: int = N_SCALE) -
         L = np.array([[l11, 0.0], [l21, math.sqrt(c22)]])
         Ls[p] = L
         h1, h2 = _step(max(abs(l11), abs(l21))), _step(L[1, 1])
-        F, Fa, e2 = _coefficients(fns, L, pows, n, ns, h1, h2)
-        Fc, _, _ = _coefficients(fns, L, pows, n, ns, 1.05 ** 4 * h1, 1.05 ** 4 * h2)
-        packed = F[fi, fj][:, kk, ll]
-        e2 = e2[fi, fj]
+        F, Fa, e2 = _coefficients(fns, L, pows, types, n, ns, h1, h2)
+        Fc, _, _ = _coefficients(fns, L, pows, types, n, ns, 1.05 ** 4 * h1, 1.05 ** 4 * h2)
+        packed = F[:, kk, ll]
         coef[p] = packed
         cn = _degree_norms(packed, nd)
         cnorm[p] = cn
-        dnorm[p] = _degree_norms(packed - Fc[fi, fj][:, kk, ll], nd)
+        dnorm[p] = _degree_norms(packed - Fc[:, kk, ll], nd)
         ctail[p] = np.maximum(e2 - (cn ** 2).sum(axis=1), 0.0) + 1e-15 * e2
-        apacked = Fa[fi, fj][:, ksc, lsc]
+        apacked = Fa[:, ksc, lsc]
         acoef[p] = apacked
         atail[p] = np.maximum(e2 - (apacked ** 2).sum(axis=1), 0.0) + 1e-15 * e2
         ok[p] = bool(np.all(np.isfinite(packed)) and np.all(np.isfinite(e2)))
@@ -359,13 +360,24 @@ def expand(fns, K, groups: dict, tol: float, n: int = N_MAX) -> tuple:
         r1 = np.where(usable, best_r, 0.0)
         vals, errs, scales = np.zeros((S, C)), np.zeros((S, C)), np.zeros((S, C))
         deg = np.zeros(S, dtype=np.int64)
-        if m == 4:
-            set_sums(tab.coef, tab.cnorm, tab.ctail, tab.dnorm, tab.acoef, tab.atail, pa, pb,
-                     np.ascontiguousarray(Rs), r1, ta, tb, N_SCALE, float(tol), vals, errs, scales, deg)
+        Rc = np.ascontiguousarray(Rs if m == 4 else Rs[:, :, 0])
+
+        def chunk(sl, m=m, pa=pa, pb=pb, Rc=Rc, r1=r1, ta=ta, tb=tb, vals=vals, errs=errs, scales=scales, deg=deg):
+            args = (pa[sl], pb[sl], Rc[sl], r1[sl], ta[sl], tb[sl], N_SCALE, float(tol), vals[sl], errs[sl],
+                    scales[sl], deg[sl])
+            if m == 4:
+                set_sums(tab.coef, tab.cnorm, tab.ctail, tab.dnorm, tab.acoef, tab.atail, *args)
+            else:
+                set_sums3(tab.coef, tab.cnorm, tab.ctail, tab.dnorm, tab.acoef, tab.atail, single.g, single.err,
+                          single.tail, single.a, single.atail, *args)
+
+        # the sets in two halves on two threads (the compiled sums release the GIL; each set's sums are its own)
+        halves = [slice(0, S // 2), slice(S // 2, S)] if _THREADS > 1 and S >= 64 else [slice(0, S)]
+        if len(halves) > 1:
+            with ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(chunk, halves))
         else:
-            set_sums3(tab.coef, tab.cnorm, tab.ctail, tab.dnorm, tab.acoef, tab.atail, single.g, single.err,
-                      single.tail, single.a, single.atail, pa, pb, np.ascontiguousarray(Rs[:, :, 0]), r1, ta, tb,
-                      N_SCALE, float(tol), vals, errs, scales, deg)
+            chunk(halves[0])
         with np.errstate(invalid="ignore"):
             accepted = usable & np.all(np.isfinite(vals) & np.isfinite(errs) & (errs <= tol * scales), axis=1)
         out[m] = ExpandedSets(vals, errs, scales, accepted, deg, best_r)
