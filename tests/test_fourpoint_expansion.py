@@ -140,6 +140,20 @@ def test_zero_variance_input_falls_back(tanh):
         assert np.all(diff <= 1e-10 * getattr(b, "scale_" + name) + 1e-300), name
 
 
+def test_large_variance_not_expanded(tanh):
+    """An input with variance ~1e4 (unnormalised data): its pairs would need more than 1e6 quadrature nodes, so
+    they are marked unusable and the four-input set is not accepted (it goes to the nested quadrature); the
+    pairs of the other inputs are tabulated."""
+    K = _gram(4, seed=6)
+    K[0, :] *= 100.0
+    K[:, 0] *= 100.0
+    pairs = np.array(list(itertools.combinations(range(4), 2)))
+    tab = pe.pair_tables(tanh.functions(1), K, pairs, np.array([[1, 0, 0, 0]]), np.array([[0, 0]]))
+    assert list(tab.ok) == [False, False, False, True, True, True]
+    res, _ = pe.expand(tanh.functions(1), K, {4: (np.array([[0, 1, 2, 3]]), fp.family_products(None, 4))}, 1e-10)
+    assert not res[4].accepted[0]
+
+
 def test_kinked_activation_not_expanded():
     @numba.njit
     def s(z):

@@ -49,7 +49,8 @@ minus its Cauchy-Schwarz tail (a lower bound but for the quadrature error of the
 quadrature's at the finite-width benchmark's covariances).
 
 A set is accepted when every product's estimate is below tol E|prod| and its pairs are non-singular
-(conditional variance above 1e-14 of the variance); the others are left to the nested quadrature of
+(conditional variance above 1e-14 of the variance) and need at most 1e6 nodes (standard deviations up to
+about 7 along both axes); the others are left to the nested quadrature of
 :mod:`.fourpoint`.  Activations with kinks are not expanded (their coefficients decay slowly and the
 trapezoidal rule converges slowly on them).
 """
@@ -73,6 +74,7 @@ _THREADS = max(1, min(2, os.cpu_count() or 1))
 
 _RANGE = 12.5  # |x| <= _RANGE: beyond, w h_k <= 1.09 exp(-x^2 / 4) (Cramer) is below 1e-16
 _STRIP = 56.0  # the step h = 2 pi tau / _STRIP for an activation analytic in |Im z| < tau = pi / 2
+_MAX_NODES = 1_000_000  # a pair needing more nodes (variances above ~50) is left to the nested quadrature
 
 
 def _trapezoid(h: float) -> tuple:
@@ -197,6 +199,8 @@ def pair_tables(fns, K, pairs, pows, types, n: int = N_MAX, ns: int = N_SCALE) -
         L = np.array([[l11, 0.0], [l21, math.sqrt(c22)]])
         Ls[p] = L
         h1, h2 = _step(max(abs(l11), abs(l21))), _step(L[1, 1])
+        if (2 * _RANGE / h1 + 1) * (2 * _RANGE / h2 + 1) > _MAX_NODES:
+            return
         F, Fa, e2 = _coefficients(fns, L, pows, types, n, ns, h1, h2)
         Fc, _, _ = _coefficients(fns, L, pows, types, n, ns, 1.05 ** 4 * h1, 1.05 ** 4 * h2)
         packed = F[:, kk, ll]
