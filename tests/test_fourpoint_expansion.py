@@ -141,17 +141,18 @@ def test_zero_variance_input_falls_back(tanh):
 
 
 def test_large_variance_not_expanded(tanh):
-    """An input with variance ~1e4 (unnormalised data): its pairs would need more than 1e6 quadrature nodes, so
-    they are marked unusable and the four-input set is not accepted (it goes to the nested quadrature); the
-    pairs of the other inputs are tabulated."""
+    """An input with variance ~1e4 (unnormalised data): its pairs would need more than 1e6 quadrature nodes (and
+    its one-input table more than 1e3), so they are marked unusable and the sets containing it are not accepted
+    (they go to the nested quadrature); the pairs and sets of the other inputs are."""
     K = _gram(4, seed=6)
     K[0, :] *= 100.0
     K[:, 0] *= 100.0
     pairs = np.array(list(itertools.combinations(range(4), 2)))
     tab = pe.pair_tables(tanh.functions(1), K, pairs, np.array([[1, 0, 0, 0]]), np.array([[0, 0]]))
     assert list(tab.ok) == [False, False, False, True, True, True]
-    res, _ = pe.expand(tanh.functions(1), K, {4: (np.array([[0, 1, 2, 3]]), fp.family_products(None, 4))}, 1e-10)
-    assert not res[4].accepted[0]
+    res, _ = pe.expand(tanh.functions(1), K, {4: (np.array([[0, 1, 2, 3]]), fp.family_products(None, 4)),
+                                              3: (np.array([[0, 1, 2], [1, 2, 3]]), fp.family_products(None, 3))}, 1e-10)
+    assert not res[4].accepted[0] and not res[3].accepted[0] and res[3].accepted[1]
 
 
 def test_kinked_activation_not_expanded():

@@ -93,7 +93,7 @@ def _step(scale: float) -> float:
     return 0.35 * 1.05 ** -math.ceil(math.log(0.35 / h) / math.log(1.05) - 1e-9)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _rule(h: float, n: int) -> tuple:
     """(nodes, weights, weighted Hermite polynomials (n + 1, M)) of the trapezoidal rule of step h."""
     x, w = _trapezoid(h)
@@ -237,7 +237,9 @@ class SingleTables:
 
 
 def single_tables(fns, K, pows, n: int = N_MAX, ns: int = N_SCALE) -> SingleTables:
-    """The one-input tables of :class:`SingleTables` for every input of K and the factors ``pows`` (nf, 4)."""
+    """The one-input tables of :class:`SingleTables` for every input of K and the factors ``pows`` (nf, 4); an
+    input whose rule would exceed sqrt(_MAX_NODES) nodes (standard deviation above ~7) gets NaN (its sets are
+    not accepted)."""
     from ._fourpoint_pairs import factor_values
 
     N = K.shape[0]
@@ -247,6 +249,9 @@ def single_tables(fns, K, pows, n: int = N_MAX, ns: int = N_SCALE) -> SingleTabl
     tail, atail = np.zeros((N, nf)), out[4]
     for v in range(N):
         sig = math.sqrt(max(K[v, v], 0.0))
+        if 2 * _RANGE / _step(sig) + 1 > _MAX_NODES ** 0.5:
+            g[v] = np.nan  # not tabulated (standard deviation above ~7): its sets are not accepted
+            continue
         res = []
         for h in (_step(sig), 1.05 ** 4 * _step(sig)):
             x, w, H = _rule(h, n)
