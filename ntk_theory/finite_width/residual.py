@@ -947,13 +947,23 @@ class ResidualRecursion:
                                             + np.einsum("qepf,pqef->pq", mixed, Rdd))
                 JB = (Ja @ Bm).reshape(D3, D3, L, P2)
                 selfv = np.zeros((D3, D3))
+                self_err = np.zeros((D3, D3))
                 for b in range(1, a):
                     r = Xi[a, b]
                     if r == 0.0:
                         continue
                     Jz = np.block([[K[b - 1], r * K[b - 1]], [r * K[b - 1], K[a - 1]]])
                     Tc = np.block([[Th[b - 1], r * Th[b - 1]], [r * Th[b - 1], Th[a - 1]]])
-                    selfv += _th1_self_term(self.activation, Jz, Tc, JB[:, :, b - 1, :], N, tol)
+                    sv, se = _th1_self_term(self.activation, Jz, Tc, JB[:, :, b - 1, :], N, tol)
+                    selfv += sv
+                    self_err += se
+                limit = _SELF_TERM_TOL * max(1.0, float(np.max(np.abs(selfv))))
+                if float(np.max(self_err)) > limit:
+                    raise ValueError(
+                        f"the residual self term of Theta1 for {self.activation.name} at layer {a} is not resolved: "
+                        f"estimated error {float(np.max(self_err)):.2g} of its Gaussian averages of s'' and s''' "
+                        f"(above {limit:.2g}): the activation varies on a scale the four-point quadrature does not "
+                        "resolve")
                 e[(a - 1) * P2:a * P2] = np.where(keep, first + second + selfv, 0.0).ravel()
         out = []
         for l in range(1, L + 2):
@@ -1058,6 +1068,7 @@ class _LeibnizMoments:
         self.act, self.Jz, self.tol = act, Jz, tol
         self.orders: set = set()
         self.values: dict = {}
+        self.errors: dict = {}
 
     @staticmethod
     def expand(zf) -> list:
@@ -1080,16 +1091,24 @@ class _LeibnizMoments:
 
         def integrate(terms):  # halves a call the integrator refuses for too many products per set
             try:
-                self.values.update(derivative_moments(self.act, self.Jz, terms, tol=self.tol).values)
+                res = derivative_moments(self.act, self.Jz, terms, tol=self.tol)
             except ValueError as err:
                 if len(terms) == 1 or "too many products" not in str(err):
                     raise
                 integrate(terms[:len(terms) // 2]), integrate(terms[len(terms) // 2:])
+                return
+            self.values.update(res.values)
+            self.errors.update(res.errors)
 
         integrate(sorted(self.orders, key=lambda t: (len(t), t)))
 
     def __call__(self, zf) -> float:
         return sum(c * float(self.values[tuple(o for _, o in f)][tuple(v for v, _ in f)])
+                   for c, f in self.expand(zf))
+
+    def error(self, zf) -> float:
+        """The integrator's estimated absolute error of ``self(zf)`` (sum over the Leibniz terms)."""
+        return sum(abs(c) * float(self.errors[tuple(o for _, o in f)][tuple(v for v, _ in f)])
                    for c, f in self.expand(zf))
 
 
@@ -1126,6 +1145,11 @@ class _DiracMoments:
     def __call__(self, zf) -> float:
         return self.values[self.key(zf)]
 
+    @staticmethod
+    def error(zf) -> float:
+        """0: the orthant moments are exact to rounding (~1e-14 relative, below the Gaussian averages' tol)."""
+        return 0.0
+
 
 def _self_term_moments(act, Jz, tol):
     """The z-part averages of :func:`_th1_self_term`: :class:`_DiracMoments` for piecewise-linear activations,
@@ -1142,7 +1166,12 @@ def _self_term_moments(act, Jz, tol):
     return _DiracMoments(slopes, Jz, tol)
 
 
-def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
+#: the largest estimated absolute error of Theta1's self term (relative to max(1, its largest entry)) that
+#: :meth:`ResidualRecursion.ntk_correction` returns; above it the result is refused
+_SELF_TERM_TOL = 1e-6
+
+
+def _th1_self_term(act, Jz, Tc, JB, N, tol) -> tuple:
     r"""sum_(xy) Cov((1/2) d_x d_y phi_uv(x(a)), [J(a) psi]_xy) over the lower layer b's fields: (3N, 3N) over uv.
 
     ``Jz`` the joint covariance of (z(b), z(a)) (b's inputs first), ``Tc`` that of (tau(b), tau(a)) (tau' alike and
@@ -1152,7 +1181,8 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
     layer differentiates the whole product at that variable; tau derivatives act on the tau monomials).  The
     expectation of a product of terms is the z part's average (:func:`_self_term_moments`: Leibniz and the
     compiled integrator for smooth s; the product's distributional derivative, Dirac terms included, for
-    piecewise-linear s) times the Wick sums of its tau and tau' factors."""
+    piecewise-linear s) times the Wick sums of its tau and tau' factors.  Returns (value, error), the error the
+    averages' estimated errors carried through the sums by the triangle inequality."""
     D3 = 3 * N
     moments = _self_term_moments(act, Jz, tol)
 
@@ -1228,17 +1258,27 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> np.ndarray:
         for w in np.flatnonzero(JB[x, y]):
             expect(products(ta, w), record)
     moments.prepare()
+
+    def bound(terms):  # the averages' estimated errors carried through expect (triangle inequality)
+        return sum(abs(c * wick(tf) * wick(uf)) * moments.error(zf) for c, zf, tf, uf in terms)
+
     mean_b = {w: expect(t, moments) for w, t in fb.items()}
+    err_b = {w: bound(t) for w, t in fb.items()}
     out = np.zeros((D3, D3))
+    err = np.zeros((D3, D3))
     for ((u, v), (x, y)), ta in fa.items():
         weights = JB[x, y]
-        ma = expect(ta, moments)
-        acc = 0.0
+        ma, ea = expect(ta, moments), bound(ta)
+        acc = acc_err = 0.0
         for w in np.flatnonzero(weights):
-            acc += weights[w] * (expect(products(ta, w), moments) - ma * mean_b[w])
+            pr = products(ta, w)
+            acc += weights[w] * (expect(pr, moments) - ma * mean_b[w])
+            acc_err += abs(weights[w]) * (bound(pr) + abs(ma) * err_b[w] + ea * abs(mean_b[w]))
         out[u, v] += acc
+        err[u, v] += acc_err
     out[2 * N:, 2 * N:] = out[N:2 * N, N:2 * N]  # tau' tau' = tau tau (the probes are exchangeable)
-    return out
+    err[2 * N:, 2 * N:] = err[N:2 * N, N:2 * N]
+    return out, err
 
 
 def _per_residual(name: str, value, count: int) -> tuple:

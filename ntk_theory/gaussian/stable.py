@@ -10,6 +10,8 @@ Each rule is exact algebra; only the floating-point behaviour changes.
     sqrt(q), q -> 0        -> sqrt(max(q, 0))               radicands that vanish at |rho| = 1 stay >= 0
     1 - erf(z)             -> erfc(z)                        no cancellation for large z
     exp(a) erfc(z)         -> exp(a - z^2) erfcx(z)           no overflow of exp(a) against erfc's underflow
+                              (z >= 0; where z may be negative, a Piecewise keeps exp(a) erfc(z) for z < 0,
+                              where erfcx(z) ~ 2 exp(z^2) overflows)
 """
 
 from __future__ import annotations
@@ -146,4 +148,9 @@ def _scaled(term):
     z = erfcs[0].args[0]
     rest = sp.Mul(*[f for f in term.args if f is not erfcs[0] and f not in exps])
     exponent = sp.Add(*[e.args[0] for e in exps])
-    return rest * sp.exp(sp.expand(exponent - z**2)) * erfcx(z)
+    scaled = rest * sp.exp(sp.expand(exponent - z**2)) * erfcx(z)
+    if z.is_nonnegative:
+        return scaled
+    # erfcx(z) overflows for z < -26.6 (exp(z^2) erfc(z) ~ 2 exp(z^2)) while exp(a - z^2) underflows: 0 * inf;
+    # there erfc(z) lies in (1, 2] and exp(a) erfc(z) is the stable form
+    return sp.Piecewise((scaled, z >= 0), (term, True))
