@@ -1260,7 +1260,13 @@ def _th1_self_term(act, Jz, Tc, JB, N, tol) -> tuple:
     moments.prepare()
 
     def bound(terms):  # the averages' estimated errors carried through expect (triangle inequality)
-        return sum(abs(c * wick(tf) * wick(uf)) * moments.error(zf) for c, zf, tf, uf in terms)
+        total = 0.0
+        for c, zf, tf, uf in terms:
+            wt = wick(tf)
+            wu = wick(uf) if wt else 0.0
+            if wu:
+                total += abs(c * wt * wu) * moments.error(zf)
+        return total
 
     mean_b = {w: expect(t, moments) for w, t in fb.items()}
     err_b = {w: bound(t) for w, t in fb.items()}
@@ -1309,27 +1315,42 @@ class PairAverages:
     derivatives onto the density (no deltas for kinked s).  Both integrals are composite 16-point
     Gauss-Legendre rules on [-9, 9] (Gaussian mass outside < 1e-18), split at the kinks of s (the inner
     split moves with y), 12 panels per piece.  Error: the rule is exact to rounding for these piecewise
-    smooth integrands at panel widths <= 1.5 (tests: ReLU and tanh against scipy quadrature, 1e-10)."""
+    smooth integrands at panel widths <= 1.5 (tests: ReLU and tanh against scipy quadrature, 1e-10).
+    A smooth activation that varies on a scale ell < 0.5 (ell = max |s'| / max |s''| on a grid of step 1e-3 over
+    [-10, 10]; x (1 + erf(beta x)) / 2 has ell ~ 0.92 / beta) is split like a kink at its sharpest point x0 (the
+    largest |s''|) and further at x0 +- ell 2^j, j = 0, 1, ... (both integrals; geometric grading, 3 panels per
+    piece), so that the panels next to x0 resolve ell (tests/test_sharp_activations.py: equal to the several-input
+    route's diagonal, beta = 16, 32)."""
 
     NODES, PANELS, R = 16, 12, 9.0
+    SHARP = 0.5
 
     def __init__(self, act):
         self.s, self.ds = act.numpy, act.numpy_derivative
         self.kinks = tuple(float(k) for k in act.kinks)
         self.g, self.w = np.polynomial.legendre.leggauss(self.NODES)
+        self.sharp = None if self.kinks else _sharpest_point(self.ds)
 
-    def _grid(self, lo, hi):
-        """Nodes and weights of the composite rule on [lo, hi] (``PANELS`` equal panels), for arrays lo, hi
-        of equal shape: returns (..., PANELS * NODES) arrays."""
-        edges = lo[..., None] + (hi - lo)[..., None] * np.linspace(0, 1, self.PANELS + 1)
+    def _breaks(self, centre, scale):
+        """Split points (..., nb) at ``centre`` (...,) and centre +- scale 2^j inside [-R, R] (scale > 0 scalar or
+        (...,)): the kinks, or the geometric grading around a sharp smooth activation's sharpest point."""
+        centre = np.asarray(centre, dtype=float)
+        steps = np.asarray(scale, dtype=float)[..., None] * 2.0 ** np.arange(int(np.ceil(np.log2(
+            2 * self.R / np.min(scale)))) + 1)
+        return np.concatenate([centre[..., None], centre[..., None] - steps, centre[..., None] + steps], -1)
+
+    def _grid(self, lo, hi, panels=None):
+        """Nodes and weights of the composite rule on [lo, hi] (``panels`` equal panels, default ``PANELS``), for
+        arrays lo, hi of equal shape: returns (..., panels * NODES) arrays."""
+        edges = lo[..., None] + (hi - lo)[..., None] * np.linspace(0, 1, (panels or self.PANELS) + 1)
         a, b = edges[..., :-1, None], edges[..., 1:, None]
         x = 0.5 * (a + b) + 0.5 * (b - a) * self.g
         w = 0.5 * (b - a) * self.w
         return x.reshape(*x.shape[:-2], -1), w.reshape(*w.shape[:-2], -1)
 
-    def _split(self, breaks):
+    def _split(self, breaks, panels=None):
         """Composite nodes/weights of the standard normal on [-R, R] split at ``breaks`` (shape (M, nb) or
-        (nb,)), weights times the density."""
+        (nb,)), weights times the density; ``panels`` per piece (default ``PANELS``)."""
         breaks = np.atleast_1d(np.asarray(breaks, dtype=float))
         if breaks.ndim == 1:
             breaks = breaks[None, :]
@@ -1337,7 +1358,7 @@ class PairAverages:
         edges = np.concatenate([np.full(b.shape[:-1] + (1,), -self.R), b, np.full(b.shape[:-1] + (1,), self.R)], -1)
         xs, ws = [], []
         for p in range(edges.shape[-1] - 1):
-            x, w = self._grid(edges[..., p], edges[..., p + 1])
+            x, w = self._grid(edges[..., p], edges[..., p + 1], panels)
             xs.append(x), ws.append(w)
         x, w = np.concatenate(xs, -1), np.concatenate(ws, -1)
         return x, w * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
@@ -1350,12 +1371,18 @@ class PairAverages:
     def table(self, Ku, Kv, P, gs, hs):
         """{(g, k, h): E[g^(k)(u) h(v)]} for the (g, k) in ``gs`` and h in ``hs``."""
         sv = np.sqrt(Kv)
-        y, wy = self._split([k / sv for k in self.kinks] if self.kinks else [])
+        if self.sharp is not None:
+            x0, ell = self.sharp
+            y, wy = self._split(self._breaks(x0 / sv, ell / sv), 3)
+        else:
+            y, wy = self._split([k / sv for k in self.kinks] if self.kinks else [])
         y, wy = y[0], wy[0]
         mu = P * y / sv
         sig2 = Ku - P * P / Kv
         sig = np.sqrt(sig2)
-        if self.kinks:
+        if self.sharp is not None:
+            t, wt = self._split(self._breaks((x0 - mu) / sig, ell / sig), 3)
+        elif self.kinks:
             t, wt = self._split(np.stack([(k - mu) / sig for k in self.kinks], axis=-1))
         else:
             t, wt = self._split(np.empty((len(y), 0)))
@@ -1370,6 +1397,23 @@ class PairAverages:
             for h in hs:
                 out[(g, k, h)] = float((inner * hv[h] * wy).sum())
         return out
+
+
+def _sharpest_point(ds):
+    """(x0, ell) of a smooth activation with derivative ``ds`` that varies on a scale ell = max |s'| / max |s''| < 0.5
+    (finite differences of s' on a grid of step 1e-3 over [-10, 10]; x0 the largest |s''|), else None."""
+    x = np.linspace(-10.0, 10.0, 20001)
+    with np.errstate(all="ignore"):
+        d = np.broadcast_to(np.asarray(ds(x), dtype=float), x.shape)
+    if not np.all(np.isfinite(d)):
+        return None
+    d2 = np.abs(np.diff(d)) / (x[1] - x[0])
+    top = float(np.max(d2))
+    ell = float(np.max(np.abs(d))) / top if top > 0 else np.inf
+    if not ell < PairAverages.SHARP:
+        return None
+    i = int(np.argmax(d2))
+    return 0.5 * float(x[i] + x[i + 1]), ell
 
 
 def _ntk_expansion(rec, L, K, Th, G, th_out, avg):
