@@ -155,6 +155,18 @@ def test_large_variance_not_expanded(tanh):
     assert not res[4].accepted[0] and not res[3].accepted[0] and res[3].accepted[1]
 
 
+def test_sharp_activation_refused():
+    """x (1 + erf(16 x)) / 2 varies on the scale 1/16, below the rule's step: the two rules disagree, the estimate
+    exceeds tol and no set is accepted (all go to the nested quadrature) instead of returning wrong values."""
+    kern = compile_activation(activation("x*(1 + erf(16*x))/2"))
+    sets, sizes, _, _ = fp._all_sets(4)
+    res, _ = pe.expand(kern.functions(1), _gram(4, seed=3),
+                       {m: (sets[sizes == m][:, :m], fp.family_products(None, m)) for m in (4, 3)}, 1e-10)
+    for r in res.values():
+        assert not r.accepted.any()
+        assert np.all(np.nanmax(r.errors / r.scales, axis=1) > 1e-10)
+
+
 def test_kinked_activation_not_expanded():
     @numba.njit
     def s(z):
