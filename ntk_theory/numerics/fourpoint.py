@@ -845,6 +845,32 @@ def _expand_sets(kern, K, tasks, todo, tol, family) -> tuple:
     return np.concatenate(accepted), parts, info
 
 
+#: extra refinements (factor 1.5 each) of the sets retried without the table: the step goes down to 0.5 / 1.5^(6 + 10)
+#: ~ 7e-4, enough for activations varying on scales down to ~1/100 (x (1 + erf(beta x)) / 2 at beta = 64 passes
+#: tol 1e-10 after 11-12)
+_SHARP_EXTRA = 10
+
+
+def _retry_sharp(kern, K, tol, max_refine, tasks, map, vals, errs, scales, levels, status) -> None:
+    """Sets of at most two variables of a smooth activation that did not converge, integrated again without the
+    deepest level's table and with ``_SHARP_EXTRA`` more refinements; their results replace the first ones where
+    they converge (in place).  The table's Gaussian smoothing G_f(mu) = E[f(mu + sigma u)] is a Gauss-Legendre sum
+    on panels of fixed width 1.5 in z, blind to an activation that varies on a smaller scale (x (1 + erf(beta x)) / 2
+    for beta >~ 8: s'' and s''' have width 1/beta), and its error check halves the same panels, so refining the
+    outer step never repairs it; the nested trapezoidal rule without the table converges geometrically once the step
+    resolves the scale.  Sets of three and four variables are not retried (a nested rule at that step is too
+    costly): they stay counted as not converged."""
+    ranks = tasks.arrays[2]
+    redo = np.flatnonzero((status == 1) & (ranks <= 2))
+    if not redo.size:
+        return
+    out = _run(kern, K, float(tol), int(max_refine) + _SHARP_EXTRA, hz0=0.5, use_table=False, only=redo,
+               tasks=tasks, map=map)
+    ok = redo[out[4][redo] == 0]
+    for full, new in zip((vals, errs, scales, levels, status), out[:5]):
+        full[ok] = new[ok]
+
+
 def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family=None, only=None,
                     expansion=None) -> tuple:
     """The sets of K (all, or the task numbers ``only``) by the compiled nested quadrature, for the
@@ -895,6 +921,8 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
         cols = tasks.combo[acc, :xv.shape[1]]
         rows = acc[:, None]
         vals[rows, cols], errs[rows, cols], scales[rows, cols] = xv, xe, xs
+    if hinted:
+        _retry_sharp(kern, K, tol, max_refine, tasks, map, vals, errs, scales, levels, status)
     if hinted and multi.size and not np.any(status == 1):
         # the predicted largest passing step of each set (see _fourpoint_core._task); start the
         # next call where ~70% of the sets pass at once (a continuous step, not a 1.5^k grid;
