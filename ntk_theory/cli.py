@@ -1038,8 +1038,13 @@ def _cmd_dynamics_finite_width(args) -> int:
                       trained_motion_correction=motion.correction, **{k: dyn.dntk[k] for k in "PQRSTU"})
         if XT is not None:
             arrays["X_test"] = XT
+        cov, cov_motion = dyn.covariance(steps=steps), dyn.motion_covariance(steps=steps)
+        arrays.update(trained_covariance=cov.value, trained_covariance_correction=cov.correction,
+                      trained_motion_covariance_correction=cov_motion.correction)
         if total is not None:
             arrays["trained_mean_at_width"] = total
+            arrays["trained_covariance_at_width"] = (cov.value
+                                                     + (cov.correction + cov_motion.correction) / args.width)
         save_npz(out, "dynamics --finite-width", **arrays)
         print(f"written to {out}")
     return 0
@@ -1239,7 +1244,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "`ntk-theory quantities`)")
     g.add_argument("--out", default=None, help="write to .npz: X, y, X_test, steps and "
                    + _describe(("trained_mean", "trained_mean_correction", "trained_motion_correction",
-                                "trained_mean_at_width", "P", "Q", "R", "S", "T", "U")))
+                                "trained_mean_at_width", "trained_covariance", "trained_covariance_correction",
+                                "trained_motion_covariance_correction", "trained_covariance_at_width", "P", "Q", "R", "S", "T", "U")))
     p.set_defaults(func=_cmd_dynamics)
 
     p = sub.add_parser("quantities", parents=[common], help="the names of the arrays the toolkit writes and returns",

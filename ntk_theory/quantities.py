@@ -127,8 +127,17 @@ _TABLE = (
              "the NTK's motion (dNTK, ddNTKs)", "1/n", "(T, P[, O])"),
     Quantity("trained_mean_at_width", "E[f_t]", "trained_mean + (trained_mean_correction + "
              "trained_motion_correction) / n at the width n asked for", "1", "(T, P[, O])"),
+    Quantity("trained_covariance", "Cov[f_t]", "covariance over networks of the outputs after t steps of gradient "
+             "descent at infinite width", "1", "(T, P, P) or (T, P, O, P, O)"),
+    Quantity("trained_covariance_correction", "Cov[f_lin,t]_1", "Cov[f_lin,t] = trained_covariance + "
+             "trained_covariance_correction / n: the linearised model's", "1/n", "(T, P, P) or (T, P, O, P, O)"),
+    Quantity("trained_motion_covariance_correction", "Cov[f_t]_1 - Cov[f_lin,t]_1", "the NTK's motion's part of "
+             "the covariance's 1/n coefficient (n Cov(f_t - f_lin,t, f_lin,t) and its transpose)", "1/n",
+             "(T, P, P) or (T, P, O, P, O)"),
+    Quantity("trained_covariance_at_width", "Cov[f_t]", "trained_covariance + (trained_covariance_correction + "
+             "trained_motion_covariance_correction) / n at the width n asked for", "1", "(T, P, P) or (T, P, O, P, O)"),
     Quantity("steps", "t", "the gradient-descent step counts (inf: converged)", "", "(T,)"),
-    Quantity("y", "y", "the training targets, one output", "", "(N,)"),
+    Quantity("y", "y", "the training targets (one column per output)", "", "(N[, O])"),
     Quantity("X_test", "X'", "the test inputs, one per row", "", "(M, d)"),
     # inputs and metadata
     Quantity("X", "X", "the inputs, one per row", "", "(N, d)"),

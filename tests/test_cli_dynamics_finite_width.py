@@ -178,3 +178,38 @@ def test_several_outputs(files, result, capsys):
     with np.load(files / "col.npz") as f:
         for k in ("trained_mean", "trained_mean_correction", "trained_motion_correction"):
             np.testing.assert_array_equal(f[k], one[k])
+
+
+def hand_covariance(steps, eta=ETA):
+    """Cov[f_t] at infinite width: f_t = L_t f0 + (terms in y), f0 ~ N(0, K), L_0 = I,
+    L_(s+1) = L_s - (eta/N) Theta(., X) L_s(X); converged: L = I - Theta(., X) Theta(X, X)^-1 on the train columns."""
+    K, Th = relu_kernels(np.concatenate([X, XT]))
+    N, P = len(Y), len(K)
+    out = []
+    for t in steps:
+        L = np.eye(P)
+        if np.isinf(t):
+            L[:, :N] -= Th[:, :N] @ np.linalg.inv(Th[:N, :N])
+        else:
+            for _ in range(int(t)):
+                L = L - eta / N * Th[:, :N] @ L[:N]
+        out.append(L @ K @ L.T)
+    return np.array(out)
+
+
+def test_written_covariance(result):
+    """--out holds the covariance: its infinite-width value is the hand-computed kernel model's L K L^T; at step 0
+    the network is its initialisation (no motion); at convergence the train rows interpolate y in every network
+    (value and both 1/n coefficients vanish on their rows and columns); the width's total adds the two
+    coefficients / n."""
+    steps = np.array([0, 1, 10, np.inf])
+    cov, lin, mot = (result[k] for k in ("trained_covariance", "trained_covariance_correction",
+                                         "trained_motion_covariance_correction"))
+    assert cov.shape == lin.shape == mot.shape == (4, 3, 3)
+    np.testing.assert_allclose(cov, hand_covariance(steps), rtol=0, atol=5e-9)
+    assert np.all(mot[0] == 0)
+    for a in (cov, lin, mot):
+        np.testing.assert_allclose(a[-1, :2], 0, atol=1e-10)
+        np.testing.assert_allclose(a[-1, :, :2], 0, atol=1e-10)
+    assert np.max(np.abs(mot[1:3])) > 1e-4 and np.max(np.abs(lin[1:3])) > 1e-4
+    np.testing.assert_allclose(result["trained_covariance_at_width"], cov + (lin + mot) / 64, rtol=0, atol=1e-15)
