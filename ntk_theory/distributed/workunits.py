@@ -12,7 +12,10 @@ units of at least ``chunks`` sets (the integrator's order: sets of three or four
 unit as one task (``fn``, a picklable :class:`~ntk_theory.numerics.fourpoint.SetBatch`, sent to a cluster's
 workers once per call, as a task's result that Dask recomputes if the worker holding it is lost) and splits the units' per-set arrays back.  Everything else of a layer (the starting
 step of the integration and its update from the sets' results, the exact orthant route of piecewise-linear
-activations, the two-point tensors and the contractions) runs in the calling process.
+activations, the block expansion that takes the sets of three and four inputs of smooth activations first
+(:mod:`ntk_theory.numerics.pair_expansion`: about N^2 / 2 pair tables, then arithmetic per set), the two-point
+tensors and the contractions) runs in the calling process: the tasks are the sets left to the nested quadrature
+(those of one and two inputs, and any set the expansion does not accept).
 
 ``scheduler`` as in :mod:`.blocked`: ``"local"`` (a ``distributed.LocalCluster`` of ``workers`` processes,
 started when the map is entered and closed when it is left), ``"processes"``, ``"threads"``,
