@@ -29,7 +29,7 @@ BASE = {"__init__", "conventions", "quantities", "defaults", "progress", "diskca
 
 #: each package and the packages directly below it, which it may import (and, transitively, what they may import)
 LAYERS = """
-activations:
+activations:   jit
 architecture:  activations
 jit:
 numerics:

@@ -9,6 +9,7 @@ import numpy as np
 import sympy as sp
 
 from ..docstrings import RETURNS_TEXT, filled
+from ..jit.overflow import NUMPY_FUNCTIONS, overflow_safe
 
 #: The activation's variable.  Every expression is a function of this real symbol.
 x = sp.Symbol("x", real=True)
@@ -243,11 +244,15 @@ def kinks_of(expr: sp.Expr) -> tuple[float, ...]:
     return tuple(sorted(pts))
 
 
-_NUMPY_MODULES = [{"Heaviside": lambda z, h0=0.5: np.heaviside(z, h0)}, "scipy", "numpy"]
+_NUMPY_MODULES = [{"Heaviside": lambda z, h0=0.5: np.heaviside(z, h0), **NUMPY_FUNCTIONS}, "scipy", "numpy"]
 
 
 def lambdify_numpy(expr: sp.Expr):
     """A vectorised NumPy function of an expression in x (float64 in and out, broadcast to the input's shape).
+
+    The expression is first put in overflow-safe form (:func:`ntk_theory.jit.overflow_safe`: log(1 + exp(a))
+    and exp(m a) / (1 + exp(a))^k evaluated without overflow), so that softplus(64 x) / 64 and its derivatives
+    are finite wherever their values are.
 
     Parameters
     ----------
@@ -270,8 +275,11 @@ def lambdify_numpy(expr: sp.Expr):
     True
     >>> lambdify_numpy(sp.Integer(3))(z)
     array([3., 3., 3., 3., 3.])
+    >>> s = sp.log(1 + sp.exp(64 * x)) / 64
+    >>> lambdify_numpy(s)(np.array([20.0, -20.0])), lambdify_numpy(sp.diff(s, x, 2))(np.array([20.0]))
+    (array([20.,  0.]), array([0.]))
     """
-    f = sp.lambdify(x, expr, modules=_NUMPY_MODULES)
+    f = sp.lambdify(x, overflow_safe(expr), modules=_NUMPY_MODULES)
 
     def vectorised(z):
         z = np.asarray(z, dtype=np.float64)

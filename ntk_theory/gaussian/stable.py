@@ -12,6 +12,8 @@ Each rule is exact algebra; only the floating-point behaviour changes.
     exp(a) erfc(z)         -> exp(a - z^2) erfcx(z)           no overflow of exp(a) against erfc's underflow
                               (z >= 0; where z may be negative, a Piecewise keeps exp(a) erfc(z) for z < 0,
                               where erfcx(z) ~ 2 exp(z^2) overflows)
+    log(1 + exp(a))        -> log1pexp(a)                    softplus(64 x) and its derivatives
+    exp(m a)/(1 + exp(a))^k -> logistic(+-a) products         stay finite (:func:`ntk_theory.jit.overflow_safe`)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import scipy.special
 import sympy as sp
 
+from ..jit.overflow import NUMPY_FUNCTIONS as OVERFLOW_FUNCTIONS
+from ..jit.overflow import overflow_safe
 from ..numerics import compensated
 from .symbols import k12
 
@@ -61,11 +65,12 @@ def det2_numpy(p, q, c):
 
 
 #: names the lambdified stable forms need, besides SciPy and NumPy
-NUMPY_FUNCTIONS = {"erfcx": scipy.special.erfcx, "Max": np.maximum, "det2": det2_numpy}
+NUMPY_FUNCTIONS = {"erfcx": scipy.special.erfcx, "Max": np.maximum, "det2": det2_numpy, **OVERFLOW_FUNCTIONS}
 
 
 def stable_form(expr: sp.Expr) -> sp.Expr:
     """The float64-friendly form of ``expr`` (see the module docstring)."""
+    expr = overflow_safe(expr)
     expr = _asin_to_atan2(expr)
     expr = _determinants(expr)
     expr = _clip_radicands(expr)

@@ -20,9 +20,10 @@ from typing import Mapping, Sequence
 import sympy as sp
 
 from . import modules
+from .overflow import overflow_safe
 from .printer import NumbaPrinter, numba_code
 
-__all__ = ["NumbaPrinter", "build_functions", "function_source", "modules", "numba_code"]
+__all__ = ["NumbaPrinter", "build_functions", "function_source", "modules", "numba_code", "overflow_safe"]
 
 FORMAT_VERSION = "1"
 

@@ -4,13 +4,17 @@
 ``repr``, ``Max`` as nested ``max``, ``Heaviside(z)`` as a branch with H(0) = 1/2, and the stable
 forms' helper functions ``det2``, ``erfcx``, ``atan2`` (:mod:`ntk_theory.gaussian.stable`) as calls of
 the compiled twins that generated kernel modules import (:mod:`ntk_theory.numerics.compensated_numba`,
-:mod:`ntk_theory.codegen.runtime`).
+:mod:`ntk_theory.codegen.runtime`).  Before printing, :func:`ntk_theory.jit.overflow.overflow_safe` rewrites
+log(1 + exp(a)) and exp(m a) / (1 + exp(a))^k into ``log1pexp`` and ``logistic``, printed inline in ``math``
+so that no intermediate overflows where the value is finite.
 """
 
 from __future__ import annotations
 
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
+
+from .overflow import numba_log1pexp, numba_logistic, overflow_safe
 
 
 class NumbaPrinter(PythonCodePrinter):
@@ -54,6 +58,12 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_atan2(self, e):
         return "atan2(" + ", ".join(self._print(a) for a in e.args) + ")"
 
+    def _print_log1pexp(self, e):
+        return numba_log1pexp(self._print(e.args[0]))
+
+    def _print_logistic(self, e):
+        return numba_logistic(self._print(e.args[0]))
+
     def _print_Float(self, e):
         return repr(float(e))
 
@@ -91,4 +101,4 @@ def numba_code(expr: sp.Expr) -> str:
     >>> eval(numba_code(sp.Heaviside(z)), {"z": 0.0})
     0.5
     """
-    return NumbaPrinter({"standard": "python3", "fully_qualified_modules": True}).doprint(expr)
+    return NumbaPrinter({"standard": "python3", "fully_qualified_modules": True}).doprint(overflow_safe(expr))
