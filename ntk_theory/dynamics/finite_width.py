@@ -49,9 +49,11 @@ phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s], phi_0 = 0, whose sources 
 NTK and entering f's second-order step (through n E[dH f0] = P + Q + Q^T), and the ddNTKs' means (R; S + T + U)
 moving the dNTK, entering the NTK's second-order step and f's third-order step, all evaluated on the
 infinite-width residuals eps_s = (1 - c Theta)^s (f0 - y) with f0 ~ N(0, K) (docs/finite_width.md, part (b)).
-Cost O(t (N^4 + P N^3)).  Gradient flow (time t in steps, df/dt = -c Theta (f - y)): only the dNTK moving the
-NTK and the ddNTK moving the dNTK remain (a step's Taylor terms are O(c^2) per step, so they vanish as the step
-shrinks), and the motion is a closed form in the eigenbasis of Theta(X, X): sums of divided differences of
+In the eigenbasis of Theta(X, X) the propagators are diagonal, so each step costs O(P N^3) (O(P^2 N^3) for the
+covariance's cross-moments below), and the limit steps = inf is the geometric series' closed form
+(:meth:`FiniteWidthDynamics._limit_weights`), one such evaluation.  Gradient flow (time t in steps, df/dt =
+-c Theta (f - y)): only the dNTK moving the NTK and the ddNTK moving the dNTK remain (a step's Taylor terms are
+O(c^2) per step, so they vanish as the step shrinks), and the motion is a closed form in the eigenbasis of Theta(X, X): sums of divided differences of
 mu -> exp(-c mu t) at the nodes (l_k or 0, l_b, l_b + l_d[, l_b + l_d + l_e]) (:meth:`FiniteWidthDynamics._flow_motion`);
 descent with step eta/m for m t steps converges to it like 1/m.  :meth:`FiniteWidthDynamics.mean`
 and :meth:`FiniteWidthDynamics.covariance` are the linearised model's.
@@ -370,7 +372,7 @@ class FiniteWidthDynamics:
         dyn = cls(pred, y_train, learning_rate=learning_rate, loss=loss, dntk=dntk)
         if dntk is None:
             dyn._dntk_source = lambda: readout_dntk(activation, Xall, depth, C_W=C_W, C_b=C_b, param=param,
-                                                    kink_terms=kink_terms, tol=tol)
+                                                    kink_terms=kink_terms, tol=tol, states=pred.layers)
         return dyn
 
     @property
@@ -489,8 +491,8 @@ class FiniteWidthDynamics:
         the recursions).
 
         Gradient descent (``steps``) iterates the recursion phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s]
-        (module docstring; ``steps=inf``: iterated until the sources have decayed to 1e-14 of their largest
-        value).  Gradient flow (``t``, time in steps as in :meth:`mean`: df/dt = -c Theta (f - y)) is the
+        (module docstring; ``steps=inf``: its limit, the sources summed over all steps in closed form, exact up
+        to rounding; it vanishes on the train rows).  Gradient flow (``t``, time in steps as in :meth:`mean`: df/dt = -c Theta (f - y)) is the
         closed form of :meth:`_flow_motion` (exponential divided differences, exact up to rounding); its
         ``t = inf`` is the flow's limit, which differs from ``steps=inf`` on the test rows by the step's
         c^2, c^3 Taylor terms (both vanish on the train rows).
@@ -504,7 +506,7 @@ class FiniteWidthDynamics:
         dntk : mapping, optional
             P, Q, R, S, T, U, each (P, P, P, P).
         max_steps : int, default 1000000
-            The iteration limit for ``steps=inf``.
+            Accepted for compatibility and ignored (``steps=inf`` is a closed form, not an iteration).
 
         Returns
         -------
@@ -513,7 +515,8 @@ class FiniteWidthDynamics:
         Raises
         ------
         ValueError
-            For invalid times or steps, without dNTK tensors, or if ``steps=inf`` has not converged.
+            For invalid times or steps, without dNTK tensors, or ``steps=inf`` with c l outside (0, 2) for
+            some eigenvalue l of Theta(X, X) (gradient descent not convergent).
 
         Examples
         --------
@@ -732,104 +735,186 @@ class FiniteWidthDynamics:
                        + np.einsum("xbde...,bde->x...", W2[N:], F(zero, mu2)) + self._Th[N:, :N] @ inner)
         return phi
 
+    def _rotated_terms(self, d):
+        """The motion's tensors with every train index in the eigenbasis of Theta(X, X) and the row x rotated as
+        ``self.rotation``: (P1, P1s, A1s, H2, A1, I1) (P, N, N, N) of :meth:`_motion`'s sources and the rotation
+        ``rot`` (x, b, d, e: R, V, V, V) itself."""
+        N = self._N
+        tr = slice(0, N)
+        Rt, V = self.rotation, self.basis.eigenvectors
+        rot = lambda T: np.einsum("Xx,Bb,Dd,Ee,XBDE->xbde", Rt, V, V, V, T, optimize=True)
+        Pc, ddI, ddII, ddAll = self._motion_terms(d)
+        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
+        H2 = (ddI[:, tr, tr, tr] + ddI[tr, :, tr, tr].transpose(1, 0, 2, 3) + 2 * ddII[:, tr, tr, tr])
+        return Pc, (rot(A1s), rot(H2), rot(ddAll[:, tr, tr, tr]), rot(ddI[:, tr, tr, tr]))
+
+    def _limit_weights(self):
+        """The step sums over s = 0, 1, ... of the descent sources' weights (:meth:`_motion`), in the eigenbasis
+        of Theta(X, X) with r = 1 - c l (|r| < 1), a_s = r^s, b_s = sum_(q<s) r^q = (1 - r^s) / (c l),
+        y_s(n, p) = sum_(q<s) a_n b_p, z_s(n, p) = sum_(q<s) a_n a_p, u = r_m r_n (geometric series):
+
+            sum a_m b_n         = r_m / (c l_m (1 - u))
+            sum a_m a_n         = 1 / (1 - u)
+            sum a_m y_s(n, p)   = r_m u / (c l_m (1 - u) (1 - u r_p))
+            sum a_m z_s(n, p)   = r_m / (c l_m (1 - u r_p))
+            sum a_m a_n b_p     = u / ((1 - u) (1 - u r_p))
+            sum a_m a_n a_p     = 1 / (1 - u r_p)
+
+        (no differences of nearly equal terms: each is a product of positive factors and the r's)."""
+        lam, c = self.basis.eigenvalues, self.c
+        r = 1.0 - c * lam
+        u = np.multiply.outer(r, r)
+        ur = np.multiply.outer(u, r)
+        ram = (r / (c * lam))[:, None]
+        return (ram / (1.0 - u), 1.0 / (1.0 - u), (ram * u)[:, :, None] / ((1.0 - u)[:, :, None] * (1.0 - ur)),
+                ram[:, :, None] / (1.0 - ur), u[:, :, None] / ((1.0 - u)[:, :, None] * (1.0 - ur)), 1.0 / (1.0 - ur))
+
+    def _limit(self, sources):
+        """phi at steps = inf (rotated rows) from the sources summed over all steps, ``sources`` of
+        :meth:`_limit_weights`: in the eigenbasis the train rows obey phi_k(s+1) = r_k phi_k(s) + src_k(s), so
+        phi_k -> 0 and sum_s phi_k(s) = sum_s src_k(s) / (c l_k), and a test row is phi_x = sum_s src_x(s) -
+        sum_k Theta~_xk sum_s src_k(s) / l_k."""
+        N, lam = self._N, self.basis.eigenvalues
+        phi = np.zeros_like(sources)
+        lam_shape = (N,) + (1,) * (sources.ndim - 1)
+        phi[N:] = sources[N:] - self._Th[N:, :N] @ (sources[:N] / lam.reshape(lam_shape))
+        return phi
+
     def _motion(self, t, d, max_steps, record):
         """phi_(s+1) = phi_s - c Theta(., X) phi_s(X) + E[src_s] (docs: the sources (1), (2a), (2b), (3a), (3b),
-        (4)), phi_0 = 0; returns {s: phi_s for s in record} and phi_t under the key t (inf: converged)."""
+        (4)), phi_0 = 0; returns {s: phi_s for s in record} and phi_t under the key t.
+
+        The recursion runs in the eigenbasis of Theta(X, X) (every train index rotated by V, the rows by
+        ``self.rotation``), where the propagator A_s = (1 - c Theta(X, X))^s = V diag(a_s) V^T, a_s = (1 - c
+        l)^s, and B_s = sum_(q<s) A_q are diagonal, and every source is a contraction of a fixed tensor with
+        weights that are products of a_s, b_s and their running sums (cost O(P N^3) per step).  ``t = inf``:
+        the limit in closed form (:meth:`_limit_weights`, :meth:`_limit`), exact up to rounding."""
         N, P, c = self._N, self._P, self.c
-        Th = self._T["Theta"]
+        V, R = self.basis.eigenvectors, self.rotation
         K = self._T["K"][:N, :N]
         y = self._yv
         tr = slice(0, N)
-        Pc, ddI, ddII, ddAll = self._motion_terms(d)
-        P1 = Pc[:, tr, tr, tr]  # [x, b, d, e]
-        P1s = P1 + Pc[tr, :, tr, tr].transpose(1, 0, 2, 3)  # + P[b, x, d, e]
-        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
-        H2 = (ddI[:, tr, tr, tr] + ddI[tr, :, tr, tr].transpose(1, 0, 2, 3) + 2 * ddII[:, tr, tr, tr])
-        A1, I1 = ddAll[:, tr, tr, tr], ddI[:, tr, tr, tr]
+        Pc, (A1s, H2, A1, I1) = self._rotated_terms(d)
+        rot = lambda T: np.einsum("Xx,Bb,Dd,Ee,XBDE->xbde", R, V, V, V, T, optimize=True)
+        P1 = rot(Pc[:, tr, tr, tr])  # [x, b, d, e]
+        P1s = P1 + rot(Pc[tr, :, tr, tr].transpose(1, 0, 2, 3))  # + P[b, x, d, e]
+        P1s_bdb, P1s_bdd = np.einsum("xbdb->xbd", P1s), np.einsum("xbdd->xbd", P1s)
+        P1_bdd = np.einsum("xbdd->xbd", P1)
         M3 = -(np.einsum("i,jk->ijk", y, K) + np.einsum("j,ik->ijk", y, K) + np.einsum("k,ij->ijk", y, K)
                + np.einsum("i,j,k->ijk", y, y, y))
-        self._check_descent(t)
-        step = np.eye(N) - c * Th[tr, tr]
-        A, B = np.eye(N), np.zeros((N, N))
-        Y = np.zeros((N, N, N))  # sum_(r<s) (A_r x B_r x I) M3
-        Z = np.zeros((N, N, N))  # sum_(r<s) (A_r x A_r x I) M3
-        phi = np.zeros(P)
-        out = {0: phi.copy()} if 0 in record else {}
-        largest = 0.0
-        s = 0
-        ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
-        while s < t:
-            Ay, By = A @ y, B @ y
-            src = -c**2 * (ein("xbde,d,be->x", P1s, By, A) + ein("xbde,b,de->x", P1s, Ay, B))  # (1)
-            src -= c**2 * ein("xbde,de,b->x", P1, A, Ay)  # (3a)
-            src -= c**3 * ein("xbde,bk,dek->x", A1s, A, Y)  # (2a)
-            src -= 0.5 * c**3 * ein("xbde,bk,dek->x", H2, A, Z)  # (2b)
-            AAB = ein("bi,dj,ek,ijk->bde", A, A, B, M3)
-            AAA = ein("bi,dj,ek,ijk->bde", A, A, A, M3)
-            src -= 0.5 * c**3 * ein("xbde,bde->x", A1, AAB)  # (3b)
-            src -= c**3 / 6.0 * ein("xbde,bde->x", I1, AAA)  # (4)
-            phi = phi - c * Th[:, tr] @ phi[tr] + src
-            Y += ein("di,ej,ijk->dek", A, B, M3)
-            Z += ein("di,ej,ijk->dek", A, A, M3)
-            B = B + A
-            A = A @ step
-            s += 1
-            if s in record:
-                out[s] = phi.copy()
-            largest = self._converging(t, s, src, A, largest, max_steps)
-            if largest is None:
-                break
-        out[t] = phi
-        return out
+        M3 = np.einsum("Ii,Jj,Kk,IJK->ijk", V, V, V, M3, optimize=True)
+        M3t = M3.transpose(2, 0, 1).ravel()  # M3(n, p, m) at [m, n, p]
+        M3 = M3.ravel()
+        A1s, H2, A1, I1 = (T.reshape(P, N ** 3) for T in (A1s, H2, A1, I1))
+        yt = self._y
+
+        Tcat = np.concatenate([A1s, H2, A1, I1], axis=1)  # (P, 4 N^3): the ddNTK sources' tensors
+        Mcat = np.concatenate([M3t, M3t, M3, M3])
+
+        def dsrc(ab, aa):
+            """The dNTK sources (1), (3a) for weights a_m b_n, a_m a_n."""
+            return (-c**2 * ((P1s_bdb * ab) @ yt @ np.ones(N) + (P1s_bdd * ab).sum(2) @ yt)  # (1)
+                    - c**2 * ((P1_bdd * aa).sum(2) @ yt))  # (3a)
+
+        def ddsrc(W):
+            """The ddNTK sources (2a), (2b), (3b), (4) of a block of steps, W (S, 4 N^3) (:meth:`_ddntk_weights`)."""
+            return (W * Mcat) @ Tcat.T
+
+        return self._run_descent(t, record, dsrc, ddsrc, (P,))
 
     def _motion_cross(self, t, d, max_steps, record):
         """C_s = n Cov(phi_s, f0) (P, P) by the recursion of :meth:`_motion` with every source's moment replaced
         by its cross-moment with f0_z (:meth:`motion_covariance`): for the dNTK sources (1), (3a)
         n E[dH(x,b,d) eps_i eps_j f0_z] = Pc_i K_jz + Pc_j K_iz + Pc_z Ky_ij, for the ddNTK sources (2a), (2b),
-        (3b), (4) M3 -> M4 (:meth:`_cross_moments`).  Returns {s: C_s for s in record} and C_t under the key t."""
+        (3b), (4) M3 -> M4 (:meth:`_cross_moments`).  Returns {s: C_s for s in record} and C_t under the key t.
+        Run in the eigenbasis of Theta(X, X) as :meth:`_motion` (the rows x and every train index b, d, e
+        rotated, z in the original coordinates), O(P^2 N^3) per step; ``t = inf`` in closed form."""
         N, P, c = self._N, self._P, self.c
-        Th = self._T["Theta"]
+        V, R = self.basis.eigenvectors, self.rotation
         tr = slice(0, N)
-        Pc, ddI, ddII, ddAll = self._motion_terms(d)
-        P1F = Pc[:, tr, tr, :]  # [x, b, d, z]: dH(x, b, d) with f0 at any row z
-        P1sF = P1F + Pc[tr, :, tr, :].transpose(1, 0, 2, 3)
-        P1, P1s = P1F[..., tr], P1sF[..., tr]
-        A1s = ddAll[:, tr, tr, tr] + ddAll[tr, :, tr, tr].transpose(1, 0, 2, 3)
-        H2 = (ddI[:, tr, tr, tr] + ddI[tr, :, tr, tr].transpose(1, 0, 2, 3) + 2 * ddII[:, tr, tr, tr])
-        A1, I1 = ddAll[:, tr, tr, tr], ddI[:, tr, tr, tr]
+        Pc, (A1s, H2, A1, I1) = self._rotated_terms(d)
+        rot3 = lambda T: np.einsum("Xx,Bb,Dd,XBDz->xbdz", R, V, V, T, optimize=True)
+        P1F = rot3(Pc[:, tr, tr, :])  # [x, b, d, z]: dH(x, b, d) with f0 at any row z
+        P1sF = P1F + rot3(Pc[tr, :, tr, :].transpose(1, 0, 2, 3))
+        P1, P1s = (np.einsum("xbdZ,Ze->xbde", T[..., tr], V) for T in (P1F, P1sF))
+        P1s_bdb, P1s_bdd = np.einsum("xbdb->xbd", P1s), np.einsum("xbdd->xbd", P1s)
+        P1_bdb, P1_bdd = np.einsum("xbdb->xbd", P1), np.einsum("xbdd->xbd", P1)
+        P1F, P1sF = P1F.reshape(P, N * N, P), P1sF.reshape(P, N * N, P)
         Kz, Ky, M4 = self._cross_moments()
+        Kt, Kyt = V.T @ Kz, V.T @ Ky @ V
+        M4 = np.einsum("Ii,Jj,Kk,IJKz->ijkz", V, V, V, M4, optimize=True)
+        M4t = np.ascontiguousarray(M4.transpose(2, 0, 1, 3)).reshape(N ** 3, P)  # M4(n, p, m, z) at [m, n, p]
+        M4 = M4.reshape(N ** 3, P)
+        A1s, H2, A1, I1 = (T.reshape(P, N ** 3) for T in (A1s, H2, A1, I1))
+
+        Tcat = np.concatenate([A1s, H2, A1, I1], axis=1)  # (P, 4 N^3): the ddNTK sources' tensors
+        Mcat = np.concatenate([M4t, M4t, M4, M4])  # (4 N^3, P)
+
+        def dsrc(ab, aa):
+            """The dNTK sources (1), (3a) for weights a_m b_n, a_m a_n."""
+            return (c**2 * ((P1s_bdd * ab).sum(2) @ Kt + (P1s_bdb * ab).sum(1) @ Kt
+                            + np.einsum("xmz,m->xz", P1sF, (ab * Kyt.T).ravel()))  # (1)
+                    + 0.5 * c**2 * ((P1_bdb * aa).sum(1) @ Kt + (P1_bdd * aa).sum(2) @ Kt
+                                    + np.einsum("xmz,m->xz", P1F, (aa * Kyt).ravel())))  # (3a)
+
+        def ddsrc(W):
+            """The ddNTK sources (2a), (2b), (3b), (4) of a block of steps, W (S, 4 N^3) (:meth:`_ddntk_weights`):
+            row by row, each a (S, 4 N^3) x (4 N^3, P) product."""
+            out = np.empty((W.shape[0], P, P))
+            for x in range(P):
+                out[:, x, :] = W @ (Tcat[x][:, None] * Mcat)
+            return out
+
+        return self._run_descent(t, record, dsrc, ddsrc, (P, P))
+
+    def _ddntk_weights(self, ay, az, aab, aaa) -> np.ndarray:
+        """The ddNTK sources' weights a_m y(n, p), a_m z(n, p), a_m a_n b_p, a_m a_n a_p (..., N, N, N) with the
+        sources' coefficients -c^3, -c^3/2, -c^3/2, -c^3/6, concatenated (..., 4 N^3)."""
+        c = self.c
+        lead = np.shape(ay)[:-3]
+        return np.concatenate([(-c**3 * ay).reshape(lead + (-1,)), (-0.5 * c**3 * az).reshape(lead + (-1,)),
+                               (-0.5 * c**3 * aab).reshape(lead + (-1,)), (-c**3 / 6.0 * aaa).reshape(lead + (-1,))],
+                              axis=-1)
+
+    def _run_descent(self, t, record, dsrc, ddsrc, shape, block: int = 64):
+        """The descent recursion phi_(s+1) = phi_s - c Theta~(., X) phi_s(X) + src_s (rotated rows, ``shape``
+        (P,) or (P, P)) with src_s = dsrc(a_m b_n, a_m a_n) + ddsrc(ddNTK weights): the ddNTK sources of ``block``
+        steps at a time (their weights do not depend on phi), the dNTK ones step by step; ``t = inf`` the
+        closed-form limit.  Returns {s: R phi_s for s in record} and R phi_t under the key t."""
+        N, c, R = self._N, self.c, self.rotation
         self._check_descent(t)
-        step = np.eye(N) - c * Th[tr, tr]
-        A, B = np.eye(N), np.zeros((N, N))
-        Y = np.zeros((N, N, N, P))  # sum_(r<s) (A_r x B_r x I x I) M4
-        Z = np.zeros((N, N, N, P))  # sum_(r<s) (A_r x A_r x I x I) M4
-        C = np.zeros((P, P))
-        out = {0: C.copy()} if 0 in record else {}
-        largest = 0.0
+        if np.isinf(t):
+            ab, aa, ay, az, aab, aaa = self._limit_weights()
+            src = dsrc(ab, aa) + ddsrc(self._ddntk_weights(ay, az, aab, aaa)[None])[0]
+            return {t: R @ self._limit(src)}
+        r = 1.0 - c * self.basis.eigenvalues
+        Th = self._Th[:, :N]
+        a, b = np.ones(N), np.zeros(N)  # A_s, B_s = V diag(a) V^T, V diag(b) V^T
+        ys, zs = np.zeros((N, N)), np.zeros((N, N))  # sum_(q<s) a_n b_p, a_n a_p
+        phi = np.zeros(shape)
+        out = {0: R @ phi} if 0 in record else {}
+        t = int(t)
+        block = max(1, min(block, int(4e6 // (4 * N ** 3))))
         s = 0
-        ein = lambda spec, *ops: np.einsum(spec, *ops, optimize=True)
         while s < t:
-            AK, BK = A @ Kz, B @ Kz
-            src = c**2 * (ein("xbdi,di,bz->xz", P1s, B, AK) + ein("xbdj,bj,dz->xz", P1s, A, BK)
-                          + ein("xbdz,db->xz", P1sF, B @ Ky @ A.T))  # (1)
-            src += 0.5 * c**2 * (ein("xbdi,bi,dz->xz", P1, A, AK) + ein("xbdj,dj,bz->xz", P1, A, AK)
-                                 + ein("xbdz,bd->xz", P1F, A @ Ky @ A.T))  # (3a)
-            src -= c**3 * ein("xbde,bk,dekz->xz", A1s, A, Y)  # (2a)
-            src -= 0.5 * c**3 * ein("xbde,bk,dekz->xz", H2, A, Z)  # (2b)
-            src -= 0.5 * c**3 * ein("xbde,bi,dj,ek,ijkz->xz", A1, A, A, B, M4)  # (3b)
-            src -= c**3 / 6.0 * ein("xbde,bi,dj,ek,ijkz->xz", I1, A, A, A, M4)  # (4)
-            C = C - c * Th[:, tr] @ C[tr] + src
-            Y += ein("di,ej,ijkz->dekz", A, B, M4)
-            Z += ein("di,ej,ijkz->dekz", A, A, M4)
-            B = B + A
-            A = A @ step
-            s += 1
-            if s in record:
-                out[s] = C.copy()
-            largest = self._converging(t, s, src, A, largest, max_steps)
-            if largest is None:
-                break
-        out[t] = C
+            steps = min(block, t - s)
+            wts, ab_aa = [], []
+            for _ in range(steps):  # the weights of the next steps (no phi in them)
+                ab, aa = np.multiply.outer(a, b), np.multiply.outer(a, a)
+                ab_aa.append((ab, aa))
+                wts.append(self._ddntk_weights(np.multiply.outer(a, ys), np.multiply.outer(a, zs),
+                                               np.multiply.outer(aa, b), np.multiply.outer(aa, a)))
+                ys += ab
+                zs += aa
+                b = b + a
+                a = a * r
+            dd = ddsrc(np.stack(wts))
+            for k in range(steps):
+                phi = phi - c * Th @ phi[:N] + dsrc(*ab_aa[k]) + dd[k]
+                s += 1
+                if s in record:
+                    out[s] = R @ phi
+        out[t] = R @ phi
         return out
 
     def _check_descent(self, t):
@@ -838,18 +923,6 @@ class FiniteWidthDynamics:
             raise ValueError(f"the motion at steps = inf needs convergent gradient descent, 0 < c lambda < 2 for "
                              f"every mode; got c lambda_max = {c * self.basis.eigenvalues[-1]:.4g} (lower the "
                              f"learning rate, or use gradient flow t = inf)")
-
-    def _converging(self, t, s, src, A, largest, max_steps):
-        """The largest source so far, or None once ``t = inf``'s iteration has converged (sources below 1e-14
-        of their largest, the residual propagator below 1e-14); ValueError after ``max_steps``."""
-        largest = max(largest, float(np.max(np.abs(src))))
-        if np.isinf(t):
-            if float(np.max(np.abs(src))) <= 1e-14 * largest and np.max(np.abs(A)) < 1e-14:
-                return None
-            if s >= max_steps:
-                raise ValueError(f"the motion at t = inf has not converged after {max_steps} steps "
-                                 f"(slowest mode c lambda_min = {self.c * self.basis.eigenvalues[0]:.3g})")
-        return largest
 
     def __repr__(self) -> str:
         lam = self.basis.eigenvalues
@@ -863,21 +936,27 @@ DNTK = ("P", "Q", "R", "S", "T", "U")
 
 
 def readout_dntk(activation, X, depth: int | None = None, *, C_W=1.0, C_b=0.0, param: str = "ntk",
-                 kink_terms: bool = False, tol: float = 1e-10) -> dict:
+                 kink_terms: bool = False, tol: float = 1e-10, states=None) -> dict:
     """The readout layer's P, Q, R, S, T, U (each (N, N, N, N) at the N rows of X) by the recursions of
     :mod:`ntk_theory.finite_width.dntk` and :mod:`ntk_theory.finite_width.ddntk` (layer L + 1, normalised by
     the width n_L feeding it: n E[dH z], n E[ddIH], n E[ddIIH] at leading order, the normalisation
     :meth:`FiniteWidthDynamics.motion` takes).  ``activation`` with ``depth`` hidden layers, or a plain-MLP
-    description (``depth`` None).  Error model: the recursions' (leading order in 1/n; quadrature error
-    estimates of the Gaussian averages, tolerance ``tol``)."""
+    description (``depth`` None).  ``states``: the same network's tensor-recursion states at X (the ``layers``
+    of :func:`~ntk_theory.finite_width.finite_width` with the same ``tol``), used instead of running that
+    recursion again.  The ddNTK runs first (every layer's s'' averages in one pass per kernel; the dNTK's
+    P, Q are computed on the way and shared).  Error model: the recursions' (leading order in 1/n; quadrature
+    error estimates of the Gaussian averages, tolerance ``tol``)."""
+    from ..finite_width.dntk import keep_recursion_states
     from ..finite_width.network import FiniteWidthRecursion
 
     if depth is None:
         rec = FiniteWidthRecursion.from_description(activation)
     else:
         rec = FiniteWidthRecursion(activation, depth, C_W=C_W, C_b=C_b, param=param)
-    pq = rec.dntk(X, kink_terms=kink_terms, tol=tol)[-1]
+    if states is not None:
+        keep_recursion_states(rec, X, states, tol)
     rstu = rec.ddntk(X, kink_terms=kink_terms, tol=tol)[-1]
+    pq = rec.dntk(X, kink_terms=kink_terms, tol=tol)[-1]
     return {"P": pq.P, "Q": pq.Q, "R": rstu.R, "S": rstu.S, "T": rstu.T, "U": rstu.U}
 
 

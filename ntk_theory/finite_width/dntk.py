@@ -529,6 +529,22 @@ def recursion_states(rec, uniq, tol):
                          lambda: rec.tensors(uniq, tol=tol))
 
 
+def keep_recursion_states(rec, X, states, tol) -> None:
+    """Keep ``states`` = ``rec.tensors(X, tol=tol)`` (already computed, e.g. the ``layers`` of
+    :func:`~ntk_theory.finite_width.finite_width` for the same network) on ``rec``, so that ``rec.dntk(X)`` and
+    ``rec.ddntk(X)`` take them instead of running the tensor recursion again: the states at the distinct rows
+    of X (:func:`recursion_states`' key), selected from those at X (``rec.tensors`` computes at the distinct
+    rows and expands, so the selection is those states bit for bit)."""
+    from .. import _checks
+
+    X = _checks.inputs(X, "X")
+    uniq, first = np.unique(X, axis=0, return_index=True)
+    if len(states) != rec.depth + 1 or any(np.shape(st.K) != (X.shape[0],) * 2 for st in states):
+        raise ValueError(f"states must be the {rec.depth + 1} layer states at the {X.shape[0]} rows of X")
+    picked = [st.expand(first) for st in states]
+    shared_result(rec, ("tensors", uniq.tobytes(), uniq.shape, float(tol)), lambda: picked)
+
+
 def tensor_step(st, P, Q, act, tp_ss: TwoPoint, tp_dd: TwoPoint, C_W, lam_W, r=1.0, kappa=1, tol=1e-10,
                 route: str = "compiled") -> DNTKState:
     """P, Q (N, N, N, N) of layer l + 1 from layer l's :class:`~.tensors.TensorState` ``st`` (K, Th, B, F)
