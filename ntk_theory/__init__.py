@@ -8,11 +8,13 @@ Numba nor the compiled kernels: ``stax`` (neural-tangents-compatible layers), ``
 any description, :func:`ntk_theory.recursions.graph.kernel`), ``quantities`` (the names of what is
 returned and written), ``KernelRecursion``, ``CompiledKernel``, ``check``, ``check_finite_width``,
 ``sample_statistics``, ``empirical_ntk``, ``as_mlp``, ``mlp_description``, ``activation`` and the
-subpackages (``finite_width``, ``criticality``, ``dynamics``, ...).
+subpackages (``finite_width``, ``criticality``, ``dynamics``, ...).  ``AccuracyWarning`` is the warning of a
+result whose estimated error exceeds its requested tolerance (returned with that estimate).
 """
 
 import importlib
 
+from ._checks import AccuracyWarning
 from .conventions import PARAMETERIZATIONS, learning_rate_factors
 
 __version__ = "0.1.0"
@@ -58,6 +60,7 @@ def __dir__():
 
 
 __all__ = [
+    "AccuracyWarning",
     "MLP",
     "PARAMETERIZATIONS",
     "MLPSpec",

@@ -1,11 +1,34 @@
-"""Input validation shared by every module: bad input raises ValueError naming the problem."""
+"""Input validation shared by every module: bad input raises ValueError naming the problem.
+
+Also the accuracy policy shared by every module: a result whose estimated error exceeds the tolerance it was asked
+for (relative to the quantity's scale) is returned with its estimate and one :class:`AccuracyWarning` naming the
+quantity, the estimate and the tolerance (as SciPy's ``quad`` warns with ``IntegrationWarning``).
+"""
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Sequence
 
 import numpy as np
+
+
+class AccuracyWarning(UserWarning):
+    """A returned result's estimated error is far above the tolerance it was asked for.
+
+    The result is returned unchanged with its (large) error estimate; the warning names the quantity, the estimate
+    and the tolerance.  ``warnings.simplefilter("error", AccuracyWarning)`` turns it into an exception; the CLI
+    prints it as one line on standard error.  Public as ``ntk_theory.AccuracyWarning``.
+    """
+
+
+def warn_accuracy(quantity: str, estimate: float, tol: float, detail: str = "") -> None:
+    """Emit one :class:`AccuracyWarning`: ``quantity``'s estimated error ``estimate`` exceeds ``tol`` (both in the
+    same units, e.g. relative to the quantity's scale); ``detail`` adds the cause or the count of failed parts."""
+    more = f"; {detail}" if detail else ""
+    warnings.warn(f"{quantity}: estimated error {estimate:.2g} exceeds the tolerance {tol:.2g}{more} "
+                  "(the result is returned with this estimate)", AccuracyWarning, stacklevel=3)
 
 
 def positive_int(name: str, value) -> int:

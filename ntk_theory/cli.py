@@ -1281,14 +1281,39 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _accuracy_warnings_as_lines(prog, debug):
+    """A ``warnings.showwarning`` that prints an :class:`ntk_theory.AccuracyWarning` as one line on standard error
+    (``<prog>: warning: <message>``; with --debug the usual two lines with the source location)."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, _checks.AccuracyWarning) and not debug:
+            print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv=None) -> int:
-    """Run one command; every error is one line on standard error (exit 2), with --debug the traceback."""
+    """Run one command; every error is one line on standard error (exit 2), with --debug the traceback; every
+    :class:`ntk_theory.AccuracyWarning` (a result whose error estimate exceeds its tolerance) one line too."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     prog = f"ntk-theory {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = _accuracy_warnings_as_lines(prog, args.debug)
+        return _run_command(args, prog)
+
+
+def _run_command(args, prog) -> int:
     try:
         _resolve_network(args)
         return args.func(args)

@@ -39,6 +39,7 @@ import numpy as np
 import sympy as sp
 
 from .. import diskcache
+from .._checks import warn_accuracy
 from ..activations import drop_deltas, x
 from ..gaussian import k11, k12, k22
 from ..gaussian.stable import lambdify as stable_lambdify
@@ -210,10 +211,14 @@ class TwoPointTensors:
 def derivative_tensors(tp: TwoPoint, K: np.ndarray, *, keep: bool = False) -> TwoPointTensors:
     """The two-point tensors of ``tp`` at the kernel K (N, N) of distinct inputs.  ``keep``: store
     the result on ``tp`` so that the next call at the same K (bit for bit) takes it instead of
-    computing it again (once: the stored copy is dropped when used)."""
+    computing it again (once: the stored copy is dropped when used).  An error estimate above
+    ``TWO_POINT_TOL`` times the largest entry is reported by one :class:`ntk_theory.AccuracyWarning` (the
+    tensors are returned with their estimate in ``error``)."""
     key = (K.shape, K.tobytes())
     if key in tp._kept:
-        return tp._kept.pop(key)
+        out = tp._kept.pop(key)
+        _check_accuracy(tp, out)
+        return out
     N = K.shape[0]
     d = np.diag(K).copy()
     vd, d1, d2, err_d = tp.diagonal_derivatives(d)
@@ -241,7 +246,25 @@ def derivative_tensors(tp: TwoPoint, K: np.ndarray, *, keep: bool = False) -> Tw
             "(nearly parallel or antiparallel inputs make the derivatives of kinked activations singular, e.g. "
             "ReLU's <delta(u) delta(v)> = 1/(2 pi sqrt(det)))"
         )
+    if not keep:  # a kept result warns when it is taken
+        _check_accuracy(tp, out)
     return out
+
+
+#: the two-point tensors' accuracy policy: an error estimate above this, relative to the largest of their
+#: entries, is reported by an AccuracyWarning (the series and quadratures aim at 1e-14)
+TWO_POINT_TOL = 1e-8
+
+
+def _check_accuracy(tp: TwoPoint, t: TwoPointTensors) -> None:
+    """One :class:`ntk_theory.AccuracyWarning` when the tensors' error estimate exceeds ``TWO_POINT_TOL`` times
+    their largest entry (value, first and second covariance derivatives): e.g. the Mehler series of an
+    activation varying on a scale 1/beta << 1, whose fourth derivative does not converge."""
+    scale = max(float(np.max(np.abs(a), initial=0.0)) for a in (t.value, t.R, t.hess, t.hess_diag))
+    if t.error > TWO_POINT_TOL * max(scale, 1e-300):
+        warn_accuracy(f"the covariance derivatives of <{tp.which}> for {tp.activation.name}",
+                      t.error / max(scale, 1e-300), TWO_POINT_TOL,
+                      "relative to their largest entry (Hermite series or quadrature not converged)")
 
 
 def stein_factors(tp_ss: TwoPointTensors) -> np.ndarray:

@@ -154,6 +154,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import warn_accuracy
+
 
 __all__ = ["DerivativeMoments", "FourPointKernel", "FourPointMoments", "SetBatch", "check_covariance", "compiled_pair",
            "derivative_moments", "family_products", "four_point_moments", "integrator_loaded", "prefetch_core",
@@ -766,7 +768,8 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
     no arguments returning it (called only when a set needs the numerical integrator).  ``K``:
     (N, N) symmetric positive semi-definite, singular allowed.  ``tol``: the target error relative
     to E|product| of each entry.  Entries whose estimate stays above the target after
-    ``max_refine`` refinements are reported with that estimate (``info["not_converged"]``), or
+    ``max_refine`` refinements are reported with that estimate (``info["not_converged"]``) and one
+    :class:`ntk_theory.AccuracyWarning` (the largest estimate relative to E|product|, the number of sets), or
     raise ArithmeticError with ``strict=True``.  ``slopes=(a, b)`` for s(x) = b x (x > 0), a x
     (x < 0): the exact orthant-moment route of :mod:`.orthant` (sets of nearly parallel inputs
     numerically); ``name`` names the activation in the result (default: the kernel's).
@@ -1011,7 +1014,23 @@ def derivative_moments(kernel, K, terms, *, tol: float = 1e-10, max_refine: int 
         shape = (N,) * len(term)
         values[term], errors[term], scs[term] = (x[t, k].reshape(shape) for x in (vals, errs, scales))
     info["seconds"] = time.perf_counter() - t0
+    _warn_not_converged("derivative moments", kernel.name, errs, scales, float(tol), info)
     return DerivativeMoments(kernel.name, K, values, errors, scs, float(tol), info)
+
+
+def _warn_not_converged(what, name, errs, scales, tol, info) -> None:
+    """The accuracy policy (:class:`ntk_theory._checks.AccuracyWarning`): when input sets stay above ``tol`` after
+    the refinements (``info["not_converged"]`` > 0, not ``strict``), one warning naming the moments, the largest
+    error estimate relative to E|product| and the number of sets; the moments are returned with their estimates."""
+    count = int(info.get("not_converged", 0))
+    if not count:
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(scales > 0, errs / np.where(scales > 0, scales, 1.0), np.where(errs > 0, np.inf, 0.0))
+    worst = float(np.nanmax(rel, initial=0.0))
+    warn_accuracy(f"the {what} of {name}", worst, tol,
+                  f"{count} of {info.get('sets', '?')} input sets did not converge (estimates relative to E|product|; "
+                  "a sharper activation needs a larger max_refine, or it is beyond this integrator)")
 
 
 def _assemble(name, K, combo, vals, errs, scales, tol, info) -> FourPointMoments:
@@ -1026,6 +1045,7 @@ def _assemble(name, K, combo, vals, errs, scales, tol, info) -> FourPointMoments
         k = combo[t, c]
         shape = (N,) * len(nm)
         out[nm], out["error_" + nm], out["scale_" + nm] = (x[t, k].reshape(shape) for x in (vals, errs, scales))
+    _warn_not_converged("four-point moments", name, errs, scales, tol, info)
     return FourPointMoments(name, K, out["ssss"], out["ddss"], out["dddd"], out["ss"], out["dd"],
                             out["error_ssss"], out["error_ddss"], out["error_dddd"], out["error_ss"], out["error_dd"],
                             out["scale_ssss"], out["scale_ddss"], out["scale_dddd"], tol, info)
