@@ -469,8 +469,11 @@ ntk_theory`) and put first on `PYTHONPATH` in a child process (which reports the
 keeps its own kernel cache.  Per case, fresh child processes alternate old / new / new / old ... (k of each), each
 with one untimed call (compiled modules loaded) and then `repeats` timed calls; "before" and "after" are the best
 of all timed calls of a tree.  Noise: the larger of the two trees' spreads (median / best - 1 over their timed
-calls), at least 5%; the verdict says "slower" only when after / before exceeds 1 + noise.  Load: the 1-minute
-load average sampled before and after each child (2 cores, shared with other jobs).  Difference: largest
+calls), at least 5%; the verdict says "slower" only when after / before exceeds 1 + noise.  CPU ratio: the same
+ratio of the least CPU seconds of a timed call (all threads of the child; less sensitive to the other jobs than
+the wall time; Dask workers not included).  After: the tree measured ("checkout": the working tree at the start
+of the run, for the Monte Carlo rows; otherwise an export of the commit named).  Load: the 1-minute load average
+sampled before and after each child (2 cores, shared with three other helpers' tests).  Difference: largest
 |after - before| / max |before| over the case's compared arrays (kernel blocks, tensors; "-" where the case
 returns none, e.g. Monte Carlo statistics with other random streams).
 
