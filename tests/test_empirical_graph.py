@@ -199,3 +199,32 @@ def test_bad_input_one_line():
         plan(net, 3)
     with pytest.raises(ValueError, match="ends with a list of 2 outputs"):
         empirical_ntk(stax.serial(stax.Dense(3), stax.FanOut(2)), X, params=[((np.ones((4, 3))), None), ()])
+
+
+def test_reverse_pass_cotangents_input_major_against_hand_written_deltas():
+    """The reverse pass of every output cotangent (empirical.graph.run) against the MLP deltas written out by
+    hand, delta(L) = W(L+1) * s'(z(L)), delta(l) = (delta(l+1) W(l+1)) * s'(z(l)); the cotangents are stored
+    input-major, so the (N, O, n) rows the methods contract are views (no copy per layer), and the network
+    input's cotangent is not formed (no Sensitivity beyond the Dense layers, the same values without it)."""
+    from ntk_theory.empirical import model
+    from ntk_theory.empirical.graph import rows_first, run
+
+    rng = np.random.default_rng(3)
+    Ws = [rng.standard_normal((5, 3)), rng.standard_normal((4, 5)), rng.standard_normal((2, 4))]
+    bs = [rng.standard_normal(n) for n in (5, 4, 2)]
+    from ntk_theory.empirical import Dense as D
+    m = model([D(Ws[0], bs[0]), "tanh", D(Ws[1], bs[1]), "tanh", D(Ws[2], bs[2])])
+    X = rng.standard_normal((6, 3))
+    z1 = X @ Ws[0].T + bs[0]
+    z2 = np.tanh(z1) @ Ws[1].T + bs[1]
+    d2 = Ws[2][None, :, :] * (1 - np.tanh(z2) ** 2)[:, None, :]  # (N, O, n_2)
+    d1 = (d2 @ Ws[1]) * (1 - np.tanh(z1) ** 2)[:, None, :]
+    p = run(m, X)
+    paths = list(m.dense)
+    assert [s.path for s in p.sens.values()] == paths
+    for path, d in zip(paths[:2], (d1, d2)):
+        g = p.sens[path].g
+        assert g.shape == (2, 6, d.shape[-1])
+        assert np.shares_memory(rows_first(g), g)
+        assert _rel(rows_first(g), d) < 1e-14
+    assert p.is_identity(paths[2])

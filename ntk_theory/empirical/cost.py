@@ -171,7 +171,7 @@ class Step:
         """Floats of the output per input (positions times channels)."""
         return self.positions * self.n_out
 
-    @property
+    @functools.cached_property  # a frozen record: computed once (the block-size search asks many times)
     def cost(self) -> LayerCost:
         c = layer_cost(self.layer, self.n_ins, self.n_out, (math.prod(self.size_in), self.positions))
         P = self.positions
@@ -507,7 +507,7 @@ class Problem:
         return cls(found, int(shape[-1]), n1, n2, symmetric, bool(trace_outputs), np.dtype(dtype).itemsize, shape)
 
     # ---------------------------------------------------------------- derived sizes
-    @property
+    @functools.cached_property  # a frozen record: computed once
     def dense(self) -> list:
         """The steps with weights (Dense, Conv)."""
         return [s for s in self.steps if isinstance(s.layer, WEIGHTED)]
@@ -552,7 +552,7 @@ class Problem:
         """Output entries of the layers with weights (the stored cotangents per output and input)."""
         return sum(s.elements for s in self.dense)
 
-    @property
+    @functools.cached_property  # a frozen record: computed once
     def tape(self) -> int:
         """Floats stored per input by the forward pass."""
         return self.input_size + sum(s.cost.stored for s in self.steps)

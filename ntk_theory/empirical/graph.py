@@ -100,9 +100,13 @@ class DenseEntry:
 
 def _dot(a: Array, B: Array) -> Array:
     """``a @ B`` for a (..., m) and a 2-D B (m, n) as one matrix product over all leading axes (NumPy's
-    stacked matmul runs a much slower loop for a 3-D a against a 2-D B)."""
+    stacked matmul runs a much slower loop for a 3-D a against a 2-D B).  A 3-D a stored with its first two
+    axes swapped (cotangents (O, N, m) laid out (N, O, m), as :func:`run` starts them) gives a result stored
+    the same way, (O, N, n) laid out (N, O, n): one product, no copy."""
     if a.ndim <= 2:
         return a @ B
+    if a.ndim == 3 and not a.flags.c_contiguous and a.swapaxes(0, 1).flags.c_contiguous:
+        return _dot(a.swapaxes(0, 1), B).swapaxes(0, 1)
     a2 = a.reshape(-1, a.shape[-1])
     return (a2 @ B).reshape(a.shape[:-1] + (B.shape[1],))
 
@@ -371,17 +375,24 @@ class Pass:
 
 
 def run(model: Model, X: Array) -> Pass:
-    """Forward pass at X (N, d) and one VJP per output and input (reverse mode, vectorised over inputs)."""
+    """Forward pass at X (N, d) and one VJP per output and input (reverse mode, vectorised over inputs).
+
+    Outputs (N, O): the cotangents (O, N, O) are stored input-major, (N, O, O), so that every cotangent of
+    the reverse pass is stored (N, O, n) (:func:`_dot`, elementwise products keep the layout) and
+    :func:`rows_first` is a view."""
     tape = record(model.description, X, model.action)
     N, shape = tape.f.shape[0], tape.f.shape[1:]
     O = int(np.prod(shape))  # spatial outputs (N, *S, C): O = P C outputs in row-major order
-    cot = np.broadcast_to(np.eye(O).reshape((O, 1) + shape), (O, N) + shape)
+    if len(shape) == 1:
+        cot = np.ascontiguousarray(np.broadcast_to(np.eye(O), (N, O, O))).swapaxes(0, 1)
+    else:
+        cot = np.broadcast_to(np.eye(O).reshape((O, 1) + shape), (O, N) + shape)
     sens = tape.backward(cot)
     return Pass(tape, cot, {s.path: s for s in sens})
 
 
 def rows_first(g: Array) -> Array:
-    """(O, N, ..., n) -> (N, O, ..., n), contiguous."""
+    """(O, N, ..., n) -> (N, O, ..., n), contiguous (a view when g is stored input-major)."""
     return np.ascontiguousarray(np.swapaxes(g, 0, 1))
 
 
@@ -574,10 +585,12 @@ class _Output:
         return self.data.astype(dtype, copy=False)
 
 
-def _gram(A1, A2, rows):
-    """A1 A2^T with the rows of each flattened to ``rows`` entries; A2 None: A1 A1^T (symmetric)."""
+def _gram(A1, A2, rows, buffer: _Buffer | None = None):
+    """A1 A2^T with the rows of each flattened to ``rows`` entries; A2 None: A1 A1^T (symmetric).  With a
+    ``buffer`` the product is written into it (valid until its next use)."""
     A1 = A1.reshape(rows[0], -1)
-    return A1 @ (A1 if A2 is None else A2.reshape(rows[1], -1)).T
+    A2 = A1 if A2 is None else A2.reshape(rows[1], -1)
+    return A1 @ A2.T if buffer is None else np.matmul(A1, A2.T, out=buffer.get(rows))
 
 
 def _outputs_last(G, b1, b2, O, trace):
@@ -653,6 +666,7 @@ def _structured(model, X1, X2, trace, B):
     # layers with weights shared over positions: the cheaper of the two contractions (the cost model decides)
     routes = _cost.shared_routes(model.problem(N1, None if sym else N2, trace))
     rows_of_x1: dict = {}  # path -> (first row, Jacobian rows of X1's current row block)
+    gram_buffer = _Buffer()  # the cotangent Gram of every layer and block, added to the output before the next
     for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
         same = sym and i == j
         b1, b2 = s1.stop - s1.start, s2.stop - s2.start
@@ -674,7 +688,7 @@ def _structured(model, X1, X2, trace, B):
             if g1 is None:  # a readout: g1 . g2 = delta_oq
                 out.add_diagonal(s1, s2, F)
                 continue
-            G = _outputs_last(_gram(g1[s1], None if same else g2[s2], rows), b1, b2, O, trace)
+            G = _outputs_last(_gram(g1[s1], None if same else g2[s2], rows, gram_buffer), b1, b2, O, trace)
             G *= F if trace else F[:, :, None, None]
             out.add(s1, s2, G)
     if sym:

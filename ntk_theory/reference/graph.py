@@ -584,12 +584,19 @@ class Tape:
 
     def backward(self, cotangent) -> list:
         """Reverse pass from ``cotangent`` (shape of the output, with optional extra leading axes):
-        the :class:`Sensitivity` of every layer with weights, in order of the layers."""
+        the :class:`Sensitivity` of every layer with weights, in order of the layers.  Only the cotangents
+        that reach a layer with weights are formed (none of the network input, nor of steps before the
+        first such layer)."""
         cot = np.asarray(cotangent, dtype=np.float64)
         k = self.output.rank + 2
         if cot.shape[-k:] != self.f.shape[-k:]:
             raise ValueError(f"the cotangent must have the output's shape {self.f.shape[-k:]} (after optional "
                              f"leading axes); got {cot.shape}")
+        # nodes with a layer with weights at or before them: the only ones whose cotangent is used
+        needed: set = set()
+        for step in self.steps:
+            if isinstance(step.cache, _Linear) or any(id(n) in needed for n in step.inputs):
+                needed.add(id(step.output))
         grads = {id(self.output): cot}
         sens = []
         for step in reversed(self.steps):
@@ -598,8 +605,10 @@ class Tape:
                 continue
             if isinstance(step.cache, _Linear):
                 sens.append(Sensitivity(step.layer, step.path, step.cache.x, g, step.cache.action, step.output.rank))
+            if not any(id(n) in needed for n in step.inputs):
+                continue
             for node, gi in zip(step.inputs, _backward(step.layer, step, g)):
-                if gi is None:
+                if gi is None or id(node) not in needed:
                     continue
                 prev = grads.get(id(node))
                 grads[id(node)] = gi if prev is None else prev + gi
