@@ -25,7 +25,7 @@ def _setup(seed=0):
     H = rng.standard_normal((P, P + 1))
     K = H @ H.T / P
     Z2, Z4 = np.zeros((P, P)), np.zeros((P,) * 4)
-    tensors = dict(K=K, Theta=Th, K1=Z2, Theta1=Z2, A=Z4, B=Z4, D=Z4, F=Z4)
+    tensors = {"K": K, "Theta": Th, "K1": Z2, "Theta1": Z2, "A": Z4, "B": Z4, "D": Z4, "F": Z4}
     dntk = {k: rng.standard_normal((P,) * 4) for k in "PQRSTU"}
     y = rng.standard_normal(N)
     return FiniteWidthDynamics(tensors, y, dntk=dntk, learning_rate=2.0), tensors, dntk, y
@@ -99,7 +99,7 @@ def test_readout_dntk_with_the_tensors_states_equals_its_own_recursion():
     from ntk_theory.finite_width.dntk import keep_recursion_states
 
     X = np.array([[0.9, 0.1], [-0.3, 0.8], [0.9, 0.1], [0.2, -0.7]])
-    kw = dict(C_W=2.0, C_b=0.1, kink_terms=False)
+    kw = {"C_W": 2.0, "C_b": 0.1, "kink_terms": False}
     layers = finite_width("relu", X, 2, C_W=2.0, C_b=0.1).layers
     shared = readout_dntk("relu", X, 2, states=layers, **kw)
     own = readout_dntk("relu", X, 2, **kw)
