@@ -251,3 +251,28 @@ def test_tanh_four_inputs_against_expectn(tanh):
     actual = abs(r.ddss[0, 1, 2, 3] - ref.value)
     assert actual <= r.error_ddss[0, 1, 2, 3] + ref.error, (r.ddss[0, 1, 2, 3], ref.value)
     assert actual <= 1e-10 * r.scale_ddss[0, 1, 2, 3] + ref.error
+
+
+def test_default_route_by_cost_model(tanh, monkeypatch):
+    """By default the expansion is taken only where its cost model predicts it cheaper: N = 3 (three pairs, one
+    three-input set) by the nested quadrature, its values within both estimates (and 1e-12 E|prod|) of the forced
+    expansion's (a different algorithm); N = 4 (six pairs, five sets) by the expansion.  A bad
+    NTK_THEORY_FOURPOINT_EXPANSION is one ValueError."""
+    monkeypatch.delenv("NTK_THEORY_FOURPOINT_EXPANSION", raising=False)
+    K3 = _gram(3, seed=2)
+    a = fp.four_point_moments(tanh, K3, tol=1e-12)
+    assert a.info["expansion"] == {"route": "quadrature", "pairs": 3, "sets": 0}
+    b = fp.four_point_moments(tanh, K3, tol=1e-12, expansion=True)
+    assert b.info["expansion"]["sets3"] == 1
+    for name in ("ssss", "ddss", "dddd"):
+        diff = np.abs(getattr(a, name) - getattr(b, name))
+        sc = getattr(a, "scale_" + name)
+        assert np.all(diff <= getattr(a, "error_" + name) + getattr(b, "error_" + name) + 1e-15 * sc), name
+        assert np.all(diff <= 1e-12 * sc), name
+    groups4 = {4: (np.array([[0, 1, 2, 3]]), ()), 3: (np.array(list(itertools.combinations(range(4), 3))), ())}
+    assert pe.count_pairs(groups4) == 6 and pe.cheaper_than_quadrature(groups4)
+    assert not pe.cheaper_than_quadrature({3: (np.array([[0, 1, 2]]), ())})
+    assert fp.four_point_moments(tanh, _gram(4, seed=1), tol=1e-10).info["expansion"]["sets4"] == 1
+    monkeypatch.setenv("NTK_THEORY_FOURPOINT_EXPANSION", "yes")
+    with pytest.raises(ValueError, match="NTK_THEORY_FOURPOINT_EXPANSION"):
+        fp.four_point_moments(tanh, K3)

@@ -104,7 +104,10 @@ C(N, 4) four-dimensional ones).  Its error estimate bounds the truncation (Cauch
 the coefficients' quadrature error (two rules) and the rounding; sets whose estimate exceeds tol E|prod|
 (r near 1: nearly parallel inputs across the split) or whose pairs are singular are integrated by the
 nested quadrature above, which also takes the sets of one and two inputs (``info["expansion"]`` counts the
-sets of each route; ``expansion=False`` or ``NTK_THEORY_FOURPOINT_EXPANSION=0`` turns the expansion off).
+sets of each route).  By default the expansion is taken only where its cost model predicts it cheaper than the
+quadrature of the same sets (:func:`.pair_expansion.cheaper_than_quadrature`: the pair tables are a fixed cost
+per call, more than the quadrature of the one three-input set at N = 3); ``expansion=True`` (or
+``NTK_THEORY_FOURPOINT_EXPANSION=1``) takes it for every call, ``expansion=False`` (``=0``) never.
 
 Set bookkeeping
 ---------------
@@ -780,8 +783,9 @@ def four_point_moments(kernel, K, *, tol: float = 1e-10, max_refine: int = 6, st
     elsewhere (:func:`ntk_theory.distributed.dask_map`); ``fn`` is a picklable :class:`SetBatch` and each
     chunk an int64 array of set numbers.  The result is the same either way, bit for bit.
     ``expansion``: whether the four- and three-input sets of a smooth activation go first to the block expansion of
-    :mod:`.pair_expansion` (the sets it does not accept, and all others, to the nested quadrature); None
-    reads ``NTK_THEORY_FOURPOINT_EXPANSION`` (default on, ``0`` off).
+    :mod:`.pair_expansion` (the sets it does not accept, and all others, to the nested quadrature): True always,
+    False never, None (default) reads ``NTK_THEORY_FOURPOINT_EXPANSION`` (``1`` always, ``0`` never, unset or
+    ``auto``: where :func:`.pair_expansion.cheaper_than_quadrature` predicts it cheaper).
     """
     from ..progress import progress_bar
 
@@ -810,18 +814,28 @@ def _numerical_moments(kern, K, tol, max_refine, strict, t0, tick, map=None, exp
     return _assemble(kern.name, K, tasks.combo, vals, errs, scales, float(tol), info)
 
 
-def _expansion_on(kern, expansion) -> bool:
-    """Whether the block expansion is tried: a smooth activation (no kinks) and ``expansion`` true (None:
-    ``NTK_THEORY_FOURPOINT_EXPANSION`` not "0")."""
+#: NTK_THEORY_FOURPOINT_EXPANSION's values -> the ``expansion`` argument
+_EXPANSION_ENV = {"0": False, "1": True, "auto": None, "": None}
+
+
+def _expansion_mode(kern, expansion):
+    """The block expansion's mode: False (a kinked activation, or not wanted), True (always tried) or None (tried
+    where the cost model prefers it); ``expansion`` None reads ``NTK_THEORY_FOURPOINT_EXPANSION``."""
+    if len(kern.kinks):
+        return False
     if expansion is None:
-        expansion = os.environ.get("NTK_THEORY_FOURPOINT_EXPANSION", "1") != "0"
-    return bool(expansion) and len(kern.kinks) == 0
+        value = os.environ.get("NTK_THEORY_FOURPOINT_EXPANSION", "auto").strip().lower()
+        if value not in _EXPANSION_ENV:
+            raise ValueError(f"NTK_THEORY_FOURPOINT_EXPANSION must be 0, 1 or auto; got {value!r}")
+        return _EXPANSION_ENV[value]
+    return bool(expansion)
 
 
-def _expand_sets(kern, K, tasks, todo, tol, family) -> tuple:
+def _expand_sets(kern, K, tasks, todo, tol, family, forced=True) -> tuple:
     """The sets of four and three inputs among the task numbers ``todo`` by :func:`.pair_expansion.expand`:
     (the accepted task numbers, a list of (task numbers, values, errors, scales) per size, the values in
-    family_products(family, m) order, info dict)."""
+    family_products(family, m) order, info dict).  ``forced`` False: none (info ``{"route": "quadrature",
+    "pairs": P}``) where :func:`.pair_expansion.cheaper_than_quadrature` predicts the quadrature cheaper."""
     from . import pair_expansion
 
     t0 = time.perf_counter()
@@ -833,6 +847,8 @@ def _expand_sets(kern, K, tasks, todo, tol, family) -> tuple:
             groups[m], tids[m] = (tasks.sets[ts, :m], prods), ts
     if not groups:
         return todo[:0], [], {}
+    if not forced and not pair_expansion.cheaper_than_quadrature(groups):
+        return todo[:0], [], {"route": "quadrature", "pairs": pair_expansion.count_pairs(groups), "sets": 0}
     res, pairs = pair_expansion.expand(kern.functions(_family_order(family)), K, groups, tol)
     parts, accepted = [], []
     info = {"pairs": pairs}
@@ -878,7 +894,7 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
                     expansion=None) -> tuple:
     """The sets of K (all, or the task numbers ``only``) by the compiled nested quadrature, for the
     products of ``family`` (:func:`family_products`): (tasks, vals, errs, scales, info); the four- and
-    three-input sets of a smooth activation first by the block expansion (:func:`_expansion_on`), the sets
+    three-input sets of a smooth activation first by the block expansion (:func:`_expansion_mode`), the sets
     it does not accept by the quadrature."""
     # start where the sets of the previous call at this tol converged (a layer recursion calls
     # this with similar K again and again): the refinements below that step are skipped
@@ -892,8 +908,9 @@ def _integrate_sets(kern, K, tol, max_refine, strict, t0, tick, map=None, family
     todo = np.arange(T) if only is None else np.asarray(only, dtype=np.int64)
     requested = todo
     parts, xinfo = [], {}
-    if _expansion_on(kern, expansion):
-        acc, parts, xinfo = _expand_sets(kern, K, tasks, todo, float(tol), family)
+    mode = _expansion_mode(kern, expansion)
+    if mode is not False:
+        acc, parts, xinfo = _expand_sets(kern, K, tasks, todo, float(tol), family, forced=mode is True)
         if acc.size:
             todo = todo[~np.isin(todo, acc)]
             only = todo

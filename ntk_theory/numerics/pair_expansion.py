@@ -48,6 +48,15 @@ minus its Cauchy-Schwarz tail (a lower bound but for the quadrature error of the
 |f|), and at least |E prod|: within a few percent of E|prod| (measured: 0.97 to 1.02 times the nested
 quadrature's at the finite-width benchmark's covariances).
 
+Route by cost (:func:`cheaper_than_quadrature`): the pair tables are a fixed cost per call, so the expansion is
+used only when its cost model, P pairs x ``COST_PAIR`` (the two rules of a pair's coefficients), is below the nested
+quadrature's for the same sets, S3 x ``COST_SET3`` + S4 x ``COST_SET4``, all in units of one three-input set of the
+nested quadrature (the ratios measured by CPU time for tanh and the products of :func:`.fourpoint.four_point_moments`
+and of the dNTK / ddNTK derivative terms, N = 3 .. 6: a pair costs 1.0 to 1.4 three-input sets, a four-input set
+7 to 12).  Both routes give the same values within their error estimates, so the choice only moves the time: at
+N = 3 (three pairs, one three-input set) the quadrature is taken, from N = 4 (six pairs, four three-input sets and
+one four-input set) the expansion.
+
 A set is accepted when every product's estimate is below tol E|prod| and its pairs are non-singular
 (conditional variance above 1e-14 of the variance) and need at most 1e6 nodes (standard deviations up to
 about 7 along both axes); the others are left to the nested quadrature of
@@ -65,12 +74,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ExpandedSets", "PairTables", "SingleTables", "expand", "pair_tables", "single_tables"]
+__all__ = ["ExpandedSets", "PairTables", "SingleTables", "cheaper_than_quadrature", "count_pairs", "expand",
+           "pair_tables", "single_tables"]
 
 N_MAX = 64  # the highest degree of the pair coefficients
 N_SCALE = 12  # the degree of the |F| series giving E|prod|
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 
+
+#: the cost model of :func:`cheaper_than_quadrature`, in units of one three-input set of the nested quadrature
+COST_PAIR = 1.25
+COST_SET3 = 1.0
+COST_SET4 = 8.0
 
 _RANGE = 12.5  # |x| <= _RANGE: beyond, w h_k <= 1.09 exp(-x^2 / 4) (Cramer) is below 1e-16
 _STRIP = 56.0  # the step h = 2 pi tau / _STRIP for an activation analytic in |Im z| < tau = pi / 2
@@ -266,6 +281,34 @@ def single_tables(fns, K, pows, n: int = N_MAX, ns: int = N_SCALE) -> SingleTabl
     return SingleTables(g, err, tail, a, atail)
 
 
+def _used_pairs(N: int, groups: dict) -> np.ndarray:
+    """(P, 2) the pairs i < j of inputs that occur together in a set of ``groups`` ({m: (sets (S, m), ...)})."""
+    used = np.zeros((N, N), dtype=bool)
+    for m, (sets, _) in groups.items():
+        sets = np.asarray(sets, dtype=np.int64).reshape(-1, m)
+        for a in range(m):
+            for b in range(a + 1, m):
+                used[sets[:, a], sets[:, b]] = True
+    return np.argwhere(used)
+
+
+def count_pairs(groups: dict) -> int:
+    """The number of pairs of inputs (i < j) that occur together in a set of ``groups`` ({m: (sets (S, m) sorted
+    indices, products)}, as :func:`expand`): the pair tables :func:`expand` would compute."""
+    sizes = [int(np.max(st)) + 1 for _, (st, _) in groups.items() if np.size(st)]
+    return 0 if not sizes else len(_used_pairs(max(sizes), groups))
+
+
+def cheaper_than_quadrature(groups: dict) -> bool:
+    """Whether the block expansion of the sets of ``groups`` (as :func:`expand`) is predicted to cost less than their
+    nested quadrature: P ``COST_PAIR`` < S3 ``COST_SET3`` + S4 ``COST_SET4`` (P pairs, S3 / S4 sets of three / four
+    inputs; the module docstring).  The per-set sums of the expansion are left out (O(d^3) arithmetic per set against a pair's
+    two-dimensional quadratures), and so are the sets the expansion would leave to the quadrature (unknown in advance)."""
+    sets = {m: int(np.asarray(st).size // m) for m, (st, _) in groups.items()}
+    cost_quadrature = COST_SET3 * sets.get(3, 0) + COST_SET4 * sets.get(4, 0)
+    return COST_PAIR * count_pairs(groups) < cost_quadrature
+
+
 _PAIRINGS = (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)))
 _SPLITS3 = (((1, 2), 0), ((0, 2), 1), ((0, 1), 2))  # (pair, single) of a three-input set
 
@@ -338,12 +381,7 @@ def expand(fns, K, groups: dict, tol: float, n: int = N_MAX) -> tuple:
                 else:
                     ti[q, 1, c] = fidx[prod[B[0]]]
         typeidx[m] = ti
-    used = np.zeros((N, N), dtype=bool)
-    for m, (sets, _) in groups.items():
-        for a in range(m):
-            for b in range(a + 1, m):
-                used[sets[:, a], sets[:, b]] = True
-    pairs = np.argwhere(used)
+    pairs = _used_pairs(N, groups)
     pid = -np.ones((N, N), dtype=np.int64)
     pid[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
     types = np.array(sorted(tlist, key=tlist.get), dtype=np.int64).reshape(-1, 2)
