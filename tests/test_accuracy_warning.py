@@ -8,6 +8,7 @@ kernels); well-resolved cases (tanh, relu at the default tolerance) do not warn.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -69,38 +70,65 @@ def _pair_reference(f, k11, k22, k12, beta):
         h = lambda t: f(m + sdc * t) * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
         t0 = -m / sdc
         pts = [-14.0, t0 - 4 / (beta * sdc), t0, t0 + 4 / (beta * sdc), 14.0]
-        return sum(integrate.quad(h, a, b, epsabs=1e-14, epsrel=1e-12, limit=200)[0] for a, b in zip(pts, pts[1:]))
+        return sum(integrate.quad(h, a, b, epsabs=1e-14, epsrel=1e-12, limit=200)[0] for a, b in itertools.pairwise(pts))
 
     g = lambda z: f(sd1 * z) * inner(sd1 * z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
     pts = [-14.0, -4 / (beta * sd1), 0.0, 4 / (beta * sd1), 14.0]
-    return sum(integrate.quad(g, a, b, epsabs=1e-13, epsrel=1e-11, limit=200)[0] for a, b in zip(pts, pts[1:]))
+    return sum(integrate.quad(g, a, b, epsabs=1e-13, epsrel=1e-11, limit=200)[0] for a, b in itertools.pairwise(pts))
 
 
-def test_finite_width_of_softplus_64_runs_and_warns_about_its_corrections():
-    """softplus(64 x) / 64 (its float64 forms overflowed before) runs; the covariance derivatives of its two-point
-    averages, whose Hermite series does not converge at beta = 64, come with an AccuracyWarning, and the kernel
-    is within the reported estimate of SciPy quadrature of np.logaddexp."""
+def test_finite_width_of_softplus_64_is_resolved_without_warning():
+    """softplus(64 x) / 64 (its float64 forms overflowed before): the two-point covariance derivatives, whose
+    Mehler series does not converge at beta = 64, are recomputed by the graded quadrature: no AccuracyWarning,
+    the kernel and E[s''(u) s''(v)] (the Hessian entry d2T/dk12^2) against nested SciPy quadrature of an
+    independent NumPy softplus (np.logaddexp, scipy.special.expit)."""
+    from scipy import special
+
+    from ntk_theory.activations import activation
     from ntk_theory.finite_width import finite_width
+    from ntk_theory.finite_width.twopoint import TwoPoint, derivative_tensors
 
     X = np.array([[1.0, 0.3], [0.2, -0.8]])
-    with pytest.warns(ntk_theory.AccuracyWarning, match="covariance derivatives"):
-        p = finite_width("log(1+exp(64*x))/64", X, depth=1, C_W=2.0, C_b=0.0)
-    C_W = 2.0
+    C_W, beta = 2.0, 64
     K0 = C_W * X @ X.T / 2  # C_W x.x / d
-    f = lambda t: np.logaddexp(0.0, 64 * t) / 64
-    ref = C_W * _pair_reference(f, K0[0, 0], K0[1, 1], K0[0, 1], 64)
-    assert 1e-8 < p.quadrature_error  # the estimate is reported, not hidden
-    assert abs(p.nngp[0, 1] - ref) <= 2 * C_W * p.quadrature_error
+    ctx = _no_accuracy_warning()
+    try:
+        p = finite_width("log(1+exp(64*x))/64", X, depth=1, C_W=C_W, C_b=0.0)
+        t = derivative_tensors(TwoPoint(activation("log(1+exp(64*x))/64"), "ss"), K0)
+    finally:
+        ctx.__exit__(None, None, None)
+    s = lambda z: np.logaddexp(0.0, beta * z) / beta
+    d2 = lambda z: beta * special.expit(beta * z) * special.expit(-beta * z)
+    assert abs(p.nngp[0, 1] - C_W * _pair_reference(s, K0[0, 0], K0[1, 1], K0[0, 1], beta)) < 1e-9
+    ref = _pair_reference(d2, K0[0, 0], K0[1, 1], K0[0, 1], beta)
+    assert abs(t.hess[0, 1, 2, 2] - ref) < 1e-8 * abs(ref) and t.error < 1e-8
 
 
-def test_cli_prints_an_accuracy_warning_as_one_line(capsys, tmp_path):
-    from ntk_theory.cli import main
+def test_cli_prints_an_accuracy_warning_as_one_line(capsys, monkeypatch):
+    from ntk_theory import cli
+    from ntk_theory._checks import warn_accuracy
 
-    np.save(tmp_path / "x.npy", np.array([[1.0, 0.3], [0.2, -0.8]]))
-    code = main(["finite-width", "tanh(16*x)", "--depth", "1", "--x", str(tmp_path / "x.npy"),
-                 "--out", str(tmp_path / "fw"), "--quiet"])
+    def command(args):
+        warn_accuracy("the four-point moments of tanh(16*x)", 0.5, 1e-10, "3 of 7 input sets did not converge")
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_quantities", command)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ntk_theory.AccuracyWarning)  # whatever the test run's filters
+        assert cli.main(["quantities"]) == 0
     err = capsys.readouterr().err
-    assert code == 0
-    lines = [ln for ln in err.splitlines() if "AccuracyWarning" in ln or "warning:" in ln]
-    assert lines and all(ln.startswith("ntk-theory finite-width: warning: ") for ln in lines), err
-    assert "tolerance" in lines[0] and "Traceback" not in err and "warnings.warn" not in err
+    assert err == ("ntk-theory quantities: warning: the four-point moments of tanh(16*x): estimated error 0.5 exceeds "
+                   "the tolerance 1e-10; 3 of 7 input sets did not converge (the result is returned with this "
+                   "estimate)\n")
+
+
+def test_unresolved_two_point_derivatives_warn(monkeypatch):
+    """With the graded quadrature switched off, the Mehler series of tanh(16 x)'s derivatives is left unresolved:
+    its estimate (above 1e-8 of the largest entry) is reported by one warning per tensor."""
+    from ntk_theory.activations import activation
+    from ntk_theory.finite_width.twopoint import TwoPoint, derivative_tensors
+
+    monkeypatch.setattr(TwoPoint, "RESOLVED", np.inf)
+    with pytest.warns(ntk_theory.AccuracyWarning, match=r"covariance derivatives of <ss> for tanh\(16\*x\)"):
+        t = derivative_tensors(TwoPoint(activation("tanh(16*x)"), "ss"), K3[:2, :2])
+    assert t.error > 1e-8
