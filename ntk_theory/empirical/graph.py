@@ -120,7 +120,12 @@ class EffectiveDense(DenseParameters):
 
     def forward(self, x):
         z = _dot(x, self.W)
-        return z if self.b is None else z + self.b
+        if self.b is not None:
+            if np.broadcast_shapes(z.shape, self.b.shape) == z.shape:
+                z += self.b  # into the product's fresh array (no second array per layer)
+            else:
+                z = z + self.b
+        return z
 
     def backward(self, g):
         return _dot(g, self.W.T)
@@ -477,15 +482,15 @@ class DenseRule:
         return dW.reshape(x.shape[1], K * N, n).transpose(1, 0, 2), db
 
     @staticmethod
-    def ntk_factor(entry: DenseEntry, x1: Array, x2: Array | None) -> Array:
+    def ntk_factor(entry: DenseEntry, x1: Array, x2: Array | None, buffer: _Buffer | None = None) -> Array:
         """``lambda_b + c x1 . x2`` (N1, N2): the factor multiplying ``g1 . g2``; spatial rows: over
-        (input, position) pairs, (N1, P, N2, P)."""
+        (input, position) pairs, (N1, P, N2, P).  With a ``buffer`` it is written into it (valid until its
+        next use)."""
         x2 = x1 if x2 is None else x2
+        r1, r2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
+        F = _gram(r1, None if x2 is x1 else r2, (r1.shape[0], r2.shape[0]), buffer)
         if x1.ndim > 2:
-            r1, r2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
-            F = (r1 @ r2.T).reshape(x1.shape[0], -1, x2.shape[0], r2.shape[0] // x2.shape[0])
-        else:
-            F = x1 @ x2.T
+            F = F.reshape(x1.shape[0], -1, x2.shape[0], r2.shape[0] // x2.shape[0])
         F *= entry.c
         F += entry.lambda_b
         return F
@@ -666,7 +671,8 @@ def _structured(model, X1, X2, trace, B):
     # layers with weights shared over positions: the cheaper of the two contractions (the cost model decides)
     routes = _cost.shared_routes(model.problem(N1, None if sym else N2, trace))
     rows_of_x1: dict = {}  # path -> (first row, Jacobian rows of X1's current row block)
-    gram_buffer = _Buffer()  # the cotangent Gram of every layer and block, added to the output before the next
+    # the cotangent Gram and the input factor of every layer and block, added to the output before the next
+    gram_buffer, factor_buffer = _Buffer(), _Buffer()
     for i, j, s1, s2 in _pair_blocks(N1, N2, B, sym):
         same = sym and i == j
         b1, b2 = s1.stop - s1.start, s2.stop - s2.start
@@ -681,7 +687,7 @@ def _structured(model, X1, X2, trace, B):
                 A2 = None if same else rule.shared_jacobian(entry, x2[s2], g2[s2])
                 out.add(s1, s2, rule.jacobian_ntk(entry, rows_of_x1[path][1], A2, trace))
                 continue
-            F = rule.ntk_factor(entry, x1[s1], None if same else x2[s2])
+            F = rule.ntk_factor(entry, x1[s1], None if same else x2[s2], factor_buffer)
             if x1.ndim > 2:  # weights shared over positions: Gram matrices over (input, position) rows
                 out.add(s1, s2, rule.shared_ntk(F, g1[s1], None if same else g2[s2], trace))
                 continue
