@@ -337,6 +337,42 @@ def test_conv_kernel_matches_monte_carlo_of_finite_networks(net, shape):
         assert np.all(np.abs(z) < 4), (name, z)
 
 
+def test_closed_form_modules_take_no_table_arguments(monkeypatch):
+    """A module whose activations all have closed forms (its own, not the shared one) has no Hermite-table
+    parameters in pairs -> chain -> activate (each one is passed per pixel pair); the shared module, with tanh,
+    keeps them.  Signatures only: nothing is compiled."""
+    import inspect
+
+    net = stax.parse(NETWORKS["conv2d_pool"])
+    shared = convolution.module_for(convolution.plan(net.description, (5, 6), 2)[3])[0]
+    monkeypatch.setattr(convolution, "_SHARED", [])
+    own = convolution.module_for(convolution.plan(net.description, (5, 6), 2)[3])[0]
+    assert shared.TABLES and not own.TABLES
+    for fn in ("pairs", "selves", "chain", "activate"):
+        assert {"HA", "tol", "acc"} <= set(inspect.signature(getattr(shared, fn).py_func).parameters), fn
+        assert not {"HA", "tol", "acc"} & set(inspect.signature(getattr(own, fn).py_func).parameters), fn
+
+
+@pytest.mark.slow
+def test_closed_form_modules_give_the_shared_modules_numbers(monkeypatch):
+    """The module without table arguments gives neural-tangents' numbers and, bit for bit, the shared module's
+    (one cold compile of its own module, ~30-60 s)."""
+    name = "conv2d_pool"  # ReLU only, pooling: every position pair
+    net = stax.parse(NETWORKS[name])
+    X1, X2 = DATA[f"{name}/X1"], DATA[f"{name}/X2"]
+    flat = stax.serial(stax.Conv(4, (2, 2), padding="SAME", W_std=1.3, b_std=0.2), stax.Relu(), stax.Flatten(),
+                       stax.Dense(1))  # same positions only
+    shared = [convolution.kernel(n, X1, X2) for n in (net, flat)]
+    monkeypatch.setattr(convolution, "_SHARED", [])
+    lean = [convolution.kernel(n, X1, X2) for n in (net, flat)]
+    assert not convolution.module_for(convolution.plan(net.description, (5, 6), 2)[3])[0].TABLES
+    _check(lean[0].nngp, DATA[f"{name}/nngp12"], 1e-10)
+    _check(lean[0].ntk, DATA[f"{name}/ntk12"], 1e-10)
+    for a, b in zip(lean, shared):
+        np.testing.assert_array_equal(a.nngp, b.nngp)
+        np.testing.assert_array_equal(a.ntk, b.ntk)
+
+
 def test_kernel_fn_routes_images_to_the_compiled_kernel_or_numpy():
     name = "myrtle"
     net = stax.parse(NETWORKS[name])
