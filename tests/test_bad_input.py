@@ -184,3 +184,13 @@ def test_tiling_refuses_bad_sizes(args, message):
 
     with pytest.raises(ValueError, match=message):
         Tiling(*args)
+
+
+@pytest.mark.parametrize("derivative", ["derivative", 1.5, -1, True])
+def test_expectation_derivative_order_is_named(derivative):
+    """A derivative order that is not an integer >= 0 is one line naming it (it was a TypeError from range())."""
+    from ntk_theory.gaussian import expectation, expectation1
+
+    for fn in (expectation1, expectation):
+        with pytest.raises(ValueError, match="derivative must be an integer >= 0"):
+            fn("tanh", derivative=derivative)

@@ -812,6 +812,8 @@ def _derive_or_reason(A, B):
 
 def _atoms_and_expr(f, order: int, deltas: bool):
     """(atoms or the NoRule saying why there are none, the expression, its label)."""
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 0:
+        raise ValueError(f"derivative must be an integer >= 0; got {order!r}")
     expr, label = _as_expr(f)
     d = sp.diff(expr, x, order) if order else expr
     if not deltas:
