@@ -86,6 +86,8 @@ def factor_values(s_fn, ds_fn, d2s_fn, d3s_fn, z, pows, out):
             out[f, i] = _pw(a, b, c, d, pows[f, 0], pows[f, 1], pows[f, 2], pows[f, 3])
 
 
+# set_sums and set_sums3 share their stopping rule and error terms line for line, deliberately: two Numba hot
+# loops over differently shaped tables (pair x pair, pair x single input), kept apart so neither pays a branch.
 @_njit(_SIG_SUMS)
 def set_sums(coef, cnorm, ctail, dnorm, acoef, atail, pa, pb, R, r1, ta, tb, ns, tol, vals, errs, scales, nused):
     """The block expansion of every set t: products c = 0..ta.shape[1]-1 with ta[t, c] >= 0.
@@ -224,6 +226,7 @@ def set_sums(coef, cnorm, ctail, dnorm, acoef, atail, pa, pb, R, r1, ta, tb, ns,
             errs[t, c] += tr + 16.0 * (last + 1) * _EPS * (absterm[c] + sc)
 
 
+# (the stopping rule and error terms repeat set_sums' deliberately: see the comment there)
 @_njit(_SIG_SUMS3)
 def set_sums3(coef, cnorm, ctail, dnorm, acoef, atail, g, gerr, gtail, ag, agtail, pa, sv, R, r1, ta, tw, ns, tol,
               vals, errs, scales, nused):
