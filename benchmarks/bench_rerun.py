@@ -111,6 +111,8 @@ def run():
     return [r.nngp[:200, :200], r.ntk[:200, :200]]
 """
 
+# bench_floor.floor again, deliberately, as program text: the child runs it from another directory (the control
+# case: the same loop in both trees)
 _FLOOR = """
 import math, numba
 @numba.njit(parallel=True, fastmath=False)
