@@ -22,6 +22,7 @@ results are appended as JSON lines to ``--out``; ``--table`` prints the Markdown
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -111,31 +112,17 @@ def run():
     return [r.nngp[:200, :200], r.ntk[:200, :200]]
 """
 
-# bench_floor.floor again, deliberately, as program text: the child runs it from another directory (the control
-# case: the same loop in both trees)
-_FLOOR = """
-import math, numba
-@numba.njit(parallel=True, fastmath=False)
-def floor(x, depth):
-    N = x.size
-    acc = np.zeros(N)
-    for i in numba.prange(N):
-        m = N - i
-        u = np.empty(m)
-        v = np.empty(m)
-        for j in range(m):
-            u[j] = 1.0 + x[i] * x[i + j]
-            v[j] = x[i] - x[i + j]
-        for _ in range(depth):
-            for j in range(m):
-                w = math.atan2(math.sqrt(u[j]), v[j])
-                u[j] = 1.0 + 0.1 * w
-        acc[i] = u.sum()
-    return acc
-x = np.random.default_rng(0).random(4000)
-def run():
-    return [floor(x, 10)]
-"""
+def _function_source(path: Path, name: str) -> str:
+    """The text of the top-level function ``name`` of the file ``path``, decorators included (read, not imported)."""
+    text = path.read_text()
+    fn = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    first = min([d.lineno for d in fn.decorator_list] + [fn.lineno])
+    return "\n".join(text.splitlines()[first - 1:fn.end_lineno])
+
+
+# the control case: bench_floor's loop (no ntk-theory code), the same in both trees
+_FLOOR = ("import math, numba\n" + _function_source(Path(__file__).resolve().parent / "bench_floor.py", "floor")
+          + "\nx = np.random.default_rng(0).random(4000)\ndef run():\n    return [floor(x, 10)]\n")
 
 _FW = """
 from ntk_theory.finite_width import finite_width
